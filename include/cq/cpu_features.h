@@ -1,0 +1,39 @@
+// CPU feature detection (CPUID + XGETBV on x86, hwcaps on ARM64), done once per process, and the
+// ISA ladder the kernel table is filled along.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace cq {
+
+struct CpuFeatures {
+    std::string brand;
+    bool sse42 = false, avx = false, avx2 = false, fma = false, f16c = false;
+    bool avx512f = false, avx512bw = false, avx512vl = false, avx512dq = false;
+    bool avx512_vnni = false, avx512_bf16 = false, avx_vnni = false;
+    bool os_saves_ymm = false, os_saves_zmm = false;  // XGETBV: the OS preserves the wide registers
+    bool neon = false, arm_dotprod = false, arm_fp16 = false, arm_i8mm = false, arm_bf16 = false;
+
+    /// Names of the features present, e.g. {"avx2", "fma", "avx512f", ...}.
+    std::vector<std::string> names() const;
+};
+
+/// The features of this CPU (detected on first call).
+const CpuFeatures& cpu_features();
+
+/// Rungs of the kernel ladder; each includes the ones below it.
+enum class IsaLevel { ref = 0, avx2 = 1, avx512 = 2, avx512_vnni = 3, neon = 10, neon_dotprod = 11 };
+
+std::string_view isa_level_name(IsaLevel level);
+std::optional<IsaLevel> isa_level_from_name(std::string_view name);
+/// The highest level this CPU supports.
+IsaLevel detected_isa_level();
+/// True if this CPU can run kernels of `level`.
+bool cpu_supports(IsaLevel level);
+/// The levels this CPU can run, lowest first (always starts with ref).
+std::vector<IsaLevel> supported_isa_levels();
+
+}  // namespace cq

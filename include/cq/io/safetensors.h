@@ -1,0 +1,89 @@
+// safetensors reader (single file and sharded via model.safetensors.index.json): every dtype of the
+// format, zero-copy tensors from a read-only mapping, strict layout checks (offsets inside the file,
+// size = elements × dtype size, no overlaps, no duplicate names).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "cq/dtype.h"
+#include "cq/mapped_file.h"
+#include "cq/tensor.h"
+
+namespace cq::safetensors {
+
+struct TensorInfo {
+    std::string name;
+    DType dtype = DType::F32;
+    std::string dtype_name;      // as spelled in the file, e.g. "BF16"
+    std::vector<int64_t> shape;  // row-major, outermost first
+    uint64_t begin = 0, end = 0; // data_offsets, relative to the data section
+    uint64_t file_offset = 0;    // absolute position of the first byte
+    uint64_t nbytes = 0;
+    int64_t numel = 0;
+};
+
+struct Limits {
+    uint64_t max_header_bytes = 100ull << 20;  // the reference implementation's cap
+    uint32_t max_json_depth = 16;
+    uint32_t max_rank = 16;
+};
+
+/// The dtype a safetensors dtype string names (F32, BF16, F8_E4M3, ...), if known.
+std::optional<DType> dtype_from_safetensors_name(std::string_view name);
+
+/// One .safetensors file.
+class File {
+public:
+    static File open(const std::string& path, const Limits& limits = {});
+    static File parse(std::shared_ptr<const ByteSource> source, const Limits& limits = {});
+
+    const std::string& path() const { return source_->name(); }
+    uint64_t file_size() const { return source_->size(); }
+    uint64_t header_size() const { return header_size_; }
+    uint64_t data_section_offset() const { return 8 + header_size_; }
+    /// The optional "__metadata__" string map.
+    const std::map<std::string, std::string>& metadata() const { return metadata_; }
+    /// Tensors in data-offset order.
+    const std::vector<TensorInfo>& tensors() const { return tensors_; }
+    const TensorInfo* find_tensor(std::string_view name) const;
+    Tensor tensor(const TensorInfo& info) const;
+    Tensor tensor(std::string_view name) const;
+
+private:
+    std::shared_ptr<const ByteSource> source_;
+    uint64_t header_size_ = 0;
+    std::map<std::string, std::string> metadata_;
+    std::vector<TensorInfo> tensors_;
+    std::unordered_map<std::string, size_t> index_;
+};
+
+/// A model's weights: one file, or the shards an index file lists. Tensor names are unique across shards.
+class Model {
+public:
+    /// `path`: a .safetensors file, a model.safetensors.index.json, or a directory holding either.
+    static Model open(const std::string& path, const Limits& limits = {});
+
+    const std::vector<File>& shards() const { return shards_; }
+    /// Path of the index file ("" for a single file).
+    const std::string& index_path() const { return index_path_; }
+    size_t tensor_count() const { return locations_.size(); }
+    /// All tensors, shard by shard, in data-offset order.
+    std::vector<const TensorInfo*> tensors() const;
+    const TensorInfo* find_tensor(std::string_view name) const;
+    /// The shard holding `name` (nullptr if absent).
+    const File* shard_of(std::string_view name) const;
+    Tensor tensor(std::string_view name) const;
+
+private:
+    std::vector<File> shards_;
+    std::string index_path_;
+    std::unordered_map<std::string, std::pair<size_t, size_t>> locations_;  // name → (shard, tensor)
+};
+
+}  // namespace cq::safetensors
