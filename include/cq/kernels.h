@@ -44,7 +44,7 @@ struct KernelTable {
 
 /// The table for this process: the detected level, or the one CQ_ISA names (InvalidArgument if
 /// CQ_ISA is unknown or above what the CPU supports).
-const KernelTable& kernels();
+const KernelTable& kernel_table();
 /// A table filled up to `level` (must be supported by this CPU); used by tests to reach every variant.
 KernelTable make_kernel_table(IsaLevel level);
 

@@ -1,0 +1,113 @@
+// Fills the kernel table once: reference kernels first, then each rung of the ISA ladder up to the
+// detected level (or the level CQ_ISA forces) replaces the ops it has a faster kernel for.
+#include "cq/kernels.h"
+
+#include <cstdlib>
+#include <string>
+
+#include "cq/error.h"
+#include "kernels/kernel_decls.h"
+
+namespace cq {
+namespace {
+
+// True if a table filled up to `level` includes the kernels of `rung` (same ISA family, not above).
+bool reaches(IsaLevel level, IsaLevel rung) {
+    const bool level_arm = static_cast<int>(level) >= static_cast<int>(IsaLevel::neon);
+    const bool rung_arm = static_cast<int>(rung) >= static_cast<int>(IsaLevel::neon);
+    if (rung == IsaLevel::ref) return true;
+    return level_arm == rung_arm && static_cast<int>(level) >= static_cast<int>(rung);
+}
+
+template <typename Fn>
+void set(Kernel<Fn>& slot, Fn fn, const char* name, IsaLevel isa) {
+    slot = {fn, name, isa};
+}
+
+#define CQ_SET(slot, fn, isa) set(t.slot, &kernels::fn, #fn, isa)
+
+}  // namespace
+
+KernelTable make_kernel_table(IsaLevel level) {
+    if (!cpu_supports(level))
+        throw InvalidArgument("[dispatch] ISA level '" + std::string(isa_level_name(level)) +
+                              "' is not supported by this CPU (" + cpu_features().brand + ")");
+    KernelTable t;
+    t.level = level;
+    CQ_SET(convert_f16_f32, convert_f16_f32__ref, IsaLevel::ref);
+    CQ_SET(convert_f32_f16, convert_f32_f16__ref, IsaLevel::ref);
+    CQ_SET(convert_bf16_f32, convert_bf16_f32__ref, IsaLevel::ref);
+    CQ_SET(convert_f32_bf16, convert_f32_bf16__ref, IsaLevel::ref);
+    CQ_SET(dot_u8_s8, dot_u8_s8__ref, IsaLevel::ref);
+    CQ_SET(gemm_f32, gemm_f32__ref, IsaLevel::ref);
+
+#if defined(CQ_HAVE_OPENBLAS)
+    // Float GEMM is OpenBLAS's job above the reference level; OpenBLAS dispatches by CPU itself.
+    if (level != IsaLevel::ref) set(t.gemm_f32, &kernels::gemm_f32__openblas, "gemm_f32__openblas", level);
+#endif
+
+#if defined(__x86_64__)
+    if (reaches(level, IsaLevel::avx2)) {
+        CQ_SET(convert_f16_f32, convert_f16_f32__avx2, IsaLevel::avx2);
+        CQ_SET(convert_f32_f16, convert_f32_f16__avx2, IsaLevel::avx2);
+        CQ_SET(convert_bf16_f32, convert_bf16_f32__avx2, IsaLevel::avx2);
+        CQ_SET(convert_f32_bf16, convert_f32_bf16__avx2, IsaLevel::avx2);
+        CQ_SET(dot_u8_s8, dot_u8_s8__avx2, IsaLevel::avx2);
+    }
+    if (reaches(level, IsaLevel::avx512)) {
+        CQ_SET(convert_f16_f32, convert_f16_f32__avx512, IsaLevel::avx512);
+        CQ_SET(convert_f32_f16, convert_f32_f16__avx512, IsaLevel::avx512);
+        CQ_SET(convert_bf16_f32, convert_bf16_f32__avx512, IsaLevel::avx512);
+        CQ_SET(convert_f32_bf16, convert_f32_bf16__avx512, IsaLevel::avx512);
+    }
+    if (reaches(level, IsaLevel::avx512_vnni)) {
+        CQ_SET(dot_u8_s8, dot_u8_s8__avx512vnni, IsaLevel::avx512_vnni);
+    }
+#elif defined(__aarch64__)
+    if (reaches(level, IsaLevel::neon)) {
+        CQ_SET(convert_f16_f32, convert_f16_f32__neon, IsaLevel::neon);
+        CQ_SET(convert_f32_f16, convert_f32_f16__neon, IsaLevel::neon);
+        CQ_SET(convert_bf16_f32, convert_bf16_f32__neon, IsaLevel::neon);
+        CQ_SET(convert_f32_bf16, convert_f32_bf16__neon, IsaLevel::neon);
+        CQ_SET(dot_u8_s8, dot_u8_s8__neon, IsaLevel::neon);
+    }
+#endif
+    return t;
+}
+
+namespace {
+KernelTable make_process_table() {
+    const char* forced = std::getenv("CQ_ISA");
+    if (!forced || !*forced) return make_kernel_table(detected_isa_level());
+    const auto level = isa_level_from_name(forced);
+    if (!level) {
+        std::string valid;
+        for (IsaLevel l : {IsaLevel::ref, IsaLevel::avx2, IsaLevel::avx512, IsaLevel::avx512_vnni, IsaLevel::neon,
+                           IsaLevel::neon_dotprod})
+            valid += (valid.empty() ? "" : ", ") + std::string(isa_level_name(l));
+        throw InvalidArgument("[dispatch] CQ_ISA='" + std::string(forced) + "' is not an ISA level; use one of: " + valid);
+    }
+    return make_kernel_table(*level);
+}
+}  // namespace
+
+const KernelTable& kernel_table() {
+    static const KernelTable table = make_process_table();
+    return table;
+}
+
+std::vector<KernelListing> list_kernels(const KernelTable& t) {
+    std::vector<KernelListing> out;
+    auto add = [&](const char* op, const auto& k) {
+        out.push_back({op, k.name, std::string(isa_level_name(k.isa))});
+    };
+    add("convert_f16_f32", t.convert_f16_f32);
+    add("convert_f32_f16", t.convert_f32_f16);
+    add("convert_bf16_f32", t.convert_bf16_f32);
+    add("convert_f32_bf16", t.convert_f32_bf16);
+    add("dot_u8_s8", t.dot_u8_s8);
+    add("gemm_f32", t.gemm_f32);
+    return out;
+}
+
+}  // namespace cq

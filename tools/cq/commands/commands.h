@@ -1,0 +1,15 @@
+// Subcommand registration: each verb adds its options to the app and returns the function that runs
+// it after parsing (returning the process exit code).
+#pragma once
+
+#include <functional>
+
+#include <CLI/CLI.hpp>
+
+namespace cq::cli {
+
+using Runner = std::function<int()>;
+
+Runner register_info(CLI::App& app);
+
+}  // namespace cq::cli

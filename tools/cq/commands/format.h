@@ -1,0 +1,23 @@
+// Small text-formatting helpers shared by the subcommands' human-readable output.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace cq::cli {
+
+/// 1234567 → "1,234,567"
+std::string group_digits(uint64_t v);
+/// 1234567 → "1.18 MiB"
+std::string human_bytes(uint64_t v);
+/// 292480 → "292.48 K"
+std::string human_count(uint64_t v);
+/// Prints rows as an aligned table; the first row is the header, `right` marks right-aligned columns.
+void print_table(const std::vector<std::vector<std::string>>& rows, const std::vector<bool>& right, int indent = 2);
+/// JSON to stdout, invalid UTF-8 replaced rather than thrown on.
+void print_json(const nlohmann::json& j);
+
+}  // namespace cq::cli

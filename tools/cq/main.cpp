@@ -1,0 +1,51 @@
+// cq command-line entry point: parses global options and dispatches to one subcommand. Library
+// errors become one message on stderr and a non-zero exit (1 for bad input, 2 for bad usage).
+#include <cstdio>
+#include <iostream>
+
+#include "commands/commands.h"
+#include "cq/error.h"
+#include "cq/kernels.h"
+#include "cq/thread_pool.h"
+
+int main(int argc, char** argv) {
+    CLI::App app{"cq — compress trained neural networks and measure what it cost", "cq"};
+    app.set_version_flag("--version", std::string("cq ") + CQ_VERSION);
+    int threads = 0;
+    app.add_option("-t,--threads", threads, "Worker threads for every command (0 = all hardware threads) (default: 0)")
+        ->check(CLI::Range(0, 4096));
+    app.require_subcommand(1);
+
+    std::vector<std::pair<CLI::App*, cq::cli::Runner>> commands;
+    cq::cli::Runner info = cq::cli::register_info(app);
+    commands.emplace_back(app.get_subcommand("info"), info);
+
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        const int code = app.exit(e);
+        return code == 0 ? 0 : 2;
+    }
+    try {
+        cq::kernel_table();  // validates CQ_ISA before any work
+        cq::ThreadPool::set_global_threads(threads);
+        for (auto& [cmd, run] : commands)
+            if (cmd->parsed()) return run();
+    } catch (const CLI::Error& e) {
+        std::cerr << "cq: error: " << e.what() << "\n";
+        return 2;
+    } catch (const cq::InvalidArgument& e) {
+        std::cerr << "cq: error: " << e.what() << "\n";
+        return 2;
+    } catch (const cq::Error& e) {
+        std::cerr << "cq: error: " << e.what() << "\n";
+        return 1;
+    } catch (const std::bad_alloc&) {
+        std::cerr << "cq: error: out of memory\n";
+        return 1;
+    } catch (const std::exception& e) {
+        std::cerr << "cq: internal error: " << e.what() << "\n";
+        return 3;
+    }
+    return 0;
+}
