@@ -176,6 +176,7 @@ def parse_gguf(path):
     kv_keys = []
     alignment = 32
     for _ in range(n_kv):
+        record = r.pos
         key = r.string()
         type_id = r.unpack("<I")
         tname, value = gguf_value(r, type_id)
@@ -186,23 +187,25 @@ def parse_gguf(path):
             metadata[key] = describe_array(value)
         else:
             metadata[key] = {"type": tname, "value": value}
+        metadata[key]["record_offset"] = record
         if key == "general.alignment":
             alignment = value
 
     infos = []
     for _ in range(n_tensors):
+        record = r.pos
         name = r.string()
         n_dims = r.unpack("<I")
         ne = [r.unpack("<Q") for _ in range(n_dims)]
         ggml_type = r.unpack("<I")
         offset = r.unpack("<Q")
-        infos.append((name, ne, ggml_type, offset))
+        infos.append((name, ne, ggml_type, offset, record))
     data_section = (r.pos + alignment - 1) // alignment * alignment
 
     tensors = {}
     n_params = 0
     bytes_by_dtype = {}
-    for name, ne, ggml_type, offset in infos:
+    for name, ne, ggml_type, offset, record in infos:
         tname, block, block_bytes = GGML_TYPES[ggml_type]
         n = numel(ne)
         if n % block:
@@ -213,6 +216,7 @@ def parse_gguf(path):
             raise ValueError(f"{path}: {name} runs past the end of the file")
         buf = data[start:start + nbytes]
         entry = {"dtype": tname, "shape": list(reversed(ne)), "offset": start, "nbytes": nbytes,
+                 "info_offset": record,
                  "sha256": hashlib.sha256(buf).hexdigest(), "crc32": zlib.crc32(buf)}
         if tname in ("f32", "f16"):
             fmt = "<f" if tname == "f32" else "<e"
