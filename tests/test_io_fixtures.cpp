@@ -166,7 +166,7 @@ void check_summary(const cq::ModelSummary& s, const json& exp, const std::string
     }
 }
 
-TEST(ExpectedFile, Loads) {
+TEST(fixtures, ExpectedFileLoads) {
     const json& doc = expected();
     ASSERT_TRUE(doc.is_object()) << "cannot read or parse " << expected_path()
                                  << " (regenerate with python3 tests/expected/make_expected.py)";
@@ -324,7 +324,8 @@ TEST_P(GgufFixture, Summary) {
     }
 }
 
-INSTANTIATE_TEST_SUITE_P(Files, GgufFixture, testing::ValuesIn(keys_of_format("gguf")), param_name);
+// Test names carry "fixtures" so that `ctest -R fixtures` selects them all.
+INSTANTIATE_TEST_SUITE_P(fixtures, GgufFixture, testing::ValuesIn(keys_of_format("gguf")), param_name);
 
 // ---------------------------------------------------------------------------------------------
 // safetensors (single files)
@@ -402,7 +403,7 @@ TEST_P(SafetensorsFixture, Summary) {
     check_summary(cq::summarize_model(cq::test::fixture(key_)), *exp_, "safetensors", key_);
 }
 
-INSTANTIATE_TEST_SUITE_P(Files, SafetensorsFixture, testing::ValuesIn(keys_of_format("safetensors")), param_name);
+INSTANTIATE_TEST_SUITE_P(fixtures, SafetensorsFixture, testing::ValuesIn(keys_of_format("safetensors")), param_name);
 
 // ---------------------------------------------------------------------------------------------
 // HF model directories
@@ -473,18 +474,15 @@ TEST_P(HfDirFixture, Summary) {
     }
 }
 
-INSTANTIATE_TEST_SUITE_P(Dirs, HfDirFixture, testing::ValuesIn(keys_of_format("hf")), param_name);
+INSTANTIATE_TEST_SUITE_P(fixtures, HfDirFixture, testing::ValuesIn(keys_of_format("hf")), param_name);
 
 // ---------------------------------------------------------------------------------------------
-// Sharded safetensors: bert-tiny-sst2's model.safetensors split into two shards plus
-// model.safetensors.index.json (and config.json, so the folder is also an HF model directory),
-// written here from the reference JSON and the original bytes, without cq.
+// Sharded safetensors: each model.safetensors split into two shards plus model.safetensors.index.json
+// (and config.json, so the folder is also an HF model directory), written into a temporary folder
+// from the reference JSON and the original bytes, without cq.
 
-class ShardedSafetensors : public testing::Test {
+class ShardedSafetensors : public testing::TestWithParam<std::string> {
 protected:
-    static constexpr const char* kSource = "models/bert-tiny-sst2/model.safetensors";
-    static constexpr const char* kDir = "models/bert-tiny-sst2/";
-
     struct Placed {
         std::string shard;     // file name
         uint64_t offset = 0;   // absolute offset in the shard
@@ -492,11 +490,13 @@ protected:
 
     void SetUp() override {
         ASSERT_TRUE(expected().is_object());
-        exp_ = &entry(kSource);
+        source_ = GetParam();
+        model_dir_ = source_.substr(0, source_.rfind('/') + 1);
+        exp_ = &entry(source_);
         char tmpl[] = "/tmp/cq_test_sharded_XXXXXX";
         ASSERT_NE(mkdtemp(tmpl), nullptr);
         dir_ = tmpl;
-        original_ = cq::test::read_bytes(cq::test::fixture(kSource));
+        original_ = cq::test::read_bytes(cq::test::fixture(source_));
 
         const auto order = (*exp_)["tensor_order"].get<std::vector<std::string>>();
         const size_t half = order.size() / 2;
@@ -540,7 +540,7 @@ protected:
         }
         json index = {{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}};
         std::ofstream(dir_ / "model.safetensors.index.json") << index.dump(2);
-        fs::copy_file(cq::test::fixture(std::string(kDir) + "config.json"), dir_ / "config.json");
+        fs::copy_file(cq::test::fixture(model_dir_ + "config.json"), dir_ / "config.json");
     }
 
     void TearDown() override {
@@ -550,7 +550,8 @@ protected:
         }
     }
 
-    void check_model(const cq::safetensors::Model& m, const std::string& how) {
+    void check_model(const cq::safetensors::Model& m, const std::string& what) {
+        const std::string how = source_ + " sharded, " + what;
         SCOPED_TRACE(how);
         const json& e = *exp_;
         ASSERT_EQ(m.shards().size(), 2u) << how << ": shard count";
@@ -583,6 +584,8 @@ protected:
         EXPECT_EQ(m.shard_of("no.such.tensor"), nullptr);
     }
 
+    std::string source_;     // the safetensors file that was split
+    std::string model_dir_;  // its HF model directory (key with trailing slash)
     const json* exp_ = nullptr;
     fs::path dir_;
     std::vector<uint8_t> original_;
@@ -590,17 +593,18 @@ protected:
     std::map<std::string, Placed> placed_;
 };
 
-TEST_F(ShardedSafetensors, OpenDirectory) { check_model(cq::safetensors::Model::open(dir_.string()), "directory"); }
+TEST_P(ShardedSafetensors, OpenDirectory) { check_model(cq::safetensors::Model::open(dir_.string()), "directory"); }
 
-TEST_F(ShardedSafetensors, OpenIndex) {
+TEST_P(ShardedSafetensors, OpenIndex) {
     const auto m = cq::safetensors::Model::open((dir_ / "model.safetensors.index.json").string());
     EXPECT_EQ(fs::path(m.index_path()).filename().string(), "model.safetensors.index.json");
     check_model(m, "index file");
 }
 
-TEST_F(ShardedSafetensors, HfDirAndSummary) {
+TEST_P(ShardedSafetensors, HfDirAndSummary) {
+    SCOPED_TRACE(source_ + " sharded");
     const cq::hf::ModelDir md = cq::hf::open_model_dir(dir_.string());
-    EXPECT_EQ(md.model_type, "bert");
+    EXPECT_EQ(md.model_type, entry(model_dir_)["config"]["model_type"].get<std::string>());
     check_model(md.weights, "open_model_dir");
 
     const json& e = *exp_;
@@ -624,5 +628,7 @@ TEST_F(ShardedSafetensors, HfDirAndSummary) {
     EXPECT_EQ(idx.tensor_count, e["n_tensors"].get<uint64_t>());
     EXPECT_EQ(idx.parameter_count, e["n_params"].get<uint64_t>());
 }
+
+INSTANTIATE_TEST_SUITE_P(fixtures, ShardedSafetensors, testing::ValuesIn(keys_of_format("safetensors")), param_name);
 
 }  // namespace
