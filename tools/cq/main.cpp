@@ -20,6 +20,26 @@ int main(int argc, char** argv) {
     cq::cli::Runner info = cq::cli::register_info(app);
     commands.emplace_back(app.get_subcommand("info"), info);
 
+    // CLI11 would only say "A subcommand is required" for a misspelt verb; name it instead.
+    for (int i = 1; i < argc; ++i) {
+        const std::string arg = argv[i];
+        if (arg == "-t" || arg == "--threads") {
+            ++i;
+            continue;
+        }
+        if (arg.empty() || arg[0] == '-') continue;
+        bool known = false;
+        std::string verbs;
+        for (const auto& [cmd, run] : commands) {
+            known = known || cmd->get_name() == arg;
+            verbs += (verbs.empty() ? "" : ", ") + cmd->get_name();
+        }
+        if (!known) {
+            std::cerr << "cq: error: unknown command '" << arg << "' (commands: " << verbs << "; see cq --help)\n";
+            return 2;
+        }
+        break;
+    }
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {

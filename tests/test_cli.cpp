@@ -1,0 +1,156 @@
+// The cq binary end to end: `cq info` on the fixtures (JSON parses, counts equal the independent
+// expectations), `--kernels` under CQ_ISA, and one clear message + non-zero exit on bad input.
+#include <gtest/gtest.h>
+
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "test_support.h"
+
+#ifndef CQ_CLI_PATH
+#error "test_cli needs the cq binary (CQ_BUILD_TOOLS=ON)"
+#endif
+
+namespace cq {
+namespace {
+
+struct RunResult {
+    int exit_code = -1;
+    std::string out;  // stdout
+    std::string err;  // stderr
+};
+
+RunResult run_cq(const std::string& args, const std::string& env = "") {
+    const auto dir = std::filesystem::temp_directory_path() / ("cq_cli_test_" + std::to_string(::getpid()));
+    std::filesystem::create_directories(dir);
+    const std::string err_path = (dir / "stderr").string();
+    const std::string cmd = env + " " + CQ_CLI_PATH + " " + args + " 2>" + err_path;
+    RunResult r;
+    FILE* p = ::popen(cmd.c_str(), "r");
+    char buf[4096];
+    size_t n;
+    while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
+    const int status = ::pclose(p);
+    r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    std::ifstream e(err_path);
+    r.err.assign(std::istreambuf_iterator<char>(e), std::istreambuf_iterator<char>());
+    return r;
+}
+
+nlohmann::json expected() {
+    std::ifstream in(test::tests_dir() + "/expected/fixtures.json");
+    return nlohmann::json::parse(in)["files"];
+}
+
+TEST(CliInfo, JsonCountsMatchIndependentParserForEveryFixture) {
+    const nlohmann::json all = expected();
+    for (const auto& [rel, exp] : all.items()) {
+        std::string path = test::fixture(rel);
+        if (!path.empty() && path.back() == '/') path.pop_back();
+        const RunResult r = run_cq("info --json '" + path + "'");
+        ASSERT_EQ(r.exit_code, 0) << rel << " (" << path << "): " << r.err;
+        const auto j = nlohmann::json::parse(r.out);
+        const nlohmann::json& e = exp.contains("n_params") ? exp : all.at(exp["weights"].get<std::string>());
+        EXPECT_EQ(j["parameter_count"].get<uint64_t>(), e["n_params"].get<uint64_t>()) << rel;
+        EXPECT_EQ(j["tensor_count"].get<uint64_t>(), e["n_tensors"].get<uint64_t>()) << rel;
+        uint64_t bytes = 0;
+        for (const auto& [dt, b] : e["bytes_by_dtype"].items()) {
+            EXPECT_EQ(j["dtypes"][dt]["bytes"].get<uint64_t>(), b.get<uint64_t>()) << rel << " " << dt;
+            bytes += b.get<uint64_t>();
+        }
+        if (e["n_params"].get<uint64_t>() > 0)
+            EXPECT_DOUBLE_EQ(j["bits_per_weight"].get<double>(), 8.0 * static_cast<double>(bytes) / e["n_params"].get<double>()) << rel;
+    }
+}
+
+TEST(CliInfo, TensorsAndMetadataInJson) {
+    const RunResult r = run_cq("info --json --tensors --metadata " + test::fixture("models/stories260K-gguf/stories260K.gguf"));
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    const auto j = nlohmann::json::parse(r.out);
+    ASSERT_EQ(j["tensors"].size(), 48u);
+    EXPECT_EQ(j["architecture"], "llama");
+    EXPECT_EQ(j["hyperparameters"]["embedding_length"], "64");
+    EXPECT_EQ(j["metadata"]["llama.block_count"], 5);
+    EXPECT_EQ(j["metadata"]["tokenizer.ggml.tokens"]["count"], 512);  // long array summarised
+    const auto e = expected()["models/stories260K-gguf/stories260K.gguf"]["tensors"];
+    for (const auto& t : j["tensors"]) {
+        const auto& et = e[t["name"].get<std::string>()];
+        EXPECT_EQ(t["shape"], et["shape"]) << t["name"];
+        EXPECT_EQ(t["offset"], et["offset"]) << t["name"];
+        EXPECT_EQ(t["bytes"], et["nbytes"]) << t["name"];
+    }
+}
+
+TEST(CliInfo, TextOutputNamesTheEssentials) {
+    const RunResult r = run_cq("info --tensors " + test::fixture("models/gpt2-tiny-stories"));
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    for (const char* s : {"architecture", "gpt2", "parameters", "bits/weight", "hyperparameters", "transformer.h.0.attn.c_attn.weight"})
+        EXPECT_NE(r.out.find(s), std::string::npos) << s;
+}
+
+TEST(CliKernels, ReportsLevelAndHonoursCqIsa) {
+    RunResult r = run_cq("info --kernels --json");
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    auto j = nlohmann::json::parse(r.out)["kernels"];
+    EXPECT_EQ(j["level"], j["detected_level"]);
+    EXPECT_EQ(j["kernels"].size(), 6u);
+
+    r = run_cq("info --kernels --json", "CQ_ISA=ref");
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    j = nlohmann::json::parse(r.out)["kernels"];
+    EXPECT_EQ(j["level"], "ref");
+    for (const auto& k : j["kernels"]) EXPECT_NE(k["kernel"].get<std::string>().find("__ref"), std::string::npos) << k;
+
+    r = run_cq("info --kernels", "CQ_ISA=sse9");
+    EXPECT_EQ(r.exit_code, 2);
+    EXPECT_NE(r.err.find("CQ_ISA='sse9'"), std::string::npos) << r.err;
+}
+
+TEST(CliErrors, BadInputGivesOneClearMessageAndNonZeroExit) {
+    const auto dir = std::filesystem::temp_directory_path() / ("cq_cli_bad_" + std::to_string(::getpid()));
+    std::filesystem::create_directories(dir);
+    const auto bytes = test::read_bytes(test::fixture("models/stories260K-gguf/stories260K.gguf"));
+    const std::string truncated = (dir / "truncated.gguf").string();
+    std::ofstream(truncated, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()), 5000);
+
+    struct Case {
+        std::string args;
+        int code;
+        std::string needle;
+    };
+    const Case cases[] = {
+        {"info " + truncated, 1, "at byte"},
+        {"info /nonexistent/model.gguf", 1, "does not exist"},
+        {"info " + test::fixture("data/sst2_dev.tsv"), 1, "not a format cq reads"},
+        {"info --bogus-option x", 2, "bogus-option"},
+        {"info", 2, "PATH"},
+        {"frobnicate", 2, "frobnicate"},
+        {"--threads -3 info --kernels", 2, "threads"},
+    };
+    for (const auto& c : cases) {
+        const RunResult r = run_cq(c.args);
+        EXPECT_EQ(r.exit_code, c.code) << c.args << "\n" << r.err;
+        EXPECT_NE(r.err.find(c.needle), std::string::npos) << c.args << "\n" << r.err;
+        EXPECT_TRUE(r.out.empty()) << c.args << " printed to stdout: " << r.out;
+    }
+    // The truncated-file message names the file and is one line.
+    const RunResult r = run_cq("info " + truncated);
+    EXPECT_NE(r.err.find(truncated), std::string::npos);
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+    std::filesystem::remove_all(dir);
+}
+
+TEST(CliHelp, ExplainsEveryOptionWithDefault) {
+    const RunResult r = run_cq("info --help");
+    EXPECT_EQ(r.exit_code, 0);
+    for (const char* opt : {"--tensors", "--metadata", "--json", "--kernels"}) EXPECT_NE(r.out.find(opt), std::string::npos) << opt;
+    EXPECT_NE(r.out.find("default"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace cq
