@@ -94,7 +94,7 @@ TEST(CliInfo, TextOutputNamesTheEssentials) {
 }
 
 TEST(CliKernels, ReportsLevelAndHonoursCqIsa) {
-    RunResult r = run_cq("info --kernels --json");
+    RunResult r = run_cq("info --kernels --json", "env -u CQ_ISA");
     ASSERT_EQ(r.exit_code, 0) << r.err;
     auto j = nlohmann::json::parse(r.out)["kernels"];
     EXPECT_EQ(j["level"], j["detected_level"]);
