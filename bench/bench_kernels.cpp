@@ -74,7 +74,8 @@ void bench_gemm(benchmark::State& state, cq::GemmF32Fn fn) {
     state.SetBytesProcessed(int64_t(state.iterations()) * int64_t(sizeof(float)) * (m * k + n * k + m * n));
 }
 
-// Registers each distinct kernel once, named after it ("gemm_f32__openblas/1024/768/768").
+// Registers each distinct kernel once, named after it ("gemm_f32__openblas/m:1024/n:768/k:768"). Rates use
+// wall time, since OpenBLAS runs threads the main thread's CPU time does not count.
 void register_all() {
     std::set<std::string> seen;
     auto first_time = [&](const char* name) { return seen.insert(name).second; };
@@ -82,21 +83,21 @@ void register_all() {
         const cq::KernelTable t = cq::make_kernel_table(level);
         if (first_time(t.convert_f16_f32.name))
             benchmark::RegisterBenchmark(t.convert_f16_f32.name, bench_convert<uint16_t, float>, t.convert_f16_f32.fn,
-                                         half_patterns(kConvertN, false));
+                                         half_patterns(kConvertN, false))->UseRealTime();
         if (first_time(t.convert_f32_f16.name))
             benchmark::RegisterBenchmark(t.convert_f32_f16.name, bench_convert<float, uint16_t>, t.convert_f32_f16.fn,
-                                         random_values<float>(kConvertN, 4, -4.0f, 4.0f));
+                                         random_values<float>(kConvertN, 4, -4.0f, 4.0f))->UseRealTime();
         if (first_time(t.convert_bf16_f32.name))
             benchmark::RegisterBenchmark(t.convert_bf16_f32.name, bench_convert<uint16_t, float>, t.convert_bf16_f32.fn,
-                                         half_patterns(kConvertN, true));
+                                         half_patterns(kConvertN, true))->UseRealTime();
         if (first_time(t.convert_f32_bf16.name))
             benchmark::RegisterBenchmark(t.convert_f32_bf16.name, bench_convert<float, uint16_t>, t.convert_f32_bf16.fn,
-                                         random_values<float>(kConvertN, 5, -4.0f, 4.0f));
+                                         random_values<float>(kConvertN, 5, -4.0f, 4.0f))->UseRealTime();
         if (first_time(t.dot_u8_s8.name))
-            benchmark::RegisterBenchmark(t.dot_u8_s8.name, bench_dot, t.dot_u8_s8.fn)->Arg(768)->Arg(3072);  // BERT/LLaMA rows
+            benchmark::RegisterBenchmark(t.dot_u8_s8.name, bench_dot, t.dot_u8_s8.fn)->Arg(768)->Arg(3072)->UseRealTime();  // BERT/LLaMA rows
         if (first_time(t.gemm_f32.name)) {
             auto* b = benchmark::RegisterBenchmark(t.gemm_f32.name, bench_gemm, t.gemm_f32.fn);
-            b->ArgNames({"m", "n", "k"})->Unit(benchmark::kMillisecond);
+            b->ArgNames({"m", "n", "k"})->Unit(benchmark::kMillisecond)->UseRealTime();
             b->Args({128, 768, 768});  // BERT-base attention projection, 128 tokens
             if (t.gemm_f32.isa != cq::IsaLevel::ref) {  // seconds per call at the reference
                 b->Args({1024, 768, 768});   // BERT-base attention projection, 1024 tokens
