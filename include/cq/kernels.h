@@ -25,6 +25,10 @@ using DotU8S8Fn = int32_t (*)(const uint8_t* a, const int8_t* b, int64_t n);
 using GemmF32Fn = void (*)(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
                            int64_t ldb, float* c, int64_t ldc);
 
+// c: [m, n] = a: [m, k] · b: [k, n]; row strides lda, ldb, ldc.
+using GemmF32NNFn = void (*)(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
+                             int64_t ldb, float* c, int64_t ldc);
+
 template <typename Fn>
 struct Kernel {
     Fn fn = nullptr;
@@ -40,6 +44,7 @@ struct KernelTable {
     Kernel<ConvertF32ToBF16Fn> convert_f32_bf16;
     Kernel<DotU8S8Fn> dot_u8_s8;
     Kernel<GemmF32Fn> gemm_f32;
+    Kernel<GemmF32NNFn> gemm_f32_nn;
 };
 
 /// The table for this process: the detected level, or the one CQ_ISA names (InvalidArgument if

@@ -40,10 +40,14 @@ KernelTable make_kernel_table(IsaLevel level) {
     CQ_SET(convert_f32_bf16, convert_f32_bf16__ref, IsaLevel::ref);
     CQ_SET(dot_u8_s8, dot_u8_s8__ref, IsaLevel::ref);
     CQ_SET(gemm_f32, gemm_f32__ref, IsaLevel::ref);
+    CQ_SET(gemm_f32_nn, gemm_f32_nn__ref, IsaLevel::ref);
 
 #if defined(CQ_HAVE_OPENBLAS)
     // Float GEMM is OpenBLAS's job above the reference level; OpenBLAS dispatches by CPU itself.
-    if (level != IsaLevel::ref) set(t.gemm_f32, &kernels::gemm_f32__openblas, "gemm_f32__openblas", level);
+    if (level != IsaLevel::ref) {
+        set(t.gemm_f32, &kernels::gemm_f32__openblas, "gemm_f32__openblas", level);
+        set(t.gemm_f32_nn, &kernels::gemm_f32_nn__openblas, "gemm_f32_nn__openblas", level);
+    }
 #endif
 
 #if defined(__x86_64__)
@@ -107,6 +111,7 @@ std::vector<KernelListing> list_kernels(const KernelTable& t) {
     add("convert_f32_bf16", t.convert_f32_bf16);
     add("dot_u8_s8", t.dot_u8_s8);
     add("gemm_f32", t.gemm_f32);
+    add("gemm_f32_nn", t.gemm_f32_nn);
     return out;
 }
 

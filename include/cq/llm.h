@@ -1,0 +1,128 @@
+// Decoder-only language models (LLaMA family incl. Mistral/Qwen2-style configs, GPT-2) built from a
+// GGUF file or an HF directory: weights stay memory-mapped, compute is f32 over f32/f16/bf16 weights,
+// prompt tokens are processed as one batch, and a KV cache serves generation.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "cq/tensor.h"
+#include "cq/tokenizer.h"
+
+namespace cq {
+
+enum class LlmFamily { llama, gpt2 };
+
+/// How RoPE pairs the dimensions of a head: GGUF `llama` weights rotate adjacent pairs (2i, 2i+1);
+/// HF weights are stored permuted for rotate_half, pairing (i, i + head_dim/2). Using the pairing that
+/// matches the file avoids un-permuting q/k at load.
+enum class RopePairing { adjacent, half_split };
+
+struct LlmConfig {
+    LlmFamily family = LlmFamily::llama;
+    std::string architecture;  // as the file names it: "llama", "mistral", "qwen2", "gpt2"
+    int64_t n_vocab = 0;
+    int64_t n_embd = 0;
+    int64_t n_layer = 0;
+    int64_t n_head = 0;
+    int64_t n_head_kv = 0;
+    int64_t head_dim = 0;
+    int64_t n_ff = 0;
+    int64_t n_ctx_train = 0;
+    float norm_eps = 1e-5f;
+    // RoPE (llama family)
+    float rope_theta = 10000.0f;
+    float rope_scale = 1.0f;  // linear position scaling: position / rope_scale
+    int64_t rope_dims = 0;    // rotated dimensions per head (≤ head_dim)
+    RopePairing rope_pairing = RopePairing::adjacent;
+};
+
+/// One linear layer y = x·Wᵀ (+ b). `weight` is [out, in] unless `transposed` ([in, out], GPT-2 Conv1D).
+struct Linear {
+    Tensor weight;
+    std::optional<Tensor> bias;
+    bool transposed = false;
+    std::string name;
+    int64_t n_in() const { return transposed ? weight.dim(0) : weight.dim(1); }
+    int64_t n_out() const { return transposed ? weight.dim(1) : weight.dim(0); }
+};
+
+struct Norm {
+    Tensor weight;
+    std::optional<Tensor> bias;  // LayerNorm only
+};
+
+struct DecoderBlock {
+    Norm attn_norm, ffn_norm;
+    Linear wq, wk, wv, wo;        // llama (separate projections)
+    Linear wqkv;                  // gpt2 (fused q|k|v)
+    Linear ffn_gate, ffn_up, ffn_down;
+};
+
+struct LlmWeights {
+    Tensor token_embd;               // [n_vocab, n_embd]
+    std::optional<Tensor> pos_embd;  // gpt2: [n_ctx_train, n_embd]
+    std::vector<DecoderBlock> blocks;
+    Norm output_norm;
+    Linear output;                   // tied models point at token_embd
+};
+
+/// Per-sequence attention state: K and V for every layer and position (f32).
+class KvCache {
+public:
+    KvCache() = default;
+    KvCache(int64_t n_layer, int64_t n_ctx, int64_t kv_dim);
+    int64_t n_ctx() const { return n_ctx_; }
+    float* k(int64_t layer, int64_t pos) { return k_.data() + (layer * n_ctx_ + pos) * kv_dim_; }
+    float* v(int64_t layer, int64_t pos) { return v_.data() + (layer * n_ctx_ + pos) * kv_dim_; }
+
+private:
+    int64_t n_ctx_ = 0, kv_dim_ = 0;
+    std::vector<float> k_, v_;
+};
+
+struct ForwardScratch;
+
+struct LoadOptions {
+    int64_t n_ctx = 0;  // KV cache length; 0 = the model's training context (capped at 4096)
+};
+
+class LanguageModel {
+public:
+    LanguageModel();
+    ~LanguageModel();
+    /// Loads a .gguf file or an HF directory. Unsupported names the architecture and the supported ones.
+    static std::unique_ptr<LanguageModel> load(const std::string& path, const LoadOptions& options = {});
+
+    const LlmConfig& config() const { return config_; }
+    const Tokenizer& tokenizer() const { return *tokenizer_; }
+    const LlmWeights& weights() const { return weights_; }
+    const std::string& path() const { return path_; }
+    /// The KV cache length this model was set up with.
+    int64_t n_ctx() const { return cache_.n_ctx(); }
+
+    /// Runs `tokens` at positions [n_past, n_past + T) and writes logits [T, n_vocab] (all positions)
+    /// or [1, n_vocab] (the last one) to `logits`. Positions ≥ n_past + T are forgotten.
+    void forward(std::span<const int32_t> tokens, int64_t n_past, std::span<float> logits, bool all_logits);
+
+    /// Bytes of weight data (what one generated token has to read).
+    uint64_t weight_bytes() const;
+
+private:
+    LlmConfig config_;
+    LlmWeights weights_;
+    std::unique_ptr<Tokenizer> tokenizer_;
+    KvCache cache_;
+    std::string path_;
+    std::unique_ptr<ForwardScratch> scratch_;
+    friend class LlmLoader;
+};
+
+/// The architectures LanguageModel::load accepts, for error messages and --help.
+std::string supported_llm_architectures();
+
+}  // namespace cq

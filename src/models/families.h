@@ -1,0 +1,24 @@
+// Forward passes of the decoder families, written as sequences of ops (src/ops) over the weights.
+#pragma once
+
+#include <span>
+#include <vector>
+
+#include "cq/llm.h"
+
+namespace cq {
+
+/// Activations reused across calls (grown on demand), one set per model.
+struct ForwardScratch {
+    std::vector<float> x, xn, q, k, v, qkv, attn, gate, up, tmp, scores, hidden_last;
+};
+
+void llama_forward(const LlmConfig& c, const LlmWeights& w, KvCache& cache, std::span<const int32_t> tokens, int64_t n_past,
+                   std::span<float> logits, bool all_logits, ForwardScratch& s);
+void gpt2_forward(const LlmConfig& c, const LlmWeights& w, KvCache& cache, std::span<const int32_t> tokens, int64_t n_past,
+                  std::span<float> logits, bool all_logits, ForwardScratch& s);
+
+/// Final norm output x: [T, n_embd] → logits for all rows or only the last.
+void lm_head(const LlmConfig& c, const LlmWeights& w, const float* x, int64_t T, std::span<float> logits, bool all_logits);
+
+}  // namespace cq

@@ -1,0 +1,291 @@
+// LanguageModel: reads the config and maps the weights of a GGUF file or an HF directory into the
+// family's layout (no copies of matrices; norms and biases are widened to small f32 vectors), checks
+// every shape, and runs the family's forward pass.
+#include <algorithm>
+#include <filesystem>
+#include <functional>
+#include <string>
+
+#include "cq/error.h"
+#include "cq/io/gguf.h"
+#include "cq/io/hf_model.h"
+#include "cq/llm.h"
+#include "models/families.h"
+
+namespace cq {
+
+namespace {
+
+using TensorLookup = std::function<std::optional<Tensor>(const std::string&)>;
+
+std::string shape_str(const std::vector<int64_t>& s) {
+    std::string out = "[";
+    for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+    return out + "]";
+}
+
+Tensor to_f32(const Tensor& t) {
+    if (t.dtype() == DType::F32) return t;
+    Tensor out = Tensor::zeros(t.shape(), DType::F32);
+    const auto v = t.to_float();
+    std::copy(v.begin(), v.end(), static_cast<float*>(out.mutable_data()));
+    return out;
+}
+
+// Fetches tensors by name and checks their shapes; errors name the file and the tensor.
+class WeightSource {
+public:
+    WeightSource(std::string format, std::string file, TensorLookup lookup)
+        : format_(std::move(format)), file_(std::move(file)), lookup_(std::move(lookup)) {}
+
+    std::optional<Tensor> find(const std::string& name, const std::vector<int64_t>& shape) const {
+        auto t = lookup_(name);
+        if (t && t->shape() != shape)
+            throw FormatError(format_, file_, 0, "tensor '" + name + "' has shape " + t->shape_string() + ", expected " + shape_str(shape));
+        return t;
+    }
+    Tensor get(const std::string& name, const std::vector<int64_t>& shape) const {
+        auto t = find(name, shape);
+        if (!t) throw FormatError(format_, file_, 0, "tensor '" + name + "' is missing");
+        return *t;
+    }
+    Linear linear(const std::string& name, int64_t n_out, int64_t n_in, bool transposed, bool bias_required = false) const {
+        Linear l;
+        l.name = name;
+        l.transposed = transposed;
+        l.weight = get(name + ".weight", transposed ? std::vector<int64_t>{n_in, n_out} : std::vector<int64_t>{n_out, n_in});
+        if (auto b = find(name + ".bias", {n_out})) l.bias = to_f32(*b);
+        else if (bias_required) throw FormatError(format_, file_, 0, "tensor '" + name + ".bias' is missing");
+        return l;
+    }
+    Norm norm(const std::string& name, int64_t n, bool with_bias) const {
+        Norm out;
+        out.weight = to_f32(get(name + ".weight", {n}));
+        if (with_bias) out.bias = to_f32(get(name + ".bias", {n}));
+        return out;
+    }
+
+private:
+    std::string format_, file_;
+    TensorLookup lookup_;
+};
+
+[[noreturn]] void unsupported_architecture(const std::string& arch, const std::string& path) {
+    throw Unsupported("[llm] " + path + ": architecture '" + arch + "' is not supported by cq's LLM engine yet; supported: " +
+                      supported_llm_architectures());
+}
+
+void finish_config(LlmConfig& c, const std::string& format, const std::string& file) {
+    if (c.n_head_kv == 0) c.n_head_kv = c.n_head;
+    if (c.n_embd <= 0 || c.n_layer <= 0 || c.n_head <= 0 || c.n_vocab <= 0 || c.n_ff <= 0)
+        throw FormatError(format, file, 0, "the model's hyperparameters are missing or not positive (n_embd " + std::to_string(c.n_embd) +
+                                               ", n_layer " + std::to_string(c.n_layer) + ", n_head " + std::to_string(c.n_head) +
+                                               ", n_ff " + std::to_string(c.n_ff) + ", n_vocab " + std::to_string(c.n_vocab) + ")");
+    if (c.head_dim == 0) {
+        if (c.n_embd % c.n_head != 0) throw FormatError(format, file, 0, "n_embd is not a multiple of n_head");
+        c.head_dim = c.n_embd / c.n_head;
+    }
+    if (c.n_head % c.n_head_kv != 0)
+        throw FormatError(format, file, 0, "n_head " + std::to_string(c.n_head) + " is not a multiple of n_head_kv " + std::to_string(c.n_head_kv));
+    if (c.rope_dims == 0) c.rope_dims = c.head_dim;
+    if (c.rope_dims > c.head_dim || c.rope_dims % 2 != 0)
+        throw FormatError(format, file, 0, "RoPE dimension count " + std::to_string(c.rope_dims) + " does not fit head_dim " + std::to_string(c.head_dim));
+    if (c.n_ctx_train <= 0) c.n_ctx_train = 2048;
+}
+
+void load_llama_weights(const LlmConfig& c, const WeightSource& src, bool hf, LlmWeights& w) {
+    const int64_t D = c.n_embd, q_dim = c.n_head * c.head_dim, kv_dim = c.n_head_kv * c.head_dim, F = c.n_ff;
+    w.token_embd = src.get(hf ? "model.embed_tokens.weight" : "token_embd.weight", {c.n_vocab, D});
+    for (int64_t l = 0; l < c.n_layer; ++l) {
+        DecoderBlock b;
+        const std::string p = hf ? "model.layers." + std::to_string(l) + "." : "blk." + std::to_string(l) + ".";
+        b.attn_norm = src.norm(p + (hf ? "input_layernorm" : "attn_norm"), D, false);
+        b.ffn_norm = src.norm(p + (hf ? "post_attention_layernorm" : "ffn_norm"), D, false);
+        b.wq = src.linear(p + (hf ? "self_attn.q_proj" : "attn_q"), q_dim, D, false);
+        b.wk = src.linear(p + (hf ? "self_attn.k_proj" : "attn_k"), kv_dim, D, false);
+        b.wv = src.linear(p + (hf ? "self_attn.v_proj" : "attn_v"), kv_dim, D, false);
+        b.wo = src.linear(p + (hf ? "self_attn.o_proj" : "attn_output"), D, q_dim, false);
+        b.ffn_gate = src.linear(p + (hf ? "mlp.gate_proj" : "ffn_gate"), F, D, false);
+        b.ffn_up = src.linear(p + (hf ? "mlp.up_proj" : "ffn_up"), F, D, false);
+        b.ffn_down = src.linear(p + (hf ? "mlp.down_proj" : "ffn_down"), D, F, false);
+        w.blocks.push_back(std::move(b));
+    }
+    w.output_norm = src.norm(hf ? "model.norm" : "output_norm", D, false);
+    const std::string head = hf ? "lm_head" : "output";
+    if (auto out = src.find(head + ".weight", {c.n_vocab, D})) w.output = Linear{*out, std::nullopt, false, head};
+    else w.output = Linear{w.token_embd, std::nullopt, false, "tied token embedding"};
+}
+
+void load_gpt2_weights(const LlmConfig& c, const WeightSource& src, bool hf, LlmWeights& w) {
+    const int64_t D = c.n_embd, F = c.n_ff;
+    w.token_embd = src.get(hf ? "transformer.wte.weight" : "token_embd.weight", {c.n_vocab, D});
+    w.pos_embd = src.get(hf ? "transformer.wpe.weight" : "position_embd.weight", {c.n_ctx_train, D});
+    for (int64_t l = 0; l < c.n_layer; ++l) {
+        DecoderBlock b;
+        const std::string p = hf ? "transformer.h." + std::to_string(l) + "." : "blk." + std::to_string(l) + ".";
+        b.attn_norm = src.norm(p + (hf ? "ln_1" : "attn_norm"), D, true);
+        b.ffn_norm = src.norm(p + (hf ? "ln_2" : "ffn_norm"), D, true);
+        // HF's Conv1D stores [in, out]; GGUF stores [out, in].
+        b.wqkv = src.linear(p + (hf ? "attn.c_attn" : "attn_qkv"), 3 * D, D, hf, true);
+        b.wo = src.linear(p + (hf ? "attn.c_proj" : "attn_output"), D, D, hf, true);
+        b.ffn_up = src.linear(p + (hf ? "mlp.c_fc" : "ffn_up"), F, D, hf, true);
+        b.ffn_down = src.linear(p + (hf ? "mlp.c_proj" : "ffn_down"), D, F, hf, true);
+        w.blocks.push_back(std::move(b));
+    }
+    w.output_norm = src.norm(hf ? "transformer.ln_f" : "output_norm", D, true);
+    if (auto out = src.find(hf ? "lm_head.weight" : "output.weight", {c.n_vocab, D})) w.output = Linear{*out, std::nullopt, false, "output"};
+    else w.output = Linear{w.token_embd, std::nullopt, false, "tied token embedding"};
+}
+
+int64_t json_int(const nlohmann::json& j, std::initializer_list<const char*> keys, int64_t fallback) {
+    for (const char* k : keys)
+        if (auto it = j.find(k); it != j.end() && it->is_number_integer()) return it->get<int64_t>();
+    return fallback;
+}
+
+}  // namespace
+
+class LlmLoader {
+public:
+    static void from_gguf(LanguageModel& m, const std::string& path) {
+        const gguf::File f = gguf::File::open(path);
+        LlmConfig& c = m.config_;
+        c.architecture = f.architecture();
+        const std::string& a = c.architecture;
+        if (a == "llama" || a == "mistral" || a == "qwen2") c.family = LlmFamily::llama;
+        else if (a == "gpt2") c.family = LlmFamily::gpt2;
+        else unsupported_architecture(a.empty() ? "(none: general.architecture is missing)" : a, path);
+        auto key = [&](const std::string& k) { return f.get_int(a + "." + k).value_or(0); };
+        c.n_ctx_train = key("context_length");
+        c.n_embd = key("embedding_length");
+        c.n_layer = key("block_count");
+        c.n_ff = key("feed_forward_length");
+        c.n_head = key("attention.head_count");
+        c.n_head_kv = key("attention.head_count_kv");
+        c.head_dim = key("attention.key_length");
+        c.rope_dims = key("rope.dimension_count");
+        c.rope_theta = static_cast<float>(f.get_double(a + ".rope.freq_base").value_or(10000.0));
+        const auto eps = f.get_double(a + (c.family == LlmFamily::gpt2 ? ".attention.layer_norm_epsilon" : ".attention.layer_norm_rms_epsilon"));
+        c.norm_eps = static_cast<float>(eps.value_or(1e-5));
+        const std::string scaling = f.get_string(a + ".rope.scaling.type").value_or("none");
+        if (scaling == "linear") c.rope_scale = static_cast<float>(f.get_double(a + ".rope.scaling.factor").value_or(1.0));
+        else if (scaling != "none")
+            throw Unsupported("[llm] " + path + ": RoPE scaling '" + scaling + "' is not supported yet (only linear)");
+        if (auto s = f.get_double(a + ".rope.scale_linear")) c.rope_scale = static_cast<float>(*s);
+        // llama.cpp rotates adjacent pairs for llama/mistral GGUFs and half-split pairs (NEOX) for qwen2.
+        c.rope_pairing = a == "qwen2" ? RopePairing::half_split : RopePairing::adjacent;
+        const gguf::TensorInfo* embd = f.find_tensor("token_embd.weight");
+        if (!embd || embd->shape.size() != 2) throw FormatError("gguf", path, 0, "tensor 'token_embd.weight' is missing or not 2-D");
+        c.n_vocab = embd->shape[0];
+        finish_config(c, "gguf", path);
+        const WeightSource src("gguf", path, [&f](const std::string& name) -> std::optional<Tensor> {
+            if (const auto* t = f.find_tensor(name)) return f.tensor(*t);
+            return std::nullopt;
+        });
+        if (c.family == LlmFamily::llama) load_llama_weights(c, src, false, m.weights_);
+        else load_gpt2_weights(c, src, false, m.weights_);
+        m.tokenizer_ = load_tokenizer(f);
+    }
+
+    static void from_hf(LanguageModel& m, const std::string& path) {
+        const hf::ModelDir d = hf::open_model_dir(path);
+        const std::string config_path = (std::filesystem::path(path) / "config.json").string();
+        LlmConfig& c = m.config_;
+        c.architecture = d.model_type;
+        const auto& j = d.config;
+        if (c.architecture == "llama" || c.architecture == "mistral" || c.architecture == "qwen2") {
+            c.family = LlmFamily::llama;
+            c.n_embd = json_int(j, {"hidden_size"}, 0);
+            c.n_layer = json_int(j, {"num_hidden_layers"}, 0);
+            c.n_head = json_int(j, {"num_attention_heads"}, 0);
+            c.n_head_kv = json_int(j, {"num_key_value_heads"}, 0);
+            c.head_dim = json_int(j, {"head_dim"}, 0);
+            c.n_ff = json_int(j, {"intermediate_size"}, 0);
+            c.n_vocab = json_int(j, {"vocab_size"}, 0);
+            c.n_ctx_train = json_int(j, {"max_position_embeddings"}, 0);
+            c.norm_eps = j.value("rms_norm_eps", 1e-6f);
+            c.rope_theta = j.value("rope_theta", 10000.0f);
+            if (auto rs = j.find("rope_scaling"); rs != j.end() && rs->is_object()) {
+                const std::string type = rs->value("type", rs->value("rope_type", std::string("none")));
+                if (type == "linear") c.rope_scale = rs->value("factor", 1.0f);
+                else if (type != "default")
+                    throw Unsupported("[llm] " + config_path + ": rope_scaling type '" + type + "' is not supported yet (only linear)");
+            }
+            c.rope_pairing = RopePairing::half_split;  // HF stores q/k permuted for rotate_half
+        } else if (c.architecture == "gpt2") {
+            c.family = LlmFamily::gpt2;
+            c.n_embd = json_int(j, {"n_embd", "hidden_size"}, 0);
+            c.n_layer = json_int(j, {"n_layer", "num_hidden_layers"}, 0);
+            c.n_head = json_int(j, {"n_head", "num_attention_heads"}, 0);
+            c.n_ff = json_int(j, {"n_inner"}, 4 * c.n_embd);
+            c.n_vocab = json_int(j, {"vocab_size"}, 0);
+            c.n_ctx_train = json_int(j, {"n_positions", "n_ctx"}, 0);
+            c.norm_eps = j.value("layer_norm_epsilon", 1e-5f);
+            const std::string act = j.value("activation_function", std::string("gelu_new"));
+            if (act != "gelu_new" && act != "gelu_pytorch_tanh")
+                throw Unsupported("[llm] " + config_path + ": GPT-2 activation '" + act + "' is not supported yet (gelu_new)");
+        } else {
+            unsupported_architecture(c.architecture.empty() ? "(none: config.json has no model_type)" : c.architecture, path);
+        }
+        finish_config(c, "hf", config_path);
+        const auto& weights = d.weights;
+        const WeightSource src("safetensors", path, [&weights](const std::string& name) -> std::optional<Tensor> {
+            if (weights.find_tensor(name)) return weights.tensor(name);
+            return std::nullopt;
+        });
+        if (c.family == LlmFamily::llama) load_llama_weights(c, src, true, m.weights_);
+        else load_gpt2_weights(c, src, true, m.weights_);
+        m.tokenizer_ = load_tokenizer(d);
+    }
+};
+
+std::string supported_llm_architectures() { return "llama, mistral, qwen2 (LLaMA family), gpt2"; }
+
+KvCache::KvCache(int64_t n_layer, int64_t n_ctx, int64_t kv_dim)
+    : n_ctx_(n_ctx), kv_dim_(kv_dim), k_(static_cast<size_t>(n_layer * n_ctx * kv_dim)), v_(k_.size()) {}
+
+LanguageModel::LanguageModel() = default;
+LanguageModel::~LanguageModel() = default;
+
+std::unique_ptr<LanguageModel> LanguageModel::load(const std::string& path, const LoadOptions& options) {
+    auto m = std::make_unique<LanguageModel>();
+    m->path_ = path;
+    std::error_code ec;
+    if (std::filesystem::is_directory(path, ec)) LlmLoader::from_hf(*m, path);
+    else if (!std::filesystem::exists(path, ec)) throw IoError("[llm] '" + path + "' does not exist");
+    else LlmLoader::from_gguf(*m, path);
+    const LlmConfig& c = m->config_;
+    if (m->tokenizer_->vocab_size() > c.n_vocab)
+        throw FormatError("llm", path, 0, "the tokenizer has " + std::to_string(m->tokenizer_->vocab_size()) +
+                                              " tokens but the model's embedding only " + std::to_string(c.n_vocab));
+    int64_t n_ctx = options.n_ctx > 0 ? options.n_ctx : std::min<int64_t>(c.n_ctx_train, 4096);
+    if (n_ctx > c.n_ctx_train)
+        throw InvalidArgument("[llm] a context of " + std::to_string(n_ctx) + " tokens is longer than this model allows (" +
+                              std::to_string(c.n_ctx_train) + ")");
+    m->cache_ = KvCache(c.n_layer, n_ctx, c.n_head_kv * c.head_dim);
+    m->scratch_ = std::make_unique<ForwardScratch>();
+    return m;
+}
+
+void LanguageModel::forward(std::span<const int32_t> tokens, int64_t n_past, std::span<float> logits, bool all_logits) {
+    const int64_t T = static_cast<int64_t>(tokens.size());
+    if (T == 0) throw InvalidArgument("[llm] forward needs at least one token");
+    if (n_past < 0 || n_past + T > cache_.n_ctx())
+        throw InvalidArgument("[llm] positions " + std::to_string(n_past) + ".." + std::to_string(n_past + T - 1) +
+                              " do not fit the context of " + std::to_string(cache_.n_ctx()) + " tokens");
+    const size_t need = static_cast<size_t>((all_logits ? T : 1) * config_.n_vocab);
+    if (logits.size() < need) throw InvalidArgument("[llm] logits buffer too small");
+    if (config_.family == LlmFamily::llama) llama_forward(config_, weights_, cache_, tokens, n_past, logits, all_logits, *scratch_);
+    else gpt2_forward(config_, weights_, cache_, tokens, n_past, logits, all_logits, *scratch_);
+}
+
+uint64_t LanguageModel::weight_bytes() const {
+    uint64_t total = weights_.token_embd.nbytes();
+    if (weights_.pos_embd) total += weights_.pos_embd->nbytes();
+    for (const auto& b : weights_.blocks)
+        for (const Linear* l : {&b.wq, &b.wk, &b.wv, &b.wo, &b.wqkv, &b.ffn_gate, &b.ffn_up, &b.ffn_down}) total += l->weight.nbytes();
+    if (weights_.output.weight.data() != weights_.token_embd.data()) total += weights_.output.weight.nbytes();
+    return total;
+}
+
+}  // namespace cq

@@ -1,0 +1,87 @@
+// Causal grouped-query attention over the KV cache. Prompt batches use two GEMMs per head
+// (scores = Q·Kᵀ, out = P·V); single-token decoding runs heads in parallel with plain loops,
+// where GEMM call overhead would dominate.
+#include <algorithm>
+#include <cmath>
+
+#include "cq/kernels.h"
+#include "cq/thread_pool.h"
+#include "ops/ops.h"
+
+namespace cq::ops {
+
+namespace {
+
+// row: [n] scores of one query; entries ≥ n_valid are masked. Softmax in place over the valid ones.
+void softmax_causal(float* row, int64_t n_valid, int64_t n) {
+    float mx = row[0];
+    for (int64_t j = 1; j < n_valid; ++j) mx = std::max(mx, row[j]);
+    float sum = 0;
+    for (int64_t j = 0; j < n_valid; ++j) {
+        row[j] = std::exp(row[j] - mx);
+        sum += row[j];
+    }
+    const float inv = 1.0f / sum;
+    for (int64_t j = 0; j < n_valid; ++j) row[j] *= inv;
+    for (int64_t j = n_valid; j < n; ++j) row[j] = 0.0f;
+}
+
+constexpr int64_t kGemmMinTokens = 8;
+
+}  // namespace
+
+void attention(const float* q, int64_t q_stride, KvCache& cache, int64_t layer, int64_t n_past, int64_t T, int64_t n_head,
+               int64_t n_head_kv, int64_t head_dim, float* out, std::vector<float>& scores) {
+    const int64_t n_kv = n_past + T;
+    const int64_t kv_dim = n_head_kv * head_dim;
+    const int64_t group = n_head / n_head_kv;
+    const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+    const float* k_all = cache.k(layer, 0);
+    const float* v_all = cache.v(layer, 0);
+    const int64_t out_stride = n_head * head_dim;
+
+    if (T >= kGemmMinTokens) {
+        const KernelTable& kt = kernel_table();
+        scores.resize(static_cast<size_t>(T * n_kv));
+        for (int64_t h = 0; h < n_head; ++h) {
+            const int64_t hk = h / group;
+            // scores: [T, n_kv] = Q_h: [T, head_dim] · K_hkᵀ
+            kt.gemm_f32.fn(T, n_kv, head_dim, q + h * head_dim, q_stride, k_all + hk * head_dim, kv_dim, scores.data(), n_kv);
+            for (int64_t t = 0; t < T; ++t) {
+                float* row = scores.data() + t * n_kv;
+                const int64_t valid = n_past + t + 1;
+                for (int64_t j = 0; j < valid; ++j) row[j] *= scale;
+                softmax_causal(row, valid, n_kv);
+            }
+            // out_h: [T, head_dim] = P: [T, n_kv] · V_hk: [n_kv, head_dim]
+            kt.gemm_f32_nn.fn(T, head_dim, n_kv, scores.data(), n_kv, v_all + hk * head_dim, kv_dim, out + h * head_dim, out_stride);
+        }
+        return;
+    }
+
+    // Few queries: one task per (token, head).
+    ThreadPool::global().parallel_for(T * n_head, [&](int64_t begin, int64_t end) {
+        std::vector<float> row(static_cast<size_t>(n_kv));
+        for (int64_t task = begin; task < end; ++task) {
+            const int64_t t = task / n_head, h = task % n_head, hk = h / group;
+            const float* qh = q + t * q_stride + h * head_dim;
+            const int64_t valid = n_past + t + 1;
+            for (int64_t j = 0; j < valid; ++j) {
+                const float* kj = k_all + j * kv_dim + hk * head_dim;
+                float s = 0;
+                for (int64_t d = 0; d < head_dim; ++d) s += qh[d] * kj[d];
+                row[j] = s * scale;
+            }
+            softmax_causal(row.data(), valid, valid);
+            float* o = out + t * out_stride + h * head_dim;
+            std::fill(o, o + head_dim, 0.0f);
+            for (int64_t j = 0; j < valid; ++j) {
+                const float p = row[j];
+                const float* vj = v_all + j * kv_dim + hk * head_dim;
+                for (int64_t d = 0; d < head_dim; ++d) o[d] += p * vj[d];
+            }
+        }
+    });
+}
+
+}  // namespace cq::ops

@@ -1,0 +1,108 @@
+// Norms, activations, residual adds, RoPE and embedding lookup: the cheap per-element ops.
+#include <cmath>
+#include <cstring>
+#include <string>
+
+#include "cq/error.h"
+#include "cq/kernels.h"
+#include "cq/thread_pool.h"
+#include "ops/ops.h"
+
+namespace cq::ops {
+
+void rms_norm(const float* x, int64_t T, int64_t D, const Tensor& w, float eps, float* y) {
+    const float* g = static_cast<const float*>(w.data());
+    for (int64_t t = 0; t < T; ++t) {
+        const float* xr = x + t * D;
+        float* yr = y + t * D;
+        double ss = 0;
+        for (int64_t i = 0; i < D; ++i) ss += static_cast<double>(xr[i]) * xr[i];
+        const float inv = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(D) + eps));
+        for (int64_t i = 0; i < D; ++i) yr[i] = xr[i] * inv * g[i];
+    }
+}
+
+void layer_norm(const float* x, int64_t T, int64_t D, const Tensor& w, const Tensor* b, float eps, float* y) {
+    const float* g = static_cast<const float*>(w.data());
+    const float* beta = b ? static_cast<const float*>(b->data()) : nullptr;
+    for (int64_t t = 0; t < T; ++t) {
+        const float* xr = x + t * D;
+        float* yr = y + t * D;
+        double sum = 0;
+        for (int64_t i = 0; i < D; ++i) sum += xr[i];
+        const double mean = sum / static_cast<double>(D);
+        double var = 0;
+        for (int64_t i = 0; i < D; ++i) var += (xr[i] - mean) * (xr[i] - mean);
+        const double inv = 1.0 / std::sqrt(var / static_cast<double>(D) + eps);
+        for (int64_t i = 0; i < D; ++i) {
+            const float v = static_cast<float>((xr[i] - mean) * inv) * g[i];
+            yr[i] = beta ? v + beta[i] : v;
+        }
+    }
+}
+
+void rope(float* x, int64_t T, int64_t row_stride, int64_t n_head, int64_t head_dim, int64_t rope_dims, int64_t pos0,
+          float theta, float scale, RopePairing pairing) {
+    const int64_t half = rope_dims / 2;
+    std::vector<float> cos_t(static_cast<size_t>(half)), sin_t(static_cast<size_t>(half));
+    for (int64_t t = 0; t < T; ++t) {
+        const double pos = static_cast<double>(pos0 + t) / scale;
+        for (int64_t i = 0; i < half; ++i) {
+            const double angle = pos * std::pow(static_cast<double>(theta), -2.0 * static_cast<double>(i) / static_cast<double>(rope_dims));
+            cos_t[i] = static_cast<float>(std::cos(angle));
+            sin_t[i] = static_cast<float>(std::sin(angle));
+        }
+        for (int64_t h = 0; h < n_head; ++h) {
+            float* v = x + t * row_stride + h * head_dim;
+            for (int64_t i = 0; i < half; ++i) {
+                const int64_t a = pairing == RopePairing::adjacent ? 2 * i : i;
+                const int64_t b = pairing == RopePairing::adjacent ? 2 * i + 1 : i + half;
+                const float x0 = v[a], x1 = v[b];
+                v[a] = x0 * cos_t[i] - x1 * sin_t[i];
+                v[b] = x0 * sin_t[i] + x1 * cos_t[i];
+            }
+        }
+    }
+}
+
+void silu_mul(float* gate, const float* up, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) gate[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+}
+
+void gelu_tanh(float* x, int64_t n) {
+    constexpr float k = 0.7978845608028654f;  // sqrt(2/π)
+    for (int64_t i = 0; i < n; ++i) {
+        const float v = x[i];
+        x[i] = 0.5f * v * (1.0f + std::tanh(k * (v + 0.044715f * v * v * v)));
+    }
+}
+
+void add(float* y, const float* x, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) y[i] += x[i];
+}
+
+void embedding(const Tensor& table, std::span<const int32_t> ids, float* y) {
+    const int64_t V = table.dim(0), D = table.dim(1);
+    const auto& traits = dtype_traits(table.dtype());
+    if (!traits.to_float || traits.is_quantized)
+        throw Unsupported("[embedding] token embeddings of type " + std::string(traits.name) + " are not supported yet");
+    const size_t row_bytes = static_cast<size_t>(D) * traits.bytes_per_block;
+    for (size_t t = 0; t < ids.size(); ++t) {
+        if (ids[t] < 0 || ids[t] >= V)
+            throw InvalidArgument("[embedding] token id " + std::to_string(ids[t]) + " is outside the vocabulary [0, " +
+                                  std::to_string(V) + ")");
+        traits.to_float(static_cast<const uint8_t*>(table.data()) + static_cast<size_t>(ids[t]) * row_bytes,
+                        y + static_cast<int64_t>(t) * D, D);
+    }
+}
+
+void log_softmax(float* logits, int64_t n) {
+    float mx = logits[0];
+    for (int64_t i = 1; i < n; ++i) mx = std::max(mx, logits[i]);
+    double sum = 0;
+    for (int64_t i = 0; i < n; ++i) sum += std::exp(static_cast<double>(logits[i] - mx));
+    const float lse = mx + static_cast<float>(std::log(sum));
+    for (int64_t i = 0; i < n; ++i) logits[i] -= lse;
+}
+
+}  // namespace cq::ops
