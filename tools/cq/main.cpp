@@ -4,6 +4,7 @@
 #include <iostream>
 
 #include "commands/commands.h"
+#include "cq/atomic_file.h"
 #include "cq/error.h"
 #include "cq/kernels.h"
 #include "cq/thread_pool.h"
@@ -17,8 +18,11 @@ int main(int argc, char** argv) {
     app.require_subcommand(1);
 
     std::vector<std::pair<CLI::App*, cq::cli::Runner>> commands;
-    cq::cli::Runner info = cq::cli::register_info(app);
-    commands.emplace_back(app.get_subcommand("info"), info);
+    for (auto [name, reg] : {std::pair{"info", &cq::cli::register_info}, std::pair{"perplexity", &cq::cli::register_perplexity},
+                             std::pair{"run", &cq::cli::register_run}, std::pair{"bench", &cq::cli::register_bench}}) {
+        cq::cli::Runner run = reg(app);
+        commands.emplace_back(app.get_subcommand(name), std::move(run));
+    }
 
     // CLI11 would only say "A subcommand is required" for a misspelt verb; name it instead.
     for (int i = 1; i < argc; ++i) {
@@ -46,6 +50,7 @@ int main(int argc, char** argv) {
         const int code = app.exit(e);
         return code == 0 ? 0 : 2;
     }
+    cq::install_interrupt_cleanup();
     try {
         cq::kernel_table();  // validates CQ_ISA before any work
         cq::ThreadPool::set_global_threads(threads);

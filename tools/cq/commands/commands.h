@@ -11,5 +11,8 @@ namespace cq::cli {
 using Runner = std::function<int()>;
 
 Runner register_info(CLI::App& app);
+Runner register_perplexity(CLI::App& app);
+Runner register_run(CLI::App& app);
+Runner register_bench(CLI::App& app);
 
 }  // namespace cq::cli

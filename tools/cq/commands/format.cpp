@@ -67,3 +67,34 @@ void print_json(const nlohmann::json& j) {
 }
 
 }  // namespace cq::cli
+
+#include <unistd.h>
+
+#include "cq/mapped_file.h"
+
+namespace cq::cli {
+
+Progress::Progress(std::string label, bool enabled) : label_(std::move(label)), enabled_(enabled && ::isatty(STDERR_FILENO)) {}
+
+Progress::~Progress() { finish(); }
+
+void Progress::finish() {
+    if (drawn_) std::fprintf(stderr, "\r\033[K");
+    drawn_ = false;
+}
+
+void Progress::update(int64_t done, int64_t total, const std::string& detail) {
+    if (!enabled_) return;
+    std::fprintf(stderr, "\r\033[K[%s] %lld/%lld %s", label_.c_str(), static_cast<long long>(done), static_cast<long long>(total),
+                 detail.c_str());
+    std::fflush(stderr);
+    drawn_ = true;
+}
+
+std::string read_prompt_file(const std::string& path) {
+    std::string text = read_text_file(path, uint64_t{1} << 32);
+    if (!text.empty() && text.back() == '\n') text.pop_back();
+    return text;
+}
+
+}  // namespace cq::cli

@@ -21,3 +21,25 @@ void print_table(const std::vector<std::vector<std::string>>& rows, const std::v
 void print_json(const nlohmann::json& j);
 
 }  // namespace cq::cli
+
+namespace cq::cli {
+
+/// A one-line progress display on stderr, shown only when stderr is a terminal and JSON is off.
+class Progress {
+public:
+    Progress(std::string label, bool enabled);
+    ~Progress();
+    void update(int64_t done, int64_t total, const std::string& detail);
+    /// Clears the line (before the result is printed).
+    void finish();
+
+private:
+    std::string label_;
+    bool enabled_;
+    bool drawn_ = false;
+};
+
+/// Reads a text file as llama.cpp's -f does (one trailing newline removed). IoError if unreadable.
+std::string read_prompt_file(const std::string& path);
+
+}  // namespace cq::cli

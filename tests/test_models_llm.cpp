@@ -1,0 +1,198 @@
+// The LLM engine on real models against independent references: PyTorch logits in each fixture's
+// reference.json (1e-4 absolute), llama.cpp's llama-perplexity figures (0.1 %), GGUF ≡ HF for
+// stories260K, batched ≡ incremental decoding, KLD of a run against itself, and clear errors.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "cq/error.h"
+#include "cq/eval.h"
+#include "cq/llm.h"
+#include "test_support.h"
+
+namespace cq {
+namespace {
+
+namespace fs = std::filesystem;
+
+nlohmann::json reference(const std::string& model_dir) {
+    std::ifstream in(test::fixture("models/" + model_dir + "/reference.json"));
+    return nlohmann::json::parse(in);
+}
+
+std::string read_eval_text() {
+    // As llama.cpp's -f: the whole file with one trailing newline removed.
+    const auto bytes = test::read_bytes(test::fixture("data/tinystories_valid_subset.txt"));
+    std::string text(bytes.begin(), bytes.end());
+    if (!text.empty() && text.back() == '\n') text.pop_back();
+    return text;
+}
+
+const std::string kStoriesGguf = "models/stories260K-gguf/stories260K.gguf";
+const std::string kStoriesHf = "models/stories260K-hf";
+const std::string kGpt2 = "models/gpt2-tiny-stories";
+
+void expect_reference_logits(const std::string& model_path, const std::string& ref_dir) {
+    auto model = LanguageModel::load(test::fixture(model_path));
+    const auto ref = reference(ref_dir);
+    for (const auto& p : ref["prompts"]) {
+        const std::vector<int32_t> ids = p["ids"].get<std::vector<int32_t>>();
+        EXPECT_EQ(model->tokenizer().encode(p["prompt"].get<std::string>(), model->tokenizer().adds_bos()), ids) << p["prompt"];
+        std::vector<float> logits(static_cast<size_t>(model->config().n_vocab));
+        model->forward(ids, 0, logits, false);
+        const auto expected = p["last_logits"].get<std::vector<double>>();
+        ASSERT_EQ(expected.size(), logits.size());
+        double max_diff = 0;
+        size_t worst = 0;
+        for (size_t i = 0; i < logits.size(); ++i) {
+            const double d = std::abs(logits[i] - expected[i]);
+            if (d > max_diff) max_diff = d, worst = i;
+        }
+        EXPECT_LT(max_diff, 1e-4) << model_path << " prompt '" << p["prompt"] << "': logit " << worst << " = " << logits[worst]
+                                  << ", reference " << expected[worst];
+        EXPECT_EQ(std::max_element(logits.begin(), logits.end()) - logits.begin(), p["argmax"].get<int64_t>());
+    }
+}
+
+TEST(LlmLogits, Stories260KGgufMatchesPyTorch) { expect_reference_logits(kStoriesGguf, "stories260K-hf"); }
+TEST(LlmLogits, Stories260KHfMatchesPyTorch) { expect_reference_logits(kStoriesHf, "stories260K-hf"); }
+TEST(LlmLogits, Gpt2MatchesPyTorch) { expect_reference_logits(kGpt2, "gpt2-tiny-stories"); }
+
+TEST(LlmLogits, IncrementalDecodingEqualsOneBatch) {
+    for (const std::string& path : {kStoriesGguf, kGpt2}) {
+        auto model = LanguageModel::load(test::fixture(path));
+        const int64_t V = model->config().n_vocab;
+        const std::vector<int32_t> ids = model->tokenizer().encode("Lily and Ben went to the park. They saw a big dog and", true);
+        std::vector<float> batch(ids.size() * static_cast<size_t>(V));
+        model->forward(ids, 0, batch, true);
+        std::vector<float> one(static_cast<size_t>(V));
+        for (size_t t = 0; t < ids.size(); ++t) {
+            model->forward(std::span(ids).subspan(t, 1), static_cast<int64_t>(t), one, false);
+            for (int64_t v = 0; v < V; ++v)
+                ASSERT_NEAR(one[static_cast<size_t>(v)], batch[t * static_cast<size_t>(V) + static_cast<size_t>(v)], 2e-5)
+                    << path << " position " << t << " token " << v;
+        }
+    }
+}
+
+struct PplCase {
+    std::string model;
+    int64_t n_ctx;
+    double llamacpp_ppl;  // llama-perplexity on the same text (fixtures' reference.json)
+    int64_t chunks;
+};
+
+TEST(LlmPerplexity, MatchesLlamaCpp) {
+    const std::string text = read_eval_text();
+    const auto stories = reference("stories260K-hf")["perplexity"]["llamacpp"];
+    const auto gpt2 = reference("gpt2-tiny-stories")["perplexity"]["llamacpp_crosscheck"];
+    const PplCase cases[] = {
+        {kStoriesGguf, 128, stories["128"]["ppl"].get<double>(), stories["128"]["chunks"].get<int64_t>()},
+        {kStoriesGguf, 256, stories["256"]["ppl"].get<double>(), stories["256"]["chunks"].get<int64_t>()},
+        {kStoriesHf, 128, stories["128"]["ppl"].get<double>(), stories["128"]["chunks"].get<int64_t>()},
+        {kStoriesHf, 256, stories["256"]["ppl"].get<double>(), stories["256"]["chunks"].get<int64_t>()},
+        {kGpt2, 256, gpt2["llamacpp_ppl"].get<double>(), gpt2["chunks"].get<int64_t>()},
+    };
+    for (const auto& c : cases) {
+        LoadOptions lo;
+        lo.n_ctx = c.n_ctx;
+        auto model = LanguageModel::load(test::fixture(c.model), lo);
+        PerplexityOptions po;
+        po.n_ctx = c.n_ctx;
+        const auto r = evaluate_perplexity(*model, text, po);
+        EXPECT_EQ(r.n_chunks, c.chunks) << c.model << " ctx " << c.n_ctx;
+        EXPECT_NEAR(r.ppl, c.llamacpp_ppl, 1e-3 * c.llamacpp_ppl) << c.model << " ctx " << c.n_ctx;
+        EXPECT_GT(r.ppl_err, 0.0);
+    }
+}
+
+TEST(LlmPerplexity, KldAgainstItselfIsZero) {
+    const std::string text = read_eval_text();
+    const auto dir = fs::temp_directory_path() / ("cq_kld_" + std::to_string(::getpid()));
+    fs::create_directories(dir);
+    const std::string base = (dir / "base.logits").string();
+    LoadOptions lo;
+    lo.n_ctx = 128;
+    auto model = LanguageModel::load(test::fixture(kStoriesGguf), lo);
+    PerplexityOptions po;
+    po.n_ctx = 128;
+    po.max_chunks = 10;
+    po.save_logits = base;
+    const auto saved = evaluate_perplexity(*model, text, po);
+    ASSERT_TRUE(fs::exists(base));
+    po.save_logits.clear();
+    po.kld_base = base;
+    // The HF twin of the same weights (different RoPE pairing, permuted q/k) must agree to rounding.
+    auto hf = LanguageModel::load(test::fixture(kStoriesHf), lo);
+    for (LanguageModel* m : {model.get(), hf.get()}) {
+        const auto r = evaluate_perplexity(*m, text, po);
+        ASSERT_TRUE(r.kld);
+        EXPECT_LT(r.kld->mean, 1e-9);
+        EXPECT_LT(r.kld->max, 1e-7);
+        EXPECT_EQ(r.kld->same_top, 1.0);
+        EXPECT_NEAR(r.kld->base_ppl, saved.ppl, 1e-9 * saved.ppl);
+        EXPECT_NEAR(r.kld->ppl_ratio, 1.0, 1e-6);
+        EXPECT_EQ(r.kld->n, saved.n_scored);
+    }
+    // A different context length is refused with a clear message.
+    po.n_ctx = 64;
+    LoadOptions lo64;
+    lo64.n_ctx = 64;
+    auto m64 = LanguageModel::load(test::fixture(kStoriesGguf), lo64);
+    EXPECT_THROW(evaluate_perplexity(*m64, text, po), InvalidArgument);
+    fs::remove_all(dir);
+}
+
+TEST(LlmGenerate, GreedyIsDeterministicAndSamplingFollowsSeed) {
+    auto model = LanguageModel::load(test::fixture(kStoriesGguf));
+    SamplingOptions greedy;
+    const auto a = generate(*model, "Once upon a time", 32, greedy);
+    const auto b = generate(*model, "Once upon a time", 32, greedy);
+    EXPECT_EQ(a.tokens, b.tokens);
+    ASSERT_FALSE(a.tokens.empty());
+    EXPECT_EQ(a.tokens[0], reference("stories260K-hf")["prompts"][0]["argmax"].get<int32_t>());  // ","
+    SamplingOptions s;
+    s.temperature = 0.8f, s.top_k = 40, s.top_p = 0.95f, s.seed = 7;
+    const auto c = generate(*model, "Once upon a time", 32, s);
+    const auto d = generate(*model, "Once upon a time", 32, s);
+    EXPECT_EQ(c.tokens, d.tokens);
+    s.seed = 8;
+    EXPECT_NE(generate(*model, "Once upon a time", 32, s).tokens, c.tokens);
+}
+
+TEST(LlmErrors, ClearMessagesForBadInput) {
+    auto model = LanguageModel::load(test::fixture(kStoriesGguf));
+    PerplexityOptions po;
+    po.n_ctx = 128;
+    try {
+        evaluate_perplexity(*model, "Once upon a time there was a tiny text.", po);
+        FAIL() << "a text shorter than two chunks must be refused";
+    } catch (const InvalidArgument& e) {
+        EXPECT_NE(std::string(e.what()).find("needs at least 256"), std::string::npos) << e.what();
+    }
+    LoadOptions too_long;
+    too_long.n_ctx = 100000;
+    EXPECT_THROW(LanguageModel::load(test::fixture(kStoriesGguf), too_long), InvalidArgument);
+    try {
+        LanguageModel::load(test::fixture("models/bert-tiny-sst2"));
+        FAIL() << "bert is not a decoder";
+    } catch (const Unsupported& e) {
+        const std::string msg = e.what();
+        EXPECT_NE(msg.find("'bert'"), std::string::npos) << msg;
+        EXPECT_NE(msg.find("llama"), std::string::npos) << msg;
+        EXPECT_NE(msg.find("gpt2"), std::string::npos) << msg;
+    }
+    // An HF directory without its tokenizer.model.
+    const auto dir = fs::temp_directory_path() / ("cq_notok_" + std::to_string(::getpid()));
+    fs::create_directories(dir);
+    for (const char* f : {"config.json", "model.safetensors"}) fs::copy_file(test::fixture(kStoriesHf + "/" + f), dir / f);
+    EXPECT_THROW(LanguageModel::load(dir.string()), Error);
+    fs::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace cq
