@@ -29,6 +29,9 @@ using GemmF32Fn = void (*)(int64_t m, int64_t n, int64_t k, const float* a, int6
 using GemmF32NNFn = void (*)(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
                              int64_t ldb, float* c, int64_t ldc);
 
+// y: [n] = w: [n, k] (row stride ldw) · x: [k]. The caller splits rows across threads.
+using GemvF32Fn = void (*)(int64_t n, int64_t k, const float* w, int64_t ldw, const float* x, float* y);
+
 template <typename Fn>
 struct Kernel {
     Fn fn = nullptr;
@@ -45,6 +48,7 @@ struct KernelTable {
     Kernel<DotU8S8Fn> dot_u8_s8;
     Kernel<GemmF32Fn> gemm_f32;
     Kernel<GemmF32NNFn> gemm_f32_nn;
+    Kernel<GemvF32Fn> gemv_f32;
 };
 
 /// The table for this process: the detected level, or the one CQ_ISA names (InvalidArgument if

@@ -41,6 +41,7 @@ KernelTable make_kernel_table(IsaLevel level) {
     CQ_SET(dot_u8_s8, dot_u8_s8__ref, IsaLevel::ref);
     CQ_SET(gemm_f32, gemm_f32__ref, IsaLevel::ref);
     CQ_SET(gemm_f32_nn, gemm_f32_nn__ref, IsaLevel::ref);
+    CQ_SET(gemv_f32, gemv_f32__ref, IsaLevel::ref);
 
 #if defined(CQ_HAVE_OPENBLAS)
     // Float GEMM is OpenBLAS's job above the reference level; OpenBLAS dispatches by CPU itself.
@@ -57,12 +58,14 @@ KernelTable make_kernel_table(IsaLevel level) {
         CQ_SET(convert_bf16_f32, convert_bf16_f32__avx2, IsaLevel::avx2);
         CQ_SET(convert_f32_bf16, convert_f32_bf16__avx2, IsaLevel::avx2);
         CQ_SET(dot_u8_s8, dot_u8_s8__avx2, IsaLevel::avx2);
+        CQ_SET(gemv_f32, gemv_f32__avx2, IsaLevel::avx2);
     }
     if (reaches(level, IsaLevel::avx512)) {
         CQ_SET(convert_f16_f32, convert_f16_f32__avx512, IsaLevel::avx512);
         CQ_SET(convert_f32_f16, convert_f32_f16__avx512, IsaLevel::avx512);
         CQ_SET(convert_bf16_f32, convert_bf16_f32__avx512, IsaLevel::avx512);
         CQ_SET(convert_f32_bf16, convert_f32_bf16__avx512, IsaLevel::avx512);
+        CQ_SET(gemv_f32, gemv_f32__avx512, IsaLevel::avx512);
     }
     if (reaches(level, IsaLevel::avx512_vnni)) {
         CQ_SET(dot_u8_s8, dot_u8_s8__avx512vnni, IsaLevel::avx512_vnni);
@@ -112,6 +115,7 @@ std::vector<KernelListing> list_kernels(const KernelTable& t) {
     add("dot_u8_s8", t.dot_u8_s8);
     add("gemm_f32", t.gemm_f32);
     add("gemm_f32_nn", t.gemm_f32_nn);
+    add("gemv_f32", t.gemv_f32);
     return out;
 }
 

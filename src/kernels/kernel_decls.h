@@ -34,6 +34,10 @@ void gemm_f32_nn__ref(int64_t m, int64_t n, int64_t k, const float* a, int64_t l
 void gemm_f32_nn__openblas(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
                            int64_t ldb, float* c, int64_t ldc);
 
+void gemv_f32__ref(int64_t n, int64_t k, const float* w, int64_t ldw, const float* x, float* y);
+void gemv_f32__avx2(int64_t n, int64_t k, const float* w, int64_t ldw, const float* x, float* y);
+void gemv_f32__avx512(int64_t n, int64_t k, const float* w, int64_t ldw, const float* x, float* y);
+
 // Scalar single-value conversions shared by the reference kernels and the tails of vector kernels.
 float f16_to_f32_scalar(uint16_t h);
 uint16_t f32_to_f16_scalar(float f);

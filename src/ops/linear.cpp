@@ -5,6 +5,7 @@
 
 #include "cq/error.h"
 #include "cq/kernels.h"
+#include "cq/thread_pool.h"
 #include "ops/ops.h"
 
 namespace cq::ops {
@@ -17,7 +18,12 @@ void linear(const Linear& layer, const float* x, int64_t T, float* y) {
     const KernelTable& k = kernel_table();
     const Tensor& w = layer.weight;
     const int64_t n_in = layer.n_in(), n_out = layer.n_out();
-    if (w.dtype() == DType::F32) {
+    if (w.dtype() == DType::F32 && T == 1 && !layer.transposed) {
+        // Decoding: a memory-bound matrix-vector product, rows split across the pool.
+        const float* wp = static_cast<const float*>(w.data());
+        ThreadPool::global().parallel_for(
+            n_out, [&](int64_t r0, int64_t r1) { k.gemv_f32.fn(r1 - r0, n_in, wp + r0 * n_in, n_in, x, y + r0); }, 64);
+    } else if (w.dtype() == DType::F32) {
         const float* wp = static_cast<const float*>(w.data());
         if (layer.transposed) k.gemm_f32_nn.fn(T, n_out, n_in, x, n_in, wp, n_out, y, n_out);
         else k.gemm_f32.fn(T, n_out, n_in, x, n_in, wp, n_in, y, n_out);
