@@ -129,10 +129,12 @@ TEST(LlmPerplexity, KldAgainstItselfIsZero) {
     // The HF twin of the same weights (different RoPE pairing, permuted q/k) must agree to rounding.
     auto hf = LanguageModel::load(test::fixture(kStoriesHf), lo);
     for (LanguageModel* m : {model.get(), hf.get()}) {
+        const bool same_model = m == model.get();
         const auto r = evaluate_perplexity(*m, text, po);
         ASSERT_TRUE(r.kld);
-        EXPECT_LT(r.kld->mean, 1e-9);
-        EXPECT_LT(r.kld->max, 1e-7);
+        // The same model reproduces its logits bit for bit; the HF twin differs only by float rounding.
+        EXPECT_LE(r.kld->mean, same_model ? 0.0 : 1e-6) << m->path();
+        EXPECT_LE(r.kld->max, same_model ? 0.0 : 1e-5) << m->path();
         EXPECT_EQ(r.kld->same_top, 1.0);
         EXPECT_NEAR(r.kld->base_ppl, saved.ppl, 1e-9 * saved.ppl);
         EXPECT_NEAR(r.kld->ppl_ratio, 1.0, 1e-6);
