@@ -27,6 +27,7 @@ void softmax_causal(float* row, int64_t n_valid, int64_t n) {
 }
 
 constexpr int64_t kGemmMinTokens = 8;
+constexpr int64_t kQueryBlock = 128;  // queries per GEMM block in prompt processing
 
 }  // namespace
 
@@ -41,20 +42,28 @@ void attention(const float* q, int64_t q_stride, KvCache& cache, int64_t layer, 
     const int64_t out_stride = n_head * head_dim;
 
     if (T >= kGemmMinTokens) {
+        // Query blocks only multiply against the keys they can see, which skips the masked half of
+        // a causal prompt.
         const KernelTable& kt = kernel_table();
-        scores.resize(static_cast<size_t>(T * n_kv));
-        for (int64_t h = 0; h < n_head; ++h) {
-            const int64_t hk = h / group;
-            // scores: [T, n_kv] = Q_h: [T, head_dim] · K_hkᵀ
-            kt.gemm_f32.fn(T, n_kv, head_dim, q + h * head_dim, q_stride, k_all + hk * head_dim, kv_dim, scores.data(), n_kv);
-            for (int64_t t = 0; t < T; ++t) {
-                float* row = scores.data() + t * n_kv;
-                const int64_t valid = n_past + t + 1;
-                for (int64_t j = 0; j < valid; ++j) row[j] *= scale;
-                softmax_causal(row, valid, n_kv);
+        scores.resize(static_cast<size_t>(kQueryBlock * n_kv));
+        for (int64_t t0 = 0; t0 < T; t0 += kQueryBlock) {
+            const int64_t tb = std::min(kQueryBlock, T - t0);
+            const int64_t keys = n_past + t0 + tb;
+            for (int64_t h = 0; h < n_head; ++h) {
+                const int64_t hk = h / group;
+                // scores: [tb, keys] = Q_h: [tb, head_dim] · K_hkᵀ
+                kt.gemm_f32.fn(tb, keys, head_dim, q + t0 * q_stride + h * head_dim, q_stride, k_all + hk * head_dim, kv_dim,
+                               scores.data(), keys);
+                for (int64_t t = 0; t < tb; ++t) {
+                    float* row = scores.data() + t * keys;
+                    const int64_t valid = n_past + t0 + t + 1;
+                    for (int64_t j = 0; j < valid; ++j) row[j] *= scale;
+                    softmax_causal(row, valid, keys);
+                }
+                // out_h: [tb, head_dim] = P: [tb, keys] · V_hk: [keys, head_dim]
+                kt.gemm_f32_nn.fn(tb, head_dim, keys, scores.data(), keys, v_all + hk * head_dim, kv_dim,
+                                  out + t0 * out_stride + h * head_dim, out_stride);
             }
-            // out_h: [T, head_dim] = P: [T, n_kv] · V_hk: [n_kv, head_dim]
-            kt.gemm_f32_nn.fn(T, head_dim, n_kv, scores.data(), n_kv, v_all + hk * head_dim, kv_dim, out + h * head_dim, out_stride);
         }
         return;
     }
