@@ -11,9 +11,6 @@
 
 #include "cq/error.h"
 
-#if defined(CQ_HAVE_OPENBLAS)
-extern "C" void openblas_set_num_threads(int num_threads);
-#endif
 
 namespace cq {
 
@@ -127,9 +124,6 @@ void ThreadPool::set_global_threads(int n) {
     const int threads = n <= 0 ? hardware_threads() : n;
     std::lock_guard lock(g_pool_mutex);
     g_pool = std::make_unique<ThreadPool>(threads);
-#if defined(CQ_HAVE_OPENBLAS)
-    openblas_set_num_threads(threads);
-#endif
 }
 
 }  // namespace cq

@@ -98,8 +98,19 @@ KernelTable make_process_table() {
 }
 }  // namespace
 
+#if defined(CQ_HAVE_OPENBLAS)
+extern "C" void openblas_set_num_threads(int num_threads);
+#endif
+
 const KernelTable& kernel_table() {
-    static const KernelTable table = make_process_table();
+    static const KernelTable table = [] {
+#if defined(CQ_HAVE_OPENBLAS)
+        // Kernels are single-threaded; the ops split work across cq's own pool. OpenBLAS's own
+        // threads would nest inside ours (and busy-wait badly on a loaded machine).
+        openblas_set_num_threads(1);
+#endif
+        return make_process_table();
+    }();
     return table;
 }
 

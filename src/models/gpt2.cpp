@@ -45,7 +45,7 @@ void gpt2_forward(const LlmConfig& c, const LlmWeights& w, KvCache& cache, std::
             std::copy_n(s.qkv.data() + t * 3 * D + D, D, cache.k(l, n_past + t));
             std::copy_n(s.qkv.data() + t * 3 * D + 2 * D, D, cache.v(l, n_past + t));
         }
-        ops::attention(s.qkv.data(), 3 * D, cache, l, n_past, T, c.n_head, c.n_head, hd, s.attn.data(), s.scores);
+        ops::attention(s.qkv.data(), 3 * D, cache, l, n_past, T, c.n_head, c.n_head, hd, s.attn.data());
         ops::linear(b.wo, s.attn.data(), T, s.tmp.data());
         ops::add(s.x.data(), s.tmp.data(), T * D);
 

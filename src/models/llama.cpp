@@ -46,7 +46,7 @@ void llama_forward(const LlmConfig& c, const LlmWeights& w, KvCache& cache, std:
             std::copy_n(s.k.data() + t * kv_dim, kv_dim, cache.k(l, n_past + t));
             std::copy_n(s.v.data() + t * kv_dim, kv_dim, cache.v(l, n_past + t));
         }
-        ops::attention(s.q.data(), q_dim, cache, l, n_past, T, c.n_head, c.n_head_kv, hd, s.attn.data(), s.scores);
+        ops::attention(s.q.data(), q_dim, cache, l, n_past, T, c.n_head, c.n_head_kv, hd, s.attn.data());
         ops::linear(b.wo, s.attn.data(), T, s.tmp.data());
         ops::add(s.x.data(), s.tmp.data(), T * D);
 

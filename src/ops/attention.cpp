@@ -32,7 +32,7 @@ constexpr int64_t kQueryBlock = 128;  // queries per GEMM block in prompt proces
 }  // namespace
 
 void attention(const float* q, int64_t q_stride, KvCache& cache, int64_t layer, int64_t n_past, int64_t T, int64_t n_head,
-               int64_t n_head_kv, int64_t head_dim, float* out, std::vector<float>& scores) {
+               int64_t n_head_kv, int64_t head_dim, float* out) {
     const int64_t n_kv = n_past + T;
     const int64_t kv_dim = n_head_kv * head_dim;
     const int64_t group = n_head / n_head_kv;
@@ -45,25 +45,28 @@ void attention(const float* q, int64_t q_stride, KvCache& cache, int64_t layer, 
         // Query blocks only multiply against the keys they can see, which skips the masked half of
         // a causal prompt.
         const KernelTable& kt = kernel_table();
-        scores.resize(static_cast<size_t>(kQueryBlock * n_kv));
         for (int64_t t0 = 0; t0 < T; t0 += kQueryBlock) {
             const int64_t tb = std::min(kQueryBlock, T - t0);
             const int64_t keys = n_past + t0 + tb;
-            for (int64_t h = 0; h < n_head; ++h) {
-                const int64_t hk = h / group;
-                // scores: [tb, keys] = Q_h: [tb, head_dim] · K_hkᵀ
-                kt.gemm_f32.fn(tb, keys, head_dim, q + t0 * q_stride + h * head_dim, q_stride, k_all + hk * head_dim, kv_dim,
-                               scores.data(), keys);
-                for (int64_t t = 0; t < tb; ++t) {
-                    float* row = scores.data() + t * keys;
-                    const int64_t valid = n_past + t0 + t + 1;
-                    for (int64_t j = 0; j < valid; ++j) row[j] *= scale;
-                    softmax_causal(row, valid, keys);
+            ThreadPool::global().parallel_for(n_head, [&](int64_t h0, int64_t h1) {
+                thread_local std::vector<float> block;
+                block.resize(static_cast<size_t>(tb * keys));
+                for (int64_t h = h0; h < h1; ++h) {
+                    const int64_t hk = h / group;
+                    // scores: [tb, keys] = Q_h: [tb, head_dim] · K_hkᵀ
+                    kt.gemm_f32.fn(tb, keys, head_dim, q + t0 * q_stride + h * head_dim, q_stride, k_all + hk * head_dim, kv_dim,
+                                   block.data(), keys);
+                    for (int64_t t = 0; t < tb; ++t) {
+                        float* row = block.data() + t * keys;
+                        const int64_t valid = n_past + t0 + t + 1;
+                        for (int64_t j = 0; j < valid; ++j) row[j] *= scale;
+                        softmax_causal(row, valid, keys);
+                    }
+                    // out_h: [tb, head_dim] = P: [tb, keys] · V_hk: [keys, head_dim]
+                    kt.gemm_f32_nn.fn(tb, head_dim, keys, block.data(), keys, v_all + hk * head_dim, kv_dim,
+                                      out + t0 * out_stride + h * head_dim, out_stride);
                 }
-                // out_h: [tb, head_dim] = P: [tb, keys] · V_hk: [keys, head_dim]
-                kt.gemm_f32_nn.fn(tb, head_dim, keys, scores.data(), keys, v_all + hk * head_dim, kv_dim,
-                                  out + t0 * out_stride + h * head_dim, out_stride);
-            }
+            });
         }
         return;
     }

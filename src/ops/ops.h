@@ -36,9 +36,9 @@ void embedding(const Tensor& table, std::span<const int32_t> ids, float* y);
 
 // Causal multi-head attention with grouped KV heads over the cache.
 // q: [T, q_stride] (head h at column h·head_dim), cache K/V of `layer` for positions [0, n_past+T);
-// out: [T, n_head·head_dim]. Query t sees keys 0 .. n_past+t. `scores` is scratch of ≥ T·(n_past+T).
+// out: [T, n_head·head_dim]. Query t sees keys 0 .. n_past+t.
 void attention(const float* q, int64_t q_stride, KvCache& cache, int64_t layer, int64_t n_past, int64_t T, int64_t n_head,
-               int64_t n_head_kv, int64_t head_dim, float* out, std::vector<float>& scores);
+               int64_t n_head_kv, int64_t head_dim, float* out);
 
 // logits: [n] → log-softmax in place (max-subtracted, double accumulation).
 void log_softmax(float* logits, int64_t n);
