@@ -47,6 +47,9 @@ protected:
     int32_t bos_id_ = -1;
     int32_t eos_id_ = -1;
     bool add_bos_ = false;
+    /// decode() drops one leading space from the first non-empty token text (SPM's dummy prefix,
+    /// WordPiece's word-start marker).
+    bool strip_leading_space_ = false;
 };
 
 /// From GGUF `tokenizer.ggml.*` metadata (model "llama" → SPM, "gpt2" → BPE, "bert" → WordPiece).

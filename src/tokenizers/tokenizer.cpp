@@ -1,0 +1,213 @@
+// Tokenizer entry points: decode(), the GGUF and HF-directory loaders that pick an implementation,
+// and the metadata/config helpers the implementations share.
+#include <filesystem>
+#include <limits>
+
+#include "cq/error.h"
+#include "cq/io/gguf.h"
+#include "cq/io/hf_model.h"
+#include "cq/mapped_file.h"
+#include "tokenizers/tokenizer_internal.h"
+
+namespace cq {
+
+namespace fs = std::filesystem;
+
+std::string Tokenizer::decode(std::span<const int32_t> ids) const {
+    std::string out;
+    bool first = true;
+    for (const int32_t id : ids) {
+        std::string text = token_to_text(id);
+        if (text.empty()) continue;
+        if (first && strip_leading_space_ && text.front() == ' ') text.erase(0, 1);
+        first = false;
+        out += text;
+    }
+    return out;
+}
+
+namespace tok {
+
+// ---- GGUF metadata ----------------------------------------------------------------------------------
+
+const std::string& GgufMeta::path() const { return file_.path(); }
+
+const gguf::Value* GgufMeta::find(std::string_view key) const { return file_.find(key); }
+
+uint64_t GgufMeta::offset(std::string_view key) const {
+    for (const auto& kv : file_.metadata())
+        if (kv.key == key) return kv.file_offset;
+    return 0;
+}
+
+void GgufMeta::fail(std::string_view key, const std::string& what) const {
+    throw FormatError("gguf", path(), offset(key), "tokenizer metadata '" + std::string(key) + "' " + what);
+}
+
+std::vector<std::string> GgufMeta::strings(std::string_view key) const {
+    const gguf::Value* v = find(key);
+    if (!v) fail(key, "is missing");
+    const gguf::Array* a = v->as_array();
+    if (!a || a->element_type != gguf::ValueType::STRING) fail(key, "is not an array of strings");
+    std::vector<std::string> out;
+    out.reserve(a->items.size());
+    for (const auto& item : a->items) out.push_back(*item.as_string());
+    return out;
+}
+
+std::optional<std::vector<double>> GgufMeta::numbers(std::string_view key) const {
+    const gguf::Value* v = find(key);
+    if (!v) return std::nullopt;
+    const gguf::Array* a = v->as_array();
+    if (!a) fail(key, "is not an array");
+    std::vector<double> out;
+    out.reserve(a->items.size());
+    for (const auto& item : a->items) {
+        const auto d = item.as_double();
+        if (!d) fail(key, "holds a value that is not a number");
+        out.push_back(*d);
+    }
+    return out;
+}
+
+std::optional<std::vector<int64_t>> GgufMeta::integers(std::string_view key) const {
+    const gguf::Value* v = find(key);
+    if (!v) return std::nullopt;
+    const gguf::Array* a = v->as_array();
+    if (!a) fail(key, "is not an array");
+    std::vector<int64_t> out;
+    out.reserve(a->items.size());
+    for (const auto& item : a->items) {
+        const auto i = item.as_int();
+        if (!i) fail(key, "holds a value that is not an integer");
+        out.push_back(*i);
+    }
+    return out;
+}
+
+std::optional<bool> GgufMeta::boolean(std::string_view key) const {
+    const gguf::Value* v = find(key);
+    if (!v) return std::nullopt;
+    if (const bool* b = std::get_if<bool>(&v->data)) return *b;
+    if (const auto i = v->as_int()) return *i != 0;
+    fail(key, "is not a boolean");
+}
+
+std::optional<int32_t> GgufMeta::token_id(std::string_view key, size_t n_vocab) const {
+    const gguf::Value* v = find(key);
+    if (!v) return std::nullopt;
+    if (const auto* u = std::get_if<uint64_t>(&v->data)) {
+        if (*u == 0xFFFFFFFFull || *u == std::numeric_limits<uint64_t>::max()) return std::nullopt;
+        if (*u >= n_vocab) fail(key, "is " + std::to_string(*u) + ", outside the vocabulary of " + std::to_string(n_vocab) + " tokens");
+        return static_cast<int32_t>(*u);
+    }
+    if (const auto* i = std::get_if<int64_t>(&v->data)) {
+        if (*i == -1) return std::nullopt;
+        if (*i < 0 || static_cast<uint64_t>(*i) >= n_vocab)
+            fail(key, "is " + std::to_string(*i) + ", outside the vocabulary of " + std::to_string(n_vocab) + " tokens");
+        return static_cast<int32_t>(*i);
+    }
+    fail(key, "is not an integer");
+}
+
+// ---- HF configs ---------------------------------------------------------------------------------------
+
+static const nlohmann::json* json_key(const nlohmann::json& j, const char* key) {
+    if (!j.is_object()) return nullptr;
+    const auto it = j.find(key);
+    return it == j.end() || it->is_null() ? nullptr : &*it;
+}
+
+std::optional<bool> hf_bool(const HfTokenizerConfig& cfg, const char* key) {
+    for (const nlohmann::json* j : {&cfg.tokenizer_config, &cfg.config})
+        if (const auto* v = json_key(*j, key); v && v->is_boolean()) return v->get<bool>();
+    return std::nullopt;
+}
+
+std::optional<int64_t> hf_int(const HfTokenizerConfig& cfg, const char* key) {
+    for (const nlohmann::json* j : {&cfg.tokenizer_config, &cfg.config})
+        if (const auto* v = json_key(*j, key); v && v->is_number_integer()) return v->get<int64_t>();
+    return std::nullopt;
+}
+
+std::optional<std::string> hf_token_string(const HfTokenizerConfig& cfg, const char* key) {
+    const auto* v = json_key(cfg.tokenizer_config, key);
+    if (!v) return std::nullopt;
+    if (v->is_string()) return v->get<std::string>();
+    if (v->is_object())
+        if (const auto* c = json_key(*v, "content"); c && c->is_string()) return c->get<std::string>();
+    return std::nullopt;
+}
+
+static nlohmann::json read_json(const fs::path& path) {
+    const std::string text = read_text_file(path.string(), 256ull << 20);
+    try {
+        return nlohmann::json::parse(text);
+    } catch (const nlohmann::json::parse_error& e) {
+        throw FormatError("json", path.string(), e.byte, std::string("malformed JSON: ") + e.what());
+    }
+}
+
+}  // namespace tok
+
+// ---- loaders ------------------------------------------------------------------------------------------
+
+std::unique_ptr<Tokenizer> load_tokenizer(const gguf::File& file) {
+    const tok::GgufMeta meta(file);
+    const gguf::Value* model = meta.find("tokenizer.ggml.model");
+    if (!model) throw FormatError("gguf", file.path(), 0, "no tokenizer: the metadata has no 'tokenizer.ggml.model'");
+    const std::string* name = model->as_string();
+    if (!name) meta.fail("tokenizer.ggml.model", "is not a string");
+    if (*name == "llama") return tok::make_spm_from_gguf(meta);
+    if (*name == "gpt2") return tok::make_bpe_from_gguf(meta);
+    if (*name == "bert") return tok::make_wordpiece_from_gguf(meta);
+    throw Unsupported("[tokenizer] " + file.path() + ": tokenizer model '" + *name +
+                      "' is not supported (cq reads 'llama' SentencePiece, 'gpt2' BPE and 'bert' WordPiece)");
+}
+
+std::unique_ptr<Tokenizer> load_tokenizer(const hf::ModelDir& dir) {
+    const fs::path root(dir.path);
+    std::error_code ec;
+    const auto has = [&](const char* name) { return fs::is_regular_file(root / name, ec); };
+
+    tok::HfTokenizerConfig cfg;
+    cfg.dir = dir.path;
+    cfg.config = dir.config;
+    if (has("tokenizer_config.json")) cfg.tokenizer_config = tok::read_json(root / "tokenizer_config.json");
+
+    if (has("tokenizer.model")) return tok::make_sentencepiece((root / "tokenizer.model").string(), cfg);
+    if (has("tokenizer.json"))
+        if (auto t = tok::make_from_tokenizer_json((root / "tokenizer.json").string(), cfg)) return t;
+    if (has("vocab.json") && has("merges.txt"))
+        return tok::make_bpe_from_files((root / "vocab.json").string(), (root / "merges.txt").string(), cfg);
+    if (has("vocab.txt")) return tok::make_wordpiece_from_vocab_txt((root / "vocab.txt").string(), cfg);
+
+    std::string what = "no tokenizer files (looked for tokenizer.model, tokenizer.json, vocab.json + merges.txt, vocab.txt)";
+    if (has("vocab.json")) what = "vocab.json is present but merges.txt is missing";
+    else if (has("merges.txt")) what = "merges.txt is present but vocab.json is missing";
+    else if (has("tokenizer.json")) what = "tokenizer.json holds a model type cq does not implement, and there is no "
+                                           "tokenizer.model, vocab.json + merges.txt or vocab.txt";
+    throw IoError("[tokenizer] " + dir.path + ": " + what);
+}
+
+namespace tok {
+
+std::unique_ptr<Tokenizer> make_from_tokenizer_json(const std::string& path, const HfTokenizerConfig& cfg) {
+    const nlohmann::json j = read_json(path);
+    const auto* model = json_key(j, "model");
+    if (!model || !model->is_object()) throw FormatError("json", path, 0, "tokenizer.json has no 'model' object");
+    std::string type;
+    if (const auto* t = json_key(*model, "type"); t && t->is_string()) type = t->get<std::string>();
+    if (type.empty() && json_key(*model, "merges")) type = "BPE";
+    try {
+        if (type == "BPE") return make_bpe_from_tokenizer_json(path, j, cfg);
+        if (type == "WordPiece") return make_wordpiece_from_tokenizer_json(path, j, cfg);
+    } catch (const nlohmann::json::exception& e) {
+        throw FormatError("json", path, 0, std::string("tokenizer.json has an unexpected structure: ") + e.what());
+    }
+    return nullptr;
+}
+
+}  // namespace tok
+
+}  // namespace cq
