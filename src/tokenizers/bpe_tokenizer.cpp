@@ -8,6 +8,7 @@
 #include <fstream>
 #include <queue>
 
+#include "core/json_file.h"
 #include "cq/error.h"
 #include "cq/io/gguf.h"
 #include "cq/mapped_file.h"
@@ -437,15 +438,7 @@ std::vector<std::string> pieces_from_vocab(const nlohmann::json& vocab, const st
 
 std::unique_ptr<Tokenizer> make_bpe_from_files(const std::string& vocab_path, const std::string& merges_path,
                                                const HfTokenizerConfig& cfg) {
-    nlohmann::json vocab;
-    {
-        const std::string text = read_text_file(vocab_path, 256ull << 20);
-        try {
-            vocab = nlohmann::json::parse(text);
-        } catch (const nlohmann::json::parse_error& e) {
-            throw FormatError("json", vocab_path, e.byte, std::string("malformed JSON: ") + e.what());
-        }
-    }
+    const nlohmann::json vocab = read_json_file(vocab_path, "json");
     std::vector<std::string> pieces = pieces_from_vocab(vocab, vocab_path, 0);
 
     const std::string text = read_text_file(merges_path, 256ull << 20);

@@ -3,6 +3,7 @@
 #include <filesystem>
 #include <limits>
 
+#include "core/json_file.h"
 #include "cq/error.h"
 #include "cq/io/gguf.h"
 #include "cq/io/hf_model.h"
@@ -139,14 +140,7 @@ std::optional<std::string> hf_token_string(const HfTokenizerConfig& cfg, const c
     return std::nullopt;
 }
 
-static nlohmann::json read_json(const fs::path& path) {
-    const std::string text = read_text_file(path.string(), 256ull << 20);
-    try {
-        return nlohmann::json::parse(text);
-    } catch (const nlohmann::json::parse_error& e) {
-        throw FormatError("json", path.string(), e.byte, std::string("malformed JSON: ") + e.what());
-    }
-}
+static nlohmann::json read_json(const fs::path& path) { return read_json_file(path.string(), "json"); }
 
 }  // namespace tok
 

@@ -231,6 +231,9 @@ File Parser::parse() {
     // The data section starts at the next multiple of the alignment.
     const uint64_t pad = (f.alignment_ - pos_ % f.alignment_) % f.alignment_;
     f.data_offset_ = pos_ + pad;
+    if (!f.tensors_.empty() && f.data_offset_ > size_)
+        fail(pos_, "the tensor data section would start at byte " + std::to_string(f.data_offset_) + ", past the end of the " +
+                       std::to_string(size_) + "-byte file");
     uint64_t expected = 0;  // running, padded end of the previous tensor (relative)
     const uint64_t data_bytes = size_ >= f.data_offset_ ? size_ - f.data_offset_ : 0;
     for (auto& t : f.tensors_) {

@@ -2,6 +2,7 @@
 // preprocessor files are present, and the safetensors weights.
 #include <filesystem>
 
+#include "core/json_file.h"
 #include "cq/error.h"
 #include "cq/io/hf_model.h"
 
@@ -13,14 +14,7 @@ using nlohmann::json;
 namespace {
 constexpr uint64_t kMaxConfigBytes = 16ull << 20;
 
-json read_json_file(const fs::path& path) {
-    const std::string text = read_text_file(path.string(), kMaxConfigBytes);
-    try {
-        return json::parse(text);
-    } catch (const json::parse_error& e) {
-        throw FormatError("hf", path.string(), e.byte > 0 ? e.byte - 1 : 0, std::string("malformed JSON: ") + e.what());
-    }
-}
+json read_json_file(const fs::path& path) { return cq::read_json_file(path.string(), "hf", kMaxConfigBytes); }
 }  // namespace
 
 bool is_model_dir(const std::string& path) {

@@ -63,6 +63,8 @@ json parse_strict_json(const char* text, size_t size, uint32_t max_depth, const 
     } catch (const json::parse_error& e) {
         const uint64_t at = base_offset + (e.byte > 0 ? e.byte - 1 : 0);
         throw FormatError(format, file, at, std::string("malformed JSON: ") + e.what());
+    } catch (const json::exception& e) {  // e.g. a number too large for any C++ type
+        throw FormatError(format, file, base_offset, std::string("unreadable JSON: ") + e.what());
     }
     if (!problem.empty()) throw FormatError(format, file, base_offset, problem);
     return doc;
