@@ -2,6 +2,8 @@
 // upwards along the ISA ladder (or up to the level CQ_ISA forces). Kernels never throw or allocate.
 #pragma once
 
+#include <array>
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -32,6 +34,18 @@ using GemmF32NNFn = void (*)(int64_t m, int64_t n, int64_t k, const float* a, in
 // y: [n] = w: [n, k] (row stride ldw) · x: [k]. The caller splits rows across threads.
 using GemvF32Fn = void (*)(int64_t n, int64_t k, const float* w, int64_t ldw, const float* x, float* y);
 
+// Quantized matrix product against activations quantized on the fly:
+// c: [m, n] (row stride ldc) with c[t][i] = Σ_k dequant(w row i)[k] · dequant(act row t)[k].
+// act: m rows of `act_row_bytes` in the weight format's activation type (Q8_0, Q8_1 or Q8_K);
+// w: n rows of `w_row_bytes` in the weight format; k is a whole number of blocks.
+using GemmQuantFn = void (*)(int64_t m, int64_t n, int64_t k, const void* act, size_t act_row_bytes, const void* w,
+                             size_t w_row_bytes, float* c, int64_t ldc);
+// x: [k] f32 → y: k/block activation blocks (Q8_0, Q8_1 or Q8_K), k a whole number of blocks.
+using QuantizeRowFn = void (*)(const float* x, void* y, int64_t k);
+
+/// Slots per ggml type id in the quantized-kernel arrays.
+inline constexpr size_t kMaxGgmlTypes = 40;
+
 template <typename Fn>
 struct Kernel {
     Fn fn = nullptr;
@@ -49,6 +63,9 @@ struct KernelTable {
     Kernel<GemmF32Fn> gemm_f32;
     Kernel<GemmF32NNFn> gemm_f32_nn;
     Kernel<GemvF32Fn> gemv_f32;
+    // Indexed by the ggml type id of the weights / of the activation type; fn is null where absent.
+    std::array<Kernel<GemmQuantFn>, kMaxGgmlTypes> gemm_quant{};
+    std::array<Kernel<QuantizeRowFn>, kMaxGgmlTypes> quantize_row{};
 };
 
 /// The table for this process: the detected level, or the one CQ_ISA names (InvalidArgument if

@@ -1,0 +1,117 @@
+// ggml's quantized block layouts, byte for byte (ggml-common.h), so GGUF files cq writes load in
+// llama.cpp and vice versa. Each struct gives bits per weight, the dequantization formula and the
+// order of elements inside the bytes; static_asserts pin the sizes. f16 fields are IEEE half bits.
+#pragma once
+
+#include <cstdint>
+
+namespace cq::formats {
+
+using f16_bits = uint16_t;
+
+inline constexpr int kQK = 32;    // elements per block of the legacy formats
+inline constexpr int kQK_K = 256; // elements per super-block of the k-quants
+inline constexpr int kKScaleSize = 12;
+
+// Q4_0 — 4.5 bpw. x[j] = (q[j] − 8)·d. qs[j] low nibble = element j, high nibble = element j+16.
+struct BlockQ4_0 {
+    f16_bits d;
+    uint8_t qs[kQK / 2];
+};
+static_assert(sizeof(BlockQ4_0) == 18);
+
+// Q4_1 — 5 bpw. x[j] = q[j]·d + m. Nibble order as Q4_0.
+struct BlockQ4_1 {
+    f16_bits d, m;
+    uint8_t qs[kQK / 2];
+};
+static_assert(sizeof(BlockQ4_1) == 20);
+
+// Q5_0 — 5.5 bpw. x[j] = (q[j] − 16)·d with q[j] = nibble (as Q4_0) | bit j of qh (little-endian u32) << 4.
+struct BlockQ5_0 {
+    f16_bits d;
+    uint8_t qh[4];
+    uint8_t qs[kQK / 2];
+};
+static_assert(sizeof(BlockQ5_0) == 22);
+
+// Q5_1 — 6 bpw. x[j] = q[j]·d + m, q[j] built as in Q5_0.
+struct BlockQ5_1 {
+    f16_bits d, m;
+    uint8_t qh[4];
+    uint8_t qs[kQK / 2];
+};
+static_assert(sizeof(BlockQ5_1) == 24);
+
+// Q8_0 — 8.5 bpw. x[j] = qs[j]·d.
+struct BlockQ8_0 {
+    f16_bits d;
+    int8_t qs[kQK];
+};
+static_assert(sizeof(BlockQ8_0) == 34);
+
+// Q8_1 — activations paired with Q4_1/Q5_1: x[j] = qs[j]·d; s = d·Σ qs[j] (f16).
+struct BlockQ8_1 {
+    f16_bits d, s;
+    int8_t qs[kQK];
+};
+static_assert(sizeof(BlockQ8_1) == 36);
+
+// Q2_K — 2.625 bpw. 16 sub-blocks of 16: scales[i] low nibble = scale, high nibble = min;
+// x = d·scale·q − dmin·min, q 2-bit. qs: for each 128-element half, byte l holds elements
+// l, l+32, l+64, l+96 of that half in bit pairs 0-1, 2-3, 4-5, 6-7.
+struct BlockQ2_K {
+    uint8_t scales[kQK_K / 16];
+    uint8_t qs[kQK_K / 4];
+    f16_bits d, dmin;
+};
+static_assert(sizeof(BlockQ2_K) == 84);
+
+// Q3_K — 3.4375 bpw. x = d·(scale − 32)·(q − 4·!hbit): q low 2 bits in qs (layout as Q2_K), high bit
+// in hmask (bit k of hmask[l] belongs to element l + 32k); 16 6-bit scales packed in 12 bytes.
+struct BlockQ3_K {
+    uint8_t hmask[kQK_K / 8];
+    uint8_t qs[kQK_K / 4];
+    uint8_t scales[12];
+    f16_bits d;
+};
+static_assert(sizeof(BlockQ3_K) == 110);
+
+// Q4_K — 4.5 bpw. 8 sub-blocks of 32 with 6-bit scale and min packed in scales[12];
+// x = d·scale·q − dmin·min. qs: each 64-element chunk is 32 bytes, low nibbles first 32 elements,
+// high nibbles the next 32.
+struct BlockQ4_K {
+    f16_bits d, dmin;
+    uint8_t scales[kKScaleSize];
+    uint8_t qs[kQK_K / 2];
+};
+static_assert(sizeof(BlockQ4_K) == 144);
+
+// Q5_K — 5.5 bpw. As Q4_K plus a fifth bit per element in qh (bit 2c / 2c+1 of qh[l] for chunk c).
+struct BlockQ5_K {
+    f16_bits d, dmin;
+    uint8_t scales[kKScaleSize];
+    uint8_t qh[kQK_K / 8];
+    uint8_t qs[kQK_K / 2];
+};
+static_assert(sizeof(BlockQ5_K) == 176);
+
+// Q6_K — 6.5625 bpw. x = d·scales[i]·(q − 32), q = 4 low bits from ql + 2 high bits from qh;
+// 16 sub-blocks of 16 with signed 8-bit scales.
+struct BlockQ6_K {
+    uint8_t ql[kQK_K / 2];
+    uint8_t qh[kQK_K / 4];
+    int8_t scales[kQK_K / 16];
+    f16_bits d;
+};
+static_assert(sizeof(BlockQ6_K) == 210);
+
+// Q8_K — activations paired with the k-quants: x = qs·d (f32 d); bsums[i] = Σ qs over group i of 16.
+struct BlockQ8_K {
+    float d;
+    int8_t qs[kQK_K];
+    int16_t bsums[kQK_K / 16];
+};
+static_assert(sizeof(BlockQ8_K) == 292);
+
+}  // namespace cq::formats

@@ -1,0 +1,46 @@
+// The quantized formats cq implements: reference codecs (the specification, ggml's reference rules
+// so files are byte-identical to llama-quantize without an importance matrix) and which activation
+// type each weight format's matrix product pairs with.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+
+#include "cq/dtype.h"
+#include "formats/blocks.h"
+
+namespace cq::formats {
+
+// x: [k] f32 → y: k/block blocks. k must be a whole number of blocks.
+void quantize_row_q4_0_ref(const float* x, void* y, int64_t k);
+void quantize_row_q4_1_ref(const float* x, void* y, int64_t k);
+void quantize_row_q5_0_ref(const float* x, void* y, int64_t k);
+void quantize_row_q5_1_ref(const float* x, void* y, int64_t k);
+void quantize_row_q8_0_ref(const float* x, void* y, int64_t k);
+void quantize_row_q8_1_ref(const float* x, void* y, int64_t k);
+void quantize_row_q2_K_ref(const float* x, void* y, int64_t k);
+void quantize_row_q3_K_ref(const float* x, void* y, int64_t k);
+void quantize_row_q4_K_ref(const float* x, void* y, int64_t k);
+void quantize_row_q5_K_ref(const float* x, void* y, int64_t k);
+void quantize_row_q6_K_ref(const float* x, void* y, int64_t k);
+void quantize_row_q8_K_ref(const float* x, void* y, int64_t k);
+
+// x: k/block blocks → y: [k] f32.
+void dequantize_row_q4_0_ref(const void* x, float* y, int64_t k);
+void dequantize_row_q4_1_ref(const void* x, float* y, int64_t k);
+void dequantize_row_q5_0_ref(const void* x, float* y, int64_t k);
+void dequantize_row_q5_1_ref(const void* x, float* y, int64_t k);
+void dequantize_row_q8_0_ref(const void* x, float* y, int64_t k);
+void dequantize_row_q8_1_ref(const void* x, float* y, int64_t k);
+void dequantize_row_q2_K_ref(const void* x, float* y, int64_t k);
+void dequantize_row_q3_K_ref(const void* x, float* y, int64_t k);
+void dequantize_row_q4_K_ref(const void* x, float* y, int64_t k);
+void dequantize_row_q5_K_ref(const void* x, float* y, int64_t k);
+void dequantize_row_q6_K_ref(const void* x, float* y, int64_t k);
+void dequantize_row_q8_K_ref(const void* x, float* y, int64_t k);
+
+/// The activation type a weight format's matrix product uses (ggml's vec_dot_type):
+/// Q4_0/Q5_0/Q8_0 → Q8_0, Q4_1/Q5_1 → Q8_1, k-quants → Q8_K; nullopt for formats without kernels.
+std::optional<DType> activation_type(DType weights);
+
+}  // namespace cq::formats
