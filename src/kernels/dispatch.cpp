@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <string>
 
+#include "cq/dtype.h"
 #include "cq/error.h"
 #include "kernels/kernel_decls.h"
 
@@ -25,6 +26,9 @@ void set(Kernel<Fn>& slot, Fn fn, const char* name, IsaLevel isa) {
 }
 
 #define CQ_SET(slot, fn, isa) set(t.slot, &kernels::fn, #fn, isa)
+// Quantized matrix product for weights of type `wt` (a DType name) / activation quantizer for `at`.
+#define CQ_SET_GEMM_QUANT(wt, fn, isa) set(t.gemm_quant[static_cast<size_t>(DType::wt)], &kernels::fn, #fn, isa)
+#define CQ_SET_QUANTIZE_ROW(at, fn, isa) set(t.quantize_row[static_cast<size_t>(DType::at)], &kernels::fn, #fn, isa)
 
 }  // namespace
 
@@ -42,6 +46,19 @@ KernelTable make_kernel_table(IsaLevel level) {
     CQ_SET(gemm_f32, gemm_f32__ref, IsaLevel::ref);
     CQ_SET(gemm_f32_nn, gemm_f32_nn__ref, IsaLevel::ref);
     CQ_SET(gemv_f32, gemv_f32__ref, IsaLevel::ref);
+    CQ_SET_GEMM_QUANT(Q8_0, gemm_q8_0_q8_0__ref, IsaLevel::ref);
+    CQ_SET_GEMM_QUANT(Q4_0, gemm_q4_0_q8_0__ref, IsaLevel::ref);
+    CQ_SET_GEMM_QUANT(Q4_1, gemm_q4_1_q8_1__ref, IsaLevel::ref);
+    CQ_SET_GEMM_QUANT(Q5_0, gemm_q5_0_q8_0__ref, IsaLevel::ref);
+    CQ_SET_GEMM_QUANT(Q5_1, gemm_q5_1_q8_1__ref, IsaLevel::ref);
+    CQ_SET_GEMM_QUANT(Q2_K, gemm_q2_K_q8_K__ref, IsaLevel::ref);
+    CQ_SET_GEMM_QUANT(Q3_K, gemm_q3_K_q8_K__ref, IsaLevel::ref);
+    CQ_SET_GEMM_QUANT(Q4_K, gemm_q4_K_q8_K__ref, IsaLevel::ref);
+    CQ_SET_GEMM_QUANT(Q5_K, gemm_q5_K_q8_K__ref, IsaLevel::ref);
+    CQ_SET_GEMM_QUANT(Q6_K, gemm_q6_K_q8_K__ref, IsaLevel::ref);
+    CQ_SET_QUANTIZE_ROW(Q8_0, quantize_row_q8_0__ref, IsaLevel::ref);
+    CQ_SET_QUANTIZE_ROW(Q8_1, quantize_row_q8_1__ref, IsaLevel::ref);
+    CQ_SET_QUANTIZE_ROW(Q8_K, quantize_row_q8_K__ref, IsaLevel::ref);
 
 #if defined(CQ_HAVE_OPENBLAS)
     // Float GEMM is OpenBLAS's job above the reference level; OpenBLAS dispatches by CPU itself.
@@ -59,6 +76,19 @@ KernelTable make_kernel_table(IsaLevel level) {
         CQ_SET(convert_f32_bf16, convert_f32_bf16__avx2, IsaLevel::avx2);
         CQ_SET(dot_u8_s8, dot_u8_s8__avx2, IsaLevel::avx2);
         CQ_SET(gemv_f32, gemv_f32__avx2, IsaLevel::avx2);
+        CQ_SET_GEMM_QUANT(Q8_0, gemm_q8_0_q8_0__avx2, IsaLevel::avx2);
+        CQ_SET_GEMM_QUANT(Q4_0, gemm_q4_0_q8_0__avx2, IsaLevel::avx2);
+        CQ_SET_GEMM_QUANT(Q4_1, gemm_q4_1_q8_1__avx2, IsaLevel::avx2);
+        CQ_SET_GEMM_QUANT(Q5_0, gemm_q5_0_q8_0__avx2, IsaLevel::avx2);
+        CQ_SET_GEMM_QUANT(Q5_1, gemm_q5_1_q8_1__avx2, IsaLevel::avx2);
+        CQ_SET_GEMM_QUANT(Q2_K, gemm_q2_K_q8_K__avx2, IsaLevel::avx2);
+        CQ_SET_GEMM_QUANT(Q3_K, gemm_q3_K_q8_K__avx2, IsaLevel::avx2);
+        CQ_SET_GEMM_QUANT(Q4_K, gemm_q4_K_q8_K__avx2, IsaLevel::avx2);
+        CQ_SET_GEMM_QUANT(Q5_K, gemm_q5_K_q8_K__avx2, IsaLevel::avx2);
+        CQ_SET_GEMM_QUANT(Q6_K, gemm_q6_K_q8_K__avx2, IsaLevel::avx2);
+        CQ_SET_QUANTIZE_ROW(Q8_0, quantize_row_q8_0__avx2, IsaLevel::avx2);
+        CQ_SET_QUANTIZE_ROW(Q8_1, quantize_row_q8_1__avx2, IsaLevel::avx2);
+        CQ_SET_QUANTIZE_ROW(Q8_K, quantize_row_q8_K__avx2, IsaLevel::avx2);
     }
     if (reaches(level, IsaLevel::avx512)) {
         CQ_SET(convert_f16_f32, convert_f16_f32__avx512, IsaLevel::avx512);
@@ -69,6 +99,10 @@ KernelTable make_kernel_table(IsaLevel level) {
     }
     if (reaches(level, IsaLevel::avx512_vnni)) {
         CQ_SET(dot_u8_s8, dot_u8_s8__avx512vnni, IsaLevel::avx512_vnni);
+        CQ_SET_GEMM_QUANT(Q8_0, gemm_q8_0_q8_0__avx512vnni, IsaLevel::avx512_vnni);
+        CQ_SET_GEMM_QUANT(Q4_0, gemm_q4_0_q8_0__avx512vnni, IsaLevel::avx512_vnni);
+        CQ_SET_GEMM_QUANT(Q4_K, gemm_q4_K_q8_K__avx512vnni, IsaLevel::avx512_vnni);
+        CQ_SET_GEMM_QUANT(Q6_K, gemm_q6_K_q8_K__avx512vnni, IsaLevel::avx512_vnni);
     }
 #elif defined(__aarch64__)
     if (reaches(level, IsaLevel::neon)) {
@@ -127,6 +161,13 @@ std::vector<KernelListing> list_kernels(const KernelTable& t) {
     add("gemm_f32", t.gemm_f32);
     add("gemm_f32_nn", t.gemm_f32_nn);
     add("gemv_f32", t.gemv_f32);
+    // Quantized kernels present for a type are listed as gemm_<weights> / quantize_row_<activations>.
+    for (size_t id = 0; id < kMaxGgmlTypes; ++id) {
+        const auto type = dtype_from_ggml_id(static_cast<uint32_t>(id));
+        if (!type) continue;
+        if (t.gemm_quant[id].fn) add(("gemm_" + std::string(dtype_name(*type))).c_str(), t.gemm_quant[id]);
+        if (t.quantize_row[id].fn) add(("quantize_row_" + std::string(dtype_name(*type))).c_str(), t.quantize_row[id]);
+    }
     return out;
 }
 

@@ -3,6 +3,7 @@
 // through the kernel table after the CPU was checked.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 namespace cq::kernels {
@@ -37,6 +38,36 @@ void gemm_f32_nn__openblas(int64_t m, int64_t n, int64_t k, const float* a, int6
 void gemv_f32__ref(int64_t n, int64_t k, const float* w, int64_t ldw, const float* x, float* y);
 void gemv_f32__avx2(int64_t n, int64_t k, const float* w, int64_t ldw, const float* x, float* y);
 void gemv_f32__avx512(int64_t n, int64_t k, const float* w, int64_t ldw, const float* x, float* y);
+
+// Quantized matrix products (GemmQuantFn: c[t][i] = act row t · weight row i) and the activation
+// quantizers (QuantizeRowFn). gemm_<weights>_<activations>__<isa>.
+#define CQ_DECLARE_GEMM_QUANT(wt, at, isa)                                                                  \
+    void gemm_##wt##_##at##__##isa(int64_t m, int64_t n, int64_t k, const void* act, size_t act_row_bytes, \
+                                   const void* w, size_t w_row_bytes, float* c, int64_t ldc);
+#define CQ_DECLARE_QUANT_KERNELS(isa)                \
+    CQ_DECLARE_GEMM_QUANT(q8_0, q8_0, isa)           \
+    CQ_DECLARE_GEMM_QUANT(q4_0, q8_0, isa)           \
+    CQ_DECLARE_GEMM_QUANT(q4_1, q8_1, isa)           \
+    CQ_DECLARE_GEMM_QUANT(q5_0, q8_0, isa)           \
+    CQ_DECLARE_GEMM_QUANT(q5_1, q8_1, isa)           \
+    CQ_DECLARE_GEMM_QUANT(q2_K, q8_K, isa)           \
+    CQ_DECLARE_GEMM_QUANT(q3_K, q8_K, isa)           \
+    CQ_DECLARE_GEMM_QUANT(q4_K, q8_K, isa)           \
+    CQ_DECLARE_GEMM_QUANT(q5_K, q8_K, isa)           \
+    CQ_DECLARE_GEMM_QUANT(q6_K, q8_K, isa)           \
+    void quantize_row_q8_0__##isa(const float* x, void* y, int64_t k); \
+    void quantize_row_q8_1__##isa(const float* x, void* y, int64_t k); \
+    void quantize_row_q8_K__##isa(const float* x, void* y, int64_t k);
+
+CQ_DECLARE_QUANT_KERNELS(ref)
+CQ_DECLARE_QUANT_KERNELS(avx2)
+// AVX-512 VNNI: the formats where vpdpbusd/vpdpwssd pay (Q4_K_M = Q4_K + Q6_K).
+CQ_DECLARE_GEMM_QUANT(q8_0, q8_0, avx512vnni)
+CQ_DECLARE_GEMM_QUANT(q4_0, q8_0, avx512vnni)
+CQ_DECLARE_GEMM_QUANT(q4_K, q8_K, avx512vnni)
+CQ_DECLARE_GEMM_QUANT(q6_K, q8_K, avx512vnni)
+#undef CQ_DECLARE_QUANT_KERNELS
+#undef CQ_DECLARE_GEMM_QUANT
 
 // Scalar single-value conversions shared by the reference kernels and the tails of vector kernels.
 float f16_to_f32_scalar(uint16_t h);

@@ -1,0 +1,332 @@
+// Scalar reference quantized matrix products (ggml's vec_dot rules: integer sums inside a block or
+// sub-block, float across blocks) and the activation quantizers Q8_0 / Q8_1 / Q8_K they pair with.
+// The specification every vector variant is tested against; one dot product per (token, row).
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+#include "formats/blocks.h"
+#include "kernels/kernel_decls.h"
+
+namespace cq::kernels {
+namespace {
+
+using namespace cq::formats;
+
+inline float h2f(f16_bits h) { return f16_to_f32_scalar(h); }
+inline f16_bits f2h(float f) { return f32_to_f16_scalar(f); }
+
+// Round to nearest, ties to even, for |f| < 2^22 (ggml's nearest_int).
+inline int nearest_int(float f) {
+    const float v = f + 12582912.f;
+    int32_t i;
+    std::memcpy(&i, &v, sizeof(i));
+    return (i & 0x007fffff) - 0x00400000;
+}
+
+// ---- legacy formats: 32-element blocks ----
+
+// nb blocks of weights w · activations a
+float dot_q8_0(int64_t nb, const BlockQ8_0* w, const BlockQ8_0* a) {
+    float s = 0.0f;
+    for (int64_t b = 0; b < nb; ++b) {
+        int32_t sumi = 0;
+        for (int j = 0; j < kQK; ++j) sumi += int32_t(w[b].qs[j]) * int32_t(a[b].qs[j]);
+        s += float(sumi) * (h2f(w[b].d) * h2f(a[b].d));
+    }
+    return s;
+}
+
+float dot_q4_0(int64_t nb, const BlockQ4_0* w, const BlockQ8_0* a) {
+    float s = 0.0f;
+    for (int64_t b = 0; b < nb; ++b) {
+        int32_t sumi = 0;
+        for (int j = 0; j < kQK / 2; ++j) {
+            const int v0 = (w[b].qs[j] & 0x0F) - 8, v1 = (w[b].qs[j] >> 4) - 8;
+            sumi += v0 * a[b].qs[j] + v1 * a[b].qs[j + kQK / 2];
+        }
+        s += float(sumi) * (h2f(w[b].d) * h2f(a[b].d));
+    }
+    return s;
+}
+
+float dot_q4_1(int64_t nb, const BlockQ4_1* w, const BlockQ8_1* a) {
+    float s = 0.0f;
+    for (int64_t b = 0; b < nb; ++b) {
+        int32_t sumi = 0;
+        for (int j = 0; j < kQK / 2; ++j) {
+            const int v0 = w[b].qs[j] & 0x0F, v1 = w[b].qs[j] >> 4;
+            sumi += v0 * a[b].qs[j] + v1 * a[b].qs[j + kQK / 2];
+        }
+        s += (h2f(w[b].d) * h2f(a[b].d)) * float(sumi) + h2f(w[b].m) * h2f(a[b].s);
+    }
+    return s;
+}
+
+inline uint32_t load_qh(const uint8_t* qh) {
+    uint32_t v;
+    std::memcpy(&v, qh, sizeof(v));
+    return v;
+}
+
+float dot_q5_0(int64_t nb, const BlockQ5_0* w, const BlockQ8_0* a) {
+    float s = 0.0f;
+    for (int64_t b = 0; b < nb; ++b) {
+        const uint32_t qh = load_qh(w[b].qh);
+        int32_t sumi = 0;
+        for (int j = 0; j < kQK / 2; ++j) {
+            const int h0 = int((qh >> j) << 4) & 0x10, h1 = int(qh >> (j + 12)) & 0x10;
+            const int v0 = ((w[b].qs[j] & 0x0F) | h0) - 16, v1 = ((w[b].qs[j] >> 4) | h1) - 16;
+            sumi += v0 * a[b].qs[j] + v1 * a[b].qs[j + kQK / 2];
+        }
+        s += float(sumi) * (h2f(w[b].d) * h2f(a[b].d));
+    }
+    return s;
+}
+
+float dot_q5_1(int64_t nb, const BlockQ5_1* w, const BlockQ8_1* a) {
+    float s = 0.0f;
+    for (int64_t b = 0; b < nb; ++b) {
+        const uint32_t qh = load_qh(w[b].qh);
+        int32_t sumi = 0;
+        for (int j = 0; j < kQK / 2; ++j) {
+            const int h0 = int((qh >> j) << 4) & 0x10, h1 = int(qh >> (j + 12)) & 0x10;
+            const int v0 = (w[b].qs[j] & 0x0F) | h0, v1 = (w[b].qs[j] >> 4) | h1;
+            sumi += v0 * a[b].qs[j] + v1 * a[b].qs[j + kQK / 2];
+        }
+        s += (h2f(w[b].d) * h2f(a[b].d)) * float(sumi) + h2f(w[b].m) * h2f(a[b].s);
+    }
+    return s;
+}
+
+// ---- k-quants: 256-element super-blocks against Q8_K ----
+
+float dot_q2_K(int64_t nb, const BlockQ2_K* w, const BlockQ8_K* a) {
+    float s = 0.0f;
+    for (int64_t b = 0; b < nb; ++b) {
+        int32_t summs = 0;
+        for (int g = 0; g < 16; ++g) summs += (w[b].scales[g] >> 4) * a[b].bsums[g];
+        int32_t isum = 0;
+        for (int e = 0; e < kQK_K; ++e) {
+            const int h = e / 128, j = (e % 128) / 32, l = e % 32;
+            const int q = (w[b].qs[32 * h + l] >> (2 * j)) & 3;
+            isum += (w[b].scales[e / 16] & 0x0F) * q * a[b].qs[e];
+        }
+        s += a[b].d * h2f(w[b].d) * float(isum) - a[b].d * h2f(w[b].dmin) * float(summs);
+    }
+    return s;
+}
+
+// The 16 6-bit scales of a Q3_K block, minus 32.
+void q3_K_scales(const uint8_t* p, int* sc) {
+    for (int i = 0; i < 16; ++i) {
+        const int lo = i < 8 ? p[i] & 0x0F : p[i - 8] >> 4;
+        const int hi = (p[8 + i % 4] >> (2 * (i / 4))) & 3;
+        sc[i] = (lo | (hi << 4)) - 32;
+    }
+}
+
+float dot_q3_K(int64_t nb, const BlockQ3_K* w, const BlockQ8_K* a) {
+    float s = 0.0f;
+    for (int64_t b = 0; b < nb; ++b) {
+        int sc[16];
+        q3_K_scales(w[b].scales, sc);
+        int32_t isum = 0;
+        for (int e = 0; e < kQK_K; ++e) {
+            const int h = e / 128, j = (e % 128) / 32, l = e % 32;
+            const int lo = (w[b].qs[32 * h + l] >> (2 * j)) & 3;
+            const int hbit = (w[b].hmask[l] >> (4 * h + j)) & 1;
+            isum += sc[e / 16] * (lo - (hbit ? 0 : 4)) * a[b].qs[e];
+        }
+        s += a[b].d * h2f(w[b].d) * float(isum);
+    }
+    return s;
+}
+
+// Scale and min of sub-block j (of 8) of a Q4_K / Q5_K block (ggml's get_scale_min_k4).
+inline void scale_min_k4(int j, const uint8_t* q, int& sc, int& mn) {
+    if (j < 4) {
+        sc = q[j] & 63;
+        mn = q[j + 4] & 63;
+    } else {
+        sc = (q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4);
+        mn = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+    }
+}
+
+float dot_q4_K(int64_t nb, const BlockQ4_K* w, const BlockQ8_K* a) {
+    float s = 0.0f;
+    for (int64_t b = 0; b < nb; ++b) {
+        int32_t isum = 0, summs = 0;
+        for (int sb = 0; sb < 8; ++sb) {
+            int sc, mn;
+            scale_min_k4(sb, w[b].scales, sc, mn);
+            summs += mn * (a[b].bsums[2 * sb] + a[b].bsums[2 * sb + 1]);
+            const uint8_t* q = w[b].qs + 32 * (sb / 2);
+            int32_t sub = 0;
+            for (int l = 0; l < 32; ++l) sub += ((sb & 1) ? q[l] >> 4 : q[l] & 0x0F) * a[b].qs[32 * sb + l];
+            isum += sc * sub;
+        }
+        s += a[b].d * h2f(w[b].d) * float(isum) - a[b].d * h2f(w[b].dmin) * float(summs);
+    }
+    return s;
+}
+
+float dot_q5_K(int64_t nb, const BlockQ5_K* w, const BlockQ8_K* a) {
+    float s = 0.0f;
+    for (int64_t b = 0; b < nb; ++b) {
+        int32_t isum = 0, summs = 0;
+        for (int sb = 0; sb < 8; ++sb) {
+            int sc, mn;
+            scale_min_k4(sb, w[b].scales, sc, mn);
+            summs += mn * (a[b].bsums[2 * sb] + a[b].bsums[2 * sb + 1]);
+            const uint8_t* q = w[b].qs + 32 * (sb / 2);
+            int32_t sub = 0;
+            for (int l = 0; l < 32; ++l) {
+                const int lo = (sb & 1) ? q[l] >> 4 : q[l] & 0x0F;
+                const int hi = (w[b].qh[l] >> sb) & 1;
+                sub += (lo | (hi << 4)) * a[b].qs[32 * sb + l];
+            }
+            isum += sc * sub;
+        }
+        s += a[b].d * h2f(w[b].d) * float(isum) - a[b].d * h2f(w[b].dmin) * float(summs);
+    }
+    return s;
+}
+
+float dot_q6_K(int64_t nb, const BlockQ6_K* w, const BlockQ8_K* a) {
+    float s = 0.0f;
+    for (int64_t b = 0; b < nb; ++b) {
+        int32_t isum = 0;
+        for (int e = 0; e < kQK_K; ++e) {
+            const int h = e / 128, j = (e % 128) / 32, l = e % 32;
+            const uint8_t ql = w[b].ql[64 * h + 32 * (j & 1) + l];
+            const int lo = j < 2 ? ql & 0x0F : ql >> 4;
+            const int hi = (w[b].qh[32 * h + l] >> (2 * j)) & 3;
+            isum += w[b].scales[e / 16] * ((lo | (hi << 4)) - 32) * a[b].qs[e];
+        }
+        s += a[b].d * h2f(w[b].d) * float(isum);
+    }
+    return s;
+}
+
+// act: [m] rows of Act blocks, w: [n] rows of W blocks → c: [m, n] (row stride ldc)
+template <typename W, typename Act, int kBlock, float (*Dot)(int64_t, const W*, const Act*)>
+void gemm_ref(int64_t m, int64_t n, int64_t k, const void* act, size_t act_row_bytes, const void* w,
+              size_t w_row_bytes, float* c, int64_t ldc) {
+    const int64_t nb = k / kBlock;
+    const auto* a8 = static_cast<const uint8_t*>(act);
+    const auto* w8 = static_cast<const uint8_t*>(w);
+    for (int64_t t = 0; t < m; ++t)
+        for (int64_t i = 0; i < n; ++i)
+            c[t * ldc + i] = Dot(nb, reinterpret_cast<const W*>(w8 + size_t(i) * w_row_bytes),
+                                 reinterpret_cast<const Act*>(a8 + size_t(t) * act_row_bytes));
+}
+
+// Q8_0 / Q8_1 block b of x: d = max|x|/127, q = round-half-away(x/d).
+template <typename Block>
+void quantize_q8_legacy(const float* x, Block& y) {
+    float amax = 0.0f;
+    for (int j = 0; j < kQK; ++j) amax = std::fmax(amax, std::fabs(x[j]));
+    const float d = amax / 127.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    y.d = f2h(d);
+    int32_t sum = 0;
+    for (int j = 0; j < kQK; ++j) {
+        y.qs[j] = int8_t(std::round(x[j] * id));
+        sum += y.qs[j];
+    }
+    if constexpr (sizeof(Block) == sizeof(BlockQ8_1)) y.s = f2h(float(sum) * d);
+}
+
+}  // namespace
+
+// x: [k] f32 → k/32 Q8_0 blocks (ggml's quantize_row_q8_0_ref)
+void quantize_row_q8_0__ref(const float* x, void* y, int64_t k) {
+    auto* out = static_cast<BlockQ8_0*>(y);
+    for (int64_t b = 0; b < k / kQK; ++b) quantize_q8_legacy(x + b * kQK, out[b]);
+}
+
+// x: [k] f32 → k/32 Q8_1 blocks; s = f16(d·Σq)
+void quantize_row_q8_1__ref(const float* x, void* y, int64_t k) {
+    auto* out = static_cast<BlockQ8_1*>(y);
+    for (int64_t b = 0; b < k / kQK; ++b) quantize_q8_legacy(x + b * kQK, out[b]);
+}
+
+// x: [k] f32 → k/256 Q8_K blocks: q = min(127, nearest_int(−127/max·x)) with max the first value of
+// largest magnitude, d = 1/(−127/max); an all-zero block gets d = 0 and zero qs and bsums.
+void quantize_row_q8_K__ref(const float* x, void* y, int64_t k) {
+    auto* out = static_cast<BlockQ8_K*>(y);
+    for (int64_t b = 0; b < k / kQK_K; ++b, x += kQK_K) {
+        BlockQ8_K& blk = out[b];
+        float max = 0.0f, amax = 0.0f;
+        for (int j = 0; j < kQK_K; ++j) {
+            const float ax = std::fabs(x[j]);
+            if (ax > amax) {
+                amax = ax;
+                max = x[j];
+            }
+        }
+        if (amax == 0.0f) {
+            blk.d = 0.0f;
+            std::memset(blk.qs, 0, sizeof(blk.qs));
+            std::memset(blk.bsums, 0, sizeof(blk.bsums));
+            continue;
+        }
+        const float iscale = -127.0f / max;
+        for (int j = 0; j < kQK_K; ++j) {
+            const int v = nearest_int(iscale * x[j]);
+            blk.qs[j] = int8_t(v < 127 ? v : 127);
+        }
+        for (int g = 0; g < kQK_K / 16; ++g) {
+            int sum = 0;
+            for (int j = 0; j < 16; ++j) sum += blk.qs[16 * g + j];
+            blk.bsums[g] = int16_t(sum);
+        }
+        blk.d = 1.0f / iscale;
+    }
+}
+
+void gemm_q8_0_q8_0__ref(int64_t m, int64_t n, int64_t k, const void* act, size_t arb, const void* w, size_t wrb,
+                         float* c, int64_t ldc) {
+    gemm_ref<BlockQ8_0, BlockQ8_0, kQK, dot_q8_0>(m, n, k, act, arb, w, wrb, c, ldc);
+}
+void gemm_q4_0_q8_0__ref(int64_t m, int64_t n, int64_t k, const void* act, size_t arb, const void* w, size_t wrb,
+                         float* c, int64_t ldc) {
+    gemm_ref<BlockQ4_0, BlockQ8_0, kQK, dot_q4_0>(m, n, k, act, arb, w, wrb, c, ldc);
+}
+void gemm_q4_1_q8_1__ref(int64_t m, int64_t n, int64_t k, const void* act, size_t arb, const void* w, size_t wrb,
+                         float* c, int64_t ldc) {
+    gemm_ref<BlockQ4_1, BlockQ8_1, kQK, dot_q4_1>(m, n, k, act, arb, w, wrb, c, ldc);
+}
+void gemm_q5_0_q8_0__ref(int64_t m, int64_t n, int64_t k, const void* act, size_t arb, const void* w, size_t wrb,
+                         float* c, int64_t ldc) {
+    gemm_ref<BlockQ5_0, BlockQ8_0, kQK, dot_q5_0>(m, n, k, act, arb, w, wrb, c, ldc);
+}
+void gemm_q5_1_q8_1__ref(int64_t m, int64_t n, int64_t k, const void* act, size_t arb, const void* w, size_t wrb,
+                         float* c, int64_t ldc) {
+    gemm_ref<BlockQ5_1, BlockQ8_1, kQK, dot_q5_1>(m, n, k, act, arb, w, wrb, c, ldc);
+}
+void gemm_q2_K_q8_K__ref(int64_t m, int64_t n, int64_t k, const void* act, size_t arb, const void* w, size_t wrb,
+                         float* c, int64_t ldc) {
+    gemm_ref<BlockQ2_K, BlockQ8_K, kQK_K, dot_q2_K>(m, n, k, act, arb, w, wrb, c, ldc);
+}
+void gemm_q3_K_q8_K__ref(int64_t m, int64_t n, int64_t k, const void* act, size_t arb, const void* w, size_t wrb,
+                         float* c, int64_t ldc) {
+    gemm_ref<BlockQ3_K, BlockQ8_K, kQK_K, dot_q3_K>(m, n, k, act, arb, w, wrb, c, ldc);
+}
+void gemm_q4_K_q8_K__ref(int64_t m, int64_t n, int64_t k, const void* act, size_t arb, const void* w, size_t wrb,
+                         float* c, int64_t ldc) {
+    gemm_ref<BlockQ4_K, BlockQ8_K, kQK_K, dot_q4_K>(m, n, k, act, arb, w, wrb, c, ldc);
+}
+void gemm_q5_K_q8_K__ref(int64_t m, int64_t n, int64_t k, const void* act, size_t arb, const void* w, size_t wrb,
+                         float* c, int64_t ldc) {
+    gemm_ref<BlockQ5_K, BlockQ8_K, kQK_K, dot_q5_K>(m, n, k, act, arb, w, wrb, c, ldc);
+}
+void gemm_q6_K_q8_K__ref(int64_t m, int64_t n, int64_t k, const void* act, size_t arb, const void* w, size_t wrb,
+                         float* c, int64_t ldc) {
+    gemm_ref<BlockQ6_K, BlockQ8_K, kQK_K, dot_q6_K>(m, n, k, act, arb, w, wrb, c, ldc);
+}
+
+}  // namespace cq::kernels

@@ -1,0 +1,550 @@
+// AVX2 quantized matrix products and activation quantizers. The products work on tiles of R weight rows
+// × T tokens: each weight block is decoded once per tile and each activation block loaded once per tile,
+// integer sums via vpmaddubsw (u8 weights × s8 activations; signed Q8_0 weights through the sign trick),
+// float accumulation across blocks as the reference does. The quantizers are byte-identical to the
+// reference ones. Rows are walked in chunks that stay cache-resident while every token tile passes.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <utility>
+
+#include "formats/blocks.h"
+#include "kernels/kernel_decls.h"
+
+namespace cq::kernels {
+namespace {
+
+using namespace cq::formats;
+
+inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
+inline __m256 bcast_h(uint16_t h) { return _mm256_set1_ps(_cvtsh_ss(h)); }
+inline __m256i load32(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
+inline __m128i load16(const void* p) { return _mm_loadu_si128(static_cast<const __m128i*>(p)); }
+
+inline float hsum(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+// 16 bytes of nibbles → 32 bytes: the low nibbles (elements 0..15), then the high ones (16..31).
+inline __m256i nibbles32(const uint8_t* qs) {
+    const __m128i x = load16(qs);
+    return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(x, 4), x), _mm256_set1_epi8(0x0F));
+}
+
+// Byte j = 0x10 where bit j of the little-endian u32 at p is set, else 0.
+inline __m256i bits_to_0x10(const uint8_t* p) {
+    uint32_t v;
+    std::memcpy(&v, p, sizeof(v));
+    const __m256i shuf = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0);
+    const __m256i bit = _mm256_set1_epi64x(int64_t(0x8040201008040201));
+    __m256i x = _mm256_shuffle_epi8(_mm256_set1_epi32(int32_t(v)), shuf);
+    x = _mm256_cmpeq_epi8(_mm256_and_si256(x, bit), bit);
+    return _mm256_and_si256(x, _mm256_set1_epi8(0x10));
+}
+
+// Rows per chunk: enough that a chunk of weights (~64 KiB) stays in L2 while all token tiles pass.
+inline int64_t row_chunk(int64_t m, int64_t n, size_t w_row_bytes) {
+    if (m <= 4) return n;
+    const int64_t rows = std::max<int64_t>(8, int64_t(65536 / std::max<size_t>(w_row_bytes, 1)) & ~int64_t{7});
+    return std::min(rows, n);
+}
+
+// ---- legacy formats (32-element blocks) ----
+// q(): the 32 weights as bytes, unsigned (value = q − kBias) or, for kSigned, the signed values.
+
+struct LQ8_0 {
+    using W = BlockQ8_0;
+    using A = BlockQ8_0;
+    static constexpr bool kSigned = true, kMin = false;
+    static constexpr int kBias = 0;
+    static __m256i q(const W& b) { return load32(b.qs); }
+};
+struct LQ4_0 {
+    using W = BlockQ4_0;
+    using A = BlockQ8_0;
+    static constexpr bool kSigned = false, kMin = false;
+    static constexpr int kBias = 8;
+    static __m256i q(const W& b) { return nibbles32(b.qs); }
+};
+struct LQ5_0 {
+    using W = BlockQ5_0;
+    using A = BlockQ8_0;
+    static constexpr bool kSigned = false, kMin = false;
+    static constexpr int kBias = 16;
+    static __m256i q(const W& b) { return _mm256_or_si256(nibbles32(b.qs), bits_to_0x10(b.qh)); }
+};
+struct LQ4_1 {
+    using W = BlockQ4_1;
+    using A = BlockQ8_1;
+    static constexpr bool kSigned = false, kMin = true;
+    static constexpr int kBias = 0;
+    static __m256i q(const W& b) { return nibbles32(b.qs); }
+};
+struct LQ5_1 {
+    using W = BlockQ5_1;
+    using A = BlockQ8_1;
+    static constexpr bool kSigned = false, kMin = true;
+    static constexpr int kBias = 0;
+    static __m256i q(const W& b) { return _mm256_or_si256(nibbles32(b.qs), bits_to_0x10(b.qh)); }
+};
+
+// act: T rows (stride arb) of nb A blocks, w: R rows (stride wrb) of nb W blocks → c[t*ldc + r]
+template <class L, int R, int T>
+void legacy_tile(int64_t nb, const uint8_t* act, size_t arb, const uint8_t* w, size_t wrb, float* c, int64_t ldc) {
+    using W = typename L::W;
+    using A = typename L::A;
+    const W* wr[R];
+    const A* at[T];
+    for (int r = 0; r < R; ++r) wr[r] = reinterpret_cast<const W*>(w + size_t(r) * wrb);
+    for (int t = 0; t < T; ++t) at[t] = reinterpret_cast<const A*>(act + size_t(t) * arb);
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 acc[R][T];
+    __m128 macc[R];  // kMin: Σ m_w·s_a, one lane per token
+    for (int r = 0; r < R; ++r) {
+        macc[r] = _mm_setzero_ps();
+        for (int t = 0; t < T; ++t) acc[r][t] = _mm256_setzero_ps();
+    }
+    for (int64_t b = 0; b < nb; ++b) {
+        __m256i q[R], qa[R];
+        __m256 dw[R];
+#pragma GCC unroll 4
+        for (int r = 0; r < R; ++r) {
+            q[r] = L::q(wr[r][b]);
+            if constexpr (L::kSigned) qa[r] = _mm256_sign_epi8(q[r], q[r]);
+            dw[r] = bcast_h(wr[r][b].d);
+        }
+#pragma GCC unroll 4
+        for (int t = 0; t < T; ++t) {
+            const __m256i a = load32(at[t][b].qs);
+            const __m256 da = bcast_h(at[t][b].d);
+            __m256i corr = _mm256_setzero_si256();
+            if constexpr (L::kBias != 0)
+                corr = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(L::kBias), a), ones);
+#pragma GCC unroll 4
+            for (int r = 0; r < R; ++r) {
+                __m256i p;
+                if constexpr (L::kSigned)
+                    p = _mm256_madd_epi16(_mm256_maddubs_epi16(qa[r], _mm256_sign_epi8(a, q[r])), ones);
+                else
+                    p = _mm256_madd_epi16(_mm256_maddubs_epi16(q[r], a), ones);
+                if constexpr (L::kBias != 0) p = _mm256_sub_epi32(p, corr);
+                acc[r][t] = _mm256_fmadd_ps(_mm256_mul_ps(dw[r], da), _mm256_cvtepi32_ps(p), acc[r][t]);
+            }
+        }
+        if constexpr (L::kMin) {
+            float s[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+            for (int t = 0; t < T; ++t) s[t] = h2f(at[t][b].s);
+            const __m128 sa = _mm_loadu_ps(s);
+            for (int r = 0; r < R; ++r) macc[r] = _mm_fmadd_ps(_mm_set1_ps(h2f(wr[r][b].m)), sa, macc[r]);
+        }
+    }
+    for (int r = 0; r < R; ++r) {
+        float mv[4];
+        _mm_storeu_ps(mv, macc[r]);
+        for (int t = 0; t < T; ++t) c[t * ldc + r] = hsum(acc[r][t]) + (L::kMin ? mv[t] : 0.0f);
+    }
+}
+
+// ---- k-quants (256-element super-blocks against Q8_K) ----
+// A decoder holds one weight super-block: q(c) gives chunk c (elements 32c..32c+31) as unsigned bytes,
+// s16 the scale of each 16-element group as i16. The integer sum Σ_g s16[g]·Σ q·a then gets, per group,
+// − corr16[g]·bsum[g] (kCorr: the offset of signed quants) and the float term − dmin·Σ m16[g]·bsum[g] (kMin).
+
+// Shift the single set bit `from` of each byte to bit `to` (16-bit shifts; the bit never leaves its byte).
+template <int from, int to>
+inline __m256i move_bit(__m256i x) {
+    if constexpr (from < to) return _mm256_slli_epi16(x, to - from);
+    else if constexpr (from > to) return _mm256_srli_epi16(x, from - to);
+    else return x;
+}
+
+struct KQ2_K {
+    using W = BlockQ2_K;
+    static constexpr bool kMin = true, kCorr = false;
+    const uint8_t* qs;
+    __m256i s16, m16, corr16;
+    float d, dmin;
+    void init(const W& b) {
+        const __m128i raw = load16(b.scales);
+        const __m128i lo = _mm_set1_epi8(0x0F);
+        s16 = _mm256_cvtepu8_epi16(_mm_and_si128(raw, lo));
+        m16 = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(raw, 4), lo));
+        qs = b.qs;
+        d = h2f(b.d);
+        dmin = h2f(b.dmin);
+    }
+    template <int c>
+    __m256i q() const {
+        return _mm256_and_si256(_mm256_srli_epi16(load32(qs + 32 * (c / 4)), 2 * (c % 4)), _mm256_set1_epi8(3));
+    }
+};
+
+struct KQ3_K {
+    using W = BlockQ3_K;
+    static constexpr bool kMin = false, kCorr = true;
+    const uint8_t* qs;
+    __m256i s16, m16, corr16, hm;
+    float d, dmin;
+    void init(const W& b) {
+        uint32_t a[4];
+        std::memcpy(a, b.scales, 12);
+        const uint32_t tmp = a[2];
+        a[2] = ((a[0] >> 4) & 0x0f0f0f0fu) | (((tmp >> 4) & 0x03030303u) << 4);
+        a[3] = ((a[1] >> 4) & 0x0f0f0f0fu) | (((tmp >> 6) & 0x03030303u) << 4);
+        a[0] = (a[0] & 0x0f0f0f0fu) | (((tmp >> 0) & 0x03030303u) << 4);
+        a[1] = (a[1] & 0x0f0f0f0fu) | (((tmp >> 2) & 0x03030303u) << 4);
+        const __m128i sc = _mm_sub_epi8(_mm_set_epi32(int(a[3]), int(a[2]), int(a[1]), int(a[0])), _mm_set1_epi8(32));
+        s16 = _mm256_cvtepi8_epi16(sc);
+        corr16 = _mm256_slli_epi16(s16, 2);  // value = u − 4
+        hm = load32(b.hmask);
+        qs = b.qs;
+        d = h2f(b.d);
+    }
+    template <int c>
+    __m256i q() const {  // u = low 2 bits | hmask bit c << 2, in [0, 7]
+        const __m256i lo = _mm256_and_si256(_mm256_srli_epi16(load32(qs + 32 * (c / 4)), 2 * (c % 4)), _mm256_set1_epi8(3));
+        const __m256i hb = move_bit<c, 2>(_mm256_and_si256(hm, _mm256_set1_epi8(char(1 << c))));
+        return _mm256_or_si256(lo, hb);
+    }
+};
+
+// Q4_K / Q5_K: 8 scales and mins of 6 bits → per-16-group i16 vectors.
+inline void unpack_k4_scales(const uint8_t* scales, __m256i& s16, __m256i& m16) {
+    uint32_t u[4];
+    std::memcpy(u, scales, 12);
+    u[3] = ((u[2] >> 4) & 0x0f0f0f0fu) | (((u[1] >> 6) & 0x03030303u) << 4);
+    const uint32_t uaux = u[1] & 0x3f3f3f3fu;
+    u[1] = (u[2] & 0x0f0f0f0fu) | (((u[0] >> 6) & 0x03030303u) << 4);
+    u[2] = uaux;
+    u[0] &= 0x3f3f3f3fu;
+    const __m128i sm = _mm_set_epi32(int(u[3]), int(u[2]), int(u[1]), int(u[0]));  // scales 0..7, mins 0..7
+    s16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(sm, sm));
+    m16 = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(sm, sm));
+}
+
+struct KQ4_K {
+    using W = BlockQ4_K;
+    static constexpr bool kMin = true, kCorr = false;
+    const uint8_t* qs;
+    __m256i s16, m16, corr16;
+    float d, dmin;
+    void init(const W& b) {
+        unpack_k4_scales(b.scales, s16, m16);
+        qs = b.qs;
+        d = h2f(b.d);
+        dmin = h2f(b.dmin);
+    }
+    template <int c>
+    __m256i q() const {
+        const __m256i v = load32(qs + 32 * (c / 2));
+        return _mm256_and_si256(c % 2 ? _mm256_srli_epi16(v, 4) : v, _mm256_set1_epi8(0x0F));
+    }
+};
+
+struct KQ5_K {
+    using W = BlockQ5_K;
+    static constexpr bool kMin = true, kCorr = false;
+    const uint8_t* qs;
+    __m256i s16, m16, corr16, qh;
+    float d, dmin;
+    void init(const W& b) {
+        unpack_k4_scales(b.scales, s16, m16);
+        qh = load32(b.qh);
+        qs = b.qs;
+        d = h2f(b.d);
+        dmin = h2f(b.dmin);
+    }
+    template <int c>
+    __m256i q() const {
+        const __m256i v = load32(qs + 32 * (c / 2));
+        const __m256i lo = _mm256_and_si256(c % 2 ? _mm256_srli_epi16(v, 4) : v, _mm256_set1_epi8(0x0F));
+        return _mm256_or_si256(lo, move_bit<c, 4>(_mm256_and_si256(qh, _mm256_set1_epi8(char(1 << c)))));
+    }
+};
+
+struct KQ6_K {
+    using W = BlockQ6_K;
+    static constexpr bool kMin = false, kCorr = true;
+    const uint8_t* ql;
+    const uint8_t* qhp;
+    __m256i s16, m16, corr16;
+    float d, dmin;
+    void init(const W& b) {
+        s16 = _mm256_cvtepi8_epi16(load16(b.scales));
+        corr16 = _mm256_slli_epi16(s16, 5);  // value = q − 32
+        ql = b.ql;
+        qhp = b.qh;
+        d = h2f(b.d);
+    }
+    template <int c>
+    __m256i q() const {  // chunk c = 4h + j: low nibble of ql[64h + 32(j&1) + l] (j < 2) or high; qh bits 2j, 2j+1
+        constexpr int h = c / 4, j = c % 4;
+        const __m256i lv = load32(ql + 64 * h + 32 * (j & 1));
+        const __m256i lo = _mm256_and_si256(j < 2 ? lv : _mm256_srli_epi16(lv, 4), _mm256_set1_epi8(0x0F));
+        const __m256i hv = load32(qhp + 32 * h);
+        __m256i hi;
+        if constexpr (j == 0) hi = _mm256_slli_epi16(hv, 4);
+        else if constexpr (j == 1) hi = _mm256_slli_epi16(hv, 2);
+        else if constexpr (j == 2) hi = hv;
+        else hi = _mm256_srli_epi16(hv, 2);
+        return _mm256_or_si256(lo, _mm256_and_si256(hi, _mm256_set1_epi8(0x30)));
+    }
+};
+
+// i16 scales of chunk c: groups 2c (low 128 bits) and 2c+1 (high 128 bits), each repeated 8 times.
+inline __m256i chunk_scales(__m256i s16, int c) {
+    const __m256i pair = _mm256_permutevar8x32_epi32(s16, _mm256_set1_epi32(c));
+    const __m256i spread = _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1,  //
+                                            2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3);
+    return _mm256_shuffle_epi8(pair, spread);
+}
+
+template <class K, int R, int T, int c>
+inline void k_chunk(const K* dec, const BlockQ8_K* const* at, int64_t b, __m256i (&sumi)[R][T]) {
+    __m256i q[R], sc[R];
+    for (int r = 0; r < R; ++r) {
+        q[r] = dec[r].template q<c>();
+        sc[r] = chunk_scales(dec[r].s16, c);
+    }
+    for (int t = 0; t < T; ++t) {
+        const __m256i a = load32(at[t][b].qs + 32 * c);
+        for (int r = 0; r < R; ++r)
+            sumi[r][t] = _mm256_add_epi32(sumi[r][t], _mm256_madd_epi16(sc[r], _mm256_maddubs_epi16(q[r], a)));
+    }
+}
+
+template <class K, int R, int T, int... C>
+inline void k_chunks(const K* dec, const BlockQ8_K* const* at, int64_t b, __m256i (&sumi)[R][T],
+                     std::integer_sequence<int, C...>) {
+    (k_chunk<K, R, T, C>(dec, at, b, sumi), ...);
+}
+
+template <class K, int R, int T>
+void k_tile(int64_t nb, const uint8_t* act, size_t arb, const uint8_t* w, size_t wrb, float* c, int64_t ldc) {
+    using W = typename K::W;
+    const W* wr[R];
+    const BlockQ8_K* at[T];
+    for (int r = 0; r < R; ++r) wr[r] = reinterpret_cast<const W*>(w + size_t(r) * wrb);
+    for (int t = 0; t < T; ++t) at[t] = reinterpret_cast<const BlockQ8_K*>(act + size_t(t) * arb);
+    __m256 acc[R][T];
+    for (int r = 0; r < R; ++r)
+        for (int t = 0; t < T; ++t) acc[r][t] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b) {
+        K dec[R];
+        for (int r = 0; r < R; ++r) dec[r].init(wr[r][b]);
+        __m256i sumi[R][T];
+        for (int r = 0; r < R; ++r)
+            for (int t = 0; t < T; ++t) sumi[r][t] = _mm256_setzero_si256();
+        k_chunks<K, R, T>(dec, at, b, sumi, std::make_integer_sequence<int, 8>{});
+        for (int t = 0; t < T; ++t) {
+            const __m256i bs = load32(at[t][b].bsums);
+            const float da = at[t][b].d;
+            for (int r = 0; r < R; ++r) {
+                __m256i s = sumi[r][t];
+                if constexpr (K::kCorr) s = _mm256_sub_epi32(s, _mm256_madd_epi16(dec[r].corr16, bs));
+                acc[r][t] = _mm256_fmadd_ps(_mm256_set1_ps(dec[r].d * da), _mm256_cvtepi32_ps(s), acc[r][t]);
+                if constexpr (K::kMin)
+                    acc[r][t] = _mm256_fmadd_ps(_mm256_set1_ps(-dec[r].dmin * da),
+                                                _mm256_cvtepi32_ps(_mm256_madd_epi16(dec[r].m16, bs)), acc[r][t]);
+            }
+        }
+    }
+    for (int r = 0; r < R; ++r)
+        for (int t = 0; t < T; ++t) c[t * ldc + r] = hsum(acc[r][t]);
+}
+
+// ---- drivers ----
+
+using TileFn = void (*)(int64_t nb, const uint8_t* act, size_t arb, const uint8_t* w, size_t wrb, float* c,
+                        int64_t ldc);
+
+// rows [0, n) of one token tile: full tiles of R rows, then single rows.
+template <TileFn Full, int R, TileFn One>
+void tile_rows(int64_t n, int64_t nb, const uint8_t* act, size_t arb, const uint8_t* w, size_t wrb, float* c,
+               int64_t ldc) {
+    int64_t i = 0;
+    for (; i + R <= n; i += R) Full(nb, act, arb, w + size_t(i) * wrb, wrb, c + i, ldc);
+    for (; i < n; ++i) One(nb, act, arb, w + size_t(i) * wrb, wrb, c + i, ldc);
+}
+
+using RowsFn = void (*)(int64_t n, int64_t nb, const uint8_t* act, size_t arb, const uint8_t* w, size_t wrb,
+                        float* c, int64_t ldc);
+
+// The shared loop: row chunks outside, token tiles of 4 (then 3, 2 or 1) inside.
+inline void gemm_tiled(const RowsFn (&rows)[5], int64_t block, int64_t m, int64_t n, int64_t k, const void* act,
+                       size_t arb, const void* w, size_t wrb, float* c, int64_t ldc) {
+    const int64_t nb = k / block;
+    const auto* a8 = static_cast<const uint8_t*>(act);
+    const auto* w8 = static_cast<const uint8_t*>(w);
+    const int64_t nc = row_chunk(m, n, wrb);
+    for (int64_t i0 = 0; i0 < n; i0 += nc) {
+        const int64_t ni = std::min(nc, n - i0);
+        int64_t t = 0;
+        for (; t + 4 <= m; t += 4) rows[4](ni, nb, a8 + size_t(t) * arb, arb, w8 + size_t(i0) * wrb, wrb, c + t * ldc + i0, ldc);
+        if (m - t > 0)
+            rows[m - t](ni, nb, a8 + size_t(t) * arb, arb, w8 + size_t(i0) * wrb, wrb, c + t * ldc + i0, ldc);
+    }
+}
+
+// Legacy tiles: 4 rows × 1 token (decode), else 2 rows × T tokens.
+template <class L>
+struct Legacy {
+    static constexpr RowsFn rows[5] = {
+        nullptr,
+        &tile_rows<&legacy_tile<L, 4, 1>, 4, &legacy_tile<L, 1, 1>>,
+        &tile_rows<&legacy_tile<L, 2, 2>, 2, &legacy_tile<L, 1, 2>>,
+        &tile_rows<&legacy_tile<L, 2, 3>, 2, &legacy_tile<L, 1, 3>>,
+        &tile_rows<&legacy_tile<L, 2, 4>, 2, &legacy_tile<L, 1, 4>>,
+    };
+};
+
+// K-quant tiles: 2 rows × 1 token (decode), else 1 row × T tokens (the integer accumulators fill the registers).
+template <class K>
+struct KQuant {
+    static constexpr RowsFn rows[5] = {
+        nullptr,
+        &tile_rows<&k_tile<K, 2, 1>, 2, &k_tile<K, 1, 1>>,
+        &tile_rows<&k_tile<K, 1, 2>, 1, &k_tile<K, 1, 2>>,
+        &tile_rows<&k_tile<K, 1, 3>, 1, &k_tile<K, 1, 3>>,
+        &tile_rows<&k_tile<K, 1, 4>, 1, &k_tile<K, 1, 4>>,
+    };
+};
+
+// ---- activation quantizers ----
+
+inline __m256 abs_ps(__m256 v) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v); }
+
+inline float hmax(__m256 v) {
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_movehdup_ps(m));
+    return _mm_cvtss_f32(m);
+}
+
+// roundf: to nearest, halves away from zero (exact for |v| < 2^23).
+inline __m256 round_half_away(__m256 v) {
+    const __m256 t = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+    const __m256 frac = abs_ps(_mm256_sub_ps(v, t));
+    const __m256 one = _mm256_or_ps(_mm256_and_ps(v, _mm256_set1_ps(-0.0f)), _mm256_set1_ps(1.0f));
+    return _mm256_add_ps(t, _mm256_and_ps(_mm256_cmp_ps(frac, _mm256_set1_ps(0.5f), _CMP_GE_OQ), one));
+}
+
+// 4 × 8 int32 (elements in order) → 32 int8, saturating.
+inline __m256i pack_i32x32(__m256i i0, __m256i i1, __m256i i2, __m256i i3) {
+    const __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
+    return _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+inline int32_t hsum_i32(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
+    return _mm_cvtsi128_si32(s);
+}
+
+// x: [32] → qs, returns d (as the reference: d = max|x|/127, q = roundf(x·(1/d))); *sum = Σ q.
+inline float quantize_q8_32(const float* x, int8_t* qs, int32_t* sum) {
+    __m256 v[4];
+    for (int i = 0; i < 4; ++i) v[i] = _mm256_loadu_ps(x + 8 * i);
+    const float amax = hmax(_mm256_max_ps(_mm256_max_ps(abs_ps(v[0]), abs_ps(v[1])), _mm256_max_ps(abs_ps(v[2]), abs_ps(v[3]))));
+    const float d = amax / 127.0f;
+    const __m256 id = _mm256_set1_ps(d != 0.0f ? 1.0f / d : 0.0f);
+    __m256i q[4];
+    for (int i = 0; i < 4; ++i) q[i] = _mm256_cvttps_epi32(round_half_away(_mm256_mul_ps(v[i], id)));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(qs), pack_i32x32(q[0], q[1], q[2], q[3]));
+    if (sum) *sum = hsum_i32(_mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3])));
+    return d;
+}
+
+}  // namespace
+
+// x: [k] → k/32 Q8_0 blocks, byte-identical to quantize_row_q8_0__ref
+void quantize_row_q8_0__avx2(const float* x, void* y, int64_t k) {
+    auto* out = static_cast<BlockQ8_0*>(y);
+    for (int64_t b = 0; b < k / kQK; ++b) out[b].d = _cvtss_sh(quantize_q8_32(x + b * kQK, out[b].qs, nullptr), _MM_FROUND_TO_NEAREST_INT);
+}
+
+// x: [k] → k/32 Q8_1 blocks, byte-identical to quantize_row_q8_1__ref
+void quantize_row_q8_1__avx2(const float* x, void* y, int64_t k) {
+    auto* out = static_cast<BlockQ8_1*>(y);
+    for (int64_t b = 0; b < k / kQK; ++b) {
+        int32_t sum = 0;
+        const float d = quantize_q8_32(x + b * kQK, out[b].qs, &sum);
+        out[b].d = _cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT);
+        out[b].s = _cvtss_sh(float(sum) * d, _MM_FROUND_TO_NEAREST_INT);
+    }
+}
+
+// x: [k] → k/256 Q8_K blocks, byte-identical to quantize_row_q8_K__ref
+void quantize_row_q8_K__avx2(const float* x, void* y, int64_t k) {
+    auto* out = static_cast<BlockQ8_K*>(y);
+    for (int64_t b = 0; b < k / kQK_K; ++b, x += kQK_K) {
+        BlockQ8_K& blk = out[b];
+        __m256 mx = _mm256_setzero_ps();
+        for (int i = 0; i < 32; ++i) mx = _mm256_max_ps(mx, abs_ps(_mm256_loadu_ps(x + 8 * i)));
+        const float amax = hmax(mx);
+        if (amax == 0.0f) {
+            blk.d = 0.0f;
+            std::memset(blk.qs, 0, sizeof(blk.qs));
+            std::memset(blk.bsums, 0, sizeof(blk.bsums));
+            continue;
+        }
+        float max = amax;  // the first value of largest magnitude, with its sign
+        const __m256 am = _mm256_set1_ps(amax);
+        for (int i = 0; i < 32; ++i) {
+            const int mask = _mm256_movemask_ps(_mm256_cmp_ps(abs_ps(_mm256_loadu_ps(x + 8 * i)), am, _CMP_EQ_OQ));
+            if (mask) {
+                max = x[8 * i + __builtin_ctz(unsigned(mask))];
+                break;
+            }
+        }
+        const float iscale = -127.0f / max;
+        const __m256 is = _mm256_set1_ps(iscale);
+        __m128i sums[4];
+        for (int g = 0; g < 8; ++g) {  // 32 values → 32 bytes and two group sums
+            __m256i q[4];
+            for (int i = 0; i < 4; ++i)
+                q[i] = _mm256_cvttps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x + 32 * g + 8 * i), is),
+                                                           _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+            const __m256i packed = pack_i32x32(q[0], q[1], q[2], q[3]);
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(blk.qs + 32 * g), packed);
+            // group sums from the saturated bytes, as the reference sums its stored qs
+            const __m256i b16 = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), packed), _mm256_set1_epi16(1));
+            // b16: lanes 0-3 = group 2g, lanes 4-7 = group 2g+1 (each lane the sum of 4 bytes)
+            const __m128i lo = _mm256_castsi256_si128(b16), hi = _mm256_extracti128_si256(b16, 1);
+            const __m128i s2 = _mm_hadd_epi32(lo, hi);     // [g0a, g0b, g1a, g1b]
+            const __m128i s1 = _mm_hadd_epi32(s2, s2);     // [g0, g1, g0, g1]
+            if (g % 2 == 0) sums[g / 2] = s1;
+            else sums[g / 2] = _mm_unpacklo_epi64(sums[g / 2], s1);  // [g0, g1, g2, g3] of this pair
+        }
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(blk.bsums), _mm_packs_epi32(sums[0], sums[1]));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(blk.bsums + 8), _mm_packs_epi32(sums[2], sums[3]));
+        blk.d = 1.0f / iscale;
+    }
+}
+
+#define CQ_GEMM_QUANT_AVX2(wt, at, Policy, block)                                                              \
+    void gemm_##wt##_##at##__avx2(int64_t m, int64_t n, int64_t k, const void* act, size_t act_row_bytes,      \
+                                  const void* w, size_t w_row_bytes, float* c, int64_t ldc) {                  \
+        gemm_tiled(Policy::rows, block, m, n, k, act, act_row_bytes, w, w_row_bytes, c, ldc);                  \
+    }
+
+CQ_GEMM_QUANT_AVX2(q8_0, q8_0, Legacy<LQ8_0>, kQK)
+CQ_GEMM_QUANT_AVX2(q4_0, q8_0, Legacy<LQ4_0>, kQK)
+CQ_GEMM_QUANT_AVX2(q5_0, q8_0, Legacy<LQ5_0>, kQK)
+CQ_GEMM_QUANT_AVX2(q4_1, q8_1, Legacy<LQ4_1>, kQK)
+CQ_GEMM_QUANT_AVX2(q5_1, q8_1, Legacy<LQ5_1>, kQK)
+CQ_GEMM_QUANT_AVX2(q2_K, q8_K, KQuant<KQ2_K>, kQK_K)
+CQ_GEMM_QUANT_AVX2(q3_K, q8_K, KQuant<KQ3_K>, kQK_K)
+CQ_GEMM_QUANT_AVX2(q4_K, q8_K, KQuant<KQ4_K>, kQK_K)
+CQ_GEMM_QUANT_AVX2(q5_K, q8_K, KQuant<KQ5_K>, kQK_K)
+CQ_GEMM_QUANT_AVX2(q6_K, q8_K, KQuant<KQ6_K>, kQK_K)
+#undef CQ_GEMM_QUANT_AVX2
+
+}  // namespace cq::kernels
