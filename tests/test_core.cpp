@@ -175,3 +175,28 @@ TEST(Error, FormatErrorNamesFileAndOffset) {
 
 }  // namespace
 }  // namespace cq
+
+#include "core/sha256.h"
+#include "test_support.h"
+
+namespace cq {
+namespace {
+
+TEST(Sha256, KnownVectorsAndAFixtureHash) {
+    // FIPS 180-4 examples.
+    Sha256 a;
+    a.update("abc", 3);
+    EXPECT_EQ(a.hex(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    Sha256 e;
+    EXPECT_EQ(e.hex(), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    Sha256 m;
+    const std::string s = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
+    for (char c : s) m.update(&c, 1);  // byte by byte exercises the buffering
+    EXPECT_EQ(m.hex(), "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+    // SOURCES.md gives the official hash of the stories260K GGUF.
+    EXPECT_EQ(sha256_file(test::fixture("models/stories260K-gguf/stories260K.gguf")),
+              "270cba1bd5109f42d03350f60406024560464db173c0e387d91f0426d3bd256d");
+}
+
+}  // namespace
+}  // namespace cq

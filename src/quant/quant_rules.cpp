@@ -1,0 +1,129 @@
+// Per-tensor quantization policy as data: rules, layer selectors and the named presets. The mixes
+// follow llama.cpp's llama_tensor_get_type for LLaMA-style models (no importance matrix).
+#include <algorithm>
+#include <cctype>
+
+#include "cq/error.h"
+#include "cq/quantize.h"
+
+namespace cq {
+
+namespace {
+
+using K = LayerSelector::Kind;
+
+QuantRule rule(std::string pattern, DType type, LayerSelector layers = {}, int64_t min_gqa = 0) {
+    return QuantRule{std::move(pattern), type, layers, min_gqa};
+}
+LayerSelector more_bits() { return {K::more_bits, 0}; }
+LayerSelector below(int64_t n) { return {K::below, n}; }
+LayerSelector below_fraction(int64_t den) { return {K::below_fraction, den}; }
+
+// llama.cpp quantizes every ≥2-D "*.weight" tensor by default and sends the output head to Q6_K
+// (except for Q8_0); "output.weight" rules also cover a tied token embedding (see the planner).
+QuantPreset plain(std::string name, DType type, uint32_t ftype, bool q6k_output, std::string description) {
+    QuantPreset p{std::move(name), std::move(description), ftype, {rule("*.weight", type)}};
+    if (q6k_output) p.rules.push_back(rule("output.weight", DType::Q6_K));
+    return p;
+}
+
+std::vector<QuantPreset> make_presets() {
+    std::vector<QuantPreset> p;
+    p.push_back(plain("f32", DType::F32, 0, false, "32-bit floats (no quantization)"));
+    p.push_back(plain("f16", DType::F16, 1, false, "16-bit IEEE floats"));
+    p.push_back(plain("bf16", DType::BF16, 32, false, "bfloat16"));
+    p.push_back(plain("q8_0", DType::Q8_0, 7, false, "8.5 bpw, symmetric 8-bit blocks of 32"));
+    p.push_back(plain("q4_0", DType::Q4_0, 2, true, "4.5 bpw, symmetric 4-bit blocks of 32; output Q6_K"));
+    p.push_back(plain("q4_1", DType::Q4_1, 3, true, "5 bpw, 4-bit blocks of 32 with a minimum; output Q6_K"));
+    p.push_back(plain("q5_0", DType::Q5_0, 8, true, "5.5 bpw, symmetric 5-bit blocks of 32; output Q6_K"));
+    p.push_back(plain("q5_1", DType::Q5_1, 9, true, "6 bpw, 5-bit blocks of 32 with a minimum; output Q6_K"));
+
+    QuantPreset q2k = plain("q2_k", DType::Q2_K, 10, true, "k-quant mix around Q2_K (attn_v/ffn_down/attn_output Q3_K)");
+    q2k.rules.insert(q2k.rules.end() - 1, {rule("blk.*.attn_v.weight", DType::Q3_K), rule("blk.*.attn_v.weight", DType::Q4_K, {}, 4),
+                                           rule("blk.*.ffn_down.weight", DType::Q3_K), rule("blk.*.attn_output.weight", DType::Q3_K)});
+    p.push_back(q2k);
+    p.push_back(plain("q3_k_s", DType::Q3_K, 11, true, "Q3_K everywhere; output Q6_K"));
+    QuantPreset q3m = plain("q3_k_m", DType::Q3_K, 12, true, "k-quant mix around Q3_K (attn_v, ffn_down, attn_output higher)");
+    q3m.rules.insert(q3m.rules.end() - 1,
+                     {rule("blk.*.attn_v.weight", DType::Q4_K), rule("blk.*.attn_v.weight", DType::Q5_K, below(2)),
+                      rule("blk.*.ffn_down.weight", DType::Q4_K), rule("blk.*.ffn_down.weight", DType::Q5_K, below_fraction(16)),
+                      rule("blk.*.attn_output.weight", DType::Q4_K), rule("blk.*.attn_qkv.weight", DType::Q4_K)});
+    p.push_back(q3m);
+    QuantPreset q3l = plain("q3_k_l", DType::Q3_K, 13, true, "k-quant mix around Q3_K, attn_v/ffn_down/attn_output Q5_K");
+    q3l.rules.insert(q3l.rules.end() - 1, {rule("blk.*.attn_v.weight", DType::Q5_K), rule("blk.*.ffn_down.weight", DType::Q5_K),
+                                           rule("blk.*.attn_output.weight", DType::Q5_K), rule("blk.*.attn_qkv.weight", DType::Q4_K)});
+    p.push_back(q3l);
+    QuantPreset q4s = plain("q4_k_s", DType::Q4_K, 14, true, "k-quant mix around Q4_K (first layers' attn_v/ffn_down Q5_K)");
+    q4s.rules.insert(q4s.rules.end() - 1,
+                     {rule("blk.*.attn_v.weight", DType::Q5_K, below(4)), rule("blk.*.ffn_down.weight", DType::Q5_K, below_fraction(8))});
+    p.push_back(q4s);
+    QuantPreset q4m = plain("q4_k_m", DType::Q4_K, 15, true, "k-quant mix around Q4_K (some attn_v/ffn_down Q6_K)");
+    q4m.rules.insert(q4m.rules.end() - 1, {rule("blk.*.attn_v.weight", DType::Q6_K, more_bits()),
+                                           rule("blk.*.ffn_down.weight", DType::Q6_K, more_bits()),
+                                           rule("blk.*.attn_qkv.weight", DType::Q5_K)});
+    p.push_back(q4m);
+    p.push_back(plain("q5_k_s", DType::Q5_K, 16, true, "Q5_K everywhere; output Q6_K"));
+    QuantPreset q5m = plain("q5_k_m", DType::Q5_K, 17, true, "k-quant mix around Q5_K (some attn_v/ffn_down Q6_K)");
+    q5m.rules.insert(q5m.rules.end() - 1, {rule("blk.*.attn_v.weight", DType::Q6_K, more_bits()),
+                                           rule("blk.*.ffn_down.weight", DType::Q6_K, more_bits()),
+                                           rule("blk.*.attn_qkv.weight", DType::Q6_K)});
+    p.push_back(q5m);
+    p.push_back(plain("q6_k", DType::Q6_K, 18, true, "Q6_K everywhere"));
+    return p;
+}
+
+std::string lower(std::string s) {
+    std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    return s;
+}
+
+}  // namespace
+
+bool LayerSelector::matches(int64_t layer, int64_t n_layer) const {
+    switch (kind) {
+        case K::all: return true;
+        case K::more_bits:  // llama.cpp's use_more_bits: the first and last eighth, and every third layer between
+            return layer >= 0 && (layer < n_layer / 8 || layer >= 7 * n_layer / 8 || (layer - n_layer / 8) % 3 == 2);
+        case K::below: return layer >= 0 && layer < n;
+        case K::below_fraction: return layer >= 0 && n > 0 && layer < n_layer / n;
+    }
+    return false;
+}
+
+std::string QuantRule::text() const {
+    std::string s = pattern;
+    switch (layers.kind) {
+        case K::all: break;
+        case K::more_bits: s += "[more_bits]"; break;
+        case K::below: s += "[layer<" + std::to_string(layers.n) + "]"; break;
+        case K::below_fraction: s += "[layer<n/" + std::to_string(layers.n) + "]"; break;
+    }
+    if (min_gqa > 0) s += "[gqa>=" + std::to_string(min_gqa) + "]";
+    return s + "=" + std::string(dtype_name(type));
+}
+
+const std::vector<QuantPreset>& quant_presets() {
+    static const std::vector<QuantPreset> presets = make_presets();
+    return presets;
+}
+
+const QuantPreset* find_preset(const std::string& name) {
+    const std::string n = lower(name);
+    for (const auto& p : quant_presets())
+        if (p.name == n) return &p;
+    return nullptr;
+}
+
+QuantRule parse_tensor_type_rule(const std::string& spec) {
+    const size_t eq = spec.rfind('=');
+    if (eq == std::string::npos || eq == 0 || eq + 1 == spec.size())
+        throw InvalidArgument("[quantize] --tensor-type '" + spec + "' is not PATTERN=TYPE (e.g. 'blk.*.ffn_down.weight=q6_K')");
+    const std::string type_name = spec.substr(eq + 1);
+    const auto type = dtype_from_name(type_name);
+    if (!type || !dtype_traits(*type).from_float || *type == DType::Q8_1 || *type == DType::Q8_K)
+        throw InvalidArgument("[quantize] --tensor-type '" + spec + "': '" + type_name +
+                              "' is not a type cq can quantize to (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_K … q6_K)");
+    return rule(spec.substr(0, eq), *type);
+}
+
+}  // namespace cq
