@@ -387,8 +387,9 @@ TEST_P(QuantKernelsAtLevel, GemmMatchesReferenceOnAwkwardShapes) {
                                     size_t(blocks) * wb + (padded ? 2 * wb : 0), n + (padded ? 3 : 0)};
                     ASSERT_TRUE(check_problem(kernel, ref, qa, p, random_rows(f), rng, at_ref));
                 }
-        // Enough rows and tokens that the fast kernels walk several row chunks and token tiles.
-        const int64_t k = 16 * 256;
+        // Enough rows, tokens and blocks that the fast kernels walk several row chunks, token tiles and
+        // k segments (legacy: 261 blocks; K-quants: 16 super-blocks).
+        const int64_t k = f.block == 32 ? 261 * 32 : 16 * 256;
         const Problem big{&f, 9, 37, k, size_t(k / f.block) * ab, size_t(k / f.block) * wb, 40};
         ASSERT_TRUE(check_problem(kernel, ref, qa, big, random_rows(f), rng, at_ref));
     }

@@ -20,7 +20,6 @@ namespace {
 using namespace cq::formats;
 
 inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
-inline __m256 bcast_h(uint16_t h) { return _mm256_set1_ps(_cvtsh_ss(h)); }
 inline __m256i load32(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
 inline __m128i load16(const void* p) { return _mm_loadu_si128(static_cast<const __m128i*>(p)); }
 
@@ -94,15 +93,41 @@ struct LQ5_1 {
     static __m256i q(const W& b) { return _mm256_or_si256(nibbles32(b.qs), bits_to_0x10(b.qh)); }
 };
 
-// act: T rows (stride arb) of nb A blocks, w: R rows (stride wrb) of nb W blocks → c[t*ldc + r]
-template <class L, int R, int T>
-void legacy_tile(int64_t nb, const uint8_t* act, size_t arb, const uint8_t* w, size_t wrb, float* c, int64_t ldc) {
-    using W = typename L::W;
+// f16 at p, broadcast to 8 floats.
+inline __m256 bcast_h16(const uint16_t& h) { return _mm256_cvtph_ps(_mm_set1_epi16(int16_t(h))); }
+
+// The activation side of one token tile over a segment of at most kSeg blocks, decoded once (on the stack)
+// for every row tile that passes: scales as floats, the Σa correction vectors (kBias), the Q8_1 sums (kMin).
+constexpr int64_t kSeg = 128;
+
+template <class L, int T>
+struct ActSeg {
     using A = typename L::A;
+    alignas(32) float d[T][kSeg];
+    __m256i corr[T][L::kBias ? kSeg : 1];
+    alignas(16) float s[L::kMin ? kSeg : 1][4];  // one lane per token, zero past T
+    void fill(const A* const* at, int64_t ns) {
+        const __m256i ones = _mm256_set1_epi16(1);
+        for (int t = 0; t < T; ++t)
+            for (int64_t b = 0; b < ns; ++b) {
+                d[t][b] = h2f(at[t][b].d);
+                if constexpr (L::kBias != 0)
+                    corr[t][b] = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(L::kBias), load32(at[t][b].qs)), ones);
+            }
+        if constexpr (L::kMin)
+            for (int64_t b = 0; b < ns; ++b)
+                for (int t = 0; t < 4; ++t) s[b][t] = t < T ? h2f(at[t][b].s) : 0.0f;
+    }
+};
+
+// at: T token rows and w: R weight rows (stride wrb), both from the segment's first block; ns blocks.
+// c[t*ldc + r] = (accumulate ? c : 0) + Σ over the segment.
+template <class L, int R, int T>
+void legacy_tile(int64_t ns, const typename L::A* const* at, const ActSeg<L, T>& seg, const uint8_t* w, size_t wrb,
+                 float* c, int64_t ldc, bool accumulate) {
+    using W = typename L::W;
     const W* wr[R];
-    const A* at[T];
     for (int r = 0; r < R; ++r) wr[r] = reinterpret_cast<const W*>(w + size_t(r) * wrb);
-    for (int t = 0; t < T; ++t) at[t] = reinterpret_cast<const A*>(act + size_t(t) * arb);
     const __m256i ones = _mm256_set1_epi16(1);
     __m256 acc[R][T];
     __m128 macc[R];  // kMin: Σ m_w·s_a, one lane per token
@@ -110,44 +135,60 @@ void legacy_tile(int64_t nb, const uint8_t* act, size_t arb, const uint8_t* w, s
         macc[r] = _mm_setzero_ps();
         for (int t = 0; t < T; ++t) acc[r][t] = _mm256_setzero_ps();
     }
-    for (int64_t b = 0; b < nb; ++b) {
+    for (int64_t b = 0; b < ns; ++b) {
         __m256i q[R], qa[R];
         __m256 dw[R];
-#pragma GCC unroll 4
         for (int r = 0; r < R; ++r) {
+            // the same block of the next row tile: streams that short need a hand to stay ahead
+            _mm_prefetch(reinterpret_cast<const char*>(wr[r] + b) + R * wrb, _MM_HINT_T0);
             q[r] = L::q(wr[r][b]);
             if constexpr (L::kSigned) qa[r] = _mm256_sign_epi8(q[r], q[r]);
-            dw[r] = bcast_h(wr[r][b].d);
+            dw[r] = bcast_h16(wr[r][b].d);
         }
-#pragma GCC unroll 4
         for (int t = 0; t < T; ++t) {
             const __m256i a = load32(at[t][b].qs);
-            const __m256 da = bcast_h(at[t][b].d);
-            __m256i corr = _mm256_setzero_si256();
-            if constexpr (L::kBias != 0)
-                corr = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(L::kBias), a), ones);
-#pragma GCC unroll 4
+            const __m256 da = _mm256_broadcast_ss(&seg.d[t][b]);
             for (int r = 0; r < R; ++r) {
                 __m256i p;
                 if constexpr (L::kSigned)
                     p = _mm256_madd_epi16(_mm256_maddubs_epi16(qa[r], _mm256_sign_epi8(a, q[r])), ones);
                 else
                     p = _mm256_madd_epi16(_mm256_maddubs_epi16(q[r], a), ones);
-                if constexpr (L::kBias != 0) p = _mm256_sub_epi32(p, corr);
+                if constexpr (L::kBias != 0) p = _mm256_sub_epi32(p, seg.corr[t][b]);
                 acc[r][t] = _mm256_fmadd_ps(_mm256_mul_ps(dw[r], da), _mm256_cvtepi32_ps(p), acc[r][t]);
             }
         }
         if constexpr (L::kMin) {
-            float s[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-            for (int t = 0; t < T; ++t) s[t] = h2f(at[t][b].s);
-            const __m128 sa = _mm_loadu_ps(s);
+            const __m128 sa = _mm_load_ps(seg.s[b]);
             for (int r = 0; r < R; ++r) macc[r] = _mm_fmadd_ps(_mm_set1_ps(h2f(wr[r][b].m)), sa, macc[r]);
         }
     }
     for (int r = 0; r < R; ++r) {
         float mv[4];
         _mm_storeu_ps(mv, macc[r]);
-        for (int t = 0; t < T; ++t) c[t * ldc + r] = hsum(acc[r][t]) + (L::kMin ? mv[t] : 0.0f);
+        for (int t = 0; t < T; ++t) {
+            const float v = hsum(acc[r][t]) + (L::kMin ? mv[t] : 0.0f);
+            c[t * ldc + r] = accumulate ? c[t * ldc + r] + v : v;
+        }
+    }
+}
+
+// rows [0, n) of one token tile, segment by segment: tiles of R rows, then single rows.
+template <class L, int T>
+void legacy_rows(int64_t n, int64_t nb, const uint8_t* act, size_t arb, const uint8_t* w, size_t wrb, float* c,
+                 int64_t ldc) {
+    using A = typename L::A;
+    constexpr int R = T == 1 ? 4 : 2;
+    ActSeg<L, T> seg;
+    for (int64_t b0 = 0; b0 < nb; b0 += kSeg) {
+        const int64_t ns = std::min(kSeg, nb - b0);
+        const A* at[T];
+        for (int t = 0; t < T; ++t) at[t] = reinterpret_cast<const A*>(act + size_t(t) * arb) + b0;
+        seg.fill(at, ns);
+        const uint8_t* wb = w + size_t(b0) * sizeof(typename L::W);
+        int64_t i = 0;
+        for (; i + R <= n; i += R) legacy_tile<L, R, T>(ns, at, seg, wb + size_t(i) * wrb, wrb, c + i, ldc, b0 > 0);
+        for (; i < n; ++i) legacy_tile<L, 1, T>(ns, at, seg, wb + size_t(i) * wrb, wrb, c + i, ldc, b0 > 0);
     }
 }
 
@@ -168,7 +209,7 @@ struct KQ2_K {
     using W = BlockQ2_K;
     static constexpr bool kMin = true, kCorr = false;
     const uint8_t* qs;
-    __m256i s16, m16, corr16;
+    __m256i s16, m16, corr16, sv;
     float d, dmin;
     void init(const W& b) {
         const __m128i raw = load16(b.scales);
@@ -189,7 +230,7 @@ struct KQ3_K {
     using W = BlockQ3_K;
     static constexpr bool kMin = false, kCorr = true;
     const uint8_t* qs;
-    __m256i s16, m16, corr16, hm;
+    __m256i s16, m16, corr16, sv, hm;
     float d, dmin;
     void init(const W& b) {
         uint32_t a[4];
@@ -232,7 +273,7 @@ struct KQ4_K {
     using W = BlockQ4_K;
     static constexpr bool kMin = true, kCorr = false;
     const uint8_t* qs;
-    __m256i s16, m16, corr16;
+    __m256i s16, m16, corr16, sv;
     float d, dmin;
     void init(const W& b) {
         unpack_k4_scales(b.scales, s16, m16);
@@ -251,7 +292,7 @@ struct KQ5_K {
     using W = BlockQ5_K;
     static constexpr bool kMin = true, kCorr = false;
     const uint8_t* qs;
-    __m256i s16, m16, corr16, qh;
+    __m256i s16, m16, corr16, sv, qh;
     float d, dmin;
     void init(const W& b) {
         unpack_k4_scales(b.scales, s16, m16);
@@ -273,7 +314,7 @@ struct KQ6_K {
     static constexpr bool kMin = false, kCorr = true;
     const uint8_t* ql;
     const uint8_t* qhp;
-    __m256i s16, m16, corr16;
+    __m256i s16, m16, corr16, sv;
     float d, dmin;
     void init(const W& b) {
         s16 = _mm256_cvtepi8_epi16(load16(b.scales));
@@ -297,12 +338,17 @@ struct KQ6_K {
     }
 };
 
-// i16 scales of chunk c: groups 2c (low 128 bits) and 2c+1 (high 128 bits), each repeated 8 times.
-inline __m256i chunk_scales(__m256i s16, int c) {
-    const __m256i pair = _mm256_permutevar8x32_epi32(s16, _mm256_set1_epi32(c));
-    const __m256i spread = _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1,  //
-                                            2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3);
-    return _mm256_shuffle_epi8(pair, spread);
+// The 16 group scales (i16, in order) rearranged so one in-lane shuffle gives a chunk's scales: the low
+// 128 bits hold groups 0, 2, …, 14 and the high 128 bits groups 1, 3, …, 15.
+inline __m256i scale_lanes(__m256i s16) {
+    const __m256i split = _mm256_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15,  //
+                                           0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15);
+    return _mm256_permute4x64_epi64(_mm256_shuffle_epi8(s16, split), 0xD8);
+}
+
+// i16 scales of chunk c (elements 32c..32c+31): group 2c in the low 128 bits, 2c+1 in the high ones.
+inline __m256i chunk_scales(__m256i sv, int c) {
+    return _mm256_shuffle_epi8(sv, _mm256_set1_epi16(int16_t((2 * c + 1) << 8 | 2 * c)));
 }
 
 template <class K, int R, int T, int c>
@@ -310,7 +356,7 @@ inline void k_chunk(const K* dec, const BlockQ8_K* const* at, int64_t b, __m256i
     __m256i q[R], sc[R];
     for (int r = 0; r < R; ++r) {
         q[r] = dec[r].template q<c>();
-        sc[r] = chunk_scales(dec[r].s16, c);
+        sc[r] = chunk_scales(dec[r].sv, c);
     }
     for (int t = 0; t < T; ++t) {
         const __m256i a = load32(at[t][b].qs + 32 * c);
@@ -337,7 +383,12 @@ void k_tile(int64_t nb, const uint8_t* act, size_t arb, const uint8_t* w, size_t
         for (int t = 0; t < T; ++t) acc[r][t] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; ++b) {
         K dec[R];
-        for (int r = 0; r < R; ++r) dec[r].init(wr[r][b]);
+        for (int r = 0; r < R; ++r) {
+            const char* next = reinterpret_cast<const char*>(wr[r] + b) + R * wrb;  // this block, next row tile
+            for (size_t off = 0; off < sizeof(W); off += 64) _mm_prefetch(next + off, _MM_HINT_T0);
+            dec[r].init(wr[r][b]);
+            dec[r].sv = scale_lanes(dec[r].s16);
+        }
         __m256i sumi[R][T];
         for (int r = 0; r < R; ++r)
             for (int t = 0; t < T; ++t) sumi[r][t] = _mm256_setzero_si256();
@@ -395,13 +446,8 @@ inline void gemm_tiled(const RowsFn (&rows)[5], int64_t block, int64_t m, int64_
 // Legacy tiles: 4 rows × 1 token (decode), else 2 rows × T tokens.
 template <class L>
 struct Legacy {
-    static constexpr RowsFn rows[5] = {
-        nullptr,
-        &tile_rows<&legacy_tile<L, 4, 1>, 4, &legacy_tile<L, 1, 1>>,
-        &tile_rows<&legacy_tile<L, 2, 2>, 2, &legacy_tile<L, 1, 2>>,
-        &tile_rows<&legacy_tile<L, 2, 3>, 2, &legacy_tile<L, 1, 3>>,
-        &tile_rows<&legacy_tile<L, 2, 4>, 2, &legacy_tile<L, 1, 4>>,
-    };
+    static constexpr RowsFn rows[5] = {nullptr, &legacy_rows<L, 1>, &legacy_rows<L, 2>, &legacy_rows<L, 3>,
+                                       &legacy_rows<L, 4>};
 };
 
 // K-quant tiles: 2 rows × 1 token (decode), else 1 row × T tokens (the integer accumulators fill the registers).
