@@ -44,7 +44,9 @@ void Sha256::update(const void* data, size_t bytes) {
         const size_t take = std::min(bytes, 64 - buf_len_);
         std::memcpy(buf_.data() + buf_len_, p, take);
         buf_len_ += take, p += take, bytes -= take;
-        if (buf_len_ == 64) block(buf_.data()), buf_len_ = 0;
+        if (buf_len_ < 64) return;
+        block(buf_.data());
+        buf_len_ = 0;
     }
     for (; bytes >= 64; p += 64, bytes -= 64) block(p);
     std::memcpy(buf_.data(), p, bytes);
