@@ -84,9 +84,9 @@ void add(float* y, const float* x, int64_t n) {
 void embedding(const Tensor& table, std::span<const int32_t> ids, float* y) {
     const int64_t V = table.dim(0), D = table.dim(1);
     const auto& traits = dtype_traits(table.dtype());
-    if (!traits.to_float || traits.is_quantized)
+    if (!traits.to_float)
         throw Unsupported("[embedding] token embeddings of type " + std::string(traits.name) + " are not supported yet");
-    const size_t row_bytes = static_cast<size_t>(D) * traits.bytes_per_block;
+    const size_t row_bytes = static_cast<size_t>(*dtype_bytes(table.dtype(), static_cast<uint64_t>(D)));
     for (size_t t = 0; t < ids.size(); ++t) {
         if (ids[t] < 0 || ids[t] >= V)
             throw InvalidArgument("[embedding] token id " + std::to_string(ids[t]) + " is outside the vocabulary [0, " +

@@ -6,6 +6,7 @@
 #include "cq/error.h"
 #include "cq/kernels.h"
 #include "cq/thread_pool.h"
+#include "formats/formats.h"
 #include "ops/ops.h"
 
 namespace cq::ops {
@@ -13,6 +14,33 @@ namespace cq::ops {
 namespace {
 constexpr int64_t kTileRows = 64;             // output rows widened per GEMM call for non-f32 weights
 constexpr int64_t kMinColumnsPerThread = 64;  // smaller slices cost more in wake-ups than they save
+}
+
+// Quantized weights: the activations are quantized once to the format's partner type (Q8_0, Q8_1
+// or Q8_K), then each thread runs the format's GEMM kernel over its slice of output rows.
+void linear_quantized(const Linear& layer, const float* x, int64_t T, float* y) {
+    const KernelTable& k = kernel_table();
+    const Tensor& w = layer.weight;
+    const int64_t n_in = layer.n_in(), n_out = layer.n_out();
+    const auto act = formats::activation_type(w.dtype());
+    const auto id = static_cast<size_t>(w.dtype());
+    if (!act || id >= kMaxGgmlTypes || !k.gemm_quant[id].fn || !k.quantize_row[static_cast<size_t>(*act)].fn)
+        throw Unsupported("[linear] " + layer.name + ": no matrix-product kernel for " + std::string(dtype_name(w.dtype())) + " weights yet");
+    const size_t act_row = static_cast<size_t>(*dtype_bytes(*act, static_cast<uint64_t>(n_in)));
+    const size_t w_row = static_cast<size_t>(*dtype_bytes(w.dtype(), static_cast<uint64_t>(n_in)));
+    thread_local std::vector<uint8_t> xq;
+    xq.resize(act_row * static_cast<size_t>(T));
+    const auto quantize = k.quantize_row[static_cast<size_t>(*act)].fn;
+    ThreadPool& pool = ThreadPool::global();
+    uint8_t* xq_data = xq.data();
+    pool.parallel_for(T, [&](int64_t t0, int64_t t1) {
+        for (int64_t t = t0; t < t1; ++t) quantize(x + t * n_in, xq_data + static_cast<size_t>(t) * act_row, n_in);
+    });
+    const auto gemm = k.gemm_quant[id].fn;
+    const auto* wp = static_cast<const uint8_t*>(w.data());
+    pool.parallel_for(
+        n_out, [&](int64_t r0, int64_t r1) { gemm(T, r1 - r0, n_in, xq_data, act_row, wp + static_cast<size_t>(r0) * w_row, w_row, y + r0, n_out); },
+        kMinColumnsPerThread);
 }
 
 void linear(const Linear& layer, const float* x, int64_t T, float* y) {
@@ -31,6 +59,8 @@ void linear(const Linear& layer, const float* x, int64_t T, float* y) {
                 else k.gemm_f32.fn(T, c1 - c0, n_in, x, n_in, wp + c0 * n_in, n_in, y + c0, n_out);
             },
             kMinColumnsPerThread);
+    } else if (dtype_traits(w.dtype()).is_quantized && !layer.transposed) {
+        linear_quantized(layer, x, T, y);
     } else {
         const auto& traits = dtype_traits(w.dtype());
         if (!traits.to_float || traits.is_quantized || layer.transposed)

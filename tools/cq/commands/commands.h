@@ -14,5 +14,6 @@ Runner register_info(CLI::App& app);
 Runner register_perplexity(CLI::App& app);
 Runner register_run(CLI::App& app);
 Runner register_bench(CLI::App& app);
+Runner register_quantize(CLI::App& app);
 
 }  // namespace cq::cli

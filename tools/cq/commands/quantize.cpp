@@ -1,0 +1,92 @@
+// `cq quantize IN OUT --type TYPE`: weight quantization with per-tensor rules, and the same-run report
+// (size, bits per weight, types; with --eval TEXT also PPL, KLD and speed against the original).
+#include <cstdio>
+#include <iostream>
+
+#include "commands/commands.h"
+#include "commands/format.h"
+#include "cq/compare.h"
+#include "cq/quantize.h"
+
+namespace cq::cli {
+
+namespace {
+struct Options {
+    std::string input, output, eval_text;
+    QuantizeOptions quant;
+    CompareOptions compare;
+    bool no_bench = false;
+    bool json = false;
+};
+
+void print_report(const QuantizeReport& r) {
+    std::printf("%s → %s (%s), %.2f s\n", r.input.c_str(), r.output.c_str(), r.type.c_str(), r.seconds);
+    std::vector<std::vector<std::string>> rows{{"", "before", "after"}};
+    rows.push_back({"file bytes", group_digits(r.file_bytes_in), group_digits(r.file_bytes_out)});
+    rows.push_back({"tensor bytes", group_digits(r.tensor_bytes_in), group_digits(r.tensor_bytes_out)});
+    char a[32], b[32];
+    std::snprintf(a, sizeof a, "%.3f", r.bpw_in);
+    std::snprintf(b, sizeof b, "%.3f", r.bpw_out);
+    rows.push_back({"bits/weight", a, b});
+    std::snprintf(a, sizeof a, "÷%.2f", r.tensor_bytes_out ? static_cast<double>(r.tensor_bytes_in) / static_cast<double>(r.tensor_bytes_out) : 0.0);
+    rows.push_back({"size", "", a});
+    print_table(rows, {false, true, true}, 2);
+    std::printf("\ntensors by type:");
+    for (const auto& [type, n] : r.tensors_by_type) std::printf(" %s %lld", type.c_str(), static_cast<long long>(n));
+    std::printf("\n");
+    if (r.fallbacks > 0) {
+        std::printf("%lld of %zu tensors fell back to another type:\n", static_cast<long long>(r.fallbacks), r.tensors.size());
+        for (const auto& t : r.tensors)
+            if (!t.fallback.empty())
+                std::printf("  %s: %s → %s (%s)\n", t.name.c_str(), std::string(dtype_name(t.requested)).c_str(),
+                            std::string(dtype_name(t.chosen)).c_str(), t.fallback.c_str());
+    }
+}
+}  // namespace
+
+Runner register_quantize(CLI::App& app) {
+    auto o = std::make_shared<Options>();
+    CLI::App* cmd = app.add_subcommand("quantize", "Quantize a model's weights to GGUF, with per-tensor rules and a same-run report");
+    cmd->add_option("input", o->input, "The model to quantize (a .gguf file)")->required();
+    cmd->add_option("output", o->output, "The GGUF file to write (atomically; never the input)")->required();
+    std::string presets;
+    for (const auto& p : quant_presets()) presets += "\n  " + p.name + ": " + p.description;
+    cmd->add_option("-t,--type", o->quant.type, "A preset or type:" + presets)->default_val("q8_0");
+    cmd->add_option("--tensor-type", o->quant.tensor_types,
+                    "PATTERN=TYPE rule applied after the preset (repeatable, later rules win; glob over tensor names), "
+                    "e.g. 'blk.*.ffn_down.weight=q6_K' (default: none)");
+    cmd->add_option("--eval", o->eval_text, "Also measure, in this run, perplexity, KL-divergence and speed of the output "
+                                            "against the input on this text (default: off)");
+    cmd->add_option("-c,--ctx", o->compare.n_ctx, "Perplexity chunk length for --eval")->default_val(512);
+    cmd->add_option("--chunks", o->compare.max_chunks, "At most this many chunks for --eval (-1: all)")->default_val(-1);
+    cmd->add_option("--bench-prompt", o->compare.bench_options.n_prompt, "Prompt tokens for the --eval speed test")->default_val(128);
+    cmd->add_option("--bench-gen", o->compare.bench_options.n_gen, "Generated tokens for the --eval speed test")->default_val(32);
+    cmd->add_option("--bench-reps", o->compare.bench_options.repetitions, "Repetitions of the --eval speed test")->default_val(3);
+    cmd->add_flag("--no-bench", o->no_bench, "Skip the speed part of --eval (default: off)");
+    cmd->add_flag("--json", o->json, "Print JSON instead of tables (default: off)");
+    return [o]() -> int {
+        Progress progress("quantize", !o->json);
+        const QuantizeReport r = quantize_model(o->input, o->output, o->quant, [&](int64_t done, int64_t total, double) {
+            progress.update(done, total, "tensors");
+        });
+        progress.finish();
+        nlohmann::json j;
+        if (o->json) j["quantize"] = quantize_report_to_json(r);
+        else print_report(r);
+        if (!o->eval_text.empty()) {
+            o->compare.bench = !o->no_bench;
+            const std::string text = read_prompt_file(o->eval_text);
+            Progress ev("eval", !o->json);
+            const auto c = compare_models(o->input, o->output, text, o->compare, [&](int64_t done, int64_t total, double ppl) {
+                ev.update(done, total, "chunks, PPL " + std::to_string(ppl));
+            });
+            ev.finish();
+            if (o->json) j["eval"] = comparison_to_json(c);
+            else std::cout << "\n" << comparison_to_markdown(c);
+        }
+        if (o->json) print_json(j);
+        return 0;
+    };
+}
+
+}  // namespace cq::cli
