@@ -1,5 +1,6 @@
 // The dtype traits table. Block sizes and bytes per block of the ggml types follow ggml's
-// ggml-common.h block structs (QK_K = 256); plain types convert through the dispatched kernels.
+// ggml-common.h block structs (QK_K = 256); plain types convert through the dispatched kernels,
+// the ggml block formats through their reference codecs (src/formats).
 #include "cq/dtype.h"
 
 #include <algorithm>
@@ -11,6 +12,7 @@
 
 #include "cq/error.h"
 #include "cq/kernels.h"
+#include "formats/formats.h"
 
 namespace cq {
 namespace {
@@ -61,18 +63,18 @@ const std::array kTraits = {
     //        dtype          name       ggml  block  bytes  quant  to_float  from_float
     DTypeTraits{DType::F32,     "f32",      0,   1,    4, false, f32_to_float,  f32_from_float},
     DTypeTraits{DType::F16,     "f16",      1,   1,    2, false, f16_to_float,  f16_from_float},
-    DTypeTraits{DType::Q4_0,    "q4_0",     2,  QK,   18, true,  nullptr, nullptr},
-    DTypeTraits{DType::Q4_1,    "q4_1",     3,  QK,   20, true,  nullptr, nullptr},
-    DTypeTraits{DType::Q5_0,    "q5_0",     6,  QK,   22, true,  nullptr, nullptr},
-    DTypeTraits{DType::Q5_1,    "q5_1",     7,  QK,   24, true,  nullptr, nullptr},
-    DTypeTraits{DType::Q8_0,    "q8_0",     8,  QK,   34, true,  nullptr, nullptr},
-    DTypeTraits{DType::Q8_1,    "q8_1",     9,  QK,   36, true,  nullptr, nullptr},
-    DTypeTraits{DType::Q2_K,    "q2_K",    10, QK_K,  84, true,  nullptr, nullptr},
-    DTypeTraits{DType::Q3_K,    "q3_K",    11, QK_K, 110, true,  nullptr, nullptr},
-    DTypeTraits{DType::Q4_K,    "q4_K",    12, QK_K, 144, true,  nullptr, nullptr},
-    DTypeTraits{DType::Q5_K,    "q5_K",    13, QK_K, 176, true,  nullptr, nullptr},
-    DTypeTraits{DType::Q6_K,    "q6_K",    14, QK_K, 210, true,  nullptr, nullptr},
-    DTypeTraits{DType::Q8_K,    "q8_K",    15, QK_K, 292, true,  nullptr, nullptr},
+    DTypeTraits{DType::Q4_0,    "q4_0",     2,  QK,   18, true,  formats::dequantize_row_q4_0_ref, formats::quantize_row_q4_0_ref},
+    DTypeTraits{DType::Q4_1,    "q4_1",     3,  QK,   20, true,  formats::dequantize_row_q4_1_ref, formats::quantize_row_q4_1_ref},
+    DTypeTraits{DType::Q5_0,    "q5_0",     6,  QK,   22, true,  formats::dequantize_row_q5_0_ref, formats::quantize_row_q5_0_ref},
+    DTypeTraits{DType::Q5_1,    "q5_1",     7,  QK,   24, true,  formats::dequantize_row_q5_1_ref, formats::quantize_row_q5_1_ref},
+    DTypeTraits{DType::Q8_0,    "q8_0",     8,  QK,   34, true,  formats::dequantize_row_q8_0_ref, formats::quantize_row_q8_0_ref},
+    DTypeTraits{DType::Q8_1,    "q8_1",     9,  QK,   36, true,  formats::dequantize_row_q8_1_ref, formats::quantize_row_q8_1_ref},
+    DTypeTraits{DType::Q2_K,    "q2_K",    10, QK_K,  84, true,  formats::dequantize_row_q2_K_ref, formats::quantize_row_q2_K_ref},
+    DTypeTraits{DType::Q3_K,    "q3_K",    11, QK_K, 110, true,  formats::dequantize_row_q3_K_ref, formats::quantize_row_q3_K_ref},
+    DTypeTraits{DType::Q4_K,    "q4_K",    12, QK_K, 144, true,  formats::dequantize_row_q4_K_ref, formats::quantize_row_q4_K_ref},
+    DTypeTraits{DType::Q5_K,    "q5_K",    13, QK_K, 176, true,  formats::dequantize_row_q5_K_ref, formats::quantize_row_q5_K_ref},
+    DTypeTraits{DType::Q6_K,    "q6_K",    14, QK_K, 210, true,  formats::dequantize_row_q6_K_ref, formats::quantize_row_q6_K_ref},
+    DTypeTraits{DType::Q8_K,    "q8_K",    15, QK_K, 292, true,  formats::dequantize_row_q8_K_ref, formats::quantize_row_q8_K_ref},
     DTypeTraits{DType::IQ2_XXS, "iq2_xxs", 16, QK_K,  66, true,  nullptr, nullptr},
     DTypeTraits{DType::IQ2_XS,  "iq2_xs",  17, QK_K,  74, true,  nullptr, nullptr},
     DTypeTraits{DType::IQ3_XXS, "iq3_xxs", 18, QK_K,  98, true,  nullptr, nullptr},

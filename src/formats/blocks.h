@@ -67,8 +67,11 @@ struct BlockQ2_K {
 };
 static_assert(sizeof(BlockQ2_K) == 84);
 
-// Q3_K — 3.4375 bpw. x = d·(scale − 32)·(q − 4·!hbit): q low 2 bits in qs (layout as Q2_K), high bit
-// in hmask (bit k of hmask[l] belongs to element l + 32k); 16 6-bit scales packed in 12 bytes.
+// Q3_K — 3.4375 bpw. 16 sub-blocks of 16 (sub-block j = elements 16j … 16j+15);
+// x = d·(scale_j − 32)·(q − 4·!hbit): q's low 2 bits in qs (layout as Q2_K), its high bit in hmask
+// (bit k of hmask[l] belongs to element l + 32k). The 6-bit scale_j: low 4 bits in the low nibble of
+// scales[j] (j < 8) or the high nibble of scales[j − 8] (j ≥ 8), top 2 bits in bits 2·(j/4)+1:2·(j/4)
+// of scales[8 + j%4].
 struct BlockQ3_K {
     uint8_t hmask[kQK_K / 8];
     uint8_t qs[kQK_K / 4];
@@ -78,8 +81,10 @@ struct BlockQ3_K {
 static_assert(sizeof(BlockQ3_K) == 110);
 
 // Q4_K — 4.5 bpw. 8 sub-blocks of 32 with 6-bit scale and min packed in scales[12];
-// x = d·scale·q − dmin·min. qs: each 64-element chunk is 32 bytes, low nibbles first 32 elements,
-// high nibbles the next 32.
+// x = d·scale_j·q − dmin·min_j. qs: each 64-element chunk is 32 bytes, low nibbles first 32 elements,
+// high nibbles the next 32. Packing (ggml's get_scale_min_k4), j < 4: scale_j = scales[j] & 63,
+// min_j = scales[j+4] & 63; j ≥ 4: scale_j = (scales[j+4] & 15) | (scales[j−4] >> 6) << 4,
+// min_j = (scales[j+4] >> 4) | (scales[j] >> 6) << 4.
 struct BlockQ4_K {
     f16_bits d, dmin;
     uint8_t scales[kKScaleSize];
@@ -87,7 +92,8 @@ struct BlockQ4_K {
 };
 static_assert(sizeof(BlockQ4_K) == 144);
 
-// Q5_K — 5.5 bpw. As Q4_K plus a fifth bit per element in qh (bit 2c / 2c+1 of qh[l] for chunk c).
+// Q5_K — 5.5 bpw. As Q4_K (scales, nibble order) plus a fifth bit per element in qh: element
+// 64c + l (l < 32) has it in bit 2c of qh[l], element 64c + 32 + l in bit 2c+1.
 struct BlockQ5_K {
     f16_bits d, dmin;
     uint8_t scales[kKScaleSize];
@@ -96,8 +102,10 @@ struct BlockQ5_K {
 };
 static_assert(sizeof(BlockQ5_K) == 176);
 
-// Q6_K — 6.5625 bpw. x = d·scales[i]·(q − 32), q = 4 low bits from ql + 2 high bits from qh;
-// 16 sub-blocks of 16 with signed 8-bit scales.
+// Q6_K — 6.5625 bpw. x = d·scales[i]·(q − 32) for element e in sub-block i = e/16 (signed 8-bit
+// scales). Per 128-element half h, with l < 32: ql[64h+l] holds elements 128h+l (low nibble) and
+// 128h+64+l (high), ql[64h+32+l] holds 128h+32+l and 128h+96+l; qh[32h+l] holds the top 2 bits of
+// elements 128h+l, +32, +64, +96 in bit pairs 0-1, 2-3, 4-5, 6-7.
 struct BlockQ6_K {
     uint8_t ql[kQK_K / 2];
     uint8_t qh[kQK_K / 4];
@@ -106,7 +114,8 @@ struct BlockQ6_K {
 };
 static_assert(sizeof(BlockQ6_K) == 210);
 
-// Q8_K — activations paired with the k-quants: x = qs·d (f32 d); bsums[i] = Σ qs over group i of 16.
+// Q8_K — activations paired with the k-quants (never stored in files): x = qs·d (f32 d);
+// bsums[i] = Σ qs over group i of 16.
 struct BlockQ8_K {
     float d;
     int8_t qs[kQK_K];
