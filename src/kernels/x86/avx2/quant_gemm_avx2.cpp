@@ -93,92 +93,93 @@ struct LQ5_1 {
     static __m256i q(const W& b) { return _mm256_or_si256(nibbles32(b.qs), bits_to_0x10(b.qh)); }
 };
 
-// f16 at p, broadcast to 8 floats.
-inline __m256 bcast_h16(const uint16_t& h) { return _mm256_cvtph_ps(_mm_set1_epi16(int16_t(h))); }
+// Legacy tiles are 4 rows (a quad) × T tokens. The integer sums of the 4 rows for one token are reduced
+// horizontally into one vector with lanes [r0 r1 r2 r3 | r0 r1 r2 r3] (low half: elements 0..15, high half:
+// 16..31), so one convert and one FMA serve 4 (row, token) pairs and a quad needs one accumulator per token.
+// Unsigned formats reduce the vpmaddubsw i16 sums (|Σ of 8 products| ≤ 8·31·128 < 2^15) with vphaddw,
+// signed Q8_0 reduces the i32 sums with vphaddd.
 
 // The activation side of one token tile over a segment of at most kSeg blocks, decoded once (on the stack)
-// for every row tile that passes: scales as floats, the Σa correction vectors (kBias), the Q8_1 sums (kMin).
+// for every quad that passes: scales as floats, the bias·Σa corrections laid out as the reduced sums
+// (kBias), the Q8_1 sums (kMin).
 constexpr int64_t kSeg = 128;
 
 template <class L, int T>
 struct ActSeg {
     using A = typename L::A;
     alignas(32) float d[T][kSeg];
-    __m256i corr[T][L::kBias ? kSeg : 1];
-    alignas(16) float s[L::kMin ? kSeg : 1][4];  // one lane per token, zero past T
+    alignas(32) float s[T][L::kMin ? kSeg : 1];
+    __m256i corr[T][L::kBias ? kSeg : 1];  // [Σ lo ×4 | Σ hi ×4]·bias
     void fill(const A* const* at, int64_t ns) {
         const __m256i ones = _mm256_set1_epi16(1);
         for (int t = 0; t < T; ++t)
             for (int64_t b = 0; b < ns; ++b) {
                 d[t][b] = h2f(at[t][b].d);
-                if constexpr (L::kBias != 0)
-                    corr[t][b] = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(L::kBias), load32(at[t][b].qs)), ones);
+                if constexpr (L::kMin) s[t][b] = h2f(at[t][b].s);
+                if constexpr (L::kBias != 0) {
+                    const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(L::kBias), load32(at[t][b].qs)), ones);
+                    const __m256i h = _mm256_hadd_epi32(p, p);
+                    corr[t][b] = _mm256_hadd_epi32(h, h);
+                }
             }
-        if constexpr (L::kMin)
-            for (int64_t b = 0; b < ns; ++b)
-                for (int t = 0; t < 4; ++t) s[b][t] = t < T ? h2f(at[t][b].s) : 0.0f;
     }
 };
 
-// at: T token rows and w: R weight rows (stride wrb), both from the segment's first block; ns blocks.
-// c[t*ldc + r] = (accumulate ? c : 0) + Σ over the segment.
-template <class L, int R, int T>
-void legacy_tile(int64_t ns, const typename L::A* const* at, const ActSeg<L, T>& seg, const uint8_t* w, size_t wrb,
-                 float* c, int64_t ldc, bool accumulate) {
+// at: T token rows, w: `rows` (1..4) weight rows of stride wrb, both from the segment's first block; a
+// short quad repeats row 0. c[t*ldc + r] = (accumulate ? c : 0) + Σ over the segment's ns blocks.
+template <class L, int T>
+void legacy_quad(int64_t ns, const typename L::A* const* at, const ActSeg<L, T>& seg, const uint8_t* w, size_t wrb,
+                 int rows, float* c, int64_t ldc, bool accumulate) {
     using W = typename L::W;
-    const W* wr[R];
-    for (int r = 0; r < R; ++r) wr[r] = reinterpret_cast<const W*>(w + size_t(r) * wrb);
+    const W* wr[4];
+    for (int r = 0; r < 4; ++r) wr[r] = reinterpret_cast<const W*>(w + size_t(r < rows ? r : 0) * wrb);
     const __m256i ones = _mm256_set1_epi16(1);
-    __m256 acc[R][T];
-    __m128 macc[R];  // kMin: Σ m_w·s_a, one lane per token
-    for (int r = 0; r < R; ++r) {
-        macc[r] = _mm_setzero_ps();
-        for (int t = 0; t < T; ++t) acc[r][t] = _mm256_setzero_ps();
-    }
+    __m256 acc[T];
+    for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
     for (int64_t b = 0; b < ns; ++b) {
-        __m256i q[R], qa[R];
-        __m256 dw[R];
-        for (int r = 0; r < R; ++r) {
-            // the same block of the next row tile: streams that short need a hand to stay ahead
-            _mm_prefetch(reinterpret_cast<const char*>(wr[r] + b) + R * wrb, _MM_HINT_T0);
+        __m256i q[4], qa[4];
+        for (int r = 0; r < 4; ++r) {
+            // the same block of the next quad: streams that short need a hand to stay ahead
+            _mm_prefetch(reinterpret_cast<const char*>(wr[r] + b) + 4 * wrb, _MM_HINT_T0);
             q[r] = L::q(wr[r][b]);
             if constexpr (L::kSigned) qa[r] = _mm256_sign_epi8(q[r], q[r]);
-            dw[r] = bcast_h16(wr[r][b].d);
         }
+        const __m128 dw = _mm_cvtph_ps(_mm_setr_epi16(int16_t(wr[0][b].d), int16_t(wr[1][b].d), int16_t(wr[2][b].d),
+                                                      int16_t(wr[3][b].d), 0, 0, 0, 0));
+        const __m256 dw4 = _mm256_set_m128(dw, dw);
+        __m256 mw4 = _mm256_setzero_ps();  // kMin: [m0 m1 m2 m3 | 0 0 0 0]
+        if constexpr (L::kMin)
+            mw4 = _mm256_zextps128_ps256(_mm_cvtph_ps(_mm_setr_epi16(int16_t(wr[0][b].m), int16_t(wr[1][b].m),
+                                                                     int16_t(wr[2][b].m), int16_t(wr[3][b].m), 0, 0, 0, 0)));
         for (int t = 0; t < T; ++t) {
             const __m256i a = load32(at[t][b].qs);
-            const __m256 da = _mm256_broadcast_ss(&seg.d[t][b]);
-            for (int r = 0; r < R; ++r) {
-                __m256i p;
-                if constexpr (L::kSigned)
-                    p = _mm256_madd_epi16(_mm256_maddubs_epi16(qa[r], _mm256_sign_epi8(a, q[r])), ones);
-                else
-                    p = _mm256_madd_epi16(_mm256_maddubs_epi16(q[r], a), ones);
+            __m256i p;
+            if constexpr (L::kSigned) {
+                __m256i pr[4];
+                for (int r = 0; r < 4; ++r) pr[r] = _mm256_madd_epi16(_mm256_maddubs_epi16(qa[r], _mm256_sign_epi8(a, q[r])), ones);
+                p = _mm256_hadd_epi32(_mm256_hadd_epi32(pr[0], pr[1]), _mm256_hadd_epi32(pr[2], pr[3]));
+            } else {
+                __m256i m[4];
+                for (int r = 0; r < 4; ++r) m[r] = _mm256_maddubs_epi16(q[r], a);
+                p = _mm256_madd_epi16(_mm256_hadd_epi16(_mm256_hadd_epi16(m[0], m[1]), _mm256_hadd_epi16(m[2], m[3])), ones);
                 if constexpr (L::kBias != 0) p = _mm256_sub_epi32(p, seg.corr[t][b]);
-                acc[r][t] = _mm256_fmadd_ps(_mm256_mul_ps(dw[r], da), _mm256_cvtepi32_ps(p), acc[r][t]);
             }
-        }
-        if constexpr (L::kMin) {
-            const __m128 sa = _mm_load_ps(seg.s[b]);
-            for (int r = 0; r < R; ++r) macc[r] = _mm_fmadd_ps(_mm_set1_ps(h2f(wr[r][b].m)), sa, macc[r]);
+            acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(dw4, _mm256_broadcast_ss(&seg.d[t][b])), _mm256_cvtepi32_ps(p), acc[t]);
+            if constexpr (L::kMin) acc[t] = _mm256_fmadd_ps(mw4, _mm256_broadcast_ss(&seg.s[t][b]), acc[t]);
         }
     }
-    for (int r = 0; r < R; ++r) {
-        float mv[4];
-        _mm_storeu_ps(mv, macc[r]);
-        for (int t = 0; t < T; ++t) {
-            const float v = hsum(acc[r][t]) + (L::kMin ? mv[t] : 0.0f);
-            c[t * ldc + r] = accumulate ? c[t * ldc + r] + v : v;
-        }
+    for (int t = 0; t < T; ++t) {
+        alignas(16) float v[4];
+        _mm_store_ps(v, _mm_add_ps(_mm256_castps256_ps128(acc[t]), _mm256_extractf128_ps(acc[t], 1)));
+        for (int r = 0; r < rows; ++r) c[t * ldc + r] = accumulate ? c[t * ldc + r] + v[r] : v[r];
     }
 }
 
-// rows [0, n) of one token tile, segment by segment: tiles of R rows, then single rows.
+// rows [0, n) of one token tile, segment by segment, a quad at a time.
 template <class L, int T>
 void legacy_rows(int64_t n, int64_t nb, const uint8_t* act, size_t arb, const uint8_t* w, size_t wrb, float* c,
                  int64_t ldc) {
     using A = typename L::A;
-    constexpr int R = T == 1 ? 4 : 2;
     ActSeg<L, T> seg;
     for (int64_t b0 = 0; b0 < nb; b0 += kSeg) {
         const int64_t ns = std::min(kSeg, nb - b0);
@@ -186,9 +187,8 @@ void legacy_rows(int64_t n, int64_t nb, const uint8_t* act, size_t arb, const ui
         for (int t = 0; t < T; ++t) at[t] = reinterpret_cast<const A*>(act + size_t(t) * arb) + b0;
         seg.fill(at, ns);
         const uint8_t* wb = w + size_t(b0) * sizeof(typename L::W);
-        int64_t i = 0;
-        for (; i + R <= n; i += R) legacy_tile<L, R, T>(ns, at, seg, wb + size_t(i) * wrb, wrb, c + i, ldc, b0 > 0);
-        for (; i < n; ++i) legacy_tile<L, 1, T>(ns, at, seg, wb + size_t(i) * wrb, wrb, c + i, ldc, b0 > 0);
+        for (int64_t i = 0; i < n; i += 4)
+            legacy_quad<L, T>(ns, at, seg, wb + size_t(i) * wrb, wrb, int(std::min<int64_t>(4, n - i)), c + i, ldc, b0 > 0);
     }
 }
 
@@ -207,7 +207,7 @@ inline __m256i move_bit(__m256i x) {
 
 struct KQ2_K {
     using W = BlockQ2_K;
-    static constexpr bool kMin = true, kCorr = false;
+    static constexpr bool kMin = true, kCorr = false, kOwnSv = false;
     const uint8_t* qs;
     __m256i s16, m16, corr16, sv;
     float d, dmin;
@@ -228,7 +228,7 @@ struct KQ2_K {
 
 struct KQ3_K {
     using W = BlockQ3_K;
-    static constexpr bool kMin = false, kCorr = true;
+    static constexpr bool kMin = false, kCorr = true, kOwnSv = false;
     const uint8_t* qs;
     __m256i s16, m16, corr16, sv, hm;
     float d, dmin;
@@ -255,28 +255,29 @@ struct KQ3_K {
     }
 };
 
-// Q4_K / Q5_K: 8 scales and mins of 6 bits → per-16-group i16 vectors.
-inline void unpack_k4_scales(const uint8_t* scales, __m256i& s16, __m256i& m16) {
-    uint32_t u[4];
-    std::memcpy(u, scales, 12);
-    u[3] = ((u[2] >> 4) & 0x0f0f0f0fu) | (((u[1] >> 6) & 0x03030303u) << 4);
-    const uint32_t uaux = u[1] & 0x3f3f3f3fu;
-    u[1] = (u[2] & 0x0f0f0f0fu) | (((u[0] >> 6) & 0x03030303u) << 4);
-    u[2] = uaux;
-    u[0] &= 0x3f3f3f3fu;
-    const __m128i sm = _mm_set_epi32(int(u[3]), int(u[2]), int(u[1]), int(u[0]));  // scales 0..7, mins 0..7
-    s16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(sm, sm));
+// Q4_K / Q5_K: the 12 bytes of 6-bit scales and mins → sv (the chunk-scale vector chunk_scales reads: the
+// 8 scales as i16 in both halves) and m16 (the min of each 16-element group). Bytes 12..15 of the load
+// belong to the block's quants and are masked off.
+inline void k4_scales(const uint8_t* scales, __m256i& sv, __m256i& m16) {
+    const __m128i v = load16(scales);
+    const __m128i a = _mm_shuffle_epi8(v, _mm_setr_epi8(0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11));
+    const __m128i b = _mm_shuffle_epi8(v, _mm_setr_epi8(-1, -1, -1, -1, 0, 1, 2, 3, -1, -1, -1, -1, 4, 5, 6, 7));
+    const __m128i lo = _mm_and_si128(a, _mm_setr_epi8(63, 63, 63, 63, 15, 15, 15, 15, 63, 63, 63, 63, 0, 0, 0, 0));
+    const __m128i mid = _mm_and_si128(_mm_srli_epi16(a, 4), _mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 15, 15, 15, 15));
+    const __m128i hi = _mm_and_si128(_mm_srli_epi16(b, 2), _mm_setr_epi8(0, 0, 0, 0, 48, 48, 48, 48, 0, 0, 0, 0, 48, 48, 48, 48));
+    const __m128i sm = _mm_or_si128(_mm_or_si128(lo, mid), hi);  // scales 0..7, mins 0..7
+    sv = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm));
     m16 = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(sm, sm));
 }
 
 struct KQ4_K {
     using W = BlockQ4_K;
-    static constexpr bool kMin = true, kCorr = false;
+    static constexpr bool kMin = true, kCorr = false, kOwnSv = true;
     const uint8_t* qs;
     __m256i s16, m16, corr16, sv;
     float d, dmin;
     void init(const W& b) {
-        unpack_k4_scales(b.scales, s16, m16);
+        k4_scales(b.scales, sv, m16);
         qs = b.qs;
         d = h2f(b.d);
         dmin = h2f(b.dmin);
@@ -290,12 +291,12 @@ struct KQ4_K {
 
 struct KQ5_K {
     using W = BlockQ5_K;
-    static constexpr bool kMin = true, kCorr = false;
+    static constexpr bool kMin = true, kCorr = false, kOwnSv = true;
     const uint8_t* qs;
     __m256i s16, m16, corr16, sv, qh;
     float d, dmin;
     void init(const W& b) {
-        unpack_k4_scales(b.scales, s16, m16);
+        k4_scales(b.scales, sv, m16);
         qh = load32(b.qh);
         qs = b.qs;
         d = h2f(b.d);
@@ -311,7 +312,7 @@ struct KQ5_K {
 
 struct KQ6_K {
     using W = BlockQ6_K;
-    static constexpr bool kMin = false, kCorr = true;
+    static constexpr bool kMin = false, kCorr = true, kOwnSv = false;
     const uint8_t* ql;
     const uint8_t* qhp;
     __m256i s16, m16, corr16, sv;
@@ -387,7 +388,7 @@ void k_tile(int64_t nb, const uint8_t* act, size_t arb, const uint8_t* w, size_t
             const char* next = reinterpret_cast<const char*>(wr[r] + b) + R * wrb;  // this block, next row tile
             for (size_t off = 0; off < sizeof(W); off += 64) _mm_prefetch(next + off, _MM_HINT_T0);
             dec[r].init(wr[r][b]);
-            dec[r].sv = scale_lanes(dec[r].s16);
+            if constexpr (!K::kOwnSv) dec[r].sv = scale_lanes(dec[r].s16);
         }
         __m256i sumi[R][T];
         for (int r = 0; r < R; ++r)
@@ -443,7 +444,7 @@ inline void gemm_tiled(const RowsFn (&rows)[5], int64_t block, int64_t m, int64_
     }
 }
 
-// Legacy tiles: 4 rows × 1 token (decode), else 2 rows × T tokens.
+// Legacy tiles: quads of rows × T tokens.
 template <class L>
 struct Legacy {
     static constexpr RowsFn rows[5] = {nullptr, &legacy_rows<L, 1>, &legacy_rows<L, 2>, &legacy_rows<L, 3>,

@@ -129,23 +129,29 @@ void legacy_rows(int64_t n, int64_t nb, const uint8_t* act, size_t arb, const ui
 
 // ---- k-quants (see quant_gemm_avx2.cpp for the decoder contract) ----
 
+// Q4_K / Q5_K: the 12 bytes of 6-bit scales and mins → sv (the chunk-scale vector chunk_scales reads: the
+// 8 scales as i16 in both halves) and m16 (the min of each 16-element group). Bytes 12..15 of the load
+// belong to the block's quants and are masked off.
+inline void k4_scales(const uint8_t* scales, __m256i& sv, __m256i& m16) {
+    const __m128i v = load16(scales);
+    const __m128i a = _mm_shuffle_epi8(v, _mm_setr_epi8(0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11));
+    const __m128i b = _mm_shuffle_epi8(v, _mm_setr_epi8(-1, -1, -1, -1, 0, 1, 2, 3, -1, -1, -1, -1, 4, 5, 6, 7));
+    const __m128i lo = _mm_and_si128(a, _mm_setr_epi8(63, 63, 63, 63, 15, 15, 15, 15, 63, 63, 63, 63, 0, 0, 0, 0));
+    const __m128i mid = _mm_and_si128(_mm_srli_epi16(a, 4), _mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 15, 15, 15, 15));
+    const __m128i hi = _mm_and_si128(_mm_srli_epi16(b, 2), _mm_setr_epi8(0, 0, 0, 0, 48, 48, 48, 48, 0, 0, 0, 0, 48, 48, 48, 48));
+    const __m128i sm = _mm_or_si128(_mm_or_si128(lo, mid), hi);  // scales 0..7, mins 0..7
+    sv = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm));
+    m16 = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(sm, sm));
+}
+
 struct KQ4_K {
     using W = BlockQ4_K;
-    static constexpr bool kMin = true, kCorr = false;
+    static constexpr bool kMin = true, kCorr = false, kOwnSv = true;
     const uint8_t* qs;
     __m256i s16, m16, corr16, sv;
     float d, dmin;
     void init(const W& b) {
-        uint32_t u[4];
-        std::memcpy(u, b.scales, 12);
-        u[3] = ((u[2] >> 4) & 0x0f0f0f0fu) | (((u[1] >> 6) & 0x03030303u) << 4);
-        const uint32_t uaux = u[1] & 0x3f3f3f3fu;
-        u[1] = (u[2] & 0x0f0f0f0fu) | (((u[0] >> 6) & 0x03030303u) << 4);
-        u[2] = uaux;
-        u[0] &= 0x3f3f3f3fu;
-        const __m128i sm = _mm_set_epi32(int(u[3]), int(u[2]), int(u[1]), int(u[0]));  // scales 0..7, mins 0..7
-        s16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(sm, sm));
-        m16 = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(sm, sm));
+        k4_scales(b.scales, sv, m16);
         qs = b.qs;
         d = h2f(b.d);
         dmin = h2f(b.dmin);
@@ -159,7 +165,7 @@ struct KQ4_K {
 
 struct KQ6_K {
     using W = BlockQ6_K;
-    static constexpr bool kMin = false, kCorr = true;
+    static constexpr bool kMin = false, kCorr = true, kOwnSv = false;
     const uint8_t* ql;
     const uint8_t* qhp;
     __m256i s16, m16, corr16, sv;
@@ -234,7 +240,7 @@ void k_tile(int64_t nb, const uint8_t* act, size_t arb, const uint8_t* w, size_t
             const char* next = reinterpret_cast<const char*>(wr[r] + b) + R * wrb;  // this block, next row tile
             for (size_t off = 0; off < sizeof(W); off += 64) _mm_prefetch(next + off, _MM_HINT_T0);
             dec[r].init(wr[r][b]);
-            dec[r].sv = scale_lanes(dec[r].s16);
+            if constexpr (!K::kOwnSv) dec[r].sv = scale_lanes(dec[r].s16);
         }
         __m256i sumi[R][T];
         for (int r = 0; r < R; ++r)
