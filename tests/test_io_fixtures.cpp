@@ -72,21 +72,6 @@ std::string lower(std::string s) {
 
 std::vector<int64_t> shape_of(const json& j) { return j.get<std::vector<int64_t>>(); }
 
-uint32_t crc32(const void* data, size_t n) {
-    static const std::array<uint32_t, 256> table = [] {
-        std::array<uint32_t, 256> t{};
-        for (uint32_t i = 0; i < 256; ++i) {
-            uint32_t c = i;
-            for (int k = 0; k < 8; ++k) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
-            t[i] = c;
-        }
-        return t;
-    }();
-    uint32_t c = 0xFFFFFFFFu;
-    const auto* p = static_cast<const uint8_t*>(data);
-    for (size_t i = 0; i < n; ++i) c = table[(c ^ p[i]) & 0xFF] ^ (c >> 8);
-    return c ^ 0xFFFFFFFFu;
-}
 
 // Element values of a float tensor against first_values / sample_values (exact for f32).
 void check_values(const cq::Tensor& t, const json& exp) {
@@ -121,7 +106,7 @@ void check_tensor_object(const cq::Tensor& t, const json& exp) {
         << "Tensor::dtype()";
     EXPECT_EQ(t.nbytes(), exp["nbytes"].get<uint64_t>()) << "Tensor::nbytes()";
     ASSERT_NE(t.data(), nullptr);
-    EXPECT_EQ(crc32(t.data(), t.nbytes()), exp["crc32"].get<uint32_t>()) << "CRC-32 of the tensor bytes";
+    EXPECT_EQ(cq::test::crc32(t.data(), t.nbytes()), exp["crc32"].get<uint32_t>()) << "CRC-32 of the tensor bytes";
     check_values(t, exp);
 }
 

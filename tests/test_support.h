@@ -14,5 +14,7 @@ std::string fixture(const std::string& relative);
 /// tests/ in the source tree.
 std::string tests_dir();
 std::vector<uint8_t> read_bytes(const std::string& path);
+/// zlib's CRC-32 (as Python's zlib.crc32), to compare bytes with values recorded by scripts.
+uint32_t crc32(const void* data, size_t n);
 
 }  // namespace cq::test
