@@ -395,6 +395,20 @@ TEST_P(QuantKernelsAtLevel, GemmMatchesReferenceOnAwkwardShapes) {
     }
 }
 
+TEST_P(QuantKernelsAtLevel, EmptyKGivesZeros) {
+    const uint8_t dummy[16] = {};
+    for (const Format& f : kFormats) {
+        const auto& kernel = gemm(f.type);
+        if (!kernel.fn) continue;
+        const int64_t m = 5, n = 6, ldc = 8;
+        std::vector<float> c(size_t(m * ldc), 7.0f);
+        kernel.fn(m, n, 0, dummy, 0, dummy, 0, c.data(), ldc);
+        for (int64_t t = 0; t < m; ++t)
+            for (int64_t i = 0; i < ldc; ++i)
+                ASSERT_EQ(c[size_t(t * ldc + i)], i < n ? 0.0f : 7.0f) << kernel.name << " k=0 at " << t << "," << i;
+    }
+}
+
 // Weights quantized from floats by the format's reference codec, where one is registered.
 TEST_P(QuantKernelsAtLevel, GemmMatchesReferenceOnCodecWeights) {
     std::mt19937 rng(99);

@@ -1,8 +1,10 @@
-// AVX2 quantized matrix products and activation quantizers. The products work on tiles of R weight rows
-// × T tokens: each weight block is decoded once per tile and each activation block loaded once per tile,
-// integer sums via vpmaddubsw (u8 weights × s8 activations; signed Q8_0 weights through the sign trick),
-// float accumulation across blocks as the reference does. The quantizers are byte-identical to the
-// reference ones. Rows are walked in chunks that stay cache-resident while every token tile passes.
+// AVX2 quantized matrix products and activation quantizers. The products work on tiles of weight rows ×
+// up to 4 tokens, so each weight block is decoded once per tile and each activation block loaded once per
+// tile; integer sums via vpmaddubsw (u8 weights × s8 activations; signed Q8_0 weights through the sign
+// trick), float accumulation across blocks as the reference does. Legacy formats reduce 4 rows into one
+// vector per token (see legacy_quad); k-quants keep per-(row, token) integer sums over a super-block.
+// Rows are walked in chunks that stay cache-resident while every token tile passes; the quantizers are
+// byte-identical to the reference ones.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -434,6 +436,10 @@ inline void gemm_tiled(const RowsFn (&rows)[5], int64_t block, int64_t m, int64_
     const int64_t nb = k / block;
     const auto* a8 = static_cast<const uint8_t*>(act);
     const auto* w8 = static_cast<const uint8_t*>(w);
+    if (nb == 0) {  // empty sums
+        for (int64_t t = 0; t < m; ++t) std::fill(c + t * ldc, c + t * ldc + n, 0.0f);
+        return;
+    }
     const int64_t nc = row_chunk(m, n, wrb);
     for (int64_t i0 = 0; i0 < n; i0 += nc) {
         const int64_t ni = std::min(nc, n - i0);

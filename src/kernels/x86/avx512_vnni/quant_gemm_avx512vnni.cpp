@@ -284,6 +284,10 @@ inline void gemm_tiled(const RowsFn (&rows)[5], int64_t block, int64_t m, int64_
     const int64_t nb = k / block;
     const auto* a8 = static_cast<const uint8_t*>(act);
     const auto* w8 = static_cast<const uint8_t*>(w);
+    if (nb == 0) {  // empty sums
+        for (int64_t t = 0; t < m; ++t) std::fill(c + t * ldc, c + t * ldc + n, 0.0f);
+        return;
+    }
     const int64_t nc = row_chunk(m, n, wrb);
     for (int64_t i0 = 0; i0 < n; i0 += nc) {
         const int64_t ni = std::min(nc, n - i0);
