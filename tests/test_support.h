@@ -7,6 +7,23 @@
 
 namespace cq::test {
 
+/// A fresh directory under the system temp dir, removed with everything in it on destruction.
+class TempDir {
+public:
+    explicit TempDir(const std::string& prefix = "cq_test");
+    ~TempDir();
+    TempDir(const TempDir&) = delete;
+    TempDir& operator=(const TempDir&) = delete;
+    const std::string& path() const { return path_; }
+    /// path()/name
+    std::string file(const std::string& name) const { return path_ + "/" + name; }
+    /// Writes `bytes` to path()/name and returns that path.
+    std::string write(const std::string& name, const std::string& bytes) const;
+
+private:
+    std::string path_;
+};
+
 /// ../shared/fixtures (or $CQ_FIXTURES when set).
 std::string fixtures_dir();
 /// fixtures_dir() + "/" + relative.

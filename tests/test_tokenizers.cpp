@@ -541,26 +541,7 @@ TEST(TokenizerJson, BpeAndWordPieceMatchTheirPlainFiles) {
 
 // ---- errors -------------------------------------------------------------------------------------------------
 
-class TempDir {
-public:
-    TempDir() {
-        std::string tmpl = (fs::temp_directory_path() / "cq_tok_XXXXXX").string();
-        if (!mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed");
-        path_ = tmpl;
-    }
-    ~TempDir() {
-        std::error_code ec;
-        fs::remove_all(path_, ec);
-    }
-    const fs::path& path() const { return path_; }
-    void write(const std::string& name, const std::string& bytes) const {
-        std::ofstream out(path_ / name, std::ios::binary);
-        out << bytes;
-    }
-
-private:
-    fs::path path_;
-};
+using cq::test::TempDir;
 
 cq::hf::ModelDir fake_dir(const fs::path& p) {
     cq::hf::ModelDir d;
@@ -583,7 +564,7 @@ std::string error_of(F&& f) {
 TEST(TokenizerErrors, MissingFilesNameTheDirectory) {
     TempDir tmp;
     const std::string msg = error_of<cq::IoError>([&] { cq::load_tokenizer(fake_dir(tmp.path())); });
-    EXPECT_NE(msg.find(tmp.path().string()), std::string::npos) << msg;
+    EXPECT_NE(msg.find(tmp.path()), std::string::npos) << msg;
     EXPECT_NE(msg.find("tokenizer.model"), std::string::npos) << msg;
     EXPECT_NE(msg.find("vocab.txt"), std::string::npos) << msg;
 
