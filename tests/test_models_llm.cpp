@@ -172,6 +172,18 @@ TEST(LlmGenerate, GreedyIsDeterministicAndSamplingFollowsSeed) {
     EXPECT_NE(generate(*model, "Once upon a time", 32, s).tokens, c.tokens);
 }
 
+TEST(LlmGenerate, Greedy64TokensEqualLlamaCpp) {
+    const auto bytes = test::read_bytes(test::tests_dir() + "/expected/llamacpp_greedy/stories260K-once-upon-a-time-64.txt");
+    std::string expected(bytes.begin(), bytes.end());
+    while (!expected.empty() && (expected.back() == '\n' || expected.back() == ' ')) expected.pop_back();
+    auto model = LanguageModel::load(test::fixture(kStoriesGguf));
+    const auto r = generate(*model, "Once upon a time", 64, SamplingOptions{});
+    EXPECT_EQ(r.tokens.size(), 64u);
+    std::string got = "Once upon a time" + r.text;
+    while (!got.empty() && (got.back() == '\n' || got.back() == ' ')) got.pop_back();
+    EXPECT_EQ(got, expected);
+}
+
 TEST(LlmErrors, ClearMessagesForBadInput) {
     auto model = LanguageModel::load(test::fixture(kStoriesGguf));
     PerplexityOptions po;
