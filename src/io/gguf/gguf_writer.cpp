@@ -92,7 +92,7 @@ void Writer::add_tensor(const std::string& name, const std::vector<int64_t>& sha
 
 void Writer::write(AtomicFile& out, const std::function<void(size_t, std::vector<uint8_t>&)>& produce) const {
     ByteBuffer h;
-    h.bytes.insert(h.bytes.end(), {'G', 'G', 'U', 'F'});
+    h.put<uint32_t>(0x46554747u);  // "GGUF" in little-endian byte order
     h.put<uint32_t>(3);
     h.put<uint64_t>(tensors_.size());
     h.put<uint64_t>(kv_.size());
