@@ -92,6 +92,7 @@ void Writer::add_tensor(const std::string& name, const std::vector<int64_t>& sha
 
 void Writer::write(AtomicFile& out, const std::function<void(size_t, std::vector<uint8_t>&)>& produce) const {
     ByteBuffer h;
+    h.bytes.reserve(1 << 16);  // also keeps GCC 12 from a false -Wstringop-overflow on the first insert
     h.put<uint32_t>(0x46554747u);  // "GGUF" in little-endian byte order
     h.put<uint32_t>(3);
     h.put<uint64_t>(tensors_.size());
