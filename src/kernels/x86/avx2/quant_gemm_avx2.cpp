@@ -413,6 +413,95 @@ void k_tile(int64_t nb, const uint8_t* act, size_t arb, const uint8_t* w, size_t
         for (int t = 0; t < T; ++t) c[t * ldc + r] = hsum(acc[r][t]);
 }
 
+// K-quant quads (formats whose quants stay below 32, so a sum of 8 vpmaddubsw products fits in i16): the 4
+// rows' products for one token are reduced with two vphaddw into [r0 r0 r1 r1 r2 r2 r3 r3] per 128-bit half,
+// then one vpmaddwd applies the 4 rows' chunk scales, leaving [r0 r1 r2 r3 | r0 r1 r2 r3] (low half: elements
+// 0..15 of each chunk, high half: 16..31); one integer accumulator per token, one convert + FMA per 4 pairs.
+
+// 4 rows' i32 vectors → [r0 r1 r2 r3 | r0 r1 r2 r3] partial sums (each half sums to a row's total over both).
+inline __m256i reduce4_i32(__m256i x0, __m256i x1, __m256i x2, __m256i x3) {
+    return _mm256_hadd_epi32(_mm256_hadd_epi32(x0, x1), _mm256_hadd_epi32(x2, x3));
+}
+
+template <class K, int T>
+void kq_quad(int64_t nb, const BlockQ8_K* const* at, const uint8_t* w, size_t wrb, int rows, float* c, int64_t ldc) {
+    using W = typename K::W;
+    const W* wr[4];
+    for (int r = 0; r < 4; ++r) wr[r] = reinterpret_cast<const W*>(w + size_t(r < rows ? r : 0) * wrb);
+    __m256 acc[T];
+    for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b) {
+        K dec[4];
+        for (int r = 0; r < 4; ++r) {
+            const char* next = reinterpret_cast<const char*>(wr[r] + b) + 4 * wrb;  // this block, next quad
+            for (size_t off = 0; off < sizeof(W); off += 64) _mm_prefetch(next + off, _MM_HINT_T0);
+            dec[r].init(wr[r][b]);
+            if constexpr (!K::kOwnSv) dec[r].sv = scale_lanes(dec[r].s16);
+        }
+        // Chunk scales of the 4 rows, interleaved: sq[c/2] holds, per half, [s0 s1 s2 s3] of chunk c (even c
+        // in i16 0..3, odd c in 4..7).
+        const __m256i u01l = _mm256_unpacklo_epi16(dec[0].sv, dec[1].sv), u01h = _mm256_unpackhi_epi16(dec[0].sv, dec[1].sv);
+        const __m256i u23l = _mm256_unpacklo_epi16(dec[2].sv, dec[3].sv), u23h = _mm256_unpackhi_epi16(dec[2].sv, dec[3].sv);
+        const __m256i sq[4] = {_mm256_unpacklo_epi32(u01l, u23l), _mm256_unpackhi_epi32(u01l, u23l),
+                               _mm256_unpacklo_epi32(u01h, u23h), _mm256_unpackhi_epi32(u01h, u23h)};
+        const __m256i pick[2] = {_mm256_setr_epi8(0, 1, 0, 1, 2, 3, 2, 3, 4, 5, 4, 5, 6, 7, 6, 7,  //
+                                                  0, 1, 0, 1, 2, 3, 2, 3, 4, 5, 4, 5, 6, 7, 6, 7),
+                                 _mm256_setr_epi8(8, 9, 8, 9, 10, 11, 10, 11, 12, 13, 12, 13, 14, 15, 14, 15,  //
+                                                  8, 9, 8, 9, 10, 11, 10, 11, 12, 13, 12, 13, 14, 15, 14, 15)};
+        __m256i sumi[T];
+        for (int t = 0; t < T; ++t) sumi[t] = _mm256_setzero_si256();
+        [&]<int... C>(std::integer_sequence<int, C...>) {
+            ([&] {
+                constexpr int ch = C;
+                const __m256i q0 = dec[0].template q<ch>(), q1 = dec[1].template q<ch>();
+                const __m256i q2 = dec[2].template q<ch>(), q3 = dec[3].template q<ch>();
+                const __m256i sc = _mm256_shuffle_epi8(sq[ch / 2], pick[ch % 2]);
+                for (int t = 0; t < T; ++t) {
+                    const __m256i a = load32(at[t][b].qs + 32 * ch);
+                    const __m256i h = _mm256_hadd_epi16(_mm256_hadd_epi16(_mm256_maddubs_epi16(q0, a), _mm256_maddubs_epi16(q1, a)),
+                                                        _mm256_hadd_epi16(_mm256_maddubs_epi16(q2, a), _mm256_maddubs_epi16(q3, a)));
+                    sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(sc, h));
+                }
+            }(), ...);
+        }(std::make_integer_sequence<int, 8>{});
+        const __m128 d4h = _mm_setr_ps(dec[0].d, dec[1].d, dec[2].d, dec[3].d);
+        const __m256 d4 = _mm256_set_m128(d4h, d4h);
+        __m256 m4 = _mm256_setzero_ps();
+        if constexpr (K::kMin) {
+            const __m128 m4h = _mm_setr_ps(-dec[0].dmin, -dec[1].dmin, -dec[2].dmin, -dec[3].dmin);
+            m4 = _mm256_set_m128(m4h, m4h);
+        }
+        for (int t = 0; t < T; ++t) {
+            const __m256i bs = load32(at[t][b].bsums);
+            const __m256 da = _mm256_broadcast_ss(&at[t][b].d);
+            __m256i s = sumi[t];
+            if constexpr (K::kCorr)
+                s = _mm256_sub_epi32(s, reduce4_i32(_mm256_madd_epi16(dec[0].corr16, bs), _mm256_madd_epi16(dec[1].corr16, bs),
+                                                    _mm256_madd_epi16(dec[2].corr16, bs), _mm256_madd_epi16(dec[3].corr16, bs)));
+            acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(d4, da), _mm256_cvtepi32_ps(s), acc[t]);
+            if constexpr (K::kMin) {
+                const __m256i mn = reduce4_i32(_mm256_madd_epi16(dec[0].m16, bs), _mm256_madd_epi16(dec[1].m16, bs),
+                                               _mm256_madd_epi16(dec[2].m16, bs), _mm256_madd_epi16(dec[3].m16, bs));
+                acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(m4, da), _mm256_cvtepi32_ps(mn), acc[t]);
+            }
+        }
+    }
+    for (int t = 0; t < T; ++t) {
+        alignas(16) float v[4];
+        _mm_store_ps(v, _mm_add_ps(_mm256_castps256_ps128(acc[t]), _mm256_extractf128_ps(acc[t], 1)));
+        for (int r = 0; r < rows; ++r) c[t * ldc + r] = v[r];
+    }
+}
+
+// rows [0, n) of one token tile, a quad at a time.
+template <class K, int T>
+void kq_rows(int64_t n, int64_t nb, const uint8_t* act, size_t arb, const uint8_t* w, size_t wrb, float* c, int64_t ldc) {
+    const BlockQ8_K* at[T];
+    for (int t = 0; t < T; ++t) at[t] = reinterpret_cast<const BlockQ8_K*>(act + size_t(t) * arb);
+    for (int64_t i = 0; i < n; i += 4)
+        kq_quad<K, T>(nb, at, w + size_t(i) * wrb, wrb, int(std::min<int64_t>(4, n - i)), c + i, ldc);
+}
+
 // ---- drivers ----
 
 using TileFn = void (*)(int64_t nb, const uint8_t* act, size_t arb, const uint8_t* w, size_t wrb, float* c,
@@ -457,7 +546,14 @@ struct Legacy {
                                        &legacy_rows<L, 4>};
 };
 
-// K-quant tiles: 2 rows × 1 token (decode), else 1 row × T tokens (the integer accumulators fill the registers).
+// K-quant quads × T tokens, for quants below 32 (Q4_K, Q5_K: measured faster for decode, even for prompts;
+// Q2_K and Q3_K measured no faster and keep the per-row tiles).
+template <class K>
+struct KQuad {
+    static constexpr RowsFn rows[5] = {nullptr, &kq_rows<K, 1>, &kq_rows<K, 2>, &kq_rows<K, 3>, &kq_rows<K, 4>};
+};
+
+// Q6_K (quants up to 63): 2 rows × 1 token (decode), else 1 row × T tokens (the integer accumulators fill the registers).
 template <class K>
 struct KQuant {
     static constexpr RowsFn rows[5] = {
@@ -595,8 +691,8 @@ CQ_GEMM_QUANT_AVX2(q4_1, q8_1, Legacy<LQ4_1>, kQK)
 CQ_GEMM_QUANT_AVX2(q5_1, q8_1, Legacy<LQ5_1>, kQK)
 CQ_GEMM_QUANT_AVX2(q2_K, q8_K, KQuant<KQ2_K>, kQK_K)
 CQ_GEMM_QUANT_AVX2(q3_K, q8_K, KQuant<KQ3_K>, kQK_K)
-CQ_GEMM_QUANT_AVX2(q4_K, q8_K, KQuant<KQ4_K>, kQK_K)
-CQ_GEMM_QUANT_AVX2(q5_K, q8_K, KQuant<KQ5_K>, kQK_K)
+CQ_GEMM_QUANT_AVX2(q4_K, q8_K, KQuad<KQ4_K>, kQK_K)
+CQ_GEMM_QUANT_AVX2(q5_K, q8_K, KQuad<KQ5_K>, kQK_K)
 CQ_GEMM_QUANT_AVX2(q6_K, q8_K, KQuant<KQ6_K>, kQK_K)
 #undef CQ_GEMM_QUANT_AVX2
 
