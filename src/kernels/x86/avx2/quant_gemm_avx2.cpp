@@ -34,8 +34,8 @@ inline float hsum(__m256 v) {
 
 // 16 bytes of nibbles → 32 bytes: the low nibbles (elements 0..15), then the high ones (16..31).
 inline __m256i nibbles32(const uint8_t* qs) {
-    const __m128i x = load16(qs);
-    return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(x, 4), x), _mm256_set1_epi8(0x0F));
+    const __m256i x = _mm256_broadcastsi128_si256(load16(qs));  // the high half then shifts down by 4
+    return _mm256_and_si256(_mm256_srlv_epi64(x, _mm256_setr_epi64x(0, 0, 4, 4)), _mm256_set1_epi8(0x0F));
 }
 
 // Byte j = 0x10 where bit j of the little-endian u32 at p is set, else 0.

@@ -51,8 +51,8 @@ struct VQ4_0 {
     using W = BlockQ4_0;
     static constexpr int kOffset = 8;
     static __m256i u(const W& b) {
-        const __m128i x = load16(b.qs);
-        return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(x, 4), x), _mm256_set1_epi8(0x0F));
+        const __m256i x = _mm256_broadcastsi128_si256(load16(b.qs));  // the high half then shifts down by 4
+        return _mm256_and_si256(_mm256_srlv_epi64(x, _mm256_setr_epi64x(0, 0, 4, 4)), _mm256_set1_epi8(0x0F));
     }
 };
 
