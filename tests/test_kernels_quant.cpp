@@ -482,6 +482,28 @@ TEST_P(QuantKernelsAtLevel, ActivationQuantizersAreByteIdenticalToReference) {
     }
 }
 
+// The kernel table's reference activation quantizers against the formats' codecs, where registered.
+TEST(QuantReference, ActivationQuantizersMatchFormatCodecs) {
+    std::mt19937 rng(8);
+    const cq::KernelTable ref = cq::make_kernel_table(cq::IsaLevel::ref);
+    int tested = 0;
+    for (DType act : {DType::Q8_0, DType::Q8_1, DType::Q8_K}) {
+        const auto from_float = cq::dtype_traits(act).from_float;
+        if (!from_float) continue;
+        const int block = act == DType::Q8_K ? 256 : 32;
+        const int64_t k = 10 * block;
+        const auto x = activation_probe(k, block, rng);
+        std::vector<uint8_t> want(size_t(10) * block_bytes(act)), got(want.size());
+        from_float(x.data(), want.data(), k);
+        ref.quantize_row[size_t(act)].fn(x.data(), got.data(), k);
+        for (size_t i = 0; i < want.size(); ++i)
+            ASSERT_EQ(got[i], want[i]) << ref.quantize_row[size_t(act)].name << " against the " << name(act)
+                                       << " codec: byte " << i;
+        ++tested;
+    }
+    if (tested == 0) GTEST_SKIP() << "no activation codecs registered yet";
+}
+
 INSTANTIATE_TEST_SUITE_P(, QuantKernelsAtLevel, ::testing::ValuesIn(levels_of_this_arch()),
                          [](const auto& info) { return std::string(cq::isa_level_name(info.param)); });
 
