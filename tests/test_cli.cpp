@@ -63,8 +63,9 @@ TEST(CliInfo, JsonCountsMatchIndependentParserForEveryFixture) {
             EXPECT_EQ(j["dtypes"][dt]["bytes"].get<uint64_t>(), b.get<uint64_t>()) << rel << " " << dt;
             bytes += b.get<uint64_t>();
         }
-        if (e["n_params"].get<uint64_t>() > 0)
+        if (e["n_params"].get<uint64_t>() > 0) {
             EXPECT_DOUBLE_EQ(j["bits_per_weight"].get<double>(), 8.0 * static_cast<double>(bytes) / e["n_params"].get<double>()) << rel;
+        }
     }
 }
 
