@@ -23,6 +23,29 @@
 #include "formats/blocks.h"
 #include "kernels/kernel_decls.h"
 
+// Where SIMDe (Debian's libsimde-dev) is installed, the AVX-512 VNNI kernels are compiled a second time
+// here, for AVX2, against SIMDe's AVX-512 intrinsics and under other names, so machines with AVX2 but no
+// AVX-512 test their logic too (the real ones run below wherever the CPU has VNNI).
+#if defined(__x86_64__) && defined(__GNUC__) && __has_include(<simde/x86/avx512.h>)
+#define CQ_TEST_SIMDE_VNNI 1
+#include <immintrin.h>
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c")
+#define SIMDE_ENABLE_NATIVE_ALIASES
+#include <simde/x86/avx512.h>
+#include <simde/x86/f16c.h>
+#define gemm_q8_0_q8_0__avx512vnni gemm_q8_0_q8_0__simde_avx512vnni
+#define gemm_q4_0_q8_0__avx512vnni gemm_q4_0_q8_0__simde_avx512vnni
+#define gemm_q4_K_q8_K__avx512vnni gemm_q4_K_q8_K__simde_avx512vnni
+#define gemm_q6_K_q8_K__avx512vnni gemm_q6_K_q8_K__simde_avx512vnni
+#include "kernels/x86/avx512_vnni/quant_gemm_avx512vnni.cpp"
+#undef gemm_q8_0_q8_0__avx512vnni
+#undef gemm_q4_0_q8_0__avx512vnni
+#undef gemm_q4_K_q8_K__avx512vnni
+#undef gemm_q6_K_q8_K__avx512vnni
+#pragma GCC pop_options
+#endif
+
 namespace {
 
 using namespace cq::formats;
@@ -432,6 +455,47 @@ TEST_P(QuantKernelsAtLevel, GemmMatchesReferenceOnCodecWeights) {
     }
     if (tested == 0) GTEST_SKIP() << "no reference codecs registered yet";
 }
+
+#if defined(CQ_TEST_SIMDE_VNNI)
+TEST(QuantKernelsSimde, Avx512VnniKernelsMatchReference) {
+    if (!cq::cpu_supports(cq::IsaLevel::avx2)) GTEST_SKIP() << "the SIMDe build of the VNNI kernels needs AVX2";
+    const cq::KernelTable ref = cq::make_kernel_table(cq::IsaLevel::ref);
+    const struct {
+        DType type;
+        cq::GemmQuantFn fn;
+        const char* name;
+    } kernels[] = {
+        {DType::Q8_0, ck::gemm_q8_0_q8_0__simde_avx512vnni, "gemm_q8_0_q8_0__avx512vnni (SIMDe)"},
+        {DType::Q4_0, ck::gemm_q4_0_q8_0__simde_avx512vnni, "gemm_q4_0_q8_0__avx512vnni (SIMDe)"},
+        {DType::Q4_K, ck::gemm_q4_K_q8_K__simde_avx512vnni, "gemm_q4_K_q8_K__avx512vnni (SIMDe)"},
+        {DType::Q6_K, ck::gemm_q6_K_q8_K__simde_avx512vnni, "gemm_q6_K_q8_K__avx512vnni (SIMDe)"},
+    };
+    std::mt19937 rng(77);
+    for (const auto& kd : kernels) {
+        const Format* fp = nullptr;
+        for (const Format& f : kFormats)
+            if (f.type == kd.type) fp = &f;
+        ASSERT_NE(fp, nullptr);
+        const Format& f = *fp;
+        const cq::Kernel<cq::GemmQuantFn> kernel{kd.fn, kd.name, cq::IsaLevel::avx512_vnni};
+        const auto rf = ref.gemm_quant[size_t(f.type)].fn;
+        const auto qa = ref.quantize_row[size_t(f.act)].fn;
+        const size_t wb = block_bytes(f.type), ab = block_bytes(f.act);
+        for (int64_t m : {1, 2, 3, 4, 5, 17})
+            for (int64_t n : {1, 3, 4, 7, 33})
+                for (int64_t blocks : {1, 3, 8}) {
+                    const int64_t k = blocks * f.block;
+                    const bool padded = (m + n + blocks) % 2 == 1;
+                    const Problem p{&f, m, n, k, size_t(blocks) * ab + (padded ? ab : 0),
+                                    size_t(blocks) * wb + (padded ? 2 * wb : 0), n + (padded ? 3 : 0)};
+                    ASSERT_TRUE(check_problem(kernel, rf, qa, p, random_rows(f), rng, false));
+                }
+        const int64_t k = f.block == 32 ? 261 * 32 : 16 * 256;
+        const Problem big{&f, 9, 37, k, size_t(k / f.block) * ab, size_t(k / f.block) * wb, 40};
+        ASSERT_TRUE(check_problem(kernel, rf, qa, big, random_rows(f), rng, false));
+    }
+}
+#endif
 
 // ---- activation quantizers ----
 
