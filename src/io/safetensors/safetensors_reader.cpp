@@ -206,7 +206,7 @@ Model Model::open(const std::string& path, const Limits& limits) {
         for (const auto& [tensor, shard] : wm->items()) {
             if (!shard.is_string()) throw FormatError("safetensors-index", m.index_path_, 0, "weight_map entry '" + tensor + "' is not a file name");
             const std::string file = shard.get<std::string>();
-            if (file.empty() || file.find('/') != std::string::npos || file.find('\\') != std::string::npos || file == "." || file == "..")
+            if (file.empty() || file.find('\0') != std::string::npos || file.find('/') != std::string::npos || file.find('\\') != std::string::npos || file == "." || file == "..")
                 throw FormatError("safetensors-index", m.index_path_, 0,
                                   "weight_map entry '" + tensor + "' names '" + file + "', which is not a plain file name in the same directory");
             names_by_shard[file].push_back(tensor);
