@@ -1,7 +1,8 @@
 // Quantized matrix products and activation quantizers: every variant this CPU runs against its reference
 // twin (gemm within a derived bound, activation quantizers byte for byte) on awkward shapes with padded
 // strides and guard pages; the reference against an independent dequantize-then-dot (in double) written
-// from the layout comments of formats/blocks.h, and against the formats' codecs where they exist.
+// from the layout comments of formats/blocks.h, and against the formats' codecs; the AVX-512 VNNI kernels
+// also through SIMDe where the CPU lacks them.
 #include <gtest/gtest.h>
 #include <sys/mman.h>
 #include <unistd.h>
