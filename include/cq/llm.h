@@ -41,12 +41,16 @@ struct LlmConfig {
     RopePairing rope_pairing = RopePairing::adjacent;
 };
 
+struct Int8Linear;  // cq/w8a8.h
+
 /// One linear layer y = x·Wᵀ (+ b). `weight` is [out, in] unless `transposed` ([in, out], GPT-2 Conv1D).
+/// When `int8` is set (W8A8 quantization), it runs instead of `weight`/`bias`.
 struct Linear {
     Tensor weight;
     std::optional<Tensor> bias;
     bool transposed = false;
     std::string name;
+    std::shared_ptr<const Int8Linear> int8;
     int64_t n_in() const { return transposed ? weight.dim(0) : weight.dim(1); }
     int64_t n_out() const { return transposed ? weight.dim(1) : weight.dim(0); }
 };

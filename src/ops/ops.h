@@ -13,6 +13,8 @@ namespace cq::ops {
 // x: [T, n_in] → y: [T, n_out] = x·Wᵀ + b. Weights f32 go straight to GEMM; f16/bf16 are widened in
 // row tiles into `scratch` first (no whole-matrix copy).
 void linear(const Linear& layer, const float* x, int64_t T, float* y);
+// The W8A8 path of `linear` (layer.int8 set): u8 activations × s8 weights, f32 out (linear_int8.cpp).
+void linear_int8(const Linear& layer, const float* x, int64_t T, float* y);
 
 // x, y: [T, D]; w: [D] f32. y = x / sqrt(mean(x²) + eps) · w. x == y allowed.
 void rms_norm(const float* x, int64_t T, int64_t D, const Tensor& w, float eps, float* y);
