@@ -59,6 +59,9 @@ KernelTable make_kernel_table(IsaLevel level) {
     CQ_SET_QUANTIZE_ROW(Q8_0, quantize_row_q8_0__ref, IsaLevel::ref);
     CQ_SET_QUANTIZE_ROW(Q8_1, quantize_row_q8_1__ref, IsaLevel::ref);
     CQ_SET_QUANTIZE_ROW(Q8_K, quantize_row_q8_K__ref, IsaLevel::ref);
+    CQ_SET(quantize_rows_u8_dynamic, quantize_rows_u8_dynamic__ref, IsaLevel::ref);
+    CQ_SET(quantize_rows_u8_static, quantize_rows_u8_static__ref, IsaLevel::ref);
+    CQ_SET(gemm_u8s8, gemm_u8s8_f32__ref, IsaLevel::ref);
 
 #if defined(CQ_HAVE_OPENBLAS)
     // Float GEMM is OpenBLAS's job above the reference level; OpenBLAS dispatches by CPU itself.
@@ -89,6 +92,9 @@ KernelTable make_kernel_table(IsaLevel level) {
         CQ_SET_QUANTIZE_ROW(Q8_0, quantize_row_q8_0__avx2, IsaLevel::avx2);
         CQ_SET_QUANTIZE_ROW(Q8_1, quantize_row_q8_1__avx2, IsaLevel::avx2);
         CQ_SET_QUANTIZE_ROW(Q8_K, quantize_row_q8_K__avx2, IsaLevel::avx2);
+        CQ_SET(quantize_rows_u8_dynamic, quantize_rows_u8_dynamic__avx2, IsaLevel::avx2);
+        CQ_SET(quantize_rows_u8_static, quantize_rows_u8_static__avx2, IsaLevel::avx2);
+        CQ_SET(gemm_u8s8, gemm_u8s8_f32__avx2, IsaLevel::avx2);
     }
     if (reaches(level, IsaLevel::avx512)) {
         CQ_SET(convert_f16_f32, convert_f16_f32__avx512, IsaLevel::avx512);
@@ -103,6 +109,9 @@ KernelTable make_kernel_table(IsaLevel level) {
         CQ_SET_GEMM_QUANT(Q4_0, gemm_q4_0_q8_0__avx512vnni, IsaLevel::avx512_vnni);
         CQ_SET_GEMM_QUANT(Q4_K, gemm_q4_K_q8_K__avx512vnni, IsaLevel::avx512_vnni);
         CQ_SET_GEMM_QUANT(Q6_K, gemm_q6_K_q8_K__avx512vnni, IsaLevel::avx512_vnni);
+        CQ_SET(quantize_rows_u8_dynamic, quantize_rows_u8_dynamic__avx512vnni, IsaLevel::avx512_vnni);
+        CQ_SET(quantize_rows_u8_static, quantize_rows_u8_static__avx512vnni, IsaLevel::avx512_vnni);
+        CQ_SET(gemm_u8s8, gemm_u8s8_f32__avx512vnni, IsaLevel::avx512_vnni);
     }
 #elif defined(__aarch64__)
     if (reaches(level, IsaLevel::neon)) {
@@ -161,6 +170,9 @@ std::vector<KernelListing> list_kernels(const KernelTable& t) {
     add("gemm_f32", t.gemm_f32);
     add("gemm_f32_nn", t.gemm_f32_nn);
     add("gemv_f32", t.gemv_f32);
+    add("quantize_rows_u8_dynamic", t.quantize_rows_u8_dynamic);
+    add("quantize_rows_u8_static", t.quantize_rows_u8_static);
+    add("gemm_u8s8", t.gemm_u8s8);
     // Quantized kernels present for a type are listed as gemm_<weights> / quantize_row_<activations>.
     for (size_t id = 0; id < kMaxGgmlTypes; ++id) {
         const auto type = dtype_from_ggml_id(static_cast<uint32_t>(id));
