@@ -1,0 +1,118 @@
+// Encoder-only classifiers (BERT, RoBERTa, DistilBERT sequence classification; ViT image classification)
+// built from an HF directory: weights stay memory-mapped, compute is f32, whole padded batches run at once.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "cq/llm.h"
+#include "cq/tensor.h"
+#include "cq/tokenizer.h"
+
+namespace cq {
+
+enum class EncoderFamily { bert, roberta, distilbert, vit };
+
+struct EncoderConfig {
+    EncoderFamily family = EncoderFamily::bert;
+    std::string architecture;  // as config.json names it, e.g. "BertForSequenceClassification"
+    int64_t hidden = 0;
+    int64_t n_layer = 0;
+    int64_t n_head = 0;
+    int64_t n_ff = 0;
+    int64_t max_positions = 0;  // rows of the position table (vit: patches + 1)
+    int64_t type_vocab = 0;     // 0 where the family has no token types
+    int64_t vocab = 0;
+    float norm_eps = 1e-12f;
+    std::string hidden_act = "gelu";
+    int64_t num_labels = 0;
+    std::vector<std::string> labels;  // id2label in id order
+    int32_t pad_token_id = 0;
+    // vit
+    int64_t image_size = 0, patch_size = 0, num_channels = 0;
+    std::vector<float> image_mean, image_std;  // per channel
+    float rescale_factor = 1.0f / 255.0f;
+};
+
+/// One transformer block. Post-LN families (BERT, RoBERTa, DistilBERT) apply attn_norm / ffn_norm after each
+/// residual add; ViT (pre-LN) applies them to each sub-layer's input.
+struct EncoderBlock {
+    Linear q, k, v, attn_out, ffn_in, ffn_out;
+    Norm attn_norm, ffn_norm;
+};
+
+struct EncoderWeights {
+    // text embeddings
+    Tensor word_embd;                 // [vocab, hidden]
+    Tensor pos_embd;                  // [max_positions, hidden] (vit: [patches + 1, hidden])
+    std::optional<Tensor> type_embd;  // [type_vocab, hidden]
+    Norm embd_norm;                   // text families only
+    // vit
+    Linear patch_embd;                 // the patch conv as [hidden, C·p·p] over flattened [C, p, p] patches
+    std::optional<Tensor> cls_token;   // [hidden]
+    std::vector<EncoderBlock> blocks;
+    std::optional<Norm> final_norm;    // vit
+    std::optional<Linear> pooler;          // bert: tanh(dense(h_CLS))
+    std::optional<Linear> pre_classifier;  // distilbert (ReLU) / roberta head dense (tanh)
+    Linear classifier;
+};
+
+/// Token ids of a batch: [batch, seq] each, right-padded with the pad id, mask 1 for real tokens and 0 for padding.
+struct TextBatch {
+    int64_t batch = 0, seq = 0;
+    std::vector<int32_t> ids, type_ids, mask;
+};
+
+struct EncoderScratch;
+
+class EncoderModel {
+public:
+    EncoderModel();
+    ~EncoderModel();
+    /// Loads an HF directory. Unsupported (naming the model_type/architecture and the supported list) otherwise.
+    static std::unique_ptr<EncoderModel> load(const std::string& hf_dir);
+
+    const EncoderConfig& config() const { return config_; }
+    /// The text tokenizer; null for vision models.
+    const Tokenizer* tokenizer() const { return tokenizer_.get(); }
+    EncoderWeights& weights() { return weights_; }
+    const EncoderWeights& weights() const { return weights_; }
+    bool is_vision() const { return config_.family == EncoderFamily::vit; }
+
+    /// texts (and optional second segments for pairs) → [CLS] a [SEP] (b [SEP]) ids (RoBERTa: <s> a </s></s> b </s>),
+    /// truncating the word pieces (longest segment first) to fit max_len, padded to the longest in the batch.
+    TextBatch tokenize(std::span<const std::string> texts, int64_t max_len, std::span<const std::string> pairs = {}) const;
+    /// logits: [batch, num_labels]; pooled (optional): [batch, hidden], the BERT pooler output, or the CLS hidden
+    /// state where the family has no pooler.
+    void classify(const TextBatch& batch, float* logits, float* pooled = nullptr);
+    /// pixels: [batch, C, H, W] u8, normalized inside as (u8·rescale_factor − mean) / std per channel.
+    /// logits: [batch, num_labels].
+    void classify_images(const uint8_t* pixels, int64_t batch, float* logits);
+
+    /// Called with every Linear's input just before it runs (for calibration).
+    using ActivationObserver = std::function<void(const Linear& layer, const float* x, int64_t rows)>;
+    void set_activation_observer(ActivationObserver observer) { observer_ = std::move(observer); }
+
+    /// Every Linear in forward order (blocks, then pooler/pre_classifier/classifier), for the quantizer. The ViT
+    /// patch embedding is left out: it is a convolution, kept f32 as PyTorch's dynamic quantization keeps it.
+    std::vector<Linear*> linears();
+
+private:
+    EncoderConfig config_;
+    EncoderWeights weights_;
+    std::unique_ptr<Tokenizer> tokenizer_;
+    ActivationObserver observer_;
+    std::unique_ptr<EncoderScratch> scratch_;
+    std::string path_;
+    friend class EncoderLoader;
+};
+
+/// The architectures EncoderModel::load accepts, for error messages and --help.
+std::string supported_encoder_architectures();
+
+}  // namespace cq

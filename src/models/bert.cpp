@@ -1,0 +1,142 @@
+// BERT, RoBERTa and DistilBERT sequence classifiers: word + position (+ token type) embeddings → LayerNorm →
+// post-LN blocks (x = LN(x + attn(x)); x = LN(x + ffn(x))) → a head on the first ([CLS] / <s>) token.
+// Heads: BERT tanh pooler → classifier; RoBERTa dense → tanh → out_proj; DistilBERT pre_classifier → ReLU → classifier.
+#include <algorithm>
+#include <string>
+
+#include "cq/error.h"
+#include "models/encoder_families.h"
+#include "ops/ops.h"
+
+namespace cq {
+
+namespace {
+
+void grow(std::vector<float>& v, int64_t n) {
+    if (static_cast<int64_t>(v.size()) < n) v.resize(static_cast<size_t>(n));
+}
+
+// positions: [batch·seq]. RoBERTa counts only real tokens, from padding_idx + 1 (HF's
+// create_position_ids_from_input_ids), and gives padding the padding_idx row; the others use 0..seq-1.
+void position_ids(const EncoderConfig& c, const TextBatch& batch, std::vector<int32_t>& positions) {
+    positions.resize(static_cast<size_t>(batch.batch * batch.seq));
+    for (int64_t b = 0; b < batch.batch; ++b) {
+        int32_t seen = 0;
+        for (int64_t t = 0; t < batch.seq; ++t) {
+            const size_t i = static_cast<size_t>(b * batch.seq + t);
+            if (c.family != EncoderFamily::roberta) positions[i] = static_cast<int32_t>(t);
+            else positions[i] = batch.ids[i] != c.pad_token_id ? c.pad_token_id + ++seen : c.pad_token_id;
+            if (positions[i] >= c.max_positions)
+                throw InvalidArgument("[encoder] sequence " + std::to_string(b) + " needs position " + std::to_string(positions[i]) +
+                                      ", past the model's " + std::to_string(c.max_positions) + " learned positions");
+        }
+    }
+}
+
+}  // namespace
+
+void load_bert_family_weights(const EncoderConfig& c, const EncoderWeightSource& src, EncoderWeights& w) {
+    const int64_t D = c.hidden, F = c.n_ff;
+    if (c.family == EncoderFamily::distilbert) {
+        const std::string e = "distilbert.embeddings.";
+        w.word_embd = src.get(e + "word_embeddings.weight", {c.vocab, D});
+        w.pos_embd = src.get(e + "position_embeddings.weight", {c.max_positions, D});
+        w.embd_norm = src.norm(e + "LayerNorm", D);
+        for (int64_t l = 0; l < c.n_layer; ++l) {
+            const std::string p = "distilbert.transformer.layer." + std::to_string(l) + ".";
+            EncoderBlock b;
+            b.q = src.linear(p + "attention.q_lin", D, D);
+            b.k = src.linear(p + "attention.k_lin", D, D);
+            b.v = src.linear(p + "attention.v_lin", D, D);
+            b.attn_out = src.linear(p + "attention.out_lin", D, D);
+            b.attn_norm = src.norm(p + "sa_layer_norm", D);
+            b.ffn_in = src.linear(p + "ffn.lin1", F, D);
+            b.ffn_out = src.linear(p + "ffn.lin2", D, F);
+            b.ffn_norm = src.norm(p + "output_layer_norm", D);
+            w.blocks.push_back(std::move(b));
+        }
+        w.pre_classifier = src.linear("pre_classifier", D, D);
+        w.classifier = src.linear("classifier", c.num_labels, D);
+        return;
+    }
+    const std::string root = c.family == EncoderFamily::roberta ? "roberta." : "bert.";
+    const std::string e = root + "embeddings.";
+    w.word_embd = src.get(e + "word_embeddings.weight", {c.vocab, D});
+    w.pos_embd = src.get(e + "position_embeddings.weight", {c.max_positions, D});
+    if (c.type_vocab > 0) w.type_embd = src.get(e + "token_type_embeddings.weight", {c.type_vocab, D});
+    w.embd_norm = src.norm(e + "LayerNorm", D);
+    for (int64_t l = 0; l < c.n_layer; ++l) {
+        const std::string p = root + "encoder.layer." + std::to_string(l) + ".";
+        EncoderBlock b;
+        b.q = src.linear(p + "attention.self.query", D, D);
+        b.k = src.linear(p + "attention.self.key", D, D);
+        b.v = src.linear(p + "attention.self.value", D, D);
+        b.attn_out = src.linear(p + "attention.output.dense", D, D);
+        b.attn_norm = src.norm(p + "attention.output.LayerNorm", D);
+        b.ffn_in = src.linear(p + "intermediate.dense", F, D);
+        b.ffn_out = src.linear(p + "output.dense", D, F);
+        b.ffn_norm = src.norm(p + "output.LayerNorm", D);
+        w.blocks.push_back(std::move(b));
+    }
+    if (c.family == EncoderFamily::roberta) {
+        w.pre_classifier = src.linear("classifier.dense", D, D);
+        w.classifier = src.linear("classifier.out_proj", c.num_labels, D);
+    } else {
+        w.pooler = src.linear("bert.pooler.dense", D, D);
+        w.classifier = src.linear("classifier", c.num_labels, D);
+    }
+}
+
+void bert_family_forward(const EncoderPass& p, const TextBatch& batch, float* logits, float* pooled) {
+    const EncoderConfig& c = p.c;
+    const EncoderWeights& w = p.w;
+    EncoderScratch& s = p.s;
+    const int64_t B = batch.batch, S = batch.seq, D = c.hidden, rows = B * S;
+    for (auto* v : {&s.x, &s.q, &s.k, &s.v, &s.attn, &s.tmp}) grow(*v, rows * D);
+    grow(s.ffn, rows * c.n_ff);
+    grow(s.cls, B * D);
+    grow(s.head, B * D);
+
+    // x: [rows, D] = LN(word[ids] + type[type_ids] + pos[positions])
+    ops::embedding(w.word_embd, batch.ids, s.x.data());
+    if (w.type_embd) {
+        if (batch.type_ids.empty()) {
+            const std::vector<int32_t> zeros(static_cast<size_t>(rows), 0);
+            ops::embedding(*w.type_embd, zeros, s.tmp.data());
+        } else {
+            ops::embedding(*w.type_embd, batch.type_ids, s.tmp.data());
+        }
+        ops::add(s.x.data(), s.tmp.data(), rows * D);
+    }
+    position_ids(c, batch, s.positions);
+    ops::embedding(w.pos_embd, s.positions, s.tmp.data());
+    ops::add(s.x.data(), s.tmp.data(), rows * D);
+    ops::layer_norm_rows(s.x.data(), rows, D, w.embd_norm.weight, &*w.embd_norm.bias, c.norm_eps, s.x.data());
+
+    for (const EncoderBlock& b : w.blocks) {
+        p.self_attention(b, s.x.data(), B, S, batch.mask.data());  // → s.tmp
+        ops::add(s.x.data(), s.tmp.data(), rows * D);
+        ops::layer_norm_rows(s.x.data(), rows, D, b.attn_norm.weight, &*b.attn_norm.bias, c.norm_eps, s.x.data());
+        p.linear(b.ffn_in, s.x.data(), rows, s.ffn.data());
+        ops::activate(p.act, s.ffn.data(), rows * c.n_ff);
+        p.linear(b.ffn_out, s.ffn.data(), rows, s.tmp.data());
+        ops::add(s.x.data(), s.tmp.data(), rows * D);
+        ops::layer_norm_rows(s.x.data(), rows, D, b.ffn_norm.weight, &*b.ffn_norm.bias, c.norm_eps, s.x.data());
+    }
+
+    // cls: [B, D] → head: [B, D] → logits: [B, num_labels]
+    p.gather_cls(B, S);
+    if (w.pooler) {
+        p.linear(*w.pooler, s.cls.data(), B, s.head.data());
+        ops::activate(ops::Activation::tanh, s.head.data(), B * D);
+        if (pooled) std::copy_n(s.head.data(), B * D, pooled);
+        p.linear(w.classifier, s.head.data(), B, logits);
+        return;
+    }
+    if (pooled) std::copy_n(s.cls.data(), B * D, pooled);
+    p.linear(*w.pre_classifier, s.cls.data(), B, s.head.data());
+    ops::activate(c.family == EncoderFamily::distilbert ? ops::Activation::relu : ops::Activation::tanh, s.head.data(), B * D);
+    p.linear(w.classifier, s.head.data(), B, logits);
+}
+
+}  // namespace cq

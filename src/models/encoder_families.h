@@ -1,0 +1,67 @@
+// Internals shared by the encoder families: the weight source the loaders map tensors through, the
+// scratch activations, and the forward passes (sequences of src/ops ops) that EncoderModel dispatches to.
+#pragma once
+
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "cq/encoder.h"
+#include "ops/encoder_ops.h"
+
+namespace cq {
+
+/// Activations reused across calls (grown on demand), one set per model.
+struct EncoderScratch {
+    std::vector<float> x, xn, q, k, v, attn, ffn, tmp, cls, head, pixels, patches;
+    std::vector<int32_t> positions;
+};
+
+/// Fetches tensors by name from one HF directory and checks their shapes; errors name the file and the tensor.
+class EncoderWeightSource {
+public:
+    using Lookup = std::function<std::optional<Tensor>(const std::string&)>;
+    EncoderWeightSource(std::string file, Lookup lookup) : file_(std::move(file)), lookup_(std::move(lookup)) {}
+
+    bool has(const std::string& name) const { return lookup_(name).has_value(); }
+    /// The tensor, which must hold exactly the elements of `shape`; it is viewed with that shape
+    /// (so [1, 1, D] serves as [D]) without copying.
+    Tensor get(const std::string& name, const std::vector<int64_t>& shape) const;
+    std::optional<Tensor> find(const std::string& name, const std::vector<int64_t>& shape) const;
+    /// name.weight [n_out, n_in] (viewed as 2-D if stored with more dims, e.g. a conv) and name.bias [n_out] (widened to f32).
+    Linear linear(const std::string& name, int64_t n_out, int64_t n_in) const;
+    /// name.weight and name.bias [n], widened to f32.
+    Norm norm(const std::string& name, int64_t n) const;
+    [[noreturn]] void fail(const std::string& what) const;
+
+private:
+    std::string file_;
+    Lookup lookup_;
+};
+
+/// Per-call state of one forward pass: runs every Linear through ops::linear after showing its input to the observer.
+struct EncoderPass {
+    const EncoderConfig& c;
+    const EncoderWeights& w;
+    EncoderScratch& s;
+    const EncoderModel::ActivationObserver& observer;
+    ops::Activation act;
+
+    // x: [rows, n_in] → y: [rows, n_out]
+    void linear(const Linear& layer, const float* x, int64_t rows, float* y) const;
+    // x: [batch·seq, hidden] → s.attn: [batch·seq, hidden] after the output projection is NOT applied (heads concatenated).
+    void self_attention(const EncoderBlock& b, const float* x, int64_t batch, int64_t seq, const int32_t* key_mask) const;
+    // s.x: [batch·seq, hidden] → s.cls: [batch, hidden], the first token of each sequence
+    void gather_cls(int64_t batch, int64_t seq) const;
+};
+
+void load_bert_family_weights(const EncoderConfig& c, const EncoderWeightSource& src, EncoderWeights& w);
+void load_vit_weights(const EncoderConfig& c, const EncoderWeightSource& src, EncoderWeights& w);
+
+/// BERT / RoBERTa / DistilBERT: batch → logits [batch, num_labels], pooled [batch, hidden] (optional).
+void bert_family_forward(const EncoderPass& p, const TextBatch& batch, float* logits, float* pooled);
+/// ViT: normalized pixels [batch, C, H, W] → logits [batch, num_labels].
+void vit_forward(const EncoderPass& p, const float* pixels, int64_t batch, float* logits);
+
+}  // namespace cq

@@ -1,0 +1,397 @@
+// EncoderModel: reads config.json (+ preprocessor_config.json for ViT), maps the safetensors weights into
+// the family's layout without copying matrices (norms and biases are widened to small f32 vectors), checks
+// every shape, tokenizes padded batches and dispatches to the family's forward pass.
+#include <algorithm>
+#include <filesystem>
+#include <string>
+
+#include "core/json_file.h"
+#include "cq/encoder.h"
+#include "cq/error.h"
+#include "cq/io/hf_model.h"
+#include "models/encoder_families.h"
+#include "ops/ops.h"
+
+namespace cq {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+struct Supported {
+    const char* model_type;
+    const char* architecture;
+    EncoderFamily family;
+};
+constexpr Supported kSupported[] = {
+    {"bert", "BertForSequenceClassification", EncoderFamily::bert},
+    {"roberta", "RobertaForSequenceClassification", EncoderFamily::roberta},
+    {"distilbert", "DistilBertForSequenceClassification", EncoderFamily::distilbert},
+    {"vit", "ViTForImageClassification", EncoderFamily::vit},
+};
+
+std::string shape_str(const std::vector<int64_t>& s) {
+    std::string out = "[";
+    for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+    return out + "]";
+}
+
+Tensor to_f32(const Tensor& t) {
+    if (t.dtype() == DType::F32) return t;
+    Tensor out = Tensor::zeros(t.shape(), DType::F32);
+    const auto v = t.to_float();
+    std::copy(v.begin(), v.end(), static_cast<float*>(out.mutable_data()));
+    return out;
+}
+
+// The same bytes under another shape of equal element count; the view keeps `t` (and its mapping) alive.
+Tensor view_as(const Tensor& t, const std::vector<int64_t>& shape) {
+    if (t.shape() == shape) return t;
+    return Tensor::borrowed(shape, t.dtype(), t.data(), std::make_shared<Tensor>(t));
+}
+
+int64_t json_int(const nlohmann::json& j, const char* key, int64_t fallback) {
+    if (auto it = j.find(key); it != j.end() && it->is_number_integer()) return it->get<int64_t>();
+    return fallback;
+}
+
+float json_float(const nlohmann::json& j, const char* key, float fallback) {
+    if (auto it = j.find(key); it != j.end() && it->is_number()) return it->get<float>();
+    return fallback;
+}
+
+std::string json_string(const nlohmann::json& j, const char* key, const std::string& fallback) {
+    if (auto it = j.find(key); it != j.end() && it->is_string()) return it->get<std::string>();
+    return fallback;
+}
+
+// Per-channel values of preprocessor_config.json: a list, or one number for every channel.
+std::vector<float> channel_values(const nlohmann::json& j, const char* key, float fallback, int64_t channels, const std::string& file) {
+    std::vector<float> out(static_cast<size_t>(channels), fallback);
+    const auto it = j.find(key);
+    if (it == j.end() || it->is_null()) return out;
+    if (it->is_number()) return std::vector<float>(static_cast<size_t>(channels), it->get<float>());
+    if (!it->is_array() || static_cast<int64_t>(it->size()) != channels)
+        throw FormatError("json", file, 0, std::string("'") + key + "' must hold one number per channel (" + std::to_string(channels) + ")");
+    for (size_t i = 0; i < out.size(); ++i) {
+        if (!(*it)[i].is_number()) throw FormatError("json", file, 0, std::string("'") + key + "' holds a value that is not a number");
+        out[i] = (*it)[i].get<float>();
+    }
+    return out;
+}
+
+void read_labels(const nlohmann::json& j, const std::string& file, EncoderConfig& c) {
+    const auto it = j.find("id2label");
+    if (it != j.end() && it->is_object() && !it->empty()) {
+        c.labels.assign(it->size(), "");
+        for (const auto& [key, value] : it->items()) {
+            size_t used = 0;
+            int64_t id = -1;
+            try {
+                id = std::stoll(key, &used);
+            } catch (const std::exception&) {
+            }
+            if (used != key.size() || id < 0 || id >= static_cast<int64_t>(c.labels.size()) || !value.is_string())
+                throw FormatError("json", file, 0, "id2label entry '" + key + "' is not an id in [0, " + std::to_string(c.labels.size()) +
+                                                       ") with a string label");
+            c.labels[static_cast<size_t>(id)] = value.get<std::string>();
+        }
+    } else {
+        // HF's default when a config names no labels: num_labels (2) called LABEL_i.
+        const int64_t n = json_int(j, "num_labels", 2);
+        for (int64_t i = 0; i < n; ++i) c.labels.push_back("LABEL_" + std::to_string(i));
+    }
+    c.num_labels = static_cast<int64_t>(c.labels.size());
+}
+
+void read_config(const hf::ModelDir& d, const std::string& config_path, EncoderConfig& c) {
+    const auto& j = d.config;
+    if (c.family == EncoderFamily::distilbert) {
+        c.hidden = json_int(j, "dim", 768);
+        c.n_layer = json_int(j, "n_layers", 6);
+        c.n_head = json_int(j, "n_heads", 12);
+        c.n_ff = json_int(j, "hidden_dim", 3072);
+        c.max_positions = json_int(j, "max_position_embeddings", 512);
+        c.vocab = json_int(j, "vocab_size", 30522);
+        c.hidden_act = json_string(j, "activation", "gelu");
+        c.norm_eps = 1e-12f;  // DistilBERT's LayerNorms hard-code it
+        c.pad_token_id = static_cast<int32_t>(json_int(j, "pad_token_id", 0));
+    } else {
+        c.hidden = json_int(j, "hidden_size", 768);
+        c.n_layer = json_int(j, "num_hidden_layers", 12);
+        c.n_head = json_int(j, "num_attention_heads", 12);
+        c.n_ff = json_int(j, "intermediate_size", 3072);
+        c.hidden_act = json_string(j, "hidden_act", "gelu");
+        c.norm_eps = json_float(j, "layer_norm_eps", 1e-12f);
+        if (c.family != EncoderFamily::vit) {
+            c.max_positions = json_int(j, "max_position_embeddings", 512);
+            c.type_vocab = json_int(j, "type_vocab_size", 2);
+            c.vocab = json_int(j, "vocab_size", 30522);
+            c.pad_token_id = static_cast<int32_t>(json_int(j, "pad_token_id", c.family == EncoderFamily::roberta ? 1 : 0));
+        }
+    }
+    if (c.hidden <= 0 || c.n_layer <= 0 || c.n_head <= 0 || c.n_ff <= 0 || c.hidden % c.n_head != 0)
+        throw FormatError("json", config_path, 0, "the encoder's sizes are missing, not positive or inconsistent (hidden " +
+                                                      std::to_string(c.hidden) + ", layers " + std::to_string(c.n_layer) + ", heads " +
+                                                      std::to_string(c.n_head) + ", ffn " + std::to_string(c.n_ff) + ")");
+    if (!ops::activation_from_name(c.hidden_act))
+        throw Unsupported("[encoder] " + config_path + ": activation '" + c.hidden_act +
+                          "' is not supported (cq implements gelu, gelu_new, gelu_pytorch_tanh, relu, tanh)");
+    read_labels(j, config_path, c);
+
+    if (c.family == EncoderFamily::vit) {
+        c.image_size = json_int(j, "image_size", 224);
+        c.patch_size = json_int(j, "patch_size", 16);
+        c.num_channels = json_int(j, "num_channels", 3);
+        if (c.image_size <= 0 || c.patch_size <= 0 || c.num_channels <= 0 || c.image_size % c.patch_size != 0)
+            throw FormatError("json", config_path, 0, "image_size " + std::to_string(c.image_size) + " is not a positive multiple of patch_size " +
+                                                          std::to_string(c.patch_size));
+        const int64_t side = c.image_size / c.patch_size;
+        c.max_positions = side * side + 1;
+        // ViTImageProcessor's defaults where there is no preprocessor_config.json.
+        nlohmann::json pre = nlohmann::json::object();
+        const std::string pre_path = (fs::path(d.path) / "preprocessor_config.json").string();
+        std::error_code ec;
+        if (fs::is_regular_file(pre_path, ec)) pre = read_json_file(pre_path, "json");
+        if (!pre.is_object()) throw FormatError("json", pre_path, 0, "preprocessor_config.json is not a JSON object");
+        const bool rescale = !pre.contains("do_rescale") || pre["do_rescale"] != false;
+        const bool normalize = !pre.contains("do_normalize") || pre["do_normalize"] != false;
+        c.rescale_factor = rescale ? json_float(pre, "rescale_factor", 1.0f / 255.0f) : 1.0f;
+        c.image_mean = normalize ? channel_values(pre, "image_mean", 0.5f, c.num_channels, pre_path) : std::vector<float>(static_cast<size_t>(c.num_channels), 0.0f);
+        c.image_std = normalize ? channel_values(pre, "image_std", 0.5f, c.num_channels, pre_path) : std::vector<float>(static_cast<size_t>(c.num_channels), 1.0f);
+        for (const float s : c.image_std)
+            if (!(s > 0)) throw FormatError("json", pre_path, 0, "image_std holds a value that is not positive");
+    } else if (c.max_positions <= 0 || c.vocab <= 0) {
+        throw FormatError("json", config_path, 0, "max_position_embeddings and vocab_size must be positive");
+    }
+}
+
+}  // namespace
+
+// ---- EncoderWeightSource ------------------------------------------------------------------------------
+
+void EncoderWeightSource::fail(const std::string& what) const { throw FormatError("safetensors", file_, 0, what); }
+
+std::optional<Tensor> EncoderWeightSource::find(const std::string& name, const std::vector<int64_t>& shape) const {
+    auto t = lookup_(name);
+    if (!t) return std::nullopt;
+    int64_t numel = 1;
+    for (const int64_t d : shape) numel *= d;
+    // A stored shape that only adds unit dimensions ([1, 1, D] for [D]) or, for a conv, splits the last
+    // dimension ([out, C, p, p] for [out, C·p·p]) holds the same row-major bytes.
+    const bool same_rows = !shape.empty() && t->ndim() >= 1 && t->dim(0) == shape[0];
+    std::vector<int64_t> squeezed;
+    for (const int64_t d : t->shape())
+        if (d != 1) squeezed.push_back(d);
+    std::vector<int64_t> wanted_squeezed;
+    for (const int64_t d : shape)
+        if (d != 1) wanted_squeezed.push_back(d);
+    const bool viewable = t->numel() == numel && (squeezed == wanted_squeezed || (same_rows && shape.size() == 2 && t->ndim() > 2));
+    if (t->shape() != shape && !viewable)
+        fail("tensor '" + name + "' has shape " + t->shape_string() + ", expected " + shape_str(shape));
+    return view_as(*t, shape);
+}
+
+Tensor EncoderWeightSource::get(const std::string& name, const std::vector<int64_t>& shape) const {
+    auto t = find(name, shape);
+    if (!t) fail("tensor '" + name + "' is missing");
+    return *t;
+}
+
+Linear EncoderWeightSource::linear(const std::string& name, int64_t n_out, int64_t n_in) const {
+    Linear l;
+    l.name = name;
+    l.weight = get(name + ".weight", {n_out, n_in});
+    if (auto b = find(name + ".bias", {n_out})) l.bias = to_f32(*b);
+    return l;
+}
+
+Norm EncoderWeightSource::norm(const std::string& name, int64_t n) const {
+    Norm out;
+    out.weight = to_f32(get(name + ".weight", {n}));
+    out.bias = to_f32(get(name + ".bias", {n}));
+    return out;
+}
+
+// ---- EncoderPass ----------------------------------------------------------------------------------------
+
+void EncoderPass::linear(const Linear& layer, const float* x, int64_t rows, float* y) const {
+    if (observer) observer(layer, x, rows);
+    ops::linear(layer, x, rows, y);
+}
+
+void EncoderPass::self_attention(const EncoderBlock& b, const float* x, int64_t batch, int64_t seq, const int32_t* key_mask) const {
+    const int64_t rows = batch * seq;
+    linear(b.q, x, rows, s.q.data());
+    linear(b.k, x, rows, s.k.data());
+    linear(b.v, x, rows, s.v.data());
+    ops::attention_bidirectional(s.q.data(), s.k.data(), s.v.data(), c.hidden, batch, seq, c.n_head, c.hidden / c.n_head, key_mask,
+                                 s.attn.data());
+    linear(b.attn_out, s.attn.data(), rows, s.tmp.data());
+}
+
+void EncoderPass::gather_cls(int64_t batch, int64_t seq) const {
+    for (int64_t b = 0; b < batch; ++b) std::copy_n(s.x.data() + b * seq * c.hidden, c.hidden, s.cls.data() + b * c.hidden);
+}
+
+// ---- EncoderModel ---------------------------------------------------------------------------------------
+
+class EncoderLoader {
+public:
+    static void load(EncoderModel& m, const std::string& path) {
+        std::error_code ec;
+        if (!fs::is_directory(path, ec)) throw IoError("[encoder] '" + path + "' is not a directory (an HF model directory is expected)");
+        const std::string config_path = (fs::path(path) / "config.json").string();
+        if (!fs::is_regular_file(config_path, ec)) throw IoError("[encoder] " + config_path + " does not exist");
+        // Read config.json alone first, so an unsupported model is named before its weights are opened.
+        const nlohmann::json config = read_json_file(config_path, "hf");
+        if (!config.is_object()) throw FormatError("hf", config_path, 0, "config.json is not a JSON object");
+        const std::string model_type = json_string(config, "model_type", "");
+        std::string architecture;
+        if (auto it = config.find("architectures"); it != config.end() && it->is_array() && !it->empty() && (*it)[0].is_string())
+            architecture = (*it)[0].get<std::string>();
+        const Supported* match = nullptr;
+        for (const auto& s : kSupported)
+            if (model_type == s.model_type && (architecture.empty() || architecture == s.architecture)) match = &s;
+        if (!match)
+            throw Unsupported("[encoder] " + config_path + ": model_type '" + model_type + "' with architecture '" +
+                              (architecture.empty() ? "(none)" : architecture) + "' is not supported; supported: " +
+                              supported_encoder_architectures());
+
+        const hf::ModelDir d = hf::open_model_dir(path);
+        EncoderConfig& c = m.config_;
+        c.family = match->family;
+        c.architecture = match->architecture;
+        read_config(d, config_path, c);
+
+        const std::string weights_file = !d.weights.index_path().empty() ? d.weights.index_path()
+                                         : d.weights.shards().empty()   ? path
+                                                                        : d.weights.shards().front().path();
+        const EncoderWeightSource src(weights_file, [&d](const std::string& name) -> std::optional<Tensor> {
+            if (d.weights.find_tensor(name)) return d.weights.tensor(name);
+            return std::nullopt;
+        });
+        if (c.family == EncoderFamily::vit) {
+            load_vit_weights(c, src, m.weights_);
+        } else {
+            load_bert_family_weights(c, src, m.weights_);
+            m.tokenizer_ = load_tokenizer(d);
+            if (m.tokenizer_->bos_id() < 0 || m.tokenizer_->eos_id() < 0)
+                throw FormatError("hf", d.path, 0, "the tokenizer names no start/separator tokens ([CLS]/[SEP] or <s>/</s>)");
+            if (m.tokenizer_->vocab_size() > c.vocab)
+                throw FormatError("hf", d.path, 0, "the tokenizer has " + std::to_string(m.tokenizer_->vocab_size()) +
+                                                       " tokens but the word embedding only " + std::to_string(c.vocab));
+            if (c.pad_token_id < 0 || c.pad_token_id >= c.vocab)
+                throw FormatError("json", config_path, 0, "pad_token_id " + std::to_string(c.pad_token_id) + " is outside the vocabulary");
+        }
+    }
+};
+
+std::string supported_encoder_architectures() {
+    std::string out;
+    for (const auto& s : kSupported) out += std::string(out.empty() ? "" : ", ") + s.architecture + " (" + s.model_type + ")";
+    return out;
+}
+
+EncoderModel::EncoderModel() : scratch_(std::make_unique<EncoderScratch>()) {}
+EncoderModel::~EncoderModel() = default;
+
+std::unique_ptr<EncoderModel> EncoderModel::load(const std::string& hf_dir) {
+    auto m = std::make_unique<EncoderModel>();
+    m->path_ = hf_dir;
+    EncoderLoader::load(*m, hf_dir);
+    return m;
+}
+
+TextBatch EncoderModel::tokenize(std::span<const std::string> texts, int64_t max_len, std::span<const std::string> pairs) const {
+    if (!tokenizer_) throw InvalidArgument("[encoder] " + path_ + ": tokenize needs a text model, this one is " + config_.architecture);
+    if (!pairs.empty() && pairs.size() != texts.size())
+        throw InvalidArgument("[encoder] tokenize got " + std::to_string(texts.size()) + " texts but " + std::to_string(pairs.size()) +
+                              " second segments");
+    const bool roberta = config_.family == EncoderFamily::roberta;
+    const bool with_pairs = !pairs.empty();
+    // [CLS] a [SEP] (b [SEP]); RoBERTa: <s> a </s> (</s> b </s>)
+    const int64_t n_special = with_pairs ? (roberta ? 4 : 3) : 2;
+    const int64_t position_limit = roberta ? config_.max_positions - config_.pad_token_id - 1 : config_.max_positions;
+    if (max_len <= n_special || max_len > position_limit)
+        throw InvalidArgument("[encoder] max_len " + std::to_string(max_len) + " must lie in (" + std::to_string(n_special) + ", " +
+                              std::to_string(position_limit) + "] for this model");
+    const int32_t cls = tokenizer_->bos_id(), sep = tokenizer_->eos_id();
+
+    std::vector<std::vector<int32_t>> ids(texts.size()), types(texts.size());
+    int64_t seq = 1;
+    for (size_t i = 0; i < texts.size(); ++i) {
+        std::vector<int32_t> a = tokenizer_->encode(texts[i], false), b;
+        if (with_pairs) b = tokenizer_->encode(pairs[i], false);
+        // HF's longest_first: drop the last piece of the longer segment (of the second one on a tie).
+        while (static_cast<int64_t>(a.size() + b.size()) > max_len - n_special) (a.size() > b.size() ? a : b).pop_back();
+        auto& out = ids[i];
+        auto& type = types[i];
+        out.push_back(cls);
+        out.insert(out.end(), a.begin(), a.end());
+        out.push_back(sep);
+        type.assign(out.size(), 0);
+        if (with_pairs) {
+            if (roberta) out.push_back(sep);
+            out.insert(out.end(), b.begin(), b.end());
+            out.push_back(sep);
+            // BERT marks the second segment with token type 1; RoBERTa and DistilBERT have no token types.
+            type.resize(out.size(), config_.family == EncoderFamily::bert ? 1 : 0);
+        }
+        seq = std::max(seq, static_cast<int64_t>(out.size()));
+    }
+    TextBatch batch;
+    batch.batch = static_cast<int64_t>(texts.size());
+    batch.seq = seq;
+    const size_t n = static_cast<size_t>(batch.batch * seq);
+    batch.ids.assign(n, config_.pad_token_id);
+    batch.type_ids.assign(n, 0);
+    batch.mask.assign(n, 0);
+    for (size_t i = 0; i < ids.size(); ++i) {
+        const size_t row = i * static_cast<size_t>(seq);
+        std::copy(ids[i].begin(), ids[i].end(), batch.ids.begin() + static_cast<ptrdiff_t>(row));
+        std::copy(types[i].begin(), types[i].end(), batch.type_ids.begin() + static_cast<ptrdiff_t>(row));
+        std::fill_n(batch.mask.begin() + static_cast<ptrdiff_t>(row), ids[i].size(), 1);
+    }
+    return batch;
+}
+
+void EncoderModel::classify(const TextBatch& batch, float* logits, float* pooled) {
+    if (is_vision()) throw InvalidArgument("[encoder] " + path_ + ": classify takes text; use classify_images for " + config_.architecture);
+    const size_t n = static_cast<size_t>(batch.batch * batch.seq);
+    if (batch.batch <= 0 || batch.seq <= 0 || batch.ids.size() != n || batch.mask.size() != n ||
+        (!batch.type_ids.empty() && batch.type_ids.size() != n))
+        throw InvalidArgument("[encoder] the text batch's ids/mask/type_ids do not hold batch·seq = " + std::to_string(batch.batch) + "·" +
+                              std::to_string(batch.seq) + " entries");
+    const EncoderPass pass{config_, weights_, *scratch_, observer_, *ops::activation_from_name(config_.hidden_act)};
+    bert_family_forward(pass, batch, logits, pooled);
+}
+
+void EncoderModel::classify_images(const uint8_t* pixels, int64_t batch, float* logits) {
+    if (!is_vision()) throw InvalidArgument("[encoder] " + path_ + ": classify_images needs a vision model, this one is " + config_.architecture);
+    if (batch <= 0) throw InvalidArgument("[encoder] classify_images needs at least one image");
+    const EncoderConfig& c = config_;
+    const int64_t plane = c.image_size * c.image_size;
+    std::vector<float>& x = scratch_->pixels;
+    x.resize(static_cast<size_t>(batch * c.num_channels * plane));
+    for (int64_t b = 0; b < batch; ++b)
+        for (int64_t ch = 0; ch < c.num_channels; ++ch) {
+            const size_t off = static_cast<size_t>((b * c.num_channels + ch) * plane);
+            const float mean = c.image_mean[static_cast<size_t>(ch)], std = c.image_std[static_cast<size_t>(ch)];
+            for (size_t i = off; i < off + static_cast<size_t>(plane); ++i) x[i] = (static_cast<float>(pixels[i]) * c.rescale_factor - mean) / std;
+        }
+    const EncoderPass pass{config_, weights_, *scratch_, observer_, *ops::activation_from_name(config_.hidden_act)};
+    vit_forward(pass, x.data(), batch, logits);
+}
+
+std::vector<Linear*> EncoderModel::linears() {
+    std::vector<Linear*> out;
+    for (auto& b : weights_.blocks)
+        for (Linear* l : {&b.q, &b.k, &b.v, &b.attn_out, &b.ffn_in, &b.ffn_out}) out.push_back(l);
+    if (weights_.pooler) out.push_back(&*weights_.pooler);
+    if (weights_.pre_classifier) out.push_back(&*weights_.pre_classifier);
+    out.push_back(&weights_.classifier);
+    return out;
+}
+
+}  // namespace cq

@@ -1,0 +1,95 @@
+// ViT image classifier: non-overlapping p×p patches through the patch conv (as a Linear over flattened
+// [C, p, p] patches), a CLS token in front, learned positions added, pre-LN blocks
+// (x += attn(LN(x)); x += ffn(LN(x))), a final LayerNorm and the classifier on the CLS state.
+#include <algorithm>
+#include <string>
+
+#include "cq/error.h"
+#include "models/encoder_families.h"
+#include "ops/ops.h"
+
+namespace cq {
+
+namespace {
+void grow(std::vector<float>& v, int64_t n) {
+    if (static_cast<int64_t>(v.size()) < n) v.resize(static_cast<size_t>(n));
+}
+}  // namespace
+
+void load_vit_weights(const EncoderConfig& c, const EncoderWeightSource& src, EncoderWeights& w) {
+    const int64_t D = c.hidden, F = c.n_ff, patch_in = c.num_channels * c.patch_size * c.patch_size;
+    const std::string e = "vit.embeddings.";
+    // The conv weight [D, C, p, p] is read as [D, C·p·p]: the same bytes, no copy.
+    w.patch_embd = src.linear(e + "patch_embeddings.projection", D, patch_in);
+    w.cls_token = src.get(e + "cls_token", {D});
+    w.pos_embd = src.get(e + "position_embeddings", {c.max_positions, D});
+    for (int64_t l = 0; l < c.n_layer; ++l) {
+        const std::string p = "vit.encoder.layer." + std::to_string(l) + ".";
+        EncoderBlock b;
+        b.q = src.linear(p + "attention.attention.query", D, D);
+        b.k = src.linear(p + "attention.attention.key", D, D);
+        b.v = src.linear(p + "attention.attention.value", D, D);
+        b.attn_out = src.linear(p + "attention.output.dense", D, D);
+        b.attn_norm = src.norm(p + "layernorm_before", D);
+        b.ffn_in = src.linear(p + "intermediate.dense", F, D);
+        b.ffn_out = src.linear(p + "output.dense", D, F);
+        b.ffn_norm = src.norm(p + "layernorm_after", D);
+        w.blocks.push_back(std::move(b));
+    }
+    w.final_norm = src.norm("vit.layernorm", D);
+    w.classifier = src.linear("classifier", c.num_labels, D);
+}
+
+void vit_forward(const EncoderPass& p, const float* pixels, int64_t batch, float* logits) {
+    const EncoderConfig& c = p.c;
+    const EncoderWeights& w = p.w;
+    EncoderScratch& s = p.s;
+    const int64_t D = c.hidden, P = c.patch_size, C = c.num_channels, H = c.image_size;
+    const int64_t side = H / P, n_patch = side * side, S = n_patch + 1, rows = batch * S, patch_in = C * P * P;
+    for (auto* v : {&s.x, &s.xn, &s.q, &s.k, &s.v, &s.attn, &s.tmp}) grow(*v, rows * D);
+    grow(s.ffn, rows * c.n_ff);
+    grow(s.patches, batch * n_patch * patch_in);
+    grow(s.cls, batch * D);
+
+    // patches: [batch·n_patch, C·p·p], patch (py, px) in row-major order, elements in the conv weight's [C, p, p] order
+    for (int64_t b = 0; b < batch; ++b)
+        for (int64_t py = 0; py < side; ++py)
+            for (int64_t px = 0; px < side; ++px) {
+                float* row = s.patches.data() + ((b * n_patch) + py * side + px) * patch_in;
+                for (int64_t ch = 0; ch < C; ++ch)
+                    for (int64_t ky = 0; ky < P; ++ky)
+                        std::copy_n(pixels + ((b * C + ch) * H + py * P + ky) * H + px * P, P, row + (ch * P + ky) * P);
+            }
+    p.linear(w.patch_embd, s.patches.data(), batch * n_patch, s.tmp.data());
+
+    // x: [batch·S, D], row 0 of each image the CLS token, then its patches; positions added
+    std::vector<int32_t>& positions = s.positions;
+    positions.resize(static_cast<size_t>(S));
+    for (int64_t t = 0; t < S; ++t) positions[static_cast<size_t>(t)] = static_cast<int32_t>(t);
+    std::vector<float> pos(static_cast<size_t>(S * D)), cls = w.cls_token->to_float();
+    ops::embedding(w.pos_embd, positions, pos.data());
+    for (int64_t b = 0; b < batch; ++b) {
+        float* xb = s.x.data() + b * S * D;
+        std::copy(cls.begin(), cls.end(), xb);
+        std::copy_n(s.tmp.data() + b * n_patch * D, n_patch * D, xb + D);
+        ops::add(xb, pos.data(), S * D);
+    }
+
+    for (const EncoderBlock& b : w.blocks) {
+        ops::layer_norm_rows(s.x.data(), rows, D, b.attn_norm.weight, &*b.attn_norm.bias, c.norm_eps, s.xn.data());
+        p.self_attention(b, s.xn.data(), batch, S, nullptr);  // → s.tmp
+        ops::add(s.x.data(), s.tmp.data(), rows * D);
+        ops::layer_norm_rows(s.x.data(), rows, D, b.ffn_norm.weight, &*b.ffn_norm.bias, c.norm_eps, s.xn.data());
+        p.linear(b.ffn_in, s.xn.data(), rows, s.ffn.data());
+        ops::activate(p.act, s.ffn.data(), rows * c.n_ff);
+        p.linear(b.ffn_out, s.ffn.data(), rows, s.tmp.data());
+        ops::add(s.x.data(), s.tmp.data(), rows * D);
+    }
+
+    // The final LayerNorm is per row, so only the CLS rows need it.
+    p.gather_cls(batch, S);
+    ops::layer_norm_rows(s.cls.data(), batch, D, w.final_norm->weight, &*w.final_norm->bias, c.norm_eps, s.cls.data());
+    p.linear(w.classifier, s.cls.data(), batch, logits);
+}
+
+}  // namespace cq

@@ -1,0 +1,97 @@
+// Encoder ops: bidirectional masked attention (two GEMMs per (sequence, head)), HF activations and
+// row-parallel LayerNorm.
+#include "ops/encoder_ops.h"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "cq/kernels.h"
+#include "cq/thread_pool.h"
+#include "ops/ops.h"
+
+namespace cq::ops {
+
+namespace {
+constexpr int64_t kMinElementsPerThread = 16384;  // below this, waking threads costs more than the work
+constexpr int64_t kMinRowsPerThread = 16;
+
+// row: [n] scores of one query, valid: [n] key mask (nullptr: all valid). Softmax in place over the valid keys.
+void softmax_masked(float* row, const int32_t* valid, int64_t n) {
+    float mx = -INFINITY;
+    for (int64_t j = 0; j < n; ++j)
+        if (!valid || valid[j]) mx = std::max(mx, row[j]);
+    if (mx == -INFINITY) valid = nullptr, mx = *std::max_element(row, row + n);  // every key masked: average all
+    float sum = 0;
+    for (int64_t j = 0; j < n; ++j) {
+        row[j] = (!valid || valid[j]) ? std::exp(row[j] - mx) : 0.0f;
+        sum += row[j];
+    }
+    const float inv = 1.0f / sum;
+    for (int64_t j = 0; j < n; ++j) row[j] *= inv;
+}
+}  // namespace
+
+std::optional<Activation> activation_from_name(const std::string& name) {
+    if (name == "gelu") return Activation::gelu_erf;
+    if (name == "gelu_new" || name == "gelu_pytorch_tanh") return Activation::gelu_tanh;
+    if (name == "relu") return Activation::relu;
+    if (name == "tanh") return Activation::tanh;
+    return std::nullopt;
+}
+
+void activate(Activation act, float* x, int64_t n) {
+    ThreadPool::global().parallel_for(
+        n,
+        [&](int64_t i0, int64_t i1) {
+            float* p = x + i0;
+            const int64_t m = i1 - i0;
+            switch (act) {
+                case Activation::gelu_erf:
+                    for (int64_t i = 0; i < m; ++i) p[i] = 0.5f * p[i] * (1.0f + std::erf(p[i] * 0.70710678118654752f));
+                    break;
+                case Activation::gelu_tanh: gelu_tanh(p, m); break;
+                case Activation::relu:
+                    for (int64_t i = 0; i < m; ++i) p[i] = std::max(p[i], 0.0f);
+                    break;
+                case Activation::tanh:
+                    for (int64_t i = 0; i < m; ++i) p[i] = std::tanh(p[i]);
+                    break;
+            }
+        },
+        kMinElementsPerThread);
+}
+
+void layer_norm_rows(const float* x, int64_t T, int64_t D, const Tensor& w, const Tensor* b, float eps, float* y) {
+    ThreadPool::global().parallel_for(
+        T, [&](int64_t r0, int64_t r1) { layer_norm(x + r0 * D, r1 - r0, D, w, b, eps, y + r0 * D); },
+        std::max<int64_t>(kMinRowsPerThread, kMinElementsPerThread / std::max<int64_t>(D, 1)));
+}
+
+void attention_bidirectional(const float* q, const float* k, const float* v, int64_t stride, int64_t batch, int64_t seq,
+                             int64_t n_head, int64_t head_dim, const int32_t* key_mask, float* out) {
+    const KernelTable& kt = kernel_table();
+    const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+    const int64_t out_stride = n_head * head_dim;
+    ThreadPool::global().parallel_for(batch * n_head, [&](int64_t task0, int64_t task1) {
+        thread_local std::vector<float> scores;
+        scores.resize(static_cast<size_t>(seq * seq));
+        for (int64_t task = task0; task < task1; ++task) {
+            const int64_t b = task / n_head, h = task % n_head;
+            const int64_t base = b * seq * stride + h * head_dim;
+            const int32_t* mask = key_mask ? key_mask + b * seq : nullptr;
+            // scores: [seq, seq] = Q_bh: [seq, head_dim] · K_bhᵀ
+            kt.gemm_f32.fn(seq, seq, head_dim, q + base, stride, k + base, stride, scores.data(), seq);
+            for (int64_t t = 0; t < seq; ++t) {
+                float* row = scores.data() + t * seq;
+                for (int64_t j = 0; j < seq; ++j) row[j] *= scale;
+                softmax_masked(row, mask, seq);
+            }
+            // out_bh: [seq, head_dim] = P: [seq, seq] · V_bh: [seq, head_dim]
+            kt.gemm_f32_nn.fn(seq, head_dim, seq, scores.data(), seq, v + base, stride, out + b * seq * out_stride + h * head_dim,
+                              out_stride);
+        }
+    });
+}
+
+}  // namespace cq::ops

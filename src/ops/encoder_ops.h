@@ -1,0 +1,33 @@
+// Forward ops of the encoder families that the decoders do not need: bidirectional attention over padded
+// batches, the activations HF configs name, and row-parallel LayerNorm. Shapes are row-major f32.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "cq/tensor.h"
+
+namespace cq::ops {
+
+/// The `hidden_act` / `activation` values of HF encoder configs that cq implements.
+enum class Activation { gelu_erf, gelu_tanh, relu, tanh };
+
+/// "gelu" → gelu_erf, "gelu_new" / "gelu_pytorch_tanh" → gelu_tanh, "relu", "tanh"; nullopt otherwise.
+std::optional<Activation> activation_from_name(const std::string& name);
+
+// x: [n] ← act(x), split across the thread pool.
+void activate(Activation act, float* x, int64_t n);
+
+// x: [T, D] → y: [T, D], LayerNorm per row (w, b: [D] f32), rows split across the thread pool.
+void layer_norm_rows(const float* x, int64_t T, int64_t D, const Tensor& w, const Tensor* b, float eps, float* y);
+
+// Multi-head attention where every query sees every unmasked key of its own sequence.
+// q, k, v: [batch·seq, stride] (head h at column h·head_dim); key_mask: [batch, seq], 0 = padding (nullptr: none);
+// out: [batch·seq, n_head·head_dim]. scores = q·kᵀ/√head_dim, softmax over the unmasked keys (as an additive
+// finfo.min mask gives); a query whose keys are all masked averages all of them, so padding never yields NaN.
+// Tasks are (sequence, head) pairs spread over the thread pool.
+void attention_bidirectional(const float* q, const float* k, const float* v, int64_t stride, int64_t batch, int64_t seq,
+                             int64_t n_head, int64_t head_dim, const int32_t* key_mask, float* out);
+
+}  // namespace cq::ops
