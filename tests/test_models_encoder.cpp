@@ -1,6 +1,7 @@
 // Encoder classifiers against independent references: PyTorch logits and dev accuracy in the BERT-tiny SST-2 and
 // ViT-tiny MNIST fixtures' reference.json (1e-4 absolute), tiny random RoBERTa / DistilBERT made by
 // tests/expected/make_encoder_fixtures.py (its own torch forward pass), padded ≡ one-by-one, and clear errors.
+// Suites are named encoder_* so that `ctest -R encoder` (case-sensitive) selects them.
 #include <gtest/gtest.h>
 
 #include <zlib.h>
@@ -42,7 +43,7 @@ double max_abs_diff(const std::vector<float>& got, const nlohmann::json& expecte
 
 // ---- the attention op against a float64 loop -----------------------------------------------------------------
 
-TEST(EncoderOps, MaskedAttentionMatchesNaiveLoopAndNeverNaNs) {
+TEST(encoder_ops, MaskedAttentionMatchesNaiveLoopAndNeverNaNs) {
     const int64_t batch = 3, seq = 7, n_head = 2, head_dim = 5, stride = 13;  // stride > n_head·head_dim: q/k/v inside wider rows
     std::vector<float> q(batch * seq * stride), k(q.size()), v(q.size());
     uint32_t state = 12345;
@@ -102,7 +103,7 @@ std::vector<Sst2Row> read_sst2_dev() {
     return rows;
 }
 
-TEST(EncoderBert, TokenizerAndLogitsMatchPyTorch) {
+TEST(encoder_bert, TokenizerAndLogitsMatchPyTorch) {
     auto model = EncoderModel::load(test::fixture(kBert));
     const auto ref = read_json(test::fixture(kBert + "/reference.json"));
     const auto& first8 = ref["reference_first8"];
@@ -145,7 +146,7 @@ TEST(EncoderBert, TokenizerAndLogitsMatchPyTorch) {
     std::printf("bert-tiny-sst2: max |Δlogit| vs PyTorch %.3g (padded batch), %.3g (one by one)\n", batched, single);
 }
 
-TEST(EncoderBert, PooledIsTanhOfPoolerAndObserverSeesEveryLinear) {
+TEST(encoder_bert, PooledIsTanhOfPoolerAndObserverSeesEveryLinear) {
     auto model = EncoderModel::load(test::fixture(kBert));
     const std::vector<std::string> texts = {"a gorgeous film .", "dull"};
     const TextBatch batch = model->tokenize(texts, 64);
@@ -164,7 +165,7 @@ TEST(EncoderBert, PooledIsTanhOfPoolerAndObserverSeesEveryLinear) {
     for (const float v : pooled) EXPECT_LE(std::abs(v), 1.0f);
 }
 
-TEST(EncoderBert, PairsGetTokenTypesAndLongestFirstTruncation) {
+TEST(encoder_bert, PairsGetTokenTypesAndLongestFirstTruncation) {
     auto model = EncoderModel::load(test::fixture(kBert));
     const std::vector<std::string> a = {"the movie was good"}, b = {"it was not"};
     const TextBatch batch = model->tokenize(a, 64, b);
@@ -185,7 +186,7 @@ TEST(EncoderBert, PairsGetTokenTypesAndLongestFirstTruncation) {
 }
 
 // The whole SST-2 dev set as reference.json's eval procedure: batches of 32, max_len 64.
-TEST(EncoderBert, Sst2DevAccuracy) {
+TEST(encoder_bert, Sst2DevAccuracy) {
     auto model = EncoderModel::load(test::fixture(kBert));
     const auto ref = read_json(test::fixture(kBert + "/reference.json"));
     const auto rows = read_sst2_dev();
@@ -246,7 +247,7 @@ const Mnist& mnist() {
     return m;
 }
 
-TEST(EncoderVit, LogitsAndNormalizationMatchPyTorch) {
+TEST(encoder_vit, LogitsAndNormalizationMatchPyTorch) {
     auto model = EncoderModel::load(test::fixture(kVit));
     ASSERT_TRUE(model->is_vision());
     EXPECT_EQ(model->tokenizer(), nullptr);
@@ -272,7 +273,7 @@ TEST(EncoderVit, LogitsAndNormalizationMatchPyTorch) {
     std::printf("vit-tiny-mnist: max |Δlogit| vs PyTorch %.3g\n", diff);
 }
 
-TEST(EncoderVit, MnistAccuracy8000To9999) {
+TEST(encoder_vit, MnistAccuracy8000To9999) {
     auto model = EncoderModel::load(test::fixture(kVit));
     const auto ref = read_json(test::fixture(kVit + "/reference.json"));
     const int64_t plane = 28 * 28, L = model->config().num_labels;
@@ -331,12 +332,12 @@ void expect_tiny_model_matches_torch(const std::string& name) {
     std::printf("%s: max |Δlogit| vs PyTorch %.3g\n", name.c_str(), worst);
 }
 
-TEST(EncoderRoberta, TinyRandomMatchesPyTorch) { expect_tiny_model_matches_torch("roberta-tiny-random"); }
-TEST(EncoderDistilBert, TinyRandomMatchesPyTorch) { expect_tiny_model_matches_torch("distilbert-tiny-random"); }
+TEST(encoder_roberta, TinyRandomMatchesPyTorch) { expect_tiny_model_matches_torch("roberta-tiny-random"); }
+TEST(encoder_distilbert, TinyRandomMatchesPyTorch) { expect_tiny_model_matches_torch("distilbert-tiny-random"); }
 
 // ---- errors --------------------------------------------------------------------------------------------------------
 
-TEST(EncoderErrors, UnsupportedModelNamesConfigAndSupportedList) {
+TEST(encoder_errors, UnsupportedModelNamesConfigAndSupportedList) {
     test::TempDir dir("cq_encoder");
     dir.write("config.json", R"({"model_type": "bert", "architectures": ["BertForMaskedLM"]})");
     try {
@@ -353,7 +354,7 @@ TEST(EncoderErrors, UnsupportedModelNamesConfigAndSupportedList) {
     EXPECT_THROW(EncoderModel::load(dir.file("nothing-here")), IoError);
 }
 
-TEST(EncoderErrors, MissingTensorNamesTheFileAndTensor) {
+TEST(encoder_errors, MissingTensorNamesTheFileAndTensor) {
     // The DistilBERT fixture's config with the RoBERTa fixture's weights: every tensor name is wrong.
     test::TempDir dir("cq_encoder");
     const std::string src = test::tests_dir() + "/expected/encoders/";
@@ -370,7 +371,7 @@ TEST(EncoderErrors, MissingTensorNamesTheFileAndTensor) {
     }
 }
 
-TEST(EncoderErrors, WrongInputsAreRejected) {
+TEST(encoder_errors, WrongInputsAreRejected) {
     auto model = EncoderModel::load(test::tests_dir() + "/expected/encoders/distilbert-tiny-random");
     TextBatch bad;
     bad.batch = 1;
@@ -386,7 +387,7 @@ TEST(EncoderErrors, WrongInputsAreRejected) {
 
 // ---- optional: the BERT-base random twin (peer cache; absent in CI) --------------------------------------------------
 
-TEST(EncoderBert, BaseRandomTwinMatchesPyTorch) {
+TEST(encoder_bert, BaseRandomTwinMatchesPyTorch) {
     const char* home = std::getenv("HOME");
     const std::string dir = std::string(home ? home : "") + "/.cache/cq-peers/models/bert-base-random";
     std::error_code ec;
