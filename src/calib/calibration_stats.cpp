@@ -41,8 +41,9 @@ U8Params u8_params(Range r) {
                               std::to_string(r.hi) + "]");
     const float scale = (r.hi - r.lo) / 255.0f;
     if (!(scale >= std::numeric_limits<float>::min())) return {1.0f, 0};
-    const float zp = std::nearbyint(-r.lo / scale);
-    return {scale, static_cast<int32_t>(std::clamp(zp, 0.0f, 255.0f))};
+    // From the range rather than the rounded scale, so that [−1, 1] gives exactly 127.5 → 128.
+    const double zp = std::nearbyint(-static_cast<double>(r.lo) * 255.0 / (static_cast<double>(r.hi) - r.lo));
+    return {scale, static_cast<int32_t>(std::clamp(zp, 0.0, 255.0))};
 }
 
 void CalibrationStats::observe(const std::string& tensor, const float* x, int64_t n, int64_t bins) {
