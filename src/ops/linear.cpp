@@ -14,6 +14,7 @@ namespace cq::ops {
 namespace {
 constexpr int64_t kTileRows = 64;             // output rows widened per GEMM call for non-f32 weights
 constexpr int64_t kMinColumnsPerThread = 64;  // smaller slices cost more in wake-ups than they save
+constexpr int64_t kRowGroup = 8;              // the widest row tile of the quantized GEMMs
 }
 
 // Quantized weights: the activations are quantized once to the format's partner type (Q8_0, Q8_1
@@ -38,12 +39,19 @@ void linear_quantized(const Linear& layer, const float* x, int64_t T, float* y) 
     });
     const auto gemm = k.gemm_quant[id].fn;
     const auto* wp = static_cast<const uint8_t*>(w.data());
+    // Slices are whole groups of kRowGroup rows, so no thread's slice ends in a kernel's short row tile.
+    const int64_t n_groups = (n_out + kRowGroup - 1) / kRowGroup;
     pool.parallel_for(
-        n_out, [&](int64_t r0, int64_t r1) { gemm(T, r1 - r0, n_in, xq_data, act_row, wp + static_cast<size_t>(r0) * w_row, w_row, y + r0, n_out); },
-        kMinColumnsPerThread);
+        n_groups,
+        [&](int64_t g0, int64_t g1) {
+            const int64_t r0 = g0 * kRowGroup, r1 = std::min(n_out, g1 * kRowGroup);
+            gemm(T, r1 - r0, n_in, xq_data, act_row, wp + static_cast<size_t>(r0) * w_row, w_row, y + r0, n_out);
+        },
+        kMinColumnsPerThread / kRowGroup);
 }
 
 void linear(const Linear& layer, const float* x, int64_t T, float* y) {
+    if (layer.int8) return linear_int8(layer, x, T, y);
     const KernelTable& k = kernel_table();
     const Tensor& w = layer.weight;
     const int64_t n_in = layer.n_in(), n_out = layer.n_out();

@@ -1,0 +1,56 @@
+// INT8 weights × INT8 activations (W8A8) for the Linear layers of encoder models: weights int8 per output
+// channel (symmetric), activations u8 with a zero point, either per token at run time (dynamic) or one
+// scale / zero point per tensor from calibration (static). Which Linears are quantized is a rule list.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "cq/calibration.h"
+#include "cq/tensor.h"
+
+namespace cq {
+
+struct Linear;
+
+enum class ActivationQuant { dynamic_per_token, static_per_tensor };
+
+/// The W8A8 form of one Linear, ready for the u8×s8 kernels. `weight` is what a file stores
+/// ([n_out, n_in] row-major int8); `packed` is the kernels' panel layout built from it at load.
+struct Int8Linear {
+    int64_t n_out = 0, n_in = 0;
+    Tensor weight;                     // I8 [n_out, n_in] (owned or borrowed from a mapped file)
+    std::vector<float> weight_scale;   // [n_out]: w ≈ weight · weight_scale
+    std::vector<float> bias;           // [n_out] or empty
+    ActivationQuant activations = ActivationQuant::dynamic_per_token;
+    calib::U8Params input{1.0f, 0};    // static only: x ≈ (q − zero_point) · scale
+    std::shared_ptr<int8_t> packed;    // kernel panel layout (64-byte aligned)
+    std::vector<int32_t> weight_sums;  // [n_out] Σ_k weight: the zero-point compensation
+};
+
+/// Builds the kernel layout of `q` (packed panels and weight sums) from q.weight.
+void pack_int8_linear(Int8Linear& q);
+
+/// Quantizes a float Linear (f32/f16/bf16 weight [out, in]): per output channel scale = max|w| / 127,
+/// w_q = nearbyint(w / scale) in [−127, 127]; an all-zero row gets scale 1. `input` is used in static mode.
+std::shared_ptr<Int8Linear> quantize_linear_w8a8(const Linear& layer, ActivationQuant activations,
+                                                 calib::U8Params input = {1.0f, 0});
+
+/// One rule of the W8A8 plan: Linears whose name matches the glob (fnmatch, '*' crosses dots) are
+/// quantized (`int8`) or kept in float; later rules win.
+struct W8A8Rule {
+    std::string pattern;
+    bool int8 = true;
+    std::string text() const;  // "*.layer.*=int8"
+};
+
+/// "PATTERN=int8|float" → a rule. InvalidArgument naming the bad spec.
+W8A8Rule parse_w8a8_rule(const std::string& spec);
+/// The default: every Linear inside the encoder blocks; embeddings, pooler and classifier stay float.
+std::vector<W8A8Rule> default_w8a8_rules();
+/// Whether the rules quantize the Linear called `name` (no rule matching → float).
+bool w8a8_selects(const std::vector<W8A8Rule>& rules, const std::string& name);
+
+}  // namespace cq

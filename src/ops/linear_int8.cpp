@@ -1,0 +1,65 @@
+// W8A8 Linear layers: activations are quantized to u8 once per call (per token, or with the layer's
+// calibrated scale), then each thread runs the u8×s8 GEMM over whole 16-channel panels of outputs.
+#include <algorithm>
+#include <vector>
+
+#include "cq/int8_gemm.h"
+#include "cq/kernels.h"
+#include "cq/thread_pool.h"
+#include "cq/w8a8.h"
+#include "ops/ops.h"
+
+namespace cq::ops {
+
+namespace {
+constexpr int64_t kPanel = 16;           // output channels per packed weight panel
+constexpr int64_t kMinRowsPerThread = 8;  // quantizing fewer rows per thread costs more than it saves
+}
+
+void linear_int8(const Linear& layer, const float* x, int64_t T, float* y) {
+    const Int8Linear& q = *layer.int8;
+    const KernelTable& k = kernel_table();
+    const int64_t n_in = q.n_in, n_out = q.n_out;
+    const int64_t k_padded = (n_in + 3) / 4 * 4;
+    thread_local std::vector<uint8_t> xq;
+    thread_local std::vector<float> x_scale;
+    thread_local std::vector<int32_t> x_zero;
+    xq.resize(static_cast<size_t>(T * k_padded));
+    ThreadPool& pool = ThreadPool::global();
+    uint8_t* xq_data = xq.data();
+    int64_t param_stride = 1;
+    if (q.activations == ActivationQuant::dynamic_per_token) {
+        x_scale.resize(static_cast<size_t>(T));
+        x_zero.resize(static_cast<size_t>(T));
+        float* s = x_scale.data();
+        int32_t* z = x_zero.data();
+        pool.parallel_for(
+            T, [&](int64_t t0, int64_t t1) {
+                k.quantize_rows_u8_dynamic.fn(x + t0 * n_in, t1 - t0, n_in, n_in, xq_data + t0 * k_padded, k_padded, s + t0, z + t0);
+            },
+            kMinRowsPerThread);
+    } else {
+        x_scale.assign(1, q.input.scale);
+        x_zero.assign(1, q.input.zero_point);
+        param_stride = 0;
+        pool.parallel_for(
+            T, [&](int64_t t0, int64_t t1) {
+                k.quantize_rows_u8_static.fn(x + t0 * n_in, t1 - t0, n_in, n_in, q.input.scale, q.input.zero_point,
+                                             xq_data + t0 * k_padded, k_padded);
+            },
+            kMinRowsPerThread);
+    }
+    const int64_t panels = (n_out + kPanel - 1) / kPanel;
+    const float* bias = q.bias.empty() ? nullptr : q.bias.data();
+    const int8_t* packed = q.packed.get();
+    const float* scales = x_scale.data();  // thread_locals: take the caller's buffers before the workers run
+    const int32_t* zeros = x_zero.data();
+    pool.parallel_for(panels, [&](int64_t p0, int64_t p1) {
+        const int64_t c0 = p0 * kPanel, c1 = std::min(n_out, p1 * kPanel);
+        k.gemm_u8s8.fn(T, c1 - c0, n_in, xq_data, k_padded, scales, zeros, param_stride,
+                       packed + c0 * k_padded, q.weight_sums.data() + c0, q.weight_scale.data() + c0,
+                       bias ? bias + c0 : nullptr, y + c0, n_out);
+    });
+}
+
+}  // namespace cq::ops

@@ -1,0 +1,102 @@
+// W8A8 quantization of Linear layers: per-channel symmetric int8 weights, the kernels' packed layout,
+// and the rule list that picks which Linears are quantized.
+#include <fnmatch.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "cq/error.h"
+#include "cq/int8_gemm.h"
+#include "cq/kernels.h"
+#include "cq/llm.h"
+#include "cq/w8a8.h"
+#include "formats/formats.h"
+
+namespace cq {
+
+namespace {
+
+// One weight row as f32, whatever the stored float type.
+void load_row_f32(const Tensor& w, int64_t row, int64_t n, float* out) {
+    const auto* base = static_cast<const uint8_t*>(w.data());
+    switch (w.dtype()) {
+    case DType::F32: std::memcpy(out, base + row * n * 4, static_cast<size_t>(n) * 4); return;
+    case DType::F16: kernel_table().convert_f16_f32.fn(reinterpret_cast<const uint16_t*>(base + row * n * 2), out, n); return;
+    case DType::BF16: kernel_table().convert_bf16_f32.fn(reinterpret_cast<const uint16_t*>(base + row * n * 2), out, n); return;
+    default:
+        throw Unsupported("[w8a8] weights of type " + std::string(dtype_name(w.dtype())) + " cannot be quantized to int8 (f32/f16/bf16 only)");
+    }
+}
+
+}  // namespace
+
+void pack_int8_linear(Int8Linear& q) {
+    const int64_t bytes = packed_s8_bytes(q.n_out, q.n_in);
+    auto* mem = static_cast<int8_t*>(aligned_alloc_bytes(static_cast<size_t>(bytes)));
+    q.packed = std::shared_ptr<int8_t>(mem, [](int8_t* p) { aligned_free(p); });
+    const auto* w = static_cast<const int8_t*>(q.weight.data());
+    pack_s8_panels(w, q.n_out, q.n_in, q.n_in, mem);
+    q.weight_sums.resize(static_cast<size_t>(q.n_out));
+    s8_row_sums(w, q.n_out, q.n_in, q.n_in, q.weight_sums.data());
+}
+
+std::shared_ptr<Int8Linear> quantize_linear_w8a8(const Linear& layer, ActivationQuant activations, calib::U8Params input) {
+    if (layer.transposed) throw Unsupported("[w8a8] " + layer.name + ": transposed (Conv1D) weights are not supported yet");
+    if (layer.weight.ndim() != 2) throw InvalidArgument("[w8a8] " + layer.name + ": weight is not 2-D");
+    auto q = std::make_shared<Int8Linear>();
+    q->n_out = layer.weight.dim(0);
+    q->n_in = layer.weight.dim(1);
+    q->activations = activations;
+    q->input = input;
+    q->weight = Tensor::zeros({q->n_out, q->n_in}, DType::I8);
+    q->weight_scale.resize(static_cast<size_t>(q->n_out));
+    auto* wq = static_cast<int8_t*>(q->weight.mutable_data());
+    std::vector<float> row(static_cast<size_t>(q->n_in));
+    for (int64_t i = 0; i < q->n_out; ++i) {
+        load_row_f32(layer.weight, i, q->n_in, row.data());
+        float amax = 0.0f;
+        for (float v : row) {
+            if (!std::isfinite(v)) throw InvalidArgument("[w8a8] " + layer.name + ": weight row " + std::to_string(i) + " holds NaN or Inf");
+            amax = std::max(amax, std::fabs(v));
+        }
+        const float scale = amax > 0.0f ? amax / 127.0f : 1.0f;
+        const float inv = 1.0f / scale;
+        q->weight_scale[static_cast<size_t>(i)] = scale;
+        for (int64_t j = 0; j < q->n_in; ++j)
+            wq[i * q->n_in + j] = static_cast<int8_t>(std::clamp(std::nearbyint(row[static_cast<size_t>(j)] * inv), -127.0f, 127.0f));
+    }
+    if (layer.bias) {
+        q->bias.resize(static_cast<size_t>(q->n_out));
+        load_row_f32(*layer.bias, 0, q->n_out, q->bias.data());
+    }
+    pack_int8_linear(*q);
+    return q;
+}
+
+std::string W8A8Rule::text() const { return pattern + (int8 ? "=int8" : "=float"); }
+
+W8A8Rule parse_w8a8_rule(const std::string& spec) {
+    const auto eq = spec.rfind('=');
+    if (eq == std::string::npos || eq == 0)
+        throw InvalidArgument("[w8a8] rule '" + spec + "' is not PATTERN=int8|float");
+    const std::string what = spec.substr(eq + 1);
+    if (what != "int8" && what != "float")
+        throw InvalidArgument("[w8a8] rule '" + spec + "': '" + what + "' is not int8 or float");
+    return W8A8Rule{spec.substr(0, eq), what == "int8"};
+}
+
+std::vector<W8A8Rule> default_w8a8_rules() {
+    // "*.layer.N.*" is where every HF encoder (bert/roberta/vit: encoder.layer, distilbert: transformer.layer)
+    // keeps its blocks; pooler and classifier heads are few FLOPs and sensitive, so they stay float.
+    return {W8A8Rule{"*", false}, W8A8Rule{"*.layer.*", true}};
+}
+
+bool w8a8_selects(const std::vector<W8A8Rule>& rules, const std::string& name) {
+    bool selected = false;
+    for (const auto& r : rules)
+        if (fnmatch(r.pattern.c_str(), name.c_str(), 0) == 0) selected = r.int8;
+    return selected;
+}
+
+}  // namespace cq
