@@ -86,10 +86,31 @@ void RangeObserver::observe(const float* x, int64_t n) {
     }
     // Pass 2: bin = floor((x + R)/w) = trunc(x·(n/2R) + n/2); x + R ≥ 0 because |x| < R.
     const double inv_w = static_cast<double>(n_bins) / (2.0 * half_range_), center = static_cast<double>(n_bins / 2);
+    auto bin_of = [&](float v) { return std::min(static_cast<int64_t>(static_cast<double>(v) * inv_w + center), n_bins - 1); };
     int64_t* counts = counts_.data();
-    for (int64_t i = 0; i < n; ++i) {
-        const auto bin = static_cast<int64_t>(static_cast<double>(x[i]) * inv_w + center);
-        ++counts[std::min(bin, n_bins - 1)];
+    if (n < 4 * n_bins) {
+        for (int64_t i = 0; i < n; ++i) ++counts[bin_of(x[i])];
+        return;
+    }
+    // Activations crowd into a few bins; four interleaved partial histograms keep consecutive
+    // increments of one bin from waiting on each other.
+    thread_local std::vector<uint32_t> partial;
+    partial.assign(4 * static_cast<size_t>(n_bins), 0);
+    uint32_t* h = partial.data();
+    for (int64_t start = 0; start < n; start += int64_t{1} << 30) {  // uint32 partial counts never overflow
+        const int64_t stop = std::min(n, start + (int64_t{1} << 30));
+        int64_t i = start;
+        for (; i + 4 <= stop; i += 4) {
+            ++h[bin_of(x[i]) * 4];
+            ++h[bin_of(x[i + 1]) * 4 + 1];
+            ++h[bin_of(x[i + 2]) * 4 + 2];
+            ++h[bin_of(x[i + 3]) * 4 + 3];
+        }
+        for (; i < stop; ++i) ++h[bin_of(x[i]) * 4];
+        for (int64_t j = 0; j < n_bins; ++j) {
+            counts[j] += int64_t{h[4 * j]} + h[4 * j + 1] + h[4 * j + 2] + h[4 * j + 3];
+            h[4 * j] = h[4 * j + 1] = h[4 * j + 2] = h[4 * j + 3] = 0;
+        }
     }
 }
 
