@@ -4,6 +4,9 @@
 #include <algorithm>
 #include <cstdio>
 #include <iostream>
+#include <string>
+
+#include "cq/error.h"
 
 namespace cq::cli {
 
@@ -95,6 +98,22 @@ std::string read_prompt_file(const std::string& path) {
     std::string text = read_text_file(path, uint64_t{1} << 32);
     if (!text.empty() && text.back() == '\n') text.pop_back();
     return text;
+}
+
+std::pair<int64_t, int64_t> parse_sample_range(const std::string& spec, const char* option) {
+    if (spec.empty()) return {0, -1};
+    const auto bad = [&]() { return InvalidArgument(std::string(option) + " '" + spec + "' is not FIRST:END (e.g. 8000:10000, or 100: for the rest)"); };
+    const auto colon = spec.find(':');
+    if (colon == std::string::npos) throw bad();
+    const auto number = [&](const std::string& s) {
+        if (s.empty() || s.size() > 15 || s.find_first_not_of("0123456789") != std::string::npos) throw bad();
+        return static_cast<int64_t>(std::stoll(s));
+    };
+    const int64_t first = colon == 0 ? 0 : number(spec.substr(0, colon));
+    if (colon + 1 == spec.size()) return {first, -1};
+    const int64_t end = number(spec.substr(colon + 1));
+    if (end < first) throw bad();
+    return {first, end - first};
 }
 
 }  // namespace cq::cli

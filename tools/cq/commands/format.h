@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -38,6 +39,10 @@ private:
     bool enabled_;
     bool drawn_ = false;
 };
+
+/// A FIRST:END sample range (END exclusive; "A:" = to the end, "" = all) → (first, count or −1).
+/// InvalidArgument naming `option` for anything else.
+std::pair<int64_t, int64_t> parse_sample_range(const std::string& spec, const char* option);
 
 /// Reads a text file as llama.cpp's -f does (one trailing newline removed). IoError if unreadable.
 std::string read_prompt_file(const std::string& path);
