@@ -48,14 +48,14 @@ double brute_force_error(const std::vector<float>& v, Range r) {
     return sum / static_cast<double>(v.size());
 }
 
-TEST(Calibration, MethodNamesRoundTrip) {
+TEST(calibration, MethodNamesRoundTrip) {
     for (Method m : {Method::minmax, Method::percentile, Method::mse, Method::entropy})
         EXPECT_EQ(parse_method(method_name(m)), m);
     EXPECT_FALSE(parse_method("kl-divergence"));
     EXPECT_FALSE(parse_method(""));
 }
 
-TEST(Calibration, U8ParamsClosedForms) {
+TEST(calibration, U8ParamsClosedForms) {
     auto p = u8_params({-1.0f, 1.0f});
     EXPECT_FLOAT_EQ(p.scale, 2.0f / 255.0f);
     EXPECT_EQ(p.zero_point, 128);  // 127.5 rounds to even
@@ -74,7 +74,7 @@ TEST(Calibration, U8ParamsClosedForms) {
     EXPECT_THROW(u8_params({-1.0f, NAN}), InvalidArgument);
 }
 
-TEST(Calibration, MinmaxIsExactAndIncludesZero) {
+TEST(calibration, MinmaxIsExactAndIncludesZero) {
     const std::vector<float> mixed = {-3.5f, 2.0f, 0.25f, 7.75f};
     const Range r = observed(mixed).range(Method::minmax);
     EXPECT_EQ(r.lo, -3.5f);
@@ -94,7 +94,7 @@ TEST(Calibration, MinmaxIsExactAndIncludesZero) {
     EXPECT_THROW(RangeObserver().range(Method::minmax), InvalidArgument);
 }
 
-TEST(Calibration, DoublingKeepsCountAndExtremes) {
+TEST(calibration, DoublingKeepsCountAndExtremes) {
     RangeObserver o;
     int64_t seen = 0;
     for (float scale : {0.0f, 1.0f, 3.0f, 100.0f, 1e4f}) {
@@ -115,7 +115,7 @@ TEST(Calibration, DoublingKeepsCountAndExtremes) {
     EXPECT_THROW(RangeObserver(1000), InvalidArgument);
 }
 
-TEST(Calibration, ChunkingAndOrderDoNotMatter) {
+TEST(calibration, ChunkingAndOrderDoNotMatter) {
     // Values whose magnitude spans several doublings, so chunks arriving in other orders grow R differently.
     auto v = gaussian(100000, 11);
     for (size_t i = 0; i < v.size(); ++i) v[i] *= static_cast<float>(1 + i / 10000);
@@ -143,7 +143,7 @@ TEST(Calibration, ChunkingAndOrderDoNotMatter) {
     }
 }
 
-TEST(Calibration, PercentileWithinOneBinOfSortedArray) {
+TEST(calibration, PercentileWithinOneBinOfSortedArray) {
     auto v = uniform(200000, 5, -3.0f, 5.0f);
     const RangeObserver o = observed(v);
     const double w = 2 * o.half_range() / static_cast<double>(o.bins());
@@ -162,7 +162,7 @@ TEST(Calibration, PercentileWithinOneBinOfSortedArray) {
     EXPECT_THROW(o.range(Method::percentile, 30.0), InvalidArgument);
 }
 
-TEST(Calibration, MseClipsRareHugeOutliers) {
+TEST(calibration, MseClipsRareHugeOutliers) {
     // 10^6 N(0,1) and 3 outliers: clipping them costs less than coarse steps for everything else
     // (minmax: step 350/255, ~0.16 per value).
     auto v = gaussian(1000000, 3);
@@ -180,7 +180,7 @@ TEST(Calibration, MseClipsRareHugeOutliers) {
         EXPECT_LE(e_mse, 1.02 * brute_force_error(v, r)) << "[" << r.lo << ", " << r.hi << "]";
 }
 
-TEST(Calibration, MseOnUniformDataIsNearMinmax) {
+TEST(calibration, MseOnUniformDataIsNearMinmax) {
     const auto v = uniform(200000, 9, -1.0f, 1.0f);
     const RangeObserver o = observed(v);
     const Range mm = o.range(Method::minmax), mse = o.range(Method::mse);
@@ -215,7 +215,7 @@ double brute_force_kl(const std::vector<double>& h, int64_t i, int64_t levels) {
     return kl;
 }
 
-TEST(Calibration, EntropyDivergenceMatchesBruteForce) {
+TEST(calibration, EntropyDivergenceMatchesBruteForce) {
     std::mt19937 rng(17);
     std::vector<double> h(24);
     for (int64_t k = 0; k < 24; ++k) h[k] = k % 5 == 3 ? 0 : static_cast<double>(rng() % 1000 / (1 + k));
@@ -232,7 +232,7 @@ TEST(Calibration, EntropyDivergenceMatchesBruteForce) {
     EXPECT_THROW(entropy_divergence(h, 3, kLevels), InvalidArgument);
 }
 
-TEST(Calibration, EntropyThresholdIgnoresOutliers) {
+TEST(calibration, EntropyThresholdIgnoresOutliers) {
     auto v = gaussian(1000000, 21);
     for (int k = 0; k < 20; ++k) v[k * 1000] = k % 2 ? 50.0f : -48.0f;
     const RangeObserver o = observed(v);
@@ -243,7 +243,7 @@ TEST(Calibration, EntropyThresholdIgnoresOutliers) {
     EXPECT_LT(r.lo, -2.0f);
 }
 
-TEST(Calibration, JsonRoundTripIsExact) {
+TEST(calibration, JsonRoundTripIsExact) {
     auto v = gaussian(50000, 23, 3.0f);
     v[0] = 1e-30f, v[1] = -7.123456789f;
     const RangeObserver o = observed(v);
@@ -273,7 +273,7 @@ TEST(Calibration, JsonRoundTripIsExact) {
     for (const auto& [name, obs] : stats.observers) EXPECT_EQ(loaded.observers.at(name).to_json(), obs.to_json()) << name;
 }
 
-TEST(Calibration, CorruptCacheIsAFormatError) {
+TEST(calibration, CorruptCacheIsAFormatError) {
     test::TempDir dir;
     CalibrationStats stats;
     const auto v = gaussian(1000, 29);
@@ -308,7 +308,7 @@ TEST(Calibration, CorruptCacheIsAFormatError) {
     expect_format_error("list.json", "[1, 2, 3]", "format");
 }
 
-TEST(Calibration, MemoryStaysBounded) {
+TEST(calibration, MemoryStaysBounded) {
     RangeObserver o;
     std::vector<float> chunk(1000);
     for (int64_t c = 0; c < 1000; ++c) {
@@ -326,7 +326,7 @@ TEST(Calibration, MemoryStaysBounded) {
     EXPECT_LT(o.to_json().dump().size(), 64u * 1024u);
 }
 
-TEST(Calibration, NonFiniteValuesNameTheTensor) {
+TEST(calibration, NonFiniteValuesNameTheTensor) {
     CalibrationStats stats;
     std::vector<float> v = {1.0f, 2.0f, NAN, 3.0f};
     try {

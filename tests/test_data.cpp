@@ -30,7 +30,7 @@ void expect_format_error(Fn fn, std::initializer_list<std::string> needles) {
 
 // ---- TSV ------------------------------------------------------------------------------------------
 
-TEST(TextTsv, Sst2DevMatchesPlainLineSplitting) {
+TEST(data_tsv, Sst2DevMatchesPlainLineSplitting) {
     const std::string path = test::fixture("data/sst2_dev.tsv");
     const auto ds = load_text_tsv(path);
     EXPECT_EQ(ds.text_column, "sentence");
@@ -61,7 +61,7 @@ TEST(TextTsv, Sst2DevMatchesPlainLineSplitting) {
     EXPECT_EQ(ds.examples[0].label, 1);
 }
 
-TEST(TextTsv, IntegerLabelsAreAcceptedAlongsideNames) {
+TEST(data_tsv, IntegerLabelsAreAcceptedAlongsideNames) {
     const std::vector<std::string> names = {"NEGATIVE", "POSITIVE"};
     const auto ds = load_text_tsv(test::fixture("data/sst2_dev.tsv"), names);
     ASSERT_EQ(ds.examples.size(), 872u);
@@ -69,7 +69,7 @@ TEST(TextTsv, IntegerLabelsAreAcceptedAlongsideNames) {
     EXPECT_EQ(ds.examples[1].label, 0);
 }
 
-TEST(TextTsv, PairsCrlfNamedLabelsAndQuotes) {
+TEST(data_tsv, PairsCrlfNamedLabelsAndQuotes) {
     TempDir dir;
     const auto path = dir.write("mnli.tsv",
                                 "\xEF\xBB\xBFindex\tpremise\thypothesis\tlabel\r\n"
@@ -92,7 +92,7 @@ TEST(TextTsv, PairsCrlfNamedLabelsAndQuotes) {
     EXPECT_EQ(ds.examples[2].label, 2);
 }
 
-TEST(TextTsv, QnliOrderIsQuestionThenSentence) {
+TEST(data_tsv, QnliOrderIsQuestionThenSentence) {
     TempDir dir;
     const auto path = dir.write("qnli.tsv", "index\tquestion\tsentence\tlabel\n0\tWho?\tHim.\t1\n");
     const auto ds = load_text_tsv(path);
@@ -103,7 +103,7 @@ TEST(TextTsv, QnliOrderIsQuestionThenSentence) {
     EXPECT_EQ(ds.examples[0].text_pair, "Him.");
 }
 
-TEST(TextTsv, HostileFilesNameFileLineAndColumns) {
+TEST(data_tsv, HostileFilesNameFileLineAndColumns) {
     TempDir dir;
     const auto no_label = dir.write("a.tsv", "sentence\tscore\nhello\t1\n");
     expect_format_error([&] { load_text_tsv(no_label); }, {no_label, "line 1", "label column", "'sentence', 'score'"});
@@ -137,7 +137,7 @@ int64_t pixel_sum(const ImageDataset& ds, int64_t i) {
     return std::accumulate(ds.pixels.begin() + i * n, ds.pixels.begin() + (i + 1) * n, int64_t{0});
 }
 
-TEST(Mnist, T10kMatchesPython) {
+TEST(data_mnist, T10kMatchesPython) {
     const auto ds = load_mnist(test::fixture(kImages), test::fixture(kLabels));
     ASSERT_EQ(ds.count(), 10000);
     EXPECT_EQ(ds.channels, 1);
@@ -158,7 +158,7 @@ TEST(Mnist, T10kMatchesPython) {
     EXPECT_EQ(std::accumulate(ds.pixels.begin(), ds.pixels.end(), int64_t{0}), 264923200);
 }
 
-TEST(Mnist, SubrangesAndRangeErrors) {
+TEST(data_mnist, SubrangesAndRangeErrors) {
     const auto ds = load_mnist(test::fixture(kImages), test::fixture(kLabels), 8000, 8);
     ASSERT_EQ(ds.count(), 8);
     EXPECT_EQ(ds.first_index, 8000);
@@ -191,7 +191,7 @@ std::string idx1(uint32_t n) {
     return s;
 }
 
-TEST(Mnist, RawIdxFiles) {
+TEST(data_mnist, RawIdxFiles) {
     TempDir dir;
     const auto images = dir.write("img", idx3(0x803, 3, 2, 3));
     const auto labels = dir.write("lbl", idx1(3));
@@ -202,7 +202,7 @@ TEST(Mnist, RawIdxFiles) {
     EXPECT_EQ(ds.pixels, (std::vector<uint8_t>{16, 17, 18, 19, 20, 21, 32, 33, 34, 35, 36, 37}));
 }
 
-TEST(Mnist, HostileFiles) {
+TEST(data_mnist, HostileFiles) {
     TempDir dir;
     const auto labels = dir.write("lbl", idx1(3));
     const auto wrong_magic = dir.write("magic", idx3(0x804, 3, 2, 3));
@@ -239,7 +239,7 @@ std::string write_png(const TempDir& dir, const std::string& sub, const std::str
     return path;
 }
 
-TEST(ImageFolder, RgbIsPlanarAndOrderIsByPath) {
+TEST(data_image_folder, RgbIsPlanarAndOrderIsByPath) {
     TempDir dir;
     // 2×2 RGB: pixel p has (r, g, b) = (10p, 10p + 1, 10p + 2) (+100 for the second file).
     std::vector<uint8_t> a, b;
@@ -258,7 +258,7 @@ TEST(ImageFolder, RgbIsPlanarAndOrderIsByPath) {
     EXPECT_EQ(ds.pixels[12 + 4], 1);
 }
 
-TEST(ImageFolder, GreyAndNamedClasses) {
+TEST(data_image_folder, GreyAndNamedClasses) {
     TempDir dir;
     write_png(dir, "cat", "a.png", 1, 3, 1, {5, 6, 7});
     write_png(dir, "Dog", "b.png", 1, 3, 1, {8, 9, 10});
@@ -274,7 +274,7 @@ TEST(ImageFolder, GreyAndNamedClasses) {
     expect_format_error([&] { load_image_folder(dir.path(), 1, 1, 3, other); }, {"'cat'", "'bird'"});
 }
 
-TEST(ImageFolder, WrongSizeIsAnErrorNotAResize) {
+TEST(data_image_folder, WrongSizeIsAnErrorNotAResize) {
     TempDir dir;
     write_png(dir, "0", "ok.png", 4, 5, 1, std::vector<uint8_t>(20, 1));
     const auto bad = write_png(dir, "0", "small.png", 3, 5, 1, std::vector<uint8_t>(15, 1));
