@@ -1,6 +1,7 @@
-// Google Benchmark of the INT8 W8A8 matrix product (gemm_u8s8) of every ISA level this CPU runs, next to
-// the float gemm on the same BERT-base shapes (m = 1024 tokens; single-threaded, as the ops call them):
-// GOP/s = 2·m·n·k per second; and the u8 activation quantizers (GB/s of f32 read).
+// Google Benchmark of the INT8 W8A8 matrix products (gemm_u8s8, and gemm_u7s8 on 7-bit activations) of
+// every ISA level this CPU runs, next to the float gemm on the same BERT-base shapes (m = 1024 tokens;
+// single-threaded, as the ops call them): GOP/s = 2·m·n·k per second; and the u8 activation quantizers
+// (GB/s of f32 read).
 #include <benchmark/benchmark.h>
 
 #include <cstdint>
@@ -28,15 +29,16 @@ void set_gops(benchmark::State& state, int64_t m, int64_t n, int64_t k) {
                                                  benchmark::Counter::kIsRate);
 }
 
-void bench_gemm_u8s8(benchmark::State& state, cq::GemmU8S8Fn gemm) {
+// Activations in [0, a_max]: 255 for gemm_u8s8, 127 for gemm_u7s8.
+void bench_gemm_u8s8(benchmark::State& state, cq::GemmU8S8Fn gemm, int32_t a_max) {
     const int64_t m = state.range(0), n = state.range(1), k = state.range(2), lda = cq::round_up(k, 4);
     std::mt19937 rng(1);
     std::vector<uint8_t> a(size_t(m * lda));
     std::vector<int8_t> w(size_t(n * k)), packed(size_t(cq::packed_s8_bytes(n, k)));
-    for (auto& x : a) x = uint8_t(rng());
+    for (auto& x : a) x = uint8_t(rng() % uint32_t(a_max + 1));
     for (auto& x : w) x = int8_t(rng());
     cq::pack_s8_panels(w.data(), n, k, k, packed.data());
-    std::vector<int32_t> w_sums(static_cast<size_t>(n)), a_zp(static_cast<size_t>(m), 128);
+    std::vector<int32_t> w_sums(static_cast<size_t>(n)), a_zp(static_cast<size_t>(m), (a_max + 1) / 2);
     cq::s8_row_sums(w.data(), n, k, k, w_sums.data());
     std::vector<float> w_scale(size_t(n), 0.01f), bias(size_t(n), 0.5f), a_scale(size_t(m), 0.02f), c(size_t(m * n));
     for (auto _ : state) {
@@ -65,7 +67,7 @@ void bench_quantize_dynamic(benchmark::State& state, cq::QuantizeRowsU8DynamicFn
     std::vector<float> scale(static_cast<size_t>(m));
     std::vector<int32_t> zp(static_cast<size_t>(m));
     for (auto _ : state) {
-        fn(x.data(), m, k, k, q.data(), k, scale.data(), zp.data());
+        fn(x.data(), m, k, k, cq::kU8QMax, q.data(), k, scale.data(), zp.data());
         benchmark::ClobberMemory();
     }
     state.counters["GB/s_in"] = benchmark::Counter(double(state.iterations()) * 4.0 * double(m * k) / 1e9, benchmark::Counter::kIsRate);
@@ -87,7 +89,9 @@ void register_all() {
         const cq::KernelTable t = cq::make_kernel_table(level);
         const bool reference = level == cq::IsaLevel::ref;
         if (first_time(t.gemm_u8s8.name))
-            bert_args(benchmark::RegisterBenchmark(t.gemm_u8s8.name, bench_gemm_u8s8, t.gemm_u8s8.fn), reference);
+            bert_args(benchmark::RegisterBenchmark(t.gemm_u8s8.name, bench_gemm_u8s8, t.gemm_u8s8.fn, cq::kU8QMax), reference);
+        if (first_time(t.gemm_u7s8.name))  // a level that reuses its u8s8 kernel is measured above
+            bert_args(benchmark::RegisterBenchmark(t.gemm_u7s8.name, bench_gemm_u8s8, t.gemm_u7s8.fn, cq::kU7QMax), reference);
         if (first_time(t.quantize_rows_u8_dynamic.name))
             benchmark::RegisterBenchmark(t.quantize_rows_u8_dynamic.name, bench_quantize_dynamic, t.quantize_rows_u8_dynamic.fn)
                 ->Args({1024, 768});

@@ -74,6 +74,24 @@ TEST(calibration, U8ParamsClosedForms) {
     EXPECT_THROW(u8_params({-1.0f, NAN}), InvalidArgument);
 }
 
+// 7-bit activations (qmax 127): the same rule over [0, 127].
+TEST(Calibration, U8ParamsSevenBit) {
+    auto p = u8_params({-1.0f, 1.0f}, 127);
+    EXPECT_EQ(p.scale, 2.0f / 127.0f);
+    EXPECT_EQ(p.zero_point, 64);  // 63.5 rounds to even
+    p = u8_params({-1.27f, 0.0f}, 127);
+    EXPECT_FLOAT_EQ(p.scale, 0.01f);
+    EXPECT_EQ(p.zero_point, 127);
+    p = u8_params({0.0f, 6.0f}, 127);
+    EXPECT_EQ(p.zero_point, 0);
+    p = u8_params({0.0f, 0.0f}, 127);
+    EXPECT_EQ(p.scale, 1.0f);
+    EXPECT_EQ(p.zero_point, 0);
+    EXPECT_EQ(u8_params({-1.0f, 3.0f}, 255).zero_point, u8_params({-1.0f, 3.0f}).zero_point);
+    EXPECT_THROW(u8_params({-1.0f, 1.0f}, 0), InvalidArgument);
+    EXPECT_THROW(u8_params({-1.0f, 1.0f}, 256), InvalidArgument);
+}
+
 TEST(calibration, MinmaxIsExactAndIncludesZero) {
     const std::vector<float> mixed = {-3.5f, 2.0f, 0.25f, 7.75f};
     const Range r = observed(mixed).range(Method::minmax);

@@ -1,8 +1,9 @@
 // INT8 W8A8 kernels: the panel packing against its index formula; the reference gemm_u8s8 against an
 // independent int64 triple loop on awkward shapes (per-row and per-tensor activation parameters, bias or
 // none, padded strides, extreme values, a k where int16 sums would overflow); every variant this CPU runs
-// (and the AVX-512 VNNI one through SIMDe) bit for bit against the reference, behind guard pages; the u8
-// quantizers byte for byte against the reference, including ties, all-zero rows and huge values.
+// (and the AVX-512 VNNI one through SIMDe) bit for bit against the reference, behind guard pages, and the
+// gemm_u7s8 variants likewise on 7-bit activations; the u8 quantizers (8-bit and 7-bit) byte for byte
+// against the reference, including ties, all-zero rows and huge values.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -122,6 +123,17 @@ struct Variant {
     cq::QuantizeRowsU8StaticFn fixed;
 };
 
+// Every gemm_u7s8 variant other than the reference (whatever its name) that this CPU runs.
+std::vector<Variant> u7_variants() {
+    std::vector<Variant> out;
+    std::set<std::string> seen{"gemm_u8s8_f32__ref"};
+    for (cq::IsaLevel level : cq::supported_isa_levels()) {
+        const auto t = cq::make_kernel_table(level);
+        if (seen.insert(t.gemm_u7s8.name).second) out.push_back({t.gemm_u7s8.name, t.gemm_u7s8.fn, nullptr, nullptr});
+    }
+    return out;
+}
+
 // Every variant other than the reference: one per ISA level this CPU runs, plus SIMDe's AVX-512 VNNI.
 std::vector<Variant> variants() {
     std::vector<Variant> out;
@@ -150,12 +162,16 @@ struct Problem {
 
 enum class Fill { random, extreme_pos, extreme_neg };
 
-Problem make_problem(int64_t m, int64_t n, int64_t k, bool per_row, bool with_bias, Fill fill, uint32_t seed) {
+// Activations (and their zero points) in [0, a_max]: 255, or 127 for the gemm_u7s8 kernels.
+Problem make_problem(int64_t m, int64_t n, int64_t k, bool per_row, bool with_bias, Fill fill, uint32_t seed,
+                     int32_t a_max = 255) {
     std::mt19937 rng(seed);
     Problem p{m, n, k, round_up(k, 4) + (seed % 2 ? 0 : 8), n + 3, per_row, with_bias, {}, {}, {}, {}, {}, {}, {}, {}};
     p.a.resize(size_t(m * p.lda));
     p.w.resize(size_t(n * k));
-    for (auto& x : p.a) x = fill == Fill::random ? uint8_t(rng()) : 255;
+    for (auto& x : p.a) x = fill == Fill::random ? uint8_t(rng() % uint32_t(a_max + 1)) : uint8_t(a_max);
+    if (fill == Fill::random)  // and the extremes
+        for (size_t i = 0; i < p.a.size(); i += 5) p.a[i] = i % 2 ? uint8_t(a_max) : 0;
     for (auto& x : p.w) x = fill == Fill::random ? int8_t(rng()) : fill == Fill::extreme_pos ? 127 : -128;
     if (fill == Fill::random)  // sprinkle the extremes in
         for (size_t i = 0; i < p.w.size(); i += 7) p.w[i] = i % 2 ? -128 : 127;
@@ -172,7 +188,7 @@ Problem make_problem(int64_t m, int64_t n, int64_t k, bool per_row, bool with_bi
     }
     for (int64_t t = 0; t < (per_row ? m : 1); ++t) {
         p.a_scale.push_back(scale(rng));
-        p.a_zp.push_back(t == 0 ? 255 : int32_t(rng() % 256));
+        p.a_zp.push_back(t == 0 ? a_max : int32_t(rng() % uint32_t(a_max + 1)));
     }
     return p;
 }
@@ -198,19 +214,23 @@ const int64_t kMs[] = {1, 3, 17, 64};
 const int64_t kNs[] = {1, 15, 16, 17, 50};
 const int64_t kKs[] = {1, 3, 4, 5, 63, 771};
 
-std::vector<Problem> all_problems() {
+std::vector<Problem> all_problems(int32_t a_max = 255) {
     std::vector<Problem> out;
     uint32_t seed = 1;
     for (int64_t m : kMs)
         for (int64_t n : kNs)
             for (int64_t k : kKs) {
-                out.push_back(make_problem(m, n, k, seed % 2 == 0, seed % 3 != 0, Fill::random, seed));
+                out.push_back(make_problem(m, n, k, seed % 2 == 0, seed % 3 != 0, Fill::random, seed, a_max));
                 ++seed;
             }
     // k = 65536 at the extremes: |Σ a·w| = 255·128·65536 < 2^31, but far beyond any int16 partial sum
-    out.push_back(make_problem(2, 17, 65536, true, true, Fill::extreme_neg, 1000));
-    out.push_back(make_problem(3, 33, 65536, false, false, Fill::extreme_pos, 1001));
-    out.push_back(make_problem(13, 40, 4099, true, true, Fill::random, 1002));
+    out.push_back(make_problem(2, 17, 65536, true, true, Fill::extreme_neg, 1000, a_max));
+    out.push_back(make_problem(3, 33, 65536, false, false, Fill::extreme_pos, 1001, a_max));
+    out.push_back(make_problem(13, 40, 4099, true, true, Fill::random, 1002, a_max));
+    // every row-tile and panel-pair remainder of the register-blocked kernels
+    for (int64_t m : {5, 6, 7, 9, 12, 25})
+        for (int64_t n : {31, 32, 33, 48, 64, 80})
+            out.push_back(make_problem(m, n, 37 + 2 * m, m % 2 == 0, n % 3 != 0, Fill::random, uint32_t(2000 + m * n), a_max));
     return out;
 }
 
@@ -287,6 +307,24 @@ TEST(GemmU8S8, EveryVariantMatchesReferenceBitForBit) {
     }
 }
 
+// 7-bit activations: where vpmaddubsw pairs reach 2·127·(−128) and 2·127·127 and k is large.
+TEST(GemmU7S8, EveryVariantMatchesReferenceBitForBit) {
+    const auto problems = all_problems(cq::kU7QMax);
+#if defined(__x86_64__)
+    ASSERT_GE(u7_variants().size(), cq::cpu_supports(cq::IsaLevel::avx2) ? 1u : 0u) << "no vector variant reached";
+#endif
+    for (const Variant& v : u7_variants()) {
+        for (const Problem& p : problems) {
+            const auto want = run(p, &ck::gemm_u8s8_f32__ref);
+            const auto got = run(p, v.gemm);
+            for (size_t e = 0; e < want.size(); ++e)
+                ASSERT_EQ(std::memcmp(&got[e], &want[e], sizeof(float)), 0)
+                    << v.name << " " << shape(p) << " at [" << e / size_t(p.ldc) << "][" << e % size_t(p.ldc)
+                    << "]: " << got[e] << " vs " << want[e];
+        }
+    }
+}
+
 // ---- quantizers ----
 
 struct Quantized {
@@ -296,7 +334,7 @@ struct Quantized {
 };
 
 Quantized quantize(cq::QuantizeRowsU8DynamicFn dynamic, cq::QuantizeRowsU8StaticFn fixed, const std::vector<float>& x,
-                   int64_t m, int64_t k, int64_t ldx, float scale, int32_t zp) {
+                   int64_t m, int64_t k, int64_t ldx, float scale, int32_t zp, int32_t qmax) {
     const int64_t ldq = round_up(k, 4) + 5;
     cq::test::GuardedBuffer<float> xb(x);
     cq::test::GuardedBuffer<uint8_t> q(std::vector<uint8_t>(size_t((m - 1) * ldq + round_up(k, 4)), 0xCD));
@@ -304,11 +342,11 @@ Quantized quantize(cq::QuantizeRowsU8DynamicFn dynamic, cq::QuantizeRowsU8Static
     if (dynamic) {
         cq::test::GuardedBuffer<float> s(static_cast<size_t>(m));
         cq::test::GuardedBuffer<int32_t> z(static_cast<size_t>(m));
-        dynamic(xb.data(), m, k, ldx, q.data(), ldq, s.data(), z.data());
+        dynamic(xb.data(), m, k, ldx, qmax, q.data(), ldq, s.data(), z.data());
         out.scale = s.to_vector();
         out.zp = z.to_vector();
     } else {
-        fixed(xb.data(), m, k, ldx, scale, zp, q.data(), ldq);
+        fixed(xb.data(), m, k, ldx, scale, zp, qmax, q.data(), ldq);
     }
     out.q = q.to_vector();
     return out;
@@ -335,106 +373,117 @@ std::vector<float> test_rows(int64_t m, int64_t k, int64_t ldx, uint32_t seed) {
 }
 
 TEST(QuantizeRowsU8, ReferenceFollowsTheRule) {
-    const int64_t m = 12, k = 37, ldx = 41;
-    const auto x = test_rows(m, k, ldx, 5);
-    const auto d = quantize(&ck::quantize_rows_u8_dynamic__ref, nullptr, x, m, k, ldx, 0, 0);
-    const int64_t ldq = round_up(k, 4) + 5;
-    for (int64_t t = 0; t < m; ++t) {
-        const float s = d.scale[size_t(t)];
-        const int32_t z = d.zp[size_t(t)];
-        ASSERT_TRUE(std::isfinite(s) && s > 0) << "row " << t;
-        if (t % 6 == 3) {
-            EXPECT_EQ(s, 1.0f);
-            EXPECT_EQ(z, 0);
-        }
-        for (int64_t i = 0; i < round_up(k, 4); ++i) {
-            const int q = d.q[size_t(t * ldq + i)];
-            if (i >= k) {
-                ASSERT_EQ(q, z) << "row " << t << " padding " << i;
-                continue;
+    for (const int32_t qmax : {cq::kU8QMax, cq::kU7QMax}) {
+        SCOPED_TRACE("qmax " + std::to_string(qmax));
+        const int64_t m = 12, k = 37, ldx = 41;
+        const auto x = test_rows(m, k, ldx, 5);
+        const auto d = quantize(&ck::quantize_rows_u8_dynamic__ref, nullptr, x, m, k, ldx, 0, 0, qmax);
+        const int64_t ldq = round_up(k, 4) + 5;
+        for (int64_t t = 0; t < m; ++t) {
+            const float s = d.scale[size_t(t)];
+            const int32_t z = d.zp[size_t(t)];
+            ASSERT_TRUE(std::isfinite(s) && s > 0) << "row " << t;
+            ASSERT_TRUE(z >= 0 && z <= qmax) << "row " << t;
+            if (t % 6 == 3) {
+                EXPECT_EQ(s, 1.0f);
+                EXPECT_EQ(z, 0);
             }
-            const double v = x[size_t(t * ldx + i)];
-            if (t % 6 == 4) {  // a range beyond float: scale 1, so everything clamps
-                ASSERT_EQ(q, v > 0 ? 255 : 0) << "row " << t << " at " << i;
-                continue;
+            for (int64_t i = 0; i < round_up(k, 4); ++i) {
+                const int q = d.q[size_t(t * ldq + i)];
+                ASSERT_LE(q, qmax) << "row " << t << " at " << i;
+                if (i >= k) {
+                    ASSERT_EQ(q, z) << "row " << t << " padding " << i;
+                    continue;
+                }
+                const double v = x[size_t(t * ldx + i)];
+                if (t % 6 == 4) {  // a range beyond float: scale 1, so everything clamps
+                    ASSERT_EQ(q, v > 0 ? qmax : 0) << "row " << t << " at " << i;
+                    continue;
+                }
+                // inside the range every value is within half a step (plus the zero point's rounding)
+                ASSERT_LE(std::fabs((q - z) * double(s) - v), double(s) * 1.0001) << "row " << t << " at " << i;
             }
-            // inside the range every value is within half a step (plus the zero point's rounding)
-            ASSERT_LE(std::fabs((q - z) * double(s) - v), double(s) * 1.0001) << "row " << t << " at " << i;
         }
+        // static, scale 0.25: x·4 = n + 0.5 rounds to even; huge values clamp to 0 / qmax
+        const auto st = quantize(nullptr, &ck::quantize_rows_u8_static__ref, x, m, k, ldx, 0.25f, 100, qmax);
+        for (int64_t t = 0; t < m; ++t)
+            for (int64_t i = 0; i < k; ++i) {
+                const double v = double(x[size_t(t * ldx + i)]) * 4.0;
+                const double r = v - std::floor(v) == 0.5 ? (std::fmod(std::floor(v), 2.0) == 0 ? std::floor(v) : std::ceil(v))
+                                                        : std::round(v);
+                const double want = std::clamp(r + 100.0, 0.0, double(qmax));
+                ASSERT_EQ(st.q[size_t(t * ldq + i)], int(want)) << "row " << t << " at " << i << " x=" << v / 4;
+            }
     }
-    // static, scale 0.25: x·4 = n + 0.5 rounds to even; huge values clamp to 0 / 255
-    const auto st = quantize(nullptr, &ck::quantize_rows_u8_static__ref, x, m, k, ldx, 0.25f, 100);
-    for (int64_t t = 0; t < m; ++t)
-        for (int64_t i = 0; i < k; ++i) {
-            const double v = double(x[size_t(t * ldx + i)]) * 4.0;
-            const double r = v - std::floor(v) == 0.5 ? (std::fmod(std::floor(v), 2.0) == 0 ? std::floor(v) : std::ceil(v))
-                                                    : std::round(v);
-            const double want = std::clamp(r + 100.0, 0.0, 255.0);
-            ASSERT_EQ(st.q[size_t(t * ldq + i)], int(want)) << "row " << t << " at " << i << " x=" << v / 4;
-        }
 }
 
 TEST(QuantizeRowsU8, EveryVariantMatchesReferenceByteForByte) {
     for (const Variant& v : variants())
-        for (int64_t k : {1, 3, 4, 5, 15, 16, 17, 31, 32, 33, 63, 771}) {
-            const int64_t m = 12, ldx = k + 3;
-            const auto x = test_rows(m, k, ldx, uint32_t(k));
-            const auto want = quantize(&ck::quantize_rows_u8_dynamic__ref, nullptr, x, m, k, ldx, 0, 0);
-            const auto got = quantize(v.dynamic, nullptr, x, m, k, ldx, 0, 0);
-            ASSERT_EQ(got.scale, want.scale) << v.name << " dynamic k=" << k;
-            ASSERT_EQ(got.zp, want.zp) << v.name << " dynamic k=" << k;
-            for (size_t e = 0; e < want.q.size(); ++e)
-                ASSERT_EQ(got.q[e], want.q[e]) << v.name << " dynamic k=" << k << " at byte " << e;
-            for (const auto& [scale, zp] : {std::pair{0.25f, 100}, std::pair{0.0137f, 0}, std::pair{3.0f, 255}}) {
-                const auto ws = quantize(nullptr, &ck::quantize_rows_u8_static__ref, x, m, k, ldx, scale, zp);
-                const auto gs = quantize(nullptr, v.fixed, x, m, k, ldx, scale, zp);
-                for (size_t e = 0; e < ws.q.size(); ++e)
-                    ASSERT_EQ(gs.q[e], ws.q[e]) << v.name << " static scale=" << scale << " k=" << k << " at byte " << e;
+        for (const int32_t qmax : {cq::kU8QMax, cq::kU7QMax})
+            for (int64_t k : {1, 3, 4, 5, 15, 16, 17, 31, 32, 33, 63, 771}) {
+                const int64_t m = 12, ldx = k + 3;
+                const auto x = test_rows(m, k, ldx, uint32_t(k));
+                const auto want = quantize(&ck::quantize_rows_u8_dynamic__ref, nullptr, x, m, k, ldx, 0, 0, qmax);
+                const auto got = quantize(v.dynamic, nullptr, x, m, k, ldx, 0, 0, qmax);
+                ASSERT_EQ(got.scale, want.scale) << v.name << " dynamic qmax=" << qmax << " k=" << k;
+                ASSERT_EQ(got.zp, want.zp) << v.name << " dynamic qmax=" << qmax << " k=" << k;
+                for (size_t e = 0; e < want.q.size(); ++e)
+                    ASSERT_EQ(got.q[e], want.q[e]) << v.name << " dynamic qmax=" << qmax << " k=" << k << " at byte " << e;
+                for (const auto& [scale, zp] : {std::pair{0.25f, 100}, std::pair{0.0137f, 0}, std::pair{3.0f, qmax}}) {
+                    const auto ws = quantize(nullptr, &ck::quantize_rows_u8_static__ref, x, m, k, ldx, scale, zp, qmax);
+                    const auto gs = quantize(nullptr, v.fixed, x, m, k, ldx, scale, zp, qmax);
+                    for (size_t e = 0; e < ws.q.size(); ++e)
+                        ASSERT_EQ(gs.q[e], ws.q[e]) << v.name << " static qmax=" << qmax << " scale=" << scale << " k=" << k
+                                                    << " at byte " << e;
+                }
             }
-        }
 }
 
-// Quantize → gemm end to end stays within the quantization error of the float product.
+// Quantize → gemm end to end stays within the quantization error of the float product, with 8-bit
+// activations through gemm_u8s8 and 7-bit ones through gemm_u7s8.
 TEST(GemmU8S8, DynamicQuantizationApproximatesFloatProduct) {
-    const int64_t m = 5, n = 20, k = 64;
-    std::mt19937 rng(9);
-    std::normal_distribution<float> g(0.0f, 1.0f);
-    std::vector<float> x(static_cast<size_t>(m * k)), wf(size_t(n * k));
-    for (auto& v : x) v = g(rng);
-    for (auto& v : wf) v = g(rng);
-    std::vector<int8_t> w(static_cast<size_t>(n * k));
-    std::vector<float> w_scale(static_cast<size_t>(n));
-    for (int64_t i = 0; i < n; ++i) {
-        float amax = 0;
-        for (int64_t j = 0; j < k; ++j) amax = std::max(amax, std::fabs(wf[size_t(i * k + j)]));
-        w_scale[size_t(i)] = amax / 127;
-        for (int64_t j = 0; j < k; ++j) w[size_t(i * k + j)] = int8_t(std::nearbyint(wf[size_t(i * k + j)] / w_scale[size_t(i)]));
-    }
-    std::vector<int8_t> packed(static_cast<size_t>(cq::packed_s8_bytes(n, k)));
-    cq::pack_s8_panels(w.data(), n, k, k, packed.data());
-    std::vector<int32_t> sums(static_cast<size_t>(n)), zp(static_cast<size_t>(m));
-    cq::s8_row_sums(w.data(), n, k, k, sums.data());
-    std::vector<uint8_t> q(static_cast<size_t>(m * k));
-    std::vector<float> a_scale(static_cast<size_t>(m)), c(size_t(m * n));
-    const auto& t = cq::kernel_table();
-    t.quantize_rows_u8_dynamic.fn(x.data(), m, k, k, q.data(), k, a_scale.data(), zp.data());
-    t.gemm_u8s8.fn(m, n, k, q.data(), k, a_scale.data(), zp.data(), 1, packed.data(), sums.data(), w_scale.data(), nullptr,
-                   c.data(), n);
-    for (int64_t r = 0; r < m; ++r)
+    for (const int32_t qmax : {cq::kU8QMax, cq::kU7QMax}) {
+        const int64_t m = 5, n = 20, k = 64;
+        std::mt19937 rng(9);
+        std::normal_distribution<float> g(0.0f, 1.0f);
+        std::vector<float> x(static_cast<size_t>(m * k)), wf(size_t(n * k));
+        for (auto& v : x) v = g(rng);
+        for (auto& v : wf) v = g(rng);
+        std::vector<int8_t> w(static_cast<size_t>(n * k));
+        std::vector<float> w_scale(static_cast<size_t>(n));
         for (int64_t i = 0; i < n; ++i) {
-            double exact = 0, bound = 0;
-            for (int64_t j = 0; j < k; ++j) {
-                exact += double(x[size_t(r * k + j)]) * wf[size_t(i * k + j)];
-                bound += std::fabs(x[size_t(r * k + j)]) * w_scale[size_t(i)] / 2 + std::fabs(wf[size_t(i * k + j)]) * a_scale[size_t(r)] / 2 +
-                         a_scale[size_t(r)] * w_scale[size_t(i)] / 4;
-            }
-            ASSERT_NEAR(c[size_t(r * n + i)], exact, bound) << t.gemm_u8s8.name << " at [" << r << "][" << i << "]";
+            float amax = 0;
+            for (int64_t j = 0; j < k; ++j) amax = std::max(amax, std::fabs(wf[size_t(i * k + j)]));
+            w_scale[size_t(i)] = amax / 127;
+            for (int64_t j = 0; j < k; ++j) w[size_t(i * k + j)] = int8_t(std::nearbyint(wf[size_t(i * k + j)] / w_scale[size_t(i)]));
         }
+        std::vector<int8_t> packed(static_cast<size_t>(cq::packed_s8_bytes(n, k)));
+        cq::pack_s8_panels(w.data(), n, k, k, packed.data());
+        std::vector<int32_t> sums(static_cast<size_t>(n)), zp(static_cast<size_t>(m));
+        cq::s8_row_sums(w.data(), n, k, k, sums.data());
+        std::vector<uint8_t> q(static_cast<size_t>(m * k));
+        std::vector<float> a_scale(static_cast<size_t>(m)), c(size_t(m * n));
+        const auto& t = cq::kernel_table();
+        t.quantize_rows_u8_dynamic.fn(x.data(), m, k, k, qmax, q.data(), k, a_scale.data(), zp.data());
+        const auto& gemm = qmax == cq::kU8QMax ? t.gemm_u8s8 : t.gemm_u7s8;
+        gemm.fn(m, n, k, q.data(), k, a_scale.data(), zp.data(), 1, packed.data(), sums.data(), w_scale.data(), nullptr,
+                       c.data(), n);
+        for (int64_t r = 0; r < m; ++r)
+            for (int64_t i = 0; i < n; ++i) {
+                double exact = 0, bound = 0;
+                for (int64_t j = 0; j < k; ++j) {
+                    exact += double(x[size_t(r * k + j)]) * wf[size_t(i * k + j)];
+                    bound += std::fabs(x[size_t(r * k + j)]) * w_scale[size_t(i)] / 2 + std::fabs(wf[size_t(i * k + j)]) * a_scale[size_t(r)] / 2 +
+                             a_scale[size_t(r)] * w_scale[size_t(i)] / 4;
+                }
+                ASSERT_NEAR(c[size_t(r * n + i)], exact, bound) << gemm.name << " at [" << r << "][" << i << "]";
+            }
+    }
 }
 
 TEST(GemmU8S8, ListedInKernelTable) {
     const auto listing = cq::list_kernels(cq::kernel_table());
-    for (const char* op : {"gemm_u8s8", "quantize_rows_u8_dynamic", "quantize_rows_u8_static"})
+    for (const char* op : {"gemm_u8s8", "gemm_u7s8", "quantize_rows_u8_dynamic", "quantize_rows_u8_static"})
         EXPECT_TRUE(std::any_of(listing.begin(), listing.end(), [&](const auto& l) { return l.op == op && !l.kernel.empty(); }))
             << op;
 }

@@ -25,16 +25,17 @@ struct Range {
     float lo, hi;
 };
 
-/// Asymmetric u8 quantization: q = clamp(round(x / scale) + zero_point, 0, 255).
+/// Asymmetric u8 quantization: q = clamp(round(x / scale) + zero_point, 0, qmax) (qmax 255, or 127 for
+/// 7-bit activations).
 struct U8Params {
     float scale;
     int32_t zero_point;
 };
 
-/// scale = (hi − lo) / 255, zero_point = clamp(nearbyint(−lo / scale), 0, 255). A degenerate range
+/// scale = (hi − lo) / qmax, zero_point = clamp(nearbyint(−lo / scale), 0, qmax). A degenerate range
 /// (hi == lo, or a scale below FLT_MIN) gives scale 1, zero point 0: every input was 0, and 0 stays 0.
-/// InvalidArgument unless lo ≤ 0 ≤ hi and both are finite.
-U8Params u8_params(Range r);
+/// InvalidArgument unless lo ≤ 0 ≤ hi and both are finite, and qmax is in [1, 255].
+U8Params u8_params(Range r, int32_t qmax = 255);
 
 /// Streams values into a histogram of a fixed number of bins over [−R, R]. R is always the smallest
 /// power of two above max|x| (0 before any non-zero value), so it doubles as larger values arrive and

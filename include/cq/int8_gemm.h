@@ -29,14 +29,18 @@ void pack_s8_panels(const int8_t* w, int64_t n, int64_t k, int64_t ldw, int8_t* 
 /// w: [n, k] s8, row stride ldw → sums[i] = Σ_k w[i][k], the zero-point compensation of the gemm.
 void s8_row_sums(const int8_t* w, int64_t n, int64_t k, int64_t ldw, int32_t* sums);
 
-// Activations: q = clamp(nearbyint(x · (1 / scale)) + zero_point, 0, 255), rounding half to even, the
+// Activations: q = clamp(nearbyint(x · (1 / scale)) + zero_point, 0, qmax), rounding half to even, the
 // clamp done in float (so values beyond int32 still saturate) — every quantizer variant computes exactly
-// this, byte for byte. Rows are padded with zero_point up to round_up(k, 4) for the gemm's quads.
+// this, byte for byte. qmax is 255 (8-bit activations, gemm_u8s8) or 127 (7-bit: gemm_u7s8, whose AVX2
+// kernel sums u8·s8 pairs with vpmaddubsw, exact only while 2·127·128 < 2^15); any value in [1, 255] works.
+// Rows are padded with zero_point up to round_up(k, 4) for the gemm's quads.
+inline constexpr int32_t kU8QMax = 255;
+inline constexpr int32_t kU7QMax = 127;
 
 /// The dynamic (per row, ONNX DynamicQuantizeLinear) rule for a row whose values span [lo, hi]
-/// (lo ≤ 0 ≤ hi after widening the range to hold 0): scale = (hi − lo) / 255,
-/// zero_point = clamp(nearbyint(−lo / scale), 0, 255); a zero or non-finite scale (all-zero row,
+/// (lo ≤ 0 ≤ hi after widening the range to hold 0): scale = (hi − lo) / qmax,
+/// zero_point = clamp(nearbyint(−lo / scale), 0, qmax); a zero or non-finite scale (all-zero row,
 /// overflowing range) gives scale 1, zero_point 0. Inputs are expected finite.
-void u8_quant_params_from_range(float lo, float hi, float* scale, int32_t* zero_point);
+void u8_quant_params_from_range(float lo, float hi, int32_t qmax, float* scale, int32_t* zero_point);
 
 }  // namespace cq

@@ -44,18 +44,20 @@ using GemmQuantFn = void (*)(int64_t m, int64_t n, int64_t k, const void* act, s
 using QuantizeRowFn = void (*)(const float* x, void* y, int64_t k);
 
 // INT8 W8A8 (see cq/int8_gemm.h for the packed weight layout and the quantization rule).
-// x: [m, k] f32 (row stride ldx) → q: [m, round_up(k, 4)] u8 (row stride ldq), each row with its own
-// scale / zero point (written to scale[t], zero_point[t]); the padding bytes hold the zero point.
-using QuantizeRowsU8DynamicFn = void (*)(const float* x, int64_t m, int64_t k, int64_t ldx, uint8_t* q, int64_t ldq,
-                                         float* scale, int32_t* zero_point);
-// x: [m, k] f32 (row stride ldx) → q: [m, round_up(k, 4)] u8 (row stride ldq) with one scale / zero point.
+// x: [m, k] f32 (row stride ldx) → q: [m, round_up(k, 4)] u8 in [0, qmax] (row stride ldq), each row with
+// its own scale / zero point (written to scale[t], zero_point[t]); the padding bytes hold the zero point.
+using QuantizeRowsU8DynamicFn = void (*)(const float* x, int64_t m, int64_t k, int64_t ldx, int32_t qmax, uint8_t* q,
+                                         int64_t ldq, float* scale, int32_t* zero_point);
+// x: [m, k] f32 (row stride ldx) → q: [m, round_up(k, 4)] u8 in [0, qmax] (row stride ldq) with one scale /
+// zero point (zero_point ≤ qmax).
 using QuantizeRowsU8StaticFn = void (*)(const float* x, int64_t m, int64_t k, int64_t ldx, float scale,
-                                        int32_t zero_point, uint8_t* q, int64_t ldq);
+                                        int32_t zero_point, int32_t qmax, uint8_t* q, int64_t ldq);
 // c: [m, n] (row stride ldc), c[t][i] = fma(float(Σ_k a[t][k]·w[i][k] − a_zp[t]·w_sums[i]),
 // a_scale[t]·w_scale[i], bias[i]) (no fma, just the product, when bias is null). a: [m, k] u8 (row
 // stride lda ≥ round_up(k, 4), rows readable up to there); a_scale / a_zero_point indexed t·a_param_stride
 // (1: per row, 0: one for all); packed_w: the panels of channels [0, n) (cq/int8_gemm.h); w_sums,
 // w_scale, bias: [n]. Exact int32 sums (k ≤ 65536); the caller splits n on multiples of 16.
+// gemm_u7s8 has the same signature and result but requires every a[t][k] ≤ 127 (7-bit activations).
 using GemmU8S8Fn = void (*)(int64_t m, int64_t n, int64_t k, const uint8_t* a, int64_t lda, const float* a_scale,
                             const int32_t* a_zero_point, int64_t a_param_stride, const int8_t* packed_w,
                             const int32_t* w_sums, const float* w_scale, const float* bias, float* c, int64_t ldc);
@@ -86,6 +88,7 @@ struct KernelTable {
     Kernel<QuantizeRowsU8DynamicFn> quantize_rows_u8_dynamic;
     Kernel<QuantizeRowsU8StaticFn> quantize_rows_u8_static;
     Kernel<GemmU8S8Fn> gemm_u8s8;
+    Kernel<GemmU8S8Fn> gemm_u7s8;  // activations ≤ 127 only
 };
 
 /// The table for this process: the detected level, or the one CQ_ISA names (InvalidArgument if

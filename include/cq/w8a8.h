@@ -19,6 +19,8 @@ enum class ActivationQuant { dynamic_per_token, static_per_tensor };
 
 /// The W8A8 form of one Linear, ready for the u8×s8 kernels. `weight` is what a file stores
 /// ([n_out, n_in] row-major int8); `packed` is the kernels' panel layout built from it at load.
+/// `act_qmax` is the activations' top code: 255 = 8-bit; 127 = 7-bit, half the resolution but the exact
+/// vpmaddubsw fast path (gemm_u7s8) on AVX2 CPUs without VNNI (PyTorch/FBGEMM's reduce_range).
 struct Int8Linear {
     int64_t n_out = 0, n_in = 0;
     Tensor weight;                     // I8 [n_out, n_in] (owned or borrowed from a mapped file)
@@ -26,6 +28,7 @@ struct Int8Linear {
     std::vector<float> bias;           // [n_out] or empty
     ActivationQuant activations = ActivationQuant::dynamic_per_token;
     calib::U8Params input{1.0f, 0};    // static only: x ≈ (q − zero_point) · scale
+    int32_t act_qmax = 255;            // activations quantized to [0, act_qmax]: 255 or 127
     std::shared_ptr<int8_t> packed;    // kernel panel layout (64-byte aligned)
     std::vector<int32_t> weight_sums;  // [n_out] Σ_k weight: the zero-point compensation
 };
@@ -34,9 +37,10 @@ struct Int8Linear {
 void pack_int8_linear(Int8Linear& q);
 
 /// Quantizes a float Linear (f32/f16/bf16 weight [out, in]): per output channel scale = max|w| / 127,
-/// w_q = nearbyint(w / scale) in [−127, 127]; an all-zero row gets scale 1. `input` is used in static mode.
+/// w_q = nearbyint(w / scale) in [−127, 127]; an all-zero row gets scale 1. `input` is used in static mode
+/// (its zero point must be ≤ act_qmax, as calib::u8_params(range, act_qmax) gives); act_qmax is 255 or 127.
 std::shared_ptr<Int8Linear> quantize_linear_w8a8(const Linear& layer, ActivationQuant activations,
-                                                 calib::U8Params input = {1.0f, 0});
+                                                 calib::U8Params input = {1.0f, 0}, int32_t act_qmax = 255);
 
 /// One rule of the W8A8 plan: Linears whose name matches the glob (fnmatch, '*' crosses dots) are
 /// quantized (`int8`) or kept in float; later rules win.

@@ -35,15 +35,16 @@ std::string_view method_name(Method m) {
     return "unknown";
 }
 
-U8Params u8_params(Range r) {
+U8Params u8_params(Range r, int32_t qmax) {
     if (!(std::isfinite(r.lo) && std::isfinite(r.hi) && r.lo <= 0.0f && r.hi >= 0.0f))
         throw InvalidArgument("[calib] u8 range must be finite with lo <= 0 <= hi, got [" + std::to_string(r.lo) + ", " +
                               std::to_string(r.hi) + "]");
-    const float scale = (r.hi - r.lo) / 255.0f;
+    if (qmax < 1 || qmax > 255) throw InvalidArgument("[calib] u8 qmax must be in [1, 255], got " + std::to_string(qmax));
+    const float scale = (r.hi - r.lo) / static_cast<float>(qmax);
     if (!(scale >= std::numeric_limits<float>::min())) return {1.0f, 0};
-    // From the range rather than the rounded scale, so that [−1, 1] gives exactly 127.5 → 128.
-    const double zp = std::nearbyint(-static_cast<double>(r.lo) * 255.0 / (static_cast<double>(r.hi) - r.lo));
-    return {scale, static_cast<int32_t>(std::clamp(zp, 0.0, 255.0))};
+    // From the range rather than the rounded scale, so that [−1, 1] gives exactly 127.5 → 128 (63.5 → 64).
+    const double zp = std::nearbyint(-static_cast<double>(r.lo) * qmax / (static_cast<double>(r.hi) - r.lo));
+    return {scale, static_cast<int32_t>(std::clamp(zp, 0.0, static_cast<double>(qmax)))};
 }
 
 void CalibrationStats::observe(const std::string& tensor, const float* x, int64_t n, int64_t bins) {

@@ -62,6 +62,7 @@ KernelTable make_kernel_table(IsaLevel level) {
     CQ_SET(quantize_rows_u8_dynamic, quantize_rows_u8_dynamic__ref, IsaLevel::ref);
     CQ_SET(quantize_rows_u8_static, quantize_rows_u8_static__ref, IsaLevel::ref);
     CQ_SET(gemm_u8s8, gemm_u8s8_f32__ref, IsaLevel::ref);
+    CQ_SET(gemm_u7s8, gemm_u8s8_f32__ref, IsaLevel::ref);  // same math: 7-bit activations are u8 activations
 
 #if defined(CQ_HAVE_OPENBLAS)
     // Float GEMM is OpenBLAS's job above the reference level; OpenBLAS dispatches by CPU itself.
@@ -95,6 +96,7 @@ KernelTable make_kernel_table(IsaLevel level) {
         CQ_SET(quantize_rows_u8_dynamic, quantize_rows_u8_dynamic__avx2, IsaLevel::avx2);
         CQ_SET(quantize_rows_u8_static, quantize_rows_u8_static__avx2, IsaLevel::avx2);
         CQ_SET(gemm_u8s8, gemm_u8s8_f32__avx2, IsaLevel::avx2);
+        CQ_SET(gemm_u7s8, gemm_u7s8_f32__avx2, IsaLevel::avx2);
     }
     if (reaches(level, IsaLevel::avx512)) {
         CQ_SET(convert_f16_f32, convert_f16_f32__avx512, IsaLevel::avx512);
@@ -112,6 +114,7 @@ KernelTable make_kernel_table(IsaLevel level) {
         CQ_SET(quantize_rows_u8_dynamic, quantize_rows_u8_dynamic__avx512vnni, IsaLevel::avx512_vnni);
         CQ_SET(quantize_rows_u8_static, quantize_rows_u8_static__avx512vnni, IsaLevel::avx512_vnni);
         CQ_SET(gemm_u8s8, gemm_u8s8_f32__avx512vnni, IsaLevel::avx512_vnni);
+        CQ_SET(gemm_u7s8, gemm_u8s8_f32__avx512vnni, IsaLevel::avx512_vnni);  // vpdpbusd never saturates
     }
 #elif defined(__aarch64__)
     if (reaches(level, IsaLevel::neon)) {
@@ -173,6 +176,7 @@ std::vector<KernelListing> list_kernels(const KernelTable& t) {
     add("quantize_rows_u8_dynamic", t.quantize_rows_u8_dynamic);
     add("quantize_rows_u8_static", t.quantize_rows_u8_static);
     add("gemm_u8s8", t.gemm_u8s8);
+    add("gemm_u7s8", t.gemm_u7s8);
     // Quantized kernels present for a type are listed as gemm_<weights> / quantize_row_<activations>.
     for (size_t id = 0; id < kMaxGgmlTypes; ++id) {
         const auto type = dtype_from_ggml_id(static_cast<uint32_t>(id));

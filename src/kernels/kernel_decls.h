@@ -71,16 +71,21 @@ CQ_DECLARE_GEMM_QUANT(q6_K, q8_K, avx512vnni)
 
 // INT8 W8A8 (QuantizeRowsU8DynamicFn / QuantizeRowsU8StaticFn / GemmU8S8Fn; layout in cq/int8_gemm.h).
 #define CQ_DECLARE_INT8_KERNELS(isa)                                                                          \
-    void quantize_rows_u8_dynamic__##isa(const float* x, int64_t m, int64_t k, int64_t ldx, uint8_t* q,       \
-                                         int64_t ldq, float* scale, int32_t* zero_point);                     \
+    void quantize_rows_u8_dynamic__##isa(const float* x, int64_t m, int64_t k, int64_t ldx, int32_t qmax,     \
+                                         uint8_t* q, int64_t ldq, float* scale, int32_t* zero_point);         \
     void quantize_rows_u8_static__##isa(const float* x, int64_t m, int64_t k, int64_t ldx, float scale,       \
-                                        int32_t zero_point, uint8_t* q, int64_t ldq);                         \
+                                        int32_t zero_point, int32_t qmax, uint8_t* q, int64_t ldq);           \
     void gemm_u8s8_f32__##isa(int64_t m, int64_t n, int64_t k, const uint8_t* a, int64_t lda, const float* a_scale, \
                               const int32_t* a_zero_point, int64_t a_param_stride, const int8_t* packed_w,    \
                               const int32_t* w_sums, const float* w_scale, const float* bias, float* c, int64_t ldc);
 CQ_DECLARE_INT8_KERNELS(ref)
 CQ_DECLARE_INT8_KERNELS(avx2)
 CQ_DECLARE_INT8_KERNELS(avx512vnni)
+// 7-bit activations (GemmU8S8Fn with every a ≤ 127): the reference is gemm_u8s8_f32__ref, VNNI reuses
+// gemm_u8s8_f32__avx512vnni (vpdpbusd never saturates); AVX2 gets a vpmaddubsw kernel.
+void gemm_u7s8_f32__avx2(int64_t m, int64_t n, int64_t k, const uint8_t* a, int64_t lda, const float* a_scale,
+                         const int32_t* a_zero_point, int64_t a_param_stride, const int8_t* packed_w,
+                         const int32_t* w_sums, const float* w_scale, const float* bias, float* c, int64_t ldc);
 #undef CQ_DECLARE_INT8_KERNELS
 
 // Scalar single-value conversions shared by the reference kernels and the tails of vector kernels.

@@ -1,5 +1,6 @@
-// W8A8 Linear layers: activations are quantized to u8 once per call (per token, or with the layer's
-// calibrated scale), then each thread runs the u8×s8 GEMM over whole 16-channel panels of outputs.
+// W8A8 Linear layers: activations are quantized to u8 in [0, act_qmax] once per call (per token, or with
+// the layer's calibrated scale), then each thread runs the u8×s8 GEMM (gemm_u7s8 for 7-bit activations)
+// over whole 16-channel panels of outputs.
 #include <algorithm>
 #include <vector>
 
@@ -35,7 +36,7 @@ void linear_int8(const Linear& layer, const float* x, int64_t T, float* y) {
         int32_t* z = x_zero.data();
         pool.parallel_for(
             T, [&](int64_t t0, int64_t t1) {
-                k.quantize_rows_u8_dynamic.fn(x + t0 * n_in, t1 - t0, n_in, n_in, xq_data + t0 * k_padded, k_padded, s + t0, z + t0);
+                k.quantize_rows_u8_dynamic.fn(x + t0 * n_in, t1 - t0, n_in, n_in, q.act_qmax, xq_data + t0 * k_padded, k_padded, s + t0, z + t0);
             },
             kMinRowsPerThread);
     } else {
@@ -44,7 +45,7 @@ void linear_int8(const Linear& layer, const float* x, int64_t T, float* y) {
         param_stride = 0;
         pool.parallel_for(
             T, [&](int64_t t0, int64_t t1) {
-                k.quantize_rows_u8_static.fn(x + t0 * n_in, t1 - t0, n_in, n_in, q.input.scale, q.input.zero_point,
+                k.quantize_rows_u8_static.fn(x + t0 * n_in, t1 - t0, n_in, n_in, q.input.scale, q.input.zero_point, q.act_qmax,
                                              xq_data + t0 * k_padded, k_padded);
             },
             kMinRowsPerThread);
@@ -54,9 +55,10 @@ void linear_int8(const Linear& layer, const float* x, int64_t T, float* y) {
     const int8_t* packed = q.packed.get();
     const float* scales = x_scale.data();  // thread_locals: take the caller's buffers before the workers run
     const int32_t* zeros = x_zero.data();
+    const GemmU8S8Fn gemm = q.act_qmax <= kU7QMax ? k.gemm_u7s8.fn : k.gemm_u8s8.fn;
     pool.parallel_for(panels, [&](int64_t p0, int64_t p1) {
         const int64_t c0 = p0 * kPanel, c1 = std::min(n_out, p1 * kPanel);
-        k.gemm_u8s8.fn(T, c1 - c0, n_in, xq_data, k_padded, scales, zeros, param_stride,
+        gemm(T, c1 - c0, n_in, xq_data, k_padded, scales, zeros, param_stride,
                        packed + c0 * k_padded, q.weight_sums.data() + c0, q.weight_scale.data() + c0,
                        bias ? bias + c0 : nullptr, y + c0, n_out);
     });

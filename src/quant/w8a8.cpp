@@ -41,7 +41,14 @@ void pack_int8_linear(Int8Linear& q) {
     s8_row_sums(w, q.n_out, q.n_in, q.n_in, q.weight_sums.data());
 }
 
-std::shared_ptr<Int8Linear> quantize_linear_w8a8(const Linear& layer, ActivationQuant activations, calib::U8Params input) {
+std::shared_ptr<Int8Linear> quantize_linear_w8a8(const Linear& layer, ActivationQuant activations, calib::U8Params input,
+                                                 int32_t act_qmax) {
+    if (act_qmax != kU8QMax && act_qmax != kU7QMax)
+        throw InvalidArgument("[w8a8] " + layer.name + ": activation qmax " + std::to_string(act_qmax) +
+                              " is not 255 (8-bit) or 127 (7-bit)");
+    if (activations == ActivationQuant::static_per_tensor && (input.zero_point < 0 || input.zero_point > act_qmax))
+        throw InvalidArgument("[w8a8] " + layer.name + ": static input zero point " + std::to_string(input.zero_point) +
+                              " is outside [0, " + std::to_string(act_qmax) + "]");
     if (layer.transposed) throw Unsupported("[w8a8] " + layer.name + ": transposed (Conv1D) weights are not supported yet");
     if (layer.weight.ndim() != 2) throw InvalidArgument("[w8a8] " + layer.name + ": weight is not 2-D");
     auto q = std::make_shared<Int8Linear>();
@@ -49,6 +56,7 @@ std::shared_ptr<Int8Linear> quantize_linear_w8a8(const Linear& layer, Activation
     q->n_in = layer.weight.dim(1);
     q->activations = activations;
     q->input = input;
+    q->act_qmax = act_qmax;
     q->weight = Tensor::zeros({q->n_out, q->n_in}, DType::I8);
     q->weight_scale.resize(static_cast<size_t>(q->n_out));
     auto* wq = static_cast<int8_t*>(q->weight.mutable_data());

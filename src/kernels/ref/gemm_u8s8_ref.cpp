@@ -1,6 +1,6 @@
-// Scalar reference INT8 W8A8 kernels: the u8 activation quantizers (dynamic per row, static per tensor)
-// and the u8·s8 matrix product on packed weights with its f32 epilogue — the specification the vector
-// variants match bit for bit.
+// Scalar reference INT8 W8A8 kernels: the u8 activation quantizers (dynamic per row, static per tensor,
+// to [0, qmax]) and the u8·s8 matrix product on packed weights with its f32 epilogue — the specification
+// the vector variants (gemm_u8s8 and gemm_u7s8 alike) match bit for bit.
 #include <cmath>
 #include <cstdint>
 
@@ -9,8 +9,9 @@
 
 namespace cq {
 
-void u8_quant_params_from_range(float lo, float hi, float* scale, int32_t* zero_point) {
-    const float s = (hi - lo) / 255.0f;
+void u8_quant_params_from_range(float lo, float hi, int32_t qmax, float* scale, int32_t* zero_point) {
+    const float top = float(qmax);
+    const float s = (hi - lo) / top;
     if (!(s > 0.0f) || !std::isfinite(s)) {  // all-zero row (or a range beyond float): any scale is exact
         *scale = 1.0f;
         *zero_point = 0;
@@ -18,19 +19,19 @@ void u8_quant_params_from_range(float lo, float hi, float* scale, int32_t* zero_
     }
     const float z = std::nearbyint(-lo / s);
     *scale = s;
-    *zero_point = int32_t(z < 0.0f ? 0.0f : z > 255.0f ? 255.0f : z);
+    *zero_point = int32_t(z < 0.0f ? 0.0f : z > top ? top : z);
 }
 
 namespace kernels {
 namespace {
 
-// x: [k] → q: [round_up(k, 4)]; the comparisons are written as maxps / minps compute them.
-void quantize_row_u8(const float* x, int64_t k, float inv_scale, int32_t zero_point, uint8_t* q) {
-    const float zp = float(zero_point);
+// x: [k] → q: [round_up(k, 4)] in [0, qmax]; the comparisons are written as maxps / minps compute them.
+void quantize_row_u8(const float* x, int64_t k, float inv_scale, int32_t zero_point, int32_t qmax, uint8_t* q) {
+    const float zp = float(zero_point), top = float(qmax);
     for (int64_t i = 0; i < k; ++i) {
         float v = std::nearbyint(x[i] * inv_scale) + zp;
         v = v > 0.0f ? v : 0.0f;
-        v = v < 255.0f ? v : 255.0f;
+        v = v < top ? v : top;
         q[i] = uint8_t(v);
     }
     for (int64_t i = k; i < round_up(k, kS8QuadInputs); ++i) q[i] = uint8_t(zero_point);
@@ -39,8 +40,8 @@ void quantize_row_u8(const float* x, int64_t k, float inv_scale, int32_t zero_po
 }  // namespace
 
 // x: [m, k] → q: [m, round_up(k, 4)], scale / zero_point: [m]
-void quantize_rows_u8_dynamic__ref(const float* x, int64_t m, int64_t k, int64_t ldx, uint8_t* q, int64_t ldq,
-                                   float* scale, int32_t* zero_point) {
+void quantize_rows_u8_dynamic__ref(const float* x, int64_t m, int64_t k, int64_t ldx, int32_t qmax, uint8_t* q,
+                                   int64_t ldq, float* scale, int32_t* zero_point) {
     for (int64_t t = 0; t < m; ++t) {
         const float* row = x + t * ldx;
         float lo = 0.0f, hi = 0.0f;
@@ -48,16 +49,16 @@ void quantize_rows_u8_dynamic__ref(const float* x, int64_t m, int64_t k, int64_t
             lo = row[i] < lo ? row[i] : lo;
             hi = row[i] > hi ? row[i] : hi;
         }
-        u8_quant_params_from_range(lo, hi, &scale[t], &zero_point[t]);
-        quantize_row_u8(row, k, 1.0f / scale[t], zero_point[t], q + t * ldq);
+        u8_quant_params_from_range(lo, hi, qmax, &scale[t], &zero_point[t]);
+        quantize_row_u8(row, k, 1.0f / scale[t], zero_point[t], qmax, q + t * ldq);
     }
 }
 
 // x: [m, k] → q: [m, round_up(k, 4)]
 void quantize_rows_u8_static__ref(const float* x, int64_t m, int64_t k, int64_t ldx, float scale, int32_t zero_point,
-                                  uint8_t* q, int64_t ldq) {
+                                  int32_t qmax, uint8_t* q, int64_t ldq) {
     const float inv_scale = 1.0f / scale;
-    for (int64_t t = 0; t < m; ++t) quantize_row_u8(x + t * ldx, k, inv_scale, zero_point, q + t * ldq);
+    for (int64_t t = 0; t < m; ++t) quantize_row_u8(x + t * ldx, k, inv_scale, zero_point, qmax, q + t * ldq);
 }
 
 // a: [m, k] u8 · packed w: [n, k] s8 → c: [m, n] f32

@@ -17,10 +17,10 @@ namespace {
 
 // ---- activation quantizers: the reference's float sequence, 32 values at a time ----
 
-// x: [k] → q: [round_up(k, 4)], zero_point in the padding.
-void quantize_row_u8(const float* x, int64_t k, float inv_scale, int32_t zero_point, uint8_t* q) {
+// x: [k] → q: [round_up(k, 4)] in [0, qmax], zero_point in the padding.
+void quantize_row_u8(const float* x, int64_t k, float inv_scale, int32_t zero_point, int32_t qmax, uint8_t* q) {
     const __m256 inv = _mm256_set1_ps(inv_scale), zp = _mm256_set1_ps(float(zero_point));
-    const __m256 zero = _mm256_setzero_ps(), top = _mm256_set1_ps(255.0f);
+    const __m256 zero = _mm256_setzero_ps(), top = _mm256_set1_ps(float(qmax));
     auto quantize8 = [&](const float* p) {
         __m256 v = _mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(p), inv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
         v = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(v, zp), zero), top);
@@ -34,11 +34,11 @@ void quantize_row_u8(const float* x, int64_t k, float inv_scale, int32_t zero_po
         const __m256i bytes = _mm256_permutevar8x32_epi32(_mm256_packus_epi16(lo, hi), _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + i), bytes);
     }
-    const float zpf = float(zero_point);
+    const float zpf = float(zero_point), topf = float(qmax);
     for (; i < k; ++i) {
         float v = std::nearbyint(x[i] * inv_scale) + zpf;
         v = v > 0.0f ? v : 0.0f;
-        v = v < 255.0f ? v : 255.0f;
+        v = v < topf ? v : topf;
         q[i] = uint8_t(v);
     }
     for (; i < round_up(k, kS8QuadInputs); ++i) q[i] = uint8_t(zero_point);
@@ -129,8 +129,8 @@ constexpr auto kTiles = tiles_by_rows(std::make_integer_sequence<int, kTileRows>
 }  // namespace
 
 // x: [m, k] → q: [m, round_up(k, 4)], scale / zero_point: [m]
-void quantize_rows_u8_dynamic__avx2(const float* x, int64_t m, int64_t k, int64_t ldx, uint8_t* q, int64_t ldq,
-                                    float* scale, int32_t* zero_point) {
+void quantize_rows_u8_dynamic__avx2(const float* x, int64_t m, int64_t k, int64_t ldx, int32_t qmax, uint8_t* q,
+                                    int64_t ldq, float* scale, int32_t* zero_point) {
     for (int64_t t = 0; t < m; ++t) {
         const float* row = x + t * ldx;
         __m256 vlo = _mm256_setzero_ps(), vhi = _mm256_setzero_ps();
@@ -152,16 +152,16 @@ void quantize_rows_u8_dynamic__avx2(const float* x, int64_t m, int64_t k, int64_
             lo = row[i] < lo ? row[i] : lo;
             hi = row[i] > hi ? row[i] : hi;
         }
-        u8_quant_params_from_range(lo, hi, &scale[t], &zero_point[t]);
-        quantize_row_u8(row, k, 1.0f / scale[t], zero_point[t], q + t * ldq);
+        u8_quant_params_from_range(lo, hi, qmax, &scale[t], &zero_point[t]);
+        quantize_row_u8(row, k, 1.0f / scale[t], zero_point[t], qmax, q + t * ldq);
     }
 }
 
 // x: [m, k] → q: [m, round_up(k, 4)]
 void quantize_rows_u8_static__avx2(const float* x, int64_t m, int64_t k, int64_t ldx, float scale, int32_t zero_point,
-                                   uint8_t* q, int64_t ldq) {
+                                   int32_t qmax, uint8_t* q, int64_t ldq) {
     const float inv_scale = 1.0f / scale;
-    for (int64_t t = 0; t < m; ++t) quantize_row_u8(x + t * ldx, k, inv_scale, zero_point, q + t * ldq);
+    for (int64_t t = 0; t < m; ++t) quantize_row_u8(x + t * ldx, k, inv_scale, zero_point, qmax, q + t * ldq);
 }
 
 // a: [m, k] u8 · packed w: [n, k] s8 → c: [m, n] f32; one panel at a time, all rows through it (the

@@ -21,10 +21,10 @@ namespace {
 
 // ---- activation quantizers: the reference's float sequence, 16 values at a time ----
 
-// x: [k] → q: [round_up(k, 4)], zero_point in the padding.
-void quantize_row_u8(const float* x, int64_t k, float inv_scale, int32_t zero_point, uint8_t* q) {
+// x: [k] → q: [round_up(k, 4)] in [0, qmax], zero_point in the padding.
+void quantize_row_u8(const float* x, int64_t k, float inv_scale, int32_t zero_point, int32_t qmax, uint8_t* q) {
     const __m512 inv = _mm512_set1_ps(inv_scale), zp = _mm512_set1_ps(float(zero_point));
-    const __m512 zero = _mm512_setzero_ps(), top = _mm512_set1_ps(255.0f);
+    const __m512 zero = _mm512_setzero_ps(), top = _mm512_set1_ps(float(qmax));
     for (int64_t i = 0; i < k; i += 16) {
         const __mmask16 live = k - i >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (k - i)) - 1);
         __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(live, x + i), inv);
@@ -105,8 +105,8 @@ constexpr std::array<std::array<TileFn, kTileRows>, 2> kTiles = {
 }  // namespace
 
 // x: [m, k] → q: [m, round_up(k, 4)], scale / zero_point: [m]
-void quantize_rows_u8_dynamic__avx512vnni(const float* x, int64_t m, int64_t k, int64_t ldx, uint8_t* q, int64_t ldq,
-                                          float* scale, int32_t* zero_point) {
+void quantize_rows_u8_dynamic__avx512vnni(const float* x, int64_t m, int64_t k, int64_t ldx, int32_t qmax, uint8_t* q,
+                                          int64_t ldq, float* scale, int32_t* zero_point) {
     for (int64_t t = 0; t < m; ++t) {
         const float* row = x + t * ldx;
         // masked-off lanes load 0, which the range holds anyway
@@ -117,16 +117,16 @@ void quantize_rows_u8_dynamic__avx512vnni(const float* x, int64_t m, int64_t k, 
             vlo = _mm512_min_ps(vlo, v);
             vhi = _mm512_max_ps(vhi, v);
         }
-        u8_quant_params_from_range(_mm512_reduce_min_ps(vlo), _mm512_reduce_max_ps(vhi), &scale[t], &zero_point[t]);
-        quantize_row_u8(row, k, 1.0f / scale[t], zero_point[t], q + t * ldq);
+        u8_quant_params_from_range(_mm512_reduce_min_ps(vlo), _mm512_reduce_max_ps(vhi), qmax, &scale[t], &zero_point[t]);
+        quantize_row_u8(row, k, 1.0f / scale[t], zero_point[t], qmax, q + t * ldq);
     }
 }
 
 // x: [m, k] → q: [m, round_up(k, 4)]
 void quantize_rows_u8_static__avx512vnni(const float* x, int64_t m, int64_t k, int64_t ldx, float scale,
-                                         int32_t zero_point, uint8_t* q, int64_t ldq) {
+                                         int32_t zero_point, int32_t qmax, uint8_t* q, int64_t ldq) {
     const float inv_scale = 1.0f / scale;
-    for (int64_t t = 0; t < m; ++t) quantize_row_u8(x + t * ldx, k, inv_scale, zero_point, q + t * ldq);
+    for (int64_t t = 0; t < m; ++t) quantize_row_u8(x + t * ldx, k, inv_scale, zero_point, qmax, q + t * ldq);
 }
 
 // a: [m, k] u8 · packed w: [n, k] s8 → c: [m, n] f32; two panels at a time (32·k bytes of weights, held
