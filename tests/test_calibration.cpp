@@ -75,7 +75,7 @@ TEST(calibration, U8ParamsClosedForms) {
 }
 
 // 7-bit activations (qmax 127): the same rule over [0, 127].
-TEST(Calibration, U8ParamsSevenBit) {
+TEST(calibration, U8ParamsSevenBit) {
     auto p = u8_params({-1.0f, 1.0f}, 127);
     EXPECT_EQ(p.scale, 2.0f / 127.0f);
     EXPECT_EQ(p.zero_point, 64);  // 63.5 rounds to even
