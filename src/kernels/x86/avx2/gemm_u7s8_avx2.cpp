@@ -20,8 +20,9 @@ inline int32_t load_i32(const uint8_t* p) {
     return v;
 }
 
-constexpr int kTileRows = 4;
-constexpr int kTilePanels = 2;
+// 6 rows × 1 panel: 12 accumulators + weights, broadcast and ones fill the 16 ymm registers.
+constexpr int kTileRows = 6;
+constexpr int kTilePanels = 1;
 constexpr int kGroups = 2 * kTilePanels;  // groups of 8 channels: one ymm of int32 sums each
 
 // The arguments every tile shares; sums / scale / bias are those of the tile's channels, zero past n.
@@ -47,18 +48,30 @@ void tile(const GemmArgs& g, const int8_t* w, int64_t t0, int64_t i0, int64_t va
     const __m256i ones = _mm256_set1_epi16(1);
     const uint8_t* a = g.a + t0 * g.lda;
     __m256i acc[MR][G];
+#pragma GCC unroll 16
     for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 16
         for (int j = 0; j < G; ++j) acc[r][j] = _mm256_setzero_si256();
     for (int64_t q = 0; q < g.kq; ++q) {
         __m256i wv[G];
+#pragma GCC unroll 16
         for (int j = 0; j < G; ++j)
             wv[j] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + (j / 2) * g.panel_bytes + q * 64 + (j % 2) * 32));
+#pragma GCC unroll 16
         for (int r = 0; r < MR; ++r) {
             const __m256i av = _mm256_set1_epi32(load_i32(a + r * g.lda + 4 * q));
+#pragma GCC unroll 16
             for (int j = 0; j < G; ++j)
                 acc[r][j] = _mm256_add_epi32(acc[r][j], _mm256_madd_epi16(_mm256_maddubs_epi16(av, wv[j]), ones));
         }
     }
+    // through memory, so that the accumulators are only ever indexed by constants (GCC keeps them in
+    // registers only when every loop over them is unrolled, hence the pragmas)
+    alignas(32) int32_t tot[MR][8 * G];
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 16
+        for (int j = 0; j < G; ++j) _mm256_store_si256(reinterpret_cast<__m256i*>(&tot[r][8 * j]), acc[r][j]);
     for (int r = 0; r < MR; ++r) {
         const int64_t t = t0 + r;
         const __m256i zp = _mm256_set1_epi32(g.a_zero_point[t * g.a_param_stride]);
@@ -66,7 +79,7 @@ void tile(const GemmArgs& g, const int8_t* w, int64_t t0, int64_t i0, int64_t va
         float* ct = g.c + t * g.ldc + i0;
         alignas(32) float out[8 * G];
         for (int j = 0; j < G; ++j) {
-            const __m256i s = _mm256_sub_epi32(acc[r][j], _mm256_mullo_epi32(zp, _mm256_load_si256(reinterpret_cast<const __m256i*>(g.sums + 8 * j))));
+            const __m256i s = _mm256_sub_epi32(_mm256_load_si256(reinterpret_cast<const __m256i*>(&tot[r][8 * j])), _mm256_mullo_epi32(zp, _mm256_load_si256(reinterpret_cast<const __m256i*>(g.sums + 8 * j))));
             const __m256 f = _mm256_cvtepi32_ps(s);
             const __m256 sc = _mm256_mul_ps(as, _mm256_load_ps(g.scale + 8 * j));
             const __m256 v = g.bias ? _mm256_fmadd_ps(f, sc, _mm256_load_ps(g.bias + 8 * j)) : _mm256_mul_ps(f, sc);
@@ -93,8 +106,8 @@ constexpr auto kTiles = tiles_by_panels(std::make_integer_sequence<int, kTilePan
 
 }  // namespace
 
-// a: [m, k] u8 (≤ 127) · packed w: [n, k] s8 → c: [m, n] f32; kTilePanels panels at a time (their
-// weights stay in L1/L2) against every row, kTileRows rows per tile.
+// a: [m, k] u8 (≤ 127) · packed w: [n, k] s8 → c: [m, n] f32; kTilePanels panels at a time (16·k bytes
+// of weights each, in L1/L2) against every row, kTileRows rows per tile.
 void gemm_u7s8_f32__avx2(int64_t m, int64_t n, int64_t k, const uint8_t* a, int64_t lda, const float* a_scale,
                          const int32_t* a_zero_point, int64_t a_param_stride, const int8_t* packed_w,
                          const int32_t* w_sums, const float* w_scale, const float* bias, float* c, int64_t ldc) {
