@@ -1,14 +1,20 @@
 // EncoderModel: reads config.json (+ preprocessor_config.json for ViT), maps the safetensors weights into
 // the family's layout without copying matrices (norms and biases are widened to small f32 vectors), checks
 // every shape, tokenizes padded batches and dispatches to the family's forward pass.
+#include <stdlib.h>
+
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
+#include <fstream>
 #include <string>
 
 #include "core/json_file.h"
 #include "cq/encoder.h"
 #include "cq/error.h"
+#include "cq/io/gguf.h"
 #include "cq/io/hf_model.h"
+#include "cq/w8a8.h"
 #include "models/encoder_families.h"
 #include "ops/ops.h"
 
@@ -29,6 +35,22 @@ constexpr Supported kSupported[] = {
     {"distilbert", "DistilBertForSequenceClassification", EncoderFamily::distilbert},
     {"vit", "ViTForImageClassification", EncoderFamily::vit},
 };
+
+std::string config_architecture(const nlohmann::json& config) {
+    if (auto it = config.find("architectures"); it != config.end() && it->is_array() && !it->empty() && (*it)[0].is_string())
+        return (*it)[0].get<std::string>();
+    return "";
+}
+
+// The supported entry for a config.json's model_type (and first architecture, when it names one).
+const Supported* find_supported(const nlohmann::json& config) {
+    std::string model_type;
+    if (auto it = config.find("model_type"); it != config.end() && it->is_string()) model_type = it->get<std::string>();
+    const std::string architecture = config_architecture(config);
+    for (const auto& s : kSupported)
+        if (model_type == s.model_type && (architecture.empty() || architecture == s.architecture)) return &s;
+    return nullptr;
+}
 
 std::string shape_str(const std::vector<int64_t>& s) {
     std::string out = "[";
@@ -238,21 +260,19 @@ void EncoderPass::gather_cls(int64_t batch, int64_t seq) const {
 
 class EncoderLoader {
 public:
+    static void load_container(EncoderModel& m, const std::string& path);
     static void load(EncoderModel& m, const std::string& path) {
         std::error_code ec;
-        if (!fs::is_directory(path, ec)) throw IoError("[encoder] '" + path + "' is not a directory (an HF model directory is expected)");
+        if (fs::is_regular_file(path, ec)) return load_container(m, path);
+        if (!fs::is_directory(path, ec)) throw IoError("[encoder] '" + path + "' is neither an HF model directory nor a cq W8A8 .gguf container");
         const std::string config_path = (fs::path(path) / "config.json").string();
         if (!fs::is_regular_file(config_path, ec)) throw IoError("[encoder] " + config_path + " does not exist");
         // Read config.json alone first, so an unsupported model is named before its weights are opened.
         const nlohmann::json config = read_json_file(config_path, "hf");
         if (!config.is_object()) throw FormatError("hf", config_path, 0, "config.json is not a JSON object");
         const std::string model_type = json_string(config, "model_type", "");
-        std::string architecture;
-        if (auto it = config.find("architectures"); it != config.end() && it->is_array() && !it->empty() && (*it)[0].is_string())
-            architecture = (*it)[0].get<std::string>();
-        const Supported* match = nullptr;
-        for (const auto& s : kSupported)
-            if (model_type == s.model_type && (architecture.empty() || architecture == s.architecture)) match = &s;
+        const std::string architecture = config_architecture(config);
+        const Supported* match = find_supported(config);
         if (!match)
             throw Unsupported("[encoder] " + config_path + ": model_type '" + model_type + "' with architecture '" +
                               (architecture.empty() ? "(none)" : architecture) + "' is not supported; supported: " +
@@ -286,6 +306,109 @@ public:
         }
     }
 };
+
+// ---- the W8A8 GGUF container (written by `cq quantize --type w8a8-*`) -------------------------------
+
+namespace {
+
+// The embedded HF files (config, tokenizer, preprocessor) written back to a private folder, so the same
+// readers as for an HF directory parse them; removed when the load is done.
+class EmbeddedFiles {
+public:
+    explicit EmbeddedFiles(const gguf::File& f) {
+        std::string tmpl = (fs::temp_directory_path() / "cq-encoder-XXXXXX").string();
+        if (!mkdtemp(tmpl.data())) throw IoError("[encoder] cannot create a temporary folder for " + f.path() + "'s embedded files");
+        dir_ = tmpl;
+        const std::string prefix = "cq.encoder.file.";
+        for (const auto& kv : f.metadata()) {
+            if (kv.key.rfind(prefix, 0) != 0) continue;
+            const std::string name = kv.key.substr(prefix.size());
+            const std::string* text = kv.value.as_string();
+            if (!text || name.empty() || name.find('/') != std::string::npos || name.find("..") != std::string::npos)
+                throw FormatError("gguf", f.path(), 0, "metadata key '" + kv.key + "' is not an embedded file");
+            std::ofstream out(fs::path(dir_) / name, std::ios::binary);
+            out.write(text->data(), static_cast<std::streamsize>(text->size()));
+            if (!out) throw IoError("[encoder] cannot write " + (fs::path(dir_) / name).string());
+        }
+    }
+    ~EmbeddedFiles() {
+        std::error_code ec;
+        fs::remove_all(dir_, ec);
+    }
+    const std::string& dir() const { return dir_; }
+
+private:
+    std::string dir_;
+};
+
+std::vector<float> f32_values(const gguf::File& f, const std::string& name, int64_t n) {
+    const gguf::TensorInfo* info = f.find_tensor(name);
+    if (!info) throw FormatError("gguf", f.path(), 0, "tensor '" + name + "' is missing");
+    const Tensor t = f.tensor(*info);
+    if (t.dtype() != DType::F32 || t.numel() != n)
+        throw FormatError("gguf", f.path(), info->file_offset, "tensor '" + name + "' must be f32 with " + std::to_string(n) + " values");
+    const auto* p = static_cast<const float*>(t.data());
+    return std::vector<float>(p, p + n);
+}
+
+}  // namespace
+
+void EncoderLoader::load_container(EncoderModel& m, const std::string& path) {
+    const gguf::File f = gguf::File::open(path);
+    const auto arch = f.get_string("general.architecture");
+    if (arch != "cq-encoder")
+        throw Unsupported("[encoder] " + path + " is a GGUF of architecture '" + arch.value_or("(none)") +
+                          "', not a cq encoder container (decoder LLMs run with cq perplexity / run / bench)");
+    const EmbeddedFiles files(f);
+    const std::string config_path = (fs::path(files.dir()) / "config.json").string();
+    std::error_code ec;
+    if (!fs::is_regular_file(config_path, ec)) throw FormatError("gguf", path, 0, "the container holds no config.json");
+    hf::ModelDir d;
+    d.path = files.dir();
+    d.config = read_json_file(config_path, "hf");
+    if (!d.config.is_object()) throw FormatError("gguf", path, 0, "the embedded config.json is not a JSON object");
+    d.model_type = json_string(d.config, "model_type", "");
+    const Supported* match = find_supported(d.config);
+    if (!match) throw Unsupported("[encoder] " + path + ": model_type '" + d.model_type + "' is not supported; supported: " + supported_encoder_architectures());
+    EncoderConfig& c = m.config_;
+    c.family = match->family;
+    c.architecture = match->architecture;
+    read_config(d, path, c);
+    const EncoderWeightSource src(path, [&f](const std::string& name) -> std::optional<Tensor> {
+        if (const auto* t = f.find_tensor(name)) return f.tensor(*t);
+        return std::nullopt;
+    });
+    if (c.family == EncoderFamily::vit) load_vit_weights(c, src, m.weights_);
+    else {
+        load_bert_family_weights(c, src, m.weights_);
+        m.tokenizer_ = load_tokenizer(d);
+    }
+    // Each Linear stored as I8 carries its scales; rebuild the kernels' layout from them.
+    for (Linear* l : m.linears()) {
+        if (l->weight.dtype() != DType::I8) continue;
+        auto q = std::make_shared<Int8Linear>();
+        q->n_out = l->weight.dim(0);
+        q->n_in = l->weight.dim(1);
+        q->weight = l->weight;
+        q->weight_scale = f32_values(f, l->name + ".weight_scale", q->n_out);
+        for (const float s : q->weight_scale)
+            if (!(s > 0) || !std::isfinite(s)) throw FormatError("gguf", path, 0, "tensor '" + l->name + ".weight_scale' holds a scale that is not positive and finite");
+        if (l->bias) q->bias = l->bias->to_float();
+        if (f.find_tensor(l->name + ".input_scale")) {
+            q->activations = ActivationQuant::static_per_tensor;
+            q->input.scale = f32_values(f, l->name + ".input_scale", 1)[0];
+            const gguf::TensorInfo* zi = f.find_tensor(l->name + ".input_zero_point");
+            if (!zi) throw FormatError("gguf", path, 0, "tensor '" + l->name + ".input_zero_point' is missing");
+            const Tensor z = f.tensor(*zi);
+            if (z.dtype() != DType::I32 || z.numel() != 1) throw FormatError("gguf", path, zi->file_offset, "tensor '" + l->name + ".input_zero_point' must be one i32");
+            q->input.zero_point = *static_cast<const int32_t*>(z.data());
+            if (!(q->input.scale > 0) || !std::isfinite(q->input.scale) || q->input.zero_point < 0 || q->input.zero_point > 255)
+                throw FormatError("gguf", path, zi->file_offset, "the input quantization of '" + l->name + "' is out of range");
+        }
+        pack_int8_linear(*q);
+        l->int8 = std::move(q);
+    }
+}
 
 std::string supported_encoder_architectures() {
     std::string out;

@@ -1,8 +1,11 @@
-// `cq bench MODEL`: prompt-processing and generation tokens/s (llama-bench style), Markdown or JSON.
+// `cq bench MODEL`: prompt-processing and generation tokens/s (llama-bench style) for LLMs; batch latency
+// for encoder classifiers (HF directory or W8A8 container). Markdown or JSON.
+#include <cstdio>
 #include <iostream>
 
 #include "commands/commands.h"
 #include "commands/format.h"
+#include "cq/classify.h"
 #include "cq/eval.h"
 
 namespace cq::cli {
@@ -11,6 +14,7 @@ namespace {
 struct Options {
     std::string model;
     BenchOptions bench;
+    int64_t batch = 8, seq = 128;
     bool json = false;
 };
 }  // namespace
@@ -18,13 +22,34 @@ struct Options {
 Runner register_bench(CLI::App& app) {
     auto o = std::make_shared<Options>();
     CLI::App* cmd = app.add_subcommand("bench", "Measure prompt processing and generation speed (tokens/s)");
-    cmd->add_option("model", o->model, "A .gguf file or an HF model directory")->required();
+    cmd->add_option("model", o->model, "A .gguf file or an HF model directory (LLM or encoder classifier)")->required();
     cmd->add_option("-p,--n-prompt", o->bench.n_prompt, "Prompt tokens processed as one batch (0: skip)")->default_val(512)->check(CLI::Range(0, 1 << 20));
     cmd->add_option("-n,--n-gen", o->bench.n_gen, "Tokens generated one at a time (0: skip)")->default_val(128)->check(CLI::Range(0, 1 << 20));
     cmd->add_option("-r,--repetitions", o->bench.repetitions, "Timed repetitions of each test")->default_val(5)->check(CLI::Range(1, 1000));
     cmd->add_option("--warmup", o->bench.warmup, "Untimed runs before the timed ones")->default_val(1)->check(CLI::Range(0, 100));
+    cmd->add_option("-b,--batch", o->batch, "Encoders: sequences (or images) per forward pass")->default_val(8)->check(CLI::Range(1, 4096));
+    cmd->add_option("-s,--seq", o->seq, "Encoders: tokens per sequence (no padding)")->default_val(128)->check(CLI::Range(2, 1 << 16));
     cmd->add_flag("--json", o->json, "Print JSON instead of a Markdown table (default: off)");
     return [o]() -> int {
+        if (is_encoder_model(o->model)) {
+            auto model = EncoderModel::load(o->model);
+            Progress progress("bench", !o->json);
+            const auto r = bench_encoder(*model, o->batch, o->seq, o->bench.repetitions, o->bench.warmup, [&](int64_t done, int64_t total, double ms) {
+                progress.update(done, total, "runs, last " + std::to_string(static_cast<int64_t>(ms)) + " ms");
+            });
+            progress.finish();
+            nlohmann::json j = encoder_bench_to_json(r);
+            j["model"] = o->model;
+            if (o->json) print_json(j);
+            else {
+                char line[512];
+                std::snprintf(line, sizeof line, "| %s | %s | %lld × %lld | %.2f | %.2f | %.2f | %.1f |\n", o->model.c_str(), r.isa.c_str(),
+                              static_cast<long long>(r.batch), static_cast<long long>(r.seq), r.median_ms, r.min_ms, r.max_ms,
+                              j["tokens_per_s"].get<double>());
+                std::cout << "| model | isa | batch × seq | median ms | min ms | max ms | tokens/s |\n|---|---|---:|---:|---:|---:|---:|\n" << line;
+            }
+            return 0;
+        }
         LoadOptions lo;
         lo.n_ctx = o->bench.n_prompt + o->bench.n_gen;
         auto model = LanguageModel::load(o->model, lo);

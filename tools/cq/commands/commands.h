@@ -15,5 +15,6 @@ Runner register_perplexity(CLI::App& app);
 Runner register_run(CLI::App& app);
 Runner register_bench(CLI::App& app);
 Runner register_quantize(CLI::App& app);
+Runner register_eval(CLI::App& app);
 
 }  // namespace cq::cli

@@ -5,7 +5,9 @@
 
 #include "commands/commands.h"
 #include "commands/format.h"
+#include "commands/quantize_w8a8.h"
 #include "cq/compare.h"
+#include "cq/error.h"
 #include "cq/quantize.h"
 
 namespace cq::cli {
@@ -17,6 +19,7 @@ struct Options {
     CompareOptions compare;
     bool no_bench = false;
     bool json = false;
+    W8A8CliOptions w8a8;
 };
 
 void print_report(const QuantizeReport& r) {
@@ -47,16 +50,19 @@ void print_report(const QuantizeReport& r) {
 Runner register_quantize(CLI::App& app) {
     auto o = std::make_shared<Options>();
     CLI::App* cmd = app.add_subcommand("quantize", "Quantize a model's weights to GGUF, with per-tensor rules and a same-run report");
-    cmd->add_option("input", o->input, "The model to quantize (a .gguf file)")->required();
+    cmd->add_option("input", o->input, "The model to quantize (an LLM .gguf file; for w8a8-*, an HF encoder classifier directory)")->required();
     cmd->add_option("output", o->output, "The GGUF file to write (atomically; never the input)")->required();
     std::string presets;
     for (const auto& p : quant_presets()) presets += "\n  " + p.name + ": " + p.description;
+    presets += "\n  w8a8-dynamic: encoders: int8 weights per channel, int8 activations per token at run time"
+               "\n  w8a8-static: encoders: int8 weights per channel, int8 activations per tensor from calibration (--calib)";
     cmd->add_option("-t,--type", o->quant.type, "A preset or type:" + presets)->default_val("q8_0");
     cmd->add_option("--tensor-type", o->quant.tensor_types,
                     "PATTERN=TYPE rule applied after the preset (repeatable, later rules win; glob over tensor names), "
                     "e.g. 'blk.*.ffn_down.weight=q6_K' (default: none)");
-    cmd->add_option("--eval", o->eval_text, "Also measure, in this run, perplexity, KL-divergence and speed of the output "
-                                            "against the input on this text (default: off)");
+    cmd->add_option("--eval", o->eval_text, "Also measure, in this run, the output against the input: LLMs: perplexity, "
+                                            "KL-divergence and speed on this text; w8a8: accuracy, agreement, KL-divergence and "
+                                            "speed on this labelled data (TSV, MNIST idx, image folder) (default: off)");
     cmd->add_option("-c,--ctx", o->compare.n_ctx, "Perplexity chunk length for --eval")->default_val(512);
     cmd->add_option("--chunks", o->compare.max_chunks, "At most this many chunks for --eval (-1: all)")->default_val(-1);
     cmd->add_option("--bench-prompt", o->compare.bench_options.n_prompt, "Prompt tokens for the --eval speed test")->default_val(128);
@@ -64,7 +70,13 @@ Runner register_quantize(CLI::App& app) {
     cmd->add_option("--bench-reps", o->compare.bench_options.repetitions, "Repetitions of the --eval speed test")->default_val(3);
     cmd->add_flag("--no-bench", o->no_bench, "Skip the speed part of --eval (default: off)");
     cmd->add_flag("--json", o->json, "Print JSON instead of tables (default: off)");
+    add_w8a8_options(cmd, o->w8a8);
     return [o]() -> int {
+        if (is_w8a8_type(o->quant.type))
+            return run_quantize_w8a8(o->w8a8, o->input, o->output, o->quant.type, o->eval_text, !o->no_bench,
+                                     o->compare.bench_options.repetitions, o->json);
+        if (!o->w8a8.quant.calib_data.empty() || !o->w8a8.quant.calib_cache.empty() || !o->w8a8.quant.layer_rules.empty())
+            throw InvalidArgument("--calib, --calib-cache and --layer apply to --type w8a8-dynamic / w8a8-static only");
         Progress progress("quantize", !o->json);
         const QuantizeReport r = quantize_model(o->input, o->output, o->quant, [&](int64_t done, int64_t total, double) {
             progress.update(done, total, "tensors");

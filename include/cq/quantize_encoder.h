@@ -1,0 +1,73 @@
+// W8A8 quantization of encoder classifiers (BERT family, ViT): the plan (which Linears, which activation
+// ranges), calibration over labelled samples with a reusable cache, and the GGUF container cq loads back.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "cq/calibration.h"
+#include "cq/classify.h"
+#include "cq/encoder.h"
+#include "cq/eval.h"
+#include "cq/w8a8.h"
+
+namespace cq {
+
+struct EncoderQuantizeOptions {
+    ActivationQuant activations = ActivationQuant::dynamic_per_token;
+    std::vector<std::string> layer_rules;  // "PATTERN=int8|float", applied after default_w8a8_rules()
+    // The word-embedding table is a quarter or more of a BERT's bytes but only gathered, never multiplied:
+    // it is stored in this type (Q8_0: 8.5 bits, rows dequantized as tokens are looked up; F32 keeps it).
+    DType embedding_type = DType::Q8_0;
+    // static mode
+    calib::Method method = calib::Method::percentile;
+    double percentile = 99.99;
+    std::string calib_data;       // labelled data file (TSV / MNIST / folder); labels are not used
+    DataSelection calib_selection;
+    int64_t calib_samples = 256;  // at most this many samples from the selection
+    std::string calib_cache;      // statistics file: read when it matches, else written
+    ClassifyOptions run;          // batch and max_len of the calibration passes
+};
+
+struct EncoderLinearPlan {
+    std::string name;
+    int64_t n_out = 0, n_in = 0;
+    bool int8 = false;
+    std::string rule;            // the rule that decided
+    calib::Range range{0, 0};    // static: the calibrated input range
+    calib::U8Params input{1, 0};  // static: its scale / zero point
+};
+
+struct EncoderQuantizeReport {
+    std::string input, output, type, input_sha256, method;
+    std::vector<EncoderLinearPlan> linears;
+    uint64_t file_bytes_in = 0, file_bytes_out = 0, tensor_bytes_in = 0, tensor_bytes_out = 0;
+    int64_t calib_samples = 0;
+    bool calib_from_cache = false;
+    std::string embeddings;  // what happened to the word embeddings ("Q8_0", "F32 (kept)", ...)
+    double seconds = 0;
+};
+
+/// Collects the input distribution of every Linear the rules select over `samples` samples of `data`.
+calib::CalibrationStats collect_calibration(EncoderModel& model, const LabelledData& data, int64_t samples,
+                                            const ClassifyOptions& run, const std::vector<W8A8Rule>& rules,
+                                            const ProgressFn& progress = {});
+
+/// Replaces the selected Linears of `model` by their W8A8 form (in memory) and returns the plan.
+/// Static mode needs `stats` holding every selected Linear (InvalidArgument naming a missing one).
+std::vector<EncoderLinearPlan> apply_w8a8(EncoderModel& model, const std::vector<W8A8Rule>& rules, ActivationQuant activations,
+                                          const calib::CalibrationStats* stats, calib::Method method, double percentile);
+
+/// Quantizes the HF directory `input` and writes the GGUF container `output` (atomically).
+EncoderQuantizeReport quantize_encoder(const std::string& input, const std::string& output, const EncoderQuantizeOptions& options,
+                                       const ProgressFn& progress = {});
+
+nlohmann::json encoder_quantize_report_to_json(const EncoderQuantizeReport& r);
+
+/// Whether `type` names a W8A8 mode ("w8a8-dynamic", "w8a8-static").
+bool is_w8a8_type(const std::string& type);
+
+}  // namespace cq

@@ -1,0 +1,302 @@
+// W8A8 for encoder classifiers: calibration (streamed histograms, cached), the per-Linear plan, and the
+// GGUF container: the HF tensors with each quantized Linear's weight as I8 plus its scales, and the
+// model's config / tokenizer / preprocessor files embedded so the file alone can be loaded again.
+#include <fnmatch.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <map>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "core/sha256.h"
+#include "cq/atomic_file.h"
+#include "cq/error.h"
+#include "cq/io/gguf_writer.h"
+#include "cq/io/hf_model.h"
+#include "cq/quantize_encoder.h"
+
+namespace cq {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::vector<W8A8Rule> plan_rules(const std::vector<std::string>& extra) {
+    std::vector<W8A8Rule> rules = default_w8a8_rules();
+    for (const auto& spec : extra) rules.push_back(parse_w8a8_rule(spec));
+    return rules;
+}
+
+std::string deciding_rule(const std::vector<W8A8Rule>& rules, const std::string& name) {
+    std::string text = "(none)";
+    for (const auto& r : rules)
+        if (fnmatch(r.pattern.c_str(), name.c_str(), 0) == 0) text = r.text();
+    return text;
+}
+
+std::string read_text_file(const fs::path& p) {
+    std::ifstream f(p, std::ios::binary);
+    if (!f) throw IoError("[quantize] cannot read " + p.string());
+    std::ostringstream s;
+    s << f.rdbuf();
+    return s.str();
+}
+
+// What identifies a calibration run: the model's weights and the samples it saw.
+std::string calibration_fingerprint(const std::string& weights_sha, const EncoderQuantizeOptions& o) {
+    std::ostringstream s;
+    s << "weights " << weights_sha << "; data " << fs::path(o.calib_data).filename().string() << " [" << o.calib_selection.first
+      << ", " << o.calib_selection.count << "); samples " << o.calib_samples << "; max_len " << o.run.max_len;
+    return s.str();
+}
+
+// The files (besides the weights) that make an HF directory loadable: config, tokenizer, preprocessor.
+const char* const kEmbeddedFiles[] = {"config.json",   "preprocessor_config.json", "tokenizer_config.json", "special_tokens_map.json",
+                                      "tokenizer.json", "vocab.txt",                "vocab.json",            "merges.txt"};
+
+}  // namespace
+
+bool is_w8a8_type(const std::string& type) { return type == "w8a8-dynamic" || type == "w8a8-static"; }
+
+calib::CalibrationStats collect_calibration(EncoderModel& model, const LabelledData& data, int64_t samples,
+                                            const ClassifyOptions& run, const std::vector<W8A8Rule>& rules,
+                                            const ProgressFn& progress) {
+    if (samples < 1) throw InvalidArgument("[calibrate] --calib-samples must be at least 1");
+    const int64_t available = data.count();
+    if (available < samples)
+        throw InvalidArgument("[calibrate] " + data.source + " holds " + std::to_string(available) + " samples, fewer than the " +
+                              std::to_string(samples) + " asked for calibration");
+    calib::CalibrationStats stats;
+    for (Linear* l : model.linears())
+        if (w8a8_selects(rules, l->name)) stats.observers.emplace(l->name, calib::RangeObserver());
+    model.set_activation_observer([&](const Linear& layer, const float* x, int64_t rows) {
+        auto it = stats.observers.find(layer.name);
+        if (it != stats.observers.end()) it->second.observe(x, rows * layer.n_in());
+    });
+    LabelledData subset = data;
+    if (subset.text) subset.text->examples.resize(static_cast<size_t>(samples));
+    if (subset.images) {
+        auto& im = *subset.images;
+        im.pixels.resize(static_cast<size_t>(samples * im.channels * im.height * im.width));
+        im.labels.resize(static_cast<size_t>(samples));
+    }
+    // Labels do not matter for calibration; any out-of-range label would only trip the accuracy check.
+    if (subset.text) for (auto& e : subset.text->examples) e.label = 0;
+    if (subset.images) for (auto& l : subset.images->labels) l = 0;
+    try {
+        classify_dataset(model, subset, run, progress);
+    } catch (...) {
+        model.set_activation_observer({});
+        throw;
+    }
+    model.set_activation_observer({});
+    stats.samples = samples;
+    return stats;
+}
+
+std::vector<EncoderLinearPlan> apply_w8a8(EncoderModel& model, const std::vector<W8A8Rule>& rules, ActivationQuant activations,
+                                          const calib::CalibrationStats* stats, calib::Method method, double percentile) {
+    std::vector<EncoderLinearPlan> plan;
+    for (Linear* l : model.linears()) {
+        EncoderLinearPlan p;
+        p.name = l->name;
+        p.n_out = l->n_out();
+        p.n_in = l->n_in();
+        p.int8 = w8a8_selects(rules, l->name);
+        p.rule = deciding_rule(rules, l->name);
+        if (p.int8) {
+            if (activations == ActivationQuant::static_per_tensor) {
+                if (!stats) throw InvalidArgument("[w8a8] static activation quantization needs calibration statistics");
+                const auto it = stats->observers.find(l->name);
+                if (it == stats->observers.end() || it->second.count() == 0)
+                    throw InvalidArgument("[w8a8] the calibration statistics hold nothing for " + l->name +
+                                          " (a cache made with other rules or for another model?)");
+                p.range = it->second.range(method, percentile);
+                p.input = calib::u8_params(p.range);
+            }
+            l->int8 = quantize_linear_w8a8(*l, activations, p.input);
+        }
+        plan.push_back(std::move(p));
+    }
+    return plan;
+}
+
+EncoderQuantizeReport quantize_encoder(const std::string& input, const std::string& output, const EncoderQuantizeOptions& o,
+                                       const ProgressFn& progress) {
+    const auto start = std::chrono::steady_clock::now();
+    std::error_code ec;
+    if (!fs::is_directory(input, ec)) throw InvalidArgument("[quantize] W8A8 needs an HF model directory as input; " + input + " is not one");
+    if (fs::exists(output, ec) && fs::equivalent(input, output, ec)) throw InvalidArgument("[quantize] the output would overwrite the input");
+    EncoderQuantizeReport r;
+    r.input = input;
+    r.output = output;
+    const bool is_static = o.activations == ActivationQuant::static_per_tensor;
+    r.type = is_static ? "w8a8-static" : "w8a8-dynamic";
+    const std::vector<W8A8Rule> rules = plan_rules(o.layer_rules);
+
+    const hf::ModelDir dir = hf::open_model_dir(input);
+    auto model = EncoderModel::load(input);
+    {
+        Sha256 h;
+        for (const auto* t : dir.weights.tensors()) {
+            const Tensor x = dir.weights.tensor(t->name);
+            h.update(t->name.data(), t->name.size());
+            h.update(x.data(), x.nbytes());
+        }
+        r.input_sha256 = h.hex();
+    }
+
+    calib::CalibrationStats stats;
+    if (is_static) {
+        r.method = std::string(calib::method_name(o.method));
+        if (o.method == calib::Method::percentile) r.method += " " + std::to_string(o.percentile);
+        const std::string fingerprint = calibration_fingerprint(r.input_sha256, o);
+        if (!o.calib_cache.empty() && fs::exists(o.calib_cache, ec)) {
+            stats = calib::CalibrationStats::load(o.calib_cache);
+            if (stats.model_fingerprint != fingerprint)
+                throw InvalidArgument("[calibrate] " + o.calib_cache + " was made for another model or other samples (" +
+                                      stats.model_fingerprint + "; this run: " + fingerprint + "); delete it or name another file");
+            r.calib_from_cache = true;
+        } else {
+            if (o.calib_data.empty()) throw InvalidArgument("[quantize] w8a8-static needs calibration data (--calib FILE) or a --calib-cache");
+            const LabelledData calib_data = load_labelled_data(o.calib_data, *model, o.calib_selection);
+            stats = collect_calibration(*model, calib_data, o.calib_samples, o.run, rules, progress);
+            stats.model_fingerprint = fingerprint;
+            if (!o.calib_cache.empty()) stats.save(o.calib_cache);
+        }
+        r.calib_samples = stats.samples;
+    }
+    r.linears = apply_w8a8(*model, rules, o.activations, is_static ? &stats : nullptr, o.method, o.percentile);
+
+    // The container: HF tensors in file order; a quantized Linear's weight becomes I8 + scales.
+    std::map<std::string, const Int8Linear*> quantized;
+    for (Linear* l : model->linears())
+        if (l->int8) quantized[l->name + ".weight"] = l->int8.get();
+    gguf::Writer w;
+    w.set_string("general.architecture", "cq-encoder");
+    w.set_string("general.name", fs::path(input).filename().string());
+    w.set_string("cq.version", CQ_VERSION);
+    w.set_string("cq.quantize.type", r.type);
+    std::vector<std::string> rule_texts;
+    for (const auto& rule : rules) rule_texts.push_back(rule.text());
+    w.set_string_array("cq.quantize.rules", rule_texts);
+    if (is_static) {
+        w.set_string("cq.quantize.calibration", r.method + ", " + std::to_string(r.calib_samples) + " samples");
+    }
+    w.set_string("cq.quantize.source_file", fs::path(input).filename().string());
+    w.set_string("cq.quantize.source_sha256", r.input_sha256);
+    for (const char* name : kEmbeddedFiles)
+        if (fs::is_regular_file(fs::path(input) / name, ec)) w.set_string(std::string("cq.encoder.file.") + name, read_text_file(fs::path(input) / name));
+
+    struct Item {
+        std::string name;
+        std::function<void(std::vector<uint8_t>&)> fill;
+    };
+    std::vector<Item> items;
+    const auto put_floats = [](std::vector<uint8_t>& buf, const std::vector<float>& v) {
+        buf.resize(v.size() * sizeof(float));
+        std::memcpy(buf.data(), v.data(), buf.size());
+    };
+    for (const auto* t : dir.weights.tensors()) {
+        r.tensor_bytes_in += t->nbytes;
+        if (t->dtype != DType::F32 && t->dtype != DType::F16 && t->dtype != DType::BF16)
+            throw Unsupported("[quantize] tensor '" + t->name + "' is " + t->dtype_name + "; the W8A8 container holds f32/f16/bf16 tensors only");
+        const auto q = quantized.find(t->name);
+        const bool is_word_embedding = t->name.size() >= 22 && t->name.ends_with("word_embeddings.weight") && t->shape.size() == 2;
+        if (is_word_embedding) r.embeddings = std::string(dtype_name(t->dtype)) + " (kept)";
+        if (is_word_embedding && o.embedding_type != t->dtype) {
+            const DType to = o.embedding_type;
+            const auto row_bytes = dtype_bytes(to, static_cast<uint64_t>(t->shape[1]));
+            if (!row_bytes || !dtype_traits(to).from_float) {
+                r.embeddings += ": rows of " + std::to_string(t->shape[1]) + " do not fit " + std::string(dtype_name(to)) + " blocks";
+            } else {
+                r.embeddings = std::string(dtype_name(to));
+                w.add_tensor(t->name, t->shape, to);
+                r.tensor_bytes_out += *row_bytes * static_cast<uint64_t>(t->shape[0]);
+                const std::string name = t->name;
+                const int64_t rows = t->shape[0], cols = t->shape[1];
+                const uint64_t out_row = *row_bytes;
+                items.push_back({name, [&dir, name, rows, cols, out_row, to](std::vector<uint8_t>& buf) {
+                                     const Tensor x = dir.weights.tensor(name);
+                                     const std::vector<float> v = x.to_float();
+                                     for (const float f : v)
+                                         if (!std::isfinite(f)) throw InvalidArgument("[quantize] tensor '" + name + "' holds NaN or Inf");
+                                     buf.resize(out_row * static_cast<uint64_t>(rows));
+                                     const auto& traits = dtype_traits(to);
+                                     for (int64_t i = 0; i < rows; ++i) traits.from_float(v.data() + i * cols, buf.data() + static_cast<uint64_t>(i) * out_row, cols);
+                                 }});
+                continue;
+            }
+        }
+        if (q == quantized.end()) {
+            w.add_tensor(t->name, t->shape, t->dtype);
+            r.tensor_bytes_out += t->nbytes;
+            const std::string name = t->name;
+            items.push_back({name, [&dir, name](std::vector<uint8_t>& buf) {
+                                 const Tensor x = dir.weights.tensor(name);
+                                 const auto* p = static_cast<const uint8_t*>(x.data());
+                                 buf.assign(p, p + x.nbytes());
+                             }});
+            continue;
+        }
+        const Int8Linear* l = q->second;
+        const std::string base = t->name.substr(0, t->name.size() - std::string(".weight").size());
+        w.add_tensor(t->name, {l->n_out, l->n_in}, DType::I8);
+        items.push_back({t->name, [l](std::vector<uint8_t>& buf) {
+                             const auto* p = static_cast<const uint8_t*>(l->weight.data());
+                             buf.assign(p, p + l->weight.nbytes());
+                         }});
+        w.add_tensor(base + ".weight_scale", {l->n_out}, DType::F32);
+        items.push_back({base + ".weight_scale", [l, put_floats](std::vector<uint8_t>& buf) { put_floats(buf, l->weight_scale); }});
+        r.tensor_bytes_out += static_cast<uint64_t>(l->n_out * l->n_in) + static_cast<uint64_t>(l->n_out) * 4;
+        if (is_static) {
+            w.add_tensor(base + ".input_scale", {1}, DType::F32);
+            items.push_back({base + ".input_scale", [l, put_floats](std::vector<uint8_t>& buf) { put_floats(buf, {l->input.scale}); }});
+            w.add_tensor(base + ".input_zero_point", {1}, DType::I32);
+            items.push_back({base + ".input_zero_point", [l](std::vector<uint8_t>& buf) {
+                                 buf.resize(4);
+                                 std::memcpy(buf.data(), &l->input.zero_point, 4);
+                             }});
+            r.tensor_bytes_out += 8;
+        }
+    }
+    AtomicFile out(output);
+    w.write(out, [&](size_t i, std::vector<uint8_t>& buf) { items.at(i).fill(buf); });
+    out.commit();
+    for (const auto* t : dir.weights.tensors()) (void)t;
+    for (const auto& s : dir.weights.shards()) r.file_bytes_in += fs::file_size(s.path(), ec);
+    r.file_bytes_out = fs::file_size(output, ec);
+    r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    return r;
+}
+
+nlohmann::json encoder_quantize_report_to_json(const EncoderQuantizeReport& r) {
+    nlohmann::json linears = nlohmann::json::array();
+    for (const auto& p : r.linears) {
+        nlohmann::json j{{"name", p.name}, {"shape", {p.n_out, p.n_in}}, {"int8", p.int8}, {"rule", p.rule}};
+        if (p.int8 && r.type == "w8a8-static")
+            j["input"] = {{"lo", p.range.lo}, {"hi", p.range.hi}, {"scale", p.input.scale}, {"zero_point", p.input.zero_point}};
+        linears.push_back(std::move(j));
+    }
+    nlohmann::json j{{"input", r.input},
+                     {"output", r.output},
+                     {"type", r.type},
+                     {"input_sha256", r.input_sha256},
+                     {"file_bytes_in", r.file_bytes_in},
+                     {"file_bytes_out", r.file_bytes_out},
+                     {"tensor_bytes_in", r.tensor_bytes_in},
+                     {"tensor_bytes_out", r.tensor_bytes_out},
+                     {"seconds", r.seconds},
+                     {"linears", linears}};
+    j["word_embeddings"] = r.embeddings;
+    if (r.type == "w8a8-static")
+        j["calibration"] = {{"method", r.method}, {"samples", r.calib_samples}, {"from_cache", r.calib_from_cache}};
+    return j;
+}
+
+}  // namespace cq

@@ -1,0 +1,96 @@
+// `cq eval MODEL --task classification --data FILE`: accuracy of an encoder classifier on a labelled
+// TSV, MNIST idx files or an image folder; with --compare OTHER, the agreement and logits KL-divergence
+// of the two models on the same samples, in the same run.
+#include <cstdio>
+#include <iostream>
+#include <optional>
+#include <tuple>
+
+#include "commands/commands.h"
+#include "commands/format.h"
+#include "cq/classify.h"
+#include "cq/error.h"
+#include "cq/kernels.h"
+
+namespace cq::cli {
+
+namespace {
+struct Options {
+    std::string model, task = "classification", data, compare, range;
+    DataSelection selection;
+    ClassifyOptions classify;
+    bool json = false;
+};
+
+std::string percent(double v) {
+    char b[32];
+    std::snprintf(b, sizeof b, "%.2f %%", 100.0 * v);
+    return b;
+}
+}  // namespace
+
+Runner register_eval(CLI::App& app) {
+    auto o = std::make_shared<Options>();
+    CLI::App* cmd = app.add_subcommand("eval", "Evaluate an encoder classifier (accuracy; agreement with another model)");
+    cmd->add_option("model", o->model, "An HF model directory or a cq W8A8 .gguf")->required();
+    cmd->add_option("--task", o->task, "What to evaluate (only 'classification' so far)")->default_val("classification");
+    cmd->add_option("--data", o->data, "Labelled data: a TSV with a header (text + label columns), MNIST images "
+                                       "(*images-idx3*, raw or .gz, labels file alongside) or a folder of PNG/JPEG "
+                                       "files in one subfolder per class")->required();
+    cmd->add_option("--labels", o->selection.labels_path, "MNIST labels file (default: derived from the images file's name)");
+    cmd->add_option("--range", o->range, "Samples FIRST:END of the data, 0-based, END exclusive (default: all)");
+    cmd->add_option("--compare", o->compare, "A second model evaluated on the same samples: prints agreement and mean KL-divergence (default: none)");
+    cmd->add_option("-b,--batch", o->classify.batch, "Samples per forward pass")->default_val(32)->check(CLI::Range(1, 1 << 16));
+    cmd->add_option("--max-len", o->classify.max_len, "Text: tokens per sample incl. special tokens")->default_val(128)->check(CLI::Range(3, 1 << 16));
+    cmd->add_flag("--json", o->json, "Print JSON instead of a table (default: off)");
+    return [o]() -> int {
+        if (o->task != "classification") throw InvalidArgument("--task '" + o->task + "' is not supported (supported: classification)");
+        std::tie(o->selection.first, o->selection.count) = parse_sample_range(o->range, "--range");
+        auto model = EncoderModel::load(o->model);
+        const LabelledData data = load_labelled_data(o->data, *model, o->selection);
+        const auto run = [&](EncoderModel& m, const std::string& label) {
+            Progress progress(label, !o->json);
+            auto r = classify_dataset(m, data, o->classify, [&](int64_t done, int64_t total, double) { progress.update(done, total, "samples"); });
+            progress.finish();
+            return r;
+        };
+        const ClassificationResult base = run(*model, "eval");
+        std::optional<ClassificationResult> other;
+        std::optional<PredictionAgreement> agreement;
+        if (!o->compare.empty()) {
+            auto second = EncoderModel::load(o->compare);
+            if (second->config().num_labels != model->config().num_labels)
+                throw InvalidArgument("--compare: " + o->compare + " has " + std::to_string(second->config().num_labels) +
+                                      " classes, " + o->model + " has " + std::to_string(model->config().num_labels));
+            other = run(*second, "compare");
+            agreement = compare_predictions(base, *other);
+        }
+        const std::string isa(isa_level_name(kernel_table().level));
+        if (o->json) {
+            nlohmann::json j{{"model", o->model}, {"data", data.source}, {"isa", isa}, {"result", classification_to_json(base)}};
+            if (other) {
+                j["compare"] = {{"model", o->compare}, {"result", classification_to_json(*other)}, {"agreement", agreement_to_json(*agreement)}};
+            }
+            print_json(j);
+            return 0;
+        }
+        std::printf("%s on %s (%lld samples, %s kernels)\n", model->config().architecture.c_str(), data.source.c_str(),
+                    static_cast<long long>(base.samples), isa.c_str());
+        std::vector<std::vector<std::string>> rows{{"model", "accuracy", "correct", "seconds"}};
+        char secs[32];
+        std::snprintf(secs, sizeof secs, "%.2f", base.seconds);
+        rows.push_back({o->model, percent(base.accuracy), std::to_string(base.correct) + "/" + std::to_string(base.samples), secs});
+        if (other) {
+            std::snprintf(secs, sizeof secs, "%.2f", other->seconds);
+            rows.push_back({o->compare, percent(other->accuracy), std::to_string(other->correct) + "/" + std::to_string(other->samples), secs});
+        }
+        print_table(rows, {false, true, true, true}, 2);
+        if (agreement) {
+            std::printf("\nagreement %s, mean KLD %.3g (max %.3g), max |Δlogit| %.3g\n", percent(agreement->agreement).c_str(),
+                        agreement->mean_kld, agreement->max_kld, agreement->max_abs_logit_diff);
+        }
+        return 0;
+    };
+}
+
+}  // namespace cq::cli

@@ -1,0 +1,132 @@
+// The W8A8 branch of `cq quantize` (encoder classifiers): quantize, write the GGUF container, then, with
+// --eval DATA, load the written file back and report accuracy, agreement, KL-divergence and speed against
+// the original in the same run.
+#include <cstdio>
+#include <iostream>
+#include <optional>
+#include <tuple>
+
+#include "commands/format.h"
+#include "commands/quantize_w8a8.h"
+#include "cq/classify.h"
+#include "cq/error.h"
+
+namespace cq::cli {
+
+namespace {
+
+std::string fixed(double v, int digits) {
+    char b[48];
+    std::snprintf(b, sizeof b, "%.*f", digits, v);
+    return b;
+}
+
+}  // namespace
+
+void add_w8a8_options(CLI::App* cmd, W8A8CliOptions& o) {
+    cmd->add_option("--calib", o.quant.calib_data, "w8a8-static: calibration samples (same kinds of file as --eval: TSV, MNIST idx, image folder)");
+    cmd->add_option("--calib-range", o.calib_range, "w8a8-static: samples FIRST:END of --calib to draw from (default: all)");
+    cmd->add_option("--calib-samples", o.quant.calib_samples, "w8a8-static: how many samples calibrate")->default_val(256)->check(CLI::Range(1, 1 << 24));
+    cmd->add_option("--calib-method", o.calib_method, "w8a8-static: activation range from minmax, percentile, mse or entropy")->default_val("percentile");
+    cmd->add_option("--percentile", o.quant.percentile, "w8a8-static: the percentile of --calib-method percentile")->default_val(99.99)->check(CLI::Range(50.0, 100.0));
+    cmd->add_option("--calib-cache", o.quant.calib_cache, "w8a8-static: statistics file, reused when it matches the model and samples, "
+                                                          "written otherwise, so a sweep over methods runs the model once (default: none)");
+    cmd->add_option("--layer", o.quant.layer_rules, "w8a8: PATTERN=int8|float rule over Linear names, after the default "
+                                                    "('*=float', '*.layer.*=int8': every Linear in the encoder blocks); repeatable, later rules win");
+    cmd->add_option("--embeddings", o.embedding_type, "w8a8: type of the word-embedding table (q8_0, f16, f32 = keep)")->default_val("q8_0");
+    cmd->add_option("--eval-range", o.eval_range, "w8a8: samples FIRST:END of --eval (default: all)");
+    cmd->add_option("--labels", o.eval_selection.labels_path, "w8a8: MNIST labels file for --eval (default: derived from the images file's name)");
+    cmd->add_option("--batch", o.quant.run.batch, "w8a8: samples per forward pass in calibration and --eval")->default_val(32)->check(CLI::Range(1, 1 << 16));
+    cmd->add_option("--max-len", o.quant.run.max_len, "w8a8: text tokens per sample incl. special tokens")->default_val(128)->check(CLI::Range(3, 1 << 16));
+    cmd->add_option("--bench-batch", o.bench_batch, "w8a8 --eval speed test: sequences per batch")->default_val(8)->check(CLI::Range(1, 4096));
+    cmd->add_option("--bench-seq", o.bench_seq, "w8a8 --eval speed test: tokens per sequence")->default_val(128)->check(CLI::Range(2, 1 << 16));
+}
+
+int run_quantize_w8a8(W8A8CliOptions& o, const std::string& input, const std::string& output, const std::string& type,
+                      const std::string& eval_data, bool bench, int64_t bench_reps, bool json) {
+    o.quant.activations = type == "w8a8-static" ? ActivationQuant::static_per_tensor : ActivationQuant::dynamic_per_token;
+    const auto method = calib::parse_method(o.calib_method);
+    if (!method) throw InvalidArgument("--calib-method '" + o.calib_method + "' is not one of minmax, percentile, mse, entropy");
+    o.quant.method = *method;
+    const auto embd = dtype_from_name(o.embedding_type);
+    if (!embd || (*embd != DType::Q8_0 && *embd != DType::F16 && *embd != DType::F32 && *embd != DType::BF16))
+        throw InvalidArgument("--embeddings '" + o.embedding_type + "' is not one of q8_0, f16, bf16, f32");
+    o.quant.embedding_type = *embd;
+    std::tie(o.quant.calib_selection.first, o.quant.calib_selection.count) = parse_sample_range(o.calib_range, "--calib-range");
+    std::tie(o.eval_selection.first, o.eval_selection.count) = parse_sample_range(o.eval_range, "--eval-range");
+
+    Progress progress("quantize", !json);
+    const EncoderQuantizeReport r = quantize_encoder(input, output, o.quant, [&](int64_t done, int64_t total, double) {
+        progress.update(done, total, "calibration samples");
+    });
+    progress.finish();
+    nlohmann::json j;
+    int64_t int8_layers = 0;
+    for (const auto& p : r.linears) int8_layers += p.int8;
+    if (json) j["quantize"] = encoder_quantize_report_to_json(r);
+    else {
+        std::printf("%s → %s (%s), %.2f s\n", r.input.c_str(), r.output.c_str(), r.type.c_str(), r.seconds);
+        std::printf("%lld of %zu Linear layers int8", static_cast<long long>(int8_layers), r.linears.size());
+        if (!r.method.empty())
+            std::printf("; activations calibrated by %s on %lld samples%s", r.method.c_str(), static_cast<long long>(r.calib_samples),
+                        r.calib_from_cache ? " (from the cache)" : "");
+        std::printf("; word embeddings %s\n", r.embeddings.c_str());
+    }
+    if (eval_data.empty()) {
+        if (!json) {
+            std::vector<std::vector<std::string>> rows{{"", "before", "after"}};
+            rows.push_back({"file bytes", group_digits(r.file_bytes_in), group_digits(r.file_bytes_out)});
+            rows.push_back({"size", "", "÷" + fixed(static_cast<double>(r.file_bytes_in) / static_cast<double>(std::max<uint64_t>(1, r.file_bytes_out)), 2)});
+            print_table(rows, {false, true, true}, 2);
+        }
+        if (json) print_json(j);
+        return 0;
+    }
+    // Same run: the original and the file just written, on the same samples.
+    auto original = EncoderModel::load(input);
+    auto quantized = EncoderModel::load(output);
+    const LabelledData data = load_labelled_data(eval_data, *original, o.eval_selection);
+    const auto classify = [&](EncoderModel& m, const char* label) {
+        Progress p(label, !json);
+        auto res = classify_dataset(m, data, o.quant.run, [&](int64_t done, int64_t total, double) { p.update(done, total, "samples"); });
+        p.finish();
+        return res;
+    };
+    const ClassificationResult before = classify(*original, "eval original");
+    const ClassificationResult after = classify(*quantized, "eval quantized");
+    const PredictionAgreement agree = compare_predictions(before, after);
+    std::optional<EncoderBenchResult> speed_before, speed_after;
+    if (bench) {
+        Progress p("bench", !json);
+        speed_before = bench_encoder(*original, o.bench_batch, o.bench_seq, bench_reps, 1, [&](int64_t d, int64_t t, double) { p.update(d, t, "original"); });
+        speed_after = bench_encoder(*quantized, o.bench_batch, o.bench_seq, bench_reps, 1, [&](int64_t d, int64_t t, double) { p.update(d, t, "quantized"); });
+        p.finish();
+    }
+    if (json) {
+        j["eval"] = {{"data", data.source}, {"before", classification_to_json(before)}, {"after", classification_to_json(after)},
+                     {"agreement", agreement_to_json(agree)}};
+        if (bench) j["eval"]["speed"] = {{"before", encoder_bench_to_json(*speed_before)}, {"after", encoder_bench_to_json(*speed_after)},
+                                         {"speedup", speed_before->median_ms / speed_after->median_ms}};
+        print_json(j);
+        return 0;
+    }
+    std::printf("\nSame-run comparison on %s (%lld samples):\n\n", data.source.c_str(), static_cast<long long>(before.samples));
+    std::vector<std::vector<std::string>> rows{{"", "original", r.type, "change"}};
+    rows.push_back({"file bytes", group_digits(r.file_bytes_in), group_digits(r.file_bytes_out),
+                    "÷" + fixed(static_cast<double>(r.file_bytes_in) / static_cast<double>(std::max<uint64_t>(1, r.file_bytes_out)), 2)});
+    rows.push_back({"accuracy", fixed(100.0 * before.accuracy, 2) + " %", fixed(100.0 * after.accuracy, 2) + " %",
+                    fixed(100.0 * (after.accuracy - before.accuracy), 2) + " pt"});
+    rows.push_back({"agreement", "", fixed(100.0 * agree.agreement, 2) + " %", ""});
+    rows.push_back({"mean KLD", "", fixed(agree.mean_kld, 6), ""});
+    rows.push_back({"max |Δlogit|", "", fixed(agree.max_abs_logit_diff, 4), ""});
+    if (bench) {
+        const std::string shape = std::to_string(o.bench_batch) + "×" + std::to_string(speed_before->seq);
+        rows.push_back({"latency " + shape + " (ms)", fixed(speed_before->median_ms, 2), fixed(speed_after->median_ms, 2),
+                        "×" + fixed(speed_before->median_ms / speed_after->median_ms, 2) + " faster"});
+    }
+    print_table(rows, {false, true, true, true}, 2);
+    if (bench) std::printf("\n(%s kernels; latency = median of %lld runs)\n", speed_after->isa.c_str(), static_cast<long long>(bench_reps));
+    return 0;
+}
+
+}  // namespace cq::cli

@@ -1,0 +1,23 @@
+// The W8A8 (encoder) options and runner of `cq quantize`.
+#pragma once
+
+#include <string>
+
+#include <CLI/CLI.hpp>
+
+#include "cq/quantize_encoder.h"
+
+namespace cq::cli {
+
+struct W8A8CliOptions {
+    EncoderQuantizeOptions quant;
+    std::string calib_method = "percentile", calib_range, eval_range, embedding_type = "q8_0";
+    DataSelection eval_selection;
+    int64_t bench_batch = 8, bench_seq = 128;
+};
+
+void add_w8a8_options(CLI::App* cmd, W8A8CliOptions& o);
+int run_quantize_w8a8(W8A8CliOptions& o, const std::string& input, const std::string& output, const std::string& type,
+                      const std::string& eval_data, bool bench, int64_t bench_reps, bool json);
+
+}  // namespace cq::cli
