@@ -384,12 +384,19 @@ void EncoderLoader::load_container(EncoderModel& m, const std::string& path) {
         m.tokenizer_ = load_tokenizer(d);
     }
     // Each Linear stored as I8 carries its scales; rebuild the kernels' layout from them.
+    int32_t act_qmax = 255;
+    if (const gguf::Value* bits = f.find("cq.w8a8.activation_bits")) {
+        const auto b = bits->as_int();
+        if (!b || (*b != 8 && *b != 7)) throw FormatError("gguf", path, 0, "cq.w8a8.activation_bits must be 8 or 7");
+        act_qmax = (1 << *b) - 1;
+    }
     for (Linear* l : m.linears()) {
         if (l->weight.dtype() != DType::I8) continue;
         auto q = std::make_shared<Int8Linear>();
         q->n_out = l->weight.dim(0);
         q->n_in = l->weight.dim(1);
         q->weight = l->weight;
+        q->act_qmax = act_qmax;
         q->weight_scale = f32_values(f, l->name + ".weight_scale", q->n_out);
         for (const float s : q->weight_scale)
             if (!(s > 0) || !std::isfinite(s)) throw FormatError("gguf", path, 0, "tensor '" + l->name + ".weight_scale' holds a scale that is not positive and finite");
@@ -402,7 +409,7 @@ void EncoderLoader::load_container(EncoderModel& m, const std::string& path) {
             const Tensor z = f.tensor(*zi);
             if (z.dtype() != DType::I32 || z.numel() != 1) throw FormatError("gguf", path, zi->file_offset, "tensor '" + l->name + ".input_zero_point' must be one i32");
             q->input.zero_point = *static_cast<const int32_t*>(z.data());
-            if (!(q->input.scale > 0) || !std::isfinite(q->input.scale) || q->input.zero_point < 0 || q->input.zero_point > 255)
+            if (!(q->input.scale > 0) || !std::isfinite(q->input.scale) || q->input.zero_point < 0 || q->input.zero_point > act_qmax)
                 throw FormatError("gguf", path, zi->file_offset, "the input quantization of '" + l->name + "' is out of range");
         }
         pack_int8_linear(*q);

@@ -100,7 +100,10 @@ calib::CalibrationStats collect_calibration(EncoderModel& model, const LabelledD
 }
 
 std::vector<EncoderLinearPlan> apply_w8a8(EncoderModel& model, const std::vector<W8A8Rule>& rules, ActivationQuant activations,
-                                          const calib::CalibrationStats* stats, calib::Method method, double percentile) {
+                                          const calib::CalibrationStats* stats, calib::Method method, double percentile,
+                                          int32_t activation_bits) {
+    if (activation_bits != 8 && activation_bits != 7) throw InvalidArgument("[w8a8] activations must be 8 or 7 bits, not " + std::to_string(activation_bits));
+    const int32_t qmax = (1 << activation_bits) - 1;
     std::vector<EncoderLinearPlan> plan;
     for (Linear* l : model.linears()) {
         EncoderLinearPlan p;
@@ -117,9 +120,9 @@ std::vector<EncoderLinearPlan> apply_w8a8(EncoderModel& model, const std::vector
                     throw InvalidArgument("[w8a8] the calibration statistics hold nothing for " + l->name +
                                           " (a cache made with other rules or for another model?)");
                 p.range = it->second.range(method, percentile);
-                p.input = calib::u8_params(p.range);
+                p.input = calib::u8_params(p.range, qmax);
             }
-            l->int8 = quantize_linear_w8a8(*l, activations, p.input);
+            l->int8 = quantize_linear_w8a8(*l, activations, p.input, qmax);
         }
         plan.push_back(std::move(p));
     }
@@ -137,6 +140,7 @@ EncoderQuantizeReport quantize_encoder(const std::string& input, const std::stri
     r.output = output;
     const bool is_static = o.activations == ActivationQuant::static_per_tensor;
     r.type = is_static ? "w8a8-static" : "w8a8-dynamic";
+    r.activation_bits = o.activation_bits;
     const std::vector<W8A8Rule> rules = plan_rules(o.layer_rules);
 
     const hf::ModelDir dir = hf::open_model_dir(input);
@@ -171,7 +175,7 @@ EncoderQuantizeReport quantize_encoder(const std::string& input, const std::stri
         }
         r.calib_samples = stats.samples;
     }
-    r.linears = apply_w8a8(*model, rules, o.activations, is_static ? &stats : nullptr, o.method, o.percentile);
+    r.linears = apply_w8a8(*model, rules, o.activations, is_static ? &stats : nullptr, o.method, o.percentile, o.activation_bits);
 
     // The container: HF tensors in file order; a quantized Linear's weight becomes I8 + scales.
     std::map<std::string, const Int8Linear*> quantized;
@@ -185,6 +189,7 @@ EncoderQuantizeReport quantize_encoder(const std::string& input, const std::stri
     std::vector<std::string> rule_texts;
     for (const auto& rule : rules) rule_texts.push_back(rule.text());
     w.set_string_array("cq.quantize.rules", rule_texts);
+    w.set_u32("cq.w8a8.activation_bits", static_cast<uint32_t>(o.activation_bits));
     if (is_static) {
         w.set_string("cq.quantize.calibration", r.method + ", " + std::to_string(r.calib_samples) + " samples");
     }
@@ -294,6 +299,7 @@ nlohmann::json encoder_quantize_report_to_json(const EncoderQuantizeReport& r) {
                      {"seconds", r.seconds},
                      {"linears", linears}};
     j["word_embeddings"] = r.embeddings;
+    j["activation_bits"] = r.activation_bits;
     if (r.type == "w8a8-static")
         j["calibration"] = {{"method", r.method}, {"samples", r.calib_samples}, {"from_cache", r.calib_from_cache}};
     return j;
