@@ -153,5 +153,86 @@ TEST(CliHelp, ExplainsEveryOptionWithDefault) {
     EXPECT_NE(r.out.find("default"), std::string::npos);
 }
 
+// ---- encoders: cq eval, cq quantize --type w8a8-* ------------------------------------------------------
+
+TEST(CliEval, ClassificationAccuracyJsonAndCompare) {
+    const std::string bert = test::fixture("models/bert-tiny-sst2"), dev = test::fixture("data/sst2_dev.tsv");
+    const RunResult r = run_cq("eval '" + bert + "' --data '" + dev + "' --max-len 64 --range 0:100 --json");
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    const auto j = nlohmann::json::parse(r.out);
+    EXPECT_EQ(j["result"]["samples"].get<int64_t>(), 100);
+    // Comparing a model with itself: full agreement, zero divergence.
+    const RunResult c = run_cq("eval '" + bert + "' --data '" + dev + "' --max-len 64 --range 0:50 --compare '" + bert + "' --json");
+    ASSERT_EQ(c.exit_code, 0) << c.err;
+    const auto k = nlohmann::json::parse(c.out);
+    EXPECT_EQ(k["compare"]["agreement"]["agreement"].get<double>(), 1.0);
+    EXPECT_EQ(k["compare"]["agreement"]["mean_kld"].get<double>(), 0.0);
+}
+
+TEST(CliEval, DataThatDoesNotFitTheModelGivesOneClearError) {
+    test::TempDir tmp;
+    const std::string bert = test::fixture("models/bert-tiny-sst2"), vit = test::fixture("models/vit-tiny-mnist");
+    const std::string mnist = test::fixture("data/t10k-images-idx3-ubyte.gz");
+    struct Case {
+        std::string args, needle;
+    };
+    const std::string no_label = tmp.write("nolabel.tsv", "sentence\tscore\ngood film\t1\n");
+    const std::vector<Case> cases = {
+        {"eval '" + bert + "' --data '" + no_label + "'", "label"},                                  // TSV without the label column
+        {"eval '" + bert + "' --data '" + mnist + "' --range 0:10", "classifies text"},             // images for a text model
+        {"eval '" + vit + "' --data '" + test::fixture("data/sst2_dev.tsv") + "'", "classifies images"},  // text for ViT
+        {"eval '" + vit + "' --data '" + mnist + "' --range 9990:10010", "10000"},                   // range outside the file
+        {"eval '" + vit + "' --data '" + mnist + "' --range 5", "FIRST:END"},                        // malformed range
+        {"eval '" + bert + "' --data x --task regression", "not supported"},                         // unknown task
+        {"eval '" + bert + "' --data '" + test::fixture("data/sst2_dev.tsv") + "' --compare '" + vit + "'", "classes"},  // heads differ
+        {"quantize '" + vit + "' " + tmp.file("o.gguf") + " --type w8a8-static --calib '" + mnist +
+             "' --calib-range 0:10 --calib-samples 64", "fewer than the 64"},                           // too few calibration samples
+        {"quantize '" + vit + "' " + tmp.file("o.gguf") + " --type w8a8-static", "--calib"},          // static without data
+        {"quantize '" + vit + "' " + tmp.file("o.gguf") + " --type w8a8-static --calib-method median --calib '" + mnist + "'",
+         "minmax, percentile, mse, entropy"},
+        {"quantize '" + test::fixture("models/stories260K-gguf/stories260K.gguf") + "' " + tmp.file("o.gguf") + " --type q8_0 --calib x",
+         "w8a8"},
+    };
+    for (const auto& c : cases) {
+        const RunResult r = run_cq(c.args);
+        EXPECT_NE(r.exit_code, 0) << c.args;
+        EXPECT_NE(r.err.find(c.needle), std::string::npos) << c.args << "\n" << r.err;
+        EXPECT_EQ(r.err.find("internal error"), std::string::npos) << r.err;
+    }
+    EXPECT_FALSE(std::filesystem::exists(tmp.file("o.gguf")));  // no partial output from any failure
+}
+
+TEST(CliQuantizeW8A8, SameRunReportAndTheFileEvaluatesAgain) {
+    test::TempDir tmp;
+    const std::string vit = test::fixture("models/vit-tiny-mnist"), mnist = test::fixture("data/t10k-images-idx3-ubyte.gz");
+    const std::string out = tmp.file("vit-w8a8.gguf");
+    const RunResult r = run_cq("quantize '" + vit + "' " + out + " --type w8a8-dynamic --eval '" + mnist +
+                               "' --eval-range 8000:8500 --bench-batch 4 --bench-reps 1 --json");
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    const auto j = nlohmann::json::parse(r.out);
+    EXPECT_EQ(j["quantize"]["type"], "w8a8-dynamic");
+    EXPECT_LT(j["quantize"]["file_bytes_out"].get<double>(), j["quantize"]["file_bytes_in"].get<double>() / 2);
+    EXPECT_EQ(j["eval"]["before"]["samples"].get<int64_t>(), 500);
+    EXPECT_GE(j["eval"]["agreement"]["agreement"].get<double>(), 0.99);
+    EXPECT_GT(j["eval"]["speed"]["speedup"].get<double>(), 0.0);
+    const RunResult e = run_cq("eval " + out + " --data '" + mnist + "' --range 8000:8500 --json");
+    ASSERT_EQ(e.exit_code, 0) << e.err;
+    EXPECT_EQ(nlohmann::json::parse(e.out)["result"]["correct"], j["eval"]["after"]["correct"]);
+    // Deterministic: the same command writes the same bytes.
+    const RunResult again = run_cq("quantize '" + vit + "' " + tmp.file("again.gguf") + " --type w8a8-dynamic --json");
+    ASSERT_EQ(again.exit_code, 0) << again.err;
+    EXPECT_EQ(test::read_bytes(out), test::read_bytes(tmp.file("again.gguf")));
+}
+
+TEST(CliHelp, EncoderCommandsExplainEveryOptionWithDefault) {
+    const RunResult e = run_cq("eval --help");
+    EXPECT_EQ(e.exit_code, 0);
+    for (const char* opt : {"--data", "--range", "--compare", "--batch", "--max-len", "--json", "--labels"})
+        EXPECT_NE(e.out.find(opt), std::string::npos) << opt;
+    const RunResult q = run_cq("quantize --help");
+    for (const char* opt : {"w8a8-dynamic", "w8a8-static", "--calib", "--calib-method", "--calib-cache", "--calib-samples", "--act-bits", "--layer"})
+        EXPECT_NE(q.out.find(opt), std::string::npos) << opt;
+}
+
 }  // namespace
 }  // namespace cq
