@@ -403,7 +403,7 @@ TEST_P(QuantKernelsAtLevel, GemmMatchesReferenceOnAwkwardShapes) {
         const auto qa = ref_.quantize_row[size_t(f.act)].fn;
         const size_t wb = block_bytes(f.type), ab = block_bytes(f.act);
         for (int64_t m : {1, 2, 3, 4, 5, 8, 17})
-            for (int64_t n : {1, 3, 4, 7, 16, 33})
+            for (int64_t n : {1, 3, 4, 7, 8, 12, 16, 33})  // 8 and 12: Q4_0's 8-row tiles, alone and with a quad
                 for (int64_t blocks : {1, 2, 3, 8}) {
                     const int64_t k = blocks * f.block;
                     const bool padded = (m + n + blocks) % 2 == 1;

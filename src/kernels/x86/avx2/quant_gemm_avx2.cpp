@@ -11,6 +11,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <utility>
 
 #include "formats/blocks.h"
@@ -112,6 +113,7 @@ struct ActSeg {
     alignas(32) float d[T][kSeg];
     alignas(32) float s[T][L::kMin ? kSeg : 1];
     __m256i corr[T][L::kBias ? kSeg : 1];  // [Σ lo ×4 | Σ hi ×4]·bias
+    alignas(32) int32_t bias[T][L::kBias ? kSeg : 1];  // bias·Σa, for the row-transposed tiles (q4_0_oct)
     void fill(const A* const* at, int64_t ns) {
         const __m256i ones = _mm256_set1_epi16(1);
         for (int t = 0; t < T; ++t)
@@ -122,6 +124,7 @@ struct ActSeg {
                     const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(L::kBias), load32(at[t][b].qs)), ones);
                     const __m256i h = _mm256_hadd_epi32(p, p);
                     corr[t][b] = _mm256_hadd_epi32(h, h);
+                    bias[t][b] = _mm256_extract_epi32(corr[t][b], 0) + _mm256_extract_epi32(corr[t][b], 4);
                 }
             }
     }
@@ -177,7 +180,56 @@ void legacy_quad(int64_t ns, const typename L::A* const* at, const ActSeg<L, T>&
     }
 }
 
-// rows [0, n) of one token tile, segment by segment, a quad at a time.
+// Q4_0, 8 rows × T tokens with the rows transposed on the fly: rows r and r+4 are loaded into the two
+// 128-bit halves and a 4×4 dword transpose leaves x[j] = [bytes 4j..4j+3 of rows 0..3 | of rows 4..7], i.e.
+// elements 4j..4j+3 (low nibbles) and 16+4j.. (high). A token's matching 4 bytes are one broadcast, so
+// vpmaddubsw works on 8 rows at once and no horizontal reduction is needed: the 8 products per element
+// pair sum in i16 (|Σ| ≤ 16·15·128 < 2^15), one vpmaddwd leaves one i32 per row, lanes [r0 .. r7].
+template <int T>
+void q4_0_oct(int64_t ns, const BlockQ8_0* const* at, const ActSeg<LQ4_0, T>& seg, const uint8_t* w, size_t wrb,
+              float* c, int64_t ldc, bool accumulate) {
+    const BlockQ4_0* wr[8];
+    for (int r = 0; r < 8; ++r) wr[r] = reinterpret_cast<const BlockQ4_0*>(w + size_t(r) * wrb);
+    const __m256i m4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+    __m256 acc[T];
+    for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < ns; ++b) {
+        __m256i v[4];
+        for (int r = 0; r < 4; ++r) {
+            // the same block of the next 8 rows: streams that short need a hand to stay ahead
+            _mm_prefetch(reinterpret_cast<const char*>(wr[r] + b) + 8 * wrb, _MM_HINT_T0);
+            _mm_prefetch(reinterpret_cast<const char*>(wr[r + 4] + b) + 8 * wrb, _MM_HINT_T0);
+            v[r] = _mm256_inserti128_si256(_mm256_castsi128_si256(load16(wr[r][b].qs)), load16(wr[r + 4][b].qs), 1);
+        }
+        const __m256i u0 = _mm256_unpacklo_epi32(v[0], v[1]), u1 = _mm256_unpackhi_epi32(v[0], v[1]);
+        const __m256i u2 = _mm256_unpacklo_epi32(v[2], v[3]), u3 = _mm256_unpackhi_epi32(v[2], v[3]);
+        const __m256i x[4] = {_mm256_unpacklo_epi64(u0, u2), _mm256_unpackhi_epi64(u0, u2), _mm256_unpacklo_epi64(u1, u3),
+                              _mm256_unpackhi_epi64(u1, u3)};
+        __m256i q[8];
+        for (int j = 0; j < 4; ++j) {
+            q[j] = _mm256_and_si256(x[j], m4);
+            q[j + 4] = _mm256_and_si256(_mm256_srli_epi16(x[j], 4), m4);
+        }
+        const __m256 dw = _mm256_cvtph_ps(_mm_setr_epi16(int16_t(wr[0][b].d), int16_t(wr[1][b].d), int16_t(wr[2][b].d),
+                                                         int16_t(wr[3][b].d), int16_t(wr[4][b].d), int16_t(wr[5][b].d),
+                                                         int16_t(wr[6][b].d), int16_t(wr[7][b].d)));
+        for (int t = 0; t < T; ++t) {
+            const int8_t* a = at[t][b].qs;
+            int32_t a4[8];
+            std::memcpy(a4, a, sizeof(a4));
+            __m256i s = _mm256_maddubs_epi16(q[0], _mm256_set1_epi32(a4[0]));
+            for (int j = 1; j < 8; ++j) s = _mm256_add_epi16(s, _mm256_maddubs_epi16(q[j], _mm256_set1_epi32(a4[j])));
+            const __m256i p = _mm256_sub_epi32(_mm256_madd_epi16(s, ones), _mm256_set1_epi32(seg.bias[t][b]));
+            acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_broadcast_ss(&seg.d[t][b])), _mm256_cvtepi32_ps(p), acc[t]);
+        }
+    }
+    for (int t = 0; t < T; ++t) {
+        float* ct = c + t * ldc;
+        _mm256_storeu_ps(ct, accumulate ? _mm256_add_ps(_mm256_loadu_ps(ct), acc[t]) : acc[t]);
+    }
+}
+
+// rows [0, n) of one token tile, segment by segment, a quad at a time (Q4_0: 8 rows at a time first).
 template <class L, int T>
 void legacy_rows(int64_t n, int64_t nb, const uint8_t* act, size_t arb, const uint8_t* w, size_t wrb, float* c,
                  int64_t ldc) {
@@ -189,7 +241,10 @@ void legacy_rows(int64_t n, int64_t nb, const uint8_t* act, size_t arb, const ui
         for (int t = 0; t < T; ++t) at[t] = reinterpret_cast<const A*>(act + size_t(t) * arb) + b0;
         seg.fill(at, ns);
         const uint8_t* wb = w + size_t(b0) * sizeof(typename L::W);
-        for (int64_t i = 0; i < n; i += 4)
+        int64_t i = 0;
+        if constexpr (std::is_same_v<L, LQ4_0>)
+            for (; i + 8 <= n; i += 8) q4_0_oct<T>(ns, at, seg, wb + size_t(i) * wrb, wrb, c + i, ldc, b0 > 0);
+        for (; i < n; i += 4)
             legacy_quad<L, T>(ns, at, seg, wb + size_t(i) * wrb, wrb, int(std::min<int64_t>(4, n - i)), c + i, ldc, b0 > 0);
     }
 }
