@@ -1,71 +1,32 @@
-// Fixed-size thread pool: each worker takes one contiguous chunk of a parallel_for; the caller runs
-// chunk 0. Workers spin briefly on an atomic job word before sleeping, so back-to-back ops (a decode
-// step is ~100 of them, each tens of µs) start without a futex wake-up.
+// Fixed-size thread pool: workers sleep on a condition variable and each takes one contiguous chunk
+// of a parallel_for; the caller runs chunk 0 and waits for the rest.
 #include "cq/thread_pool.h"
 
 #include <algorithm>
-#include <atomic>
-#include <chrono>
 #include <condition_variable>
 #include <exception>
 #include <mutex>
 #include <thread>
-#include <utility>
 #include <vector>
-
-#if defined(__x86_64__) || defined(_M_X64) || defined(__i386__)
-#include <immintrin.h>
-#endif
 
 #include "cq/error.h"
 
 
 namespace cq {
 
-namespace {
-// How long an idle thread polls before it sleeps: longer than the gap between two ops of a decode step
-// (norms, RoPE, a few µs), short enough that on an oversubscribed machine a poller soon gives its core
-// back (300 µs measured no faster under load, and pure spinning lets decode collapse there).
-constexpr auto kSpin = std::chrono::microseconds(100);
-// A job word is generation << kChunkBits | n_chunks, so a worker beyond n_chunks never reads the job.
-constexpr int kChunkBits = 16;
-
-inline void cpu_relax() {
-#if defined(__x86_64__) || defined(_M_X64) || defined(__i386__)
-    _mm_pause();
-#else
-    std::this_thread::yield();
-#endif
-}
-
-// Polls pred() for up to kSpin; true if it held.
-template <class Pred>
-bool spin_until(Pred pred) {
-    const auto until = std::chrono::steady_clock::now() + kSpin;
-    for (;;) {
-        for (int i = 0; i < 64; ++i) {
-            if (pred()) return true;
-            cpu_relax();
-        }
-        if (std::chrono::steady_clock::now() >= until) return pred();
-    }
-}
-}  // namespace
-
 struct ThreadPool::State {
     std::mutex mutex;
     std::condition_variable wake;
     std::condition_variable done;
     std::vector<std::thread> workers;
-    std::atomic<uint64_t> job{0};  // generation << kChunkBits | n_chunks
-    std::atomic<bool> stopping{false};
-    std::atomic<int> sleepers{0};      // workers blocked (or about to block) on `wake`
-    std::atomic<bool> caller_asleep{false};
-    // The job of the current generation; stable until every worker below n_chunks has finished it.
+    uint64_t generation = 0;
+    bool stopping = false;
+    // The job of the current generation.
     const std::function<void(int64_t, int64_t)>* fn = nullptr;
     int64_t n = 0;
-    std::atomic<int> pending{0};
-    std::exception_ptr error;  // written under mutex
+    int n_chunks = 0;
+    int pending = 0;
+    std::exception_ptr error;
 };
 
 namespace {
@@ -82,30 +43,23 @@ ThreadPool::ThreadPool(int n_threads) : n_threads_(std::max(1, n_threads)), stat
             State& s = *state_;
             uint64_t seen = 0;
             for (;;) {
-                // seq_cst on both sides (sleepers here, job in parallel_for): either this thread sees the
-                // new job before it sleeps, or the caller sees it asleep and notifies under the mutex.
-                auto fresh = [&] { return s.stopping.load() || s.job.load() >> kChunkBits != seen >> kChunkBits; };
-                if (!spin_until(fresh)) {
-                    std::unique_lock lock(s.mutex);
-                    s.sleepers.fetch_add(1);
-                    s.wake.wait(lock, fresh);
-                    s.sleepers.fetch_sub(1);
-                }
-                if (s.stopping.load()) return;
-                seen = s.job.load(std::memory_order_acquire);
-                const int n_chunks = int(seen & ((uint64_t{1} << kChunkBits) - 1));
-                if (w >= n_chunks) continue;
-                const auto [begin, end] = chunk_range(s.n, n_chunks, w);
+                std::unique_lock lock(s.mutex);
+                s.wake.wait(lock, [&] { return s.stopping || s.generation != seen; });
+                if (s.stopping) return;
+                seen = s.generation;
+                if (w >= s.n_chunks) continue;
+                const auto* fn = s.fn;
+                const auto [begin, end] = chunk_range(s.n, s.n_chunks, w);
+                lock.unlock();
+                std::exception_ptr err;
                 try {
-                    (*s.fn)(begin, end);
+                    (*fn)(begin, end);
                 } catch (...) {
-                    std::lock_guard lock(s.mutex);
-                    if (!s.error) s.error = std::current_exception();
+                    err = std::current_exception();
                 }
-                if (s.pending.fetch_sub(1) == 1 && s.caller_asleep.load()) {
-                    std::lock_guard lock(s.mutex);
-                    s.done.notify_one();
-                }
+                lock.lock();
+                if (err && !s.error) s.error = err;
+                if (--s.pending == 0) s.done.notify_one();
             }
         });
     }
@@ -114,7 +68,7 @@ ThreadPool::ThreadPool(int n_threads) : n_threads_(std::max(1, n_threads)), stat
 ThreadPool::~ThreadPool() {
     {
         std::lock_guard lock(state_->mutex);
-        state_->stopping.store(true);
+        state_->stopping = true;
     }
     state_->wake.notify_all();
     for (auto& t : state_->workers) t.join();
@@ -129,16 +83,16 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64
         return;
     }
     State& s = *state_;
-    s.fn = &fn;
-    s.n = n;
-    s.error = nullptr;
-    s.pending.store(n_chunks - 1);
-    const uint64_t gen = (s.job.load(std::memory_order_relaxed) >> kChunkBits) + 1;
-    s.job.store(gen << kChunkBits | uint64_t(n_chunks));
-    if (s.sleepers.load() > 0) {
-        { std::lock_guard lock(s.mutex); }  // a worker between its check and its wait gets the notify
-        s.wake.notify_all();
+    {
+        std::lock_guard lock(s.mutex);
+        s.fn = &fn;
+        s.n = n;
+        s.n_chunks = n_chunks;
+        s.pending = n_chunks - 1;
+        s.error = nullptr;
+        ++s.generation;
     }
+    s.wake.notify_all();
     std::exception_ptr mine;
     try {
         const auto [begin, end] = chunk_range(n, n_chunks, 0);
@@ -146,17 +100,11 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64
     } catch (...) {
         mine = std::current_exception();
     }
-    auto finished = [&] { return s.pending.load() == 0; };
-    if (!spin_until(finished)) {
-        std::unique_lock lock(s.mutex);
-        s.caller_asleep.store(true);
-        s.done.wait(lock, finished);
-        s.caller_asleep.store(false);
-    }
+    std::unique_lock lock(s.mutex);
+    s.done.wait(lock, [&] { return s.pending == 0; });
     s.fn = nullptr;
     if (mine) std::rethrow_exception(mine);
-    std::lock_guard lock(s.mutex);
-    if (s.error) std::rethrow_exception(std::exchange(s.error, nullptr));
+    if (s.error) std::rethrow_exception(s.error);
 }
 
 namespace {
