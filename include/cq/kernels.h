@@ -62,6 +62,11 @@ using GemmU8S8Fn = void (*)(int64_t m, int64_t n, int64_t k, const uint8_t* a, i
                             const int32_t* a_zero_point, int64_t a_param_stride, const int8_t* packed_w,
                             const int32_t* w_sums, const float* w_scale, const float* bias, float* c, int64_t ldc);
 
+// x: [n] → y: [n] = x·Φ(x), the exact (erf) GELU to within 4e-7·max(1, |x|); y may alias x.
+using GeluF32Fn = void (*)(const float* x, float* y, int64_t n);
+// x: [n] ← softmax(scale·x) (scale > 0); −inf entries get 0, at least one entry must be finite.
+using SoftmaxF32Fn = void (*)(float* x, int64_t n, float scale);
+
 /// Slots per ggml type id in the quantized-kernel arrays.
 inline constexpr size_t kMaxGgmlTypes = 40;
 
@@ -89,6 +94,8 @@ struct KernelTable {
     Kernel<QuantizeRowsU8StaticFn> quantize_rows_u8_static;
     Kernel<GemmU8S8Fn> gemm_u8s8;
     Kernel<GemmU8S8Fn> gemm_u7s8;  // activations ≤ 127 only
+    Kernel<GeluF32Fn> gelu_erf_f32;
+    Kernel<SoftmaxF32Fn> softmax_f32;
 };
 
 /// The table for this process: the detected level, or the one CQ_ISA names (InvalidArgument if

@@ -62,7 +62,9 @@ KernelTable make_kernel_table(IsaLevel level) {
     CQ_SET(quantize_rows_u8_dynamic, quantize_rows_u8_dynamic__ref, IsaLevel::ref);
     CQ_SET(quantize_rows_u8_static, quantize_rows_u8_static__ref, IsaLevel::ref);
     CQ_SET(gemm_u8s8, gemm_u8s8_f32__ref, IsaLevel::ref);
-    CQ_SET(gemm_u7s8, gemm_u8s8_f32__ref, IsaLevel::ref);  // same math: 7-bit activations are u8 activations
+    CQ_SET(gemm_u7s8, gemm_u7s8_f32__ref, IsaLevel::ref);
+    CQ_SET(gelu_erf_f32, gelu_erf_f32__ref, IsaLevel::ref);
+    CQ_SET(softmax_f32, softmax_f32__ref, IsaLevel::ref);
 
 #if defined(CQ_HAVE_OPENBLAS)
     // Float GEMM is OpenBLAS's job above the reference level; OpenBLAS dispatches by CPU itself.
@@ -97,6 +99,8 @@ KernelTable make_kernel_table(IsaLevel level) {
         CQ_SET(quantize_rows_u8_static, quantize_rows_u8_static__avx2, IsaLevel::avx2);
         CQ_SET(gemm_u8s8, gemm_u8s8_f32__avx2, IsaLevel::avx2);
         CQ_SET(gemm_u7s8, gemm_u7s8_f32__avx2, IsaLevel::avx2);
+        CQ_SET(gelu_erf_f32, gelu_erf_f32__avx2, IsaLevel::avx2);
+        CQ_SET(softmax_f32, softmax_f32__avx2, IsaLevel::avx2);
     }
     if (reaches(level, IsaLevel::avx512)) {
         CQ_SET(convert_f16_f32, convert_f16_f32__avx512, IsaLevel::avx512);
@@ -114,7 +118,7 @@ KernelTable make_kernel_table(IsaLevel level) {
         CQ_SET(quantize_rows_u8_dynamic, quantize_rows_u8_dynamic__avx512vnni, IsaLevel::avx512_vnni);
         CQ_SET(quantize_rows_u8_static, quantize_rows_u8_static__avx512vnni, IsaLevel::avx512_vnni);
         CQ_SET(gemm_u8s8, gemm_u8s8_f32__avx512vnni, IsaLevel::avx512_vnni);
-        CQ_SET(gemm_u7s8, gemm_u8s8_f32__avx512vnni, IsaLevel::avx512_vnni);  // vpdpbusd never saturates
+        CQ_SET(gemm_u7s8, gemm_u7s8_f32__avx512vnni, IsaLevel::avx512_vnni);
     }
 #elif defined(__aarch64__)
     if (reaches(level, IsaLevel::neon)) {
@@ -177,6 +181,8 @@ std::vector<KernelListing> list_kernels(const KernelTable& t) {
     add("quantize_rows_u8_static", t.quantize_rows_u8_static);
     add("gemm_u8s8", t.gemm_u8s8);
     add("gemm_u7s8", t.gemm_u7s8);
+    add("gelu_erf_f32", t.gelu_erf_f32);
+    add("softmax_f32", t.softmax_f32);
     // Quantized kernels present for a type are listed as gemm_<weights> / quantize_row_<activations>.
     for (size_t id = 0; id < kMaxGgmlTypes; ++id) {
         const auto type = dtype_from_ggml_id(static_cast<uint32_t>(id));

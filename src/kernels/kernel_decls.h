@@ -81,12 +81,26 @@ CQ_DECLARE_GEMM_QUANT(q6_K, q8_K, avx512vnni)
 CQ_DECLARE_INT8_KERNELS(ref)
 CQ_DECLARE_INT8_KERNELS(avx2)
 CQ_DECLARE_INT8_KERNELS(avx512vnni)
-// 7-bit activations (GemmU8S8Fn with every a ≤ 127): the reference is gemm_u8s8_f32__ref, VNNI reuses
-// gemm_u8s8_f32__avx512vnni (vpdpbusd never saturates); AVX2 gets a vpmaddubsw kernel.
-void gemm_u7s8_f32__avx2(int64_t m, int64_t n, int64_t k, const uint8_t* a, int64_t lda, const float* a_scale,
-                         const int32_t* a_zero_point, int64_t a_param_stride, const int8_t* packed_w,
-                         const int32_t* w_sums, const float* w_scale, const float* bias, float* c, int64_t ldc);
+// 7-bit activations (GemmU8S8Fn with every a ≤ 127): the reference and VNNI forward to their u8s8
+// kernels (exact for them already; vpdpbusd never saturates); AVX2 gets a vpmaddubsw kernel.
+#define CQ_DECLARE_GEMM_U7S8(isa)                                                                                        \
+    void gemm_u7s8_f32__##isa(int64_t m, int64_t n, int64_t k, const uint8_t* a, int64_t lda, const float* a_scale,    \
+                              const int32_t* a_zero_point, int64_t a_param_stride, const int8_t* packed_w,             \
+                              const int32_t* w_sums, const float* w_scale, const float* bias, float* c, int64_t ldc);
+CQ_DECLARE_GEMM_U7S8(ref)
+CQ_DECLARE_GEMM_U7S8(avx2)
+CQ_DECLARE_GEMM_U7S8(avx512vnni)
+#undef CQ_DECLARE_GEMM_U7S8
 #undef CQ_DECLARE_INT8_KERNELS
+
+// Encoder activations (GeluF32Fn / SoftmaxF32Fn); the AVX2 kernels follow the references' per-element
+// operation sequence (erf_rational_scalar, exp_nonpositive_scalar).
+void gelu_erf_f32__ref(const float* x, float* y, int64_t n);
+void gelu_erf_f32__avx2(const float* x, float* y, int64_t n);
+void softmax_f32__ref(float* x, int64_t n, float scale);
+void softmax_f32__avx2(float* x, int64_t n, float scale);
+float erf_rational_scalar(float x);      // |error| ≤ 3.4e-7 against erf; ±1 beyond |x| = 4
+float exp_nonpositive_scalar(float x);  // x ≤ 0; 0 below −87
 
 // Scalar single-value conversions shared by the reference kernels and the tails of vector kernels.
 float f16_to_f32_scalar(uint16_t h);

@@ -115,13 +115,11 @@ void bert_family_forward(const EncoderPass& p, const TextBatch& batch, float* lo
 
     for (const EncoderBlock& b : w.blocks) {
         p.self_attention(b, s.x.data(), B, S, batch.mask.data());  // → s.tmp
-        ops::add(s.x.data(), s.tmp.data(), rows * D);
-        ops::layer_norm_rows(s.x.data(), rows, D, b.attn_norm.weight, &*b.attn_norm.bias, c.norm_eps, s.x.data());
+        ops::add_layer_norm_rows(s.x.data(), s.tmp.data(), rows, D, b.attn_norm.weight, &*b.attn_norm.bias, c.norm_eps, s.x.data());
         p.linear(b.ffn_in, s.x.data(), rows, s.ffn.data());
         ops::activate(p.act, s.ffn.data(), rows * c.n_ff);
         p.linear(b.ffn_out, s.ffn.data(), rows, s.tmp.data());
-        ops::add(s.x.data(), s.tmp.data(), rows * D);
-        ops::layer_norm_rows(s.x.data(), rows, D, b.ffn_norm.weight, &*b.ffn_norm.bias, c.norm_eps, s.x.data());
+        ops::add_layer_norm_rows(s.x.data(), s.tmp.data(), rows, D, b.ffn_norm.weight, &*b.ffn_norm.bias, c.norm_eps, s.x.data());
     }
 
     // cls: [B, D] → head: [B, D] → logits: [B, num_labels]

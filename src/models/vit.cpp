@@ -78,8 +78,7 @@ void vit_forward(const EncoderPass& p, const float* pixels, int64_t batch, float
     for (const EncoderBlock& b : w.blocks) {
         ops::layer_norm_rows(s.x.data(), rows, D, b.attn_norm.weight, &*b.attn_norm.bias, c.norm_eps, s.xn.data());
         p.self_attention(b, s.xn.data(), batch, S, nullptr);  // → s.tmp
-        ops::add(s.x.data(), s.tmp.data(), rows * D);
-        ops::layer_norm_rows(s.x.data(), rows, D, b.ffn_norm.weight, &*b.ffn_norm.bias, c.norm_eps, s.xn.data());
+        ops::add_layer_norm_rows(s.x.data(), s.tmp.data(), rows, D, b.ffn_norm.weight, &*b.ffn_norm.bias, c.norm_eps, s.xn.data());
         p.linear(b.ffn_in, s.xn.data(), rows, s.ffn.data());
         ops::activate(p.act, s.ffn.data(), rows * c.n_ff);
         p.linear(b.ffn_out, s.ffn.data(), rows, s.tmp.data());

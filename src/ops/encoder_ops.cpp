@@ -1,5 +1,5 @@
-// Encoder ops: bidirectional masked attention (two GEMMs per (sequence, head)), HF activations and
-// row-parallel LayerNorm.
+// Encoder ops: bidirectional masked attention (two GEMMs and the softmax kernel per (sequence, head)), HF
+// activations (exact GELU through the kernel table) and row-parallel (residual +) LayerNorm.
 #include "ops/encoder_ops.h"
 
 #include <algorithm>
@@ -15,21 +15,6 @@ namespace cq::ops {
 namespace {
 constexpr int64_t kMinElementsPerThread = 16384;  // below this, waking threads costs more than the work
 constexpr int64_t kMinRowsPerThread = 16;
-
-// row: [n] scores of one query, valid: [n] key mask (nullptr: all valid). Softmax in place over the valid keys.
-void softmax_masked(float* row, const int32_t* valid, int64_t n) {
-    float mx = -INFINITY;
-    for (int64_t j = 0; j < n; ++j)
-        if (!valid || valid[j]) mx = std::max(mx, row[j]);
-    if (mx == -INFINITY) valid = nullptr, mx = *std::max_element(row, row + n);  // every key masked: average all
-    float sum = 0;
-    for (int64_t j = 0; j < n; ++j) {
-        row[j] = (!valid || valid[j]) ? std::exp(row[j] - mx) : 0.0f;
-        sum += row[j];
-    }
-    const float inv = 1.0f / sum;
-    for (int64_t j = 0; j < n; ++j) row[j] *= inv;
-}
 }  // namespace
 
 std::optional<Activation> activation_from_name(const std::string& name) {
@@ -47,9 +32,7 @@ void activate(Activation act, float* x, int64_t n) {
             float* p = x + i0;
             const int64_t m = i1 - i0;
             switch (act) {
-                case Activation::gelu_erf:
-                    for (int64_t i = 0; i < m; ++i) p[i] = 0.5f * p[i] * (1.0f + std::erf(p[i] * 0.70710678118654752f));
-                    break;
+                case Activation::gelu_erf: kernel_table().gelu_erf_f32.fn(p, p, m); break;
                 case Activation::gelu_tanh: gelu_tanh(p, m); break;
                 case Activation::relu:
                     for (int64_t i = 0; i < m; ++i) p[i] = std::max(p[i], 0.0f);
@@ -68,6 +51,16 @@ void layer_norm_rows(const float* x, int64_t T, int64_t D, const Tensor& w, cons
         std::max<int64_t>(kMinRowsPerThread, kMinElementsPerThread / std::max<int64_t>(D, 1)));
 }
 
+void add_layer_norm_rows(float* x, const float* r, int64_t T, int64_t D, const Tensor& w, const Tensor* b, float eps, float* y) {
+    ThreadPool::global().parallel_for(
+        T,
+        [&](int64_t r0, int64_t r1) {
+            add(x + r0 * D, r + r0 * D, (r1 - r0) * D);
+            layer_norm(x + r0 * D, r1 - r0, D, w, b, eps, y + r0 * D);
+        },
+        std::max<int64_t>(kMinRowsPerThread, kMinElementsPerThread / std::max<int64_t>(D, 1)));
+}
+
 void attention_bidirectional(const float* q, const float* k, const float* v, int64_t stride, int64_t batch, int64_t seq,
                              int64_t n_head, int64_t head_dim, const int32_t* key_mask, float* out) {
     const KernelTable& kt = kernel_table();
@@ -80,12 +73,17 @@ void attention_bidirectional(const float* q, const float* k, const float* v, int
             const int64_t b = task / n_head, h = task % n_head;
             const int64_t base = b * seq * stride + h * head_dim;
             const int32_t* mask = key_mask ? key_mask + b * seq : nullptr;
+            // no mask where every key is valid, nor where none is (those queries average all keys)
+            const int64_t n_valid = mask ? std::count_if(mask, mask + seq, [](int32_t m) { return m != 0; }) : seq;
+            if (n_valid == 0 || n_valid == seq) mask = nullptr;
             // scores: [seq, seq] = Q_bh: [seq, head_dim] · K_bhᵀ
             kt.gemm_f32.fn(seq, seq, head_dim, q + base, stride, k + base, stride, scores.data(), seq);
             for (int64_t t = 0; t < seq; ++t) {
                 float* row = scores.data() + t * seq;
-                for (int64_t j = 0; j < seq; ++j) row[j] *= scale;
-                softmax_masked(row, mask, seq);
+                if (mask)
+                    for (int64_t j = 0; j < seq; ++j)
+                        if (!mask[j]) row[j] = -INFINITY;
+                kt.softmax_f32.fn(row, seq, scale);
             }
             // out_bh: [seq, head_dim] = P: [seq, seq] · V_bh: [seq, head_dim]
             kt.gemm_f32_nn.fn(seq, head_dim, seq, scores.data(), seq, v + base, stride, out + b * seq * out_stride + h * head_dim,

@@ -22,6 +22,10 @@ void activate(Activation act, float* x, int64_t n);
 // x: [T, D] → y: [T, D], LayerNorm per row (w, b: [D] f32), rows split across the thread pool.
 void layer_norm_rows(const float* x, int64_t T, int64_t D, const Tensor& w, const Tensor* b, float eps, float* y);
 
+// x: [T, D] += r, then y: [T, D] = LN(x) per row (w, b: [D] f32; y may be x), rows split across the thread
+// pool: the residual add and the LayerNorm in one pass.
+void add_layer_norm_rows(float* x, const float* r, int64_t T, int64_t D, const Tensor& w, const Tensor* b, float eps, float* y);
+
 // Multi-head attention where every query sees every unmasked key of its own sequence.
 // q, k, v: [batch·seq, stride] (head h at column h·head_dim); key_mask: [batch, seq], 0 = padding (nullptr: none);
 // out: [batch·seq, n_head·head_dim]. scores = q·kᵀ/√head_dim, softmax over the unmasked keys (as an additive
