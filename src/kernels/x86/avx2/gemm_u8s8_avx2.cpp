@@ -75,19 +75,31 @@ void tile(const GemmArgs& g, const int8_t* w, int64_t t0, int64_t i0, int64_t va
                                            0, -1, 1, -1, 2, -1, 3, -1, 0, -1, 1, -1, 2, -1, 3, -1);
     const uint8_t* a = g.a + t0 * g.lda;
     __m256i acc[MR][4];
+#pragma GCC unroll 16
     for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 16
         for (int j = 0; j < 4; ++j) acc[r][j] = _mm256_setzero_si256();
     for (int64_t q = 0; q < g.kq; ++q) {
         __m256i av[MR];
+#pragma GCC unroll 16
         for (int r = 0; r < MR; ++r)
             av[r] = _mm256_shuffle_epi8(_mm256_set1_epi32(int32_t(load_u32(a + r * g.lda + 4 * q))), widen);
         const int8_t* wq = w + q * 64;
+#pragma GCC unroll 16
         for (int j = 0; j < 4; ++j) {
             // channels 4j, 4j+1 | 4j+2, 4j+3, each as 4 int16 inputs
             const __m256i wv = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wq + 16 * j)));
+#pragma GCC unroll 16
             for (int r = 0; r < MR; ++r) acc[r][j] = _mm256_add_epi32(acc[r][j], _mm256_madd_epi16(wv, av[r]));
         }
     }
+    // through memory, so that the accumulators are only ever indexed by constants (GCC keeps them in
+    // registers only when every loop over them is unrolled, hence the pragmas)
+    alignas(32) int32_t tot[MR][32];
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 16
+        for (int j = 0; j < 4; ++j) _mm256_store_si256(reinterpret_cast<__m256i*>(&tot[r][8 * j]), acc[r][j]);
     alignas(32) int32_t sums[16];
     alignas(32) float scale[16], bias[16];
     for (int64_t i = 0; i < 16; ++i) {  // the partial last panel reads only its valid channels
@@ -104,7 +116,9 @@ void tile(const GemmArgs& g, const int8_t* w, int64_t t0, int64_t i0, int64_t va
         float* ct = g.c + t * g.ldc + i0;
         alignas(32) float out[16];
         for (int h = 0; h < 2; ++h) {
-            __m256i s = _mm256_permutevar8x32_epi32(_mm256_hadd_epi32(acc[r][2 * h], acc[r][2 * h + 1]), order);
+            const __m256i lo = _mm256_load_si256(reinterpret_cast<const __m256i*>(&tot[r][16 * h]));
+            const __m256i hi = _mm256_load_si256(reinterpret_cast<const __m256i*>(&tot[r][16 * h + 8]));
+            __m256i s = _mm256_permutevar8x32_epi32(_mm256_hadd_epi32(lo, hi), order);
             s = _mm256_sub_epi32(s, _mm256_mullo_epi32(zp, _mm256_load_si256(reinterpret_cast<const __m256i*>(sums + 8 * h))));
             const __m256 f = _mm256_cvtepi32_ps(s);
             const __m256 sc = _mm256_mul_ps(as, _mm256_load_ps(scale + 8 * h));
@@ -118,7 +132,7 @@ void tile(const GemmArgs& g, const int8_t* w, int64_t t0, int64_t i0, int64_t va
     }
 }
 
-constexpr int kTileRows = 3;
+constexpr int kTileRows = 2;  // 8 accumulators: 3 rows (12) spill with the weights, broadcasts and products
 using TileFn = void (*)(const GemmArgs&, const int8_t*, int64_t, int64_t, int64_t);
 template <int... R>
 constexpr std::array<TileFn, sizeof...(R)> tiles_by_rows(std::integer_sequence<int, R...>) {
