@@ -273,7 +273,6 @@ EncoderQuantizeReport quantize_encoder(const std::string& input, const std::stri
     AtomicFile out(output);
     w.write(out, [&](size_t i, std::vector<uint8_t>& buf) { items.at(i).fill(buf); });
     out.commit();
-    for (const auto* t : dir.weights.tensors()) (void)t;
     for (const auto& s : dir.weights.shards()) r.file_bytes_in += fs::file_size(s.path(), ec);
     r.file_bytes_out = fs::file_size(output, ec);
     r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
