@@ -24,7 +24,7 @@ std::string fixed(double v, int digits) {
 }  // namespace
 
 void add_w8a8_options(CLI::App* cmd, W8A8CliOptions& o) {
-    cmd->add_option("--calib", o.quant.calib_data, "w8a8-static: calibration samples (same kinds of file as --eval: TSV, MNIST idx, image folder)");
+    cmd->add_option("--calib", o.quant.calib_data, "w8a8-static: calibration samples (same kinds of file as --eval: TSV, MNIST idx, image folder) (default: none)");
     cmd->add_option("--calib-range", o.calib_range, "w8a8-static: samples FIRST:END of --calib to draw from (default: all)");
     cmd->add_option("--calib-samples", o.quant.calib_samples, "w8a8-static: how many samples calibrate")->default_val(256)->check(CLI::Range(1, 1 << 24));
     cmd->add_option("--calib-method", o.calib_method, "w8a8-static: activation range from minmax, percentile, mse or entropy")->default_val("percentile");
@@ -32,7 +32,7 @@ void add_w8a8_options(CLI::App* cmd, W8A8CliOptions& o) {
     cmd->add_option("--calib-cache", o.quant.calib_cache, "w8a8-static: statistics file, reused when it matches the model and samples, "
                                                           "written otherwise, so a sweep over methods runs the model once (default: none)");
     cmd->add_option("--layer", o.quant.layer_rules, "w8a8: PATTERN=int8|float rule over Linear names, after the default "
-                                                    "('*=float', '*.layer.*=int8': every Linear in the encoder blocks); repeatable, later rules win");
+                                                    "('*=float', '*.layer.*=int8': every Linear in the encoder blocks); repeatable, later rules win (default: none)");
     cmd->add_option("--act-bits", o.quant.activation_bits, "w8a8: activation bits: 8, or 7 (half the resolution, but the exact "
                                                              "fast vpmaddubsw path on CPUs without AVX-512 VNNI)")->default_val(8)->check(CLI::IsMember({7, 8}));
     cmd->add_option("--embeddings", o.embedding_type, "w8a8: type of the word-embedding table (q8_0, f16, f32 = keep)")->default_val("q8_0");
