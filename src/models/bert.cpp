@@ -42,19 +42,10 @@ void load_bert_family_weights(const EncoderConfig& c, const EncoderWeightSource&
         w.word_embd = src.get(e + "word_embeddings.weight", {c.vocab, D});
         w.pos_embd = src.get(e + "position_embeddings.weight", {c.max_positions, D});
         w.embd_norm = src.norm(e + "LayerNorm", D);
-        for (int64_t l = 0; l < c.n_layer; ++l) {
-            const std::string p = "distilbert.transformer.layer." + std::to_string(l) + ".";
-            EncoderBlock b;
-            b.q = src.linear(p + "attention.q_lin", D, D);
-            b.k = src.linear(p + "attention.k_lin", D, D);
-            b.v = src.linear(p + "attention.v_lin", D, D);
-            b.attn_out = src.linear(p + "attention.out_lin", D, D);
-            b.attn_norm = src.norm(p + "sa_layer_norm", D);
-            b.ffn_in = src.linear(p + "ffn.lin1", F, D);
-            b.ffn_out = src.linear(p + "ffn.lin2", D, F);
-            b.ffn_norm = src.norm(p + "output_layer_norm", D);
-            w.blocks.push_back(std::move(b));
-        }
+        w.blocks = src.blocks("distilbert.transformer.layer.",
+                              {"attention.q_lin", "attention.k_lin", "attention.v_lin", "attention.out_lin", "sa_layer_norm",
+                               "ffn.lin1", "ffn.lin2", "output_layer_norm"},
+                              c.n_layer, D, F);
         w.pre_classifier = src.linear("pre_classifier", D, D);
         w.classifier = src.linear("classifier", c.num_labels, D);
         return;
@@ -65,19 +56,10 @@ void load_bert_family_weights(const EncoderConfig& c, const EncoderWeightSource&
     w.pos_embd = src.get(e + "position_embeddings.weight", {c.max_positions, D});
     if (c.type_vocab > 0) w.type_embd = src.get(e + "token_type_embeddings.weight", {c.type_vocab, D});
     w.embd_norm = src.norm(e + "LayerNorm", D);
-    for (int64_t l = 0; l < c.n_layer; ++l) {
-        const std::string p = root + "encoder.layer." + std::to_string(l) + ".";
-        EncoderBlock b;
-        b.q = src.linear(p + "attention.self.query", D, D);
-        b.k = src.linear(p + "attention.self.key", D, D);
-        b.v = src.linear(p + "attention.self.value", D, D);
-        b.attn_out = src.linear(p + "attention.output.dense", D, D);
-        b.attn_norm = src.norm(p + "attention.output.LayerNorm", D);
-        b.ffn_in = src.linear(p + "intermediate.dense", F, D);
-        b.ffn_out = src.linear(p + "output.dense", D, F);
-        b.ffn_norm = src.norm(p + "output.LayerNorm", D);
-        w.blocks.push_back(std::move(b));
-    }
+    w.blocks = src.blocks(root + "encoder.layer.",
+                          {"attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
+                           "attention.output.LayerNorm", "intermediate.dense", "output.dense", "output.LayerNorm"},
+                          c.n_layer, D, F);
     if (c.family == EncoderFamily::roberta) {
         w.pre_classifier = src.linear("classifier.dense", D, D);
         w.classifier = src.linear("classifier.out_proj", c.num_labels, D);

@@ -33,6 +33,13 @@ public:
     Linear linear(const std::string& name, int64_t n_out, int64_t n_in) const;
     /// name.weight and name.bias [n], widened to f32.
     Norm norm(const std::string& name, int64_t n) const;
+
+    /// Where a family keeps one block's tensors, relative to "<layers>N.".
+    struct BlockNames {
+        const char *q, *k, *v, *attn_out, *attn_norm, *ffn_in, *ffn_out, *ffn_norm;
+    };
+    /// n_layer blocks named "<layers>N.<name>", hidden size d, feed-forward size f.
+    std::vector<EncoderBlock> blocks(const std::string& layers, const BlockNames& names, int64_t n_layer, int64_t d, int64_t f) const;
     [[noreturn]] void fail(const std::string& what) const;
 
 private:

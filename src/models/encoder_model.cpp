@@ -235,6 +235,25 @@ Norm EncoderWeightSource::norm(const std::string& name, int64_t n) const {
     return out;
 }
 
+std::vector<EncoderBlock> EncoderWeightSource::blocks(const std::string& layers, const BlockNames& n, int64_t n_layer, int64_t d,
+                                                     int64_t f) const {
+    std::vector<EncoderBlock> out;
+    for (int64_t l = 0; l < n_layer; ++l) {
+        const std::string p = layers + std::to_string(l) + ".";
+        EncoderBlock b;
+        b.q = linear(p + n.q, d, d);
+        b.k = linear(p + n.k, d, d);
+        b.v = linear(p + n.v, d, d);
+        b.attn_out = linear(p + n.attn_out, d, d);
+        b.attn_norm = norm(p + n.attn_norm, d);
+        b.ffn_in = linear(p + n.ffn_in, f, d);
+        b.ffn_out = linear(p + n.ffn_out, d, f);
+        b.ffn_norm = norm(p + n.ffn_norm, d);
+        out.push_back(std::move(b));
+    }
+    return out;
+}
+
 // ---- EncoderPass ----------------------------------------------------------------------------------------
 
 void EncoderPass::linear(const Linear& layer, const float* x, int64_t rows, float* y) const {

@@ -23,19 +23,10 @@ void load_vit_weights(const EncoderConfig& c, const EncoderWeightSource& src, En
     w.patch_embd = src.linear(e + "patch_embeddings.projection", D, patch_in);
     w.cls_token = src.get(e + "cls_token", {D});
     w.pos_embd = src.get(e + "position_embeddings", {c.max_positions, D});
-    for (int64_t l = 0; l < c.n_layer; ++l) {
-        const std::string p = "vit.encoder.layer." + std::to_string(l) + ".";
-        EncoderBlock b;
-        b.q = src.linear(p + "attention.attention.query", D, D);
-        b.k = src.linear(p + "attention.attention.key", D, D);
-        b.v = src.linear(p + "attention.attention.value", D, D);
-        b.attn_out = src.linear(p + "attention.output.dense", D, D);
-        b.attn_norm = src.norm(p + "layernorm_before", D);
-        b.ffn_in = src.linear(p + "intermediate.dense", F, D);
-        b.ffn_out = src.linear(p + "output.dense", D, F);
-        b.ffn_norm = src.norm(p + "layernorm_after", D);
-        w.blocks.push_back(std::move(b));
-    }
+    w.blocks = src.blocks("vit.encoder.layer.",
+                          {"attention.attention.query", "attention.attention.key", "attention.attention.value",
+                           "attention.output.dense", "layernorm_before", "intermediate.dense", "output.dense", "layernorm_after"},
+                          c.n_layer, D, F);
     w.final_norm = src.norm("vit.layernorm", D);
     w.classifier = src.linear("classifier", c.num_labels, D);
 }
