@@ -16,6 +16,7 @@
 #include "cq/io/hf_model.h"
 #include "cq/w8a8.h"
 #include "models/encoder_families.h"
+#include "models/weight_helpers.h"
 #include "ops/ops.h"
 
 namespace cq {
@@ -52,19 +53,8 @@ const Supported* find_supported(const nlohmann::json& config) {
     return nullptr;
 }
 
-std::string shape_str(const std::vector<int64_t>& s) {
-    std::string out = "[";
-    for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
-    return out + "]";
-}
-
-Tensor to_f32(const Tensor& t) {
-    if (t.dtype() == DType::F32) return t;
-    Tensor out = Tensor::zeros(t.shape(), DType::F32);
-    const auto v = t.to_float();
-    std::copy(v.begin(), v.end(), static_cast<float*>(out.mutable_data()));
-    return out;
-}
+using models::shape_str;
+using models::to_f32;
 
 // The same bytes under another shape of equal element count; the view keeps `t` (and its mapping) alive.
 Tensor view_as(const Tensor& t, const std::vector<int64_t>& shape) {

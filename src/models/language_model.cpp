@@ -11,6 +11,7 @@
 #include "cq/io/hf_model.h"
 #include "cq/llm.h"
 #include "models/families.h"
+#include "models/weight_helpers.h"
 
 namespace cq {
 
@@ -18,19 +19,8 @@ namespace {
 
 using TensorLookup = std::function<std::optional<Tensor>(const std::string&)>;
 
-std::string shape_str(const std::vector<int64_t>& s) {
-    std::string out = "[";
-    for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
-    return out + "]";
-}
-
-Tensor to_f32(const Tensor& t) {
-    if (t.dtype() == DType::F32) return t;
-    Tensor out = Tensor::zeros(t.shape(), DType::F32);
-    const auto v = t.to_float();
-    std::copy(v.begin(), v.end(), static_cast<float*>(out.mutable_data()));
-    return out;
-}
+using models::shape_str;
+using models::to_f32;
 
 // Fetches tensors by name and checks their shapes; errors name the file and the tensor.
 class WeightSource {
