@@ -22,6 +22,7 @@
 #include "cq/dtype.h"
 #include "cq/kernels.h"
 #include "formats/blocks.h"
+#include "formats/formats.h"
 #include "kernels/kernel_decls.h"
 
 // Where SIMDe (Debian's libsimde-dev) is installed, the AVX-512 VNNI kernels are compiled a second time
@@ -416,6 +417,55 @@ TEST_P(QuantKernelsAtLevel, GemmMatchesReferenceOnAwkwardShapes) {
         const int64_t k = f.block == 32 ? 261 * 32 : 16 * 256;
         const Problem big{&f, 9, 37, k, size_t(k / f.block) * ab, size_t(k / f.block) * wb, 40};
         ASSERT_TRUE(check_problem(kernel, ref, qa, big, random_rows(f), rng, at_ref));
+    }
+}
+
+// Q4_0 packed in groups of 8 rows (formats::BlockQ4_0x8). check_problem hands a kernel strided Q4_0 rows,
+// so the packed kernels run behind an adapter that packs them first (into a buffer that ends at a guard
+// page); the reference twin must equal the plain Q4_0 reference exactly.
+cq::GemmQuantFn g_packed_kernel = nullptr;
+void packed_q4_0x8_adapter(int64_t m, int64_t n, int64_t k, const void* act, size_t arb, const void* w, size_t wrb,
+                           float* c, int64_t ldc) {
+    GuardedBytes packed(cq::formats::packed_q4_0x8_bytes(n, k));
+    cq::formats::pack_q4_0x8(w, wrb, n, k, packed.data());
+    g_packed_kernel(m, n, k, act, arb, packed.data(), size_t(k / 32) * sizeof(BlockQ4_0), c, ldc);
+}
+
+TEST_P(QuantKernelsAtLevel, PackedQ4_0MatchesReferenceOnAwkwardShapes) {
+    const Format& f = *std::find_if(std::begin(kFormats), std::end(kFormats), [](const Format& x) { return x.type == DType::Q4_0; });
+    const bool at_ref = GetParam() == cq::IsaLevel::ref;
+    const cq::Kernel<cq::GemmQuantFn> packed = at_ref ? cq::Kernel<cq::GemmQuantFn>{ck::gemm_q4_0x8_q8_0__ref, "gemm_q4_0x8_q8_0__ref"}
+                                                      : table_.gemm_q4_0x8;
+    if (!packed.fn) GTEST_SKIP() << "no packed Q4_0 kernel at " << cq::isa_level_name(GetParam());
+    g_packed_kernel = packed.fn;
+    const cq::Kernel<cq::GemmQuantFn> adapter{packed_q4_0x8_adapter, packed.name, packed.isa};
+    const auto ref = ref_.gemm_quant[size_t(DType::Q4_0)].fn;
+    const auto qa = ref_.quantize_row[size_t(DType::Q8_0)].fn;
+    const size_t wb = sizeof(BlockQ4_0), ab = sizeof(BlockQ8_0);
+    std::mt19937 rng(4321);
+    for (int64_t m : {1, 2, 3, 4, 5, 9})
+        for (int64_t n : {1, 7, 8, 9, 16, 23})
+            for (int64_t blocks : {1, 3, 8}) {
+                const bool padded = (m + n + blocks) % 2 == 1;
+                const Problem p{&f, m, n, blocks * 32, size_t(blocks) * ab + (padded ? ab : 0), size_t(blocks) * wb + (padded ? 2 * wb : 0),
+                                n + (padded ? 3 : 0)};
+                ASSERT_TRUE(check_problem(adapter, ref, qa, p, random_rows(f), rng, false));
+            }
+    // several row chunks, token tiles and k segments
+    const Problem big{&f, 9, 300, 261 * 32, 261 * ab, 261 * wb, 301};
+    ASSERT_TRUE(check_problem(adapter, ref, qa, big, random_rows(f), rng, false));
+    if (!at_ref) return;
+    // the reference twin: bit for bit the plain reference
+    for (int64_t n : {5, 8, 19}) {
+        const int64_t m = 3, k = 7 * 32;
+        std::vector<uint8_t> w(size_t(n) * 7 * wb), a(size_t(m) * 7 * ab), packed_w(cq::formats::packed_q4_0x8_bytes(n, k));
+        for (int64_t i = 0; i < n; ++i) random_rows(f)(w.data() + size_t(i) * 7 * wb, 7, rng);
+        for (int64_t t = 0; t < m; ++t) qa(random_activations(size_t(k), rng).data(), a.data() + size_t(t) * 7 * ab, k);
+        cq::formats::pack_q4_0x8(w.data(), 7 * wb, n, k, packed_w.data());
+        std::vector<float> want(size_t(m * n)), got(want.size());
+        ref(m, n, k, a.data(), 7 * ab, w.data(), 7 * wb, want.data(), n);
+        ck::gemm_q4_0x8_q8_0__ref(m, n, k, a.data(), 7 * ab, packed_w.data(), 7 * wb, got.data(), n);
+        for (size_t i = 0; i < want.size(); ++i) ASSERT_EQ(got[i], want[i]) << "n=" << n << " at " << i;
     }
 }
 

@@ -20,6 +20,16 @@ struct BlockQ4_0 {
 };
 static_assert(sizeof(BlockQ4_0) == 18);
 
+// Q4_0 in groups of 8 rows — cq's in-memory layout for the interleaved Q4_0 kernels (never in a file).
+// Block b of rows 8g..8g+7: their 8 scales, then qs[32·jj + 4·r + i] = byte 4·jj + i of row r's qs
+// (jj, i in 0..3), so one 32-byte load holds the same 4 bytes (elements 4jj..4jj+3 in the low nibbles,
+// 16+4jj.. in the high ones) of all 8 rows. Same 4.5 bpw as Q4_0: a group of nb blocks is 8 rows' bytes.
+struct BlockQ4_0x8 {
+    f16_bits d[8];
+    uint8_t qs[8 * kQK / 2];
+};
+static_assert(sizeof(BlockQ4_0x8) == 8 * sizeof(BlockQ4_0));
+
 // Q4_1 — 5 bpw. x[j] = q[j]·d + m. Nibble order as Q4_0.
 struct BlockQ4_1 {
     f16_bits d, m;

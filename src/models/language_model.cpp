@@ -12,6 +12,7 @@
 #include "cq/llm.h"
 #include "models/families.h"
 #include "models/weight_helpers.h"
+#include "ops/ops.h"
 
 namespace cq {
 
@@ -102,8 +103,8 @@ void load_llama_weights(const LlmConfig& c, const WeightSource& src, bool hf, Ll
     }
     w.output_norm = src.norm(hf ? "model.norm" : "output_norm", D, false);
     const std::string head = hf ? "lm_head" : "output";
-    if (auto out = src.find(head + ".weight", {c.n_vocab, D})) w.output = Linear{*out, std::nullopt, false, head};
-    else w.output = Linear{w.token_embd, std::nullopt, false, "tied token embedding"};
+    if (auto out = src.find(head + ".weight", {c.n_vocab, D})) w.output = Linear{*out, std::nullopt, false, head, {}, {}};
+    else w.output = Linear{w.token_embd, std::nullopt, false, "tied token embedding", {}, {}};
 }
 
 void load_gpt2_weights(const LlmConfig& c, const WeightSource& src, bool hf, LlmWeights& w) {
@@ -123,8 +124,8 @@ void load_gpt2_weights(const LlmConfig& c, const WeightSource& src, bool hf, Llm
         w.blocks.push_back(std::move(b));
     }
     w.output_norm = src.norm(hf ? "transformer.ln_f" : "output_norm", D, true);
-    if (auto out = src.find(hf ? "lm_head.weight" : "output.weight", {c.n_vocab, D})) w.output = Linear{*out, std::nullopt, false, "output"};
-    else w.output = Linear{w.token_embd, std::nullopt, false, "tied token embedding"};
+    if (auto out = src.find(hf ? "lm_head.weight" : "output.weight", {c.n_vocab, D})) w.output = Linear{*out, std::nullopt, false, "output", {}, {}};
+    else w.output = Linear{w.token_embd, std::nullopt, false, "tied token embedding", {}, {}};
 }
 
 int64_t json_int(const nlohmann::json& j, std::initializer_list<const char*> keys, int64_t fallback) {
@@ -244,6 +245,10 @@ std::unique_ptr<LanguageModel> LanguageModel::load(const std::string& path, cons
     if (std::filesystem::is_directory(path, ec)) LlmLoader::from_hf(*m, path);
     else if (!std::filesystem::exists(path, ec)) throw IoError("[llm] '" + path + "' does not exist");
     else LlmLoader::from_gguf(*m, path);
+    for (DecoderBlock& b : m->weights_.blocks)
+        for (Linear* l : {&b.wq, &b.wk, &b.wv, &b.wo, &b.wqkv, &b.ffn_gate, &b.ffn_up, &b.ffn_down})
+            if (l->weight.numel() > 0) ops::pack_for_kernels(*l);
+    ops::pack_for_kernels(m->weights_.output);
     const LlmConfig& c = m->config_;
     if (m->tokenizer_->vocab_size() > c.n_vocab)
         throw FormatError("llm", path, 0, "the tokenizer has " + std::to_string(m->tokenizer_->vocab_size()) +

@@ -192,6 +192,7 @@ void q4_0_oct(int64_t ns, const BlockQ8_0* const* at, const ActSeg<LQ4_0, T>& se
     for (int r = 0; r < 8; ++r) wr[r] = reinterpret_cast<const BlockQ4_0*>(w + size_t(r) * wrb);
     const __m256i m4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
     __m256 acc[T];
+#pragma GCC unroll 4
     for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
     for (int64_t b = 0; b < ns; ++b) {
         __m256i v[4];
@@ -213,16 +214,24 @@ void q4_0_oct(int64_t ns, const BlockQ8_0* const* at, const ActSeg<LQ4_0, T>& se
         const __m256 dw = _mm256_cvtph_ps(_mm_setr_epi16(int16_t(wr[0][b].d), int16_t(wr[1][b].d), int16_t(wr[2][b].d),
                                                          int16_t(wr[3][b].d), int16_t(wr[4][b].d), int16_t(wr[5][b].d),
                                                          int16_t(wr[6][b].d), int16_t(wr[7][b].d)));
+        // the weight scales are read from memory in the token loop, so that q[8], ones and the T
+        // accumulators keep the 16 registers (otherwise GCC spills an accumulator, a store-load chain)
+        alignas(32) float dw_mem[8];
+        _mm256_store_ps(dw_mem, dw);
+        asm volatile("" ::"m"(dw_mem));
+#pragma GCC unroll 4
         for (int t = 0; t < T; ++t) {
             const int8_t* a = at[t][b].qs;
             int32_t a4[8];
             std::memcpy(a4, a, sizeof(a4));
             __m256i s = _mm256_maddubs_epi16(q[0], _mm256_set1_epi32(a4[0]));
+#pragma GCC unroll 8
             for (int j = 1; j < 8; ++j) s = _mm256_add_epi16(s, _mm256_maddubs_epi16(q[j], _mm256_set1_epi32(a4[j])));
             const __m256i p = _mm256_sub_epi32(_mm256_madd_epi16(s, ones), _mm256_set1_epi32(seg.bias[t][b]));
-            acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_broadcast_ss(&seg.d[t][b])), _mm256_cvtepi32_ps(p), acc[t]);
+            acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_load_ps(dw_mem), _mm256_broadcast_ss(&seg.d[t][b])), _mm256_cvtepi32_ps(p), acc[t]);
         }
     }
+#pragma GCC unroll 4
     for (int t = 0; t < T; ++t) {
         float* ct = c + t * ldc;
         _mm256_storeu_ps(ct, accumulate ? _mm256_add_ps(_mm256_loadu_ps(ct), acc[t]) : acc[t]);
@@ -246,6 +255,75 @@ void legacy_rows(int64_t n, int64_t nb, const uint8_t* act, size_t arb, const ui
             for (; i + 8 <= n; i += 8) q4_0_oct<T>(ns, at, seg, wb + size_t(i) * wrb, wrb, c + i, ldc, b0 > 0);
         for (; i < n; i += 4)
             legacy_quad<L, T>(ns, at, seg, wb + size_t(i) * wrb, wrb, int(std::min<int64_t>(4, n - i)), c + i, ldc, b0 > 0);
+    }
+}
+
+// Q4_0 packed in groups of 8 rows (BlockQ4_0x8): q4_0_oct without the transposes and the scale gather,
+// since the layout already holds x[j] and the 8 scales side by side. g: the group's block b0 (its next
+// group starts nb blocks on); rows past `valid` are computed (padding rows are zeros) but not stored.
+template <int T>
+void q4_0x8_tile(int64_t ns, int64_t nb, const BlockQ8_0* const* at, const ActSeg<LQ4_0, T>& seg, const BlockQ4_0x8* g,
+                 float* c, int64_t ldc, int valid, bool accumulate) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+    __m256 acc[T];
+#pragma GCC unroll 4
+    for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < ns; ++b) {
+        const BlockQ4_0x8& blk = g[b];
+        // the same block of the next group: short streams that need a hand to stay ahead
+        _mm_prefetch(reinterpret_cast<const char*>(&g[b + nb]), _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(&g[b + nb]) + 64, _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(&g[b + nb]) + 128, _MM_HINT_T0);
+        __m256i q[8];
+#pragma GCC unroll 4
+        for (int j = 0; j < 4; ++j) {
+            const __m256i x = load32(blk.qs + 32 * j);
+            q[j] = _mm256_and_si256(x, m4);
+            q[j + 4] = _mm256_and_si256(_mm256_srli_epi16(x, 4), m4);
+        }
+        // read from memory in the token loop, so that q[8], ones and the accumulators keep the registers
+        alignas(32) float dw[8];
+        _mm256_store_ps(dw, _mm256_cvtph_ps(load16(blk.d)));
+        asm volatile("" ::"m"(dw));
+#pragma GCC unroll 4
+        for (int t = 0; t < T; ++t) {
+            int32_t a4[8];
+            std::memcpy(a4, at[t][b].qs, sizeof(a4));
+            __m256i s = _mm256_maddubs_epi16(q[0], _mm256_set1_epi32(a4[0]));
+#pragma GCC unroll 8
+            for (int j = 1; j < 8; ++j) s = _mm256_add_epi16(s, _mm256_maddubs_epi16(q[j], _mm256_set1_epi32(a4[j])));
+            const __m256i p = _mm256_sub_epi32(_mm256_madd_epi16(s, ones), _mm256_set1_epi32(seg.bias[t][b]));
+            acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_load_ps(dw), _mm256_broadcast_ss(&seg.d[t][b])), _mm256_cvtepi32_ps(p), acc[t]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int t = 0; t < T; ++t) {
+        float* ct = c + t * ldc;
+        if (valid == 8) {
+            _mm256_storeu_ps(ct, accumulate ? _mm256_add_ps(_mm256_loadu_ps(ct), acc[t]) : acc[t]);
+        } else {
+            alignas(32) float v[8];
+            _mm256_store_ps(v, acc[t]);
+            for (int r = 0; r < valid; ++r) ct[r] = accumulate ? ct[r] + v[r] : v[r];
+        }
+    }
+}
+
+// rows [0, n) of one token tile from their packed groups (w: group of row 0; wrb: one unpacked row's bytes,
+// so a group of 8 rows is 8·wrb bytes), segment by segment.
+template <int T>
+void q4_0x8_rows(int64_t n, int64_t nb, const uint8_t* act, size_t arb, const uint8_t* w, size_t wrb, float* c,
+                 int64_t ldc) {
+    ActSeg<LQ4_0, T> seg;
+    const auto* groups = reinterpret_cast<const BlockQ4_0x8*>(w);
+    (void)wrb;  // == nb·18: group i/8 starts nb·(i/8) packed blocks on
+    for (int64_t b0 = 0; b0 < nb; b0 += kSeg) {
+        const int64_t ns = std::min(kSeg, nb - b0);
+        const BlockQ8_0* at[T];
+        for (int t = 0; t < T; ++t) at[t] = reinterpret_cast<const BlockQ8_0*>(act + size_t(t) * arb) + b0;
+        seg.fill(at, ns);
+        for (int64_t i = 0; i < n; i += 8)
+            q4_0x8_tile<T>(ns, nb, at, seg, groups + (i / 8) * nb + b0, c + i, ldc, int(std::min<int64_t>(8, n - i)), b0 > 0);
     }
 }
 
@@ -574,8 +652,8 @@ void tile_rows(int64_t n, int64_t nb, const uint8_t* act, size_t arb, const uint
 using RowsFn = void (*)(int64_t n, int64_t nb, const uint8_t* act, size_t arb, const uint8_t* w, size_t wrb,
                         float* c, int64_t ldc);
 
-// The shared loop: row chunks outside, token tiles of 4 (then 3, 2 or 1) inside.
-inline void gemm_tiled(const RowsFn (&rows)[5], int64_t block, int64_t m, int64_t n, int64_t k, const void* act,
+// The shared loop: row chunks outside, token tiles of `tile` (≤ 4, then the rest) inside.
+inline void gemm_tiled(const RowsFn (&rows)[5], int tile, int64_t block, int64_t m, int64_t n, int64_t k, const void* act,
                        size_t arb, const void* w, size_t wrb, float* c, int64_t ldc) {
     const int64_t nb = k / block;
     const auto* a8 = static_cast<const uint8_t*>(act);
@@ -588,7 +666,7 @@ inline void gemm_tiled(const RowsFn (&rows)[5], int64_t block, int64_t m, int64_
     for (int64_t i0 = 0; i0 < n; i0 += nc) {
         const int64_t ni = std::min(nc, n - i0);
         int64_t t = 0;
-        for (; t + 4 <= m; t += 4) rows[4](ni, nb, a8 + size_t(t) * arb, arb, w8 + size_t(i0) * wrb, wrb, c + t * ldc + i0, ldc);
+        for (; t + tile <= m; t += tile) rows[tile](ni, nb, a8 + size_t(t) * arb, arb, w8 + size_t(i0) * wrb, wrb, c + t * ldc + i0, ldc);
         if (m - t > 0)
             rows[m - t](ni, nb, a8 + size_t(t) * arb, arb, w8 + size_t(i0) * wrb, wrb, c + t * ldc + i0, ldc);
     }
@@ -599,6 +677,12 @@ template <class L>
 struct Legacy {
     static constexpr RowsFn rows[5] = {nullptr, &legacy_rows<L, 1>, &legacy_rows<L, 2>, &legacy_rows<L, 3>,
                                        &legacy_rows<L, 4>};
+    static constexpr int kTile = 4;
+};
+
+struct PackedQ4_0x8 {
+    static constexpr RowsFn rows[5] = {nullptr, &q4_0x8_rows<1>, &q4_0x8_rows<2>, &q4_0x8_rows<3>, &q4_0x8_rows<4>};
+    static constexpr int kTile = 4;
 };
 
 // K-quant quads × T tokens, for quants below 32 (Q4_K, Q5_K: measured faster for decode, even for prompts;
@@ -606,6 +690,7 @@ struct Legacy {
 template <class K>
 struct KQuad {
     static constexpr RowsFn rows[5] = {nullptr, &kq_rows<K, 1>, &kq_rows<K, 2>, &kq_rows<K, 3>, &kq_rows<K, 4>};
+    static constexpr int kTile = 4;
 };
 
 // Q6_K (quants up to 63): 2 rows × 1 token (decode), else 1 row × T tokens (the integer accumulators fill the registers).
@@ -618,6 +703,7 @@ struct KQuant {
         &tile_rows<&k_tile<K, 1, 3>, 1, &k_tile<K, 1, 3>>,
         &tile_rows<&k_tile<K, 1, 4>, 1, &k_tile<K, 1, 4>>,
     };
+    static constexpr int kTile = 4;
 };
 
 // ---- activation quantizers ----
@@ -736,11 +822,12 @@ void quantize_row_q8_K__avx2(const float* x, void* y, int64_t k) {
 #define CQ_GEMM_QUANT_AVX2(wt, at, Policy, block)                                                              \
     void gemm_##wt##_##at##__avx2(int64_t m, int64_t n, int64_t k, const void* act, size_t act_row_bytes,      \
                                   const void* w, size_t w_row_bytes, float* c, int64_t ldc) {                  \
-        gemm_tiled(Policy::rows, block, m, n, k, act, act_row_bytes, w, w_row_bytes, c, ldc);                  \
+        gemm_tiled(Policy::rows, Policy::kTile, block, m, n, k, act, act_row_bytes, w, w_row_bytes, c, ldc);                  \
     }
 
 CQ_GEMM_QUANT_AVX2(q8_0, q8_0, Legacy<LQ8_0>, kQK)
 CQ_GEMM_QUANT_AVX2(q4_0, q8_0, Legacy<LQ4_0>, kQK)
+CQ_GEMM_QUANT_AVX2(q4_0x8, q8_0, PackedQ4_0x8, kQK)
 CQ_GEMM_QUANT_AVX2(q5_0, q8_0, Legacy<LQ5_0>, kQK)
 CQ_GEMM_QUANT_AVX2(q4_1, q8_1, Legacy<LQ4_1>, kQK)
 CQ_GEMM_QUANT_AVX2(q5_1, q8_1, Legacy<LQ5_1>, kQK)
