@@ -140,39 +140,48 @@ void legacy_quad(int64_t ns, const typename L::A* const* at, const ActSeg<L, T>&
     for (int r = 0; r < 4; ++r) wr[r] = reinterpret_cast<const W*>(w + size_t(r < rows ? r : 0) * wrb);
     const __m256i ones = _mm256_set1_epi16(1);
     __m256 acc[T];
+#pragma GCC unroll 4
     for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
     for (int64_t b = 0; b < ns; ++b) {
-        __m256i q[4], qa[4];
+        __m256i q[4];
+#pragma GCC unroll 4
         for (int r = 0; r < 4; ++r) {
             // the same block of the next quad: streams that short need a hand to stay ahead
             _mm_prefetch(reinterpret_cast<const char*>(wr[r] + b) + 4 * wrb, _MM_HINT_T0);
             q[r] = L::q(wr[r][b]);
-            if constexpr (L::kSigned) qa[r] = _mm256_sign_epi8(q[r], q[r]);
         }
+        // Scales and mins are read from memory in the token loop (and Q8_0's |w| recomputed there), so
+        // the T accumulators stay in registers: GCC otherwise spills them, a store-load chain per FMA.
+        alignas(32) float dw4[8], mw4[8];
         const __m128 dw = _mm_cvtph_ps(_mm_setr_epi16(int16_t(wr[0][b].d), int16_t(wr[1][b].d), int16_t(wr[2][b].d),
                                                       int16_t(wr[3][b].d), 0, 0, 0, 0));
-        const __m256 dw4 = _mm256_set_m128(dw, dw);
-        __m256 mw4 = _mm256_setzero_ps();  // kMin: [m0 m1 m2 m3 | 0 0 0 0]
-        if constexpr (L::kMin)
-            mw4 = _mm256_zextps128_ps256(_mm_cvtph_ps(_mm_setr_epi16(int16_t(wr[0][b].m), int16_t(wr[1][b].m),
-                                                                     int16_t(wr[2][b].m), int16_t(wr[3][b].m), 0, 0, 0, 0)));
+        _mm256_store_ps(dw4, _mm256_set_m128(dw, dw));
+        if constexpr (L::kMin)  // [m0 m1 m2 m3 | 0 0 0 0]
+            _mm256_store_ps(mw4, _mm256_zextps128_ps256(_mm_cvtph_ps(_mm_setr_epi16(int16_t(wr[0][b].m), int16_t(wr[1][b].m),
+                                                                                  int16_t(wr[2][b].m), int16_t(wr[3][b].m), 0, 0, 0, 0))));
+        asm volatile("" ::"m"(dw4), "m"(mw4));
+#pragma GCC unroll 4
         for (int t = 0; t < T; ++t) {
             const __m256i a = load32(at[t][b].qs);
             __m256i p;
             if constexpr (L::kSigned) {
                 __m256i pr[4];
-                for (int r = 0; r < 4; ++r) pr[r] = _mm256_madd_epi16(_mm256_maddubs_epi16(qa[r], _mm256_sign_epi8(a, q[r])), ones);
+#pragma GCC unroll 4
+                for (int r = 0; r < 4; ++r)
+                    pr[r] = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(q[r], q[r]), _mm256_sign_epi8(a, q[r])), ones);
                 p = _mm256_hadd_epi32(_mm256_hadd_epi32(pr[0], pr[1]), _mm256_hadd_epi32(pr[2], pr[3]));
             } else {
                 __m256i m[4];
+#pragma GCC unroll 4
                 for (int r = 0; r < 4; ++r) m[r] = _mm256_maddubs_epi16(q[r], a);
                 p = _mm256_madd_epi16(_mm256_hadd_epi16(_mm256_hadd_epi16(m[0], m[1]), _mm256_hadd_epi16(m[2], m[3])), ones);
                 if constexpr (L::kBias != 0) p = _mm256_sub_epi32(p, seg.corr[t][b]);
             }
-            acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(dw4, _mm256_broadcast_ss(&seg.d[t][b])), _mm256_cvtepi32_ps(p), acc[t]);
-            if constexpr (L::kMin) acc[t] = _mm256_fmadd_ps(mw4, _mm256_broadcast_ss(&seg.s[t][b]), acc[t]);
+            acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_load_ps(dw4), _mm256_broadcast_ss(&seg.d[t][b])), _mm256_cvtepi32_ps(p), acc[t]);
+            if constexpr (L::kMin) acc[t] = _mm256_fmadd_ps(_mm256_load_ps(mw4), _mm256_broadcast_ss(&seg.s[t][b]), acc[t]);
         }
     }
+#pragma GCC unroll 4
     for (int t = 0; t < T; ++t) {
         alignas(16) float v[4];
         _mm_store_ps(v, _mm_add_ps(_mm256_castps256_ps128(acc[t]), _mm256_extractf128_ps(acc[t], 1)));
