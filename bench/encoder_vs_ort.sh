@@ -12,7 +12,7 @@ THREADS=${THREADS:-2} BATCH=${BATCH:-8} SEQ=${SEQ:-128} RUNS=${RUNS:-5} ROUNDS=$
 [ -x build/bin/cq ] || bash scripts/build
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-build/bin/cq quantize "$MODEL" "$out/w8.gguf" --type w8a8-dynamic --json > /dev/null
+build/bin/cq quantize "$MODEL" "$out/w8.gguf" --type w8a8-dynamic --act-bits 8 --json > /dev/null
 build/bin/cq quantize "$MODEL" "$out/w7.gguf" --type w8a8-dynamic --act-bits 7 --json > /dev/null
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 for round in $(seq "$ROUNDS"); do

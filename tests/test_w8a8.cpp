@@ -12,6 +12,8 @@
 #include "cq/classify.h"
 #include "cq/encoder.h"
 #include "cq/error.h"
+#include "cq/io/gguf.h"
+#include "cq/kernels.h"
 #include "cq/quantize_encoder.h"
 #include "cq/w8a8.h"
 #include "ops/ops.h"
@@ -164,13 +166,29 @@ TEST(W8A8Container, BertDynamicRoundTripIsBitExactAndAccuracyHolds) {
     EXPECT_EQ(int8, 24);  // 4 blocks × 6; pooler and classifier stay float
     EXPECT_EQ(r.linears.size(), 26u);
     EXPECT_LT(r.file_bytes_out * 3, r.file_bytes_in);
+    // dynamic by default: the file says "auto" and this CPU's choice ran (8 bits only with VNNI)
+    EXPECT_TRUE(r.activation_bits_auto);
+    EXPECT_EQ(r.activation_bits, cq::kernel_table().gemm_u8s8.isa == cq::IsaLevel::avx512_vnni ? 8 : 7);
+    EXPECT_EQ(gguf::File::open(tmp.file("bert.gguf")).get_int("cq.w8a8.activation_bits"), 0);
+    for (const Linear* l : EncoderModel::load(tmp.file("bert.gguf"))->linears())
+        if (l->int8) ASSERT_EQ(l->int8->act_qmax, (1 << r.activation_bits) - 1) << l->name;
+    // an explicit width is recorded as such
+    EncoderQuantizeOptions eight = o;
+    eight.activation_bits = 8;
+    eight.embedding_type = DType::F32;
+    const EncoderQuantizeReport r8 = quantize_encoder(dir, tmp.file("bert8.gguf"), eight);
+    EXPECT_FALSE(r8.activation_bits_auto);
+    EXPECT_EQ(gguf::File::open(tmp.file("bert8.gguf")).get_int("cq.w8a8.activation_bits"), 8);
+    for (const Linear* l : EncoderModel::load(tmp.file("bert8.gguf"))->linears())
+        if (l->int8) ASSERT_EQ(l->int8->act_qmax, 255) << l->name;
 
     // With float embeddings kept, the file loads back into exactly the model quantized in memory.
     EncoderQuantizeOptions keep = o;
     keep.embedding_type = DType::F32;
     quantize_encoder(dir, tmp.file("bert-f32-embd.gguf"), keep);
     auto in_memory = EncoderModel::load(dir);
-    apply_w8a8(*in_memory, default_w8a8_rules(), ActivationQuant::dynamic_per_token, nullptr, calib::Method::minmax, 99.99);
+    apply_w8a8(*in_memory, default_w8a8_rules(), ActivationQuant::dynamic_per_token, nullptr, calib::Method::minmax, 99.99,
+               auto_activation_bits());
     auto kept = EncoderModel::load(tmp.file("bert-f32-embd.gguf"));
     ClassifyOptions run;
     run.max_len = 64;

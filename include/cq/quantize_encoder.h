@@ -18,7 +18,9 @@ namespace cq {
 
 struct EncoderQuantizeOptions {
     ActivationQuant activations = ActivationQuant::dynamic_per_token;
-    int32_t activation_bits = 8;  // 8, or 7: half the resolution, but an exact fast path on CPUs without VNNI
+    // 8, or 7: half the resolution, but an exact fast path on CPUs without VNNI; 0 = auto: static files
+    // get 8, dynamic ones record "auto" and each CPU runs auto_activation_bits() (7 without VNNI)
+    int32_t activation_bits = 0;
     std::vector<std::string> layer_rules;  // "PATTERN=int8|float", applied after default_w8a8_rules()
     // The word-embedding table is a quarter or more of a BERT's bytes but only gathered, never multiplied:
     // it is stored in this type (Q8_0: 8.5 bits, rows dequantized as tokens are looked up; F32 keeps it).
@@ -48,7 +50,8 @@ struct EncoderQuantizeReport {
     uint64_t file_bytes_in = 0, file_bytes_out = 0, tensor_bytes_in = 0, tensor_bytes_out = 0;
     int64_t calib_samples = 0;
     bool calib_from_cache = false;
-    int32_t activation_bits = 8;
+    int32_t activation_bits = 8;     // what this run used
+    bool activation_bits_auto = false;  // chosen for this CPU; the file records "auto" (0)
     std::string embeddings;  // what happened to the word embeddings ("Q8_0", "F32 (kept)", ...)
     double seconds = 0;
 };

@@ -33,6 +33,11 @@ struct Int8Linear {
     std::vector<int32_t> weight_sums;  // [n_out] Σ_k weight: the zero-point compensation
 };
 
+/// The activation bits dynamic W8A8 uses on this process's kernel table when a file or option says
+/// "auto": 8 where the u8×s8 product is exact at full speed (AVX-512 VNNI's vpdpbusd), else 7, whose
+/// vpmaddubsw path is exact and twice as fast as widening to 16 bits (FBGEMM's reduce_range on such CPUs).
+int32_t auto_activation_bits();
+
 /// Builds the kernel layout of `q` (packed panels and weight sums) from q.weight.
 void pack_int8_linear(Int8Linear& q);
 

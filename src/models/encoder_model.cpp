@@ -394,10 +394,12 @@ void EncoderLoader::load_container(EncoderModel& m, const std::string& path) {
     }
     // Each Linear stored as I8 carries its scales; rebuild the kernels' layout from them.
     int32_t act_qmax = 255;
+    bool auto_bits = false;
     if (const gguf::Value* bits = f.find("cq.w8a8.activation_bits")) {
         const auto b = bits->as_int();
-        if (!b || (*b != 8 && *b != 7)) throw FormatError("gguf", path, 0, "cq.w8a8.activation_bits must be 8 or 7");
-        act_qmax = (1 << *b) - 1;
+        if (!b || (*b != 8 && *b != 7 && *b != 0)) throw FormatError("gguf", path, 0, "cq.w8a8.activation_bits must be 8, 7 or 0 (auto)");
+        auto_bits = *b == 0;
+        act_qmax = (1 << (auto_bits ? auto_activation_bits() : int32_t(*b))) - 1;
     }
     for (Linear* l : m.linears()) {
         if (l->weight.dtype() != DType::I8) continue;
@@ -411,6 +413,8 @@ void EncoderLoader::load_container(EncoderModel& m, const std::string& path) {
             if (!(s > 0) || !std::isfinite(s)) throw FormatError("gguf", path, 0, "tensor '" + l->name + ".weight_scale' holds a scale that is not positive and finite");
         if (l->bias) q->bias = l->bias->to_float();
         if (f.find_tensor(l->name + ".input_scale")) {
+            if (auto_bits)  // a calibrated zero point is a code of one fixed range
+                throw FormatError("gguf", path, 0, "'" + l->name + "' has static input quantization, which needs cq.w8a8.activation_bits 8 or 7, not 0 (auto)");
             q->activations = ActivationQuant::static_per_tensor;
             q->input.scale = f32_values(f, l->name + ".input_scale", 1)[0];
             const gguf::TensorInfo* zi = f.find_tensor(l->name + ".input_zero_point");

@@ -140,7 +140,10 @@ EncoderQuantizeReport quantize_encoder(const std::string& input, const std::stri
     r.output = output;
     const bool is_static = o.activations == ActivationQuant::static_per_tensor;
     r.type = is_static ? "w8a8-static" : "w8a8-dynamic";
-    r.activation_bits = o.activation_bits;
+    if (o.activation_bits != 0 && o.activation_bits != 8 && o.activation_bits != 7)
+        throw InvalidArgument("[w8a8] activations must be 8 or 7 bits (or 0: auto), not " + std::to_string(o.activation_bits));
+    r.activation_bits_auto = o.activation_bits == 0 && !is_static;
+    r.activation_bits = o.activation_bits != 0 ? o.activation_bits : is_static ? 8 : auto_activation_bits();
     const std::vector<W8A8Rule> rules = plan_rules(o.layer_rules);
 
     const hf::ModelDir dir = hf::open_model_dir(input);
@@ -175,7 +178,7 @@ EncoderQuantizeReport quantize_encoder(const std::string& input, const std::stri
         }
         r.calib_samples = stats.samples;
     }
-    r.linears = apply_w8a8(*model, rules, o.activations, is_static ? &stats : nullptr, o.method, o.percentile, o.activation_bits);
+    r.linears = apply_w8a8(*model, rules, o.activations, is_static ? &stats : nullptr, o.method, o.percentile, r.activation_bits);
 
     // The container: HF tensors in file order; a quantized Linear's weight becomes I8 + scales.
     std::map<std::string, const Int8Linear*> quantized;
@@ -189,7 +192,8 @@ EncoderQuantizeReport quantize_encoder(const std::string& input, const std::stri
     std::vector<std::string> rule_texts;
     for (const auto& rule : rules) rule_texts.push_back(rule.text());
     w.set_string_array("cq.quantize.rules", rule_texts);
-    w.set_u32("cq.w8a8.activation_bits", static_cast<uint32_t>(o.activation_bits));
+    // 0: "auto", resolved by each CPU that loads the file, so the bytes do not depend on this one
+    w.set_u32("cq.w8a8.activation_bits", static_cast<uint32_t>(r.activation_bits_auto ? 0 : r.activation_bits));
     if (is_static) {
         w.set_string("cq.quantize.calibration", r.method + ", " + std::to_string(r.calib_samples) + " samples");
     }
@@ -299,6 +303,7 @@ nlohmann::json encoder_quantize_report_to_json(const EncoderQuantizeReport& r) {
                      {"linears", linears}};
     j["word_embeddings"] = r.embeddings;
     j["activation_bits"] = r.activation_bits;
+    j["activation_bits_auto"] = r.activation_bits_auto;
     if (r.type == "w8a8-static")
         j["calibration"] = {{"method", r.method}, {"samples", r.calib_samples}, {"from_cache", r.calib_from_cache}};
     return j;

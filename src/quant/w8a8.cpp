@@ -41,6 +41,10 @@ void pack_int8_linear(Int8Linear& q) {
     s8_row_sums(w, q.n_out, q.n_in, q.n_in, q.weight_sums.data());
 }
 
+int32_t auto_activation_bits() {
+    return kernel_table().gemm_u8s8.isa == IsaLevel::avx512_vnni ? 8 : 7;
+}
+
 std::shared_ptr<Int8Linear> quantize_linear_w8a8(const Linear& layer, ActivationQuant activations, calib::U8Params input,
                                                  int32_t act_qmax) {
     if (act_qmax != kU8QMax && act_qmax != kU7QMax)

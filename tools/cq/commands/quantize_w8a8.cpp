@@ -33,8 +33,9 @@ void add_w8a8_options(CLI::App* cmd, W8A8CliOptions& o) {
                                                           "written otherwise, so a sweep over methods runs the model once (default: none)");
     cmd->add_option("--layer", o.quant.layer_rules, "w8a8: PATTERN=int8|float rule over Linear names, after the default "
                                                     "('*=float', '*.layer.*=int8': every Linear in the encoder blocks); repeatable, later rules win (default: none)");
-    cmd->add_option("--act-bits", o.quant.activation_bits, "w8a8: activation bits: 8, or 7 (half the resolution, but the exact "
-                                                             "fast vpmaddubsw path on CPUs without AVX-512 VNNI)")->default_val(8)->check(CLI::IsMember({7, 8}));
+    cmd->add_option("--act-bits", o.act_bits, "w8a8: activation bits: 8; 7 (half the resolution, but the exact fast vpmaddubsw "
+                                              "path on CPUs without AVX-512 VNNI); or auto: w8a8-static gets 8, w8a8-dynamic files "
+                                              "record 'auto' and each CPU runs 8 with VNNI, 7 without")->default_val("auto")->check(CLI::IsMember({"auto", "7", "8"}));
     cmd->add_option("--embeddings", o.embedding_type, "w8a8: type of the word-embedding table (q8_0, f16, f32 = keep)")->default_val("q8_0");
     cmd->add_option("--eval-range", o.eval_range, "w8a8: samples FIRST:END of --eval (default: all)");
     cmd->add_option("--labels", o.eval_selection.labels_path, "w8a8: MNIST labels file for --eval (default: derived from the images file's name)");
@@ -54,6 +55,7 @@ int run_quantize_w8a8(W8A8CliOptions& o, const std::string& input, const std::st
     if (!embd || (*embd != DType::Q8_0 && *embd != DType::F16 && *embd != DType::F32 && *embd != DType::BF16))
         throw InvalidArgument("--embeddings '" + o.embedding_type + "' is not one of q8_0, f16, bf16, f32");
     o.quant.embedding_type = *embd;
+    o.quant.activation_bits = o.act_bits == "auto" ? 0 : std::stoi(o.act_bits);
     std::tie(o.quant.calib_selection.first, o.quant.calib_selection.count) = parse_sample_range(o.calib_range, "--calib-range");
     std::tie(o.eval_selection.first, o.eval_selection.count) = parse_sample_range(o.eval_range, "--eval-range");
 
@@ -72,7 +74,8 @@ int run_quantize_w8a8(W8A8CliOptions& o, const std::string& input, const std::st
         if (!r.method.empty())
             std::printf("; activations calibrated by %s on %lld samples%s", r.method.c_str(), static_cast<long long>(r.calib_samples),
                         r.calib_from_cache ? " (from the cache)" : "");
-        std::printf("; %d-bit activations; word embeddings %s\n", r.activation_bits, r.embeddings.c_str());
+        std::printf("; %d-bit activations%s; word embeddings %s\n", r.activation_bits,
+                    r.activation_bits_auto ? (r.activation_bits == 8 ? " (auto: VNNI)" : " (auto: no VNNI here)") : "", r.embeddings.c_str());
     }
     if (eval_data.empty()) {
         if (!json) {

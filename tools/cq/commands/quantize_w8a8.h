@@ -11,7 +11,7 @@ namespace cq::cli {
 
 struct W8A8CliOptions {
     EncoderQuantizeOptions quant;
-    std::string calib_method = "percentile", calib_range, eval_range, embedding_type = "q8_0";
+    std::string calib_method = "percentile", calib_range, eval_range, embedding_type = "q8_0", act_bits = "auto";
     DataSelection eval_selection;
     int64_t bench_batch = 8, bench_seq = 128;
 };
