@@ -127,6 +127,41 @@ TEST(W8A8Linear, StaticPathEqualsIndependentModelIncludingClipping) {
         for (const int64_t T : {1, 7, 40}) check_linear(ActivationQuant::static_per_tensor, qmax, T, 33, 70);
 }
 
+// q, k, v of an attention block: one quantized input and one pass give what three separate calls give,
+// bit for bit; a float layer among them, or one quantized differently, sends all three the plain way.
+TEST(W8A8Linear, SharedInputEqualsSeparateCalls) {
+    std::mt19937 rng(7);
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    const int64_t T = 13, n_in = 70;
+    std::vector<float> x(static_cast<size_t>(T * n_in));
+    for (auto& v : x) v = nd(rng) + 0.2f;
+    std::vector<Linear> layers;
+    for (const int64_t n_out : {24, 16, 41}) {
+        std::vector<float> w(static_cast<size_t>(n_out * n_in)), b(static_cast<size_t>(n_out));
+        for (auto& v : w) v = 0.05f * nd(rng);
+        for (auto& v : b) v = 0.1f * nd(rng);
+        layers.push_back(float_linear(n_out, n_in, w, b));
+    }
+    const auto run = [&](const std::vector<Linear>& ls) {
+        std::vector<std::vector<float>> shared(3), separate(3);
+        for (size_t i = 0; i < 3; ++i) {
+            shared[i].assign(static_cast<size_t>(T * ls[i].n_out()), -1.0f);
+            separate[i].assign(shared[i].size(), -2.0f);
+            ops::linear(ls[i], x.data(), T, separate[i].data());
+        }
+        const Linear* ptrs[] = {&ls[0], &ls[1], &ls[2]};
+        float* const ys[] = {shared[0].data(), shared[1].data(), shared[2].data()};
+        ops::linear_shared_input(ptrs, x.data(), T, ys);
+        for (size_t i = 0; i < 3; ++i) EXPECT_EQ(shared[i], separate[i]) << "layer " << i;
+    };
+    for (auto& l : layers) l.int8 = quantize_linear_w8a8(l, ActivationQuant::dynamic_per_token, {1.0f, 0}, 127);
+    run(layers);
+    layers[1].int8 = quantize_linear_w8a8(layers[1], ActivationQuant::dynamic_per_token, {1.0f, 0}, 255);  // another width
+    run(layers);
+    layers[1].int8.reset();  // a float layer
+    run(layers);
+}
+
 TEST(W8A8Rules, DefaultQuantizesEncoderBlocksOnlyAndLaterRulesWin) {
     auto rules = default_w8a8_rules();
     EXPECT_TRUE(w8a8_selects(rules, "bert.encoder.layer.0.attention.self.query"));

@@ -253,9 +253,15 @@ void EncoderPass::linear(const Linear& layer, const float* x, int64_t rows, floa
 
 void EncoderPass::self_attention(const EncoderBlock& b, const float* x, int64_t batch, int64_t seq, const int32_t* key_mask) const {
     const int64_t rows = batch * seq;
-    linear(b.q, x, rows, s.q.data());
-    linear(b.k, x, rows, s.k.data());
-    linear(b.v, x, rows, s.v.data());
+    if (observer) {
+        linear(b.q, x, rows, s.q.data());
+        linear(b.k, x, rows, s.k.data());
+        linear(b.v, x, rows, s.v.data());
+    } else {
+        const Linear* qkv[] = {&b.q, &b.k, &b.v};
+        float* const out[] = {s.q.data(), s.k.data(), s.v.data()};
+        ops::linear_shared_input(qkv, x, rows, out);
+    }
     ops::attention_bidirectional(s.q.data(), s.k.data(), s.v.data(), c.hidden, batch, seq, c.n_head, c.hidden / c.n_head, key_mask,
                                  s.attn.data());
     linear(b.attn_out, s.attn.data(), rows, s.tmp.data());

@@ -1,6 +1,7 @@
 // W8A8 Linear layers: activations are quantized to u8 in [0, act_qmax] once per call (per token, or with
 // the layer's calibrated scale), then each thread runs the u8×s8 GEMM (gemm_u7s8 for 7-bit activations)
-// over whole 16-channel panels of outputs.
+// over whole 16-channel panels of outputs. Layers that read the same input with the same activation
+// quantization (an attention block's q, k, v) share the quantized input and one parallel pass.
 #include <algorithm>
 #include <vector>
 
@@ -15,12 +16,23 @@ namespace cq::ops {
 namespace {
 constexpr int64_t kPanel = 16;           // output channels per packed weight panel
 constexpr int64_t kMinRowsPerThread = 8;  // quantizing fewer rows per thread costs more than it saves
-}
 
-void linear_int8(const Linear& layer, const float* x, int64_t T, float* y) {
-    const Int8Linear& q = *layer.int8;
+bool same_input_quantization(const Int8Linear& a, const Int8Linear& b) {
+    return a.n_in == b.n_in && a.act_qmax == b.act_qmax && a.activations == b.activations &&
+           (a.activations == ActivationQuant::dynamic_per_token ||
+            (a.input.scale == b.input.scale && a.input.zero_point == b.input.zero_point));
+}
+}  // namespace
+
+void linear_shared_input(std::span<const Linear* const> layers, const float* x, int64_t T, std::span<float* const> ys) {
+    const Int8Linear& q = *layers[0]->int8;
+    for (const Linear* l : layers)
+        if (!l->int8 || !same_input_quantization(q, *l->int8)) {
+            for (size_t i = 0; i < layers.size(); ++i) linear(*layers[i], x, T, ys[i]);
+            return;
+        }
     const KernelTable& k = kernel_table();
-    const int64_t n_in = q.n_in, n_out = q.n_out;
+    const int64_t n_in = q.n_in;
     const int64_t k_padded = (n_in + 3) / 4 * 4;
     thread_local std::vector<uint8_t> xq;
     thread_local std::vector<float> x_scale;
@@ -50,18 +62,30 @@ void linear_int8(const Linear& layer, const float* x, int64_t T, float* y) {
             },
             kMinRowsPerThread);
     }
-    const int64_t panels = (n_out + kPanel - 1) / kPanel;
-    const float* bias = q.bias.empty() ? nullptr : q.bias.data();
-    const int8_t* packed = q.packed.get();
+    // The layers' panels laid end to end: one parallel pass over all of them.
+    std::vector<int64_t> first_panel(layers.size() + 1, 0);
+    for (size_t i = 0; i < layers.size(); ++i)
+        first_panel[i + 1] = first_panel[i] + (layers[i]->int8->n_out + kPanel - 1) / kPanel;
     const float* scales = x_scale.data();  // thread_locals: take the caller's buffers before the workers run
     const int32_t* zeros = x_zero.data();
     const GemmU8S8Fn gemm = q.act_qmax <= kU7QMax ? k.gemm_u7s8.fn : k.gemm_u8s8.fn;
-    pool.parallel_for(panels, [&](int64_t p0, int64_t p1) {
-        const int64_t c0 = p0 * kPanel, c1 = std::min(n_out, p1 * kPanel);
-        gemm(T, c1 - c0, n_in, xq_data, k_padded, scales, zeros, param_stride,
-                       packed + c0 * k_padded, q.weight_sums.data() + c0, q.weight_scale.data() + c0,
-                       bias ? bias + c0 : nullptr, y + c0, n_out);
+    pool.parallel_for(first_panel.back(), [&](int64_t p0, int64_t p1) {
+        for (size_t i = 0; i < layers.size(); ++i) {
+            const int64_t a = std::max(p0, first_panel[i]) - first_panel[i], b = std::min(p1, first_panel[i + 1]) - first_panel[i];
+            if (a >= b) continue;
+            const Int8Linear& l = *layers[i]->int8;
+            const int64_t c0 = a * kPanel, c1 = std::min(l.n_out, b * kPanel);
+            const float* bias = l.bias.empty() ? nullptr : l.bias.data();
+            gemm(T, c1 - c0, n_in, xq_data, k_padded, scales, zeros, param_stride, l.packed.get() + c0 * k_padded,
+                 l.weight_sums.data() + c0, l.weight_scale.data() + c0, bias ? bias + c0 : nullptr, ys[i] + c0, l.n_out);
+        }
     });
+}
+
+void linear_int8(const Linear& layer, const float* x, int64_t T, float* y) {
+    const Linear* layers[] = {&layer};
+    float* const ys[] = {y};
+    linear_shared_input(layers, x, T, ys);
 }
 
 }  // namespace cq::ops

@@ -18,6 +18,9 @@ void linear(const Linear& layer, const float* x, int64_t T, float* y);
 void pack_for_kernels(Linear& layer);
 // The W8A8 path of `linear` (layer.int8 set): u8 activations × s8 weights, f32 out (linear_int8.cpp).
 void linear_int8(const Linear& layer, const float* x, int64_t T, float* y);
+// Several Linears of the same input x: y_i = linear(layers[i], x). W8A8 layers that quantize their input
+// alike share one quantized copy and one parallel pass; any other mix runs layer by layer.
+void linear_shared_input(std::span<const Linear* const> layers, const float* x, int64_t T, std::span<float* const> ys);
 
 // x, y: [T, D]; w: [D] f32. y = x / sqrt(mean(x²) + eps) · w. x == y allowed.
 void rms_norm(const float* x, int64_t T, int64_t D, const Tensor& w, float eps, float* y);
