@@ -70,7 +70,8 @@ struct QuantizeReport {
     double seconds = 0;
 };
 
-/// Plans and writes the quantized model. IN: a GGUF file; OUT: a GGUF file (never the input).
+/// Plans and writes the quantized model. IN: a GGUF file, or an HF LLM directory (llama / mistral / gpt2),
+/// converted as llama.cpp's convert_hf_to_gguf.py would; OUT: a GGUF file (never the input).
 QuantizeReport quantize_model(const std::string& input, const std::string& output, const QuantizeOptions& options,
                               const ProgressFn& progress = {});
 

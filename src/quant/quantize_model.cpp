@@ -1,6 +1,7 @@
 // cq quantize: plan every tensor's type from the rules (with llama.cpp's fallbacks for rows that do
-// not fit a format's block), then stream tensors from the input mapping through the codecs into an
-// atomic GGUF output, rows split across the thread pool. Provenance goes into the metadata.
+// not fit a format's block), then stream tensors from the model source (a GGUF file, or an HF directory
+// converted on the fly — quant/model_source.h) through the codecs into an atomic GGUF output, rows split
+// across the thread pool. Provenance goes into the metadata.
 #include <fnmatch.h>
 
 #include <algorithm>
@@ -8,12 +9,11 @@
 #include <cmath>
 #include <filesystem>
 
-#include "core/sha256.h"
 #include "cq/error.h"
-#include "cq/io/gguf.h"
 #include "cq/io/gguf_writer.h"
 #include "cq/quantize.h"
 #include "cq/thread_pool.h"
+#include "quant/model_source.h"
 
 namespace cq {
 
@@ -29,14 +29,6 @@ int64_t layer_of(const std::string& name) {
     } catch (...) {
         return -1;
     }
-}
-
-// llama.cpp leaves norms, 1-D tensors and learned position / token-type embeddings in full precision.
-bool is_quantizable(const gguf::TensorInfo& t) {
-    const std::string& n = t.name;
-    auto ends_with = [&](const std::string& s) { return n.size() >= s.size() && n.compare(n.size() - s.size(), s.size(), s) == 0; };
-    return ends_with("weight") && t.shape.size() >= 2 && !ends_with("_norm.weight") && n != "position_embd.weight" &&
-           n != "token_types.weight";
 }
 
 // The type llama.cpp falls back to when a row is not a whole number of the format's blocks.
@@ -67,9 +59,6 @@ QuantizeReport quantize_model(const std::string& input, const std::string& outpu
                               const ProgressFn& progress) {
     const auto t0 = std::chrono::steady_clock::now();
     std::error_code ec;
-    if (fs::is_directory(input, ec))
-        throw Unsupported("[quantize] " + input + ": quantizing an HF directory directly is not supported yet; "
-                          "convert it to GGUF first (GGUF input is supported)");
     if (fs::exists(output, ec) && fs::equivalent(input, output, ec))
         throw InvalidArgument("[quantize] the output " + output + " is the input file; cq never overwrites its input");
     const QuantPreset* preset = find_preset(options.type);
@@ -81,30 +70,26 @@ QuantizeReport quantize_model(const std::string& input, const std::string& outpu
     std::vector<QuantRule> rules = preset->rules;
     for (const auto& spec : options.tensor_types) rules.push_back(parse_tensor_type_rule(spec));
 
-    const gguf::File in = gguf::File::open(input);
-    const std::string arch = in.architecture();
-    const int64_t n_layer = in.get_int(arch + ".block_count").value_or(0);
-    const int64_t n_head = in.get_int(arch + ".attention.head_count").value_or(1);
-    const int64_t n_head_kv = in.get_int(arch + ".attention.head_count_kv").value_or(n_head);
-    const int64_t gqa = n_head_kv > 0 ? n_head / n_head_kv : 1;
-    const bool has_output = in.find_tensor("output.weight") != nullptr;
+    const quant::ModelSource in = fs::is_directory(input, ec) ? quant::open_hf_source(input) : quant::open_gguf_source(input);
+    const int64_t gqa = in.n_head_kv > 0 ? in.n_head / in.n_head_kv : 1;
+    const bool has_output = std::any_of(in.tensors.begin(), in.tensors.end(), [](const auto& t) { return t.name == "output.weight"; });
 
     QuantizeReport r;
     r.input = input, r.output = output, r.type = preset->name;
-    r.file_bytes_in = in.file_size();
-    for (const auto& t : in.tensors()) {
+    r.file_bytes_in = in.file_bytes;
+    for (const auto& t : in.tensors) {
         TensorPlan p;
         p.name = t.name, p.shape = t.shape, p.from = t.dtype, p.numel = t.numel, p.bytes_in = t.nbytes;
-        p.requested = p.chosen = t.dtype;
+        p.requested = p.chosen = t.kept;
         p.rule = "kept";
-        if (is_quantizable(t)) {
+        if (quant::is_quantizable(t.name, t.shape)) {
             const int64_t layer = layer_of(t.name);
             // A tied model's token embedding is its output head: "output.weight" rules apply to it.
             const std::string match_name = !has_output && t.name == "token_embd.weight" ? "output.weight" : "";
             for (const auto& rule : rules) {
                 const bool name_ok = fnmatch(rule.pattern.c_str(), t.name.c_str(), 0) == 0 ||
                                      (!match_name.empty() && rule.pattern == match_name);
-                if (name_ok && rule.layers.matches(layer, n_layer) && gqa >= rule.min_gqa) {
+                if (name_ok && rule.layers.matches(layer, in.n_layer) && gqa >= rule.min_gqa) {
                     p.requested = rule.type;
                     p.rule = rule.text();
                 }
@@ -127,10 +112,10 @@ QuantizeReport quantize_model(const std::string& input, const std::string& outpu
         r.tensors_by_type[std::string(dtype_name(p.chosen))] += 1;
         r.tensors.push_back(std::move(p));
     }
-    r.input_sha256 = sha256_file(input);
+    r.input_sha256 = in.sha256();
 
-    gguf::Writer w(in.alignment());
-    w.copy_metadata(in);
+    gguf::Writer w(in.alignment);
+    in.write_metadata(w);
     w.set_u32("general.file_type", preset->llama_ftype);
     w.set_u32("general.quantization_version", 2);
     w.set_string("cq.version", CQ_VERSION);
@@ -138,16 +123,16 @@ QuantizeReport quantize_model(const std::string& input, const std::string& outpu
     std::vector<std::string> rule_texts;
     for (const auto& rule : rules) rule_texts.push_back(rule.text());
     w.set_string_array("cq.quantize.rules", rule_texts);
-    w.set_string("cq.quantize.source_file", fs::path(input).filename().string());
+    w.set_string("cq.quantize.source_file", in.display_name);
     w.set_string("cq.quantize.source_sha256", r.input_sha256);
     for (const auto& p : r.tensors) w.add_tensor(p.name, p.shape, p.chosen);
 
     AtomicFile out(output);
     ThreadPool& pool = ThreadPool::global();
+    std::vector<uint8_t> scratch;
     w.write(out, [&](size_t i, std::vector<uint8_t>& buf) {
         const TensorPlan& p = r.tensors[i];
-        const gguf::TensorInfo& t = in.tensors()[i];
-        const auto* src = static_cast<const uint8_t*>(in.tensor(t).data());
+        const uint8_t* src = in.tensors[i].read(scratch);
         buf.resize(p.bytes_out);
         if (p.chosen == p.from) {
             std::copy_n(src, p.bytes_in, buf.data());
