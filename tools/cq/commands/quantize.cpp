@@ -50,7 +50,8 @@ void print_report(const QuantizeReport& r) {
 Runner register_quantize(CLI::App& app) {
     auto o = std::make_shared<Options>();
     CLI::App* cmd = app.add_subcommand("quantize", "Quantize a model's weights to GGUF, with per-tensor rules and a same-run report");
-    cmd->add_option("input", o->input, "The model to quantize (an LLM .gguf file; for w8a8-*, an HF encoder classifier directory)")->required();
+    cmd->add_option("input", o->input, "The model to quantize: a GGUF file or an HF directory (LLMs: llama, mistral, gpt2, converted as "
+                                        "llama.cpp's convert_hf_to_gguf.py would; for w8a8-*, an HF encoder classifier directory)")->required();
     cmd->add_option("output", o->output, "The GGUF file to write (atomically; never the input)")->required();
     std::string presets;
     for (const auto& p : quant_presets()) presets += "\n  " + p.name + ": " + p.description;
