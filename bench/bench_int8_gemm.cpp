@@ -1,8 +1,11 @@
 // Google Benchmark of the INT8 W8A8 matrix products (gemm_u8s8, and gemm_u7s8 on 7-bit activations) of
 // every ISA level this CPU runs, next to the float gemm on the same BERT-base shapes (m = 1024 tokens;
-// single-threaded, as the ops call them): GOP/s = 2·m·n·k per second; and the u8 activation quantizers
-// (GB/s of f32 read).
+// single-threaded, as the ops call them): GOP/s = 2·m·n·k per second; the u8 activation quantizers
+// (GB/s of f32 read); and this core's FP32 / INT8 peaks (peak_*), for fractions of peak from one run.
 #include <benchmark/benchmark.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 #include <cstdint>
 #include <random>
@@ -73,6 +76,61 @@ void bench_quantize_dynamic(benchmark::State& state, cq::QuantizeRowsU8DynamicFn
     state.counters["GB/s_in"] = benchmark::Counter(double(state.iterations()) * 4.0 * double(m * k) / 1e9, benchmark::Counter::kIsRate);
 }
 
+#if defined(__x86_64__)
+// This core's peaks, measured in the same run as the kernels so a GEMM's fraction of peak is read off
+// one table: 12 independent accumulator chains of the inner-loop instructions, no memory traffic.
+// FP32: vfmadd231ps ymm (16 FLOP each). INT8 without VNNI: the exact 7-bit triple of gemm_u7s8
+// (vpmaddubsw + vpmaddwd with ones + vpaddd: 32 multiply-adds = 64 OP). With VNNI: vpdpbusd zmm (128 OP).
+constexpr int kChains = 12;
+__attribute__((target("avx2,fma"))) void peak_fp32_avx2(benchmark::State& state) {
+    __m256 acc[kChains];
+    for (int i = 0; i < kChains; ++i) acc[i] = _mm256_set1_ps(float(i));
+    const __m256 b = _mm256_set1_ps(1.0000001f), c = _mm256_set1_ps(1e-7f);
+    const int64_t iters = 1 << 20;
+    for (auto _ : state) {
+        for (int64_t k = 0; k < iters; ++k)
+            for (int i = 0; i < kChains; ++i) acc[i] = _mm256_fmadd_ps(acc[i], b, c);
+        for (int i = 0; i < kChains; ++i) benchmark::DoNotOptimize(acc[i]);
+    }
+    state.counters["GOP/s"] = benchmark::Counter(double(state.iterations()) * double(iters) * kChains * 16, benchmark::Counter::kIsRate);
+}
+__attribute__((target("avx2"))) void peak_int8_u7s8_avx2(benchmark::State& state) {
+    __m256i acc[kChains];
+    for (int i = 0; i < kChains; ++i) acc[i] = _mm256_set1_epi32(i);
+    const __m256i a = _mm256_set1_epi8(3), w = _mm256_set1_epi8(-5), ones = _mm256_set1_epi16(1);
+    const int64_t iters = 1 << 20;
+    for (auto _ : state) {
+        for (int64_t k = 0; k < iters; ++k)
+            for (int i = 0; i < kChains; ++i) acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(_mm256_maddubs_epi16(a, w), ones));
+        for (int i = 0; i < kChains; ++i) benchmark::DoNotOptimize(acc[i]);
+    }
+    state.counters["GOP/s"] = benchmark::Counter(double(state.iterations()) * double(iters) * kChains * 64, benchmark::Counter::kIsRate);
+}
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) void peak_int8_vnni_avx512(benchmark::State& state) {
+    __m512i acc[kChains];
+    for (int i = 0; i < kChains; ++i) acc[i] = _mm512_set1_epi32(i);
+    const __m512i a = _mm512_set1_epi8(3), w = _mm512_set1_epi8(-5);
+    const int64_t iters = 1 << 20;
+    for (auto _ : state) {
+        for (int64_t k = 0; k < iters; ++k)
+            for (int i = 0; i < kChains; ++i) acc[i] = _mm512_dpbusd_epi32(acc[i], a, w);
+        for (int i = 0; i < kChains; ++i) benchmark::DoNotOptimize(acc[i]);
+    }
+    state.counters["GOP/s"] = benchmark::Counter(double(state.iterations()) * double(iters) * kChains * 128, benchmark::Counter::kIsRate);
+}
+
+void register_peaks() {
+    if (cq::cpu_supports(cq::IsaLevel::avx2)) {
+        benchmark::RegisterBenchmark("peak_fp32_fma_avx2", peak_fp32_avx2)->Unit(benchmark::kMillisecond);
+        benchmark::RegisterBenchmark("peak_int8_u7s8_avx2", peak_int8_u7s8_avx2)->Unit(benchmark::kMillisecond);
+    }
+    if (cq::cpu_supports(cq::IsaLevel::avx512_vnni))
+        benchmark::RegisterBenchmark("peak_int8_vpdpbusd_avx512", peak_int8_vnni_avx512)->Unit(benchmark::kMillisecond);
+}
+#else
+void register_peaks() {}
+#endif
+
 // BERT-base at 1024 tokens: attention projections, FFN up, FFN down. The scalar reference gets the first only.
 void bert_args(benchmark::internal::Benchmark* b, bool reference) {
     b->ArgNames({"m", "n", "k"})->Unit(benchmark::kMillisecond);
@@ -107,6 +165,7 @@ int main(int argc, char** argv) {
     (void)cq::kernel_table();  // sets OpenBLAS to one thread: every kernel here runs on one core
     benchmark::AddCustomContext("cq_detected_isa", std::string(cq::isa_level_name(cq::detected_isa_level())));
     benchmark::AddCustomContext("cpu", cq::cpu_features().brand);
+    register_peaks();
     register_all();
     benchmark::RunSpecifiedBenchmarks();
 }
