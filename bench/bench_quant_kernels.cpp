@@ -12,6 +12,7 @@
 #include "cq/cpu_features.h"
 #include "cq/dtype.h"
 #include "cq/kernels.h"
+#include "formats/formats.h"
 
 namespace {
 
@@ -57,13 +58,19 @@ std::vector<uint8_t> random_weights(DType type, int64_t n, int64_t k) {
     return w;
 }
 
-void bench_gemm_quant(benchmark::State& state, DType type, cq::GemmQuantFn gemm, cq::QuantizeRowFn quantize) {
+// packed: Q4_0 weights re-laid out as the model loader does (gemm_q4_0x8), outside the timed loop.
+void bench_gemm_quant(benchmark::State& state, DType type, cq::GemmQuantFn gemm, cq::QuantizeRowFn quantize, bool packed) {
     const int64_t m = state.range(0), n = state.range(1), k = state.range(2);
     const auto& at = cq::dtype_traits(activation_of(type));
     const auto& wt = cq::dtype_traits(type);
     const size_t arb = size_t(k / at.block_size) * at.bytes_per_block;
     const size_t wrb = size_t(k / wt.block_size) * wt.bytes_per_block;
-    const auto w = random_weights(type, n, k);
+    auto w = random_weights(type, n, k);
+    if (packed) {
+        std::vector<uint8_t> p(cq::formats::packed_q4_0x8_bytes(n, k));
+        cq::formats::pack_q4_0x8(w.data(), wrb, n, k, p.data());
+        w = std::move(p);
+    }
     const auto x = random_floats(size_t(m * k), 7);
     std::vector<uint8_t> a(arb * size_t(m));
     for (int64_t t = 0; t < m; ++t) quantize(x.data() + t * k, a.data() + size_t(t) * arb, k);
@@ -146,8 +153,13 @@ void register_all() {
             const auto& g = t.gemm_quant[size_t(type)];
             const auto& q = t.quantize_row[size_t(activation_of(type))];
             if (!g.fn || !q.fn || !first_time(g.name)) continue;
-            decode_args(benchmark::RegisterBenchmark(g.name, bench_gemm_quant, type, g.fn, q.fn));
-            prompt_args(benchmark::RegisterBenchmark(g.name, bench_gemm_quant, type, g.fn, q.fn), reference);
+            decode_args(benchmark::RegisterBenchmark(g.name, bench_gemm_quant, type, g.fn, q.fn, false));
+            prompt_args(benchmark::RegisterBenchmark(g.name, bench_gemm_quant, type, g.fn, q.fn, false), reference);
+        }
+        if (const auto& g = t.gemm_q4_0x8; g.fn && first_time(g.name)) {
+            const auto q = t.quantize_row[size_t(DType::Q8_0)].fn;
+            decode_args(benchmark::RegisterBenchmark(g.name, bench_gemm_quant, DType::Q4_0, g.fn, q, true));
+            prompt_args(benchmark::RegisterBenchmark(g.name, bench_gemm_quant, DType::Q4_0, g.fn, q, true), reference);
         }
         if (first_time(t.gemv_f32.name)) decode_args(benchmark::RegisterBenchmark(t.gemv_f32.name, bench_gemv_f32, t.gemv_f32.fn));
         if (first_time(t.gemm_f32.name))
