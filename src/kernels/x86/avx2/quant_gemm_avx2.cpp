@@ -26,6 +26,13 @@ inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
 inline __m256i load32(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
 inline __m128i load16(const void* p) { return _mm_loadu_si128(static_cast<const __m128i*>(p)); }
 
+// The 4 bytes at p in every dword lane (one vpbroadcastd from memory, no copy through the stack).
+inline __m256i bcast4(const void* p) {
+    int32_t v;
+    std::memcpy(&v, p, sizeof(v));
+    return _mm256_set1_epi32(v);
+}
+
 inline float hsum(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -231,11 +238,9 @@ void q4_0_oct(int64_t ns, const BlockQ8_0* const* at, const ActSeg<LQ4_0, T>& se
 #pragma GCC unroll 4
         for (int t = 0; t < T; ++t) {
             const int8_t* a = at[t][b].qs;
-            int32_t a4[8];
-            std::memcpy(a4, a, sizeof(a4));
-            __m256i s = _mm256_maddubs_epi16(q[0], _mm256_set1_epi32(a4[0]));
+            __m256i s = _mm256_maddubs_epi16(q[0], bcast4(a));
 #pragma GCC unroll 8
-            for (int j = 1; j < 8; ++j) s = _mm256_add_epi16(s, _mm256_maddubs_epi16(q[j], _mm256_set1_epi32(a4[j])));
+            for (int j = 1; j < 8; ++j) s = _mm256_add_epi16(s, _mm256_maddubs_epi16(q[j], bcast4(a + 4 * j)));
             const __m256i p = _mm256_sub_epi32(_mm256_madd_epi16(s, ones), _mm256_set1_epi32(seg.bias[t][b]));
             acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_load_ps(dw_mem), _mm256_broadcast_ss(&seg.d[t][b])), _mm256_cvtepi32_ps(p), acc[t]);
         }
@@ -296,11 +301,10 @@ void q4_0x8_tile(int64_t ns, int64_t nb, const BlockQ8_0* const* at, const ActSe
         asm volatile("" ::"m"(dw));
 #pragma GCC unroll 4
         for (int t = 0; t < T; ++t) {
-            int32_t a4[8];
-            std::memcpy(a4, at[t][b].qs, sizeof(a4));
-            __m256i s = _mm256_maddubs_epi16(q[0], _mm256_set1_epi32(a4[0]));
+            const int8_t* a = at[t][b].qs;
+            __m256i s = _mm256_maddubs_epi16(q[0], bcast4(a));
 #pragma GCC unroll 8
-            for (int j = 1; j < 8; ++j) s = _mm256_add_epi16(s, _mm256_maddubs_epi16(q[j], _mm256_set1_epi32(a4[j])));
+            for (int j = 1; j < 8; ++j) s = _mm256_add_epi16(s, _mm256_maddubs_epi16(q[j], bcast4(a + 4 * j)));
             const __m256i p = _mm256_sub_epi32(_mm256_madd_epi16(s, ones), _mm256_set1_epi32(seg.bias[t][b]));
             acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_load_ps(dw), _mm256_broadcast_ss(&seg.d[t][b])), _mm256_cvtepi32_ps(p), acc[t]);
         }
