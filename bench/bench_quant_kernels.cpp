@@ -58,7 +58,7 @@ std::vector<uint8_t> random_weights(DType type, int64_t n, int64_t k) {
     return w;
 }
 
-// packed: Q4_0 weights re-laid out as the model loader does (gemm_q4_0x8), outside the timed loop.
+// packed: weights re-laid out in groups of 8 rows as the model loader does (gemm_quant_x8), outside the timed loop.
 void bench_gemm_quant(benchmark::State& state, DType type, cq::GemmQuantFn gemm, cq::QuantizeRowFn quantize, bool packed) {
     const int64_t m = state.range(0), n = state.range(1), k = state.range(2);
     const auto& at = cq::dtype_traits(activation_of(type));
@@ -67,8 +67,8 @@ void bench_gemm_quant(benchmark::State& state, DType type, cq::GemmQuantFn gemm,
     const size_t wrb = size_t(k / wt.block_size) * wt.bytes_per_block;
     auto w = random_weights(type, n, k);
     if (packed) {
-        std::vector<uint8_t> p(cq::formats::packed_q4_0x8_bytes(n, k));
-        cq::formats::pack_q4_0x8(w.data(), wrb, n, k, p.data());
+        std::vector<uint8_t> p(cq::formats::packed_x8_bytes(type, n, k));
+        cq::formats::pack_rows_x8(type, w.data(), wrb, n, k, p.data());
         w = std::move(p);
     }
     const auto x = random_floats(size_t(m * k), 7);
@@ -156,11 +156,12 @@ void register_all() {
             decode_args(benchmark::RegisterBenchmark(g.name, bench_gemm_quant, type, g.fn, q.fn, false));
             prompt_args(benchmark::RegisterBenchmark(g.name, bench_gemm_quant, type, g.fn, q.fn, false), reference);
         }
-        if (const auto& g = t.gemm_q4_0x8; g.fn && first_time(g.name)) {
-            const auto q = t.quantize_row[size_t(DType::Q8_0)].fn;
-            decode_args(benchmark::RegisterBenchmark(g.name, bench_gemm_quant, DType::Q4_0, g.fn, q, true));
-            prompt_args(benchmark::RegisterBenchmark(g.name, bench_gemm_quant, DType::Q4_0, g.fn, q, true), reference);
-        }
+        for (DType type : {DType::Q4_0, DType::Q8_0})
+            if (const auto& g = t.gemm_quant_x8[size_t(type)]; g.fn && first_time(g.name)) {
+                const auto q = t.quantize_row[size_t(DType::Q8_0)].fn;
+                decode_args(benchmark::RegisterBenchmark(g.name, bench_gemm_quant, type, g.fn, q, true));
+                prompt_args(benchmark::RegisterBenchmark(g.name, bench_gemm_quant, type, g.fn, q, true), reference);
+            }
         if (first_time(t.gemv_f32.name)) decode_args(benchmark::RegisterBenchmark(t.gemv_f32.name, bench_gemv_f32, t.gemv_f32.fn));
         if (first_time(t.gemm_f32.name))
             prompt_args(benchmark::RegisterBenchmark(t.gemm_f32.name, bench_gemm_f32, t.gemm_f32.fn), reference);

@@ -420,53 +420,75 @@ TEST_P(QuantKernelsAtLevel, GemmMatchesReferenceOnAwkwardShapes) {
     }
 }
 
-// Q4_0 packed in groups of 8 rows (formats::BlockQ4_0x8). check_problem hands a kernel strided Q4_0 rows,
-// so the packed kernels run behind an adapter that packs them first (into a buffer that ends at a guard
-// page); the reference twin must equal the plain Q4_0 reference exactly.
+// Q4_0 and Q8_0 packed in groups of 8 rows (formats::pack_rows_x8). check_problem hands a kernel strided
+// rows, so the packed kernels run behind an adapter that packs them first (into a buffer that ends at a
+// guard page); the reference twins must equal the plain references exactly.
 cq::GemmQuantFn g_packed_kernel = nullptr;
-void packed_q4_0x8_adapter(int64_t m, int64_t n, int64_t k, const void* act, size_t arb, const void* w, size_t wrb,
-                           float* c, int64_t ldc) {
-    GuardedBytes packed(cq::formats::packed_q4_0x8_bytes(n, k));
-    cq::formats::pack_q4_0x8(w, wrb, n, k, packed.data());
-    g_packed_kernel(m, n, k, act, arb, packed.data(), size_t(k / 32) * sizeof(BlockQ4_0), c, ldc);
+DType g_packed_type = DType::Q4_0;
+void packed_x8_adapter(int64_t m, int64_t n, int64_t k, const void* act, size_t arb, const void* w, size_t wrb, float* c,
+                       int64_t ldc) {
+    GuardedBytes packed(cq::formats::packed_x8_bytes(g_packed_type, n, k));
+    cq::formats::pack_rows_x8(g_packed_type, w, wrb, n, k, packed.data());
+    g_packed_kernel(m, n, k, act, arb, packed.data(), size_t(k / 32) * block_bytes(g_packed_type), c, ldc);
 }
 
-TEST_P(QuantKernelsAtLevel, PackedQ4_0MatchesReferenceOnAwkwardShapes) {
-    const Format& f = *std::find_if(std::begin(kFormats), std::end(kFormats), [](const Format& x) { return x.type == DType::Q4_0; });
+TEST_P(QuantKernelsAtLevel, PackedRowsMatchReferenceOnAwkwardShapes) {
     const bool at_ref = GetParam() == cq::IsaLevel::ref;
-    const cq::Kernel<cq::GemmQuantFn> packed = at_ref ? cq::Kernel<cq::GemmQuantFn>{ck::gemm_q4_0x8_q8_0__ref, "gemm_q4_0x8_q8_0__ref"}
-                                                      : table_.gemm_q4_0x8;
-    if (!packed.fn) GTEST_SKIP() << "no packed Q4_0 kernel at " << cq::isa_level_name(GetParam());
-    g_packed_kernel = packed.fn;
-    const cq::Kernel<cq::GemmQuantFn> adapter{packed_q4_0x8_adapter, packed.name, packed.isa};
-    const auto ref = ref_.gemm_quant[size_t(DType::Q4_0)].fn;
-    const auto qa = ref_.quantize_row[size_t(DType::Q8_0)].fn;
-    const size_t wb = sizeof(BlockQ4_0), ab = sizeof(BlockQ8_0);
-    std::mt19937 rng(4321);
-    for (int64_t m : {1, 2, 3, 4, 5, 9})
-        for (int64_t n : {1, 7, 8, 9, 16, 23})
-            for (int64_t blocks : {1, 3, 8}) {
-                const bool padded = (m + n + blocks) % 2 == 1;
-                const Problem p{&f, m, n, blocks * 32, size_t(blocks) * ab + (padded ? ab : 0), size_t(blocks) * wb + (padded ? 2 * wb : 0),
-                                n + (padded ? 3 : 0)};
-                ASSERT_TRUE(check_problem(adapter, ref, qa, p, random_rows(f), rng, false));
-            }
-    // several row chunks, token tiles and k segments
-    const Problem big{&f, 9, 300, 261 * 32, 261 * ab, 261 * wb, 301};
-    ASSERT_TRUE(check_problem(adapter, ref, qa, big, random_rows(f), rng, false));
-    if (!at_ref) return;
-    // the reference twin: bit for bit the plain reference
-    for (int64_t n : {5, 8, 19}) {
-        const int64_t m = 3, k = 7 * 32;
-        std::vector<uint8_t> w(size_t(n) * 7 * wb), a(size_t(m) * 7 * ab), packed_w(cq::formats::packed_q4_0x8_bytes(n, k));
-        for (int64_t i = 0; i < n; ++i) random_rows(f)(w.data() + size_t(i) * 7 * wb, 7, rng);
-        for (int64_t t = 0; t < m; ++t) qa(random_activations(size_t(k), rng).data(), a.data() + size_t(t) * 7 * ab, k);
-        cq::formats::pack_q4_0x8(w.data(), 7 * wb, n, k, packed_w.data());
-        std::vector<float> want(size_t(m * n)), got(want.size());
-        ref(m, n, k, a.data(), 7 * ab, w.data(), 7 * wb, want.data(), n);
-        ck::gemm_q4_0x8_q8_0__ref(m, n, k, a.data(), 7 * ab, packed_w.data(), 7 * wb, got.data(), n);
-        for (size_t i = 0; i < want.size(); ++i) ASSERT_EQ(got[i], want[i]) << "n=" << n << " at " << i;
+    const struct {
+        DType type;
+        cq::GemmQuantFn ref_twin;
+        const char* name;
+    } packed_formats[] = {{DType::Q4_0, ck::gemm_q4_0x8_q8_0__ref, "gemm_q4_0x8_q8_0__ref"},
+                          {DType::Q8_0, ck::gemm_q8_0x8_q8_0__ref, "gemm_q8_0x8_q8_0__ref"}};
+    int tested = 0;
+    for (const auto& pf : packed_formats) {
+        const Format& f = *std::find_if(std::begin(kFormats), std::end(kFormats), [&](const Format& x) { return x.type == pf.type; });
+        const cq::Kernel<cq::GemmQuantFn> packed = at_ref ? cq::Kernel<cq::GemmQuantFn>{pf.ref_twin, pf.name}
+                                                          : table_.gemm_quant_x8[size_t(pf.type)];
+        if (!packed.fn) continue;
+        ++tested;
+        g_packed_kernel = packed.fn;
+        g_packed_type = pf.type;
+        const cq::Kernel<cq::GemmQuantFn> adapter{packed_x8_adapter, packed.name, packed.isa};
+        const auto ref = ref_.gemm_quant[size_t(pf.type)].fn;
+        const auto qa = ref_.quantize_row[size_t(DType::Q8_0)].fn;
+        const size_t wb = block_bytes(pf.type), ab = sizeof(BlockQ8_0);
+        std::mt19937 rng(4321);
+        for (int64_t m : {1, 2, 3, 4, 5, 9})
+            for (int64_t n : {1, 7, 8, 9, 16, 23})
+                for (int64_t blocks : {1, 3, 8}) {
+                    const bool padded = (m + n + blocks) % 2 == 1;
+                    const Problem p{&f, m, n, blocks * 32, size_t(blocks) * ab + (padded ? ab : 0),
+                                    size_t(blocks) * wb + (padded ? 2 * wb : 0), n + (padded ? 3 : 0)};
+                    ASSERT_TRUE(check_problem(adapter, ref, qa, p, random_rows(f), rng, false));
+                }
+        // several row chunks, token tiles and k segments
+        const Problem big{&f, 9, 300, 261 * 32, 261 * ab, 261 * wb, 301};
+        ASSERT_TRUE(check_problem(adapter, ref, qa, big, random_rows(f), rng, false));
+        // Q8_0 weights of −128 (a file may hold them; ggml's quantizer never writes them): exact too
+        if (pf.type == DType::Q8_0) {
+            const auto extreme = [&](uint8_t* row, int64_t nb, std::mt19937& g) {
+                random_rows(f)(row, nb, g);
+                for (int64_t b = 0; b < nb; ++b) std::memset(row + size_t(b) * wb + 2, 0x80, 32);
+            };
+            const Problem p{&f, 5, 19, 4 * 32, 4 * ab, 4 * wb, 19};
+            ASSERT_TRUE(check_problem(adapter, ref, qa, p, extreme, rng, false));
+        }
+        if (!at_ref) continue;
+        // the reference twin: bit for bit the plain reference
+        for (int64_t n : {5, 8, 19}) {
+            const int64_t m = 3, k = 7 * 32;
+            std::vector<uint8_t> w(size_t(n) * 7 * wb), a(size_t(m) * 7 * ab), packed_w(cq::formats::packed_x8_bytes(pf.type, n, k));
+            for (int64_t i = 0; i < n; ++i) random_rows(f)(w.data() + size_t(i) * 7 * wb, 7, rng);
+            for (int64_t t = 0; t < m; ++t) qa(random_activations(size_t(k), rng).data(), a.data() + size_t(t) * 7 * ab, k);
+            cq::formats::pack_rows_x8(pf.type, w.data(), 7 * wb, n, k, packed_w.data());
+            std::vector<float> want(size_t(m * n)), got(want.size());
+            ref(m, n, k, a.data(), 7 * ab, w.data(), 7 * wb, want.data(), n);
+            pf.ref_twin(m, n, k, a.data(), 7 * ab, packed_w.data(), 7 * wb, got.data(), n);
+            for (size_t i = 0; i < want.size(); ++i) ASSERT_EQ(got[i], want[i]) << pf.name << " n=" << n << " at " << i;
+        }
     }
+    if (tested == 0) GTEST_SKIP() << "no packed kernels at " << cq::isa_level_name(GetParam());
 }
 
 TEST_P(QuantKernelsAtLevel, EmptyKGivesZeros) {

@@ -90,11 +90,11 @@ struct KernelTable {
     // Indexed by the ggml type id of the weights / of the activation type; fn is null where absent.
     std::array<Kernel<GemmQuantFn>, kMaxGgmlTypes> gemm_quant{};
     std::array<Kernel<QuantizeRowFn>, kMaxGgmlTypes> quantize_row{};
-    // Q4_0 weights re-laid out in groups of 8 rows (formats::BlockQ4_0x8, built once at load): a
-    // GemmQuantFn whose w is the packed groups of rows [0, n) and w_row_bytes one unpacked row
-    // ((k/32)·18, so rows i.. start at w + i·w_row_bytes for i a multiple of 8). Null where the plain
-    // gemm_quant[Q4_0] is the better kernel (the reference level, AVX-512 VNNI).
-    Kernel<GemmQuantFn> gemm_q4_0x8;
+    // Indexed by weight type: kernels for its 8-row interleaved layout (formats::pack_rows_x8, built once
+    // at load; Q4_0 and Q8_0). A GemmQuantFn whose w is the packed groups of rows [0, n) and w_row_bytes one
+    // unpacked row (so rows i.. start at w + i·w_row_bytes for i a multiple of 8). Null where the plain
+    // gemm_quant kernel is the better one (the reference level, AVX-512 VNNI).
+    std::array<Kernel<GemmQuantFn>, kMaxGgmlTypes> gemm_quant_x8{};
     Kernel<QuantizeRowsU8DynamicFn> quantize_rows_u8_dynamic;
     Kernel<QuantizeRowsU8StaticFn> quantize_rows_u8_static;
     Kernel<GemmU8S8Fn> gemm_u8s8;

@@ -51,9 +51,9 @@ struct Linear {
     bool transposed = false;
     std::string name;
     std::shared_ptr<const Int8Linear> int8;
-    // Q4_0 weights re-laid out at load time in groups of 8 rows for the kernel table's gemm_q4_0x8
-    // (ops::pack_for_kernels); null where that kernel is absent. `weight` stays the model's truth.
-    std::shared_ptr<const std::vector<uint8_t>> q4_0x8;
+    // The weights re-laid out at load time in groups of 8 rows for the kernel table's gemm_quant_x8
+    // (ops::pack_for_kernels; Q4_0, Q8_0); null where no such kernel runs. `weight` stays the model's truth.
+    std::shared_ptr<const std::vector<uint8_t>> x8;
     int64_t n_in() const { return transposed ? weight.dim(0) : weight.dim(1); }
     int64_t n_out() const { return transposed ? weight.dim(1) : weight.dim(0); }
 };

@@ -60,6 +60,14 @@ struct BlockQ8_0 {
 };
 static_assert(sizeof(BlockQ8_0) == 34);
 
+// Q8_0 in groups of 8 rows — like BlockQ4_0x8: the 8 scales, then qs[32·j + 4·r + i] = qs[4·j + i] of
+// row r (j in 0..7, i in 0..3), so one 32-byte load holds elements 4j..4j+3 of all 8 rows.
+struct BlockQ8_0x8 {
+    f16_bits d[8];
+    int8_t qs[8 * kQK];
+};
+static_assert(sizeof(BlockQ8_0x8) == 8 * sizeof(BlockQ8_0));
+
 // Q8_1 — activations paired with Q4_1/Q5_1: x[j] = qs[j]·d; s = d·Σ qs[j] (f16).
 struct BlockQ8_1 {
     f16_bits d, s;

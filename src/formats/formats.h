@@ -39,11 +39,13 @@ void dequantize_row_q5_K_ref(const void* x, float* y, int64_t k);
 void dequantize_row_q6_K_ref(const void* x, float* y, int64_t k);
 void dequantize_row_q8_K_ref(const void* x, float* y, int64_t k);
 
-/// Q4_0 rows [0, n) (row stride row_bytes, k/32 blocks each) → ceil(n/8) groups of k/32 BlockQ4_0x8 in
-/// `out`; the rows that pad the last group have scale 0 and quants 8 (value 0).
-void pack_q4_0x8(const void* rows, size_t row_bytes, int64_t n, int64_t k, void* out);
-/// Bytes pack_q4_0x8 writes.
-inline size_t packed_q4_0x8_bytes(int64_t n, int64_t k) { return size_t((n + 7) / 8) * size_t(k / kQK) * sizeof(BlockQ4_0x8); }
+/// Whether `type` has an 8-row interleaved layout (Q4_0 → BlockQ4_0x8, Q8_0 → BlockQ8_0x8).
+bool has_x8_layout(DType type);
+/// Rows [0, n) of `type` (row stride row_bytes, k a whole number of blocks) → ceil(n/8) groups of k/32
+/// interleaved blocks in `out`; the rows that pad the last group are zeros (scale 0, value 0).
+void pack_rows_x8(DType type, const void* rows, size_t row_bytes, int64_t n, int64_t k, void* out);
+/// Bytes pack_rows_x8 writes: as many as the n rows rounded up to 8.
+size_t packed_x8_bytes(DType type, int64_t n, int64_t k);
 
 /// The activation type a weight format's matrix product uses (ggml's vec_dot_type):
 /// Q4_0/Q5_0/Q8_0 → Q8_0, Q4_1/Q5_1 → Q8_1, k-quants → Q8_K; nullopt for formats without kernels.

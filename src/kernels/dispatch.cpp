@@ -84,7 +84,8 @@ KernelTable make_kernel_table(IsaLevel level) {
         CQ_SET(gemv_f32, gemv_f32__avx2, IsaLevel::avx2);
         CQ_SET_GEMM_QUANT(Q8_0, gemm_q8_0_q8_0__avx2, IsaLevel::avx2);
         CQ_SET_GEMM_QUANT(Q4_0, gemm_q4_0_q8_0__avx2, IsaLevel::avx2);
-        CQ_SET(gemm_q4_0x8, gemm_q4_0x8_q8_0__avx2, IsaLevel::avx2);
+        set(t.gemm_quant_x8[size_t(DType::Q4_0)], &kernels::gemm_q4_0x8_q8_0__avx2, "gemm_q4_0x8_q8_0__avx2", IsaLevel::avx2);
+        set(t.gemm_quant_x8[size_t(DType::Q8_0)], &kernels::gemm_q8_0x8_q8_0__avx2, "gemm_q8_0x8_q8_0__avx2", IsaLevel::avx2);
         CQ_SET_GEMM_QUANT(Q4_1, gemm_q4_1_q8_1__avx2, IsaLevel::avx2);
         CQ_SET_GEMM_QUANT(Q5_0, gemm_q5_0_q8_0__avx2, IsaLevel::avx2);
         CQ_SET_GEMM_QUANT(Q5_1, gemm_q5_1_q8_1__avx2, IsaLevel::avx2);
@@ -114,7 +115,7 @@ KernelTable make_kernel_table(IsaLevel level) {
         CQ_SET(dot_u8_s8, dot_u8_s8__avx512vnni, IsaLevel::avx512_vnni);
         CQ_SET_GEMM_QUANT(Q8_0, gemm_q8_0_q8_0__avx512vnni, IsaLevel::avx512_vnni);
         CQ_SET_GEMM_QUANT(Q4_0, gemm_q4_0_q8_0__avx512vnni, IsaLevel::avx512_vnni);
-        t.gemm_q4_0x8 = {};  // vpdpbusd on the file layout instead (no load-time repack)
+        t.gemm_quant_x8 = {};  // vpdpbusd on the file layout instead (no load-time repack)
         CQ_SET_GEMM_QUANT(Q4_K, gemm_q4_K_q8_K__avx512vnni, IsaLevel::avx512_vnni);
         CQ_SET_GEMM_QUANT(Q6_K, gemm_q6_K_q8_K__avx512vnni, IsaLevel::avx512_vnni);
         CQ_SET(quantize_rows_u8_dynamic, quantize_rows_u8_dynamic__avx512vnni, IsaLevel::avx512_vnni);
@@ -185,12 +186,13 @@ std::vector<KernelListing> list_kernels(const KernelTable& t) {
     add("gemm_u7s8", t.gemm_u7s8);
     add("gelu_erf_f32", t.gelu_erf_f32);
     add("softmax_f32", t.softmax_f32);
-    if (t.gemm_q4_0x8.fn) add("gemm_q4_0x8 (load-time repack)", t.gemm_q4_0x8);
     // Quantized kernels present for a type are listed as gemm_<weights> / quantize_row_<activations>.
     for (size_t id = 0; id < kMaxGgmlTypes; ++id) {
         const auto type = dtype_from_ggml_id(static_cast<uint32_t>(id));
         if (!type) continue;
         if (t.gemm_quant[id].fn) add(("gemm_" + std::string(dtype_name(*type))).c_str(), t.gemm_quant[id]);
+        if (t.gemm_quant_x8[id].fn)
+            add(("gemm_" + std::string(dtype_name(*type)) + " (8-row layout built at load)").c_str(), t.gemm_quant_x8[id]);
         if (t.quantize_row[id].fn) add(("quantize_row_" + std::string(dtype_name(*type))).c_str(), t.quantize_row[id]);
     }
     return out;

@@ -37,9 +37,9 @@ void linear_quantized(const Linear& layer, const float* x, int64_t T, float* y) 
     pool.parallel_for(T, [&](int64_t t0, int64_t t1) {
         for (int64_t t = t0; t < t1; ++t) quantize(x + t * n_in, xq_data + static_cast<size_t>(t) * act_row, n_in);
     });
-    const bool packed = layer.q4_0x8 && k.gemm_q4_0x8.fn;
-    const auto gemm = packed ? k.gemm_q4_0x8.fn : k.gemm_quant[id].fn;
-    const auto* wp = packed ? layer.q4_0x8->data() : static_cast<const uint8_t*>(w.data());
+    const bool packed = layer.x8 && k.gemm_quant_x8[id].fn;
+    const auto gemm = packed ? k.gemm_quant_x8[id].fn : k.gemm_quant[id].fn;
+    const auto* wp = packed ? layer.x8->data() : static_cast<const uint8_t*>(w.data());
     // Slices are whole groups of kRowGroup rows, so no thread's slice ends in a kernel's short row tile.
     const int64_t n_groups = (n_out + kRowGroup - 1) / kRowGroup;
     pool.parallel_for(
@@ -54,12 +54,13 @@ void linear_quantized(const Linear& layer, const float* x, int64_t T, float* y) 
 void pack_for_kernels(Linear& layer) {
     const KernelTable& k = kernel_table();
     const Tensor& w = layer.weight;
-    if (w.dtype() != DType::Q4_0 || layer.transposed || !k.gemm_q4_0x8.fn || layer.q4_0x8) return;
+    const auto id = static_cast<size_t>(w.dtype());
+    if (!formats::has_x8_layout(w.dtype()) || layer.transposed || id >= kMaxGgmlTypes || !k.gemm_quant_x8[id].fn || layer.x8) return;
     const int64_t n = layer.n_out(), n_in = layer.n_in();
-    auto packed = std::make_shared<std::vector<uint8_t>>(formats::packed_q4_0x8_bytes(n, n_in));
-    formats::pack_q4_0x8(w.data(), static_cast<size_t>(*dtype_bytes(DType::Q4_0, static_cast<uint64_t>(n_in))), n, n_in,
-                         packed->data());
-    layer.q4_0x8 = std::move(packed);
+    auto packed = std::make_shared<std::vector<uint8_t>>(formats::packed_x8_bytes(w.dtype(), n, n_in));
+    formats::pack_rows_x8(w.dtype(), w.data(), static_cast<size_t>(*dtype_bytes(w.dtype(), static_cast<uint64_t>(n_in))), n, n_in,
+                          packed->data());
+    layer.x8 = std::move(packed);
 }
 
 void linear(const Linear& layer, const float* x, int64_t T, float* y) {

@@ -13,8 +13,8 @@ namespace cq::ops {
 // x: [T, n_in] → y: [T, n_out] = x·Wᵀ + b. Weights f32 go straight to GEMM; f16/bf16 are widened in
 // row tiles into `scratch` first (no whole-matrix copy).
 void linear(const Linear& layer, const float* x, int64_t T, float* y);
-// Builds the load-time weight layouts the kernel table asks for (today: Q4_0 in groups of 8 rows when
-// gemm_q4_0x8 is present); a no-op for every other layer. Call once per layer after loading.
+// Builds the load-time weight layout the kernel table asks for: Q4_0 / Q8_0 in groups of 8 rows where
+// gemm_quant_x8 has a kernel for the layer's type; a no-op otherwise. Call once per layer after loading.
 void pack_for_kernels(Linear& layer);
 // The W8A8 path of `linear` (layer.int8 set): u8 activations × s8 weights, f32 out (linear_int8.cpp).
 void linear_int8(const Linear& layer, const float* x, int64_t T, float* y);

@@ -320,6 +320,26 @@ void gemm_q4_0x8_q8_0__ref(int64_t m, int64_t n, int64_t k, const void* act, siz
         }
     }
 }
+// Q8_0 in groups of 8 rows (BlockQ8_0x8; w_row_bytes one unpacked row, (k/32)·34): as gemm_q8_0_q8_0__ref.
+void gemm_q8_0x8_q8_0__ref(int64_t m, int64_t n, int64_t k, const void* act, size_t arb, const void* w, size_t,
+                           float* c, int64_t ldc) {
+    const int64_t nb = k / kQK;
+    const auto* groups = static_cast<const BlockQ8_0x8*>(w);
+    for (int64_t t = 0; t < m; ++t) {
+        const auto* a = reinterpret_cast<const BlockQ8_0*>(static_cast<const uint8_t*>(act) + size_t(t) * arb);
+        for (int64_t i = 0; i < n; ++i) {
+            const BlockQ8_0x8* g = groups + (i / 8) * nb;
+            const int r = int(i % 8);
+            float s = 0.0f;
+            for (int64_t b = 0; b < nb; ++b) {
+                int32_t sumi = 0;
+                for (int j = 0; j < kQK; ++j) sumi += int32_t(g[b].qs[32 * (j / 4) + 4 * r + j % 4]) * int32_t(a[b].qs[j]);
+                s += float(sumi) * (h2f(g[b].d[r]) * h2f(a[b].d));
+            }
+            c[t * ldc + i] = s;
+        }
+    }
+}
 void gemm_q4_1_q8_1__ref(int64_t m, int64_t n, int64_t k, const void* act, size_t arb, const void* w, size_t wrb,
                          float* c, int64_t ldc) {
     gemm_ref<BlockQ4_1, BlockQ8_1, kQK, dot_q4_1>(m, n, k, act, arb, w, wrb, c, ldc);
