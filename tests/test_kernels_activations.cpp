@@ -90,6 +90,26 @@ TEST(ActivationsReference, ExpWithinStatedError) {
     EXPECT_EQ(ck::exp_nonpositive_scalar(-INFINITY), 0.0f);
 }
 
+// silu(g)·u against double: σ through the Cephes exp (≤ 2 ulp) and one division, so a few eps relative
+// (plus 1e-30 absolute: exp flushes to 0 below −87, where silu is below 1e-36).
+TEST(ActivationsReference, SiluMulAgainstDouble) {
+    std::vector<float> g, u;
+    for (float x = -100.0f; x <= 100.0f; x += 0.0625f) {
+        g.push_back(x);
+        u.push_back(0.75f - 0.01f * x);
+    }
+    g.push_back(-1e30f);  // exp underflows: σ = 0, result −0 · u
+    u.push_back(1.0f);
+    g.push_back(1e30f);   // σ = 1
+    u.push_back(2.0f);
+    std::vector<float> got = g;
+    ck::silu_mul_f32__ref(got.data(), u.data(), int64_t(g.size()));
+    for (size_t i = 0; i < g.size(); ++i) {
+        const double x = g[i], want = x / (1.0 + std::exp(-x)) * double(u[i]);
+        ASSERT_NEAR(got[i], want, 8 * kEps * std::fabs(want) + 1e-30) << "g=" << g[i] << " u=" << u[i];
+    }
+}
+
 TEST(ActivationsReference, SoftmaxAgainstDouble) {
     std::mt19937 rng(7);
     std::normal_distribution<float> dist(0.0f, 4.0f);
@@ -177,6 +197,24 @@ TEST_P(ActivationKernels, SoftmaxMatchesReference) {
                 if (x[size_t(i)] == -INFINITY) ASSERT_EQ(got[size_t(i)], 0.0f) << table_.softmax_f32.name << " n=" << n << " index " << i;
             }
         }
+    }
+}
+
+TEST_P(ActivationKernels, SiluMulMatchesReferenceBitForBit) {
+    std::mt19937 rng(17);
+    std::normal_distribution<float> dist(0.0f, 6.0f);
+    for (const int64_t n : lengths()) {
+        std::vector<float> g(static_cast<size_t>(n)), u(static_cast<size_t>(n));
+        for (auto& v : g) v = dist(rng);
+        for (auto& v : u) v = dist(rng);
+        g[0] = n > 1 ? -95.0f : 0.0f;  // exp below its range
+        std::vector<float> want = g;
+        ck::silu_mul_f32__ref(want.data(), u.data(), n);
+        GuardedBuffer<float> got(g), up(u);
+        table_.silu_mul_f32.fn(got.data(), up.data(), n);
+        for (int64_t i = 0; i < n; ++i)
+            ASSERT_EQ(bits_of(got[size_t(i)]), bits_of(want[size_t(i)]))
+                << table_.silu_mul_f32.name << " n=" << n << " index " << i << " g=" << g[size_t(i)];
     }
 }
 

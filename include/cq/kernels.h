@@ -64,6 +64,8 @@ using GemmU8S8Fn = void (*)(int64_t m, int64_t n, int64_t k, const uint8_t* a, i
 
 // x: [n] → y: [n] = x·Φ(x), the exact (erf) GELU to within 4e-7·max(1, |x|); y may alias x.
 using GeluF32Fn = void (*)(const float* x, float* y, int64_t n);
+// gate: [n] ← silu(gate)·up = gate·σ(gate)·up (LLaMA's gated FFN), σ within 2e-7 of the exact one.
+using SiluMulF32Fn = void (*)(float* gate, const float* up, int64_t n);
 // x: [n] ← softmax(scale·x) (scale > 0); −inf entries get 0, at least one entry must be finite.
 using SoftmaxF32Fn = void (*)(float* x, int64_t n, float scale);
 
@@ -101,6 +103,7 @@ struct KernelTable {
     Kernel<GemmU8S8Fn> gemm_u7s8;  // activations ≤ 127 only
     Kernel<GeluF32Fn> gelu_erf_f32;
     Kernel<SoftmaxF32Fn> softmax_f32;
+    Kernel<SiluMulF32Fn> silu_mul_f32;
 };
 
 /// The table for this process: the detected level, or the one CQ_ISA names (InvalidArgument if

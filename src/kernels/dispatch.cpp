@@ -65,6 +65,7 @@ KernelTable make_kernel_table(IsaLevel level) {
     CQ_SET(gemm_u7s8, gemm_u7s8_f32__ref, IsaLevel::ref);
     CQ_SET(gelu_erf_f32, gelu_erf_f32__ref, IsaLevel::ref);
     CQ_SET(softmax_f32, softmax_f32__ref, IsaLevel::ref);
+    CQ_SET(silu_mul_f32, silu_mul_f32__ref, IsaLevel::ref);
 
 #if defined(CQ_HAVE_OPENBLAS)
     // Float GEMM is OpenBLAS's job above the reference level; OpenBLAS dispatches by CPU itself.
@@ -103,6 +104,7 @@ KernelTable make_kernel_table(IsaLevel level) {
         CQ_SET(gemm_u7s8, gemm_u7s8_f32__avx2, IsaLevel::avx2);
         CQ_SET(gelu_erf_f32, gelu_erf_f32__avx2, IsaLevel::avx2);
         CQ_SET(softmax_f32, softmax_f32__avx2, IsaLevel::avx2);
+        CQ_SET(silu_mul_f32, silu_mul_f32__avx2, IsaLevel::avx2);
     }
     if (reaches(level, IsaLevel::avx512)) {
         CQ_SET(convert_f16_f32, convert_f16_f32__avx512, IsaLevel::avx512);
@@ -186,6 +188,7 @@ std::vector<KernelListing> list_kernels(const KernelTable& t) {
     add("gemm_u7s8", t.gemm_u7s8);
     add("gelu_erf_f32", t.gelu_erf_f32);
     add("softmax_f32", t.softmax_f32);
+    add("silu_mul_f32", t.silu_mul_f32);
     // Quantized kernels present for a type are listed as gemm_<weights> / quantize_row_<activations>.
     for (size_t id = 0; id < kMaxGgmlTypes; ++id) {
         const auto type = dtype_from_ggml_id(static_cast<uint32_t>(id));

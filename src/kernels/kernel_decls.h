@@ -103,6 +103,8 @@ CQ_DECLARE_GEMM_U7S8(avx512vnni)
 void gelu_erf_f32__ref(const float* x, float* y, int64_t n);
 void gelu_erf_f32__avx2(const float* x, float* y, int64_t n);
 void softmax_f32__ref(float* x, int64_t n, float scale);
+void silu_mul_f32__ref(float* gate, const float* up, int64_t n);
+void silu_mul_f32__avx2(float* gate, const float* up, int64_t n);
 void softmax_f32__avx2(float* x, int64_t n, float scale);
 float erf_rational_scalar(float x);      // |error| ≤ 3.4e-7 against erf; ±1 beyond |x| = 4
 float exp_nonpositive_scalar(float x);  // x ≤ 0; 0 below −87

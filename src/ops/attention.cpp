@@ -12,18 +12,11 @@ namespace cq::ops {
 
 namespace {
 
-// row: [n] scores of one query; entries ≥ n_valid are masked. Softmax in place over the valid ones.
-void softmax_causal(float* row, int64_t n_valid, int64_t n) {
-    float mx = row[0];
-    for (int64_t j = 1; j < n_valid; ++j) mx = std::max(mx, row[j]);
-    float sum = 0;
-    for (int64_t j = 0; j < n_valid; ++j) {
-        row[j] = std::exp(row[j] - mx);
-        sum += row[j];
-    }
-    const float inv = 1.0f / sum;
-    for (int64_t j = 0; j < n_valid; ++j) row[j] *= inv;
-    for (int64_t j = n_valid; j < n; ++j) row[j] = 0.0f;
+// row: [n] raw scores of one query; entries ≥ n_valid are masked. row ← softmax(scale·row) over the valid
+// ones (the kernel table's softmax), 0 beyond.
+void softmax_causal(float* row, int64_t n_valid, int64_t n, float scale) {
+    kernel_table().softmax_f32.fn(row, n_valid, scale);
+    std::fill(row + n_valid, row + n, 0.0f);
 }
 
 constexpr int64_t kGemmMinTokens = 8;
@@ -58,9 +51,7 @@ void attention(const float* q, int64_t q_stride, KvCache& cache, int64_t layer, 
                                    block.data(), keys);
                     for (int64_t t = 0; t < tb; ++t) {
                         float* row = block.data() + t * keys;
-                        const int64_t valid = n_past + t0 + t + 1;
-                        for (int64_t j = 0; j < valid; ++j) row[j] *= scale;
-                        softmax_causal(row, valid, keys);
+                        softmax_causal(row, n_past + t0 + t + 1, keys, scale);
                     }
                     // out_h: [tb, head_dim] = P: [tb, keys] · V_hk: [keys, head_dim]
                     kt.gemm_f32_nn.fn(tb, head_dim, keys, block.data(), keys, v_all + hk * head_dim, kv_dim,
@@ -82,9 +73,9 @@ void attention(const float* q, int64_t q_stride, KvCache& cache, int64_t layer, 
                 const float* kj = k_all + j * kv_dim + hk * head_dim;
                 float s = 0;
                 for (int64_t d = 0; d < head_dim; ++d) s += qh[d] * kj[d];
-                row[j] = s * scale;
+                row[j] = s;
             }
-            softmax_causal(row.data(), valid, valid);
+            softmax_causal(row.data(), valid, valid, scale);
             float* o = out + t * out_stride + h * head_dim;
             std::fill(o, o + head_dim, 0.0f);
             for (int64_t j = 0; j < valid; ++j) {

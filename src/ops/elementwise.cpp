@@ -78,9 +78,7 @@ void rope(float* x, int64_t T, int64_t row_stride, int64_t n_head, int64_t head_
     }
 }
 
-void silu_mul(float* gate, const float* up, int64_t n) {
-    for (int64_t i = 0; i < n; ++i) gate[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
-}
+void silu_mul(float* gate, const float* up, int64_t n) { kernel_table().silu_mul_f32.fn(gate, up, n); }
 
 void gelu_tanh(float* x, int64_t n) {
     constexpr float k = 0.7978845608028654f;  // sqrt(2/π)

@@ -52,6 +52,17 @@ void gelu_erf_f32__ref(const float* x, float* y, int64_t n) {
     }
 }
 
+// gate: [n] ← silu(gate)·up = gate·σ(gate)·up, σ through e = exp(−|g|): 1/(1+e) for g ≥ 0, e/(1+e) below
+// (so exp only sees arguments ≤ 0 and never overflows).
+void silu_mul_f32__ref(float* gate, const float* up, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) {
+        const float g = gate[i];
+        const float e = exp_nonpositive_scalar(-std::fabs(g));
+        const float sigma = (g >= 0.0f ? 1.0f : e) / (1.0f + e);
+        gate[i] = g * sigma * up[i];
+    }
+}
+
 // x: [n] ← softmax(scale·x); −inf entries get 0 (at least one entry must be finite).
 void softmax_f32__ref(float* x, int64_t n, float scale) {
     float mx = -INFINITY;

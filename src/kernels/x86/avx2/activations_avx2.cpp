@@ -89,6 +89,22 @@ void gelu_erf_f32__avx2(const float* x, float* y, int64_t n) {
     }
 }
 
+// gate: [n] ← gate·σ(gate)·up, the reference's steps per lane (bit for bit).
+void silu_mul_f32__avx2(float* gate, const float* up, int64_t n) {
+    const __m256 one = _mm256_set1_ps(1.0f), sign = _mm256_set1_ps(-0.0f);
+    const auto silu8 = [&](__m256 g, __m256 u) {
+        const __m256 e = exp8(_mm256_or_ps(g, sign));  // −|g|
+        const __m256 num = _mm256_blendv_ps(e, one, _mm256_cmp_ps(g, _mm256_setzero_ps(), _CMP_GE_OQ));
+        return _mm256_mul_ps(_mm256_mul_ps(g, _mm256_div_ps(num, _mm256_add_ps(one, e))), u);
+    };
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(gate + i, silu8(_mm256_loadu_ps(gate + i), _mm256_loadu_ps(up + i)));
+    if (i < n) {
+        const __m256i m = tail_mask(n - i);
+        _mm256_maskstore_ps(gate + i, m, silu8(_mm256_maskload_ps(gate + i, m), _mm256_maskload_ps(up + i, m)));
+    }
+}
+
 // x: [n] ← softmax(scale·x); −inf entries get 0 (at least one entry must be finite).
 void softmax_f32__avx2(float* x, int64_t n, float scale) {
     const int64_t full = n / 8 * 8;
