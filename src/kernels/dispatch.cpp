@@ -195,7 +195,7 @@ std::vector<KernelListing> list_kernels(const KernelTable& t) {
         if (!type) continue;
         if (t.gemm_quant[id].fn) add(("gemm_" + std::string(dtype_name(*type))).c_str(), t.gemm_quant[id]);
         if (t.gemm_quant_x8[id].fn)
-            add(("gemm_" + std::string(dtype_name(*type)) + " (8-row layout built at load)").c_str(), t.gemm_quant_x8[id]);
+            add(("gemm_" + std::string(dtype_name(*type)) + "x8").c_str(), t.gemm_quant_x8[id]);  // 8-row layout built at load
         if (t.quantize_row[id].fn) add(("quantize_row_" + std::string(dtype_name(*type))).c_str(), t.quantize_row[id]);
     }
     return out;
