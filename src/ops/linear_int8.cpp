@@ -25,12 +25,14 @@ bool same_input_quantization(const Int8Linear& a, const Int8Linear& b) {
 }  // namespace
 
 void linear_shared_input(std::span<const Linear* const> layers, const float* x, int64_t T, std::span<float* const> ys) {
+    const bool shared = std::all_of(layers.begin(), layers.end(), [&](const Linear* l) {
+        return l->int8 && layers[0]->int8 && same_input_quantization(*layers[0]->int8, *l->int8);
+    });
+    if (!shared) {
+        for (size_t i = 0; i < layers.size(); ++i) linear(*layers[i], x, T, ys[i]);
+        return;
+    }
     const Int8Linear& q = *layers[0]->int8;
-    for (const Linear* l : layers)
-        if (!l->int8 || !same_input_quantization(q, *l->int8)) {
-            for (size_t i = 0; i < layers.size(); ++i) linear(*layers[i], x, T, ys[i]);
-            return;
-        }
     const KernelTable& k = kernel_table();
     const int64_t n_in = q.n_in;
     const int64_t k_padded = (n_in + 3) / 4 * 4;
