@@ -196,6 +196,45 @@ void legacy_quad(int64_t ns, const typename L::A* const* at, const ActSeg<L, T>&
     }
 }
 
+// One Q4_0 block of 8 rows against T tokens: q holds the rows' nibbles as q4_0_oct / q4_0x8_tile lay
+// them out (vector j: the same 4 bytes of the 8 rows; j < 4 low nibbles, j ≥ 4 high), dw their 8 scales.
+// The i16 sums of 8 products per row cannot overflow (16·15·127 < 2^15); acc[t] lanes are rows 0..7.
+template <int T>
+__attribute__((always_inline)) inline void q4_rows8_block(const __m256i (&q)[8], __m256 dw, const BlockQ8_0* const* at,
+                                                          const ActSeg<LQ4_0, T>& seg, int64_t b, __m256 (&acc)[T]) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    // the scales are read from memory in the token loop, so that q[8], ones and the T accumulators keep
+    // the 16 registers (otherwise GCC spills an accumulator, a store-load chain per FMA)
+    alignas(32) float dw_mem[8];
+    _mm256_store_ps(dw_mem, dw);
+    asm volatile("" ::"m"(dw_mem));
+#pragma GCC unroll 4
+    for (int t = 0; t < T; ++t) {
+        const int8_t* a = at[t][b].qs;
+        __m256i s = _mm256_maddubs_epi16(q[0], bcast4(a));
+#pragma GCC unroll 8
+        for (int j = 1; j < 8; ++j) s = _mm256_add_epi16(s, _mm256_maddubs_epi16(q[j], bcast4(a + 4 * j)));
+        const __m256i p = _mm256_sub_epi32(_mm256_madd_epi16(s, ones), _mm256_set1_epi32(seg.bias[t][b]));
+        acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_load_ps(dw_mem), _mm256_broadcast_ss(&seg.d[t][b])), _mm256_cvtepi32_ps(p), acc[t]);
+    }
+}
+
+// c[t·ldc + r] (+)= acc[t] lane r for the first `valid` of 8 rows.
+template <int T>
+inline void store_rows8(const __m256 (&acc)[T], float* c, int64_t ldc, int valid, bool accumulate) {
+#pragma GCC unroll 4
+    for (int t = 0; t < T; ++t) {
+        float* ct = c + t * ldc;
+        if (valid == 8) {
+            _mm256_storeu_ps(ct, accumulate ? _mm256_add_ps(_mm256_loadu_ps(ct), acc[t]) : acc[t]);
+        } else {
+            alignas(32) float v[8];
+            _mm256_store_ps(v, acc[t]);
+            for (int r = 0; r < valid; ++r) ct[r] = accumulate ? ct[r] + v[r] : v[r];
+        }
+    }
+}
+
 // Q4_0, 8 rows × T tokens with the rows transposed on the fly: rows r and r+4 are loaded into the two
 // 128-bit halves and a 4×4 dword transpose leaves x[j] = [bytes 4j..4j+3 of rows 0..3 | of rows 4..7], i.e.
 // elements 4j..4j+3 (low nibbles) and 16+4j.. (high). A token's matching 4 bytes are one broadcast, so
@@ -206,7 +245,7 @@ void q4_0_oct(int64_t ns, const BlockQ8_0* const* at, const ActSeg<LQ4_0, T>& se
               float* c, int64_t ldc, bool accumulate) {
     const BlockQ4_0* wr[8];
     for (int r = 0; r < 8; ++r) wr[r] = reinterpret_cast<const BlockQ4_0*>(w + size_t(r) * wrb);
-    const __m256i m4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
     __m256 acc[T];
 #pragma GCC unroll 4
     for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
@@ -230,26 +269,9 @@ void q4_0_oct(int64_t ns, const BlockQ8_0* const* at, const ActSeg<LQ4_0, T>& se
         const __m256 dw = _mm256_cvtph_ps(_mm_setr_epi16(int16_t(wr[0][b].d), int16_t(wr[1][b].d), int16_t(wr[2][b].d),
                                                          int16_t(wr[3][b].d), int16_t(wr[4][b].d), int16_t(wr[5][b].d),
                                                          int16_t(wr[6][b].d), int16_t(wr[7][b].d)));
-        // the weight scales are read from memory in the token loop, so that q[8], ones and the T
-        // accumulators keep the 16 registers (otherwise GCC spills an accumulator, a store-load chain)
-        alignas(32) float dw_mem[8];
-        _mm256_store_ps(dw_mem, dw);
-        asm volatile("" ::"m"(dw_mem));
-#pragma GCC unroll 4
-        for (int t = 0; t < T; ++t) {
-            const int8_t* a = at[t][b].qs;
-            __m256i s = _mm256_maddubs_epi16(q[0], bcast4(a));
-#pragma GCC unroll 8
-            for (int j = 1; j < 8; ++j) s = _mm256_add_epi16(s, _mm256_maddubs_epi16(q[j], bcast4(a + 4 * j)));
-            const __m256i p = _mm256_sub_epi32(_mm256_madd_epi16(s, ones), _mm256_set1_epi32(seg.bias[t][b]));
-            acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_load_ps(dw_mem), _mm256_broadcast_ss(&seg.d[t][b])), _mm256_cvtepi32_ps(p), acc[t]);
-        }
+        q4_rows8_block<T>(q, dw, at, seg, b, acc);
     }
-#pragma GCC unroll 4
-    for (int t = 0; t < T; ++t) {
-        float* ct = c + t * ldc;
-        _mm256_storeu_ps(ct, accumulate ? _mm256_add_ps(_mm256_loadu_ps(ct), acc[t]) : acc[t]);
-    }
+    store_rows8<T>(acc, c, ldc, 8, accumulate);
 }
 
 // rows [0, n) of one token tile, segment by segment, a quad at a time (Q4_0: 8 rows at a time first).
@@ -278,7 +300,7 @@ void legacy_rows(int64_t n, int64_t nb, const uint8_t* act, size_t arb, const ui
 template <int T>
 void q4_0x8_tile(int64_t ns, int64_t nb, const BlockQ8_0* const* at, const ActSeg<LQ4_0, T>& seg, const BlockQ4_0x8* g,
                  float* c, int64_t ldc, int valid, bool accumulate) {
-    const __m256i m4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
     __m256 acc[T];
 #pragma GCC unroll 4
     for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
@@ -295,31 +317,9 @@ void q4_0x8_tile(int64_t ns, int64_t nb, const BlockQ8_0* const* at, const ActSe
             q[j] = _mm256_and_si256(x, m4);
             q[j + 4] = _mm256_and_si256(_mm256_srli_epi16(x, 4), m4);
         }
-        // read from memory in the token loop, so that q[8], ones and the accumulators keep the registers
-        alignas(32) float dw[8];
-        _mm256_store_ps(dw, _mm256_cvtph_ps(load16(blk.d)));
-        asm volatile("" ::"m"(dw));
-#pragma GCC unroll 4
-        for (int t = 0; t < T; ++t) {
-            const int8_t* a = at[t][b].qs;
-            __m256i s = _mm256_maddubs_epi16(q[0], bcast4(a));
-#pragma GCC unroll 8
-            for (int j = 1; j < 8; ++j) s = _mm256_add_epi16(s, _mm256_maddubs_epi16(q[j], bcast4(a + 4 * j)));
-            const __m256i p = _mm256_sub_epi32(_mm256_madd_epi16(s, ones), _mm256_set1_epi32(seg.bias[t][b]));
-            acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_load_ps(dw), _mm256_broadcast_ss(&seg.d[t][b])), _mm256_cvtepi32_ps(p), acc[t]);
-        }
+        q4_rows8_block<T>(q, _mm256_cvtph_ps(load16(blk.d)), at, seg, b, acc);
     }
-#pragma GCC unroll 4
-    for (int t = 0; t < T; ++t) {
-        float* ct = c + t * ldc;
-        if (valid == 8) {
-            _mm256_storeu_ps(ct, accumulate ? _mm256_add_ps(_mm256_loadu_ps(ct), acc[t]) : acc[t]);
-        } else {
-            alignas(32) float v[8];
-            _mm256_store_ps(v, acc[t]);
-            for (int r = 0; r < valid; ++r) ct[r] = accumulate ? ct[r] + v[r] : v[r];
-        }
-    }
+    store_rows8<T>(acc, c, ldc, valid, accumulate);
 }
 
 // Q8_0 packed in groups of 8 rows (BlockQ8_0x8): piece j (elements 4j..4j+3) of the 8 rows is one vector,
@@ -356,17 +356,7 @@ void q8_0x8_tile(int64_t ns, int64_t nb, const BlockQ8_0* const* at, const ActSe
         for (int t = 0; t < T; ++t)
             acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_load_ps(dw), _mm256_broadcast_ss(&seg.d[t][b])), _mm256_cvtepi32_ps(isum[t]), acc[t]);
     }
-#pragma GCC unroll 4
-    for (int t = 0; t < T; ++t) {
-        float* ct = c + t * ldc;
-        if (valid == 8) {
-            _mm256_storeu_ps(ct, accumulate ? _mm256_add_ps(_mm256_loadu_ps(ct), acc[t]) : acc[t]);
-        } else {
-            alignas(32) float v[8];
-            _mm256_store_ps(v, acc[t]);
-            for (int r = 0; r < valid; ++r) ct[r] = accumulate ? ct[r] + v[r] : v[r];
-        }
-    }
+    store_rows8<T>(acc, c, ldc, valid, accumulate);
 }
 
 template <class L, class B8, int T>
