@@ -64,12 +64,13 @@ void bench_gemm_quant(benchmark::State& state, DType type, cq::GemmQuantFn gemm,
     const auto& at = cq::dtype_traits(activation_of(type));
     const auto& wt = cq::dtype_traits(type);
     const size_t arb = size_t(k / at.block_size) * at.bytes_per_block;
-    const size_t wrb = size_t(k / wt.block_size) * wt.bytes_per_block;
+    size_t wrb = size_t(k / wt.block_size) * wt.bytes_per_block;
     auto w = random_weights(type, n, k);
     if (packed) {
         std::vector<uint8_t> p(cq::formats::packed_x8_bytes(type, n, k));
         cq::formats::pack_rows_x8(type, w.data(), wrb, n, k, p.data());
         w = std::move(p);
+        wrb = cq::formats::packed_x8_bytes(type, 8, k) / 8;  // a packed row's share of its group
     }
     const auto x = random_floats(size_t(m * k), 7);
     std::vector<uint8_t> a(arb * size_t(m));
@@ -156,9 +157,9 @@ void register_all() {
             decode_args(benchmark::RegisterBenchmark(g.name, bench_gemm_quant, type, g.fn, q.fn, false));
             prompt_args(benchmark::RegisterBenchmark(g.name, bench_gemm_quant, type, g.fn, q.fn, false), reference);
         }
-        for (DType type : {DType::Q4_0, DType::Q8_0})
+        for (DType type : {DType::Q4_0, DType::Q8_0, DType::Q4_K})
             if (const auto& g = t.gemm_quant_x8[size_t(type)]; g.fn && first_time(g.name)) {
-                const auto q = t.quantize_row[size_t(DType::Q8_0)].fn;
+                const auto q = t.quantize_row[size_t(activation_of(type))].fn;
                 decode_args(benchmark::RegisterBenchmark(g.name, bench_gemm_quant, type, g.fn, q, true));
                 prompt_args(benchmark::RegisterBenchmark(g.name, bench_gemm_quant, type, g.fn, q, true), reference);
             }

@@ -429,7 +429,7 @@ void packed_x8_adapter(int64_t m, int64_t n, int64_t k, const void* act, size_t 
                        int64_t ldc) {
     GuardedBytes packed(cq::formats::packed_x8_bytes(g_packed_type, n, k));
     cq::formats::pack_rows_x8(g_packed_type, w, wrb, n, k, packed.data());
-    g_packed_kernel(m, n, k, act, arb, packed.data(), size_t(k / 32) * block_bytes(g_packed_type), c, ldc);
+    g_packed_kernel(m, n, k, act, arb, packed.data(), cq::formats::packed_x8_bytes(g_packed_type, 8, k) / 8, c, ldc);
 }
 
 TEST_P(QuantKernelsAtLevel, PackedRowsMatchReferenceOnAwkwardShapes) {
@@ -439,7 +439,8 @@ TEST_P(QuantKernelsAtLevel, PackedRowsMatchReferenceOnAwkwardShapes) {
         cq::GemmQuantFn ref_twin;
         const char* name;
     } packed_formats[] = {{DType::Q4_0, ck::gemm_q4_0x8_q8_0__ref, "gemm_q4_0x8_q8_0__ref"},
-                          {DType::Q8_0, ck::gemm_q8_0x8_q8_0__ref, "gemm_q8_0x8_q8_0__ref"}};
+                          {DType::Q8_0, ck::gemm_q8_0x8_q8_0__ref, "gemm_q8_0x8_q8_0__ref"},
+                          {DType::Q4_K, ck::gemm_q4_Kx8_q8_K__ref, "gemm_q4_Kx8_q8_K__ref"}};
     int tested = 0;
     for (const auto& pf : packed_formats) {
         const Format& f = *std::find_if(std::begin(kFormats), std::end(kFormats), [&](const Format& x) { return x.type == pf.type; });
@@ -451,19 +452,20 @@ TEST_P(QuantKernelsAtLevel, PackedRowsMatchReferenceOnAwkwardShapes) {
         g_packed_type = pf.type;
         const cq::Kernel<cq::GemmQuantFn> adapter{packed_x8_adapter, packed.name, packed.isa};
         const auto ref = ref_.gemm_quant[size_t(pf.type)].fn;
-        const auto qa = ref_.quantize_row[size_t(DType::Q8_0)].fn;
-        const size_t wb = block_bytes(pf.type), ab = sizeof(BlockQ8_0);
+        const auto qa = ref_.quantize_row[size_t(f.act)].fn;
+        const size_t wb = block_bytes(pf.type), ab = block_bytes(f.act);
         std::mt19937 rng(4321);
         for (int64_t m : {1, 2, 3, 4, 5, 9})
             for (int64_t n : {1, 7, 8, 9, 16, 23})
                 for (int64_t blocks : {1, 3, 8}) {
                     const bool padded = (m + n + blocks) % 2 == 1;
-                    const Problem p{&f, m, n, blocks * 32, size_t(blocks) * ab + (padded ? ab : 0),
+                    const Problem p{&f, m, n, blocks * f.block, size_t(blocks) * ab + (padded ? ab : 0),
                                     size_t(blocks) * wb + (padded ? 2 * wb : 0), n + (padded ? 3 : 0)};
                     ASSERT_TRUE(check_problem(adapter, ref, qa, p, random_rows(f), rng, false));
                 }
         // several row chunks, token tiles and k segments
-        const Problem big{&f, 9, 300, 261 * 32, 261 * ab, 261 * wb, 301};
+        const int64_t big_blocks = f.block == 32 ? 261 : 16;
+        const Problem big{&f, 9, 300, big_blocks * f.block, size_t(big_blocks) * ab, size_t(big_blocks) * wb, 301};
         ASSERT_TRUE(check_problem(adapter, ref, qa, big, random_rows(f), rng, false));
         // Q8_0 weights of −128 (a file may hold them; ggml's quantizer never writes them): exact too
         if (pf.type == DType::Q8_0) {
@@ -477,7 +479,7 @@ TEST_P(QuantKernelsAtLevel, PackedRowsMatchReferenceOnAwkwardShapes) {
         if (!at_ref) continue;
         // the reference twin: bit for bit the plain reference
         for (int64_t n : {5, 8, 19}) {
-            const int64_t m = 3, k = 7 * 32;
+            const int64_t m = 3, k = 7 * f.block;
             std::vector<uint8_t> w(size_t(n) * 7 * wb), a(size_t(m) * 7 * ab), packed_w(cq::formats::packed_x8_bytes(pf.type, n, k));
             for (int64_t i = 0; i < n; ++i) random_rows(f)(w.data() + size_t(i) * 7 * wb, 7, rng);
             for (int64_t t = 0; t < m; ++t) qa(random_activations(size_t(k), rng).data(), a.data() + size_t(t) * 7 * ab, k);

@@ -93,9 +93,10 @@ struct KernelTable {
     std::array<Kernel<GemmQuantFn>, kMaxGgmlTypes> gemm_quant{};
     std::array<Kernel<QuantizeRowFn>, kMaxGgmlTypes> quantize_row{};
     // Indexed by weight type: kernels for its 8-row interleaved layout (formats::pack_rows_x8, built once
-    // at load; Q4_0 and Q8_0). A GemmQuantFn whose w is the packed groups of rows [0, n) and w_row_bytes one
-    // unpacked row (so rows i.. start at w + i·w_row_bytes for i a multiple of 8). Null where the plain
-    // gemm_quant kernel is the better one (the reference level, AVX-512 VNNI).
+    // at load; Q4_0, Q8_0, Q4_K). A GemmQuantFn whose w is the packed groups of rows [0, n) and w_row_bytes
+    // a row's share of a group, packed_x8_bytes(type, 8, k) / 8 (so rows i.. start at w + i·w_row_bytes for
+    // i a multiple of 8). Null where the plain gemm_quant kernel is the better one (the reference level,
+    // AVX-512 VNNI).
     std::array<Kernel<GemmQuantFn>, kMaxGgmlTypes> gemm_quant_x8{};
     Kernel<QuantizeRowsU8DynamicFn> quantize_rows_u8_dynamic;
     Kernel<QuantizeRowsU8StaticFn> quantize_rows_u8_static;

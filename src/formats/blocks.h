@@ -110,6 +110,30 @@ struct BlockQ4_K {
 };
 static_assert(sizeof(BlockQ4_K) == 144);
 
+// Scale and min of sub-block j (of 8) of a Q4_K / Q5_K block: the packing described above.
+inline void scale_min_k4(int j, const uint8_t* scales, int& sc, int& mn) {
+    if (j < 4) {
+        sc = scales[j] & 63;
+        mn = scales[j + 4] & 63;
+    } else {
+        sc = (scales[j + 4] & 0x0F) | ((scales[j - 4] >> 6) << 4);
+        mn = (scales[j + 4] >> 4) | ((scales[j] >> 6) << 4);
+    }
+}
+
+// Q4_K in groups of 8 rows — cq's in-memory layout for the interleaved Q4_K kernels (never in a file).
+// The 8 rows' d and dmin; their sub-block scales decoded, scales[sb][r]; their mins as i16 pairs of
+// sub-blocks, mins[p][r] = {min of sub-block 2p, of 2p+1}; qs[256·p + 32·jj + 4·r + i] = qs[32·p + 4·jj + i]
+// of row r (p, the 64-element chunk, in 0..3; jj in 0..7): one 32-byte load holds elements 4jj..4jj+3
+// of sub-block 2p (low nibbles) and 2p+1 (high) of all 8 rows. 156 bytes per row and super-block.
+struct BlockQ4_Kx8 {
+    f16_bits d[8], dmin[8];
+    uint8_t scales[8][8];
+    int16_t mins[4][8][2];
+    uint8_t qs[8 * kQK_K / 2];
+};
+static_assert(sizeof(BlockQ4_Kx8) == 8 * 156);
+
 // Q5_K — 5.5 bpw. As Q4_K (scales, nibble order) plus a fifth bit per element in qh: element
 // 64c + l (l < 32) has it in bit 2c of qh[l], element 64c + 32 + l in bit 2c+1.
 struct BlockQ5_K {

@@ -39,12 +39,12 @@ void dequantize_row_q5_K_ref(const void* x, float* y, int64_t k);
 void dequantize_row_q6_K_ref(const void* x, float* y, int64_t k);
 void dequantize_row_q8_K_ref(const void* x, float* y, int64_t k);
 
-/// Whether `type` has an 8-row interleaved layout (Q4_0 → BlockQ4_0x8, Q8_0 → BlockQ8_0x8).
+/// Whether `type` has an 8-row interleaved layout (Q4_0 → BlockQ4_0x8, Q8_0 → BlockQ8_0x8, Q4_K → BlockQ4_Kx8).
 bool has_x8_layout(DType type);
 /// Rows [0, n) of `type` (row stride row_bytes, k a whole number of blocks) → ceil(n/8) groups of k/32
 /// interleaved blocks in `out`; the rows that pad the last group are zeros (scale 0, value 0).
 void pack_rows_x8(DType type, const void* rows, size_t row_bytes, int64_t n, int64_t k, void* out);
-/// Bytes pack_rows_x8 writes: as many as the n rows rounded up to 8.
+/// Bytes pack_rows_x8 writes: the n rows rounded up to 8 (Q4_K: 156 bytes per row and super-block).
 size_t packed_x8_bytes(DType type, int64_t n, int64_t k);
 
 /// The activation type a weight format's matrix product uses (ggml's vec_dot_type):

@@ -30,16 +30,44 @@ void pack_groups(const void* rows, size_t row_bytes, int64_t n, int64_t k, uint8
 }
 }  // namespace
 
-bool has_x8_layout(DType type) { return type == DType::Q4_0 || type == DType::Q8_0; }
+// Q4_K: scales and mins decoded once here; the rows past n are all zeros (d = dmin = 0).
+void pack_q4_k_groups(const void* rows, size_t row_bytes, int64_t n, int64_t k, void* out) {
+    const int64_t nb = k / kQK_K;
+    const auto* src = static_cast<const uint8_t*>(rows);
+    auto* dst = static_cast<BlockQ4_Kx8*>(out);
+    for (int64_t g = 0; g < (n + 7) / 8; ++g)
+        for (int64_t b = 0; b < nb; ++b) {
+            BlockQ4_Kx8& blk = dst[g * nb + b];
+            for (int r = 0; r < 8; ++r) {
+                const int64_t row = 8 * g + r;
+                BlockQ4_K in{};
+                if (row < n) std::memcpy(&in, src + size_t(row) * row_bytes + size_t(b) * sizeof(BlockQ4_K), sizeof(in));
+                blk.d[r] = in.d;
+                blk.dmin[r] = in.dmin;
+                for (int sb = 0; sb < 8; ++sb) {
+                    int sc, mn;
+                    scale_min_k4(sb, in.scales, sc, mn);
+                    blk.scales[sb][r] = uint8_t(sc);
+                    blk.mins[sb / 2][r][sb % 2] = int16_t(mn);
+                }
+                for (int p = 0; p < 4; ++p)
+                    for (int jj = 0; jj < 8; ++jj) std::memcpy(blk.qs + 256 * p + 32 * jj + 4 * r, in.qs + 32 * p + 4 * jj, 4);
+            }
+        }
+}
+
+bool has_x8_layout(DType type) { return type == DType::Q4_0 || type == DType::Q8_0 || type == DType::Q4_K; }
 
 size_t packed_x8_bytes(DType type, int64_t n, int64_t k) {
-    const size_t block = type == DType::Q4_0 ? sizeof(BlockQ4_0x8) : sizeof(BlockQ8_0x8);
-    return size_t((n + 7) / 8) * size_t(k / kQK) * block;
+    const size_t groups = size_t((n + 7) / 8);
+    if (type == DType::Q4_K) return groups * size_t(k / kQK_K) * sizeof(BlockQ4_Kx8);
+    return groups * size_t(k / kQK) * (type == DType::Q4_0 ? sizeof(BlockQ4_0x8) : sizeof(BlockQ8_0x8));
 }
 
 void pack_rows_x8(DType type, const void* rows, size_t row_bytes, int64_t n, int64_t k, void* out) {
     if (type == DType::Q4_0) pack_groups<BlockQ4_0, BlockQ4_0x8>(rows, row_bytes, n, k, 0x88, out);  // q = 8: value 0
-    else pack_groups<BlockQ8_0, BlockQ8_0x8>(rows, row_bytes, n, k, 0, out);
+    else if (type == DType::Q8_0) pack_groups<BlockQ8_0, BlockQ8_0x8>(rows, row_bytes, n, k, 0, out);
+    else pack_q4_k_groups(rows, row_bytes, n, k, out);
 }
 
 }  // namespace cq::formats

@@ -87,6 +87,7 @@ KernelTable make_kernel_table(IsaLevel level) {
         CQ_SET_GEMM_QUANT(Q4_0, gemm_q4_0_q8_0__avx2, IsaLevel::avx2);
         set(t.gemm_quant_x8[size_t(DType::Q4_0)], &kernels::gemm_q4_0x8_q8_0__avx2, "gemm_q4_0x8_q8_0__avx2", IsaLevel::avx2);
         set(t.gemm_quant_x8[size_t(DType::Q8_0)], &kernels::gemm_q8_0x8_q8_0__avx2, "gemm_q8_0x8_q8_0__avx2", IsaLevel::avx2);
+        set(t.gemm_quant_x8[size_t(DType::Q4_K)], &kernels::gemm_q4_Kx8_q8_K__avx2, "gemm_q4_Kx8_q8_K__avx2", IsaLevel::avx2);
         CQ_SET_GEMM_QUANT(Q4_1, gemm_q4_1_q8_1__avx2, IsaLevel::avx2);
         CQ_SET_GEMM_QUANT(Q5_0, gemm_q5_0_q8_0__avx2, IsaLevel::avx2);
         CQ_SET_GEMM_QUANT(Q5_1, gemm_q5_1_q8_1__avx2, IsaLevel::avx2);

@@ -61,11 +61,13 @@ void gemv_f32__avx512(int64_t n, int64_t k, const float* w, int64_t ldw, const f
 
 CQ_DECLARE_QUANT_KERNELS(ref)
 CQ_DECLARE_QUANT_KERNELS(avx2)
-// Q4_0 / Q8_0 packed in groups of 8 rows (formats::BlockQ4_0x8 / BlockQ8_0x8, from pack_rows_x8 at load).
+// Q4_0 / Q8_0 / Q4_K packed in groups of 8 rows (formats::Block*x8, from pack_rows_x8 at load).
 CQ_DECLARE_GEMM_QUANT(q4_0x8, q8_0, ref)
 CQ_DECLARE_GEMM_QUANT(q4_0x8, q8_0, avx2)
 CQ_DECLARE_GEMM_QUANT(q8_0x8, q8_0, ref)
 CQ_DECLARE_GEMM_QUANT(q8_0x8, q8_0, avx2)
+CQ_DECLARE_GEMM_QUANT(q4_Kx8, q8_K, ref)
+CQ_DECLARE_GEMM_QUANT(q4_Kx8, q8_K, avx2)
 // AVX-512 VNNI: the formats where vpdpbusd/vpdpwssd pay (Q4_K_M = Q4_K + Q6_K).
 CQ_DECLARE_GEMM_QUANT(q8_0, q8_0, avx512vnni)
 CQ_DECLARE_GEMM_QUANT(q4_0, q8_0, avx512vnni)

@@ -28,7 +28,7 @@ void linear_quantized(const Linear& layer, const float* x, int64_t T, float* y) 
     if (!act || id >= kMaxGgmlTypes || !k.gemm_quant[id].fn || !k.quantize_row[static_cast<size_t>(*act)].fn)
         throw Unsupported("[linear] " + layer.name + ": no matrix-product kernel for " + std::string(dtype_name(w.dtype())) + " weights yet");
     const size_t act_row = static_cast<size_t>(*dtype_bytes(*act, static_cast<uint64_t>(n_in)));
-    const size_t w_row = static_cast<size_t>(*dtype_bytes(w.dtype(), static_cast<uint64_t>(n_in)));
+    size_t w_row = static_cast<size_t>(*dtype_bytes(w.dtype(), static_cast<uint64_t>(n_in)));
     thread_local std::vector<uint8_t> xq;
     xq.resize(act_row * static_cast<size_t>(T));
     const auto quantize = k.quantize_row[static_cast<size_t>(*act)].fn;
@@ -40,6 +40,7 @@ void linear_quantized(const Linear& layer, const float* x, int64_t T, float* y) 
     const bool packed = layer.x8 && k.gemm_quant_x8[id].fn;
     const auto gemm = packed ? k.gemm_quant_x8[id].fn : k.gemm_quant[id].fn;
     const auto* wp = packed ? layer.x8->data() : static_cast<const uint8_t*>(w.data());
+    if (packed) w_row = formats::packed_x8_bytes(w.dtype(), 8, n_in) / 8;  // a packed row's share of its group
     // Slices are whole groups of kRowGroup rows, so no thread's slice ends in a kernel's short row tile.
     const int64_t n_groups = (n_out + kRowGroup - 1) / kRowGroup;
     pool.parallel_for(

@@ -144,16 +144,6 @@ float dot_q3_K(int64_t nb, const BlockQ3_K* w, const BlockQ8_K* a) {
     return s;
 }
 
-// Scale and min of sub-block j (of 8) of a Q4_K / Q5_K block (ggml's get_scale_min_k4).
-inline void scale_min_k4(int j, const uint8_t* q, int& sc, int& mn) {
-    if (j < 4) {
-        sc = q[j] & 63;
-        mn = q[j + 4] & 63;
-    } else {
-        sc = (q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4);
-        mn = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
-    }
-}
 
 float dot_q4_K(int64_t nb, const BlockQ4_K* w, const BlockQ8_K* a) {
     float s = 0.0f;
@@ -335,6 +325,34 @@ void gemm_q8_0x8_q8_0__ref(int64_t m, int64_t n, int64_t k, const void* act, siz
                 int32_t sumi = 0;
                 for (int j = 0; j < kQK; ++j) sumi += int32_t(g[b].qs[32 * (j / 4) + 4 * r + j % 4]) * int32_t(a[b].qs[j]);
                 s += float(sumi) * (h2f(g[b].d[r]) * h2f(a[b].d));
+            }
+            c[t * ldc + i] = s;
+        }
+    }
+}
+// Q4_K in groups of 8 rows (BlockQ4_Kx8; w_row_bytes one unpacked row, (k/256)·144): as gemm_q4_K_q8_K__ref.
+void gemm_q4_Kx8_q8_K__ref(int64_t m, int64_t n, int64_t k, const void* act, size_t arb, const void* w, size_t,
+                           float* c, int64_t ldc) {
+    const int64_t nb = k / kQK_K;
+    const auto* groups = static_cast<const BlockQ4_Kx8*>(w);
+    for (int64_t t = 0; t < m; ++t) {
+        const auto* a = reinterpret_cast<const BlockQ8_K*>(static_cast<const uint8_t*>(act) + size_t(t) * arb);
+        for (int64_t i = 0; i < n; ++i) {
+            const BlockQ4_Kx8* g = groups + (i / 8) * nb;
+            const int r = int(i % 8);
+            float s = 0.0f;
+            for (int64_t b = 0; b < nb; ++b) {
+                int32_t isum = 0, summs = 0;
+                for (int sb = 0; sb < 8; ++sb) {
+                    summs += g[b].mins[sb / 2][r][sb % 2] * (a[b].bsums[2 * sb] + a[b].bsums[2 * sb + 1]);
+                    int32_t sub = 0;
+                    for (int l = 0; l < 32; ++l) {
+                        const uint8_t q = g[b].qs[256 * (sb / 2) + 32 * (l / 4) + 4 * r + l % 4];
+                        sub += ((sb & 1) ? q >> 4 : q & 0x0F) * a[b].qs[32 * sb + l];
+                    }
+                    isum += g[b].scales[sb][r] * sub;
+                }
+                s += a[b].d * h2f(g[b].d[r]) * float(isum) - a[b].d * h2f(g[b].dmin[r]) * float(summs);
             }
             c[t * ldc + i] = s;
         }

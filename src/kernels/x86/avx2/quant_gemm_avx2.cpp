@@ -736,6 +736,73 @@ struct Legacy {
     static constexpr int kTile = 4;
 };
 
+// Q4_K packed in groups of 8 rows (BlockQ4_Kx8) × T tokens. Per sub-block, the 8 vectors of the 8 rows'
+// nibbles against T tokens as Q4_0's blocks (i16 sums: 8·2·15·127 < 2^15), then one vpmaddwd with the 8
+// rows' scales (i16 pairs [sc, sc]) adds sc·Σ to each row's i32 total; the mins meet the activations'
+// 16-element sums (bsums, paired per sub-block) through 4 vpmaddwd per token. No horizontal reductions.
+template <int T>
+void q4_Kx8_rows(int64_t n, int64_t nb, const uint8_t* act, size_t arb, const uint8_t* w, size_t wrb, float* c, int64_t ldc) {
+    (void)wrb;  // group i/8 starts nb·(i/8) packed super-blocks on
+    const auto* groups = reinterpret_cast<const BlockQ4_Kx8*>(w);
+    const BlockQ8_K* at[T];
+    for (int t = 0; t < T; ++t) at[t] = reinterpret_cast<const BlockQ8_K*>(act + size_t(t) * arb);
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    for (int64_t i = 0; i < n; i += 8) {
+        const BlockQ4_Kx8* g = groups + (i / 8) * nb;
+        __m256 acc[T];
+#pragma GCC unroll 4
+        for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
+        for (int64_t b = 0; b < nb; ++b) {
+            const BlockQ4_Kx8& blk = g[b];
+            for (int line = 0; line < int(sizeof(BlockQ4_Kx8)); line += 64)  // the next group's super-block
+                _mm_prefetch(reinterpret_cast<const char*>(&g[b + nb]) + line, _MM_HINT_T0);
+            __m256i isum[T];
+#pragma GCC unroll 4
+            for (int t = 0; t < T; ++t) isum[t] = _mm256_setzero_si256();
+            for (int sb = 0; sb < 8; ++sb) {
+                const uint8_t* qs = blk.qs + 256 * (sb / 2);
+                __m256i q[8];
+#pragma GCC unroll 8
+                for (int jj = 0; jj < 8; ++jj) {
+                    const __m256i v = load32(qs + 32 * jj);
+                    q[jj] = _mm256_and_si256(sb % 2 ? _mm256_srli_epi16(v, 4) : v, m4);
+                }
+                const __m256i sc32 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(blk.scales[sb])));
+                const __m256i sc = _mm256_or_si256(sc32, _mm256_slli_epi32(sc32, 16));
+#pragma GCC unroll 4
+                for (int t = 0; t < T; ++t) {
+                    const int8_t* a = at[t][b].qs + 32 * sb;
+                    __m256i s = _mm256_maddubs_epi16(q[0], bcast4(a));
+#pragma GCC unroll 8
+                    for (int jj = 1; jj < 8; ++jj) s = _mm256_add_epi16(s, _mm256_maddubs_epi16(q[jj], bcast4(a + 4 * jj)));
+                    isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(s, sc));
+                }
+            }
+            const __m256 dv = _mm256_cvtph_ps(load16(blk.d)), mv = _mm256_cvtph_ps(load16(blk.dmin));
+#pragma GCC unroll 4
+            for (int t = 0; t < T; ++t) {
+                const BlockQ8_K& a = at[t][b];
+                __m256i msum = _mm256_setzero_si256();
+#pragma GCC unroll 4
+                for (int p = 0; p < 4; ++p) {
+                    const int32_t lo = a.bsums[4 * p] + a.bsums[4 * p + 1], hi = a.bsums[4 * p + 2] + a.bsums[4 * p + 3];
+                    const __m256i pair = _mm256_set1_epi32(int32_t(uint32_t(uint16_t(lo)) | uint32_t(hi) << 16));
+                    msum = _mm256_add_epi32(msum, _mm256_madd_epi16(load32(blk.mins[p]), pair));
+                }
+                const __m256 da = _mm256_set1_ps(a.d);
+                acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(dv, da), _mm256_cvtepi32_ps(isum[t]), acc[t]);
+                acc[t] = _mm256_fnmadd_ps(_mm256_mul_ps(mv, da), _mm256_cvtepi32_ps(msum), acc[t]);
+            }
+        }
+        store_rows8<T>(acc, c + i, ldc, int(std::min<int64_t>(8, n - i)), false);
+    }
+}
+
+struct PackedQ4_Kx8 {
+    static constexpr RowsFn rows[5] = {nullptr, &q4_Kx8_rows<1>, &q4_Kx8_rows<2>, &q4_Kx8_rows<3>, &q4_Kx8_rows<4>};
+    static constexpr int kTile = 4;
+};
+
 // 8-row interleaved layouts (Q4_0, Q8_0) × T tokens.
 template <class L, class B8>
 struct Packed8 {
@@ -889,6 +956,7 @@ CQ_GEMM_QUANT_AVX2(q8_0, q8_0, Legacy<LQ8_0>, kQK)
 CQ_GEMM_QUANT_AVX2(q4_0, q8_0, Legacy<LQ4_0>, kQK)
 CQ_GEMM_QUANT_AVX2(q4_0x8, q8_0, PackedQ4_0x8, kQK)
 CQ_GEMM_QUANT_AVX2(q8_0x8, q8_0, PackedQ8_0x8, kQK)
+CQ_GEMM_QUANT_AVX2(q4_Kx8, q8_K, PackedQ4_Kx8, kQK_K)
 CQ_GEMM_QUANT_AVX2(q5_0, q8_0, Legacy<LQ5_0>, kQK)
 CQ_GEMM_QUANT_AVX2(q4_1, q8_1, Legacy<LQ4_1>, kQK)
 CQ_GEMM_QUANT_AVX2(q5_1, q8_1, Legacy<LQ5_1>, kQK)
