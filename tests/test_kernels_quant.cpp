@@ -412,10 +412,11 @@ TEST_P(QuantKernelsAtLevel, GemmMatchesReferenceOnAwkwardShapes) {
                                     size_t(blocks) * wb + (padded ? 2 * wb : 0), n + (padded ? 3 : 0)};
                     ASSERT_TRUE(check_problem(kernel, ref, qa, p, random_rows(f), rng, at_ref));
                 }
-        // Enough rows, tokens and blocks that the fast kernels walk several row chunks, token tiles and
-        // k segments (legacy: 261 blocks; K-quants: 16 super-blocks).
+        // Enough rows, tokens and blocks that the fast kernels walk several row chunks (~1 MiB of weights
+        // each: 2.5 MiB here), token tiles and k segments (legacy: 261 blocks; K-quants: 16 super-blocks).
         const int64_t k = f.block == 32 ? 261 * 32 : 16 * 256;
-        const Problem big{&f, 9, 37, k, size_t(k / f.block) * ab, size_t(k / f.block) * wb, 40};
+        const int64_t n_big = at_ref ? 37 : int64_t((size_t{5} << 19) / (size_t(k / f.block) * wb)) | 1;  // the reference has no chunks
+        const Problem big{&f, 9, n_big, k, size_t(k / f.block) * ab, size_t(k / f.block) * wb, n_big + 3};
         ASSERT_TRUE(check_problem(kernel, ref, qa, big, random_rows(f), rng, at_ref));
     }
 }
@@ -463,9 +464,10 @@ TEST_P(QuantKernelsAtLevel, PackedRowsMatchReferenceOnAwkwardShapes) {
                                     size_t(blocks) * wb + (padded ? 2 * wb : 0), n + (padded ? 3 : 0)};
                     ASSERT_TRUE(check_problem(adapter, ref, qa, p, random_rows(f), rng, false));
                 }
-        // several row chunks, token tiles and k segments
+        // several row chunks (2.5 MiB of weights), token tiles and k segments
         const int64_t big_blocks = f.block == 32 ? 261 : 16;
-        const Problem big{&f, 9, 300, big_blocks * f.block, size_t(big_blocks) * ab, size_t(big_blocks) * wb, 301};
+        const int64_t n_big = int64_t((size_t{5} << 19) / (size_t(big_blocks) * wb)) | 1;
+        const Problem big{&f, 9, n_big, big_blocks * f.block, size_t(big_blocks) * ab, size_t(big_blocks) * wb, n_big + 2};
         ASSERT_TRUE(check_problem(adapter, ref, qa, big, random_rows(f), rng, false));
         // Q8_0 weights of −128 (a file may hold them; ggml's quantizer never writes them): exact too
         if (pf.type == DType::Q8_0) {

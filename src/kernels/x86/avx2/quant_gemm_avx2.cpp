@@ -57,10 +57,13 @@ inline __m256i bits_to_0x10(const uint8_t* p) {
     return _mm256_and_si256(x, _mm256_set1_epi8(0x10));
 }
 
-// Rows per chunk: enough that a chunk of weights (~64 KiB) stays in L2 while all token tiles pass.
+// Rows per chunk: a chunk of weights (~1 MiB) stays in the last-level cache while every token tile
+// passes. Each tile decodes its activations once per chunk (ActSeg::fill), so chunks sized for L2
+// (64 KiB) made that a tenth of a k = 3072 product; weights read from L3 cost less (a group's block
+// serves 4 tokens). Measured on a 512-token prompt, 2 threads: +4..8 % for Q4_0, Q8_0 and Q4_K_M.
 inline int64_t row_chunk(int64_t m, int64_t n, size_t w_row_bytes) {
     if (m <= 4) return n;
-    const int64_t rows = std::max<int64_t>(8, int64_t(65536 / std::max<size_t>(w_row_bytes, 1)) & ~int64_t{7});
+    const int64_t rows = std::max<int64_t>(8, int64_t((size_t{1} << 20) / std::max<size_t>(w_row_bytes, 1)) & ~int64_t{7});
     return std::min(rows, n);
 }
 
