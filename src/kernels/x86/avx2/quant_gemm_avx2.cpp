@@ -207,8 +207,8 @@ inline void prefetch_block(const Block* p) {
     for (size_t off = 0; off < sizeof(Block); off += 64) _mm_prefetch(reinterpret_cast<const char*>(p) + off, _MM_HINT_T0);
 }
 
-// One Q4_0 block of 8 rows against T tokens: q holds the rows' nibbles as q4_0_oct / q4_0x8_tile lay
-// them out (vector j: the same 4 bytes of the 8 rows; j < 4 low nibbles, j ≥ 4 high), dw their 8 scales.
+// One Q4_0 block of 8 rows against T tokens (q4_0_oct, the file layout): q holds the rows' nibbles as the
+// packed layout has them (vector j: the same 4 bytes of the 8 rows; j < 4 low nibbles, j ≥ 4 high), dw their 8 scales.
 // The i16 sums of 8 products per row cannot overflow (16·15·127 < 2^15); acc[t] lanes are rows 0..7.
 template <int T>
 __attribute__((always_inline)) inline void q4_rows8_block(const __m256i (&q)[8], __m256 dw, const BlockQ8_0* const* at,
@@ -224,7 +224,10 @@ __attribute__((always_inline)) inline void q4_rows8_block(const __m256i (&q)[8],
         const int8_t* a = at[t][b].qs;
         __m256i s = _mm256_maddubs_epi16(q[0], bcast4(a));
 #pragma GCC unroll 8
-        for (int j = 1; j < 8; ++j) s = _mm256_add_epi16(s, _mm256_maddubs_epi16(q[j], bcast4(a + 4 * j)));
+        for (int j = 1; j < 8; ++j) {
+            s = _mm256_add_epi16(s, _mm256_maddubs_epi16(q[j], bcast4(a + 4 * j)));
+            asm("" : "+x"(s));  // one running sum: GCC's reassociated tree needs registers we do not have
+        }
         const __m256i p = _mm256_sub_epi32(_mm256_madd_epi16(s, ones), _mm256_set1_epi32(seg.bias[t][b]));
         acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_load_ps(dw_mem), _mm256_broadcast_ss(&seg.d[t][b])), _mm256_cvtepi32_ps(p), acc[t]);
     }
@@ -285,6 +288,21 @@ void q4_0_oct(int64_t ns, const BlockQ8_0* const* at, const ActSeg<LQ4_0, T>& se
     store_rows8<T>(acc, c, ldc, 8, accumulate);
 }
 
+// acc[t] = c[t·ldc + r] for the first `valid` of 8 rows (0 past them), or 0 when not accumulating.
+template <int T>
+inline void load_rows8(__m256 (&acc)[T], const float* c, int64_t ldc, int valid, bool accumulate) {
+#pragma GCC unroll 4
+    for (int t = 0; t < T; ++t) {
+        if (!accumulate) acc[t] = _mm256_setzero_ps();
+        else if (valid == 8) acc[t] = _mm256_loadu_ps(c + t * ldc);
+        else {
+            alignas(32) float v[8] = {};
+            for (int r = 0; r < valid; ++r) v[r] = c[t * ldc + r];
+            acc[t] = _mm256_load_ps(v);
+        }
+    }
+}
+
 // rows [0, n) of one token tile, segment by segment, a quad at a time (Q4_0: 8 rows at a time first).
 template <class L, int T>
 void legacy_rows(int64_t n, int64_t nb, const uint8_t* act, size_t arb, const uint8_t* w, size_t wrb, float* c,
@@ -305,16 +323,49 @@ void legacy_rows(int64_t n, int64_t nb, const uint8_t* act, size_t arb, const ui
     }
 }
 
-// Q4_0 packed in groups of 8 rows (BlockQ4_0x8): q4_0_oct without the transposes and the scale gather,
-// since the layout already holds x[j] and the 8 scales side by side. g: the group's block b0 (its next
-// group starts nb blocks on); rows past `valid` are computed (padding rows are zeros) but not stored.
+// The activation side of one token tile for the 8-row kernels, expanded once per segment: piece j (bytes
+// 4j..4j+3) of each block already in all 8 dword lanes, and the scale (and Q4_0's 8·Σa) likewise, so the
+// inner loops read them as plain loads. A broadcast from memory also takes a shuffle-pipe op on Zen, and
+// those ops, 10 per block and token, bounded the loop; here they are paid once per segment and chunk.
+// kSegX8 keeps a 4-token segment at 20 KiB, inside L1 beside the weight blocks streaming through.
+constexpr int64_t kSegX8 = 16;
+
 template <int T>
-void q4_0x8_tile(int64_t ns, int64_t nb, const BlockQ8_0* const* at, const ActSeg<LQ4_0, T>& seg, const BlockQ4_0x8* g,
-                 float* c, int64_t ldc, int valid, bool accumulate) {
+struct ActSegX8 {
+    __m256i a[T][kSegX8][8];
+    __m256i bias[T][kSegX8];  // 8·Σa: Q4_0's unsigned nibbles are the values + 8
+    __m256 d[T][kSegX8];
+    void fill(const BlockQ8_0* const* at, int64_t ns, bool with_bias) {
+        const __m256i ones = _mm256_set1_epi16(1);
+        for (int t = 0; t < T; ++t)
+            for (int64_t b = 0; b < ns; ++b) {
+                const BlockQ8_0& blk = at[t][b];
+#pragma GCC unroll 8
+                for (int j = 0; j < 8; ++j) a[t][b][j] = bcast4(blk.qs + 4 * j);
+                d[t][b] = _mm256_set1_ps(h2f(blk.d));
+                if (with_bias) {
+                    __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(8), load32(blk.qs)), ones);
+                    p = _mm256_hadd_epi32(p, p);
+                    p = _mm256_hadd_epi32(p, p);  // [Σ lo ×4 | Σ hi ×4]
+                    bias[t][b] = _mm256_add_epi32(p, _mm256_permute2x128_si256(p, p, 1));
+                }
+            }
+    }
+};
+
+// Q4_0 packed in groups of 8 rows (BlockQ4_0x8): vector j holds the same 4 bytes of the 8 rows (j < 4 the
+// low nibbles, j ≥ 4 the high ones) and the 8 scales sit side by side, so there are no transposes and no
+// horizontal sums. The i16 sums of 8 products per row cannot overflow (16·15·127 < 2^15); acc[t] lanes are
+// rows 0..7. g: the group's first block of the segment (its next group starts nb blocks on); rows past
+// `valid` are computed (padding rows are zeros) but not stored. acc starts from c when accumulating, so
+// the blocks are summed in the reference's order across segments too.
+template <int T>
+void q4_0x8_tile(int64_t ns, int64_t nb, const ActSegX8<T>& seg, const BlockQ4_0x8* g, float* c, int64_t ldc, int valid,
+                 bool accumulate) {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
+    const __m256i ones = _mm256_set1_epi16(1);
     __m256 acc[T];
-#pragma GCC unroll 4
-    for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
+    load_rows8<T>(acc, c, ldc, valid, accumulate);
     for (int64_t b = 0; b < ns; ++b) {
         const BlockQ4_0x8& blk = g[b];
         prefetch_block(&g[b + nb]);
@@ -325,9 +376,25 @@ void q4_0x8_tile(int64_t ns, int64_t nb, const BlockQ8_0* const* at, const ActSe
             q[j] = _mm256_and_si256(x, m4);
             q[j + 4] = _mm256_and_si256(_mm256_srli_epi16(x, 4), m4);
         }
-        q4_rows8_block<T>(q, _mm256_cvtph_ps(load16(blk.d)), at, seg, b, acc);
+        // the scales are read from memory in the token loop, so that q[8], ones and the T accumulators
+        // keep the 16 registers
+        alignas(32) float dw[8];
+        _mm256_store_ps(dw, _mm256_cvtph_ps(load16(blk.d)));
+        asm volatile("" ::"m"(dw));
+#pragma GCC unroll 4
+        for (int t = 0; t < T; ++t) {
+            const __m256i* a = seg.a[t][b];
+            __m256i s = _mm256_maddubs_epi16(q[0], a[0]);
+#pragma GCC unroll 8
+            for (int j = 1; j < 8; ++j) {
+                s = _mm256_add_epi16(s, _mm256_maddubs_epi16(q[j], a[j]));
+                asm("" : "+x"(s));  // one running sum: GCC's reassociated tree needs registers we do not have
+            }
+            const __m256i p = _mm256_sub_epi32(_mm256_madd_epi16(s, ones), seg.bias[t][b]);
+            acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_load_ps(dw), seg.d[t][b]), _mm256_cvtepi32_ps(p), acc[t]);
+        }
     }
-    store_rows8<T>(acc, c, ldc, valid, accumulate);
+    store_rows8<T>(acc, c, ldc, valid, false);
 }
 
 // Q8_0 packed in groups of 8 rows (BlockQ8_0x8): piece j (elements 4j..4j+3) of the 8 rows is one vector,
@@ -335,12 +402,11 @@ void q4_0x8_tile(int64_t ns, int64_t nb, const BlockQ8_0* const* at, const ActSe
 // 2·128·127 < 2^15, so vpmaddubsw never saturates), then vpmaddwd gives one i32 per row: no horizontal
 // reduction. |w| is taken once per block for all T tokens.
 template <int T>
-void q8_0x8_tile(int64_t ns, int64_t nb, const BlockQ8_0* const* at, const ActSeg<LQ8_0, T>& seg, const BlockQ8_0x8* g,
-                 float* c, int64_t ldc, int valid, bool accumulate) {
+void q8_0x8_tile(int64_t ns, int64_t nb, const ActSegX8<T>& seg, const BlockQ8_0x8* g, float* c, int64_t ldc, int valid,
+                 bool accumulate) {
     const __m256i ones = _mm256_set1_epi16(1);
     __m256 acc[T];
-#pragma GCC unroll 4
-    for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
+    load_rows8<T>(acc, c, ldc, valid, accumulate);
     for (int64_t b = 0; b < ns; ++b) {
         const BlockQ8_0x8& blk = g[b];
         prefetch_block(&g[b + nb]);
@@ -355,37 +421,36 @@ void q8_0x8_tile(int64_t ns, int64_t nb, const BlockQ8_0* const* at, const ActSe
             const __m256i w = load32(blk.qs + 32 * j);
             const __m256i aw = _mm256_sign_epi8(w, w);
 #pragma GCC unroll 4
-            for (int t = 0; t < T; ++t)
-                isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(_mm256_maddubs_epi16(aw, _mm256_sign_epi8(bcast4(at[t][b].qs + 4 * j), w)), ones));
+            for (int t = 0; t < T; ++t) {
+                isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(_mm256_maddubs_epi16(aw, _mm256_sign_epi8(seg.a[t][b][j], w)), ones));
+                asm("" : "+x"(isum[t]));
+            }
         }
 #pragma GCC unroll 4
         for (int t = 0; t < T; ++t)
-            acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_load_ps(dw), _mm256_broadcast_ss(&seg.d[t][b])), _mm256_cvtepi32_ps(isum[t]), acc[t]);
+            acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_load_ps(dw), seg.d[t][b]), _mm256_cvtepi32_ps(isum[t]), acc[t]);
     }
-    store_rows8<T>(acc, c, ldc, valid, accumulate);
-}
-
-template <class L, class B8, int T>
-void x8_tile(int64_t ns, int64_t nb, const BlockQ8_0* const* at, const ActSeg<L, T>& seg, const B8* g, float* c, int64_t ldc,
-             int valid, bool accumulate) {
-    if constexpr (std::is_same_v<L, LQ4_0>) q4_0x8_tile<T>(ns, nb, at, seg, g, c, ldc, valid, accumulate);
-    else q8_0x8_tile<T>(ns, nb, at, seg, g, c, ldc, valid, accumulate);
+    store_rows8<T>(acc, c, ldc, valid, false);
 }
 
 // rows [0, n) of one token tile from their packed groups (w: group of row 0; wrb: one unpacked row's bytes,
 // so a group of 8 rows is 8·wrb bytes), segment by segment.
-template <class L, class B8, int T>
+template <class B8, int T>
 void x8_rows(int64_t n, int64_t nb, const uint8_t* act, size_t arb, const uint8_t* w, size_t wrb, float* c, int64_t ldc) {
-    ActSeg<L, T> seg;
+    constexpr bool kQ4 = std::is_same_v<B8, BlockQ4_0x8>;
+    alignas(32) ActSegX8<T> seg;
     const auto* groups = reinterpret_cast<const B8*>(w);
     (void)wrb;  // == nb·sizeof(block): group i/8 starts nb·(i/8) packed blocks on
-    for (int64_t b0 = 0; b0 < nb; b0 += kSeg) {
-        const int64_t ns = std::min(kSeg, nb - b0);
+    for (int64_t b0 = 0; b0 < nb; b0 += kSegX8) {
+        const int64_t ns = std::min(kSegX8, nb - b0);
         const BlockQ8_0* at[T];
         for (int t = 0; t < T; ++t) at[t] = reinterpret_cast<const BlockQ8_0*>(act + size_t(t) * arb) + b0;
-        seg.fill(at, ns);
-        for (int64_t i = 0; i < n; i += 8)
-            x8_tile<L, B8, T>(ns, nb, at, seg, groups + (i / 8) * nb + b0, c + i, ldc, int(std::min<int64_t>(8, n - i)), b0 > 0);
+        seg.fill(at, ns, kQ4);
+        for (int64_t i = 0; i < n; i += 8) {
+            const int valid = int(std::min<int64_t>(8, n - i));
+            if constexpr (kQ4) q4_0x8_tile<T>(ns, nb, seg, groups + (i / 8) * nb + b0, c + i, ldc, valid, b0 > 0);
+            else q8_0x8_tile<T>(ns, nb, seg, groups + (i / 8) * nb + b0, c + i, ldc, valid, b0 > 0);
+        }
     }
 }
 
@@ -809,13 +874,13 @@ struct PackedQ4_Kx8 {
 };
 
 // 8-row interleaved layouts (Q4_0, Q8_0) × T tokens.
-template <class L, class B8>
+template <class B8>
 struct Packed8 {
-    static constexpr RowsFn rows[5] = {nullptr, &x8_rows<L, B8, 1>, &x8_rows<L, B8, 2>, &x8_rows<L, B8, 3>, &x8_rows<L, B8, 4>};
+    static constexpr RowsFn rows[5] = {nullptr, &x8_rows<B8, 1>, &x8_rows<B8, 2>, &x8_rows<B8, 3>, &x8_rows<B8, 4>};
     static constexpr int kTile = 4;
 };
-using PackedQ4_0x8 = Packed8<LQ4_0, BlockQ4_0x8>;
-using PackedQ8_0x8 = Packed8<LQ8_0, BlockQ8_0x8>;
+using PackedQ4_0x8 = Packed8<BlockQ4_0x8>;
+using PackedQ8_0x8 = Packed8<BlockQ8_0x8>;
 
 // K-quant quads × T tokens, for quants below 32 (Q4_K, Q5_K: measured faster for decode, even for prompts;
 // Q2_K and Q3_K measured no faster and keep the per-row tiles).
