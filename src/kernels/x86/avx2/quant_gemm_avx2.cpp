@@ -288,21 +288,6 @@ void q4_0_oct(int64_t ns, const BlockQ8_0* const* at, const ActSeg<LQ4_0, T>& se
     store_rows8<T>(acc, c, ldc, 8, accumulate);
 }
 
-// acc[t] = c[t·ldc + r] for the first `valid` of 8 rows (0 past them), or 0 when not accumulating.
-template <int T>
-inline void load_rows8(__m256 (&acc)[T], const float* c, int64_t ldc, int valid, bool accumulate) {
-#pragma GCC unroll 4
-    for (int t = 0; t < T; ++t) {
-        if (!accumulate) acc[t] = _mm256_setzero_ps();
-        else if (valid == 8) acc[t] = _mm256_loadu_ps(c + t * ldc);
-        else {
-            alignas(32) float v[8] = {};
-            for (int r = 0; r < valid; ++r) v[r] = c[t * ldc + r];
-            acc[t] = _mm256_load_ps(v);
-        }
-    }
-}
-
 // rows [0, n) of one token tile, segment by segment, a quad at a time (Q4_0: 8 rows at a time first).
 template <class L, int T>
 void legacy_rows(int64_t n, int64_t nb, const uint8_t* act, size_t arb, const uint8_t* w, size_t wrb, float* c,
@@ -323,18 +308,20 @@ void legacy_rows(int64_t n, int64_t nb, const uint8_t* act, size_t arb, const ui
     }
 }
 
-// The activation side of one token tile for the 8-row kernels, expanded once per segment: piece j (bytes
-// 4j..4j+3) of each block already in all 8 dword lanes, and the scale (and Q4_0's 8·Σa) likewise, so the
-// inner loops read them as plain loads. A broadcast from memory also takes a shuffle-pipe op on Zen, and
-// those ops, 10 per block and token, bounded the loop; here they are paid once per segment and chunk.
-// kSegX8 keeps a 4-token segment at 20 KiB, inside L1 beside the weight blocks streaming through.
-constexpr int64_t kSegX8 = 16;
-
+// The activation side of one token tile for the 8-row kernels, over a segment of blocks. Both kinds give
+// piece j (bytes 4j..4j+3) of a block in all 8 dword lanes, the scale in all lanes and Q4_0's 8·Σa.
+// ActSegExpanded stores them so: the prompt tiles (T ≥ 3) read them as plain loads. A broadcast from
+// memory also takes a shuffle-pipe op on Zen, and those ops, 10 per block and token, bounded the loop
+// (+24 % Q4_0, +42 % Q8_0 on a 512-token prompt); here they are paid once per segment and row chunk. Its
+// 16-block segments keep 4 tokens at 20 KiB, inside L1 beside the weight blocks streaming through.
+// ActSegBroadcast broadcasts from the Q8_0 blocks in the loop: decode (T ≤ 2) streams the weights once,
+// and long segments keep that stream sequential (16-block segments cost a third of its speed).
 template <int T>
-struct ActSegX8 {
-    __m256i a[T][kSegX8][8];
-    __m256i bias[T][kSegX8];  // 8·Σa: Q4_0's unsigned nibbles are the values + 8
-    __m256 d[T][kSegX8];
+struct ActSegExpanded {
+    static constexpr int64_t kLen = 16;
+    __m256i a[T][kLen][8];
+    __m256i b8[T][kLen];  // 8·Σa
+    __m256 dv[T][kLen];
     void fill(const BlockQ8_0* const* at, int64_t ns, bool with_bias) {
         const __m256i ones = _mm256_set1_epi16(1);
         for (int t = 0; t < T; ++t)
@@ -342,16 +329,48 @@ struct ActSegX8 {
                 const BlockQ8_0& blk = at[t][b];
 #pragma GCC unroll 8
                 for (int j = 0; j < 8; ++j) a[t][b][j] = bcast4(blk.qs + 4 * j);
-                d[t][b] = _mm256_set1_ps(h2f(blk.d));
+                dv[t][b] = _mm256_set1_ps(h2f(blk.d));
                 if (with_bias) {
                     __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(8), load32(blk.qs)), ones);
                     p = _mm256_hadd_epi32(p, p);
                     p = _mm256_hadd_epi32(p, p);  // [Σ lo ×4 | Σ hi ×4]
-                    bias[t][b] = _mm256_add_epi32(p, _mm256_permute2x128_si256(p, p, 1));
+                    b8[t][b] = _mm256_add_epi32(p, _mm256_permute2x128_si256(p, p, 1));
                 }
             }
     }
+    __m256i piece(int t, int64_t b, int j) const { return a[t][b][j]; }
+    __m256i bias(int t, int64_t b) const { return b8[t][b]; }
+    __m256 d(int t, int64_t b) const { return dv[t][b]; }
 };
+
+template <class L, int T>
+struct ActSegBroadcast {
+    static constexpr int64_t kLen = kSeg;
+    const BlockQ8_0* at[T];
+    ActSeg<L, T> seg;  // scales (and Q4_0's 8·Σa) as scalars
+    void fill(const BlockQ8_0* const* a, int64_t ns, bool) {
+        for (int t = 0; t < T; ++t) at[t] = a[t];
+        seg.fill(a, ns);
+    }
+    __m256i piece(int t, int64_t b, int j) const { return bcast4(at[t][b].qs + 4 * j); }
+    __m256i bias(int t, int64_t b) const { return _mm256_set1_epi32(seg.bias[t][b]); }
+    __m256 d(int t, int64_t b) const { return _mm256_broadcast_ss(&seg.d[t][b]); }
+};
+
+// acc[t] = c[t·ldc + r] for the first `valid` of 8 rows (0 past them), or 0 when not accumulating.
+template <int T>
+inline void load_rows8(__m256 (&acc)[T], const float* c, int64_t ldc, int valid, bool accumulate) {
+#pragma GCC unroll 4
+    for (int t = 0; t < T; ++t) {
+        if (!accumulate) acc[t] = _mm256_setzero_ps();
+        else if (valid == 8) acc[t] = _mm256_loadu_ps(c + t * ldc);
+        else {
+            alignas(32) float v[8] = {};
+            for (int r = 0; r < valid; ++r) v[r] = c[t * ldc + r];
+            acc[t] = _mm256_load_ps(v);
+        }
+    }
+}
 
 // Q4_0 packed in groups of 8 rows (BlockQ4_0x8): vector j holds the same 4 bytes of the 8 rows (j < 4 the
 // low nibbles, j ≥ 4 the high ones) and the 8 scales sit side by side, so there are no transposes and no
@@ -359,8 +378,8 @@ struct ActSegX8 {
 // rows 0..7. g: the group's first block of the segment (its next group starts nb blocks on); rows past
 // `valid` are computed (padding rows are zeros) but not stored. acc starts from c when accumulating, so
 // the blocks are summed in the reference's order across segments too.
-template <int T>
-void q4_0x8_tile(int64_t ns, int64_t nb, const ActSegX8<T>& seg, const BlockQ4_0x8* g, float* c, int64_t ldc, int valid,
+template <int T, class Seg>
+void q4_0x8_tile(int64_t ns, int64_t nb, const Seg& seg, const BlockQ4_0x8* g, float* c, int64_t ldc, int valid,
                  bool accumulate) {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     const __m256i ones = _mm256_set1_epi16(1);
@@ -383,15 +402,14 @@ void q4_0x8_tile(int64_t ns, int64_t nb, const ActSegX8<T>& seg, const BlockQ4_0
         asm volatile("" ::"m"(dw));
 #pragma GCC unroll 4
         for (int t = 0; t < T; ++t) {
-            const __m256i* a = seg.a[t][b];
-            __m256i s = _mm256_maddubs_epi16(q[0], a[0]);
+            __m256i s = _mm256_maddubs_epi16(q[0], seg.piece(t, b, 0));
 #pragma GCC unroll 8
             for (int j = 1; j < 8; ++j) {
-                s = _mm256_add_epi16(s, _mm256_maddubs_epi16(q[j], a[j]));
+                s = _mm256_add_epi16(s, _mm256_maddubs_epi16(q[j], seg.piece(t, b, j)));
                 asm("" : "+x"(s));  // one running sum: GCC's reassociated tree needs registers we do not have
             }
-            const __m256i p = _mm256_sub_epi32(_mm256_madd_epi16(s, ones), seg.bias[t][b]);
-            acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_load_ps(dw), seg.d[t][b]), _mm256_cvtepi32_ps(p), acc[t]);
+            const __m256i p = _mm256_sub_epi32(_mm256_madd_epi16(s, ones), seg.bias(t, b));
+            acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_load_ps(dw), seg.d(t, b)), _mm256_cvtepi32_ps(p), acc[t]);
         }
     }
     store_rows8<T>(acc, c, ldc, valid, false);
@@ -401,8 +419,8 @@ void q4_0x8_tile(int64_t ns, int64_t nb, const ActSegX8<T>& seg, const BlockQ4_0
 // signed × signed through the sign trick (|w| · sign(a, w); |w| of −128 reads as the unsigned 128, and
 // 2·128·127 < 2^15, so vpmaddubsw never saturates), then vpmaddwd gives one i32 per row: no horizontal
 // reduction. |w| is taken once per block for all T tokens.
-template <int T>
-void q8_0x8_tile(int64_t ns, int64_t nb, const ActSegX8<T>& seg, const BlockQ8_0x8* g, float* c, int64_t ldc, int valid,
+template <int T, class Seg>
+void q8_0x8_tile(int64_t ns, int64_t nb, const Seg& seg, const BlockQ8_0x8* g, float* c, int64_t ldc, int valid,
                  bool accumulate) {
     const __m256i ones = _mm256_set1_epi16(1);
     __m256 acc[T];
@@ -422,13 +440,13 @@ void q8_0x8_tile(int64_t ns, int64_t nb, const ActSegX8<T>& seg, const BlockQ8_0
             const __m256i aw = _mm256_sign_epi8(w, w);
 #pragma GCC unroll 4
             for (int t = 0; t < T; ++t) {
-                isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(_mm256_maddubs_epi16(aw, _mm256_sign_epi8(seg.a[t][b][j], w)), ones));
+                isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(_mm256_maddubs_epi16(aw, _mm256_sign_epi8(seg.piece(t, b, j), w)), ones));
                 asm("" : "+x"(isum[t]));
             }
         }
 #pragma GCC unroll 4
         for (int t = 0; t < T; ++t)
-            acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_load_ps(dw), seg.d[t][b]), _mm256_cvtepi32_ps(isum[t]), acc[t]);
+            acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_load_ps(dw), seg.d(t, b)), _mm256_cvtepi32_ps(isum[t]), acc[t]);
     }
     store_rows8<T>(acc, c, ldc, valid, false);
 }
@@ -438,11 +456,12 @@ void q8_0x8_tile(int64_t ns, int64_t nb, const ActSegX8<T>& seg, const BlockQ8_0
 template <class B8, int T>
 void x8_rows(int64_t n, int64_t nb, const uint8_t* act, size_t arb, const uint8_t* w, size_t wrb, float* c, int64_t ldc) {
     constexpr bool kQ4 = std::is_same_v<B8, BlockQ4_0x8>;
-    alignas(32) ActSegX8<T> seg;
+    using Seg = std::conditional_t<(T >= 3), ActSegExpanded<T>, ActSegBroadcast<std::conditional_t<kQ4, LQ4_0, LQ8_0>, T>>;
+    alignas(32) Seg seg;
     const auto* groups = reinterpret_cast<const B8*>(w);
     (void)wrb;  // == nb·sizeof(block): group i/8 starts nb·(i/8) packed blocks on
-    for (int64_t b0 = 0; b0 < nb; b0 += kSegX8) {
-        const int64_t ns = std::min(kSegX8, nb - b0);
+    for (int64_t b0 = 0; b0 < nb; b0 += Seg::kLen) {
+        const int64_t ns = std::min(Seg::kLen, nb - b0);
         const BlockQ8_0* at[T];
         for (int t = 0; t < T; ++t) at[t] = reinterpret_cast<const BlockQ8_0*>(act + size_t(t) * arb) + b0;
         seg.fill(at, ns, kQ4);
