@@ -11,6 +11,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <type_traits>
 #include <utility>
 
@@ -830,60 +831,105 @@ struct Legacy {
 // nibbles against T tokens as Q4_0's blocks (i16 sums: 8·2·15·127 < 2^15), then one vpmaddwd with the 8
 // rows' scales (i16 pairs [sc, sc]) adds sc·Σ to each row's i32 total; the mins meet the activations'
 // 16-element sums (bsums, paired per sub-block) through 4 vpmaddwd per token. No horizontal reductions.
+// The Q8_K side of a Q4_Kx8 token tile, as ActSegExpanded / ActSegBroadcast are for the legacy tiles:
+// piece(t, b, x) is bytes 4x..4x+3 of super-block b in all lanes, pair(t, b, p) the 16-element sums of
+// sub-blocks 2p and 2p+1 as one i16 pair per lane, da the scale. Prompt tiles store them for 2
+// super-blocks (4 tokens: 17 KiB); decode tiles broadcast in the loop over the whole row.
+template <int T>
+struct KSegExpanded {
+    static constexpr int64_t kLen = 2;
+    __m256i a[T][kLen][64];
+    __m256i pairs[T][kLen][4];
+    __m256 dv[T][kLen];
+    void fill(const BlockQ8_K* const* at, int64_t ns) {
+        for (int t = 0; t < T; ++t)
+            for (int64_t b = 0; b < ns; ++b) {
+                const BlockQ8_K& blk = at[t][b];
+#pragma GCC unroll 8
+                for (int x = 0; x < 64; ++x) a[t][b][x] = bcast4(blk.qs + 4 * x);
+#pragma GCC unroll 4
+                for (int p = 0; p < 4; ++p) pairs[t][b][p] = bsum_pair(blk, p);
+                dv[t][b] = _mm256_set1_ps(blk.d);
+            }
+    }
+    static __m256i bsum_pair(const BlockQ8_K& a, int p) {
+        const int32_t lo = a.bsums[4 * p] + a.bsums[4 * p + 1], hi = a.bsums[4 * p + 2] + a.bsums[4 * p + 3];
+        return _mm256_set1_epi32(int32_t(uint32_t(uint16_t(lo)) | uint32_t(hi) << 16));
+    }
+    __m256i piece(int t, int64_t b, int x) const { return a[t][b][x]; }
+    __m256i pair(int t, int64_t b, int p) const { return pairs[t][b][p]; }
+    __m256 da(int t, int64_t b) const { return dv[t][b]; }
+};
+
+template <int T>
+struct KSegBroadcast {
+    static constexpr int64_t kLen = std::numeric_limits<int64_t>::max();
+    const BlockQ8_K* at[T];
+    void fill(const BlockQ8_K* const* a, int64_t) {
+        for (int t = 0; t < T; ++t) at[t] = a[t];
+    }
+    __m256i piece(int t, int64_t b, int x) const { return bcast4(at[t][b].qs + 4 * x); }
+    __m256i pair(int t, int64_t b, int p) const { return KSegExpanded<T>::bsum_pair(at[t][b], p); }
+    __m256 da(int t, int64_t b) const { return _mm256_set1_ps(at[t][b].d); }
+};
+
 template <int T>
 void q4_Kx8_rows(int64_t n, int64_t nb, const uint8_t* act, size_t arb, const uint8_t* w, size_t wrb, float* c, int64_t ldc) {
     (void)wrb;  // group i/8 starts nb·(i/8) packed super-blocks on
+    using Seg = std::conditional_t<(T >= 3), KSegExpanded<T>, KSegBroadcast<T>>;
+    alignas(32) Seg seg;
     const auto* groups = reinterpret_cast<const BlockQ4_Kx8*>(w);
-    const BlockQ8_K* at[T];
-    for (int t = 0; t < T; ++t) at[t] = reinterpret_cast<const BlockQ8_K*>(act + size_t(t) * arb);
     const __m256i m4 = _mm256_set1_epi8(0x0F);
-    for (int64_t i = 0; i < n; i += 8) {
-        const BlockQ4_Kx8* g = groups + (i / 8) * nb;
-        __m256 acc[T];
+    for (int64_t b0 = 0; b0 < nb; b0 += std::min(Seg::kLen, nb)) {
+        const int64_t ns = std::min(Seg::kLen, nb - b0);
+        const BlockQ8_K* at[T];
+        for (int t = 0; t < T; ++t) at[t] = reinterpret_cast<const BlockQ8_K*>(act + size_t(t) * arb) + b0;
+        seg.fill(at, ns);
+        for (int64_t i = 0; i < n; i += 8) {
+            const BlockQ4_Kx8* g = groups + (i / 8) * nb + b0;
+            const int valid = int(std::min<int64_t>(8, n - i));
+            __m256 acc[T];
+            load_rows8<T>(acc, c + i, ldc, valid, b0 > 0);
+            for (int64_t b = 0; b < ns; ++b) {
+                const BlockQ4_Kx8& blk = g[b];
+                prefetch_block(&g[b + nb]);
+                __m256i isum[T];
 #pragma GCC unroll 4
-        for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
-        for (int64_t b = 0; b < nb; ++b) {
-            const BlockQ4_Kx8& blk = g[b];
-            prefetch_block(&g[b + nb]);
-            __m256i isum[T];
-#pragma GCC unroll 4
-            for (int t = 0; t < T; ++t) isum[t] = _mm256_setzero_si256();
-            for (int sb = 0; sb < 8; ++sb) {
-                const uint8_t* qs = blk.qs + 256 * (sb / 2);
-                __m256i q[8];
+                for (int t = 0; t < T; ++t) isum[t] = _mm256_setzero_si256();
+                for (int sb = 0; sb < 8; ++sb) {
+                    const uint8_t* qs = blk.qs + 256 * (sb / 2);
+                    __m256i q[8];
 #pragma GCC unroll 8
-                for (int jj = 0; jj < 8; ++jj) {
-                    const __m256i v = load32(qs + 32 * jj);
-                    q[jj] = _mm256_and_si256(sb % 2 ? _mm256_srli_epi16(v, 4) : v, m4);
+                    for (int jj = 0; jj < 8; ++jj) {
+                        const __m256i v = load32(qs + 32 * jj);
+                        q[jj] = _mm256_and_si256(sb % 2 ? _mm256_srli_epi16(v, 4) : v, m4);
+                    }
+                    const __m256i sc32 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(blk.scales[sb])));
+                    const __m256i sc = _mm256_or_si256(sc32, _mm256_slli_epi32(sc32, 16));
+#pragma GCC unroll 4
+                    for (int t = 0; t < T; ++t) {
+                        __m256i s = _mm256_maddubs_epi16(q[0], seg.piece(t, b, 8 * sb));
+#pragma GCC unroll 8
+                        for (int jj = 1; jj < 8; ++jj) {
+                            s = _mm256_add_epi16(s, _mm256_maddubs_epi16(q[jj], seg.piece(t, b, 8 * sb + jj)));
+                            asm("" : "+x"(s));  // one running sum: GCC's reassociated tree needs registers we do not have
+                        }
+                        isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(s, sc));
+                    }
                 }
-                const __m256i sc32 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(blk.scales[sb])));
-                const __m256i sc = _mm256_or_si256(sc32, _mm256_slli_epi32(sc32, 16));
+                const __m256 dv = _mm256_cvtph_ps(load16(blk.d)), mv = _mm256_cvtph_ps(load16(blk.dmin));
 #pragma GCC unroll 4
                 for (int t = 0; t < T; ++t) {
-                    const int8_t* a = at[t][b].qs + 32 * sb;
-                    __m256i s = _mm256_maddubs_epi16(q[0], bcast4(a));
-#pragma GCC unroll 8
-                    for (int jj = 1; jj < 8; ++jj) s = _mm256_add_epi16(s, _mm256_maddubs_epi16(q[jj], bcast4(a + 4 * jj)));
-                    isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(s, sc));
+                    __m256i msum = _mm256_setzero_si256();
+#pragma GCC unroll 4
+                    for (int p = 0; p < 4; ++p) msum = _mm256_add_epi32(msum, _mm256_madd_epi16(load32(blk.mins[p]), seg.pair(t, b, p)));
+                    const __m256 da = seg.da(t, b);
+                    acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(dv, da), _mm256_cvtepi32_ps(isum[t]), acc[t]);
+                    acc[t] = _mm256_fnmadd_ps(_mm256_mul_ps(mv, da), _mm256_cvtepi32_ps(msum), acc[t]);
                 }
             }
-            const __m256 dv = _mm256_cvtph_ps(load16(blk.d)), mv = _mm256_cvtph_ps(load16(blk.dmin));
-#pragma GCC unroll 4
-            for (int t = 0; t < T; ++t) {
-                const BlockQ8_K& a = at[t][b];
-                __m256i msum = _mm256_setzero_si256();
-#pragma GCC unroll 4
-                for (int p = 0; p < 4; ++p) {
-                    const int32_t lo = a.bsums[4 * p] + a.bsums[4 * p + 1], hi = a.bsums[4 * p + 2] + a.bsums[4 * p + 3];
-                    const __m256i pair = _mm256_set1_epi32(int32_t(uint32_t(uint16_t(lo)) | uint32_t(hi) << 16));
-                    msum = _mm256_add_epi32(msum, _mm256_madd_epi16(load32(blk.mins[p]), pair));
-                }
-                const __m256 da = _mm256_set1_ps(a.d);
-                acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(dv, da), _mm256_cvtepi32_ps(isum[t]), acc[t]);
-                acc[t] = _mm256_fnmadd_ps(_mm256_mul_ps(mv, da), _mm256_cvtepi32_ps(msum), acc[t]);
-            }
+            store_rows8<T>(acc, c + i, ldc, valid, false);
         }
-        store_rows8<T>(acc, c + i, ldc, int(std::min<int64_t>(8, n - i)), false);
     }
 }
 
