@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Same-run speed comparison of `cq bench` and llama.cpp's `llama-bench` on one GGUF: prompt processing
 # (pp) and generation (tg) tokens/s at the same thread count, interleaved so both see the same load.
+# Each side's number is the median over rounds of the median of its REPS runs.
 # Usage: bench/llm_vs_llamacpp.sh [MODEL.gguf] (env: THREADS=2 PP=512 TG=128 REPS=5 ROUNDS=2 BIN=llama.cpp bin dir)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,7 +26,8 @@ rows = {}
 for r in range(1, rounds + 1):
     for e in json.load(open(f"{out}/llama.{r}.json")):
         test = f"pp{e['n_prompt']}" if e["n_prompt"] else f"tg{e['n_gen']}"
-        rows.setdefault(test, {"llama": [], "cq": []})["llama"].append(e["avg_ts"])
+        # the median of its runs, as cq reports (avg_ts is a mean, which one slow run drags down)
+        rows.setdefault(test, {"llama": [], "cq": []})["llama"].append(statistics.median(e["samples_ts"]) if e.get("samples_ts") else e["avg_ts"])
     c = json.load(open(f"{out}/cq.{r}.json"))
     isa = c["isa"]
     for s in c["results"]:
