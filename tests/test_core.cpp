@@ -5,6 +5,8 @@
 #include <atomic>
 #include <numeric>
 #include <stdexcept>
+#include <thread>
+#include <vector>
 
 #include "cq/cpu_features.h"
 #include "cq/dtype.h"
@@ -132,6 +134,31 @@ TEST(ThreadPool, RespectsMinChunkAndRethrows) {
     }),
                  std::runtime_error);
     // The pool still works after an exception.
+    std::atomic<int64_t> sum{0};
+    pool.parallel_for(100, [&](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i) sum += i;
+    });
+    EXPECT_EQ(sum, 4950);
+}
+
+// A parallel_for inside a chunk (an op that parallelises itself, called from a parallel region) runs
+// inline on that thread and covers its range; before, it waited for workers busy with the outer job.
+TEST(ThreadPool, NestedCallsRunInlineOnTheCallingThread) {
+    ThreadPool pool(3);
+    std::vector<std::atomic<int>> hits(3 * 100);
+    std::atomic<int> foreign{0};
+    pool.parallel_for(3, [&](int64_t b, int64_t e) {
+        for (int64_t outer = b; outer < e; ++outer) {
+            const auto self = std::this_thread::get_id();
+            pool.parallel_for(100, [&](int64_t ib, int64_t ie) {
+                if (std::this_thread::get_id() != self) foreign++;
+                for (int64_t i = ib; i < ie; ++i) hits[static_cast<size_t>(outer * 100 + i)]++;
+            });
+        }
+    });
+    EXPECT_EQ(foreign, 0);
+    for (size_t i = 0; i < hits.size(); ++i) ASSERT_EQ(hits[i], 1) << i;
+    // the pool works normally again at the top level
     std::atomic<int64_t> sum{0};
     pool.parallel_for(100, [&](int64_t b, int64_t e) {
         for (int64_t i = b; i < e; ++i) sum += i;

@@ -19,7 +19,8 @@ public:
     int size() const { return n_threads_; }
 
     /// Calls fn(begin, end) over disjoint chunks covering [0, n). Chunks are at least `min_chunk`
-    /// long. Rethrows the first exception a chunk threw, after every chunk has finished.
+    /// long. Rethrows the first exception a chunk threw, after every chunk has finished. Called from
+    /// inside a chunk (of any pool), it runs fn(0, n) on the calling thread.
     void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn, int64_t min_chunk = 1);
 
     /// The process-wide pool (hardware concurrency until set_global_threads is called).

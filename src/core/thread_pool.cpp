@@ -57,6 +57,15 @@ void wait_until(double& budget, Ready ready, Block block) {
 }
 
 thread_local double t_spin_budget = kMaxSpinMicros;
+// Set while this thread runs a chunk of some job: a parallel_for from inside one runs inline, since the
+// pool has one job slot and its workers are busy with the outer job (waiting for them would deadlock).
+thread_local bool t_inside_job = false;
+
+struct InsideJob {
+    bool saved = t_inside_job;
+    InsideJob() { t_inside_job = true; }
+    ~InsideJob() { t_inside_job = saved; }
+};
 }  // namespace
 
 struct ThreadPool::State {
@@ -88,6 +97,7 @@ std::pair<int64_t, int64_t> chunk_range(int64_t n, int n_chunks, int i) {
 ThreadPool::ThreadPool(int n_threads) : n_threads_(std::max(1, n_threads)), state_(std::make_unique<State>()) {
     for (int w = 1; w < n_threads_; ++w) {
         state_->workers.emplace_back([this, w] {
+            t_inside_job = true;
             State& s = *state_;
             uint64_t seen = 0;
             for (;;) {
@@ -131,7 +141,7 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64
     if (n <= 0) return;
     const int64_t max_chunks = std::max<int64_t>(1, n / std::max<int64_t>(1, min_chunk));
     const int n_chunks = static_cast<int>(std::min<int64_t>(n_threads_, max_chunks));
-    if (n_chunks == 1) {
+    if (n_chunks == 1 || t_inside_job) {
         fn(0, n);
         return;
     }
@@ -150,6 +160,7 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64
     if (notify) s.wake.notify_all();
     std::exception_ptr mine;
     try {
+        const InsideJob inside;
         const auto [begin, end] = chunk_range(n, n_chunks, 0);
         fn(begin, end);
     } catch (...) {
