@@ -124,7 +124,7 @@ struct ActSeg {
     alignas(32) float d[T][kSeg];
     alignas(32) float s[T][L::kMin ? kSeg : 1];
     __m256i corr[T][L::kBias ? kSeg : 1];  // [Σ lo ×4 | Σ hi ×4]·bias
-    alignas(32) int32_t bias[T][L::kBias ? kSeg : 1];  // bias·Σa, for the row-transposed tiles (q4_0_oct)
+    alignas(32) int32_t bias[T][L::kBias ? kSeg : 1];  // bias·Σa, for the 8-row tiles (q4_0_oct, decode q4_0x8_tile)
     void fill(const A* const* at, int64_t ns) {
         const __m256i ones = _mm256_set1_epi16(1);
         for (int t = 0; t < T; ++t)
@@ -208,107 +208,6 @@ inline void prefetch_block(const Block* p) {
     for (size_t off = 0; off < sizeof(Block); off += 64) _mm_prefetch(reinterpret_cast<const char*>(p) + off, _MM_HINT_T0);
 }
 
-// One Q4_0 block of 8 rows against T tokens (q4_0_oct, the file layout): q holds the rows' nibbles as the
-// packed layout has them (vector j: the same 4 bytes of the 8 rows; j < 4 low nibbles, j ≥ 4 high), dw their 8 scales.
-// The i16 sums of 8 products per row cannot overflow (16·15·127 < 2^15); acc[t] lanes are rows 0..7.
-template <int T>
-__attribute__((always_inline)) inline void q4_rows8_block(const __m256i (&q)[8], __m256 dw, const BlockQ8_0* const* at,
-                                                          const ActSeg<LQ4_0, T>& seg, int64_t b, __m256 (&acc)[T]) {
-    const __m256i ones = _mm256_set1_epi16(1);
-    // the scales are read from memory in the token loop, so that q[8], ones and the T accumulators keep
-    // the 16 registers (otherwise GCC spills an accumulator, a store-load chain per FMA)
-    alignas(32) float dw_mem[8];
-    _mm256_store_ps(dw_mem, dw);
-    asm volatile("" ::"m"(dw_mem));
-#pragma GCC unroll 4
-    for (int t = 0; t < T; ++t) {
-        const int8_t* a = at[t][b].qs;
-        __m256i s = _mm256_maddubs_epi16(q[0], bcast4(a));
-#pragma GCC unroll 8
-        for (int j = 1; j < 8; ++j) {
-            s = _mm256_add_epi16(s, _mm256_maddubs_epi16(q[j], bcast4(a + 4 * j)));
-            asm("" : "+x"(s));  // one running sum: GCC's reassociated tree needs registers we do not have
-        }
-        const __m256i p = _mm256_sub_epi32(_mm256_madd_epi16(s, ones), _mm256_set1_epi32(seg.bias[t][b]));
-        acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_load_ps(dw_mem), _mm256_broadcast_ss(&seg.d[t][b])), _mm256_cvtepi32_ps(p), acc[t]);
-    }
-}
-
-// c[t·ldc + r] (+)= acc[t] lane r for the first `valid` of 8 rows.
-template <int T>
-inline void store_rows8(const __m256 (&acc)[T], float* c, int64_t ldc, int valid, bool accumulate) {
-#pragma GCC unroll 4
-    for (int t = 0; t < T; ++t) {
-        float* ct = c + t * ldc;
-        if (valid == 8) {
-            _mm256_storeu_ps(ct, accumulate ? _mm256_add_ps(_mm256_loadu_ps(ct), acc[t]) : acc[t]);
-        } else {
-            alignas(32) float v[8];
-            _mm256_store_ps(v, acc[t]);
-            for (int r = 0; r < valid; ++r) ct[r] = accumulate ? ct[r] + v[r] : v[r];
-        }
-    }
-}
-
-// Q4_0, 8 rows × T tokens with the rows transposed on the fly: rows r and r+4 are loaded into the two
-// 128-bit halves and a 4×4 dword transpose leaves x[j] = [bytes 4j..4j+3 of rows 0..3 | of rows 4..7], i.e.
-// elements 4j..4j+3 (low nibbles) and 16+4j.. (high). A token's matching 4 bytes are one broadcast, so
-// vpmaddubsw works on 8 rows at once and no horizontal reduction is needed: the 8 products per element
-// pair sum in i16 (|Σ| ≤ 16·15·128 < 2^15), one vpmaddwd leaves one i32 per row, lanes [r0 .. r7].
-template <int T>
-void q4_0_oct(int64_t ns, const BlockQ8_0* const* at, const ActSeg<LQ4_0, T>& seg, const uint8_t* w, size_t wrb,
-              float* c, int64_t ldc, bool accumulate) {
-    const BlockQ4_0* wr[8];
-    for (int r = 0; r < 8; ++r) wr[r] = reinterpret_cast<const BlockQ4_0*>(w + size_t(r) * wrb);
-    const __m256i m4 = _mm256_set1_epi8(0x0F);
-    __m256 acc[T];
-#pragma GCC unroll 4
-    for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
-    for (int64_t b = 0; b < ns; ++b) {
-        __m256i v[4];
-        for (int r = 0; r < 4; ++r) {
-            // the same block of the next 8 rows: streams that short need a hand to stay ahead
-            _mm_prefetch(reinterpret_cast<const char*>(wr[r] + b) + 8 * wrb, _MM_HINT_T0);
-            _mm_prefetch(reinterpret_cast<const char*>(wr[r + 4] + b) + 8 * wrb, _MM_HINT_T0);
-            v[r] = _mm256_inserti128_si256(_mm256_castsi128_si256(load16(wr[r][b].qs)), load16(wr[r + 4][b].qs), 1);
-        }
-        const __m256i u0 = _mm256_unpacklo_epi32(v[0], v[1]), u1 = _mm256_unpackhi_epi32(v[0], v[1]);
-        const __m256i u2 = _mm256_unpacklo_epi32(v[2], v[3]), u3 = _mm256_unpackhi_epi32(v[2], v[3]);
-        const __m256i x[4] = {_mm256_unpacklo_epi64(u0, u2), _mm256_unpackhi_epi64(u0, u2), _mm256_unpacklo_epi64(u1, u3),
-                              _mm256_unpackhi_epi64(u1, u3)};
-        __m256i q[8];
-        for (int j = 0; j < 4; ++j) {
-            q[j] = _mm256_and_si256(x[j], m4);
-            q[j + 4] = _mm256_and_si256(_mm256_srli_epi16(x[j], 4), m4);
-        }
-        const __m256 dw = _mm256_cvtph_ps(_mm_setr_epi16(int16_t(wr[0][b].d), int16_t(wr[1][b].d), int16_t(wr[2][b].d),
-                                                         int16_t(wr[3][b].d), int16_t(wr[4][b].d), int16_t(wr[5][b].d),
-                                                         int16_t(wr[6][b].d), int16_t(wr[7][b].d)));
-        q4_rows8_block<T>(q, dw, at, seg, b, acc);
-    }
-    store_rows8<T>(acc, c, ldc, 8, accumulate);
-}
-
-// rows [0, n) of one token tile, segment by segment, a quad at a time (Q4_0: 8 rows at a time first).
-template <class L, int T>
-void legacy_rows(int64_t n, int64_t nb, const uint8_t* act, size_t arb, const uint8_t* w, size_t wrb, float* c,
-                 int64_t ldc) {
-    using A = typename L::A;
-    ActSeg<L, T> seg;
-    for (int64_t b0 = 0; b0 < nb; b0 += kSeg) {
-        const int64_t ns = std::min(kSeg, nb - b0);
-        const A* at[T];
-        for (int t = 0; t < T; ++t) at[t] = reinterpret_cast<const A*>(act + size_t(t) * arb) + b0;
-        seg.fill(at, ns);
-        const uint8_t* wb = w + size_t(b0) * sizeof(typename L::W);
-        int64_t i = 0;
-        if constexpr (std::is_same_v<L, LQ4_0>)
-            for (; i + 8 <= n; i += 8) q4_0_oct<T>(ns, at, seg, wb + size_t(i) * wrb, wrb, c + i, ldc, b0 > 0);
-        for (; i < n; i += 4)
-            legacy_quad<L, T>(ns, at, seg, wb + size_t(i) * wrb, wrb, int(std::min<int64_t>(4, n - i)), c + i, ldc, b0 > 0);
-    }
-}
-
 // The activation side of one token tile for the 8-row kernels, over a segment of blocks. Both kinds give
 // piece j (bytes 4j..4j+3) of a block in all 8 dword lanes, the scale in all lanes and Q4_0's 8·Σa.
 // ActSegExpanded stores them so: the prompt tiles (T ≥ 3) read them as plain loads. A broadcast from
@@ -345,18 +244,128 @@ struct ActSegExpanded {
 };
 
 template <class L, int T>
-struct ActSegBroadcast {
-    static constexpr int64_t kLen = kSeg;
+struct ActSegRef {  // the broadcasting accessors over T Q8_0 rows and the ActSeg of their scales
     const BlockQ8_0* at[T];
-    ActSeg<L, T> seg;  // scales (and Q4_0's 8·Σa) as scalars
-    void fill(const BlockQ8_0* const* a, int64_t ns, bool) {
-        for (int t = 0; t < T; ++t) at[t] = a[t];
-        seg.fill(a, ns);
-    }
+    const ActSeg<L, T>* s;
     __m256i piece(int t, int64_t b, int j) const { return bcast4(at[t][b].qs + 4 * j); }
-    __m256i bias(int t, int64_t b) const { return _mm256_set1_epi32(seg.bias[t][b]); }
-    __m256 d(int t, int64_t b) const { return _mm256_broadcast_ss(&seg.d[t][b]); }
+    __m256i bias(int t, int64_t b) const { return _mm256_set1_epi32(s->bias[t][b]); }
+    __m256 d(int t, int64_t b) const { return _mm256_broadcast_ss(&s->d[t][b]); }
 };
+
+template <class L, int T>
+struct ActSegBroadcast : ActSegRef<L, T> {
+    static constexpr int64_t kLen = kSeg;
+    ActSeg<L, T> storage;  // scales (and Q4_0's 8·Σa) as scalars
+    void fill(const BlockQ8_0* const* a, int64_t ns, bool) {
+        for (int t = 0; t < T; ++t) this->at[t] = a[t];
+        storage.fill(a, ns);
+        this->s = &storage;
+    }
+};
+
+// One Q4_0 block of 8 rows against T tokens (q4_0_oct and q4_0x8_tile): q holds the rows' nibbles as the
+// packed layout has them (vector j: the same 4 bytes of the 8 rows; j < 4 low nibbles, j ≥ 4 high), dw
+// their 8 scales, seg the activations (ActSegExpanded, or ActSegRef). The i16 sums of 8 products per
+// row cannot overflow (16·15·127 < 2^15); acc[t] lanes are rows 0..7.
+template <int T, class Seg>
+__attribute__((always_inline)) inline void q4_rows8_block(const __m256i (&q)[8], __m256 dw, const Seg& seg, int64_t b,
+                                                          __m256 (&acc)[T]) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    // the scales are read from memory in the token loop, so that q[8], ones and the T accumulators keep
+    // the 16 registers (otherwise GCC spills an accumulator, a store-load chain per FMA)
+    alignas(32) float dw_mem[8];
+    _mm256_store_ps(dw_mem, dw);
+    asm volatile("" ::"m"(dw_mem));
+#pragma GCC unroll 4
+    for (int t = 0; t < T; ++t) {
+        __m256i s = _mm256_maddubs_epi16(q[0], seg.piece(t, b, 0));
+#pragma GCC unroll 8
+        for (int j = 1; j < 8; ++j) {
+            s = _mm256_add_epi16(s, _mm256_maddubs_epi16(q[j], seg.piece(t, b, j)));
+            asm("" : "+x"(s));  // one running sum: GCC's reassociated tree needs registers we do not have
+        }
+        const __m256i p = _mm256_sub_epi32(_mm256_madd_epi16(s, ones), seg.bias(t, b));
+        acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_load_ps(dw_mem), seg.d(t, b)), _mm256_cvtepi32_ps(p), acc[t]);
+    }
+}
+
+// c[t·ldc + r] (+)= acc[t] lane r for the first `valid` of 8 rows.
+template <int T>
+inline void store_rows8(const __m256 (&acc)[T], float* c, int64_t ldc, int valid, bool accumulate) {
+#pragma GCC unroll 4
+    for (int t = 0; t < T; ++t) {
+        float* ct = c + t * ldc;
+        if (valid == 8) {
+            _mm256_storeu_ps(ct, accumulate ? _mm256_add_ps(_mm256_loadu_ps(ct), acc[t]) : acc[t]);
+        } else {
+            alignas(32) float v[8];
+            _mm256_store_ps(v, acc[t]);
+            for (int r = 0; r < valid; ++r) ct[r] = accumulate ? ct[r] + v[r] : v[r];
+        }
+    }
+}
+
+// Q4_0, 8 rows × T tokens with the rows transposed on the fly: rows r and r+4 are loaded into the two
+// 128-bit halves and a 4×4 dword transpose leaves x[j] = [bytes 4j..4j+3 of rows 0..3 | of rows 4..7], i.e.
+// elements 4j..4j+3 (low nibbles) and 16+4j.. (high). A token's matching 4 bytes are one broadcast, so
+// vpmaddubsw works on 8 rows at once and no horizontal reduction is needed: the 8 products per element
+// pair sum in i16 (|Σ| ≤ 16·15·128 < 2^15), one vpmaddwd leaves one i32 per row, lanes [r0 .. r7].
+template <int T>
+void q4_0_oct(int64_t ns, const ActSegRef<LQ4_0, T>& seg, const uint8_t* w, size_t wrb, float* c, int64_t ldc,
+              bool accumulate) {
+    const BlockQ4_0* wr[8];
+    for (int r = 0; r < 8; ++r) wr[r] = reinterpret_cast<const BlockQ4_0*>(w + size_t(r) * wrb);
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    __m256 acc[T];
+#pragma GCC unroll 4
+    for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < ns; ++b) {
+        __m256i v[4];
+        for (int r = 0; r < 4; ++r) {
+            // the same block of the next 8 rows: streams that short need a hand to stay ahead
+            _mm_prefetch(reinterpret_cast<const char*>(wr[r] + b) + 8 * wrb, _MM_HINT_T0);
+            _mm_prefetch(reinterpret_cast<const char*>(wr[r + 4] + b) + 8 * wrb, _MM_HINT_T0);
+            v[r] = _mm256_inserti128_si256(_mm256_castsi128_si256(load16(wr[r][b].qs)), load16(wr[r + 4][b].qs), 1);
+        }
+        const __m256i u0 = _mm256_unpacklo_epi32(v[0], v[1]), u1 = _mm256_unpackhi_epi32(v[0], v[1]);
+        const __m256i u2 = _mm256_unpacklo_epi32(v[2], v[3]), u3 = _mm256_unpackhi_epi32(v[2], v[3]);
+        const __m256i x[4] = {_mm256_unpacklo_epi64(u0, u2), _mm256_unpackhi_epi64(u0, u2), _mm256_unpacklo_epi64(u1, u3),
+                              _mm256_unpackhi_epi64(u1, u3)};
+        __m256i q[8];
+        for (int j = 0; j < 4; ++j) {
+            q[j] = _mm256_and_si256(x[j], m4);
+            q[j + 4] = _mm256_and_si256(_mm256_srli_epi16(x[j], 4), m4);
+        }
+        const __m256 dw = _mm256_cvtph_ps(_mm_setr_epi16(int16_t(wr[0][b].d), int16_t(wr[1][b].d), int16_t(wr[2][b].d),
+                                                         int16_t(wr[3][b].d), int16_t(wr[4][b].d), int16_t(wr[5][b].d),
+                                                         int16_t(wr[6][b].d), int16_t(wr[7][b].d)));
+        q4_rows8_block<T>(q, dw, seg, b, acc);
+    }
+    store_rows8<T>(acc, c, ldc, 8, accumulate);
+}
+
+// rows [0, n) of one token tile, segment by segment, a quad at a time (Q4_0: 8 rows at a time first).
+template <class L, int T>
+void legacy_rows(int64_t n, int64_t nb, const uint8_t* act, size_t arb, const uint8_t* w, size_t wrb, float* c,
+                 int64_t ldc) {
+    using A = typename L::A;
+    ActSeg<L, T> seg;
+    for (int64_t b0 = 0; b0 < nb; b0 += kSeg) {
+        const int64_t ns = std::min(kSeg, nb - b0);
+        const A* at[T];
+        for (int t = 0; t < T; ++t) at[t] = reinterpret_cast<const A*>(act + size_t(t) * arb) + b0;
+        seg.fill(at, ns);
+        const uint8_t* wb = w + size_t(b0) * sizeof(typename L::W);
+        int64_t i = 0;
+        if constexpr (std::is_same_v<L, LQ4_0>) {
+            ActSegRef<LQ4_0, T> view{{}, &seg};
+            std::copy(at, at + T, view.at);
+            for (; i + 8 <= n; i += 8) q4_0_oct<T>(ns, view, wb + size_t(i) * wrb, wrb, c + i, ldc, b0 > 0);
+        }
+        for (; i < n; i += 4)
+            legacy_quad<L, T>(ns, at, seg, wb + size_t(i) * wrb, wrb, int(std::min<int64_t>(4, n - i)), c + i, ldc, b0 > 0);
+    }
+}
 
 // acc[t] = c[t·ldc + r] for the first `valid` of 8 rows (0 past them), or 0 when not accumulating.
 template <int T>
@@ -383,7 +392,6 @@ template <int T, class Seg>
 void q4_0x8_tile(int64_t ns, int64_t nb, const Seg& seg, const BlockQ4_0x8* g, float* c, int64_t ldc, int valid,
                  bool accumulate) {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
-    const __m256i ones = _mm256_set1_epi16(1);
     __m256 acc[T];
     load_rows8<T>(acc, c, ldc, valid, accumulate);
     for (int64_t b = 0; b < ns; ++b) {
@@ -396,22 +404,7 @@ void q4_0x8_tile(int64_t ns, int64_t nb, const Seg& seg, const BlockQ4_0x8* g, f
             q[j] = _mm256_and_si256(x, m4);
             q[j + 4] = _mm256_and_si256(_mm256_srli_epi16(x, 4), m4);
         }
-        // the scales are read from memory in the token loop, so that q[8], ones and the T accumulators
-        // keep the 16 registers
-        alignas(32) float dw[8];
-        _mm256_store_ps(dw, _mm256_cvtph_ps(load16(blk.d)));
-        asm volatile("" ::"m"(dw));
-#pragma GCC unroll 4
-        for (int t = 0; t < T; ++t) {
-            __m256i s = _mm256_maddubs_epi16(q[0], seg.piece(t, b, 0));
-#pragma GCC unroll 8
-            for (int j = 1; j < 8; ++j) {
-                s = _mm256_add_epi16(s, _mm256_maddubs_epi16(q[j], seg.piece(t, b, j)));
-                asm("" : "+x"(s));  // one running sum: GCC's reassociated tree needs registers we do not have
-            }
-            const __m256i p = _mm256_sub_epi32(_mm256_madd_epi16(s, ones), seg.bias(t, b));
-            acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_load_ps(dw), seg.d(t, b)), _mm256_cvtepi32_ps(p), acc[t]);
-        }
+        q4_rows8_block<T>(q, _mm256_cvtph_ps(load16(blk.d)), seg, b, acc);
     }
     store_rows8<T>(acc, c, ldc, valid, false);
 }
