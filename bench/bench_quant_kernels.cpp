@@ -12,7 +12,6 @@
 #include "cq/cpu_features.h"
 #include "cq/dtype.h"
 #include "cq/kernels.h"
-#include "formats/formats.h"
 
 namespace {
 
@@ -20,17 +19,6 @@ using cq::DType;
 
 constexpr DType kWeightTypes[] = {DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1,
                                   DType::Q2_K, DType::Q3_K, DType::Q4_K, DType::Q5_K, DType::Q6_K};
-
-DType activation_of(DType w) {
-    switch (w) {
-        case DType::Q4_1:
-        case DType::Q5_1: return DType::Q8_1;
-        case DType::Q4_0:
-        case DType::Q5_0:
-        case DType::Q8_0: return DType::Q8_0;
-        default: return DType::Q8_K;
-    }
-}
 
 std::vector<float> random_floats(size_t n, uint32_t seed) {
     std::mt19937 rng(seed);
@@ -58,19 +46,21 @@ std::vector<uint8_t> random_weights(DType type, int64_t n, int64_t k) {
     return w;
 }
 
-// packed: weights re-laid out in groups of 8 rows as the model loader does (gemm_quant_x8), outside the timed loop.
-void bench_gemm_quant(benchmark::State& state, DType type, cq::GemmQuantFn gemm, cq::QuantizeRowFn quantize, bool packed) {
+// packed: weights re-laid out in groups of 8 rows as the model loader does (QuantKernels::pack_rows), outside the timed loop.
+void bench_gemm_quant(benchmark::State& state, DType type, cq::QuantKernels q, bool packed) {
     const int64_t m = state.range(0), n = state.range(1), k = state.range(2);
-    const auto& at = cq::dtype_traits(activation_of(type));
+    const auto gemm = packed ? q.gemm_packed.fn : q.gemm.fn;
+    const auto quantize = q.quantize_act.fn;
+    const auto& at = cq::dtype_traits(q.act_type);
     const auto& wt = cq::dtype_traits(type);
     const size_t arb = size_t(k / at.block_size) * at.bytes_per_block;
     size_t wrb = size_t(k / wt.block_size) * wt.bytes_per_block;
     auto w = random_weights(type, n, k);
     if (packed) {
-        std::vector<uint8_t> p(cq::formats::packed_x8_bytes(type, n, k));
-        cq::formats::pack_rows_x8(type, w.data(), wrb, n, k, p.data());
+        std::vector<uint8_t> p(q.packed_bytes(n, k));
+        q.pack_rows(w.data(), wrb, n, k, p.data());
         w = std::move(p);
-        wrb = cq::formats::packed_x8_bytes(type, 8, k) / 8;  // a packed row's share of its group
+        wrb = q.packed_row_bytes(k);  // a packed row's share of its group
     }
     const auto x = random_floats(size_t(m * k), 7);
     std::vector<uint8_t> a(arb * size_t(m));
@@ -147,22 +137,22 @@ void register_all() {
         const cq::KernelTable t = cq::make_kernel_table(level);
         const bool reference = level == cq::IsaLevel::ref;
         for (DType act : {DType::Q8_0, DType::Q8_1, DType::Q8_K}) {
-            const auto& q = t.quantize_row[size_t(act)];
+            const auto& q = t.quant_kernels(act).quantize_act;
             if (q.fn && first_time(q.name)) benchmark::RegisterBenchmark(q.name, bench_quantize, q.fn, act)->Arg(4096);
         }
         for (DType type : kWeightTypes) {
-            const auto& g = t.gemm_quant[size_t(type)];
-            const auto& q = t.quantize_row[size_t(activation_of(type))];
-            if (!g.fn || !q.fn || !first_time(g.name)) continue;
-            decode_args(benchmark::RegisterBenchmark(g.name, bench_gemm_quant, type, g.fn, q.fn, false));
-            prompt_args(benchmark::RegisterBenchmark(g.name, bench_gemm_quant, type, g.fn, q.fn, false), reference);
-        }
-        for (DType type : {DType::Q4_0, DType::Q8_0, DType::Q4_K})
-            if (const auto& g = t.gemm_quant_x8[size_t(type)]; g.fn && first_time(g.name)) {
-                const auto q = t.quantize_row[size_t(activation_of(type))].fn;
-                decode_args(benchmark::RegisterBenchmark(g.name, bench_gemm_quant, type, g.fn, q, true));
-                prompt_args(benchmark::RegisterBenchmark(g.name, bench_gemm_quant, type, g.fn, q, true), reference);
+            const cq::QuantKernels& q = t.quant_kernels(type);
+            if (!q.gemm.fn || !q.quantize_act.fn) continue;
+            if (first_time(q.gemm.name)) {
+                decode_args(benchmark::RegisterBenchmark(q.gemm.name, bench_gemm_quant, type, q, false));
+                prompt_args(benchmark::RegisterBenchmark(q.gemm.name, bench_gemm_quant, type, q, false), reference);
             }
+            // packed: weights re-laid out as the model loader does (QuantKernels::pack_rows)
+            if (q.runs_packed() && first_time(q.gemm_packed.name)) {
+                decode_args(benchmark::RegisterBenchmark(q.gemm_packed.name, bench_gemm_quant, type, q, true));
+                prompt_args(benchmark::RegisterBenchmark(q.gemm_packed.name, bench_gemm_quant, type, q, true), reference);
+            }
+        }
         if (first_time(t.gemv_f32.name)) decode_args(benchmark::RegisterBenchmark(t.gemv_f32.name, bench_gemv_f32, t.gemv_f32.fn));
         if (first_time(t.gemm_f32.name))
             prompt_args(benchmark::RegisterBenchmark(t.gemm_f32.name, bench_gemm_f32, t.gemm_f32.fn), reference);

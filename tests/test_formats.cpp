@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cq/dtype.h"
+#include "cq/kernels.h"
 #include "cq/io/gguf.h"
 #include "cq/io/safetensors.h"
 #include "formats/formats.h"
@@ -139,15 +140,22 @@ TEST(Formats, TraitsTableUsesTheReferenceCodecs) {
 }
 
 TEST(Formats, ActivationTypeFollowsGgmlVecDotType) {
-    EXPECT_EQ(fmt::activation_type(DType::Q4_0), DType::Q8_0);
-    EXPECT_EQ(fmt::activation_type(DType::Q5_0), DType::Q8_0);
-    EXPECT_EQ(fmt::activation_type(DType::Q8_0), DType::Q8_0);
-    EXPECT_EQ(fmt::activation_type(DType::Q4_1), DType::Q8_1);
-    EXPECT_EQ(fmt::activation_type(DType::Q5_1), DType::Q8_1);
+    const cq::KernelTable t = cq::make_kernel_table(cq::IsaLevel::ref);
+    const auto act = [&](DType w) { return t.quant_kernels(w).act_type; };
+    EXPECT_EQ(act(DType::Q4_0), DType::Q8_0);
+    EXPECT_EQ(act(DType::Q5_0), DType::Q8_0);
+    EXPECT_EQ(act(DType::Q8_0), DType::Q8_0);
+    EXPECT_EQ(act(DType::Q4_1), DType::Q8_1);
+    EXPECT_EQ(act(DType::Q5_1), DType::Q8_1);
     for (DType dt : {DType::Q2_K, DType::Q3_K, DType::Q4_K, DType::Q5_K, DType::Q6_K})
-        EXPECT_EQ(fmt::activation_type(dt), DType::Q8_K) << name_of(dt);
-    for (DType dt : {DType::Q8_1, DType::Q8_K, DType::F32, DType::IQ4_NL, DType::I8})
-        EXPECT_EQ(fmt::activation_type(dt), std::nullopt) << name_of(dt);
+        EXPECT_EQ(act(dt), DType::Q8_K) << name_of(dt);
+    // activation-only types pair with themselves and carry no product; the rest have no kernels
+    for (DType dt : {DType::Q8_1, DType::Q8_K}) {
+        EXPECT_EQ(act(dt), dt) << name_of(dt);
+        EXPECT_EQ(t.quant_kernels(dt).gemm.fn, nullptr) << name_of(dt);
+    }
+    for (DType dt : {DType::F32, DType::IQ4_NL, DType::I8, DType::U8})
+        EXPECT_EQ(act(dt), DType::F32) << name_of(dt);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -40,11 +40,17 @@
 #define gemm_q4_0_q8_0__avx512vnni gemm_q4_0_q8_0__simde_avx512vnni
 #define gemm_q4_K_q8_K__avx512vnni gemm_q4_K_q8_K__simde_avx512vnni
 #define gemm_q6_K_q8_K__avx512vnni gemm_q6_K_q8_K__simde_avx512vnni
+#define gemm_q4_0x8_q8_0__avx512vnni gemm_q4_0x8_q8_0__simde_avx512vnni
+#define gemm_q8_0x8_q8_0__avx512vnni gemm_q8_0x8_q8_0__simde_avx512vnni
+#define gemm_q4_Kx8_q8_K__avx512vnni gemm_q4_Kx8_q8_K__simde_avx512vnni
 #include "kernels/x86/avx512_vnni/quant_gemm_avx512vnni.cpp"
 #undef gemm_q8_0_q8_0__avx512vnni
 #undef gemm_q4_0_q8_0__avx512vnni
 #undef gemm_q4_K_q8_K__avx512vnni
 #undef gemm_q6_K_q8_K__avx512vnni
+#undef gemm_q4_0x8_q8_0__avx512vnni
+#undef gemm_q8_0x8_q8_0__avx512vnni
+#undef gemm_q4_Kx8_q8_K__avx512vnni
 #pragma GCC pop_options
 #endif
 
@@ -377,7 +383,7 @@ protected:
         table_ = cq::make_kernel_table(GetParam());
         ref_ = cq::make_kernel_table(cq::IsaLevel::ref);
     }
-    const cq::Kernel<cq::GemmQuantFn>& gemm(DType t) const { return table_.gemm_quant[size_t(t)]; }
+    const cq::Kernel<cq::GemmQuantFn>& gemm(DType t) const { return table_.quant[size_t(t)].gemm; }
     cq::KernelTable table_, ref_;
 };
 
@@ -390,7 +396,7 @@ auto random_rows(const Format& f) {
 TEST_P(QuantKernelsAtLevel, EveryFormatHasAGemmAndItsActivationQuantizer) {
     for (const Format& f : kFormats) {
         EXPECT_NE(gemm(f.type).fn, nullptr) << name(f.type);
-        EXPECT_NE(table_.quantize_row[size_t(f.act)].fn, nullptr) << name(f.act);
+        EXPECT_NE(table_.quant[size_t(f.act)].quantize_act.fn, nullptr) << name(f.act);
     }
 }
 
@@ -400,8 +406,8 @@ TEST_P(QuantKernelsAtLevel, GemmMatchesReferenceOnAwkwardShapes) {
     for (const Format& f : kFormats) {
         const auto& kernel = gemm(f.type);
         if (!kernel.fn) continue;
-        const auto ref = ref_.gemm_quant[size_t(f.type)].fn;
-        const auto qa = ref_.quantize_row[size_t(f.act)].fn;
+        const auto ref = ref_.quant[size_t(f.type)].gemm.fn;
+        const auto qa = ref_.quant[size_t(f.act)].quantize_act.fn;
         const size_t wb = block_bytes(f.type), ab = block_bytes(f.act);
         for (int64_t m : {1, 2, 3, 4, 5, 8, 17})
             for (int64_t n : {1, 3, 4, 7, 8, 12, 16, 33})  // 8 and 12: Q4_0's 8-row tiles, alone and with a quad
@@ -421,16 +427,18 @@ TEST_P(QuantKernelsAtLevel, GemmMatchesReferenceOnAwkwardShapes) {
     }
 }
 
-// Q4_0 and Q8_0 packed in groups of 8 rows (formats::pack_rows_x8). check_problem hands a kernel strided
+// Q4_0, Q8_0 and Q4_K packed in groups of 8 rows (QuantKernels::pack_rows). check_problem hands a kernel strided
 // rows, so the packed kernels run behind an adapter that packs them first (into a buffer that ends at a
 // guard page); the reference twins must equal the plain references exactly.
 cq::GemmQuantFn g_packed_kernel = nullptr;
 DType g_packed_type = DType::Q4_0;
 void packed_x8_adapter(int64_t m, int64_t n, int64_t k, const void* act, size_t arb, const void* w, size_t wrb, float* c,
                        int64_t ldc) {
-    GuardedBytes packed(cq::formats::packed_x8_bytes(g_packed_type, n, k));
-    cq::formats::pack_rows_x8(g_packed_type, w, wrb, n, k, packed.data());
-    g_packed_kernel(m, n, k, act, arb, packed.data(), cq::formats::packed_x8_bytes(g_packed_type, 8, k) / 8, c, ldc);
+    static const cq::KernelTable ref = cq::make_kernel_table(cq::IsaLevel::ref);
+    const cq::QuantKernels& q = ref.quant[size_t(g_packed_type)];
+    GuardedBytes packed(q.packed_bytes(n, k));
+    q.pack_rows(w, wrb, n, k, packed.data());
+    g_packed_kernel(m, n, k, act, arb, packed.data(), q.packed_row_bytes(k), c, ldc);
 }
 
 TEST_P(QuantKernelsAtLevel, PackedRowsMatchReferenceOnAwkwardShapes) {
@@ -446,14 +454,14 @@ TEST_P(QuantKernelsAtLevel, PackedRowsMatchReferenceOnAwkwardShapes) {
     for (const auto& pf : packed_formats) {
         const Format& f = *std::find_if(std::begin(kFormats), std::end(kFormats), [&](const Format& x) { return x.type == pf.type; });
         const cq::Kernel<cq::GemmQuantFn> packed = at_ref ? cq::Kernel<cq::GemmQuantFn>{pf.ref_twin, pf.name}
-                                                          : table_.gemm_quant_x8[size_t(pf.type)];
+                                                          : table_.quant[size_t(pf.type)].gemm_packed;
         if (!packed.fn) continue;
         ++tested;
         g_packed_kernel = packed.fn;
         g_packed_type = pf.type;
         const cq::Kernel<cq::GemmQuantFn> adapter{packed_x8_adapter, packed.name, packed.isa};
-        const auto ref = ref_.gemm_quant[size_t(pf.type)].fn;
-        const auto qa = ref_.quantize_row[size_t(f.act)].fn;
+        const auto ref = ref_.quant[size_t(pf.type)].gemm.fn;
+        const auto qa = ref_.quant[size_t(f.act)].quantize_act.fn;
         const size_t wb = block_bytes(pf.type), ab = block_bytes(f.act);
         std::mt19937 rng(4321);
         for (int64_t m : {1, 2, 3, 4, 5, 9})
@@ -482,10 +490,11 @@ TEST_P(QuantKernelsAtLevel, PackedRowsMatchReferenceOnAwkwardShapes) {
         // the reference twin: bit for bit the plain reference
         for (int64_t n : {5, 8, 19}) {
             const int64_t m = 3, k = 7 * f.block;
-            std::vector<uint8_t> w(size_t(n) * 7 * wb), a(size_t(m) * 7 * ab), packed_w(cq::formats::packed_x8_bytes(pf.type, n, k));
+            const cq::QuantKernels& q = ref_.quant[size_t(pf.type)];
+            std::vector<uint8_t> w(size_t(n) * 7 * wb), a(size_t(m) * 7 * ab), packed_w(q.packed_bytes(n, k));
             for (int64_t i = 0; i < n; ++i) random_rows(f)(w.data() + size_t(i) * 7 * wb, 7, rng);
             for (int64_t t = 0; t < m; ++t) qa(random_activations(size_t(k), rng).data(), a.data() + size_t(t) * 7 * ab, k);
-            cq::formats::pack_rows_x8(pf.type, w.data(), 7 * wb, n, k, packed_w.data());
+            q.pack_rows(w.data(), 7 * wb, n, k, packed_w.data());
             std::vector<float> want(size_t(m * n)), got(want.size());
             ref(m, n, k, a.data(), 7 * ab, w.data(), 7 * wb, want.data(), n);
             pf.ref_twin(m, n, k, a.data(), 7 * ab, packed_w.data(), 7 * wb, got.data(), n);
@@ -525,8 +534,8 @@ TEST_P(QuantKernelsAtLevel, GemmMatchesReferenceOnCodecWeights) {
             for (int64_t n : {1, 5, 16}) {
                 const int64_t k = 4 * 256;
                 const Problem p{&f, m, n, k, size_t(k / f.block) * block_bytes(f.act), size_t(k / f.block) * block_bytes(f.type), n};
-                ASSERT_TRUE(check_problem(kernel, ref_.gemm_quant[size_t(f.type)].fn,
-                                          ref_.quantize_row[size_t(f.act)].fn, p, fill, rng, true));
+                ASSERT_TRUE(check_problem(kernel, ref_.quant[size_t(f.type)].gemm.fn,
+                                          ref_.quant[size_t(f.act)].quantize_act.fn, p, fill, rng, true));
             }
         ++tested;
     }
@@ -555,8 +564,8 @@ TEST(QuantKernelsSimde, Avx512VnniKernelsMatchReference) {
         ASSERT_NE(fp, nullptr);
         const Format& f = *fp;
         const cq::Kernel<cq::GemmQuantFn> kernel{kd.fn, kd.name, cq::IsaLevel::avx512_vnni};
-        const auto rf = ref.gemm_quant[size_t(f.type)].fn;
-        const auto qa = ref.quantize_row[size_t(f.act)].fn;
+        const auto rf = ref.quant[size_t(f.type)].gemm.fn;
+        const auto qa = ref.quant[size_t(f.act)].quantize_act.fn;
         const size_t wb = block_bytes(f.type), ab = block_bytes(f.act);
         for (int64_t m : {1, 2, 3, 4, 5, 17})
             for (int64_t n : {1, 3, 4, 7, 33})
@@ -570,6 +579,43 @@ TEST(QuantKernelsSimde, Avx512VnniKernelsMatchReference) {
         const int64_t k = f.block == 32 ? 261 * 32 : 16 * 256;
         const Problem big{&f, 9, 37, k, size_t(k / f.block) * ab, size_t(k / f.block) * wb, 40};
         ASSERT_TRUE(check_problem(kernel, rf, qa, big, random_rows(f), rng, false));
+    }
+}
+
+// The packed VNNI kernels through SIMDe, behind the packing adapter: awkward shapes and several row chunks.
+TEST(QuantKernelsSimde, Avx512VnniPackedKernelsMatchReference) {
+    if (!cq::cpu_supports(cq::IsaLevel::avx2)) GTEST_SKIP() << "the SIMDe build of the VNNI kernels needs AVX2";
+    const cq::KernelTable ref = cq::make_kernel_table(cq::IsaLevel::ref);
+    const struct {
+        DType type;
+        cq::GemmQuantFn fn;
+        const char* name;
+    } kernels[] = {
+        {DType::Q4_0, ck::gemm_q4_0x8_q8_0__simde_avx512vnni, "gemm_q4_0x8_q8_0__avx512vnni (SIMDe)"},
+        {DType::Q8_0, ck::gemm_q8_0x8_q8_0__simde_avx512vnni, "gemm_q8_0x8_q8_0__avx512vnni (SIMDe)"},
+        {DType::Q4_K, ck::gemm_q4_Kx8_q8_K__simde_avx512vnni, "gemm_q4_Kx8_q8_K__avx512vnni (SIMDe)"},
+    };
+    std::mt19937 rng(78);
+    for (const auto& kd : kernels) {
+        const Format& f = *std::find_if(std::begin(kFormats), std::end(kFormats), [&](const Format& x) { return x.type == kd.type; });
+        g_packed_kernel = kd.fn;
+        g_packed_type = kd.type;
+        const cq::Kernel<cq::GemmQuantFn> adapter{packed_x8_adapter, kd.name, cq::IsaLevel::avx512_vnni};
+        const auto rf = ref.quant[size_t(f.type)].gemm.fn;
+        const auto qa = ref.quant[size_t(f.act)].quantize_act.fn;
+        const size_t wb = block_bytes(f.type), ab = block_bytes(f.act);
+        for (int64_t m : {1, 2, 3, 4, 5, 9})
+            for (int64_t n : {1, 7, 8, 9, 23})
+                for (int64_t blocks : {1, 3, 8}) {
+                    const bool padded = (m + n + blocks) % 2 == 1;
+                    const Problem p{&f, m, n, blocks * f.block, size_t(blocks) * ab + (padded ? ab : 0),
+                                    size_t(blocks) * wb + (padded ? 2 * wb : 0), n + (padded ? 3 : 0)};
+                    ASSERT_TRUE(check_problem(adapter, rf, qa, p, random_rows(f), rng, false));
+                }
+        const int64_t big_blocks = f.block == 32 ? 261 : 16;
+        const int64_t n_big = int64_t((size_t{5} << 19) / (size_t(big_blocks) * wb)) | 1;
+        const Problem big{&f, 9, n_big, big_blocks * f.block, size_t(big_blocks) * ab, size_t(big_blocks) * wb, n_big + 2};
+        ASSERT_TRUE(check_problem(adapter, rf, qa, big, random_rows(f), rng, false));
     }
 }
 #endif
@@ -604,7 +650,7 @@ std::vector<float> activation_probe(int64_t k, int block, std::mt19937& rng) {
 TEST_P(QuantKernelsAtLevel, ActivationQuantizersAreByteIdenticalToReference) {
     std::mt19937 rng(5);
     for (DType act : {DType::Q8_0, DType::Q8_1, DType::Q8_K}) {
-        const auto& kernel = table_.quantize_row[size_t(act)];
+        const auto& kernel = table_.quant[size_t(act)].quantize_act;
         ASSERT_NE(kernel.fn, nullptr) << name(act);
         const int block = act == DType::Q8_K ? 256 : 32;
         for (int64_t blocks : {1, 2, 3, 5, 8, 33}) {
@@ -613,7 +659,7 @@ TEST_P(QuantKernelsAtLevel, ActivationQuantizersAreByteIdenticalToReference) {
             const size_t bytes = size_t(blocks) * block_bytes(act);
             GuardedBytes got(bytes);
             std::vector<uint8_t> want(bytes);
-            ref_.quantize_row[size_t(act)].fn(x.data(), want.data(), k);
+            ref_.quant[size_t(act)].quantize_act.fn(x.data(), want.data(), k);
             std::vector<float> xin(x);  // the kernel reads exactly k floats
             kernel.fn(xin.data(), got.data(), k);
             for (size_t i = 0; i < bytes; ++i)
@@ -636,9 +682,9 @@ TEST(QuantReference, ActivationQuantizersMatchFormatCodecs) {
         const auto x = activation_probe(k, block, rng);
         std::vector<uint8_t> want(size_t(10) * block_bytes(act)), got(want.size());
         from_float(x.data(), want.data(), k);
-        ref.quantize_row[size_t(act)].fn(x.data(), got.data(), k);
+        ref.quant[size_t(act)].quantize_act.fn(x.data(), got.data(), k);
         for (size_t i = 0; i < want.size(); ++i)
-            ASSERT_EQ(got[i], want[i]) << ref.quantize_row[size_t(act)].name << " against the " << name(act)
+            ASSERT_EQ(got[i], want[i]) << ref.quant[size_t(act)].quantize_act.name << " against the " << name(act)
                                        << " codec: byte " << i;
         ++tested;
     }
@@ -655,7 +701,7 @@ TEST(QuantReference, ActivationQuantizersFollowGgmlRules) {
     std::vector<float> x(32, 0.0f);
     x[0] = 127.0f, x[1] = 2.5f, x[2] = -2.5f, x[3] = 0.49999997f, x[4] = -126.5f;
     BlockQ8_0 q0;
-    ck::quantize_row_q8_0__ref(x.data(), &q0, 32);
+    quantize_row_q8_0_ref(x.data(), &q0, 32);
     EXPECT_EQ(h2f(q0.d), 1.0f);
     EXPECT_EQ(q0.qs[0], 127);
     EXPECT_EQ(q0.qs[1], 3);
@@ -664,13 +710,13 @@ TEST(QuantReference, ActivationQuantizersFollowGgmlRules) {
     EXPECT_EQ(q0.qs[4], -127);
     // Q8_1: s = d·Σq.
     BlockQ8_1 q1;
-    ck::quantize_row_q8_1__ref(x.data(), &q1, 32);
+    quantize_row_q8_1_ref(x.data(), &q1, 32);
     EXPECT_EQ(h2f(q1.s), float(127 + 3 - 3 + 0 - 127));
     // Q8_K: scale −127/max with max the first value of largest magnitude; ties to even; bsums.
     std::vector<float> y(256, 0.0f);
     y[0] = -127.0f, y[1] = 127.0f, y[2] = 2.5f, y[3] = 3.5f, y[17] = -1.0f;
     BlockQ8_K qk;
-    ck::quantize_row_q8_K__ref(y.data(), &qk, 256);
+    quantize_row_q8_K_ref(y.data(), &qk, 256);
     EXPECT_EQ(qk.d, 1.0f);  // max = −127 comes first: iscale = −127/max = 1
     EXPECT_EQ(qk.qs[0], -127);
     EXPECT_EQ(qk.qs[1], 127);

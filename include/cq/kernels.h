@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "cq/cpu_features.h"
+#include "cq/dtype.h"
 
 namespace cq {
 
@@ -69,14 +70,38 @@ using SiluMulF32Fn = void (*)(float* gate, const float* up, int64_t n);
 // x: [n] ← softmax(scale·x) (scale > 0); −inf entries get 0, at least one entry must be finite.
 using SoftmaxF32Fn = void (*)(float* x, int64_t n, float scale);
 
-/// Slots per ggml type id in the quantized-kernel arrays.
+/// Slots per ggml type id in the table's per-type descriptors.
 inline constexpr size_t kMaxGgmlTypes = 40;
+
+// rows: [n] rows of a weight type (row stride row_bytes, k a whole number of blocks) → its packed layout.
+using PackRowsFn = void (*)(const void* rows, size_t row_bytes, int64_t n, int64_t k, void* out);
+// Bytes a PackRowsFn writes for n rows of k elements.
+using PackedBytesFn = size_t (*)(int64_t n, int64_t k);
 
 template <typename Fn>
 struct Kernel {
     Fn fn = nullptr;
     const char* name = "";  // e.g. "convert_f16_f32__avx512"
     IsaLevel isa = IsaLevel::ref;
+};
+
+/// Everything that runs one quantized weight type (ggml's type_traits_cpu, MLAS's quant-GEMM dispatch,
+/// XNNPACK's gemm configs): the activation type its products pair with and that type's row quantizer,
+/// the GEMM on the file layout (m = n = 1 is the dot product), and the load-time packed layout with its
+/// GEMM. For an activation-only type (Q8_1, Q8_K) act_type is itself and only quantize_act is set.
+struct QuantKernels {
+    DType act_type = DType::F32;        // ggml's vec_dot_type; F32 where the type has no kernels
+    Kernel<QuantizeRowFn> quantize_act;  // f32 row → act_type blocks
+    Kernel<GemmQuantFn> gemm;           // w: n rows of the file layout
+    // The packed layout (formats: 8 rows interleaved, built once at load): w is the packed groups of rows
+    // [0, n), w_row_bytes packed_row_bytes(k), so rows i.. start at w + i·w_row_bytes for i a multiple of
+    // row_group. Null where the file-layout gemm is the better one (the reference level).
+    Kernel<GemmQuantFn> gemm_packed;
+    PackRowsFn pack_rows = nullptr;       // null: the type has no packed layout
+    PackedBytesFn packed_bytes = nullptr;
+    int64_t row_group = 1;  // a call's rows start at a multiple of it: the packed group, the widest row tile
+    size_t packed_row_bytes(int64_t k) const { return packed_bytes(row_group, k) / size_t(row_group); }
+    bool runs_packed() const { return gemm_packed.fn && pack_rows; }
 };
 
 struct KernelTable {
@@ -89,15 +114,13 @@ struct KernelTable {
     Kernel<GemmF32Fn> gemm_f32;
     Kernel<GemmF32NNFn> gemm_f32_nn;
     Kernel<GemvF32Fn> gemv_f32;
-    // Indexed by the ggml type id of the weights / of the activation type; fn is null where absent.
-    std::array<Kernel<GemmQuantFn>, kMaxGgmlTypes> gemm_quant{};
-    std::array<Kernel<QuantizeRowFn>, kMaxGgmlTypes> quantize_row{};
-    // Indexed by weight type: kernels for its 8-row interleaved layout (formats::pack_rows_x8, built once
-    // at load; Q4_0, Q8_0, Q4_K). A GemmQuantFn whose w is the packed groups of rows [0, n) and w_row_bytes
-    // a row's share of a group, packed_x8_bytes(type, 8, k) / 8 (so rows i.. start at w + i·w_row_bytes for
-    // i a multiple of 8). Null where the plain gemm_quant kernel is the better one (the reference level,
-    // AVX-512 VNNI).
-    std::array<Kernel<GemmQuantFn>, kMaxGgmlTypes> gemm_quant_x8{};
+    // Indexed by ggml type id: the quantized types' descriptors.
+    std::array<QuantKernels, kMaxGgmlTypes> quant{};
+    const QuantKernels& quant_kernels(DType type) const {
+        static const QuantKernels none;
+        const auto id = static_cast<size_t>(type);
+        return id < kMaxGgmlTypes ? quant[id] : none;
+    }
     Kernel<QuantizeRowsU8DynamicFn> quantize_rows_u8_dynamic;
     Kernel<QuantizeRowsU8StaticFn> quantize_rows_u8_static;
     Kernel<GemmU8S8Fn> gemm_u8s8;

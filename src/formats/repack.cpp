@@ -31,7 +31,7 @@ void pack_groups(const void* rows, size_t row_bytes, int64_t n, int64_t k, uint8
 }  // namespace
 
 // Q4_K: scales and mins decoded once here; the rows past n are all zeros (d = dmin = 0).
-void pack_q4_k_groups(const void* rows, size_t row_bytes, int64_t n, int64_t k, void* out) {
+void pack_rows_q4_Kx8(const void* rows, size_t row_bytes, int64_t n, int64_t k, void* out) {
     const int64_t nb = k / kQK_K;
     const auto* src = static_cast<const uint8_t*>(rows);
     auto* dst = static_cast<BlockQ4_Kx8*>(out);
@@ -56,18 +56,19 @@ void pack_q4_k_groups(const void* rows, size_t row_bytes, int64_t n, int64_t k, 
         }
 }
 
-bool has_x8_layout(DType type) { return type == DType::Q4_0 || type == DType::Q8_0 || type == DType::Q4_K; }
-
-size_t packed_x8_bytes(DType type, int64_t n, int64_t k) {
-    const size_t groups = size_t((n + 7) / 8);
-    if (type == DType::Q4_K) return groups * size_t(k / kQK_K) * sizeof(BlockQ4_Kx8);
-    return groups * size_t(k / kQK) * (type == DType::Q4_0 ? sizeof(BlockQ4_0x8) : sizeof(BlockQ8_0x8));
+template <class Block8, int64_t kElements>
+size_t packed_groups_bytes(int64_t n, int64_t k) {
+    return size_t((n + 7) / 8) * size_t(k / kElements) * sizeof(Block8);
 }
 
-void pack_rows_x8(DType type, const void* rows, size_t row_bytes, int64_t n, int64_t k, void* out) {
-    if (type == DType::Q4_0) pack_groups<BlockQ4_0, BlockQ4_0x8>(rows, row_bytes, n, k, 0x88, out);  // q = 8: value 0
-    else if (type == DType::Q8_0) pack_groups<BlockQ8_0, BlockQ8_0x8>(rows, row_bytes, n, k, 0, out);
-    else pack_q4_k_groups(rows, row_bytes, n, k, out);
+void pack_rows_q4_0x8(const void* rows, size_t row_bytes, int64_t n, int64_t k, void* out) {
+    pack_groups<BlockQ4_0, BlockQ4_0x8>(rows, row_bytes, n, k, 0x88, out);  // q = 8: value 0
 }
+void pack_rows_q8_0x8(const void* rows, size_t row_bytes, int64_t n, int64_t k, void* out) {
+    pack_groups<BlockQ8_0, BlockQ8_0x8>(rows, row_bytes, n, k, 0, out);
+}
+size_t packed_bytes_q4_0x8(int64_t n, int64_t k) { return packed_groups_bytes<BlockQ4_0x8, kQK>(n, k); }
+size_t packed_bytes_q8_0x8(int64_t n, int64_t k) { return packed_groups_bytes<BlockQ8_0x8, kQK>(n, k); }
+size_t packed_bytes_q4_Kx8(int64_t n, int64_t k) { return packed_groups_bytes<BlockQ4_Kx8, kQK_K>(n, k); }
 
 }  // namespace cq::formats

@@ -2,11 +2,13 @@
 // detected level (or the level CQ_ISA forces) replaces the ops it has a faster kernel for.
 #include "cq/kernels.h"
 
+#include <array>
 #include <cstdlib>
 #include <string>
 
 #include "cq/dtype.h"
 #include "cq/error.h"
+#include "formats/formats.h"
 #include "kernels/kernel_decls.h"
 
 namespace cq {
@@ -26,9 +28,28 @@ void set(Kernel<Fn>& slot, Fn fn, const char* name, IsaLevel isa) {
 }
 
 #define CQ_SET(slot, fn, isa) set(t.slot, &kernels::fn, #fn, isa)
-// Quantized matrix product for weights of type `wt` (a DType name) / activation quantizer for `at`.
-#define CQ_SET_GEMM_QUANT(wt, fn, isa) set(t.gemm_quant[static_cast<size_t>(DType::wt)], &kernels::fn, #fn, isa)
-#define CQ_SET_QUANTIZE_ROW(at, fn, isa) set(t.quantize_row[static_cast<size_t>(DType::at)], &kernels::fn, #fn, isa)
+// Kernel `field` of the quantized type `wt`'s descriptor (wt a DType name).
+#define CQ_SET_QUANT(wt, field, fn, isa) set(t.quant[static_cast<size_t>(DType::wt)].field, &kernels::fn, #fn, isa)
+
+// The pairing and layouts of every quantized type: its activation type (ggml's vec_dot_type), the load-time
+// packed layout where one exists, the row grouping.
+void describe_quant_types(KernelTable& t) {
+    const auto pair = [&](DType w, DType a) {
+        QuantKernels& q = t.quant[static_cast<size_t>(w)];
+        q.act_type = a;
+        q.row_group = 8;  // the packed groups and the widest file-layout row tile (Q4_0's 8 rows)
+    };
+    for (DType w : {DType::Q4_0, DType::Q5_0, DType::Q8_0}) pair(w, DType::Q8_0);
+    for (DType w : {DType::Q4_1, DType::Q5_1, DType::Q8_1}) pair(w, DType::Q8_1);
+    for (DType w : {DType::Q2_K, DType::Q3_K, DType::Q4_K, DType::Q5_K, DType::Q6_K, DType::Q8_K}) pair(w, DType::Q8_K);
+    const auto packed = [&](DType w, PackRowsFn pack, PackedBytesFn bytes) {
+        t.quant[static_cast<size_t>(w)].pack_rows = pack;
+        t.quant[static_cast<size_t>(w)].packed_bytes = bytes;
+    };
+    packed(DType::Q4_0, &formats::pack_rows_q4_0x8, &formats::packed_bytes_q4_0x8);
+    packed(DType::Q8_0, &formats::pack_rows_q8_0x8, &formats::packed_bytes_q8_0x8);
+    packed(DType::Q4_K, &formats::pack_rows_q4_Kx8, &formats::packed_bytes_q4_Kx8);
+}
 
 }  // namespace
 
@@ -46,19 +67,22 @@ KernelTable make_kernel_table(IsaLevel level) {
     CQ_SET(gemm_f32, gemm_f32__ref, IsaLevel::ref);
     CQ_SET(gemm_f32_nn, gemm_f32_nn__ref, IsaLevel::ref);
     CQ_SET(gemv_f32, gemv_f32__ref, IsaLevel::ref);
-    CQ_SET_GEMM_QUANT(Q8_0, gemm_q8_0_q8_0__ref, IsaLevel::ref);
-    CQ_SET_GEMM_QUANT(Q4_0, gemm_q4_0_q8_0__ref, IsaLevel::ref);
-    CQ_SET_GEMM_QUANT(Q4_1, gemm_q4_1_q8_1__ref, IsaLevel::ref);
-    CQ_SET_GEMM_QUANT(Q5_0, gemm_q5_0_q8_0__ref, IsaLevel::ref);
-    CQ_SET_GEMM_QUANT(Q5_1, gemm_q5_1_q8_1__ref, IsaLevel::ref);
-    CQ_SET_GEMM_QUANT(Q2_K, gemm_q2_K_q8_K__ref, IsaLevel::ref);
-    CQ_SET_GEMM_QUANT(Q3_K, gemm_q3_K_q8_K__ref, IsaLevel::ref);
-    CQ_SET_GEMM_QUANT(Q4_K, gemm_q4_K_q8_K__ref, IsaLevel::ref);
-    CQ_SET_GEMM_QUANT(Q5_K, gemm_q5_K_q8_K__ref, IsaLevel::ref);
-    CQ_SET_GEMM_QUANT(Q6_K, gemm_q6_K_q8_K__ref, IsaLevel::ref);
-    CQ_SET_QUANTIZE_ROW(Q8_0, quantize_row_q8_0__ref, IsaLevel::ref);
-    CQ_SET_QUANTIZE_ROW(Q8_1, quantize_row_q8_1__ref, IsaLevel::ref);
-    CQ_SET_QUANTIZE_ROW(Q8_K, quantize_row_q8_K__ref, IsaLevel::ref);
+    describe_quant_types(t);
+    std::array<Kernel<QuantizeRowFn>, kMaxGgmlTypes> act{};  // by activation type
+    // the reference activation quantizers are the formats' codecs (ggml's quantize_row_q8_*_ref)
+    set(act[size_t(DType::Q8_0)], &formats::quantize_row_q8_0_ref, "quantize_row_q8_0__ref", IsaLevel::ref);
+    set(act[size_t(DType::Q8_1)], &formats::quantize_row_q8_1_ref, "quantize_row_q8_1__ref", IsaLevel::ref);
+    set(act[size_t(DType::Q8_K)], &formats::quantize_row_q8_K_ref, "quantize_row_q8_K__ref", IsaLevel::ref);
+    CQ_SET_QUANT(Q8_0, gemm, gemm_q8_0_q8_0__ref, IsaLevel::ref);
+    CQ_SET_QUANT(Q4_0, gemm, gemm_q4_0_q8_0__ref, IsaLevel::ref);
+    CQ_SET_QUANT(Q4_1, gemm, gemm_q4_1_q8_1__ref, IsaLevel::ref);
+    CQ_SET_QUANT(Q5_0, gemm, gemm_q5_0_q8_0__ref, IsaLevel::ref);
+    CQ_SET_QUANT(Q5_1, gemm, gemm_q5_1_q8_1__ref, IsaLevel::ref);
+    CQ_SET_QUANT(Q2_K, gemm, gemm_q2_K_q8_K__ref, IsaLevel::ref);
+    CQ_SET_QUANT(Q3_K, gemm, gemm_q3_K_q8_K__ref, IsaLevel::ref);
+    CQ_SET_QUANT(Q4_K, gemm, gemm_q4_K_q8_K__ref, IsaLevel::ref);
+    CQ_SET_QUANT(Q5_K, gemm, gemm_q5_K_q8_K__ref, IsaLevel::ref);
+    CQ_SET_QUANT(Q6_K, gemm, gemm_q6_K_q8_K__ref, IsaLevel::ref);
     CQ_SET(quantize_rows_u8_dynamic, quantize_rows_u8_dynamic__ref, IsaLevel::ref);
     CQ_SET(quantize_rows_u8_static, quantize_rows_u8_static__ref, IsaLevel::ref);
     CQ_SET(gemm_u8s8, gemm_u8s8_f32__ref, IsaLevel::ref);
@@ -83,22 +107,22 @@ KernelTable make_kernel_table(IsaLevel level) {
         CQ_SET(convert_f32_bf16, convert_f32_bf16__avx2, IsaLevel::avx2);
         CQ_SET(dot_u8_s8, dot_u8_s8__avx2, IsaLevel::avx2);
         CQ_SET(gemv_f32, gemv_f32__avx2, IsaLevel::avx2);
-        CQ_SET_GEMM_QUANT(Q8_0, gemm_q8_0_q8_0__avx2, IsaLevel::avx2);
-        CQ_SET_GEMM_QUANT(Q4_0, gemm_q4_0_q8_0__avx2, IsaLevel::avx2);
-        set(t.gemm_quant_x8[size_t(DType::Q4_0)], &kernels::gemm_q4_0x8_q8_0__avx2, "gemm_q4_0x8_q8_0__avx2", IsaLevel::avx2);
-        set(t.gemm_quant_x8[size_t(DType::Q8_0)], &kernels::gemm_q8_0x8_q8_0__avx2, "gemm_q8_0x8_q8_0__avx2", IsaLevel::avx2);
-        set(t.gemm_quant_x8[size_t(DType::Q4_K)], &kernels::gemm_q4_Kx8_q8_K__avx2, "gemm_q4_Kx8_q8_K__avx2", IsaLevel::avx2);
-        CQ_SET_GEMM_QUANT(Q4_1, gemm_q4_1_q8_1__avx2, IsaLevel::avx2);
-        CQ_SET_GEMM_QUANT(Q5_0, gemm_q5_0_q8_0__avx2, IsaLevel::avx2);
-        CQ_SET_GEMM_QUANT(Q5_1, gemm_q5_1_q8_1__avx2, IsaLevel::avx2);
-        CQ_SET_GEMM_QUANT(Q2_K, gemm_q2_K_q8_K__avx2, IsaLevel::avx2);
-        CQ_SET_GEMM_QUANT(Q3_K, gemm_q3_K_q8_K__avx2, IsaLevel::avx2);
-        CQ_SET_GEMM_QUANT(Q4_K, gemm_q4_K_q8_K__avx2, IsaLevel::avx2);
-        CQ_SET_GEMM_QUANT(Q5_K, gemm_q5_K_q8_K__avx2, IsaLevel::avx2);
-        CQ_SET_GEMM_QUANT(Q6_K, gemm_q6_K_q8_K__avx2, IsaLevel::avx2);
-        CQ_SET_QUANTIZE_ROW(Q8_0, quantize_row_q8_0__avx2, IsaLevel::avx2);
-        CQ_SET_QUANTIZE_ROW(Q8_1, quantize_row_q8_1__avx2, IsaLevel::avx2);
-        CQ_SET_QUANTIZE_ROW(Q8_K, quantize_row_q8_K__avx2, IsaLevel::avx2);
+        CQ_SET_QUANT(Q8_0, gemm, gemm_q8_0_q8_0__avx2, IsaLevel::avx2);
+        CQ_SET_QUANT(Q4_0, gemm, gemm_q4_0_q8_0__avx2, IsaLevel::avx2);
+        CQ_SET_QUANT(Q4_1, gemm, gemm_q4_1_q8_1__avx2, IsaLevel::avx2);
+        CQ_SET_QUANT(Q5_0, gemm, gemm_q5_0_q8_0__avx2, IsaLevel::avx2);
+        CQ_SET_QUANT(Q5_1, gemm, gemm_q5_1_q8_1__avx2, IsaLevel::avx2);
+        CQ_SET_QUANT(Q2_K, gemm, gemm_q2_K_q8_K__avx2, IsaLevel::avx2);
+        CQ_SET_QUANT(Q3_K, gemm, gemm_q3_K_q8_K__avx2, IsaLevel::avx2);
+        CQ_SET_QUANT(Q4_K, gemm, gemm_q4_K_q8_K__avx2, IsaLevel::avx2);
+        CQ_SET_QUANT(Q5_K, gemm, gemm_q5_K_q8_K__avx2, IsaLevel::avx2);
+        CQ_SET_QUANT(Q6_K, gemm, gemm_q6_K_q8_K__avx2, IsaLevel::avx2);
+        CQ_SET_QUANT(Q4_0, gemm_packed, gemm_q4_0x8_q8_0__avx2, IsaLevel::avx2);
+        CQ_SET_QUANT(Q8_0, gemm_packed, gemm_q8_0x8_q8_0__avx2, IsaLevel::avx2);
+        CQ_SET_QUANT(Q4_K, gemm_packed, gemm_q4_Kx8_q8_K__avx2, IsaLevel::avx2);
+        set(act[size_t(DType::Q8_0)], &kernels::quantize_row_q8_0__avx2, "quantize_row_q8_0__avx2", IsaLevel::avx2);
+        set(act[size_t(DType::Q8_1)], &kernels::quantize_row_q8_1__avx2, "quantize_row_q8_1__avx2", IsaLevel::avx2);
+        set(act[size_t(DType::Q8_K)], &kernels::quantize_row_q8_K__avx2, "quantize_row_q8_K__avx2", IsaLevel::avx2);
         CQ_SET(quantize_rows_u8_dynamic, quantize_rows_u8_dynamic__avx2, IsaLevel::avx2);
         CQ_SET(quantize_rows_u8_static, quantize_rows_u8_static__avx2, IsaLevel::avx2);
         CQ_SET(gemm_u8s8, gemm_u8s8_f32__avx2, IsaLevel::avx2);
@@ -116,11 +140,13 @@ KernelTable make_kernel_table(IsaLevel level) {
     }
     if (reaches(level, IsaLevel::avx512_vnni)) {
         CQ_SET(dot_u8_s8, dot_u8_s8__avx512vnni, IsaLevel::avx512_vnni);
-        CQ_SET_GEMM_QUANT(Q8_0, gemm_q8_0_q8_0__avx512vnni, IsaLevel::avx512_vnni);
-        CQ_SET_GEMM_QUANT(Q4_0, gemm_q4_0_q8_0__avx512vnni, IsaLevel::avx512_vnni);
-        t.gemm_quant_x8 = {};  // vpdpbusd on the file layout instead (no load-time repack)
-        CQ_SET_GEMM_QUANT(Q4_K, gemm_q4_K_q8_K__avx512vnni, IsaLevel::avx512_vnni);
-        CQ_SET_GEMM_QUANT(Q6_K, gemm_q6_K_q8_K__avx512vnni, IsaLevel::avx512_vnni);
+        CQ_SET_QUANT(Q8_0, gemm, gemm_q8_0_q8_0__avx512vnni, IsaLevel::avx512_vnni);
+        CQ_SET_QUANT(Q4_0, gemm, gemm_q4_0_q8_0__avx512vnni, IsaLevel::avx512_vnni);
+        CQ_SET_QUANT(Q4_K, gemm, gemm_q4_K_q8_K__avx512vnni, IsaLevel::avx512_vnni);
+        CQ_SET_QUANT(Q6_K, gemm, gemm_q6_K_q8_K__avx512vnni, IsaLevel::avx512_vnni);
+        CQ_SET_QUANT(Q4_0, gemm_packed, gemm_q4_0x8_q8_0__avx512vnni, IsaLevel::avx512_vnni);
+        CQ_SET_QUANT(Q8_0, gemm_packed, gemm_q8_0x8_q8_0__avx512vnni, IsaLevel::avx512_vnni);
+        CQ_SET_QUANT(Q4_K, gemm_packed, gemm_q4_Kx8_q8_K__avx512vnni, IsaLevel::avx512_vnni);
         CQ_SET(quantize_rows_u8_dynamic, quantize_rows_u8_dynamic__avx512vnni, IsaLevel::avx512_vnni);
         CQ_SET(quantize_rows_u8_static, quantize_rows_u8_static__avx512vnni, IsaLevel::avx512_vnni);
         CQ_SET(gemm_u8s8, gemm_u8s8_f32__avx512vnni, IsaLevel::avx512_vnni);
@@ -135,6 +161,8 @@ KernelTable make_kernel_table(IsaLevel level) {
         CQ_SET(dot_u8_s8, dot_u8_s8__neon, IsaLevel::neon);
     }
 #endif
+    for (QuantKernels& q : t.quant)
+        if (q.act_type != DType::F32) q.quantize_act = act[static_cast<size_t>(q.act_type)];
     return t;
 }
 
@@ -190,14 +218,16 @@ std::vector<KernelListing> list_kernels(const KernelTable& t) {
     add("gelu_erf_f32", t.gelu_erf_f32);
     add("softmax_f32", t.softmax_f32);
     add("silu_mul_f32", t.silu_mul_f32);
-    // Quantized kernels present for a type are listed as gemm_<weights> / quantize_row_<activations>.
+    // Per quantized type: gemm_<weights>, gemm_<weights>x8 (the packed layout built at load), and the
+    // quantizer of each activation type as quantize_row_<activations>.
     for (size_t id = 0; id < kMaxGgmlTypes; ++id) {
         const auto type = dtype_from_ggml_id(static_cast<uint32_t>(id));
+        const QuantKernels& q = t.quant[id];
         if (!type) continue;
-        if (t.gemm_quant[id].fn) add(("gemm_" + std::string(dtype_name(*type))).c_str(), t.gemm_quant[id]);
-        if (t.gemm_quant_x8[id].fn)
-            add(("gemm_" + std::string(dtype_name(*type)) + "x8").c_str(), t.gemm_quant_x8[id]);  // 8-row layout built at load
-        if (t.quantize_row[id].fn) add(("quantize_row_" + std::string(dtype_name(*type))).c_str(), t.quantize_row[id]);
+        const std::string name(dtype_name(*type));
+        if (q.gemm.fn) add(("gemm_" + name).c_str(), q.gemm);
+        if (q.gemm_packed.fn) add(("gemm_" + name + "x8").c_str(), q.gemm_packed);
+        if (q.act_type == *type && q.quantize_act.fn) add(("quantize_row_" + name).c_str(), q.quantize_act);
     }
     return out;
 }

@@ -40,39 +40,41 @@ void gemv_f32__avx2(int64_t n, int64_t k, const float* w, int64_t ldw, const flo
 void gemv_f32__avx512(int64_t n, int64_t k, const float* w, int64_t ldw, const float* x, float* y);
 
 // Quantized matrix products (GemmQuantFn: c[t][i] = act row t · weight row i) and the activation
-// quantizers (QuantizeRowFn). gemm_<weights>_<activations>__<isa>.
+// quantizers (QuantizeRowFn; the reference ones are the formats' codecs, formats/formats.h).
+// gemm_<weights>_<activations>__<isa>; <weights>x8: the 8-row packed layout (formats::Block*x8).
 #define CQ_DECLARE_GEMM_QUANT(wt, at, isa)                                                                  \
     void gemm_##wt##_##at##__##isa(int64_t m, int64_t n, int64_t k, const void* act, size_t act_row_bytes, \
                                    const void* w, size_t w_row_bytes, float* c, int64_t ldc);
-#define CQ_DECLARE_QUANT_KERNELS(isa)                \
-    CQ_DECLARE_GEMM_QUANT(q8_0, q8_0, isa)           \
-    CQ_DECLARE_GEMM_QUANT(q4_0, q8_0, isa)           \
-    CQ_DECLARE_GEMM_QUANT(q4_1, q8_1, isa)           \
-    CQ_DECLARE_GEMM_QUANT(q5_0, q8_0, isa)           \
-    CQ_DECLARE_GEMM_QUANT(q5_1, q8_1, isa)           \
-    CQ_DECLARE_GEMM_QUANT(q2_K, q8_K, isa)           \
-    CQ_DECLARE_GEMM_QUANT(q3_K, q8_K, isa)           \
-    CQ_DECLARE_GEMM_QUANT(q4_K, q8_K, isa)           \
-    CQ_DECLARE_GEMM_QUANT(q5_K, q8_K, isa)           \
-    CQ_DECLARE_GEMM_QUANT(q6_K, q8_K, isa)           \
-    void quantize_row_q8_0__##isa(const float* x, void* y, int64_t k); \
-    void quantize_row_q8_1__##isa(const float* x, void* y, int64_t k); \
-    void quantize_row_q8_K__##isa(const float* x, void* y, int64_t k);
+#define CQ_DECLARE_QUANT_KERNELS(isa)     \
+    CQ_DECLARE_GEMM_QUANT(q8_0, q8_0, isa) \
+    CQ_DECLARE_GEMM_QUANT(q4_0, q8_0, isa) \
+    CQ_DECLARE_GEMM_QUANT(q4_1, q8_1, isa) \
+    CQ_DECLARE_GEMM_QUANT(q5_0, q8_0, isa) \
+    CQ_DECLARE_GEMM_QUANT(q5_1, q8_1, isa) \
+    CQ_DECLARE_GEMM_QUANT(q2_K, q8_K, isa) \
+    CQ_DECLARE_GEMM_QUANT(q3_K, q8_K, isa) \
+    CQ_DECLARE_GEMM_QUANT(q4_K, q8_K, isa) \
+    CQ_DECLARE_GEMM_QUANT(q5_K, q8_K, isa) \
+    CQ_DECLARE_GEMM_QUANT(q6_K, q8_K, isa)
+#define CQ_DECLARE_PACKED_KERNELS(isa)       \
+    CQ_DECLARE_GEMM_QUANT(q4_0x8, q8_0, isa) \
+    CQ_DECLARE_GEMM_QUANT(q8_0x8, q8_0, isa) \
+    CQ_DECLARE_GEMM_QUANT(q4_Kx8, q8_K, isa)
 
 CQ_DECLARE_QUANT_KERNELS(ref)
 CQ_DECLARE_QUANT_KERNELS(avx2)
-// Q4_0 / Q8_0 / Q4_K packed in groups of 8 rows (formats::Block*x8, from pack_rows_x8 at load).
-CQ_DECLARE_GEMM_QUANT(q4_0x8, q8_0, ref)
-CQ_DECLARE_GEMM_QUANT(q4_0x8, q8_0, avx2)
-CQ_DECLARE_GEMM_QUANT(q8_0x8, q8_0, ref)
-CQ_DECLARE_GEMM_QUANT(q8_0x8, q8_0, avx2)
-CQ_DECLARE_GEMM_QUANT(q4_Kx8, q8_K, ref)
-CQ_DECLARE_GEMM_QUANT(q4_Kx8, q8_K, avx2)
-// AVX-512 VNNI: the formats where vpdpbusd/vpdpwssd pay (Q4_K_M = Q4_K + Q6_K).
+CQ_DECLARE_PACKED_KERNELS(ref)
+CQ_DECLARE_PACKED_KERNELS(avx2)
+CQ_DECLARE_PACKED_KERNELS(avx512vnni)
+// AVX-512 VNNI on the file layout: the formats where vpdpbusd/vpdpwssd pay (Q4_K_M = Q4_K + Q6_K).
 CQ_DECLARE_GEMM_QUANT(q8_0, q8_0, avx512vnni)
 CQ_DECLARE_GEMM_QUANT(q4_0, q8_0, avx512vnni)
 CQ_DECLARE_GEMM_QUANT(q4_K, q8_K, avx512vnni)
 CQ_DECLARE_GEMM_QUANT(q6_K, q8_K, avx512vnni)
+void quantize_row_q8_0__avx2(const float* x, void* y, int64_t k);
+void quantize_row_q8_1__avx2(const float* x, void* y, int64_t k);
+void quantize_row_q8_K__avx2(const float* x, void* y, int64_t k);
+#undef CQ_DECLARE_PACKED_KERNELS
 #undef CQ_DECLARE_QUANT_KERNELS
 #undef CQ_DECLARE_GEMM_QUANT
 

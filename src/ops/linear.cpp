@@ -14,53 +14,48 @@ namespace cq::ops {
 namespace {
 constexpr int64_t kTileRows = 64;             // output rows widened per GEMM call for non-f32 weights
 constexpr int64_t kMinColumnsPerThread = 64;  // smaller slices cost more in wake-ups than they save
-constexpr int64_t kRowGroup = 8;              // the widest row tile of the quantized GEMMs
 }
 
 // Quantized weights: the activations are quantized once to the format's partner type (Q8_0, Q8_1
 // or Q8_K), then each thread runs the format's GEMM kernel over its slice of output rows.
 void linear_quantized(const Linear& layer, const float* x, int64_t T, float* y) {
-    const KernelTable& k = kernel_table();
     const Tensor& w = layer.weight;
+    const QuantKernels& q = kernel_table().quant_kernels(w.dtype());
     const int64_t n_in = layer.n_in(), n_out = layer.n_out();
-    const auto act = formats::activation_type(w.dtype());
-    const auto id = static_cast<size_t>(w.dtype());
-    if (!act || id >= kMaxGgmlTypes || !k.gemm_quant[id].fn || !k.quantize_row[static_cast<size_t>(*act)].fn)
+    if (!q.gemm.fn || !q.quantize_act.fn)
         throw Unsupported("[linear] " + layer.name + ": no matrix-product kernel for " + std::string(dtype_name(w.dtype())) + " weights yet");
-    const size_t act_row = static_cast<size_t>(*dtype_bytes(*act, static_cast<uint64_t>(n_in)));
-    size_t w_row = static_cast<size_t>(*dtype_bytes(w.dtype(), static_cast<uint64_t>(n_in)));
+    const size_t act_row = static_cast<size_t>(*dtype_bytes(q.act_type, static_cast<uint64_t>(n_in)));
     thread_local std::vector<uint8_t> xq;
     xq.resize(act_row * static_cast<size_t>(T));
-    const auto quantize = k.quantize_row[static_cast<size_t>(*act)].fn;
+    const auto quantize = q.quantize_act.fn;
     ThreadPool& pool = ThreadPool::global();
     uint8_t* xq_data = xq.data();
     pool.parallel_for(T, [&](int64_t t0, int64_t t1) {
         for (int64_t t = t0; t < t1; ++t) quantize(x + t * n_in, xq_data + static_cast<size_t>(t) * act_row, n_in);
     });
-    const bool packed = layer.x8 && k.gemm_quant_x8[id].fn;
-    const auto gemm = packed ? k.gemm_quant_x8[id].fn : k.gemm_quant[id].fn;
+    const bool packed = layer.x8 && q.runs_packed();
+    const auto gemm = packed ? q.gemm_packed.fn : q.gemm.fn;
     const auto* wp = packed ? layer.x8->data() : static_cast<const uint8_t*>(w.data());
-    if (packed) w_row = formats::packed_x8_bytes(w.dtype(), 8, n_in) / 8;  // a packed row's share of its group
-    // Slices are whole groups of kRowGroup rows, so no thread's slice ends in a kernel's short row tile.
-    const int64_t n_groups = (n_out + kRowGroup - 1) / kRowGroup;
+    const size_t w_row = packed ? q.packed_row_bytes(n_in)  // a packed row's share of its group
+                                : static_cast<size_t>(*dtype_bytes(w.dtype(), static_cast<uint64_t>(n_in)));
+    // Slices are whole row groups, so no thread's slice ends in a kernel's short row tile.
+    const int64_t group = q.row_group, n_groups = (n_out + group - 1) / group;
     pool.parallel_for(
         n_groups,
         [&](int64_t g0, int64_t g1) {
-            const int64_t r0 = g0 * kRowGroup, r1 = std::min(n_out, g1 * kRowGroup);
+            const int64_t r0 = g0 * group, r1 = std::min(n_out, g1 * group);
             gemm(T, r1 - r0, n_in, xq_data, act_row, wp + static_cast<size_t>(r0) * w_row, w_row, y + r0, n_out);
         },
-        kMinColumnsPerThread / kRowGroup);
+        std::max<int64_t>(1, kMinColumnsPerThread / group));
 }
 
 void pack_for_kernels(Linear& layer) {
-    const KernelTable& k = kernel_table();
     const Tensor& w = layer.weight;
-    const auto id = static_cast<size_t>(w.dtype());
-    if (!formats::has_x8_layout(w.dtype()) || layer.transposed || id >= kMaxGgmlTypes || !k.gemm_quant_x8[id].fn || layer.x8) return;
+    const QuantKernels& q = kernel_table().quant_kernels(w.dtype());
+    if (!q.runs_packed() || layer.transposed || layer.x8) return;
     const int64_t n = layer.n_out(), n_in = layer.n_in();
-    auto packed = std::make_shared<std::vector<uint8_t>>(formats::packed_x8_bytes(w.dtype(), n, n_in));
-    formats::pack_rows_x8(w.dtype(), w.data(), static_cast<size_t>(*dtype_bytes(w.dtype(), static_cast<uint64_t>(n_in))), n, n_in,
-                          packed->data());
+    auto packed = std::make_shared<std::vector<uint8_t>>(q.packed_bytes(n, n_in));
+    q.pack_rows(w.data(), static_cast<size_t>(*dtype_bytes(w.dtype(), static_cast<uint64_t>(n_in))), n, n_in, packed->data());
     layer.x8 = std::move(packed);
 }
 

@@ -1,5 +1,5 @@
 // Scalar reference quantized matrix products (ggml's vec_dot rules: integer sums inside a block or
-// sub-block, float across blocks) and the activation quantizers Q8_0 / Q8_1 / Q8_K they pair with.
+// sub-block, float across blocks); their activation quantizers are the formats' Q8_0 / Q8_1 / Q8_K codecs.
 // The specification every vector variant is tested against; one dot product per (token, row).
 #include <cmath>
 #include <cstddef>
@@ -15,15 +15,6 @@ namespace {
 using namespace cq::formats;
 
 inline float h2f(f16_bits h) { return f16_to_f32_scalar(h); }
-inline f16_bits f2h(float f) { return f32_to_f16_scalar(f); }
-
-// Round to nearest, ties to even, for |f| < 2^22 (ggml's nearest_int).
-inline int nearest_int(float f) {
-    const float v = f + 12582912.f;
-    int32_t i;
-    std::memcpy(&i, &v, sizeof(i));
-    return (i & 0x007fffff) - 0x00400000;
-}
 
 // ---- legacy formats: 32-element blocks ----
 
@@ -214,69 +205,7 @@ void gemm_ref(int64_t m, int64_t n, int64_t k, const void* act, size_t act_row_b
                                  reinterpret_cast<const Act*>(a8 + size_t(t) * act_row_bytes));
 }
 
-// Q8_0 / Q8_1 block b of x: d = max|x|/127, q = round-half-away(x/d).
-template <typename Block>
-void quantize_q8_legacy(const float* x, Block& y) {
-    float amax = 0.0f;
-    for (int j = 0; j < kQK; ++j) amax = std::fmax(amax, std::fabs(x[j]));
-    const float d = amax / 127.0f;
-    const float id = d != 0.0f ? 1.0f / d : 0.0f;
-    y.d = f2h(d);
-    int32_t sum = 0;
-    for (int j = 0; j < kQK; ++j) {
-        y.qs[j] = int8_t(std::round(x[j] * id));
-        sum += y.qs[j];
-    }
-    if constexpr (sizeof(Block) == sizeof(BlockQ8_1)) y.s = f2h(float(sum) * d);
-}
-
 }  // namespace
-
-// x: [k] f32 → k/32 Q8_0 blocks (ggml's quantize_row_q8_0_ref)
-void quantize_row_q8_0__ref(const float* x, void* y, int64_t k) {
-    auto* out = static_cast<BlockQ8_0*>(y);
-    for (int64_t b = 0; b < k / kQK; ++b) quantize_q8_legacy(x + b * kQK, out[b]);
-}
-
-// x: [k] f32 → k/32 Q8_1 blocks; s = f16(d·Σq)
-void quantize_row_q8_1__ref(const float* x, void* y, int64_t k) {
-    auto* out = static_cast<BlockQ8_1*>(y);
-    for (int64_t b = 0; b < k / kQK; ++b) quantize_q8_legacy(x + b * kQK, out[b]);
-}
-
-// x: [k] f32 → k/256 Q8_K blocks: q = min(127, nearest_int(−127/max·x)) with max the first value of
-// largest magnitude, d = 1/(−127/max); an all-zero block gets d = 0 and zero qs and bsums.
-void quantize_row_q8_K__ref(const float* x, void* y, int64_t k) {
-    auto* out = static_cast<BlockQ8_K*>(y);
-    for (int64_t b = 0; b < k / kQK_K; ++b, x += kQK_K) {
-        BlockQ8_K& blk = out[b];
-        float max = 0.0f, amax = 0.0f;
-        for (int j = 0; j < kQK_K; ++j) {
-            const float ax = std::fabs(x[j]);
-            if (ax > amax) {
-                amax = ax;
-                max = x[j];
-            }
-        }
-        if (amax == 0.0f) {
-            blk.d = 0.0f;
-            std::memset(blk.qs, 0, sizeof(blk.qs));
-            std::memset(blk.bsums, 0, sizeof(blk.bsums));
-            continue;
-        }
-        const float iscale = -127.0f / max;
-        for (int j = 0; j < kQK_K; ++j) {
-            const int v = nearest_int(iscale * x[j]);
-            blk.qs[j] = int8_t(v < 127 ? v : 127);
-        }
-        for (int g = 0; g < kQK_K / 16; ++g) {
-            int sum = 0;
-            for (int j = 0; j < 16; ++j) sum += blk.qs[16 * g + j];
-            blk.bsums[g] = int16_t(sum);
-        }
-        blk.d = 1.0f / iscale;
-    }
-}
 
 void gemm_q8_0_q8_0__ref(int64_t m, int64_t n, int64_t k, const void* act, size_t arb, const void* w, size_t wrb,
                          float* c, int64_t ldc) {
