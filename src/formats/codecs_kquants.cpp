@@ -2,10 +2,10 @@
 // quantize_row_*_ref search rules without an importance matrix, operation for operation (same
 // f32 evaluation order, same nearest_int rounding), so the bytes equal llama-quantize's.
 #include <algorithm>
-#include <bit>
 #include <cmath>
 #include <cstring>
 
+#include "formats/codec_math.h"
 #include "formats/formats.h"
 #include "kernels/kernel_decls.h"
 
@@ -17,27 +17,13 @@ using kernels::f32_to_f16_scalar;
 
 constexpr float kGroupMaxEps = 1e-15f;  // below this a group counts as all zero
 
-// Round to nearest, ties to even, for |v| < 2^22: adding 1.5·2^23 leaves the integer in the mantissa.
-inline int nearest_int(float v) {
-    const float shifted = v + 12582912.0f;
-    const int32_t bits = std::bit_cast<int32_t>(shifted);
-    return (bits & 0x007FFFFF) - 0x00400000;
-}
-
 // Symmetric search: L[i] ∈ [0, 2·nmax) with x ≈ scale·(L − nmax), weights x² (ggml's
 // make_qx_quants with rmse_type 1): start from the signed extreme mapped to −nmax, then try
 // 18 nearby scales, keep the one maximising (Σw·x·l)²/Σw·l², return its least-squares scale.
 float make_qx_quants(int n, int nmax, const float* x, int8_t* L) {
-    float max = 0, amax = 0;
-    for (int i = 0; i < n; ++i) {
-        const float ax = std::fabs(x[i]);
-        if (ax > amax) {
-            amax = ax;
-            max = x[i];
-        }
-    }
-    if (amax < kGroupMaxEps) {
-        for (int i = 0; i < n; ++i) L[i] = 0;
+    const float max = signed_absmax(x, n).max;
+    if (std::fabs(max) < kGroupMaxEps) {
+        std::fill(L, L + n, int8_t{0});
         return 0.0f;
     }
     auto level = [nmax](float v) { return std::max(-nmax, std::min(nmax - 1, nearest_int(v))); };
@@ -75,16 +61,9 @@ float make_qx_quants(int n, int nmax, const float* x, int8_t* L) {
 // five passes of coordinate descent, each moving one L[i] to its best level under the current
 // least-squares fit (weights x²) when that improves (Σw·x·l)²/Σw·l². L[i] ∈ [0, 2·nmax).
 float make_q3_quants(int n, int nmax, const float* x, int8_t* L) {
-    float max = 0, amax = 0;
-    for (int i = 0; i < n; ++i) {
-        const float ax = std::fabs(x[i]);
-        if (ax > amax) {
-            amax = ax;
-            max = x[i];
-        }
-    }
-    if (amax < kGroupMaxEps) {
-        for (int i = 0; i < n; ++i) L[i] = 0;
+    const float max = signed_absmax(x, n).max;
+    if (std::fabs(max) < kGroupMaxEps) {
+        std::fill(L, L + n, int8_t{0});
         return 0.0f;
     }
     const float iscale = static_cast<float>(-nmax) / max;
@@ -238,6 +217,9 @@ inline void pack_2bit(const uint8_t* L, uint8_t* qs) {
                                                  (L[j + l + 96] << 6));
 }
 
+// Element l of sub-block j of 16 in pack_2bit's layout: bits 2·((j/2) % 4) of qs[32·(j/8) + 16·(j % 2) + l].
+inline int low_2bit(const uint8_t* qs, int j, int l) { return (qs[32 * (j / 8) + 16 * (j % 2) + l] >> (2 * ((j / 2) % 4))) & 3; }
+
 // The asymmetric 32-element sub-block search shared by Q4_K (nmax 15) and Q5_K (nmax 31), plus the
 // 6-bit scale/min quantization and the final requantization with the stored scales. L gets the levels.
 template <typename Block>
@@ -278,6 +260,76 @@ void quantize_k4_like(const float* x, Block& y, uint8_t* L, int nmax, float rmin
             L[32 * j + ii] = static_cast<uint8_t>(std::max(0, std::min(nmax, l)));
         }
     }
+}
+
+// Q4_K and Q5_K rows. The low 4 bits of element 64c + l (l < 32) go to the low nibble of qs[32c + l], of
+// element 64c + 32 + l to its high nibble; Q5_K's bit 4 of the first is bit 2c of qh[l], of the second bit 2c + 1.
+template <typename Block>
+void quantize_row_k4_like(const float* x, void* vy, int64_t k, int nmax, float rmin, int nstep) {
+    auto* y = static_cast<Block*>(vy);
+    uint8_t L[kQK_K];
+    for (int64_t i = 0; i < k / kQK_K; ++i, x += kQK_K) {
+        quantize_k4_like(x, y[i], L, nmax, rmin, nstep);
+        for (int c = 0; c < kQK_K / 64; ++c)
+            for (int l = 0; l < 32; ++l) {
+                const uint8_t lo = L[64 * c + l], hi = L[64 * c + 32 + l];
+                y[i].qs[32 * c + l] = static_cast<uint8_t>((lo & 0xF) | ((hi & 0xF) << 4));
+                if constexpr (requires(Block b) { b.qh; }) {
+                    if (c == 0) y[i].qh[l] = 0;
+                    y[i].qh[l] |= static_cast<uint8_t>(((lo >> 4) << (2 * c)) | ((hi >> 4) << (2 * c + 1)));
+                }
+            }
+    }
+}
+
+// The asymmetric k-quants (Q2_K, Q4_K, Q5_K): sub-block j of kSub values is y = d·sc_j·q − dmin·m_j, with
+// scale_min(block, j, sc_j, m_j) and quant(block, j, l) reading the format's packing.
+template <typename Block, int kSub, typename ScaleMin, typename Quant>
+void dequantize_row_asymmetric(const void* vx, float* y, int64_t k, ScaleMin scale_min, Quant quant) {
+    const auto* x = static_cast<const Block*>(vx);
+    for (int64_t i = 0; i < k / kQK_K; ++i) {
+        const float d = f16_to_f32_scalar(x[i].d);
+        const float min = f16_to_f32_scalar(x[i].dmin);
+        for (int j = 0; j < kQK_K / kSub; ++j, y += kSub) {
+            uint8_t sc, m;
+            scale_min(x[i], j, sc, m);
+            const float dj = d * static_cast<float>(sc), mj = min * static_cast<float>(m);
+            for (int l = 0; l < kSub; ++l) y[l] = dj * static_cast<float>(quant(x[i], j, l)) - mj;
+        }
+    }
+}
+
+// Q4_K/Q5_K: the nibbles as quantize_row_k4_like packs them, plus Q5_K's bit j of qh[l].
+template <typename Block>
+void dequantize_row_k4_like(const void* x, float* y, int64_t k) {
+    dequantize_row_asymmetric<Block, 32>(
+        x, y, k, [](const Block& b, int j, uint8_t& sc, uint8_t& m) { get_scale_min_k4(j, b.scales, sc, m); },
+        [](const Block& b, int j, int l) {
+            int v = (b.qs[32 * (j / 2) + l] >> (4 * (j % 2))) & 0xF;
+            if constexpr (requires { b.qh; }) v += ((b.qh[l] >> j) & 1) << 4;
+            return v;
+        });
+}
+
+// The symmetric sub-block fits of Q3_K and Q6_K: 16 sub-blocks of 16, each fitted by `fit` with levels
+// [0, 2·nmax) into L; `max` is the signed scale of largest magnitude.
+struct SubBlockScales {
+    float scales[kQK_K / 16];
+    float max;
+};
+SubBlockScales fit_sub_blocks(float (*fit)(int, int, const float*, int8_t*), int nmax, const float* x, int8_t* L) {
+    SubBlockScales s;
+    for (int j = 0; j < kQK_K / 16; ++j) s.scales[j] = fit(16, nmax, x + 16 * j, L + 16 * j);
+    s.max = signed_absmax(s.scales, kQK_K / 16).max;
+    return s;
+}
+
+// Requantizes one sub-block of 16 with its stored scale d: L = clamp(nearest_int(x/d), −nmax, nmax − 1) + nmax.
+// A zero d keeps the search's levels.
+void requantize_sub_block(const float* x, float d, int nmax, int8_t* L) {
+    if (d == 0.0f) return;
+    for (int ii = 0; ii < 16; ++ii)
+        L[ii] = static_cast<int8_t>(std::max(-nmax, std::min(nmax - 1, nearest_int(x[ii] / d))) + nmax);
 }
 
 }  // namespace
@@ -336,24 +388,14 @@ void quantize_row_q2_K_ref(const float* x, void* vy, int64_t k) {
 // scales; the high bit of (q + 4) goes to hmask.
 void quantize_row_q3_K_ref(const float* x, void* vy, int64_t k) {
     auto* y = static_cast<BlockQ3_K*>(vy);
-    const int64_t nb = k / kQK_K;
     int8_t L[kQK_K];
-    float scales[kQK_K / 16];
-    for (int64_t i = 0; i < nb; ++i, x += kQK_K) {
-        float max_scale = 0, amax = 0;
-        for (int j = 0; j < kQK_K / 16; ++j) {
-            scales[j] = make_q3_quants(16, 4, x + 16 * j, L + 16 * j);
-            const float a = std::fabs(scales[j]);
-            if (a > amax) {
-                amax = a;
-                max_scale = scales[j];
-            }
-        }
+    for (int64_t i = 0; i < k / kQK_K; ++i, x += kQK_K) {
+        const SubBlockScales fit = fit_sub_blocks(make_q3_quants, 4, x, L);
         std::memset(y[i].scales, 0, sizeof(y[i].scales));
-        if (max_scale != 0.0f) {
-            const float iscale = -32.f / max_scale;
+        if (fit.max != 0.0f) {
+            const float iscale = -32.f / fit.max;
             for (int j = 0; j < kQK_K / 16; ++j) {
-                const int l = std::max(-32, std::min(31, static_cast<int>(static_cast<int8_t>(nearest_int(iscale * scales[j]))))) + 32;
+                const int l = std::max(-32, std::min(31, static_cast<int>(static_cast<int8_t>(nearest_int(iscale * fit.scales[j]))))) + 32;
                 if (j < 8)
                     y[i].scales[j] = static_cast<uint8_t>(l & 0xF);
                 else
@@ -364,14 +406,9 @@ void quantize_row_q3_K_ref(const float* x, void* vy, int64_t k) {
         } else {
             y[i].d = f32_to_f16_scalar(0.f);
         }
-        for (int j = 0; j < kQK_K / 16; ++j) {
-            const float d = f16_to_f32_scalar(y[i].d) * static_cast<float>(q3_k_scale(y[i].scales, j));
-            if (d == 0.0f) continue;
-            for (int ii = 0; ii < 16; ++ii) {
-                const int l = std::max(-4, std::min(3, nearest_int(x[16 * j + ii] / d)));
-                L[16 * j + ii] = static_cast<int8_t>(l + 4);
-            }
-        }
+        for (int j = 0; j < kQK_K / 16; ++j)
+            requantize_sub_block(x + 16 * j, f16_to_f32_scalar(y[i].d) * static_cast<float>(q3_k_scale(y[i].scales, j)), 4,
+                                 L + 16 * j);
         std::memset(y[i].hmask, 0, sizeof(y[i].hmask));
         uint8_t Lu[kQK_K];
         for (int j = 0; j < kQK_K; ++j) {
@@ -387,84 +424,29 @@ void quantize_row_q3_K_ref(const float* x, void* vy, int64_t k) {
 }
 
 // Q4_K: 8 sub-blocks of 32, asymmetric 16-level fits (weights rms + |x|), 6-bit scales and mins.
-void quantize_row_q4_K_ref(const float* x, void* vy, int64_t k) {
-    auto* y = static_cast<BlockQ4_K*>(vy);
-    const int64_t nb = k / kQK_K;
-    uint8_t L[kQK_K];
-    for (int64_t i = 0; i < nb; ++i, x += kQK_K) {
-        quantize_k4_like(x, y[i], L, 15, -1.f, 20);
-        uint8_t* q = y[i].qs;
-        for (int j = 0; j < kQK_K; j += 64, q += 32)
-            for (int l = 0; l < 32; ++l) q[l] = static_cast<uint8_t>(L[j + l] | (L[j + l + 32] << 4));
-    }
-}
+void quantize_row_q4_K_ref(const float* x, void* y, int64_t k) { quantize_row_k4_like<BlockQ4_K>(x, y, k, 15, -1.f, 20); }
 
-// Q5_K: as Q4_K with 32 levels; bit 4 of element 64c + l (l < 32) is bit 2c of qh[l], of
-// element 64c + 32 + l bit 2c + 1.
-void quantize_row_q5_K_ref(const float* x, void* vy, int64_t k) {
-    auto* y = static_cast<BlockQ5_K*>(vy);
-    const int64_t nb = k / kQK_K;
-    uint8_t L[kQK_K];
-    for (int64_t i = 0; i < nb; ++i, x += kQK_K) {
-        quantize_k4_like(x, y[i], L, 31, -0.5f, 15);
-        uint8_t* qh = y[i].qh;
-        uint8_t* ql = y[i].qs;
-        std::memset(qh, 0, kQK_K / 8);
-        uint8_t m1 = 1, m2 = 2;
-        for (int n = 0; n < kQK_K; n += 64, ql += 32) {
-            for (int j = 0; j < 32; ++j) {
-                int l1 = L[n + j];
-                if (l1 > 15) {
-                    l1 -= 16;
-                    qh[j] |= m1;
-                }
-                int l2 = L[n + j + 32];
-                if (l2 > 15) {
-                    l2 -= 16;
-                    qh[j] |= m2;
-                }
-                ql[j] = static_cast<uint8_t>(l1 | (l2 << 4));
-            }
-            m1 = static_cast<uint8_t>(m1 << 2);
-            m2 = static_cast<uint8_t>(m2 << 2);
-        }
-    }
-}
+// Q5_K: as Q4_K with 32 levels.
+void quantize_row_q5_K_ref(const float* x, void* y, int64_t k) { quantize_row_k4_like<BlockQ5_K>(x, y, k, 31, -0.5f, 15); }
 
 // Q6_K: 16 sub-blocks of 16, symmetric 64-level fits; the signed scale of largest magnitude maps to
 // −128 and the scales are stored as int8 (≤ 127); quants recomputed with the stored scales.
 void quantize_row_q6_K_ref(const float* x, void* vy, int64_t k) {
     auto* y = static_cast<BlockQ6_K*>(vy);
-    const int64_t nb = k / kQK_K;
     int8_t L[kQK_K];
-    float scales[kQK_K / 16];
-    for (int64_t i = 0; i < nb; ++i, x += kQK_K) {
-        float max_scale = 0, max_abs_scale = 0;
-        for (int ib = 0; ib < kQK_K / 16; ++ib) {
-            scales[ib] = make_qx_quants(16, 32, x + 16 * ib, L + 16 * ib);
-            const float a = std::fabs(scales[ib]);
-            if (a > max_abs_scale) {
-                max_abs_scale = a;
-                max_scale = scales[ib];
-            }
-        }
-        if (max_abs_scale < kGroupMaxEps) {
+    for (int64_t i = 0; i < k / kQK_K; ++i, x += kQK_K) {
+        const SubBlockScales fit = fit_sub_blocks(make_qx_quants, 32, x, L);
+        if (std::fabs(fit.max) < kGroupMaxEps) {
             std::memset(&y[i], 0, sizeof(BlockQ6_K));
             y[i].d = f32_to_f16_scalar(0.f);
             continue;
         }
-        const float iscale = -128.f / max_scale;
+        const float iscale = -128.f / fit.max;
         y[i].d = f32_to_f16_scalar(1 / iscale);
         for (int ib = 0; ib < kQK_K / 16; ++ib)
-            y[i].scales[ib] = static_cast<int8_t>(std::min(127, nearest_int(iscale * scales[ib])));
-        for (int j = 0; j < kQK_K / 16; ++j) {
-            const float d = f16_to_f32_scalar(y[i].d) * static_cast<float>(y[i].scales[j]);
-            if (d == 0.0f) continue;
-            for (int ii = 0; ii < 16; ++ii) {
-                const int l = std::max(-32, std::min(31, nearest_int(x[16 * j + ii] / d)));
-                L[16 * j + ii] = static_cast<int8_t>(l + 32);
-            }
-        }
+            y[i].scales[ib] = static_cast<int8_t>(std::min(127, nearest_int(iscale * fit.scales[ib])));
+        for (int j = 0; j < kQK_K / 16; ++j)
+            requantize_sub_block(x + 16 * j, f16_to_f32_scalar(y[i].d) * static_cast<float>(y[i].scales[j]), 32, L + 16 * j);
         uint8_t* ql = y[i].ql;
         uint8_t* qh = y[i].qh;
         for (int j = 0; j < kQK_K; j += 128, ql += 64, qh += 32) {
@@ -485,15 +467,8 @@ void quantize_row_q8_K_ref(const float* x, void* vy, int64_t k) {
     auto* y = static_cast<BlockQ8_K*>(vy);
     const int64_t nb = k / kQK_K;
     for (int64_t i = 0; i < nb; ++i, x += kQK_K) {
-        float max = 0, amax = 0;
-        for (int j = 0; j < kQK_K; ++j) {
-            const float ax = std::fabs(x[j]);
-            if (ax > amax) {
-                amax = ax;
-                max = x[j];
-            }
-        }
-        if (amax == 0.0f) {
+        const float max = signed_absmax(x, kQK_K).max;
+        if (max == 0.0f) {
             y[i].d = 0;
             std::memset(y[i].qs, 0, sizeof(y[i].qs));
             std::memset(y[i].bsums, 0, sizeof(y[i].bsums));
@@ -510,95 +485,34 @@ void quantize_row_q8_K_ref(const float* x, void* vy, int64_t k) {
     }
 }
 
-void dequantize_row_q2_K_ref(const void* vx, float* y, int64_t k) {
-    const auto* x = static_cast<const BlockQ2_K*>(vx);
-    const int64_t nb = k / kQK_K;
-    for (int64_t i = 0; i < nb; ++i) {
-        const float d = f16_to_f32_scalar(x[i].d);
-        const float min = f16_to_f32_scalar(x[i].dmin);
-        const uint8_t* q = x[i].qs;
-        int is = 0;
-        for (int n = 0; n < kQK_K; n += 128, q += 32) {
-            for (int shift = 0; shift < 8; shift += 2) {
-                for (int half = 0; half < 2; ++half) {
-                    const uint8_t sc = x[i].scales[is++];
-                    const float dl = d * static_cast<float>(sc & 0xF);
-                    const float ml = min * static_cast<float>(sc >> 4);
-                    for (int l = 0; l < 16; ++l)
-                        *y++ = dl * static_cast<float>((q[l + 16 * half] >> shift) & 3) - ml;
-                }
-            }
-        }
-    }
+// Q2_K: sub-block j's scale in the low nibble of scales[j], its min in the high nibble.
+void dequantize_row_q2_K_ref(const void* x, float* y, int64_t k) {
+    dequantize_row_asymmetric<BlockQ2_K, 16>(
+        x, y, k,
+        [](const BlockQ2_K& b, int j, uint8_t& sc, uint8_t& m) {
+            sc = b.scales[j] & 0xF;
+            m = b.scales[j] >> 4;
+        },
+        [](const BlockQ2_K& b, int j, int l) { return low_2bit(b.qs, j, l); });
 }
 
+// Q3_K: q = the 2 low bits − 4 unless bit j/2 of hmask[16·(j % 2) + l] is set.
 void dequantize_row_q3_K_ref(const void* vx, float* y, int64_t k) {
     const auto* x = static_cast<const BlockQ3_K*>(vx);
-    const int64_t nb = k / kQK_K;
-    for (int64_t i = 0; i < nb; ++i) {
+    for (int64_t i = 0; i < k / kQK_K; ++i) {
         const float d_all = f16_to_f32_scalar(x[i].d);
-        const uint8_t* q = x[i].qs;
-        const uint8_t* hm = x[i].hmask;
-        uint8_t m = 1;
-        int is = 0;
-        for (int n = 0; n < kQK_K; n += 128, q += 32) {
-            for (int shift = 0; shift < 8; shift += 2, m = static_cast<uint8_t>(m << 1)) {
-                for (int half = 0; half < 2; ++half) {
-                    const float dl = d_all * static_cast<float>(q3_k_scale(x[i].scales, is++));
-                    for (int l = 0; l < 16; ++l) {
-                        const int lo = (q[l + 16 * half] >> shift) & 3;
-                        const int v = lo - ((hm[l + 16 * half] & m) ? 0 : 4);
-                        *y++ = dl * static_cast<float>(v);
-                    }
-                }
+        for (int j = 0; j < kQK_K / 16; ++j, y += 16) {
+            const float dl = d_all * static_cast<float>(q3_k_scale(x[i].scales, j));
+            for (int l = 0; l < 16; ++l) {
+                const bool high = (x[i].hmask[16 * (j % 2) + l] >> (j / 2)) & 1;
+                y[l] = dl * static_cast<float>(low_2bit(x[i].qs, j, l) - (high ? 0 : 4));
             }
         }
     }
 }
 
-void dequantize_row_q4_K_ref(const void* vx, float* y, int64_t k) {
-    const auto* x = static_cast<const BlockQ4_K*>(vx);
-    const int64_t nb = k / kQK_K;
-    for (int64_t i = 0; i < nb; ++i) {
-        const uint8_t* q = x[i].qs;
-        const float d = f16_to_f32_scalar(x[i].d);
-        const float min = f16_to_f32_scalar(x[i].dmin);
-        for (int is = 0; is < kQK_K / 32; is += 2, q += 32) {
-            uint8_t sc, m;
-            get_scale_min_k4(is + 0, x[i].scales, sc, m);
-            const float d1 = d * static_cast<float>(sc), m1 = min * static_cast<float>(m);
-            get_scale_min_k4(is + 1, x[i].scales, sc, m);
-            const float d2 = d * static_cast<float>(sc), m2 = min * static_cast<float>(m);
-            for (int l = 0; l < 32; ++l) *y++ = d1 * static_cast<float>(q[l] & 0xF) - m1;
-            for (int l = 0; l < 32; ++l) *y++ = d2 * static_cast<float>(q[l] >> 4) - m2;
-        }
-    }
-}
-
-void dequantize_row_q5_K_ref(const void* vx, float* y, int64_t k) {
-    const auto* x = static_cast<const BlockQ5_K*>(vx);
-    const int64_t nb = k / kQK_K;
-    for (int64_t i = 0; i < nb; ++i) {
-        const uint8_t* ql = x[i].qs;
-        const uint8_t* qh = x[i].qh;
-        const float d = f16_to_f32_scalar(x[i].d);
-        const float min = f16_to_f32_scalar(x[i].dmin);
-        uint8_t u1 = 1, u2 = 2;
-        for (int is = 0; is < kQK_K / 32; is += 2, ql += 32) {
-            uint8_t sc, m;
-            get_scale_min_k4(is + 0, x[i].scales, sc, m);
-            const float d1 = d * static_cast<float>(sc), m1 = min * static_cast<float>(m);
-            get_scale_min_k4(is + 1, x[i].scales, sc, m);
-            const float d2 = d * static_cast<float>(sc), m2 = min * static_cast<float>(m);
-            for (int l = 0; l < 32; ++l)
-                *y++ = d1 * static_cast<float>((ql[l] & 0xF) + ((qh[l] & u1) ? 16 : 0)) - m1;
-            for (int l = 0; l < 32; ++l)
-                *y++ = d2 * static_cast<float>((ql[l] >> 4) + ((qh[l] & u2) ? 16 : 0)) - m2;
-            u1 = static_cast<uint8_t>(u1 << 2);
-            u2 = static_cast<uint8_t>(u2 << 2);
-        }
-    }
-}
+void dequantize_row_q4_K_ref(const void* x, float* y, int64_t k) { dequantize_row_k4_like<BlockQ4_K>(x, y, k); }
+void dequantize_row_q5_K_ref(const void* x, float* y, int64_t k) { dequantize_row_k4_like<BlockQ5_K>(x, y, k); }
 
 void dequantize_row_q6_K_ref(const void* vx, float* y, int64_t k) {
     const auto* x = static_cast<const BlockQ6_K*>(vx);
