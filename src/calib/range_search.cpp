@@ -35,7 +35,7 @@ public:
     double error(double lo, double hi) const {
         const U8Params p = u8_params({static_cast<float>(lo), static_cast<float>(hi)});
         const double s = p.scale, qlo = -p.zero_point * s, qhi = (255 - p.zero_point) * s;
-        const Tail up = clip_above(qhi), down = clip_below(qlo);
+        const Tail up = clip(qhi, true), down = clip(qlo, false);
         const double inside = std::max(total_ - up.n - down.n, 0.0);
         return (up.err + down.err + inside * s * s / 12.0) / total_;
     }
@@ -64,35 +64,23 @@ private:
         return std::max(m.m2 - 2 * t * m.m1 + t * t * m.n, 0.0);
     }
 
-    Tail clip_above(double t) const {
+    // The values beyond the clipping bound t (above it when `upper`, else below it): their count and
+    // Σ count·(v − t)². Whole bins come from the running sums; bin k, which holds t, contributes its part
+    // [x0, x1] beyond t, at distances near..far from t.
+    Tail clip(double t, bool upper) const {
         const int64_t k = bin_of(t);
-        Tail tail{above_[k + 1].n, squared_distance(above_[k + 1], t)};
+        const Moments& whole = upper ? above_[k + 1] : below_[k];
+        Tail tail{whole.n, squared_distance(whole, t)};
         const double a = a_[k], b = b_[k], c = c_[k];
-        if (c > 0 && b > t) {
-            if (b == a) {
-                tail.n += c, tail.err += c * (a - t) * (a - t);
-            } else {
-                const double from = std::max(a, t);
-                tail.n += c * (b - from) / (b - a);
-                tail.err += c / (b - a) * (std::pow(b - t, 3) - std::pow(from - t, 3)) / 3;
-            }
+        if (c == 0 || (upper ? b <= t : a >= t)) return tail;
+        if (b == a) {
+            tail.n += c, tail.err += c * (a - t) * (a - t);
+            return tail;
         }
-        return tail;
-    }
-
-    Tail clip_below(double t) const {
-        const int64_t k = bin_of(t);
-        Tail tail{below_[k].n, squared_distance(below_[k], t)};
-        const double a = a_[k], b = b_[k], c = c_[k];
-        if (c > 0 && a < t) {
-            if (b == a) {
-                tail.n += c, tail.err += c * (t - a) * (t - a);
-            } else {
-                const double to = std::min(b, t);
-                tail.n += c * (to - a) / (b - a);
-                tail.err += c / (b - a) * (std::pow(t - a, 3) - std::pow(t - to, 3)) / 3;
-            }
-        }
+        const double x0 = upper ? std::max(a, t) : a, x1 = upper ? b : std::min(b, t);
+        const double near = upper ? x0 - t : t - x1, far = upper ? x1 - t : t - x0;
+        tail.n += c * (x1 - x0) / (b - a);
+        tail.err += c / (b - a) * (std::pow(far, 3) - std::pow(near, 3)) / 3;
         return tail;
     }
 

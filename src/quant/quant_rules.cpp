@@ -27,49 +27,45 @@ QuantPreset plain(std::string name, DType type, uint32_t ftype, bool q6k_output,
     return p;
 }
 
-std::vector<QuantPreset> make_presets() {
-    std::vector<QuantPreset> p;
-    p.push_back(plain("f32", DType::F32, 0, false, "32-bit floats (no quantization)"));
-    p.push_back(plain("f16", DType::F16, 1, false, "16-bit IEEE floats"));
-    p.push_back(plain("bf16", DType::BF16, 32, false, "bfloat16"));
-    p.push_back(plain("q8_0", DType::Q8_0, 7, false, "8.5 bpw, symmetric 8-bit blocks of 32"));
-    p.push_back(plain("q4_0", DType::Q4_0, 2, true, "4.5 bpw, symmetric 4-bit blocks of 32; output Q6_K"));
-    p.push_back(plain("q4_1", DType::Q4_1, 3, true, "5 bpw, 4-bit blocks of 32 with a minimum; output Q6_K"));
-    p.push_back(plain("q5_0", DType::Q5_0, 8, true, "5.5 bpw, symmetric 5-bit blocks of 32; output Q6_K"));
-    p.push_back(plain("q5_1", DType::Q5_1, 9, true, "6 bpw, 5-bit blocks of 32 with a minimum; output Q6_K"));
-
-    QuantPreset q2k = plain("q2_k", DType::Q2_K, 10, true, "k-quant mix around Q2_K (attn_v/ffn_down/attn_output Q3_K)");
-    q2k.rules.insert(q2k.rules.end() - 1, {rule("blk.*.attn_v.weight", DType::Q3_K), rule("blk.*.attn_v.weight", DType::Q4_K, {}, 4),
-                                           rule("blk.*.ffn_down.weight", DType::Q3_K), rule("blk.*.attn_output.weight", DType::Q3_K)});
-    p.push_back(q2k);
-    p.push_back(plain("q3_k_s", DType::Q3_K, 11, true, "Q3_K everywhere; output Q6_K"));
-    QuantPreset q3m = plain("q3_k_m", DType::Q3_K, 12, true, "k-quant mix around Q3_K (attn_v, ffn_down, attn_output higher)");
-    q3m.rules.insert(q3m.rules.end() - 1,
-                     {rule("blk.*.attn_v.weight", DType::Q4_K), rule("blk.*.attn_v.weight", DType::Q5_K, below(2)),
-                      rule("blk.*.ffn_down.weight", DType::Q4_K), rule("blk.*.ffn_down.weight", DType::Q5_K, below_fraction(16)),
-                      rule("blk.*.attn_output.weight", DType::Q4_K), rule("blk.*.attn_qkv.weight", DType::Q4_K)});
-    p.push_back(q3m);
-    QuantPreset q3l = plain("q3_k_l", DType::Q3_K, 13, true, "k-quant mix around Q3_K, attn_v/ffn_down/attn_output Q5_K");
-    q3l.rules.insert(q3l.rules.end() - 1, {rule("blk.*.attn_v.weight", DType::Q5_K), rule("blk.*.ffn_down.weight", DType::Q5_K),
-                                           rule("blk.*.attn_output.weight", DType::Q5_K), rule("blk.*.attn_qkv.weight", DType::Q4_K)});
-    p.push_back(q3l);
-    QuantPreset q4s = plain("q4_k_s", DType::Q4_K, 14, true, "k-quant mix around Q4_K (first layers' attn_v/ffn_down Q5_K)");
-    q4s.rules.insert(q4s.rules.end() - 1,
-                     {rule("blk.*.attn_v.weight", DType::Q5_K, below(4)), rule("blk.*.ffn_down.weight", DType::Q5_K, below_fraction(8))});
-    p.push_back(q4s);
-    QuantPreset q4m = plain("q4_k_m", DType::Q4_K, 15, true, "k-quant mix around Q4_K (some attn_v/ffn_down Q6_K)");
-    q4m.rules.insert(q4m.rules.end() - 1, {rule("blk.*.attn_v.weight", DType::Q6_K, more_bits()),
-                                           rule("blk.*.ffn_down.weight", DType::Q6_K, more_bits()),
-                                           rule("blk.*.attn_qkv.weight", DType::Q5_K)});
-    p.push_back(q4m);
-    p.push_back(plain("q5_k_s", DType::Q5_K, 16, true, "Q5_K everywhere; output Q6_K"));
-    QuantPreset q5m = plain("q5_k_m", DType::Q5_K, 17, true, "k-quant mix around Q5_K (some attn_v/ffn_down Q6_K)");
-    q5m.rules.insert(q5m.rules.end() - 1, {rule("blk.*.attn_v.weight", DType::Q6_K, more_bits()),
-                                           rule("blk.*.ffn_down.weight", DType::Q6_K, more_bits()),
-                                           rule("blk.*.attn_qkv.weight", DType::Q6_K)});
-    p.push_back(q5m);
-    p.push_back(plain("q6_k", DType::Q6_K, 18, true, "Q6_K everywhere"));
+// A k-quant mix: `type` everywhere, output Q6_K, and `rules` in between (later rules win).
+QuantPreset mix(std::string name, DType type, uint32_t ftype, std::string description, std::vector<QuantRule> rules) {
+    QuantPreset p = plain(std::move(name), type, ftype, true, std::move(description));
+    p.rules.insert(p.rules.end() - 1, rules.begin(), rules.end());
     return p;
+}
+
+std::vector<QuantPreset> make_presets() {
+    return {
+        plain("f32", DType::F32, 0, false, "32-bit floats (no quantization)"),
+        plain("f16", DType::F16, 1, false, "16-bit IEEE floats"),
+        plain("bf16", DType::BF16, 32, false, "bfloat16"),
+        plain("q8_0", DType::Q8_0, 7, false, "8.5 bpw, symmetric 8-bit blocks of 32"),
+        plain("q4_0", DType::Q4_0, 2, true, "4.5 bpw, symmetric 4-bit blocks of 32; output Q6_K"),
+        plain("q4_1", DType::Q4_1, 3, true, "5 bpw, 4-bit blocks of 32 with a minimum; output Q6_K"),
+        plain("q5_0", DType::Q5_0, 8, true, "5.5 bpw, symmetric 5-bit blocks of 32; output Q6_K"),
+        plain("q5_1", DType::Q5_1, 9, true, "6 bpw, 5-bit blocks of 32 with a minimum; output Q6_K"),
+        mix("q2_k", DType::Q2_K, 10, "k-quant mix around Q2_K (attn_v/ffn_down/attn_output Q3_K)",
+            {rule("blk.*.attn_v.weight", DType::Q3_K), rule("blk.*.attn_v.weight", DType::Q4_K, {}, 4),
+             rule("blk.*.ffn_down.weight", DType::Q3_K), rule("blk.*.attn_output.weight", DType::Q3_K)}),
+        plain("q3_k_s", DType::Q3_K, 11, true, "Q3_K everywhere; output Q6_K"),
+        mix("q3_k_m", DType::Q3_K, 12, "k-quant mix around Q3_K (attn_v, ffn_down, attn_output higher)",
+            {rule("blk.*.attn_v.weight", DType::Q4_K), rule("blk.*.attn_v.weight", DType::Q5_K, below(2)),
+             rule("blk.*.ffn_down.weight", DType::Q4_K), rule("blk.*.ffn_down.weight", DType::Q5_K, below_fraction(16)),
+             rule("blk.*.attn_output.weight", DType::Q4_K), rule("blk.*.attn_qkv.weight", DType::Q4_K)}),
+        mix("q3_k_l", DType::Q3_K, 13, "k-quant mix around Q3_K, attn_v/ffn_down/attn_output Q5_K",
+            {rule("blk.*.attn_v.weight", DType::Q5_K), rule("blk.*.ffn_down.weight", DType::Q5_K),
+             rule("blk.*.attn_output.weight", DType::Q5_K), rule("blk.*.attn_qkv.weight", DType::Q4_K)}),
+        mix("q4_k_s", DType::Q4_K, 14, "k-quant mix around Q4_K (first layers' attn_v/ffn_down Q5_K)",
+            {rule("blk.*.attn_v.weight", DType::Q5_K, below(4)), rule("blk.*.ffn_down.weight", DType::Q5_K, below_fraction(8))}),
+        mix("q4_k_m", DType::Q4_K, 15, "k-quant mix around Q4_K (some attn_v/ffn_down Q6_K)",
+            {rule("blk.*.attn_v.weight", DType::Q6_K, more_bits()), rule("blk.*.ffn_down.weight", DType::Q6_K, more_bits()),
+             rule("blk.*.attn_qkv.weight", DType::Q5_K)}),
+        plain("q5_k_s", DType::Q5_K, 16, true, "Q5_K everywhere; output Q6_K"),
+        mix("q5_k_m", DType::Q5_K, 17, "k-quant mix around Q5_K (some attn_v/ffn_down Q6_K)",
+            {rule("blk.*.attn_v.weight", DType::Q6_K, more_bits()), rule("blk.*.ffn_down.weight", DType::Q6_K, more_bits()),
+             rule("blk.*.attn_qkv.weight", DType::Q6_K)}),
+        plain("q6_k", DType::Q6_K, 18, true, "Q6_K everywhere"),
+    };
 }
 
 std::string lower(std::string s) {
