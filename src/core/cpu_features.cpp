@@ -4,6 +4,8 @@
 
 #include <cstring>
 
+#include "core/name_table.h"
+
 #if defined(__x86_64__) || defined(_M_X64)
 #include <cpuid.h>
 #define CQ_X86 1
@@ -81,22 +83,15 @@ CpuFeatures detect() {
     CpuFeatures f;
     f.brand = "ARM64";
     f.neon = true;  // Advanced SIMD is mandatory on AArch64
+    // The Linux AArch64 hwcap bits (uapi asm/hwcap.h), spelled out so that older headers still build.
+    constexpr unsigned long kHwcapAsimdHp = 1ul << 10, kHwcapAsimdDp = 1ul << 20;  // AT_HWCAP
+    constexpr unsigned long kHwcap2I8mm = 1ul << 13, kHwcap2Bf16 = 1ul << 14;     // AT_HWCAP2
     const unsigned long hw = getauxval(AT_HWCAP);
     const unsigned long hw2 = getauxval(AT_HWCAP2);
-#ifdef HWCAP_ASIMDDP
-    f.arm_dotprod = hw & HWCAP_ASIMDDP;
-#endif
-#ifdef HWCAP_ASIMDHP
-    f.arm_fp16 = hw & HWCAP_ASIMDHP;
-#endif
-#ifdef HWCAP2_I8MM
-    f.arm_i8mm = hw2 & HWCAP2_I8MM;
-#endif
-#ifdef HWCAP2_BF16
-    f.arm_bf16 = hw2 & HWCAP2_BF16;
-#endif
-    (void)hw;
-    (void)hw2;
+    f.arm_dotprod = hw & kHwcapAsimdDp;
+    f.arm_fp16 = hw & kHwcapAsimdHp;
+    f.arm_i8mm = hw2 & kHwcap2I8mm;
+    f.arm_bf16 = hw2 & kHwcap2Bf16;
     return f;
 }
 #else
@@ -129,17 +124,9 @@ const CpuFeatures& cpu_features() {
     return features;
 }
 
-std::string_view isa_level_name(IsaLevel level) {
-    for (const auto& [l, name] : kLevelNames)
-        if (l == level) return name;
-    return "?";
-}
+std::string_view isa_level_name(IsaLevel level) { return name_in(kLevelNames, level, "?"); }
 
-std::optional<IsaLevel> isa_level_from_name(std::string_view name) {
-    for (const auto& [l, n] : kLevelNames)
-        if (n == name) return l;
-    return std::nullopt;
-}
+std::optional<IsaLevel> isa_level_from_name(std::string_view name) { return value_in(kLevelNames, name); }
 
 bool cpu_supports(IsaLevel level) {
     const CpuFeatures& f = cpu_features();
