@@ -6,6 +6,7 @@
 
 #include "cq/error.h"
 #include "cq/io/gguf.h"
+#include "io/tensor_table.h"
 
 namespace cq::gguf {
 
@@ -282,19 +283,12 @@ std::optional<double> File::get_double(std::string_view key) const {
 
 std::string File::architecture() const { return get_string("general.architecture").value_or(""); }
 
-const TensorInfo* File::find_tensor(std::string_view name) const {
-    const auto it = tensor_index_.find(std::string(name));
-    return it == tensor_index_.end() ? nullptr : &tensors_[it->second];
-}
+const TensorInfo* File::find_tensor(std::string_view name) const { return io::find_by_name(tensor_index_, tensors_, name); }
 
 Tensor File::tensor(const TensorInfo& info) const {
     return Tensor::borrowed(info.shape, info.dtype, source_->data() + info.file_offset, source_);
 }
 
-Tensor File::tensor(std::string_view name) const {
-    const TensorInfo* info = find_tensor(name);
-    if (!info) throw InvalidArgument("[gguf] " + path() + ": no tensor named '" + std::string(name) + "'");
-    return tensor(*info);
-}
+Tensor File::tensor(std::string_view name) const { return io::tensor_named(*this, name, "gguf"); }
 
 }  // namespace cq::gguf

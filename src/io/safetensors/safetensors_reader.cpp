@@ -10,6 +10,7 @@
 
 #include "cq/error.h"
 #include "cq/io/safetensors.h"
+#include "io/tensor_table.h"
 
 namespace cq::safetensors {
 
@@ -168,20 +169,13 @@ File File::parse(std::shared_ptr<const ByteSource> source, const Limits& limits)
     return f;
 }
 
-const TensorInfo* File::find_tensor(std::string_view name) const {
-    const auto it = index_.find(std::string(name));
-    return it == index_.end() ? nullptr : &tensors_[it->second];
-}
+const TensorInfo* File::find_tensor(std::string_view name) const { return io::find_by_name(index_, tensors_, name); }
 
 Tensor File::tensor(const TensorInfo& info) const {
     return Tensor::borrowed(info.shape, info.dtype, source_->data() + info.file_offset, source_);
 }
 
-Tensor File::tensor(std::string_view name) const {
-    const TensorInfo* info = find_tensor(name);
-    if (!info) throw InvalidArgument("[safetensors] " + path() + ": no tensor named '" + std::string(name) + "'");
-    return tensor(*info);
-}
+Tensor File::tensor(std::string_view name) const { return io::tensor_named(*this, name, "safetensors"); }
 
 Model Model::open(const std::string& path, const Limits& limits) {
     namespace fs = std::filesystem;
