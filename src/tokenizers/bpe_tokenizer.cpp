@@ -127,17 +127,41 @@ struct Source {
     std::string merges_what;                                    // "tokenizer metadata 'tokenizer.ggml.merges'" ...
 };
 
-class BpeTokenizer final : public Tokenizer {
+class BpeTokenizer final : public PieceTokenizer {
 public:
     enum class Special : uint8_t { none, control, user_defined };
 
     TokenizerKind kind() const override { return TokenizerKind::bpe; }
-    int32_t vocab_size() const override { return static_cast<int32_t>(pieces_.size()); }
 
-    std::vector<int32_t> encode(std::string_view text, bool add_special) const override {
-        std::vector<int32_t> out;
-        out.reserve(text.size() / 3 + 2);
-        if (add_special && add_bos_ && bos_id_ >= 0) out.push_back(bos_id_);
+    std::string token_to_text(int32_t id) const override {
+        check(id);
+        const auto k = static_cast<size_t>(id);
+        if (special_[k] == Special::control) return {};
+        if (special_[k] == Special::user_defined) return pieces_[k];
+        return unmap_bytes(pieces_[k]);
+    }
+
+    void set_specials(int32_t bos, int32_t eos, bool add_bos, bool add_eos) {
+        bos_id_ = bos;
+        eos_id_ = eos;
+        add_bos_ = add_bos && bos >= 0;
+        add_eos_ = add_eos && eos >= 0;
+    }
+
+    void set_add_prefix_space(bool on) {
+        add_prefix_space_ = on;
+        strip_leading_space_ = on;
+    }
+
+    void mark_control(int32_t id) {
+        if (id >= 0 && static_cast<size_t>(id) < special_.size()) special_[static_cast<size_t>(id)] = Special::control;
+    }
+
+    const PieceMap& piece_to_id() const { return piece_to_id_; }
+
+private:
+    void encode_text(std::string_view text, std::vector<int32_t>& out) const override {
+        out.reserve(out.size() + text.size() / 3 + 2);
         std::string prefixed;
         if (add_prefix_space_ && !text.empty() && text.front() != ' ') {  // HF ByteLevel add_prefix_space
             prefixed.reserve(text.size() + 1);
@@ -154,23 +178,9 @@ public:
             merge(ids);
             out.insert(out.end(), ids.begin(), ids.end());
         }
-        if (add_special && add_eos_ && eos_id_ >= 0) out.push_back(eos_id_);
-        return out;
     }
 
-    std::string token_to_text(int32_t id) const override {
-        check(id);
-        const auto k = static_cast<size_t>(id);
-        if (special_[k] == Special::control) return {};
-        if (special_[k] == Special::user_defined) return pieces_[k];
-        return unmap_bytes(pieces_[k]);
-    }
-
-    std::string piece(int32_t id) const override {
-        check(id);
-        return pieces_[static_cast<size_t>(id)];
-    }
-
+public:
     /// pieces[i] is token i ("" for ids no entry names); merges are (left, right) piece pairs in rank order.
     void build(std::vector<std::string> pieces, std::vector<Special> special,
                const std::vector<std::pair<std::string, std::string>>& merges, const Source& src) {
@@ -205,24 +215,6 @@ public:
             merges_.try_emplace(pair_key(ia, ib), Merge{static_cast<int32_t>(r), ic});  // first (best) rank wins
         }
     }
-
-    void set_specials(int32_t bos, int32_t eos, bool add_bos, bool add_eos) {
-        bos_id_ = bos;
-        eos_id_ = eos;
-        add_bos_ = add_bos && bos >= 0;
-        add_eos_ = add_eos && eos >= 0;
-    }
-
-    void set_add_prefix_space(bool on) {
-        add_prefix_space_ = on;
-        strip_leading_space_ = on;
-    }
-
-    void mark_control(int32_t id) {
-        if (id >= 0 && static_cast<size_t>(id) < special_.size()) special_[static_cast<size_t>(id)] = Special::control;
-    }
-
-    const PieceMap& piece_to_id() const { return piece_to_id_; }
 
 private:
     struct Merge {
@@ -294,18 +286,10 @@ private:
         ids.resize(k);
     }
 
-    void check(int32_t id) const {
-        if (id < 0 || id >= vocab_size())
-            throw InvalidArgument("[tokenizer] token id " + std::to_string(id) + " is outside the vocabulary of " +
-                                  std::to_string(vocab_size()) + " tokens");
-    }
-
-    std::vector<std::string> pieces_;
     std::vector<Special> special_;
     PieceMap piece_to_id_;
     std::unordered_map<uint64_t, Merge> merges_;
     int32_t byte_ids_[256];
-    bool add_eos_ = false;
     bool add_prefix_space_ = false;
 };
 
@@ -374,23 +358,15 @@ std::unique_ptr<Tokenizer> make_bpe_from_gguf(const GgufMeta& meta) {
             throw Unsupported("[tokenizer] " + meta.path() + ": BPE pre-tokenizer '" + *name +
                               "' is not supported (cq implements GPT-2's)");
     }
-    std::vector<std::string> pieces = meta.strings("tokenizer.ggml.tokens");
+    std::vector<std::string> pieces = meta.tokens();
     const size_t n = pieces.size();
-    if (n == 0) meta.fail("tokenizer.ggml.tokens", "is empty");
     std::vector<BpeTokenizer::Special> special(n, BpeTokenizer::Special::none);
-    if (const auto types = meta.integers("tokenizer.ggml.token_type")) {
-        if (types->size() != n)
-            meta.fail("tokenizer.ggml.token_type", "has " + std::to_string(types->size()) +
-                                                       " entries but there are " + std::to_string(n) + " tokens");
+    if (const auto types = meta.token_types(n))
         for (size_t i = 0; i < n; ++i) {
-            const int64_t type = (*types)[i];
-            if (type < 0 || type > 6) meta.fail("tokenizer.ggml.token_type", "has the unknown type " + std::to_string(type));
-            if (type == static_cast<int64_t>(TokenType::control) || type == static_cast<int64_t>(TokenType::unknown))
-                special[i] = BpeTokenizer::Special::control;
-            else if (type == static_cast<int64_t>(TokenType::user_defined))
-                special[i] = BpeTokenizer::Special::user_defined;
+            const TokenType type = (*types)[i];
+            if (type == TokenType::control || type == TokenType::unknown) special[i] = BpeTokenizer::Special::control;
+            else if (type == TokenType::user_defined) special[i] = BpeTokenizer::Special::user_defined;
         }
-    }
     if (!meta.find("tokenizer.ggml.merges")) meta.fail("tokenizer.ggml.merges", "is missing");
     const std::vector<std::string> lines = meta.strings("tokenizer.ggml.merges");
     std::vector<std::pair<std::string, std::string>> merges;

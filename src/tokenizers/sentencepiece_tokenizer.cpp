@@ -69,11 +69,7 @@ public:
     }
 
 private:
-    void check(int32_t id) const {
-        if (id < 0 || id >= n_)
-            throw InvalidArgument("[tokenizer] token id " + std::to_string(id) + " is outside the vocabulary of " +
-                                  std::to_string(n_) + " tokens");
-    }
+    void check(int32_t id) const { check_token_id(id, n_); }
 
     sentencepiece::SentencePieceProcessor sp_;
     int32_t n_ = 0;

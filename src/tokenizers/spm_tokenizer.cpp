@@ -13,27 +13,9 @@ namespace cq::tok {
 
 namespace {
 
-class SpmTokenizer final : public Tokenizer {
+class SpmTokenizer final : public PieceTokenizer {
 public:
     TokenizerKind kind() const override { return TokenizerKind::spm; }
-    int32_t vocab_size() const override { return static_cast<int32_t>(pieces_.size()); }
-
-    std::vector<int32_t> encode(std::string_view text, bool add_special) const override {
-        std::vector<int32_t> out;
-        if (add_special && add_bos_ && bos_id_ >= 0) out.push_back(bos_id_);
-        if (!text.empty()) {
-            std::string s;
-            s.reserve(text.size() + text.size() / 4 + 3);
-            if (add_space_prefix_) s += kSpmSpace;
-            for (const char c : text) {
-                if (c == ' ') s += kSpmSpace;
-                else s += c;
-            }
-            tokenize(s, out);
-        }
-        if (add_special && add_eos_ && eos_id_ >= 0) out.push_back(eos_id_);
-        return out;
-    }
 
     std::string token_to_text(int32_t id) const override {
         check(id);
@@ -50,14 +32,21 @@ public:
         }
     }
 
-    std::string piece(int32_t id) const override {
-        check(id);
-        return pieces_[static_cast<size_t>(id)];
-    }
-
     void build(const GgufMeta& meta);
 
 private:
+    void encode_text(std::string_view text, std::vector<int32_t>& out) const override {
+        if (text.empty()) return;
+        std::string s;
+        s.reserve(text.size() + text.size() / 4 + 3);
+        if (add_space_prefix_) s += kSpmSpace;
+        for (const char c : text) {
+            if (c == ' ') s += kSpmSpace;
+            else s += c;
+        }
+        tokenize(s, out);
+    }
+
     struct Symbol {
         int32_t prev, next;
         uint32_t offset, size;  // bytes of the escaped text; size 0 once merged into the left neighbour
@@ -128,46 +117,24 @@ private:
         }
     }
 
-    void check(int32_t id) const {
-        if (id < 0 || id >= vocab_size())
-            throw InvalidArgument("[tokenizer] token id " + std::to_string(id) + " is outside the vocabulary of " +
-                                  std::to_string(vocab_size()) + " tokens");
-    }
-
-    std::vector<std::string> pieces_;
     std::vector<float> scores_;
     std::vector<TokenType> types_;
     PieceMap mergeable_;  // normal, user-defined and unused pieces (as SentencePiece's BPE model)
     int32_t byte_ids_[256];
     int32_t unk_id_ = -1;
     bool add_space_prefix_ = true;
-    bool add_eos_ = false;
 };
 
 void SpmTokenizer::build(const GgufMeta& meta) {
-    pieces_ = meta.strings("tokenizer.ggml.tokens");
+    pieces_ = meta.tokens();
     const size_t n = pieces_.size();
-    if (n == 0) meta.fail("tokenizer.ggml.tokens", "is empty");
-    if (n > static_cast<size_t>(INT32_MAX)) meta.fail("tokenizer.ggml.tokens", "has too many tokens");
 
     scores_.assign(n, 0.0f);
     if (const auto scores = meta.numbers("tokenizer.ggml.scores")) {
-        if (scores->size() != n)
-            meta.fail("tokenizer.ggml.scores", "has " + std::to_string(scores->size()) + " entries but there are " +
-                                                   std::to_string(n) + " tokens");
+        meta.expect_per_token("tokenizer.ggml.scores", scores->size(), n);
         for (size_t i = 0; i < n; ++i) scores_[i] = static_cast<float>((*scores)[i]);
     }
-    types_.assign(n, TokenType::normal);
-    if (const auto types = meta.integers("tokenizer.ggml.token_type")) {
-        if (types->size() != n)
-            meta.fail("tokenizer.ggml.token_type", "has " + std::to_string(types->size()) +
-                                                       " entries but there are " + std::to_string(n) + " tokens");
-        for (size_t i = 0; i < n; ++i) {
-            const int64_t t = (*types)[i];
-            if (t < 0 || t > 6) meta.fail("tokenizer.ggml.token_type", "has the unknown type " + std::to_string(t));
-            types_[i] = static_cast<TokenType>(t);
-        }
-    }
+    types_ = meta.token_types(n).value_or(std::vector<TokenType>(n, TokenType::normal));
 
     std::fill(std::begin(byte_ids_), std::end(byte_ids_), -1);
     mergeable_.reserve(n);

@@ -56,32 +56,53 @@ std::vector<std::string> GgufMeta::strings(std::string_view key) const {
     return out;
 }
 
-std::optional<std::vector<double>> GgufMeta::numbers(std::string_view key) const {
-    const gguf::Value* v = find(key);
+// Optional array `key` with each item converted by `get` (an optional), which must succeed.
+template <typename T, typename Get>
+static std::optional<std::vector<T>> array_of(const GgufMeta& meta, std::string_view key, const char* item_kind, Get get) {
+    const gguf::Value* v = meta.find(key);
     if (!v) return std::nullopt;
     const gguf::Array* a = v->as_array();
-    if (!a) fail(key, "is not an array");
-    std::vector<double> out;
+    if (!a) meta.fail(key, "is not an array");
+    std::vector<T> out;
     out.reserve(a->items.size());
     for (const auto& item : a->items) {
-        const auto d = item.as_double();
-        if (!d) fail(key, "holds a value that is not a number");
-        out.push_back(*d);
+        const auto x = get(item);
+        if (!x) meta.fail(key, std::string("holds a value that is not ") + item_kind);
+        out.push_back(*x);
     }
     return out;
 }
 
+std::optional<std::vector<double>> GgufMeta::numbers(std::string_view key) const {
+    return array_of<double>(*this, key, "a number", [](const gguf::Value& item) { return item.as_double(); });
+}
+
 std::optional<std::vector<int64_t>> GgufMeta::integers(std::string_view key) const {
-    const gguf::Value* v = find(key);
-    if (!v) return std::nullopt;
-    const gguf::Array* a = v->as_array();
-    if (!a) fail(key, "is not an array");
-    std::vector<int64_t> out;
-    out.reserve(a->items.size());
-    for (const auto& item : a->items) {
-        const auto i = item.as_int();
-        if (!i) fail(key, "holds a value that is not an integer");
-        out.push_back(*i);
+    return array_of<int64_t>(*this, key, "an integer", [](const gguf::Value& item) { return item.as_int(); });
+}
+
+std::vector<std::string> GgufMeta::tokens() const {
+    std::vector<std::string> pieces = strings("tokenizer.ggml.tokens");
+    if (pieces.empty()) fail("tokenizer.ggml.tokens", "is empty");
+    if (pieces.size() > static_cast<size_t>(INT32_MAX)) fail("tokenizer.ggml.tokens", "has too many tokens");
+    return pieces;
+}
+
+void GgufMeta::expect_per_token(std::string_view key, size_t size, size_t n_vocab) const {
+    if (size != n_vocab)
+        fail(key, "has " + std::to_string(size) + " entries but there are " + std::to_string(n_vocab) + " tokens");
+}
+
+std::optional<std::vector<TokenType>> GgufMeta::token_types(size_t n_vocab) const {
+    constexpr std::string_view key = "tokenizer.ggml.token_type";
+    const auto types = integers(key);
+    if (!types) return std::nullopt;
+    expect_per_token(key, types->size(), n_vocab);
+    std::vector<TokenType> out(n_vocab);
+    for (size_t i = 0; i < n_vocab; ++i) {
+        const int64_t t = (*types)[i];
+        if (t < 0 || t > 6) fail(key, "has the unknown type " + std::to_string(t));
+        out[i] = static_cast<TokenType>(t);
     }
     return out;
 }
@@ -109,6 +130,12 @@ std::optional<int32_t> GgufMeta::token_id(std::string_view key, size_t n_vocab) 
         return static_cast<int32_t>(*i);
     }
     fail(key, "is not an integer");
+}
+
+void check_token_id(int32_t id, int32_t n_vocab) {
+    if (id < 0 || id >= n_vocab)
+        throw InvalidArgument("[tokenizer] token id " + std::to_string(id) + " is outside the vocabulary of " +
+                              std::to_string(n_vocab) + " tokens");
 }
 
 // ---- HF configs ---------------------------------------------------------------------------------------

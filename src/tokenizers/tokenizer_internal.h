@@ -74,12 +74,49 @@ public:
     std::vector<std::string> strings(std::string_view key) const;  // required string array
     std::optional<std::vector<double>> numbers(std::string_view key) const;  // optional number array
     std::optional<std::vector<int64_t>> integers(std::string_view key) const;  // optional int array
+    /// The token pieces: a required, non-empty string array of fewer than 2^31 entries.
+    std::vector<std::string> tokens() const;
+    /// FormatError unless an optional per-token array `key` has one entry for each of n_vocab tokens.
+    void expect_per_token(std::string_view key, size_t size, size_t n_vocab) const;
+    /// `tokenizer.ggml.token_type`, checked to be per token and llama.cpp's types; nullopt if absent.
+    std::optional<std::vector<TokenType>> token_types(size_t n_vocab) const;
     std::optional<bool> boolean(std::string_view key) const;
     /// A token id key: absent, -1 or 0xFFFFFFFF → nullopt; otherwise it must lie in [0, n_vocab).
     std::optional<int32_t> token_id(std::string_view key, size_t n_vocab) const;
 
 private:
     const gguf::File& file_;
+};
+
+// ---- the vocabulary-backed implementations -------------------------------------------------------------
+
+/// InvalidArgument unless 0 ≤ id < n_vocab.
+void check_token_id(int32_t id, int32_t n_vocab);
+
+/// What the SPM, BPE and WordPiece tokenizers share: the pieces indexed by id, and encode() as BOS, the
+/// text's tokens, EOS.
+class PieceTokenizer : public Tokenizer {
+public:
+    int32_t vocab_size() const override { return static_cast<int32_t>(pieces_.size()); }
+    std::string piece(int32_t id) const override {
+        check_token_id(id, vocab_size());
+        return pieces_[static_cast<size_t>(id)];
+    }
+    std::vector<int32_t> encode(std::string_view text, bool add_special) const override {
+        std::vector<int32_t> out;
+        if (add_special && add_bos_ && bos_id_ >= 0) out.push_back(bos_id_);
+        encode_text(text, out);
+        if (add_special && add_eos_ && eos_id_ >= 0) out.push_back(eos_id_);
+        return out;
+    }
+
+protected:
+    /// Appends the tokens of `text` alone (no BOS/EOS) to `out`.
+    virtual void encode_text(std::string_view text, std::vector<int32_t>& out) const = 0;
+    void check(int32_t id) const { check_token_id(id, vocab_size()); }
+
+    std::vector<std::string> pieces_;
+    bool add_eos_ = false;
 };
 
 // ---- factories ----------------------------------------------------------------------------------------

@@ -27,48 +27,13 @@ struct WordPieceOptions {
     size_t max_word_chars = 100;
 };
 
-class WordPieceTokenizer final : public Tokenizer {
+class WordPieceTokenizer final : public PieceTokenizer {
 public:
     TokenizerKind kind() const override { return TokenizerKind::wordpiece; }
-    int32_t vocab_size() const override { return static_cast<int32_t>(pieces_.size()); }
-
-    std::vector<int32_t> encode(std::string_view text, bool add_special) const override {
-        std::vector<int32_t> out;
-        if (add_special && add_bos_ && bos_id_ >= 0) out.push_back(bos_id_);
-        const std::vector<uint32_t> cps = normalize(text);
-        std::string word;
-        size_t word_chars = 0;
-        const auto flush = [&] {
-            if (word_chars > 0) tokenize_word(word, word_chars, out);
-            word.clear();
-            word_chars = 0;
-        };
-        for (const uint32_t cp : cps) {
-            if (is_white_space(cp)) {
-                flush();
-            } else if (is_bert_punctuation(cp)) {
-                flush();
-                utf8_append(word, cp);
-                word_chars = 1;
-                flush();
-            } else {
-                utf8_append(word, cp);
-                ++word_chars;
-            }
-        }
-        flush();
-        if (add_special && add_eos_ && eos_id_ >= 0) out.push_back(eos_id_);
-        return out;
-    }
 
     std::string token_to_text(int32_t id) const override {
         check(id);
         return text_[static_cast<size_t>(id)];
-    }
-
-    std::string piece(int32_t id) const override {
-        check(id);
-        return pieces_[static_cast<size_t>(id)];
     }
 
     /// `pieces`: as stored in the file; `hf`: the same in HF form ("##" continuations); `control`: special tokens.
@@ -99,6 +64,31 @@ public:
     const PieceMap& map() const { return map_; }
 
 private:
+    void encode_text(std::string_view text, std::vector<int32_t>& out) const override {
+        const std::vector<uint32_t> cps = normalize(text);
+        std::string word;
+        size_t word_chars = 0;
+        const auto flush = [&] {
+            if (word_chars > 0) tokenize_word(word, word_chars, out);
+            word.clear();
+            word_chars = 0;
+        };
+        for (const uint32_t cp : cps) {
+            if (is_white_space(cp)) {
+                flush();
+            } else if (is_bert_punctuation(cp)) {
+                flush();
+                utf8_append(word, cp);
+                word_chars = 1;
+                flush();
+            } else {
+                utf8_append(word, cp);
+                ++word_chars;
+            }
+        }
+        flush();
+    }
+
     static bool is_bert_punctuation(uint32_t cp) {
         if ((cp >= 33 && cp <= 47) || (cp >= 58 && cp <= 64) || (cp >= 91 && cp <= 96) || (cp >= 123 && cp <= 126))
             return true;
@@ -229,18 +219,10 @@ private:
         }
     }
 
-    void check(int32_t id) const {
-        if (id < 0 || id >= vocab_size())
-            throw InvalidArgument("[tokenizer] token id " + std::to_string(id) + " is outside the vocabulary of " +
-                                  std::to_string(vocab_size()) + " tokens");
-    }
-
-    std::vector<std::string> pieces_;
     std::vector<std::string> text_;
     PieceMap map_;
     size_t max_piece_bytes_ = 0;
     int32_t unk_id_ = -1;
-    bool add_eos_ = false;
     WordPieceOptions opt_;
 };
 
@@ -335,20 +317,11 @@ std::unique_ptr<Tokenizer> make_wordpiece_from_tokenizer_json(const std::string&
 }
 
 std::unique_ptr<Tokenizer> make_wordpiece_from_gguf(const GgufMeta& meta) {
-    std::vector<std::string> pieces = meta.strings("tokenizer.ggml.tokens");
+    std::vector<std::string> pieces = meta.tokens();
     const size_t n = pieces.size();
-    if (n == 0) meta.fail("tokenizer.ggml.tokens", "is empty");
     std::vector<bool> control(n, false);
-    if (const auto types = meta.integers("tokenizer.ggml.token_type")) {
-        if (types->size() != n)
-            meta.fail("tokenizer.ggml.token_type", "has " + std::to_string(types->size()) +
-                                                       " entries but there are " + std::to_string(n) + " tokens");
-        for (size_t i = 0; i < n; ++i) {
-            const int64_t t = (*types)[i];
-            if (t < 0 || t > 6) meta.fail("tokenizer.ggml.token_type", "has the unknown type " + std::to_string(t));
-            control[i] = t == static_cast<int64_t>(TokenType::control) || t == static_cast<int64_t>(TokenType::unknown);
-        }
-    }
+    if (const auto types = meta.token_types(n))
+        for (size_t i = 0; i < n; ++i) control[i] = (*types)[i] == TokenType::control || (*types)[i] == TokenType::unknown;
     // Undo llama.cpp's renaming: "▁x" → "x" (word start), "[x]" and control tokens unchanged, else "##x".
     std::vector<std::string> hf(n);
     for (size_t i = 0; i < n; ++i) {
