@@ -7,53 +7,48 @@
 namespace cq::formats {
 
 namespace {
-// Block b of rows 8g..8g+7 → one interleaved block: the 8 scales, then the quant bytes in 4-byte pieces,
-// piece j of every row side by side (the rows past n are zeros: `zero` is the quant byte of value 0).
-template <class Block, class Block8>
-void pack_groups(const void* rows, size_t row_bytes, int64_t n, int64_t k, uint8_t zero, void* out) {
-    constexpr int kPieces = sizeof(Block{}.qs) / 4;
-    const int64_t nb = k / kQK;
+// For every group g of 8 rows and block b (nb blocks a row): f(out block, r, block b of row 8g + r).
+// Rows past n read as a block of zeros whose quant bytes are `zero` (the byte of value 0).
+template <class Block, class Block8, class F>
+void for_each_row_block(const void* rows, size_t row_bytes, int64_t n, int64_t nb, uint8_t zero, void* out, F f) {
     const auto* src = static_cast<const uint8_t*>(rows);
     auto* dst = static_cast<Block8*>(out);
     for (int64_t g = 0; g < (n + 7) / 8; ++g)
-        for (int64_t b = 0; b < nb; ++b) {
-            Block8& blk = dst[g * nb + b];
+        for (int64_t b = 0; b < nb; ++b)
             for (int r = 0; r < 8; ++r) {
                 const int64_t row = 8 * g + r;
                 Block in{};
                 if (row < n) std::memcpy(&in, src + size_t(row) * row_bytes + size_t(b) * sizeof(Block), sizeof(in));
                 else std::memset(in.qs, zero, sizeof(in.qs));
-                blk.d[r] = in.d;
-                for (int j = 0; j < kPieces; ++j) std::memcpy(blk.qs + 32 * j + 4 * r, in.qs + 4 * j, 4);
+                f(dst[g * nb + b], r, in);
             }
-        }
+}
+
+// Q4_0/Q8_0: the 8 scales, then the quant bytes in 4-byte pieces, piece j of every row side by side.
+template <class Block, class Block8>
+void pack_groups(const void* rows, size_t row_bytes, int64_t n, int64_t k, uint8_t zero, void* out) {
+    for_each_row_block<Block, Block8>(rows, row_bytes, n, k / kQK, zero, out, [](Block8& blk, int r, const Block& in) {
+        blk.d[r] = in.d;
+        for (int j = 0; j < int(sizeof(in.qs)) / 4; ++j) std::memcpy(blk.qs + 32 * j + 4 * r, in.qs + 4 * j, 4);
+    });
 }
 }  // namespace
 
 // Q4_K: scales and mins decoded once here; the rows past n are all zeros (d = dmin = 0).
 void pack_rows_q4_Kx8(const void* rows, size_t row_bytes, int64_t n, int64_t k, void* out) {
-    const int64_t nb = k / kQK_K;
-    const auto* src = static_cast<const uint8_t*>(rows);
-    auto* dst = static_cast<BlockQ4_Kx8*>(out);
-    for (int64_t g = 0; g < (n + 7) / 8; ++g)
-        for (int64_t b = 0; b < nb; ++b) {
-            BlockQ4_Kx8& blk = dst[g * nb + b];
-            for (int r = 0; r < 8; ++r) {
-                const int64_t row = 8 * g + r;
-                BlockQ4_K in{};
-                if (row < n) std::memcpy(&in, src + size_t(row) * row_bytes + size_t(b) * sizeof(BlockQ4_K), sizeof(in));
-                blk.d[r] = in.d;
-                blk.dmin[r] = in.dmin;
-                for (int sb = 0; sb < 8; ++sb) {
-                    int sc, mn;
-                    scale_min_k4(sb, in.scales, sc, mn);
-                    blk.scales[sb][r] = uint8_t(sc);
-                    blk.mins[sb / 2][r][sb % 2] = int16_t(mn);
-                }
-                for (int p = 0; p < 4; ++p)
-                    for (int jj = 0; jj < 8; ++jj) std::memcpy(blk.qs + 256 * p + 32 * jj + 4 * r, in.qs + 32 * p + 4 * jj, 4);
-            }
+    for_each_row_block<BlockQ4_K, BlockQ4_Kx8>(rows, row_bytes, n, k / kQK_K, 0, out,
+                                               [](BlockQ4_Kx8& blk, int r, const BlockQ4_K& in) {
+        blk.d[r] = in.d;
+        blk.dmin[r] = in.dmin;
+        for (int sb = 0; sb < 8; ++sb) {
+            int sc, mn;
+            scale_min_k4(sb, in.scales, sc, mn);
+            blk.scales[sb][r] = uint8_t(sc);
+            blk.mins[sb / 2][r][sb % 2] = int16_t(mn);
         }
+        for (int p = 0; p < 4; ++p)
+            for (int jj = 0; jj < 8; ++jj) std::memcpy(blk.qs + 256 * p + 32 * jj + 4 * r, in.qs + 32 * p + 4 * jj, 4);
+    });
 }
 
 template <class Block8, int64_t kElements>
