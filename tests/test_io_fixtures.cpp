@@ -25,7 +25,7 @@
 #include "cq/dtype.h"
 #include "cq/inspect.h"
 #include "cq/io/gguf.h"
-#include "cq/io/hf_model.h"
+#include "io/hf/hf_model.h"
 #include "cq/io/safetensors.h"
 #include "cq/tensor.h"
 #include "test_support.h"

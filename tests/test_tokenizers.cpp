@@ -19,7 +19,7 @@
 
 #include "cq/error.h"
 #include "cq/io/gguf.h"
-#include "cq/io/hf_model.h"
+#include "io/hf/hf_model.h"
 #include "cq/mapped_file.h"
 #include "cq/tokenizer.h"
 #include "test_support.h"

@@ -10,8 +10,6 @@
 #include <string_view>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
 namespace cq::calib {
 
 enum class Method { minmax, percentile, mse, entropy };
@@ -65,11 +63,15 @@ public:
     double half_range() const { return half_range_; }
     const std::vector<int64_t>& histogram() const { return counts_; }
 
-    nlohmann::json to_json() const;
-    /// Exact inverse of to_json; InvalidArgument naming the bad field if the structure is inconsistent.
-    static RangeObserver from_json(const nlohmann::json& j);
+    /// The observer as compact JSON text (a sparse histogram), as the calibration cache stores it.
+    std::string to_json() const;
+    /// Exact inverse of to_json; InvalidArgument naming the bad field if the text is not JSON or its
+    /// structure is inconsistent.
+    static RangeObserver from_json(std::string_view text);
 
 private:
+    friend struct RangeObserverJson;  // the cache's JSON codec (src/calib/range_observer_json.h)
+
     void grow_to(double half_range);
     Range mse_range() const;
     Range entropy_range() const;

@@ -8,8 +8,6 @@
 #include <string>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
 #include "cq/datasets.h"
 #include "cq/encoder.h"
 #include "cq/eval.h"
@@ -81,9 +79,5 @@ struct EncoderBenchResult {
 /// vision: `batch` fixed images, seq ignored).
 EncoderBenchResult bench_encoder(EncoderModel& model, int64_t batch, int64_t seq, int64_t repetitions, int64_t warmup,
                                  const ProgressFn& progress = {});
-
-nlohmann::json classification_to_json(const ClassificationResult& r);
-nlohmann::json agreement_to_json(const PredictionAgreement& a);
-nlohmann::json encoder_bench_to_json(const EncoderBenchResult& r);
 
 }  // namespace cq

@@ -6,8 +6,6 @@
 #include <optional>
 #include <string>
 
-#include <nlohmann/json.hpp>
-
 #include "cq/eval.h"
 
 namespace cq {
@@ -34,7 +32,6 @@ struct ComparisonReport {
 ComparisonReport compare_models(const std::string& base_model, const std::string& candidate_model, const std::string& text,
                                 const CompareOptions& options, const ProgressFn& progress = {});
 
-nlohmann::json comparison_to_json(const ComparisonReport& r);
 /// One Markdown table: model → bytes, bpw, PPL, ΔPPL, mean KLD, same-top %, pp/tg tokens/s and ratios.
 std::string comparison_to_markdown(const ComparisonReport& r);
 

@@ -9,8 +9,6 @@
 #include <string>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
 #include "cq/llm.h"
 
 namespace cq {
@@ -52,8 +50,6 @@ struct PerplexityResult {
 /// chunk — llama.cpp's llama-perplexity method. InvalidArgument if the text has fewer than 2·n_ctx tokens.
 PerplexityResult evaluate_perplexity(LanguageModel& model, const std::string& text, const PerplexityOptions& options,
                                      const ProgressFn& progress = {});
-
-nlohmann::json perplexity_to_json(const PerplexityResult& r);
 
 struct SamplingOptions {
     float temperature = 0.0f;  // 0: greedy
@@ -99,7 +95,6 @@ struct BenchResult {
 };
 
 BenchResult bench_model(LanguageModel& model, const BenchOptions& options, const ProgressFn& progress = {});
-nlohmann::json bench_to_json(const BenchResult& r);
 std::string bench_to_markdown(const BenchResult& r);
 
 }  // namespace cq

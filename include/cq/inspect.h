@@ -1,5 +1,5 @@
 // Model inspection behind `cq info`: what a model file or directory holds (architecture, main
-// hyperparameters, tensors, parameters, bytes by dtype, bits per weight), as data and as JSON.
+// hyperparameters, tensors, parameters, bytes by dtype, bits per weight), as plain data.
 #pragma once
 
 #include <cstdint>
@@ -7,8 +7,6 @@
 #include <string>
 #include <utility>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 namespace cq {
 
@@ -19,6 +17,13 @@ struct TensorSummary {
     uint64_t nbytes = 0;
     uint64_t offset = 0;  // absolute byte offset in `file`
     std::string file;     // the file holding it (shards differ)
+};
+
+/// One metadata key-value (a GGUF key, a config.json top-level key, a safetensors __metadata__ entry).
+struct MetadataEntry {
+    std::string key;
+    std::string json;  // the value as compact JSON text (invalid UTF-8 replaced by U+FFFD)
+    std::string text;  // display-ready: a string value as it is (bytes untouched), anything else as `json`
 };
 
 struct ModelSummary {
@@ -35,14 +40,11 @@ struct ModelSummary {
     std::map<std::string, uint64_t> tensors_by_dtype;
     double bits_per_weight = 0;    // 8 · tensor_bytes / parameter_count (0 without tensors)
     std::vector<TensorSummary> tensors;
-    nlohmann::json metadata;       // GGUF key-values or config.json (long arrays summarised)
+    std::vector<MetadataEntry> metadata;  // GGUF key-values or config.json, sorted by key (long arrays summarised)
     std::vector<std::string> notes;  // e.g. tokenizer files found, vocab-only file
 };
 
 /// Inspects a .gguf file, a .safetensors file (or index) or an HF model directory.
 ModelSummary summarize_model(const std::string& path);
-
-/// The summary as JSON (tensors and metadata included only when asked).
-nlohmann::json summary_to_json(const ModelSummary& summary, bool with_tensors, bool with_metadata);
 
 }  // namespace cq

@@ -8,8 +8,6 @@
 #include <string>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
 #include "cq/dtype.h"
 #include "cq/eval.h"
 
@@ -74,7 +72,5 @@ struct QuantizeReport {
 /// converted as llama.cpp's convert_hf_to_gguf.py would; OUT: a GGUF file (never the input).
 QuantizeReport quantize_model(const std::string& input, const std::string& output, const QuantizeOptions& options,
                               const ProgressFn& progress = {});
-
-nlohmann::json quantize_report_to_json(const QuantizeReport& r);
 
 }  // namespace cq

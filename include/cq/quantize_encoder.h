@@ -6,8 +6,6 @@
 #include <string>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
 #include "cq/calibration.h"
 #include "cq/classify.h"
 #include "cq/encoder.h"
@@ -70,8 +68,6 @@ std::vector<EncoderLinearPlan> apply_w8a8(EncoderModel& model, const std::vector
 /// Quantizes the HF directory `input` and writes the GGUF container `output` (atomically).
 EncoderQuantizeReport quantize_encoder(const std::string& input, const std::string& output, const EncoderQuantizeOptions& options,
                                        const ProgressFn& progress = {});
-
-nlohmann::json encoder_quantize_report_to_json(const EncoderQuantizeReport& r);
 
 /// Whether `type` names a W8A8 mode ("w8a8-dynamic", "w8a8-static").
 bool is_w8a8_type(const std::string& type);

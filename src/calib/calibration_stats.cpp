@@ -3,6 +3,7 @@
 #include <cmath>
 #include <limits>
 
+#include "calib/range_observer_json.h"
 #include "core/json_file.h"
 #include "cq/atomic_file.h"
 #include "cq/calibration.h"
@@ -60,7 +61,7 @@ void CalibrationStats::save(const std::string& path) const {
     nlohmann::json j = {{"format", kFormat},         {"version", kVersion},
                         {"samples", samples},        {"model_fingerprint", model_fingerprint},
                         {"observers", nlohmann::json::object()}};
-    for (const auto& [name, obs] : observers) j["observers"][name] = obs.to_json();
+    for (const auto& [name, obs] : observers) j["observers"][name] = RangeObserverJson::to_json(obs);
     const std::string text = j.dump() + "\n";
     AtomicFile out(path);
     out.write(text.data(), text.size());
@@ -84,7 +85,7 @@ CalibrationStats CalibrationStats::load(const std::string& path) {
     stats.model_fingerprint = j["model_fingerprint"].get<std::string>();
     for (const auto& [name, value] : j["observers"].items()) {
         try {
-            stats.observers.emplace(name, RangeObserver::from_json(value));
+            stats.observers.emplace(name, RangeObserverJson::from_json(value));
         } catch (const InvalidArgument& e) {
             fail("observer '" + name + "': " + e.what());
         } catch (const nlohmann::json::exception& e) {

@@ -5,6 +5,7 @@
 #include <bit>
 #include <cmath>
 
+#include "calib/range_observer_json.h"
 #include "cq/calibration.h"
 #include "cq/error.h"
 
@@ -162,17 +163,17 @@ Range RangeObserver::percentile_range(double p) const {
     return {std::min(static_cast<float>(lo), 0.0f), std::max(static_cast<float>(hi), 0.0f)};
 }
 
-nlohmann::json RangeObserver::to_json() const {
+nlohmann::json RangeObserverJson::to_json(const RangeObserver& o) {
     // Sparse [bin, count] pairs: activations fill a small part of the bins, and a cache holds hundreds.
     nlohmann::json hist = nlohmann::json::array();
-    for (size_t j = 0; j < counts_.size(); ++j)
-        if (counts_[j]) hist.push_back({j, counts_[j]});
-    nlohmann::json j = {{"bins", bins()}, {"half_range", half_range_}, {"count", count_}, {"histogram", hist}};
-    if (count_) j["min"] = min_, j["max"] = max_;  // JSON has no ±∞ to stand for "none yet"
+    for (size_t j = 0; j < o.counts_.size(); ++j)
+        if (o.counts_[j]) hist.push_back({j, o.counts_[j]});
+    nlohmann::json j = {{"bins", o.bins()}, {"half_range", o.half_range_}, {"count", o.count_}, {"histogram", hist}};
+    if (o.count_) j["min"] = o.min_, j["max"] = o.max_;  // JSON has no ±∞ to stand for "none yet"
     return j;
 }
 
-RangeObserver RangeObserver::from_json(const nlohmann::json& j) {
+RangeObserver RangeObserverJson::from_json(const nlohmann::json& j) {
     auto fail = [](const std::string& what) -> void { throw InvalidArgument("[calib] observer: " + what); };
     auto get_int = [&](const char* key) {
         if (!j.contains(key) || !j[key].is_number_integer()) fail(std::string("'") + key + "' must be an integer");
@@ -221,6 +222,18 @@ RangeObserver RangeObserver::from_json(const nlohmann::json& j) {
         bin_of(o.min_) != first || bin_of(o.max_) != last)
         fail("'min'/'max' disagree with 'half_range' and the histogram");
     return o;
+}
+
+std::string RangeObserver::to_json() const { return RangeObserverJson::to_json(*this).dump(); }
+
+RangeObserver RangeObserver::from_json(std::string_view text) {
+    nlohmann::json j;
+    try {
+        j = nlohmann::json::parse(text);
+    } catch (const nlohmann::json::exception& e) {
+        throw InvalidArgument(std::string("[calib] observer: not JSON: ") + e.what());
+    }
+    return RangeObserverJson::from_json(j);
 }
 
 }  // namespace cq::calib

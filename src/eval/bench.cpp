@@ -74,14 +74,6 @@ BenchResult bench_model(LanguageModel& model, const BenchOptions& o, const Progr
     return r;
 }
 
-nlohmann::json bench_to_json(const BenchResult& r) {
-    nlohmann::json series = nlohmann::json::array();
-    for (const auto& s : r.series)
-        series.push_back({{"test", s.test}, {"tokens_per_second", s.tokens_per_second}, {"median", s.median}, {"min", s.min}, {"max", s.max}});
-    return {{"model", r.model}, {"isa", r.isa},   {"gemm", r.blas}, {"threads", r.threads}, {"weight_bytes", r.weight_bytes},
-            {"results", series}};
-}
-
 std::string bench_to_markdown(const BenchResult& r) {
     std::string out = "| model | weights MiB | isa | threads | test | t/s median | min | max |\n";
     out += "|---|---:|---|---:|---|---:|---:|---:|\n";

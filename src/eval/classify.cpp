@@ -258,19 +258,4 @@ EncoderBenchResult bench_encoder(EncoderModel& model, int64_t batch, int64_t seq
     return r;
 }
 
-nlohmann::json classification_to_json(const ClassificationResult& r) {
-    return {{"samples", r.samples}, {"correct", r.correct}, {"accuracy", r.accuracy}, {"seconds", r.seconds}};
-}
-
-nlohmann::json agreement_to_json(const PredictionAgreement& a) {
-    return {{"samples", a.samples}, {"agreement", a.agreement}, {"mean_kld", a.mean_kld}, {"max_kld", a.max_kld},
-            {"max_abs_logit_diff", a.max_abs_logit_diff}};
-}
-
-nlohmann::json encoder_bench_to_json(const EncoderBenchResult& r) {
-    return {{"batch", r.batch}, {"seq", r.seq}, {"repetitions", r.repetitions}, {"isa", r.isa}, {"ms", r.ms},
-            {"median_ms", r.median_ms}, {"min_ms", r.min_ms}, {"max_ms", r.max_ms},
-            {"tokens_per_s", r.median_ms > 0 ? static_cast<double>(r.batch * r.seq) / (r.median_ms / 1000.0) : 0.0}};
-}
-
 }  // namespace cq

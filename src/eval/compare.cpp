@@ -73,23 +73,6 @@ ComparisonReport compare_models(const std::string& base_model, const std::string
     return r;
 }
 
-nlohmann::json comparison_to_json(const ComparisonReport& r) {
-    auto one = [](const ModelMeasurement& m) {
-        nlohmann::json j = {{"path", m.path}, {"weight_bytes", m.weight_bytes}, {"bits_per_weight", m.bits_per_weight},
-                            {"perplexity", perplexity_to_json(m.perplexity)}};
-        if (m.bench) j["bench"] = bench_to_json(*m.bench);
-        return j;
-    };
-    nlohmann::json j = {{"base", one(r.base)}, {"candidate", one(r.candidate)}};
-    j["size_ratio"] = r.candidate.weight_bytes ? static_cast<double>(r.base.weight_bytes) / static_cast<double>(r.candidate.weight_bytes) : 0.0;
-    j["delta_ppl"] = r.candidate.perplexity.ppl - r.base.perplexity.ppl;
-    if (r.base.bench && r.candidate.bench) {
-        j["pp_speedup"] = series_median(r.candidate.bench, 'p') / series_median(r.base.bench, 'p');
-        j["tg_speedup"] = series_median(r.candidate.bench, 't') / series_median(r.base.bench, 't');
-    }
-    return j;
-}
-
 std::string comparison_to_markdown(const ComparisonReport& r) {
     std::string out = "| model | weight MiB | bits/weight | PPL | ΔPPL | mean KLD | same top % | pp t/s | tg t/s |\n";
     out += "|---|---:|---:|---:|---:|---:|---:|---:|---:|\n";

@@ -196,31 +196,4 @@ PerplexityResult evaluate_perplexity(LanguageModel& model, const std::string& te
     return r;
 }
 
-nlohmann::json perplexity_to_json(const PerplexityResult& r) {
-    nlohmann::json j = {{"ppl", r.ppl},           {"ppl_err", r.ppl_err},   {"mean_nll", r.mean_nll}, {"n_tokens", r.n_tokens},
-                        {"n_chunks", r.n_chunks}, {"n_ctx", r.n_ctx},       {"n_scored", r.n_scored}, {"chunk_ppl", r.chunk_ppl},
-                        {"seconds", r.seconds}};
-    if (r.kld) {
-        const KldResult& k = *r.kld;
-        j["kld"] = {{"n", k.n},
-                    {"mean", k.mean},
-                    {"mean_err", k.mean_err},
-                    {"median", k.median},
-                    {"max", k.max},
-                    {"min", k.min},
-                    {"percentiles", k.percentiles},
-                    {"same_top", k.same_top},
-                    {"same_top_err", k.same_top_err},
-                    {"mean_dp", k.mean_dp},
-                    {"mean_dp_err", k.mean_dp_err},
-                    {"rms_dp", k.rms_dp},
-                    {"dp_percentiles", k.dp_percentiles},
-                    {"base_ppl", k.base_ppl},
-                    {"ppl_ratio", k.ppl_ratio},
-                    {"ppl_ratio_err", k.ppl_ratio_err},
-                    {"mean_ln_ppl_ratio", k.mean_ln_ratio}};
-    }
-    return j;
-}
-
 }  // namespace cq

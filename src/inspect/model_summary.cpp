@@ -2,11 +2,13 @@
 // directory. Counts come from the tensors themselves, so parameters = Σ elements, always.
 #include <filesystem>
 
+#include <nlohmann/json.hpp>
+
 #include "cq/error.h"
 #include "cq/inspect.h"
 #include "cq/io/gguf.h"
-#include "cq/io/hf_model.h"
 #include "cq/io/safetensors.h"
+#include "io/hf/hf_model.h"
 
 namespace cq {
 
@@ -34,6 +36,17 @@ json gguf_value_to_json(const gguf::Value& v) {
                 {"head", items}};
 }
 
+// Sorted by key, as the JSON object they came from; text as `cq info --metadata` shows it.
+std::vector<MetadataEntry> metadata_entries(const json& object) {
+    std::vector<MetadataEntry> out;
+    out.reserve(object.size());
+    for (const auto& [k, v] : object.items()) {
+        std::string text = v.dump(-1, ' ', false, json::error_handler_t::replace);
+        out.push_back({k, text, v.is_string() ? v.get<std::string>() : text});
+    }
+    return out;
+}
+
 void add_tensor(ModelSummary& s, TensorSummary t, int64_t numel) {
     s.parameter_count += static_cast<uint64_t>(numel);
     s.tensor_bytes += t.nbytes;
@@ -55,13 +68,14 @@ ModelSummary summarize_gguf(const std::string& path) {
     s.file_bytes = f.file_size();
     s.architecture = f.architecture();
     s.name = f.get_string("general.name").value_or("");
-    s.metadata = json::object();
+    json metadata = json::object();
     const std::string prefix = s.architecture.empty() ? std::string("\x01") : s.architecture + ".";
     for (const auto& kv : f.metadata()) {
-        s.metadata[kv.key] = gguf_value_to_json(kv.value);
+        metadata[kv.key] = gguf_value_to_json(kv.value);
         if (kv.key.rfind(prefix, 0) == 0 && kv.value.type != gguf::ValueType::ARRAY)
             s.hyperparameters.emplace_back(kv.key.substr(prefix.size()), kv.value.to_display_string());
     }
+    s.metadata = metadata_entries(metadata);
     s.hyperparameters.emplace_back("gguf_version", std::to_string(f.version()));
     if (auto model = f.get_string("tokenizer.ggml.model")) s.hyperparameters.emplace_back("tokenizer", *model);
     if (const auto* tokens = f.find("tokenizer.ggml.tokens"); tokens && tokens->as_array())
@@ -106,7 +120,7 @@ ModelSummary summarize_hf(const std::string& path) {
     s.format = "hf";
     s.architecture = d.model_type;
     if (const auto it = d.config.find("_name_or_path"); it != d.config.end() && it->is_string()) s.name = *it;
-    s.metadata = d.config;
+    s.metadata = metadata_entries(d.config);
     for (const auto& [label, aliases] : kHfHyperparameters) {
         for (const char* key : aliases) {
             const auto it = d.config.find(key);
@@ -141,7 +155,7 @@ ModelSummary summarize_safetensors(const std::string& path) {
     json meta = json::object();
     for (const auto& shard : m.shards())
         for (const auto& [k, v] : shard.metadata()) meta[k] = v;
-    s.metadata = meta;
+    s.metadata = metadata_entries(meta);
     add_safetensors(s, m);
     finish(s);
     return s;
@@ -165,34 +179,6 @@ ModelSummary summarize_model(const std::string& path) {
     if (src->size() >= 9 && src->data()[8] == '{') return summarize_safetensors(path);
     throw Unsupported("[info] " + path + ": not a format cq reads (expected a .gguf file, a .safetensors file, "
                       "a model.safetensors.index.json or an HF model directory)");
-}
-
-json summary_to_json(const ModelSummary& s, bool with_tensors, bool with_metadata) {
-    json j;
-    j["path"] = s.path;
-    j["format"] = s.format;
-    j["architecture"] = s.architecture;
-    j["name"] = s.name;
-    json hp = json::object();
-    for (const auto& [k, v] : s.hyperparameters) hp[k] = v;
-    j["hyperparameters"] = hp;
-    j["tensor_count"] = s.tensor_count;
-    j["parameter_count"] = s.parameter_count;
-    j["tensor_bytes"] = s.tensor_bytes;
-    j["file_bytes"] = s.file_bytes;
-    j["bits_per_weight"] = s.bits_per_weight;
-    json by = json::object();
-    for (const auto& [dtype, bytes] : s.bytes_by_dtype) by[dtype] = {{"tensors", s.tensors_by_dtype.at(dtype)}, {"bytes", bytes}};
-    j["dtypes"] = by;
-    j["notes"] = s.notes;
-    if (with_tensors) {
-        json ts = json::array();
-        for (const auto& t : s.tensors)
-            ts.push_back({{"name", t.name}, {"shape", t.shape}, {"dtype", t.dtype}, {"bytes", t.nbytes}, {"offset", t.offset}, {"file", t.file}});
-        j["tensors"] = ts;
-    }
-    if (with_metadata) j["metadata"] = s.metadata;
-    return j;
 }
 
 }  // namespace cq

@@ -13,7 +13,7 @@
 #include "cq/encoder.h"
 #include "cq/error.h"
 #include "cq/io/gguf.h"
-#include "cq/io/hf_model.h"
+#include "io/hf/hf_model.h"
 #include "cq/w8a8.h"
 #include "models/encoder_families.h"
 #include "models/weight_helpers.h"

@@ -8,7 +8,7 @@
 
 #include "cq/error.h"
 #include "cq/io/gguf.h"
-#include "cq/io/hf_model.h"
+#include "io/hf/hf_model.h"
 #include "cq/llm.h"
 #include "models/families.h"
 #include "models/weight_helpers.h"

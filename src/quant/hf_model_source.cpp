@@ -12,7 +12,7 @@
 #include "core/json_file.h"
 #include "core/sha256.h"
 #include "cq/error.h"
-#include "cq/io/hf_model.h"
+#include "io/hf/hf_model.h"
 #include "quant/hf_tokenizer_metadata.h"
 #include "quant/model_source.h"
 

@@ -17,7 +17,7 @@
 #include "cq/atomic_file.h"
 #include "cq/error.h"
 #include "cq/io/gguf_writer.h"
-#include "cq/io/hf_model.h"
+#include "io/hf/hf_model.h"
 #include "cq/quantize_encoder.h"
 
 namespace cq {
@@ -281,32 +281,6 @@ EncoderQuantizeReport quantize_encoder(const std::string& input, const std::stri
     r.file_bytes_out = fs::file_size(output, ec);
     r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     return r;
-}
-
-nlohmann::json encoder_quantize_report_to_json(const EncoderQuantizeReport& r) {
-    nlohmann::json linears = nlohmann::json::array();
-    for (const auto& p : r.linears) {
-        nlohmann::json j{{"name", p.name}, {"shape", {p.n_out, p.n_in}}, {"int8", p.int8}, {"rule", p.rule}};
-        if (p.int8 && r.type == "w8a8-static")
-            j["input"] = {{"lo", p.range.lo}, {"hi", p.range.hi}, {"scale", p.input.scale}, {"zero_point", p.input.zero_point}};
-        linears.push_back(std::move(j));
-    }
-    nlohmann::json j{{"input", r.input},
-                     {"output", r.output},
-                     {"type", r.type},
-                     {"input_sha256", r.input_sha256},
-                     {"file_bytes_in", r.file_bytes_in},
-                     {"file_bytes_out", r.file_bytes_out},
-                     {"tensor_bytes_in", r.tensor_bytes_in},
-                     {"tensor_bytes_out", r.tensor_bytes_out},
-                     {"seconds", r.seconds},
-                     {"linears", linears}};
-    j["word_embeddings"] = r.embeddings;
-    j["activation_bits"] = r.activation_bits;
-    j["activation_bits_auto"] = r.activation_bits_auto;
-    if (r.type == "w8a8-static")
-        j["calibration"] = {{"method", r.method}, {"samples", r.calib_samples}, {"from_cache", r.calib_from_cache}};
-    return j;
 }
 
 }  // namespace cq

@@ -165,28 +165,4 @@ QuantizeReport quantize_model(const std::string& input, const std::string& outpu
     return r;
 }
 
-nlohmann::json quantize_report_to_json(const QuantizeReport& r) {
-    nlohmann::json tensors = nlohmann::json::array();
-    for (const auto& p : r.tensors)
-        tensors.push_back({{"name", p.name}, {"shape", p.shape}, {"from", dtype_name(p.from)}, {"requested", dtype_name(p.requested)},
-                           {"type", dtype_name(p.chosen)}, {"rule", p.rule}, {"fallback", p.fallback}, {"bytes_in", p.bytes_in},
-                           {"bytes_out", p.bytes_out}});
-    return {{"input", r.input},
-            {"output", r.output},
-            {"type", r.type},
-            {"input_sha256", r.input_sha256},
-            {"file_bytes_in", r.file_bytes_in},
-            {"file_bytes_out", r.file_bytes_out},
-            {"tensor_bytes_in", r.tensor_bytes_in},
-            {"tensor_bytes_out", r.tensor_bytes_out},
-            {"parameters", r.parameters},
-            {"bits_per_weight_in", r.bpw_in},
-            {"bits_per_weight_out", r.bpw_out},
-            {"compression_ratio", r.tensor_bytes_out ? static_cast<double>(r.tensor_bytes_in) / static_cast<double>(r.tensor_bytes_out) : 0.0},
-            {"tensors_by_type", r.tensors_by_type},
-            {"fallbacks", r.fallbacks},
-            {"seconds", r.seconds},
-            {"tensors", tensors}};
-}
-
 }  // namespace cq

@@ -6,7 +6,7 @@
 #include "core/json_file.h"
 #include "cq/error.h"
 #include "cq/io/gguf.h"
-#include "cq/io/hf_model.h"
+#include "io/hf/hf_model.h"
 #include "cq/mapped_file.h"
 #include "tokenizers/tokenizer_internal.h"
 

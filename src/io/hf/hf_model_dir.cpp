@@ -4,7 +4,7 @@
 
 #include "core/json_file.h"
 #include "cq/error.h"
-#include "cq/io/hf_model.h"
+#include "io/hf/hf_model.h"
 
 namespace cq::hf {
 

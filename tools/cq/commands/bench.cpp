@@ -5,6 +5,7 @@
 
 #include "commands/commands.h"
 #include "commands/format.h"
+#include "commands/json_reports.h"
 #include "cq/classify.h"
 #include "cq/eval.h"
 

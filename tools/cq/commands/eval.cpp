@@ -8,6 +8,7 @@
 
 #include "commands/commands.h"
 #include "commands/format.h"
+#include "commands/json_reports.h"
 #include "cq/classify.h"
 #include "cq/error.h"
 #include "cq/kernels.h"

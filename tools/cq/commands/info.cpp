@@ -4,6 +4,7 @@
 
 #include "commands/commands.h"
 #include "commands/format.h"
+#include "commands/json_reports.h"
 #include "cq/cpu_features.h"
 #include "cq/inspect.h"
 #include "cq/kernels.h"
@@ -96,12 +97,12 @@ void print_summary(const ModelSummary& s, const InfoOptions& o) {
     if (o.metadata) {
         std::cout << "\nmetadata\n";
         std::vector<std::vector<std::string>> md;
-        for (const auto& [k, v] : s.metadata.items()) {
-            std::string text = v.is_string() ? v.get<std::string>() : v.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+        for (const auto& e : s.metadata) {
+            std::string text = e.text;
             for (auto& c : text)
                 if (c == '\n' || c == '\r' || c == '\t') c = ' ';
             if (text.size() > 160) text = text.substr(0, 160) + "… (" + std::to_string(text.size()) + " chars)";
-            md.push_back({k, text});
+            md.push_back({e.key, text});
         }
         print_table(md, {}, 2);
     }

@@ -4,6 +4,7 @@
 
 #include "commands/commands.h"
 #include "commands/format.h"
+#include "commands/json_reports.h"
 #include "cq/eval.h"
 
 namespace cq::cli {

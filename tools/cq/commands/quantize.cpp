@@ -5,6 +5,7 @@
 
 #include "commands/commands.h"
 #include "commands/format.h"
+#include "commands/json_reports.h"
 #include "commands/quantize_w8a8.h"
 #include "cq/compare.h"
 #include "cq/error.h"

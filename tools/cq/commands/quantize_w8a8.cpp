@@ -7,6 +7,7 @@
 #include <tuple>
 
 #include "commands/format.h"
+#include "commands/json_reports.h"
 #include "commands/quantize_w8a8.h"
 #include "cq/classify.h"
 #include "cq/error.h"

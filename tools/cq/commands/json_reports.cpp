@@ -1,0 +1,168 @@
+// The `--json` renderings of the library's reports; keys and values as the CLI has always printed them.
+#include "commands/json_reports.h"
+
+namespace cq::cli {
+
+using nlohmann::json;
+
+json summary_to_json(const ModelSummary& s, bool with_tensors, bool with_metadata) {
+    json j;
+    j["path"] = s.path;
+    j["format"] = s.format;
+    j["architecture"] = s.architecture;
+    j["name"] = s.name;
+    json hp = json::object();
+    for (const auto& [k, v] : s.hyperparameters) hp[k] = v;
+    j["hyperparameters"] = hp;
+    j["tensor_count"] = s.tensor_count;
+    j["parameter_count"] = s.parameter_count;
+    j["tensor_bytes"] = s.tensor_bytes;
+    j["file_bytes"] = s.file_bytes;
+    j["bits_per_weight"] = s.bits_per_weight;
+    json by = json::object();
+    for (const auto& [dtype, bytes] : s.bytes_by_dtype) by[dtype] = {{"tensors", s.tensors_by_dtype.at(dtype)}, {"bytes", bytes}};
+    j["dtypes"] = by;
+    j["notes"] = s.notes;
+    if (with_tensors) {
+        json ts = json::array();
+        for (const auto& t : s.tensors)
+            ts.push_back({{"name", t.name}, {"shape", t.shape}, {"dtype", t.dtype}, {"bytes", t.nbytes}, {"offset", t.offset}, {"file", t.file}});
+        j["tensors"] = ts;
+    }
+    if (with_metadata) {
+        json md = json::object();
+        for (const auto& e : s.metadata) md[e.key] = json::parse(e.json);
+        j["metadata"] = md;
+    }
+    return j;
+}
+
+json perplexity_to_json(const PerplexityResult& r) {
+    json j = {{"ppl", r.ppl},           {"ppl_err", r.ppl_err},   {"mean_nll", r.mean_nll}, {"n_tokens", r.n_tokens},
+              {"n_chunks", r.n_chunks}, {"n_ctx", r.n_ctx},       {"n_scored", r.n_scored}, {"chunk_ppl", r.chunk_ppl},
+              {"seconds", r.seconds}};
+    if (r.kld) {
+        const KldResult& k = *r.kld;
+        j["kld"] = {{"n", k.n},
+                    {"mean", k.mean},
+                    {"mean_err", k.mean_err},
+                    {"median", k.median},
+                    {"max", k.max},
+                    {"min", k.min},
+                    {"percentiles", k.percentiles},
+                    {"same_top", k.same_top},
+                    {"same_top_err", k.same_top_err},
+                    {"mean_dp", k.mean_dp},
+                    {"mean_dp_err", k.mean_dp_err},
+                    {"rms_dp", k.rms_dp},
+                    {"dp_percentiles", k.dp_percentiles},
+                    {"base_ppl", k.base_ppl},
+                    {"ppl_ratio", k.ppl_ratio},
+                    {"ppl_ratio_err", k.ppl_ratio_err},
+                    {"mean_ln_ppl_ratio", k.mean_ln_ratio}};
+    }
+    return j;
+}
+
+json bench_to_json(const BenchResult& r) {
+    json series = json::array();
+    for (const auto& s : r.series)
+        series.push_back({{"test", s.test}, {"tokens_per_second", s.tokens_per_second}, {"median", s.median}, {"min", s.min}, {"max", s.max}});
+    return {{"model", r.model}, {"isa", r.isa},   {"gemm", r.blas}, {"threads", r.threads}, {"weight_bytes", r.weight_bytes},
+            {"results", series}};
+}
+
+namespace {
+
+double series_median(const std::optional<BenchResult>& b, char kind) {
+    if (!b) return 0;
+    for (const auto& s : b->series)
+        if (s.test[0] == kind) return s.median;
+    return 0;
+}
+
+}  // namespace
+
+json comparison_to_json(const ComparisonReport& r) {
+    auto one = [](const ModelMeasurement& m) {
+        json j = {{"path", m.path}, {"weight_bytes", m.weight_bytes}, {"bits_per_weight", m.bits_per_weight},
+                  {"perplexity", perplexity_to_json(m.perplexity)}};
+        if (m.bench) j["bench"] = bench_to_json(*m.bench);
+        return j;
+    };
+    json j = {{"base", one(r.base)}, {"candidate", one(r.candidate)}};
+    j["size_ratio"] = r.candidate.weight_bytes ? static_cast<double>(r.base.weight_bytes) / static_cast<double>(r.candidate.weight_bytes) : 0.0;
+    j["delta_ppl"] = r.candidate.perplexity.ppl - r.base.perplexity.ppl;
+    if (r.base.bench && r.candidate.bench) {
+        j["pp_speedup"] = series_median(r.candidate.bench, 'p') / series_median(r.base.bench, 'p');
+        j["tg_speedup"] = series_median(r.candidate.bench, 't') / series_median(r.base.bench, 't');
+    }
+    return j;
+}
+
+json quantize_report_to_json(const QuantizeReport& r) {
+    json tensors = json::array();
+    for (const auto& p : r.tensors)
+        tensors.push_back({{"name", p.name}, {"shape", p.shape}, {"from", dtype_name(p.from)}, {"requested", dtype_name(p.requested)},
+                           {"type", dtype_name(p.chosen)}, {"rule", p.rule}, {"fallback", p.fallback}, {"bytes_in", p.bytes_in},
+                           {"bytes_out", p.bytes_out}});
+    return {{"input", r.input},
+            {"output", r.output},
+            {"type", r.type},
+            {"input_sha256", r.input_sha256},
+            {"file_bytes_in", r.file_bytes_in},
+            {"file_bytes_out", r.file_bytes_out},
+            {"tensor_bytes_in", r.tensor_bytes_in},
+            {"tensor_bytes_out", r.tensor_bytes_out},
+            {"parameters", r.parameters},
+            {"bits_per_weight_in", r.bpw_in},
+            {"bits_per_weight_out", r.bpw_out},
+            {"compression_ratio", r.tensor_bytes_out ? static_cast<double>(r.tensor_bytes_in) / static_cast<double>(r.tensor_bytes_out) : 0.0},
+            {"tensors_by_type", r.tensors_by_type},
+            {"fallbacks", r.fallbacks},
+            {"seconds", r.seconds},
+            {"tensors", tensors}};
+}
+
+json encoder_quantize_report_to_json(const EncoderQuantizeReport& r) {
+    json linears = json::array();
+    for (const auto& p : r.linears) {
+        json j{{"name", p.name}, {"shape", {p.n_out, p.n_in}}, {"int8", p.int8}, {"rule", p.rule}};
+        if (p.int8 && r.type == "w8a8-static")
+            j["input"] = {{"lo", p.range.lo}, {"hi", p.range.hi}, {"scale", p.input.scale}, {"zero_point", p.input.zero_point}};
+        linears.push_back(std::move(j));
+    }
+    json j{{"input", r.input},
+           {"output", r.output},
+           {"type", r.type},
+           {"input_sha256", r.input_sha256},
+           {"file_bytes_in", r.file_bytes_in},
+           {"file_bytes_out", r.file_bytes_out},
+           {"tensor_bytes_in", r.tensor_bytes_in},
+           {"tensor_bytes_out", r.tensor_bytes_out},
+           {"seconds", r.seconds},
+           {"linears", linears}};
+    j["word_embeddings"] = r.embeddings;
+    j["activation_bits"] = r.activation_bits;
+    j["activation_bits_auto"] = r.activation_bits_auto;
+    if (r.type == "w8a8-static")
+        j["calibration"] = {{"method", r.method}, {"samples", r.calib_samples}, {"from_cache", r.calib_from_cache}};
+    return j;
+}
+
+json classification_to_json(const ClassificationResult& r) {
+    return {{"samples", r.samples}, {"correct", r.correct}, {"accuracy", r.accuracy}, {"seconds", r.seconds}};
+}
+
+json agreement_to_json(const PredictionAgreement& a) {
+    return {{"samples", a.samples}, {"agreement", a.agreement}, {"mean_kld", a.mean_kld}, {"max_kld", a.max_kld},
+            {"max_abs_logit_diff", a.max_abs_logit_diff}};
+}
+
+json encoder_bench_to_json(const EncoderBenchResult& r) {
+    return {{"batch", r.batch}, {"seq", r.seq}, {"repetitions", r.repetitions}, {"isa", r.isa}, {"ms", r.ms},
+            {"median_ms", r.median_ms}, {"min_ms", r.min_ms}, {"max_ms", r.max_ms},
+            {"tokens_per_s", r.median_ms > 0 ? static_cast<double>(r.batch * r.seq) / (r.median_ms / 1000.0) : 0.0}};
+}
+
+}  // namespace cq::cli
