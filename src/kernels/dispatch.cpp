@@ -28,8 +28,43 @@ void set(Kernel<Fn>& slot, Fn fn, const char* name, IsaLevel isa) {
 }
 
 #define CQ_SET(slot, fn, isa) set(t.slot, &kernels::fn, #fn, isa)
+// The groups of ops that several rungs fill together (isa: the kernel-name suffix, level: its IsaLevel).
+#define CQ_SET_CONVERTS(isa, level)                                 \
+    CQ_SET(convert_f16_f32, convert_f16_f32__##isa, level);        \
+    CQ_SET(convert_f32_f16, convert_f32_f16__##isa, level);        \
+    CQ_SET(convert_bf16_f32, convert_bf16_f32__##isa, level);      \
+    CQ_SET(convert_f32_bf16, convert_f32_bf16__##isa, level)
+#define CQ_SET_INT8(isa, level)                                                         \
+    CQ_SET(quantize_rows_u8_dynamic, quantize_rows_u8_dynamic__##isa, level);          \
+    CQ_SET(quantize_rows_u8_static, quantize_rows_u8_static__##isa, level);            \
+    CQ_SET(gemm_u8s8, gemm_u8s8_f32__##isa, level);                                    \
+    CQ_SET(gemm_u7s8, gemm_u7s8_f32__##isa, level)
+#define CQ_SET_ACTIVATIONS(isa, level)                       \
+    CQ_SET(gelu_erf_f32, gelu_erf_f32__##isa, level);       \
+    CQ_SET(softmax_f32, softmax_f32__##isa, level);         \
+    CQ_SET(silu_mul_f32, silu_mul_f32__##isa, level)
 // Kernel `field` of the quantized type `wt`'s descriptor (wt a DType name).
 #define CQ_SET_QUANT(wt, field, fn, isa) set(t.quant[static_cast<size_t>(DType::wt)].field, &kernels::fn, #fn, isa)
+// Every format's file-layout GEMM / the three packed GEMMs / the three activation quantizers of a rung.
+#define CQ_SET_GEMMS(isa, level)                                  \
+    CQ_SET_QUANT(Q8_0, gemm, gemm_q8_0_q8_0__##isa, level);      \
+    CQ_SET_QUANT(Q4_0, gemm, gemm_q4_0_q8_0__##isa, level);      \
+    CQ_SET_QUANT(Q4_1, gemm, gemm_q4_1_q8_1__##isa, level);      \
+    CQ_SET_QUANT(Q5_0, gemm, gemm_q5_0_q8_0__##isa, level);      \
+    CQ_SET_QUANT(Q5_1, gemm, gemm_q5_1_q8_1__##isa, level);      \
+    CQ_SET_QUANT(Q2_K, gemm, gemm_q2_K_q8_K__##isa, level);      \
+    CQ_SET_QUANT(Q3_K, gemm, gemm_q3_K_q8_K__##isa, level);      \
+    CQ_SET_QUANT(Q4_K, gemm, gemm_q4_K_q8_K__##isa, level);      \
+    CQ_SET_QUANT(Q5_K, gemm, gemm_q5_K_q8_K__##isa, level);      \
+    CQ_SET_QUANT(Q6_K, gemm, gemm_q6_K_q8_K__##isa, level)
+#define CQ_SET_PACKED(isa, level)                                        \
+    CQ_SET_QUANT(Q4_0, gemm_packed, gemm_q4_0x8_q8_0__##isa, level);    \
+    CQ_SET_QUANT(Q8_0, gemm_packed, gemm_q8_0x8_q8_0__##isa, level);    \
+    CQ_SET_QUANT(Q4_K, gemm_packed, gemm_q4_Kx8_q8_K__##isa, level)
+#define CQ_SET_ACT_QUANTIZERS(ns, suffix, level)                                                       \
+    set(act[size_t(DType::Q8_0)], &ns::quantize_row_q8_0##suffix, "quantize_row_q8_0__" #level, IsaLevel::level); \
+    set(act[size_t(DType::Q8_1)], &ns::quantize_row_q8_1##suffix, "quantize_row_q8_1__" #level, IsaLevel::level); \
+    set(act[size_t(DType::Q8_K)], &ns::quantize_row_q8_K##suffix, "quantize_row_q8_K__" #level, IsaLevel::level)
 
 // The pairing and layouts of every quantized type: its activation type (ggml's vec_dot_type), the load-time
 // packed layout where one exists, the row grouping.
@@ -59,37 +94,17 @@ KernelTable make_kernel_table(IsaLevel level) {
                               "' is not supported by this CPU (" + cpu_features().brand + ")");
     KernelTable t;
     t.level = level;
-    CQ_SET(convert_f16_f32, convert_f16_f32__ref, IsaLevel::ref);
-    CQ_SET(convert_f32_f16, convert_f32_f16__ref, IsaLevel::ref);
-    CQ_SET(convert_bf16_f32, convert_bf16_f32__ref, IsaLevel::ref);
-    CQ_SET(convert_f32_bf16, convert_f32_bf16__ref, IsaLevel::ref);
+    CQ_SET_CONVERTS(ref, IsaLevel::ref);
     CQ_SET(dot_u8_s8, dot_u8_s8__ref, IsaLevel::ref);
     CQ_SET(gemm_f32, gemm_f32__ref, IsaLevel::ref);
     CQ_SET(gemm_f32_nn, gemm_f32_nn__ref, IsaLevel::ref);
     CQ_SET(gemv_f32, gemv_f32__ref, IsaLevel::ref);
     describe_quant_types(t);
     std::array<Kernel<QuantizeRowFn>, kMaxGgmlTypes> act{};  // by activation type
-    // the reference activation quantizers are the formats' codecs (ggml's quantize_row_q8_*_ref)
-    set(act[size_t(DType::Q8_0)], &formats::quantize_row_q8_0_ref, "quantize_row_q8_0__ref", IsaLevel::ref);
-    set(act[size_t(DType::Q8_1)], &formats::quantize_row_q8_1_ref, "quantize_row_q8_1__ref", IsaLevel::ref);
-    set(act[size_t(DType::Q8_K)], &formats::quantize_row_q8_K_ref, "quantize_row_q8_K__ref", IsaLevel::ref);
-    CQ_SET_QUANT(Q8_0, gemm, gemm_q8_0_q8_0__ref, IsaLevel::ref);
-    CQ_SET_QUANT(Q4_0, gemm, gemm_q4_0_q8_0__ref, IsaLevel::ref);
-    CQ_SET_QUANT(Q4_1, gemm, gemm_q4_1_q8_1__ref, IsaLevel::ref);
-    CQ_SET_QUANT(Q5_0, gemm, gemm_q5_0_q8_0__ref, IsaLevel::ref);
-    CQ_SET_QUANT(Q5_1, gemm, gemm_q5_1_q8_1__ref, IsaLevel::ref);
-    CQ_SET_QUANT(Q2_K, gemm, gemm_q2_K_q8_K__ref, IsaLevel::ref);
-    CQ_SET_QUANT(Q3_K, gemm, gemm_q3_K_q8_K__ref, IsaLevel::ref);
-    CQ_SET_QUANT(Q4_K, gemm, gemm_q4_K_q8_K__ref, IsaLevel::ref);
-    CQ_SET_QUANT(Q5_K, gemm, gemm_q5_K_q8_K__ref, IsaLevel::ref);
-    CQ_SET_QUANT(Q6_K, gemm, gemm_q6_K_q8_K__ref, IsaLevel::ref);
-    CQ_SET(quantize_rows_u8_dynamic, quantize_rows_u8_dynamic__ref, IsaLevel::ref);
-    CQ_SET(quantize_rows_u8_static, quantize_rows_u8_static__ref, IsaLevel::ref);
-    CQ_SET(gemm_u8s8, gemm_u8s8_f32__ref, IsaLevel::ref);
-    CQ_SET(gemm_u7s8, gemm_u7s8_f32__ref, IsaLevel::ref);
-    CQ_SET(gelu_erf_f32, gelu_erf_f32__ref, IsaLevel::ref);
-    CQ_SET(softmax_f32, softmax_f32__ref, IsaLevel::ref);
-    CQ_SET(silu_mul_f32, silu_mul_f32__ref, IsaLevel::ref);
+    CQ_SET_ACT_QUANTIZERS(formats, _ref, ref);  // the reference ones are the formats' codecs
+    CQ_SET_GEMMS(ref, IsaLevel::ref);
+    CQ_SET_INT8(ref, IsaLevel::ref);
+    CQ_SET_ACTIVATIONS(ref, IsaLevel::ref);
 
 #if defined(CQ_HAVE_OPENBLAS)
     // Float GEMM is OpenBLAS's job above the reference level; OpenBLAS dispatches by CPU itself.
@@ -101,41 +116,17 @@ KernelTable make_kernel_table(IsaLevel level) {
 
 #if defined(__x86_64__)
     if (reaches(level, IsaLevel::avx2)) {
-        CQ_SET(convert_f16_f32, convert_f16_f32__avx2, IsaLevel::avx2);
-        CQ_SET(convert_f32_f16, convert_f32_f16__avx2, IsaLevel::avx2);
-        CQ_SET(convert_bf16_f32, convert_bf16_f32__avx2, IsaLevel::avx2);
-        CQ_SET(convert_f32_bf16, convert_f32_bf16__avx2, IsaLevel::avx2);
+        CQ_SET_CONVERTS(avx2, IsaLevel::avx2);
         CQ_SET(dot_u8_s8, dot_u8_s8__avx2, IsaLevel::avx2);
         CQ_SET(gemv_f32, gemv_f32__avx2, IsaLevel::avx2);
-        CQ_SET_QUANT(Q8_0, gemm, gemm_q8_0_q8_0__avx2, IsaLevel::avx2);
-        CQ_SET_QUANT(Q4_0, gemm, gemm_q4_0_q8_0__avx2, IsaLevel::avx2);
-        CQ_SET_QUANT(Q4_1, gemm, gemm_q4_1_q8_1__avx2, IsaLevel::avx2);
-        CQ_SET_QUANT(Q5_0, gemm, gemm_q5_0_q8_0__avx2, IsaLevel::avx2);
-        CQ_SET_QUANT(Q5_1, gemm, gemm_q5_1_q8_1__avx2, IsaLevel::avx2);
-        CQ_SET_QUANT(Q2_K, gemm, gemm_q2_K_q8_K__avx2, IsaLevel::avx2);
-        CQ_SET_QUANT(Q3_K, gemm, gemm_q3_K_q8_K__avx2, IsaLevel::avx2);
-        CQ_SET_QUANT(Q4_K, gemm, gemm_q4_K_q8_K__avx2, IsaLevel::avx2);
-        CQ_SET_QUANT(Q5_K, gemm, gemm_q5_K_q8_K__avx2, IsaLevel::avx2);
-        CQ_SET_QUANT(Q6_K, gemm, gemm_q6_K_q8_K__avx2, IsaLevel::avx2);
-        CQ_SET_QUANT(Q4_0, gemm_packed, gemm_q4_0x8_q8_0__avx2, IsaLevel::avx2);
-        CQ_SET_QUANT(Q8_0, gemm_packed, gemm_q8_0x8_q8_0__avx2, IsaLevel::avx2);
-        CQ_SET_QUANT(Q4_K, gemm_packed, gemm_q4_Kx8_q8_K__avx2, IsaLevel::avx2);
-        set(act[size_t(DType::Q8_0)], &kernels::quantize_row_q8_0__avx2, "quantize_row_q8_0__avx2", IsaLevel::avx2);
-        set(act[size_t(DType::Q8_1)], &kernels::quantize_row_q8_1__avx2, "quantize_row_q8_1__avx2", IsaLevel::avx2);
-        set(act[size_t(DType::Q8_K)], &kernels::quantize_row_q8_K__avx2, "quantize_row_q8_K__avx2", IsaLevel::avx2);
-        CQ_SET(quantize_rows_u8_dynamic, quantize_rows_u8_dynamic__avx2, IsaLevel::avx2);
-        CQ_SET(quantize_rows_u8_static, quantize_rows_u8_static__avx2, IsaLevel::avx2);
-        CQ_SET(gemm_u8s8, gemm_u8s8_f32__avx2, IsaLevel::avx2);
-        CQ_SET(gemm_u7s8, gemm_u7s8_f32__avx2, IsaLevel::avx2);
-        CQ_SET(gelu_erf_f32, gelu_erf_f32__avx2, IsaLevel::avx2);
-        CQ_SET(softmax_f32, softmax_f32__avx2, IsaLevel::avx2);
-        CQ_SET(silu_mul_f32, silu_mul_f32__avx2, IsaLevel::avx2);
+        CQ_SET_GEMMS(avx2, IsaLevel::avx2);
+        CQ_SET_PACKED(avx2, IsaLevel::avx2);
+        CQ_SET_ACT_QUANTIZERS(kernels, __avx2, avx2);
+        CQ_SET_INT8(avx2, IsaLevel::avx2);
+        CQ_SET_ACTIVATIONS(avx2, IsaLevel::avx2);
     }
     if (reaches(level, IsaLevel::avx512)) {
-        CQ_SET(convert_f16_f32, convert_f16_f32__avx512, IsaLevel::avx512);
-        CQ_SET(convert_f32_f16, convert_f32_f16__avx512, IsaLevel::avx512);
-        CQ_SET(convert_bf16_f32, convert_bf16_f32__avx512, IsaLevel::avx512);
-        CQ_SET(convert_f32_bf16, convert_f32_bf16__avx512, IsaLevel::avx512);
+        CQ_SET_CONVERTS(avx512, IsaLevel::avx512);
         CQ_SET(gemv_f32, gemv_f32__avx512, IsaLevel::avx512);
     }
     if (reaches(level, IsaLevel::avx512_vnni)) {
@@ -144,20 +135,12 @@ KernelTable make_kernel_table(IsaLevel level) {
         CQ_SET_QUANT(Q4_0, gemm, gemm_q4_0_q8_0__avx512vnni, IsaLevel::avx512_vnni);
         CQ_SET_QUANT(Q4_K, gemm, gemm_q4_K_q8_K__avx512vnni, IsaLevel::avx512_vnni);
         CQ_SET_QUANT(Q6_K, gemm, gemm_q6_K_q8_K__avx512vnni, IsaLevel::avx512_vnni);
-        CQ_SET_QUANT(Q4_0, gemm_packed, gemm_q4_0x8_q8_0__avx512vnni, IsaLevel::avx512_vnni);
-        CQ_SET_QUANT(Q8_0, gemm_packed, gemm_q8_0x8_q8_0__avx512vnni, IsaLevel::avx512_vnni);
-        CQ_SET_QUANT(Q4_K, gemm_packed, gemm_q4_Kx8_q8_K__avx512vnni, IsaLevel::avx512_vnni);
-        CQ_SET(quantize_rows_u8_dynamic, quantize_rows_u8_dynamic__avx512vnni, IsaLevel::avx512_vnni);
-        CQ_SET(quantize_rows_u8_static, quantize_rows_u8_static__avx512vnni, IsaLevel::avx512_vnni);
-        CQ_SET(gemm_u8s8, gemm_u8s8_f32__avx512vnni, IsaLevel::avx512_vnni);
-        CQ_SET(gemm_u7s8, gemm_u7s8_f32__avx512vnni, IsaLevel::avx512_vnni);
+        CQ_SET_PACKED(avx512vnni, IsaLevel::avx512_vnni);
+        CQ_SET_INT8(avx512vnni, IsaLevel::avx512_vnni);
     }
 #elif defined(__aarch64__)
     if (reaches(level, IsaLevel::neon)) {
-        CQ_SET(convert_f16_f32, convert_f16_f32__neon, IsaLevel::neon);
-        CQ_SET(convert_f32_f16, convert_f32_f16__neon, IsaLevel::neon);
-        CQ_SET(convert_bf16_f32, convert_bf16_f32__neon, IsaLevel::neon);
-        CQ_SET(convert_f32_bf16, convert_f32_bf16__neon, IsaLevel::neon);
+        CQ_SET_CONVERTS(neon, IsaLevel::neon);
         CQ_SET(dot_u8_s8, dot_u8_s8__neon, IsaLevel::neon);
     }
 #endif

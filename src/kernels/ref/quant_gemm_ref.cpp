@@ -205,119 +205,88 @@ void gemm_ref(int64_t m, int64_t n, int64_t k, const void* act, size_t act_row_b
                                  reinterpret_cast<const Act*>(a8 + size_t(t) * act_row_bytes));
 }
 
+// A GEMM over the 8-row packed groups (w_row_bytes unused: group i/8 starts nb·(i/8) blocks on), with
+// dot(g, r, a, nb) the dot product of row r of the group g with the activation row a.
+template <typename B8, typename Act, int kBlock, class RowDot>
+void gemm_x8_ref(int64_t m, int64_t n, int64_t k, const void* act, size_t arb, const void* w, float* c, int64_t ldc,
+                 RowDot dot) {
+    const int64_t nb = k / kBlock;
+    const auto* groups = static_cast<const B8*>(w);
+    for (int64_t t = 0; t < m; ++t) {
+        const auto* a = reinterpret_cast<const Act*>(static_cast<const uint8_t*>(act) + size_t(t) * arb);
+        for (int64_t i = 0; i < n; ++i) c[t * ldc + i] = dot(groups + (i / 8) * nb, int(i % 8), a, nb);
+    }
+}
+
 }  // namespace
 
-void gemm_q8_0_q8_0__ref(int64_t m, int64_t n, int64_t k, const void* act, size_t arb, const void* w, size_t wrb,
-                         float* c, int64_t ldc) {
-    gemm_ref<BlockQ8_0, BlockQ8_0, kQK, dot_q8_0>(m, n, k, act, arb, w, wrb, c, ldc);
-}
-void gemm_q4_0_q8_0__ref(int64_t m, int64_t n, int64_t k, const void* act, size_t arb, const void* w, size_t wrb,
-                         float* c, int64_t ldc) {
-    gemm_ref<BlockQ4_0, BlockQ8_0, kQK, dot_q4_0>(m, n, k, act, arb, w, wrb, c, ldc);
-}
-// Q4_0 in groups of 8 rows (BlockQ4_0x8; w_row_bytes must be one unpacked row, (k/32)·18): the same
-// integer sums and float steps as gemm_q4_0_q8_0__ref, so the results are identical.
+#define CQ_GEMM_REF(wt, at, W, A, block)                                                                         \
+    void gemm_##wt##_##at##__ref(int64_t m, int64_t n, int64_t k, const void* act, size_t arb, const void* w, \
+                                 size_t wrb, float* c, int64_t ldc) {                                          \
+        gemm_ref<W, A, block, dot_##wt>(m, n, k, act, arb, w, wrb, c, ldc);                                  \
+    }
+CQ_GEMM_REF(q8_0, q8_0, BlockQ8_0, BlockQ8_0, kQK)
+CQ_GEMM_REF(q4_0, q8_0, BlockQ4_0, BlockQ8_0, kQK)
+CQ_GEMM_REF(q4_1, q8_1, BlockQ4_1, BlockQ8_1, kQK)
+CQ_GEMM_REF(q5_0, q8_0, BlockQ5_0, BlockQ8_0, kQK)
+CQ_GEMM_REF(q5_1, q8_1, BlockQ5_1, BlockQ8_1, kQK)
+CQ_GEMM_REF(q2_K, q8_K, BlockQ2_K, BlockQ8_K, kQK_K)
+CQ_GEMM_REF(q3_K, q8_K, BlockQ3_K, BlockQ8_K, kQK_K)
+CQ_GEMM_REF(q4_K, q8_K, BlockQ4_K, BlockQ8_K, kQK_K)
+CQ_GEMM_REF(q5_K, q8_K, BlockQ5_K, BlockQ8_K, kQK_K)
+CQ_GEMM_REF(q6_K, q8_K, BlockQ6_K, BlockQ8_K, kQK_K)
+#undef CQ_GEMM_REF
+
+// Q4_0 in groups of 8 rows (BlockQ4_0x8): the same integer sums and float steps as gemm_q4_0_q8_0__ref,
+// so the results are identical.
 void gemm_q4_0x8_q8_0__ref(int64_t m, int64_t n, int64_t k, const void* act, size_t arb, const void* w, size_t,
                            float* c, int64_t ldc) {
-    const int64_t nb = k / kQK;
-    const auto* groups = static_cast<const BlockQ4_0x8*>(w);
-    for (int64_t t = 0; t < m; ++t) {
-        const auto* a = reinterpret_cast<const BlockQ8_0*>(static_cast<const uint8_t*>(act) + size_t(t) * arb);
-        for (int64_t i = 0; i < n; ++i) {
-            const BlockQ4_0x8* g = groups + (i / 8) * nb;
-            const int r = int(i % 8);
-            float s = 0.0f;
-            for (int64_t b = 0; b < nb; ++b) {
-                int32_t sumi = 0;
-                for (int j = 0; j < kQK / 2; ++j) {
-                    const uint8_t q = g[b].qs[32 * (j / 4) + 4 * r + j % 4];
-                    sumi += ((q & 0x0F) - 8) * a[b].qs[j] + ((q >> 4) - 8) * a[b].qs[j + kQK / 2];
-                }
-                s += float(sumi) * (h2f(g[b].d[r]) * h2f(a[b].d));
+    gemm_x8_ref<BlockQ4_0x8, BlockQ8_0, kQK>(m, n, k, act, arb, w, c, ldc, [](const BlockQ4_0x8* g, int r, const BlockQ8_0* a, int64_t nb) {
+        float s = 0.0f;
+        for (int64_t b = 0; b < nb; ++b) {
+            int32_t sumi = 0;
+            for (int j = 0; j < kQK / 2; ++j) {
+                const uint8_t q = g[b].qs[32 * (j / 4) + 4 * r + j % 4];
+                sumi += ((q & 0x0F) - 8) * a[b].qs[j] + ((q >> 4) - 8) * a[b].qs[j + kQK / 2];
             }
-            c[t * ldc + i] = s;
+            s += float(sumi) * (h2f(g[b].d[r]) * h2f(a[b].d));
         }
-    }
+        return s;
+    });
 }
-// Q8_0 in groups of 8 rows (BlockQ8_0x8; w_row_bytes one unpacked row, (k/32)·34): as gemm_q8_0_q8_0__ref.
+// Q8_0 in groups of 8 rows (BlockQ8_0x8): as gemm_q8_0_q8_0__ref.
 void gemm_q8_0x8_q8_0__ref(int64_t m, int64_t n, int64_t k, const void* act, size_t arb, const void* w, size_t,
                            float* c, int64_t ldc) {
-    const int64_t nb = k / kQK;
-    const auto* groups = static_cast<const BlockQ8_0x8*>(w);
-    for (int64_t t = 0; t < m; ++t) {
-        const auto* a = reinterpret_cast<const BlockQ8_0*>(static_cast<const uint8_t*>(act) + size_t(t) * arb);
-        for (int64_t i = 0; i < n; ++i) {
-            const BlockQ8_0x8* g = groups + (i / 8) * nb;
-            const int r = int(i % 8);
-            float s = 0.0f;
-            for (int64_t b = 0; b < nb; ++b) {
-                int32_t sumi = 0;
-                for (int j = 0; j < kQK; ++j) sumi += int32_t(g[b].qs[32 * (j / 4) + 4 * r + j % 4]) * int32_t(a[b].qs[j]);
-                s += float(sumi) * (h2f(g[b].d[r]) * h2f(a[b].d));
-            }
-            c[t * ldc + i] = s;
+    gemm_x8_ref<BlockQ8_0x8, BlockQ8_0, kQK>(m, n, k, act, arb, w, c, ldc, [](const BlockQ8_0x8* g, int r, const BlockQ8_0* a, int64_t nb) {
+        float s = 0.0f;
+        for (int64_t b = 0; b < nb; ++b) {
+            int32_t sumi = 0;
+            for (int j = 0; j < kQK; ++j) sumi += int32_t(g[b].qs[32 * (j / 4) + 4 * r + j % 4]) * int32_t(a[b].qs[j]);
+            s += float(sumi) * (h2f(g[b].d[r]) * h2f(a[b].d));
         }
-    }
+        return s;
+    });
 }
-// Q4_K in groups of 8 rows (BlockQ4_Kx8; w_row_bytes one unpacked row, (k/256)·144): as gemm_q4_K_q8_K__ref.
+// Q4_K in groups of 8 rows (BlockQ4_Kx8): as gemm_q4_K_q8_K__ref.
 void gemm_q4_Kx8_q8_K__ref(int64_t m, int64_t n, int64_t k, const void* act, size_t arb, const void* w, size_t,
                            float* c, int64_t ldc) {
-    const int64_t nb = k / kQK_K;
-    const auto* groups = static_cast<const BlockQ4_Kx8*>(w);
-    for (int64_t t = 0; t < m; ++t) {
-        const auto* a = reinterpret_cast<const BlockQ8_K*>(static_cast<const uint8_t*>(act) + size_t(t) * arb);
-        for (int64_t i = 0; i < n; ++i) {
-            const BlockQ4_Kx8* g = groups + (i / 8) * nb;
-            const int r = int(i % 8);
-            float s = 0.0f;
-            for (int64_t b = 0; b < nb; ++b) {
-                int32_t isum = 0, summs = 0;
-                for (int sb = 0; sb < 8; ++sb) {
-                    summs += g[b].mins[sb / 2][r][sb % 2] * (a[b].bsums[2 * sb] + a[b].bsums[2 * sb + 1]);
-                    int32_t sub = 0;
-                    for (int l = 0; l < 32; ++l) {
-                        const uint8_t q = g[b].qs[256 * (sb / 2) + 32 * (l / 4) + 4 * r + l % 4];
-                        sub += ((sb & 1) ? q >> 4 : q & 0x0F) * a[b].qs[32 * sb + l];
-                    }
-                    isum += g[b].scales[sb][r] * sub;
+    gemm_x8_ref<BlockQ4_Kx8, BlockQ8_K, kQK_K>(m, n, k, act, arb, w, c, ldc, [](const BlockQ4_Kx8* g, int r, const BlockQ8_K* a, int64_t nb) {
+        float s = 0.0f;
+        for (int64_t b = 0; b < nb; ++b) {
+            int32_t isum = 0, summs = 0;
+            for (int sb = 0; sb < 8; ++sb) {
+                summs += g[b].mins[sb / 2][r][sb % 2] * (a[b].bsums[2 * sb] + a[b].bsums[2 * sb + 1]);
+                int32_t sub = 0;
+                for (int l = 0; l < 32; ++l) {
+                    const uint8_t q = g[b].qs[256 * (sb / 2) + 32 * (l / 4) + 4 * r + l % 4];
+                    sub += ((sb & 1) ? q >> 4 : q & 0x0F) * a[b].qs[32 * sb + l];
                 }
-                s += a[b].d * h2f(g[b].d[r]) * float(isum) - a[b].d * h2f(g[b].dmin[r]) * float(summs);
+                isum += g[b].scales[sb][r] * sub;
             }
-            c[t * ldc + i] = s;
+            s += a[b].d * h2f(g[b].d[r]) * float(isum) - a[b].d * h2f(g[b].dmin[r]) * float(summs);
         }
-    }
-}
-void gemm_q4_1_q8_1__ref(int64_t m, int64_t n, int64_t k, const void* act, size_t arb, const void* w, size_t wrb,
-                         float* c, int64_t ldc) {
-    gemm_ref<BlockQ4_1, BlockQ8_1, kQK, dot_q4_1>(m, n, k, act, arb, w, wrb, c, ldc);
-}
-void gemm_q5_0_q8_0__ref(int64_t m, int64_t n, int64_t k, const void* act, size_t arb, const void* w, size_t wrb,
-                         float* c, int64_t ldc) {
-    gemm_ref<BlockQ5_0, BlockQ8_0, kQK, dot_q5_0>(m, n, k, act, arb, w, wrb, c, ldc);
-}
-void gemm_q5_1_q8_1__ref(int64_t m, int64_t n, int64_t k, const void* act, size_t arb, const void* w, size_t wrb,
-                         float* c, int64_t ldc) {
-    gemm_ref<BlockQ5_1, BlockQ8_1, kQK, dot_q5_1>(m, n, k, act, arb, w, wrb, c, ldc);
-}
-void gemm_q2_K_q8_K__ref(int64_t m, int64_t n, int64_t k, const void* act, size_t arb, const void* w, size_t wrb,
-                         float* c, int64_t ldc) {
-    gemm_ref<BlockQ2_K, BlockQ8_K, kQK_K, dot_q2_K>(m, n, k, act, arb, w, wrb, c, ldc);
-}
-void gemm_q3_K_q8_K__ref(int64_t m, int64_t n, int64_t k, const void* act, size_t arb, const void* w, size_t wrb,
-                         float* c, int64_t ldc) {
-    gemm_ref<BlockQ3_K, BlockQ8_K, kQK_K, dot_q3_K>(m, n, k, act, arb, w, wrb, c, ldc);
-}
-void gemm_q4_K_q8_K__ref(int64_t m, int64_t n, int64_t k, const void* act, size_t arb, const void* w, size_t wrb,
-                         float* c, int64_t ldc) {
-    gemm_ref<BlockQ4_K, BlockQ8_K, kQK_K, dot_q4_K>(m, n, k, act, arb, w, wrb, c, ldc);
-}
-void gemm_q5_K_q8_K__ref(int64_t m, int64_t n, int64_t k, const void* act, size_t arb, const void* w, size_t wrb,
-                         float* c, int64_t ldc) {
-    gemm_ref<BlockQ5_K, BlockQ8_K, kQK_K, dot_q5_K>(m, n, k, act, arb, w, wrb, c, ldc);
-}
-void gemm_q6_K_q8_K__ref(int64_t m, int64_t n, int64_t k, const void* act, size_t arb, const void* w, size_t wrb,
-                         float* c, int64_t ldc) {
-    gemm_ref<BlockQ6_K, BlockQ8_K, kQK_K, dot_q6_K>(m, n, k, act, arb, w, wrb, c, ldc);
+        return s;
+    });
 }
 
 }  // namespace cq::kernels

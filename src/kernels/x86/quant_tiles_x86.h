@@ -24,6 +24,7 @@
 #include <utility>
 
 #include "formats/blocks.h"
+#include "kernels/x86/simd_x86.h"
 
 namespace cq::kernels {
 namespace {
@@ -39,13 +40,6 @@ inline __m256i bcast4(const void* p) {
     int32_t v;
     std::memcpy(&v, p, sizeof(v));
     return _mm256_set1_epi32(v);
-}
-
-inline float hsum(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
 }
 
 // 16 bytes of nibbles → 32 bytes: the low nibbles (elements 0..15), then the high ones (16..31).

@@ -5,17 +5,9 @@
 #include <cstdint>
 
 #include "kernels/kernel_decls.h"
+#include "kernels/x86/simd_x86.h"
 
 namespace cq::kernels {
-
-namespace {
-inline float hsum(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-}  // namespace
 
 // w: [n, k] (row stride ldw), x: [k] → y: [n]
 void gemv_f32__avx2(int64_t n, int64_t k, const float* w, int64_t ldw, const float* x, float* y) {

@@ -50,41 +50,25 @@ inline __m256i bits_to_0x10(const uint8_t* p) {
 // ---- legacy formats (32-element blocks) ----
 // q(): the 32 weights as bytes, unsigned (value = q − kBias) or, for kSigned, the signed values.
 
-struct LQ8_0 {
-    using W = BlockQ8_0;
-    using A = BlockQ8_0;
-    static constexpr bool kSigned = true, kMin = false;
-    static constexpr int kBias = 0;
-    static __m256i q(const W& b) { return load32(b.qs); }
+// Block W against activations A (Q8_0 or Q8_1, whose s gives the min term kMin); kBias: the unsigned
+// quants' offset (value = q − kBias), Q8_0's signed bytes (kSigned) taken as they are; Q5's fifth bit in qh.
+template <class Wt, class At, int Bias>
+struct LQ {
+    using W = Wt;
+    using A = At;
+    static constexpr bool kSigned = std::is_same_v<W, BlockQ8_0>, kMin = std::is_same_v<A, BlockQ8_1>;
+    static constexpr int kBias = Bias;
+    static __m256i q(const W& b) {
+        if constexpr (kSigned) return load32(b.qs);
+        else if constexpr (requires { b.qh; }) return _mm256_or_si256(nibbles32(b.qs), bits_to_0x10(b.qh));
+        else return nibbles32(b.qs);
+    }
 };
-struct LQ4_0 {
-    using W = BlockQ4_0;
-    using A = BlockQ8_0;
-    static constexpr bool kSigned = false, kMin = false;
-    static constexpr int kBias = 8;
-    static __m256i q(const W& b) { return nibbles32(b.qs); }
-};
-struct LQ5_0 {
-    using W = BlockQ5_0;
-    using A = BlockQ8_0;
-    static constexpr bool kSigned = false, kMin = false;
-    static constexpr int kBias = 16;
-    static __m256i q(const W& b) { return _mm256_or_si256(nibbles32(b.qs), bits_to_0x10(b.qh)); }
-};
-struct LQ4_1 {
-    using W = BlockQ4_1;
-    using A = BlockQ8_1;
-    static constexpr bool kSigned = false, kMin = true;
-    static constexpr int kBias = 0;
-    static __m256i q(const W& b) { return nibbles32(b.qs); }
-};
-struct LQ5_1 {
-    using W = BlockQ5_1;
-    using A = BlockQ8_1;
-    static constexpr bool kSigned = false, kMin = true;
-    static constexpr int kBias = 0;
-    static __m256i q(const W& b) { return _mm256_or_si256(nibbles32(b.qs), bits_to_0x10(b.qh)); }
-};
+using LQ8_0 = LQ<BlockQ8_0, BlockQ8_0, 0>;
+using LQ4_0 = LQ<BlockQ4_0, BlockQ8_0, 8>;
+using LQ5_0 = LQ<BlockQ5_0, BlockQ8_0, 16>;
+using LQ4_1 = LQ<BlockQ4_1, BlockQ8_1, 0>;
+using LQ5_1 = LQ<BlockQ5_1, BlockQ8_1, 0>;
 
 // Legacy tiles are 4 rows (a quad) × T tokens. The integer sums of the 4 rows for one token are reduced
 // horizontally into one vector with lanes [r0 r1 r2 r3 | r0 r1 r2 r3] (low half: elements 0..15, high half:

@@ -7,20 +7,12 @@
 
 #include "formats/blocks.h"
 #include "kernels/kernel_decls.h"
+#include "kernels/x86/simd_x86.h"
 
 namespace cq::kernels {
 namespace {
 
 using namespace cq::formats;
-
-inline __m256 abs_ps(__m256 v) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v); }
-
-inline float hmax(__m256 v) {
-    __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-    m = _mm_max_ss(m, _mm_movehdup_ps(m));
-    return _mm_cvtss_f32(m);
-}
 
 // roundf: to nearest, halves away from zero (exact for |v| < 2^23).
 inline __m256 round_half_away(__m256 v) {
@@ -34,13 +26,6 @@ inline __m256 round_half_away(__m256 v) {
 inline __m256i pack_i32x32(__m256i i0, __m256i i1, __m256i i2, __m256i i3) {
     const __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
     return _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-}
-
-inline int32_t hsum_i32(__m256i v) {
-    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-    s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
-    return _mm_cvtsi128_si32(s);
 }
 
 // x: [32] → qs, returns d (as the reference: d = max|x|/127, q = roundf(x·(1/d))); *sum = Σ q.

@@ -1,11 +1,6 @@
 // AVX-512 f16/bf16 <-> f32 conversion, bit-exact against the scalar reference (convert_ref.cpp);
 // 16 values per step, the tail done with masked loads and stores (masked-off lanes never fault).
-// GCC 12 warns falsely of (maybe-)uninitialized values inside its own AVX-512 headers when inlined.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#endif
-#include <immintrin.h>
+#include "kernels/x86/avx512_prelude.h"
 
 #include <cstdint>
 

@@ -1,11 +1,6 @@
 // AVX-512 float matrix-vector product: four rows share each 16-wide load of x; the k tail uses a
 // masked load, so no scalar loop is needed.
-// GCC 12 warns falsely of uninitialized values inside its own AVX-512 headers when inlined.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#endif
-#include <immintrin.h>
+#include "kernels/x86/avx512_prelude.h"
 
 #include <cstdint>
 

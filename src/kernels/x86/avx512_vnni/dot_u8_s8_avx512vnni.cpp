@@ -1,11 +1,6 @@
 // AVX-512 VNNI u8·s8 dot product: vpdpbusd sums four u8·s8 products per int32 lane without
 // saturation, so the result is exact; 128 pairs per step, the tail through a masked load.
-// GCC 12 warns falsely of (maybe-)uninitialized values inside its own AVX-512 headers when inlined.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#endif
-#include <immintrin.h>
+#include "kernels/x86/avx512_prelude.h"
 
 #include <cstdint>
 

@@ -1,11 +1,6 @@
 // AVX-512 VNNI INT8 W8A8 kernels: vpdpbusd straight on the packed panels (one zmm of 16 int32 sums per
 // panel and row; tiles of up to 12 rows × 2 panels = 24 accumulators), and the u8 activation quantizers.
-// GCC 12's avx512fintrin.h builds masked intrinsics from a deliberately undefined vector: false alarms.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#endif
-#include <immintrin.h>
+#include "kernels/x86/avx512_prelude.h"
 
 #include <array>
 #include <cmath>

@@ -4,11 +4,7 @@
 // The file-layout legacy tiles here: weights offset to unsigned bytes (Q8_0: w + 128; Q4_0: the nibble
 // q = w + 8), and the accumulator of every (row, token) pair starts at −offset·Σa, computed once per token
 // block. K-quants: vpmaddubsw (u8 quants × s8 activations, no saturation possible) then vpdpwssd.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#endif
-#include <immintrin.h>
+#include "kernels/x86/avx512_prelude.h"
 
 #include <algorithm>
 #include <cstddef>
