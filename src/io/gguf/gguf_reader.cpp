@@ -35,6 +35,19 @@ private:
         pos_ += sizeof(T);
         return v;
     }
+    enum class Record { metadata, tensor };
+    // The name that starts record i (a metadata key or a tensor name): FormatError at its start if it is
+    // empty or already in `seen`.
+    std::string read_name(const std::unordered_map<std::string, size_t>& seen, uint64_t i, Record record) {
+        const uint64_t at = pos_;
+        const bool key = record == Record::metadata;
+        std::string name = read_string(limits_.max_key_bytes, key ? "a metadata key" : "a tensor name");
+        if (name.empty())
+            fail(at, key ? "metadata key " + std::to_string(i) + " is empty" : "tensor " + std::to_string(i) + " has an empty name");
+        if (seen.count(name)) fail(at, std::string(key ? "duplicate metadata key '" : "duplicate tensor name '") + name + "'");
+        return name;
+    }
+
     std::string read_string(uint64_t cap, const char* what) {
         const uint64_t at = pos_;
         const auto len = read<uint64_t>(what);
@@ -163,9 +176,7 @@ File Parser::parse() {
     for (uint64_t i = 0; i < n_kv; ++i) {
         KeyValue kv;
         kv.file_offset = pos_;
-        kv.key = read_string(limits_.max_key_bytes, "a metadata key");
-        if (kv.key.empty()) fail(kv.file_offset, "metadata key " + std::to_string(i) + " is empty");
-        if (f.kv_index_.count(kv.key)) fail(kv.file_offset, "duplicate metadata key '" + kv.key + "'");
+        kv.key = read_name(f.kv_index_, i, Record::metadata);
         const ValueType type = read_type("a metadata value type");
         kv.value = read_value(type, 0);
         f.kv_index_.emplace(kv.key, f.kv_.size());
@@ -186,9 +197,7 @@ File Parser::parse() {
     for (uint64_t i = 0; i < n_tensors; ++i) {
         TensorInfo t;
         t.info_offset = pos_;
-        t.name = read_string(limits_.max_key_bytes, "a tensor name");
-        if (t.name.empty()) fail(t.info_offset, "tensor " + std::to_string(i) + " has an empty name");
-        if (f.tensor_index_.count(t.name)) fail(t.info_offset, "duplicate tensor name '" + t.name + "'");
+        t.name = read_name(f.tensor_index_, i, Record::tensor);
         const uint64_t dims_at = pos_;
         const auto n_dims = read<uint32_t>("a tensor's dimension count");
         if (n_dims > 4)
