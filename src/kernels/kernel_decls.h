@@ -79,28 +79,24 @@ void quantize_row_q8_K__avx2(const float* x, void* y, int64_t k);
 #undef CQ_DECLARE_GEMM_QUANT
 
 // INT8 W8A8 (QuantizeRowsU8DynamicFn / QuantizeRowsU8StaticFn / GemmU8S8Fn; layout in cq/int8_gemm.h).
+// gemm_u7s8: 7-bit activations (GemmU8S8Fn with every a ≤ 127): the reference and VNNI forward to their
+// u8s8 kernels (exact for them already; vpdpbusd never saturates); AVX2 gets a vpmaddubsw kernel.
+#define CQ_DECLARE_GEMM_U8(name, isa)                                                                           \
+    void name##_f32__##isa(int64_t m, int64_t n, int64_t k, const uint8_t* a, int64_t lda, const float* a_scale, \
+                           const int32_t* a_zero_point, int64_t a_param_stride, const int8_t* packed_w,         \
+                           const int32_t* w_sums, const float* w_scale, const float* bias, float* c, int64_t ldc);
 #define CQ_DECLARE_INT8_KERNELS(isa)                                                                          \
     void quantize_rows_u8_dynamic__##isa(const float* x, int64_t m, int64_t k, int64_t ldx, int32_t qmax,     \
                                          uint8_t* q, int64_t ldq, float* scale, int32_t* zero_point);         \
     void quantize_rows_u8_static__##isa(const float* x, int64_t m, int64_t k, int64_t ldx, float scale,       \
                                         int32_t zero_point, int32_t qmax, uint8_t* q, int64_t ldq);           \
-    void gemm_u8s8_f32__##isa(int64_t m, int64_t n, int64_t k, const uint8_t* a, int64_t lda, const float* a_scale, \
-                              const int32_t* a_zero_point, int64_t a_param_stride, const int8_t* packed_w,    \
-                              const int32_t* w_sums, const float* w_scale, const float* bias, float* c, int64_t ldc);
+    CQ_DECLARE_GEMM_U8(gemm_u8s8, isa)                                                                        \
+    CQ_DECLARE_GEMM_U8(gemm_u7s8, isa)
 CQ_DECLARE_INT8_KERNELS(ref)
 CQ_DECLARE_INT8_KERNELS(avx2)
 CQ_DECLARE_INT8_KERNELS(avx512vnni)
-// 7-bit activations (GemmU8S8Fn with every a ≤ 127): the reference and VNNI forward to their u8s8
-// kernels (exact for them already; vpdpbusd never saturates); AVX2 gets a vpmaddubsw kernel.
-#define CQ_DECLARE_GEMM_U7S8(isa)                                                                                        \
-    void gemm_u7s8_f32__##isa(int64_t m, int64_t n, int64_t k, const uint8_t* a, int64_t lda, const float* a_scale,    \
-                              const int32_t* a_zero_point, int64_t a_param_stride, const int8_t* packed_w,             \
-                              const int32_t* w_sums, const float* w_scale, const float* bias, float* c, int64_t ldc);
-CQ_DECLARE_GEMM_U7S8(ref)
-CQ_DECLARE_GEMM_U7S8(avx2)
-CQ_DECLARE_GEMM_U7S8(avx512vnni)
-#undef CQ_DECLARE_GEMM_U7S8
 #undef CQ_DECLARE_INT8_KERNELS
+#undef CQ_DECLARE_GEMM_U8
 
 // Encoder activations (GeluF32Fn / SoftmaxF32Fn); the AVX2 kernels follow the references' per-element
 // operation sequence (erf_rational_scalar, exp_nonpositive_scalar).

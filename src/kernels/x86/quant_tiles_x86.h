@@ -124,12 +124,16 @@ inline __m256i move_bit(__m256i x) {
     else return x;
 }
 
-struct KQ2_K {
+// What every decoder fills per super-block (corr16 only for kCorr, m16 and dmin only for kMin).
+struct KState {
+    __m256i s16, m16, corr16, sv;
+    float d, dmin;
+};
+
+struct KQ2_K : KState {
     using W = BlockQ2_K;
     static constexpr bool kMin = true, kCorr = false, kOwnSv = false;
     const uint8_t* qs;
-    __m256i s16, m16, corr16, sv;
-    float d, dmin;
     void init(const W& b) {
         const __m128i raw = load16(b.scales);
         const __m128i lo = _mm_set1_epi8(0x0F);
@@ -145,12 +149,11 @@ struct KQ2_K {
     }
 };
 
-struct KQ3_K {
+struct KQ3_K : KState {
     using W = BlockQ3_K;
     static constexpr bool kMin = false, kCorr = true, kOwnSv = false;
     const uint8_t* qs;
-    __m256i s16, m16, corr16, sv, hm;
-    float d, dmin;
+    __m256i hm;
     void init(const W& b) {
         uint32_t a[4];
         std::memcpy(a, b.scales, 12);
@@ -191,12 +194,11 @@ inline void k4_scales(const uint8_t* scales, __m256i& sv, __m256i& m16) {
 
 // Q4_K (kHigh false) and Q5_K (true): nibbles, plus Q5_K's fifth bit from qh.
 template <class Block, bool kHigh>
-struct KQ45_K {
+struct KQ45_K : KState {
     using W = Block;
     static constexpr bool kMin = true, kCorr = false, kOwnSv = true;
     const uint8_t* qs;
-    __m256i s16, m16, corr16, sv, qh;
-    float d, dmin;
+    __m256i qh;
     void init(const W& b) {
         k4_scales(b.scales, sv, m16);
         if constexpr (kHigh) qh = load32(b.qh);
@@ -219,13 +221,11 @@ struct KQ45_K {
 using KQ4_K = KQ45_K<BlockQ4_K, false>;
 using KQ5_K = KQ45_K<BlockQ5_K, true>;
 
-struct KQ6_K {
+struct KQ6_K : KState {
     using W = BlockQ6_K;
     static constexpr bool kMin = false, kCorr = true, kOwnSv = false;
     const uint8_t* ql;
     const uint8_t* qhp;
-    __m256i s16, m16, corr16, sv;
-    float d, dmin;
     void init(const W& b) {
         s16 = _mm256_cvtepi8_epi16(load16(b.scales));
         corr16 = _mm256_slli_epi16(s16, 5);  // value = q − 32
