@@ -29,67 +29,35 @@ float dot_q8_0(int64_t nb, const BlockQ8_0* w, const BlockQ8_0* a) {
     return s;
 }
 
-float dot_q4_0(int64_t nb, const BlockQ4_0* w, const BlockQ8_0* a) {
-    float s = 0.0f;
-    for (int64_t b = 0; b < nb; ++b) {
-        int32_t sumi = 0;
-        for (int j = 0; j < kQK / 2; ++j) {
-            const int v0 = (w[b].qs[j] & 0x0F) - 8, v1 = (w[b].qs[j] >> 4) - 8;
-            sumi += v0 * a[b].qs[j] + v1 * a[b].qs[j + kQK / 2];
-        }
-        s += float(sumi) * (h2f(w[b].d) * h2f(a[b].d));
-    }
-    return s;
-}
-
-float dot_q4_1(int64_t nb, const BlockQ4_1* w, const BlockQ8_1* a) {
-    float s = 0.0f;
-    for (int64_t b = 0; b < nb; ++b) {
-        int32_t sumi = 0;
-        for (int j = 0; j < kQK / 2; ++j) {
-            const int v0 = w[b].qs[j] & 0x0F, v1 = w[b].qs[j] >> 4;
-            sumi += v0 * a[b].qs[j] + v1 * a[b].qs[j + kQK / 2];
-        }
-        s += (h2f(w[b].d) * h2f(a[b].d)) * float(sumi) + h2f(w[b].m) * h2f(a[b].s);
-    }
-    return s;
-}
-
 inline uint32_t load_qh(const uint8_t* qh) {
     uint32_t v;
     std::memcpy(&v, qh, sizeof(v));
     return v;
 }
 
-float dot_q5_0(int64_t nb, const BlockQ5_0* w, const BlockQ8_0* a) {
+// Q4_0 / Q4_1 / Q5_0 / Q5_1: element j is the low nibble of qs[j], element j + 16 the high one (Q5: | bit
+// j of qh << 4), minus kBias; the formats with a min add m·s (s of the Q8_1 block).
+template <typename W, typename A, int kBias>
+float dot_nibbles(int64_t nb, const W* w, const A* a) {
     float s = 0.0f;
     for (int64_t b = 0; b < nb; ++b) {
-        const uint32_t qh = load_qh(w[b].qh);
+        uint32_t qh = 0;
+        if constexpr (requires { w[b].qh; }) qh = load_qh(w[b].qh);
         int32_t sumi = 0;
         for (int j = 0; j < kQK / 2; ++j) {
             const int h0 = int((qh >> j) << 4) & 0x10, h1 = int(qh >> (j + 12)) & 0x10;
-            const int v0 = ((w[b].qs[j] & 0x0F) | h0) - 16, v1 = ((w[b].qs[j] >> 4) | h1) - 16;
+            const int v0 = ((w[b].qs[j] & 0x0F) | h0) - kBias, v1 = ((w[b].qs[j] >> 4) | h1) - kBias;
             sumi += v0 * a[b].qs[j] + v1 * a[b].qs[j + kQK / 2];
         }
-        s += float(sumi) * (h2f(w[b].d) * h2f(a[b].d));
+        if constexpr (requires { w[b].m; }) s += (h2f(w[b].d) * h2f(a[b].d)) * float(sumi) + h2f(w[b].m) * h2f(a[b].s);
+        else s += float(sumi) * (h2f(w[b].d) * h2f(a[b].d));
     }
     return s;
 }
-
-float dot_q5_1(int64_t nb, const BlockQ5_1* w, const BlockQ8_1* a) {
-    float s = 0.0f;
-    for (int64_t b = 0; b < nb; ++b) {
-        const uint32_t qh = load_qh(w[b].qh);
-        int32_t sumi = 0;
-        for (int j = 0; j < kQK / 2; ++j) {
-            const int h0 = int((qh >> j) << 4) & 0x10, h1 = int(qh >> (j + 12)) & 0x10;
-            const int v0 = (w[b].qs[j] & 0x0F) | h0, v1 = (w[b].qs[j] >> 4) | h1;
-            sumi += v0 * a[b].qs[j] + v1 * a[b].qs[j + kQK / 2];
-        }
-        s += (h2f(w[b].d) * h2f(a[b].d)) * float(sumi) + h2f(w[b].m) * h2f(a[b].s);
-    }
-    return s;
-}
+constexpr auto dot_q4_0 = &dot_nibbles<BlockQ4_0, BlockQ8_0, 8>;
+constexpr auto dot_q4_1 = &dot_nibbles<BlockQ4_1, BlockQ8_1, 0>;
+constexpr auto dot_q5_0 = &dot_nibbles<BlockQ5_0, BlockQ8_0, 16>;
+constexpr auto dot_q5_1 = &dot_nibbles<BlockQ5_1, BlockQ8_1, 0>;
 
 // ---- k-quants: 256-element super-blocks against Q8_K ----
 
@@ -136,25 +104,9 @@ float dot_q3_K(int64_t nb, const BlockQ3_K* w, const BlockQ8_K* a) {
 }
 
 
-float dot_q4_K(int64_t nb, const BlockQ4_K* w, const BlockQ8_K* a) {
-    float s = 0.0f;
-    for (int64_t b = 0; b < nb; ++b) {
-        int32_t isum = 0, summs = 0;
-        for (int sb = 0; sb < 8; ++sb) {
-            int sc, mn;
-            scale_min_k4(sb, w[b].scales, sc, mn);
-            summs += mn * (a[b].bsums[2 * sb] + a[b].bsums[2 * sb + 1]);
-            const uint8_t* q = w[b].qs + 32 * (sb / 2);
-            int32_t sub = 0;
-            for (int l = 0; l < 32; ++l) sub += ((sb & 1) ? q[l] >> 4 : q[l] & 0x0F) * a[b].qs[32 * sb + l];
-            isum += sc * sub;
-        }
-        s += a[b].d * h2f(w[b].d) * float(isum) - a[b].d * h2f(w[b].dmin) * float(summs);
-    }
-    return s;
-}
-
-float dot_q5_K(int64_t nb, const BlockQ5_K* w, const BlockQ8_K* a) {
+// Q4_K / Q5_K (Q5: the fifth bit of element 32·sb + l in bit sb of qh[l]).
+template <typename W>
+float dot_q45_K(int64_t nb, const W* w, const BlockQ8_K* a) {
     float s = 0.0f;
     for (int64_t b = 0; b < nb; ++b) {
         int32_t isum = 0, summs = 0;
@@ -165,9 +117,9 @@ float dot_q5_K(int64_t nb, const BlockQ5_K* w, const BlockQ8_K* a) {
             const uint8_t* q = w[b].qs + 32 * (sb / 2);
             int32_t sub = 0;
             for (int l = 0; l < 32; ++l) {
-                const int lo = (sb & 1) ? q[l] >> 4 : q[l] & 0x0F;
-                const int hi = (w[b].qh[l] >> sb) & 1;
-                sub += (lo | (hi << 4)) * a[b].qs[32 * sb + l];
+                int v = (sb & 1) ? q[l] >> 4 : q[l] & 0x0F;
+                if constexpr (requires { w[b].qh; }) v |= ((w[b].qh[l] >> sb) & 1) << 4;
+                sub += v * a[b].qs[32 * sb + l];
             }
             isum += sc * sub;
         }
@@ -175,6 +127,8 @@ float dot_q5_K(int64_t nb, const BlockQ5_K* w, const BlockQ8_K* a) {
     }
     return s;
 }
+constexpr auto dot_q4_K = &dot_q45_K<BlockQ4_K>;
+constexpr auto dot_q5_K = &dot_q45_K<BlockQ5_K>;
 
 float dot_q6_K(int64_t nb, const BlockQ6_K* w, const BlockQ8_K* a) {
     float s = 0.0f;
