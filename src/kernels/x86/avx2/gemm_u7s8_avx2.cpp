@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "cq/int8_gemm.h"
+#include "kernels/int8_gemm_args.h"
 #include "kernels/kernel_decls.h"
 
 namespace cq::kernels {
@@ -25,19 +26,7 @@ constexpr int kTileRows = 6;
 constexpr int kTilePanels = 1;
 constexpr int kGroups = 2 * kTilePanels;  // groups of 8 channels: one ymm of int32 sums each
 
-// The arguments every tile shares; sums / scale / bias are those of the tile's channels, zero past n.
-struct GemmArgs {
-    int64_t kq, lda, panel_bytes;
-    const uint8_t* a;
-    const float* a_scale;
-    const int32_t* a_zero_point;
-    int64_t a_param_stride;
-    const int32_t* sums;
-    const float* scale;
-    const float* bias;  // null: no bias
-    float* c;
-    int64_t ldc;
-};
+using GemmArgs = Int8GemmArgs;  // w_sums / w_scale / bias: those of the tile's channels, zero past n
 
 // Rows [t0, t0 + MR) × panels [p0, p0 + NP) (w: panel p0; i0 its first channel, valid channels below n).
 // Quad q of a panel is 64 bytes: channels 0–7 × 4 inputs, then 8–15; with the row's 4 bytes broadcast,
@@ -79,9 +68,9 @@ void tile(const GemmArgs& g, const int8_t* w, int64_t t0, int64_t i0, int64_t va
         float* ct = g.c + t * g.ldc + i0;
         alignas(32) float out[8 * G];
         for (int j = 0; j < G; ++j) {
-            const __m256i s = _mm256_sub_epi32(_mm256_load_si256(reinterpret_cast<const __m256i*>(&tot[r][8 * j])), _mm256_mullo_epi32(zp, _mm256_load_si256(reinterpret_cast<const __m256i*>(g.sums + 8 * j))));
+            const __m256i s = _mm256_sub_epi32(_mm256_load_si256(reinterpret_cast<const __m256i*>(&tot[r][8 * j])), _mm256_mullo_epi32(zp, _mm256_load_si256(reinterpret_cast<const __m256i*>(g.w_sums + 8 * j))));
             const __m256 f = _mm256_cvtepi32_ps(s);
-            const __m256 sc = _mm256_mul_ps(as, _mm256_load_ps(g.scale + 8 * j));
+            const __m256 sc = _mm256_mul_ps(as, _mm256_load_ps(g.w_scale + 8 * j));
             const __m256 v = g.bias ? _mm256_fmadd_ps(f, sc, _mm256_load_ps(g.bias + 8 * j)) : _mm256_mul_ps(f, sc);
             if (valid == 8 * G)
                 _mm256_storeu_ps(ct + 8 * j, v);
@@ -114,7 +103,7 @@ void gemm_u7s8_f32__avx2(int64_t m, int64_t n, int64_t k, const uint8_t* a, int6
     alignas(32) int32_t sums[8 * kGroups];
     alignas(32) float scale[8 * kGroups], bias_tile[8 * kGroups];
     GemmArgs g{s8_quads(k), lda, packed_s8_panel_bytes(k), a, a_scale, a_zero_point, a_param_stride,
-               sums, scale, bias ? bias_tile : nullptr, c, ldc};
+               sums, scale, bias ? bias_tile : nullptr, c, ldc, n};
     const int64_t n_panels = (n + kS8PanelChannels - 1) / kS8PanelChannels;
     for (int64_t p = 0; p < n_panels; p += kTilePanels) {
         const int64_t np = n_panels - p < kTilePanels ? n_panels - p : kTilePanels;

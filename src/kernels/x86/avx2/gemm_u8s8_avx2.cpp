@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "cq/int8_gemm.h"
+#include "kernels/int8_gemm_args.h"
 #include "kernels/kernel_decls.h"
 
 namespace cq::kernels {
@@ -52,19 +53,7 @@ inline uint32_t load_u32(const uint8_t* p) {
     return v;
 }
 
-// The arguments every tile shares.
-struct GemmArgs {
-    int64_t kq, lda;
-    const uint8_t* a;
-    const float* a_scale;
-    const int32_t* a_zero_point;
-    int64_t a_param_stride;
-    const int32_t* w_sums;
-    const float* w_scale;
-    const float* bias;
-    float* c;
-    int64_t ldc;
-};
+using GemmArgs = Int8GemmArgs;
 
 // Rows [t0, t0 + MR) × the 16 channels [i0, i0 + valid) of one panel w (kq quads of 64 bytes).
 // acc[r][j] holds, for channels 4j..4j+3, two pair sums per channel (inputs 0,1 and 2,3 of each quad).
@@ -183,7 +172,7 @@ void quantize_rows_u8_static__avx2(const float* x, int64_t m, int64_t k, int64_t
 void gemm_u8s8_f32__avx2(int64_t m, int64_t n, int64_t k, const uint8_t* a, int64_t lda, const float* a_scale,
                          const int32_t* a_zero_point, int64_t a_param_stride, const int8_t* packed_w,
                          const int32_t* w_sums, const float* w_scale, const float* bias, float* c, int64_t ldc) {
-    const GemmArgs g{s8_quads(k), lda, a, a_scale, a_zero_point, a_param_stride, w_sums, w_scale, bias, c, ldc};
+    const GemmArgs g{s8_quads(k), lda, 0, a, a_scale, a_zero_point, a_param_stride, w_sums, w_scale, bias, c, ldc, n};
     const int64_t panel_bytes = packed_s8_panel_bytes(k);
     for (int64_t i0 = 0; i0 < n; i0 += kS8PanelChannels) {
         const int8_t* w = packed_w + (i0 / kS8PanelChannels) * panel_bytes;

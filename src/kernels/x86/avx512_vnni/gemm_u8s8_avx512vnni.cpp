@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "cq/int8_gemm.h"
+#include "kernels/int8_gemm_args.h"
 #include "kernels/kernel_decls.h"
 
 namespace cq::kernels {
@@ -38,19 +39,7 @@ inline int32_t load_i32(const uint8_t* p) {
     return v;
 }
 
-// The arguments every tile shares.
-struct GemmArgs {
-    int64_t kq, lda, panel_bytes;
-    const uint8_t* a;
-    const float* a_scale;
-    const int32_t* a_zero_point;
-    int64_t a_param_stride;
-    const int32_t* w_sums;
-    const float* w_scale;
-    const float* bias;
-    float* c;
-    int64_t ldc, n;
-};
+using GemmArgs = Int8GemmArgs;
 
 // Rows [t0, t0 + MR) × panels [p0, p0 + NP) (w: panel p0): acc[r][p] = Σ over quads of vpdpbusd with the
 // row's 4 activation bytes broadcast, then the epilogue, masked to the channels below n.
