@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "formats/blocks.h"
 #include "kernels/kernel_decls.h"
@@ -191,35 +192,42 @@ CQ_GEMM_REF(q5_K, q8_K, BlockQ5_K, BlockQ8_K, kQK_K)
 CQ_GEMM_REF(q6_K, q8_K, BlockQ6_K, BlockQ8_K, kQK_K)
 #undef CQ_GEMM_REF
 
-// Q4_0 in groups of 8 rows (BlockQ4_0x8): the same integer sums and float steps as gemm_q4_0_q8_0__ref,
-// so the results are identical.
-void gemm_q4_0x8_q8_0__ref(int64_t m, int64_t n, int64_t k, const void* act, size_t arb, const void* w, size_t,
-                           float* c, int64_t ldc) {
-    gemm_x8_ref<BlockQ4_0x8, BlockQ8_0, kQK>(m, n, k, act, arb, w, c, ldc, [](const BlockQ4_0x8* g, int r, const BlockQ8_0* a, int64_t nb) {
+namespace {
+
+// Element j of row r in an 8-row Q4_0 / Q8_0 block (formats/blocks.h: piece j/4 of the 8 rows side by side;
+// Q4_0's elements 16.. are the high nibbles of 0..15's bytes).
+template <typename B8>
+int x8_value(const B8& blk, int r, int j) {
+    if constexpr (std::is_same_v<B8, BlockQ8_0x8>) return blk.qs[32 * (j / 4) + 4 * r + j % 4];
+    const int jj = j % 16;
+    const uint8_t q = blk.qs[32 * (jj / 4) + 4 * r + jj % 4];
+    return (j < 16 ? q & 0x0F : q >> 4) - 8;
+}
+
+// Q4_0 / Q8_0 in groups of 8 rows (BlockQ4_0x8 / BlockQ8_0x8): the same integer sums and float steps as
+// gemm_q4_0_q8_0__ref / gemm_q8_0_q8_0__ref, so the results are identical.
+template <typename B8>
+void gemm_x8_legacy_ref(int64_t m, int64_t n, int64_t k, const void* act, size_t arb, const void* w, float* c, int64_t ldc) {
+    gemm_x8_ref<B8, BlockQ8_0, kQK>(m, n, k, act, arb, w, c, ldc, [](const B8* g, int r, const BlockQ8_0* a, int64_t nb) {
         float s = 0.0f;
         for (int64_t b = 0; b < nb; ++b) {
             int32_t sumi = 0;
-            for (int j = 0; j < kQK / 2; ++j) {
-                const uint8_t q = g[b].qs[32 * (j / 4) + 4 * r + j % 4];
-                sumi += ((q & 0x0F) - 8) * a[b].qs[j] + ((q >> 4) - 8) * a[b].qs[j + kQK / 2];
-            }
+            for (int j = 0; j < kQK; ++j) sumi += x8_value(g[b], r, j) * int32_t(a[b].qs[j]);
             s += float(sumi) * (h2f(g[b].d[r]) * h2f(a[b].d));
         }
         return s;
     });
 }
-// Q8_0 in groups of 8 rows (BlockQ8_0x8): as gemm_q8_0_q8_0__ref.
+
+}  // namespace
+
+void gemm_q4_0x8_q8_0__ref(int64_t m, int64_t n, int64_t k, const void* act, size_t arb, const void* w, size_t,
+                           float* c, int64_t ldc) {
+    gemm_x8_legacy_ref<BlockQ4_0x8>(m, n, k, act, arb, w, c, ldc);
+}
 void gemm_q8_0x8_q8_0__ref(int64_t m, int64_t n, int64_t k, const void* act, size_t arb, const void* w, size_t,
                            float* c, int64_t ldc) {
-    gemm_x8_ref<BlockQ8_0x8, BlockQ8_0, kQK>(m, n, k, act, arb, w, c, ldc, [](const BlockQ8_0x8* g, int r, const BlockQ8_0* a, int64_t nb) {
-        float s = 0.0f;
-        for (int64_t b = 0; b < nb; ++b) {
-            int32_t sumi = 0;
-            for (int j = 0; j < kQK; ++j) sumi += int32_t(g[b].qs[32 * (j / 4) + 4 * r + j % 4]) * int32_t(a[b].qs[j]);
-            s += float(sumi) * (h2f(g[b].d[r]) * h2f(a[b].d));
-        }
-        return s;
-    });
+    gemm_x8_legacy_ref<BlockQ8_0x8>(m, n, k, act, arb, w, c, ldc);
 }
 // Q4_K in groups of 8 rows (BlockQ4_Kx8): as gemm_q4_K_q8_K__ref.
 void gemm_q4_Kx8_q8_K__ref(int64_t m, int64_t n, int64_t k, const void* act, size_t arb, const void* w, size_t,
