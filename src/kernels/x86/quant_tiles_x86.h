@@ -105,6 +105,9 @@ inline void gemm_tiled(const RowsFn (&rows)[5], int64_t block, int64_t m, int64_
     }
 }
 
+// The RowsFn table of a rows function template F<P, T> over a policy P, for T = 1..4 tokens.
+#define CQ_ROWS_TABLE(F, P) {nullptr, &F<P, 1>, &F<P, 2>, &F<P, 3>, &F<P, 4>}
+
 // The RowsFn of each token count for a template over T.
 template <template <int> class Rows>
 struct ByTokens {

@@ -322,15 +322,14 @@ void kq_rows(int64_t n, int64_t nb, const uint8_t* act, size_t arb, const uint8_
 // Legacy tiles: quads of rows × T tokens.
 template <class L>
 struct Legacy {
-    static constexpr RowsFn rows[5] = {nullptr, &legacy_rows<L, 1>, &legacy_rows<L, 2>, &legacy_rows<L, 3>,
-                                       &legacy_rows<L, 4>};
+    static constexpr RowsFn rows[5] = CQ_ROWS_TABLE(legacy_rows, L);
 };
 
 // K-quant quads × T tokens, for quants below 32 (Q4_K, Q5_K: measured faster for decode, even for prompts;
 // Q2_K and Q3_K measured no faster and keep the per-row tiles).
 template <class K>
 struct KQuad {
-    static constexpr RowsFn rows[5] = {nullptr, &kq_rows<K, 1>, &kq_rows<K, 2>, &kq_rows<K, 3>, &kq_rows<K, 4>};
+    static constexpr RowsFn rows[5] = CQ_ROWS_TABLE(kq_rows, K);
 };
 template <class K>
 using KQuantAvx2 = KQuant<DotAvx2, K>;

@@ -120,8 +120,7 @@ void legacy_rows(int64_t n, int64_t nb, const uint8_t* act, size_t arb, const ui
 // Legacy tiles: 4 rows × T tokens.
 template <class L>
 struct Legacy {
-    static constexpr RowsFn rows[5] = {nullptr, &legacy_rows<L, 1>, &legacy_rows<L, 2>, &legacy_rows<L, 3>,
-                                       &legacy_rows<L, 4>};
+    static constexpr RowsFn rows[5] = CQ_ROWS_TABLE(legacy_rows, L);
 };
 template <class K>
 using KQuantVnni = KQuant<DotVnni, K>;
