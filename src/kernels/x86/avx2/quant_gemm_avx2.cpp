@@ -32,6 +32,7 @@ struct DotAvx2 {
         asm("" : "+x"(v));
         return v;
     }
+    static constexpr size_t kKChunkBytes = size_t{1} << 20;  // row chunks of the file-layout k-quant tiles
     static constexpr bool kOffsetQ8 = false;
     static constexpr int kKRows = 1;  // Q6_K and friends: the integer accumulators of 1 row × 4 tokens fill the registers
 };

@@ -28,6 +28,7 @@ struct DotVnni {
         asm("" : "+v"(v));
         return v;
     }
+    static constexpr size_t kKChunkBytes = size_t{64} << 10;  // row chunks of the file-layout k-quant tiles
     static constexpr bool kOffsetQ8 = true;
     static constexpr int kKRows = 2;
 };
