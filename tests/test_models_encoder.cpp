@@ -151,10 +151,14 @@ TEST(encoder_bert, PooledIsTanhOfPoolerAndObserverSeesEveryLinear) {
     const std::vector<std::string> texts = {"a gorgeous film .", "dull"};
     const TextBatch batch = model->tokenize(texts, 64);
     std::vector<std::string> seen;
-    model->set_activation_observer([&](const Linear& layer, const float*, int64_t rows) {
-        seen.push_back(layer.name);
-        EXPECT_EQ(rows, layer.name.find("encoder.layer") != std::string::npos ? batch.batch * batch.seq : batch.batch) << layer.name;
-    });
+    for (Linear* l : model->linears())
+        model->observe(*l, [&](const LinearEvent& e) {
+            seen.push_back(e.layer.name);
+            const bool in_block = e.layer.block >= 0;
+            EXPECT_EQ(in_block, e.layer.name.find("encoder.layer") != std::string::npos) << e.layer.name;
+            EXPECT_EQ(e.rows, in_block ? batch.batch * batch.seq : batch.batch) << e.layer.name;
+            EXPECT_EQ(e.row_mask, in_block ? batch.mask.data() : nullptr) << e.layer.name;
+        });
     std::vector<float> logits(4), pooled(static_cast<size_t>(2 * model->config().hidden));
     model->classify(batch, logits.data(), pooled.data());
     std::vector<std::string> order;

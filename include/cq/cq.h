@@ -18,6 +18,7 @@
 #include "cq/io/safetensors.h"
 
 #include "cq/tokenizer.h"
+#include "cq/model.h"
 #include "cq/llm.h"
 #include "cq/encoder.h"
 #include "cq/datasets.h"
@@ -26,6 +27,7 @@
 #include "cq/eval.h"
 #include "cq/compare.h"
 #include "cq/classify.h"
+#include "cq/layer_stats.h"
 #include "cq/calibration.h"
 #include "cq/quantize.h"
 #include "cq/quantize_encoder.h"

@@ -3,7 +3,6 @@
 #pragma once
 
 #include <cstdint>
-#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -42,7 +41,7 @@ struct EncoderConfig {
 /// One transformer block. Post-LN families (BERT, RoBERTa, DistilBERT) apply attn_norm / ffn_norm after each
 /// residual add; ViT (pre-LN) applies them to each sub-layer's input.
 struct EncoderBlock {
-    Linear q, k, v, attn_out, ffn_in, ffn_out;
+    Linear q, k, v, attn_out, ffn_in, ffn_out;  // roles attn_q, attn_k, attn_v, attn_out, ffn_up, ffn_down
     Norm attn_norm, ffn_norm;
 };
 
@@ -70,10 +69,10 @@ struct TextBatch {
 
 struct EncoderScratch;
 
-class EncoderModel {
+class EncoderModel : public Model {
 public:
     EncoderModel();
-    ~EncoderModel();
+    ~EncoderModel() override;
     /// Loads an HF directory. Unsupported (naming the model_type/architecture and the supported list) otherwise.
     static std::unique_ptr<EncoderModel> load(const std::string& hf_dir);
 
@@ -83,6 +82,11 @@ public:
     EncoderWeights& weights() { return weights_; }
     const EncoderWeights& weights() const { return weights_; }
     bool is_vision() const { return config_.family == EncoderFamily::vit; }
+
+    ModelKind kind() const override { return is_vision() ? ModelKind::vision : ModelKind::encoder; }
+    const std::string& architecture() const override { return config_.architecture; }
+    int64_t n_blocks() const override { return config_.n_layer; }
+    std::vector<LayerInfo> layers() const override;
 
     /// texts (and optional second segments for pairs) → [CLS] a [SEP] (b [SEP]) ids (RoBERTa: <s> a </s></s> b </s>),
     /// truncating the word pieces (longest segment first) to fit max_len, padded to the longest in the batch.
@@ -94,21 +98,13 @@ public:
     /// logits: [batch, num_labels].
     void classify_images(const uint8_t* pixels, int64_t batch, float* logits);
 
-    /// Called with every Linear's input just before it runs (for calibration).
-    using ActivationObserver = std::function<void(const Linear& layer, const float* x, int64_t rows)>;
-    void set_activation_observer(ActivationObserver observer) { observer_ = std::move(observer); }
-
-    /// Every Linear in forward order (blocks, then pooler/pre_classifier/classifier), for the quantizer. The ViT
-    /// patch embedding is left out: it is a convolution, kept f32 as PyTorch's dynamic quantization keeps it.
-    std::vector<Linear*> linears();
-
 private:
     EncoderConfig config_;
     EncoderWeights weights_;
     std::unique_ptr<Tokenizer> tokenizer_;
-    ActivationObserver observer_;
     std::unique_ptr<EncoderScratch> scratch_;
-    std::string path_;
+    // Every Linear in forward order: blocks, then pooler / pre_classifier / classifier; ViT's patch embedding first.
+    void collect_linears(std::vector<Linear*>& out) override;
     friend class EncoderLoader;
 };
 

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "cq/model.h"
 #include "cq/tensor.h"
 #include "cq/tokenizer.h"
 
@@ -39,28 +40,6 @@ struct LlmConfig {
     float rope_scale = 1.0f;  // linear position scaling: position / rope_scale
     int64_t rope_dims = 0;    // rotated dimensions per head (≤ head_dim)
     RopePairing rope_pairing = RopePairing::adjacent;
-};
-
-struct Int8Linear;  // cq/w8a8.h
-
-/// One linear layer y = x·Wᵀ (+ b). `weight` is [out, in] unless `transposed` ([in, out], GPT-2 Conv1D).
-/// When `int8` is set (W8A8 quantization), it runs instead of `weight`/`bias`.
-struct Linear {
-    Tensor weight;
-    std::optional<Tensor> bias;
-    bool transposed = false;
-    std::string name;
-    std::shared_ptr<const Int8Linear> int8;
-    // The weights re-laid out at load time in groups of 8 rows for the kernel table's gemm_quant_x8
-    // (ops::pack_for_kernels; Q4_0, Q8_0); null where no such kernel runs. `weight` stays the model's truth.
-    std::shared_ptr<const std::vector<uint8_t>> x8;
-    int64_t n_in() const { return transposed ? weight.dim(0) : weight.dim(1); }
-    int64_t n_out() const { return transposed ? weight.dim(1) : weight.dim(0); }
-};
-
-struct Norm {
-    Tensor weight;
-    std::optional<Tensor> bias;  // LayerNorm only
 };
 
 struct DecoderBlock {
@@ -98,17 +77,22 @@ struct LoadOptions {
     int64_t n_ctx = 0;  // KV cache length; 0 = the model's training context (capped at 4096)
 };
 
-class LanguageModel {
+class LanguageModel : public Model {
 public:
     LanguageModel();
-    ~LanguageModel();
+    ~LanguageModel() override;
     /// Loads a .gguf file or an HF directory. Unsupported names the architecture and the supported ones.
     static std::unique_ptr<LanguageModel> load(const std::string& path, const LoadOptions& options = {});
 
     const LlmConfig& config() const { return config_; }
     const Tokenizer& tokenizer() const { return *tokenizer_; }
     const LlmWeights& weights() const { return weights_; }
-    const std::string& path() const { return path_; }
+    LlmWeights& weights() { return weights_; }
+
+    ModelKind kind() const override { return ModelKind::decoder; }
+    const std::string& architecture() const override { return config_.architecture; }
+    int64_t n_blocks() const override { return config_.n_layer; }
+    std::vector<LayerInfo> layers() const override;
     /// The KV cache length this model was set up with.
     int64_t n_ctx() const { return cache_.n_ctx(); }
 
@@ -124,7 +108,7 @@ private:
     LlmWeights weights_;
     std::unique_ptr<Tokenizer> tokenizer_;
     KvCache cache_;
-    std::string path_;
+    void collect_linears(std::vector<Linear*>& out) override;
     std::unique_ptr<ForwardScratch> scratch_;
     friend class LlmLoader;
 };

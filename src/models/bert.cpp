@@ -46,8 +46,8 @@ void load_bert_family_weights(const EncoderConfig& c, const EncoderWeightSource&
                               {"attention.q_lin", "attention.k_lin", "attention.v_lin", "attention.out_lin", "sa_layer_norm",
                                "ffn.lin1", "ffn.lin2", "output_layer_norm"},
                               c.n_layer, D, F);
-        w.pre_classifier = src.linear("pre_classifier", D, D);
-        w.classifier = src.linear("classifier", c.num_labels, D);
+        w.pre_classifier = src.linear("pre_classifier", D, D, LayerRole::pre_classifier);
+        w.classifier = src.linear("classifier", c.num_labels, D, LayerRole::classifier);
         return;
     }
     const std::string root = c.family == EncoderFamily::roberta ? "roberta." : "bert.";
@@ -61,11 +61,11 @@ void load_bert_family_weights(const EncoderConfig& c, const EncoderWeightSource&
                            "attention.output.LayerNorm", "intermediate.dense", "output.dense", "output.LayerNorm"},
                           c.n_layer, D, F);
     if (c.family == EncoderFamily::roberta) {
-        w.pre_classifier = src.linear("classifier.dense", D, D);
-        w.classifier = src.linear("classifier.out_proj", c.num_labels, D);
+        w.pre_classifier = src.linear("classifier.dense", D, D, LayerRole::pre_classifier);
+        w.classifier = src.linear("classifier.out_proj", c.num_labels, D, LayerRole::classifier);
     } else {
-        w.pooler = src.linear("bert.pooler.dense", D, D);
-        w.classifier = src.linear("classifier", c.num_labels, D);
+        w.pooler = src.linear("bert.pooler.dense", D, D, LayerRole::pooler);
+        w.classifier = src.linear("classifier", c.num_labels, D, LayerRole::classifier);
     }
 }
 
@@ -95,13 +95,16 @@ void bert_family_forward(const EncoderPass& p, const TextBatch& batch, float* lo
     ops::add(s.x.data(), s.tmp.data(), rows * D);
     ops::layer_norm_rows(s.x.data(), rows, D, w.embd_norm.weight, &*w.embd_norm.bias, c.norm_eps, s.x.data());
 
-    for (const EncoderBlock& b : w.blocks) {
-        p.self_attention(b, s.x.data(), B, S, batch.mask.data());  // → s.tmp
+    const int32_t* mask = batch.mask.data();
+    for (size_t l = 0; l < w.blocks.size(); ++l) {
+        const EncoderBlock& b = w.blocks[l];
+        p.self_attention(b, s.x.data(), B, S, mask);  // → s.tmp
         ops::add_layer_norm_rows(s.x.data(), s.tmp.data(), rows, D, b.attn_norm.weight, &*b.attn_norm.bias, c.norm_eps, s.x.data());
-        p.linear(b.ffn_in, s.x.data(), rows, s.ffn.data());
+        p.linear(b.ffn_in, s.x.data(), rows, s.ffn.data(), mask);
         ops::activate(p.act, s.ffn.data(), rows * c.n_ff);
-        p.linear(b.ffn_out, s.ffn.data(), rows, s.tmp.data());
+        p.linear(b.ffn_out, s.ffn.data(), rows, s.tmp.data(), mask);
         ops::add_layer_norm_rows(s.x.data(), s.tmp.data(), rows, D, b.ffn_norm.weight, &*b.ffn_norm.bias, c.norm_eps, s.x.data());
+        p.block_done(static_cast<int64_t>(l), s.x.data(), rows, mask);
     }
 
     // cls: [B, D] → head: [B, D] → logits: [B, num_labels]

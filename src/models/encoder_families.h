@@ -30,7 +30,7 @@ public:
     Tensor get(const std::string& name, const std::vector<int64_t>& shape) const;
     std::optional<Tensor> find(const std::string& name, const std::vector<int64_t>& shape) const;
     /// name.weight [n_out, n_in] (viewed as 2-D if stored with more dims, e.g. a conv) and name.bias [n_out] (widened to f32).
-    Linear linear(const std::string& name, int64_t n_out, int64_t n_in) const;
+    Linear linear(const std::string& name, int64_t n_out, int64_t n_in, LayerRole role = LayerRole::other, int64_t block = -1) const;
     /// name.weight and name.bias [n], widened to f32.
     Norm norm(const std::string& name, int64_t n) const;
 
@@ -47,16 +47,18 @@ private:
     Lookup lookup_;
 };
 
-/// Per-call state of one forward pass: runs every Linear through ops::linear after showing its input to the observer.
+/// Per-call state of one forward pass.
 struct EncoderPass {
     const EncoderConfig& c;
     const EncoderWeights& w;
     EncoderScratch& s;
-    const EncoderModel::ActivationObserver& observer;
+    const std::vector<std::pair<ObserverId, BlockObserver>>* block_observers;  // null: none attached
     ops::Activation act;
 
-    // x: [rows, n_in] → y: [rows, n_out]
-    void linear(const Linear& layer, const float* x, int64_t rows, float* y) const;
+    // x: [rows, n_in] → y: [rows, n_out]; row_mask (null: all real) marks padding rows for observers.
+    void linear(const Linear& layer, const float* x, int64_t rows, float* y, const int32_t* row_mask = nullptr) const;
+    // Shows block `index`'s output x: [rows, hidden] to the block observers.
+    void block_done(int64_t index, const float* x, int64_t rows, const int32_t* row_mask) const;
     // x: [batch·seq, hidden] → s.attn: [batch·seq, hidden] after the output projection is NOT applied (heads concatenated).
     void self_attention(const EncoderBlock& b, const float* x, int64_t batch, int64_t seq, const int32_t* key_mask) const;
     // s.x: [batch·seq, hidden] → s.cls: [batch, hidden], the first token of each sequence

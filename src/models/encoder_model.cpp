@@ -210,9 +210,12 @@ Tensor EncoderWeightSource::get(const std::string& name, const std::vector<int64
     return *t;
 }
 
-Linear EncoderWeightSource::linear(const std::string& name, int64_t n_out, int64_t n_in) const {
+Linear EncoderWeightSource::linear(const std::string& name, int64_t n_out, int64_t n_in, LayerRole role, int64_t block) const {
     Linear l;
     l.name = name;
+    l.source_name = name;
+    l.role = role;
+    l.block = block;
     l.weight = get(name + ".weight", {n_out, n_in});
     if (auto b = find(name + ".bias", {n_out})) l.bias = to_f32(*b);
     return l;
@@ -220,6 +223,7 @@ Linear EncoderWeightSource::linear(const std::string& name, int64_t n_out, int64
 
 Norm EncoderWeightSource::norm(const std::string& name, int64_t n) const {
     Norm out;
+    out.name = name;
     out.weight = to_f32(get(name + ".weight", {n}));
     out.bias = to_f32(get(name + ".bias", {n}));
     return out;
@@ -231,13 +235,13 @@ std::vector<EncoderBlock> EncoderWeightSource::blocks(const std::string& layers,
     for (int64_t l = 0; l < n_layer; ++l) {
         const std::string p = layers + std::to_string(l) + ".";
         EncoderBlock b;
-        b.q = linear(p + n.q, d, d);
-        b.k = linear(p + n.k, d, d);
-        b.v = linear(p + n.v, d, d);
-        b.attn_out = linear(p + n.attn_out, d, d);
+        b.q = linear(p + n.q, d, d, LayerRole::attn_q, l);
+        b.k = linear(p + n.k, d, d, LayerRole::attn_k, l);
+        b.v = linear(p + n.v, d, d, LayerRole::attn_v, l);
+        b.attn_out = linear(p + n.attn_out, d, d, LayerRole::attn_out, l);
         b.attn_norm = norm(p + n.attn_norm, d);
-        b.ffn_in = linear(p + n.ffn_in, f, d);
-        b.ffn_out = linear(p + n.ffn_out, d, f);
+        b.ffn_in = linear(p + n.ffn_in, f, d, LayerRole::ffn_up, l);
+        b.ffn_out = linear(p + n.ffn_out, d, f, LayerRole::ffn_down, l);
         b.ffn_norm = norm(p + n.ffn_norm, d);
         out.push_back(std::move(b));
     }
@@ -246,25 +250,22 @@ std::vector<EncoderBlock> EncoderWeightSource::blocks(const std::string& layers,
 
 // ---- EncoderPass ----------------------------------------------------------------------------------------
 
-void EncoderPass::linear(const Linear& layer, const float* x, int64_t rows, float* y) const {
-    if (observer) observer(layer, x, rows);
-    ops::linear(layer, x, rows, y);
+void EncoderPass::linear(const Linear& layer, const float* x, int64_t rows, float* y, const int32_t* row_mask) const {
+    ops::linear(layer, x, rows, y, row_mask);
+}
+
+void EncoderPass::block_done(int64_t index, const float* x, int64_t rows, const int32_t* row_mask) const {
+    if (block_observers) notify_block(block_observers, {index, x, rows, c.hidden, row_mask});
 }
 
 void EncoderPass::self_attention(const EncoderBlock& b, const float* x, int64_t batch, int64_t seq, const int32_t* key_mask) const {
     const int64_t rows = batch * seq;
-    if (observer) {
-        linear(b.q, x, rows, s.q.data());
-        linear(b.k, x, rows, s.k.data());
-        linear(b.v, x, rows, s.v.data());
-    } else {
-        const Linear* qkv[] = {&b.q, &b.k, &b.v};
-        float* const out[] = {s.q.data(), s.k.data(), s.v.data()};
-        ops::linear_shared_input(qkv, x, rows, out);
-    }
+    const Linear* qkv[] = {&b.q, &b.k, &b.v};
+    float* const out[] = {s.q.data(), s.k.data(), s.v.data()};
+    ops::linear_shared_input(qkv, x, rows, out, key_mask);
     ops::attention_bidirectional(s.q.data(), s.k.data(), s.v.data(), c.hidden, batch, seq, c.n_head, c.hidden / c.n_head, key_mask,
                                  s.attn.data());
-    linear(b.attn_out, s.attn.data(), rows, s.tmp.data());
+    linear(b.attn_out, s.attn.data(), rows, s.tmp.data(), key_mask);
 }
 
 void EncoderPass::gather_cls(int64_t batch, int64_t seq) const {
@@ -512,7 +513,7 @@ void EncoderModel::classify(const TextBatch& batch, float* logits, float* pooled
         (!batch.type_ids.empty() && batch.type_ids.size() != n))
         throw InvalidArgument("[encoder] the text batch's ids/mask/type_ids do not hold batch·seq = " + std::to_string(batch.batch) + "·" +
                               std::to_string(batch.seq) + " entries");
-    const EncoderPass pass{config_, weights_, *scratch_, observer_, *ops::activation_from_name(config_.hidden_act)};
+    const EncoderPass pass{config_, weights_, *scratch_, block_observers(), *ops::activation_from_name(config_.hidden_act)};
     bert_family_forward(pass, batch, logits, pooled);
 }
 
@@ -529,17 +530,53 @@ void EncoderModel::classify_images(const uint8_t* pixels, int64_t batch, float* 
             const float mean = c.image_mean[static_cast<size_t>(ch)], std = c.image_std[static_cast<size_t>(ch)];
             for (size_t i = off; i < off + static_cast<size_t>(plane); ++i) x[i] = (static_cast<float>(pixels[i]) * c.rescale_factor - mean) / std;
         }
-    const EncoderPass pass{config_, weights_, *scratch_, observer_, *ops::activation_from_name(config_.hidden_act)};
+    const EncoderPass pass{config_, weights_, *scratch_, block_observers(), *ops::activation_from_name(config_.hidden_act)};
     vit_forward(pass, x.data(), batch, logits);
 }
 
-std::vector<Linear*> EncoderModel::linears() {
-    std::vector<Linear*> out;
+void EncoderModel::collect_linears(std::vector<Linear*>& out) {
+    if (is_vision()) out.push_back(&weights_.patch_embd);
     for (auto& b : weights_.blocks)
         for (Linear* l : {&b.q, &b.k, &b.v, &b.attn_out, &b.ffn_in, &b.ffn_out}) out.push_back(l);
     if (weights_.pooler) out.push_back(&*weights_.pooler);
     if (weights_.pre_classifier) out.push_back(&*weights_.pre_classifier);
     out.push_back(&weights_.classifier);
+}
+
+std::vector<LayerInfo> EncoderModel::layers() const {
+    std::vector<LayerInfo> out;
+    const auto tensor = [&](const std::string& name, LayerRole role, int64_t block, const Tensor& t) {
+        out.push_back(LayerInfo{name, name, role, block, t.shape(), std::string(dtype_name(t.dtype())), t.nbytes(), false});
+    };
+    const auto linear = [&](const Linear& l) {
+        out.push_back(LayerInfo{l.name, l.source_name, l.role, l.block, {l.n_out(), l.n_in()}, l.format(), l.bytes(), true});
+    };
+    const EncoderWeights& w = weights_;
+    if (is_vision()) {
+        linear(w.patch_embd);
+        tensor("cls_token", LayerRole::other, -1, *w.cls_token);
+        tensor("position_embeddings", LayerRole::position_embed, -1, w.pos_embd);
+    } else {
+        tensor("word_embeddings", LayerRole::token_embed, -1, w.word_embd);
+        tensor("position_embeddings", LayerRole::position_embed, -1, w.pos_embd);
+        if (w.type_embd) tensor("token_type_embeddings", LayerRole::type_embed, -1, *w.type_embd);
+        tensor(w.embd_norm.name, LayerRole::norm, -1, w.embd_norm.weight);
+    }
+    for (size_t i = 0; i < w.blocks.size(); ++i) {
+        const EncoderBlock& b = w.blocks[i];
+        const int64_t n = static_cast<int64_t>(i);
+        // ViT normalises each sub-layer's input (pre-LN), the BERT family its output (post-LN).
+        if (is_vision()) tensor(b.attn_norm.name, LayerRole::norm, n, b.attn_norm.weight);
+        for (const Linear* l : {&b.q, &b.k, &b.v, &b.attn_out}) linear(*l);
+        const Norm& between = is_vision() ? b.ffn_norm : b.attn_norm;
+        tensor(between.name, LayerRole::norm, n, between.weight);
+        linear(b.ffn_in);
+        linear(b.ffn_out);
+        if (!is_vision()) tensor(b.ffn_norm.name, LayerRole::norm, n, b.ffn_norm.weight);
+    }
+    if (w.final_norm) tensor(w.final_norm->name, LayerRole::norm, -1, w.final_norm->weight);
+    for (const Linear* l : {w.pooler ? &*w.pooler : nullptr, w.pre_classifier ? &*w.pre_classifier : nullptr, &w.classifier})
+        if (l) linear(*l);
     return out;
 }
 

@@ -11,6 +11,7 @@ namespace cq {
 /// Activations reused across calls (grown on demand), one set per model.
 struct ForwardScratch {
     std::vector<float> x, xn, q, k, v, qkv, attn, gate, up, tmp;
+    const std::vector<std::pair<ObserverId, BlockObserver>>* block_observers = nullptr;  // null: none attached
 };
 
 void llama_forward(const LlmConfig& c, const LlmWeights& w, KvCache& cache, std::span<const int32_t> tokens, int64_t n_past,

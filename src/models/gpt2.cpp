@@ -54,6 +54,7 @@ void gpt2_forward(const LlmConfig& c, const LlmWeights& w, KvCache& cache, std::
         ops::gelu_tanh(s.up.data(), T * F);
         ops::linear(b.ffn_down, s.up.data(), T, s.tmp.data());
         ops::add(s.x.data(), s.tmp.data(), T * D);
+        if (s.block_observers) notify_block(s.block_observers, {l, s.x.data(), T, D, nullptr});
     }
     ops::layer_norm(s.x.data(), T, D, w.output_norm.weight, w.output_norm.bias ? &*w.output_norm.bias : nullptr, c.norm_eps, s.xn.data());
     lm_head(c, w, s.xn.data(), T, logits, all_logits);

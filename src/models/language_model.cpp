@@ -11,6 +11,7 @@
 #include "io/hf/hf_model.h"
 #include "cq/llm.h"
 #include "models/families.h"
+#include "models/tensor_names.h"
 #include "models/weight_helpers.h"
 #include "ops/ops.h"
 
@@ -40,13 +41,18 @@ public:
         if (!t) throw FormatError(format_, file_, 0, "tensor '" + name + "' is missing");
         return *t;
     }
-    Linear linear(const std::string& name, int64_t n_out, int64_t n_in, bool transposed, bool bias_required = false) const {
+    // `file_name` is the weight's name in the file without ".weight"; `name` the canonical (GGUF) one.
+    Linear linear(const std::string& file_name, const std::string& name, LayerRole role, int64_t block, int64_t n_out, int64_t n_in,
+                  bool transposed, bool bias_required = false) const {
         Linear l;
         l.name = name;
+        l.source_name = file_name;
+        l.role = role;
+        l.block = block;
         l.transposed = transposed;
-        l.weight = get(name + ".weight", transposed ? std::vector<int64_t>{n_in, n_out} : std::vector<int64_t>{n_out, n_in});
-        if (auto b = find(name + ".bias", {n_out})) l.bias = to_f32(*b);
-        else if (bias_required) throw FormatError(format_, file_, 0, "tensor '" + name + ".bias' is missing");
+        l.weight = get(file_name + ".weight", transposed ? std::vector<int64_t>{n_in, n_out} : std::vector<int64_t>{n_out, n_in});
+        if (auto b = find(file_name + ".bias", {n_out})) l.bias = to_f32(*b);
+        else if (bias_required) throw FormatError(format_, file_, 0, "tensor '" + file_name + ".bias' is missing");
         return l;
     }
     Norm norm(const std::string& name, int64_t n, bool with_bias) const {
@@ -84,48 +90,65 @@ void finish_config(LlmConfig& c, const std::string& format, const std::string& f
     if (c.n_ctx_train <= 0) c.n_ctx_train = 2048;
 }
 
-void load_llama_weights(const LlmConfig& c, const WeightSource& src, bool hf, LlmWeights& w) {
-    const int64_t D = c.n_embd, q_dim = c.n_head * c.head_dim, kv_dim = c.n_head_kv * c.head_dim, F = c.n_ff;
-    w.token_embd = src.get(hf ? "model.embed_tokens.weight" : "token_embd.weight", {c.n_vocab, D});
-    for (int64_t l = 0; l < c.n_layer; ++l) {
-        DecoderBlock b;
-        const std::string p = hf ? "model.layers." + std::to_string(l) + "." : "blk." + std::to_string(l) + ".";
-        b.attn_norm = src.norm(p + (hf ? "input_layernorm" : "attn_norm"), D, false);
-        b.ffn_norm = src.norm(p + (hf ? "post_attention_layernorm" : "ffn_norm"), D, false);
-        b.wq = src.linear(p + (hf ? "self_attn.q_proj" : "attn_q"), q_dim, D, false);
-        b.wk = src.linear(p + (hf ? "self_attn.k_proj" : "attn_k"), kv_dim, D, false);
-        b.wv = src.linear(p + (hf ? "self_attn.v_proj" : "attn_v"), kv_dim, D, false);
-        b.wo = src.linear(p + (hf ? "self_attn.o_proj" : "attn_output"), D, q_dim, false);
-        b.ffn_gate = src.linear(p + (hf ? "mlp.gate_proj" : "ffn_gate"), F, D, false);
-        b.ffn_up = src.linear(p + (hf ? "mlp.up_proj" : "ffn_up"), F, D, false);
-        b.ffn_down = src.linear(p + (hf ? "mlp.down_proj" : "ffn_down"), D, F, false);
-        w.blocks.push_back(std::move(b));
+// The output head: its own tensor, or the token embedding where the model ties them (a Linear over the same bytes).
+Linear load_output(const LlmConfig& c, const WeightSource& src, const models::DecoderNames& names, const LlmWeights& w) {
+    const std::string head = names.global("output");
+    Linear out;
+    if (auto t = src.find(head + ".weight", {c.n_vocab, c.n_embd})) {
+        out.weight = *t;
+        out.source_name = head;
+    } else {
+        out.weight = w.token_embd;
+        out.source_name = names.global("token_embd");
     }
-    w.output_norm = src.norm(hf ? "model.norm" : "output_norm", D, false);
-    const std::string head = hf ? "lm_head" : "output";
-    if (auto out = src.find(head + ".weight", {c.n_vocab, D})) w.output = Linear{*out, std::nullopt, false, head, {}, {}};
-    else w.output = Linear{w.token_embd, std::nullopt, false, "tied token embedding", {}, {}};
+    out.name = "output";
+    out.role = LayerRole::lm_head;
+    return out;
 }
 
-void load_gpt2_weights(const LlmConfig& c, const WeightSource& src, bool hf, LlmWeights& w) {
-    const int64_t D = c.n_embd, F = c.n_ff;
-    w.token_embd = src.get(hf ? "transformer.wte.weight" : "token_embd.weight", {c.n_vocab, D});
-    w.pos_embd = src.get(hf ? "transformer.wpe.weight" : "position_embd.weight", {c.n_ctx_train, D});
+void load_llama_weights(const LlmConfig& c, const WeightSource& src, const models::DecoderNames& n, LlmWeights& w) {
+    const int64_t D = c.n_embd, q_dim = c.n_head * c.head_dim, kv_dim = c.n_head_kv * c.head_dim, F = c.n_ff;
+    w.token_embd = src.get(n.global("token_embd") + ".weight", {c.n_vocab, D});
     for (int64_t l = 0; l < c.n_layer; ++l) {
         DecoderBlock b;
-        const std::string p = hf ? "transformer.h." + std::to_string(l) + "." : "blk." + std::to_string(l) + ".";
-        b.attn_norm = src.norm(p + (hf ? "ln_1" : "attn_norm"), D, true);
-        b.ffn_norm = src.norm(p + (hf ? "ln_2" : "ffn_norm"), D, true);
-        // HF's Conv1D stores [in, out]; GGUF stores [out, in].
-        b.wqkv = src.linear(p + (hf ? "attn.c_attn" : "attn_qkv"), 3 * D, D, hf, true);
-        b.wo = src.linear(p + (hf ? "attn.c_proj" : "attn_output"), D, D, hf, true);
-        b.ffn_up = src.linear(p + (hf ? "mlp.c_fc" : "ffn_up"), F, D, hf, true);
-        b.ffn_down = src.linear(p + (hf ? "mlp.c_proj" : "ffn_down"), D, F, hf, true);
+        const auto lin = [&](const char* gguf, int64_t n_out, int64_t n_in) {
+            return src.linear(n.block(l, gguf), "blk." + std::to_string(l) + "." + gguf, n.role(gguf, true), l, n_out, n_in, false);
+        };
+        b.attn_norm = src.norm(n.block(l, "attn_norm"), D, false);
+        b.ffn_norm = src.norm(n.block(l, "ffn_norm"), D, false);
+        b.wq = lin("attn_q", q_dim, D);
+        b.wk = lin("attn_k", kv_dim, D);
+        b.wv = lin("attn_v", kv_dim, D);
+        b.wo = lin("attn_output", D, q_dim);
+        b.ffn_gate = lin("ffn_gate", F, D);
+        b.ffn_up = lin("ffn_up", F, D);
+        b.ffn_down = lin("ffn_down", D, F);
         w.blocks.push_back(std::move(b));
     }
-    w.output_norm = src.norm(hf ? "transformer.ln_f" : "output_norm", D, true);
-    if (auto out = src.find(hf ? "lm_head.weight" : "output.weight", {c.n_vocab, D})) w.output = Linear{*out, std::nullopt, false, "output", {}, {}};
-    else w.output = Linear{w.token_embd, std::nullopt, false, "tied token embedding", {}, {}};
+    w.output_norm = src.norm(n.global("output_norm"), D, false);
+    w.output = load_output(c, src, n, w);
+}
+
+void load_gpt2_weights(const LlmConfig& c, const WeightSource& src, const models::DecoderNames& n, bool hf, LlmWeights& w) {
+    const int64_t D = c.n_embd, F = c.n_ff;
+    w.token_embd = src.get(n.global("token_embd") + ".weight", {c.n_vocab, D});
+    w.pos_embd = src.get(n.global("position_embd") + ".weight", {c.n_ctx_train, D});
+    for (int64_t l = 0; l < c.n_layer; ++l) {
+        DecoderBlock b;
+        // HF's Conv1D stores [in, out]; GGUF stores [out, in].
+        const auto lin = [&](const char* gguf, int64_t n_out, int64_t n_in) {
+            return src.linear(n.block(l, gguf), "blk." + std::to_string(l) + "." + gguf, n.role(gguf, true), l, n_out, n_in, hf, true);
+        };
+        b.attn_norm = src.norm(n.block(l, "attn_norm"), D, true);
+        b.ffn_norm = src.norm(n.block(l, "ffn_norm"), D, true);
+        b.wqkv = lin("attn_qkv", 3 * D, D);
+        b.wo = lin("attn_output", D, D);
+        b.ffn_up = lin("ffn_up", F, D);
+        b.ffn_down = lin("ffn_down", D, F);
+        w.blocks.push_back(std::move(b));
+    }
+    w.output_norm = src.norm(n.global("output_norm"), D, true);
+    w.output = load_output(c, src, n, w);
 }
 
 int64_t json_int(const nlohmann::json& j, std::initializer_list<const char*> keys, int64_t fallback) {
@@ -173,8 +196,9 @@ public:
             if (const auto* t = f.find_tensor(name)) return f.tensor(*t);
             return std::nullopt;
         });
-        if (c.family == LlmFamily::llama) load_llama_weights(c, src, false, m.weights_);
-        else load_gpt2_weights(c, src, false, m.weights_);
+        const models::DecoderNames names(c.family, false);
+        if (c.family == LlmFamily::llama) load_llama_weights(c, src, names, m.weights_);
+        else load_gpt2_weights(c, src, names, false, m.weights_);
         m.tokenizer_ = load_tokenizer(f);
     }
 
@@ -224,8 +248,10 @@ public:
             if (weights.find_tensor(name)) return weights.tensor(name);
             return std::nullopt;
         });
-        if (c.family == LlmFamily::llama) load_llama_weights(c, src, true, m.weights_);
-        else load_gpt2_weights(c, src, true, m.weights_);
+        // GPT-2 checkpoints exist with and without the "transformer." prefix.
+        const models::DecoderNames names(c.family, true, weights.find_tensor("transformer.wte.weight") ? "transformer." : "");
+        if (c.family == LlmFamily::llama) load_llama_weights(c, src, names, m.weights_);
+        else load_gpt2_weights(c, src, names, true, m.weights_);
         m.tokenizer_ = load_tokenizer(d);
     }
 };
@@ -245,10 +271,7 @@ std::unique_ptr<LanguageModel> LanguageModel::load(const std::string& path, cons
     if (std::filesystem::is_directory(path, ec)) LlmLoader::from_hf(*m, path);
     else if (!std::filesystem::exists(path, ec)) throw IoError("[llm] '" + path + "' does not exist");
     else LlmLoader::from_gguf(*m, path);
-    for (DecoderBlock& b : m->weights_.blocks)
-        for (Linear* l : {&b.wq, &b.wk, &b.wv, &b.wo, &b.wqkv, &b.ffn_gate, &b.ffn_up, &b.ffn_down})
-            if (l->weight.numel() > 0) ops::pack_for_kernels(*l);
-    ops::pack_for_kernels(m->weights_.output);
+    for (Linear* l : m->linears()) ops::pack_for_kernels(*l);
     const LlmConfig& c = m->config_;
     if (m->tokenizer_->vocab_size() > c.n_vocab)
         throw FormatError("llm", path, 0, "the tokenizer has " + std::to_string(m->tokenizer_->vocab_size()) +
@@ -270,8 +293,45 @@ void LanguageModel::forward(std::span<const int32_t> tokens, int64_t n_past, std
                               " do not fit the context of " + std::to_string(cache_.n_ctx()) + " tokens");
     const size_t need = static_cast<size_t>((all_logits ? T : 1) * config_.n_vocab);
     if (logits.size() < need) throw InvalidArgument("[llm] logits buffer too small");
+    scratch_->block_observers = block_observers();
     if (config_.family == LlmFamily::llama) llama_forward(config_, weights_, cache_, tokens, n_past, logits, all_logits, *scratch_);
     else gpt2_forward(config_, weights_, cache_, tokens, n_past, logits, all_logits, *scratch_);
+}
+
+// A block's Linears in the order the forward pass runs them (llama: q k v o gate up down; gpt2: qkv o up down).
+void LanguageModel::collect_linears(std::vector<Linear*>& out) {
+    for (DecoderBlock& b : weights_.blocks)
+        for (Linear* l : {&b.wq, &b.wk, &b.wv, &b.wqkv, &b.wo, &b.ffn_gate, &b.ffn_up, &b.ffn_down})
+            if (l->weight.numel() > 0) out.push_back(l);
+    out.push_back(&weights_.output);
+}
+
+std::vector<LayerInfo> LanguageModel::layers() const {
+    std::vector<LayerInfo> out;
+    const auto tensor = [&](const std::string& name, LayerRole role, int64_t block, const Tensor& t) {
+        out.push_back(LayerInfo{name, "", role, block, t.shape(), std::string(dtype_name(t.dtype())), t.nbytes(), false});
+    };
+    tensor("token_embd", LayerRole::token_embed, -1, weights_.token_embd);
+    if (weights_.pos_embd) tensor("position_embd", LayerRole::position_embed, -1, *weights_.pos_embd);
+    const std::vector<const Linear*> lin = linears();
+    size_t next = 0;
+    const auto linear_info = [&](const Linear& l) {
+        out.push_back(LayerInfo{l.name, l.source_name, l.role, l.block, {l.n_out(), l.n_in()}, l.format(), l.bytes(), true});
+    };
+    for (size_t i = 0; i < weights_.blocks.size(); ++i) {
+        const DecoderBlock& b = weights_.blocks[i];
+        const std::string p = "blk." + std::to_string(i) + ".";
+        tensor(p + "attn_norm", LayerRole::norm, static_cast<int64_t>(i), b.attn_norm.weight);
+        // The block's Linears, with ffn_norm before the first MLP projection.
+        for (; next < lin.size() && lin[next]->block == static_cast<int64_t>(i); ++next) {
+            if (lin[next]->role == LayerRole::ffn_gate || (lin[next]->role == LayerRole::ffn_up && config_.family == LlmFamily::gpt2))
+                tensor(p + "ffn_norm", LayerRole::norm, static_cast<int64_t>(i), b.ffn_norm.weight);
+            linear_info(*lin[next]);
+        }
+    }
+    tensor("output_norm", LayerRole::norm, -1, weights_.output_norm.weight);
+    linear_info(weights_.output);
+    return out;
 }
 
 uint64_t LanguageModel::weight_bytes() const {

@@ -56,6 +56,7 @@ void llama_forward(const LlmConfig& c, const LlmWeights& w, KvCache& cache, std:
         ops::silu_mul(s.gate.data(), s.up.data(), T * F);
         ops::linear(b.ffn_down, s.gate.data(), T, s.tmp.data());
         ops::add(s.x.data(), s.tmp.data(), T * D);
+        if (s.block_observers) notify_block(s.block_observers, {l, s.x.data(), T, D, nullptr});
     }
     ops::rms_norm(s.x.data(), T, D, w.output_norm.weight, c.norm_eps, s.xn.data());
     lm_head(c, w, s.xn.data(), T, logits, all_logits);

@@ -20,7 +20,7 @@ void load_vit_weights(const EncoderConfig& c, const EncoderWeightSource& src, En
     const int64_t D = c.hidden, F = c.n_ff, patch_in = c.num_channels * c.patch_size * c.patch_size;
     const std::string e = "vit.embeddings.";
     // The conv weight [D, C, p, p] is read as [D, C·p·p]: the same bytes, no copy.
-    w.patch_embd = src.linear(e + "patch_embeddings.projection", D, patch_in);
+    w.patch_embd = src.linear(e + "patch_embeddings.projection", D, patch_in, LayerRole::patch_embed);
     w.cls_token = src.get(e + "cls_token", {D});
     w.pos_embd = src.get(e + "position_embeddings", {c.max_positions, D});
     w.blocks = src.blocks("vit.encoder.layer.",
@@ -28,7 +28,7 @@ void load_vit_weights(const EncoderConfig& c, const EncoderWeightSource& src, En
                            "attention.output.dense", "layernorm_before", "intermediate.dense", "output.dense", "layernorm_after"},
                           c.n_layer, D, F);
     w.final_norm = src.norm("vit.layernorm", D);
-    w.classifier = src.linear("classifier", c.num_labels, D);
+    w.classifier = src.linear("classifier", c.num_labels, D, LayerRole::classifier);
 }
 
 void vit_forward(const EncoderPass& p, const float* pixels, int64_t batch, float* logits) {
@@ -66,7 +66,8 @@ void vit_forward(const EncoderPass& p, const float* pixels, int64_t batch, float
         ops::add(xb, pos.data(), S * D);
     }
 
-    for (const EncoderBlock& b : w.blocks) {
+    for (size_t l = 0; l < w.blocks.size(); ++l) {
+        const EncoderBlock& b = w.blocks[l];
         ops::layer_norm_rows(s.x.data(), rows, D, b.attn_norm.weight, &*b.attn_norm.bias, c.norm_eps, s.xn.data());
         p.self_attention(b, s.xn.data(), batch, S, nullptr);  // → s.tmp
         ops::add_layer_norm_rows(s.x.data(), s.tmp.data(), rows, D, b.ffn_norm.weight, &*b.ffn_norm.bias, c.norm_eps, s.xn.data());
@@ -74,6 +75,7 @@ void vit_forward(const EncoderPass& p, const float* pixels, int64_t batch, float
         ops::activate(p.act, s.ffn.data(), rows * c.n_ff);
         p.linear(b.ffn_out, s.ffn.data(), rows, s.tmp.data());
         ops::add(s.x.data(), s.tmp.data(), rows * D);
+        p.block_done(static_cast<int64_t>(l), s.x.data(), rows, nullptr);
     }
 
     // The final LayerNorm is per row, so only the CLS rows need it.

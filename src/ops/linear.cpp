@@ -59,8 +59,8 @@ void pack_for_kernels(Linear& layer) {
     layer.x8 = std::move(packed);
 }
 
-void linear(const Linear& layer, const float* x, int64_t T, float* y) {
-    if (layer.int8) return linear_int8(layer, x, T, y);
+void linear(const Linear& layer, const float* x, int64_t T, float* y, const int32_t* row_mask) {
+    if (layer.int8) return linear_int8(layer, x, T, y, row_mask);  // notifies the observers itself
     const KernelTable& k = kernel_table();
     const Tensor& w = layer.weight;
     const int64_t n_in = layer.n_in(), n_out = layer.n_out();
@@ -101,6 +101,7 @@ void linear(const Linear& layer, const float* x, int64_t T, float* y) {
         const float* b = static_cast<const float*>(layer.bias->data());
         for (int64_t t = 0; t < T; ++t) add(y + t * n_out, b, n_out);
     }
+    notify_observers(layer, x, y, T, row_mask);
 }
 
 }  // namespace cq::ops

@@ -24,12 +24,13 @@ bool same_input_quantization(const Int8Linear& a, const Int8Linear& b) {
 }
 }  // namespace
 
-void linear_shared_input(std::span<const Linear* const> layers, const float* x, int64_t T, std::span<float* const> ys) {
+void linear_shared_input(std::span<const Linear* const> layers, const float* x, int64_t T, std::span<float* const> ys,
+                         const int32_t* row_mask) {
     const bool shared = std::all_of(layers.begin(), layers.end(), [&](const Linear* l) {
         return l->int8 && layers[0]->int8 && same_input_quantization(*layers[0]->int8, *l->int8);
     });
     if (!shared) {
-        for (size_t i = 0; i < layers.size(); ++i) linear(*layers[i], x, T, ys[i]);
+        for (size_t i = 0; i < layers.size(); ++i) linear(*layers[i], x, T, ys[i], row_mask);
         return;
     }
     const Int8Linear& q = *layers[0]->int8;
@@ -82,12 +83,13 @@ void linear_shared_input(std::span<const Linear* const> layers, const float* x, 
                  l.weight_sums.data() + c0, l.weight_scale.data() + c0, bias ? bias + c0 : nullptr, ys[i] + c0, l.n_out);
         }
     });
+    for (size_t i = 0; i < layers.size(); ++i) notify_observers(*layers[i], x, ys[i], T, row_mask);
 }
 
-void linear_int8(const Linear& layer, const float* x, int64_t T, float* y) {
+void linear_int8(const Linear& layer, const float* x, int64_t T, float* y, const int32_t* row_mask) {
     const Linear* layers[] = {&layer};
     float* const ys[] = {y};
-    linear_shared_input(layers, x, T, ys);
+    linear_shared_input(layers, x, T, ys, row_mask);
 }
 
 }  // namespace cq::ops

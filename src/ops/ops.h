@@ -11,16 +11,23 @@
 namespace cq::ops {
 
 // x: [T, n_in] → y: [T, n_out] = x·Wᵀ + b. Weights f32 go straight to GEMM; f16/bf16 are widened in
-// row tiles into `scratch` first (no whole-matrix copy).
-void linear(const Linear& layer, const float* x, int64_t T, float* y);
+// row tiles into `scratch` first (no whole-matrix copy). Then the layer's observers (if any) see x and y;
+// row_mask (null: all rows real) marks padding rows with 0 for them.
+void linear(const Linear& layer, const float* x, int64_t T, float* y, const int32_t* row_mask = nullptr);
+// Shows x and y to the layer's observers; a no-op (one test) when none is attached.
+inline void notify_observers(const Linear& layer, const float* x, const float* y, int64_t T, const int32_t* row_mask) {
+    if (!layer.observers) return;
+    for (const auto& entry : layer.observers->list) entry.second(LinearEvent{layer, x, y, T, row_mask});
+}
 // Builds the load-time weight layout the kernel table asks for: Q4_0 / Q8_0 in groups of 8 rows where
 // gemm_quant_x8 has a kernel for the layer's type; a no-op otherwise. Call once per layer after loading.
 void pack_for_kernels(Linear& layer);
 // The W8A8 path of `linear` (layer.int8 set): u8 activations × s8 weights, f32 out (linear_int8.cpp).
-void linear_int8(const Linear& layer, const float* x, int64_t T, float* y);
+void linear_int8(const Linear& layer, const float* x, int64_t T, float* y, const int32_t* row_mask = nullptr);
 // Several Linears of the same input x: y_i = linear(layers[i], x). W8A8 layers that quantize their input
 // alike share one quantized copy and one parallel pass; any other mix runs layer by layer.
-void linear_shared_input(std::span<const Linear* const> layers, const float* x, int64_t T, std::span<float* const> ys);
+void linear_shared_input(std::span<const Linear* const> layers, const float* x, int64_t T, std::span<float* const> ys,
+                         const int32_t* row_mask = nullptr);
 
 // x, y: [T, D]; w: [D] f32. y = x / sqrt(mean(x²) + eps) · w. x == y allowed.
 void rms_norm(const float* x, int64_t T, int64_t D, const Tensor& w, float eps, float* y);

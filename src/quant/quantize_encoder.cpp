@@ -72,12 +72,16 @@ calib::CalibrationStats collect_calibration(EncoderModel& model, const LabelledD
         throw InvalidArgument("[calibrate] " + data.source + " holds " + std::to_string(available) + " samples, fewer than the " +
                               std::to_string(samples) + " asked for calibration");
     calib::CalibrationStats stats;
-    for (Linear* l : model.linears())
-        if (w8a8_selects(rules, l->name)) stats.observers.emplace(l->name, calib::RangeObserver());
-    model.set_activation_observer([&](const Linear& layer, const float* x, int64_t rows) {
-        auto it = stats.observers.find(layer.name);
-        if (it != stats.observers.end()) it->second.observe(x, rows * layer.n_in());
-    });
+    std::vector<ObserverId> attached;
+    for (Linear* l : model.linears()) {
+        if (!w8a8_selects(rules, l->name)) continue;
+        calib::RangeObserver& range = stats.observers.emplace(l->name, calib::RangeObserver()).first->second;
+        // Every row, padding included: the kernels quantize padded rows too.
+        attached.push_back(model.observe(*l, [&range](const LinearEvent& e) { range.observe(e.x, e.rows * e.layer.n_in()); }));
+    }
+    const auto detach = [&] {
+        for (const ObserverId id : attached) model.remove_observer(id);
+    };
     LabelledData subset = data;
     if (subset.text) subset.text->examples.resize(static_cast<size_t>(samples));
     if (subset.images) {
@@ -91,10 +95,10 @@ calib::CalibrationStats collect_calibration(EncoderModel& model, const LabelledD
     try {
         classify_dataset(model, subset, run, progress);
     } catch (...) {
-        model.set_activation_observer({});
+        detach();
         throw;
     }
-    model.set_activation_observer({});
+    detach();
     stats.samples = samples;
     return stats;
 }
@@ -106,6 +110,7 @@ std::vector<EncoderLinearPlan> apply_w8a8(EncoderModel& model, const std::vector
     const int32_t qmax = (1 << activation_bits) - 1;
     std::vector<EncoderLinearPlan> plan;
     for (Linear* l : model.linears()) {
+        if (l->role == LayerRole::patch_embed) continue;  // a convolution: kept f32, as PyTorch's dynamic quantization keeps it
         EncoderLinearPlan p;
         p.name = l->name;
         p.n_out = l->n_out();

@@ -16,5 +16,6 @@ Runner register_run(CLI::App& app);
 Runner register_bench(CLI::App& app);
 Runner register_quantize(CLI::App& app);
 Runner register_eval(CLI::App& app);
+Runner register_stats(CLI::App& app);
 
 }  // namespace cq::cli

@@ -4,6 +4,7 @@
 
 #include "commands/commands.h"
 #include "commands/format.h"
+#include "commands/layers.h"
 #include "commands/json_reports.h"
 #include "cq/cpu_features.h"
 #include "cq/inspect.h"
@@ -19,6 +20,7 @@ struct InfoOptions {
     bool metadata = false;
     bool json = false;
     bool kernels = false;
+    bool layers = false;
 };
 
 nlohmann::json kernels_json() {
@@ -117,6 +119,8 @@ Runner register_info(CLI::App& app) {
     cmd->add_option("path", opts->path, "A .gguf file, a .safetensors file, a model.safetensors.index.json or an HF model directory");
     cmd->add_flag("--tensors", opts->tensors, "List every tensor: name, shape, dtype, bytes, offset (default: off)");
     cmd->add_flag("--metadata", opts->metadata, "Dump GGUF key-values or config.json, long arrays summarised (default: off)");
+    cmd->add_flag("--layers", opts->layers, "Load the model and list every Linear: canonical name, role, block, shape [out, in], "
+                                            "format, bytes, name in the file (default: off)");
     cmd->add_flag("--json", opts->json, "Print JSON instead of tables (default: off)");
     cmd->add_flag("--kernels", opts->kernels, "Print the CPU features, the ISA level and the kernel chosen for each op "
                                               "(CQ_ISA=ref|avx2|avx512|avx512_vnni|neon forces a level) (default: off)");
@@ -138,6 +142,11 @@ Runner register_info(CLI::App& app) {
             } else {
                 if (opts->kernels) std::cout << '\n';
                 print_summary(s, *opts);
+            }
+            if (opts->layers) {
+                const auto model = Model::load(opts->path);
+                if (opts->json) out["layers"] = layers_to_json(*model, true);
+                else print_layers(*model, true);
             }
         }
         if (opts->json) print_json(out);

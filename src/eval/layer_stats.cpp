@@ -1,0 +1,146 @@
+// cq stats: an observer on every Linear accumulates, per input channel, Σx² (in double, row by row in
+// order, so the sums do not depend on the thread count) and max |x|, plus the output's moments, while
+// the model runs on real data; decoder LLMs on text chunks, encoders / ViT on a labelled dataset.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <numeric>
+
+#include "cq/encoder.h"
+#include "cq/error.h"
+#include "cq/layer_stats.h"
+#include "cq/llm.h"
+#include "cq/mapped_file.h"
+
+namespace cq {
+
+namespace {
+
+struct Accumulator {
+    std::vector<double> sum_sq;
+    std::vector<float> absmax;
+    int64_t rows = 0;
+    double out_sum = 0, out_sum_sq = 0;
+    float out_absmax = 0;
+    int64_t out_values = 0;
+
+    void add(const LinearEvent& e) {
+        const int64_t n_in = e.layer.n_in(), n_out = e.layer.n_out();
+        if (sum_sq.empty()) {
+            sum_sq.assign(static_cast<size_t>(n_in), 0.0);
+            absmax.assign(static_cast<size_t>(n_in), 0.0f);
+        }
+        for (int64_t r = 0; r < e.rows; ++r) {
+            if (e.row_mask && e.row_mask[r] == 0) continue;
+            const float* x = e.x + r * n_in;
+            for (int64_t c = 0; c < n_in; ++c) {
+                const double v = x[c];
+                sum_sq[static_cast<size_t>(c)] += v * v;
+                absmax[static_cast<size_t>(c)] = std::max(absmax[static_cast<size_t>(c)], std::abs(x[c]));
+            }
+            const float* y = e.y + r * n_out;
+            for (int64_t c = 0; c < n_out; ++c) {
+                out_sum += y[c];
+                out_sum_sq += static_cast<double>(y[c]) * y[c];
+                out_absmax = std::max(out_absmax, std::abs(y[c]));
+            }
+            out_values += n_out;
+            ++rows;
+        }
+    }
+};
+
+LinearStats finish(const Linear& l, const Accumulator& a, int64_t top) {
+    LinearStats s;
+    s.name = l.name, s.source_name = l.source_name, s.role = l.role, s.block = l.block;
+    s.n_in = l.n_in(), s.n_out = l.n_out(), s.format = l.format(), s.rows = a.rows;
+    if (a.rows == 0) return s;
+    const double n = static_cast<double>(a.rows);
+    s.input_mean_square.resize(a.sum_sq.size());
+    for (size_t c = 0; c < a.sum_sq.size(); ++c) s.input_mean_square[c] = a.sum_sq[c] / n;
+    s.input_absmax = a.absmax;
+    s.input_mean_square_all = std::accumulate(s.input_mean_square.begin(), s.input_mean_square.end(), 0.0) /
+                              static_cast<double>(s.input_mean_square.size());
+    s.input_absmax_all = *std::max_element(a.absmax.begin(), a.absmax.end());
+    std::vector<int64_t> order(a.absmax.size());
+    std::iota(order.begin(), order.end(), 0);
+    const size_t k = std::min(order.size(), static_cast<size_t>(std::max<int64_t>(top, 0)));
+    // Largest max |x| first; ties by channel index, so the listing is deterministic.
+    std::partial_sort(order.begin(), order.begin() + static_cast<ptrdiff_t>(k), order.end(), [&](int64_t x, int64_t y) {
+        const float ax = a.absmax[static_cast<size_t>(x)], ay = a.absmax[static_cast<size_t>(y)];
+        return ax != ay ? ax > ay : x < y;
+    });
+    for (size_t i = 0; i < k; ++i) {
+        const auto c = static_cast<size_t>(order[i]);
+        s.outliers.push_back({order[i], a.absmax[c], s.input_mean_square[c]});
+    }
+    const double values = static_cast<double>(a.out_values);
+    s.output_mean = a.out_sum / values;
+    s.output_mean_square = a.out_sum_sq / values;
+    s.output_absmax = a.out_absmax;
+    return s;
+}
+
+// Decoder LLMs: llama.cpp's chunking (the whole text tokenized with BOS, chunks of n_ctx, BOS first in each).
+int64_t run_text(LanguageModel& model, const std::string& path, const LayerStatsOptions& o, const ProgressFn& progress) {
+    std::string text = read_text_file(path, 1ull << 30);
+    if (!text.empty() && text.back() == '\n') text.pop_back();  // as llama.cpp's -f does
+    const Tokenizer& tok = model.tokenizer();
+    const int64_t n_ctx = o.n_ctx;
+    if (n_ctx < 2 || n_ctx > model.n_ctx())
+        throw InvalidArgument("[stats] --ctx " + std::to_string(n_ctx) + " must lie in [2, " + std::to_string(model.n_ctx()) + "] for this model");
+    const bool add_bos = tok.adds_bos();
+    const std::vector<int32_t> tokens = tok.encode(text, add_bos);
+    int64_t n_chunks = static_cast<int64_t>(tokens.size()) / n_ctx;
+    if (o.max_chunks > 0) n_chunks = std::min(n_chunks, o.max_chunks);
+    if (n_chunks < 1)
+        throw InvalidArgument("[stats] " + path + " has " + std::to_string(tokens.size()) + " tokens, fewer than one chunk of " +
+                              std::to_string(n_ctx));
+    std::vector<float> logits(static_cast<size_t>(n_ctx * model.config().n_vocab));
+    std::vector<int32_t> chunk(static_cast<size_t>(n_ctx));
+    for (int64_t c = 0; c < n_chunks; ++c) {
+        std::copy_n(tokens.begin() + c * n_ctx, n_ctx, chunk.begin());
+        if (add_bos) chunk[0] = tok.bos_id();
+        model.forward(chunk, 0, logits, true);
+        if (progress) progress(c + 1, n_chunks, 0.0);
+    }
+    return n_chunks;
+}
+
+}  // namespace
+
+LayerStatsReport collect_layer_stats(Model& model, const std::string& data_path, const LayerStatsOptions& o, const ProgressFn& progress) {
+    const auto t0 = std::chrono::steady_clock::now();
+    LayerStatsReport r;
+    r.model = model.path(), r.data = data_path, r.kind = model.kind();
+    const std::vector<Linear*> linears = model.linears();
+    std::vector<Accumulator> acc(linears.size());
+    std::vector<ObserverId> ids;
+    for (size_t i = 0; i < linears.size(); ++i)
+        ids.push_back(model.observe(*linears[i], [a = &acc[i]](const LinearEvent& e) { a->add(e); }));
+    try {
+        if (auto* llm = dynamic_cast<LanguageModel*>(&model)) {
+            r.units = run_text(*llm, data_path, o, progress);
+        } else if (auto* enc = dynamic_cast<EncoderModel*>(&model)) {
+            const LabelledData data = load_labelled_data(data_path, *enc, o.selection);
+            r.units = data.count();
+            // Labels play no part in the statistics; a label outside the head would only trip the accuracy check.
+            LabelledData unlabelled = data;
+            if (unlabelled.text) for (auto& e : unlabelled.text->examples) e.label = 0;
+            if (unlabelled.images) for (auto& l : unlabelled.images->labels) l = 0;
+            classify_dataset(*enc, unlabelled, o.run, progress);
+        } else {
+            throw Unsupported("[stats] this kind of model has no data runner yet");
+        }
+    } catch (...) {
+        for (const ObserverId id : ids) model.remove_observer(id);
+        throw;
+    }
+    for (const ObserverId id : ids) model.remove_observer(id);
+    for (size_t i = 0; i < linears.size(); ++i) r.linears.push_back(finish(*linears[i], acc[i], o.top_channels));
+    r.tokens = r.linears.empty() ? 0 : r.linears.front().rows;
+    r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return r;
+}
+
+}  // namespace cq
