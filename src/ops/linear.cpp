@@ -1,6 +1,10 @@
 // Linear layers through the kernel table's GEMMs. f32 weights are used in place (from the mmap);
 // f16/bf16 weights are widened tile by tile into a per-thread scratch buffer, never as a whole.
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cstdint>
 #include <string>
 
 #include "cq/error.h"
@@ -57,6 +61,16 @@ void pack_for_kernels(Linear& layer) {
     auto packed = std::make_shared<std::vector<uint8_t>>(q.packed_bytes(n, n_in));
     q.pack_rows(w.data(), static_cast<size_t>(*dtype_bytes(w.dtype(), static_cast<uint64_t>(n_in))), n, n_in, packed->data());
     layer.x8 = std::move(packed);
+    // The kernels now read only the packed copy: hand the mapped file pages back, so the model is not
+    // resident twice (llama.cpp's repacked buffers replace the mapping the same way). MADV_PAGEOUT drops
+    // clean file pages and never loses data (anonymous memory stays or goes to swap); `weight` stays
+    // valid and pages back in if read again (requantizing, the tied embedding's lookups).
+    if (!w.is_owned()) {
+        const auto page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+        const auto begin = (reinterpret_cast<uintptr_t>(w.data()) + page - 1) / page * page;
+        const auto end = (reinterpret_cast<uintptr_t>(w.data()) + w.nbytes()) / page * page;
+        if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_PAGEOUT);  // advice only: errors are harmless
+    }
 }
 
 void linear(const Linear& layer, const float* x, int64_t T, float* y, const int32_t* row_mask) {
