@@ -5,6 +5,7 @@
 
 #include "calib/range_observer_json.h"
 #include "core/json_file.h"
+#include "core/name_table.h"
 #include "cq/atomic_file.h"
 #include "cq/calibration.h"
 #include "cq/error.h"
@@ -20,21 +21,13 @@ constexpr uint64_t kMaxCacheBytes = 1ull << 30;
 
 }  // namespace
 
-std::optional<Method> parse_method(std::string_view name) {
-    for (Method m : {Method::minmax, Method::percentile, Method::mse, Method::entropy})
-        if (method_name(m) == name) return m;
-    return std::nullopt;
-}
+namespace {
+const std::pair<Method, std::string_view> kMethodNames[] = {
+    {Method::minmax, "minmax"}, {Method::percentile, "percentile"}, {Method::mse, "mse"}, {Method::entropy, "entropy"}};
+}  // namespace
 
-std::string_view method_name(Method m) {
-    switch (m) {
-        case Method::minmax: return "minmax";
-        case Method::percentile: return "percentile";
-        case Method::mse: return "mse";
-        case Method::entropy: return "entropy";
-    }
-    return "unknown";
-}
+std::optional<Method> parse_method(std::string_view name) { return value_in(kMethodNames, name); }
+std::string_view method_name(Method m) { return name_in(kMethodNames, m, "unknown"); }
 
 U8Params u8_params(Range r, int32_t qmax) {
     if (!(std::isfinite(r.lo) && std::isfinite(r.hi) && r.lo <= 0.0f && r.hi >= 0.0f))

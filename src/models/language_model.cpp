@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <functional>
+#include <span>
 #include <string>
 
 #include "cq/error.h"
@@ -106,48 +107,56 @@ Linear load_output(const LlmConfig& c, const WeightSource& src, const models::De
     return out;
 }
 
-void load_llama_weights(const LlmConfig& c, const WeightSource& src, const models::DecoderNames& n, LlmWeights& w) {
-    const int64_t D = c.n_embd, q_dim = c.n_head * c.head_dim, kv_dim = c.n_head_kv * c.head_dim, F = c.n_ff;
-    w.token_embd = src.get(n.global("token_embd") + ".weight", {c.n_vocab, D});
-    for (int64_t l = 0; l < c.n_layer; ++l) {
-        DecoderBlock b;
-        const auto lin = [&](const char* gguf, int64_t n_out, int64_t n_in) {
-            return src.linear(n.block(l, gguf), "blk." + std::to_string(l) + "." + gguf, n.role(gguf, true), l, n_out, n_in, false);
-        };
-        b.attn_norm = src.norm(n.block(l, "attn_norm"), D, false);
-        b.ffn_norm = src.norm(n.block(l, "ffn_norm"), D, false);
-        b.wq = lin("attn_q", q_dim, D);
-        b.wk = lin("attn_k", kv_dim, D);
-        b.wv = lin("attn_v", kv_dim, D);
-        b.wo = lin("attn_output", D, q_dim);
-        b.ffn_gate = lin("ffn_gate", F, D);
-        b.ffn_up = lin("ffn_up", F, D);
-        b.ffn_down = lin("ffn_down", D, F);
-        w.blocks.push_back(std::move(b));
+// Where a block tensor of `role` goes, and its [n_out, n_in].
+Linear& block_slot(DecoderBlock& b, LayerRole role) {
+    switch (role) {
+        case LayerRole::attn_q: return b.wq;
+        case LayerRole::attn_k: return b.wk;
+        case LayerRole::attn_v: return b.wv;
+        case LayerRole::attn_qkv: return b.wqkv;
+        case LayerRole::attn_out: return b.wo;
+        case LayerRole::ffn_gate: return b.ffn_gate;
+        case LayerRole::ffn_up: return b.ffn_up;
+        default: return b.ffn_down;
     }
-    w.output_norm = src.norm(n.global("output_norm"), D, false);
-    w.output = load_output(c, src, n, w);
+}
+std::pair<int64_t, int64_t> block_shape(const LlmConfig& c, LayerRole role) {
+    const int64_t D = c.n_embd, q_dim = c.n_head * c.head_dim, kv_dim = c.n_head_kv * c.head_dim, F = c.n_ff;
+    switch (role) {
+        case LayerRole::attn_q: return {q_dim, D};
+        case LayerRole::attn_k:
+        case LayerRole::attn_v: return {kv_dim, D};
+        case LayerRole::attn_qkv: return {3 * D, D};
+        case LayerRole::attn_out: return {D, q_dim};
+        case LayerRole::ffn_gate:
+        case LayerRole::ffn_up: return {F, D};
+        default: return {D, F};
+    }
 }
 
-void load_gpt2_weights(const LlmConfig& c, const WeightSource& src, const models::DecoderNames& n, bool hf, LlmWeights& w) {
-    const int64_t D = c.n_embd, F = c.n_ff;
+// Both decoder families through the name table: GPT-2 has LayerNorm biases, required Linear biases,
+// learned positions and (in HF files) Conv1D weights stored [in, out].
+void load_decoder_weights(const LlmConfig& c, const WeightSource& src, const models::DecoderNames& n, bool hf, LlmWeights& w) {
+    const bool gpt2 = c.family == LlmFamily::gpt2;
+    const int64_t D = c.n_embd;
     w.token_embd = src.get(n.global("token_embd") + ".weight", {c.n_vocab, D});
-    w.pos_embd = src.get(n.global("position_embd") + ".weight", {c.n_ctx_train, D});
+    if (gpt2) w.pos_embd = src.get(n.global("position_embd") + ".weight", {c.n_ctx_train, D});
+    const std::span<const models::TensorName> table =
+        gpt2 ? std::span<const models::TensorName>(models::kGpt2BlockTensors) : std::span<const models::TensorName>(models::kLlamaBlockTensors);
     for (int64_t l = 0; l < c.n_layer; ++l) {
         DecoderBlock b;
-        // HF's Conv1D stores [in, out]; GGUF stores [out, in].
-        const auto lin = [&](const char* gguf, int64_t n_out, int64_t n_in) {
-            return src.linear(n.block(l, gguf), "blk." + std::to_string(l) + "." + gguf, n.role(gguf, true), l, n_out, n_in, hf, true);
-        };
-        b.attn_norm = src.norm(n.block(l, "attn_norm"), D, true);
-        b.ffn_norm = src.norm(n.block(l, "ffn_norm"), D, true);
-        b.wqkv = lin("attn_qkv", 3 * D, D);
-        b.wo = lin("attn_output", D, D);
-        b.ffn_up = lin("ffn_up", F, D);
-        b.ffn_down = lin("ffn_down", D, F);
+        for (const models::TensorName& t : table) {
+            if (t.role == LayerRole::norm) {
+                (std::string_view(t.gguf) == "attn_norm" ? b.attn_norm : b.ffn_norm) = src.norm(n.block(l, t.gguf), D, gpt2);
+                continue;
+            }
+            const auto [n_out, n_in] = block_shape(c, t.role);
+            block_slot(b, t.role) =
+                src.linear(n.block(l, t.gguf), "blk." + std::to_string(l) + "." + t.gguf, t.role, l, n_out, n_in, gpt2 && hf, gpt2);
+        }
         w.blocks.push_back(std::move(b));
     }
-    w.output_norm = src.norm(n.global("output_norm"), D, true);
+    w.output_norm = src.norm(n.global("output_norm"), D, gpt2);
     w.output = load_output(c, src, n, w);
 }
 
@@ -196,9 +205,7 @@ public:
             if (const auto* t = f.find_tensor(name)) return f.tensor(*t);
             return std::nullopt;
         });
-        const models::DecoderNames names(c.family, false);
-        if (c.family == LlmFamily::llama) load_llama_weights(c, src, names, m.weights_);
-        else load_gpt2_weights(c, src, names, false, m.weights_);
+        load_decoder_weights(c, src, models::DecoderNames(c.family, false), false, m.weights_);
         m.tokenizer_ = load_tokenizer(f);
     }
 
@@ -250,8 +257,7 @@ public:
         });
         // GPT-2 checkpoints exist with and without the "transformer." prefix.
         const models::DecoderNames names(c.family, true, weights.find_tensor("transformer.wte.weight") ? "transformer." : "");
-        if (c.family == LlmFamily::llama) load_llama_weights(c, src, names, m.weights_);
-        else load_gpt2_weights(c, src, names, true, m.weights_);
+        load_decoder_weights(c, src, names, true, m.weights_);
         m.tokenizer_ = load_tokenizer(d);
     }
 };

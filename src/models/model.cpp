@@ -1,11 +1,11 @@
 // The Model base: layer roles, observers attached to Linears and blocks, in-memory rewrites of a Linear's
 // weight, and the loader that picks the family (decoder LLM or encoder / ViT) from the file.
 #include <algorithm>
-#include <array>
 #include <cmath>
 #include <filesystem>
 
 #include "core/json_file.h"
+#include "core/name_table.h"
 #include "cq/encoder.h"
 #include "cq/error.h"
 #include "cq/io/gguf.h"
@@ -20,39 +20,18 @@ namespace cq {
 namespace fs = std::filesystem;
 
 namespace {
-constexpr std::array<std::pair<LayerRole, std::string_view>, 18> kRoleNames{{
-    {LayerRole::attn_q, "attn_q"},
-    {LayerRole::attn_k, "attn_k"},
-    {LayerRole::attn_v, "attn_v"},
-    {LayerRole::attn_qkv, "attn_qkv"},
-    {LayerRole::attn_out, "attn_out"},
-    {LayerRole::ffn_gate, "ffn_gate"},
-    {LayerRole::ffn_up, "ffn_up"},
-    {LayerRole::ffn_down, "ffn_down"},
-    {LayerRole::lm_head, "lm_head"},
-    {LayerRole::pooler, "pooler"},
-    {LayerRole::pre_classifier, "pre_classifier"},
-    {LayerRole::classifier, "classifier"},
-    {LayerRole::patch_embed, "patch_embed"},
-    {LayerRole::token_embed, "token_embed"},
-    {LayerRole::position_embed, "position_embed"},
-    {LayerRole::type_embed, "type_embed"},
-    {LayerRole::norm, "norm"},
-    {LayerRole::other, "other"},
-}};
+const std::pair<LayerRole, std::string_view> kRoleNames[] = {
+    {LayerRole::attn_q, "attn_q"},         {LayerRole::attn_k, "attn_k"},           {LayerRole::attn_v, "attn_v"},
+    {LayerRole::attn_qkv, "attn_qkv"},     {LayerRole::attn_out, "attn_out"},       {LayerRole::ffn_gate, "ffn_gate"},
+    {LayerRole::ffn_up, "ffn_up"},         {LayerRole::ffn_down, "ffn_down"},       {LayerRole::lm_head, "lm_head"},
+    {LayerRole::pooler, "pooler"},         {LayerRole::pre_classifier, "pre_classifier"}, {LayerRole::classifier, "classifier"},
+    {LayerRole::patch_embed, "patch_embed"}, {LayerRole::token_embed, "token_embed"}, {LayerRole::position_embed, "position_embed"},
+    {LayerRole::type_embed, "type_embed"}, {LayerRole::norm, "norm"},               {LayerRole::other, "other"},
+};
 }  // namespace
 
-std::string_view role_name(LayerRole role) {
-    for (const auto& [r, name] : kRoleNames)
-        if (r == role) return name;
-    return "other";
-}
-
-std::optional<LayerRole> role_from_name(std::string_view name) {
-    for (const auto& [r, n] : kRoleNames)
-        if (n == name) return r;
-    return std::nullopt;
-}
+std::string_view role_name(LayerRole role) { return name_in(kRoleNames, role, "other"); }
+std::optional<LayerRole> role_from_name(std::string_view name) { return value_in(kRoleNames, name); }
 
 std::string_view model_kind_name(ModelKind kind) {
     switch (kind) {
