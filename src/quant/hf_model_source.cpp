@@ -8,12 +8,14 @@
 #include <filesystem>
 #include <memory>
 #include <set>
+#include <span>
 
 #include "core/json_file.h"
 #include "core/sha256.h"
 #include "cq/error.h"
 #include "io/hf/hf_model.h"
 #include "quant/hf_tokenizer_metadata.h"
+#include "models/tensor_names.h"
 #include "quant/model_source.h"
 
 namespace cq::quant {
@@ -100,6 +102,34 @@ void add_linear(Converted& c, const std::string& gguf, const std::string& hf, in
     c.specs.push_back({gguf + ".bias", hf + ".bias", {n_out}, transposed ? Transform::none : t, n_head, bias_required});
 }
 
+struct LinearSpec {
+    int64_t n_out, n_in;
+    Transform transform;
+    int64_t n_head;
+};
+
+// Every block tensor of the family, in the name table's order (which is convert_hf_to_gguf's): norms as
+// F32 vectors (GPT-2's with biases), Linears shaped and transformed by `linear_spec(role)`; GPT-2's
+// Linears carry required biases.
+template <typename SpecFn>
+void add_blocks(Converted& c, LlmFamily family, const std::string& gpt2_prefix, int64_t n_layer, int64_t D, SpecFn linear_spec) {
+    const models::DecoderNames gguf(family, false), hf(family, true, gpt2_prefix);
+    const bool gpt2 = family == LlmFamily::gpt2;
+    const std::span<const models::TensorName> table =
+        gpt2 ? std::span<const models::TensorName>(models::kGpt2BlockTensors) : std::span<const models::TensorName>(models::kLlamaBlockTensors);
+    for (int64_t l = 0; l < n_layer; ++l)
+        for (const models::TensorName& t : table) {
+            const std::string g = gguf.block(l, t.gguf), h = hf.block(l, t.gguf);
+            if (t.role == LayerRole::norm) {
+                c.specs.push_back({g + ".weight", h + ".weight", {D}});
+                if (gpt2) c.specs.push_back({g + ".bias", h + ".bias", {D}});
+                continue;
+            }
+            const LinearSpec s = linear_spec(t.role);
+            add_linear(c, g, h, s.n_out, s.n_in, s.transform, s.n_head, gpt2);
+        }
+}
+
 // LLaMA / Mistral (LlamaForCausalLM, MistralForCausalLM) → GGUF "llama".
 Converted convert_llama(const Config& cfg) {
     Converted c;
@@ -155,18 +185,16 @@ Converted convert_llama(const Config& cfg) {
     c.specs.push_back({"output_norm.weight", "model.norm.weight", {D}});
     if (tied) c.ignored_names.insert("lm_head.weight");  // a tied head is the embedding; llama.cpp falls back to it
     else c.specs.push_back({"output.weight", "lm_head.weight", {V, D}, Transform::none, 0, false});
-    for (int64_t l = 0; l < L; ++l) {
-        const std::string b = "blk." + std::to_string(l) + ".", p = "model.layers." + std::to_string(l) + ".";
-        c.specs.push_back({b + "attn_norm.weight", p + "input_layernorm.weight", {D}});
-        add_linear(c, b + "attn_q", p + "self_attn.q_proj", q_dim, D, Transform::permute_heads, H, false);
-        add_linear(c, b + "attn_k", p + "self_attn.k_proj", kv_dim, D, Transform::permute_heads, Hkv, false);
-        add_linear(c, b + "attn_v", p + "self_attn.v_proj", kv_dim, D, Transform::none, 0, false);
-        add_linear(c, b + "attn_output", p + "self_attn.o_proj", D, q_dim, Transform::none, 0, false);
-        c.specs.push_back({b + "ffn_norm.weight", p + "post_attention_layernorm.weight", {D}});
-        add_linear(c, b + "ffn_gate", p + "mlp.gate_proj", F, D, Transform::none, 0, false);
-        add_linear(c, b + "ffn_up", p + "mlp.up_proj", F, D, Transform::none, 0, false);
-        add_linear(c, b + "ffn_down", p + "mlp.down_proj", D, F, Transform::none, 0, false);
-    }
+    add_blocks(c, LlmFamily::llama, "", L, D, [&](LayerRole role) -> LinearSpec {
+        switch (role) {
+            case LayerRole::attn_q: return {q_dim, D, Transform::permute_heads, H};
+            case LayerRole::attn_k: return {kv_dim, D, Transform::permute_heads, Hkv};
+            case LayerRole::attn_v: return {kv_dim, D, Transform::none, 0};
+            case LayerRole::attn_out: return {D, q_dim, Transform::none, 0};
+            case LayerRole::ffn_down: return {D, F, Transform::none, 0};
+            default: return {F, D, Transform::none, 0};  // gate, up
+        }
+    });
     c.ignored_suffixes = {".rotary_emb.inv_freq"};
     return c;
 }
@@ -195,18 +223,15 @@ Converted convert_gpt2(const Config& cfg, const safetensors::Model& weights) {
     c.specs.push_back({"output_norm.bias", t + "ln_f.bias", {D}});
     if (tied) c.ignored_names.insert("lm_head.weight");
     else c.specs.push_back({"output.weight", "lm_head.weight", {V, D}, Transform::none, 0, false});
-    for (int64_t l = 0; l < L; ++l) {
-        const std::string b = "blk." + std::to_string(l) + ".", p = t + "h." + std::to_string(l) + ".";
-        c.specs.push_back({b + "attn_norm.weight", p + "ln_1.weight", {D}});
-        c.specs.push_back({b + "attn_norm.bias", p + "ln_1.bias", {D}});
-        // Conv1D: y = x·W + b with W stored [in, out]
-        add_linear(c, b + "attn_qkv", p + "attn.c_attn", 3 * D, D, Transform::transpose, 0, true);
-        add_linear(c, b + "attn_output", p + "attn.c_proj", D, D, Transform::transpose, 0, true);
-        c.specs.push_back({b + "ffn_norm.weight", p + "ln_2.weight", {D}});
-        c.specs.push_back({b + "ffn_norm.bias", p + "ln_2.bias", {D}});
-        add_linear(c, b + "ffn_up", p + "mlp.c_fc", F, D, Transform::transpose, 0, true);
-        add_linear(c, b + "ffn_down", p + "mlp.c_proj", D, F, Transform::transpose, 0, true);
-    }
+    // Conv1D: y = x·W + b with W stored [in, out]
+    add_blocks(c, LlmFamily::gpt2, t, L, D, [&](LayerRole role) -> LinearSpec {
+        switch (role) {
+            case LayerRole::attn_qkv: return {3 * D, D, Transform::transpose, 0};
+            case LayerRole::attn_out: return {D, D, Transform::transpose, 0};
+            case LayerRole::ffn_up: return {F, D, Transform::transpose, 0};
+            default: return {D, F, Transform::transpose, 0};  // down
+        }
+    });
     c.ignored_suffixes = {".attn.bias", ".attn.masked_bias"};  // causal-mask buffers
     return c;
 }
