@@ -57,7 +57,7 @@ struct Linear {
     LayerRole role = LayerRole::other;
     int64_t block = -1;  // transformer block index; -1 outside the blocks
     std::shared_ptr<const Int8Linear> int8;
-    // The weights re-laid out at load time in groups of 8 rows for the kernel table's gemm_quant_x8
+    // The weights re-laid out at load time in groups of 8 rows for the type's packed GEMM (QuantKernels::gemm_packed)
     // (ops::pack_for_kernels); null where no such kernel runs. `weight` stays the model's truth.
     std::shared_ptr<const std::vector<uint8_t>> x8;
     std::shared_ptr<LinearObservers> observers;

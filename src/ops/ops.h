@@ -20,7 +20,7 @@ inline void notify_observers(const Linear& layer, const float* x, const float* y
     for (const auto& entry : layer.observers->list) entry.second(LinearEvent{layer, x, y, T, row_mask});
 }
 // Builds the load-time weight layout the kernel table asks for: Q4_0 / Q8_0 in groups of 8 rows where
-// gemm_quant_x8 has a kernel for the layer's type; a no-op otherwise. Call once per layer after loading.
+// the type's QuantKernels has a packed GEMM (gemm_packed); a no-op otherwise. Call once per layer after loading.
 void pack_for_kernels(Linear& layer);
 // The W8A8 path of `linear` (layer.int8 set): u8 activations × s8 weights, f32 out (linear_int8.cpp).
 void linear_int8(const Linear& layer, const float* x, int64_t T, float* y, const int32_t* row_mask = nullptr);
