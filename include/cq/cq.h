@@ -29,5 +29,6 @@
 #include "cq/classify.h"
 #include "cq/layer_stats.h"
 #include "cq/calibration.h"
+#include "cq/rules.h"
 #include "cq/quantize.h"
 #include "cq/quantize_encoder.h"

@@ -10,21 +10,14 @@
 
 #include "cq/dtype.h"
 #include "cq/eval.h"
+#include "cq/rules.h"
 
 namespace cq {
 
-/// Which transformer blocks a rule applies to (by the N in "blk.N."). Tensors outside blocks match only `all`.
-struct LayerSelector {
-    enum class Kind { all, more_bits, below, below_fraction } kind = Kind::all;
-    int64_t n = 0;  // below: i < n; below_fraction: i < n_layer / n
-    bool matches(int64_t layer, int64_t n_layer) const;
-};
-
+/// A rule of the one rule engine (cq/rules.h) whose action is a weight type.
 struct QuantRule {
-    std::string pattern;  // glob over the tensor name (fnmatch; '*' crosses dots)
+    RuleScope scope;  // over GGUF tensor names; blocks by the N in "blk.N."
     DType type;
-    LayerSelector layers;
-    int64_t min_gqa = 0;  // applies only when n_head / n_head_kv ≥ min_gqa
     std::string text() const;  // "blk.*.ffn_down.weight[more_bits]=q6_K"
 };
 

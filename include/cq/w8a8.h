@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "cq/calibration.h"
+#include "cq/rules.h"
 #include "cq/tensor.h"
 
 namespace cq {
@@ -47,10 +48,10 @@ void pack_int8_linear(Int8Linear& q);
 std::shared_ptr<Int8Linear> quantize_linear_w8a8(const Linear& layer, ActivationQuant activations,
                                                  calib::U8Params input = {1.0f, 0}, int32_t act_qmax = 255);
 
-/// One rule of the W8A8 plan: Linears whose name matches the glob (fnmatch, '*' crosses dots) are
-/// quantized (`int8`) or kept in float; later rules win.
+/// A rule of the one rule engine (cq/rules.h) whose action is W8A8: Linears in its scope are quantized
+/// (`int8`) or kept in float; later rules win.
 struct W8A8Rule {
-    std::string pattern;
+    RuleScope scope;  // over Linear names
     bool int8 = true;
     std::string text() const;  // "*.layer.*=int8"
 };
@@ -61,5 +62,7 @@ W8A8Rule parse_w8a8_rule(const std::string& spec);
 std::vector<W8A8Rule> default_w8a8_rules();
 /// Whether the rules quantize the Linear called `name` (no rule matching → float).
 bool w8a8_selects(const std::vector<W8A8Rule>& rules, const std::string& name);
+/// The text of the rule that decides `target` ("(none)" when none does), for reports.
+std::string w8a8_deciding_rule(const std::vector<W8A8Rule>& rules, const RuleTarget& target);
 
 }  // namespace cq

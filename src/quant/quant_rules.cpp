@@ -13,7 +13,7 @@ namespace {
 using K = LayerSelector::Kind;
 
 QuantRule rule(std::string pattern, DType type, LayerSelector layers = {}, int64_t min_gqa = 0) {
-    return QuantRule{std::move(pattern), type, layers, min_gqa};
+    return QuantRule{RuleScope{std::move(pattern), layers, min_gqa}, type};
 }
 LayerSelector more_bits() { return {K::more_bits, 0}; }
 LayerSelector below(int64_t n) { return {K::below, n}; }
@@ -75,28 +75,7 @@ std::string lower(std::string s) {
 
 }  // namespace
 
-bool LayerSelector::matches(int64_t layer, int64_t n_layer) const {
-    switch (kind) {
-        case K::all: return true;
-        case K::more_bits:  // llama.cpp's use_more_bits: the first and last eighth, and every third layer between
-            return layer >= 0 && (layer < n_layer / 8 || layer >= 7 * n_layer / 8 || (layer - n_layer / 8) % 3 == 2);
-        case K::below: return layer >= 0 && layer < n;
-        case K::below_fraction: return layer >= 0 && n > 0 && layer < n_layer / n;
-    }
-    return false;
-}
-
-std::string QuantRule::text() const {
-    std::string s = pattern;
-    switch (layers.kind) {
-        case K::all: break;
-        case K::more_bits: s += "[more_bits]"; break;
-        case K::below: s += "[layer<" + std::to_string(layers.n) + "]"; break;
-        case K::below_fraction: s += "[layer<n/" + std::to_string(layers.n) + "]"; break;
-    }
-    if (min_gqa > 0) s += "[gqa>=" + std::to_string(min_gqa) + "]";
-    return s + "=" + std::string(dtype_name(type));
-}
+std::string QuantRule::text() const { return scope.text() + "=" + std::string(dtype_name(type)); }
 
 const std::vector<QuantPreset>& quant_presets() {
     static const std::vector<QuantPreset> presets = make_presets();
@@ -111,15 +90,12 @@ const QuantPreset* find_preset(const std::string& name) {
 }
 
 QuantRule parse_tensor_type_rule(const std::string& spec) {
-    const size_t eq = spec.rfind('=');
-    if (eq == std::string::npos || eq == 0 || eq + 1 == spec.size())
-        throw InvalidArgument("[quantize] --tensor-type '" + spec + "' is not PATTERN=TYPE (e.g. 'blk.*.ffn_down.weight=q6_K')");
-    const std::string type_name = spec.substr(eq + 1);
+    const auto [pattern, type_name] = split_rule_spec(spec, "[quantize] --tensor-type", "PATTERN=TYPE (e.g. 'blk.*.ffn_down.weight=q6_K')");
     const auto type = dtype_from_name(type_name);
     if (!type || !dtype_traits(*type).from_float || *type == DType::Q8_1 || *type == DType::Q8_K)
         throw InvalidArgument("[quantize] --tensor-type '" + spec + "': '" + type_name +
                               "' is not a type cq can quantize to (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_K … q6_K)");
-    return rule(spec.substr(0, eq), *type);
+    return rule(pattern, *type);
 }
 
 }  // namespace cq

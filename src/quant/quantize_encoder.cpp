@@ -1,7 +1,6 @@
 // W8A8 for encoder classifiers: calibration (streamed histograms, cached), the per-Linear plan, and the
 // GGUF container: the HF tensors with each quantized Linear's weight as I8 plus its scales, and the
 // model's config / tokenizer / preprocessor files embedded so the file alone can be loaded again.
-#include <fnmatch.h>
 
 #include <chrono>
 #include <cmath>
@@ -30,13 +29,6 @@ std::vector<W8A8Rule> plan_rules(const std::vector<std::string>& extra) {
     std::vector<W8A8Rule> rules = default_w8a8_rules();
     for (const auto& spec : extra) rules.push_back(parse_w8a8_rule(spec));
     return rules;
-}
-
-std::string deciding_rule(const std::vector<W8A8Rule>& rules, const std::string& name) {
-    std::string text = "(none)";
-    for (const auto& r : rules)
-        if (fnmatch(r.pattern.c_str(), name.c_str(), 0) == 0) text = r.text();
-    return text;
 }
 
 std::string read_text_file(const fs::path& p) {
@@ -116,7 +108,7 @@ std::vector<EncoderLinearPlan> apply_w8a8(EncoderModel& model, const std::vector
         p.n_out = l->n_out();
         p.n_in = l->n_in();
         p.int8 = w8a8_selects(rules, l->name);
-        p.rule = deciding_rule(rules, l->name);
+        p.rule = w8a8_deciding_rule(rules, RuleTarget{l->name});
         if (p.int8) {
             if (activations == ActivationQuant::static_per_tensor) {
                 if (!stats) throw InvalidArgument("[w8a8] static activation quantization needs calibration statistics");

@@ -2,7 +2,6 @@
 // not fit a format's block), then stream tensors from the model source (a GGUF file, or an HF directory
 // converted on the fly — quant/model_source.h) through the codecs into an atomic GGUF output, rows split
 // across the thread pool. Provenance goes into the metadata.
-#include <fnmatch.h>
 
 #include <algorithm>
 #include <chrono>
@@ -83,16 +82,12 @@ QuantizeReport quantize_model(const std::string& input, const std::string& outpu
         p.requested = p.chosen = t.kept;
         p.rule = "kept";
         if (quant::is_quantizable(t.name, t.shape)) {
-            const int64_t layer = layer_of(t.name);
             // A tied model's token embedding is its output head: "output.weight" rules apply to it.
-            const std::string match_name = !has_output && t.name == "token_embd.weight" ? "output.weight" : "";
-            for (const auto& rule : rules) {
-                const bool name_ok = fnmatch(rule.pattern.c_str(), t.name.c_str(), 0) == 0 ||
-                                     (!match_name.empty() && rule.pattern == match_name);
-                if (name_ok && rule.layers.matches(layer, in.n_layer) && gqa >= rule.min_gqa) {
-                    p.requested = rule.type;
-                    p.rule = rule.text();
-                }
+            const RuleTarget target{t.name, layer_of(t.name), in.n_layer, gqa,
+                                    !has_output && t.name == "token_embd.weight" ? "output.weight" : ""};
+            if (const auto i = deciding_rule<QuantRule>(rules, target); i >= 0) {
+                p.requested = rules[static_cast<size_t>(i)].type;
+                p.rule = rules[static_cast<size_t>(i)].text();
             }
             if (p.rule != "kept") {
                 auto [chosen, why] = fit_row(p.requested, t.shape.back());

@@ -1,6 +1,5 @@
 // W8A8 quantization of Linear layers: per-channel symmetric int8 weights, the kernels' packed layout,
 // and the rule list that picks which Linears are quantized.
-#include <fnmatch.h>
 
 #include <algorithm>
 #include <cmath>
@@ -86,29 +85,29 @@ std::shared_ptr<Int8Linear> quantize_linear_w8a8(const Linear& layer, Activation
     return q;
 }
 
-std::string W8A8Rule::text() const { return pattern + (int8 ? "=int8" : "=float"); }
+std::string W8A8Rule::text() const { return scope.text() + (int8 ? "=int8" : "=float"); }
 
 W8A8Rule parse_w8a8_rule(const std::string& spec) {
-    const auto eq = spec.rfind('=');
-    if (eq == std::string::npos || eq == 0)
-        throw InvalidArgument("[w8a8] rule '" + spec + "' is not PATTERN=int8|float");
-    const std::string what = spec.substr(eq + 1);
+    const auto [pattern, what] = split_rule_spec(spec, "[w8a8] rule", "PATTERN=int8|float");
     if (what != "int8" && what != "float")
         throw InvalidArgument("[w8a8] rule '" + spec + "': '" + what + "' is not int8 or float");
-    return W8A8Rule{spec.substr(0, eq), what == "int8"};
+    return W8A8Rule{RuleScope{pattern}, what == "int8"};
 }
 
 std::vector<W8A8Rule> default_w8a8_rules() {
     // "*.layer.N.*" is where every HF encoder (bert/roberta/vit: encoder.layer, distilbert: transformer.layer)
     // keeps its blocks; pooler and classifier heads are few FLOPs and sensitive, so they stay float.
-    return {W8A8Rule{"*", false}, W8A8Rule{"*.layer.*", true}};
+    return {W8A8Rule{RuleScope{"*"}, false}, W8A8Rule{RuleScope{"*.layer.*"}, true}};
 }
 
 bool w8a8_selects(const std::vector<W8A8Rule>& rules, const std::string& name) {
-    bool selected = false;
-    for (const auto& r : rules)
-        if (fnmatch(r.pattern.c_str(), name.c_str(), 0) == 0) selected = r.int8;
-    return selected;
+    const auto i = deciding_rule<W8A8Rule>(rules, RuleTarget{name});
+    return i >= 0 && rules[static_cast<size_t>(i)].int8;
+}
+
+std::string w8a8_deciding_rule(const std::vector<W8A8Rule>& rules, const RuleTarget& target) {
+    const auto i = deciding_rule<W8A8Rule>(rules, target);
+    return i >= 0 ? rules[static_cast<size_t>(i)].text() : "(none)";
 }
 
 }  // namespace cq
