@@ -80,6 +80,34 @@ TEST(LlmLogits, IncrementalDecodingEqualsOneBatch) {
     }
 }
 
+// A prompt longer than the micro-batch runs in pieces; every position, and the last-only logits, must
+// equal one batch of the whole prompt.
+TEST(LlmLogits, MicroBatchedPromptEqualsOneBatch) {
+    for (const std::string& path : {kStoriesGguf, kGpt2}) {
+        LoadOptions one_batch, pieces;
+        one_batch.n_ctx = pieces.n_ctx = 200;
+        pieces.micro_batch = 61;  // 200 = 3 × 61 + 17: uneven pieces
+        auto a = LanguageModel::load(test::fixture(path), one_batch);
+        auto b = LanguageModel::load(test::fixture(path), pieces);
+        const int64_t V = a->config().n_vocab;
+        std::vector<int32_t> ids;
+        const std::vector<int32_t> sentence = a->tokenizer().encode(" Lily and Ben went to the park. They saw a big dog.", false);
+        while (ids.size() < 200) ids.insert(ids.end(), sentence.begin(), sentence.end());
+        ids.resize(200);
+        std::vector<float> whole(ids.size() * static_cast<size_t>(V)), split(whole.size());
+        a->forward(ids, 0, whole, true);
+        b->forward(ids, 0, split, true);
+        for (size_t i = 0; i < whole.size(); ++i) ASSERT_NEAR(whole[i], split[i], 2e-5) << path << " element " << i;
+        std::vector<float> last(static_cast<size_t>(V));
+        b->forward(ids, 0, last, false);
+        for (int64_t v = 0; v < V; ++v)
+            ASSERT_NEAR(last[static_cast<size_t>(v)], whole[(ids.size() - 1) * static_cast<size_t>(V) + static_cast<size_t>(v)], 2e-5) << path;
+    }
+    LoadOptions bad;
+    bad.micro_batch = 0;
+    EXPECT_THROW(LanguageModel::load(test::fixture(kStoriesGguf), bad), InvalidArgument);
+}
+
 struct PplCase {
     std::string model;
     int64_t n_ctx;

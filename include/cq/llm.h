@@ -75,6 +75,9 @@ struct ForwardScratch;
 
 struct LoadOptions {
     int64_t n_ctx = 0;  // KV cache length; 0 = the model's training context (capped at 4096)
+    // Longer prompts run in micro-batches of this many tokens (llama.cpp's n_ubatch): batch buffers are
+    // sized by it, not by the prompt. Results do not depend on it.
+    int64_t micro_batch = 512;
 };
 
 class LanguageModel : public Model {
@@ -108,6 +111,7 @@ private:
     LlmWeights weights_;
     std::unique_ptr<Tokenizer> tokenizer_;
     KvCache cache_;
+    int64_t micro_batch_ = 512;
     void collect_linears(std::vector<Linear*>& out) override;
     std::unique_ptr<ForwardScratch> scratch_;
     friend class LlmLoader;

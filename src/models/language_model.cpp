@@ -286,6 +286,8 @@ std::unique_ptr<LanguageModel> LanguageModel::load(const std::string& path, cons
     if (n_ctx > c.n_ctx_train)
         throw InvalidArgument("[llm] a context of " + std::to_string(n_ctx) + " tokens is longer than this model allows (" +
                               std::to_string(c.n_ctx_train) + ")");
+    if (options.micro_batch < 1) throw InvalidArgument("[llm] the micro-batch must be at least one token (got " + std::to_string(options.micro_batch) + ")");
+    m->micro_batch_ = options.micro_batch;
     m->cache_ = KvCache(c.n_layer, n_ctx, c.n_head_kv * c.head_dim);
     m->scratch_ = std::make_unique<ForwardScratch>();
     return m;
@@ -300,8 +302,17 @@ void LanguageModel::forward(std::span<const int32_t> tokens, int64_t n_past, std
     const size_t need = static_cast<size_t>((all_logits ? T : 1) * config_.n_vocab);
     if (logits.size() < need) throw InvalidArgument("[llm] logits buffer too small");
     scratch_->block_observers = block_observers();
-    if (config_.family == LlmFamily::llama) llama_forward(config_, weights_, cache_, tokens, n_past, logits, all_logits, *scratch_);
-    else gpt2_forward(config_, weights_, cache_, tokens, n_past, logits, all_logits, *scratch_);
+    // Long prompts run in micro-batches of micro_batch_ tokens, as llama.cpp's n_ubatch does: the batch
+    // buffers (activations, MLP, attention scores) are sized by the micro-batch, not the prompt, and each
+    // token's result is the same, since every row of a micro-batch attends to the cache exactly as in one batch.
+    for (int64_t start = 0; start < T; start += micro_batch_) {
+        const int64_t n = std::min(micro_batch_, T - start);
+        // Without all_logits each micro-batch writes its last row's logits to the one row; the last one stays.
+        const std::span<float> out = all_logits ? logits.subspan(static_cast<size_t>(start * config_.n_vocab)) : logits;
+        const auto chunk = tokens.subspan(static_cast<size_t>(start), static_cast<size_t>(n));
+        if (config_.family == LlmFamily::llama) llama_forward(config_, weights_, cache_, chunk, n_past + start, out, all_logits, *scratch_);
+        else gpt2_forward(config_, weights_, cache_, chunk, n_past + start, out, all_logits, *scratch_);
+    }
 }
 
 // A block's Linears in the order the forward pass runs them (llama: q k v o gate up down; gpt2: qkv o up down).
