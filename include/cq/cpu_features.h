@@ -11,6 +11,8 @@ namespace cq {
 
 struct CpuFeatures {
     std::string brand;
+    std::string vendor;           // CPUID vendor string ("AuthenticAMD", "GenuineIntel"); empty on ARM
+    int family = 0, model = 0;    // CPUID display family / model (AMD Zen 4: family 25 from model 16; Zen 5: 26)
     bool sse42 = false, avx = false, avx2 = false, fma = false, f16c = false;
     bool avx512f = false, avx512bw = false, avx512vl = false, avx512dq = false;
     bool avx512_vnni = false, avx512_bf16 = false, avx_vnni = false;

@@ -83,6 +83,7 @@ struct Kernel {
     Fn fn = nullptr;
     const char* name = "";  // e.g. "convert_f16_f32__avx512"
     IsaLevel isa = IsaLevel::ref;
+    const char* why = "";   // why dispatch runs this rung (the ladder, or a measured rung preference)
 };
 
 /// Everything that runs one quantized weight type (ggml's type_traits_cpu, MLAS's quant-GEMM dispatch,
@@ -99,13 +100,23 @@ struct QuantKernels {
     Kernel<GemmQuantFn> gemm_packed;
     PackRowsFn pack_rows = nullptr;       // null: the type has no packed layout
     PackedBytesFn packed_bytes = nullptr;
+    // The same products for one activation row (m = 1: a decode step, which streams the weights once).
+    // A rung can be the faster one for prompts and not for decode, so dispatch chooses these apart;
+    // the ladder fills them with gemm / gemm_packed.
+    Kernel<GemmQuantFn> gemv;
+    Kernel<GemmQuantFn> gemv_packed;
     int64_t row_group = 1;  // a call's rows start at a multiple of it: the packed group, the widest row tile
     size_t packed_row_bytes(int64_t k) const { return packed_bytes(row_group, k) / size_t(row_group); }
     bool runs_packed() const { return gemm_packed.fn && pack_rows; }
+    /// The kernel for m activation rows on the packed layout or the file layout.
+    const Kernel<GemmQuantFn>& kernel_for(int64_t m, bool packed) const {
+        return m == 1 ? (packed ? gemv_packed : gemv) : (packed ? gemm_packed : gemm);
+    }
 };
 
 struct KernelTable {
     IsaLevel level = IsaLevel::ref;  // the rung the table was filled up to
+    const char* tuned_for = "";      // the CPU class whose measured rung preferences it applies ("": plain ladder)
     Kernel<ConvertF16ToF32Fn> convert_f16_f32;
     Kernel<ConvertF32ToF16Fn> convert_f32_f16;
     Kernel<ConvertBF16ToF32Fn> convert_bf16_f32;
@@ -130,18 +141,27 @@ struct KernelTable {
     Kernel<SiluMulF32Fn> silu_mul_f32;
 };
 
-/// The table for this process: the detected level, or the one CQ_ISA names (InvalidArgument if
-/// CQ_ISA is unknown or above what the CPU supports).
+/// The table for this process: the detected level tuned for this CPU class (make_tuned_kernel_table), or
+/// the plain ladder up to the level CQ_ISA names (InvalidArgument if CQ_ISA is unknown or above what
+/// the CPU supports).
 const KernelTable& kernel_table();
-/// A table filled up to `level` (must be supported by this CPU); used by tests to reach every variant.
+/// A table filled up to `level` (must be supported by this CPU), every op on the highest rung that has a
+/// kernel for it (the plain ladder); used by tests to reach every variant.
 KernelTable make_kernel_table(IsaLevel level);
+/// The CPU class rung preferences are measured per ("amd_zen3", "amd_zen4", "amd_zen5", "intel"; "" if
+/// unknown), from the CPUID vendor, family and features.
+std::string_view dispatch_cpu_class();
+/// make_kernel_table(level), then every op that bench_dispatch measured faster on a lower rung on
+/// `cpu_class` moved down to that rung (the rung-preference table of src/kernels/dispatch.cpp).
+KernelTable make_tuned_kernel_table(IsaLevel level, std::string_view cpu_class);
 
 struct KernelListing {
     std::string op;
     std::string kernel;
     std::string isa;
+    std::string why;  // the ladder, CQ_ISA, or the measurement that chose the rung
 };
-/// op → chosen kernel, for `cq info --kernels`.
+/// op → chosen kernel and why, for `cq info --kernels`.
 std::vector<KernelListing> list_kernels(const KernelTable& table);
 
 }  // namespace cq

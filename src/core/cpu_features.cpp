@@ -35,7 +35,17 @@ CpuFeatures detect() {
     CpuFeatures f;
     const unsigned max_leaf = __get_cpuid_max(0, nullptr);
     if (max_leaf < 1) return f;
+    const Regs l0 = cpuid(0, 0);
+    char vendor[13] = {};
+    std::memcpy(vendor + 0, &l0.b, 4);
+    std::memcpy(vendor + 4, &l0.d, 4);
+    std::memcpy(vendor + 8, &l0.c, 4);
+    f.vendor = vendor;
     const Regs l1 = cpuid(1, 0);
+    // Display family/model: the extended fields count only from base family 15 (family) / 6 or 15 (model).
+    const int base_family = int((l1.a >> 8) & 0xF), base_model = int((l1.a >> 4) & 0xF);
+    f.family = base_family == 15 ? base_family + int((l1.a >> 20) & 0xFF) : base_family;
+    f.model = (base_family == 6 || base_family == 15) ? base_model + (int((l1.a >> 16) & 0xF) << 4) : base_model;
     f.sse42 = bit(l1.c, 20);
     const bool osxsave = bit(l1.c, 27);
     uint64_t xcr0 = 0;

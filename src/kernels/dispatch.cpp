@@ -4,6 +4,7 @@
 
 #include <array>
 #include <cstdlib>
+#include <optional>
 #include <string>
 
 #include "cq/dtype.h"
@@ -144,15 +145,143 @@ KernelTable make_kernel_table(IsaLevel level) {
         CQ_SET(dot_u8_s8, dot_u8_s8__neon, IsaLevel::neon);
     }
 #endif
-    for (QuantKernels& q : t.quant)
+    for (QuantKernels& q : t.quant) {
         if (q.act_type != DType::F32) q.quantize_act = act[static_cast<size_t>(q.act_type)];
+        q.gemv = q.gemm;  // one kernel for every m until a rung preference parts them
+        q.gemv_packed = q.gemm_packed;
+    }
+    return t;
+}
+
+namespace {
+
+// Calls f(op, slot of each table…) for every op of the kernel table, named as `cq info --kernels` lists
+// them: the float and INT8 ops by field, then per quantized type gemm_<type>, gemm_<type>x8 (its packed
+// layout), gemv_<type> and gemv_<type>x8 (the same at m = 1) and quantize_row_<type> (activation types only). All tables share one layout, so a slot of one
+// can be copied into another.
+template <typename F, typename... Tables>
+void visit_slots(F&& f, Tables&... t) {
+    f(std::string("convert_f16_f32"), t.convert_f16_f32...);
+    f(std::string("convert_f32_f16"), t.convert_f32_f16...);
+    f(std::string("convert_bf16_f32"), t.convert_bf16_f32...);
+    f(std::string("convert_f32_bf16"), t.convert_f32_bf16...);
+    f(std::string("dot_u8_s8"), t.dot_u8_s8...);
+    f(std::string("gemm_f32"), t.gemm_f32...);
+    f(std::string("gemm_f32_nn"), t.gemm_f32_nn...);
+    f(std::string("gemv_f32"), t.gemv_f32...);
+    f(std::string("quantize_rows_u8_dynamic"), t.quantize_rows_u8_dynamic...);
+    f(std::string("quantize_rows_u8_static"), t.quantize_rows_u8_static...);
+    f(std::string("gemm_u8s8"), t.gemm_u8s8...);
+    f(std::string("gemm_u7s8"), t.gemm_u7s8...);
+    f(std::string("gelu_erf_f32"), t.gelu_erf_f32...);
+    f(std::string("softmax_f32"), t.softmax_f32...);
+    f(std::string("silu_mul_f32"), t.silu_mul_f32...);
+    for (size_t id = 0; id < kMaxGgmlTypes; ++id) {
+        const auto type = dtype_from_ggml_id(static_cast<uint32_t>(id));
+        if (!type) continue;
+        const std::string name(dtype_name(*type));
+        f("gemm_" + name, t.quant[id].gemm...);
+        f("gemm_" + name + "x8", t.quant[id].gemm_packed...);
+        f("gemv_" + name, t.quant[id].gemv...);
+        f("gemv_" + name + "x8", t.quant[id].gemv_packed...);
+        if (((t.quant[id].act_type == *type) && ...)) f("quantize_row_" + name, t.quant[id].quantize_act...);
+    }
+}
+
+// A rung preference: on CPUs of `cpu_class`, `op` runs the kernel of `rung` (not above the table's
+// level), because bench_dispatch measured it the fastest there; `why` says what was measured. An entry
+// whose rung is the ladder's own choice records the measurement that confirms it. Ops without an entry
+// stay on the highest rung that has them. A new format or kernel adds its lines here once measured.
+struct RungPreference {
+    const char* cpu_class;
+    const char* op;
+    IsaLevel rung;
+    const char* why;
+};
+
+constexpr RungPreference kRungPreferences[] = {
+    // AMD Zen 4 (EPYC family 25 model 17, 2-core VM): 512-bit ops run as two 256-bit halves, so zmm FMA
+    // peaks where ymm does (bench_peaks: 116 GFLOP/s per core both) and vpdpbusd is 2× the AVX2 INT8 step.
+    // bench_dispatch, 2026-12-05, medians of 3-7 rounds; decode = m 1, n 4096, k 4096 from memory;
+    // prompt = m 512, n 2048, k 4096; INT8 = BERT-base at 1024 tokens. Ratios are rung ÷ the other rung.
+    {"amd_zen4", "gemm_q4_0", IsaLevel::avx2, "vnni 0.82x avx2 on a 512-token prompt on Zen 4: keep avx2"},
+    {"amd_zen4", "gemv_q4_0", IsaLevel::avx2, "vnni 0.77-0.83x avx2 at decode on Zen 4: keep avx2"},
+    {"amd_zen4", "gemm_q4_0x8", IsaLevel::avx512_vnni, "vnni 1.13-1.19x avx2 on a 512-token prompt on Zen 4"},
+    {"amd_zen4", "gemv_q4_0x8", IsaLevel::avx512_vnni, "vnni 0.99-1.06x avx2 at decode on Zen 4 (a tie)"},
+    {"amd_zen4", "gemm_q8_0", IsaLevel::avx512_vnni, "vnni 1.28x avx2 on a 512-token prompt on Zen 4"},
+    {"amd_zen4", "gemv_q8_0", IsaLevel::avx2, "vnni 0.95-0.98x avx2 at decode on Zen 4: keep avx2"},
+    {"amd_zen4", "gemm_q8_0x8", IsaLevel::avx512_vnni, "vnni 1.34x avx2 on a 512-token prompt on Zen 4"},
+    {"amd_zen4", "gemv_q8_0x8", IsaLevel::avx2, "vnni 0.93-1.02x avx2 at decode on Zen 4 (median 0.98): keep avx2"},
+    {"amd_zen4", "gemm_q4_K", IsaLevel::avx512_vnni, "vnni 1.25x avx2 on a 512-token prompt on Zen 4"},
+    {"amd_zen4", "gemv_q4_K", IsaLevel::avx2, "vnni 0.90-0.93x avx2 at decode on Zen 4: keep avx2"},
+    {"amd_zen4", "gemm_q4_Kx8", IsaLevel::avx512_vnni, "vnni 0.96-1.06x avx2 on a 512-token prompt on Zen 4 (median 1.05)"},
+    {"amd_zen4", "gemv_q4_Kx8", IsaLevel::avx2, "vnni 0.87-1.01x avx2 at decode on Zen 4 (median 0.95): keep avx2"},
+    {"amd_zen4", "gemm_q6_K", IsaLevel::avx512_vnni, "vnni 1.33x avx2 on a 512-token prompt on Zen 4"},
+    {"amd_zen4", "gemv_q6_K", IsaLevel::avx2, "vnni 0.83-0.99x avx2 at decode on Zen 4: keep avx2"},
+    {"amd_zen4", "gemm_u8s8", IsaLevel::avx512_vnni, "vnni 1.6-1.75x avx2 on BERT-base shapes on Zen 4"},
+    {"amd_zen4", "gemm_u7s8", IsaLevel::avx2, "vnni (its u8s8 kernel) 0.91-0.97x the avx2 vpmaddubsw kernel on Zen 4: keep avx2"},
+    {"amd_zen4", "quantize_rows_u8_dynamic", IsaLevel::avx512_vnni, "vnni 1.04-1.09x avx2 on Zen 4"},
+    {"amd_zen4", "quantize_rows_u8_static", IsaLevel::avx2, "vnni 0.89-0.90x avx2 on Zen 4: keep avx2"},
+    {"amd_zen4", "dot_u8_s8", IsaLevel::avx512_vnni, "vnni 1.7x avx2 on Zen 4"},
+    {"amd_zen4", "gemv_f32", IsaLevel::avx512, "avx512 1.00-1.22x avx2 at decode on Zen 4"},
+    {"amd_zen4", "convert_f16_f32", IsaLevel::avx512, "avx512 1.00-1.02x avx2 on Zen 4 (a tie)"},
+    {"amd_zen4", "convert_f32_f16", IsaLevel::avx2, "avx512 0.91-0.93x avx2 on Zen 4: keep avx2"},
+    {"amd_zen4", "convert_bf16_f32", IsaLevel::avx512, "avx512 1.01-1.03x avx2 on Zen 4"},
+    {"amd_zen4", "convert_f32_bf16", IsaLevel::avx512, "avx512 1.03-1.10x avx2 on Zen 4"},
+};
+
+// CPUID vendor + family (+ AVX-512 within AMD family 25: Zen 3 has none, Zen 4 has it) → the class
+// rung preferences are measured per.
+struct CpuClassRule {
+    const char* vendor;
+    int family;  // 0: any
+    int avx512;  // 1: needs AVX-512 F, 0: must lack it, -1: either
+    const char* cpu_class;
+};
+constexpr CpuClassRule kCpuClasses[] = {
+    {"AuthenticAMD", 25, 0, "amd_zen3"},
+    {"AuthenticAMD", 25, 1, "amd_zen4"},
+    {"AuthenticAMD", 26, -1, "amd_zen5"},
+    {"GenuineIntel", 0, -1, "intel"},
+};
+
+}  // namespace
+
+std::string_view dispatch_cpu_class() {
+    const CpuFeatures& f = cpu_features();
+    for (const CpuClassRule& r : kCpuClasses)
+        if (f.vendor == r.vendor && (r.family == 0 || r.family == f.family) && (r.avx512 < 0 || r.avx512 == int(f.avx512f)))
+            return r.cpu_class;
+    return "";
+}
+
+KernelTable make_tuned_kernel_table(IsaLevel level, std::string_view cpu_class) {
+    KernelTable t = make_kernel_table(level);
+    std::array<std::optional<KernelTable>, static_cast<size_t>(IsaLevel::neon_dotprod) + 1> rungs;  // built on demand
+    for (const RungPreference& p : kRungPreferences) {
+        if (cpu_class != p.cpu_class || !reaches(level, p.rung)) continue;
+        auto& from = rungs[static_cast<size_t>(p.rung)];
+        if (!from) from = make_kernel_table(p.rung);
+        visit_slots(
+                [&](const std::string& op, auto& slot, const auto& lower) {
+                    if (op != p.op || !slot.fn || !lower.fn) return;
+                    slot = lower;
+                    slot.why = p.why;
+                },
+                t, *from);
+    }
+    // The activation quantizers live in their own type's slot; the weight types read them from there.
+    for (QuantKernels& q : t.quant)
+        if (q.act_type != DType::F32) q.quantize_act = t.quant[static_cast<size_t>(q.act_type)].quantize_act;
+    for (const CpuClassRule& r : kCpuClasses)
+        if (cpu_class == r.cpu_class) t.tuned_for = r.cpu_class;
     return t;
 }
 
 namespace {
 KernelTable make_process_table() {
     const char* forced = std::getenv("CQ_ISA");
-    if (!forced || !*forced) return make_kernel_table(detected_isa_level());
+    if (!forced || !*forced) return make_tuned_kernel_table(detected_isa_level(), dispatch_cpu_class());
     const auto level = isa_level_from_name(forced);
     if (!level) {
         std::string valid;
@@ -161,7 +290,7 @@ KernelTable make_process_table() {
             valid += (valid.empty() ? "" : ", ") + std::string(isa_level_name(l));
         throw InvalidArgument("[dispatch] CQ_ISA='" + std::string(forced) + "' is not an ISA level; use one of: " + valid);
     }
-    return make_kernel_table(*level);
+    return make_kernel_table(*level);  // a forced level is the plain ladder: every rung's kernels stay reachable
 }
 }  // namespace
 
@@ -183,35 +312,13 @@ const KernelTable& kernel_table() {
 
 std::vector<KernelListing> list_kernels(const KernelTable& t) {
     std::vector<KernelListing> out;
-    auto add = [&](const char* op, const auto& k) {
-        out.push_back({op, k.name, std::string(isa_level_name(k.isa))});
-    };
-    add("convert_f16_f32", t.convert_f16_f32);
-    add("convert_f32_f16", t.convert_f32_f16);
-    add("convert_bf16_f32", t.convert_bf16_f32);
-    add("convert_f32_bf16", t.convert_f32_bf16);
-    add("dot_u8_s8", t.dot_u8_s8);
-    add("gemm_f32", t.gemm_f32);
-    add("gemm_f32_nn", t.gemm_f32_nn);
-    add("gemv_f32", t.gemv_f32);
-    add("quantize_rows_u8_dynamic", t.quantize_rows_u8_dynamic);
-    add("quantize_rows_u8_static", t.quantize_rows_u8_static);
-    add("gemm_u8s8", t.gemm_u8s8);
-    add("gemm_u7s8", t.gemm_u7s8);
-    add("gelu_erf_f32", t.gelu_erf_f32);
-    add("softmax_f32", t.softmax_f32);
-    add("silu_mul_f32", t.silu_mul_f32);
-    // Per quantized type: gemm_<weights>, gemm_<weights>x8 (the packed layout built at load), and the
-    // quantizer of each activation type as quantize_row_<activations>.
-    for (size_t id = 0; id < kMaxGgmlTypes; ++id) {
-        const auto type = dtype_from_ggml_id(static_cast<uint32_t>(id));
-        const QuantKernels& q = t.quant[id];
-        if (!type) continue;
-        const std::string name(dtype_name(*type));
-        if (q.gemm.fn) add(("gemm_" + name).c_str(), q.gemm);
-        if (q.gemm_packed.fn) add(("gemm_" + name + "x8").c_str(), q.gemm_packed);
-        if (q.act_type == *type && q.quantize_act.fn) add(("quantize_row_" + name).c_str(), q.quantize_act);
-    }
+    const std::string ladder = "the highest rung up to " + std::string(isa_level_name(t.level)) + " that has it" +
+                               (*t.tuned_for ? " (no rung preference for " + std::string(t.tuned_for) + ")" : " (plain ladder)");
+    visit_slots(
+            [&](const std::string& op, const auto& k) {
+                if (k.fn) out.push_back({op, k.name, std::string(isa_level_name(k.isa)), *k.why ? k.why : ladder});
+            },
+            t);
     return out;
 }
 

@@ -38,7 +38,7 @@ void linear_quantized(const Linear& layer, const float* x, int64_t T, float* y) 
         for (int64_t t = t0; t < t1; ++t) quantize(x + t * n_in, xq_data + static_cast<size_t>(t) * act_row, n_in);
     });
     const bool packed = layer.x8 && q.runs_packed();
-    const auto gemm = packed ? q.gemm_packed.fn : q.gemm.fn;
+    const auto gemm = q.kernel_for(T, packed).fn;
     const auto* wp = packed ? layer.x8->data() : static_cast<const uint8_t*>(w.data());
     const size_t w_row = packed ? q.packed_row_bytes(n_in)  // a packed row's share of its group
                                 : static_cast<size_t>(*dtype_bytes(w.dtype(), static_cast<uint64_t>(n_in)));

@@ -27,7 +27,7 @@ nlohmann::json kernels_json() {
     const CpuFeatures& f = cpu_features();
     const KernelTable& t = cq::kernel_table();
     nlohmann::json ops = nlohmann::json::array();
-    for (const auto& k : list_kernels(t)) ops.push_back({{"op", k.op}, {"kernel", k.kernel}, {"isa", k.isa}});
+    for (const auto& k : list_kernels(t)) ops.push_back({{"op", k.op}, {"kernel", k.kernel}, {"isa", k.isa}, {"why", k.why}});
     nlohmann::json levels = nlohmann::json::array();
     for (IsaLevel l : supported_isa_levels()) levels.push_back(std::string(isa_level_name(l)));
     return {{"cpu", f.brand},
@@ -35,6 +35,8 @@ nlohmann::json kernels_json() {
             {"detected_level", std::string(isa_level_name(detected_isa_level()))},
             {"supported_levels", levels},
             {"level", std::string(isa_level_name(t.level))},
+            {"cpu_class", std::string(dispatch_cpu_class())},
+            {"tuned_for", std::string(t.tuned_for)},
             {"kernels", ops}};
 }
 
@@ -45,9 +47,11 @@ void print_kernels(const nlohmann::json& k) {
     std::cout << "features  " << features << '\n';
     std::cout << "isa level " << k["level"].get<std::string>();
     if (k["level"] != k["detected_level"]) std::cout << " (forced by CQ_ISA; detected " << k["detected_level"].get<std::string>() << ")";
+    std::cout << "\ncpu class " << (k["cpu_class"] == "" ? std::string("(unknown)") : k["cpu_class"].get<std::string>());
+    if (k["tuned_for"] == "") std::cout << " (plain ladder: no rung preferences applied)";
     std::cout << "\n\n";
-    std::vector<std::vector<std::string>> rows{{"op", "kernel", "isa"}};
-    for (const auto& op : k["kernels"]) rows.push_back({op["op"], op["kernel"], op["isa"]});
+    std::vector<std::vector<std::string>> rows{{"op", "kernel", "isa", "why"}};
+    for (const auto& op : k["kernels"]) rows.push_back({op["op"], op["kernel"], op["isa"], op["why"]});
     print_table(rows, {}, 0);
 }
 
