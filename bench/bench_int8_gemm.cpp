@@ -1,11 +1,9 @@
 // Google Benchmark of the INT8 W8A8 matrix products (gemm_u8s8, and gemm_u7s8 on 7-bit activations) of
 // every ISA level this CPU runs, next to the float gemm on the same BERT-base shapes (m = 1024 tokens;
-// single-threaded, as the ops call them): GOP/s = 2·m·n·k per second; the u8 activation quantizers
-// (GB/s of f32 read); and this core's FP32 / INT8 peaks (peak_*), for fractions of peak from one run.
+// single-threaded, as the ops call them): GOP/s = 2·m·n·k per second and %peak, its share of this core's
+// INT8 (or, for the float gemm, FP32) peak measured at start-up (bench/peak_probes.h, printed in the
+// context); the u8 activation quantizers in GB/s of f32 read.
 #include <benchmark/benchmark.h>
-#if defined(__x86_64__)
-#include <immintrin.h>
-#endif
 
 #include <cstdint>
 #include <random>
@@ -16,6 +14,7 @@
 #include "cq/cpu_features.h"
 #include "cq/int8_gemm.h"
 #include "cq/kernels.h"
+#include "peak_probes.h"
 
 namespace {
 
@@ -27,9 +26,13 @@ std::vector<float> random_floats(size_t n, uint32_t seed) {
     return v;
 }
 
-void set_gops(benchmark::State& state, int64_t m, int64_t n, int64_t k) {
-    state.counters["GOP/s"] = benchmark::Counter(double(state.iterations()) * 2.0 * double(m) * double(n) * double(k) / 1e9,
-                                                 benchmark::Counter::kIsRate);
+cq::bench::CorePeaks g_peaks;  // measured once in main, before the benchmarks
+
+// GOP/s and its percentage of `peak` (GOP/s; 0: unknown).
+void set_gops(benchmark::State& state, int64_t m, int64_t n, int64_t k, double peak) {
+    const double gop = double(state.iterations()) * 2.0 * double(m) * double(n) * double(k) / 1e9;
+    state.counters["GOP/s"] = benchmark::Counter(gop, benchmark::Counter::kIsRate);
+    if (peak > 0) state.counters["%peak"] = benchmark::Counter(gop * 100.0 / peak, benchmark::Counter::kIsRate);
 }
 
 // Activations in [0, a_max]: 255 for gemm_u8s8, 127 for gemm_u7s8.
@@ -49,7 +52,7 @@ void bench_gemm_u8s8(benchmark::State& state, cq::GemmU8S8Fn gemm, int32_t a_max
              bias.data(), c.data(), n);
         benchmark::ClobberMemory();
     }
-    set_gops(state, m, n, k);
+    set_gops(state, m, n, k, g_peaks.int8_gops);
 }
 
 void bench_gemm_f32(benchmark::State& state, cq::GemmF32Fn fn) {
@@ -60,7 +63,7 @@ void bench_gemm_f32(benchmark::State& state, cq::GemmF32Fn fn) {
         fn(m, n, k, a.data(), k, b.data(), k, c.data(), n);
         benchmark::ClobberMemory();
     }
-    set_gops(state, m, n, k);
+    set_gops(state, m, n, k, g_peaks.fp32_gflops);
 }
 
 void bench_quantize_dynamic(benchmark::State& state, cq::QuantizeRowsU8DynamicFn fn) {
@@ -76,97 +79,6 @@ void bench_quantize_dynamic(benchmark::State& state, cq::QuantizeRowsU8DynamicFn
     state.counters["GB/s_in"] = benchmark::Counter(double(state.iterations()) * 4.0 * double(m * k) / 1e9, benchmark::Counter::kIsRate);
 }
 
-#if defined(__x86_64__)
-// This core's peaks, measured in the same run as the kernels so a GEMM's fraction of peak is read off
-// one table: independent accumulator chains of the inner-loop instructions (12 FP32, 8 INT8), no memory
-// traffic.
-// FP32: vfmadd231ps ymm (16 FLOP each). INT8 without VNNI: the exact 7-bit triple of gemm_u7s8
-// (vpmaddubsw + vpmaddwd with ones + vpaddd: 32 multiply-adds = 64 OP). With VNNI: vpdpbusd zmm (128 OP).
-constexpr int kChains = 12;
-__attribute__((target("avx2,fma"))) void peak_fp32_avx2(benchmark::State& state) {
-    __m256 acc[kChains];
-    for (int i = 0; i < kChains; ++i) acc[i] = _mm256_set1_ps(float(i));
-    const __m256 b = _mm256_set1_ps(1.0000001f), c = _mm256_set1_ps(1e-7f);
-    const int64_t iters = 1 << 20;
-    for (auto _ : state) {
-        for (int64_t k = 0; k < iters; ++k)
-            for (int i = 0; i < kChains; ++i) acc[i] = _mm256_fmadd_ps(acc[i], b, c);
-        for (int i = 0; i < kChains; ++i) benchmark::DoNotOptimize(acc[i]);
-    }
-    state.counters["GOP/s"] = benchmark::Counter(double(state.iterations()) * double(iters) * kChains * 16, benchmark::Counter::kIsRate);
-}
-// Written in assembly: from intrinsics GCC either hoists the loop-invariant multiplies (the probe then
-// times vpaddd alone) or keeps the accumulators in memory. 8 independent accumulators (ymm0..7), each
-// fed by vpmaddubsw + vpmaddwd(ones) from 2 activation × 2 weight registers: a GEMM's register tile.
-__attribute__((target("avx2"))) void peak_int8_u7s8_avx2(benchmark::State& state) {
-    const int64_t iters = 1 << 20;
-    for (auto _ : state) {
-        int64_t n = iters;
-        asm volatile(
-                "vpxor %%ymm0, %%ymm0, %%ymm0\n\t"
-                "vmovdqa %%ymm0, %%ymm1\n\tvmovdqa %%ymm0, %%ymm2\n\tvmovdqa %%ymm0, %%ymm3\n\t"
-                "vmovdqa %%ymm0, %%ymm4\n\tvmovdqa %%ymm0, %%ymm5\n\tvmovdqa %%ymm0, %%ymm6\n\tvmovdqa %%ymm0, %%ymm7\n\t"
-                "vpcmpeqw %%ymm11, %%ymm11, %%ymm11\n\tvpsrlw $15, %%ymm11, %%ymm11\n\t"  // ones
-                "vpaddw %%ymm11, %%ymm11, %%ymm12\n\tvpaddw %%ymm12, %%ymm11, %%ymm13\n\t"
-                "vpsllw $3, %%ymm11, %%ymm14\n\tvpsllw $2, %%ymm11, %%ymm15\n\t"
-                "1:\n\t"
-                "vpmaddubsw %%ymm14, %%ymm12, %%ymm8\n\t"
-                "vpmaddwd %%ymm11, %%ymm8, %%ymm8\n\t"
-                "vpaddd %%ymm8, %%ymm0, %%ymm0\n\t"
-                "vpmaddubsw %%ymm15, %%ymm12, %%ymm9\n\t"
-                "vpmaddwd %%ymm11, %%ymm9, %%ymm9\n\t"
-                "vpaddd %%ymm9, %%ymm1, %%ymm1\n\t"
-                "vpmaddubsw %%ymm14, %%ymm13, %%ymm10\n\t"
-                "vpmaddwd %%ymm11, %%ymm10, %%ymm10\n\t"
-                "vpaddd %%ymm10, %%ymm2, %%ymm2\n\t"
-                "vpmaddubsw %%ymm15, %%ymm13, %%ymm8\n\t"
-                "vpmaddwd %%ymm11, %%ymm8, %%ymm8\n\t"
-                "vpaddd %%ymm8, %%ymm3, %%ymm3\n\t"
-                "vpmaddubsw %%ymm14, %%ymm12, %%ymm9\n\t"
-                "vpmaddwd %%ymm11, %%ymm9, %%ymm9\n\t"
-                "vpaddd %%ymm9, %%ymm4, %%ymm4\n\t"
-                "vpmaddubsw %%ymm15, %%ymm12, %%ymm10\n\t"
-                "vpmaddwd %%ymm11, %%ymm10, %%ymm10\n\t"
-                "vpaddd %%ymm10, %%ymm5, %%ymm5\n\t"
-                "vpmaddubsw %%ymm14, %%ymm13, %%ymm8\n\t"
-                "vpmaddwd %%ymm11, %%ymm8, %%ymm8\n\t"
-                "vpaddd %%ymm8, %%ymm6, %%ymm6\n\t"
-                "vpmaddubsw %%ymm15, %%ymm13, %%ymm9\n\t"
-                "vpmaddwd %%ymm11, %%ymm9, %%ymm9\n\t"
-                "vpaddd %%ymm9, %%ymm7, %%ymm7\n\t"
-                "dec %0\n\t"
-                "jnz 1b\n\t"
-                : "+r"(n)
-                :
-                : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11",
-                  "xmm12", "xmm13", "xmm14", "xmm15", "cc");
-    }
-    state.counters["GOP/s"] = benchmark::Counter(double(state.iterations()) * double(iters) * 8 * 64, benchmark::Counter::kIsRate);
-}
-__attribute__((target("avx512f,avx512bw,avx512vnni"))) void peak_int8_vnni_avx512(benchmark::State& state) {
-    __m512i acc[kChains];
-    for (int i = 0; i < kChains; ++i) acc[i] = _mm512_set1_epi32(i);
-    const __m512i a = _mm512_set1_epi8(3), w = _mm512_set1_epi8(-5);
-    const int64_t iters = 1 << 20;
-    for (auto _ : state) {
-        for (int64_t k = 0; k < iters; ++k)
-            for (int i = 0; i < kChains; ++i) acc[i] = _mm512_dpbusd_epi32(acc[i], a, w);
-        for (int i = 0; i < kChains; ++i) benchmark::DoNotOptimize(acc[i]);
-    }
-    state.counters["GOP/s"] = benchmark::Counter(double(state.iterations()) * double(iters) * kChains * 128, benchmark::Counter::kIsRate);
-}
-
-void register_peaks() {
-    if (cq::cpu_supports(cq::IsaLevel::avx2)) {
-        benchmark::RegisterBenchmark("peak_fp32_fma_avx2", peak_fp32_avx2)->Unit(benchmark::kMillisecond);
-        benchmark::RegisterBenchmark("peak_int8_u7s8_avx2", peak_int8_u7s8_avx2)->Unit(benchmark::kMillisecond);
-    }
-    if (cq::cpu_supports(cq::IsaLevel::avx512_vnni))
-        benchmark::RegisterBenchmark("peak_int8_vpdpbusd_avx512", peak_int8_vnni_avx512)->Unit(benchmark::kMillisecond);
-}
-#else
-void register_peaks() {}
-#endif
 
 // BERT-base at 1024 tokens: attention projections, FFN up, FFN down. The scalar reference gets the first only.
 void bert_args(benchmark::internal::Benchmark* b, bool reference) {
@@ -202,7 +114,9 @@ int main(int argc, char** argv) {
     (void)cq::kernel_table();  // sets OpenBLAS to one thread: every kernel here runs on one core
     benchmark::AddCustomContext("cq_detected_isa", std::string(cq::isa_level_name(cq::detected_isa_level())));
     benchmark::AddCustomContext("cpu", cq::cpu_features().brand);
-    register_peaks();
+    g_peaks = cq::bench::measure_core_peaks();
+    benchmark::AddCustomContext("peak_int8_GOPs", std::to_string(g_peaks.int8_gops) + " (" + g_peaks.int8_probe + ", one core)");
+    benchmark::AddCustomContext("peak_fp32_GFLOPs", std::to_string(g_peaks.fp32_gflops) + " (" + g_peaks.fp32_probe + ", one core)");
     register_all();
     benchmark::RunSpecifiedBenchmarks();
 }

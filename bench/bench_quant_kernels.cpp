@@ -1,6 +1,8 @@
 // Google Benchmark of the quantized matrix products and activation quantizers of every ISA level this
 // CPU runs, next to the float gemv/gemm on the same shapes (single-threaded, as the ops call them):
-// m = 1 (decode) reports GB/s of weights read, m = 128 / 512 (prompt) GOP/s (2·m·n·k).
+// m = 1 (decode) reports GB/s of weights read, m = 128 / 512 (prompt) GOP/s (2·m·n·k); %peak_bw and
+// %peak_op are their shares of this core's read bandwidth and INT8 (FP32 for the float kernels) peak,
+// measured at start-up (bench/peak_probes.h, printed in the context).
 #include <benchmark/benchmark.h>
 
 #include <cstdint>
@@ -12,10 +14,23 @@
 #include "cq/cpu_features.h"
 #include "cq/dtype.h"
 #include "cq/kernels.h"
+#include "peak_probes.h"
 
 namespace {
 
 using cq::DType;
+
+cq::bench::CorePeaks g_peaks;  // measured once in main, before the benchmarks
+
+// GB/s of weights, GOP/s, and their shares of the read bandwidth and of `op_peak` (GOP/s).
+void set_rates(benchmark::State& state, double weight_bytes, double ops, double op_peak) {
+    const double iters = double(state.iterations());
+    state.counters["GB/s_w"] = benchmark::Counter(iters * weight_bytes / 1e9, benchmark::Counter::kIsRate);
+    state.counters["GOP/s"] = benchmark::Counter(iters * ops / 1e9, benchmark::Counter::kIsRate);
+    if (g_peaks.read_gbs > 0)
+        state.counters["%peak_bw"] = benchmark::Counter(iters * weight_bytes / 1e9 * 100.0 / g_peaks.read_gbs, benchmark::Counter::kIsRate);
+    if (op_peak > 0) state.counters["%peak_op"] = benchmark::Counter(iters * ops / 1e9 * 100.0 / op_peak, benchmark::Counter::kIsRate);
+}
 
 constexpr DType kWeightTypes[] = {DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1,
                                   DType::Q2_K, DType::Q3_K, DType::Q4_K, DType::Q5_K, DType::Q6_K};
@@ -70,9 +85,7 @@ void bench_gemm_quant(benchmark::State& state, DType type, cq::QuantKernels q, b
         gemm(m, n, k, a.data(), arb, w.data(), wrb, c.data(), n);
         benchmark::ClobberMemory();
     }
-    const double iters = double(state.iterations());
-    state.counters["GB/s_w"] = benchmark::Counter(iters * double(w.size()) / 1e9, benchmark::Counter::kIsRate);
-    state.counters["GOP/s"] = benchmark::Counter(iters * 2.0 * double(m) * double(n) * double(k) / 1e9, benchmark::Counter::kIsRate);
+    set_rates(state, double(w.size()), 2.0 * double(m) * double(n) * double(k), g_peaks.int8_gops);
 }
 
 void bench_quantize(benchmark::State& state, cq::QuantizeRowFn fn, DType act) {
@@ -95,9 +108,7 @@ void bench_gemv_f32(benchmark::State& state, cq::GemvF32Fn fn) {
         fn(n, k, w.data(), k, x.data(), y.data());
         benchmark::ClobberMemory();
     }
-    const double iters = double(state.iterations());
-    state.counters["GB/s_w"] = benchmark::Counter(iters * 4.0 * double(n * k) / 1e9, benchmark::Counter::kIsRate);
-    state.counters["GOP/s"] = benchmark::Counter(iters * 2.0 * double(n * k) / 1e9, benchmark::Counter::kIsRate);
+    set_rates(state, 4.0 * double(n * k), 2.0 * double(n * k), g_peaks.fp32_gflops);
 }
 
 void bench_gemm_f32(benchmark::State& state, cq::GemmF32Fn fn) {
@@ -108,9 +119,7 @@ void bench_gemm_f32(benchmark::State& state, cq::GemmF32Fn fn) {
         fn(m, n, k, a.data(), k, b.data(), k, c.data(), n);
         benchmark::ClobberMemory();
     }
-    const double iters = double(state.iterations());
-    state.counters["GB/s_w"] = benchmark::Counter(iters * 4.0 * double(n * k) / 1e9, benchmark::Counter::kIsRate);
-    state.counters["GOP/s"] = benchmark::Counter(iters * 2.0 * double(m) * double(n) * double(k) / 1e9, benchmark::Counter::kIsRate);
+    set_rates(state, 4.0 * double(n * k), 2.0 * double(m) * double(n) * double(k), g_peaks.fp32_gflops);
 }
 
 // Decode shapes (m = 1): BERT-base / GPT-2 projection and FFN, and a LLaMA-7B projection that no cache holds.
@@ -167,6 +176,10 @@ int main(int argc, char** argv) {
     (void)cq::kernel_table();  // sets OpenBLAS to one thread: every kernel here runs on one core
     benchmark::AddCustomContext("cq_detected_isa", std::string(cq::isa_level_name(cq::detected_isa_level())));
     benchmark::AddCustomContext("cpu", cq::cpu_features().brand);
+    g_peaks = cq::bench::measure_core_peaks();
+    benchmark::AddCustomContext("peak_int8_GOPs", std::to_string(g_peaks.int8_gops) + " (" + g_peaks.int8_probe + ", one core)");
+    benchmark::AddCustomContext("peak_fp32_GFLOPs", std::to_string(g_peaks.fp32_gflops) + " (" + g_peaks.fp32_probe + ", one core)");
+    benchmark::AddCustomContext("peak_read_GBs", std::to_string(g_peaks.read_gbs) + " (one core)");
     register_all();
     benchmark::RunSpecifiedBenchmarks();
 }
