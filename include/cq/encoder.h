@@ -87,6 +87,11 @@ public:
     const std::string& architecture() const override { return config_.architecture; }
     int64_t n_blocks() const override { return config_.n_layer; }
     std::vector<LayerInfo> layers() const override;
+    /// Writes cq's encoder container (GGUF, general.architecture "cq-encoder"): the HF directory's tensors in
+    /// its order, W8A8 Linears as I8 + per-channel scales (+ the static input scale and zero point), the
+    /// word embeddings in the type the model holds, and the HF config / tokenizer files embedded, so
+    /// EncoderModel::load reads it back. Unsupported for a model loaded from a container.
+    void save(const std::string& path, const SaveOptions& options = {}) const override;
 
     /// texts (and optional second segments for pairs) → [CLS] a [SEP] (b [SEP]) ids (RoBERTa: <s> a </s></s> b </s>),
     /// truncating the word pieces (longest segment first) to fit max_len, padded to the longest in the batch.

@@ -78,6 +78,8 @@ struct LoadOptions {
     // Longer prompts run in micro-batches of this many tokens (llama.cpp's n_ubatch): batch buffers are
     // sized by it, not by the prompt. Results do not depend on it.
     int64_t micro_batch = 512;
+    // false: no load-time packed copies of the weights (a model loaded to be changed and saved, not run fast)
+    bool pack_for_kernels = true;
 };
 
 class LanguageModel : public Model {
@@ -102,6 +104,10 @@ public:
     /// Runs `tokens` at positions [n_past, n_past + T) and writes logits [T, n_vocab] (all positions)
     /// or [1, n_vocab] (the last one) to `logits`. Positions ≥ n_past + T are forgotten.
     void forward(std::span<const int32_t> tokens, int64_t n_past, std::span<float> logits, bool all_logits);
+
+    /// Writes the model as llama.cpp-compatible GGUF (see Model::save): Linears a pass changed as the model
+    /// holds them, every other tensor as the file has it (an HF directory: as convert_hf_to_gguf.py converts it).
+    void save(const std::string& path, const SaveOptions& options = {}) const override;
 
     /// Bytes of weight data (what one generated token has to read).
     uint64_t weight_bytes() const;

@@ -61,6 +61,9 @@ struct Linear {
     // (ops::pack_for_kernels); null where no such kernel runs. `weight` stays the model's truth.
     std::shared_ptr<const std::vector<uint8_t>> x8;
     std::shared_ptr<LinearObservers> observers;
+    /// Empty while the weight is the file's; otherwise what replaced it ("quantize_linear", "set_weight", or a
+    /// pass's own name). Model::save writes such a layer's weight as the model holds it.
+    std::string modified_by;
     int64_t n_in() const { return transposed ? weight.dim(0) : weight.dim(1); }
     int64_t n_out() const { return transposed ? weight.dim(1) : weight.dim(0); }
     /// Bytes of the weight as the model holds it (the int8 form where there is one), bias included.
@@ -95,6 +98,15 @@ struct Norm {
 };
 
 enum class ModelKind { decoder, encoder, vision };
+
+namespace gguf {
+class Writer;
+}
+/// What Model::save adds to the file: metadata of the caller's own (provenance), and progress per tensor.
+struct SaveOptions {
+    std::function<void(gguf::Writer&)> metadata;
+    std::function<void(int64_t done, int64_t total)> progress;
+};
 std::string_view model_kind_name(ModelKind kind);
 
 /// Any layer with weights, for listings: Linears, embeddings and norms in execution order.
@@ -138,11 +150,18 @@ public:
     void clear_observers();
 
     /// Replaces a Linear's weight (any format the kernels run; shape [n_out, n_in]); drops its W8A8 form
-    /// and rebuilds the kernels' load-time layout. InvalidArgument for a wrong shape.
-    void set_weight(Linear& layer, Tensor weight);
+    /// and rebuilds the kernels' load-time layout. `by` names the pass (Linear::modified_by).
+    /// InvalidArgument for a wrong shape.
+    void set_weight(Linear& layer, Tensor weight, std::string_view by = "set_weight");
     /// Requantizes a Linear's weight in memory to `type` (any dtype with a from_float codec), row by row
-    /// from its current values. InvalidArgument when the rows do not fit the type's blocks.
-    void quantize_linear(Linear& layer, DType type);
+    /// from its current values. InvalidArgument when the rows do not fit the type's blocks or a value is
+    /// not finite (naming the row and column).
+    void quantize_linear(Linear& layer, DType type, std::string_view by = "quantize_linear");
+
+    /// Writes the model as it is now, atomically: decoder LLMs as llama.cpp-compatible GGUF (llama.cpp's
+    /// names, metadata and layouts; the file's own tensors where no pass changed them), so that what a pass did
+    /// in memory is what the file holds. Unsupported for a model cq cannot write yet (names it).
+    virtual void save(const std::string& path, const SaveOptions& options = {}) const = 0;
 
 protected:
     Model() = default;
@@ -152,6 +171,7 @@ protected:
         return block_observers_.empty() ? nullptr : &block_observers_;
     }
     std::string path_;
+    bool pack_for_kernels_ = true;  // false: a model loaded only to be rewritten and written keeps no packed copies
 
 private:
     std::vector<std::pair<ObserverId, BlockObserver>> block_observers_;

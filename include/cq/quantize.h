@@ -1,6 +1,7 @@
 // Weight quantization of a whole model: which tensor gets which format is decided by ordered rules
 // (glob pattern [+ layer selector] → type, later rules win); presets are named rule lists in the
-// spirit of llama.cpp's mixes. Tensors stream from the input mapping to an atomic GGUF output.
+// spirit of llama.cpp's mixes. Tensors stream from the input mapping (or a model a pass changed in memory)
+// to an atomic GGUF output.
 #pragma once
 
 #include <cstdint>
@@ -64,6 +65,13 @@ struct QuantizeReport {
 /// Plans and writes the quantized model. IN: a GGUF file, or an HF LLM directory (llama / mistral / gpt2),
 /// converted as llama.cpp's convert_hf_to_gguf.py would; OUT: a GGUF file (never the input).
 QuantizeReport quantize_model(const std::string& input, const std::string& output, const QuantizeOptions& options,
+                              const ProgressFn& progress = {});
+
+class LanguageModel;
+/// The same, for a model that passes have changed in memory (GPTQ, AWQ, quantize_linear, ...): each Linear
+/// they changed (Linear::modified_by) is written as the model holds it and reported with the pass's name;
+/// every other tensor is read from the model's file and quantized by the rules.
+QuantizeReport quantize_model(const LanguageModel& model, const std::string& output, const QuantizeOptions& options,
                               const ProgressFn& progress = {});
 
 }  // namespace cq

@@ -277,7 +277,9 @@ std::unique_ptr<LanguageModel> LanguageModel::load(const std::string& path, cons
     if (std::filesystem::is_directory(path, ec)) LlmLoader::from_hf(*m, path);
     else if (!std::filesystem::exists(path, ec)) throw IoError("[llm] '" + path + "' does not exist");
     else LlmLoader::from_gguf(*m, path);
-    for (Linear* l : m->linears()) ops::pack_for_kernels(*l);
+    m->pack_for_kernels_ = options.pack_for_kernels;
+    if (m->pack_for_kernels_)
+        for (Linear* l : m->linears()) ops::pack_for_kernels(*l);
     const LlmConfig& c = m->config_;
     if (m->tokenizer_->vocab_size() > c.n_vocab)
         throw FormatError("llm", path, 0, "the tokenizer has " + std::to_string(m->tokenizer_->vocab_size()) +

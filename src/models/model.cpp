@@ -120,7 +120,7 @@ void Model::clear_observers() {
     for (Linear* l : linears()) l->observers.reset();
 }
 
-void Model::set_weight(Linear& layer, Tensor weight) {
+void Model::set_weight(Linear& layer, Tensor weight, std::string_view by) {
     const int64_t n_out = layer.n_out(), n_in = layer.n_in();
     if (weight.shape() != std::vector<int64_t>{n_out, n_in})
         throw InvalidArgument("[model] set_weight: '" + layer.name + "' needs a weight of shape [" + std::to_string(n_out) + ", " +
@@ -129,10 +129,11 @@ void Model::set_weight(Linear& layer, Tensor weight) {
     layer.transposed = false;
     layer.int8.reset();
     layer.x8.reset();
-    ops::pack_for_kernels(layer);
+    layer.modified_by = std::string(by);
+    if (pack_for_kernels_) ops::pack_for_kernels(layer);
 }
 
-void Model::quantize_linear(Linear& layer, DType type) {
+void Model::quantize_linear(Linear& layer, DType type, std::string_view by) {
     const auto& to = dtype_traits(type);
     const int64_t n_out = layer.n_out(), n_in = layer.n_in();
     if (!to.from_float)
@@ -143,6 +144,13 @@ void Model::quantize_linear(Linear& layer, DType type) {
     const auto& from = dtype_traits(layer.weight.dtype());
     if (!from.to_float || layer.int8)
         throw Unsupported("[model] quantize_linear: '" + layer.name + "' holds " + layer.format() + " weights, which cq cannot read back as floats yet");
+    // A NaN or Inf would poison a whole block's scale: refuse it by place.
+    const auto check_finite = [&](const float* row, int64_t r) {
+        for (int64_t j = 0; j < n_in; ++j)
+            if (!std::isfinite(row[j]))
+                throw InvalidArgument("[quantize] tensor '" + layer.name + "' has a non-finite value (" + std::to_string(row[j]) +
+                                      ") at row " + std::to_string(r) + ", column " + std::to_string(j) + "; refusing to quantize it");
+    };
     Tensor out = Tensor::zeros({n_out, n_in}, type);
     const uint64_t out_row = *dtype_bytes(type, static_cast<uint64_t>(n_in));
     auto* dst = static_cast<uint8_t*>(out.mutable_data());
@@ -152,6 +160,7 @@ void Model::quantize_linear(Linear& layer, DType type) {
         std::vector<float> row(static_cast<size_t>(n_in));
         for (int64_t o = 0; o < n_out; ++o) {
             for (int64_t i = 0; i < n_in; ++i) row[static_cast<size_t>(i)] = w[static_cast<size_t>(i * n_out + o)];
+            check_finite(row.data(), o);
             to.from_float(row.data(), dst + static_cast<uint64_t>(o) * out_row, n_in);
         }
     } else {
@@ -161,11 +170,12 @@ void Model::quantize_linear(Linear& layer, DType type) {
             std::vector<float> row(static_cast<size_t>(n_in));
             for (int64_t r = r0; r < r1; ++r) {
                 from.to_float(src + static_cast<uint64_t>(r) * in_row, row.data(), n_in);
+                check_finite(row.data(), r);
                 to.from_float(row.data(), dst + static_cast<uint64_t>(r) * out_row, n_in);
             }
         }, 16);
     }
-    set_weight(layer, std::move(out));
+    set_weight(layer, std::move(out), by);
 }
 
 void notify_block(const std::vector<std::pair<ObserverId, BlockObserver>>* observers, const BlockEvent& e) {

@@ -246,17 +246,6 @@ void transpose(const uint8_t* x, uint8_t* out, int64_t rows, int64_t cols, size_
         for (int64_t c = 0; c < cols; ++c) std::memcpy(out + (c * rows + r) * es, x + (r * cols + c) * es, es);
 }
 
-// Undoes HF's rotate_half row order within each head: GGUF row h·hd + 2i + j ← HF row h·hd + j·hd/2 + i
-// (convert_hf_to_gguf's permute(): reshape(n_head, 2, hd/2, ...).swapaxes(1, 2)).
-void unpermute_heads(const uint8_t* x, uint8_t* out, int64_t rows, int64_t n_head, uint64_t row_bytes) {
-    const int64_t hd = rows / n_head, half = hd / 2;
-    for (int64_t h = 0; h < n_head; ++h)
-        for (int64_t i = 0; i < half; ++i)
-            for (int64_t j = 0; j < 2; ++j)
-                std::memcpy(out + static_cast<uint64_t>(h * hd + 2 * i + j) * row_bytes,
-                            x + static_cast<uint64_t>(h * hd + j * half + i) * row_bytes, row_bytes);
-}
-
 std::string dir_name(const std::string& dir) {
     std::error_code ec;
     fs::path p = fs::weakly_canonical(fs::path(dir), ec);
@@ -266,6 +255,16 @@ std::string dir_name(const std::string& dir) {
 }
 
 }  // namespace
+
+// GGUF row h·hd + 2i + j ← HF row h·hd + j·hd/2 + i (reshape(n_head, 2, hd/2, ...).swapaxes(1, 2)).
+void unpermute_head_rows(const uint8_t* x, uint8_t* out, int64_t rows, int64_t n_head, uint64_t row_bytes) {
+    const int64_t hd = rows / n_head, half = hd / 2;
+    for (int64_t h = 0; h < n_head; ++h)
+        for (int64_t i = 0; i < half; ++i)
+            for (int64_t j = 0; j < 2; ++j)
+                std::memcpy(out + static_cast<uint64_t>(h * hd + 2 * i + j) * row_bytes,
+                            x + static_cast<uint64_t>(h * hd + j * half + i) * row_bytes, row_bytes);
+}
 
 ModelSource open_hf_source(const std::string& dir) {
     const std::string config_path = (fs::path(dir) / "config.json").string();
@@ -328,7 +327,7 @@ ModelSource open_hf_source(const std::string& dir) {
             scratch.resize(nbytes);
             const int64_t rows = spec.shape[0], cols = spec.shape.size() > 1 ? spec.shape[1] : 1;
             if (spec.transform == Transform::transpose) transpose(x, scratch.data(), cols, rows, es);
-            else unpermute_heads(x, scratch.data(), rows, spec.n_head, static_cast<uint64_t>(cols) * es);
+            else unpermute_head_rows(x, scratch.data(), rows, spec.n_head, static_cast<uint64_t>(cols) * es);
             return scratch.data();
         };
         s.tensors.push_back(std::move(st));

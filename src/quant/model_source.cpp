@@ -21,6 +21,11 @@ bool is_quantizable(const std::string& name, const std::vector<int64_t>& shape) 
            name != "token_types.weight";
 }
 
+ModelSource open_model_source(const std::string& path) {
+    std::error_code ec;
+    return std::filesystem::is_directory(path, ec) ? open_hf_source(path) : open_gguf_source(path);
+}
+
 ModelSource open_gguf_source(const std::string& path) {
     auto in = std::make_shared<const gguf::File>(gguf::File::open(path));
     ModelSource s;

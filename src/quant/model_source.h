@@ -43,6 +43,13 @@ struct ModelSource {
 /// every other "*.weight" may be quantized. `name` is the GGUF name.
 bool is_quantizable(const std::string& name, const std::vector<int64_t>& shape);
 
+/// Undoes HF's rotate_half row order within each of `n_head` heads of x [rows, row_bytes] into `out`
+/// (convert_hf_to_gguf's permute()); rows are moved whole, so it applies to quantized rows too.
+void unpermute_head_rows(const uint8_t* x, uint8_t* out, int64_t rows, int64_t n_head, uint64_t row_bytes);
+
+/// Opens `path` as a model source: an HF directory (open_hf_source) or a GGUF file (open_gguf_source).
+ModelSource open_model_source(const std::string& path);
+
 /// A GGUF file as it is (zero-copy views of its tensors, its metadata copied).
 ModelSource open_gguf_source(const std::string& path);
 /// An HF LLM directory (model_type llama / mistral → GGUF "llama", gpt2 → "gpt2") with llama.cpp's

@@ -15,6 +15,7 @@
 #include "core/sha256.h"
 #include "cq/atomic_file.h"
 #include "cq/error.h"
+#include "cq/io/gguf.h"
 #include "cq/io/gguf_writer.h"
 #include "io/hf/hf_model.h"
 #include "cq/quantize_encoder.h"
@@ -31,14 +32,6 @@ std::vector<W8A8Rule> plan_rules(const std::vector<std::string>& extra) {
     return rules;
 }
 
-std::string read_text_file(const fs::path& p) {
-    std::ifstream f(p, std::ios::binary);
-    if (!f) throw IoError("[quantize] cannot read " + p.string());
-    std::ostringstream s;
-    s << f.rdbuf();
-    return s.str();
-}
-
 // What identifies a calibration run: the model's weights and the samples it saw.
 std::string calibration_fingerprint(const std::string& weights_sha, const EncoderQuantizeOptions& o) {
     std::ostringstream s;
@@ -46,10 +39,6 @@ std::string calibration_fingerprint(const std::string& weights_sha, const Encode
       << ", " << o.calib_selection.count << "); samples " << o.calib_samples << "; max_len " << o.run.max_len;
     return s.str();
 }
-
-// The files (besides the weights) that make an HF directory loadable: config, tokenizer, preprocessor.
-const char* const kEmbeddedFiles[] = {"config.json",   "preprocessor_config.json", "tokenizer_config.json", "special_tokens_map.json",
-                                      "tokenizer.json", "vocab.txt",                "vocab.json",            "merges.txt"};
 
 }  // namespace
 
@@ -177,103 +166,46 @@ EncoderQuantizeReport quantize_encoder(const std::string& input, const std::stri
     }
     r.linears = apply_w8a8(*model, rules, o.activations, is_static ? &stats : nullptr, o.method, o.percentile, r.activation_bits);
 
-    // The container: HF tensors in file order; a quantized Linear's weight becomes I8 + scales.
-    std::map<std::string, const Int8Linear*> quantized;
-    for (Linear* l : model->linears())
-        if (l->int8) quantized[l->name + ".weight"] = l->int8.get();
-    gguf::Writer w;
-    w.set_string("general.architecture", "cq-encoder");
-    w.set_string("general.name", fs::path(input).filename().string());
-    w.set_string("cq.version", CQ_VERSION);
-    w.set_string("cq.quantize.type", r.type);
-    std::vector<std::string> rule_texts;
-    for (const auto& rule : rules) rule_texts.push_back(rule.text());
-    w.set_string_array("cq.quantize.rules", rule_texts);
-    // 0: "auto", resolved by each CPU that loads the file, so the bytes do not depend on this one
-    w.set_u32("cq.w8a8.activation_bits", static_cast<uint32_t>(r.activation_bits_auto ? 0 : r.activation_bits));
-    if (is_static) {
-        w.set_string("cq.quantize.calibration", r.method + ", " + std::to_string(r.calib_samples) + " samples");
+    // The word embeddings: only gathered, never multiplied, so they take a compact type (a pass over the model).
+    Tensor& words = model->weights().word_embd;
+    if (!model->is_vision()) r.embeddings = std::string(dtype_name(words.dtype())) + " (kept)";
+    if (!model->is_vision() && o.embedding_type != words.dtype()) {
+        const DType to = o.embedding_type;
+        const int64_t rows = words.dim(0), cols = words.dim(1);
+        const auto row_bytes = dtype_bytes(to, static_cast<uint64_t>(cols));
+        if (!row_bytes || !dtype_traits(to).from_float) {
+            r.embeddings += ": rows of " + std::to_string(cols) + " do not fit " + std::string(dtype_name(to)) + " blocks";
+        } else {
+            const std::vector<float> v = words.to_float();
+            for (const float f : v)
+                if (!std::isfinite(f)) throw InvalidArgument("[quantize] the word embeddings of " + input + " hold NaN or Inf");
+            Tensor q = Tensor::zeros({rows, cols}, to);
+            auto* dst = static_cast<uint8_t*>(q.mutable_data());
+            for (int64_t i = 0; i < rows; ++i) dtype_traits(to).from_float(v.data() + i * cols, dst + static_cast<uint64_t>(i) * *row_bytes, cols);
+            words = std::move(q);
+            r.embeddings = std::string(dtype_name(to));
+        }
     }
-    w.set_string("cq.quantize.source_file", fs::path(input).filename().string());
-    w.set_string("cq.quantize.source_sha256", r.input_sha256);
-    for (const char* name : kEmbeddedFiles)
-        if (fs::is_regular_file(fs::path(input) / name, ec)) w.set_string(std::string("cq.encoder.file.") + name, read_text_file(fs::path(input) / name));
 
-    struct Item {
-        std::string name;
-        std::function<void(std::vector<uint8_t>&)> fill;
+    // Load → passes → write: the container is the model as the passes left it.
+    SaveOptions save;
+    save.metadata = [&](gguf::Writer& w) {
+        w.set_string("cq.quantize.type", r.type);
+        std::vector<std::string> rule_texts;
+        for (const auto& rule : rules) rule_texts.push_back(rule.text());
+        w.set_string_array("cq.quantize.rules", rule_texts);
+        // 0: "auto", resolved by each CPU that loads the file, so the bytes do not depend on this one
+        w.set_u32("cq.w8a8.activation_bits", static_cast<uint32_t>(r.activation_bits_auto ? 0 : r.activation_bits));
+        if (is_static) w.set_string("cq.quantize.calibration", r.method + ", " + std::to_string(r.calib_samples) + " samples");
+        w.set_string("cq.quantize.source_file", fs::path(input).filename().string());
+        w.set_string("cq.quantize.source_sha256", r.input_sha256);
     };
-    std::vector<Item> items;
-    const auto put_floats = [](std::vector<uint8_t>& buf, const std::vector<float>& v) {
-        buf.resize(v.size() * sizeof(float));
-        std::memcpy(buf.data(), v.data(), buf.size());
-    };
-    for (const auto* t : dir.weights.tensors()) {
-        r.tensor_bytes_in += t->nbytes;
-        if (t->dtype != DType::F32 && t->dtype != DType::F16 && t->dtype != DType::BF16)
-            throw Unsupported("[quantize] tensor '" + t->name + "' is " + t->dtype_name + "; the W8A8 container holds f32/f16/bf16 tensors only");
-        const auto q = quantized.find(t->name);
-        const bool is_word_embedding = t->name.size() >= 22 && t->name.ends_with("word_embeddings.weight") && t->shape.size() == 2;
-        if (is_word_embedding) r.embeddings = std::string(dtype_name(t->dtype)) + " (kept)";
-        if (is_word_embedding && o.embedding_type != t->dtype) {
-            const DType to = o.embedding_type;
-            const auto row_bytes = dtype_bytes(to, static_cast<uint64_t>(t->shape[1]));
-            if (!row_bytes || !dtype_traits(to).from_float) {
-                r.embeddings += ": rows of " + std::to_string(t->shape[1]) + " do not fit " + std::string(dtype_name(to)) + " blocks";
-            } else {
-                r.embeddings = std::string(dtype_name(to));
-                w.add_tensor(t->name, t->shape, to);
-                r.tensor_bytes_out += *row_bytes * static_cast<uint64_t>(t->shape[0]);
-                const std::string name = t->name;
-                const int64_t rows = t->shape[0], cols = t->shape[1];
-                const uint64_t out_row = *row_bytes;
-                items.push_back({name, [&dir, name, rows, cols, out_row, to](std::vector<uint8_t>& buf) {
-                                     const Tensor x = dir.weights.tensor(name);
-                                     const std::vector<float> v = x.to_float();
-                                     for (const float f : v)
-                                         if (!std::isfinite(f)) throw InvalidArgument("[quantize] tensor '" + name + "' holds NaN or Inf");
-                                     buf.resize(out_row * static_cast<uint64_t>(rows));
-                                     const auto& traits = dtype_traits(to);
-                                     for (int64_t i = 0; i < rows; ++i) traits.from_float(v.data() + i * cols, buf.data() + static_cast<uint64_t>(i) * out_row, cols);
-                                 }});
-                continue;
-            }
-        }
-        if (q == quantized.end()) {
-            w.add_tensor(t->name, t->shape, t->dtype);
-            r.tensor_bytes_out += t->nbytes;
-            const std::string name = t->name;
-            items.push_back({name, [&dir, name](std::vector<uint8_t>& buf) {
-                                 const Tensor x = dir.weights.tensor(name);
-                                 const auto* p = static_cast<const uint8_t*>(x.data());
-                                 buf.assign(p, p + x.nbytes());
-                             }});
-            continue;
-        }
-        const Int8Linear* l = q->second;
-        const std::string base = t->name.substr(0, t->name.size() - std::string(".weight").size());
-        w.add_tensor(t->name, {l->n_out, l->n_in}, DType::I8);
-        items.push_back({t->name, [l](std::vector<uint8_t>& buf) {
-                             const auto* p = static_cast<const uint8_t*>(l->weight.data());
-                             buf.assign(p, p + l->weight.nbytes());
-                         }});
-        w.add_tensor(base + ".weight_scale", {l->n_out}, DType::F32);
-        items.push_back({base + ".weight_scale", [l, put_floats](std::vector<uint8_t>& buf) { put_floats(buf, l->weight_scale); }});
-        r.tensor_bytes_out += static_cast<uint64_t>(l->n_out * l->n_in) + static_cast<uint64_t>(l->n_out) * 4;
-        if (is_static) {
-            w.add_tensor(base + ".input_scale", {1}, DType::F32);
-            items.push_back({base + ".input_scale", [l, put_floats](std::vector<uint8_t>& buf) { put_floats(buf, {l->input.scale}); }});
-            w.add_tensor(base + ".input_zero_point", {1}, DType::I32);
-            items.push_back({base + ".input_zero_point", [l](std::vector<uint8_t>& buf) {
-                                 buf.resize(4);
-                                 std::memcpy(buf.data(), &l->input.zero_point, 4);
-                             }});
-            r.tensor_bytes_out += 8;
-        }
+    model->save(output, save);
+    for (const auto* t : dir.weights.tensors()) r.tensor_bytes_in += t->nbytes;
+    {
+        const gguf::File written = gguf::File::open(output);
+        for (const auto& t : written.tensors()) r.tensor_bytes_out += t.nbytes;
     }
-    AtomicFile out(output);
-    w.write(out, [&](size_t i, std::vector<uint8_t>& buf) { items.at(i).fill(buf); });
-    out.commit();
     for (const auto& s : dir.weights.shards()) r.file_bytes_in += fs::file_size(s.path(), ec);
     r.file_bytes_out = fs::file_size(output, ec);
     r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

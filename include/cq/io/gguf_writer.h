@@ -20,6 +20,8 @@ public:
 
     /// Sets `key` (replacing an earlier value in place, else appending).
     void set(const std::string& key, Value value);
+    /// Whether `key` is set.
+    bool has(const std::string& key) const;
     void set_string(const std::string& key, std::string v) { set(key, Value{ValueType::STRING, std::move(v)}); }
     void set_u32(const std::string& key, uint32_t v) { set(key, Value{ValueType::U32, uint64_t{v}}); }
     void set_string_array(const std::string& key, const std::vector<std::string>& items);

@@ -56,6 +56,12 @@ Writer::Writer(uint64_t alignment) : alignment_(alignment) {
     if (alignment != 32) set_u32("general.alignment", static_cast<uint32_t>(alignment));
 }
 
+bool Writer::has(const std::string& key) const {
+    for (const auto& kv : kv_)
+        if (kv.key == key) return true;
+    return false;
+}
+
 void Writer::set(const std::string& key, Value value) {
     for (auto& kv : kv_)
         if (kv.key == key) {

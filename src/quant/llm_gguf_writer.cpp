@@ -1,0 +1,204 @@
+// The decoder-LLM GGUF writer (see llm_gguf_writer.h): one plan per file tensor — the rules' type with
+// llama.cpp's fallbacks, the model's in-memory weight where a pass changed it, or the file's own — then a
+// streaming write, one tensor at a time, rows split across the thread pool. LanguageModel::save lives here
+// because saving a decoder is this writer with no rules.
+
+#include "quant/llm_gguf_writer.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <map>
+
+#include "cq/atomic_file.h"
+#include "cq/error.h"
+#include "cq/io/gguf_writer.h"
+#include "cq/thread_pool.h"
+
+namespace cq::quant {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+int64_t layer_of(const std::string& name) {
+    if (name.rfind("blk.", 0) != 0) return -1;
+    const size_t dot = name.find('.', 4);
+    try {
+        return std::stoll(name.substr(4, dot - 4));
+    } catch (...) {
+        return -1;
+    }
+}
+
+// The type llama.cpp falls back to when a row is not a whole number of the format's blocks.
+std::pair<DType, std::string> fit_row(DType type, int64_t row) {
+    const auto fits = [&](DType t) { return row % static_cast<int64_t>(dtype_traits(t).block_size) == 0; };
+    if (fits(type)) return {type, ""};
+    DType next = DType::F16;
+    std::string why = "rows of " + std::to_string(row) + " are not a multiple of " + std::string(dtype_name(type)) + "'s block of " +
+                      std::to_string(dtype_traits(type).block_size);
+    switch (type) {
+        case DType::Q2_K:
+        case DType::Q3_K:
+            next = DType::Q4_0;  // llama.cpp picks IQ4_NL (same 4.5 bpw), which cq does not implement yet
+            why += " (llama.cpp would use iq4_nl)";
+            break;
+        case DType::Q4_K: next = DType::Q5_0; break;
+        case DType::Q5_K: next = DType::Q5_1; break;
+        case DType::Q6_K: next = DType::Q8_0; break;
+        default: break;
+    }
+    if (!fits(next)) next = DType::F16;
+    return {next, why};
+}
+
+// The model's changed Linears by the GGUF name of the tensor they replace. A tied head is the token
+// embedding in the file, so a changed tied head replaces "token_embd.weight".
+std::map<std::string, const Linear*> changed_linears(const LanguageModel& model, bool file_has_output) {
+    std::map<std::string, const Linear*> out;
+    for (const Linear* l : model.linears()) {
+        if (l->modified_by.empty()) continue;
+        if (l->int8 || l->transposed)
+            throw Unsupported("[save] '" + l->name + "' holds a layout GGUF has no type for (" + l->format() + (l->transposed ? ", [in, out]" : "") + ")");
+        const bool tied_head = l->role == LayerRole::lm_head && !file_has_output;
+        out[(tied_head ? std::string("token_embd") : l->name) + ".weight"] = l;
+    }
+    return out;
+}
+
+}  // namespace
+
+QuantizeReport write_llm_gguf(const LlmWriteJob& job, const std::string& output) {
+    const ModelSource& in = *job.file;
+    const int64_t gqa = in.n_head_kv > 0 ? in.n_head / in.n_head_kv : 1;
+    const bool has_output = std::any_of(in.tensors.begin(), in.tensors.end(), [](const auto& t) { return t.name == "output.weight"; });
+    std::map<std::string, const Linear*> changed;
+    if (job.model) changed = changed_linears(*job.model, has_output);
+    // HF llama q/k rows are held in rotate_half order (the model runs them so); GGUF wants Meta's order.
+    const bool hf_rope_rows = job.model && job.model->config().rope_pairing == RopePairing::half_split && in.arch == "llama";
+
+    QuantizeReport r;
+    r.file_bytes_in = in.file_bytes;
+    std::vector<const Linear*> from_model(in.tensors.size(), nullptr);
+    size_t used = 0;
+    for (size_t i = 0; i < in.tensors.size(); ++i) {
+        const SourceTensor& t = in.tensors[i];
+        TensorPlan p;
+        p.name = t.name, p.shape = t.shape, p.from = t.dtype, p.numel = t.numel, p.bytes_in = t.nbytes;
+        p.requested = p.chosen = t.kept;
+        p.rule = "kept";
+        if (const auto it = changed.find(t.name); it != changed.end()) {
+            const Linear& l = *it->second;
+            if (std::vector<int64_t>{l.n_out(), l.n_in()} != t.shape)
+                throw Unsupported("[save] '" + l.name + "' is now [" + std::to_string(l.n_out()) + ", " + std::to_string(l.n_in()) +
+                                  "] but the file's '" + t.name + "' is [" + std::to_string(t.shape.front()) + ", " + std::to_string(t.shape.back()) +
+                                  "]; a reshaped layer cannot be written over the file's tensor");
+            p.requested = p.chosen = l.weight.dtype();
+            p.rule = "model: " + l.modified_by;
+            from_model[i] = &l;
+            ++used;
+        } else if (job.rules && is_quantizable(t.name, t.shape)) {
+            // A tied model's token embedding is its output head: "output.weight" rules apply to it.
+            const RuleTarget target{t.name, layer_of(t.name), in.n_layer, gqa,
+                                    !has_output && t.name == "token_embd.weight" ? "output.weight" : ""};
+            if (const auto k = deciding_rule<QuantRule>(*job.rules, target); k >= 0) {
+                p.requested = (*job.rules)[static_cast<size_t>(k)].type;
+                p.rule = (*job.rules)[static_cast<size_t>(k)].text();
+                auto [chosen, why] = fit_row(p.requested, t.shape.back());
+                p.chosen = chosen;
+                p.fallback = why;
+                if (!why.empty()) ++r.fallbacks;
+            }
+        }
+        const auto& traits = dtype_traits(p.chosen);
+        if (!from_model[i] && p.chosen != p.from && (!traits.from_float || !dtype_traits(p.from).to_float))
+            throw Unsupported("[quantize] tensor '" + t.name + "': converting " + std::string(dtype_name(p.from)) + " to " +
+                              std::string(traits.name) + " is not supported yet");
+        p.bytes_out = *dtype_bytes(p.chosen, static_cast<uint64_t>(p.numel));
+        r.tensor_bytes_in += p.bytes_in;
+        r.tensor_bytes_out += p.bytes_out;
+        r.parameters += p.numel;
+        r.tensors_by_type[std::string(dtype_name(p.chosen))] += 1;
+        r.tensors.push_back(std::move(p));
+    }
+    if (used != changed.size())
+        for (const auto& [name, l] : changed)
+            if (std::none_of(in.tensors.begin(), in.tensors.end(), [&](const auto& t) { return t.name == name; }))
+                throw Unsupported("[save] '" + l->name + "' was changed in memory but the file has no tensor '" + name + "' to hold it");
+
+    gguf::Writer w(in.alignment);
+    in.write_metadata(w);
+    if (job.metadata) job.metadata(w);
+    for (const auto& p : r.tensors) w.add_tensor(p.name, p.shape, p.chosen);
+
+    AtomicFile out(output);
+    ThreadPool& pool = ThreadPool::global();
+    std::vector<uint8_t> scratch;
+    w.write(out, [&](size_t i, std::vector<uint8_t>& buf) {
+        const TensorPlan& p = r.tensors[i];
+        buf.resize(p.bytes_out);
+        if (const Linear* l = from_model[i]) {
+            const auto* src = static_cast<const uint8_t*>(l->weight.data());
+            const bool q = l->role == LayerRole::attn_q, k = l->role == LayerRole::attn_k;
+            if (hf_rope_rows && (q || k)) {
+                const int64_t heads = q ? in.n_head : in.n_head_kv;
+                unpermute_head_rows(src, buf.data(), l->n_out(), heads, *dtype_bytes(p.chosen, static_cast<uint64_t>(l->n_in())));
+            } else {
+                std::memcpy(buf.data(), src, p.bytes_out);
+            }
+        } else {
+            const uint8_t* src = in.tensors[i].read(scratch);
+            if (p.chosen == p.from) {
+                std::copy_n(src, p.bytes_in, buf.data());
+            } else {
+                const int64_t row = p.shape.back(), n_rows = p.numel / std::max<int64_t>(row, 1);
+                const auto& from = dtype_traits(p.from);
+                const auto& to = dtype_traits(p.chosen);
+                const uint64_t in_row = *dtype_bytes(p.from, static_cast<uint64_t>(row));
+                const uint64_t out_row = *dtype_bytes(p.chosen, static_cast<uint64_t>(row));
+                pool.parallel_for(n_rows, [&](int64_t r0, int64_t r1) {
+                    std::vector<float> x(static_cast<size_t>(row));
+                    for (int64_t rr = r0; rr < r1; ++rr) {
+                        from.to_float(src + rr * in_row, x.data(), row);
+                        for (int64_t j = 0; j < row; ++j)
+                            if (!std::isfinite(x[static_cast<size_t>(j)]))
+                                throw InvalidArgument("[quantize] tensor '" + p.name + "' has a non-finite value (" +
+                                                      std::to_string(x[static_cast<size_t>(j)]) + ") at row " + std::to_string(rr) +
+                                                      ", column " + std::to_string(j) + "; refusing to quantize it");
+                        to.from_float(x.data(), buf.data() + rr * out_row, row);
+                    }
+                }, 16);
+            }
+        }
+        if (job.progress) job.progress(static_cast<int64_t>(i + 1), static_cast<int64_t>(r.tensors.size()));
+    });
+    out.commit();
+    r.file_bytes_out = fs::file_size(output);
+    r.bpw_in = r.parameters ? 8.0 * static_cast<double>(r.tensor_bytes_in) / static_cast<double>(r.parameters) : 0;
+    r.bpw_out = r.parameters ? 8.0 * static_cast<double>(r.tensor_bytes_out) / static_cast<double>(r.parameters) : 0;
+    return r;
+}
+
+}  // namespace cq::quant
+
+namespace cq {
+
+namespace fs = std::filesystem;
+
+void LanguageModel::save(const std::string& path, const SaveOptions& options) const {
+    std::error_code ec;
+    if (fs::exists(path, ec) && fs::equivalent(path_, path, ec))
+        throw InvalidArgument("[save] " + path + " is the file this model was loaded from; cq never overwrites its input");
+    const quant::ModelSource file = quant::open_model_source(path_);
+    quant::LlmWriteJob job;
+    job.file = &file;
+    job.model = this;
+    job.metadata = options.metadata;
+    job.progress = options.progress;
+    quant::write_llm_gguf(job, path);
+}
+
+}  // namespace cq

@@ -1,0 +1,29 @@
+// The one writer of decoder-LLM GGUF files: the file's tensors in its order (llama.cpp's names, layouts and
+// metadata, via quant/model_source.h), each written as the rules decide (quantize), as the model holds it
+// where a pass changed it in memory (Linear::modified_by), or as the file had it. cq quantize and
+// LanguageModel::save are both this function.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "cq/llm.h"
+#include "cq/quantize.h"
+#include "quant/model_source.h"
+
+namespace cq::quant {
+
+struct LlmWriteJob {
+    const ModelSource* file = nullptr;        // what the model was loaded from
+    const LanguageModel* model = nullptr;     // null: the file alone; else its changed Linears override the file
+    const std::vector<QuantRule>* rules = nullptr;  // null: no quantization (tensors keep their type)
+    std::function<void(gguf::Writer&)> metadata;    // after the file's own metadata
+    std::function<void(int64_t done, int64_t total)> progress;
+};
+
+/// Plans every tensor, then writes `output` atomically. Returns the plan and sizes (report.type and
+/// input fields are the caller's).
+QuantizeReport write_llm_gguf(const LlmWriteJob& job, const std::string& output);
+
+}  // namespace cq::quant
