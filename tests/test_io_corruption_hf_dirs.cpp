@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include "io_corruption_support.h"
+#include "cq/model.h"
+#include "cq/quantize.h"
 
 namespace {
 
@@ -195,3 +197,37 @@ TEST(HfDirHostile, MissingPieces) {
 }
 
 }  // namespace
+
+// A config value of the wrong type is named (file and key) by the one config reader, for every family
+// and for the converter, instead of falling back to a default.
+TEST(HfDirHostile, WrongTypedConfigValuesAreNamed) {
+    struct Case {
+        const char* fixture;
+        const char* from;
+        const char* to;
+        const char* key;
+    };
+    const Case cases[] = {{"models/stories260K-hf", "\"hidden_size\": 64", "\"hidden_size\": \"64\"", "hidden_size"},
+                          {"models/gpt2-tiny-stories", "\"n_head\": 4", "\"n_head\": 4.5", "n_head"},
+                          {"models/bert-tiny-sst2", "\"num_attention_heads\": 4", "\"num_attention_heads\": [4]", "num_attention_heads"},
+                          {"models/vit-tiny-mnist", "\"hidden_act\": \"gelu\"", "\"hidden_act\": 1", "hidden_act"}};
+    for (const Case& c : cases) {
+        TempDir dir;
+        const fs::path src = cq::test::fixture(c.fixture);
+        for (const auto& e : fs::directory_iterator(src))
+            if (e.path().filename() == "config.json") continue;
+            else fs::create_symlink(e.path(), dir.path() / e.path().filename());
+        std::ifstream in(src / "config.json");
+        std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+        const size_t at = text.find(c.from);
+        ASSERT_NE(at, std::string::npos) << c.fixture << ": " << c.from;
+        text.replace(at, std::strlen(c.from), c.to);
+        const std::string cfg = dir.write("config.json", text);
+        const Outcome o = run([&] { cq::Model::load(dir.path().string()); });
+        EXPECT_TRUE(IsFormatError(o, cfg, c.key)) << c.fixture << ": " << o.what;
+        if (std::string(c.fixture).find("stories") != std::string::npos) {
+            const Outcome q = run([&] { cq::quantize_model(dir.path().string(), (dir.path() / "out.gguf").string(), {}); });
+            EXPECT_TRUE(IsFormatError(q, cfg, c.key)) << q.what;
+        }
+    }
+}

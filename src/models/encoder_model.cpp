@@ -13,6 +13,7 @@
 #include "cq/encoder.h"
 #include "cq/error.h"
 #include "cq/io/gguf.h"
+#include "io/hf/hf_config.h"
 #include "io/hf/hf_model.h"
 #include "cq/w8a8.h"
 #include "models/encoder_families.h"
@@ -62,16 +63,6 @@ Tensor view_as(const Tensor& t, const std::vector<int64_t>& shape) {
     return Tensor::borrowed(shape, t.dtype(), t.data(), std::make_shared<Tensor>(t));
 }
 
-int64_t json_int(const nlohmann::json& j, const char* key, int64_t fallback) {
-    if (auto it = j.find(key); it != j.end() && it->is_number_integer()) return it->get<int64_t>();
-    return fallback;
-}
-
-float json_float(const nlohmann::json& j, const char* key, float fallback) {
-    if (auto it = j.find(key); it != j.end() && it->is_number()) return it->get<float>();
-    return fallback;
-}
-
 std::string json_string(const nlohmann::json& j, const char* key, const std::string& fallback) {
     if (auto it = j.find(key); it != j.end() && it->is_string()) return it->get<std::string>();
     return fallback;
@@ -92,7 +83,9 @@ std::vector<float> channel_values(const nlohmann::json& j, const char* key, floa
     return out;
 }
 
-void read_labels(const nlohmann::json& j, const std::string& file, EncoderConfig& c) {
+void read_labels(const hf::Config& config, EncoderConfig& c) {
+    const nlohmann::json& j = config.json();
+    const std::string& file = config.path();
     const auto it = j.find("id2label");
     if (it != j.end() && it->is_object() && !it->empty()) {
         c.labels.assign(it->size(), "");
@@ -110,36 +103,36 @@ void read_labels(const nlohmann::json& j, const std::string& file, EncoderConfig
         }
     } else {
         // HF's default when a config names no labels: num_labels (2) called LABEL_i.
-        const int64_t n = json_int(j, "num_labels", 2);
+        const int64_t n = config.size_or({"num_labels"}, 2);
         for (int64_t i = 0; i < n; ++i) c.labels.push_back("LABEL_" + std::to_string(i));
     }
     c.num_labels = static_cast<int64_t>(c.labels.size());
 }
 
 void read_config(const hf::ModelDir& d, const std::string& config_path, EncoderConfig& c) {
-    const auto& j = d.config;
+    const hf::Config j(d.config, config_path);
     if (c.family == EncoderFamily::distilbert) {
-        c.hidden = json_int(j, "dim", 768);
-        c.n_layer = json_int(j, "n_layers", 6);
-        c.n_head = json_int(j, "n_heads", 12);
-        c.n_ff = json_int(j, "hidden_dim", 3072);
-        c.max_positions = json_int(j, "max_position_embeddings", 512);
-        c.vocab = json_int(j, "vocab_size", 30522);
-        c.hidden_act = json_string(j, "activation", "gelu");
+        c.hidden = j.int_or({"dim"}, 768);
+        c.n_layer = j.int_or({"n_layers"}, 6);
+        c.n_head = j.int_or({"n_heads"}, 12);
+        c.n_ff = j.int_or({"hidden_dim"}, 3072);
+        c.max_positions = j.int_or({"max_position_embeddings"}, 512);
+        c.vocab = j.int_or({"vocab_size"}, 30522);
+        c.hidden_act = j.string_or("activation", "gelu");
         c.norm_eps = 1e-12f;  // DistilBERT's LayerNorms hard-code it
-        c.pad_token_id = static_cast<int32_t>(json_int(j, "pad_token_id", 0));
+        c.pad_token_id = static_cast<int32_t>(j.int_or({"pad_token_id"}, 0));
     } else {
-        c.hidden = json_int(j, "hidden_size", 768);
-        c.n_layer = json_int(j, "num_hidden_layers", 12);
-        c.n_head = json_int(j, "num_attention_heads", 12);
-        c.n_ff = json_int(j, "intermediate_size", 3072);
-        c.hidden_act = json_string(j, "hidden_act", "gelu");
-        c.norm_eps = json_float(j, "layer_norm_eps", 1e-12f);
+        c.hidden = j.int_or({"hidden_size"}, 768);
+        c.n_layer = j.int_or({"num_hidden_layers"}, 12);
+        c.n_head = j.int_or({"num_attention_heads"}, 12);
+        c.n_ff = j.int_or({"intermediate_size"}, 3072);
+        c.hidden_act = j.string_or("hidden_act", "gelu");
+        c.norm_eps = static_cast<float>(j.number_or("layer_norm_eps", 1e-12f));
         if (c.family != EncoderFamily::vit) {
-            c.max_positions = json_int(j, "max_position_embeddings", 512);
-            c.type_vocab = json_int(j, "type_vocab_size", 2);
-            c.vocab = json_int(j, "vocab_size", 30522);
-            c.pad_token_id = static_cast<int32_t>(json_int(j, "pad_token_id", c.family == EncoderFamily::roberta ? 1 : 0));
+            c.max_positions = j.int_or({"max_position_embeddings"}, 512);
+            c.type_vocab = j.int_or({"type_vocab_size"}, 2);
+            c.vocab = j.int_or({"vocab_size"}, 30522);
+            c.pad_token_id = static_cast<int32_t>(j.int_or({"pad_token_id"}, c.family == EncoderFamily::roberta ? 1 : 0));
         }
     }
     if (c.hidden <= 0 || c.n_layer <= 0 || c.n_head <= 0 || c.n_ff <= 0 || c.hidden % c.n_head != 0)
@@ -149,12 +142,12 @@ void read_config(const hf::ModelDir& d, const std::string& config_path, EncoderC
     if (!ops::activation_from_name(c.hidden_act))
         throw Unsupported("[encoder] " + config_path + ": activation '" + c.hidden_act +
                           "' is not supported (cq implements gelu, gelu_new, gelu_pytorch_tanh, relu, tanh)");
-    read_labels(j, config_path, c);
+    read_labels(j, c);
 
     if (c.family == EncoderFamily::vit) {
-        c.image_size = json_int(j, "image_size", 224);
-        c.patch_size = json_int(j, "patch_size", 16);
-        c.num_channels = json_int(j, "num_channels", 3);
+        c.image_size = j.int_or({"image_size"}, 224);
+        c.patch_size = j.int_or({"patch_size"}, 16);
+        c.num_channels = j.int_or({"num_channels"}, 3);
         if (c.image_size <= 0 || c.patch_size <= 0 || c.num_channels <= 0 || c.image_size % c.patch_size != 0)
             throw FormatError("json", config_path, 0, "image_size " + std::to_string(c.image_size) + " is not a positive multiple of patch_size " +
                                                           std::to_string(c.patch_size));
@@ -166,9 +159,10 @@ void read_config(const hf::ModelDir& d, const std::string& config_path, EncoderC
         std::error_code ec;
         if (fs::is_regular_file(pre_path, ec)) pre = read_json_file(pre_path, "json");
         if (!pre.is_object()) throw FormatError("json", pre_path, 0, "preprocessor_config.json is not a JSON object");
+        const hf::Config preprocessor(pre, pre_path);
         const bool rescale = !pre.contains("do_rescale") || pre["do_rescale"] != false;
         const bool normalize = !pre.contains("do_normalize") || pre["do_normalize"] != false;
-        c.rescale_factor = rescale ? json_float(pre, "rescale_factor", 1.0f / 255.0f) : 1.0f;
+        c.rescale_factor = rescale ? static_cast<float>(preprocessor.number_or("rescale_factor", 1.0 / 255.0)) : 1.0f;
         c.image_mean = normalize ? channel_values(pre, "image_mean", 0.5f, c.num_channels, pre_path) : std::vector<float>(static_cast<size_t>(c.num_channels), 0.0f);
         c.image_std = normalize ? channel_values(pre, "image_std", 0.5f, c.num_channels, pre_path) : std::vector<float>(static_cast<size_t>(c.num_channels), 1.0f);
         for (const float s : c.image_std)

@@ -9,6 +9,7 @@
 
 #include "cq/error.h"
 #include "cq/io/gguf.h"
+#include "io/hf/hf_config.h"
 #include "io/hf/hf_model.h"
 #include "cq/llm.h"
 #include "models/families.h"
@@ -160,12 +161,6 @@ void load_decoder_weights(const LlmConfig& c, const WeightSource& src, const mod
     w.output = load_output(c, src, n, w);
 }
 
-int64_t json_int(const nlohmann::json& j, std::initializer_list<const char*> keys, int64_t fallback) {
-    for (const char* k : keys)
-        if (auto it = j.find(k); it != j.end() && it->is_number_integer()) return it->get<int64_t>();
-    return fallback;
-}
-
 }  // namespace
 
 class LlmLoader {
@@ -214,20 +209,20 @@ public:
         const std::string config_path = (std::filesystem::path(path) / "config.json").string();
         LlmConfig& c = m.config_;
         c.architecture = d.model_type;
-        const auto& j = d.config;
+        const hf::Config j(d.config, config_path);
         if (c.architecture == "llama" || c.architecture == "mistral" || c.architecture == "qwen2") {
             c.family = LlmFamily::llama;
-            c.n_embd = json_int(j, {"hidden_size"}, 0);
-            c.n_layer = json_int(j, {"num_hidden_layers"}, 0);
-            c.n_head = json_int(j, {"num_attention_heads"}, 0);
-            c.n_head_kv = json_int(j, {"num_key_value_heads"}, 0);
-            c.head_dim = json_int(j, {"head_dim"}, 0);
-            c.n_ff = json_int(j, {"intermediate_size"}, 0);
-            c.n_vocab = json_int(j, {"vocab_size"}, 0);
-            c.n_ctx_train = json_int(j, {"max_position_embeddings"}, 0);
-            c.norm_eps = j.value("rms_norm_eps", 1e-6f);
-            c.rope_theta = j.value("rope_theta", 10000.0f);
-            if (auto rs = j.find("rope_scaling"); rs != j.end() && rs->is_object()) {
+            c.n_embd = j.size_or({"hidden_size"}, 0);
+            c.n_layer = j.size_or({"num_hidden_layers"}, 0);
+            c.n_head = j.size_or({"num_attention_heads"}, 0);
+            c.n_head_kv = j.size_or({"num_key_value_heads"}, 0);
+            c.head_dim = j.size_or({"head_dim"}, 0);
+            c.n_ff = j.size_or({"intermediate_size"}, 0);
+            c.n_vocab = j.size_or({"vocab_size"}, 0);
+            c.n_ctx_train = j.size_or({"max_position_embeddings"}, 0);
+            c.norm_eps = static_cast<float>(j.number_or("rms_norm_eps", 1e-6));
+            c.rope_theta = static_cast<float>(j.number_or("rope_theta", 10000.0));
+            if (const auto* rs = j.find("rope_scaling"); rs && rs->is_object()) {
                 const std::string type = rs->value("type", rs->value("rope_type", std::string("none")));
                 if (type == "linear") c.rope_scale = rs->value("factor", 1.0f);
                 else if (type != "default")
@@ -236,14 +231,14 @@ public:
             c.rope_pairing = RopePairing::half_split;  // HF stores q/k permuted for rotate_half
         } else if (c.architecture == "gpt2") {
             c.family = LlmFamily::gpt2;
-            c.n_embd = json_int(j, {"n_embd", "hidden_size"}, 0);
-            c.n_layer = json_int(j, {"n_layer", "num_hidden_layers"}, 0);
-            c.n_head = json_int(j, {"n_head", "num_attention_heads"}, 0);
-            c.n_ff = json_int(j, {"n_inner"}, 4 * c.n_embd);
-            c.n_vocab = json_int(j, {"vocab_size"}, 0);
-            c.n_ctx_train = json_int(j, {"n_positions", "n_ctx"}, 0);
-            c.norm_eps = j.value("layer_norm_epsilon", 1e-5f);
-            const std::string act = j.value("activation_function", std::string("gelu_new"));
+            c.n_embd = j.size_or({"n_embd", "hidden_size"}, 0);
+            c.n_layer = j.size_or({"n_layer", "num_hidden_layers"}, 0);
+            c.n_head = j.size_or({"n_head", "num_attention_heads"}, 0);
+            c.n_ff = j.size_or({"n_inner"}, 4 * c.n_embd);
+            c.n_vocab = j.size_or({"vocab_size"}, 0);
+            c.n_ctx_train = j.size_or({"n_positions", "n_ctx"}, 0);
+            c.norm_eps = static_cast<float>(j.number_or("layer_norm_epsilon", 1e-5));
+            const std::string act = j.string_or("activation_function", "gelu_new");
             if (act != "gelu_new" && act != "gelu_pytorch_tanh")
                 throw Unsupported("[llm] " + config_path + ": GPT-2 activation '" + act + "' is not supported yet (gelu_new)");
         } else {

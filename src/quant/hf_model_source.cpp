@@ -13,6 +13,7 @@
 #include "core/json_file.h"
 #include "core/sha256.h"
 #include "cq/error.h"
+#include "io/hf/hf_config.h"
 #include "io/hf/hf_model.h"
 #include "quant/hf_tokenizer_metadata.h"
 #include "models/tensor_names.h"
@@ -46,46 +47,7 @@ gguf::Value u32(int64_t v) { return gguf::Value{gguf::ValueType::U32, static_cas
 gguf::Value f32(double v) { return gguf::Value{gguf::ValueType::F32, v}; }
 gguf::Value str(std::string s) { return gguf::Value{gguf::ValueType::STRING, std::move(s)}; }
 
-// config.json access with errors that name the file and the key.
-class Config {
-public:
-    Config(json j, std::string path) : j_(std::move(j)), path_(std::move(path)) {}
-    const json* find(const char* key) const {
-        const auto it = j_.find(key);
-        return it == j_.end() || it->is_null() ? nullptr : &*it;
-    }
-    std::optional<int64_t> opt_int(std::initializer_list<const char*> keys) const {
-        for (const char* k : keys)
-            if (const json* v = find(k)) {
-                if (!v->is_number_integer() || v->get<int64_t>() <= 0) fail(k, "is not a positive integer");
-                return v->get<int64_t>();
-            }
-        return std::nullopt;
-    }
-    int64_t get_int(std::initializer_list<const char*> keys) const {
-        if (auto v = opt_int(keys)) return *v;
-        fail(*keys.begin(), "is missing");
-    }
-    std::optional<double> opt_number(const char* key) const {
-        if (const json* v = find(key)) {
-            if (!v->is_number()) fail(key, "is not a number");
-            return v->get<double>();
-        }
-        return std::nullopt;
-    }
-    bool get_bool(const char* key, bool fallback) const {
-        const json* v = find(key);
-        return v && v->is_boolean() ? v->get<bool>() : fallback;
-    }
-    [[noreturn]] void fail(const std::string& key, const std::string& what) const {
-        throw FormatError("hf", path_, 0, "'" + key + "' " + what);
-    }
-    const std::string& path() const { return path_; }
-
-private:
-    json j_;
-    std::string path_;
-};
+using Config = hf::Config;
 
 struct Converted {
     std::vector<Spec> specs;
@@ -133,11 +95,11 @@ void add_blocks(Converted& c, LlmFamily family, const std::string& gpt2_prefix, 
 // LLaMA / Mistral (LlamaForCausalLM, MistralForCausalLM) → GGUF "llama".
 Converted convert_llama(const Config& cfg) {
     Converted c;
-    const int64_t D = cfg.get_int({"hidden_size"}), L = cfg.get_int({"num_hidden_layers"});
-    const int64_t H = cfg.get_int({"num_attention_heads"}), F = cfg.get_int({"intermediate_size"}), V = cfg.get_int({"vocab_size"});
-    const auto Hkv_opt = cfg.opt_int({"num_key_value_heads"});
+    const int64_t D = cfg.get_size({"hidden_size"}), L = cfg.get_size({"num_hidden_layers"});
+    const int64_t H = cfg.get_size({"num_attention_heads"}), F = cfg.get_size({"intermediate_size"}), V = cfg.get_size({"vocab_size"});
+    const auto Hkv_opt = cfg.opt_size({"num_key_value_heads"});
     const int64_t Hkv = Hkv_opt.value_or(H);
-    const auto head_dim_opt = cfg.opt_int({"head_dim"});
+    const auto head_dim_opt = cfg.opt_size({"head_dim"});
     if (!head_dim_opt && D % H != 0) cfg.fail("hidden_size", "is not a multiple of num_attention_heads");
     const int64_t hd = head_dim_opt.value_or(D / H);
     if (H % Hkv != 0) cfg.fail("num_attention_heads", "is not a multiple of num_key_value_heads");
@@ -147,7 +109,7 @@ Converted convert_llama(const Config& cfg) {
     // convert_hf_to_gguf's TextModel.set_gguf_parameters + LlamaModel.set_gguf_parameters, in its order.
     auto& m = c.hparams;
     m.emplace_back("llama.block_count", u32(L));
-    if (auto n_ctx = cfg.opt_int({"max_position_embeddings", "n_ctx", "n_positions"})) m.emplace_back("llama.context_length", u32(*n_ctx));
+    if (auto n_ctx = cfg.opt_size({"max_position_embeddings", "n_ctx", "n_positions"})) m.emplace_back("llama.context_length", u32(*n_ctx));
     m.emplace_back("llama.embedding_length", u32(D));
     m.emplace_back("llama.feed_forward_length", u32(F));
     m.emplace_back("llama.attention.head_count", u32(H));
@@ -179,7 +141,7 @@ Converted convert_llama(const Config& cfg) {
     m.emplace_back("llama.vocab_size", u32(V));
     m.emplace_back("llama.rope.dimension_count", u32(hd));
 
-    const bool tied = cfg.get_bool("tie_word_embeddings", false);
+    const bool tied = cfg.bool_or("tie_word_embeddings", false);
     const int64_t q_dim = H * hd, kv_dim = Hkv * hd;
     c.specs.push_back({"token_embd.weight", "model.embed_tokens.weight", {V, D}});
     c.specs.push_back({"output_norm.weight", "model.norm.weight", {D}});
@@ -202,21 +164,21 @@ Converted convert_llama(const Config& cfg) {
 // GPT-2 (GPT2LMHeadModel) → GGUF "gpt2". Tensor names with or without the "transformer." prefix.
 Converted convert_gpt2(const Config& cfg, const safetensors::Model& weights) {
     Converted c;
-    const int64_t D = cfg.get_int({"n_embd"}), L = cfg.get_int({"n_layer"}), H = cfg.get_int({"n_head"});
-    const int64_t V = cfg.get_int({"vocab_size"}), n_pos = cfg.get_int({"n_positions", "n_ctx"});
+    const int64_t D = cfg.get_size({"n_embd"}), L = cfg.get_size({"n_layer"}), H = cfg.get_size({"n_head"});
+    const int64_t V = cfg.get_size({"vocab_size"}), n_pos = cfg.get_size({"n_positions", "n_ctx"});
     // convert_hf_to_gguf writes 4·n_embd; n_inner, when set, is what the weights have.
-    const int64_t F = cfg.opt_int({"n_inner"}).value_or(4 * D);
+    const int64_t F = cfg.opt_size({"n_inner"}).value_or(4 * D);
     c.n_layer = L, c.n_head = c.n_head_kv = H, c.n_vocab = V;
     auto& m = c.hparams;
     m.emplace_back("gpt2.block_count", u32(L));
-    m.emplace_back("gpt2.context_length", u32(cfg.get_int({"n_ctx", "n_positions"})));
+    m.emplace_back("gpt2.context_length", u32(cfg.get_size({"n_ctx", "n_positions"})));
     m.emplace_back("gpt2.embedding_length", u32(D));
     m.emplace_back("gpt2.feed_forward_length", u32(F));
     m.emplace_back("gpt2.attention.head_count", u32(H));
     m.emplace_back("gpt2.attention.layer_norm_epsilon", f32(cfg.opt_number("layer_norm_epsilon").value_or(1e-5)));
 
     const std::string t = weights.find_tensor("transformer.wte.weight") ? "transformer." : "";
-    const bool tied = cfg.get_bool("tie_word_embeddings", true);
+    const bool tied = cfg.bool_or("tie_word_embeddings", true);
     c.specs.push_back({"token_embd.weight", t + "wte.weight", {V, D}});
     c.specs.push_back({"position_embd.weight", t + "wpe.weight", {n_pos, D}});
     c.specs.push_back({"output_norm.weight", t + "ln_f.weight", {D}});

@@ -1,0 +1,84 @@
+// The one reader of HF config values (config.json, preprocessor_config.json): typed lookups over one or
+// more alternative key names, with defaults, where a key that is present with the wrong type (or, for
+// the size getters, not positive) is an error naming the file and the key instead of a silent default.
+// JSON null counts as absent (HF writes "n_inner": null for "use the default").
+#pragma once
+
+#include <cstdint>
+#include <initializer_list>
+#include <optional>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "cq/error.h"
+
+namespace cq::hf {
+
+class Config {
+public:
+    Config(const nlohmann::json& j, std::string path) : j_(j), path_(std::move(path)) {}
+
+    const nlohmann::json* find(const char* key) const {
+        if (!j_.is_object()) return nullptr;
+        const auto it = j_.find(key);
+        return it == j_.end() || it->is_null() ? nullptr : &*it;
+    }
+    /// The first of `keys` present, as an integer.
+    std::optional<int64_t> opt_int(std::initializer_list<const char*> keys) const {
+        for (const char* k : keys)
+            if (const nlohmann::json* v = find(k)) {
+                if (!v->is_number_integer()) fail(k, "is not an integer");
+                return v->get<int64_t>();
+            }
+        return std::nullopt;
+    }
+    int64_t int_or(std::initializer_list<const char*> keys, int64_t fallback) const { return opt_int(keys).value_or(fallback); }
+    /// A size: the first of `keys` present, which must be a positive integer.
+    std::optional<int64_t> opt_size(std::initializer_list<const char*> keys) const {
+        for (const char* k : keys)
+            if (const nlohmann::json* v = find(k)) {
+                if (!v->is_number_integer() || v->get<int64_t>() <= 0) fail(k, "is not a positive integer");
+                return v->get<int64_t>();
+            }
+        return std::nullopt;
+    }
+    int64_t size_or(std::initializer_list<const char*> keys, int64_t fallback) const { return opt_size(keys).value_or(fallback); }
+    int64_t get_size(std::initializer_list<const char*> keys) const {
+        if (auto v = opt_size(keys)) return *v;
+        fail(*keys.begin(), "is missing");
+    }
+    std::optional<double> opt_number(const char* key) const {
+        if (const nlohmann::json* v = find(key)) {
+            if (!v->is_number()) fail(key, "is not a number");
+            return v->get<double>();
+        }
+        return std::nullopt;
+    }
+    double number_or(const char* key, double fallback) const { return opt_number(key).value_or(fallback); }
+    std::string string_or(const char* key, const std::string& fallback) const {
+        if (const nlohmann::json* v = find(key)) {
+            if (!v->is_string()) fail(key, "is not a string");
+            return v->get<std::string>();
+        }
+        return fallback;
+    }
+    bool bool_or(const char* key, bool fallback) const {
+        if (const nlohmann::json* v = find(key)) {
+            if (!v->is_boolean()) fail(key, "is not true or false");
+            return v->get<bool>();
+        }
+        return fallback;
+    }
+    [[noreturn]] void fail(const std::string& key, const std::string& what) const {
+        throw FormatError("hf", path_, 0, "'" + key + "' " + what);
+    }
+    const nlohmann::json& json() const { return j_; }
+    const std::string& path() const { return path_; }
+
+private:
+    const nlohmann::json& j_;
+    std::string path_;
+};
+
+}  // namespace cq::hf
