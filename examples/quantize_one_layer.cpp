@@ -1,6 +1,7 @@
 // Uses cq as an installed library: load an LLM, list its Linears, observe one layer while the model
-// runs, quantize that layer to Q8_0 in memory and run again. Exits non-zero if anything disagrees.
-//   quantize_one_layer MODEL [LAYER]   (LAYER: a Linear's name; default the first block's attn_q)
+// runs, quantize that layer to Q8_0 in memory and run again, then (with OUT) save the changed model as a
+// GGUF and check that the file runs the same. Exits non-zero if anything disagrees.
+//   quantize_one_layer MODEL [LAYER] [OUT.gguf]   (LAYER: a Linear's name; default the first block's attn_q)
 #include <cq/cq.h>
 
 #include <algorithm>
@@ -60,8 +61,22 @@ int main(int argc, char** argv) {
         std::printf("quantized %s %s -> %s: max |delta logit| %.6g\n", layer->name.c_str(), from.c_str(),
                     std::string(cq::dtype_name(layer->weight.dtype())).c_str(), max_diff);
 
-        const bool ok = rows == static_cast<int64_t>(tokens.size()) && layer->weight.dtype() == cq::DType::Q8_0 &&
-                        std::isfinite(max_diff) && max_diff < 1.0 && (from == "q8_0" || max_diff > 0);
+        bool ok = rows == static_cast<int64_t>(tokens.size()) && layer->weight.dtype() == cq::DType::Q8_0 &&
+                  std::isfinite(max_diff) && max_diff < 1.0 && (from == "q8_0" || max_diff > 0);
+
+        // 4. Save what is in memory, load the file and run it: the same logits.
+        if (argc > 3) {
+            model->save(argv[3]);
+            auto saved = cq::LanguageModel::load(argv[3]);
+            std::vector<float> reloaded(after.size());
+            saved->forward(tokens, 0, reloaded, true);
+            double file_diff = 0;
+            for (size_t i = 0; i < after.size(); ++i) file_diff = std::max(file_diff, std::fabs(static_cast<double>(reloaded[i]) - after[i]));
+            const std::string saved_format = saved->find_linear(layer->name)->format();
+            std::printf("saved %s: %s is %s there, max |delta logit| against memory %.6g\n", argv[3], layer->name.c_str(),
+                        saved_format.c_str(), file_diff);
+            ok = ok && saved_format == "q8_0" && file_diff < 1e-3;
+        }
         std::printf("%s\n", ok ? "ok" : "FAILED");
         return ok ? 0 : 1;
     } catch (const cq::Error& e) {
