@@ -111,29 +111,25 @@ void read_labels(const hf::Config& config, EncoderConfig& c) {
 
 void read_config(const hf::ModelDir& d, const std::string& config_path, EncoderConfig& c) {
     const hf::Config j(d.config, config_path);
+    // HF's defaults (BERT-base's sizes) where a config leaves a size out.
+    const hf::TransformerSizes sizes = j.transformer_sizes();
+    const auto or_default = [](int64_t v, int64_t fallback) { return v > 0 ? v : fallback; };
+    c.hidden = or_default(sizes.hidden, 768);
+    c.n_layer = or_default(sizes.layers, c.family == EncoderFamily::distilbert ? 6 : 12);
+    c.n_head = or_default(sizes.heads, 12);
+    c.n_ff = or_default(sizes.ffn, 3072);
+    if (c.family != EncoderFamily::vit) {
+        c.max_positions = or_default(sizes.positions, 512);
+        c.vocab = or_default(sizes.vocab, 30522);
+        c.type_vocab = c.family == EncoderFamily::distilbert ? 0 : j.int_or({"type_vocab_size"}, 2);
+        c.pad_token_id = static_cast<int32_t>(j.int_or({"pad_token_id"}, c.family == EncoderFamily::roberta ? 1 : 0));
+    }
     if (c.family == EncoderFamily::distilbert) {
-        c.hidden = j.int_or({"dim"}, 768);
-        c.n_layer = j.int_or({"n_layers"}, 6);
-        c.n_head = j.int_or({"n_heads"}, 12);
-        c.n_ff = j.int_or({"hidden_dim"}, 3072);
-        c.max_positions = j.int_or({"max_position_embeddings"}, 512);
-        c.vocab = j.int_or({"vocab_size"}, 30522);
         c.hidden_act = j.string_or("activation", "gelu");
         c.norm_eps = 1e-12f;  // DistilBERT's LayerNorms hard-code it
-        c.pad_token_id = static_cast<int32_t>(j.int_or({"pad_token_id"}, 0));
     } else {
-        c.hidden = j.int_or({"hidden_size"}, 768);
-        c.n_layer = j.int_or({"num_hidden_layers"}, 12);
-        c.n_head = j.int_or({"num_attention_heads"}, 12);
-        c.n_ff = j.int_or({"intermediate_size"}, 3072);
         c.hidden_act = j.string_or("hidden_act", "gelu");
         c.norm_eps = static_cast<float>(j.number_or("layer_norm_eps", 1e-12f));
-        if (c.family != EncoderFamily::vit) {
-            c.max_positions = j.int_or({"max_position_embeddings"}, 512);
-            c.type_vocab = j.int_or({"type_vocab_size"}, 2);
-            c.vocab = j.int_or({"vocab_size"}, 30522);
-            c.pad_token_id = static_cast<int32_t>(j.int_or({"pad_token_id"}, c.family == EncoderFamily::roberta ? 1 : 0));
-        }
     }
     if (c.hidden <= 0 || c.n_layer <= 0 || c.n_head <= 0 || c.n_ff <= 0 || c.hidden % c.n_head != 0)
         throw FormatError("json", config_path, 0, "the encoder's sizes are missing, not positive or inconsistent (hidden " +

@@ -210,16 +210,11 @@ public:
         LlmConfig& c = m.config_;
         c.architecture = d.model_type;
         const hf::Config j(d.config, config_path);
+        const hf::TransformerSizes sizes = j.transformer_sizes();
+        c.n_embd = sizes.hidden, c.n_layer = sizes.layers, c.n_head = sizes.heads, c.n_vocab = sizes.vocab, c.n_ctx_train = sizes.positions;
         if (c.architecture == "llama" || c.architecture == "mistral" || c.architecture == "qwen2") {
             c.family = LlmFamily::llama;
-            c.n_embd = j.size_or({"hidden_size"}, 0);
-            c.n_layer = j.size_or({"num_hidden_layers"}, 0);
-            c.n_head = j.size_or({"num_attention_heads"}, 0);
-            c.n_head_kv = j.size_or({"num_key_value_heads"}, 0);
-            c.head_dim = j.size_or({"head_dim"}, 0);
-            c.n_ff = j.size_or({"intermediate_size"}, 0);
-            c.n_vocab = j.size_or({"vocab_size"}, 0);
-            c.n_ctx_train = j.size_or({"max_position_embeddings"}, 0);
+            c.n_head_kv = sizes.kv_heads, c.head_dim = sizes.head_dim, c.n_ff = sizes.ffn;
             c.norm_eps = static_cast<float>(j.number_or("rms_norm_eps", 1e-6));
             c.rope_theta = static_cast<float>(j.number_or("rope_theta", 10000.0));
             if (const auto* rs = j.find("rope_scaling"); rs && rs->is_object()) {
@@ -231,12 +226,7 @@ public:
             c.rope_pairing = RopePairing::half_split;  // HF stores q/k permuted for rotate_half
         } else if (c.architecture == "gpt2") {
             c.family = LlmFamily::gpt2;
-            c.n_embd = j.size_or({"n_embd", "hidden_size"}, 0);
-            c.n_layer = j.size_or({"n_layer", "num_hidden_layers"}, 0);
-            c.n_head = j.size_or({"n_head", "num_attention_heads"}, 0);
-            c.n_ff = j.size_or({"n_inner"}, 4 * c.n_embd);
-            c.n_vocab = j.size_or({"vocab_size"}, 0);
-            c.n_ctx_train = j.size_or({"n_positions", "n_ctx"}, 0);
+            c.n_ff = sizes.ffn ? sizes.ffn : 4 * c.n_embd;  // n_inner: null means 4 · n_embd
             c.norm_eps = static_cast<float>(j.number_or("layer_norm_epsilon", 1e-5));
             const std::string act = j.string_or("activation_function", "gelu_new");
             if (act != "gelu_new" && act != "gelu_pytorch_tanh")

@@ -15,6 +15,11 @@
 
 namespace cq::hf {
 
+/// The sizes every transformer config states, under the names the families use for them (0: absent).
+struct TransformerSizes {
+    int64_t hidden = 0, layers = 0, heads = 0, kv_heads = 0, head_dim = 0, ffn = 0, vocab = 0, positions = 0;
+};
+
 class Config {
 public:
     Config(const nlohmann::json& j, std::string path) : j_(j), path_(std::move(path)) {}
@@ -69,6 +74,20 @@ public:
             return v->get<bool>();
         }
         return fallback;
+    }
+    /// The sizes under every family's key names: BERT/LLaMA ("hidden_size", ...), GPT-2 ("n_embd", ...),
+    /// DistilBERT ("dim", ...). Each must be a positive integer where present.
+    TransformerSizes transformer_sizes() const {
+        TransformerSizes s;
+        s.hidden = size_or({"hidden_size", "n_embd", "dim"}, 0);
+        s.layers = size_or({"num_hidden_layers", "n_layer", "n_layers"}, 0);
+        s.heads = size_or({"num_attention_heads", "n_head", "n_heads"}, 0);
+        s.kv_heads = size_or({"num_key_value_heads"}, 0);
+        s.head_dim = size_or({"head_dim"}, 0);
+        s.ffn = size_or({"intermediate_size", "n_inner", "hidden_dim"}, 0);
+        s.vocab = size_or({"vocab_size"}, 0);
+        s.positions = size_or({"max_position_embeddings", "n_positions", "n_ctx"}, 0);
+        return s;
     }
     [[noreturn]] void fail(const std::string& key, const std::string& what) const {
         throw FormatError("hf", path_, 0, "'" + key + "' " + what);
