@@ -10,6 +10,7 @@
 
 #include "cq/atomic_file.h"
 #include "cq/classify.h"
+#include "cq/compare.h"
 #include "cq/encoder.h"
 #include "cq/error.h"
 #include "cq/io/gguf.h"
@@ -175,6 +176,40 @@ TEST(ModelSave, EncoderW8A8SavedRunsTheSame) {
     back->classify(back->tokenize(texts, 64), b.data());
     for (size_t i = 0; i < a.size(); ++i) EXPECT_FLOAT_EQ(a[i], b[i]) << i;
     EXPECT_THROW(back->save(dir.file("again.gguf")), Unsupported);
+}
+
+// The encoders' same-run comparison lives in the library: a model against itself agrees everywhere with
+// zero KLD; against its W8A8 form (saved and reloaded) it classifies the same samples, and the report
+// carries both accuracies as classify_dataset gives them.
+TEST(ModelSave, EncoderComparisonInTheLibrary) {
+    TempDir dir;
+    auto base = EncoderModel::load(test::fixture("models/bert-tiny-sst2"));
+    auto same = EncoderModel::load(test::fixture("models/bert-tiny-sst2"));
+    EncoderCompareOptions o;
+    o.selection.first = 0;
+    o.selection.count = 48;
+    o.bench = false;
+    const std::string data = test::fixture("data/sst2_dev.tsv");
+    const EncoderComparisonReport self = compare_encoders(*base, *same, data, o);
+    EXPECT_EQ(self.base.samples, 48);
+    EXPECT_EQ(self.agreement.agreement, 1.0);
+    EXPECT_EQ(self.agreement.mean_kld, 0.0);
+    EXPECT_FALSE(self.base_speed.has_value());
+
+    EncoderQuantizeOptions q;
+    quantize_encoder(test::fixture("models/bert-tiny-sst2"), dir.file("w8.gguf"), q);
+    auto w8 = EncoderModel::load(dir.file("w8.gguf"));
+    o.bench = true;
+    o.bench_repetitions = 1;
+    o.bench_batch = 2;
+    o.bench_seq = 16;
+    const EncoderComparisonReport r = compare_encoders(*base, *w8, data, o);
+    const ClassificationResult direct = classify_dataset(*w8, load_labelled_data(data, *base, o.selection), o.run);
+    EXPECT_EQ(r.candidate.accuracy, direct.accuracy);
+    EXPECT_GE(r.agreement.agreement, 0.9);
+    EXPECT_GT(r.agreement.mean_kld, 0.0);
+    ASSERT_TRUE(r.candidate_speed.has_value());
+    EXPECT_EQ(r.candidate_speed->batch, 2);
 }
 
 }  // namespace

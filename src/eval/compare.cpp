@@ -105,4 +105,23 @@ std::string comparison_to_markdown(const ComparisonReport& r) {
     return out;
 }
 
+EncoderComparisonReport compare_encoders(EncoderModel& base, EncoderModel& candidate, const std::string& data,
+                                         const EncoderCompareOptions& options, const StageProgressFn& progress) {
+    const auto stage = [&](const std::string& name) -> ProgressFn {
+        if (!progress) return {};
+        return [&progress, name](int64_t done, int64_t total, double) { progress(name, done, total); };
+    };
+    EncoderComparisonReport r;
+    const LabelledData samples = load_labelled_data(data, base, options.selection);
+    r.data = samples.source;
+    r.base = classify_dataset(base, samples, options.run, stage("eval original"));
+    r.candidate = classify_dataset(candidate, samples, options.run, stage("eval quantized"));
+    r.agreement = compare_predictions(r.base, r.candidate);
+    if (options.bench) {
+        r.base_speed = bench_encoder(base, options.bench_batch, options.bench_seq, options.bench_repetitions, 1, stage("bench original"));
+        r.candidate_speed = bench_encoder(candidate, options.bench_batch, options.bench_seq, options.bench_repetitions, 1, stage("bench quantized"));
+    }
+    return r;
+}
+
 }  // namespace cq

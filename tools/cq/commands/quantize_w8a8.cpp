@@ -10,6 +10,7 @@
 #include "commands/json_reports.h"
 #include "commands/quantize_w8a8.h"
 #include "cq/classify.h"
+#include "cq/compare.h"
 #include "cq/error.h"
 
 namespace cq::cli {
@@ -91,32 +92,37 @@ int run_quantize_w8a8(W8A8CliOptions& o, const std::string& input, const std::st
     // Same run: the original and the file just written, on the same samples.
     auto original = EncoderModel::load(input);
     auto quantized = EncoderModel::load(output);
-    const LabelledData data = load_labelled_data(eval_data, *original, o.eval_selection);
-    const auto classify = [&](EncoderModel& m, const char* label) {
-        Progress p(label, !json);
-        auto res = classify_dataset(m, data, o.quant.run, [&](int64_t done, int64_t total, double) { p.update(done, total, "samples"); });
-        p.finish();
-        return res;
-    };
-    const ClassificationResult before = classify(*original, "eval original");
-    const ClassificationResult after = classify(*quantized, "eval quantized");
-    const PredictionAgreement agree = compare_predictions(before, after);
-    std::optional<EncoderBenchResult> speed_before, speed_after;
-    if (bench) {
-        Progress p("bench", !json);
-        speed_before = bench_encoder(*original, o.bench_batch, o.bench_seq, bench_reps, 1, [&](int64_t d, int64_t t, double) { p.update(d, t, "original"); });
-        speed_after = bench_encoder(*quantized, o.bench_batch, o.bench_seq, bench_reps, 1, [&](int64_t d, int64_t t, double) { p.update(d, t, "quantized"); });
-        p.finish();
-    }
+    EncoderCompareOptions co;
+    co.run = o.quant.run;
+    co.selection = o.eval_selection;
+    co.bench = bench;
+    co.bench_batch = o.bench_batch, co.bench_seq = o.bench_seq, co.bench_repetitions = bench_reps;
+    std::optional<Progress> bar;
+    std::string bar_stage;
+    const EncoderComparisonReport cmp = compare_encoders(*original, *quantized, eval_data, co, [&](const std::string& stage, int64_t done, int64_t total) {
+        if (stage != bar_stage) {
+            if (bar) bar->finish();
+            bar.emplace(stage, !json);
+            bar_stage = stage;
+        }
+        bar->update(done, total, "samples");
+    });
+    if (bar) bar->finish();
+    const ClassificationResult& before = cmp.base;
+    const ClassificationResult& after = cmp.candidate;
+    const PredictionAgreement& agree = cmp.agreement;
+    const std::optional<EncoderBenchResult>& speed_before = cmp.base_speed;
+    const std::optional<EncoderBenchResult>& speed_after = cmp.candidate_speed;
+    const std::string data_source = cmp.data;
     if (json) {
-        j["eval"] = {{"data", data.source}, {"before", classification_to_json(before)}, {"after", classification_to_json(after)},
+        j["eval"] = {{"data", data_source}, {"before", classification_to_json(before)}, {"after", classification_to_json(after)},
                      {"agreement", agreement_to_json(agree)}};
         if (bench) j["eval"]["speed"] = {{"before", encoder_bench_to_json(*speed_before)}, {"after", encoder_bench_to_json(*speed_after)},
                                          {"speedup", speed_before->median_ms / speed_after->median_ms}};
         print_json(j);
         return 0;
     }
-    std::printf("\nSame-run comparison on %s (%lld samples):\n\n", data.source.c_str(), static_cast<long long>(before.samples));
+    std::printf("\nSame-run comparison on %s (%lld samples):\n\n", data_source.c_str(), static_cast<long long>(before.samples));
     std::vector<std::vector<std::string>> rows{{"", "original", r.type, "change"}};
     rows.push_back({"file bytes", group_digits(r.file_bytes_in), group_digits(r.file_bytes_out),
                     "÷" + fixed(static_cast<double>(r.file_bytes_in) / static_cast<double>(std::max<uint64_t>(1, r.file_bytes_out)), 2)});
