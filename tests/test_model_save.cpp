@@ -106,6 +106,41 @@ TEST(ModelSave, HfGpt2ChangedInMemoryRunsTheSameFromItsFile) {
     expect_close(logits_of(*back), in_memory, 1e-3, "gpt2 HF, saved and reloaded");
 }
 
+// A scaled rewrite, as AWQ / SmoothQuant make: block 0's attn_norm multiplied by s per channel and the
+// columns of q, k and v divided by s computes the same function; saved and reloaded, the file runs as
+// memory does and holds the scaled norm.
+TEST(ModelSave, ScaledNormAndLinearsAreWrittenTogether) {
+    TempDir dir;
+    LoadOptions lo;
+    lo.n_ctx = 64;
+    auto m = LanguageModel::load(test::fixture(kStoriesHf), lo);
+    const std::vector<float> before = logits_of(*m);
+    Norm& norm = m->weights().blocks[0].attn_norm;
+    const int64_t D = norm.weight.numel();
+    std::vector<float> s(static_cast<size_t>(D)), g = norm.weight.to_float();
+    for (int64_t c = 0; c < D; ++c) s[static_cast<size_t>(c)] = 0.5f + static_cast<float>(c % 7) * 0.25f;  // exact in binary
+    Tensor scaled = Tensor::zeros({D}, DType::F32);
+    for (int64_t c = 0; c < D; ++c) static_cast<float*>(scaled.mutable_data())[c] = g[static_cast<size_t>(c)] * s[static_cast<size_t>(c)];
+    norm.weight = scaled;
+    norm.modified_by = "test_scale";
+    for (const char* name : {"blk.0.attn_q", "blk.0.attn_k", "blk.0.attn_v"}) {
+        Linear& l = *m->find_linear(name);
+        std::vector<float> w = l.weight.to_float();
+        for (int64_t o = 0; o < l.n_out(); ++o)
+            for (int64_t c = 0; c < D; ++c) w[static_cast<size_t>(o * D + c)] /= s[static_cast<size_t>(c)];
+        Tensor t = Tensor::zeros({l.n_out(), D}, DType::F32);
+        std::memcpy(t.mutable_data(), w.data(), w.size() * sizeof(float));
+        m->set_weight(l, t, "test_scale");
+    }
+    const std::vector<float> in_memory = logits_of(*m);
+    expect_close(in_memory, before, 1e-4, "a scale folded into the norm is the same function");
+    m->save(dir.file("scaled.gguf"));
+    auto back = LanguageModel::load(dir.file("scaled.gguf"), lo);
+    expect_close(logits_of(*back), in_memory, 1e-5, "scaled model saved and reloaded");
+    const std::vector<float> saved_norm = back->weights().blocks[0].attn_norm.weight.to_float();
+    for (int64_t c = 0; c < D; ++c) EXPECT_EQ(saved_norm[static_cast<size_t>(c)], g[static_cast<size_t>(c)] * s[static_cast<size_t>(c)]) << c;
+}
+
 // quantize_model over a changed model: the pass's layers stay as the pass left them (and the report says
 // so); every other tensor follows the rules, byte for byte what quantize_model writes from the file.
 TEST(ModelSave, QuantizeKeepsWhatAPassChanged) {

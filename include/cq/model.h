@@ -95,6 +95,9 @@ struct Norm {
     std::string name;  // encoders: the HF module path; decoders leave it empty (layers() names them)
     Tensor weight;
     std::optional<Tensor> bias;  // LayerNorm only
+    /// Empty while the weights are the file's; a pass that changes them (AWQ / SmoothQuant fold scales into
+    /// the norm before a Linear) names itself here, and Model::save writes them.
+    std::string modified_by;
 };
 
 enum class ModelKind { decoder, encoder, vision };

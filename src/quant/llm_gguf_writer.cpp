@@ -1,6 +1,6 @@
 // The decoder-LLM GGUF writer (see llm_gguf_writer.h): one plan per file tensor — the rules' type with
-// llama.cpp's fallbacks, the model's in-memory weight where a pass changed it, or the file's own — then a
-// streaming write, one tensor at a time, rows split across the thread pool. LanguageModel::save lives here
+// llama.cpp's fallbacks, the model's in-memory weight where a pass changed it (Linears, norms), or the
+// file's own — then a streaming write, one tensor at a time, rows split across the thread pool. LanguageModel::save lives here
 // because saving a decoder is this writer with no rules.
 
 #include "quant/llm_gguf_writer.h"
@@ -69,6 +69,23 @@ std::map<std::string, const Linear*> changed_linears(const LanguageModel& model,
     return out;
 }
 
+// The model's changed norms (F32 vectors) by the GGUF names of their weight and bias.
+std::map<std::string, const Tensor*> changed_norms(const LanguageModel& model) {
+    std::map<std::string, const Tensor*> out;
+    const auto add = [&](const Norm& n, const std::string& name) {
+        if (n.modified_by.empty()) return;
+        out[name + ".weight"] = &n.weight;
+        if (n.bias) out[name + ".bias"] = &*n.bias;
+    };
+    const LlmWeights& w = model.weights();
+    for (size_t l = 0; l < w.blocks.size(); ++l) {
+        add(w.blocks[l].attn_norm, "blk." + std::to_string(l) + ".attn_norm");
+        add(w.blocks[l].ffn_norm, "blk." + std::to_string(l) + ".ffn_norm");
+    }
+    add(w.output_norm, "output_norm");
+    return out;
+}
+
 }  // namespace
 
 QuantizeReport write_llm_gguf(const LlmWriteJob& job, const std::string& output) {
@@ -76,13 +93,15 @@ QuantizeReport write_llm_gguf(const LlmWriteJob& job, const std::string& output)
     const int64_t gqa = in.n_head_kv > 0 ? in.n_head / in.n_head_kv : 1;
     const bool has_output = std::any_of(in.tensors.begin(), in.tensors.end(), [](const auto& t) { return t.name == "output.weight"; });
     std::map<std::string, const Linear*> changed;
-    if (job.model) changed = changed_linears(*job.model, has_output);
+    std::map<std::string, const Tensor*> norms;
+    if (job.model) changed = changed_linears(*job.model, has_output), norms = changed_norms(*job.model);
     // HF llama q/k rows are held in rotate_half order (the model runs them so); GGUF wants Meta's order.
     const bool hf_rope_rows = job.model && job.model->config().rope_pairing == RopePairing::half_split && in.arch == "llama";
 
     QuantizeReport r;
     r.file_bytes_in = in.file_bytes;
     std::vector<const Linear*> from_model(in.tensors.size(), nullptr);
+    std::vector<const Tensor*> norm_from_model(in.tensors.size(), nullptr);
     size_t used = 0;
     for (size_t i = 0; i < in.tensors.size(); ++i) {
         const SourceTensor& t = in.tensors[i];
@@ -100,6 +119,13 @@ QuantizeReport write_llm_gguf(const LlmWriteJob& job, const std::string& output)
             p.rule = "model: " + l.modified_by;
             from_model[i] = &l;
             ++used;
+        } else if (const auto n = norms.find(t.name); n != norms.end()) {
+            if (n->second->numel() != t.numel)
+                throw Unsupported("[save] the changed norm '" + t.name + "' has " + std::to_string(n->second->numel()) + " values, the file's " +
+                                  std::to_string(t.numel));
+            p.requested = p.chosen = DType::F32;  // norms are held (and written, as llama.cpp does) in f32
+            p.rule = "model: changed norm";
+            norm_from_model[i] = n->second;
         } else if (job.rules && is_quantizable(t.name, t.shape)) {
             // A tied model's token embedding is its output head: "output.weight" rules apply to it.
             const RuleTarget target{t.name, layer_of(t.name), in.n_layer, gqa,
@@ -114,7 +140,7 @@ QuantizeReport write_llm_gguf(const LlmWriteJob& job, const std::string& output)
             }
         }
         const auto& traits = dtype_traits(p.chosen);
-        if (!from_model[i] && p.chosen != p.from && (!traits.from_float || !dtype_traits(p.from).to_float))
+        if (!from_model[i] && !norm_from_model[i] && p.chosen != p.from && (!traits.from_float || !dtype_traits(p.from).to_float))
             throw Unsupported("[quantize] tensor '" + t.name + "': converting " + std::string(dtype_name(p.from)) + " to " +
                               std::string(traits.name) + " is not supported yet");
         p.bytes_out = *dtype_bytes(p.chosen, static_cast<uint64_t>(p.numel));
@@ -149,6 +175,9 @@ QuantizeReport write_llm_gguf(const LlmWriteJob& job, const std::string& output)
             } else {
                 std::memcpy(buf.data(), src, p.bytes_out);
             }
+        } else if (const Tensor* norm = norm_from_model[i]) {
+            const std::vector<float> v = norm->to_float();
+            std::memcpy(buf.data(), v.data(), p.bytes_out);
         } else {
             const uint8_t* src = in.tensors[i].read(scratch);
             if (p.chosen == p.from) {
