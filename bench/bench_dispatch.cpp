@@ -18,6 +18,7 @@
 #include <memory>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "cq/cpu_features.h"
@@ -183,12 +184,12 @@ void add_int8_gemm_cases(std::vector<Case>& cases, bool seven_bit) {
     }
 }
 
-// FP32 products: BERT-base at 8 × 128 tokens (gemm_f32, weights [out, in]; gemm_f32_nn, weights [in, out])
-// and a decode GEMV over a 64 MiB matrix.
+// FP32 products: BERT-base at 8 × 128 tokens (gemm_f32, weights [out, in]; gemm_f32_nn, weights [in, out]),
+// one attention head's QKᵀ / PV at 128 tokens, and a decode GEMV over a 64 MiB matrix.
 void add_float_cases(std::vector<Case>& cases) {
     for (const bool nn : {false, true})
-        for (const auto& [n, k] : {std::pair<int64_t, int64_t>{768, 768}, {3072, 768}, {768, 3072}}) {
-            const int64_t m = 1024;
+        for (const auto& [m, n, k] : {std::tuple<int64_t, int64_t, int64_t>{1024, 768, 768}, {1024, 3072, 768}, {1024, 768, 3072},
+                                      {128, 128, 64}, {128, 64, 128}}) {
             cases.push_back({nn ? "gemm_f32_nn" : "gemm_f32", shape_mnk(m, n, k), "GOP/s",
                              [nn](const KernelTable& t) { return nn ? slot_of(t.gemm_f32_nn) : slot_of(t.gemm_f32); },
                              [=]() -> Binder {
@@ -196,7 +197,7 @@ void add_float_cases(std::vector<Case>& cases) {
                                  auto b = std::make_shared<std::vector<float>>(gaussian(size_t(n * k), 2));
                                  auto c = std::make_shared<std::vector<float>>(size_t(m * n));
                                  return [=](const KernelTable& t, bool reduced) {
-                                     const int64_t mm = reduced ? 16 : m;
+                                     const int64_t mm = reduced ? std::min<int64_t>(16, m) : m;
                                      if (nn)
                                          return Bound{[=] { t.gemm_f32_nn.fn(mm, n, k, a->data(), k, b->data(), n, c->data(), n); },
                                                       2.0 * double(mm) * double(n) * double(k) / 1e9};

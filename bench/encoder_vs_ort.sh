@@ -41,7 +41,7 @@ for r in range(1, rounds + 1):
         if m: ort[m.group(1)].append(float(m.group(2)))
     for (k, i), v in cq.items():
         j = json.load(open(f"{out}/cq-{k}.{i}.{r}.json"))
-        v.append(j["median_ms"]); label[i] = j["isa"] if i == "auto" else i
+        v.append(j["median_ms"]); label[i] = f"auto: {j['isa']}, tuned" if i == "auto" else i
 titles = {"fp32": "FP32", "w8": "W8A8 dynamic, 8-bit act.", "w7": "W8A8 dynamic, 7-bit act."}
 med = {"ONNX Runtime FP32": statistics.median(ort["fp32"]), "ONNX Runtime dynamic INT8": statistics.median(ort["dynint8"])}
 for (k, i), v in cq.items():

@@ -36,7 +36,7 @@ for r in range(1, rounds + 1):
         rows.setdefault(test, {}).setdefault("llama", []).append(statistics.median(e["samples_ts"]) if e.get("samples_ts") else e["avg_ts"])
     for isa in isas:
         c = json.load(open(f"{out}/cq.{isa}.{r}.json"))
-        label[isa] = c["isa"] if isa == "auto" else isa
+        label[isa] = f"auto: {c['isa']}, tuned" if isa == "auto" else isa
         for s in c["results"]:
             rows.setdefault(s["test"], {}).setdefault(isa, []).append(s["median"])
 head = "| test | llama.cpp t/s |" + "".join(f" cq t/s ({label[i]}) | cq ({label[i]}) / llama.cpp |" for i in isas)

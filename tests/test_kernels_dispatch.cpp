@@ -1,11 +1,17 @@
 // The tuned dispatch: a rung preference only ever moves an op to a kernel that some rung's plain
 // ladder runs (at or below the level), keeps every op the ladder has, and the process table is the
 // tuned one unless CQ_ISA forces a level (then the plain ladder, so tests reach every rung's kernels).
+// Float GEMMs from libraries (OpenBLAS, oneDNN) give the same bits however the ops split columns across
+// threads, so results do not depend on the thread count.
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <cstring>
 #include <map>
+#include <random>
 #include <string>
+#include <tuple>
+#include <vector>
 
 #include "cq/cpu_features.h"
 #include "cq/kernels.h"
@@ -81,6 +87,34 @@ TEST(Dispatch, CpuClassFollowsVendorAndFamily) {
     if (f.vendor == "AuthenticAMD" && f.family == 25) EXPECT_EQ(cls, f.avx512f ? "amd_zen4" : "amd_zen3");
     if (f.vendor == "AuthenticAMD" && f.family == 26) EXPECT_EQ(cls, "amd_zen5");
     if (f.vendor == "GenuineIntel") EXPECT_EQ(cls, "intel");
+}
+
+// The ops give each thread a slice of output columns (multiples of 64 when split): every slicing must
+// reproduce the unsplit product bit for bit.
+TEST(Dispatch, FloatGemmsGiveTheSameBitsForAnyColumnSplit) {
+    std::mt19937 rng(5);
+    std::normal_distribution<float> d;
+    for (IsaLevel level : cq::supported_isa_levels()) {
+        const cq::KernelTable t = cq::make_kernel_table(level);
+        for (const auto& [m, n, k] : {std::tuple<int64_t, int64_t, int64_t>{1, 768, 768}, {37, 1000, 300}, {64, 768, 3072}}) {
+            std::vector<float> a(size_t(m * k)), b(size_t(n * k)), whole(size_t(m * n)), split(size_t(m * n));
+            for (auto& v : a) v = d(rng);
+            for (auto& v : b) v = d(rng);
+            for (const bool nn : {false, true}) {
+                const auto run = [&](int64_t c0, int64_t c1, float* c) {
+                    if (nn) t.gemm_f32_nn.fn(m, c1 - c0, k, a.data(), k, b.data() + c0, n, c + c0, n);
+                    else t.gemm_f32.fn(m, c1 - c0, k, a.data(), k, b.data() + c0 * k, k, c + c0, n);
+                };
+                run(0, n, whole.data());
+                for (const int64_t cut : {int64_t(64), n / 2 / 64 * 64, n - 64}) {
+                    run(0, cut, split.data());
+                    run(cut, n, split.data());
+                    EXPECT_EQ(std::memcmp(whole.data(), split.data(), whole.size() * sizeof(float)), 0)
+                            << (nn ? t.gemm_f32_nn.name : t.gemm_f32.name) << " m=" << m << " n=" << n << " k=" << k << " cut at " << cut;
+                }
+            }
+        }
+    }
 }
 
 }  // namespace
