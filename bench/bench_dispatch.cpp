@@ -102,7 +102,9 @@ void add_quant_gemm_cases(std::vector<Case>& cases, DType type, bool packed) {
         int64_t m, n, k, m_reduced;
         bool cycle;
     };
-    for (const Shape s : {Shape{1, 4096, 4096, 1, true}, Shape{512, 2048, 4096, 16, false}}) {
+    // Decode: a LLaMA-7B projection (k 4096) and a small model's vocabulary projection (k 768, 32000 rows);
+    // prompt: 512 tokens.
+    for (const Shape s : {Shape{1, 4096, 4096, 1, true}, Shape{1, 32000, 768, 1, true}, Shape{512, 2048, 4096, 16, false}}) {
         auto slot = [type, packed, m = s.m](const KernelTable& t) {
             const cq::QuantKernels& q = t.quant_kernels(type);
             return packed && !q.runs_packed() ? Slot{} : slot_of(q.kernel_for(m, packed));
