@@ -149,12 +149,14 @@ TEST(Formats, ActivationTypeFollowsGgmlVecDotType) {
     EXPECT_EQ(act(DType::Q5_1), DType::Q8_1);
     for (DType dt : {DType::Q2_K, DType::Q3_K, DType::Q4_K, DType::Q5_K, DType::Q6_K})
         EXPECT_EQ(act(dt), DType::Q8_K) << name_of(dt);
+    EXPECT_EQ(act(DType::IQ4_NL), DType::Q8_0);
+    EXPECT_EQ(act(DType::IQ4_XS), DType::Q8_K);
     // activation-only types pair with themselves and carry no product; the rest have no kernels
     for (DType dt : {DType::Q8_1, DType::Q8_K}) {
         EXPECT_EQ(act(dt), dt) << name_of(dt);
         EXPECT_EQ(t.quant_kernels(dt).gemm.fn, nullptr) << name_of(dt);
     }
-    for (DType dt : {DType::F32, DType::IQ4_NL, DType::I8, DType::U8})
+    for (DType dt : {DType::F32, DType::IQ2_XXS, DType::I8, DType::U8})
         EXPECT_EQ(act(dt), DType::F32) << name_of(dt);
 }
 

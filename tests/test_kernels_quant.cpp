@@ -1,7 +1,7 @@
 // Quantized matrix products and activation quantizers: every variant this CPU runs against its reference
 // twin (gemm within a derived bound, activation quantizers byte for byte) on awkward shapes with padded
 // strides and guard pages; the reference against an independent dequantize-then-dot (in double) written
-// from the layout comments of formats/blocks.h, and against the formats' codecs; the AVX-512 VNNI kernels
+// from the layout comments of formats/blocks.h (IQ4_NL / IQ4_XS included), and against the formats' codecs; the AVX-512 VNNI kernels
 // also through SIMDe where the CPU lacks them.
 #include <gtest/gtest.h>
 #include <sys/mman.h>
@@ -180,6 +180,22 @@ void dq_q6_K(const uint8_t* p, double* w, double* wabs) {
     }
 }
 
+// IQ4_NL / IQ4_XS: each 4-bit index picks one of 16 fixed levels (ggml's kvalues_iq4nl), written out here.
+constexpr int kIq4Levels[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+void dq_iq4_nl(const uint8_t* p, double* w, double* wabs) {
+    const auto& b = *reinterpret_cast<const BlockIQ4_NL*>(p);
+    for (int j = 0; j < 32; ++j) wabs[j] = std::fabs(w[j] = double(h2f(b.d)) * kIq4Levels[nibble(b.qs, j)]);
+}
+// IQ4_XS sub-block s (32 elements): 6-bit scale = nibble s%2 of scales_l[s/2] | bits 2s..2s+1 of scales_h << 4, minus 32.
+void dq_iq4_xs(const uint8_t* p, double* w, double* wabs) {
+    const auto& b = *reinterpret_cast<const BlockIQ4_XS*>(p);
+    for (int e = 0; e < 256; ++e) {
+        const int s = e / 32;
+        const int ls = ((b.scales_l[s / 2] >> (4 * (s % 2))) & 0x0F) | (((b.scales_h >> (2 * s)) & 3) << 4);
+        wabs[e] = std::fabs(w[e] = double(h2f(b.d)) * (ls - 32) * kIq4Levels[nibble(b.qs + 16 * s, e % 32)]);
+    }
+}
+
 // ---- random valid blocks: random quant bytes, scales of a realistic size ----
 
 float rand_scale(std::mt19937& rng, float lo, float hi, bool any_sign) {
@@ -259,6 +275,16 @@ const Format kFormats[] = {
      [](uint8_t* p, std::mt19937& rng) {
          fill_random(p, sizeof(BlockQ6_K), rng);
          as<BlockQ6_K>(p).d = f2h(rand_scale(rng, 1e-4f, 4e-3f, true));
+     }},
+    {DType::IQ4_NL, DType::Q8_0, 32, dq_iq4_nl,
+     [](uint8_t* p, std::mt19937& rng) {
+         fill_random(p, sizeof(BlockIQ4_NL), rng);
+         as<BlockIQ4_NL>(p).d = f2h(rand_scale(rng, 1e-5f, 2e-4f, true));
+     }},
+    {DType::IQ4_XS, DType::Q8_K, 256, dq_iq4_xs,
+     [](uint8_t* p, std::mt19937& rng) {
+         fill_random(p, sizeof(BlockIQ4_XS), rng);
+         as<BlockIQ4_XS>(p).d = f2h(rand_scale(rng, 1e-6f, 1e-5f, true));
      }},
 };
 

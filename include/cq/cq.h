@@ -32,3 +32,5 @@
 #include "cq/rules.h"
 #include "cq/quantize.h"
 #include "cq/quantize_encoder.h"
+#include "cq/weighted_quant.h"
+#include "cq/imatrix.h"

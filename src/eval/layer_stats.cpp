@@ -11,6 +11,7 @@
 #include "cq/layer_stats.h"
 #include "cq/llm.h"
 #include "cq/mapped_file.h"
+#include "eval/text_chunks.h"
 
 namespace cq {
 
@@ -81,32 +82,6 @@ LinearStats finish(const Linear& l, const Accumulator& a, int64_t top) {
     return s;
 }
 
-// Decoder LLMs: llama.cpp's chunking (the whole text tokenized with BOS, chunks of n_ctx, BOS first in each).
-int64_t run_text(LanguageModel& model, const std::string& path, const LayerStatsOptions& o, const ProgressFn& progress) {
-    std::string text = read_text_file(path, 1ull << 30);
-    if (!text.empty() && text.back() == '\n') text.pop_back();  // as llama.cpp's -f does
-    const Tokenizer& tok = model.tokenizer();
-    const int64_t n_ctx = o.n_ctx;
-    if (n_ctx < 2 || n_ctx > model.n_ctx())
-        throw InvalidArgument("[stats] --ctx " + std::to_string(n_ctx) + " must lie in [2, " + std::to_string(model.n_ctx()) + "] for this model");
-    const bool add_bos = tok.adds_bos();
-    const std::vector<int32_t> tokens = tok.encode(text, add_bos);
-    int64_t n_chunks = static_cast<int64_t>(tokens.size()) / n_ctx;
-    if (o.max_chunks > 0) n_chunks = std::min(n_chunks, o.max_chunks);
-    if (n_chunks < 1)
-        throw InvalidArgument("[stats] " + path + " has " + std::to_string(tokens.size()) + " tokens, fewer than one chunk of " +
-                              std::to_string(n_ctx));
-    std::vector<float> logits(static_cast<size_t>(n_ctx * model.config().n_vocab));
-    std::vector<int32_t> chunk(static_cast<size_t>(n_ctx));
-    for (int64_t c = 0; c < n_chunks; ++c) {
-        std::copy_n(tokens.begin() + c * n_ctx, n_ctx, chunk.begin());
-        if (add_bos) chunk[0] = tok.bos_id();
-        model.forward(chunk, 0, logits, true);
-        if (progress) progress(c + 1, n_chunks, 0.0);
-    }
-    return n_chunks;
-}
-
 }  // namespace
 
 LayerStatsReport collect_layer_stats(Model& model, const std::string& data_path, const LayerStatsOptions& o, const ProgressFn& progress) {
@@ -120,7 +95,7 @@ LayerStatsReport collect_layer_stats(Model& model, const std::string& data_path,
         ids.push_back(model.observe(*linears[i], [a = &acc[i]](const LinearEvent& e) { a->add(e); }));
     try {
         if (auto* llm = dynamic_cast<LanguageModel*>(&model)) {
-            r.units = run_text(*llm, data_path, o, progress);
+            r.units = run_text_chunks(*llm, data_path, o.n_ctx, o.max_chunks, 1, "stats", progress);
         } else if (auto* enc = dynamic_cast<EncoderModel*>(&model)) {
             const LabelledData data = load_labelled_data(data_path, *enc, o.selection);
             r.units = data.count();

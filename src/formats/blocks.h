@@ -156,6 +156,34 @@ struct BlockQ6_K {
 };
 static_assert(sizeof(BlockQ6_K) == 210);
 
+// IQ4_NL — 4.5 bpw, non-linear. x[j] = d·kIQ4NLValues[q[j]] with q 4-bit; nibble order as Q4_0 (qs[j] low
+// nibble = element j, high nibble = element j+16). Products pair with Q8_0.
+struct BlockIQ4_NL {
+    f16_bits d;
+    uint8_t qs[kQK / 2];
+};
+static_assert(sizeof(BlockIQ4_NL) == 18);
+
+// IQ4_XS — 4.25 bpw. 8 sub-blocks of 32, each x[j] = d·(ls − 32)·kIQ4NLValues[q[j]] with a 6-bit ls: its low 4
+// bits in nibble (ib % 2) of scales_l[ib / 2], its top 2 bits in bits 2·ib, 2·ib+1 of scales_h (little-endian u16).
+// Sub-block ib's 16 bytes qs[16·ib …]: low nibble = element 32·ib + j, high nibble = element 32·ib + 16 + j.
+// Products pair with Q8_K.
+struct BlockIQ4_XS {
+    f16_bits d;
+    uint16_t scales_h;
+    uint8_t scales_l[kQK_K / 64];
+    uint8_t qs[kQK_K / 2];
+};
+static_assert(sizeof(BlockIQ4_XS) == 136);
+
+// The 16 levels of IQ4_NL / IQ4_XS (ggml's kvalues_iq4nl), ascending.
+inline constexpr int8_t kIQ4NLValues[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+
+// The 6-bit scale (0..63, stored offset by 32) of sub-block ib of an IQ4_XS block.
+inline int iq4_xs_scale(const BlockIQ4_XS& b, int ib) {
+    return ((b.scales_l[ib / 2] >> (4 * (ib % 2))) & 0xF) | (((b.scales_h >> (2 * ib)) & 3) << 4);
+}
+
 // Q8_K — activations paired with the k-quants (never stored in files): x = qs·d (f32 d);
 // bsums[i] = Σ qs over group i of 16.
 struct BlockQ8_K {

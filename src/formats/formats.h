@@ -25,6 +25,12 @@ void quantize_row_q4_K_ref(const float* x, void* y, int64_t k);
 void quantize_row_q5_K_ref(const float* x, void* y, int64_t k);
 void quantize_row_q6_K_ref(const float* x, void* y, int64_t k);
 void quantize_row_q8_K_ref(const float* x, void* y, int64_t k);
+void quantize_row_iq4_nl_ref(const float* x, void* y, int64_t k);  // ggml's ref: first scale only
+void quantize_row_iq4_xs_ref(const float* x, void* y, int64_t k);  // ggml's ref: the full search, unweighted
+// IQ4_NL / IQ4_XS search (ggml's quantize_row_iq4_nl_impl): importance [k] (null: weights x²), ntry scales
+// tried each side of the first (llama-quantize uses 7 with or without an importance matrix).
+void quantize_row_iq4_nl_search(const float* x, void* y, int64_t k, const float* importance, int ntry);
+void quantize_row_iq4_xs_search(const float* x, void* y, int64_t k, const float* importance, int ntry);
 
 // x: k/block blocks → y: [k] f32.
 void dequantize_row_q4_0_ref(const void* x, float* y, int64_t k);
@@ -39,6 +45,8 @@ void dequantize_row_q4_K_ref(const void* x, float* y, int64_t k);
 void dequantize_row_q5_K_ref(const void* x, float* y, int64_t k);
 void dequantize_row_q6_K_ref(const void* x, float* y, int64_t k);
 void dequantize_row_q8_K_ref(const void* x, float* y, int64_t k);
+void dequantize_row_iq4_nl_ref(const void* x, float* y, int64_t k);
+void dequantize_row_iq4_xs_ref(const void* x, float* y, int64_t k);
 
 // The 8-row interleaved layouts (BlockQ4_0x8, BlockQ8_0x8, BlockQ4_Kx8; the kernel table's
 // QuantKernels::pack_rows): rows [0, n) (row stride row_bytes, k a whole number of blocks) → ceil(n/8)

@@ -78,6 +78,8 @@ void describe_quant_types(KernelTable& t) {
     for (DType w : {DType::Q4_0, DType::Q5_0, DType::Q8_0}) pair(w, DType::Q8_0);
     for (DType w : {DType::Q4_1, DType::Q5_1, DType::Q8_1}) pair(w, DType::Q8_1);
     for (DType w : {DType::Q2_K, DType::Q3_K, DType::Q4_K, DType::Q5_K, DType::Q6_K, DType::Q8_K}) pair(w, DType::Q8_K);
+    pair(DType::IQ4_NL, DType::Q8_0);
+    pair(DType::IQ4_XS, DType::Q8_K);
     const auto packed = [&](DType w, PackRowsFn pack, PackedBytesFn bytes) {
         t.quant[static_cast<size_t>(w)].pack_rows = pack;
         t.quant[static_cast<size_t>(w)].packed_bytes = bytes;
@@ -104,6 +106,8 @@ KernelTable make_kernel_table(IsaLevel level) {
     std::array<Kernel<QuantizeRowFn>, kMaxGgmlTypes> act{};  // by activation type
     CQ_SET_ACT_QUANTIZERS(formats, _ref, ref);  // the reference ones are the formats' codecs
     CQ_SET_GEMMS(ref, IsaLevel::ref);
+    CQ_SET_QUANT(IQ4_NL, gemm, gemm_iq4_nl_q8_0__ref, IsaLevel::ref);
+    CQ_SET_QUANT(IQ4_XS, gemm, gemm_iq4_xs_q8_K__ref, IsaLevel::ref);
     CQ_SET_INT8(ref, IsaLevel::ref);
     CQ_SET_ACTIVATIONS(ref, IsaLevel::ref);
 
@@ -121,6 +125,8 @@ KernelTable make_kernel_table(IsaLevel level) {
         CQ_SET(dot_u8_s8, dot_u8_s8__avx2, IsaLevel::avx2);
         CQ_SET(gemv_f32, gemv_f32__avx2, IsaLevel::avx2);
         CQ_SET_GEMMS(avx2, IsaLevel::avx2);
+        CQ_SET_QUANT(IQ4_NL, gemm, gemm_iq4_nl_q8_0__avx2, IsaLevel::avx2);
+        CQ_SET_QUANT(IQ4_XS, gemm, gemm_iq4_xs_q8_K__avx2, IsaLevel::avx2);
         CQ_SET_PACKED(avx2, IsaLevel::avx2);
         CQ_SET_ACT_QUANTIZERS(kernels, __avx2, avx2);
         CQ_SET_INT8(avx2, IsaLevel::avx2);

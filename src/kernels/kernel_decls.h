@@ -76,6 +76,11 @@ CQ_DECLARE_GEMM_QUANT(q8_0, q8_0, avx512vnni)
 CQ_DECLARE_GEMM_QUANT(q4_0, q8_0, avx512vnni)
 CQ_DECLARE_GEMM_QUANT(q4_K, q8_K, avx512vnni)
 CQ_DECLARE_GEMM_QUANT(q6_K, q8_K, avx512vnni)
+// The non-linear 4-bit formats (IQ4_NL pairs with Q8_0, IQ4_XS with Q8_K; file layout only).
+CQ_DECLARE_GEMM_QUANT(iq4_nl, q8_0, ref)
+CQ_DECLARE_GEMM_QUANT(iq4_xs, q8_K, ref)
+CQ_DECLARE_GEMM_QUANT(iq4_nl, q8_0, avx2)
+CQ_DECLARE_GEMM_QUANT(iq4_xs, q8_K, avx2)
 void quantize_row_q8_0__avx2(const float* x, void* y, int64_t k);
 void quantize_row_q8_1__avx2(const float* x, void* y, int64_t k);
 void quantize_row_q8_K__avx2(const float* x, void* y, int64_t k);

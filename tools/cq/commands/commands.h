@@ -17,5 +17,6 @@ Runner register_bench(CLI::App& app);
 Runner register_quantize(CLI::App& app);
 Runner register_eval(CLI::App& app);
 Runner register_stats(CLI::App& app);
+Runner register_imatrix(CLI::App& app);
 
 }  // namespace cq::cli
