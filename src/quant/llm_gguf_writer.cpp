@@ -151,9 +151,10 @@ QuantizeReport write_llm_gguf(const LlmWriteJob& job, const std::string& output)
         r.tensors.push_back(std::move(p));
     }
     if (used != changed.size())
-        for (const auto& [name, l] : changed)
-            if (std::none_of(in.tensors.begin(), in.tensors.end(), [&](const auto& t) { return t.name == name; }))
-                throw Unsupported("[save] '" + l->name + "' was changed in memory but the file has no tensor '" + name + "' to hold it");
+        for (const auto& entry : changed)
+            if (std::none_of(in.tensors.begin(), in.tensors.end(), [&](const auto& t) { return t.name == entry.first; }))
+                throw Unsupported("[save] '" + entry.second->name + "' was changed in memory but the file has no tensor '" + entry.first +
+                                  "' to hold it");
 
     gguf::Writer w(in.alignment);
     in.write_metadata(w);
