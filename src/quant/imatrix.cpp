@@ -2,8 +2,9 @@
 // output head with process_output, unless it is tied to the token embedding, whose weight llama.cpp names
 // token_embd.weight and never collects) adds, per input channel, x² of every row of every chunk, and counts the
 // rows. llama-imatrix requests every position's logits, so every token of every chunk reaches every Linear,
-// the last block's FFN and the head included. Sums are kept in double, row by row in order (independent of
-// the thread count), and stored as f32 as llama-imatrix stores them.
+// the last block's FFN and the head included. Sums are added in f32, row by row in token order, as llama-imatrix
+// adds them: over a whole calibration text (123k tokens at ctx 128) double sums would differ from its values by
+// up to 3e-4 relative, f32 ones by 2.5e-5. The order does not depend on the thread count.
 #include "cq/imatrix.h"
 
 #include <algorithm>
@@ -16,16 +17,16 @@ namespace cq {
 namespace {
 
 struct Accumulator {
-    std::vector<double> sum_sq;
+    std::vector<float> sum_sq;
     int64_t rows = 0;
 
     void add(const LinearEvent& e) {
         const int64_t n_in = e.layer.n_in();
-        if (sum_sq.empty()) sum_sq.assign(static_cast<size_t>(n_in), 0.0);
+        if (sum_sq.empty()) sum_sq.assign(static_cast<size_t>(n_in), 0.0f);
         for (int64_t r = 0; r < e.rows; ++r) {
             if (e.row_mask && e.row_mask[r] == 0) continue;
             const float* x = e.x + r * n_in;
-            for (int64_t c = 0; c < n_in; ++c) sum_sq[static_cast<size_t>(c)] += static_cast<double>(x[c]) * x[c];
+            for (int64_t c = 0; c < n_in; ++c) sum_sq[static_cast<size_t>(c)] += x[c] * x[c];
             ++rows;
         }
     }
