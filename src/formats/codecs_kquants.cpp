@@ -104,78 +104,6 @@ float make_q3_quants(int n, int nmax, const float* x, int8_t* L) {
     return suml2 > 0.0f ? sumlx / suml2 : 0.0f;
 }
 
-// Asymmetric search (ggml's make_qkx2_quants): x ≈ scale·L − the_min with L ∈ [0, nmax] and
-// min = min(x, 0). Starts from the min/max grid, then tries nstep+1 grids (nmax + rmin + rdelta·is
-// levels over the range) and for each fits scale and min by weighted least squares, keeping the fit
-// with the smallest weighted error (|e| when use_mad, else e²). Returns scale; *the_min ≥ 0 (or −0).
-float make_qkx2_quants(int n, int nmax, const float* x, const float* weights, uint8_t* L, float* the_min,
-                       uint8_t* Laux, float rmin, float rdelta, int nstep, bool use_mad) {
-    float min = x[0], max = x[0];
-    float sum_w = weights[0];
-    float sum_x = sum_w * x[0];
-    for (int i = 1; i < n; ++i) {
-        if (x[i] < min) min = x[i];
-        if (x[i] > max) max = x[i];
-        const float w = weights[i];
-        sum_w += w;
-        sum_x += w * x[i];
-    }
-    if (min > 0) min = 0;
-    if (max == min) {
-        for (int i = 0; i < n; ++i) L[i] = 0;
-        *the_min = -min;
-        return 0.0f;
-    }
-    auto err = [use_mad](float diff) { return use_mad ? std::fabs(diff) : diff * diff; };
-    float iscale = static_cast<float>(nmax) / (max - min);
-    float scale = 1 / iscale;
-    float best_error = 0;
-    for (int i = 0; i < n; ++i) {
-        const int l = nearest_int(iscale * (x[i] - min));
-        L[i] = static_cast<uint8_t>(std::max(0, std::min(nmax, l)));
-        const float diff = scale * static_cast<float>(L[i]) + min - x[i];
-        best_error += weights[i] * err(diff);
-    }
-    if (nstep < 1) {
-        *the_min = -min;
-        return scale;
-    }
-    for (int is = 0; is <= nstep; ++is) {
-        iscale = (rmin + rdelta * static_cast<float>(is) + static_cast<float>(nmax)) / (max - min);
-        float sum_l = 0, sum_l2 = 0, sum_xl = 0;
-        for (int i = 0; i < n; ++i) {
-            const int l = std::max(0, std::min(nmax, nearest_int(iscale * (x[i] - min))));
-            Laux[i] = static_cast<uint8_t>(l);
-            const float w = weights[i];
-            const float fl = static_cast<float>(l);
-            sum_l += w * fl;
-            sum_l2 += w * fl * fl;
-            sum_xl += w * fl * x[i];
-        }
-        const float D = sum_w * sum_l2 - sum_l * sum_l;
-        if (D > 0) {
-            float this_scale = (sum_w * sum_xl - sum_x * sum_l) / D;
-            float this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D;
-            if (this_min > 0) {
-                this_min = 0;
-                this_scale = sum_xl / sum_l2;
-            }
-            float cur_error = 0;
-            for (int i = 0; i < n; ++i) {
-                const float diff = this_scale * static_cast<float>(Laux[i]) + this_min - x[i];
-                cur_error += weights[i] * err(diff);
-            }
-            if (cur_error < best_error) {
-                std::memcpy(L, Laux, static_cast<size_t>(n));
-                best_error = cur_error;
-                scale = this_scale;
-                min = this_min;
-            }
-        }
-    }
-    *the_min = -min;
-    return scale;
-}
 
 // Q4_K/Q5_K scale packing: sub-blocks 0-3 keep their 6-bit scale and min in the low 6 bits of
 // bytes 0-3 and 4-7; sub-blocks 4-7 keep their low 4 bits in the nibbles of bytes 8-11 (scale low,
@@ -333,6 +261,79 @@ void requantize_sub_block(const float* x, float d, int nmax, int8_t* L) {
 }
 
 }  // namespace
+
+// Asymmetric search (ggml's make_qkx2_quants): x ≈ scale·L − the_min with L ∈ [0, nmax] and
+// min = min(x, 0). Starts from the min/max grid, then tries nstep+1 grids (nmax + rmin + rdelta·is
+// levels over the range) and for each fits scale and min by weighted least squares, keeping the fit
+// with the smallest weighted error (|e| when use_mad, else e²). Returns scale; *the_min ≥ 0 (or −0).
+float make_qkx2_quants(int n, int nmax, const float* x, const float* weights, uint8_t* L, float* the_min,
+                       uint8_t* Laux, float rmin, float rdelta, int nstep, bool use_mad) {
+    float min = x[0], max = x[0];
+    float sum_w = weights[0];
+    float sum_x = sum_w * x[0];
+    for (int i = 1; i < n; ++i) {
+        if (x[i] < min) min = x[i];
+        if (x[i] > max) max = x[i];
+        const float w = weights[i];
+        sum_w += w;
+        sum_x += w * x[i];
+    }
+    if (min > 0) min = 0;
+    if (max == min) {
+        for (int i = 0; i < n; ++i) L[i] = 0;
+        *the_min = -min;
+        return 0.0f;
+    }
+    auto err = [use_mad](float diff) { return use_mad ? std::fabs(diff) : diff * diff; };
+    float iscale = static_cast<float>(nmax) / (max - min);
+    float scale = 1 / iscale;
+    float best_error = 0;
+    for (int i = 0; i < n; ++i) {
+        const int l = nearest_int(iscale * (x[i] - min));
+        L[i] = static_cast<uint8_t>(std::max(0, std::min(nmax, l)));
+        const float diff = scale * static_cast<float>(L[i]) + min - x[i];
+        best_error += weights[i] * err(diff);
+    }
+    if (nstep < 1) {
+        *the_min = -min;
+        return scale;
+    }
+    for (int is = 0; is <= nstep; ++is) {
+        iscale = (rmin + rdelta * static_cast<float>(is) + static_cast<float>(nmax)) / (max - min);
+        float sum_l = 0, sum_l2 = 0, sum_xl = 0;
+        for (int i = 0; i < n; ++i) {
+            const int l = std::max(0, std::min(nmax, nearest_int(iscale * (x[i] - min))));
+            Laux[i] = static_cast<uint8_t>(l);
+            const float w = weights[i];
+            const float fl = static_cast<float>(l);
+            sum_l += w * fl;
+            sum_l2 += w * fl * fl;
+            sum_xl += w * fl * x[i];
+        }
+        const float D = sum_w * sum_l2 - sum_l * sum_l;
+        if (D > 0) {
+            float this_scale = (sum_w * sum_xl - sum_x * sum_l) / D;
+            float this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D;
+            if (this_min > 0) {
+                this_min = 0;
+                this_scale = sum_xl / sum_l2;
+            }
+            float cur_error = 0;
+            for (int i = 0; i < n; ++i) {
+                const float diff = this_scale * static_cast<float>(Laux[i]) + this_min - x[i];
+                cur_error += weights[i] * err(diff);
+            }
+            if (cur_error < best_error) {
+                std::memcpy(L, Laux, static_cast<size_t>(n));
+                best_error = cur_error;
+                scale = this_scale;
+                min = this_min;
+            }
+        }
+    }
+    *the_min = -min;
+    return scale;
+}
 
 // Q2_K: 16 sub-blocks of 16, each fitted asymmetrically with 4 levels (weights |x|, mean absolute
 // error); scales and mins quantized to 4 bits against their maxima; quants recomputed with the

@@ -59,4 +59,9 @@ size_t packed_bytes_q4_0x8(int64_t n, int64_t k);
 size_t packed_bytes_q8_0x8(int64_t n, int64_t k);
 size_t packed_bytes_q4_Kx8(int64_t n, int64_t k);
 
+/// Asymmetric search (ggml's make_qkx2_quants; with use_mad false also its make_qkx3_quants): x ≈ scale·L −
+/// the_min, L ∈ [0, nmax], fitted by weighted least squares over nstep+1 grids. Returns scale.
+float make_qkx2_quants(int n, int nmax, const float* x, const float* weights, uint8_t* L, float* the_min, uint8_t* Laux, float rmin,
+                       float rdelta, int nstep, bool use_mad);
+
 }  // namespace cq::formats

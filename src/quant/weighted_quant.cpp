@@ -64,69 +64,11 @@ float make_qx_quants_w(int n, int nmax, const float* x, int8_t* L, const float* 
     return scale;
 }
 
-// Asymmetric fit x ≈ scale·L − the_min, L ∈ [0, nmax], min = min(x, 0): the min/max grid, then nstep+1 grids
-// (nmax + rmin + rdelta·is levels over the range) each fitted by weighted least squares; keeps the smallest
-// weighted squared error (ggml's make_qkx3_quants with weights, use_mad false). Returns scale.
+// Asymmetric fit x ≈ scale·L − the_min with weights: ggml's make_qkx3_quants with use_mad false is the same
+// search as the reference codecs' make_qkx2_quants (formats/formats.h) for nstep ≥ 1.
 float make_qkx3_quants_w(int n, int nmax, const float* x, const float* w, uint8_t* L, float* the_min, uint8_t* Laux,
                          float rmin, float rdelta, int nstep) {
-    float min = x[0], max = x[0];
-    float sum_w = w[0];
-    float sum_x = sum_w * x[0];
-    for (int i = 1; i < n; ++i) {
-        if (x[i] < min) min = x[i];
-        if (x[i] > max) max = x[i];
-        sum_w += w[i];
-        sum_x += w[i] * x[i];
-    }
-    if (min > 0) min = 0;
-    if (max <= min) {
-        std::memset(L, 0, static_cast<size_t>(n));
-        *the_min = -min;
-        return 0.f;
-    }
-    float iscale = static_cast<float>(nmax) / (max - min);
-    float scale = 1 / iscale;
-    float best_error = 0;
-    for (int i = 0; i < n; ++i) {
-        const int l = nearest_int(iscale * (x[i] - min));
-        L[i] = static_cast<uint8_t>(std::max(0, std::min(nmax, l)));
-        const float diff = scale * static_cast<float>(L[i]) + min - x[i];
-        best_error += w[i] * (diff * diff);
-    }
-    for (int is = 0; is <= nstep; ++is) {
-        iscale = (rmin + rdelta * static_cast<float>(is) + static_cast<float>(nmax)) / (max - min);
-        float sum_l = 0, sum_l2 = 0, sum_xl = 0;
-        for (int i = 0; i < n; ++i) {
-            const int l = std::max(0, std::min(nmax, nearest_int(iscale * (x[i] - min))));
-            Laux[i] = static_cast<uint8_t>(l);
-            const float fl = static_cast<float>(l);
-            sum_l += w[i] * fl;
-            sum_l2 += w[i] * fl * fl;
-            sum_xl += w[i] * fl * x[i];
-        }
-        const float D = sum_w * sum_l2 - sum_l * sum_l;
-        if (D > 0) {
-            float this_scale = (sum_w * sum_xl - sum_x * sum_l) / D;
-            float this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D;
-            if (this_min > 0) {
-                this_min = 0;
-                this_scale = sum_xl / sum_l2;
-            }
-            float err = 0;
-            for (int i = 0; i < n; ++i) {
-                const float diff = this_scale * static_cast<float>(Laux[i]) + this_min - x[i];
-                err += w[i] * (diff * diff);
-            }
-            if (err < best_error) {
-                std::memcpy(L, Laux, static_cast<size_t>(n));
-                best_error = err;
-                scale = this_scale;
-                min = this_min;
-            }
-        }
-    }
-    *the_min = -min;
-    return scale;
+    return formats::make_qkx2_quants(n, nmax, x, w, L, the_min, Laux, rmin, rdelta, nstep, false);
 }
 
 // Non-negative values x (sub-block scales or mins) onto L ∈ [0, nmax]: best of 9 grids by weighted squared
@@ -195,8 +137,14 @@ float make_qp_quants(int n, int nmax, const float* x, uint8_t* L, const float* w
 }
 
 // Importance weights of `n` values: qw·√(σ² + x²), the rule every weighted codec shares.
-void importance_weights(const float* x, const float* qw, float sigma2, int n, float* w) {
-    for (int j = 0; j < n; ++j) w[j] = qw[j] * std::sqrt(sigma2 + x[j] * x[j]);
+// Returns Σw (summed in index order, as the k-quant searches sum it themselves).
+float importance_weights(const float* x, const float* qw, float sigma2, int n, float* w) {
+    float sum = 0;
+    for (int j = 0; j < n; ++j) {
+        w[j] = qw[j] * std::sqrt(sigma2 + x[j] * x[j]);
+        sum += w[j];
+    }
+    return sum;
 }
 
 float sum_squares(const float* x, int64_t n) {
@@ -301,10 +249,7 @@ void quantize_row_q3_K_w(const float* x, void* vy, int64_t n, const float* qw) {
     for (int64_t i = 0; i < n / kQK_K; ++i, x += kQK_K) {
         const float sigma2 = 2 * sum_squares(x, kQK_K) / kQK_K;
         for (int j = 0; j < 16; ++j) {
-            importance_weights(x + 16 * j, qw + kQK_K * i + 16 * j, sigma2, 16, w);
-            float sumw = 0;
-            for (int l = 0; l < 16; ++l) sumw += w[l];
-            sw[j] = sumw;
+            sw[j] = importance_weights(x + 16 * j, qw + kQK_K * i + 16 * j, sigma2, 16, w);
             scales[j] = make_qx_quants_w(16, 4, x + 16 * j, L + 16 * j, w);
         }
         std::memset(y[i].scales, 0, sizeof(y[i].scales));
@@ -348,10 +293,7 @@ void quantize_row_k4_like_w(const float* x, void* vy, int64_t n, const float* qw
     for (int64_t i = 0; i < n / kQK_K; ++i, x += kQK_K) {
         const float sigma2 = 2 * sum_squares(x, kQK_K) / kQK_K;
         for (int j = 0; j < 8; ++j) {
-            importance_weights(x + 32 * j, qw + kQK_K * i + 32 * j, sigma2, 32, w);
-            float sumw = 0;
-            for (int l = 0; l < 32; ++l) sumw += w[l];
-            sw[j] = sumw;
+            sw[j] = importance_weights(x + 32 * j, qw + kQK_K * i + 32 * j, sigma2, 32, w);
             scales[j] = make_qkx3_quants_w(32, kNmax, x + 32 * j, w, L + 32 * j, &mins[j], Laux, -0.9f, 0.05f, 36);
         }
         const float d_block = make_qp_quants(8, 63, scales, Ls, sw);
