@@ -262,6 +262,21 @@ void requantize_sub_block(const float* x, float d, int nmax, int8_t* L) {
 
 }  // namespace
 
+// Q3_K levels L ∈ [0, 7] into the block: bit 2 to hmask (bit j/32 of byte j % 32), bits 0-1 by pack_2bit.
+void pack_q3_K_levels(const int8_t* L, BlockQ3_K& y) {
+    std::memset(y.hmask, 0, sizeof(y.hmask));
+    uint8_t Lu[kQK_K];
+    for (int j = 0; j < kQK_K; ++j) {
+        int l = L[j];
+        if (l > 3) {
+            y.hmask[j % 32] |= static_cast<uint8_t>(1u << (j / 32));
+            l -= 4;
+        }
+        Lu[j] = static_cast<uint8_t>(l);
+    }
+    pack_2bit(Lu, y.qs);
+}
+
 // Asymmetric search (ggml's make_qkx2_quants): x ≈ scale·L − the_min with L ∈ [0, nmax] and
 // min = min(x, 0). Starts from the min/max grid, then tries nstep+1 grids (nmax + rmin + rdelta·is
 // levels over the range) and for each fits scale and min by weighted least squares, keeping the fit
@@ -410,17 +425,7 @@ void quantize_row_q3_K_ref(const float* x, void* vy, int64_t k) {
         for (int j = 0; j < kQK_K / 16; ++j)
             requantize_sub_block(x + 16 * j, f16_to_f32_scalar(y[i].d) * static_cast<float>(q3_k_scale(y[i].scales, j)), 4,
                                  L + 16 * j);
-        std::memset(y[i].hmask, 0, sizeof(y[i].hmask));
-        uint8_t Lu[kQK_K];
-        for (int j = 0; j < kQK_K; ++j) {
-            int l = L[j];
-            if (l > 3) {
-                y[i].hmask[j % 32] |= static_cast<uint8_t>(1u << (j / 32));
-                l -= 4;
-            }
-            Lu[j] = static_cast<uint8_t>(l);
-        }
-        pack_2bit(Lu, y[i].qs);
+        pack_q3_K_levels(L, y[i]);
     }
 }
 

@@ -64,4 +64,7 @@ size_t packed_bytes_q4_Kx8(int64_t n, int64_t k);
 float make_qkx2_quants(int n, int nmax, const float* x, const float* weights, uint8_t* L, float* the_min, uint8_t* Laux, float rmin,
                        float rdelta, int nstep, bool use_mad);
 
+/// Q3_K levels L ∈ [0, 7] (256) into a block's hmask and 2-bit qs.
+void pack_q3_K_levels(const int8_t* L, BlockQ3_K& y);
+
 }  // namespace cq::formats

@@ -269,17 +269,7 @@ void quantize_row_q3_K_w(const float* x, void* vy, int64_t n, const float* qw) {
             for (int ii = 0; ii < 16; ++ii)
                 L[16 * j + ii] = static_cast<int8_t>(std::max(-4, std::min(3, nearest_int(x[16 * j + ii] / d))) + 4);
         }
-        std::memset(y[i].hmask, 0, sizeof(y[i].hmask));
-        uint8_t Lu[kQK_K];
-        for (int j = 0; j < kQK_K; ++j) {
-            int l = L[j];
-            if (l > 3) {
-                y[i].hmask[j % 32] |= static_cast<uint8_t>(1u << (j / 32));
-                l -= 4;
-            }
-            Lu[j] = static_cast<uint8_t>(l);
-        }
-        pack_2bit(Lu, y[i].qs);
+        formats::pack_q3_K_levels(L, y[i]);
     }
 }
 
