@@ -125,4 +125,15 @@ uint16_t f32_to_f16_scalar(float f);
 float bf16_to_f32_scalar(uint16_t h);
 uint16_t f32_to_bf16_scalar(float f);
 
+/// The IQ4 GEMM entry points of one rung over that rung's `gemm<Block, ActBlock, block_size, dot>` template.
+#define CQ_DEFINE_IQ4_GEMMS(ISA)                                                                                              \
+    void gemm_iq4_nl_q8_0__##ISA(int64_t m, int64_t n, int64_t k, const void* act, size_t arb, const void* w, size_t wrb, \
+                                 float* c, int64_t ldc) {                                                                 \
+        gemm<BlockIQ4_NL, BlockQ8_0, kQK, dot_iq4_nl>(m, n, k, act, arb, w, wrb, c, ldc);                                \
+    }                                                                                                                     \
+    void gemm_iq4_xs_q8_K__##ISA(int64_t m, int64_t n, int64_t k, const void* act, size_t arb, const void* w, size_t wrb, \
+                                 float* c, int64_t ldc) {                                                                 \
+        gemm<BlockIQ4_XS, BlockQ8_K, kQK_K, dot_iq4_xs>(m, n, k, act, arb, w, wrb, c, ldc);                              \
+    }
+
 }  // namespace cq::kernels

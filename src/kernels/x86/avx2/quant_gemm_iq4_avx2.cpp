@@ -71,13 +71,6 @@ void gemm(int64_t m, int64_t n, int64_t k, const void* act, size_t arb, const vo
 
 }  // namespace
 
-void gemm_iq4_nl_q8_0__avx2(int64_t m, int64_t n, int64_t k, const void* act, size_t arb, const void* w, size_t wrb,
-                            float* c, int64_t ldc) {
-    gemm<BlockIQ4_NL, BlockQ8_0, kQK, dot_iq4_nl>(m, n, k, act, arb, w, wrb, c, ldc);
-}
-void gemm_iq4_xs_q8_K__avx2(int64_t m, int64_t n, int64_t k, const void* act, size_t arb, const void* w, size_t wrb,
-                            float* c, int64_t ldc) {
-    gemm<BlockIQ4_XS, BlockQ8_K, kQK_K, dot_iq4_xs>(m, n, k, act, arb, w, wrb, c, ldc);
-}
+CQ_DEFINE_IQ4_GEMMS(avx2)
 
 }  // namespace cq::kernels
