@@ -14,6 +14,7 @@
 #include "cq/thread_pool.h"
 #include "cq/w8a8.h"
 #include "ops/ops.h"
+#include "quant/finite_rows.h"
 
 namespace cq {
 
@@ -144,13 +145,7 @@ void Model::quantize_linear(Linear& layer, DType type, std::string_view by) {
     const auto& from = dtype_traits(layer.weight.dtype());
     if (!from.to_float || layer.int8)
         throw Unsupported("[model] quantize_linear: '" + layer.name + "' holds " + layer.format() + " weights, which cq cannot read back as floats yet");
-    // A NaN or Inf would poison a whole block's scale: refuse it by place.
-    const auto check_finite = [&](const float* row, int64_t r) {
-        for (int64_t j = 0; j < n_in; ++j)
-            if (!std::isfinite(row[j]))
-                throw InvalidArgument("[quantize] tensor '" + layer.name + "' has a non-finite value (" + std::to_string(row[j]) +
-                                      ") at row " + std::to_string(r) + ", column " + std::to_string(j) + "; refusing to quantize it");
-    };
+    const auto check_finite = [&](const float* row, int64_t r) { quant::require_finite_row(row, n_in, layer.name, r); };
     Tensor out = Tensor::zeros({n_out, n_in}, type);
     const uint64_t out_row = *dtype_bytes(type, static_cast<uint64_t>(n_in));
     auto* dst = static_cast<uint8_t*>(out.mutable_data());

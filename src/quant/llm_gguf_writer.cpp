@@ -4,6 +4,7 @@
 // because saving a decoder is this writer with no rules.
 
 #include "quant/llm_gguf_writer.h"
+#include "quant/finite_rows.h"
 
 #include <algorithm>
 #include <chrono>
@@ -193,11 +194,7 @@ QuantizeReport write_llm_gguf(const LlmWriteJob& job, const std::string& output)
                     std::vector<float> x(static_cast<size_t>(row));
                     for (int64_t rr = r0; rr < r1; ++rr) {
                         from.to_float(src + rr * in_row, x.data(), row);
-                        for (int64_t j = 0; j < row; ++j)
-                            if (!std::isfinite(x[static_cast<size_t>(j)]))
-                                throw InvalidArgument("[quantize] tensor '" + p.name + "' has a non-finite value (" +
-                                                      std::to_string(x[static_cast<size_t>(j)]) + ") at row " + std::to_string(rr) +
-                                                      ", column " + std::to_string(j) + "; refusing to quantize it");
+                        require_finite_row(x.data(), row, p.name, rr);
                         to.from_float(x.data(), buf.data() + rr * out_row, row);
                     }
                 }, 16);
