@@ -1,0 +1,166 @@
+// The training engine: gradients of a LanguageModel's own tensors (the spine's Linears, norms and embedding,
+// made owned f32 in place, so Model::save writes what training changed), optimisers, learning-rate schedules,
+// and cq finetune's loop (packed text windows, evaluation, progress, report).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "cq/llm.h"
+#include "cq/rules.h"
+
+namespace cq {
+
+/// One trainable tensor: its values (the model's own f32 buffer), its gradient and the name it has in the
+/// model's GGUF form ("blk.0.attn_q.weight") and in its HF form ("model.layers.0.self_attn.q_proj.weight").
+struct TrainParam {
+    std::string name, hf_name;
+    std::vector<int64_t> shape;
+    float* value = nullptr;
+    float* grad = nullptr;
+    int64_t numel = 0;
+    bool decay = true;  // weight decay applies (decided by WeightDecayRule rules)
+};
+
+/// Gradients of a decoder LanguageModel (LLaMA family): forward with saved activations, then the backward of
+/// every op in reverse. Construction makes each trainable tensor an owned f32 copy inside the model (Linears
+/// through Model::set_weight, marked modified_by "finetune"), so the trained model is the model.
+class LmTrainer {
+public:
+    /// Unsupported for families without a backward yet (names the family) or Linears held as W8A8 / [in, out].
+    explicit LmTrainer(LanguageModel& model);
+    ~LmTrainer();
+    LmTrainer(const LmTrainer&) = delete;
+    LmTrainer& operator=(const LmTrainer&) = delete;
+
+    /// tokens, targets: [B, T] row-major (targets < 0 are ignored). Runs forward and backward, adds
+    /// grad_scale · ∂(mean loss)/∂θ to every gradient, returns the mean loss over the counted targets.
+    /// InvalidArgument for wrong sizes, T beyond the model's context, or ids outside the vocabulary.
+    double forward_backward(std::span<const int32_t> tokens, std::span<const int32_t> targets, int64_t B, int64_t T,
+                            float grad_scale = 1.0f);
+    /// The mean loss only (no gradients, activations not kept): evaluation.
+    double loss(std::span<const int32_t> tokens, std::span<const int32_t> targets, int64_t B, int64_t T);
+
+    std::vector<TrainParam>& params() { return params_; }
+    void zero_grad();
+    /// Bytes held for activations at the largest batch seen so far.
+    uint64_t activation_bytes() const;
+
+private:
+    struct State;
+    std::pair<double, int64_t> run_forward(std::span<const int32_t> tokens, std::span<const int32_t> targets, int64_t B,
+                                           int64_t T);
+    std::unique_ptr<State> s_;
+    std::vector<TrainParam> params_;
+};
+
+/// A per-parameter weight-decay decision as data: "PATTERN=decay" or "PATTERN=none" (glob over the GGUF
+/// name; the last matching rule decides, no match: decay).
+struct WeightDecayRule {
+    RuleScope scope;
+    bool decay = true;
+};
+/// Norms, biases and embeddings are not decayed: "*norm*=none", "*.bias=none", "*embd*=none".
+std::vector<WeightDecayRule> default_weight_decay_rules();
+/// Parses "PATTERN=decay|none". InvalidArgument otherwise.
+WeightDecayRule parse_weight_decay_rule(const std::string& spec);
+/// Sets TrainParam::decay from the rules.
+void apply_weight_decay_rules(std::span<TrainParam> params, std::span<const WeightDecayRule> rules);
+
+enum class OptimizerKind { adamw, sgd };
+struct OptimizerOptions {
+    OptimizerKind kind = OptimizerKind::adamw;
+    float beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f;  // AdamW
+    float momentum = 0.9f;                           // SGD (PyTorch's form: buf = μ·buf + g; p −= lr·buf)
+    float weight_decay = 0.0f;                       // decoupled (AdamW: p ·= 1 − lr·wd); SGD adds wd·p to g
+};
+
+/// AdamW (as torch.optim.AdamW) or SGD with momentum over a fixed list of parameters; state is f32 per element.
+class Optimizer {
+public:
+    Optimizer(std::span<const TrainParam> params, const OptimizerOptions& options);
+    /// One update with learning rate lr from the current gradients.
+    void step(std::span<TrainParam> params, float lr);
+    int64_t steps() const { return t_; }
+    /// The state as flat arrays (AdamW: m then v per parameter; SGD: the momentum buffers), for checkpoints.
+    std::vector<std::vector<float>>& state() { return state_; }
+    void set_steps(int64_t t) { t_ = t; }
+
+private:
+    OptimizerOptions o_;
+    int64_t t_ = 0;
+    std::vector<std::vector<float>> state_;
+};
+
+enum class LrDecay { constant, linear, cosine };
+/// lr(step) for the optimiser step that follows `step` completed ones: linear warmup from 0 over warmup steps
+/// (as HF's schedulers: lr·step/warmup), then decay to min_lr_ratio·lr at total_steps.
+struct LrSchedule {
+    float lr = 1e-3f;
+    int64_t warmup_steps = 0, total_steps = 1;
+    LrDecay decay = LrDecay::cosine;
+    float min_lr_ratio = 0.0f;
+    float at(int64_t step) const;
+};
+
+/// The global L2 norm of all gradients (double sum, parameters in order); if it exceeds max_norm > 0, scales
+/// every gradient by max_norm / (norm + 1e-6) as torch.nn.utils.clip_grad_norm_ does. Returns the norm before.
+double clip_grad_norm(std::span<TrainParam> params, double max_norm);
+
+/// A text file as training windows: the text tokenized whole (the tokenizer's BOS first if it adds one), cut
+/// into consecutive windows of ctx + 1 tokens; a window's first token is BOS where the tokenizer adds one.
+/// Inputs are a window's first ctx tokens, targets its last ctx.
+struct TextWindows {
+    std::vector<int32_t> tokens;  // the whole text
+    int64_t ctx = 0, n_windows = 0;
+    int32_t bos = -1;
+    /// Writes window w's inputs and targets (ctx each).
+    void window(int64_t w, int32_t* inputs, int32_t* targets) const;
+};
+/// InvalidArgument naming the file when it holds fewer than one window.
+TextWindows load_text_windows(const LanguageModel& model, const std::string& path, int64_t ctx);
+
+struct FinetuneOptions {
+    std::string data, eval_data, output;  // output: .gguf file (Model::save) — empty: not written
+    int64_t steps = 0;       // optimiser steps; 0: from epochs
+    double epochs = 1.0;     // used when steps == 0
+    int64_t batch = 8, ctx = 128, accumulate = 1;
+    uint64_t seed = 0;       // 0: windows in file order; else a seeded shuffle per epoch
+    LrSchedule schedule;     // total_steps is filled in from steps / epochs
+    float warmup_fraction = -1.0f;  // ≥ 0: warmup_steps = fraction · total steps
+    OptimizerOptions optimizer;
+    std::vector<WeightDecayRule> decay_rules = default_weight_decay_rules();
+    std::vector<std::string> freeze;  // globs over parameter names kept as they are
+    double clip = 1.0;       // ≤ 0: no clipping
+    int64_t eval_every = 0;  // 0: evaluate before and after only
+    int64_t eval_batches = 0;  // 0: the whole eval file
+    std::string precision = "fp32";
+    std::string checkpoint = "none";
+};
+
+struct FinetuneProgress {
+    int64_t step, total_steps;
+    double loss, lr, tokens_per_s, grad_norm;
+};
+
+struct FinetuneReport {
+    std::vector<double> loss_curve;  // training loss per optimiser step
+    std::vector<std::pair<int64_t, double>> eval_curve;  // (step, eval loss)
+    double eval_loss_before = 0, eval_loss_after = 0;  // NaN-free only when eval_data is set
+    bool has_eval = false;
+    int64_t steps = 0, tokens = 0, n_windows = 0;
+    double seconds = 0, tokens_per_s = 0;
+    uint64_t peak_rss_bytes = 0;
+    std::string output;
+};
+
+/// Fine-tunes `model` in place on options.data and writes options.output (when set). progress (may be empty)
+/// is called after every step.
+FinetuneReport finetune(LanguageModel& model, const FinetuneOptions& options,
+                        const std::function<void(const FinetuneProgress&)>& progress = {});
+
+}  // namespace cq

@@ -1,0 +1,167 @@
+// cq finetune's library side: packed text windows, the seeded window order, the step loop (gradient
+// accumulation, clipping, schedule, optimiser), evaluation before / during / after, and the report.
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <numeric>
+#include <optional>
+
+#include "cq/error.h"
+#include "cq/mapped_file.h"
+#include "cq/train.h"
+
+namespace cq {
+
+void TextWindows::window(int64_t w, int32_t* inputs, int32_t* targets) const {
+    const int32_t* src = tokens.data() + w * (ctx + 1);
+    std::copy_n(src, ctx, inputs);
+    std::copy_n(src + 1, ctx, targets);
+    if (bos >= 0) inputs[0] = bos;
+}
+
+TextWindows load_text_windows(const LanguageModel& model, const std::string& path, int64_t ctx) {
+    if (ctx < 2) throw InvalidArgument("[finetune] --ctx " + std::to_string(ctx) + " must be at least 2");
+    const int64_t n_ctx_train = model.config().n_ctx_train;
+    if (n_ctx_train > 0 && ctx > n_ctx_train)
+        throw InvalidArgument("[finetune] --ctx " + std::to_string(ctx) + " exceeds the model's context of " + std::to_string(n_ctx_train));
+    std::string text = read_text_file(path, 1ull << 31);
+    if (!text.empty() && text.back() == '\n') text.pop_back();  // as llama.cpp's -f and cq perplexity do
+    const Tokenizer& tok = model.tokenizer();
+    TextWindows w;
+    w.bos = tok.adds_bos() ? tok.bos_id() : -1;
+    w.tokens = tok.encode(text, tok.adds_bos());
+    w.ctx = ctx;
+    w.n_windows = static_cast<int64_t>(w.tokens.size()) / (ctx + 1);
+    if (w.n_windows < 1)
+        throw InvalidArgument("[finetune] " + path + " has " + std::to_string(w.tokens.size()) + " tokens, fewer than one window of --ctx " +
+                              std::to_string(ctx) + " + 1");
+    return w;
+}
+
+namespace {
+
+uint64_t splitmix64(uint64_t& x) {
+    uint64_t z = (x += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+// Window order of one epoch: file order for seed 0, else Fisher–Yates driven by splitmix64(seed, epoch).
+std::vector<int64_t> epoch_order(int64_t n, uint64_t seed, int64_t epoch) {
+    std::vector<int64_t> order(static_cast<size_t>(n));
+    std::iota(order.begin(), order.end(), 0);
+    if (seed == 0) return order;
+    uint64_t state = seed * 0x100000001b3ull + static_cast<uint64_t>(epoch);
+    for (int64_t i = n - 1; i > 0; --i) std::swap(order[i], order[splitmix64(state) % static_cast<uint64_t>(i + 1)]);
+    return order;
+}
+
+uint64_t peak_rss() {
+    rusage u{};
+    getrusage(RUSAGE_SELF, &u);
+    return static_cast<uint64_t>(u.ru_maxrss) * 1024;
+}
+
+double eval_loss(LmTrainer& trainer, const TextWindows& data, int64_t batch, int64_t max_batches) {
+    const int64_t ctx = data.ctx;
+    int64_t n = data.n_windows;
+    if (max_batches > 0) n = std::min(n, max_batches * batch);
+    std::vector<int32_t> in(static_cast<size_t>(batch * ctx)), tg(in.size());
+    double total = 0;
+    int64_t counted = 0;
+    for (int64_t w0 = 0; w0 < n; w0 += batch) {
+        const int64_t b = std::min(batch, n - w0);
+        for (int64_t i = 0; i < b; ++i) data.window(w0 + i, in.data() + i * ctx, tg.data() + i * ctx);
+        total += trainer.loss({in.data(), static_cast<size_t>(b * ctx)}, {tg.data(), static_cast<size_t>(b * ctx)}, b, ctx) *
+                 static_cast<double>(b * ctx);
+        counted += b * ctx;
+    }
+    return total / static_cast<double>(counted);
+}
+
+}  // namespace
+
+FinetuneReport finetune(LanguageModel& model, const FinetuneOptions& o,
+                        const std::function<void(const FinetuneProgress&)>& progress) {
+    if (o.precision != "fp32") throw Unsupported("[finetune] --precision " + o.precision + " is not supported yet (fp32 is)");
+    if (o.checkpoint != "none") throw Unsupported("[finetune] --checkpoint " + o.checkpoint + " is not supported yet (none is)");
+    if (o.batch < 1 || o.accumulate < 1) throw InvalidArgument("[finetune] --batch and --accumulate must be at least 1");
+    if (o.steps < 0 || (o.steps == 0 && !(o.epochs > 0)))
+        throw InvalidArgument("[finetune] give a positive --steps or --epochs");
+    const TextWindows data = load_text_windows(model, o.data, o.ctx);
+    std::optional<TextWindows> eval;
+    if (!o.eval_data.empty()) eval = load_text_windows(model, o.eval_data, o.ctx);
+
+    LmTrainer trainer(model);
+    std::vector<TrainParam> params;  // the trained ones (frozen ones keep their values)
+    for (const TrainParam& p : trainer.params()) {
+        bool frozen = false;
+        RuleTarget target;
+        target.name = p.name;
+        for (const std::string& pat : o.freeze) {
+            RuleScope scope;
+            scope.pattern = pat;
+            frozen |= scope.matches(target);
+        }
+        if (!frozen) params.push_back(p);
+    }
+    apply_weight_decay_rules(params, o.decay_rules);
+    Optimizer opt(params, o.optimizer);
+
+    const int64_t per_step = o.batch * o.accumulate;
+    const int64_t total_steps =
+        o.steps > 0 ? o.steps : std::max<int64_t>(1, static_cast<int64_t>(std::ceil(o.epochs * static_cast<double>(data.n_windows) / static_cast<double>(per_step))));
+    LrSchedule sched = o.schedule;
+    sched.total_steps = total_steps;
+    if (o.warmup_fraction >= 0) sched.warmup_steps = static_cast<int64_t>(std::llround(o.warmup_fraction * static_cast<double>(total_steps)));
+
+    FinetuneReport r;
+    r.n_windows = data.n_windows;
+    if (eval) r.has_eval = true, r.eval_loss_before = eval_loss(trainer, *eval, o.batch, o.eval_batches);
+
+    std::vector<int32_t> in(static_cast<size_t>(o.batch * o.ctx)), tg(in.size());
+    std::vector<int64_t> order;
+    int64_t order_epoch = -1;
+    int64_t pos = 0;  // windows consumed so far (the data position a checkpoint would keep)
+    const auto t_start = std::chrono::steady_clock::now();
+    for (int64_t step = 0; step < total_steps; ++step) {
+        const auto t0 = std::chrono::steady_clock::now();
+        trainer.zero_grad();
+        double loss = 0;
+        for (int64_t a = 0; a < o.accumulate; ++a) {
+            for (int64_t i = 0; i < o.batch; ++i, ++pos) {
+                const int64_t epoch = pos / data.n_windows;
+                if (epoch != order_epoch) order = epoch_order(data.n_windows, o.seed, epoch), order_epoch = epoch;
+                data.window(order[static_cast<size_t>(pos % data.n_windows)], in.data() + i * o.ctx, tg.data() + i * o.ctx);
+            }
+            loss += trainer.forward_backward(in, tg, o.batch, o.ctx, 1.0f / static_cast<float>(o.accumulate)) / static_cast<double>(o.accumulate);
+        }
+        const double gnorm = clip_grad_norm(params, o.clip);
+        const float lr = sched.at(step);
+        opt.step(params, lr);
+        r.loss_curve.push_back(loss);
+        r.tokens += per_step * o.ctx;
+        const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        if (eval && o.eval_every > 0 && (step + 1) % o.eval_every == 0 && step + 1 < total_steps)
+            r.eval_curve.emplace_back(step + 1, eval_loss(trainer, *eval, o.batch, o.eval_batches));
+        if (progress) progress({step + 1, total_steps, loss, lr, static_cast<double>(per_step * o.ctx) / dt, gnorm});
+    }
+    r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+    r.steps = total_steps;
+    r.tokens_per_s = static_cast<double>(r.tokens) / r.seconds;
+    if (eval) {
+        r.eval_loss_after = eval_loss(trainer, *eval, o.batch, o.eval_batches);
+        r.eval_curve.emplace_back(total_steps, r.eval_loss_after);
+    }
+    if (!o.output.empty()) {
+        model.save(o.output);
+        r.output = o.output;
+    }
+    r.peak_rss_bytes = peak_rss();
+    return r;
+}
+
+}  // namespace cq

@@ -1,0 +1,292 @@
+// LmTrainer: the LLaMA family's training forward (saving every activation the backward reads) and its
+// backward, op by op in reverse (train_ops.h), over the model's own tensors made owned f32 in place.
+#include <algorithm>
+#include <cstring>
+#include <string>
+
+#include "cq/error.h"
+#include "cq/train.h"
+#include "models/tensor_names.h"
+#include "train/train_ops.h"
+
+namespace cq {
+
+namespace {
+
+Tensor owned_f32(const Tensor& t, const std::string& what) {
+    const auto& traits = dtype_traits(t.dtype());
+    if (!traits.to_float) throw Unsupported("[train] '" + what + "' is held as " + std::string(traits.name) + ", which cq cannot train");
+    Tensor out = Tensor::zeros(t.shape(), DType::F32);
+    const std::vector<float> v = t.to_float();
+    std::memcpy(out.mutable_data(), v.data(), v.size() * sizeof(float));
+    return out;
+}
+
+float* data_of(Tensor& t) { return static_cast<float*>(t.mutable_data()); }
+
+void grow(std::vector<float>& v, int64_t n) {
+    if (static_cast<int64_t>(v.size()) < n) v.resize(static_cast<size_t>(n));
+}
+
+}  // namespace
+
+struct LmTrainer::State {
+    LanguageModel* model = nullptr;
+    LlmConfig c;
+    std::vector<std::vector<float>> grad_storage;
+
+    // Parameter indices into params_, per block.
+    struct BlockParams {
+        int attn_norm, wq, wk, wv, wo, ffn_norm, gate, up, down;
+        int bq = -1, bk = -1, bv = -1;
+    };
+    int embd = -1, out_norm = -1, out = -1;
+    std::vector<BlockParams> blocks;
+
+    // Activations at capacity N = B·T (all layers), as the backward reads them.
+    int64_t B = 0, T = 0;
+    std::vector<float> res, xn1, rstd1, q, k, v, p, att, xmid, xn2, rstd2, g, u, h, xnf, rstdf, logits, losses;
+    std::vector<float> dres, dxn, dq, dk, dv, datt, dh, dg, du, tmp;
+    std::vector<float> cos_t, sin_t;
+    std::vector<int32_t> ids, tgts;
+    int64_t rope_T = -1;
+};
+
+LmTrainer::LmTrainer(LanguageModel& model) : s_(std::make_unique<State>()) {
+    State& s = *s_;
+    s.model = &model;
+    s.c = model.config();
+    const LlmConfig& c = s.c;
+    if (c.family != LlmFamily::llama)
+        throw Unsupported("[train] the " + c.architecture + " family has no backward yet (supported: the LLaMA family)");
+    if (c.n_head_kv <= 0 || c.n_head % c.n_head_kv != 0)
+        throw Unsupported("[train] " + std::to_string(c.n_head) + " query heads over " + std::to_string(c.n_head_kv) + " KV heads");
+    LlmWeights& w = model.weights();
+    const bool tied = w.output.weight.data() == w.token_embd.data();
+    const models::DecoderNames hf(LlmFamily::llama, true);
+
+    const auto add = [&](std::string name, std::string hf_name, float* value, std::vector<int64_t> shape) {
+        TrainParam p;
+        p.name = std::move(name), p.hf_name = std::move(hf_name), p.shape = std::move(shape), p.value = value;
+        p.numel = 1;
+        for (int64_t d : p.shape) p.numel *= d;
+        s.grad_storage.emplace_back(static_cast<size_t>(p.numel), 0.0f);
+        p.grad = s.grad_storage.back().data();
+        params_.push_back(std::move(p));
+        return static_cast<int>(params_.size() - 1);
+    };
+    const auto add_norm = [&](Norm& n, const std::string& name, const std::string& hf_name) {
+        n.weight = owned_f32(n.weight, name);
+        n.modified_by = "finetune";
+        return add(name + ".weight", hf_name + ".weight", data_of(n.weight), n.weight.shape());
+    };
+    const auto add_linear = [&](Linear& l, const std::string& hf_name, int* bias) {
+        if (l.int8 || l.transposed)
+            throw Unsupported("[train] '" + l.name + "' is held as " + l.format() + (l.transposed ? " [in, out]" : "") + ", which cq cannot train");
+        model.set_weight(l, owned_f32(l.weight, l.name), "finetune");
+        const int i = add(l.name + ".weight", hf_name + ".weight", data_of(l.weight), l.weight.shape());
+        if (l.bias) {
+            *l.bias = owned_f32(*l.bias, l.name + ".bias");
+            *bias = add(l.name + ".bias", hf_name + ".bias", data_of(*l.bias), l.bias->shape());
+        }
+        return i;
+    };
+
+    w.token_embd = owned_f32(w.token_embd, "token_embd");
+    s.embd = add("token_embd.weight", hf.global("token_embd") + ".weight", data_of(w.token_embd), w.token_embd.shape());
+    for (size_t l = 0; l < w.blocks.size(); ++l) {
+        DecoderBlock& b = w.blocks[l];
+        const auto n = static_cast<int64_t>(l);
+        State::BlockParams bp{};
+        bp.attn_norm = add_norm(b.attn_norm, "blk." + std::to_string(l) + ".attn_norm", hf.block(n, "attn_norm"));
+        bp.wq = add_linear(b.wq, hf.block(n, "attn_q"), &bp.bq);
+        bp.wk = add_linear(b.wk, hf.block(n, "attn_k"), &bp.bk);
+        bp.wv = add_linear(b.wv, hf.block(n, "attn_v"), &bp.bv);
+        if (b.wo.bias) throw Unsupported("[train] '" + b.wo.name + "' has a bias, which the LLaMA backward does not take");
+        int none = -1;
+        bp.wo = add_linear(b.wo, hf.block(n, "attn_output"), &none);
+        bp.ffn_norm = add_norm(b.ffn_norm, "blk." + std::to_string(l) + ".ffn_norm", hf.block(n, "ffn_norm"));
+        bp.gate = add_linear(b.ffn_gate, hf.block(n, "ffn_gate"), &none);
+        bp.up = add_linear(b.ffn_up, hf.block(n, "ffn_up"), &none);
+        bp.down = add_linear(b.ffn_down, hf.block(n, "ffn_down"), &none);
+        if (none >= 0) throw Unsupported("[train] '" + b.ffn_down.name + "': MLP biases are not supported in the LLaMA backward");
+        s.blocks.push_back(bp);
+    }
+    s.out_norm = add_norm(w.output_norm, "output_norm", hf.global("output_norm"));
+    if (tied) {
+        // The head is the embedding: one parameter, both uses add to its gradient.
+        w.output.weight = w.token_embd;
+        w.output.modified_by = "finetune";
+        s.out = s.embd;
+    } else {
+        int none = -1;
+        s.out = add_linear(w.output, hf.global("output"), &none);
+    }
+}
+
+LmTrainer::~LmTrainer() = default;
+
+void LmTrainer::zero_grad() {
+    for (auto& g : s_->grad_storage) std::fill(g.begin(), g.end(), 0.0f);
+}
+
+uint64_t LmTrainer::activation_bytes() const {
+    const State& s = *s_;
+    uint64_t n = 0;
+    for (const auto* v : {&s.res, &s.xn1, &s.rstd1, &s.q, &s.k, &s.v, &s.p, &s.att, &s.xmid, &s.xn2, &s.rstd2, &s.g, &s.u,
+                          &s.h, &s.xnf, &s.rstdf, &s.logits, &s.losses, &s.dres, &s.dxn, &s.dq, &s.dk, &s.dv, &s.datt,
+                          &s.dh, &s.dg, &s.du, &s.tmp})
+        n += v->size() * sizeof(float);
+    return n;
+}
+
+namespace {
+
+struct Dims {
+    int64_t N, D, L, Hq, Hkv, hd, qd, kvd, F, V;
+};
+
+}  // namespace
+
+// The forward with saved activations; returns Σ losses and the number of counted targets.
+std::pair<double, int64_t> LmTrainer::run_forward(std::span<const int32_t> tokens, std::span<const int32_t> targets,
+                                                  int64_t B, int64_t T) {
+    State& s = *s_;
+    auto& P = params_;
+    const LlmConfig& c = s.c;
+    if (B <= 0 || T <= 0) throw InvalidArgument("[train] batch " + std::to_string(B) + " × " + std::to_string(T) + " is empty");
+    if (static_cast<int64_t>(tokens.size()) != B * T || static_cast<int64_t>(targets.size()) != B * T)
+        throw InvalidArgument("[train] a batch of " + std::to_string(B) + " × " + std::to_string(T) + " needs " + std::to_string(B * T) +
+                              " tokens and targets, got " + std::to_string(tokens.size()) + " and " + std::to_string(targets.size()));
+    if (c.n_ctx_train > 0 && T > c.n_ctx_train)
+        throw InvalidArgument("[train] sequences of " + std::to_string(T) + " tokens exceed the model's context of " + std::to_string(c.n_ctx_train));
+    for (int64_t i = 0; i < B * T; ++i) {
+        if (tokens[i] < 0 || tokens[i] >= c.n_vocab)
+            throw InvalidArgument("[train] token id " + std::to_string(tokens[i]) + " at position " + std::to_string(i) +
+                                  " is outside the vocabulary [0, " + std::to_string(c.n_vocab) + ")");
+        if (targets[i] >= c.n_vocab)
+            throw InvalidArgument("[train] target id " + std::to_string(targets[i]) + " at position " + std::to_string(i) +
+                                  " is outside the vocabulary [0, " + std::to_string(c.n_vocab) + ")");
+    }
+    const Dims d{B * T, c.n_embd, c.n_layer, c.n_head, c.n_head_kv, c.head_dim, c.n_head * c.head_dim,
+                 c.n_head_kv * c.head_dim, c.n_ff, c.n_vocab};
+    const int64_t N = d.N;
+    s.B = B, s.T = T;
+    grow(s.res, (d.L + 1) * N * d.D);
+    grow(s.xn1, d.L * N * d.D), grow(s.xmid, d.L * N * d.D), grow(s.xn2, d.L * N * d.D);
+    grow(s.rstd1, d.L * N), grow(s.rstd2, d.L * N);
+    grow(s.q, d.L * N * d.qd), grow(s.att, d.L * N * d.qd);
+    grow(s.k, d.L * N * d.kvd), grow(s.v, d.L * N * d.kvd);
+    grow(s.p, d.L * B * d.Hq * T * T);
+    grow(s.g, d.L * N * d.F), grow(s.u, d.L * N * d.F), grow(s.h, d.L * N * d.F);
+    grow(s.xnf, N * d.D), grow(s.rstdf, N), grow(s.logits, N * d.V), grow(s.losses, N), grow(s.tmp, N * std::max(d.D, d.F));
+    if (s.rope_T != T) {
+        const int64_t half = c.rope_dims / 2;
+        s.cos_t.assign(static_cast<size_t>(T * half), 0.0f), s.sin_t.assign(static_cast<size_t>(T * half), 0.0f);
+        train::rope_tables(T, c.rope_dims, c.rope_theta, c.rope_scale, s.cos_t.data(), s.sin_t.data());
+        s.rope_T = T;
+    }
+    s.ids.assign(tokens.begin(), tokens.end());
+    s.tgts.assign(targets.begin(), targets.end());
+    const auto bias = [&](int i) -> const float* { return i >= 0 ? P[static_cast<size_t>(i)].value : nullptr; };
+
+    train::embedding_forward(P[s.embd].value, s.ids.data(), N, d.D, s.res.data());
+    for (int64_t l = 0; l < d.L; ++l) {
+        const auto& bp = s.blocks[static_cast<size_t>(l)];
+        const float* xin = s.res.data() + l * N * d.D;
+        float* xn1 = s.xn1.data() + l * N * d.D;
+        float* q = s.q.data() + l * N * d.qd;
+        float* k = s.k.data() + l * N * d.kvd;
+        float* v = s.v.data() + l * N * d.kvd;
+        float* att = s.att.data() + l * N * d.qd;
+        float* xmid = s.xmid.data() + l * N * d.D;
+        float* xn2 = s.xn2.data() + l * N * d.D;
+        float* g = s.g.data() + l * N * d.F;
+        float* u = s.u.data() + l * N * d.F;
+        float* h = s.h.data() + l * N * d.F;
+        train::rmsnorm_forward(xin, P[bp.attn_norm].value, N, d.D, c.norm_eps, xn1, s.rstd1.data() + l * N);
+        train::linear_forward(xn1, P[bp.wq].value, bias(bp.bq), N, d.D, d.qd, q);
+        train::linear_forward(xn1, P[bp.wk].value, bias(bp.bk), N, d.D, d.kvd, k);
+        train::linear_forward(xn1, P[bp.wv].value, bias(bp.bv), N, d.D, d.kvd, v);
+        train::rope_forward(q, B, T, d.qd, d.Hq, d.hd, c.rope_dims, s.cos_t.data(), s.sin_t.data(), c.rope_pairing);
+        train::rope_forward(k, B, T, d.kvd, d.Hkv, d.hd, c.rope_dims, s.cos_t.data(), s.sin_t.data(), c.rope_pairing);
+        train::attention_forward(q, k, v, B, T, d.Hq, d.Hkv, d.hd, s.p.data() + l * B * d.Hq * T * T, att);
+        train::linear_forward(att, P[bp.wo].value, nullptr, N, d.qd, d.D, s.tmp.data());
+        train::add_forward(xin, s.tmp.data(), xmid, N * d.D);
+        train::rmsnorm_forward(xmid, P[bp.ffn_norm].value, N, d.D, c.norm_eps, xn2, s.rstd2.data() + l * N);
+        train::linear_forward(xn2, P[bp.gate].value, nullptr, N, d.D, d.F, g);
+        train::linear_forward(xn2, P[bp.up].value, nullptr, N, d.D, d.F, u);
+        train::swiglu_forward(g, u, h, N * d.F);
+        train::linear_forward(h, P[bp.down].value, nullptr, N, d.F, d.D, s.tmp.data());
+        train::add_forward(xmid, s.tmp.data(), s.res.data() + (l + 1) * N * d.D, N * d.D);
+    }
+    train::rmsnorm_forward(s.res.data() + d.L * N * d.D, P[s.out_norm].value, N, d.D, c.norm_eps, s.xnf.data(), s.rstdf.data());
+    train::linear_forward(s.xnf.data(), P[s.out].value, nullptr, N, d.D, d.V, s.logits.data());
+    const double total = train::cross_entropy_forward(s.logits.data(), s.tgts.data(), N, d.V, s.logits.data(), s.losses.data());
+    int64_t counted = 0;
+    for (int64_t i = 0; i < N; ++i) counted += s.tgts[static_cast<size_t>(i)] >= 0;
+    return {total, counted};
+}
+
+double LmTrainer::loss(std::span<const int32_t> tokens, std::span<const int32_t> targets, int64_t B, int64_t T) {
+    const auto [total, counted] = run_forward(tokens, targets, B, T);
+    return counted ? total / static_cast<double>(counted) : 0.0;
+}
+
+double LmTrainer::forward_backward(std::span<const int32_t> tokens, std::span<const int32_t> targets, int64_t B, int64_t T,
+                                   float grad_scale) {
+    State& s = *s_;
+    auto& P = params_;
+    const auto [total, counted] = run_forward(tokens, targets, B, T);
+    if (counted == 0) return 0.0;
+    const LlmConfig& c = s.c;
+    const Dims d{B * T, c.n_embd, c.n_layer, c.n_head, c.n_head_kv, c.head_dim, c.n_head * c.head_dim,
+                 c.n_head_kv * c.head_dim, c.n_ff, c.n_vocab};
+    const int64_t N = d.N;
+    grow(s.dres, N * d.D), grow(s.dxn, N * d.D), grow(s.dq, N * d.qd), grow(s.datt, N * d.qd);
+    grow(s.dk, N * d.kvd), grow(s.dv, N * d.kvd), grow(s.dh, N * d.F), grow(s.dg, N * d.F), grow(s.du, N * d.F);
+    const auto grad = [&](int i) -> float* { return i >= 0 ? P[static_cast<size_t>(i)].grad : nullptr; };
+
+    // logits ← dlogits; the head; the final norm into the residual stream's gradient.
+    train::cross_entropy_backward(s.logits.data(), s.tgts.data(), N, d.V, grad_scale / static_cast<float>(counted), s.logits.data());
+    train::linear_backward(s.logits.data(), s.xnf.data(), P[s.out].value, N, d.D, d.V, s.dxn.data(), false, grad(s.out), nullptr);
+    std::fill_n(s.dres.data(), N * d.D, 0.0f);
+    train::rmsnorm_backward(s.dxn.data(), s.res.data() + d.L * N * d.D, P[s.out_norm].value, s.rstdf.data(), N, d.D,
+                            s.dres.data(), grad(s.out_norm));
+    for (int64_t l = d.L - 1; l >= 0; --l) {
+        const auto& bp = s.blocks[static_cast<size_t>(l)];
+        const float* xin = s.res.data() + l * N * d.D;
+        const float* xn1 = s.xn1.data() + l * N * d.D;
+        const float* q = s.q.data() + l * N * d.qd;
+        const float* k = s.k.data() + l * N * d.kvd;
+        const float* v = s.v.data() + l * N * d.kvd;
+        const float* att = s.att.data() + l * N * d.qd;
+        const float* xmid = s.xmid.data() + l * N * d.D;
+        const float* xn2 = s.xn2.data() + l * N * d.D;
+        const float* g = s.g.data() + l * N * d.F;
+        const float* u = s.u.data() + l * N * d.F;
+        const float* h = s.h.data() + l * N * d.F;
+        // MLP: res[l+1] = xmid + down(silu(gate(xn2))·up(xn2)), xn2 = rmsnorm(xmid)
+        train::linear_backward(s.dres.data(), h, P[bp.down].value, N, d.F, d.D, s.dh.data(), false, grad(bp.down), nullptr);
+        train::swiglu_backward(s.dh.data(), g, u, s.dg.data(), s.du.data(), N * d.F);
+        train::linear_backward(s.dg.data(), xn2, P[bp.gate].value, N, d.D, d.F, s.dxn.data(), false, grad(bp.gate), nullptr);
+        train::linear_backward(s.du.data(), xn2, P[bp.up].value, N, d.D, d.F, s.dxn.data(), true, grad(bp.up), nullptr);
+        train::rmsnorm_backward(s.dxn.data(), xmid, P[bp.ffn_norm].value, s.rstd2.data() + l * N, N, d.D, s.dres.data(),
+                                grad(bp.ffn_norm));
+        // attention: xmid = xin + wo(attn(rope(wq·xn1), rope(wk·xn1), wv·xn1)), xn1 = rmsnorm(xin)
+        train::linear_backward(s.dres.data(), att, P[bp.wo].value, N, d.qd, d.D, s.datt.data(), false, grad(bp.wo), nullptr);
+        train::attention_backward(s.datt.data(), q, k, v, s.p.data() + l * B * d.Hq * T * T, B, T, d.Hq, d.Hkv, d.hd,
+                                  s.dq.data(), s.dk.data(), s.dv.data());
+        train::rope_backward(s.dq.data(), B, T, d.qd, d.Hq, d.hd, c.rope_dims, s.cos_t.data(), s.sin_t.data(), c.rope_pairing);
+        train::rope_backward(s.dk.data(), B, T, d.kvd, d.Hkv, d.hd, c.rope_dims, s.cos_t.data(), s.sin_t.data(), c.rope_pairing);
+        train::linear_backward(s.dq.data(), xn1, P[bp.wq].value, N, d.D, d.qd, s.dxn.data(), false, grad(bp.wq), grad(bp.bq));
+        train::linear_backward(s.dk.data(), xn1, P[bp.wk].value, N, d.D, d.kvd, s.dxn.data(), true, grad(bp.wk), grad(bp.bk));
+        train::linear_backward(s.dv.data(), xn1, P[bp.wv].value, N, d.D, d.kvd, s.dxn.data(), true, grad(bp.wv), grad(bp.bv));
+        train::rmsnorm_backward(s.dxn.data(), xin, P[bp.attn_norm].value, s.rstd1.data() + l * N, N, d.D, s.dres.data(),
+                                grad(bp.attn_norm));
+    }
+    train::embedding_backward(s.dres.data(), s.ids.data(), N, d.D, grad(s.embd));
+    return total / static_cast<double>(counted);
+}
+
+}  // namespace cq

@@ -1,0 +1,87 @@
+// Forward/backward kernel pairs for training (llm.c style): each op's forward saves what its backward needs,
+// each backward has a scalar `__ref` twin (the specification, tested against finite differences). Fast forms
+// split work into fixed-size tasks, so every output's reduction order, and so every byte, is the same for any
+// thread count. Activations are f32, row-major; N = rows (batch × tokens). Backward grads of parameters add (+=).
+#pragma once
+
+#include <cstdint>
+
+#include "cq/llm.h"
+
+namespace cq::train {
+
+// ---- Linear ----
+// x: [N, I], w: [O, I], b: [O] or null → y: [N, O] = x·wᵀ + b
+void linear_forward(const float* x, const float* w, const float* b, int64_t N, int64_t I, int64_t O, float* y);
+// dy: [N, O] → dx: [N, I] (overwritten, or added to with accumulate_dx; skipped when null), dw: [O, I] +=,
+// db: [O] += (skipped when null)
+void linear_backward(const float* dy, const float* x, const float* w, int64_t N, int64_t I, int64_t O, float* dx,
+                     bool accumulate_dx, float* dw, float* db);
+void linear_forward__ref(const float* x, const float* w, const float* b, int64_t N, int64_t I, int64_t O, float* y);
+void linear_backward__ref(const float* dy, const float* x, const float* w, int64_t N, int64_t I, int64_t O, float* dx,
+                          bool accumulate_dx, float* dw, float* db);
+
+// ---- RMSNorm ----
+// x: [N, D], w: [D] → y: [N, D] = x·rstd·w, rstd: [N] = 1/sqrt(mean(x²) + eps)
+void rmsnorm_forward(const float* x, const float* w, int64_t N, int64_t D, float eps, float* y, float* rstd);
+// dy: [N, D] → dx: [N, D] +=, dw: [D] +=
+void rmsnorm_backward(const float* dy, const float* x, const float* w, const float* rstd, int64_t N, int64_t D, float* dx,
+                      float* dw);
+void rmsnorm_forward__ref(const float* x, const float* w, int64_t N, int64_t D, float eps, float* y, float* rstd);
+void rmsnorm_backward__ref(const float* dy, const float* x, const float* w, const float* rstd, int64_t N, int64_t D,
+                           float* dx, float* dw);
+
+// ---- RoPE ----
+// The rotation angles of positions [0, T): cos, sin: [T, rope_dims/2], computed in double then rounded.
+void rope_tables(int64_t T, int64_t rope_dims, float theta, float scale, float* cos_t, float* sin_t);
+// x: [B·T, stride] with n_head heads of head_dim at the start of each row (position = row mod T); rotates
+// the first rope_dims of each head in place. backward: dx ← Rᵀ·dx (the inverse rotation).
+void rope_forward(float* x, int64_t B, int64_t T, int64_t stride, int64_t n_head, int64_t head_dim, int64_t rope_dims,
+                  const float* cos_t, const float* sin_t, RopePairing pairing);
+void rope_backward(float* dx, int64_t B, int64_t T, int64_t stride, int64_t n_head, int64_t head_dim, int64_t rope_dims,
+                   const float* cos_t, const float* sin_t, RopePairing pairing);
+void rope_backward__ref(float* dx, int64_t B, int64_t T, int64_t stride, int64_t n_head, int64_t head_dim,
+                        int64_t rope_dims, const float* cos_t, const float* sin_t, RopePairing pairing);
+
+// ---- causal grouped-query attention ----
+// q: [B·T, Hq·hd], k, v: [B·T, Hkv·hd] → p: [B, Hq, T, T] (softmax(q·kᵀ/√hd), causal, 0 above the diagonal),
+// out: [B·T, Hq·hd]. Query head h reads KV head h / (Hq/Hkv).
+void attention_forward(const float* q, const float* k, const float* v, int64_t B, int64_t T, int64_t Hq, int64_t Hkv,
+                       int64_t hd, float* p, float* out);
+// dout: [B·T, Hq·hd] → dq: [B·T, Hq·hd], dk, dv: [B·T, Hkv·hd] (all overwritten)
+void attention_backward(const float* dout, const float* q, const float* k, const float* v, const float* p, int64_t B,
+                        int64_t T, int64_t Hq, int64_t Hkv, int64_t hd, float* dq, float* dk, float* dv);
+void attention_forward__ref(const float* q, const float* k, const float* v, int64_t B, int64_t T, int64_t Hq,
+                            int64_t Hkv, int64_t hd, float* p, float* out);
+void attention_backward__ref(const float* dout, const float* q, const float* k, const float* v, const float* p,
+                             int64_t B, int64_t T, int64_t Hq, int64_t Hkv, int64_t hd, float* dq, float* dk, float* dv);
+
+// ---- SiLU·mul (SwiGLU) ----
+// g, u: [n] → h: [n] = silu(g)·u
+void swiglu_forward(const float* g, const float* u, float* h, int64_t n);
+// dh: [n] → dg, du: [n] (overwritten)
+void swiglu_backward(const float* dh, const float* g, const float* u, float* dg, float* du, int64_t n);
+void swiglu_backward__ref(const float* dh, const float* g, const float* u, float* dg, float* du, int64_t n);
+
+// ---- embedding ----
+// table: [V, D], ids: [N] (in [0, V), checked by the caller) → y: [N, D]
+void embedding_forward(const float* table, const int32_t* ids, int64_t N, int64_t D, float* y);
+// dy: [N, D] → dtable: [V, D] += (rows added in token order)
+void embedding_backward(const float* dy, const int32_t* ids, int64_t N, int64_t D, float* dtable);
+void embedding_backward__ref(const float* dy, const int32_t* ids, int64_t N, int64_t D, float* dtable);
+
+// ---- softmax cross-entropy ----
+// logits: [N, V], targets: [N] (< 0: ignored) → probs: [N, V] (softmax; may alias logits), losses: [N]
+// (−log p[target], 0 where ignored). Returns Σ losses (double).
+double cross_entropy_forward(const float* logits, const int32_t* targets, int64_t N, int64_t V, float* probs,
+                             float* losses);
+// dlogits: [N, V] = (probs − onehot(target))·dloss (0 rows where ignored); dlogits may alias probs.
+void cross_entropy_backward(const float* probs, const int32_t* targets, int64_t N, int64_t V, float dloss,
+                            float* dlogits);
+void cross_entropy_backward__ref(const float* probs, const int32_t* targets, int64_t N, int64_t V, float dloss,
+                                 float* dlogits);
+
+// y: [n] = a + b (y may alias a)
+void add_forward(const float* a, const float* b, float* y, int64_t n);
+
+}  // namespace cq::train
