@@ -34,3 +34,4 @@
 #include "cq/quantize_encoder.h"
 #include "cq/weighted_quant.h"
 #include "cq/imatrix.h"
+#include "cq/gptq.h"

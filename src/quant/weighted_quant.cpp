@@ -12,6 +12,7 @@
 #include <string>
 
 #include "cq/error.h"
+#include "quant/weighted_quant_block.h"
 #include "formats/codec_math.h"
 #include "formats/formats.h"
 #include "kernels/kernel_decls.h"
@@ -165,41 +166,46 @@ void pack_legacy(const uint8_t* L, uint8_t* qs, uint8_t* qh) {
     if (qh) std::memcpy(qh, &high, 4);
 }
 
-// Q4_0 / Q5_0: symmetric make_qx_quants with 2·nmax levels.
+// Q4_0 / Q5_0: symmetric make_qx_quants with 2·nmax levels; one block xb: [32] with its importance qw and the
+// row's σ² (mean x² over the whole row).
+template <typename Block, int kNmax>
+void quantize_block_symmetric_w(const float* xb, const float* qw, float sigma2, Block& y) {
+    float w[kQK];
+    int8_t L[kQK];
+    importance_weights(xb, qw, sigma2, kQK, w);
+    y.d = f32_to_f16_scalar(make_qx_quants_w(kQK, kNmax, xb, L, w));
+    uint8_t Lu[kQK];
+    for (int j = 0; j < kQK; ++j) Lu[j] = static_cast<uint8_t>(L[j]);
+    if constexpr (requires { y.qh; }) pack_legacy(Lu, y.qs, y.qh);
+    else pack_legacy(Lu, y.qs, nullptr);
+}
+
 template <typename Block, int kNmax>
 void quantize_row_symmetric_w(const float* x, void* vy, int64_t n, const float* qw) {
     auto* y = static_cast<Block*>(vy);
     const float sigma2 = sum_squares(x, n) / static_cast<float>(n);
-    float w[kQK];
-    int8_t L[kQK];
-    for (int64_t ib = 0; ib < n / kQK; ++ib) {
-        const float* xb = x + kQK * ib;
-        importance_weights(xb, qw + kQK * ib, sigma2, kQK, w);
-        y[ib].d = f32_to_f16_scalar(make_qx_quants_w(kQK, kNmax, xb, L, w));
-        uint8_t Lu[kQK];
-        for (int j = 0; j < kQK; ++j) Lu[j] = static_cast<uint8_t>(L[j]);
-        if constexpr (requires { y[ib].qh; }) pack_legacy(Lu, y[ib].qs, y[ib].qh);
-        else pack_legacy(Lu, y[ib].qs, nullptr);
-    }
+    for (int64_t ib = 0; ib < n / kQK; ++ib) quantize_block_symmetric_w<Block, kNmax>(x + kQK * ib, qw + kQK * ib, sigma2, y[ib]);
 }
 
-// Q4_1 / Q5_1: asymmetric make_qkx3_quants, d and m = −min stored as f16.
+// Q4_1 / Q5_1: asymmetric make_qkx3_quants, d and m = −min stored as f16; one block as above.
+template <typename Block, int kNmax>
+void quantize_block_affine_w(const float* xb, const float* qw, float sigma2, Block& y) {
+    float w[kQK];
+    uint8_t L[kQK], Laux[kQK];
+    importance_weights(xb, qw, sigma2, kQK, w);
+    float min;
+    const float d = make_qkx3_quants_w(kQK, kNmax, xb, w, L, &min, Laux, -0.9f, 0.05f, 36);
+    y.d = f32_to_f16_scalar(d);
+    y.m = f32_to_f16_scalar(-min);
+    if constexpr (requires { y.qh; }) pack_legacy(L, y.qs, y.qh);
+    else pack_legacy(L, y.qs, nullptr);
+}
+
 template <typename Block, int kNmax>
 void quantize_row_affine_w(const float* x, void* vy, int64_t n, const float* qw) {
     auto* y = static_cast<Block*>(vy);
     const float sigma2 = sum_squares(x, n) / static_cast<float>(n);
-    float w[kQK];
-    uint8_t L[kQK], Laux[kQK];
-    for (int64_t ib = 0; ib < n / kQK; ++ib) {
-        const float* xb = x + kQK * ib;
-        importance_weights(xb, qw + kQK * ib, sigma2, kQK, w);
-        float min;
-        const float d = make_qkx3_quants_w(kQK, kNmax, xb, w, L, &min, Laux, -0.9f, 0.05f, 36);
-        y[ib].d = f32_to_f16_scalar(d);
-        y[ib].m = f32_to_f16_scalar(-min);
-        if constexpr (requires { y[ib].qh; }) pack_legacy(L, y[ib].qs, y[ib].qh);
-        else pack_legacy(L, y[ib].qs, nullptr);
-    }
+    for (int64_t ib = 0; ib < n / kQK; ++ib) quantize_block_affine_w<Block, kNmax>(x + kQK * ib, qw + kQK * ib, sigma2, y[ib]);
 }
 
 // ---- k-quants (super-blocks of 256) ----
@@ -388,6 +394,24 @@ WeightedRowFn weighted_fn(DType type) {
 }
 
 }  // namespace
+
+float row_mean_square(const float* x, int64_t n) { return sum_squares(x, n) / static_cast<float>(n); }
+
+void quantize_block_weighted(DType type, const float* x, void* out, const float* importance, float row_sigma2) {
+    const DTypeTraits& t = dtype_traits(type);
+    const WeightedRowFn fn = weighted_fn(type);
+    // Without importance every type's rule is per block (the reference codecs; IQ4_NL's search), as in quantize_row_weighted.
+    if (!fn || (!importance && type != DType::IQ4_NL)) return t.from_float(x, out, t.block_size);
+    switch (type) {
+        case DType::Q4_0: return quantize_block_symmetric_w<BlockQ4_0, 8>(x, importance, row_sigma2, *static_cast<BlockQ4_0*>(out));
+        case DType::Q5_0: return quantize_block_symmetric_w<BlockQ5_0, 16>(x, importance, row_sigma2, *static_cast<BlockQ5_0*>(out));
+        case DType::Q4_1: return quantize_block_affine_w<BlockQ4_1, 15>(x, importance, row_sigma2, *static_cast<BlockQ4_1*>(out));
+        case DType::Q5_1: return quantize_block_affine_w<BlockQ5_1, 31>(x, importance, row_sigma2, *static_cast<BlockQ5_1*>(out));
+        default: break;
+    }
+    // The other searches take their statistics from the block itself, so a one-block row is that block's search.
+    fn(x, out, t.block_size, importance);
+}
 
 bool has_weighted_quantizer(DType type) { return weighted_fn(type) != nullptr; }
 
