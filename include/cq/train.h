@@ -124,9 +124,16 @@ struct TextWindows {
 /// InvalidArgument naming the file when it holds fewer than one window.
 TextWindows load_text_windows(const LanguageModel& model, const std::string& path, int64_t ctx);
 
+/// Writes the model as an HF directory: model.safetensors holding `params` (f32, HF names, atomically) and the source
+/// directory's config / tokenizer files. Unsupported unless the model was loaded from an HF directory.
+void save_hf_dir(const LanguageModel& model, std::span<const TrainParam> params, const std::string& dir);
+
 struct FinetuneOptions {
-    std::string data, eval_data, output;  // output: .gguf file (Model::save) — empty: not written
+    // output: a .gguf file (Model::save: changed Linears and norms, the file's token embedding), or otherwise an HF
+    // directory (save_hf_dir: every parameter); empty: not written
+    std::string data, eval_data, output;
     int64_t steps = 0;       // optimiser steps; 0: from epochs
+    int64_t stop_after = 0;  // > 0: run only the first stop_after steps of that schedule
     double epochs = 1.0;     // used when steps == 0
     int64_t batch = 8, ctx = 128, accumulate = 1;
     uint64_t seed = 0;       // 0: windows in file order; else a seeded shuffle per epoch
@@ -149,6 +156,7 @@ struct FinetuneProgress {
 
 struct FinetuneReport {
     std::vector<double> loss_curve;  // training loss per optimiser step
+    std::vector<double> step_seconds;  // wall time of each step (forward, backward, clip, update)
     std::vector<std::pair<int64_t, double>> eval_curve;  // (step, eval loss)
     double eval_loss_before = 0, eval_loss_after = 0;  // NaN-free only when eval_data is set
     bool has_eval = false;

@@ -127,7 +127,8 @@ FinetuneReport finetune(LanguageModel& model, const FinetuneOptions& o,
     int64_t order_epoch = -1;
     int64_t pos = 0;  // windows consumed so far (the data position a checkpoint would keep)
     const auto t_start = std::chrono::steady_clock::now();
-    for (int64_t step = 0; step < total_steps; ++step) {
+    const int64_t run_steps = o.stop_after > 0 ? std::min(o.stop_after, total_steps) : total_steps;
+    for (int64_t step = 0; step < run_steps; ++step) {
         const auto t0 = std::chrono::steady_clock::now();
         trainer.zero_grad();
         double loss = 0;
@@ -143,21 +144,24 @@ FinetuneReport finetune(LanguageModel& model, const FinetuneOptions& o,
         const float lr = sched.at(step);
         opt.step(params, lr);
         r.loss_curve.push_back(loss);
+        r.step_seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
         r.tokens += per_step * o.ctx;
-        const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        if (eval && o.eval_every > 0 && (step + 1) % o.eval_every == 0 && step + 1 < total_steps)
+        const double dt = r.step_seconds.back();
+        if (eval && o.eval_every > 0 && (step + 1) % o.eval_every == 0 && step + 1 < run_steps)
             r.eval_curve.emplace_back(step + 1, eval_loss(trainer, *eval, o.batch, o.eval_batches));
         if (progress) progress({step + 1, total_steps, loss, lr, static_cast<double>(per_step * o.ctx) / dt, gnorm});
     }
     r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
-    r.steps = total_steps;
+    r.steps = run_steps;
     r.tokens_per_s = static_cast<double>(r.tokens) / r.seconds;
     if (eval) {
         r.eval_loss_after = eval_loss(trainer, *eval, o.batch, o.eval_batches);
-        r.eval_curve.emplace_back(total_steps, r.eval_loss_after);
+        r.eval_curve.emplace_back(run_steps, r.eval_loss_after);
     }
     if (!o.output.empty()) {
-        model.save(o.output);
+        const bool gguf = o.output.size() >= 5 && o.output.compare(o.output.size() - 5, 5, ".gguf") == 0;
+        if (gguf) model.save(o.output);
+        else save_hf_dir(model, trainer.params(), o.output);
         r.output = o.output;
     }
     r.peak_rss_bytes = peak_rss();

@@ -18,5 +18,6 @@ Runner register_quantize(CLI::App& app);
 Runner register_eval(CLI::App& app);
 Runner register_stats(CLI::App& app);
 Runner register_imatrix(CLI::App& app);
+Runner register_finetune(CLI::App& app);
 
 }  // namespace cq::cli

@@ -1,0 +1,115 @@
+// `cq finetune MODEL --data TEXT -o OUT`: trains a decoder LLM on packed text windows (cq::finetune) and writes it;
+// prints the loss curve, eval loss / perplexity before and after, time and peak memory.
+#include <cmath>
+#include <cstdio>
+
+#include "commands/commands.h"
+#include "commands/format.h"
+#include "cq/error.h"
+#include "cq/train.h"
+
+namespace cq::cli {
+
+namespace {
+struct Options {
+    std::string model;
+    FinetuneOptions ft;
+    std::string optimizer = "adamw", decay = "cosine";
+    std::vector<std::string> decay_rules;
+    int64_t warmup = -1;
+    bool json = false;
+};
+
+nlohmann::json report_json(const FinetuneReport& r) {
+    nlohmann::json j{{"steps", r.steps}, {"tokens", r.tokens}, {"windows", r.n_windows}, {"seconds", r.seconds},
+                     {"tokens_per_s", r.tokens_per_s}, {"peak_rss_bytes", r.peak_rss_bytes}, {"loss_curve", r.loss_curve},
+                     {"step_seconds", r.step_seconds}};
+    if (r.has_eval) {
+        j["eval"] = {{"loss_before", r.eval_loss_before}, {"loss_after", r.eval_loss_after},
+                     {"ppl_before", std::exp(r.eval_loss_before)}, {"ppl_after", std::exp(r.eval_loss_after)}};
+        nlohmann::json curve = nlohmann::json::array();
+        for (const auto& [step, loss] : r.eval_curve) curve.push_back({{"step", step}, {"loss", loss}});
+        j["eval"]["curve"] = curve;
+    }
+    if (!r.output.empty()) j["output"] = r.output;
+    return j;
+}
+
+void print_text(const FinetuneReport& r) {
+    std::printf("%lld steps, %s tokens in %.1f s (%.0f tokens/s), peak memory %s\n", static_cast<long long>(r.steps),
+                group_digits(static_cast<uint64_t>(r.tokens)).c_str(), r.seconds, r.tokens_per_s, human_bytes(r.peak_rss_bytes).c_str());
+    // The curve at ~10 evenly spaced steps (the JSON output has every step).
+    const size_t n = r.loss_curve.size(), every = std::max<size_t>(1, n / 10);
+    std::printf("training loss:");
+    for (size_t i = 0; i < n; ++i)
+        if (i % every == 0 || i + 1 == n) std::printf(" %zu:%.4f", i + 1, r.loss_curve[i]);
+    std::printf("\n");
+    if (r.has_eval) {
+        std::printf("eval loss %.4f → %.4f, PPL %.4f → %.4f\n", r.eval_loss_before, r.eval_loss_after, std::exp(r.eval_loss_before),
+                    std::exp(r.eval_loss_after));
+    }
+    if (!r.output.empty()) std::printf("wrote %s\n", r.output.c_str());
+}
+}  // namespace
+
+Runner register_finetune(CLI::App& app) {
+    auto o = std::make_shared<Options>();
+    CLI::App* cmd = app.add_subcommand("finetune", "Train a decoder LLM (LLaMA family, fp32) on a text file: packed windows of "
+                                                   "--ctx tokens, AdamW, warmup + cosine decay, gradient clipping");
+    cmd->add_option("model", o->model, "A .gguf file or an HF model directory")->required();
+    cmd->add_option("--data", o->ft.data, "The training text (tokenized whole, cut into windows of --ctx + 1 tokens)")->required();
+    cmd->add_option("-o,--output", o->ft.output, "Write the trained model here: an HF directory (safetensors + config + "
+                                                 "tokenizer; HF sources), or a .gguf (keeps the file's token embedding, so an "
+                                                 "untied one is frozen)");
+    cmd->add_option("--steps", o->ft.steps, "Optimiser steps (default: from --epochs)")->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
+    cmd->add_option("--epochs", o->ft.epochs, "Passes over the data when --steps is not given")->default_val(1.0);
+    cmd->add_option("--lr", o->ft.schedule.lr, "Peak learning rate")->default_val(1e-4f);
+    cmd->add_option("--batch", o->ft.batch, "Windows per micro-batch")->default_val(8)->check(CLI::Range(1, 1 << 16));
+    cmd->add_option("--accumulate", o->ft.accumulate, "Micro-batches per optimiser step (gradient accumulation)")->default_val(1)
+        ->check(CLI::Range(1, 1 << 16));
+    cmd->add_option("--ctx", o->ft.ctx, "Tokens per window")->default_val(128)->check(CLI::Range(2, 1 << 20));
+    cmd->add_option("--optimizer", o->optimizer, "adamw or sgd (momentum 0.9)")->default_val("adamw")->check(CLI::IsMember({"adamw", "sgd"}));
+    cmd->add_option("--weight-decay", o->ft.optimizer.weight_decay, "Decoupled weight decay")->default_val(0.0f);
+    cmd->add_option("--decay-rule", o->decay_rules, "PATTERN=decay|none over parameter names, after the defaults "
+                                                    "(*norm*, *.bias, *embd* = none); the last match decides");
+    cmd->add_option("--warmup", o->warmup, "Warmup steps (default: 0)");
+    cmd->add_option("--schedule", o->decay, "Decay after warmup: cosine, linear or constant")->default_val("cosine")
+        ->check(CLI::IsMember({"cosine", "linear", "constant"}));
+    cmd->add_option("--min-lr-ratio", o->ft.schedule.min_lr_ratio, "Final learning rate as a fraction of --lr")->default_val(0.0f);
+    cmd->add_option("--clip", o->ft.clip, "Global gradient-norm clip (0: off)")->default_val(1.0);
+    cmd->add_option("--precision", o->ft.precision, "fp32 (bf16 / fp16: not yet)")->default_val("fp32");
+    cmd->add_option("--checkpoint", o->ft.checkpoint, "Activation checkpointing: none (block / every-k: not yet)")->default_val("none");
+    cmd->add_option("--seed", o->ft.seed, "Window order: 0 keeps the file's order, otherwise a seeded shuffle per epoch")->default_val(0);
+    cmd->add_option("--eval", o->ft.eval_data, "Held-out text: loss / perplexity before and after (and every --eval-every steps)");
+    cmd->add_option("--eval-every", o->ft.eval_every, "Evaluate every N steps (0: before and after only)")->default_val(0);
+    cmd->add_option("--eval-batches", o->ft.eval_batches, "Evaluate at most N batches of the eval text (0: all)")->default_val(0);
+    cmd->add_flag("--json", o->json, "Print a JSON report instead of text (default: off)");
+    return [o]() -> int {
+        FinetuneOptions ft = o->ft;
+        ft.optimizer.kind = o->optimizer == "sgd" ? OptimizerKind::sgd : OptimizerKind::adamw;
+        ft.schedule.decay = o->decay == "linear" ? LrDecay::linear : o->decay == "constant" ? LrDecay::constant : LrDecay::cosine;
+        if (o->warmup >= 0) ft.schedule.warmup_steps = o->warmup;
+        for (const std::string& spec : o->decay_rules) ft.decay_rules.push_back(parse_weight_decay_rule(spec));
+        LoadOptions lo;
+        lo.n_ctx = std::max<int64_t>(ft.ctx, 16);
+        lo.pack_for_kernels = false;
+        auto model = LanguageModel::load(o->model, lo);
+        // Model::save keeps the file's token embedding, so an untied one is not trained when the result is written.
+        const bool gguf = ft.output.size() >= 5 && ft.output.compare(ft.output.size() - 5, 5, ".gguf") == 0;
+        if (gguf && model->weights().output.weight.data() != model->weights().token_embd.data())
+            ft.freeze.push_back("token_embd.weight");
+        Progress progress("finetune", !o->json);
+        const FinetuneReport r = finetune(*model, ft, [&](const FinetuneProgress& p) {
+            char detail[160];
+            std::snprintf(detail, sizeof detail, "steps, loss %.4f, lr %.2e, %.0f tokens/s, grad norm %.3f", p.loss, p.lr, p.tokens_per_s,
+                          p.grad_norm);
+            progress.update(p.step, p.total_steps, detail);
+        });
+        progress.finish();
+        if (o->json) print_json(report_json(r));
+        else print_text(r);
+        return 0;
+    };
+}
+
+}  // namespace cq::cli
