@@ -20,6 +20,7 @@
 #include "cq/dtype.h"
 #include "cq/error.h"
 #include "cq/imatrix.h"
+#include "cq/io/gguf.h"
 #include "cq/io/gguf_writer.h"
 #include "cq/model.h"
 #include "cq/weighted_quant.h"
@@ -408,6 +409,48 @@ TEST(ImatrixCli, HelpListsEveryOptionWithItsDefault) {
         EXPECT_NE(help.find(opt), std::string::npos) << opt << "\n" << help;
     EXPECT_NE(help.find("(default: 512)"), std::string::npos) << help;
     EXPECT_NE(help.find("(default: imatrix.gguf)"), std::string::npos) << help;
+}
+
+// cq quantize --imatrix with llama.cpp's own imatrix file writes, for every type with a weighted search, the bytes
+// llama-quantize --pure --imatrix wrote (reference.json), through the whole command: rules, writer, threads.
+TEST(QuantizeCli, ImatrixFileGivesLlamaQuantizesBytesForEveryWeightedType) {
+    const nlohmann::json ref = reference()["llama_quantize"];
+    test::TempDir dir;
+    std::string log;
+    const std::string f32 = dir.file("f32.gguf");
+    ASSERT_EQ(run_cli("quantize '" + test::fixture(kModel) + "' " + f32 + " --type f32", &log), 0) << log;
+    for (const auto& [qtype, tensors] : ref.items()) {
+        const std::string type_name = std::string(dtype_name(*dtype_from_name(qtype)));
+        const std::string out = dir.file(qtype + ".gguf");
+        ASSERT_EQ(run_cli("quantize " + f32 + " " + out + " --type f32 --tensor-type '*.weight=" + type_name + "' --imatrix " + llama_imatrix_gguf() + " --json",
+                          &log),
+                  0)
+            << log;
+        const gguf::File file = gguf::File::open(out);
+        EXPECT_EQ(file.get_string("quantize.imatrix.file").value_or(""), llama_imatrix_gguf());
+        int matched = 0;
+        for (const auto& info : file.tensors()) {
+            if (!tensors.contains(info.name) || info.shape.size() != 2) continue;
+            EXPECT_EQ(std::string(dtype_name(info.dtype)), tensors[info.name]["type"].get<std::string>()) << qtype << " " << info.name;
+            const Tensor t = file.tensor(info);
+            EXPECT_EQ(sha256_hex(t.data(), t.nbytes()), tensors[info.name]["sha256"].get<std::string>()) << qtype << " " << info.name;
+            ++matched;
+        }
+        EXPECT_EQ(matched, 44) << qtype;  // 6 blocks × 7 Linears, the head and the token embedding
+    }
+}
+
+// A wrong-sized imatrix entry is refused by name, and the output is not left behind.
+TEST(QuantizeCli, ImatrixOfAnotherModelIsRefused) {
+    test::TempDir dir;
+    Imatrix other;
+    other.chunk_size = 16;
+    other.entries["blk.0.attn_q.weight"] = ImatrixEntry{std::vector<float>(100, 1.0f), {4}};
+    write_imatrix(other, dir.file("other.gguf"), ImatrixFormat::gguf);
+    std::string log;
+    EXPECT_NE(run_cli("quantize '" + test::fixture(kModel) + "' " + dir.file("out.gguf") + " --type q4_k_m --imatrix " + dir.file("other.gguf"), &log), 0);
+    EXPECT_NE(log.find("blk.0.attn_q.weight"), std::string::npos) << log;
+    EXPECT_FALSE(std::ifstream(dir.file("out.gguf")).good());
 }
 
 TEST(ImatrixCli, CollectsWritesBothFormatsAndCombines) {

@@ -105,6 +105,14 @@ public:
     /// or [1, n_vocab] (the last one) to `logits`. Positions ≥ n_past + T are forgotten.
     void forward(std::span<const int32_t> tokens, int64_t n_past, std::span<float> logits, bool all_logits);
 
+    /// The forward pass a stage at a time, for passes that calibrate block by block (GPTQ, AWQ) and so hold one
+    /// block's activations, not the whole model's: embed → run_block(0) … run_block(n_blocks − 1) → run_head equals
+    /// forward(tokens, n_past, logits, true). hidden is the residual stream [T, n_embd], changed in place; positions
+    /// are [n_past, n_past + T) of one sequence (run_block fills block's part of the KV cache). Observers fire as in forward.
+    void embed(std::span<const int32_t> tokens, int64_t n_past, float* hidden);
+    void run_block(int64_t block, float* hidden, int64_t T, int64_t n_past);
+    void run_head(const float* hidden, int64_t T, float* logits);
+
     /// Writes the model as llama.cpp-compatible GGUF (see Model::save): Linears a pass changed as the model
     /// holds them, every other tensor as the file has it (an HF directory: as convert_hf_to_gguf.py converts it).
     void save(const std::string& path, const SaveOptions& options = {}) const override;

@@ -9,8 +9,8 @@
 
 namespace cq {
 
-int64_t run_text_chunks(LanguageModel& model, const std::string& path, int64_t n_ctx, int64_t max_chunks, int64_t min_tokens,
-                        std::string_view op, const ProgressFn& progress) {
+std::vector<std::vector<int32_t>> text_chunk_tokens(const LanguageModel& model, const std::string& path, int64_t n_ctx,
+                                                    int64_t max_chunks, int64_t min_tokens, std::string_view op) {
     const std::string tag = "[" + std::string(op) + "] ";
     std::string text = read_text_file(path, 1ull << 30);
     if (!text.empty() && text.back() == '\n') text.pop_back();
@@ -25,12 +25,22 @@ int64_t run_text_chunks(LanguageModel& model, const std::string& path, int64_t n
                               std::to_string(std::max(min_tokens, n_ctx)) + " that --ctx " + std::to_string(n_ctx) + " needs");
     int64_t n_chunks = n_tokens / n_ctx;
     if (max_chunks > 0) n_chunks = std::min(n_chunks, max_chunks);
-    std::vector<float> logits(static_cast<size_t>(n_ctx * model.config().n_vocab));
-    std::vector<int32_t> chunk(static_cast<size_t>(n_ctx));
+    std::vector<std::vector<int32_t>> chunks(static_cast<size_t>(n_chunks));
     for (int64_t c = 0; c < n_chunks; ++c) {
-        std::copy_n(tokens.begin() + c * n_ctx, n_ctx, chunk.begin());
+        auto& chunk = chunks[static_cast<size_t>(c)];
+        chunk.assign(tokens.begin() + c * n_ctx, tokens.begin() + (c + 1) * n_ctx);
         if (add_bos) chunk[0] = tok.bos_id();
-        model.forward(chunk, 0, logits, true);
+    }
+    return chunks;
+}
+
+int64_t run_text_chunks(LanguageModel& model, const std::string& path, int64_t n_ctx, int64_t max_chunks, int64_t min_tokens,
+                        std::string_view op, const ProgressFn& progress) {
+    const auto chunks = text_chunk_tokens(model, path, n_ctx, max_chunks, min_tokens, op);
+    const int64_t n_chunks = static_cast<int64_t>(chunks.size());
+    std::vector<float> logits(static_cast<size_t>(n_ctx * model.config().n_vocab));
+    for (int64_t c = 0; c < n_chunks; ++c) {
+        model.forward(chunks[static_cast<size_t>(c)], 0, logits, true);
         if (progress) progress(c + 1, n_chunks, 0.0);
     }
     return n_chunks;

@@ -302,6 +302,31 @@ void LanguageModel::forward(std::span<const int32_t> tokens, int64_t n_past, std
     }
 }
 
+void LanguageModel::embed(std::span<const int32_t> tokens, int64_t n_past, float* hidden) {
+    const int64_t T = static_cast<int64_t>(tokens.size());
+    if (T == 0 || n_past < 0 || n_past + T > cache_.n_ctx())
+        throw InvalidArgument("[llm] positions " + std::to_string(n_past) + ".." + std::to_string(n_past + T - 1) +
+                              " do not fit the context of " + std::to_string(cache_.n_ctx()) + " tokens");
+    if (config_.family == LlmFamily::llama) ops::embedding(weights_.token_embd, tokens, hidden);
+    else gpt2_embed(config_, weights_, tokens, n_past, hidden, *scratch_);
+}
+
+void LanguageModel::run_block(int64_t block, float* hidden, int64_t T, int64_t n_past) {
+    if (block < 0 || block >= config_.n_layer) throw InvalidArgument("[llm] there is no block " + std::to_string(block));
+    if (T < 1 || n_past < 0 || n_past + T > cache_.n_ctx())
+        throw InvalidArgument("[llm] positions " + std::to_string(n_past) + ".." + std::to_string(n_past + T - 1) +
+                              " do not fit the context of " + std::to_string(cache_.n_ctx()) + " tokens");
+    scratch_->block_observers = block_observers();
+    if (config_.family == LlmFamily::llama) llama_block(config_, weights_, cache_, block, hidden, T, n_past, *scratch_);
+    else gpt2_block(config_, weights_, cache_, block, hidden, T, n_past, *scratch_);
+}
+
+void LanguageModel::run_head(const float* hidden, int64_t T, float* logits) {
+    const std::span<float> out(logits, static_cast<size_t>(T * config_.n_vocab));
+    if (config_.family == LlmFamily::llama) llama_head(config_, weights_, hidden, T, out, true, *scratch_);
+    else gpt2_head(config_, weights_, hidden, T, out, true, *scratch_);
+}
+
 // A block's Linears in the order the forward pass runs them (llama: q k v o gate up down; gpt2: qkv o up down).
 void LanguageModel::collect_linears(std::vector<Linear*>& out) {
     for (DecoderBlock& b : weights_.blocks)

@@ -17,6 +17,7 @@
 #include "cq/error.h"
 #include "cq/io/gguf_writer.h"
 #include "cq/thread_pool.h"
+#include "cq/weighted_quant.h"
 
 namespace cq::quant {
 
@@ -34,8 +35,9 @@ int64_t layer_of(const std::string& name) {
     }
 }
 
-// The type llama.cpp falls back to when a row is not a whole number of the format's blocks.
-std::pair<DType, std::string> fit_row(DType type, int64_t row) {
+}  // namespace
+
+std::pair<DType, std::string> fit_row_type(DType type, int64_t row) {
     const auto fits = [&](DType t) { return row % static_cast<int64_t>(dtype_traits(t).block_size) == 0; };
     if (fits(type)) return {type, ""};
     DType next = DType::F16;
@@ -43,10 +45,8 @@ std::pair<DType, std::string> fit_row(DType type, int64_t row) {
                       std::to_string(dtype_traits(type).block_size);
     switch (type) {
         case DType::Q2_K:
-        case DType::Q3_K:
-            next = DType::Q4_0;  // llama.cpp picks IQ4_NL (same 4.5 bpw), which cq does not implement yet
-            why += " (llama.cpp would use iq4_nl)";
-            break;
+        case DType::Q3_K: next = DType::Q4_0; break;  // llama-quant.cpp (peer build 80fb11a) demotes these to Q4_0
+        case DType::IQ4_XS: next = DType::IQ4_NL; break;
         case DType::Q4_K: next = DType::Q5_0; break;
         case DType::Q5_K: next = DType::Q5_1; break;
         case DType::Q6_K: next = DType::Q8_0; break;
@@ -55,6 +55,8 @@ std::pair<DType, std::string> fit_row(DType type, int64_t row) {
     if (!fits(next)) next = DType::F16;
     return {next, why};
 }
+
+namespace {
 
 // The model's changed Linears by the GGUF name of the tensor they replace. A tied head is the token
 // embedding in the file, so a changed tied head replaces "token_embd.weight".
@@ -134,7 +136,7 @@ QuantizeReport write_llm_gguf(const LlmWriteJob& job, const std::string& output)
             if (const auto k = deciding_rule<QuantRule>(*job.rules, target); k >= 0) {
                 p.requested = (*job.rules)[static_cast<size_t>(k)].type;
                 p.rule = (*job.rules)[static_cast<size_t>(k)].text();
-                auto [chosen, why] = fit_row(p.requested, t.shape.back());
+                auto [chosen, why] = fit_row_type(p.requested, t.shape.back());
                 p.chosen = chosen;
                 p.fallback = why;
                 if (!why.empty()) ++r.fallbacks;
@@ -161,6 +163,12 @@ QuantizeReport write_llm_gguf(const LlmWriteJob& job, const std::string& output)
     in.write_metadata(w);
     if (job.metadata) job.metadata(w);
     for (const auto& p : r.tensors) w.add_tensor(p.name, p.shape, p.chosen);
+    r.bpw_in = r.parameters ? 8.0 * static_cast<double>(r.tensor_bytes_in) / static_cast<double>(r.parameters) : 0;
+    r.bpw_out = r.parameters ? 8.0 * static_cast<double>(r.tensor_bytes_out) / static_cast<double>(r.parameters) : 0;
+    if (job.dry_run) {
+        r.file_bytes_out = w.file_size();
+        return r;
+    }
 
     AtomicFile out(output);
     ThreadPool& pool = ThreadPool::global();
@@ -190,12 +198,21 @@ QuantizeReport write_llm_gguf(const LlmWriteJob& job, const std::string& output)
                 const auto& to = dtype_traits(p.chosen);
                 const uint64_t in_row = *dtype_bytes(p.from, static_cast<uint64_t>(row));
                 const uint64_t out_row = *dtype_bytes(p.chosen, static_cast<uint64_t>(row));
+                // llama-quantize runs each type's quantize_<type> (the weighted search where there is one, with the
+                // tensor's imatrix entry or without), which for some types differs from the plain codec.
+                const bool weighted = has_weighted_quantizer(p.chosen);
+                const std::vector<float> importance = weighted && job.importance ? job.importance(p.name) : std::vector<float>{};
+                if (!importance.empty() && static_cast<int64_t>(importance.size()) != row)
+                    throw InvalidArgument("[quantize] the importance matrix has " + std::to_string(importance.size()) + " values for '" +
+                                          p.name + "', whose rows have " + std::to_string(row));
                 pool.parallel_for(n_rows, [&](int64_t r0, int64_t r1) {
                     std::vector<float> x(static_cast<size_t>(row));
                     for (int64_t rr = r0; rr < r1; ++rr) {
                         from.to_float(src + rr * in_row, x.data(), row);
                         require_finite_row(x.data(), row, p.name, rr);
-                        to.from_float(x.data(), buf.data() + rr * out_row, row);
+                        if (weighted) quantize_row_weighted(p.chosen, x.data(), buf.data() + rr * out_row, row,
+                                                            importance.empty() ? nullptr : importance.data());
+                        else to.from_float(x.data(), buf.data() + rr * out_row, row);
                     }
                 }, 16);
             }
@@ -204,8 +221,6 @@ QuantizeReport write_llm_gguf(const LlmWriteJob& job, const std::string& output)
     });
     out.commit();
     r.file_bytes_out = fs::file_size(output);
-    r.bpw_in = r.parameters ? 8.0 * static_cast<double>(r.tensor_bytes_in) / static_cast<double>(r.parameters) : 0;
-    r.bpw_out = r.parameters ? 8.0 * static_cast<double>(r.tensor_bytes_out) / static_cast<double>(r.parameters) : 0;
     return r;
 }
 

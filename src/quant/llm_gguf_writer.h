@@ -19,8 +19,16 @@ struct LlmWriteJob {
     const LanguageModel* model = nullptr;     // null: the file alone; else its changed Linears override the file
     const std::vector<QuantRule>* rules = nullptr;  // null: no quantization (tensors keep their type)
     std::function<void(gguf::Writer&)> metadata;    // after the file's own metadata
+    // The importance row (an imatrix entry: mean x² per input channel) of a tensor the rules quantize, by its GGUF
+    // name; empty: none. Types with an importance-weighted search (cq/weighted_quant.h) use it.
+    std::function<std::vector<float>(const std::string& name)> importance;
     std::function<void(int64_t done, int64_t total)> progress;
+    bool dry_run = false;  // plan and size only: file_bytes_out is the size the file would have; nothing is written
 };
+
+/// The type llama.cpp falls back to when rows of `row` values are not whole blocks of `type` (`type` itself when
+/// they are), and why.
+std::pair<DType, std::string> fit_row_type(DType type, int64_t row);
 
 /// Plans every tensor, then writes `output` atomically. Returns the plan and sizes (report.type and
 /// input fields are the caller's).

@@ -33,11 +33,15 @@ public:
     size_t tensor_count() const { return tensors_.size(); }
     uint64_t tensor_bytes(size_t i) const { return tensors_.at(i).nbytes; }
 
+    /// The size write() would produce: the header, then every tensor padded to the alignment.
+    uint64_t file_size() const;
+
     /// Writes everything to `out` (not committed). `produce(i, buffer)` must fill `buffer` with exactly
     /// tensor_bytes(i) bytes of tensor i; tensors are requested in declaration order.
     void write(AtomicFile& out, const std::function<void(size_t, std::vector<uint8_t>&)>& produce) const;
 
 private:
+    std::vector<uint8_t> header() const;  // magic … tensor infos, padded to the alignment
     struct PendingTensor {
         std::string name;
         std::vector<int64_t> shape;

@@ -96,7 +96,7 @@ void Writer::add_tensor(const std::string& name, const std::vector<int64_t>& sha
     tensors_.push_back({name, shape, dtype, *dtype_bytes(dtype, static_cast<uint64_t>(*numel))});
 }
 
-void Writer::write(AtomicFile& out, const std::function<void(size_t, std::vector<uint8_t>&)>& produce) const {
+std::vector<uint8_t> Writer::header() const {
     ByteBuffer h;
     h.bytes.reserve(1 << 16);  // also keeps GCC 12 from a false -Wstringop-overflow on the first insert
     h.put<uint32_t>(0x46554747u);  // "GGUF" in little-endian byte order
@@ -118,7 +118,18 @@ void Writer::write(AtomicFile& out, const std::function<void(size_t, std::vector
         offset += pad_to(t.nbytes, alignment_);
     }
     h.bytes.resize(pad_to(h.bytes.size(), alignment_), 0);
-    out.write(h.bytes.data(), h.bytes.size());
+    return std::move(h.bytes);
+}
+
+uint64_t Writer::file_size() const {
+    uint64_t size = header().size();
+    for (const auto& t : tensors_) size += pad_to(t.nbytes, alignment_);
+    return size;
+}
+
+void Writer::write(AtomicFile& out, const std::function<void(size_t, std::vector<uint8_t>&)>& produce) const {
+    const std::vector<uint8_t> h = header();
+    out.write(h.data(), h.size());
     std::vector<uint8_t> buffer;
     static const std::vector<uint8_t> zeros(4096, 0);
     for (size_t i = 0; i < tensors_.size(); ++i) {

@@ -104,9 +104,9 @@ json quantize_report_to_json(const QuantizeReport& r) {
     json tensors = json::array();
     for (const auto& p : r.tensors)
         tensors.push_back({{"name", p.name}, {"shape", p.shape}, {"from", dtype_name(p.from)}, {"requested", dtype_name(p.requested)},
-                           {"type", dtype_name(p.chosen)}, {"rule", p.rule}, {"fallback", p.fallback}, {"bytes_in", p.bytes_in},
-                           {"bytes_out", p.bytes_out}});
-    return {{"input", r.input},
+                           {"type", dtype_name(p.chosen)}, {"rule", p.rule}, {"fallback", p.fallback}, {"measured", p.measured},
+                           {"bytes_in", p.bytes_in}, {"bytes_out", p.bytes_out}});
+    json j{{"input", r.input},
             {"output", r.output},
             {"type", r.type},
             {"input_sha256", r.input_sha256},
@@ -121,7 +121,17 @@ json quantize_report_to_json(const QuantizeReport& r) {
             {"tensors_by_type", r.tensors_by_type},
             {"fallbacks", r.fallbacks},
             {"seconds", r.seconds},
+            {"method", r.method},
+            {"warnings", r.warnings},
+            {"notes", r.notes},
             {"tensors", tensors}};
+    if (r.calibration)
+        j["calibration"] = {{"file", r.calibration->text_path}, {"sha256", r.calibration->text_sha256}, {"chunks", r.calibration->chunks},
+                            {"ctx", r.calibration->n_ctx}, {"tokens", r.calibration->tokens}};
+    if (r.predicted_kld >= 0) j["predicted_kld"] = r.predicted_kld;
+    if (r.calib_kld >= 0) j["held_out_calibration_kld"] = r.calib_kld;
+    if (!r.method_kld.empty()) j["method_held_out_kld"] = r.method_kld;
+    return j;
 }
 
 json encoder_quantize_report_to_json(const EncoderQuantizeReport& r) {

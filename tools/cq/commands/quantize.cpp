@@ -21,10 +21,25 @@ struct Options {
     bool no_bench = false;
     bool json = false;
     W8A8CliOptions w8a8;
+    std::string method;
 };
 
 void print_report(const QuantizeReport& r) {
-    std::printf("%s → %s (%s), %.2f s\n", r.input.c_str(), r.output.c_str(), r.type.c_str(), r.seconds);
+    std::printf("%s → %s (%s, method %s), %.2f s\n", r.input.c_str(), r.output.c_str(), r.type.c_str(), r.method.c_str(), r.seconds);
+    if (r.calibration)
+        std::printf("calibration: %s (sha256 %.16s…), %lld chunks × %lld tokens\n", r.calibration->text_path.c_str(),
+                    r.calibration->text_sha256.c_str(), static_cast<long long>(r.calibration->chunks), static_cast<long long>(r.calibration->n_ctx));
+    for (const auto& [m, kld] : r.method_kld) std::printf("  method %-9s held-out KLD %.6f\n", m.c_str(), kld);
+    if (r.predicted_kld >= 0) std::printf("mixed precision: predicted KLD %.6f", r.predicted_kld);
+    if (r.calib_kld >= 0) std::printf("%sheld-out calibration KLD %.6f\n", r.predicted_kld >= 0 ? ", " : "", r.calib_kld);
+    bool planned = false;
+    for (const auto& t : r.tensors) planned |= !t.measured.empty();
+    if (planned) {
+        std::vector<std::vector<std::string>> rows{{"tensor", "type", "bytes", "decided by"}};
+        for (const auto& t : r.tensors)
+            if (!t.measured.empty()) rows.push_back({t.name, std::string(dtype_name(t.chosen)), group_digits(t.bytes_out), t.measured});
+        print_table(rows, {false, false, true, false}, 2);
+    }
     std::vector<std::vector<std::string>> rows{{"", "before", "after"}};
     rows.push_back({"file bytes", group_digits(r.file_bytes_in), group_digits(r.file_bytes_out)});
     rows.push_back({"tensor bytes", group_digits(r.tensor_bytes_in), group_digits(r.tensor_bytes_out)});
@@ -62,6 +77,29 @@ Runner register_quantize(CLI::App& app) {
     cmd->add_option("--tensor-type", o->quant.tensor_types,
                     "PATTERN=TYPE rule applied after the preset (repeatable, later rules win; glob over tensor names), "
                     "e.g. 'blk.*.ffn_down.weight=q6_K' (default: none)");
+    cmd->add_option("--imatrix", o->quant.imatrix_file, "LLMs: an importance matrix (llama-imatrix's GGUF or .dat, or cq imatrix's) for the "
+                                                     "importance-weighted searches, as llama-quantize --imatrix (default: none)");
+    cmd->add_option("--method", o->method, "LLMs: how weights are rounded: rtn (each type's codec), imatrix (importance-weighted "
+                                           "searches; Σx² from --calib or --imatrix), gptq (error-compensating sweep on Hessians from "
+                                           "--calib, block by block), awq (activation-aware scales folded into the norms, then the weighted "
+                                           "searches), awq+gptq, auto (each of imatrix, gptq, awq+gptq; the lowest KL-divergence on held-out "
+                                           "--calib chunks wins) (default: rtn; auto with --calib; imatrix with --imatrix)");
+    cmd->add_option("--calib-ctx", o->quant.calib.n_ctx, "LLMs: tokens per --calib chunk")->default_val(512)->check(CLI::Range(2, 1 << 20));
+    cmd->add_option("--calib-chunks", o->quant.calib.max_chunks, "LLMs: at most this many --calib chunks (-1: all)")->default_val(-1);
+    cmd->add_option("--target-size", o->quant.target_size, "LLMs: automatic mixed precision: each tensor's type chosen by its "
+                                                           "measured sensitivity for the least predicted KL-divergence within this "
+                                                           "many output bytes; needs --calib (default: off)");
+    cmd->add_option("--target-bpw", o->quant.target_bpw, "LLMs: the same within this many bits per weight (tensor bytes · 8 / "
+                                                         "parameters, as the report counts them) (default: off)");
+    cmd->add_option("--max-kld", o->quant.max_kld, "LLMs: the same, the smallest plan whose predicted mean KL-divergence stays "
+                                                   "under this (default: off)");
+    cmd->add_option("--rules", o->quant.rules_file, "LLMs: replay a plan: PATTERN=TYPE lines (as --dump-rules writes them) applied "
+                                                    "after the preset and before --tensor-type (default: none)");
+    cmd->add_option("--dump-rules", o->quant.dump_rules_file, "LLMs: write the rules that decided every tensor (the mixed-precision "
+                                                              "plan included) to this file (default: none)");
+    cmd->add_option("--gptq-damp", o->quant.gptq_damp, "GPTQ: damping added to the Hessian's diagonal, as a fraction of its mean")
+        ->default_val(0.01)->check(CLI::Range(0.0, 10.0));
+    cmd->add_flag("--gptq-act-order", o->quant.gptq_act_order, "GPTQ: sweep columns by decreasing Hessian diagonal (default: off)");
     cmd->add_option("--eval", o->eval_text, "Also measure, in this run, the output against the input: LLMs: perplexity, "
                                             "KL-divergence and speed on this text; w8a8: accuracy, agreement, KL-divergence and "
                                             "speed on this labelled data (TSV, MNIST idx, image folder) (default: off)");
@@ -77,13 +115,29 @@ Runner register_quantize(CLI::App& app) {
         if (is_w8a8_type(o->quant.type))
             return run_quantize_w8a8(o->w8a8, o->input, o->output, o->quant.type, o->eval_text, !o->no_bench,
                                      o->compare.bench_options.repetitions, o->json);
-        if (!o->w8a8.quant.calib_data.empty() || !o->w8a8.quant.calib_cache.empty() || !o->w8a8.quant.layer_rules.empty())
-            throw InvalidArgument("--calib, --calib-cache and --layer apply to --type w8a8-dynamic / w8a8-static only");
+        if (!o->w8a8.quant.calib_cache.empty() || !o->w8a8.quant.layer_rules.empty())
+            throw InvalidArgument("--calib-cache and --layer apply to --type w8a8-dynamic / w8a8-static only");
+        o->quant.calib.text_path = o->w8a8.quant.calib_data;
+        if (!o->method.empty()) o->quant.method = parse_quant_method(o->method);
+        o->quant.eval_text = o->eval_text;
+        std::unique_ptr<Progress> stage;
+        std::string stage_name;
+        o->quant.stage_progress = [&](const std::string& name, int64_t done, int64_t total) {
+            if (name != stage_name) {
+                if (stage) stage->finish();
+                stage = std::make_unique<Progress>(name, !o->json);
+                stage_name = name;
+            }
+            stage->update(done, total, "steps");
+        };
         Progress progress("quantize", !o->json);
         const QuantizeReport r = quantize_model(o->input, o->output, o->quant, [&](int64_t done, int64_t total, double) {
+            if (stage) stage->finish(), stage.reset();
             progress.update(done, total, "tensors");
         });
         progress.finish();
+        for (const auto& w : r.warnings)
+            if (!o->json) std::fprintf(stderr, "warning: %s\n", w.c_str());
         nlohmann::json j;
         if (o->json) j["quantize"] = quantize_report_to_json(r);
         else print_report(r);
