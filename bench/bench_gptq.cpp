@@ -17,6 +17,7 @@
 #include "cq/gptq.h"
 #include "cq/kernels.h"
 #include "cq/thread_pool.h"
+#include "cq/weighted_quant.h"
 #include "quant/gptq_linalg.h"
 
 namespace {
@@ -42,7 +43,7 @@ void fill_normal(float* x, int64_t n, uint64_t seed) {
 
 struct Row {
     int64_t n_out, n_in, tokens;
-    double hessian_s, factor_s, gptq_s, gptq_rtn_s, weighted_error, rtn_error;
+    double hessian_s, factor_s, gptq_s, gptq_rtn_s, rtn_s, weighted_error, rtn_error;
 };
 
 }  // namespace
@@ -106,6 +107,17 @@ int main(int argc, char** argv) {
         std::vector<float> W(size_t(r.n_out * n));
         pool.parallel_for(r.n_out, [&](int64_t r0, int64_t r1) { fill_normal(W.data() + r0 * n, (r1 - r0) * n, 77 + uint64_t(r0)); });
         for (float& w : W) w *= 0.02f;
+        {   // plain weighted rounding of the same weights (llama-quantize's work for this tensor), for scale
+            const size_t row_bytes = *cq::dtype_bytes(*type, uint64_t(n));
+            std::vector<uint8_t> q(size_t(r.n_out) * row_bytes);
+            std::vector<float> imp(static_cast<size_t>(n), 0.0f);
+            for (int64_t j = 0; j < n; ++j) imp[size_t(j)] = float(H[size_t(j * n + j)]);
+            const double t = now();
+            pool.parallel_for(r.n_out, [&](int64_t r0, int64_t r1) {
+                cq::quantize_rows_weighted(*type, W.data() + r0 * n, q.data() + size_t(r0) * row_bytes, r1 - r0, n, imp.data());
+            });
+            r.rtn_s = now() - t;
+        }
         cq::GptqOptions o;
         o.act_order = act_order;
         o.compute_rtn_error = false;
@@ -130,17 +142,17 @@ int main(int argc, char** argv) {
         for (size_t i = 0; i < rows.size(); ++i) {
             const Row& r = rows[i];
             std::printf("%s\n  {\"n_out\": %ld, \"n_in\": %ld, \"tokens\": %ld, \"hessian_s\": %.3f, \"hessian_gflops\": %.1f, \"factor_s\": %.3f, "
-                        "\"gptq_s\": %.3f, \"gptq_with_rtn_error_s\": %.3f, \"sweep_gflops\": %.1f, \"weighted_error\": %.6g, \"rtn_error\": %.6g}",
+                        "\"gptq_s\": %.3f, \"gptq_with_rtn_error_s\": %.3f, \"weighted_rounding_s\": %.3f, \"sweep_gflops\": %.1f, \"weighted_error\": %.6g, \"rtn_error\": %.6g}",
                         i ? "," : "", r.n_out, r.n_in, r.tokens, r.hessian_s, double(r.tokens) * double(r.n_in) * double(r.n_in) / r.hessian_s * 1e-9,
-                        r.factor_s, r.gptq_s, r.gptq_rtn_s, double(r.n_out) * double(r.n_in) * double(r.n_in) / (r.gptq_s - r.factor_s) * 1e-9,
+                        r.factor_s, r.gptq_s, r.gptq_rtn_s, r.rtn_s, double(r.n_out) * double(r.n_in) * double(r.n_in) / (r.gptq_s - r.factor_s) * 1e-9,
                         r.weighted_error, r.rtn_error);
         }
         std::printf("\n]}\n");
         return 0;
     }
     std::printf("cpu: %s, %d threads, %s, float GEMM %s%s\n\n", f.brand.c_str(), threads, type_name.c_str(), gemm, act_order ? ", act-order" : "");
-    std::printf("| layer (out × in) | tokens | XᵀX | factor (in H) | gptq_quantize | + rtn error | GPTQ / RTN error |\n|---|---:|---:|---:|---:|---:|---:|\n");
+    std::printf("| layer (out × in) | tokens | XᵀX | factor (in H) | gptq_quantize | + rtn error | weighted rounding alone | GPTQ / RTN error |\n|---|---:|---:|---:|---:|---:|---:|---:|\n");
     for (const Row& r : rows)
-        std::printf("| %ld × %ld | %ld | %.2f s | %.2f s | %.2f s | %.2f s | %.3f |\n", r.n_out, r.n_in, r.tokens, r.hessian_s, r.factor_s, r.gptq_s,
-                    r.gptq_rtn_s, r.weighted_error / r.rtn_error);
+        std::printf("| %ld × %ld | %ld | %.2f s | %.2f s | %.2f s | %.2f s | %.2f s | %.3f |\n", r.n_out, r.n_in, r.tokens, r.hessian_s, r.factor_s, r.gptq_s,
+                    r.gptq_rtn_s, r.rtn_s, r.weighted_error / r.rtn_error);
 }
