@@ -17,6 +17,7 @@ import zlib
 import numpy as np
 import sentencepiece as spm
 import torch
+import torch.nn.functional as F
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIX = os.path.join(ROOT, "..", "shared", "fixtures")
@@ -46,7 +47,8 @@ def load_safetensors(path):
 
 
 class Llama:
-    """HF LlamaForCausalLM's math (rotate_half RoPE, GQA, RMSNorm in f32), parameters as a dict of leaf tensors."""
+    """HF LlamaForCausalLM's eager math (nn.Linear products, rotate_half RoPE, repeat_kv GQA, RMSNorm in f32), with
+    the parameters as a dict of leaf tensors."""
 
     def __init__(self, cfg, tensors):
         self.c = cfg
@@ -60,6 +62,11 @@ class Llama:
         ang = torch.arange(T, dtype=torch.float64)[:, None] * inv[None, :]
         cos, sin = torch.cos(ang).float(), torch.sin(ang).float()
         return torch.cat([cos, cos], -1), torch.cat([sin, sin], -1)
+
+    @staticmethod
+    def repeat_kv(x, n):  # HF's repeat_kv: [B, Hkv, T, hd] → [B, Hkv·n, T, hd] by expand + reshape
+        B, Hkv, T, hd = x.shape
+        return x[:, :, None, :, :].expand(B, Hkv, n, T, hd).reshape(B, Hkv * n, T, hd)
 
     @staticmethod
     def rotate_half(x):
@@ -84,22 +91,22 @@ class Llama:
         for l in range(c["num_hidden_layers"]):
             pre = f"model.layers.{l}."
             h = self.rmsnorm(x, p[pre + "input_layernorm.weight"])
-            q = (h @ p[pre + "self_attn.q_proj.weight"].T).view(B, T, H, hd).transpose(1, 2)
-            k = (h @ p[pre + "self_attn.k_proj.weight"].T).view(B, T, Hkv, hd).transpose(1, 2)
-            v = (h @ p[pre + "self_attn.v_proj.weight"].T).view(B, T, Hkv, hd).transpose(1, 2)
+            q = F.linear(h, p[pre + "self_attn.q_proj.weight"]).view(B, T, H, hd).transpose(1, 2)
+            k = F.linear(h, p[pre + "self_attn.k_proj.weight"]).view(B, T, Hkv, hd).transpose(1, 2)
+            v = F.linear(h, p[pre + "self_attn.v_proj.weight"]).view(B, T, Hkv, hd).transpose(1, 2)
             q = q * cos + self.rotate_half(q) * sin
             k = k * cos + self.rotate_half(k) * sin
-            k = k.repeat_interleave(H // Hkv, dim=1)
-            v = v.repeat_interleave(H // Hkv, dim=1)
+            k = self.repeat_kv(k, H // Hkv)
+            v = self.repeat_kv(v, H // Hkv)
             s = (q @ k.transpose(-1, -2)) / math.sqrt(hd) + mask
             a = torch.softmax(s, dim=-1) @ v
             a = a.transpose(1, 2).reshape(B, T, H * hd)
-            x = x + a @ p[pre + "self_attn.o_proj.weight"].T
+            x = x + F.linear(a, p[pre + "self_attn.o_proj.weight"])
             h = self.rmsnorm(x, p[pre + "post_attention_layernorm.weight"])
-            g = torch.nn.functional.silu(h @ p[pre + "mlp.gate_proj.weight"].T) * (h @ p[pre + "mlp.up_proj.weight"].T)
-            x = x + g @ p[pre + "mlp.down_proj.weight"].T
+            g = F.silu(F.linear(h, p[pre + "mlp.gate_proj.weight"])) * F.linear(h, p[pre + "mlp.up_proj.weight"])
+            x = x + F.linear(g, p[pre + "mlp.down_proj.weight"])
         x = self.rmsnorm(x, p["model.norm.weight"])
-        return x @ p["lm_head.weight"].T
+        return F.linear(x, p["lm_head.weight"])
 
 
 def load_model():

@@ -199,6 +199,40 @@ TEST(TrainParity, HfDirectoryOutputReloadsAsTheTrainedModel) {
     EXPECT_NE(0, std::memcmp(e0.data(), e1.data(), e0.size() * sizeof(float))) << "the embedding was not trained / written";
 }
 
+// A run stopped after 3 steps and resumed from its state file ends with the same bytes as one run straight through.
+TEST(TrainParity, ResumedRunEqualsAnUninterruptedOne) {
+    test::TempDir dir;
+    FinetuneOptions o;
+    o.data = test::fixture("data/stories_calib.txt");
+    o.steps = 6, o.batch = 2, o.ctx = 32, o.seed = 7;
+    o.schedule.lr = 1e-3f, o.schedule.warmup_steps = 2;
+    o.optimizer.weight_decay = 0.1f;
+    auto straight = load_model();
+    const FinetuneReport a = finetune(*straight, o);
+
+    auto first = load_model();
+    FinetuneOptions o1 = o;
+    o1.stop_after = 3, o1.state_path = dir.file("state.bin");
+    finetune(*first, o1);
+    auto second = load_model();
+    FinetuneOptions o2 = o;
+    o2.resume_from = o1.state_path;
+    const FinetuneReport b = finetune(*second, o2);
+    EXPECT_EQ(a.loss_curve, b.loss_curve);
+    const auto wa = straight->weights().blocks[1].wq.weight.to_float(), wb = second->weights().blocks[1].wq.weight.to_float();
+    EXPECT_EQ(0, std::memcmp(wa.data(), wb.data(), wa.size() * sizeof(float)));
+    const auto ea = straight->weights().token_embd.to_float(), eb = second->weights().token_embd.to_float();
+    EXPECT_EQ(0, std::memcmp(ea.data(), eb.data(), ea.size() * sizeof(float)));
+
+    FinetuneOptions other = o;
+    other.batch = 3, other.resume_from = o1.state_path;
+    auto third = load_model();
+    EXPECT_THROW(finetune(*third, other), InvalidArgument);
+    test::TempDir junk;
+    other = o, other.resume_from = junk.write("bad.bin", "CQTRAIN1 short");
+    EXPECT_THROW(finetune(*third, other), FormatError);
+}
+
 TEST(TrainParity, BadBatchesAreClearErrors) {
     auto model = load_model();
     LmTrainer trainer(*model);

@@ -142,6 +142,10 @@ struct FinetuneOptions {
     OptimizerOptions optimizer;
     std::vector<WeightDecayRule> decay_rules = default_weight_decay_rules();
     std::vector<std::string> freeze;  // globs over parameter names kept as they are
+    // Resumable training state (weights, optimiser state, step, data position, loss curve), written atomically to
+    // state_path every state_every steps (0: at the end only); resume_from continues such a run bit for bit.
+    std::string state_path, resume_from;
+    int64_t state_every = 0;
     double clip = 1.0;       // ≤ 0: no clipping
     int64_t eval_every = 0;  // 0: evaluate before and after only
     int64_t eval_batches = 0;  // 0: the whole eval file

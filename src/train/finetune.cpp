@@ -4,10 +4,12 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <cmath>
 #include <numeric>
 #include <optional>
 
+#include "cq/atomic_file.h"
 #include "cq/error.h"
 #include "cq/mapped_file.h"
 #include "cq/train.h"
@@ -82,6 +84,88 @@ double eval_loss(LmTrainer& trainer, const TextWindows& data, int64_t batch, int
     return total / static_cast<double>(counted);
 }
 
+// The resumable state file: "CQTRAIN1", then u64 fields, then each parameter (name, numel, f32 values) and each
+// optimiser state array (numel, f32 values), then the loss curve (f64). Little-endian, as the host writes it.
+constexpr char kStateMagic[8] = {'C', 'Q', 'T', 'R', 'A', 'I', 'N', '1'};
+struct RunShape {
+    uint64_t step, pos, opt_steps, batch, ctx, accumulate, seed, total_steps;
+};
+
+void save_state(const std::string& path, const RunShape& rs, std::span<const TrainParam> params, Optimizer& opt,
+                const std::vector<double>& curve) {
+    AtomicFile f(path);
+    f.write(kStateMagic, 8);
+    f.write(&rs, sizeof rs);
+    const uint64_t n_params = params.size(), n_state = opt.state().size(), n_curve = curve.size();
+    f.write(&n_params, 8);
+    for (const TrainParam& p : params) {
+        const uint64_t len = p.name.size(), numel = static_cast<uint64_t>(p.numel);
+        f.write(&len, 8), f.write(p.name.data(), len), f.write(&numel, 8), f.write(p.value, numel * sizeof(float));
+    }
+    f.write(&n_state, 8);
+    for (const auto& st : opt.state()) {
+        const uint64_t numel = st.size();
+        f.write(&numel, 8), f.write(st.data(), numel * sizeof(float));
+    }
+    f.write(&n_curve, 8), f.write(curve.data(), n_curve * sizeof(double));
+    f.commit();
+}
+
+// Restores what save_state wrote into params / opt / curve; checks it belongs to this run.
+RunShape load_state(const std::string& path, const RunShape& want, std::span<TrainParam> params, Optimizer& opt,
+                    std::vector<double>& curve) {
+    const std::string bytes = read_text_file(path, 1ull << 40);
+    size_t at = 0;
+    const auto take = [&](void* dst, size_t n, const char* what) {
+        if (n > bytes.size() - at)
+            throw FormatError("cq-train-state", path, at, "the file ends inside " + std::string(what));
+        std::memcpy(dst, bytes.data() + at, n);
+        at += n;
+    };
+    char magic[8];
+    take(magic, 8, "the header");
+    if (std::memcmp(magic, kStateMagic, 8) != 0) throw FormatError("cq-train-state", path, 0, "not a cq finetune state file");
+    RunShape rs{};
+    take(&rs, sizeof rs, "the header");
+    if (rs.batch != want.batch || rs.ctx != want.ctx || rs.accumulate != want.accumulate || rs.seed != want.seed ||
+        rs.total_steps != want.total_steps)
+        throw InvalidArgument("[finetune] " + path + " was written by a run with batch " + std::to_string(rs.batch) + ", ctx " +
+                              std::to_string(rs.ctx) + ", accumulate " + std::to_string(rs.accumulate) + ", seed " + std::to_string(rs.seed) +
+                              ", " + std::to_string(rs.total_steps) + " steps; this run has " + std::to_string(want.batch) + ", " +
+                              std::to_string(want.ctx) + ", " + std::to_string(want.accumulate) + ", " + std::to_string(want.seed) + ", " +
+                              std::to_string(want.total_steps));
+    uint64_t n = 0;
+    take(&n, 8, "the parameter count");
+    if (n != params.size())
+        throw FormatError("cq-train-state", path, at, "holds " + std::to_string(n) + " parameters, the run trains " + std::to_string(params.size()));
+    for (TrainParam& p : params) {
+        uint64_t len = 0, numel = 0;
+        take(&len, 8, "a parameter name");
+        if (len > 4096) throw FormatError("cq-train-state", path, at, "a parameter name of " + std::to_string(len) + " bytes");
+        std::string name(len, '\0');
+        take(name.data(), len, "a parameter name");
+        take(&numel, 8, "a parameter size");
+        if (name != p.name || numel != static_cast<uint64_t>(p.numel))
+            throw FormatError("cq-train-state", path, at, "holds '" + name + "' (" + std::to_string(numel) + " values) where the run has '" +
+                                                              p.name + "' (" + std::to_string(p.numel) + ")");
+        take(p.value, numel * sizeof(float), p.name.c_str());
+    }
+    take(&n, 8, "the optimiser state");
+    if (n != opt.state().size()) throw FormatError("cq-train-state", path, at, "optimiser state of another kind");
+    for (auto& st : opt.state()) {
+        uint64_t numel = 0;
+        take(&numel, 8, "the optimiser state");
+        if (numel != st.size()) throw FormatError("cq-train-state", path, at, "optimiser state of another size");
+        take(st.data(), numel * sizeof(float), "the optimiser state");
+    }
+    take(&n, 8, "the loss curve");
+    if (n != rs.step) throw FormatError("cq-train-state", path, at, "a loss curve of the wrong length");
+    curve.resize(n);
+    take(curve.data(), n * sizeof(double), "the loss curve");
+    opt.set_steps(static_cast<int64_t>(rs.opt_steps));
+    return rs;
+}
+
 }  // namespace
 
 FinetuneReport finetune(LanguageModel& model, const FinetuneOptions& o,
@@ -125,10 +209,22 @@ FinetuneReport finetune(LanguageModel& model, const FinetuneOptions& o,
     std::vector<int32_t> in(static_cast<size_t>(o.batch * o.ctx)), tg(in.size());
     std::vector<int64_t> order;
     int64_t order_epoch = -1;
-    int64_t pos = 0;  // windows consumed so far (the data position a checkpoint would keep)
+    int64_t pos = 0;  // windows consumed so far (the data position a checkpoint keeps)
+    int64_t first_step = 0;
+    const RunShape shape{0, 0, 0, static_cast<uint64_t>(o.batch), static_cast<uint64_t>(o.ctx), static_cast<uint64_t>(o.accumulate),
+                         o.seed, static_cast<uint64_t>(total_steps)};
+    if (!o.resume_from.empty()) {
+        const RunShape rs = load_state(o.resume_from, shape, params, opt, r.loss_curve);
+        first_step = static_cast<int64_t>(rs.step), pos = static_cast<int64_t>(rs.pos);
+    }
+    const auto write_state = [&](int64_t steps_done) {
+        RunShape rs = shape;
+        rs.step = static_cast<uint64_t>(steps_done), rs.pos = static_cast<uint64_t>(pos), rs.opt_steps = static_cast<uint64_t>(opt.steps());
+        save_state(o.state_path, rs, params, opt, r.loss_curve);
+    };
     const auto t_start = std::chrono::steady_clock::now();
     const int64_t run_steps = o.stop_after > 0 ? std::min(o.stop_after, total_steps) : total_steps;
-    for (int64_t step = 0; step < run_steps; ++step) {
+    for (int64_t step = first_step; step < run_steps; ++step) {
         const auto t0 = std::chrono::steady_clock::now();
         trainer.zero_grad();
         double loss = 0;
@@ -145,14 +241,16 @@ FinetuneReport finetune(LanguageModel& model, const FinetuneOptions& o,
         opt.step(params, lr);
         r.loss_curve.push_back(loss);
         r.step_seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-        r.tokens += per_step * o.ctx;
         const double dt = r.step_seconds.back();
         if (eval && o.eval_every > 0 && (step + 1) % o.eval_every == 0 && step + 1 < run_steps)
             r.eval_curve.emplace_back(step + 1, eval_loss(trainer, *eval, o.batch, o.eval_batches));
         if (progress) progress({step + 1, total_steps, loss, lr, static_cast<double>(per_step * o.ctx) / dt, gnorm});
+        if (!o.state_path.empty() && o.state_every > 0 && (step + 1) % o.state_every == 0 && step + 1 < run_steps) write_state(step + 1);
     }
+    if (!o.state_path.empty()) write_state(std::max(run_steps, first_step));
     r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
     r.steps = run_steps;
+    r.tokens = std::max<int64_t>(run_steps - first_step, 0) * per_step * o.ctx;
     r.tokens_per_s = static_cast<double>(r.tokens) / r.seconds;
     if (eval) {
         r.eval_loss_after = eval_loss(trainer, *eval, o.batch, o.eval_batches);

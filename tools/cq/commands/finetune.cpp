@@ -83,6 +83,10 @@ Runner register_finetune(CLI::App& app) {
     cmd->add_option("--eval", o->ft.eval_data, "Held-out text: loss / perplexity before and after (and every --eval-every steps)");
     cmd->add_option("--eval-every", o->ft.eval_every, "Evaluate every N steps (0: before and after only)")->default_val(0);
     cmd->add_option("--eval-batches", o->ft.eval_batches, "Evaluate at most N batches of the eval text (0: all)")->default_val(0);
+    cmd->add_option("--save-state", o->ft.state_path, "Write a resumable state (weights, optimiser state, step, data position) "
+                                                      "here, atomically, at the end and every --save-every steps");
+    cmd->add_option("--save-every", o->ft.state_every, "Steps between --save-state writes (0: at the end only)")->default_val(0);
+    cmd->add_option("--resume", o->ft.resume_from, "Continue the run that wrote this --save-state file (same MODEL and options)");
     cmd->add_flag("--json", o->json, "Print a JSON report instead of text (default: off)");
     return [o]() -> int {
         FinetuneOptions ft = o->ft;
