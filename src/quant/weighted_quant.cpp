@@ -72,6 +72,110 @@ float make_qkx3_quants_w(int n, int nmax, const float* x, const float* w, uint8_
     return formats::make_qkx2_quants(n, nmax, x, w, L, the_min, Laux, rmin, rdelta, nstep, false);
 }
 
+// ggml's make_qkx3_quants (use_mad false, weights given) for kLanes independent groups at once: lane s performs
+// exactly the operations of the one-group search (formats::make_qkx2_quants) on its own values, in the same order,
+// so each lane's result is the same bits; the lanes' add chains overlap and vectorize instead of each waiting on
+// its own adds' latency. x, weights, L: [kLanes][kN]; scales, the_mins: [kLanes].
+template <int kLanes, int kN>
+void make_qkx3_quants_lanes(int nmax, const float* x, const float* weights, uint8_t* L, float* scales, float* the_mins, float rmin,
+                            float rdelta, int nstep) {
+    alignas(64) float xt[kN][kLanes], wt[kN][kLanes];
+    alignas(64) float Lt[kN][kLanes], Laux[kN][kLanes];
+    alignas(64) float min[kLanes], max[kLanes], sum_w[kLanes], sum_x[kLanes], scale[kLanes], best[kLanes];
+    for (int i = 0; i < kN; ++i)
+        for (int s = 0; s < kLanes; ++s) {
+            xt[i][s] = x[s * kN + i];
+            wt[i][s] = weights[s * kN + i];
+        }
+    for (int s = 0; s < kLanes; ++s) {
+        min[s] = max[s] = xt[0][s];
+        sum_w[s] = wt[0][s];
+        sum_x[s] = sum_w[s] * xt[0][s];
+    }
+    for (int i = 1; i < kN; ++i)
+        for (int s = 0; s < kLanes; ++s) {
+            const float v = xt[i][s], w = wt[i][s];
+            min[s] = v < min[s] ? v : min[s];
+            max[s] = v > max[s] ? v : max[s];
+            sum_w[s] += w;
+            sum_x[s] += w * v;
+        }
+    // nearest_int(v) clamped to [0, nmax], as a float: clamping first rounds to the same level, and adding and
+    // subtracting 1.5·2²³ rounds to nearest even exactly as nearest_int does (|v| < 2²²), all in float lanes.
+    const float top = static_cast<float>(nmax);
+    auto level = [top](float v) {
+        const float c = std::min(top, std::max(0.0f, v));
+        return (c + 12582912.0f) - 12582912.0f;
+    };
+    bool flat[kLanes];
+    alignas(64) float iscale[kLanes];
+    for (int s = 0; s < kLanes; ++s) {
+        min[s] = min[s] > 0 ? 0.0f : min[s];
+        flat[s] = max[s] == min[s];
+        iscale[s] = static_cast<float>(nmax) / (max[s] - min[s]);
+        scale[s] = 1 / iscale[s];
+        best[s] = 0;
+    }
+    for (int i = 0; i < kN; ++i)
+        for (int s = 0; s < kLanes; ++s) {
+            const float l = level(iscale[s] * (xt[i][s] - min[s]));
+            Lt[i][s] = l;
+            const float diff = scale[s] * l + min[s] - xt[i][s];
+            best[s] += wt[i][s] * (diff * diff);
+        }
+    for (int is = 0; is <= nstep; ++is) {
+        alignas(64) float sum_l[kLanes] = {}, sum_l2[kLanes] = {}, sum_xl[kLanes] = {}, cur[kLanes] = {};
+        alignas(64) float this_scale[kLanes], this_min[kLanes];
+        bool take[kLanes];
+        for (int s = 0; s < kLanes; ++s) iscale[s] = (rmin + rdelta * static_cast<float>(is) + static_cast<float>(nmax)) / (max[s] - min[s]);
+        for (int i = 0; i < kN; ++i)
+            for (int s = 0; s < kLanes; ++s) {
+                const float fl = level(iscale[s] * (xt[i][s] - min[s]));
+                Laux[i][s] = fl;
+                const float w = wt[i][s];
+                sum_l[s] += w * fl;
+                sum_l2[s] += w * fl * fl;
+                sum_xl[s] += w * fl * xt[i][s];
+            }
+        bool valid[kLanes];
+        for (int s = 0; s < kLanes; ++s) {
+            const float D = sum_w[s] * sum_l2[s] - sum_l[s] * sum_l[s];
+            valid[s] = D > 0 && !flat[s];
+            float ts = (sum_w[s] * sum_xl[s] - sum_x[s] * sum_l[s]) / D;
+            float tm = (sum_l2[s] * sum_x[s] - sum_l[s] * sum_xl[s]) / D;
+            if (tm > 0) {
+                tm = 0;
+                ts = sum_xl[s] / sum_l2[s];
+            }
+            this_scale[s] = ts;
+            this_min[s] = tm;
+        }
+        for (int i = 0; i < kN; ++i)
+            for (int s = 0; s < kLanes; ++s) {
+                const float diff = this_scale[s] * Laux[i][s] + this_min[s] - xt[i][s];
+                cur[s] += wt[i][s] * (diff * diff);
+            }
+        bool any = false;
+        for (int s = 0; s < kLanes; ++s) {
+            take[s] = valid[s] && cur[s] < best[s];
+            any |= take[s];
+            if (take[s]) {
+                best[s] = cur[s];
+                scale[s] = this_scale[s];
+                min[s] = this_min[s];
+            }
+        }
+        if (any)
+            for (int i = 0; i < kN; ++i)
+                for (int s = 0; s < kLanes; ++s) Lt[i][s] = take[s] ? Laux[i][s] : Lt[i][s];
+    }
+    for (int s = 0; s < kLanes; ++s) {
+        for (int i = 0; i < kN; ++i) L[s * kN + i] = flat[s] ? 0 : static_cast<uint8_t>(Lt[i][s]);
+        scales[s] = flat[s] ? 0.0f : scale[s];
+        the_mins[s] = -min[s];
+    }
+}
+
 // Non-negative values x (sub-block scales or mins) onto L ∈ [0, nmax]: best of 9 grids by weighted squared
 // error, then up to five passes of coordinate descent on (Σw·x·l)²/Σw·l² (ggml's make_qp_quants).
 float make_qp_quants(int n, int nmax, const float* x, uint8_t* L, const float* w) {
@@ -221,16 +325,17 @@ void pack_2bit(const uint8_t* L, uint8_t* qs) {
 // to 4 bits by make_qp_quants weighted by each sub-block's total weight, then requantized.
 void quantize_row_q2_K_w(const float* x, void* vy, int64_t n, const float* qw) {
     auto* y = static_cast<BlockQ2_K*>(vy);
-    uint8_t L[kQK_K], Laux[16], Ls[16], Lm[16];
-    float mins[16], scales[16], sw[16], w[16];
+    uint8_t L[kQK_K], Ls[16], Lm[16];
+    float mins[16], scales[16], sw[16], w_all[kQK_K];
     for (int64_t i = 0; i < n / kQK_K; ++i, x += kQK_K) {
         const float sigma2 = sum_squares(x, kQK_K) / kQK_K;
         for (int j = 0; j < 16; ++j) {
+            float* w = w_all + 16 * j;
             importance_weights(x + 16 * j, qw + kQK_K * i + 16 * j, sigma2, 16, w);
             sw[j] = 0;
             for (int l = 0; l < 16; ++l) sw[j] += w[l];
-            scales[j] = make_qkx3_quants_w(16, 3, x + 16 * j, w, L + 16 * j, &mins[j], Laux, -0.9f, 0.05f, 36);
         }
+        make_qkx3_quants_lanes<16, 16>(3, x, w_all, L, scales, mins, -0.9f, 0.05f, 36);
         y[i].d = f32_to_f16_scalar(make_qp_quants(16, 15, scales, Ls, sw));
         y[i].dmin = f32_to_f16_scalar(make_qp_quants(16, 15, mins, Lm, sw));
         const float dm = f16_to_f32_scalar(y[i].d), mm = f16_to_f32_scalar(y[i].dmin);
@@ -284,14 +389,12 @@ void quantize_row_q3_K_w(const float* x, void* vy, int64_t n, const float* qw) {
 template <typename Block, int kNmax>
 void quantize_row_k4_like_w(const float* x, void* vy, int64_t n, const float* qw) {
     auto* y = static_cast<Block*>(vy);
-    uint8_t L[kQK_K], Laux[32], Ls[8], Lm[8];
-    float w[32], sw[8], mins[8], scales[8];
+    uint8_t L[kQK_K], Ls[8], Lm[8];
+    float w_all[kQK_K], sw[8], mins[8], scales[8];
     for (int64_t i = 0; i < n / kQK_K; ++i, x += kQK_K) {
         const float sigma2 = 2 * sum_squares(x, kQK_K) / kQK_K;
-        for (int j = 0; j < 8; ++j) {
-            sw[j] = importance_weights(x + 32 * j, qw + kQK_K * i + 32 * j, sigma2, 32, w);
-            scales[j] = make_qkx3_quants_w(32, kNmax, x + 32 * j, w, L + 32 * j, &mins[j], Laux, -0.9f, 0.05f, 36);
-        }
+        for (int j = 0; j < 8; ++j) sw[j] = importance_weights(x + 32 * j, qw + kQK_K * i + 32 * j, sigma2, 32, w_all + 32 * j);
+        make_qkx3_quants_lanes<8, 32>(kNmax, x, w_all, L, scales, mins, -0.9f, 0.05f, 36);
         const float d_block = make_qp_quants(8, 63, scales, Ls, sw);
         const float m_block = make_qp_quants(8, 63, mins, Lm, sw);
         for (int j = 0; j < 8; ++j) {
