@@ -109,6 +109,88 @@ class Llama:
         return F.linear(x, p["lm_head.weight"])
 
 
+class Gpt2:
+    """HF GPT2LMHeadModel's eager math (Conv1D [in, out] weights, fused c_attn, gelu_new, tied head), parameters as a
+    dict of leaf tensors named as the file names them."""
+
+    def __init__(self, cfg, tensors):
+        self.c = cfg
+        self.pre = "transformer." if "transformer.wte.weight" in tensors else ""
+        self.p = {k: v.clone().requires_grad_(True) for k, v in tensors.items() if not k.endswith(".attn.bias")}
+        self.names = list(self.p.keys())
+
+    def ln(self, x, name):
+        return F.layer_norm(x, (x.shape[-1],), self.p[name + ".weight"], self.p[name + ".bias"], self.c["layer_norm_epsilon"])
+
+    def conv1d(self, x, name):
+        return torch.addmm(self.p[name + ".bias"], x.reshape(-1, x.shape[-1]), self.p[name + ".weight"]).view(*x.shape[:-1], -1)
+
+    def logits(self, tokens):
+        c, p, pre = self.c, self.p, self.pre
+        B, T = tokens.shape
+        D, H = c["n_embd"], c["n_head"]
+        hd = D // H
+        x = p[pre + "wte.weight"][tokens] + p[pre + "wpe.weight"][torch.arange(T)]
+        mask = torch.full((T, T), float("-inf")).triu(1)
+        for l in range(c["n_layer"]):
+            b = f"{pre}h.{l}."
+            qkv = self.conv1d(self.ln(x, b + "ln_1"), b + "attn.c_attn")
+            q, k, v = (t.view(B, T, H, hd).transpose(1, 2) for t in qkv.split(D, dim=-1))
+            s = (q @ k.transpose(-1, -2)) / math.sqrt(hd) + mask
+            a = (torch.softmax(s, dim=-1) @ v).transpose(1, 2).reshape(B, T, D)
+            x = x + self.conv1d(a, b + "attn.c_proj")
+            hmid = self.conv1d(self.ln(x, b + "ln_2"), b + "mlp.c_fc")
+            hmid = 0.5 * hmid * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (hmid + 0.044715 * torch.pow(hmid, 3.0))))
+            x = x + self.conv1d(hmid, b + "mlp.c_proj")
+        x = self.ln(x, pre + "ln_f")
+        return F.linear(x, p[pre + "wte.weight"])
+
+    def loss(self, tokens, targets):
+        logits = self.logits(tokens)
+        return F.cross_entropy(logits.view(-1, logits.shape[-1]), targets.reshape(-1))
+
+
+def load_gpt2():
+    d = os.path.join(FIX, "models", "gpt2-tiny-stories")
+    with open(os.path.join(d, "config.json")) as f:
+        cfg = json.load(f)
+    m = Gpt2(cfg, load_safetensors(os.path.join(d, "model.safetensors")))
+    with open(os.path.join(d, "reference.json")) as f:
+        ref = json.load(f)
+    with torch.no_grad():
+        for pr in ref["prompts"]:
+            got = m.logits(torch.tensor([pr["ids"]]))[0, -1]
+            err = (got - torch.tensor(pr["last_logits"])).abs().max().item()
+            assert err < 1e-3, f"torch GPT-2 rebuild differs from reference.json on {pr['prompt']!r}: {err}"
+    return m
+
+
+def grads_json(m, loss, note, extra):
+    params = {}
+    for name in m.names:
+        g = m.p[name].grad.detach().reshape(-1).double().numpy()
+        rng = np.random.default_rng(zlib.crc32(name.encode()))
+        idx = np.sort(rng.choice(g.size, size=min(N_SAMPLES, g.size), replace=False))
+        params[name] = {"shape": list(m.p[name].shape), "norm": float(np.linalg.norm(g)),
+                        "idx": [int(i) for i in idx], "val": [float(f"{g[i]:.9g}") for i in idx]}
+    return dict(note=note, **extra, loss=float(loss.item()), params=params)
+
+
+def cmd_gpt2_grads(_):
+    """GPT-2's fixed batch: seeded token ids (no Python BPE here), stored in the file for cq to read."""
+    m = load_gpt2()
+    rng = np.random.default_rng(1234)
+    ids = rng.integers(0, m.c["vocab_size"], size=(GRAD_BATCH, GRAD_CTX + 1))
+    inp, tgt = torch.tensor(ids[:, :-1]), torch.tensor(ids[:, 1:])
+    loss = m.loss(inp, tgt)
+    loss.backward()
+    out = grads_json(m, loss, "scripts/train_reference.py gpt2-grads: torch " + torch.__version__ + " fp32, HF GPT-2 math",
+                     {"batch": GRAD_BATCH, "ctx": GRAD_CTX, "tokens": ids.tolist()})
+    with open(os.path.join(OUT, "gpt2_grads.json"), "w") as f:
+        json.dump(out, f, separators=(",", ":"))
+    print(f"loss {loss.item():.7f}; {len(out['params'])} tensors → {OUT}/gpt2_grads.json")
+
+
 def load_model():
     with open(os.path.join(MODEL, "config.json")) as f:
         cfg = json.load(f)
@@ -274,6 +356,7 @@ def main():
     t.add_argument("--steps", type=int, default=0)
     t.add_argument("--threads", type=int, default=2)
     t.add_argument("--out", default="")
+    sub.add_parser("gpt2-grads")
     sp = sub.add_parser("speed")
     sp.add_argument("--steps", type=int, default=5)
     sp.add_argument("--threads", type=int, default=2)
@@ -283,7 +366,7 @@ def main():
     c.add_argument("dump")
     a = ap.parse_args()
     torch.manual_seed(0)
-    sys.exit({"grads": cmd_grads, "twin": cmd_twin, "speed": cmd_speed, "check": cmd_check}[a.cmd](a) or 0)
+    sys.exit({"grads": cmd_grads, "gpt2-grads": cmd_gpt2_grads, "twin": cmd_twin, "speed": cmd_speed, "check": cmd_check}[a.cmd](a) or 0)
 
 
 if __name__ == "__main__":

@@ -123,6 +123,52 @@ TEST(TrainOps, RmsNormFastMatchesReference) {
     expect_close("rmsnorm_backward dw", dw, dw_ref, 1e-5 * N * 4);
 }
 
+TEST(TrainOps, LayerNormBackwardMatchesFiniteDifferences) {
+    const int64_t N = 5, D = 11;
+    auto x = randn(N * D, 17), w = randn(D, 18), b = randn(D, 19), r = randn(N * D, 20);
+    std::vector<float> y(N * D), mean(N), rstd(N), dx(N * D, 0.0f), dw(D, 0.0f), db(D, 0.0f);
+    layernorm_forward__ref(x.data(), w.data(), b.data(), N, D, 1e-5f, y.data(), mean.data(), rstd.data());
+    layernorm_backward__ref(r.data(), x.data(), w.data(), mean.data(), rstd.data(), N, D, dx.data(), dw.data(), db.data());
+    const auto f = [&] {
+        std::vector<float> m(N), rs(N);
+        layernorm_forward__ref(x.data(), w.data(), b.data(), N, D, 1e-5f, y.data(), m.data(), rs.data());
+        return y;
+    };
+    expect_fd("layernorm dx", x, dx, f, r, 1e-3f);
+    expect_fd("layernorm dw", w, dw, f, r, 1e-3f);
+    expect_fd("layernorm db", b, db, f, r, 1e-3f);
+}
+
+TEST(TrainOps, LayerNormFastMatchesReference) {
+    const int64_t N = 131, D = 67;
+    auto x = randn(N * D, 23), w = randn(D, 24), b = randn(D, 25), dy = randn(N * D, 26);
+    std::vector<float> y(N * D), y_ref(N * D), mean(N), rstd(N), mean_ref(N), rstd_ref(N);
+    layernorm_forward(x.data(), w.data(), b.data(), N, D, 1e-5f, y.data(), mean.data(), rstd.data());
+    layernorm_forward__ref(x.data(), w.data(), b.data(), N, D, 1e-5f, y_ref.data(), mean_ref.data(), rstd_ref.data());
+    expect_close("layernorm_forward", y, y_ref, 1e-5 * max_abs(y_ref));
+    std::vector<float> dx(N * D, 0.5f), dw(D, 0.5f), db(D, 0.25f);
+    auto dx_ref = dx, dw_ref = dw, db_ref = db;
+    layernorm_backward(dy.data(), x.data(), w.data(), mean.data(), rstd.data(), N, D, dx.data(), dw.data(), db.data());
+    layernorm_backward__ref(dy.data(), x.data(), w.data(), mean.data(), rstd.data(), N, D, dx_ref.data(), dw_ref.data(), db_ref.data());
+    expect_close("layernorm_backward dx", dx, dx_ref, 1e-5 * max_abs(dx_ref));
+    expect_close("layernorm_backward dw", dw, dw_ref, 1e-5 * N * 4);
+    expect_close("layernorm_backward db", db, db_ref, 1e-5 * N * 4);
+}
+
+TEST(TrainOps, GeluTanhBackwardMatchesFiniteDifferences) {
+    const int64_t n = 37;
+    auto x = randn(n, 27, 2.0f), r = randn(n, 28);
+    std::vector<float> dx(n), dx_fast(n), y(n);
+    gelu_tanh_backward__ref(r.data(), x.data(), dx.data(), n);
+    gelu_tanh_backward(r.data(), x.data(), dx_fast.data(), n);
+    expect_close("gelu_tanh_backward", dx_fast, dx, 1e-6 * max_abs(dx));
+    const auto f = [&] {
+        gelu_tanh_forward(x.data(), y.data(), n);
+        return y;
+    };
+    expect_fd("gelu_tanh dx", x, dx, f, r, 1e-3f);
+}
+
 TEST(TrainOps, RopeBackwardMatchesFiniteDifferences) {
     for (RopePairing pairing : {RopePairing::adjacent, RopePairing::half_split})
         for (int64_t rope_dims : {6, 4}) {

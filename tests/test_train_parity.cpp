@@ -50,6 +50,40 @@ Batch batch_of(const TextWindows& w, int64_t n) {
     return b;
 }
 
+// Loss rel ≤ 1e-4; per tensor, gradient norm rel ≤ 1e-4 and each sampled entry within 1e-4·‖g‖ (an entry's error is at
+// most the tensor's error norm, which is ≤ 1e-4·‖g‖ when the tensors agree norm-wise to 1e-4).
+void expect_grads_match(LmTrainer& trainer, double loss, const nlohmann::json& ref) {
+    const double ref_loss = ref["loss"];
+    EXPECT_LE(std::fabs(loss - ref_loss) / ref_loss, 1e-4) << "loss " << loss << " vs torch " << ref_loss;
+    const auto& params = ref["params"];
+    ASSERT_EQ(trainer.params().size(), params.size());
+    double worst_norm = 0, worst_entry = 0;
+    for (const TrainParam& p : trainer.params()) {
+        ASSERT_TRUE(params.contains(p.hf_name)) << p.hf_name;
+        const auto& r = params[p.hf_name];
+        auto shape = r["shape"].get<std::vector<int64_t>>();
+        if (p.hf_transposed) std::swap(shape[0], shape[1]);
+        EXPECT_EQ(p.shape, shape) << p.hf_name;
+        double ss = 0;
+        for (int64_t i = 0; i < p.numel; ++i) ss += static_cast<double>(p.grad[i]) * p.grad[i];
+        const double norm = std::sqrt(ss), ref_norm = r["norm"];
+        const double rel = std::fabs(norm - ref_norm) / ref_norm;
+        worst_norm = std::max(worst_norm, rel);
+        EXPECT_LE(rel, 1e-4) << p.name << ": gradient norm " << norm << " vs torch " << ref_norm;
+        const auto idx = r["idx"].get<std::vector<int64_t>>();
+        const auto val = r["val"].get<std::vector<double>>();
+        for (size_t k = 0; k < idx.size(); ++k) {
+            int64_t i = idx[k];
+            if (p.hf_transposed) i = (i % p.shape[0]) * p.shape[1] + i / p.shape[0];  // [in, out] index → [out, in]
+            const double err = std::fabs(p.grad[i] - val[k]);
+            worst_entry = std::max(worst_entry, err / ref_norm);
+            EXPECT_LE(err, 1e-4 * ref_norm) << p.name << "[" << i << "]: " << p.grad[i] << " vs torch " << val[k];
+        }
+    }
+    std::printf("loss %.8f (torch %.8f, rel %.2e); worst gradient-norm rel diff %.2e; worst sampled entry |diff|/‖g‖ %.2e\n",
+                loss, ref_loss, std::fabs(loss - ref_loss) / ref_loss, worst_norm, worst_entry);
+}
+
 TEST(TrainParity, LossAndEveryGradientMatchPyTorch) {
     const auto ref = expected("llama_grads.json");
     auto model = load_model();
@@ -59,33 +93,7 @@ TEST(TrainParity, LossAndEveryGradientMatchPyTorch) {
     const Batch b = batch_of(w, B);
     LmTrainer trainer(*model);
     const double loss = trainer.forward_backward(b.in, b.tg, B, T);
-    const double ref_loss = ref["loss"];
-    EXPECT_LE(std::fabs(loss - ref_loss) / ref_loss, 1e-4) << "loss " << loss << " vs torch " << ref_loss;
-
-    const auto& params = ref["params"];
-    ASSERT_EQ(trainer.params().size(), params.size());
-    double worst_norm = 0, worst_entry = 0;
-    for (const TrainParam& p : trainer.params()) {
-        ASSERT_TRUE(params.contains(p.hf_name)) << p.hf_name;
-        const auto& r = params[p.hf_name];
-        EXPECT_EQ(p.shape, r["shape"].get<std::vector<int64_t>>()) << p.hf_name;
-        double ss = 0;
-        for (int64_t i = 0; i < p.numel; ++i) ss += static_cast<double>(p.grad[i]) * p.grad[i];
-        const double norm = std::sqrt(ss), ref_norm = r["norm"];
-        const double rel = std::fabs(norm - ref_norm) / ref_norm;
-        worst_norm = std::max(worst_norm, rel);
-        EXPECT_LE(rel, 1e-4) << p.name << ": gradient norm " << norm << " vs torch " << ref_norm;
-        // An entry's error is at most the tensor's error norm: ≤ 1e-4·‖g‖ when the tensors agree norm-wise to 1e-4.
-        const auto idx = r["idx"].get<std::vector<int64_t>>();
-        const auto val = r["val"].get<std::vector<double>>();
-        for (size_t k = 0; k < idx.size(); ++k) {
-            const double err = std::fabs(p.grad[idx[k]] - val[k]);
-            worst_entry = std::max(worst_entry, err / ref_norm);
-            EXPECT_LE(err, 1e-4 * ref_norm) << p.name << "[" << idx[k] << "]: " << p.grad[idx[k]] << " vs torch " << val[k];
-        }
-    }
-    std::printf("loss %.8f (torch %.8f, rel %.2e); worst gradient-norm rel diff %.2e; worst sampled entry |diff|/‖g‖ %.2e\n",
-                loss, ref_loss, std::fabs(loss - ref_loss) / ref_loss, worst_norm, worst_entry);
+    expect_grads_match(trainer, loss, ref);
 
     // Every gradient, for scripts/train_reference.py check (the full norm-wise comparison where torch exists).
     if (const char* dump = std::getenv("CQ_TRAIN_GRAD_DUMP")) {
@@ -98,6 +106,22 @@ TEST(TrainParity, LossAndEveryGradientMatchPyTorch) {
             out.write(reinterpret_cast<const char*>(&numel), 8).write(reinterpret_cast<const char*>(p.grad), static_cast<std::streamsize>(numel * 4));
         }
     }
+}
+
+// GPT-2 (LayerNorm, fused qkv with biases, GELU tanh, learned positions, tied head) on the batch the script stored.
+TEST(TrainParity, Gpt2LossAndEveryGradientMatchPyTorch) {
+    const auto ref = expected("gpt2_grads.json");
+    auto model = load_model_at(test::fixture("models/gpt2-tiny-stories"));
+    const int64_t B = ref["batch"], T = ref["ctx"];
+    std::vector<int32_t> in, tg;
+    for (const auto& row : ref["tokens"]) {
+        const auto ids = row.get<std::vector<int32_t>>();
+        in.insert(in.end(), ids.begin(), ids.end() - 1);
+        tg.insert(tg.end(), ids.begin() + 1, ids.end());
+    }
+    LmTrainer trainer(*model);
+    const double loss = trainer.forward_backward(in, tg, B, T);
+    expect_grads_match(trainer, loss, ref);
 }
 
 TEST(TrainParity, GradientsAreTheSameBytesForAnyThreadCount) {

@@ -24,9 +24,10 @@ struct TrainParam {
     float* grad = nullptr;
     int64_t numel = 0;
     bool decay = true;  // weight decay applies (decided by WeightDecayRule rules)
+    bool hf_transposed = false;  // the HF file holds it [in, out] (GPT-2's Conv1D); `value` is [out, in]
 };
 
-/// Gradients of a decoder LanguageModel (LLaMA family): forward with saved activations, then the backward of
+/// Gradients of a decoder LanguageModel (LLaMA family and GPT-2): forward with saved activations, then the backward of
 /// every op in reverse. Construction makes each trainable tensor an owned f32 copy inside the model (Linears
 /// through Model::set_weight, marked modified_by "finetune"), so the trained model is the model.
 class LmTrainer {

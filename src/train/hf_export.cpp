@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -18,7 +19,7 @@ namespace cq {
 void save_hf_dir(const LanguageModel& model, std::span<const TrainParam> params, const std::string& dir) {
     namespace fs = std::filesystem;
     const fs::path src(model.path());
-    if (!fs::is_directory(src) || model.config().rope_pairing != RopePairing::half_split)
+    if (!fs::is_directory(src) || (model.config().family == LlmFamily::llama && model.config().rope_pairing != RopePairing::half_split))
         throw Unsupported("[finetune] an HF directory can be written only for a model loaded from one ('" + model.path() +
                           "' is not); write a .gguf instead");
     std::error_code ec;
@@ -31,7 +32,8 @@ void save_hf_dir(const LanguageModel& model, std::span<const TrainParam> params,
     uint64_t offset = 0;
     for (const TrainParam& p : params) {
         const uint64_t bytes = static_cast<uint64_t>(p.numel) * sizeof(float);
-        header[p.hf_name] = {{"dtype", "F32"}, {"shape", p.shape}, {"data_offsets", {offset, offset + bytes}}};
+        const std::vector<int64_t> shape = p.hf_transposed ? std::vector<int64_t>{p.shape[1], p.shape[0]} : p.shape;
+        header[p.hf_name] = {{"dtype", "F32"}, {"shape", shape}, {"data_offsets", {offset, offset + bytes}}};
         offset += bytes;
     }
     header["__metadata__"] = {{"format", "pt"}, {"written_by", "cq finetune"}};
@@ -41,7 +43,19 @@ void save_hf_dir(const LanguageModel& model, std::span<const TrainParam> params,
     const uint64_t n = text.size();
     out.write(&n, sizeof n);
     out.write(text.data(), text.size());
-    for (const TrainParam& p : params) out.write(p.value, static_cast<size_t>(p.numel) * sizeof(float));
+    std::vector<float> t;
+    for (const TrainParam& p : params) {
+        if (!p.hf_transposed) {
+            out.write(p.value, static_cast<size_t>(p.numel) * sizeof(float));
+            continue;
+        }
+        // GPT-2's Conv1D: [out, in] as trained → [in, out] as the file holds it
+        const int64_t rows = p.shape[0], cols = p.shape[1];
+        t.resize(static_cast<size_t>(p.numel));
+        for (int64_t r = 0; r < rows; ++r)
+            for (int64_t c = 0; c < cols; ++c) t[static_cast<size_t>(c * rows + r)] = p.value[r * cols + c];
+        out.write(t.data(), t.size() * sizeof(float));
+    }
     out.commit();
 
     for (const char* name : {"config.json", "generation_config.json", "tokenizer.model", "tokenizer.json", "tokenizer_config.json",

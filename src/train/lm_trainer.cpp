@@ -1,5 +1,7 @@
-// LmTrainer: the LLaMA family's training forward (saving every activation the backward reads) and its
+// LmTrainer: the decoder families' training forward (saving every activation the backward reads) and its
 // backward, op by op in reverse (train_ops.h), over the model's own tensors made owned f32 in place.
+// LLaMA: RMSNorm, q/k/v (+ optional biases), RoPE, GQA attention, SwiGLU. GPT-2: LayerNorm, fused qkv, learned
+// positions, GELU (tanh), biases everywhere, tied head.
 #include <algorithm>
 #include <cstring>
 #include <string>
@@ -13,12 +15,26 @@ namespace cq {
 
 namespace {
 
+// [in, out] (GPT-2 Conv1D) → an owned [out, in] copy.
+Tensor owned_f32_transposed(const Tensor& t, const std::string& what);
+
 Tensor owned_f32(const Tensor& t, const std::string& what) {
     const auto& traits = dtype_traits(t.dtype());
     if (!traits.to_float) throw Unsupported("[train] '" + what + "' is held as " + std::string(traits.name) + ", which cq cannot train");
     Tensor out = Tensor::zeros(t.shape(), DType::F32);
     const std::vector<float> v = t.to_float();
     std::memcpy(out.mutable_data(), v.data(), v.size() * sizeof(float));
+    return out;
+}
+
+Tensor owned_f32_transposed(const Tensor& t, const std::string& what) {
+    const Tensor in = owned_f32(t, what);
+    const int64_t rows = t.dim(0), cols = t.dim(1);
+    Tensor out = Tensor::zeros({cols, rows}, DType::F32);
+    const float* src = static_cast<const float*>(in.data());
+    float* dst = static_cast<float*>(out.mutable_data());
+    for (int64_t r = 0; r < rows; ++r)
+        for (int64_t c = 0; c < cols; ++c) dst[c * rows + r] = src[r * cols + c];
     return out;
 }
 
@@ -36,17 +52,22 @@ struct LmTrainer::State {
     std::vector<std::vector<float>> grad_storage;
 
     // Parameter indices into params_, per block.
+    // −1: absent in this family / model.
     struct BlockParams {
-        int attn_norm, wq, wk, wv, wo, ffn_norm, gate, up, down;
+        int attn_norm = -1, wq = -1, wk = -1, wv = -1, wo = -1, ffn_norm = -1, gate = -1, up = -1, down = -1;
         int bq = -1, bk = -1, bv = -1;
+        int attn_norm_b = -1, wqkv = -1, bqkv = -1, bo = -1, ffn_norm_b = -1, bup = -1, bdown = -1;  // GPT-2
     };
-    int embd = -1, out_norm = -1, out = -1;
+    int embd = -1, pos = -1, out_norm = -1, out_norm_b = -1, out = -1;
+    bool gpt2 = false;
     std::vector<BlockParams> blocks;
 
     // Activations at capacity N = B·T (all layers), as the backward reads them.
     int64_t B = 0, T = 0;
     std::vector<float> res, xn1, rstd1, q, k, v, p, att, xmid, xn2, rstd2, g, u, h, xnf, rstdf, logits, losses;
-    std::vector<float> dres, dxn, dq, dk, dv, datt, dh, dg, du, tmp;
+    std::vector<float> mean1, mean2, meanf, qkv;  // GPT-2: LayerNorm means, the fused projection's output
+    std::vector<float> dres, dxn, dq, dk, dv, datt, dh, dg, du, tmp, dqkv;
+    std::vector<int32_t> positions;
     std::vector<float> cos_t, sin_t;
     std::vector<int32_t> ids, tgts;
     int64_t rope_T = -1;
@@ -57,35 +78,46 @@ LmTrainer::LmTrainer(LanguageModel& model) : s_(std::make_unique<State>()) {
     s.model = &model;
     s.c = model.config();
     const LlmConfig& c = s.c;
-    if (c.family != LlmFamily::llama)
-        throw Unsupported("[train] the " + c.architecture + " family has no backward yet (supported: the LLaMA family)");
-    if (c.n_head_kv <= 0 || c.n_head % c.n_head_kv != 0)
+    s.gpt2 = c.family == LlmFamily::gpt2;
+    if (!s.gpt2 && (c.n_head_kv <= 0 || c.n_head % c.n_head_kv != 0))
         throw Unsupported("[train] " + std::to_string(c.n_head) + " query heads over " + std::to_string(c.n_head_kv) + " KV heads");
     LlmWeights& w = model.weights();
     const bool tied = w.output.weight.data() == w.token_embd.data();
-    const models::DecoderNames hf(LlmFamily::llama, true);
+    // HF names: GPT-2 files come with and without the "transformer." prefix; follow the file's own Linears.
+    const std::string& src0 = w.blocks.empty() ? std::string() : (s.gpt2 ? w.blocks[0].wqkv.source_name : w.blocks[0].wq.source_name);
+    const models::DecoderNames hf(c.family, true, src0.rfind("h.", 0) == 0 ? "" : "transformer.");
 
-    const auto add = [&](std::string name, std::string hf_name, float* value, std::vector<int64_t> shape) {
+    const auto add = [&](std::string name, std::string hf_name, float* value, std::vector<int64_t> shape, bool hf_t = false) {
         TrainParam p;
         p.name = std::move(name), p.hf_name = std::move(hf_name), p.shape = std::move(shape), p.value = value;
+        p.hf_transposed = hf_t;
         p.numel = 1;
         for (int64_t d : p.shape) p.numel *= d;
-        s.grad_storage.emplace_back(static_cast<size_t>(p.numel), 0.0f);
+        s.grad_storage.emplace_back(static_cast<size_t>(p.numel), 0.0f);  // moving the vector keeps each buffer
         p.grad = s.grad_storage.back().data();
         params_.push_back(std::move(p));
         return static_cast<int>(params_.size() - 1);
     };
-    const auto add_norm = [&](Norm& n, const std::string& name, const std::string& hf_name) {
+    // A norm's weight (and LayerNorm bias → *bias).
+    const auto add_norm = [&](Norm& n, const std::string& name, const std::string& hf_name, int* bias) {
         n.weight = owned_f32(n.weight, name);
         n.modified_by = "finetune";
-        return add(name + ".weight", hf_name + ".weight", data_of(n.weight), n.weight.shape());
+        const int i = add(name + ".weight", hf_name + ".weight", data_of(n.weight), n.weight.shape());
+        if (n.bias) {
+            if (!bias) throw Unsupported("[train] '" + name + "' has a bias, which an RMSNorm does not take");
+            *n.bias = owned_f32(*n.bias, name + ".bias");
+            *bias = add(name + ".bias", hf_name + ".bias", data_of(*n.bias), n.bias->shape());
+        }
+        return i;
     };
+    // A Linear's weight, as [out, in] (and its bias → *bias; null: the backward takes none here).
     const auto add_linear = [&](Linear& l, const std::string& hf_name, int* bias) {
-        if (l.int8 || l.transposed)
-            throw Unsupported("[train] '" + l.name + "' is held as " + l.format() + (l.transposed ? " [in, out]" : "") + ", which cq cannot train");
-        model.set_weight(l, owned_f32(l.weight, l.name), "finetune");
-        const int i = add(l.name + ".weight", hf_name + ".weight", data_of(l.weight), l.weight.shape());
+        if (l.int8) throw Unsupported("[train] '" + l.name + "' is held as " + l.format() + ", which cq cannot train");
+        const bool was_transposed = l.transposed;
+        model.set_weight(l, was_transposed ? owned_f32_transposed(l.weight, l.name) : owned_f32(l.weight, l.name), "finetune");
+        const int i = add(l.name + ".weight", hf_name + ".weight", data_of(l.weight), l.weight.shape(), was_transposed);
         if (l.bias) {
+            if (!bias) throw Unsupported("[train] '" + l.name + "' has a bias, which this family's backward does not take");
             *l.bias = owned_f32(*l.bias, l.name + ".bias");
             *bias = add(l.name + ".bias", hf_name + ".bias", data_of(*l.bias), l.bias->shape());
         }
@@ -94,33 +126,45 @@ LmTrainer::LmTrainer(LanguageModel& model) : s_(std::make_unique<State>()) {
 
     w.token_embd = owned_f32(w.token_embd, "token_embd");
     s.embd = add("token_embd.weight", hf.global("token_embd") + ".weight", data_of(w.token_embd), w.token_embd.shape());
+    if (s.gpt2) {
+        if (!w.pos_embd) throw Unsupported("[train] the GPT-2 model has no position embedding");
+        *w.pos_embd = owned_f32(*w.pos_embd, "position_embd");
+        s.pos = add("position_embd.weight", hf.global("position_embd") + ".weight", data_of(*w.pos_embd), w.pos_embd->shape());
+    }
     for (size_t l = 0; l < w.blocks.size(); ++l) {
         DecoderBlock& b = w.blocks[l];
         const auto n = static_cast<int64_t>(l);
+        const std::string blk = "blk." + std::to_string(l) + ".";
         State::BlockParams bp{};
-        bp.attn_norm = add_norm(b.attn_norm, "blk." + std::to_string(l) + ".attn_norm", hf.block(n, "attn_norm"));
-        bp.wq = add_linear(b.wq, hf.block(n, "attn_q"), &bp.bq);
-        bp.wk = add_linear(b.wk, hf.block(n, "attn_k"), &bp.bk);
-        bp.wv = add_linear(b.wv, hf.block(n, "attn_v"), &bp.bv);
-        if (b.wo.bias) throw Unsupported("[train] '" + b.wo.name + "' has a bias, which the LLaMA backward does not take");
-        int none = -1;
-        bp.wo = add_linear(b.wo, hf.block(n, "attn_output"), &none);
-        bp.ffn_norm = add_norm(b.ffn_norm, "blk." + std::to_string(l) + ".ffn_norm", hf.block(n, "ffn_norm"));
-        bp.gate = add_linear(b.ffn_gate, hf.block(n, "ffn_gate"), &none);
-        bp.up = add_linear(b.ffn_up, hf.block(n, "ffn_up"), &none);
-        bp.down = add_linear(b.ffn_down, hf.block(n, "ffn_down"), &none);
-        if (none >= 0) throw Unsupported("[train] '" + b.ffn_down.name + "': MLP biases are not supported in the LLaMA backward");
+        if (s.gpt2) {
+            bp.attn_norm = add_norm(b.attn_norm, blk + "attn_norm", hf.block(n, "attn_norm"), &bp.attn_norm_b);
+            bp.wqkv = add_linear(b.wqkv, hf.block(n, "attn_qkv"), &bp.bqkv);
+            bp.wo = add_linear(b.wo, hf.block(n, "attn_output"), &bp.bo);
+            bp.ffn_norm = add_norm(b.ffn_norm, blk + "ffn_norm", hf.block(n, "ffn_norm"), &bp.ffn_norm_b);
+            bp.up = add_linear(b.ffn_up, hf.block(n, "ffn_up"), &bp.bup);
+            bp.down = add_linear(b.ffn_down, hf.block(n, "ffn_down"), &bp.bdown);
+        } else {
+            bp.attn_norm = add_norm(b.attn_norm, blk + "attn_norm", hf.block(n, "attn_norm"), nullptr);
+            bp.wq = add_linear(b.wq, hf.block(n, "attn_q"), &bp.bq);
+            bp.wk = add_linear(b.wk, hf.block(n, "attn_k"), &bp.bk);
+            bp.wv = add_linear(b.wv, hf.block(n, "attn_v"), &bp.bv);
+            bp.wo = add_linear(b.wo, hf.block(n, "attn_output"), nullptr);
+            bp.ffn_norm = add_norm(b.ffn_norm, blk + "ffn_norm", hf.block(n, "ffn_norm"), nullptr);
+            bp.gate = add_linear(b.ffn_gate, hf.block(n, "ffn_gate"), nullptr);
+            bp.up = add_linear(b.ffn_up, hf.block(n, "ffn_up"), nullptr);
+            bp.down = add_linear(b.ffn_down, hf.block(n, "ffn_down"), nullptr);
+        }
         s.blocks.push_back(bp);
     }
-    s.out_norm = add_norm(w.output_norm, "output_norm", hf.global("output_norm"));
+    s.out_norm = add_norm(w.output_norm, "output_norm", hf.global("output_norm"), s.gpt2 ? &s.out_norm_b : nullptr);
     if (tied) {
         // The head is the embedding: one parameter, both uses add to its gradient.
         w.output.weight = w.token_embd;
+        w.output.transposed = false;
         w.output.modified_by = "finetune";
         s.out = s.embd;
     } else {
-        int none = -1;
-        s.out = add_linear(w.output, hf.global("output"), &none);
+        s.out = add_linear(w.output, hf.global("output"), nullptr);
     }
 }
 
@@ -135,7 +179,7 @@ uint64_t LmTrainer::activation_bytes() const {
     uint64_t n = 0;
     for (const auto* v : {&s.res, &s.xn1, &s.rstd1, &s.q, &s.k, &s.v, &s.p, &s.att, &s.xmid, &s.xn2, &s.rstd2, &s.g, &s.u,
                           &s.h, &s.xnf, &s.rstdf, &s.logits, &s.losses, &s.dres, &s.dxn, &s.dq, &s.dk, &s.dv, &s.datt,
-                          &s.dh, &s.dg, &s.du, &s.tmp})
+                          &s.dh, &s.dg, &s.du, &s.tmp, &s.mean1, &s.mean2, &s.meanf, &s.qkv, &s.dqkv})
         n += v->size() * sizeof(float);
     return n;
 }
@@ -145,6 +189,10 @@ namespace {
 struct Dims {
     int64_t N, D, L, Hq, Hkv, hd, qd, kvd, F, V;
 };
+Dims dims_of(const LlmConfig& c, int64_t N) {
+    const int64_t Hkv = c.family == LlmFamily::gpt2 ? c.n_head : c.n_head_kv;
+    return {N, c.n_embd, c.n_layer, c.n_head, Hkv, c.head_dim, c.n_head * c.head_dim, Hkv * c.head_dim, c.n_ff, c.n_vocab};
+}
 
 }  // namespace
 
@@ -168,8 +216,7 @@ std::pair<double, int64_t> LmTrainer::run_forward(std::span<const int32_t> token
             throw InvalidArgument("[train] target id " + std::to_string(targets[i]) + " at position " + std::to_string(i) +
                                   " is outside the vocabulary [0, " + std::to_string(c.n_vocab) + ")");
     }
-    const Dims d{B * T, c.n_embd, c.n_layer, c.n_head, c.n_head_kv, c.head_dim, c.n_head * c.head_dim,
-                 c.n_head_kv * c.head_dim, c.n_ff, c.n_vocab};
+    const Dims d = dims_of(c, B * T);
     const int64_t N = d.N;
     s.B = B, s.T = T;
     grow(s.res, (d.L + 1) * N * d.D);
@@ -178,9 +225,14 @@ std::pair<double, int64_t> LmTrainer::run_forward(std::span<const int32_t> token
     grow(s.q, d.L * N * d.qd), grow(s.att, d.L * N * d.qd);
     grow(s.k, d.L * N * d.kvd), grow(s.v, d.L * N * d.kvd);
     grow(s.p, d.L * B * d.Hq * T * T);
-    grow(s.g, d.L * N * d.F), grow(s.u, d.L * N * d.F), grow(s.h, d.L * N * d.F);
+    grow(s.g, d.L * N * d.F), grow(s.h, d.L * N * d.F);
+    if (!s.gpt2) grow(s.u, d.L * N * d.F);
     grow(s.xnf, N * d.D), grow(s.rstdf, N), grow(s.logits, N * d.V), grow(s.losses, N), grow(s.tmp, N * std::max(d.D, d.F));
-    if (s.rope_T != T) {
+    if (s.gpt2) {
+        grow(s.mean1, d.L * N), grow(s.mean2, d.L * N), grow(s.meanf, N), grow(s.qkv, N * 3 * d.D);
+        s.positions.resize(static_cast<size_t>(N));
+        for (int64_t i = 0; i < N; ++i) s.positions[static_cast<size_t>(i)] = static_cast<int32_t>(i % T);
+    } else if (s.rope_T != T) {
         const int64_t half = c.rope_dims / 2;
         s.cos_t.assign(static_cast<size_t>(T * half), 0.0f), s.sin_t.assign(static_cast<size_t>(T * half), 0.0f);
         train::rope_tables(T, c.rope_dims, c.rope_theta, c.rope_scale, s.cos_t.data(), s.sin_t.data());
@@ -188,9 +240,13 @@ std::pair<double, int64_t> LmTrainer::run_forward(std::span<const int32_t> token
     }
     s.ids.assign(tokens.begin(), tokens.end());
     s.tgts.assign(targets.begin(), targets.end());
-    const auto bias = [&](int i) -> const float* { return i >= 0 ? P[static_cast<size_t>(i)].value : nullptr; };
+    const auto val = [&](int i) -> const float* { return i >= 0 ? P[static_cast<size_t>(i)].value : nullptr; };
 
-    train::embedding_forward(P[s.embd].value, s.ids.data(), N, d.D, s.res.data());
+    train::embedding_forward(val(s.embd), s.ids.data(), N, d.D, s.res.data());
+    if (s.gpt2) {
+        train::embedding_forward(val(s.pos), s.positions.data(), N, d.D, s.tmp.data());
+        train::add_forward(s.res.data(), s.tmp.data(), s.res.data(), N * d.D);
+    }
     for (int64_t l = 0; l < d.L; ++l) {
         const auto& bp = s.blocks[static_cast<size_t>(l)];
         const float* xin = s.res.data() + l * N * d.D;
@@ -202,26 +258,46 @@ std::pair<double, int64_t> LmTrainer::run_forward(std::span<const int32_t> token
         float* xmid = s.xmid.data() + l * N * d.D;
         float* xn2 = s.xn2.data() + l * N * d.D;
         float* g = s.g.data() + l * N * d.F;
-        float* u = s.u.data() + l * N * d.F;
         float* h = s.h.data() + l * N * d.F;
-        train::rmsnorm_forward(xin, P[bp.attn_norm].value, N, d.D, c.norm_eps, xn1, s.rstd1.data() + l * N);
-        train::linear_forward(xn1, P[bp.wq].value, bias(bp.bq), N, d.D, d.qd, q);
-        train::linear_forward(xn1, P[bp.wk].value, bias(bp.bk), N, d.D, d.kvd, k);
-        train::linear_forward(xn1, P[bp.wv].value, bias(bp.bv), N, d.D, d.kvd, v);
-        train::rope_forward(q, B, T, d.qd, d.Hq, d.hd, c.rope_dims, s.cos_t.data(), s.sin_t.data(), c.rope_pairing);
-        train::rope_forward(k, B, T, d.kvd, d.Hkv, d.hd, c.rope_dims, s.cos_t.data(), s.sin_t.data(), c.rope_pairing);
+        if (s.gpt2) {
+            train::layernorm_forward(xin, val(bp.attn_norm), val(bp.attn_norm_b), N, d.D, c.norm_eps, xn1, s.mean1.data() + l * N,
+                                     s.rstd1.data() + l * N);
+            // qkv: [N, 3D] = q | k | v → three contiguous buffers, as the attention kernels take them
+            train::linear_forward(xn1, val(bp.wqkv), val(bp.bqkv), N, d.D, 3 * d.D, s.qkv.data());
+            for (int64_t r = 0; r < N; ++r) {
+                const float* src = s.qkv.data() + r * 3 * d.D;
+                std::copy_n(src, d.D, q + r * d.D), std::copy_n(src + d.D, d.D, k + r * d.D), std::copy_n(src + 2 * d.D, d.D, v + r * d.D);
+            }
+        } else {
+            train::rmsnorm_forward(xin, val(bp.attn_norm), N, d.D, c.norm_eps, xn1, s.rstd1.data() + l * N);
+            train::linear_forward(xn1, val(bp.wq), val(bp.bq), N, d.D, d.qd, q);
+            train::linear_forward(xn1, val(bp.wk), val(bp.bk), N, d.D, d.kvd, k);
+            train::linear_forward(xn1, val(bp.wv), val(bp.bv), N, d.D, d.kvd, v);
+            train::rope_forward(q, B, T, d.qd, d.Hq, d.hd, c.rope_dims, s.cos_t.data(), s.sin_t.data(), c.rope_pairing);
+            train::rope_forward(k, B, T, d.kvd, d.Hkv, d.hd, c.rope_dims, s.cos_t.data(), s.sin_t.data(), c.rope_pairing);
+        }
         train::attention_forward(q, k, v, B, T, d.Hq, d.Hkv, d.hd, s.p.data() + l * B * d.Hq * T * T, att);
-        train::linear_forward(att, P[bp.wo].value, nullptr, N, d.qd, d.D, s.tmp.data());
+        train::linear_forward(att, val(bp.wo), val(bp.bo), N, d.qd, d.D, s.tmp.data());
         train::add_forward(xin, s.tmp.data(), xmid, N * d.D);
-        train::rmsnorm_forward(xmid, P[bp.ffn_norm].value, N, d.D, c.norm_eps, xn2, s.rstd2.data() + l * N);
-        train::linear_forward(xn2, P[bp.gate].value, nullptr, N, d.D, d.F, g);
-        train::linear_forward(xn2, P[bp.up].value, nullptr, N, d.D, d.F, u);
-        train::swiglu_forward(g, u, h, N * d.F);
-        train::linear_forward(h, P[bp.down].value, nullptr, N, d.F, d.D, s.tmp.data());
+        if (s.gpt2) {
+            train::layernorm_forward(xmid, val(bp.ffn_norm), val(bp.ffn_norm_b), N, d.D, c.norm_eps, xn2, s.mean2.data() + l * N,
+                                     s.rstd2.data() + l * N);
+            train::linear_forward(xn2, val(bp.up), val(bp.bup), N, d.D, d.F, g);
+            train::gelu_tanh_forward(g, h, N * d.F);
+        } else {
+            float* u = s.u.data() + l * N * d.F;
+            train::rmsnorm_forward(xmid, val(bp.ffn_norm), N, d.D, c.norm_eps, xn2, s.rstd2.data() + l * N);
+            train::linear_forward(xn2, val(bp.gate), nullptr, N, d.D, d.F, g);
+            train::linear_forward(xn2, val(bp.up), nullptr, N, d.D, d.F, u);
+            train::swiglu_forward(g, u, h, N * d.F);
+        }
+        train::linear_forward(h, val(bp.down), val(bp.bdown), N, d.F, d.D, s.tmp.data());
         train::add_forward(xmid, s.tmp.data(), s.res.data() + (l + 1) * N * d.D, N * d.D);
     }
-    train::rmsnorm_forward(s.res.data() + d.L * N * d.D, P[s.out_norm].value, N, d.D, c.norm_eps, s.xnf.data(), s.rstdf.data());
-    train::linear_forward(s.xnf.data(), P[s.out].value, nullptr, N, d.D, d.V, s.logits.data());
+    const float* xlast = s.res.data() + d.L * N * d.D;
+    if (s.gpt2) train::layernorm_forward(xlast, val(s.out_norm), val(s.out_norm_b), N, d.D, c.norm_eps, s.xnf.data(), s.meanf.data(), s.rstdf.data());
+    else train::rmsnorm_forward(xlast, val(s.out_norm), N, d.D, c.norm_eps, s.xnf.data(), s.rstdf.data());
+    train::linear_forward(s.xnf.data(), val(s.out), nullptr, N, d.D, d.V, s.logits.data());
     const double total = train::cross_entropy_forward(s.logits.data(), s.tgts.data(), N, d.V, s.logits.data(), s.losses.data());
     int64_t counted = 0;
     for (int64_t i = 0; i < N; ++i) counted += s.tgts[static_cast<size_t>(i)] >= 0;
@@ -240,19 +316,25 @@ double LmTrainer::forward_backward(std::span<const int32_t> tokens, std::span<co
     const auto [total, counted] = run_forward(tokens, targets, B, T);
     if (counted == 0) return 0.0;
     const LlmConfig& c = s.c;
-    const Dims d{B * T, c.n_embd, c.n_layer, c.n_head, c.n_head_kv, c.head_dim, c.n_head * c.head_dim,
-                 c.n_head_kv * c.head_dim, c.n_ff, c.n_vocab};
+    const Dims d = dims_of(c, B * T);
     const int64_t N = d.N;
     grow(s.dres, N * d.D), grow(s.dxn, N * d.D), grow(s.dq, N * d.qd), grow(s.datt, N * d.qd);
-    grow(s.dk, N * d.kvd), grow(s.dv, N * d.kvd), grow(s.dh, N * d.F), grow(s.dg, N * d.F), grow(s.du, N * d.F);
+    grow(s.dk, N * d.kvd), grow(s.dv, N * d.kvd), grow(s.dh, N * d.F), grow(s.dg, N * d.F);
+    if (s.gpt2) grow(s.dqkv, N * 3 * d.D);
+    else grow(s.du, N * d.F);
+    const auto val = [&](int i) -> const float* { return i >= 0 ? P[static_cast<size_t>(i)].value : nullptr; };
     const auto grad = [&](int i) -> float* { return i >= 0 ? P[static_cast<size_t>(i)].grad : nullptr; };
 
     // logits ← dlogits; the head; the final norm into the residual stream's gradient.
     train::cross_entropy_backward(s.logits.data(), s.tgts.data(), N, d.V, grad_scale / static_cast<float>(counted), s.logits.data());
-    train::linear_backward(s.logits.data(), s.xnf.data(), P[s.out].value, N, d.D, d.V, s.dxn.data(), false, grad(s.out), nullptr);
+    train::linear_backward(s.logits.data(), s.xnf.data(), val(s.out), N, d.D, d.V, s.dxn.data(), false, grad(s.out), nullptr);
     std::fill_n(s.dres.data(), N * d.D, 0.0f);
-    train::rmsnorm_backward(s.dxn.data(), s.res.data() + d.L * N * d.D, P[s.out_norm].value, s.rstdf.data(), N, d.D,
-                            s.dres.data(), grad(s.out_norm));
+    const float* xlast = s.res.data() + d.L * N * d.D;
+    if (s.gpt2)
+        train::layernorm_backward(s.dxn.data(), xlast, val(s.out_norm), s.meanf.data(), s.rstdf.data(), N, d.D, s.dres.data(),
+                                  grad(s.out_norm), grad(s.out_norm_b));
+    else
+        train::rmsnorm_backward(s.dxn.data(), xlast, val(s.out_norm), s.rstdf.data(), N, d.D, s.dres.data(), grad(s.out_norm));
     for (int64_t l = d.L - 1; l >= 0; --l) {
         const auto& bp = s.blocks[static_cast<size_t>(l)];
         const float* xin = s.res.data() + l * N * d.D;
@@ -264,28 +346,45 @@ double LmTrainer::forward_backward(std::span<const int32_t> tokens, std::span<co
         const float* xmid = s.xmid.data() + l * N * d.D;
         const float* xn2 = s.xn2.data() + l * N * d.D;
         const float* g = s.g.data() + l * N * d.F;
-        const float* u = s.u.data() + l * N * d.F;
         const float* h = s.h.data() + l * N * d.F;
-        // MLP: res[l+1] = xmid + down(silu(gate(xn2))·up(xn2)), xn2 = rmsnorm(xmid)
-        train::linear_backward(s.dres.data(), h, P[bp.down].value, N, d.F, d.D, s.dh.data(), false, grad(bp.down), nullptr);
-        train::swiglu_backward(s.dh.data(), g, u, s.dg.data(), s.du.data(), N * d.F);
-        train::linear_backward(s.dg.data(), xn2, P[bp.gate].value, N, d.D, d.F, s.dxn.data(), false, grad(bp.gate), nullptr);
-        train::linear_backward(s.du.data(), xn2, P[bp.up].value, N, d.D, d.F, s.dxn.data(), true, grad(bp.up), nullptr);
-        train::rmsnorm_backward(s.dxn.data(), xmid, P[bp.ffn_norm].value, s.rstd2.data() + l * N, N, d.D, s.dres.data(),
-                                grad(bp.ffn_norm));
-        // attention: xmid = xin + wo(attn(rope(wq·xn1), rope(wk·xn1), wv·xn1)), xn1 = rmsnorm(xin)
-        train::linear_backward(s.dres.data(), att, P[bp.wo].value, N, d.qd, d.D, s.datt.data(), false, grad(bp.wo), nullptr);
+        // MLP: res[l+1] = xmid + down(act(xn2)), xn2 = norm(xmid)
+        train::linear_backward(s.dres.data(), h, val(bp.down), N, d.F, d.D, s.dh.data(), false, grad(bp.down), grad(bp.bdown));
+        if (s.gpt2) {
+            train::gelu_tanh_backward(s.dh.data(), g, s.dg.data(), N * d.F);
+            train::linear_backward(s.dg.data(), xn2, val(bp.up), N, d.D, d.F, s.dxn.data(), false, grad(bp.up), grad(bp.bup));
+            train::layernorm_backward(s.dxn.data(), xmid, val(bp.ffn_norm), s.mean2.data() + l * N, s.rstd2.data() + l * N, N, d.D,
+                                      s.dres.data(), grad(bp.ffn_norm), grad(bp.ffn_norm_b));
+        } else {
+            const float* u = s.u.data() + l * N * d.F;
+            train::swiglu_backward(s.dh.data(), g, u, s.dg.data(), s.du.data(), N * d.F);
+            train::linear_backward(s.dg.data(), xn2, val(bp.gate), N, d.D, d.F, s.dxn.data(), false, grad(bp.gate), nullptr);
+            train::linear_backward(s.du.data(), xn2, val(bp.up), N, d.D, d.F, s.dxn.data(), true, grad(bp.up), nullptr);
+            train::rmsnorm_backward(s.dxn.data(), xmid, val(bp.ffn_norm), s.rstd2.data() + l * N, N, d.D, s.dres.data(), grad(bp.ffn_norm));
+        }
+        // attention: xmid = xin + wo(attn(q, k, v)), q, k, v from xn1 = norm(xin)
+        train::linear_backward(s.dres.data(), att, val(bp.wo), N, d.qd, d.D, s.datt.data(), false, grad(bp.wo), grad(bp.bo));
         train::attention_backward(s.datt.data(), q, k, v, s.p.data() + l * B * d.Hq * T * T, B, T, d.Hq, d.Hkv, d.hd,
                                   s.dq.data(), s.dk.data(), s.dv.data());
-        train::rope_backward(s.dq.data(), B, T, d.qd, d.Hq, d.hd, c.rope_dims, s.cos_t.data(), s.sin_t.data(), c.rope_pairing);
-        train::rope_backward(s.dk.data(), B, T, d.kvd, d.Hkv, d.hd, c.rope_dims, s.cos_t.data(), s.sin_t.data(), c.rope_pairing);
-        train::linear_backward(s.dq.data(), xn1, P[bp.wq].value, N, d.D, d.qd, s.dxn.data(), false, grad(bp.wq), grad(bp.bq));
-        train::linear_backward(s.dk.data(), xn1, P[bp.wk].value, N, d.D, d.kvd, s.dxn.data(), true, grad(bp.wk), grad(bp.bk));
-        train::linear_backward(s.dv.data(), xn1, P[bp.wv].value, N, d.D, d.kvd, s.dxn.data(), true, grad(bp.wv), grad(bp.bv));
-        train::rmsnorm_backward(s.dxn.data(), xin, P[bp.attn_norm].value, s.rstd1.data() + l * N, N, d.D, s.dres.data(),
-                                grad(bp.attn_norm));
+        if (s.gpt2) {
+            for (int64_t r = 0; r < N; ++r) {
+                float* dst = s.dqkv.data() + r * 3 * d.D;
+                std::copy_n(s.dq.data() + r * d.D, d.D, dst), std::copy_n(s.dk.data() + r * d.D, d.D, dst + d.D);
+                std::copy_n(s.dv.data() + r * d.D, d.D, dst + 2 * d.D);
+            }
+            train::linear_backward(s.dqkv.data(), xn1, val(bp.wqkv), N, d.D, 3 * d.D, s.dxn.data(), false, grad(bp.wqkv), grad(bp.bqkv));
+            train::layernorm_backward(s.dxn.data(), xin, val(bp.attn_norm), s.mean1.data() + l * N, s.rstd1.data() + l * N, N, d.D,
+                                      s.dres.data(), grad(bp.attn_norm), grad(bp.attn_norm_b));
+        } else {
+            train::rope_backward(s.dq.data(), B, T, d.qd, d.Hq, d.hd, c.rope_dims, s.cos_t.data(), s.sin_t.data(), c.rope_pairing);
+            train::rope_backward(s.dk.data(), B, T, d.kvd, d.Hkv, d.hd, c.rope_dims, s.cos_t.data(), s.sin_t.data(), c.rope_pairing);
+            train::linear_backward(s.dq.data(), xn1, val(bp.wq), N, d.D, d.qd, s.dxn.data(), false, grad(bp.wq), grad(bp.bq));
+            train::linear_backward(s.dk.data(), xn1, val(bp.wk), N, d.D, d.kvd, s.dxn.data(), true, grad(bp.wk), grad(bp.bk));
+            train::linear_backward(s.dv.data(), xn1, val(bp.wv), N, d.D, d.kvd, s.dxn.data(), true, grad(bp.wv), grad(bp.bv));
+            train::rmsnorm_backward(s.dxn.data(), xin, val(bp.attn_norm), s.rstd1.data() + l * N, N, d.D, s.dres.data(), grad(bp.attn_norm));
+        }
     }
     train::embedding_backward(s.dres.data(), s.ids.data(), N, d.D, grad(s.embd));
+    if (s.gpt2) train::embedding_backward(s.dres.data(), s.positions.data(), N, d.D, grad(s.pos));
     return total / static_cast<double>(counted);
 }
 

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <numbers>
 #include <vector>
 
 #include "cq/kernels.h"
@@ -217,6 +218,131 @@ void rmsnorm_backward__ref(const float* dy, const float* x, const float* w, cons
         double s = 0;
         for (int64_t n = 0; n < N; ++n) s += static_cast<double>(dy[n * D + i]) * x[n * D + i] * rstd[n];
         dw[i] += static_cast<float>(s);
+    }
+}
+
+// ---------------------------------------------------------------- LayerNorm
+
+void layernorm_forward(const float* x, const float* w, const float* b, int64_t N, int64_t D, float eps, float* y,
+                       float* mean, float* rstd) {
+    for_tasks((N + kRowTile - 1) / kRowTile, [&](int64_t task) {
+        for (int64_t n = task * kRowTile; n < std::min(N, (task + 1) * kRowTile); ++n) {
+            const float* xr = x + n * D;
+            double s = 0;
+            for (int64_t i = 0; i < D; ++i) s += xr[i];
+            const float m = static_cast<float>(s / static_cast<double>(D));
+            double v = 0;
+            for (int64_t i = 0; i < D; ++i) v += static_cast<double>(xr[i] - m) * (xr[i] - m);
+            const float r = static_cast<float>(1.0 / std::sqrt(v / static_cast<double>(D) + eps));
+            mean[n] = m, rstd[n] = r;
+            for (int64_t i = 0; i < D; ++i) y[n * D + i] = (xr[i] - m) * r * w[i] + (b ? b[i] : 0.0f);
+        }
+    });
+}
+
+void layernorm_backward(const float* dy, const float* x, const float* w, const float* mean, const float* rstd, int64_t N,
+                        int64_t D, float* dx, float* dw, float* db) {
+    const int64_t n_tiles = (N + kRowTile - 1) / kRowTile;
+    std::vector<float> partial(static_cast<size_t>(n_tiles * 2 * D), 0.0f);  // per tile: dw, then db
+    for_tasks(n_tiles, [&](int64_t task) {
+        float* pw = partial.data() + task * 2 * D;
+        float* pb = pw + D;
+        for (int64_t n = task * kRowTile; n < std::min(N, (task + 1) * kRowTile); ++n) {
+            const float* xr = x + n * D;
+            const float* dyr = dy + n * D;
+            const float m = mean[n], r = rstd[n];
+            double s1 = 0, s2 = 0;  // Σ dy·w, Σ dy·w·x̂
+            for (int64_t i = 0; i < D; ++i) {
+                const float dn = dyr[i] * w[i];
+                s1 += dn;
+                s2 += static_cast<double>(dn) * ((xr[i] - m) * r);
+            }
+            const float m1 = static_cast<float>(s1 / static_cast<double>(D)), m2 = static_cast<float>(s2 / static_cast<double>(D));
+            for (int64_t i = 0; i < D; ++i) {
+                const float xhat = (xr[i] - m) * r;
+                dx[n * D + i] += r * (dyr[i] * w[i] - m1 - xhat * m2);
+                pw[i] += dyr[i] * xhat;
+                pb[i] += dyr[i];
+            }
+        }
+    });
+    for (int64_t t = 0; t < n_tiles; ++t)
+        for (int64_t i = 0; i < D; ++i) {
+            dw[i] += partial[static_cast<size_t>(t * 2 * D + i)];
+            if (db) db[i] += partial[static_cast<size_t>(t * 2 * D + D + i)];
+        }
+}
+
+void layernorm_forward__ref(const float* x, const float* w, const float* b, int64_t N, int64_t D, float eps, float* y,
+                            float* mean, float* rstd) {
+    for (int64_t n = 0; n < N; ++n) {
+        double s = 0, v = 0;
+        for (int64_t i = 0; i < D; ++i) s += x[n * D + i];
+        const double m = s / static_cast<double>(D);
+        for (int64_t i = 0; i < D; ++i) v += (x[n * D + i] - m) * (x[n * D + i] - m);
+        const double r = 1.0 / std::sqrt(v / static_cast<double>(D) + eps);
+        mean[n] = static_cast<float>(m), rstd[n] = static_cast<float>(r);
+        for (int64_t i = 0; i < D; ++i) y[n * D + i] = static_cast<float>((x[n * D + i] - m) * r * w[i] + (b ? b[i] : 0.0));
+    }
+}
+
+// From the Jacobian: y_i = w_i·(x_i − μ)·r + b_i, ∂μ/∂x_j = 1/D, ∂r/∂x_j = −r³·(x_j − μ)/D.
+void layernorm_backward__ref(const float* dy, const float* x, const float* w, const float* mean, const float* rstd,
+                             int64_t N, int64_t D, float* dx, float* dw, float* db) {
+    for (int64_t n = 0; n < N; ++n) {
+        const double m = mean[n], r = rstd[n];
+        double a = 0, c = 0;  // Σ dy·w, Σ dy·w·(x − μ)
+        for (int64_t i = 0; i < D; ++i) {
+            a += static_cast<double>(dy[n * D + i]) * w[i];
+            c += static_cast<double>(dy[n * D + i]) * w[i] * (x[n * D + i] - m);
+        }
+        for (int64_t j = 0; j < D; ++j) {
+            const double xc = x[n * D + j] - m;
+            dx[n * D + j] += static_cast<float>(r * dy[n * D + j] * w[j] - r * a / static_cast<double>(D) - r * r * r * xc * c / static_cast<double>(D));
+        }
+    }
+    for (int64_t i = 0; i < D; ++i) {
+        double sw = 0, sb = 0;
+        for (int64_t n = 0; n < N; ++n) {
+            sw += static_cast<double>(dy[n * D + i]) * (x[n * D + i] - mean[n]) * rstd[n];
+            sb += dy[n * D + i];
+        }
+        dw[i] += static_cast<float>(sw);
+        if (db) db[i] += static_cast<float>(sb);
+    }
+}
+
+// ---------------------------------------------------------------- GELU (tanh)
+
+namespace {
+constexpr float kGeluK = 0.7978845608028654f;  // √(2/π)
+}
+
+void gelu_tanh_forward(const float* x, float* y, int64_t n) {
+    for_tasks((n + kElemTile - 1) / kElemTile, [&](int64_t task) {
+        for (int64_t i = task * kElemTile; i < std::min(n, (task + 1) * kElemTile); ++i) {
+            const float v = x[i];
+            y[i] = 0.5f * v * (1.0f + std::tanh(kGeluK * (v + 0.044715f * v * v * v)));
+        }
+    });
+}
+
+void gelu_tanh_backward(const float* dy, const float* x, float* dx, int64_t n) {
+    for_tasks((n + kElemTile - 1) / kElemTile, [&](int64_t task) {
+        for (int64_t i = task * kElemTile; i < std::min(n, (task + 1) * kElemTile); ++i) {
+            const float v = x[i];
+            const float t = std::tanh(kGeluK * (v + 0.044715f * v * v * v));
+            const float d = 0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) * kGeluK * (1.0f + 3.0f * 0.044715f * v * v);
+            dx[i] = dy[i] * d;
+        }
+    });
+}
+
+void gelu_tanh_backward__ref(const float* dy, const float* x, float* dx, int64_t n) {
+    const double k = std::sqrt(2.0 / std::numbers::pi);
+    for (int64_t i = 0; i < n; ++i) {
+        const double v = x[i], t = std::tanh(k * (v + 0.044715 * v * v * v));
+        dx[i] = static_cast<float>(dy[i] * (0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * k * (1.0 + 3.0 * 0.044715 * v * v)));
     }
 }
 

@@ -31,6 +31,25 @@ void rmsnorm_forward__ref(const float* x, const float* w, int64_t N, int64_t D, 
 void rmsnorm_backward__ref(const float* dy, const float* x, const float* w, const float* rstd, int64_t N, int64_t D,
                            float* dx, float* dw);
 
+// ---- LayerNorm ----
+// x: [N, D], w, b: [D] (b may be null) → y: [N, D] = (x − mean)·rstd·w + b, mean, rstd: [N]
+void layernorm_forward(const float* x, const float* w, const float* b, int64_t N, int64_t D, float eps, float* y,
+                       float* mean, float* rstd);
+// dy: [N, D] → dx: [N, D] +=, dw: [D] +=, db: [D] += (skipped when null)
+void layernorm_backward(const float* dy, const float* x, const float* w, const float* mean, const float* rstd, int64_t N,
+                        int64_t D, float* dx, float* dw, float* db);
+void layernorm_forward__ref(const float* x, const float* w, const float* b, int64_t N, int64_t D, float eps, float* y,
+                            float* mean, float* rstd);
+void layernorm_backward__ref(const float* dy, const float* x, const float* w, const float* mean, const float* rstd,
+                             int64_t N, int64_t D, float* dx, float* dw, float* db);
+
+// ---- GELU (tanh approximation, GPT-2's gelu_new) ----
+// x: [n] → y: [n] = 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))
+void gelu_tanh_forward(const float* x, float* y, int64_t n);
+// dy: [n] → dx: [n] (overwritten; may alias dy)
+void gelu_tanh_backward(const float* dy, const float* x, float* dx, int64_t n);
+void gelu_tanh_backward__ref(const float* dy, const float* x, float* dx, int64_t n);
+
 // ---- RoPE ----
 // The rotation angles of positions [0, T): cos, sin: [T, rope_dims/2], computed in double then rounded.
 void rope_tables(int64_t T, int64_t rope_dims, float theta, float scale, float* cos_t, float* sin_t);

@@ -54,7 +54,7 @@ void print_text(const FinetuneReport& r) {
 
 Runner register_finetune(CLI::App& app) {
     auto o = std::make_shared<Options>();
-    CLI::App* cmd = app.add_subcommand("finetune", "Train a decoder LLM (LLaMA family, fp32) on a text file: packed windows of "
+    CLI::App* cmd = app.add_subcommand("finetune", "Train a decoder LLM (LLaMA family or GPT-2, fp32) on a text file: packed windows of "
                                                    "--ctx tokens, AdamW, warmup + cosine decay, gradient clipping");
     cmd->add_option("model", o->model, "A .gguf file or an HF model directory")->required();
     cmd->add_option("--data", o->ft.data, "The training text (tokenized whole, cut into windows of --ctx + 1 tokens)")->required();
@@ -98,10 +98,12 @@ Runner register_finetune(CLI::App& app) {
         lo.n_ctx = std::max<int64_t>(ft.ctx, 16);
         lo.pack_for_kernels = false;
         auto model = LanguageModel::load(o->model, lo);
-        // Model::save keeps the file's token embedding, so an untied one is not trained when the result is written.
+        // Model::save keeps the file's token (unless tied to the head) and position embeddings, so those are not
+        // trained when the result is written as GGUF.
         const bool gguf = ft.output.size() >= 5 && ft.output.compare(ft.output.size() - 5, 5, ".gguf") == 0;
         if (gguf && model->weights().output.weight.data() != model->weights().token_embd.data())
             ft.freeze.push_back("token_embd.weight");
+        if (gguf) ft.freeze.push_back("position_embd.weight");
         Progress progress("finetune", !o->json);
         const FinetuneReport r = finetune(*model, ft, [&](const FinetuneProgress& p) {
             char detail[160];
