@@ -16,20 +16,6 @@ namespace {
 
 using kernels::f16_to_f32_scalar;
 
-// Index of the IQ4 level nearest to v (ties to the lower one), as codecs_iq4.cpp's search rounds.
-int nearest_iq4_level(float v) {
-    const int8_t* val = kIQ4NLValues;
-    if (v <= val[0]) return 0;
-    if (v >= val[15]) return 15;
-    int lo = 0, hi = 15;
-    while (hi - lo > 1) {
-        const int mid = (lo + hi) / 2;
-        if (v < val[mid]) hi = mid;
-        else lo = mid;
-    }
-    return v - val[hi - 1] < val[hi] - v ? hi - 1 : hi;
-}
-
 SubBlockGrid uniform(float step, float offset, int zero, int n_levels) { return {step, offset, zero, n_levels, false}; }
 
 // ---- the 32-element formats: element j's low 4 bits in qs[j % 16] (low nibble j < 16), bit 4 in bit j of qh ----
@@ -197,12 +183,17 @@ SubBlockGrid sub_block_grid(DType type, const void* block, int sub) {
     }
 }
 
-int nearest_grid_level(const SubBlockGrid& g, float x) {
-    if (g.step == 0.0f) return -1;
-    if (g.non_linear) return nearest_iq4_level(x * (1.0f / g.step));
-    // nearest_int needs |v| < 2^22; a value that far off the grid clamps to an end level either way.
-    const float v = std::clamp((x + g.offset) / g.step, -4194304.0f, 4194304.0f);
-    return std::clamp(nearest_int(v) + g.zero, 0, g.n_levels - 1);
+int nearest_iq4_level(float v) {
+    const int8_t* val = kIQ4NLValues;
+    if (v <= val[0]) return 0;
+    if (v >= val[15]) return 15;
+    int lo = 0, hi = 15;
+    while (hi - lo > 1) {
+        const int mid = (lo + hi) / 2;
+        if (v < val[mid]) hi = mid;
+        else lo = mid;
+    }
+    return v - val[hi - 1] < val[hi] - v ? hi - 1 : hi;
 }
 
 void read_block_levels(DType type, const void* block, uint8_t* L) {

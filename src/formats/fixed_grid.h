@@ -35,7 +35,10 @@ inline float grid_value(const SubBlockGrid& g, int level);
 
 /// The level nearest to x (the codecs' requantization rule: nearest_int((x + offset)/step) + zero, clamped;
 /// IQ4: the nearest of the 16 values of x/step), or -1 when step is 0 (every level has the same value).
-int nearest_grid_level(const SubBlockGrid& g, float x);
+inline int nearest_grid_level(const SubBlockGrid& g, float x);
+
+/// The index of the IQ4 level (kIQ4NLValues) nearest to v, ties to the lower one (codecs_iq4.cpp's rounding).
+int nearest_iq4_level(float v);
 
 /// All block_size levels of `block`, in element order.
 void read_block_levels(DType type, const void* block, uint8_t* levels);
@@ -45,9 +48,20 @@ void write_block_levels(DType type, void* block, const uint8_t* levels);
 
 }  // namespace cq::formats
 
+#include <algorithm>
+
 #include "formats/blocks.h"
+#include "formats/codec_math.h"
 
 namespace cq::formats {
+
+inline int nearest_grid_level(const SubBlockGrid& g, float x) {
+    if (g.step == 0.0f) return -1;
+    if (g.non_linear) return nearest_iq4_level(x * (1.0f / g.step));
+    // nearest_int needs |v| < 2^22; a value that far off the grid clamps to an end level either way.
+    const float v = std::clamp((x + g.offset) / g.step, -4194304.0f, 4194304.0f);
+    return std::clamp(nearest_int(v) + g.zero, 0, g.n_levels - 1);
+}
 
 inline float grid_value(const SubBlockGrid& g, int level) {
     if (g.non_linear) return g.step * static_cast<float>(kIQ4NLValues[level]);
