@@ -228,6 +228,58 @@ TEST(TrainOps, AttentionFastMatchesReference) {
     }
 }
 
+// BERT's form: bidirectional over a key mask (padding), with dropout on the probabilities.
+TEST(TrainOps, MaskedAttentionWithDropoutMatchesFiniteDifferencesAndReference) {
+    const int64_t B = 2, T = 7, Hq = 2, Hkv = 2, hd = 5;
+    const std::vector<int32_t> mask = {1, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1, 1, 1, 1};
+    auto q = randn(B * T * Hq * hd, 35), k = randn(B * T * Hkv * hd, 36), v = randn(B * T * Hkv * hd, 37);
+    auto r = randn(q.size(), 38);
+    std::vector<float> drop(B * Hq * T * T);
+    dropout_mask(99, 0.25f, drop.data(), static_cast<int64_t>(drop.size()));
+    std::vector<float> p(B * Hq * T * T), out(q.size()), dq(q.size()), dk(k.size()), dv(v.size());
+    attention_forward__ref(q.data(), k.data(), v.data(), B, T, Hq, Hkv, hd, p.data(), out.data(), mask.data(), drop.data());
+    attention_backward__ref(r.data(), q.data(), k.data(), v.data(), p.data(), B, T, Hq, Hkv, hd, dq.data(), dk.data(), dv.data(),
+                            mask.data(), drop.data());
+    const auto f = [&] {
+        std::vector<float> pp(p.size()), o(out.size());
+        attention_forward__ref(q.data(), k.data(), v.data(), B, T, Hq, Hkv, hd, pp.data(), o.data(), mask.data(), drop.data());
+        return o;
+    };
+    expect_fd("masked attention dq", q, dq, f, r, 1e-3f);
+    expect_fd("masked attention dk", k, dk, f, r, 1e-3f);
+    expect_fd("masked attention dv", v, dv, f, r, 1e-3f);
+    std::vector<float> p_fast(p.size()), out_fast(out.size()), dq_fast(q.size()), dk_fast(k.size()), dv_fast(v.size());
+    attention_forward(q.data(), k.data(), v.data(), B, T, Hq, Hkv, hd, p_fast.data(), out_fast.data(), mask.data(), drop.data());
+    expect_close("masked attention_forward p", p_fast, p, 1e-5);
+    expect_close("masked attention_forward out", out_fast, out, 1e-4);
+    attention_backward(r.data(), q.data(), k.data(), v.data(), p.data(), B, T, Hq, Hkv, hd, dq_fast.data(), dk_fast.data(),
+                       dv_fast.data(), mask.data(), drop.data());
+    expect_close("masked attention_backward dq", dq_fast, dq, 1e-4);
+    expect_close("masked attention_backward dk", dk_fast, dk, 1e-4);
+    expect_close("masked attention_backward dv", dv_fast, dv, 1e-4);
+    // Dropout keeps ~75 % at scale 1/0.75.
+    int64_t kept = 0;
+    for (float m : drop) {
+        kept += m != 0.0f;
+        EXPECT_TRUE(m == 0.0f || std::fabs(m - 1.0f / 0.75f) < 1e-6f) << m;
+    }
+    EXPECT_NEAR(static_cast<double>(kept) / static_cast<double>(drop.size()), 0.75, 0.1);
+}
+
+TEST(TrainOps, GeluErfBackwardMatchesFiniteDifferences) {
+    const int64_t n = 37;
+    auto x = randn(n, 29, 2.0f), r = randn(n, 30);
+    std::vector<float> dx(n), dx_fast(n), y(n);
+    gelu_erf_backward__ref(r.data(), x.data(), dx.data(), n);
+    gelu_erf_backward(r.data(), x.data(), dx_fast.data(), n);
+    expect_close("gelu_erf_backward", dx_fast, dx, 1e-6 * max_abs(dx));
+    const auto f = [&] {
+        gelu_erf_forward(x.data(), y.data(), n);
+        return y;
+    };
+    expect_fd("gelu_erf dx", x, dx, f, r, 1e-3f);
+}
+
 TEST(TrainOps, SwigluBackwardMatchesFiniteDifferences) {
     const int64_t n = 37;
     auto g = randn(n, 51, 2.0f), u = randn(n, 52), r = randn(n, 53);

@@ -435,8 +435,15 @@ void softmax_row(float* row, int64_t valid, int64_t n, float scale) {
 }
 }  // namespace
 
+namespace {
+// The keys query t of sequence b sees: [0, t] (causal) or the real tokens.
+bool sees(const int32_t* key_mask, int64_t b, int64_t T, int64_t t, int64_t j) {
+    return key_mask ? key_mask[b * T + j] != 0 : j <= t;
+}
+}  // namespace
+
 void attention_forward(const float* q, const float* k, const float* v, int64_t B, int64_t T, int64_t Hq, int64_t Hkv,
-                       int64_t hd, float* p, float* out) {
+                       int64_t hd, float* p, float* out, const int32_t* key_mask, const float* drop) {
     const KernelTable& kt = kernel_table();
     const int64_t qs = Hq * hd, ks = Hkv * hd, group = Hq / Hkv;
     const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
@@ -447,13 +454,38 @@ void attention_forward(const float* q, const float* k, const float* v, int64_t B
         const float* kh = k + b * T * ks + hk * hd;
         const float* vh = v + b * T * ks + hk * hd;
         kt.gemm_f32.fn(T, T, hd, qh, qs, kh, ks, P, T);  // S: [T, T] = Q_h·K_hᵀ
-        for (int64_t t = 0; t < T; ++t) softmax_row(P + t * T, t + 1, T, scale);
-        kt.gemm_f32_nn.fn(T, hd, T, P, T, vh, ks, out + b * T * qs + h * hd, qs);  // out_h = P·V_h
+        if (!key_mask) {
+            for (int64_t t = 0; t < T; ++t) softmax_row(P + t * T, t + 1, T, scale);
+        } else {
+            const int32_t* m = key_mask + b * T;
+            for (int64_t t = 0; t < T; ++t) {
+                float* row = P + t * T;
+                float mx = -INFINITY;
+                for (int64_t j = 0; j < T; ++j)
+                    if (m[j]) mx = std::max(mx, row[j]);
+                double sum = 0;
+                for (int64_t j = 0; j < T; ++j) {
+                    row[j] = m[j] ? std::exp((row[j] - mx) * scale) : 0.0f;
+                    sum += row[j];
+                }
+                const float inv = sum > 0 ? static_cast<float>(1.0 / sum) : 0.0f;
+                for (int64_t j = 0; j < T; ++j) row[j] *= inv;
+            }
+        }
+        const float* Pv = P;
+        if (drop) {
+            float* pd = scratch(0).get(static_cast<size_t>(T * T));
+            const float* dm = drop + task * T * T;
+            for (int64_t i = 0; i < T * T; ++i) pd[i] = P[i] * dm[i];
+            Pv = pd;
+        }
+        kt.gemm_f32_nn.fn(T, hd, T, Pv, T, vh, ks, out + b * T * qs + h * hd, qs);  // out_h = (P∘drop)·V_h
     });
 }
 
 void attention_backward(const float* dout, const float* q, const float* k, const float* v, const float* p, int64_t B,
-                        int64_t T, int64_t Hq, int64_t Hkv, int64_t hd, float* dq, float* dk, float* dv) {
+                        int64_t T, int64_t Hq, int64_t Hkv, int64_t hd, float* dq, float* dk, float* dv,
+                        const int32_t* key_mask, const float* drop) {
     const KernelTable& kt = kernel_table();
     const int64_t qs = Hq * hd, ks = Hkv * hd, group = Hq / Hkv;
     const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
@@ -470,6 +502,7 @@ void attention_backward(const float* dout, const float* q, const float* k, const
         for (int64_t g = 0; g < group; ++g) {
             const int64_t h = hk * group + g;
             const float* P = p + (b * Hq + h) * T * T;
+            const float* dm = drop ? drop + (b * Hq + h) * T * T : nullptr;
             const float* doh = dout + b * T * qs + h * hd;
             const float* qh = q + b * T * qs + h * hd;
             float* dqh = dq + b * T * qs + h * hd;
@@ -477,18 +510,23 @@ void attention_backward(const float* dout, const float* q, const float* k, const
                 for (int64_t t = 0; t < T; ++t)
                     for (int64_t d = 0; d < hd; ++d) dst[t * ks + d] = (g == 0 ? 0.0f : dst[t * ks + d]) + tmp[t * hd + d];
             };
-            kt.gemm_f32.fn(T, T, hd, doh, qs, vh, ks, dP, T);  // dP = dO_h·V_hᵀ
+            kt.gemm_f32.fn(T, T, hd, doh, qs, vh, ks, dP, T);  // d(P∘drop) = dO_h·V_hᵀ
             transpose(P, T, T, T, tr);
-            kt.gemm_f32_nn.fn(T, hd, T, tr, T, doh, qs, tmp, hd);  // dV_h = Pᵀ·dO_h
+            if (dm)
+                for (int64_t i = 0; i < T; ++i)
+                    for (int64_t j = 0; j < T; ++j) tr[j * T + i] *= dm[i * T + j];
+            kt.gemm_f32_nn.fn(T, hd, T, tr, T, doh, qs, tmp, hd);  // dV_h = (P∘drop)ᵀ·dO_h
             add_into(dvh);
-            for (int64_t t = 0; t < T; ++t) {  // dS = P ∘ (dP − Σ_j dP·P)·scale
+            for (int64_t t = 0; t < T; ++t) {  // dS = P ∘ (dP − Σ_j dP·P)·scale, dP = d(P∘drop)∘drop
                 float* dr = dP + t * T;
                 const float* pr = P + t * T;
+                if (dm)
+                    for (int64_t j = 0; j < T; ++j) dr[j] *= dm[t * T + j];
                 double dot = 0;
-                for (int64_t j = 0; j <= t; ++j) dot += static_cast<double>(dr[j]) * pr[j];
+                for (int64_t j = 0; j < T; ++j)
+                    if (sees(key_mask, b, T, t, j)) dot += static_cast<double>(dr[j]) * pr[j];
                 const float m = static_cast<float>(dot);
-                for (int64_t j = 0; j <= t; ++j) dr[j] = pr[j] * (dr[j] - m) * scale;
-                std::fill(dr + t + 1, dr + T, 0.0f);
+                for (int64_t j = 0; j < T; ++j) dr[j] = sees(key_mask, b, T, t, j) ? pr[j] * (dr[j] - m) * scale : 0.0f;
             }
             kt.gemm_f32_nn.fn(T, hd, T, dP, T, kh, ks, dqh, qs);  // dQ_h = dS·K_h
             transpose(dP, T, T, T, tr);
@@ -499,7 +537,7 @@ void attention_backward(const float* dout, const float* q, const float* k, const
 }
 
 void attention_forward__ref(const float* q, const float* k, const float* v, int64_t B, int64_t T, int64_t Hq,
-                            int64_t Hkv, int64_t hd, float* p, float* out) {
+                            int64_t Hkv, int64_t hd, float* p, float* out, const int32_t* key_mask, const float* drop) {
     const int64_t qs = Hq * hd, ks = Hkv * hd, group = Hq / Hkv;
     const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
     std::vector<double> row(static_cast<size_t>(T));
@@ -507,19 +545,25 @@ void attention_forward__ref(const float* q, const float* k, const float* v, int6
         for (int64_t h = 0; h < Hq; ++h) {
             const int64_t hk = h / group;
             float* P = p + (b * Hq + h) * T * T;
+            const float* dm = drop ? drop + (b * Hq + h) * T * T : nullptr;
             for (int64_t t = 0; t < T; ++t) {
                 double mx = -1e300, sum = 0;
-                for (int64_t j = 0; j <= t; ++j) {
+                for (int64_t j = 0; j < T; ++j) {
+                    if (!sees(key_mask, b, T, t, j)) continue;
                     double s = 0;
                     for (int64_t d = 0; d < hd; ++d) s += static_cast<double>(q[(b * T + t) * qs + h * hd + d]) * k[(b * T + j) * ks + hk * hd + d];
                     row[j] = s * scale;
                     mx = std::max(mx, row[j]);
                 }
-                for (int64_t j = 0; j <= t; ++j) sum += (row[j] = std::exp(row[j] - mx));
-                for (int64_t j = 0; j < T; ++j) P[t * T + j] = j <= t ? static_cast<float>(row[j] / sum) : 0.0f;
+                for (int64_t j = 0; j < T; ++j)
+                    if (sees(key_mask, b, T, t, j)) sum += (row[j] = std::exp(row[j] - mx));
+                for (int64_t j = 0; j < T; ++j) {
+                    row[j] = sees(key_mask, b, T, t, j) ? row[j] / sum : 0.0;
+                    P[t * T + j] = static_cast<float>(row[j]);
+                }
                 for (int64_t d = 0; d < hd; ++d) {
                     double o = 0;
-                    for (int64_t j = 0; j <= t; ++j) o += row[j] / sum * v[(b * T + j) * ks + hk * hd + d];
+                    for (int64_t j = 0; j < T; ++j) o += row[j] * (dm ? dm[t * T + j] : 1.0) * v[(b * T + j) * ks + hk * hd + d];
                     out[(b * T + t) * qs + h * hd + d] = static_cast<float>(o);
                 }
             }
@@ -527,7 +571,8 @@ void attention_forward__ref(const float* q, const float* k, const float* v, int6
 }
 
 void attention_backward__ref(const float* dout, const float* q, const float* k, const float* v, const float* p,
-                             int64_t B, int64_t T, int64_t Hq, int64_t Hkv, int64_t hd, float* dq, float* dk, float* dv) {
+                             int64_t B, int64_t T, int64_t Hq, int64_t Hkv, int64_t hd, float* dq, float* dk, float* dv,
+                             const int32_t* key_mask, const float* drop) {
     const int64_t qs = Hq * hd, ks = Hkv * hd, group = Hq / Hkv;
     const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
     std::vector<double> dk_acc(static_cast<size_t>(B * T * ks), 0.0), dv_acc(dk_acc.size(), 0.0);
@@ -536,18 +581,22 @@ void attention_backward__ref(const float* dout, const float* q, const float* k, 
         for (int64_t h = 0; h < Hq; ++h) {
             const int64_t hk = h / group;
             const float* P = p + (b * Hq + h) * T * T;
+            const float* dm = drop ? drop + (b * Hq + h) * T * T : nullptr;
             for (int64_t t = 0; t < T; ++t) {
                 const float* dot_ = dout + (b * T + t) * qs + h * hd;
                 double sum = 0;
-                for (int64_t j = 0; j <= t; ++j) {
+                for (int64_t j = 0; j < T; ++j) {
+                    if (!sees(key_mask, b, T, t, j)) continue;
+                    const double m = dm ? dm[t * T + j] : 1.0;
                     double s = 0;
                     for (int64_t d = 0; d < hd; ++d) s += static_cast<double>(dot_[d]) * v[(b * T + j) * ks + hk * hd + d];
-                    dp[j] = s;
-                    sum += s * P[t * T + j];
-                    for (int64_t d = 0; d < hd; ++d) dv_acc[(b * T + j) * ks + hk * hd + d] += static_cast<double>(P[t * T + j]) * dot_[d];
+                    dp[j] = s * m;
+                    sum += dp[j] * P[t * T + j];
+                    for (int64_t d = 0; d < hd; ++d) dv_acc[(b * T + j) * ks + hk * hd + d] += P[t * T + j] * m * dot_[d];
                 }
                 for (int64_t d = 0; d < hd; ++d) dq[(b * T + t) * qs + h * hd + d] = 0.0f;
-                for (int64_t j = 0; j <= t; ++j) {
+                for (int64_t j = 0; j < T; ++j) {
+                    if (!sees(key_mask, b, T, t, j)) continue;
                     const double ds = P[t * T + j] * (dp[j] - sum) * scale;
                     for (int64_t d = 0; d < hd; ++d) {
                         dq[(b * T + t) * qs + h * hd + d] += static_cast<float>(ds * k[(b * T + j) * ks + hk * hd + d]);
@@ -557,6 +606,61 @@ void attention_backward__ref(const float* dout, const float* q, const float* k, 
             }
         }
     for (size_t i = 0; i < dk_acc.size(); ++i) dk[i] = static_cast<float>(dk_acc[i]), dv[i] = static_cast<float>(dv_acc[i]);
+}
+
+// ---------------------------------------------------------------- GELU (erf), tanh, dropout
+
+void gelu_erf_forward(const float* x, float* y, int64_t n) {
+    for_tasks((n + kElemTile - 1) / kElemTile, [&](int64_t task) {
+        for (int64_t i = task * kElemTile; i < std::min(n, (task + 1) * kElemTile); ++i)
+            y[i] = 0.5f * x[i] * (1.0f + std::erf(x[i] * 0.70710678118654752f));
+    });
+}
+
+void gelu_erf_backward(const float* dy, const float* x, float* dx, int64_t n) {
+    for_tasks((n + kElemTile - 1) / kElemTile, [&](int64_t task) {
+        for (int64_t i = task * kElemTile; i < std::min(n, (task + 1) * kElemTile); ++i) {
+            const float v = x[i];
+            const float cdf = 0.5f * (1.0f + std::erf(v * 0.70710678118654752f));
+            const float pdf = 0.3989422804014327f * std::exp(-0.5f * v * v);
+            dx[i] = dy[i] * (cdf + v * pdf);
+        }
+    });
+}
+
+void gelu_erf_backward__ref(const float* dy, const float* x, float* dx, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) {
+        const double v = x[i];
+        dx[i] = static_cast<float>(dy[i] * (0.5 * std::erfc(-v / std::sqrt(2.0)) + v * std::exp(-0.5 * v * v) / std::sqrt(2.0 * std::numbers::pi)));
+    }
+}
+
+void tanh_forward(const float* x, float* y, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) y[i] = std::tanh(x[i]);
+}
+
+void tanh_backward(const float* dy, const float* y, float* dx, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) dx[i] = dy[i] * (1.0f - y[i] * y[i]);
+}
+
+void dropout_mask(uint64_t key, float p, float* m, int64_t n) {
+    const float keep = 1.0f / (1.0f - p);
+    const auto threshold = static_cast<uint64_t>(static_cast<double>(p) * 18446744073709551616.0);
+    for_tasks((n + kElemTile - 1) / kElemTile, [&](int64_t task) {
+        for (int64_t i = task * kElemTile; i < std::min(n, (task + 1) * kElemTile); ++i) {
+            uint64_t z = key + static_cast<uint64_t>(i) * 0x9e3779b97f4a7c15ull;  // splitmix64 of (key, i)
+            z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+            z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+            z ^= z >> 31;
+            m[i] = z < threshold ? 0.0f : keep;
+        }
+    });
+}
+
+void mul_forward(const float* a, const float* b, float* y, int64_t n) {
+    for_tasks((n + kElemTile - 1) / kElemTile, [&](int64_t task) {
+        for (int64_t i = task * kElemTile; i < std::min(n, (task + 1) * kElemTile); ++i) y[i] = a[i] * b[i];
+    });
 }
 
 // ---------------------------------------------------------------- SwiGLU

@@ -62,18 +62,38 @@ void rope_backward(float* dx, int64_t B, int64_t T, int64_t stride, int64_t n_he
 void rope_backward__ref(float* dx, int64_t B, int64_t T, int64_t stride, int64_t n_head, int64_t head_dim,
                         int64_t rope_dims, const float* cos_t, const float* sin_t, RopePairing pairing);
 
-// ---- causal grouped-query attention ----
-// q: [B·T, Hq·hd], k, v: [B·T, Hkv·hd] → p: [B, Hq, T, T] (softmax(q·kᵀ/√hd), causal, 0 above the diagonal),
-// out: [B·T, Hq·hd]. Query head h reads KV head h / (Hq/Hkv).
+// ---- grouped-query attention: causal, or bidirectional over a key mask ----
+// q: [B·T, Hq·hd], k, v: [B·T, Hkv·hd] → p: [B, Hq, T, T] (softmax(q·kᵀ/√hd) over the keys a query sees, 0 elsewhere),
+// out: [B·T, Hq·hd] = (p ∘ drop)·v. Query head h reads KV head h / (Hq/Hkv). key_mask: [B, T] (1: real token) makes
+// it bidirectional over the real keys (null: causal); drop: [B, Hq, T, T] dropout multipliers on p (null: none).
 void attention_forward(const float* q, const float* k, const float* v, int64_t B, int64_t T, int64_t Hq, int64_t Hkv,
-                       int64_t hd, float* p, float* out);
+                       int64_t hd, float* p, float* out, const int32_t* key_mask = nullptr, const float* drop = nullptr);
 // dout: [B·T, Hq·hd] → dq: [B·T, Hq·hd], dk, dv: [B·T, Hkv·hd] (all overwritten)
 void attention_backward(const float* dout, const float* q, const float* k, const float* v, const float* p, int64_t B,
-                        int64_t T, int64_t Hq, int64_t Hkv, int64_t hd, float* dq, float* dk, float* dv);
+                        int64_t T, int64_t Hq, int64_t Hkv, int64_t hd, float* dq, float* dk, float* dv,
+                        const int32_t* key_mask = nullptr, const float* drop = nullptr);
 void attention_forward__ref(const float* q, const float* k, const float* v, int64_t B, int64_t T, int64_t Hq,
-                            int64_t Hkv, int64_t hd, float* p, float* out);
+                            int64_t Hkv, int64_t hd, float* p, float* out, const int32_t* key_mask = nullptr,
+                            const float* drop = nullptr);
 void attention_backward__ref(const float* dout, const float* q, const float* k, const float* v, const float* p,
-                             int64_t B, int64_t T, int64_t Hq, int64_t Hkv, int64_t hd, float* dq, float* dk, float* dv);
+                             int64_t B, int64_t T, int64_t Hq, int64_t Hkv, int64_t hd, float* dq, float* dk, float* dv,
+                             const int32_t* key_mask = nullptr, const float* drop = nullptr);
+
+// ---- GELU (erf, BERT's "gelu") and tanh ----
+// x: [n] → y = 0.5·x·(1 + erf(x/√2)); backward dx = dy·(Φ(x) + x·φ(x)) (dx may alias dy)
+void gelu_erf_forward(const float* x, float* y, int64_t n);
+void gelu_erf_backward(const float* dy, const float* x, float* dx, int64_t n);
+void gelu_erf_backward__ref(const float* dy, const float* x, float* dx, int64_t n);
+// y = tanh(x) (y may alias x); backward from y: dx = dy·(1 − y²)
+void tanh_forward(const float* x, float* y, int64_t n);
+void tanh_backward(const float* dy, const float* y, float* dx, int64_t n);
+
+// ---- dropout ----
+// m: [n] = 1/(1−p) with probability 1−p, else 0, from a counter-based hash of (key, i): the same for any thread count
+// and reproducible in the backward. y = x·m, dx = dy·m (elementwise; use mul_forward).
+void dropout_mask(uint64_t key, float p, float* m, int64_t n);
+// y: [n] = a·b (y may alias a)
+void mul_forward(const float* a, const float* b, float* y, int64_t n);
 
 // ---- SiLU·mul (SwiGLU) ----
 // g, u: [n] → h: [n] = silu(g)·u
