@@ -165,6 +165,70 @@ def load_gpt2():
     return m
 
 
+class Bert:
+    """HF BertForSequenceClassification's eager math (post-LN, additive −∞-like padding mask, GELU erf, tanh pooler)
+    without dropout, parameters as a dict of leaf tensors named as the file names them."""
+
+    def __init__(self, cfg, tensors):
+        self.c = cfg
+        self.p = {k: v.clone().requires_grad_(True) for k, v in tensors.items() if "position_ids" not in k}
+        self.names = list(self.p.keys())
+
+    def ln(self, x, name):
+        return F.layer_norm(x, (x.shape[-1],), self.p[name + ".weight"], self.p[name + ".bias"], self.c["layer_norm_eps"])
+
+    def lin(self, x, name):
+        return F.linear(x, self.p[name + ".weight"], self.p[name + ".bias"])
+
+    def logits(self, ids, mask):
+        c, p = self.c, self.p
+        B, T = ids.shape
+        D, H = c["hidden_size"], c["num_attention_heads"]
+        hd = D // H
+        e = "bert.embeddings."
+        x = p[e + "word_embeddings.weight"][ids] + p[e + "position_embeddings.weight"][torch.arange(T)] + \
+            p[e + "token_type_embeddings.weight"][torch.zeros_like(ids)]
+        x = self.ln(x, e + "LayerNorm")
+        add_mask = (1.0 - mask[:, None, None, :].float()) * torch.finfo(torch.float32).min
+        for l in range(c["num_hidden_layers"]):
+            b = f"bert.encoder.layer.{l}."
+            q, k, v = (self.lin(x, b + "attention.self." + n).view(B, T, H, hd).transpose(1, 2) for n in ("query", "key", "value"))
+            a = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(hd) + add_mask, dim=-1) @ v
+            a = a.transpose(1, 2).reshape(B, T, D)
+            x = self.ln(x + self.lin(a, b + "attention.output.dense"), b + "attention.output.LayerNorm")
+            h = F.gelu(self.lin(x, b + "intermediate.dense"))
+            x = self.ln(x + self.lin(h, b + "output.dense"), b + "output.LayerNorm")
+        pooled = torch.tanh(self.lin(x[:, 0], "bert.pooler.dense"))
+        return self.lin(pooled, "classifier")
+
+
+def cmd_bert_grads(_):
+    """BERT's fixed batch: the fixture's eight reference sentences, right-padded to the longest (the mask matters)."""
+    d = os.path.join(FIX, "models", "bert-tiny-sst2")
+    with open(os.path.join(d, "config.json")) as f:
+        cfg = json.load(f)
+    m = Bert(cfg, load_safetensors(os.path.join(d, "model.safetensors")))
+    with open(os.path.join(d, "reference.json")) as f:
+        ref = json.load(f)["reference_first8"]
+    T = max(len(r["input_ids"]) for r in ref)
+    ids = torch.zeros(len(ref), T, dtype=torch.long)
+    mask = torch.zeros(len(ref), T, dtype=torch.long)
+    for i, r in enumerate(ref):
+        ids[i, :len(r["input_ids"])] = torch.tensor(r["input_ids"])
+        mask[i, :len(r["input_ids"])] = 1
+    labels = torch.tensor([r["label"] for r in ref])
+    logits = m.logits(ids, mask)
+    err = (logits - torch.tensor([r["logits"] for r in ref])).abs().max().item()
+    assert err < 1e-4, f"torch BERT rebuild differs from reference.json: {err}"
+    loss = F.cross_entropy(logits, labels)
+    loss.backward()
+    out = grads_json(m, loss, "scripts/train_reference.py bert-grads: torch " + torch.__version__ + " fp32, HF BERT math, no dropout",
+                     {"batch": len(ref), "seq": T, "ids": ids.tolist(), "mask": mask.tolist(), "labels": labels.tolist()})
+    with open(os.path.join(OUT, "bert_grads.json"), "w") as f:
+        json.dump(out, f, separators=(",", ":"))
+    print(f"loss {loss.item():.7f}, logits max diff vs reference.json {err:.2e}; {len(out['params'])} tensors → {OUT}/bert_grads.json")
+
+
 def grads_json(m, loss, note, extra):
     params = {}
     for name in m.names:
@@ -357,6 +421,7 @@ def main():
     t.add_argument("--threads", type=int, default=2)
     t.add_argument("--out", default="")
     sub.add_parser("gpt2-grads")
+    sub.add_parser("bert-grads")
     sp = sub.add_parser("speed")
     sp.add_argument("--steps", type=int, default=5)
     sp.add_argument("--threads", type=int, default=2)
@@ -366,7 +431,7 @@ def main():
     c.add_argument("dump")
     a = ap.parse_args()
     torch.manual_seed(0)
-    sys.exit({"grads": cmd_grads, "gpt2-grads": cmd_gpt2_grads, "twin": cmd_twin, "speed": cmd_speed, "check": cmd_check}[a.cmd](a) or 0)
+    sys.exit({"grads": cmd_grads, "gpt2-grads": cmd_gpt2_grads, "bert-grads": cmd_bert_grads, "twin": cmd_twin, "speed": cmd_speed, "check": cmd_check}[a.cmd](a) or 0)
 
 
 if __name__ == "__main__":

@@ -59,6 +59,40 @@ private:
     std::vector<TrainParam> params_;
 };
 
+class EncoderModel;
+struct TextBatch;
+
+/// Gradients of a BERT sequence classifier (post-LN blocks, attention over the padding mask, GELU (erf), tanh pooler
+/// on [CLS], classifier) with HF's dropout sites, over the model's own tensors made owned f32 in place (as LmTrainer).
+class EncoderTrainer {
+public:
+    /// Unsupported for other encoder families (names it).
+    explicit EncoderTrainer(EncoderModel& model);
+    ~EncoderTrainer();
+    EncoderTrainer(const EncoderTrainer&) = delete;
+    EncoderTrainer& operator=(const EncoderTrainer&) = delete;
+
+    /// Re-initialises every parameter as HF's BertPreTrainedModel does (N(0, 0.02) weights and embeddings, the padding
+    /// row 0, biases 0, LayerNorm 1 / 0) from a seeded generator.
+    void reinitialize(uint64_t seed);
+    /// labels: [batch]. Dropout p (0: none) with masks keyed by dropout_key. Adds grad_scale · ∂(mean loss)/∂θ to the
+    /// gradients; returns the mean loss. InvalidArgument for inconsistent batches or labels outside [0, num_labels).
+    double forward_backward(const TextBatch& batch, std::span<const int32_t> labels, float dropout, uint64_t dropout_key,
+                            float grad_scale = 1.0f);
+    /// The mean loss without dropout or gradients; logits (optional): [batch, num_labels].
+    double loss(const TextBatch& batch, std::span<const int32_t> labels, float* logits = nullptr);
+    std::vector<TrainParam>& params() { return params_; }
+    void zero_grad();
+    uint64_t activation_bytes() const;
+
+private:
+    struct State;
+    double run(const TextBatch& batch, std::span<const int32_t> labels, float dropout, uint64_t key, bool backward,
+               float grad_scale, float* logits_out);
+    std::unique_ptr<State> s_;
+    std::vector<TrainParam> params_;
+};
+
 /// A per-parameter weight-decay decision as data: "PATTERN=decay" or "PATTERN=none" (glob over the GGUF
 /// name; the last matching rule decides, no match: decay).
 struct WeightDecayRule {
@@ -127,7 +161,7 @@ TextWindows load_text_windows(const LanguageModel& model, const std::string& pat
 
 /// Writes the model as an HF directory: model.safetensors holding `params` (f32, HF names, atomically) and the source
 /// directory's config / tokenizer files. Unsupported unless the model was loaded from an HF directory.
-void save_hf_dir(const LanguageModel& model, std::span<const TrainParam> params, const std::string& dir);
+void save_hf_dir(const Model& model, std::span<const TrainParam> params, const std::string& dir);
 
 struct FinetuneOptions {
     // output: a .gguf file (Model::save: changed Linears and norms, the file's token embedding), or otherwise an HF
@@ -159,12 +193,17 @@ struct FinetuneProgress {
     double loss, lr, tokens_per_s, grad_norm;
 };
 
+/// Peak resident memory of this process so far.
+uint64_t peak_rss_bytes();
+
 struct FinetuneReport {
     std::vector<double> loss_curve;  // training loss per optimiser step
     std::vector<double> step_seconds;  // wall time of each step (forward, backward, clip, update)
     std::vector<std::pair<int64_t, double>> eval_curve;  // (step, eval loss)
     double eval_loss_before = 0, eval_loss_after = 0;  // NaN-free only when eval_data is set
     bool has_eval = false;
+    double eval_accuracy_before = 0, eval_accuracy_after = 0;  // classifiers
+    bool has_accuracy = false;
     int64_t steps = 0, tokens = 0, n_windows = 0;
     double seconds = 0, tokens_per_s = 0;
     uint64_t peak_rss_bytes = 0;
@@ -175,5 +214,30 @@ struct FinetuneReport {
 /// is called after every step.
 FinetuneReport finetune(LanguageModel& model, const FinetuneOptions& options,
                         const std::function<void(const FinetuneProgress&)>& progress = {});
+
+}  // namespace cq
+
+namespace cq {
+
+/// cq finetune for a BERT text classifier: a GLUE-style TSV, seeded shuffles per epoch, batches padded to their
+/// longest example (≤ max_len tokens), dropout, AdamW with warmup + linear decay, clipping; accuracy on eval_data
+/// (through EncoderModel::classify, the model's own forward) before and after.
+struct ClassifierFinetuneOptions {
+    std::string data, eval_data, output;  // output: an HF directory
+    int64_t steps = 0;                    // 0: from epochs
+    double epochs = 2.0;
+    int64_t batch = 64, max_len = 64;
+    uint64_t seed = 1;
+    bool random_init = false;
+    float dropout = 0.1f;
+    LrSchedule schedule{1e-3f, 0, 1, LrDecay::linear, 0.0f};
+    float warmup_fraction = 0.06f;  // ≥ 0: warmup_steps = fraction · total steps
+    OptimizerOptions optimizer{OptimizerKind::adamw, 0.9f, 0.999f, 1e-8f, 0.9f, 0.01f};
+    std::vector<WeightDecayRule> decay_rules = {parse_weight_decay_rule("*.bias=none"), parse_weight_decay_rule("*LayerNorm*=none")};
+    double clip = 1.0;
+    int64_t stop_after = 0;  // > 0: run only the first stop_after steps of the schedule
+};
+FinetuneReport finetune_classifier(EncoderModel& model, const ClassifierFinetuneOptions& options,
+                                   const std::function<void(const FinetuneProgress&)>& progress = {});
 
 }  // namespace cq

@@ -13,6 +13,7 @@
 #include "cq/error.h"
 #include "cq/mapped_file.h"
 #include "cq/train.h"
+#include "train/data_order.h"
 
 namespace cq {
 
@@ -44,28 +45,17 @@ TextWindows load_text_windows(const LanguageModel& model, const std::string& pat
 
 namespace {
 
-uint64_t splitmix64(uint64_t& x) {
-    uint64_t z = (x += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
+using train::epoch_order;
 
-// Window order of one epoch: file order for seed 0, else Fisher–Yates driven by splitmix64(seed, epoch).
-std::vector<int64_t> epoch_order(int64_t n, uint64_t seed, int64_t epoch) {
-    std::vector<int64_t> order(static_cast<size_t>(n));
-    std::iota(order.begin(), order.end(), 0);
-    if (seed == 0) return order;
-    uint64_t state = seed * 0x100000001b3ull + static_cast<uint64_t>(epoch);
-    for (int64_t i = n - 1; i > 0; --i) std::swap(order[i], order[splitmix64(state) % static_cast<uint64_t>(i + 1)]);
-    return order;
-}
+}  // namespace
 
-uint64_t peak_rss() {
+uint64_t peak_rss_bytes() {
     rusage u{};
     getrusage(RUSAGE_SELF, &u);
     return static_cast<uint64_t>(u.ru_maxrss) * 1024;
 }
+
+namespace {
 
 double eval_loss(LmTrainer& trainer, const TextWindows& data, int64_t batch, int64_t max_batches) {
     const int64_t ctx = data.ctx;
@@ -262,7 +252,7 @@ FinetuneReport finetune(LanguageModel& model, const FinetuneOptions& o,
         else save_hf_dir(model, trainer.params(), o.output);
         r.output = o.output;
     }
-    r.peak_rss_bytes = peak_rss();
+    r.peak_rss_bytes = peak_rss_bytes();
     return r;
 }
 

@@ -16,10 +16,11 @@
 
 namespace cq {
 
-void save_hf_dir(const LanguageModel& model, std::span<const TrainParam> params, const std::string& dir) {
+void save_hf_dir(const Model& model, std::span<const TrainParam> params, const std::string& dir) {
     namespace fs = std::filesystem;
     const fs::path src(model.path());
-    if (!fs::is_directory(src) || (model.config().family == LlmFamily::llama && model.config().rope_pairing != RopePairing::half_split))
+    const auto* lm = dynamic_cast<const LanguageModel*>(&model);
+    if (!fs::is_directory(src) || (lm && lm->config().family == LlmFamily::llama && lm->config().rope_pairing != RopePairing::half_split))
         throw Unsupported("[finetune] an HF directory can be written only for a model loaded from one ('" + model.path() +
                           "' is not); write a .gguf instead");
     std::error_code ec;
@@ -59,7 +60,8 @@ void save_hf_dir(const LanguageModel& model, std::span<const TrainParam> params,
     out.commit();
 
     for (const char* name : {"config.json", "generation_config.json", "tokenizer.model", "tokenizer.json", "tokenizer_config.json",
-                             "special_tokens_map.json", "vocab.json", "merges.txt", "added_tokens.json"}) {
+                             "special_tokens_map.json", "vocab.json", "vocab.txt", "merges.txt", "added_tokens.json",
+                             "preprocessor_config.json"}) {
         if (!fs::exists(src / name)) continue;
         fs::copy_file(src / name, fs::path(dir) / name, fs::copy_options::overwrite_existing, ec);
         if (ec) throw IoError("[finetune] cannot copy '" + (src / name).string() + "' to '" + dir + "': " + ec.message());

@@ -1,22 +1,26 @@
-// `cq finetune MODEL --data TEXT -o OUT`: trains a decoder LLM on packed text windows (cq::finetune) and writes it;
-// prints the loss curve, eval loss / perplexity before and after, time and peak memory.
+// `cq finetune MODEL --data FILE -o OUT`: trains a decoder LLM on packed text windows (cq::finetune) or a BERT classifier
+// on a TSV (cq::finetune_classifier) and writes it; prints the loss curve, eval before / after, time and peak memory.
 #include <cmath>
 #include <cstdio>
 
 #include "commands/commands.h"
 #include "commands/format.h"
+#include "cq/encoder.h"
 #include "cq/error.h"
 #include "cq/train.h"
 
 namespace cq::cli {
 
 namespace {
+// Options whose defaults differ by family stay negative (unset) until the model's kind is known.
 struct Options {
     std::string model;
     FinetuneOptions ft;
-    std::string optimizer = "adamw", decay = "cosine";
+    std::string optimizer = "adamw", decay, init = "model";
     std::vector<std::string> decay_rules;
-    int64_t warmup = -1;
+    int64_t warmup = -1, batch = -1, max_len = 64, seed = -1;
+    double epochs = -1;
+    float lr = -1, weight_decay = -1, dropout = 0.1f;
     bool json = false;
 };
 
@@ -31,6 +35,7 @@ nlohmann::json report_json(const FinetuneReport& r) {
         for (const auto& [step, loss] : r.eval_curve) curve.push_back({{"step", step}, {"loss", loss}});
         j["eval"]["curve"] = curve;
     }
+    if (r.has_accuracy) j["eval"] = {{"accuracy_before", r.eval_accuracy_before}, {"accuracy_after", r.eval_accuracy_after}};
     if (!r.output.empty()) j["output"] = r.output;
     return j;
 }
@@ -48,70 +53,113 @@ void print_text(const FinetuneReport& r) {
         std::printf("eval loss %.4f → %.4f, PPL %.4f → %.4f\n", r.eval_loss_before, r.eval_loss_after, std::exp(r.eval_loss_before),
                     std::exp(r.eval_loss_after));
     }
+    if (r.has_accuracy) std::printf("eval accuracy %.2f %% → %.2f %%\n", 100 * r.eval_accuracy_before, 100 * r.eval_accuracy_after);
     if (!r.output.empty()) std::printf("wrote %s\n", r.output.c_str());
 }
 }  // namespace
 
 Runner register_finetune(CLI::App& app) {
     auto o = std::make_shared<Options>();
-    CLI::App* cmd = app.add_subcommand("finetune", "Train a decoder LLM (LLaMA family or GPT-2, fp32) on a text file: packed windows of "
-                                                   "--ctx tokens, AdamW, warmup + cosine decay, gradient clipping");
+    CLI::App* cmd = app.add_subcommand("finetune", "Train a model in fp32: decoder LLMs (LLaMA family, GPT-2) on a text file "
+                                                   "(packed windows of --ctx tokens), BERT classifiers on a TSV");
     cmd->add_option("model", o->model, "A .gguf file or an HF model directory")->required();
-    cmd->add_option("--data", o->ft.data, "The training text (tokenized whole, cut into windows of --ctx + 1 tokens)")->required();
+    cmd->add_option("--data", o->ft.data, "Training data: a text file (LLMs: tokenized whole, cut into windows of --ctx + 1 "
+                                          "tokens) or a labelled TSV (classifiers)")->required();
     cmd->add_option("-o,--output", o->ft.output, "Write the trained model here: an HF directory (safetensors + config + "
-                                                 "tokenizer; HF sources), or a .gguf (keeps the file's token embedding, so an "
-                                                 "untied one is frozen)");
+                                                 "tokenizer; HF sources), or for LLMs a .gguf (keeps the file's token embedding, "
+                                                 "so an untied one is frozen)");
     cmd->add_option("--steps", o->ft.steps, "Optimiser steps (default: from --epochs)")->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
-    cmd->add_option("--epochs", o->ft.epochs, "Passes over the data when --steps is not given")->default_val(1.0);
-    cmd->add_option("--lr", o->ft.schedule.lr, "Peak learning rate")->default_val(1e-4f);
-    cmd->add_option("--batch", o->ft.batch, "Windows per micro-batch")->default_val(8)->check(CLI::Range(1, 1 << 16));
-    cmd->add_option("--accumulate", o->ft.accumulate, "Micro-batches per optimiser step (gradient accumulation)")->default_val(1)
+    cmd->add_option("--epochs", o->epochs, "Passes over the data when --steps is not given (default: LLMs 1, classifiers 2)");
+    cmd->add_option("--lr", o->lr, "Peak learning rate (default: LLMs 1e-4, classifiers 1e-3)");
+    cmd->add_option("--batch", o->batch, "Windows / examples per micro-batch (default: LLMs 8, classifiers 64)")->check(CLI::Range(1, 1 << 16));
+    cmd->add_option("--accumulate", o->ft.accumulate, "Micro-batches per optimiser step (gradient accumulation; LLMs)")->default_val(1)
         ->check(CLI::Range(1, 1 << 16));
-    cmd->add_option("--ctx", o->ft.ctx, "Tokens per window")->default_val(128)->check(CLI::Range(2, 1 << 20));
+    cmd->add_option("--ctx", o->ft.ctx, "Tokens per window (LLMs)")->default_val(128)->check(CLI::Range(2, 1 << 20));
+    cmd->add_option("--max-len", o->max_len, "Tokens per example, [CLS] and [SEP] included (classifiers)")->default_val(64)
+        ->check(CLI::Range(2, 1 << 20));
+    cmd->add_option("--init", o->init, "model: start from the file's weights; random: re-initialise (classifiers)")->default_val("model")
+        ->check(CLI::IsMember({"model", "random"}));
+    cmd->add_option("--dropout", o->dropout, "Dropout probability (classifiers)")->default_val(0.1f);
     cmd->add_option("--optimizer", o->optimizer, "adamw or sgd (momentum 0.9)")->default_val("adamw")->check(CLI::IsMember({"adamw", "sgd"}));
-    cmd->add_option("--weight-decay", o->ft.optimizer.weight_decay, "Decoupled weight decay")->default_val(0.0f);
-    cmd->add_option("--decay-rule", o->decay_rules, "PATTERN=decay|none over parameter names, after the defaults "
-                                                    "(*norm*, *.bias, *embd* = none); the last match decides");
-    cmd->add_option("--warmup", o->warmup, "Warmup steps (default: 0)");
-    cmd->add_option("--schedule", o->decay, "Decay after warmup: cosine, linear or constant")->default_val("cosine")
+    cmd->add_option("--weight-decay", o->weight_decay, "Decoupled weight decay (default: LLMs 0, classifiers 0.01)");
+    cmd->add_option("--decay-rule", o->decay_rules, "PATTERN=decay|none over parameter names, after the defaults (LLMs: *norm*, "
+                                                    "*.bias, *embd* = none; classifiers: *.bias, *LayerNorm* = none); the last match decides");
+    cmd->add_option("--warmup", o->warmup, "Warmup steps (default: LLMs 0, classifiers 6 % of the steps)");
+    cmd->add_option("--schedule", o->decay, "Decay after warmup: cosine, linear or constant (default: LLMs cosine, classifiers linear)")
         ->check(CLI::IsMember({"cosine", "linear", "constant"}));
     cmd->add_option("--min-lr-ratio", o->ft.schedule.min_lr_ratio, "Final learning rate as a fraction of --lr")->default_val(0.0f);
     cmd->add_option("--clip", o->ft.clip, "Global gradient-norm clip (0: off)")->default_val(1.0);
     cmd->add_option("--precision", o->ft.precision, "fp32 (bf16 / fp16: not yet)")->default_val("fp32");
     cmd->add_option("--checkpoint", o->ft.checkpoint, "Activation checkpointing: none (block / every-k: not yet)")->default_val("none");
-    cmd->add_option("--seed", o->ft.seed, "Window order: 0 keeps the file's order, otherwise a seeded shuffle per epoch")->default_val(0);
-    cmd->add_option("--eval", o->ft.eval_data, "Held-out text: loss / perplexity before and after (and every --eval-every steps)");
-    cmd->add_option("--eval-every", o->ft.eval_every, "Evaluate every N steps (0: before and after only)")->default_val(0);
-    cmd->add_option("--eval-batches", o->ft.eval_batches, "Evaluate at most N batches of the eval text (0: all)")->default_val(0);
+    cmd->add_option("--seed", o->seed, "Data order (and classifiers' init and dropout): LLMs 0 keeps the file's order (default: LLMs 0, "
+                                       "classifiers 1)");
+    cmd->add_option("--eval", o->ft.eval_data, "Held-out data: LLMs loss / perplexity, classifiers accuracy, before and after");
+    cmd->add_option("--eval-every", o->ft.eval_every, "Evaluate every N steps (0: before and after only; LLMs)")->default_val(0);
+    cmd->add_option("--eval-batches", o->ft.eval_batches, "Evaluate at most N batches of the eval text (0: all; LLMs)")->default_val(0);
     cmd->add_option("--save-state", o->ft.state_path, "Write a resumable state (weights, optimiser state, step, data position) "
-                                                      "here, atomically, at the end and every --save-every steps");
+                                                      "here, atomically, at the end and every --save-every steps (LLMs)");
     cmd->add_option("--save-every", o->ft.state_every, "Steps between --save-state writes (0: at the end only)")->default_val(0);
     cmd->add_option("--resume", o->ft.resume_from, "Continue the run that wrote this --save-state file (same MODEL and options)");
     cmd->add_flag("--json", o->json, "Print a JSON report instead of text (default: off)");
     return [o]() -> int {
-        FinetuneOptions ft = o->ft;
-        ft.optimizer.kind = o->optimizer == "sgd" ? OptimizerKind::sgd : OptimizerKind::adamw;
-        ft.schedule.decay = o->decay == "linear" ? LrDecay::linear : o->decay == "constant" ? LrDecay::constant : LrDecay::cosine;
-        if (o->warmup >= 0) ft.schedule.warmup_steps = o->warmup;
-        for (const std::string& spec : o->decay_rules) ft.decay_rules.push_back(parse_weight_decay_rule(spec));
-        LoadOptions lo;
-        lo.n_ctx = std::max<int64_t>(ft.ctx, 16);
-        lo.pack_for_kernels = false;
-        auto model = LanguageModel::load(o->model, lo);
-        // Model::save keeps the file's token (unless tied to the head) and position embeddings, so those are not
-        // trained when the result is written as GGUF.
-        const bool gguf = ft.output.size() >= 5 && ft.output.compare(ft.output.size() - 5, 5, ".gguf") == 0;
-        if (gguf && model->weights().output.weight.data() != model->weights().token_embd.data())
-            ft.freeze.push_back("token_embd.weight");
-        if (gguf) ft.freeze.push_back("position_embd.weight");
-        Progress progress("finetune", !o->json);
-        const FinetuneReport r = finetune(*model, ft, [&](const FinetuneProgress& p) {
-            char detail[160];
-            std::snprintf(detail, sizeof detail, "steps, loss %.4f, lr %.2e, %.0f tokens/s, grad norm %.3f", p.loss, p.lr, p.tokens_per_s,
-                          p.grad_norm);
-            progress.update(p.step, p.total_steps, detail);
-        });
-        progress.finish();
+        const auto on_progress = [](Progress& progress) {
+            return [&progress](const FinetuneProgress& p) {
+                char detail[160];
+                std::snprintf(detail, sizeof detail, "steps, loss %.4f, lr %.2e, %.0f tokens/s, grad norm %.3f", p.loss, p.lr,
+                              p.tokens_per_s, p.grad_norm);
+                progress.update(p.step, p.total_steps, detail);
+            };
+        };
+        const auto decay_of = [&](LrDecay fallback) {
+            return o->decay.empty() ? fallback : o->decay == "linear" ? LrDecay::linear : o->decay == "constant" ? LrDecay::constant : LrDecay::cosine;
+        };
+        const OptimizerKind kind = o->optimizer == "sgd" ? OptimizerKind::sgd : OptimizerKind::adamw;
+        FinetuneReport r;
+        if (Model::load(o->model)->kind() != ModelKind::decoder) {
+            auto model = EncoderModel::load(o->model);
+            ClassifierFinetuneOptions ct;
+            ct.data = o->ft.data, ct.eval_data = o->ft.eval_data, ct.output = o->ft.output, ct.steps = o->ft.steps;
+            if (o->epochs > 0) ct.epochs = o->epochs;
+            if (o->batch > 0) ct.batch = o->batch;
+            if (o->lr > 0) ct.schedule.lr = o->lr;
+            if (o->weight_decay >= 0) ct.optimizer.weight_decay = o->weight_decay;
+            if (o->warmup >= 0) ct.schedule.warmup_steps = o->warmup, ct.warmup_fraction = -1.0f;
+            if (o->seed >= 0) ct.seed = static_cast<uint64_t>(o->seed);
+            ct.max_len = o->max_len, ct.dropout = o->dropout, ct.random_init = o->init == "random", ct.clip = o->ft.clip;
+            ct.schedule.decay = decay_of(LrDecay::linear), ct.schedule.min_lr_ratio = o->ft.schedule.min_lr_ratio;
+            ct.optimizer.kind = kind;
+            for (const std::string& spec : o->decay_rules) ct.decay_rules.push_back(parse_weight_decay_rule(spec));
+            if (o->ft.precision != "fp32") throw Unsupported("[finetune] --precision " + o->ft.precision + " is not supported yet (fp32 is)");
+            if (o->ft.checkpoint != "none") throw Unsupported("[finetune] --checkpoint " + o->ft.checkpoint + " is not supported yet (none is)");
+            Progress progress("finetune", !o->json);
+            r = finetune_classifier(*model, ct, on_progress(progress));
+            progress.finish();
+        } else {
+            if (o->init != "model") throw Unsupported("[finetune] --init random is supported for classifiers only");
+            FinetuneOptions ft = o->ft;
+            if (o->epochs > 0) ft.epochs = o->epochs;
+            if (o->batch > 0) ft.batch = o->batch;
+            ft.schedule.lr = o->lr > 0 ? o->lr : 1e-4f;
+            ft.optimizer.weight_decay = o->weight_decay >= 0 ? o->weight_decay : 0.0f;
+            if (o->seed >= 0) ft.seed = static_cast<uint64_t>(o->seed);
+            ft.optimizer.kind = kind;
+            ft.schedule.decay = decay_of(LrDecay::cosine);
+            if (o->warmup >= 0) ft.schedule.warmup_steps = o->warmup;
+            for (const std::string& spec : o->decay_rules) ft.decay_rules.push_back(parse_weight_decay_rule(spec));
+            LoadOptions lo;
+            lo.n_ctx = std::max<int64_t>(ft.ctx, 16);
+            lo.pack_for_kernels = false;
+            auto model = LanguageModel::load(o->model, lo);
+            // Model::save keeps the file's token (unless tied to the head) and position embeddings, so those are not
+            // trained when the result is written as GGUF.
+            const bool gguf = ft.output.size() >= 5 && ft.output.compare(ft.output.size() - 5, 5, ".gguf") == 0;
+            if (gguf && model->weights().output.weight.data() != model->weights().token_embd.data())
+                ft.freeze.push_back("token_embd.weight");
+            if (gguf) ft.freeze.push_back("position_embd.weight");
+            Progress progress("finetune", !o->json);
+            r = finetune(*model, ft, on_progress(progress));
+            progress.finish();
+        }
         if (o->json) print_json(report_json(r));
         else print_text(r);
         return 0;

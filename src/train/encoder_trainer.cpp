@@ -1,0 +1,283 @@
+// EncoderTrainer: BERT sequence classification's training forward and backward (post-LN blocks, bidirectional
+// attention over the padding mask, GELU (erf), tanh pooler on [CLS], classifier, softmax cross-entropy), with HF's
+// dropout sites (embeddings, attention probabilities, both sub-layer outputs, pooled output), on the model's tensors.
+#include <cstring>
+#include <random>
+#include <string>
+
+#include "cq/encoder.h"
+#include "cq/error.h"
+#include "cq/train.h"
+#include "train/train_ops.h"
+
+namespace cq {
+
+namespace {
+Tensor owned_copy(const Tensor& t, const std::string& what) {
+    const auto& traits = dtype_traits(t.dtype());
+    if (!traits.to_float || traits.is_quantized)
+        throw Unsupported("[train] '" + what + "' is held as " + std::string(traits.name) + ", which cq cannot train");
+    Tensor out = Tensor::zeros(t.shape(), DType::F32);
+    const std::vector<float> v = t.to_float();
+    std::memcpy(out.mutable_data(), v.data(), v.size() * sizeof(float));
+    return out;
+}
+float* fdata(Tensor& t) { return static_cast<float*>(t.mutable_data()); }
+void grow(std::vector<float>& v, int64_t n) {
+    if (static_cast<int64_t>(v.size()) < n) v.resize(static_cast<size_t>(n));
+}
+uint64_t mix(uint64_t a, uint64_t b) {
+    uint64_t z = a ^ (b + 0x9e3779b97f4a7c15ull + (a << 6) + (a >> 2));
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    return z ^ (z >> 31);
+}
+}  // namespace
+
+struct EncoderTrainer::State {
+    EncoderModel* model = nullptr;
+    EncoderConfig c;
+    std::vector<std::vector<float>> grad_storage;
+    struct BlockParams {
+        int q, bq, k, bk, v, bv, o, bo, ln1, ln1b, in, bin, out, bout, ln2, ln2b;
+    };
+    int word = -1, pos = -1, type = -1, lne = -1, lneb = -1, pool = -1, poolb = -1, cls = -1, clsb = -1;
+    std::vector<BlockParams> blocks;
+    std::vector<std::string> init_kind;  // per param: "normal", "zero", "one"
+    // activations
+    std::vector<float> emb, mean_e, rstd_e, x0n, drop_e, x;  // x: [(L+1), N, D] block inputs / outputs
+    std::vector<float> q, k, v, p, dropp, att, a, drop_a, y1, x1, mean1, rstd1, f, gl, drop_o, y2, mean2, rstd2;
+    std::vector<float> hcls, pooled, drop_p, pd, logits, losses;
+    std::vector<float> dx, dy, dq, dk, dv, datt, dgl, dcls, dpool, dlog, tmp;
+    std::vector<int32_t> ids, types, mask, positions, labels;
+};
+
+EncoderTrainer::EncoderTrainer(EncoderModel& model) : s_(std::make_unique<State>()) {
+    State& s = *s_;
+    s.model = &model;
+    s.c = model.config();
+    if (s.c.family != EncoderFamily::bert || !model.weights().pooler)
+        throw Unsupported("[train] " + s.c.architecture + " has no backward yet (supported: BertForSequenceClassification)");
+    EncoderWeights& w = model.weights();
+    const auto add = [&](const std::string& name, float* value, std::vector<int64_t> shape, const char* init) {
+        TrainParam p;
+        p.name = p.hf_name = name, p.shape = std::move(shape), p.value = value, p.numel = 1;
+        for (int64_t d : p.shape) p.numel *= d;
+        s.grad_storage.emplace_back(static_cast<size_t>(p.numel), 0.0f);
+        p.grad = s.grad_storage.back().data();
+        params_.push_back(std::move(p));
+        s.init_kind.emplace_back(init);
+        return static_cast<int>(params_.size() - 1);
+    };
+    const auto tensor = [&](Tensor& t, const std::string& name) {
+        t = owned_copy(t, name);
+        return add(name, fdata(t), t.shape(), "normal");
+    };
+    const auto norm = [&](Norm& n, int* bias) {
+        n.weight = owned_copy(n.weight, n.name);
+        n.modified_by = "finetune";
+        const int i = add(n.name + ".weight", fdata(n.weight), n.weight.shape(), "one");
+        if (!n.bias) throw Unsupported("[train] the LayerNorm '" + n.name + "' has no bias");
+        *n.bias = owned_copy(*n.bias, n.name + ".bias");
+        *bias = add(n.name + ".bias", fdata(*n.bias), n.bias->shape(), "zero");
+        return i;
+    };
+    const auto linear = [&](Linear& l, int* bias) {
+        if (l.int8 || l.transposed) throw Unsupported("[train] '" + l.name + "' is held as " + l.format() + ", which cq cannot train");
+        model.set_weight(l, owned_copy(l.weight, l.name), "finetune");
+        const int i = add(l.name + ".weight", fdata(l.weight), l.weight.shape(), "normal");
+        if (!l.bias) throw Unsupported("[train] '" + l.name + "' has no bias");
+        *l.bias = owned_copy(*l.bias, l.name + ".bias");
+        *bias = add(l.name + ".bias", fdata(*l.bias), l.bias->shape(), "zero");
+        return i;
+    };
+    // "bert.embeddings.LayerNorm" → "bert.embeddings."
+    const std::string pre = w.embd_norm.name.substr(0, w.embd_norm.name.rfind("LayerNorm"));
+    s.word = tensor(w.word_embd, pre + "word_embeddings.weight");
+    s.pos = tensor(w.pos_embd, pre + "position_embeddings.weight");
+    if (!w.type_embd) throw Unsupported("[train] the BERT model has no token-type embeddings");
+    s.type = tensor(*w.type_embd, pre + "token_type_embeddings.weight");
+    s.lne = norm(w.embd_norm, &s.lneb);
+    for (EncoderBlock& b : w.blocks) {
+        State::BlockParams bp{};
+        bp.q = linear(b.q, &bp.bq), bp.k = linear(b.k, &bp.bk), bp.v = linear(b.v, &bp.bv), bp.o = linear(b.attn_out, &bp.bo);
+        bp.ln1 = norm(b.attn_norm, &bp.ln1b);
+        bp.in = linear(b.ffn_in, &bp.bin), bp.out = linear(b.ffn_out, &bp.bout);
+        bp.ln2 = norm(b.ffn_norm, &bp.ln2b);
+        s.blocks.push_back(bp);
+    }
+    s.pool = linear(*w.pooler, &s.poolb);
+    s.cls = linear(w.classifier, &s.clsb);
+}
+
+EncoderTrainer::~EncoderTrainer() = default;
+
+void EncoderTrainer::zero_grad() {
+    for (auto& g : s_->grad_storage) std::fill(g.begin(), g.end(), 0.0f);
+}
+
+void EncoderTrainer::reinitialize(uint64_t seed) {
+    // As HF's BertPreTrainedModel._init_weights: N(0, initializer_range 0.02) for Linear weights and embeddings
+    // (the padding row of the word embeddings zeroed), zero biases, LayerNorm weight 1 and bias 0.
+    std::mt19937_64 rng(seed);
+    std::normal_distribution<float> normal(0.0f, 0.02f);
+    for (size_t i = 0; i < params_.size(); ++i) {
+        TrainParam& p = params_[i];
+        const std::string& kind = s_->init_kind[i];
+        for (int64_t j = 0; j < p.numel; ++j) p.value[j] = kind == "normal" ? normal(rng) : kind == "one" ? 1.0f : 0.0f;
+    }
+    const int64_t pad = s_->c.pad_token_id, D = s_->c.hidden;
+    if (pad >= 0 && pad < s_->c.vocab) std::fill_n(params_[static_cast<size_t>(s_->word)].value + pad * D, D, 0.0f);
+    for (Linear* l : s_->model->linears()) l->modified_by = "finetune (random init)";
+}
+
+uint64_t EncoderTrainer::activation_bytes() const {
+    const State& s = *s_;
+    uint64_t n = 0;
+    for (const auto* v : {&s.emb, &s.x0n, &s.drop_e, &s.x, &s.q, &s.k, &s.v, &s.p, &s.dropp, &s.att, &s.a, &s.drop_a, &s.y1, &s.x1,
+                          &s.f, &s.gl, &s.drop_o, &s.y2, &s.dx, &s.dy, &s.dq, &s.dk, &s.dv, &s.datt, &s.dgl, &s.tmp})
+        n += v->size() * sizeof(float);
+    return n;
+}
+
+double EncoderTrainer::run(const TextBatch& batch, std::span<const int32_t> labels, float dropout, uint64_t key, bool backward,
+                           float grad_scale, float* logits_out) {
+    State& s = *s_;
+    auto& P = params_;
+    const EncoderConfig& c = s.c;
+    const int64_t B = batch.batch, T = batch.seq, N = B * T, D = c.hidden, H = c.n_head, hd = D / H, F = c.n_ff,
+                  C = c.num_labels, L = c.n_layer;
+    if (B <= 0 || T <= 0 || static_cast<int64_t>(batch.ids.size()) != N || static_cast<int64_t>(batch.mask.size()) != N)
+        throw InvalidArgument("[train] a text batch of " + std::to_string(B) + " × " + std::to_string(T) + " needs " +
+                              std::to_string(N) + " ids and mask values");
+    if (static_cast<int64_t>(labels.size()) != B)
+        throw InvalidArgument("[train] " + std::to_string(labels.size()) + " labels for a batch of " + std::to_string(B));
+    if (T > c.max_positions) throw InvalidArgument("[train] sequences of " + std::to_string(T) + " exceed the model's " + std::to_string(c.max_positions) + " positions");
+    for (int64_t i = 0; i < N; ++i)
+        if (batch.ids[i] < 0 || batch.ids[i] >= c.vocab)
+            throw InvalidArgument("[train] token id " + std::to_string(batch.ids[i]) + " at position " + std::to_string(i) + " is outside the vocabulary");
+    for (int64_t b = 0; b < B; ++b)
+        if (labels[b] < 0 || labels[b] >= C)
+            throw InvalidArgument("[train] label " + std::to_string(labels[b]) + " of example " + std::to_string(b) + " is outside [0, " + std::to_string(C) + ")");
+    if (!(dropout >= 0.0f && dropout < 1.0f)) throw InvalidArgument("[train] dropout " + std::to_string(dropout) + " is outside [0, 1)");
+    s.ids = batch.ids, s.mask = batch.mask;
+    s.types = batch.type_ids.empty() ? std::vector<int32_t>(static_cast<size_t>(N), 0) : batch.type_ids;
+    s.positions.resize(static_cast<size_t>(N));
+    for (int64_t i = 0; i < N; ++i) s.positions[static_cast<size_t>(i)] = static_cast<int32_t>(i % T);
+    s.labels.assign(labels.begin(), labels.end());
+    const bool drop = dropout > 0.0f;
+    const auto val = [&](int i) { return P[static_cast<size_t>(i)].value; };
+    const auto grad = [&](int i) { return P[static_cast<size_t>(i)].grad; };
+    const auto mask_for = [&](std::vector<float>& m, int64_t offset, int64_t n, uint64_t site) {
+        grow(m, offset + n);
+        train::dropout_mask(mix(key, site), dropout, m.data() + offset, n);
+        return m.data() + offset;
+    };
+
+    grow(s.emb, N * D), grow(s.mean_e, N), grow(s.rstd_e, N), grow(s.x0n, N * D), grow(s.x, (L + 1) * N * D), grow(s.tmp, N * F);
+    grow(s.q, L * N * D), grow(s.k, L * N * D), grow(s.v, L * N * D), grow(s.p, L * B * H * T * T), grow(s.att, L * N * D);
+    grow(s.a, N * D), grow(s.y1, L * N * D), grow(s.x1, L * N * D), grow(s.mean1, L * N), grow(s.rstd1, L * N);
+    grow(s.f, L * N * F), grow(s.gl, L * N * F), grow(s.y2, L * N * D), grow(s.mean2, L * N), grow(s.rstd2, L * N);
+    grow(s.hcls, B * D), grow(s.pooled, B * D), grow(s.pd, B * D), grow(s.logits, B * C), grow(s.losses, B);
+
+    // embeddings → LayerNorm → dropout
+    train::embedding_forward(val(s.word), s.ids.data(), N, D, s.emb.data());
+    train::embedding_forward(val(s.pos), s.positions.data(), N, D, s.tmp.data());
+    train::add_forward(s.emb.data(), s.tmp.data(), s.emb.data(), N * D);
+    train::embedding_forward(val(s.type), s.types.data(), N, D, s.tmp.data());
+    train::add_forward(s.emb.data(), s.tmp.data(), s.emb.data(), N * D);
+    train::layernorm_forward(s.emb.data(), val(s.lne), val(s.lneb), N, D, c.norm_eps, s.x0n.data(), s.mean_e.data(), s.rstd_e.data());
+    if (drop) train::mul_forward(s.x0n.data(), mask_for(s.drop_e, 0, N * D, 1), s.x.data(), N * D);
+    else std::copy_n(s.x0n.data(), N * D, s.x.data());
+    for (int64_t l = 0; l < L; ++l) {
+        const auto& bp = s.blocks[static_cast<size_t>(l)];
+        const float* xin = s.x.data() + l * N * D;
+        float *q = s.q.data() + l * N * D, *k = s.k.data() + l * N * D, *v = s.v.data() + l * N * D, *att = s.att.data() + l * N * D;
+        float *y1 = s.y1.data() + l * N * D, *x1 = s.x1.data() + l * N * D, *f = s.f.data() + l * N * F, *gl = s.gl.data() + l * N * F;
+        float* y2 = s.y2.data() + l * N * D;
+        const uint64_t site = 16 * static_cast<uint64_t>(l + 1);
+        train::linear_forward(xin, val(bp.q), val(bp.bq), N, D, D, q);
+        train::linear_forward(xin, val(bp.k), val(bp.bk), N, D, D, k);
+        train::linear_forward(xin, val(bp.v), val(bp.bv), N, D, D, v);
+        const float* pdrop = drop ? mask_for(s.dropp, l * B * H * T * T, B * H * T * T, site + 1) : nullptr;
+        train::attention_forward(q, k, v, B, T, H, H, hd, s.p.data() + l * B * H * T * T, att, s.mask.data(), pdrop);
+        train::linear_forward(att, val(bp.o), val(bp.bo), N, D, D, s.a.data());
+        if (drop) train::mul_forward(s.a.data(), mask_for(s.drop_a, l * N * D, N * D, site + 2), s.a.data(), N * D);
+        train::add_forward(xin, s.a.data(), y1, N * D);
+        train::layernorm_forward(y1, val(bp.ln1), val(bp.ln1b), N, D, c.norm_eps, x1, s.mean1.data() + l * N, s.rstd1.data() + l * N);
+        train::linear_forward(x1, val(bp.in), val(bp.bin), N, D, F, f);
+        train::gelu_erf_forward(f, gl, N * F);
+        train::linear_forward(gl, val(bp.out), val(bp.bout), N, F, D, s.a.data());
+        if (drop) train::mul_forward(s.a.data(), mask_for(s.drop_o, l * N * D, N * D, site + 3), s.a.data(), N * D);
+        train::add_forward(x1, s.a.data(), y2, N * D);
+        train::layernorm_forward(y2, val(bp.ln2), val(bp.ln2b), N, D, c.norm_eps, s.x.data() + (l + 1) * N * D, s.mean2.data() + l * N,
+                                 s.rstd2.data() + l * N);
+    }
+    // head: pooled = tanh(dense(h[CLS])) → dropout → classifier
+    const float* xl = s.x.data() + L * N * D;
+    for (int64_t b = 0; b < B; ++b) std::copy_n(xl + b * T * D, D, s.hcls.data() + b * D);
+    train::linear_forward(s.hcls.data(), val(s.pool), val(s.poolb), B, D, D, s.pooled.data());
+    train::tanh_forward(s.pooled.data(), s.pooled.data(), B * D);
+    if (drop) train::mul_forward(s.pooled.data(), mask_for(s.drop_p, 0, B * D, 2), s.pd.data(), B * D);
+    else std::copy_n(s.pooled.data(), B * D, s.pd.data());
+    train::linear_forward(s.pd.data(), val(s.cls), val(s.clsb), B, D, C, s.logits.data());
+    if (logits_out) std::copy_n(s.logits.data(), B * C, logits_out);
+    const double total = train::cross_entropy_forward(s.logits.data(), s.labels.data(), B, C, s.logits.data(), s.losses.data());
+    if (!backward) return total / static_cast<double>(B);
+
+    grow(s.dx, N * D), grow(s.dy, N * D), grow(s.dq, N * D), grow(s.dk, N * D), grow(s.dv, N * D), grow(s.datt, N * D);
+    grow(s.dgl, N * F), grow(s.dcls, B * D), grow(s.dpool, B * D), grow(s.dlog, B * C);
+    train::cross_entropy_backward(s.logits.data(), s.labels.data(), B, C, grad_scale / static_cast<float>(B), s.dlog.data());
+    train::linear_backward(s.dlog.data(), s.pd.data(), val(s.cls), B, D, C, s.dpool.data(), false, grad(s.cls), grad(s.clsb));
+    if (drop) train::mul_forward(s.dpool.data(), s.drop_p.data(), s.dpool.data(), B * D);
+    train::tanh_backward(s.dpool.data(), s.pooled.data(), s.dpool.data(), B * D);
+    train::linear_backward(s.dpool.data(), s.hcls.data(), val(s.pool), B, D, D, s.dcls.data(), false, grad(s.pool), grad(s.poolb));
+    std::fill_n(s.dx.data(), N * D, 0.0f);  // dx: gradient of the current block output
+    for (int64_t b = 0; b < B; ++b) std::copy_n(s.dcls.data() + b * D, D, s.dx.data() + b * T * D);
+    for (int64_t l = L - 1; l >= 0; --l) {
+        const auto& bp = s.blocks[static_cast<size_t>(l)];
+        const float* xin = s.x.data() + l * N * D;
+        const float *q = s.q.data() + l * N * D, *k = s.k.data() + l * N * D, *v = s.v.data() + l * N * D, *att = s.att.data() + l * N * D;
+        const float *y1 = s.y1.data() + l * N * D, *x1 = s.x1.data() + l * N * D, *f = s.f.data() + l * N * F, *gl = s.gl.data() + l * N * F;
+        const float* y2 = s.y2.data() + l * N * D;
+        // x[l+1] = LN2(y2), y2 = x1 + drop(out(gelu(in(x1))))
+        std::fill_n(s.dy.data(), N * D, 0.0f);
+        train::layernorm_backward(s.dx.data(), y2, val(bp.ln2), s.mean2.data() + l * N, s.rstd2.data() + l * N, N, D, s.dy.data(),
+                                  grad(bp.ln2), grad(bp.ln2b));
+        std::copy_n(s.dy.data(), N * D, s.dx.data());  // dx ← dx1 (the residual path)
+        if (drop) train::mul_forward(s.dy.data(), s.drop_o.data() + l * N * D, s.dy.data(), N * D);
+        train::linear_backward(s.dy.data(), gl, val(bp.out), N, F, D, s.dgl.data(), false, grad(bp.out), grad(bp.bout));
+        train::gelu_erf_backward(s.dgl.data(), f, s.dgl.data(), N * F);
+        train::linear_backward(s.dgl.data(), x1, val(bp.in), N, D, F, s.dx.data(), true, grad(bp.in), grad(bp.bin));
+        // x1 = LN1(y1), y1 = xin + drop(o(attn(q, k, v)))
+        std::fill_n(s.dy.data(), N * D, 0.0f);
+        train::layernorm_backward(s.dx.data(), y1, val(bp.ln1), s.mean1.data() + l * N, s.rstd1.data() + l * N, N, D, s.dy.data(),
+                                  grad(bp.ln1), grad(bp.ln1b));
+        std::copy_n(s.dy.data(), N * D, s.dx.data());  // dx ← dxin (the residual path)
+        if (drop) train::mul_forward(s.dy.data(), s.drop_a.data() + l * N * D, s.dy.data(), N * D);
+        train::linear_backward(s.dy.data(), att, val(bp.o), N, D, D, s.datt.data(), false, grad(bp.o), grad(bp.bo));
+        train::attention_backward(s.datt.data(), q, k, v, s.p.data() + l * B * H * T * T, B, T, H, H, hd, s.dq.data(), s.dk.data(),
+                                  s.dv.data(), s.mask.data(), drop ? s.dropp.data() + l * B * H * T * T : nullptr);
+        train::linear_backward(s.dq.data(), xin, val(bp.q), N, D, D, s.dx.data(), true, grad(bp.q), grad(bp.bq));
+        train::linear_backward(s.dk.data(), xin, val(bp.k), N, D, D, s.dx.data(), true, grad(bp.k), grad(bp.bk));
+        train::linear_backward(s.dv.data(), xin, val(bp.v), N, D, D, s.dx.data(), true, grad(bp.v), grad(bp.bv));
+    }
+    if (drop) train::mul_forward(s.dx.data(), s.drop_e.data(), s.dx.data(), N * D);
+    std::fill_n(s.dy.data(), N * D, 0.0f);
+    train::layernorm_backward(s.dx.data(), s.emb.data(), val(s.lne), s.mean_e.data(), s.rstd_e.data(), N, D, s.dy.data(), grad(s.lne),
+                              grad(s.lneb));
+    train::embedding_backward(s.dy.data(), s.ids.data(), N, D, grad(s.word));
+    train::embedding_backward(s.dy.data(), s.positions.data(), N, D, grad(s.pos));
+    train::embedding_backward(s.dy.data(), s.types.data(), N, D, grad(s.type));
+    return total / static_cast<double>(B);
+}
+
+double EncoderTrainer::forward_backward(const TextBatch& batch, std::span<const int32_t> labels, float dropout, uint64_t dropout_key,
+                                        float grad_scale) {
+    return run(batch, labels, dropout, dropout_key, true, grad_scale, nullptr);
+}
+
+double EncoderTrainer::loss(const TextBatch& batch, std::span<const int32_t> labels, float* logits) {
+    return run(batch, labels, 0.0f, 0, false, 1.0f, logits);
+}
+
+}  // namespace cq

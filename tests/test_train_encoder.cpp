@@ -1,0 +1,141 @@
+// BERT classifier training against PyTorch (tests/expected/train/bert_grads.json from scripts/train_reference.py
+// bert-grads: the fixture's eight reference sentences padded to the longest), dropout determinism, the random
+// initialisation, and a short cq finetune run whose trained weights the model's own forward then runs.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "cq/encoder.h"
+#include "cq/error.h"
+#include "cq/thread_pool.h"
+#include "cq/train.h"
+#include "test_support.h"
+
+namespace cq {
+namespace {
+
+std::unique_ptr<EncoderModel> load_bert() { return EncoderModel::load(test::fixture("models/bert-tiny-sst2")); }
+
+nlohmann::json expected() {
+    std::ifstream in(test::tests_dir() + "/expected/train/bert_grads.json");
+    return nlohmann::json::parse(in);
+}
+
+TextBatch batch_from(const nlohmann::json& ref, std::vector<int32_t>& labels) {
+    TextBatch b;
+    b.batch = ref["batch"], b.seq = ref["seq"];
+    for (const auto& row : ref["ids"])
+        for (int32_t id : row.get<std::vector<int32_t>>()) b.ids.push_back(id);
+    for (const auto& row : ref["mask"])
+        for (int32_t m : row.get<std::vector<int32_t>>()) b.mask.push_back(m);
+    b.type_ids.assign(b.ids.size(), 0);
+    labels = ref["labels"].get<std::vector<int32_t>>();
+    return b;
+}
+
+TEST(TrainEncoder, BertLossAndEveryGradientMatchPyTorch) {
+    const auto ref = expected();
+    auto model = load_bert();
+    std::vector<int32_t> labels;
+    const TextBatch b = batch_from(ref, labels);
+    EncoderTrainer trainer(*model);
+    const double loss = trainer.forward_backward(b, labels, 0.0f, 0);
+    const double ref_loss = ref["loss"];
+    EXPECT_LE(std::fabs(loss - ref_loss) / ref_loss, 1e-4) << loss << " vs torch " << ref_loss;
+    const auto& params = ref["params"];
+    ASSERT_EQ(trainer.params().size(), params.size());
+    // A key bias's true gradient is 0 (softmax ignores a constant per query row): both sides hold rounding noise
+    // there, so a tensor whose torch norm is below 1e-6 of the whole gradient's must be as small in cq, not equal.
+    double global = 0;
+    for (const auto& [name, r] : params.items()) global += r["norm"].get<double>() * r["norm"].get<double>();
+    global = std::sqrt(global);
+    double worst = 0;
+    for (const TrainParam& p : trainer.params()) {
+        ASSERT_TRUE(params.contains(p.hf_name)) << p.hf_name;
+        const auto& r = params[p.hf_name];
+        EXPECT_EQ(p.shape, r["shape"].get<std::vector<int64_t>>()) << p.name;
+        double ss = 0;
+        for (int64_t i = 0; i < p.numel; ++i) ss += static_cast<double>(p.grad[i]) * p.grad[i];
+        const double norm = std::sqrt(ss), ref_norm = r["norm"];
+        if (ref_norm < 1e-6 * global) {
+            EXPECT_LT(norm, 1e-6 * global) << p.name << ": a zero gradient (torch " << ref_norm << ") is " << norm << " in cq";
+            continue;
+        }
+        worst = std::max(worst, std::fabs(norm - ref_norm) / ref_norm);
+        EXPECT_LE(std::fabs(norm - ref_norm), 1e-4 * ref_norm) << p.name << ": gradient norm " << norm << " vs torch " << ref_norm;
+        const auto idx = r["idx"].get<std::vector<int64_t>>();
+        const auto val = r["val"].get<std::vector<double>>();
+        for (size_t k = 0; k < idx.size(); ++k)
+            EXPECT_LE(std::fabs(p.grad[idx[k]] - val[k]), 1e-4 * ref_norm) << p.name << "[" << idx[k] << "]";
+    }
+    std::printf("loss %.8f (torch %.8f); worst gradient-norm rel diff %.2e\n", loss, ref_loss, worst);
+}
+
+TEST(TrainEncoder, DropoutRunsAreTheSameBytesForAnyThreadCount) {
+    const auto ref = expected();
+    std::vector<int32_t> labels;
+    const TextBatch b = batch_from(ref, labels);
+    const auto run = [&](int threads) {
+        ThreadPool::set_global_threads(threads);
+        auto model = load_bert();
+        EncoderTrainer trainer(*model);
+        trainer.forward_backward(b, labels, 0.1f, 42);
+        std::vector<float> all;
+        for (const TrainParam& p : trainer.params()) all.insert(all.end(), p.grad, p.grad + p.numel);
+        return all;
+    };
+    const auto one = run(1), two = run(2);
+    ThreadPool::set_global_threads(0);
+    EXPECT_EQ(0, std::memcmp(one.data(), two.data(), one.size() * sizeof(float)));
+    auto model = load_bert();
+    EncoderTrainer trainer(*model);
+    const double no_drop = trainer.forward_backward(b, labels, 0.0f, 42);
+    const double drop = trainer.forward_backward(b, labels, 0.1f, 42);
+    EXPECT_NE(no_drop, drop) << "dropout changed nothing";
+}
+
+TEST(TrainEncoder, RandomInitFollowsHfAndFinetuneRunsInTheModel) {
+    auto model = load_bert();
+    ClassifierFinetuneOptions o;
+    o.data = test::fixture("data/sst2_train.tsv");
+    o.eval_data = test::fixture("data/sst2_dev.tsv");
+    o.random_init = true, o.seed = 1, o.steps = 2106, o.stop_after = 40, o.batch = 32;
+    test::TempDir dir;
+    o.output = dir.file("bert");
+    const FinetuneReport r = finetune_classifier(*model, o);
+    ASSERT_EQ(r.loss_curve.size(), 40u);
+    EXPECT_NEAR(r.eval_accuracy_before, 0.5, 0.06);  // a random model guesses
+    // LayerNorms restarted at 1 / 0 and moved only by 40 small steps; biases from 0.
+    const auto g = model->weights().blocks[0].attn_norm.weight.to_float();
+    for (float v : g) EXPECT_NEAR(v, 1.0f, 0.05f);
+    // The written HF directory reloads to the same logits as the trained model in memory.
+    auto reloaded = EncoderModel::load(o.output);
+    const std::vector<std::string> texts = {"a charming and often affecting journey", "bleak and desperate"};
+    const TextBatch b = model->tokenize(texts, 64);
+    std::vector<float> a(4), c(4);
+    model->classify(b, a.data());
+    reloaded->classify(b, c.data());
+    EXPECT_EQ(0, std::memcmp(a.data(), c.data(), sizeof(float) * 4));
+}
+
+TEST(TrainEncoder, BadLabelsAreClearErrors) {
+    const auto ref = expected();
+    auto model = load_bert();
+    std::vector<int32_t> labels;
+    const TextBatch b = batch_from(ref, labels);
+    EncoderTrainer trainer(*model);
+    labels[2] = 5;
+    try {
+        trainer.forward_backward(b, labels, 0.0f, 0);
+        FAIL() << "no error for label 5";
+    } catch (const InvalidArgument& e) {
+        EXPECT_NE(std::string(e.what()).find("label 5 of example 2"), std::string::npos) << e.what();
+    }
+}
+
+}  // namespace
+}  // namespace cq
