@@ -3,6 +3,8 @@
 // whole gptq_quantize call (factorization + sweep), timed apart; plain weighted rounding's error too.
 // Usage: bench_gptq [--threads N] [--type q4_K] [--seqs 128] [--tokens 512] [--shapes 11008x4096,4096x11008]
 //                   [--act-order] [--json]
+#include <sys/resource.h>
+
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -24,6 +26,14 @@ namespace {
 
 double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 
+// CPU seconds of every thread of the process: on a machine other jobs share, CPU time / threads estimates the wall
+// time the same work takes on idle cores (wall time alone includes the time other jobs held the cores).
+double cpu_now() {
+    rusage u{};
+    getrusage(RUSAGE_SELF, &u);
+    return double(u.ru_utime.tv_sec + u.ru_stime.tv_sec) + 1e-6 * double(u.ru_utime.tv_usec + u.ru_stime.tv_usec);
+}
+
 // Standard normals by Box-Muller on a splitmix64 stream: the activations' values do not change the timings.
 void fill_normal(float* x, int64_t n, uint64_t seed) {
     uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
@@ -44,6 +54,7 @@ void fill_normal(float* x, int64_t n, uint64_t seed) {
 struct Row {
     int64_t n_out, n_in, tokens;
     double hessian_s, factor_s, gptq_s, gptq_rtn_s, rtn_s, weighted_error, rtn_error;
+    double hessian_cpu, factor_cpu, gptq_cpu, rtn_cpu;
 };
 
 }  // namespace
@@ -91,18 +102,20 @@ int main(int argc, char** argv) {
             pool.parallel_for(tokens, [&](int64_t t0, int64_t t1) {
                 fill_normal(X.data() + t0 * n, (t1 - t0) * n, uint64_t(s) * 1000003 + uint64_t(t0));
             });
-            const double t = now();
+            const double t = now(), c = cpu_now();
             cq::accumulate_hessian(H, X, tokens, n, &pool);
             r.hessian_s += now() - t;
+            r.hessian_cpu += cpu_now() - c;
         }
         {   // the factorization alone (gptq_quantize does it once inside): the damped H's Cholesky in double
             std::vector<double> M(H);
             double mean = 0;
             for (int64_t j = 0; j < n; ++j) mean += H[size_t(j * n + j)];
             for (int64_t j = 0; j < n; ++j) M[size_t(j * n + j)] += 0.01 * mean / double(n);
-            const double t = now();
+            const double t = now(), c = cpu_now();
             cq::gptq_detail::cholesky_lower_in_place(M.data(), n, pool);
             r.factor_s = now() - t;
+            r.factor_cpu = cpu_now() - c;
         }
         std::vector<float> W(size_t(r.n_out * n));
         pool.parallel_for(r.n_out, [&](int64_t r0, int64_t r1) { fill_normal(W.data() + r0 * n, (r1 - r0) * n, 77 + uint64_t(r0)); });
@@ -112,18 +125,20 @@ int main(int argc, char** argv) {
             std::vector<uint8_t> q(size_t(r.n_out) * row_bytes);
             std::vector<float> imp(static_cast<size_t>(n), 0.0f);
             for (int64_t j = 0; j < n; ++j) imp[size_t(j)] = float(H[size_t(j * n + j)]);
-            const double t = now();
+            const double t = now(), c = cpu_now();
             pool.parallel_for(r.n_out, [&](int64_t r0, int64_t r1) {
                 cq::quantize_rows_weighted(*type, W.data() + r0 * n, q.data() + size_t(r0) * row_bytes, r1 - r0, n, imp.data());
             });
             r.rtn_s = now() - t;
+            r.rtn_cpu = cpu_now() - c;
         }
         cq::GptqOptions o;
         o.act_order = act_order;
         o.compute_rtn_error = false;
-        double t = now();
+        double t = now(), c = cpu_now();
         const cq::GptqResult g = cq::gptq_quantize(*type, W, r.n_out, n, H, {}, o, &pool);
         r.gptq_s = now() - t;
+        r.gptq_cpu = cpu_now() - c;
         o.compute_rtn_error = true;
         t = now();
         const cq::GptqResult g2 = cq::gptq_quantize(*type, W, r.n_out, n, H, {}, o, &pool);
@@ -142,17 +157,20 @@ int main(int argc, char** argv) {
         for (size_t i = 0; i < rows.size(); ++i) {
             const Row& r = rows[i];
             std::printf("%s\n  {\"n_out\": %ld, \"n_in\": %ld, \"tokens\": %ld, \"hessian_s\": %.3f, \"hessian_gflops\": %.1f, \"factor_s\": %.3f, "
-                        "\"gptq_s\": %.3f, \"gptq_with_rtn_error_s\": %.3f, \"weighted_rounding_s\": %.3f, \"sweep_gflops\": %.1f, \"weighted_error\": %.6g, \"rtn_error\": %.6g}",
+                        "\"gptq_s\": %.3f, \"gptq_with_rtn_error_s\": %.3f, \"weighted_rounding_s\": %.3f, \"sweep_gflops\": %.1f, \"weighted_error\": %.6g, \"rtn_error\": %.6g, "
+                        "\"cpu_s\": {\"hessian\": %.3f, \"factor\": %.3f, \"gptq\": %.3f, \"weighted_rounding\": %.3f}}",
                         i ? "," : "", r.n_out, r.n_in, r.tokens, r.hessian_s, double(r.tokens) * double(r.n_in) * double(r.n_in) / r.hessian_s * 1e-9,
                         r.factor_s, r.gptq_s, r.gptq_rtn_s, r.rtn_s, double(r.n_out) * double(r.n_in) * double(r.n_in) / (r.gptq_s - r.factor_s) * 1e-9,
-                        r.weighted_error, r.rtn_error);
+                        r.weighted_error, r.rtn_error, r.hessian_cpu, r.factor_cpu, r.gptq_cpu, r.rtn_cpu);
         }
         std::printf("\n]}\n");
         return 0;
     }
     std::printf("cpu: %s, %d threads, %s, float GEMM %s%s\n\n", f.brand.c_str(), threads, type_name.c_str(), gemm, act_order ? ", act-order" : "");
+    std::printf("Wall seconds, and in brackets CPU seconds / threads (the wall time on idle cores).\n\n");
     std::printf("| layer (out × in) | tokens | XᵀX | factor (in H) | gptq_quantize | + rtn error | weighted rounding alone | GPTQ / RTN error |\n|---|---:|---:|---:|---:|---:|---:|---:|\n");
     for (const Row& r : rows)
-        std::printf("| %ld × %ld | %ld | %.2f s | %.2f s | %.2f s | %.2f s | %.2f s | %.3f |\n", r.n_out, r.n_in, r.tokens, r.hessian_s, r.factor_s, r.gptq_s,
-                    r.gptq_rtn_s, r.rtn_s, r.weighted_error / r.rtn_error);
+        std::printf("| %ld × %ld | %ld | %.2f s (%.2f) | %.2f s (%.2f) | %.2f s (%.2f) | %.2f s | %.2f s (%.2f) | %.3f |\n", r.n_out, r.n_in, r.tokens,
+                    r.hessian_s, r.hessian_cpu / threads, r.factor_s, r.factor_cpu / threads, r.gptq_s, r.gptq_cpu / threads, r.gptq_rtn_s, r.rtn_s,
+                    r.rtn_cpu / threads, r.weighted_error / r.rtn_error);
 }

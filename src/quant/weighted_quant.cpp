@@ -104,7 +104,8 @@ void make_qkx3_quants_lanes(int nmax, const float* x, const float* weights, uint
     // subtracting 1.5·2²³ rounds to nearest even exactly as nearest_int does (|v| < 2²²), all in float lanes.
     const float top = static_cast<float>(nmax);
     auto level = [top](float v) {
-        const float c = std::min(top, std::max(0.0f, v));
+        float c = v > 0.0f ? v : 0.0f;  // value selects (not std::min/max references), so the lane loops vectorize
+        c = c < top ? c : top;
         return (c + 12582912.0f) - 12582912.0f;
     };
     bool flat[kLanes];
@@ -141,14 +142,11 @@ void make_qkx3_quants_lanes(int nmax, const float* x, const float* weights, uint
         for (int s = 0; s < kLanes; ++s) {
             const float D = sum_w[s] * sum_l2[s] - sum_l[s] * sum_l[s];
             valid[s] = D > 0 && !flat[s];
-            float ts = (sum_w[s] * sum_xl[s] - sum_x[s] * sum_l[s]) / D;
-            float tm = (sum_l2[s] * sum_x[s] - sum_l[s] * sum_xl[s]) / D;
-            if (tm > 0) {
-                tm = 0;
-                ts = sum_xl[s] / sum_l2[s];
-            }
-            this_scale[s] = ts;
-            this_min[s] = tm;
+            const float ts = (sum_w[s] * sum_xl[s] - sum_x[s] * sum_l[s]) / D;
+            const float tm = (sum_l2[s] * sum_x[s] - sum_l[s] * sum_xl[s]) / D;
+            const float ts_no_min = sum_xl[s] / sum_l2[s];
+            this_scale[s] = tm > 0 ? ts_no_min : ts;
+            this_min[s] = tm > 0 ? 0.0f : tm;
         }
         for (int i = 0; i < kN; ++i)
             for (int s = 0; s < kLanes; ++s) {
