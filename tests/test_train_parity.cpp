@@ -257,6 +257,30 @@ TEST(TrainParity, ResumedRunEqualsAnUninterruptedOne) {
     EXPECT_THROW(finetune(*third, other), FormatError);
 }
 
+// Block checkpointing recomputes each block in the backward: the same gradient bytes from a fraction of the activations.
+TEST(TrainParity, BlockCheckpointingGivesTheSameGradientsWithLessMemory) {
+    for (const char* path : {kModel, "models/gpt2-tiny-stories"}) {
+        const auto run = [&](bool checkpoint, uint64_t& bytes) {
+            auto model = load_model_at(test::fixture(path));
+            const TextWindows w = load_text_windows(*model, test::fixture("data/stories_calib.txt"), 48);
+            const Batch b = batch_of(w, 3);
+            LmTrainer trainer(*model);
+            trainer.set_checkpointing(checkpoint);
+            trainer.forward_backward(b.in, b.tg, 3, 48);
+            bytes = trainer.activation_bytes();
+            std::vector<float> all;
+            for (const TrainParam& p : trainer.params()) all.insert(all.end(), p.grad, p.grad + p.numel);
+            return all;
+        };
+        uint64_t full = 0, ckpt = 0;
+        const auto a = run(false, full), b = run(true, ckpt);
+        ASSERT_EQ(a.size(), b.size());
+        EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float))) << path;
+        EXPECT_LT(ckpt, full) << path;
+        std::printf("%s: activations %.1f MiB → %.1f MiB with block checkpointing\n", path, full / 1048576.0, ckpt / 1048576.0);
+    }
+}
+
 TEST(TrainParity, BadBatchesAreClearErrors) {
     auto model = load_model();
     LmTrainer trainer(*model);

@@ -48,11 +48,15 @@ public:
 
     std::vector<TrainParam>& params() { return params_; }
     void zero_grad();
+    /// Activation checkpointing per block: keep only each block's input, recompute the block in the backward
+    /// (same gradients, bit for bit; ~1 block of activations instead of all). Set before the first batch.
+    void set_checkpointing(bool on);
     /// Bytes held for activations at the largest batch seen so far.
     uint64_t activation_bytes() const;
 
 private:
     struct State;
+    void block_forward(int64_t l, int64_t slot);
     std::pair<double, int64_t> run_forward(std::span<const int32_t> tokens, std::span<const int32_t> targets, int64_t B,
                                            int64_t T);
     std::unique_ptr<State> s_;

@@ -161,7 +161,8 @@ RunShape load_state(const std::string& path, const RunShape& want, std::span<Tra
 FinetuneReport finetune(LanguageModel& model, const FinetuneOptions& o,
                         const std::function<void(const FinetuneProgress&)>& progress) {
     if (o.precision != "fp32") throw Unsupported("[finetune] --precision " + o.precision + " is not supported yet (fp32 is)");
-    if (o.checkpoint != "none") throw Unsupported("[finetune] --checkpoint " + o.checkpoint + " is not supported yet (none is)");
+    if (o.checkpoint != "none" && o.checkpoint != "block")
+        throw Unsupported("[finetune] --checkpoint " + o.checkpoint + " is not supported yet (none and block are)");
     if (o.batch < 1 || o.accumulate < 1) throw InvalidArgument("[finetune] --batch and --accumulate must be at least 1");
     if (o.steps < 0 || (o.steps == 0 && !(o.epochs > 0)))
         throw InvalidArgument("[finetune] give a positive --steps or --epochs");
@@ -170,6 +171,7 @@ FinetuneReport finetune(LanguageModel& model, const FinetuneOptions& o,
     if (!o.eval_data.empty()) eval = load_text_windows(model, o.eval_data, o.ctx);
 
     LmTrainer trainer(model);
+    trainer.set_checkpointing(o.checkpoint == "block");
     std::vector<TrainParam> params;  // the trained ones (frozen ones keep their values)
     for (const TrainParam& p : trainer.params()) {
         bool frozen = false;

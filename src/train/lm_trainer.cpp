@@ -71,6 +71,7 @@ struct LmTrainer::State {
     std::vector<float> cos_t, sin_t;
     std::vector<int32_t> ids, tgts;
     int64_t rope_T = -1;
+    bool checkpoint = false;  // keep only block inputs; recompute a block's activations in the backward
 };
 
 LmTrainer::LmTrainer(LanguageModel& model) : s_(std::make_unique<State>()) {
@@ -170,6 +171,8 @@ LmTrainer::LmTrainer(LanguageModel& model) : s_(std::make_unique<State>()) {
 
 LmTrainer::~LmTrainer() = default;
 
+void LmTrainer::set_checkpointing(bool on) { s_->checkpoint = on; }
+
 void LmTrainer::zero_grad() {
     for (auto& g : s_->grad_storage) std::fill(g.begin(), g.end(), 0.0f);
 }
@@ -196,6 +199,63 @@ Dims dims_of(const LlmConfig& c, int64_t N) {
 
 }  // namespace
 
+// Block l's forward from res[l] into res[l + 1], its activations in slot sl of the per-block buffers (sl = l, or 0
+// under activation checkpointing, where the backward runs it again just before it needs them).
+void LmTrainer::block_forward(int64_t l, int64_t sl) {
+    State& s = *s_;
+    auto& P = params_;
+    const LlmConfig& c = s.c;
+    const int64_t B = s.B, T = s.T;
+    const Dims d = dims_of(c, B * T);
+    const int64_t N = d.N;
+    const auto val = [&](int i) -> const float* { return i >= 0 ? P[static_cast<size_t>(i)].value : nullptr; };
+    const auto& bp = s.blocks[static_cast<size_t>(l)];
+    const float* xin = s.res.data() + l * N * d.D;
+    float* xn1 = s.xn1.data() + sl * N * d.D;
+    float* q = s.q.data() + sl * N * d.qd;
+    float* k = s.k.data() + sl * N * d.kvd;
+    float* v = s.v.data() + sl * N * d.kvd;
+    float* att = s.att.data() + sl * N * d.qd;
+    float* xmid = s.xmid.data() + sl * N * d.D;
+    float* xn2 = s.xn2.data() + sl * N * d.D;
+    float* g = s.g.data() + sl * N * d.F;
+    float* h = s.h.data() + sl * N * d.F;
+    if (s.gpt2) {
+        train::layernorm_forward(xin, val(bp.attn_norm), val(bp.attn_norm_b), N, d.D, c.norm_eps, xn1, s.mean1.data() + sl * N,
+                                 s.rstd1.data() + sl * N);
+        // qkv: [N, 3D] = q | k | v → three contiguous buffers, as the attention kernels take them
+        train::linear_forward(xn1, val(bp.wqkv), val(bp.bqkv), N, d.D, 3 * d.D, s.qkv.data());
+        for (int64_t r = 0; r < N; ++r) {
+            const float* src = s.qkv.data() + r * 3 * d.D;
+            std::copy_n(src, d.D, q + r * d.D), std::copy_n(src + d.D, d.D, k + r * d.D), std::copy_n(src + 2 * d.D, d.D, v + r * d.D);
+        }
+    } else {
+        train::rmsnorm_forward(xin, val(bp.attn_norm), N, d.D, c.norm_eps, xn1, s.rstd1.data() + sl * N);
+        train::linear_forward(xn1, val(bp.wq), val(bp.bq), N, d.D, d.qd, q);
+        train::linear_forward(xn1, val(bp.wk), val(bp.bk), N, d.D, d.kvd, k);
+        train::linear_forward(xn1, val(bp.wv), val(bp.bv), N, d.D, d.kvd, v);
+        train::rope_forward(q, B, T, d.qd, d.Hq, d.hd, c.rope_dims, s.cos_t.data(), s.sin_t.data(), c.rope_pairing);
+        train::rope_forward(k, B, T, d.kvd, d.Hkv, d.hd, c.rope_dims, s.cos_t.data(), s.sin_t.data(), c.rope_pairing);
+    }
+    train::attention_forward(q, k, v, B, T, d.Hq, d.Hkv, d.hd, s.p.data() + sl * B * d.Hq * T * T, att);
+    train::linear_forward(att, val(bp.wo), val(bp.bo), N, d.qd, d.D, s.tmp.data());
+    train::add_forward(xin, s.tmp.data(), xmid, N * d.D);
+    if (s.gpt2) {
+        train::layernorm_forward(xmid, val(bp.ffn_norm), val(bp.ffn_norm_b), N, d.D, c.norm_eps, xn2, s.mean2.data() + sl * N,
+                                 s.rstd2.data() + sl * N);
+        train::linear_forward(xn2, val(bp.up), val(bp.bup), N, d.D, d.F, g);
+        train::gelu_tanh_forward(g, h, N * d.F);
+    } else {
+        float* u = s.u.data() + sl * N * d.F;
+        train::rmsnorm_forward(xmid, val(bp.ffn_norm), N, d.D, c.norm_eps, xn2, s.rstd2.data() + sl * N);
+        train::linear_forward(xn2, val(bp.gate), nullptr, N, d.D, d.F, g);
+        train::linear_forward(xn2, val(bp.up), nullptr, N, d.D, d.F, u);
+        train::swiglu_forward(g, u, h, N * d.F);
+    }
+    train::linear_forward(h, val(bp.down), val(bp.bdown), N, d.F, d.D, s.tmp.data());
+    train::add_forward(xmid, s.tmp.data(), s.res.data() + (l + 1) * N * d.D, N * d.D);
+}
+
 // The forward with saved activations; returns Σ losses and the number of counted targets.
 std::pair<double, int64_t> LmTrainer::run_forward(std::span<const int32_t> tokens, std::span<const int32_t> targets,
                                                   int64_t B, int64_t T) {
@@ -219,17 +279,18 @@ std::pair<double, int64_t> LmTrainer::run_forward(std::span<const int32_t> token
     const Dims d = dims_of(c, B * T);
     const int64_t N = d.N;
     s.B = B, s.T = T;
+    const int64_t S = s.checkpoint ? 1 : d.L;  // slots of per-block activations
     grow(s.res, (d.L + 1) * N * d.D);
-    grow(s.xn1, d.L * N * d.D), grow(s.xmid, d.L * N * d.D), grow(s.xn2, d.L * N * d.D);
-    grow(s.rstd1, d.L * N), grow(s.rstd2, d.L * N);
-    grow(s.q, d.L * N * d.qd), grow(s.att, d.L * N * d.qd);
-    grow(s.k, d.L * N * d.kvd), grow(s.v, d.L * N * d.kvd);
-    grow(s.p, d.L * B * d.Hq * T * T);
-    grow(s.g, d.L * N * d.F), grow(s.h, d.L * N * d.F);
-    if (!s.gpt2) grow(s.u, d.L * N * d.F);
+    grow(s.xn1, S * N * d.D), grow(s.xmid, S * N * d.D), grow(s.xn2, S * N * d.D);
+    grow(s.rstd1, S * N), grow(s.rstd2, S * N);
+    grow(s.q, S * N * d.qd), grow(s.att, S * N * d.qd);
+    grow(s.k, S * N * d.kvd), grow(s.v, S * N * d.kvd);
+    grow(s.p, S * B * d.Hq * T * T);
+    grow(s.g, S * N * d.F), grow(s.h, S * N * d.F);
+    if (!s.gpt2) grow(s.u, S * N * d.F);
     grow(s.xnf, N * d.D), grow(s.rstdf, N), grow(s.logits, N * d.V), grow(s.losses, N), grow(s.tmp, N * std::max(d.D, d.F));
     if (s.gpt2) {
-        grow(s.mean1, d.L * N), grow(s.mean2, d.L * N), grow(s.meanf, N), grow(s.qkv, N * 3 * d.D);
+        grow(s.mean1, S * N), grow(s.mean2, S * N), grow(s.meanf, N), grow(s.qkv, N * 3 * d.D);
         s.positions.resize(static_cast<size_t>(N));
         for (int64_t i = 0; i < N; ++i) s.positions[static_cast<size_t>(i)] = static_cast<int32_t>(i % T);
     } else if (s.rope_T != T) {
@@ -247,53 +308,7 @@ std::pair<double, int64_t> LmTrainer::run_forward(std::span<const int32_t> token
         train::embedding_forward(val(s.pos), s.positions.data(), N, d.D, s.tmp.data());
         train::add_forward(s.res.data(), s.tmp.data(), s.res.data(), N * d.D);
     }
-    for (int64_t l = 0; l < d.L; ++l) {
-        const auto& bp = s.blocks[static_cast<size_t>(l)];
-        const float* xin = s.res.data() + l * N * d.D;
-        float* xn1 = s.xn1.data() + l * N * d.D;
-        float* q = s.q.data() + l * N * d.qd;
-        float* k = s.k.data() + l * N * d.kvd;
-        float* v = s.v.data() + l * N * d.kvd;
-        float* att = s.att.data() + l * N * d.qd;
-        float* xmid = s.xmid.data() + l * N * d.D;
-        float* xn2 = s.xn2.data() + l * N * d.D;
-        float* g = s.g.data() + l * N * d.F;
-        float* h = s.h.data() + l * N * d.F;
-        if (s.gpt2) {
-            train::layernorm_forward(xin, val(bp.attn_norm), val(bp.attn_norm_b), N, d.D, c.norm_eps, xn1, s.mean1.data() + l * N,
-                                     s.rstd1.data() + l * N);
-            // qkv: [N, 3D] = q | k | v → three contiguous buffers, as the attention kernels take them
-            train::linear_forward(xn1, val(bp.wqkv), val(bp.bqkv), N, d.D, 3 * d.D, s.qkv.data());
-            for (int64_t r = 0; r < N; ++r) {
-                const float* src = s.qkv.data() + r * 3 * d.D;
-                std::copy_n(src, d.D, q + r * d.D), std::copy_n(src + d.D, d.D, k + r * d.D), std::copy_n(src + 2 * d.D, d.D, v + r * d.D);
-            }
-        } else {
-            train::rmsnorm_forward(xin, val(bp.attn_norm), N, d.D, c.norm_eps, xn1, s.rstd1.data() + l * N);
-            train::linear_forward(xn1, val(bp.wq), val(bp.bq), N, d.D, d.qd, q);
-            train::linear_forward(xn1, val(bp.wk), val(bp.bk), N, d.D, d.kvd, k);
-            train::linear_forward(xn1, val(bp.wv), val(bp.bv), N, d.D, d.kvd, v);
-            train::rope_forward(q, B, T, d.qd, d.Hq, d.hd, c.rope_dims, s.cos_t.data(), s.sin_t.data(), c.rope_pairing);
-            train::rope_forward(k, B, T, d.kvd, d.Hkv, d.hd, c.rope_dims, s.cos_t.data(), s.sin_t.data(), c.rope_pairing);
-        }
-        train::attention_forward(q, k, v, B, T, d.Hq, d.Hkv, d.hd, s.p.data() + l * B * d.Hq * T * T, att);
-        train::linear_forward(att, val(bp.wo), val(bp.bo), N, d.qd, d.D, s.tmp.data());
-        train::add_forward(xin, s.tmp.data(), xmid, N * d.D);
-        if (s.gpt2) {
-            train::layernorm_forward(xmid, val(bp.ffn_norm), val(bp.ffn_norm_b), N, d.D, c.norm_eps, xn2, s.mean2.data() + l * N,
-                                     s.rstd2.data() + l * N);
-            train::linear_forward(xn2, val(bp.up), val(bp.bup), N, d.D, d.F, g);
-            train::gelu_tanh_forward(g, h, N * d.F);
-        } else {
-            float* u = s.u.data() + l * N * d.F;
-            train::rmsnorm_forward(xmid, val(bp.ffn_norm), N, d.D, c.norm_eps, xn2, s.rstd2.data() + l * N);
-            train::linear_forward(xn2, val(bp.gate), nullptr, N, d.D, d.F, g);
-            train::linear_forward(xn2, val(bp.up), nullptr, N, d.D, d.F, u);
-            train::swiglu_forward(g, u, h, N * d.F);
-        }
-        train::linear_forward(h, val(bp.down), val(bp.bdown), N, d.F, d.D, s.tmp.data());
-        train::add_forward(xmid, s.tmp.data(), s.res.data() + (l + 1) * N * d.D, N * d.D);
-    }
+    for (int64_t l = 0; l < d.L; ++l) block_forward(l, s.checkpoint ? 0 : l);
     const float* xlast = s.res.data() + d.L * N * d.D;
     if (s.gpt2) train::layernorm_forward(xlast, val(s.out_norm), val(s.out_norm_b), N, d.D, c.norm_eps, s.xnf.data(), s.meanf.data(), s.rstdf.data());
     else train::rmsnorm_forward(xlast, val(s.out_norm), N, d.D, c.norm_eps, s.xnf.data(), s.rstdf.data());
@@ -337,33 +352,35 @@ double LmTrainer::forward_backward(std::span<const int32_t> tokens, std::span<co
         train::rmsnorm_backward(s.dxn.data(), xlast, val(s.out_norm), s.rstdf.data(), N, d.D, s.dres.data(), grad(s.out_norm));
     for (int64_t l = d.L - 1; l >= 0; --l) {
         const auto& bp = s.blocks[static_cast<size_t>(l)];
+        const int64_t sl = s.checkpoint ? 0 : l;
+        if (s.checkpoint && l != d.L - 1) block_forward(l, 0);  // recompute the block's activations from its saved input
         const float* xin = s.res.data() + l * N * d.D;
-        const float* xn1 = s.xn1.data() + l * N * d.D;
-        const float* q = s.q.data() + l * N * d.qd;
-        const float* k = s.k.data() + l * N * d.kvd;
-        const float* v = s.v.data() + l * N * d.kvd;
-        const float* att = s.att.data() + l * N * d.qd;
-        const float* xmid = s.xmid.data() + l * N * d.D;
-        const float* xn2 = s.xn2.data() + l * N * d.D;
-        const float* g = s.g.data() + l * N * d.F;
-        const float* h = s.h.data() + l * N * d.F;
+        const float* xn1 = s.xn1.data() + sl * N * d.D;
+        const float* q = s.q.data() + sl * N * d.qd;
+        const float* k = s.k.data() + sl * N * d.kvd;
+        const float* v = s.v.data() + sl * N * d.kvd;
+        const float* att = s.att.data() + sl * N * d.qd;
+        const float* xmid = s.xmid.data() + sl * N * d.D;
+        const float* xn2 = s.xn2.data() + sl * N * d.D;
+        const float* g = s.g.data() + sl * N * d.F;
+        const float* h = s.h.data() + sl * N * d.F;
         // MLP: res[l+1] = xmid + down(act(xn2)), xn2 = norm(xmid)
         train::linear_backward(s.dres.data(), h, val(bp.down), N, d.F, d.D, s.dh.data(), false, grad(bp.down), grad(bp.bdown));
         if (s.gpt2) {
             train::gelu_tanh_backward(s.dh.data(), g, s.dg.data(), N * d.F);
             train::linear_backward(s.dg.data(), xn2, val(bp.up), N, d.D, d.F, s.dxn.data(), false, grad(bp.up), grad(bp.bup));
-            train::layernorm_backward(s.dxn.data(), xmid, val(bp.ffn_norm), s.mean2.data() + l * N, s.rstd2.data() + l * N, N, d.D,
+            train::layernorm_backward(s.dxn.data(), xmid, val(bp.ffn_norm), s.mean2.data() + sl * N, s.rstd2.data() + sl * N, N, d.D,
                                       s.dres.data(), grad(bp.ffn_norm), grad(bp.ffn_norm_b));
         } else {
-            const float* u = s.u.data() + l * N * d.F;
+            const float* u = s.u.data() + sl * N * d.F;
             train::swiglu_backward(s.dh.data(), g, u, s.dg.data(), s.du.data(), N * d.F);
             train::linear_backward(s.dg.data(), xn2, val(bp.gate), N, d.D, d.F, s.dxn.data(), false, grad(bp.gate), nullptr);
             train::linear_backward(s.du.data(), xn2, val(bp.up), N, d.D, d.F, s.dxn.data(), true, grad(bp.up), nullptr);
-            train::rmsnorm_backward(s.dxn.data(), xmid, val(bp.ffn_norm), s.rstd2.data() + l * N, N, d.D, s.dres.data(), grad(bp.ffn_norm));
+            train::rmsnorm_backward(s.dxn.data(), xmid, val(bp.ffn_norm), s.rstd2.data() + sl * N, N, d.D, s.dres.data(), grad(bp.ffn_norm));
         }
         // attention: xmid = xin + wo(attn(q, k, v)), q, k, v from xn1 = norm(xin)
         train::linear_backward(s.dres.data(), att, val(bp.wo), N, d.qd, d.D, s.datt.data(), false, grad(bp.wo), grad(bp.bo));
-        train::attention_backward(s.datt.data(), q, k, v, s.p.data() + l * B * d.Hq * T * T, B, T, d.Hq, d.Hkv, d.hd,
+        train::attention_backward(s.datt.data(), q, k, v, s.p.data() + sl * B * d.Hq * T * T, B, T, d.Hq, d.Hkv, d.hd,
                                   s.dq.data(), s.dk.data(), s.dv.data());
         if (s.gpt2) {
             for (int64_t r = 0; r < N; ++r) {
@@ -372,7 +389,7 @@ double LmTrainer::forward_backward(std::span<const int32_t> tokens, std::span<co
                 std::copy_n(s.dv.data() + r * d.D, d.D, dst + 2 * d.D);
             }
             train::linear_backward(s.dqkv.data(), xn1, val(bp.wqkv), N, d.D, 3 * d.D, s.dxn.data(), false, grad(bp.wqkv), grad(bp.bqkv));
-            train::layernorm_backward(s.dxn.data(), xin, val(bp.attn_norm), s.mean1.data() + l * N, s.rstd1.data() + l * N, N, d.D,
+            train::layernorm_backward(s.dxn.data(), xin, val(bp.attn_norm), s.mean1.data() + sl * N, s.rstd1.data() + sl * N, N, d.D,
                                       s.dres.data(), grad(bp.attn_norm), grad(bp.attn_norm_b));
         } else {
             train::rope_backward(s.dq.data(), B, T, d.qd, d.Hq, d.hd, c.rope_dims, s.cos_t.data(), s.sin_t.data(), c.rope_pairing);
@@ -380,7 +397,7 @@ double LmTrainer::forward_backward(std::span<const int32_t> tokens, std::span<co
             train::linear_backward(s.dq.data(), xn1, val(bp.wq), N, d.D, d.qd, s.dxn.data(), false, grad(bp.wq), grad(bp.bq));
             train::linear_backward(s.dk.data(), xn1, val(bp.wk), N, d.D, d.kvd, s.dxn.data(), true, grad(bp.wk), grad(bp.bk));
             train::linear_backward(s.dv.data(), xn1, val(bp.wv), N, d.D, d.kvd, s.dxn.data(), true, grad(bp.wv), grad(bp.bv));
-            train::rmsnorm_backward(s.dxn.data(), xin, val(bp.attn_norm), s.rstd1.data() + l * N, N, d.D, s.dres.data(), grad(bp.attn_norm));
+            train::rmsnorm_backward(s.dxn.data(), xin, val(bp.attn_norm), s.rstd1.data() + sl * N, N, d.D, s.dres.data(), grad(bp.attn_norm));
         }
     }
     train::embedding_backward(s.dres.data(), s.ids.data(), N, d.D, grad(s.embd));

@@ -90,7 +90,7 @@ Runner register_finetune(CLI::App& app) {
     cmd->add_option("--min-lr-ratio", o->ft.schedule.min_lr_ratio, "Final learning rate as a fraction of --lr")->default_val(0.0f);
     cmd->add_option("--clip", o->ft.clip, "Global gradient-norm clip (0: off)")->default_val(1.0);
     cmd->add_option("--precision", o->ft.precision, "fp32 (bf16 / fp16: not yet)")->default_val("fp32");
-    cmd->add_option("--checkpoint", o->ft.checkpoint, "Activation checkpointing: none (block / every-k: not yet)")->default_val("none");
+    cmd->add_option("--checkpoint", o->ft.checkpoint, "Activation checkpointing (LLMs): none, or block (keep each block's input, recompute it in the backward)")->default_val("none");
     cmd->add_option("--seed", o->seed, "Data order (and classifiers' init and dropout): LLMs 0 keeps the file's order (default: LLMs 0, "
                                        "classifiers 1)");
     cmd->add_option("--eval", o->ft.eval_data, "Held-out data: LLMs loss / perplexity, classifiers accuracy, before and after");
