@@ -28,7 +28,7 @@ OUT = os.path.join(ROOT, "tests", "expected", "train")
 GRAD_BATCH, GRAD_CTX = 4, 64            # the parity batch: windows 0..3 at ctx 64
 TWIN = dict(steps=100, batch=8, ctx=128, lr=1e-3, warmup=10, min_lr_ratio=0.1, weight_decay=0.1,
             beta1=0.9, beta2=0.999, eps=1e-8, clip=1.0)
-N_SAMPLES = 64
+N_SAMPLES = 48  # entries sampled per tensor: four families' files stay < 300 KB together
 
 
 def load_safetensors(path):
@@ -229,6 +229,68 @@ def cmd_bert_grads(_):
     print(f"loss {loss.item():.7f}, logits max diff vs reference.json {err:.2e}; {len(out['params'])} tensors → {OUT}/bert_grads.json")
 
 
+class Vit:
+    """HF ViTForImageClassification's eager math (patch conv, CLS token, learned positions, pre-LN blocks, GELU erf, final
+    LayerNorm, classifier on CLS), parameters as a dict of leaf tensors named as the file names them."""
+
+    def __init__(self, cfg, tensors):
+        self.c = cfg
+        self.p = {k: v.clone().requires_grad_(True) for k, v in tensors.items()}
+        self.names = list(self.p.keys())
+
+    def ln(self, x, name):
+        return F.layer_norm(x, (x.shape[-1],), self.p[name + ".weight"], self.p[name + ".bias"], self.c["layer_norm_eps"])
+
+    def lin(self, x, name):
+        return F.linear(x, self.p[name + ".weight"], self.p[name + ".bias"])
+
+    def logits(self, pixels):
+        c, p = self.c, self.p
+        B = pixels.shape[0]
+        D, H = c["hidden_size"], c["num_attention_heads"]
+        hd = D // H
+        e = "vit.embeddings."
+        x = F.conv2d(pixels, p[e + "patch_embeddings.projection.weight"], p[e + "patch_embeddings.projection.bias"],
+                     stride=c["patch_size"]).flatten(2).transpose(1, 2)
+        x = torch.cat([p[e + "cls_token"].expand(B, -1, -1), x], dim=1) + p[e + "position_embeddings"]
+        T = x.shape[1]
+        for l in range(c["num_hidden_layers"]):
+            b = f"vit.encoder.layer.{l}."
+            h = self.ln(x, b + "layernorm_before")
+            q, k, v = (self.lin(h, b + "attention.attention." + n).view(B, T, H, hd).transpose(1, 2) for n in ("query", "key", "value"))
+            a = (torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(hd), dim=-1) @ v).transpose(1, 2).reshape(B, T, D)
+            x = x + self.lin(a, b + "attention.output.dense")
+            h = F.gelu(self.lin(self.ln(x, b + "layernorm_after"), b + "intermediate.dense"))
+            x = x + self.lin(h, b + "output.dense")
+        return self.lin(self.ln(x, "vit.layernorm")[:, 0], "classifier")
+
+
+def cmd_vit_grads(_):
+    """ViT's fixed batch: the fixture's eight reference images (MNIST t10k 8000..8007) and their labels."""
+    import gzip
+    d = os.path.join(FIX, "models", "vit-tiny-mnist")
+    with open(os.path.join(d, "config.json")) as f:
+        cfg = json.load(f)
+    with open(os.path.join(d, "reference.json")) as f:
+        ref = json.load(f)
+    with gzip.open(os.path.join(FIX, "data", "t10k-images-idx3-ubyte.gz")) as f:
+        raw = np.frombuffer(f.read(), dtype=np.uint8, offset=16).reshape(-1, 1, 28, 28)
+    idx = ref["reference_images"]
+    pixels = torch.tensor((raw[idx].astype(np.float32) / 255.0 - 0.1307) / 0.3081)
+    m = Vit(cfg, load_safetensors(os.path.join(d, "model.safetensors")))
+    logits = m.logits(pixels)
+    err = (logits - torch.tensor(ref["reference_logits"])).abs().max().item()
+    assert err < 1e-4, f"torch ViT rebuild differs from reference.json: {err}"
+    labels = torch.tensor(ref["reference_labels"])
+    loss = F.cross_entropy(logits, labels)
+    loss.backward()
+    out = grads_json(m, loss, "scripts/train_reference.py vit-grads: torch " + torch.__version__ + " fp32, HF ViT math",
+                     {"images": idx, "labels": labels.tolist()})
+    with open(os.path.join(OUT, "vit_grads.json"), "w") as f:
+        json.dump(out, f, separators=(",", ":"))
+    print(f"loss {loss.item():.7f}, logits max diff vs reference.json {err:.2e}; {len(out['params'])} tensors → {OUT}/vit_grads.json")
+
+
 def grads_json(m, loss, note, extra):
     params = {}
     for name in m.names:
@@ -422,6 +484,7 @@ def main():
     t.add_argument("--out", default="")
     sub.add_parser("gpt2-grads")
     sub.add_parser("bert-grads")
+    sub.add_parser("vit-grads")
     sp = sub.add_parser("speed")
     sp.add_argument("--steps", type=int, default=5)
     sp.add_argument("--threads", type=int, default=2)
@@ -431,7 +494,7 @@ def main():
     c.add_argument("dump")
     a = ap.parse_args()
     torch.manual_seed(0)
-    sys.exit({"grads": cmd_grads, "gpt2-grads": cmd_gpt2_grads, "bert-grads": cmd_bert_grads, "twin": cmd_twin, "speed": cmd_speed, "check": cmd_check}[a.cmd](a) or 0)
+    sys.exit({"grads": cmd_grads, "gpt2-grads": cmd_gpt2_grads, "bert-grads": cmd_bert_grads, "vit-grads": cmd_vit_grads, "twin": cmd_twin, "speed": cmd_speed, "check": cmd_check}[a.cmd](a) or 0)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ struct TrainParam {
     int64_t numel = 0;
     bool decay = true;  // weight decay applies (decided by WeightDecayRule rules)
     bool hf_transposed = false;  // the HF file holds it [in, out] (GPT-2's Conv1D); `value` is [out, in]
+    std::vector<int64_t> hf_shape;  // the HF file's shape where it differs with the same bytes (ViT's conv, CLS token)
 };
 
 /// Gradients of a decoder LanguageModel (LLaMA family and GPT-2): forward with saved activations, then the backward of
@@ -67,7 +68,7 @@ class EncoderModel;
 struct TextBatch;
 
 /// Gradients of a BERT sequence classifier (post-LN blocks, attention over the padding mask, GELU (erf), tanh pooler
-/// on [CLS], classifier) with HF's dropout sites, over the model's own tensors made owned f32 in place (as LmTrainer).
+/// on [CLS], classifier) or a ViT image classifier (patch embedding, CLS token, pre-LN blocks), BERT with HF's dropout sites, over the model's own tensors made owned f32 in place (as LmTrainer).
 class EncoderTrainer {
 public:
     /// Unsupported for other encoder families (names it).
@@ -85,6 +86,9 @@ public:
                             float grad_scale = 1.0f);
     /// The mean loss without dropout or gradients; logits (optional): [batch, num_labels].
     double loss(const TextBatch& batch, std::span<const int32_t> labels, float* logits = nullptr);
+    /// ViT: pixels [batch, C, H, W] u8 (normalized as the model's preprocessor says), labels [batch]; no dropout.
+    double forward_backward_images(const uint8_t* pixels, int64_t batch, std::span<const int32_t> labels, float grad_scale = 1.0f);
+    double loss_images(const uint8_t* pixels, int64_t batch, std::span<const int32_t> labels, float* logits = nullptr);
     std::vector<TrainParam>& params() { return params_; }
     void zero_grad();
     uint64_t activation_bytes() const;
@@ -93,6 +97,8 @@ private:
     struct State;
     double run(const TextBatch& batch, std::span<const int32_t> labels, float dropout, uint64_t key, bool backward,
                float grad_scale, float* logits_out);
+    double run_vit(const uint8_t* pixels, int64_t batch, std::span<const int32_t> labels, bool backward, float grad_scale,
+                   float* logits_out);
     std::unique_ptr<State> s_;
     std::vector<TrainParam> params_;
 };

@@ -1,6 +1,7 @@
-// EncoderTrainer: BERT sequence classification's training forward and backward (post-LN blocks, bidirectional
+// EncoderTrainer: BERT sequence classification's (and ViT image classification's) training forward and backward (post-LN blocks, bidirectional
 // attention over the padding mask, GELU (erf), tanh pooler on [CLS], classifier, softmax cross-entropy), with HF's
 // dropout sites (embeddings, attention probabilities, both sub-layer outputs, pooled output), on the model's tensors.
+#include <algorithm>
 #include <cstring>
 #include <random>
 #include <string>
@@ -49,14 +50,20 @@ struct EncoderTrainer::State {
     std::vector<float> hcls, pooled, drop_p, pd, logits, losses;
     std::vector<float> dx, dy, dq, dk, dv, datt, dgl, dcls, dpool, dlog, tmp;
     std::vector<int32_t> ids, types, mask, positions, labels;
+    // ViT
+    bool vit = false;
+    int patch = -1, patchb = -1, cls_tok = -1, fnorm = -1, fnormb = -1;
+    std::vector<float> patches, xn1v, xn2v, x1v, hf, meanf, rstdf;
 };
 
 EncoderTrainer::EncoderTrainer(EncoderModel& model) : s_(std::make_unique<State>()) {
     State& s = *s_;
     s.model = &model;
     s.c = model.config();
-    if (s.c.family != EncoderFamily::bert || !model.weights().pooler)
-        throw Unsupported("[train] " + s.c.architecture + " has no backward yet (supported: BertForSequenceClassification)");
+    s.vit = s.c.family == EncoderFamily::vit;
+    if ((s.c.family != EncoderFamily::bert || !model.weights().pooler) && !s.vit)
+        throw Unsupported("[train] " + s.c.architecture + " has no backward yet (supported: BertForSequenceClassification, "
+                          "ViTForImageClassification)");
     EncoderWeights& w = model.weights();
     const auto add = [&](const std::string& name, float* value, std::vector<int64_t> shape, const char* init) {
         TrainParam p;
@@ -68,9 +75,11 @@ EncoderTrainer::EncoderTrainer(EncoderModel& model) : s_(std::make_unique<State>
         s.init_kind.emplace_back(init);
         return static_cast<int>(params_.size() - 1);
     };
-    const auto tensor = [&](Tensor& t, const std::string& name) {
+    const auto tensor = [&](Tensor& t, const std::string& name, std::vector<int64_t> hf_shape = {}) {
         t = owned_copy(t, name);
-        return add(name, fdata(t), t.shape(), "normal");
+        const int i = add(name, fdata(t), t.shape(), "normal");
+        params_.back().hf_shape = std::move(hf_shape);
+        return i;
     };
     const auto norm = [&](Norm& n, int* bias) {
         n.weight = owned_copy(n.weight, n.name);
@@ -90,6 +99,26 @@ EncoderTrainer::EncoderTrainer(EncoderModel& model) : s_(std::make_unique<State>
         *bias = add(l.name + ".bias", fdata(*l.bias), l.bias->shape(), "zero");
         return i;
     };
+    if (s.vit) {
+        const int64_t D = s.c.hidden, P = s.c.patch_size, C = s.c.num_channels;
+        s.patch = linear(w.patch_embd, &s.patchb);
+        params_[static_cast<size_t>(s.patch)].hf_shape = {D, C, P, P};  // the conv weight [D, C, p, p], same bytes
+        if (!w.cls_token) throw Unsupported("[train] the ViT model has no CLS token");
+        s.cls_tok = tensor(*w.cls_token, "vit.embeddings.cls_token", {1, 1, D});
+        s.pos = tensor(w.pos_embd, "vit.embeddings.position_embeddings", {1, s.c.max_positions, D});
+        for (EncoderBlock& b : w.blocks) {
+            State::BlockParams bp{};
+            bp.q = linear(b.q, &bp.bq), bp.k = linear(b.k, &bp.bk), bp.v = linear(b.v, &bp.bv), bp.o = linear(b.attn_out, &bp.bo);
+            bp.ln1 = norm(b.attn_norm, &bp.ln1b);
+            bp.in = linear(b.ffn_in, &bp.bin), bp.out = linear(b.ffn_out, &bp.bout);
+            bp.ln2 = norm(b.ffn_norm, &bp.ln2b);
+            s.blocks.push_back(bp);
+        }
+        if (!w.final_norm) throw Unsupported("[train] the ViT model has no final LayerNorm");
+        s.fnorm = norm(*w.final_norm, &s.fnormb);
+        s.cls = linear(w.classifier, &s.clsb);
+        return;
+    }
     // "bert.embeddings.LayerNorm" → "bert.embeddings."
     const std::string pre = w.embd_norm.name.substr(0, w.embd_norm.name.rfind("LayerNorm"));
     s.word = tensor(w.word_embd, pre + "word_embeddings.weight");
@@ -126,7 +155,7 @@ void EncoderTrainer::reinitialize(uint64_t seed) {
         for (int64_t j = 0; j < p.numel; ++j) p.value[j] = kind == "normal" ? normal(rng) : kind == "one" ? 1.0f : 0.0f;
     }
     const int64_t pad = s_->c.pad_token_id, D = s_->c.hidden;
-    if (pad >= 0 && pad < s_->c.vocab) std::fill_n(params_[static_cast<size_t>(s_->word)].value + pad * D, D, 0.0f);
+    if (!s_->vit && pad >= 0 && pad < s_->c.vocab) std::fill_n(params_[static_cast<size_t>(s_->word)].value + pad * D, D, 0.0f);
     for (Linear* l : s_->model->linears()) l->modified_by = "finetune (random init)";
 }
 
@@ -142,6 +171,7 @@ uint64_t EncoderTrainer::activation_bytes() const {
 double EncoderTrainer::run(const TextBatch& batch, std::span<const int32_t> labels, float dropout, uint64_t key, bool backward,
                            float grad_scale, float* logits_out) {
     State& s = *s_;
+    if (s.vit) throw InvalidArgument("[train] a ViT model trains on image batches (forward_backward_images)");
     auto& P = params_;
     const EncoderConfig& c = s.c;
     const int64_t B = batch.batch, T = batch.seq, N = B * T, D = c.hidden, H = c.n_head, hd = D / H, F = c.n_ff,
@@ -269,6 +299,129 @@ double EncoderTrainer::run(const TextBatch& batch, std::span<const int32_t> labe
     train::embedding_backward(s.dy.data(), s.positions.data(), N, D, grad(s.pos));
     train::embedding_backward(s.dy.data(), s.types.data(), N, D, grad(s.type));
     return total / static_cast<double>(B);
+}
+
+double EncoderTrainer::run_vit(const uint8_t* pixels, int64_t B, std::span<const int32_t> labels, bool backward, float grad_scale,
+                               float* logits_out) {
+    State& s = *s_;
+    auto& P = params_;
+    const EncoderConfig& c = s.c;
+    const int64_t D = c.hidden, H = c.n_head, hd = D / H, F = c.n_ff, C = c.num_labels, L = c.n_layer;
+    const int64_t Pp = c.patch_size, Ch = c.num_channels, side = c.image_size / Pp, np = side * side, S = np + 1, N = B * S;
+    const int64_t pin = Ch * Pp * Pp, plane = c.image_size * c.image_size;
+    if (B <= 0 || static_cast<int64_t>(labels.size()) != B)
+        throw InvalidArgument("[train] " + std::to_string(labels.size()) + " labels for a batch of " + std::to_string(B) + " images");
+    for (int64_t b = 0; b < B; ++b)
+        if (labels[b] < 0 || labels[b] >= C)
+            throw InvalidArgument("[train] label " + std::to_string(labels[b]) + " of example " + std::to_string(b) + " is outside [0, " + std::to_string(C) + ")");
+    s.labels.assign(labels.begin(), labels.end());
+    const auto val = [&](int i) { return P[static_cast<size_t>(i)].value; };
+    const auto grad = [&](int i) { return P[static_cast<size_t>(i)].grad; };
+    grow(s.patches, B * np * pin), grow(s.tmp, N * std::max(D, F)), grow(s.x, (L + 1) * N * D), grow(s.xn1v, L * N * D);
+    grow(s.mean1, L * N), grow(s.rstd1, L * N), grow(s.q, L * N * D), grow(s.k, L * N * D), grow(s.v, L * N * D);
+    grow(s.p, L * B * H * S * S), grow(s.att, L * N * D), grow(s.x1v, L * N * D), grow(s.xn2v, L * N * D), grow(s.mean2, L * N);
+    grow(s.rstd2, L * N), grow(s.f, L * N * F), grow(s.gl, L * N * F), grow(s.hcls, B * D), grow(s.hf, B * D), grow(s.meanf, B);
+    grow(s.rstdf, B), grow(s.logits, B * C), grow(s.losses, B);
+    // patches: [B·np, C·p·p] of normalized pixels, in the conv weight's [C, p, p] order (as the model's forward)
+    for (int64_t b = 0; b < B; ++b)
+        for (int64_t py = 0; py < side; ++py)
+            for (int64_t px = 0; px < side; ++px) {
+                float* row = s.patches.data() + (b * np + py * side + px) * pin;
+                for (int64_t ch = 0; ch < Ch; ++ch) {
+                    const float mean = c.image_mean[static_cast<size_t>(ch)], sd = c.image_std[static_cast<size_t>(ch)];
+                    for (int64_t ky = 0; ky < Pp; ++ky)
+                        for (int64_t kx = 0; kx < Pp; ++kx)
+                            row[(ch * Pp + ky) * Pp + kx] =
+                                (static_cast<float>(pixels[(b * Ch + ch) * plane + (py * Pp + ky) * c.image_size + px * Pp + kx]) * c.rescale_factor - mean) / sd;
+                }
+            }
+    train::linear_forward(s.patches.data(), val(s.patch), val(s.patchb), B * np, pin, D, s.tmp.data());
+    for (int64_t b = 0; b < B; ++b) {
+        float* xb = s.x.data() + b * S * D;
+        std::copy_n(val(s.cls_tok), D, xb);
+        std::copy_n(s.tmp.data() + b * np * D, np * D, xb + D);
+        train::add_forward(xb, val(s.pos), xb, S * D);
+    }
+    for (int64_t l = 0; l < L; ++l) {  // pre-LN: x1 = x + o(attn(LN1(x))), x' = x1 + out(gelu(in(LN2(x1))))
+        const auto& bp = s.blocks[static_cast<size_t>(l)];
+        const float* x = s.x.data() + l * N * D;
+        float *xn1 = s.xn1v.data() + l * N * D, *q = s.q.data() + l * N * D, *k = s.k.data() + l * N * D, *v = s.v.data() + l * N * D;
+        float *att = s.att.data() + l * N * D, *x1 = s.x1v.data() + l * N * D, *xn2 = s.xn2v.data() + l * N * D;
+        float *f = s.f.data() + l * N * F, *gl = s.gl.data() + l * N * F;
+        train::layernorm_forward(x, val(bp.ln1), val(bp.ln1b), N, D, c.norm_eps, xn1, s.mean1.data() + l * N, s.rstd1.data() + l * N);
+        train::linear_forward(xn1, val(bp.q), val(bp.bq), N, D, D, q);
+        train::linear_forward(xn1, val(bp.k), val(bp.bk), N, D, D, k);
+        train::linear_forward(xn1, val(bp.v), val(bp.bv), N, D, D, v);
+        s.mask.assign(static_cast<size_t>(N), 1);  // every token is real: bidirectional attention
+        train::attention_forward(q, k, v, B, S, H, H, hd, s.p.data() + l * B * H * S * S, att, s.mask.data());
+        train::linear_forward(att, val(bp.o), val(bp.bo), N, D, D, s.tmp.data());
+        train::add_forward(x, s.tmp.data(), x1, N * D);
+        train::layernorm_forward(x1, val(bp.ln2), val(bp.ln2b), N, D, c.norm_eps, xn2, s.mean2.data() + l * N, s.rstd2.data() + l * N);
+        train::linear_forward(xn2, val(bp.in), val(bp.bin), N, D, F, f);
+        train::gelu_erf_forward(f, gl, N * F);
+        train::linear_forward(gl, val(bp.out), val(bp.bout), N, F, D, s.tmp.data());
+        train::add_forward(x1, s.tmp.data(), s.x.data() + (l + 1) * N * D, N * D);
+    }
+    const float* xl = s.x.data() + L * N * D;
+    for (int64_t b = 0; b < B; ++b) std::copy_n(xl + b * S * D, D, s.hcls.data() + b * D);
+    train::layernorm_forward(s.hcls.data(), val(s.fnorm), val(s.fnormb), B, D, c.norm_eps, s.hf.data(), s.meanf.data(), s.rstdf.data());
+    train::linear_forward(s.hf.data(), val(s.cls), val(s.clsb), B, D, C, s.logits.data());
+    if (logits_out) std::copy_n(s.logits.data(), B * C, logits_out);
+    const double total = train::cross_entropy_forward(s.logits.data(), s.labels.data(), B, C, s.logits.data(), s.losses.data());
+    if (!backward) return total / static_cast<double>(B);
+
+    grow(s.dx, N * D), grow(s.dy, N * D), grow(s.dq, N * D), grow(s.dk, N * D), grow(s.dv, N * D), grow(s.datt, N * D);
+    grow(s.dgl, N * F), grow(s.dcls, B * D), grow(s.dpool, B * D), grow(s.dlog, B * C);
+    train::cross_entropy_backward(s.logits.data(), s.labels.data(), B, C, grad_scale / static_cast<float>(B), s.dlog.data());
+    train::linear_backward(s.dlog.data(), s.hf.data(), val(s.cls), B, D, C, s.dpool.data(), false, grad(s.cls), grad(s.clsb));
+    std::fill_n(s.dcls.data(), B * D, 0.0f);
+    train::layernorm_backward(s.dpool.data(), s.hcls.data(), val(s.fnorm), s.meanf.data(), s.rstdf.data(), B, D, s.dcls.data(),
+                              grad(s.fnorm), grad(s.fnormb));
+    std::fill_n(s.dx.data(), N * D, 0.0f);
+    for (int64_t b = 0; b < B; ++b) std::copy_n(s.dcls.data() + b * D, D, s.dx.data() + b * S * D);
+    for (int64_t l = L - 1; l >= 0; --l) {
+        const auto& bp = s.blocks[static_cast<size_t>(l)];
+        const float* x = s.x.data() + l * N * D;
+        const float *xn1 = s.xn1v.data() + l * N * D, *q = s.q.data() + l * N * D, *k = s.k.data() + l * N * D, *v = s.v.data() + l * N * D;
+        const float *att = s.att.data() + l * N * D, *x1 = s.x1v.data() + l * N * D, *xn2 = s.xn2v.data() + l * N * D;
+        const float *f = s.f.data() + l * N * F, *gl = s.gl.data() + l * N * F;
+        // dx holds d x[l+1] = d x1 (residual) + the MLP branch
+        train::linear_backward(s.dx.data(), gl, val(bp.out), N, F, D, s.dgl.data(), false, grad(bp.out), grad(bp.bout));
+        train::gelu_erf_backward(s.dgl.data(), f, s.dgl.data(), N * F);
+        train::linear_backward(s.dgl.data(), xn2, val(bp.in), N, D, F, s.dy.data(), false, grad(bp.in), grad(bp.bin));
+        train::layernorm_backward(s.dy.data(), x1, val(bp.ln2), s.mean2.data() + l * N, s.rstd2.data() + l * N, N, D, s.dx.data(),
+                                  grad(bp.ln2), grad(bp.ln2b));
+        // dx holds d x1 = d x (residual) + the attention branch
+        train::linear_backward(s.dx.data(), att, val(bp.o), N, D, D, s.datt.data(), false, grad(bp.o), grad(bp.bo));
+        train::attention_backward(s.datt.data(), q, k, v, s.p.data() + l * B * H * S * S, B, S, H, H, hd, s.dq.data(), s.dk.data(),
+                                  s.dv.data(), s.mask.data());
+        train::linear_backward(s.dq.data(), xn1, val(bp.q), N, D, D, s.dy.data(), false, grad(bp.q), grad(bp.bq));
+        train::linear_backward(s.dk.data(), xn1, val(bp.k), N, D, D, s.dy.data(), true, grad(bp.k), grad(bp.bk));
+        train::linear_backward(s.dv.data(), xn1, val(bp.v), N, D, D, s.dy.data(), true, grad(bp.v), grad(bp.bv));
+        train::layernorm_backward(s.dy.data(), x, val(bp.ln1), s.mean1.data() + l * N, s.rstd1.data() + l * N, N, D, s.dx.data(),
+                                  grad(bp.ln1), grad(bp.ln1b));
+    }
+    // x0 = [cls; patch_embed(patches)] + pos
+    float* dpos = grad(s.pos);
+    float* dcls_tok = grad(s.cls_tok);
+    for (int64_t b = 0; b < B; ++b) {
+        const float* dxb = s.dx.data() + b * S * D;
+        for (int64_t i = 0; i < S * D; ++i) dpos[i] += dxb[i];
+        for (int64_t i = 0; i < D; ++i) dcls_tok[i] += dxb[i];
+        std::copy_n(dxb + D, np * D, s.tmp.data() + b * np * D);
+    }
+    train::linear_backward(s.tmp.data(), s.patches.data(), val(s.patch), B * np, pin, D, nullptr, false, grad(s.patch), grad(s.patchb));
+    return total / static_cast<double>(B);
+}
+
+double EncoderTrainer::forward_backward_images(const uint8_t* pixels, int64_t batch, std::span<const int32_t> labels, float grad_scale) {
+    if (!s_->vit) throw InvalidArgument("[train] image batches need a ViT model, this one is " + s_->c.architecture);
+    return run_vit(pixels, batch, labels, true, grad_scale, nullptr);
+}
+
+double EncoderTrainer::loss_images(const uint8_t* pixels, int64_t batch, std::span<const int32_t> labels, float* logits) {
+    if (!s_->vit) throw InvalidArgument("[train] image batches need a ViT model, this one is " + s_->c.architecture);
+    return run_vit(pixels, batch, labels, false, 1.0f, logits);
 }
 
 double EncoderTrainer::forward_backward(const TextBatch& batch, std::span<const int32_t> labels, float dropout, uint64_t dropout_key,

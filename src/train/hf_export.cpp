@@ -33,7 +33,7 @@ void save_hf_dir(const Model& model, std::span<const TrainParam> params, const s
     uint64_t offset = 0;
     for (const TrainParam& p : params) {
         const uint64_t bytes = static_cast<uint64_t>(p.numel) * sizeof(float);
-        const std::vector<int64_t> shape = p.hf_transposed ? std::vector<int64_t>{p.shape[1], p.shape[0]} : p.shape;
+        const std::vector<int64_t> shape = !p.hf_shape.empty() ? p.hf_shape : p.hf_transposed ? std::vector<int64_t>{p.shape[1], p.shape[0]} : p.shape;
         header[p.hf_name] = {{"dtype", "F32"}, {"shape", shape}, {"data_offsets", {offset, offset + bytes}}};
         offset += bytes;
     }
