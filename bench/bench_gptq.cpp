@@ -1,15 +1,17 @@
 // GPTQ on LLaMA-7B-shaped layers (issue 14's speed goal: ≤ 5 s for a layer on 2 cores): the Hessian
 // accumulation (XᵀX over seqs × tokens random-normal activations), the factorization of the damped H, and the
 // whole gptq_quantize call (factorization + sweep), timed apart; plain weighted rounding's error too.
-// Usage: bench_gptq [--threads N] [--type q4_K] [--seqs 128] [--tokens 512] [--shapes 11008x4096,4096x11008]
-//                   [--act-order] [--json]
+// Usage: bench_gptq [--threads N] [--type q4_K] [--seqs 128] [--tokens 512] [--seqs-per-call 4]
+//                   [--shapes 11008x4096,4096x11008] [--act-order] [--json]
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
@@ -62,7 +64,7 @@ struct Row {
 int main(int argc, char** argv) {
     int threads = int(std::max(1u, std::thread::hardware_concurrency()));
     std::string type_name = "q4_K", shapes = "11008x4096,4096x11008";
-    int64_t seqs = 128, tokens = 512;
+    int64_t seqs = 128, tokens = 512, batch = 4;
     bool json = false, act_order = false;
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
@@ -70,11 +72,12 @@ int main(int argc, char** argv) {
         else if (a == "--type" && i + 1 < argc) type_name = argv[++i];
         else if (a == "--seqs" && i + 1 < argc) seqs = std::max(1, std::atoi(argv[++i]));
         else if (a == "--tokens" && i + 1 < argc) tokens = std::max(1, std::atoi(argv[++i]));
+        else if (a == "--seqs-per-call" && i + 1 < argc) batch = std::max(1, std::atoi(argv[++i]));
         else if (a == "--shapes" && i + 1 < argc) shapes = argv[++i];
         else if (a == "--act-order") act_order = true;
         else if (a == "--json") json = true;
         else {
-            std::fprintf(stderr, "usage: bench_gptq [--threads N] [--type q4_K] [--seqs 128] [--tokens 512] [--shapes 11008x4096,...] [--act-order] [--json]\n");
+            std::fprintf(stderr, "usage: bench_gptq [--threads N] [--type q4_K] [--seqs 128] [--tokens 512] [--seqs-per-call 4] [--shapes 11008x4096,...] [--act-order] [--json]\n");
             return 2;
         }
     }
@@ -97,13 +100,17 @@ int main(int argc, char** argv) {
         const int64_t n = r.n_in;
         r.tokens = seqs * tokens;
         std::vector<double> H(size_t(n * n), 0.0);
-        std::vector<float> X(size_t(tokens * n));
-        for (int64_t s = 0; s < seqs; ++s) {
-            pool.parallel_for(tokens, [&](int64_t t0, int64_t t1) {
+        // The calibration driver hands over a few sequences per call: each call adds its products to H in double,
+        // which costs a pass over H, so fewer, larger calls are cheaper.
+        const int64_t seqs_per_call = std::min<int64_t>(batch, seqs);
+        std::vector<float> X(size_t(seqs_per_call * tokens * n));
+        for (int64_t s = 0; s < seqs; s += seqs_per_call) {
+            const int64_t n_tok = std::min(seqs_per_call, seqs - s) * tokens;
+            pool.parallel_for(n_tok, [&](int64_t t0, int64_t t1) {
                 fill_normal(X.data() + t0 * n, (t1 - t0) * n, uint64_t(s) * 1000003 + uint64_t(t0));
             });
             const double t = now(), c = cpu_now();
-            cq::accumulate_hessian(H, X, tokens, n, &pool);
+            cq::accumulate_hessian(H, std::span<const float>(X).first(size_t(n_tok * n)), n_tok, n, &pool);
             r.hessian_s += now() - t;
             r.hessian_cpu += cpu_now() - c;
         }

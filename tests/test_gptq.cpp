@@ -202,7 +202,8 @@ TEST(Gptq, BeatsWeightedRoundingOnCorrelatedInputsAndDecodesToTheSweep) {
             EXPECT_NEAR(g.rtn_error, e_rtn, 2e-3 * e_rtn) << name(type);
             const double ratio = e_gptq / e_rtn;
             std::printf("%-7s act_order %d: tr(ΔHΔᵀ) GPTQ %.4g, weighted rounding %.4g, ratio %.3f\n", name(type).c_str(), act_order, e_gptq, e_rtn, ratio);
-            EXPECT_LT(ratio, 0.85) << name(type) << " act_order " << act_order;
+            // Measured 0.21–0.37 without act-order and 0.11–0.24 with it (seeds as above); asserted with room to spare.
+            EXPECT_LT(ratio, act_order ? 0.4 : 0.6) << name(type) << " act_order " << act_order;
         }
 }
 

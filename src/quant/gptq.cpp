@@ -117,7 +117,7 @@ Plan make_plan(DType type, int64_t n, std::span<const double> H, std::span<const
     p.n = n;
     p.grid_block = t.block_size;
     p.sub_block = formats::fixed_grid_sub_block(type);
-    p.lazy = (std::max<int64_t>(o.block_size, 1) + p.grid_block - 1) / p.grid_block * p.grid_block;
+    p.lazy = std::min(n, (std::max<int64_t>(o.block_size, 1) + p.grid_block - 1) / p.grid_block * p.grid_block);
     p.block_bytes = t.bytes_per_block;
     p.row_bytes = static_cast<size_t>(n / p.grid_block) * p.block_bytes;
     p.act_order = o.act_order;
@@ -397,14 +397,19 @@ void accumulate_hessian(std::span<double> H, std::span<const float> X, int64_t n
                 const Tile tl = tiles[static_cast<size_t>(k)];
                 const int64_t mi = std::min(kTile, n_in - tl.i0), nj = std::min(kTile, n_in - tl.j0);
                 kt.gemm_f32.fn(mi, nj, tc, Xt.data() + tl.i0 * tc, tc, Xt.data() + tl.j0 * tc, tc, C.data(), nj);
-                for (int64_t a = 0; a < mi; ++a)
-                    for (int64_t b = 0; b < nj; ++b) {
-                        const int64_t i = tl.i0 + a, j = tl.j0 + b;
-                        if (j > i) break;  // a diagonal tile: its lower half, mirrored, so H stays exactly symmetric
-                        const double c = C[static_cast<size_t>(a * nj + b)];
-                        H[static_cast<size_t>(i * n_in + j)] += c;
-                        if (j != i) H[static_cast<size_t>(j * n_in + i)] += c;
-                    }
+                // The tile into H[i0.., j0..] and its transpose into H[j0.., i0..], each along H's rows (C is in
+                // cache; H's rows are not). A diagonal tile adds its lower half to both sides, so H stays exactly
+                // symmetric.
+                const bool diagonal = tl.i0 == tl.j0;
+                for (int64_t a = 0; a < mi; ++a) {
+                    double* h = H.data() + (tl.i0 + a) * n_in + tl.j0;
+                    const float* c = C.data() + a * nj;
+                    for (int64_t b = 0; b < (diagonal ? a + 1 : nj); ++b) h[b] += c[b];
+                }
+                for (int64_t b = 0; b < nj; ++b) {
+                    double* h = H.data() + (tl.j0 + b) * n_in + tl.i0;
+                    for (int64_t a = diagonal ? b + 1 : 0; a < mi; ++a) h[a] += C[static_cast<size_t>(a * nj + b)];
+                }
             }
         });
     }
