@@ -166,10 +166,8 @@ Factor<T> factor_hessian(const Plan& p, const double* H, ThreadPool& pool) {
         for (int64_t a = a0; a < a1; ++a) {
             const int64_t ca = column_at(a);
             double* row = M.data() + a * n;
-            for (int64_t b = 0; b < a; ++b) {
-                const int64_t cb = column_at(b);
-                row[b] = H[std::max(ca, cb) * n + std::min(ca, cb)];  // the lower triangle of H
-            }
+            const double* h = H + ca * n;  // row ca of H (symmetric, validated): read along it, not down a column
+            for (int64_t b = 0; b < a; ++b) row[b] = h[column_at(b)];
             row[a] = (p.dead[static_cast<size_t>(ca)] ? 1.0 : H[ca * n + ca]) + p.damp;
         }
     });
