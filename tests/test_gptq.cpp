@@ -160,8 +160,10 @@ TEST(Gptq, DiagonalHessianIsWeightedRounding) {
                 ASSERT_LE(std::fabs(W[k] - qg[k]), std::fabs(W[k] - qr[k]) * (1 + 1e-6f)) << name(type) << " row " << r << " column " << j;
                 differ += qg[k] != qr[k];
             }
+        std::printf("%-7s diagonal H: %lld of %lld weights on a nearer level than weighted rounding's\n", name(type).c_str(),
+                    static_cast<long long>(differ), static_cast<long long>(n_out * n));
         if (is_k_quant(type) && type != DType::IQ4_XS) EXPECT_EQ(differ, 0) << name(type);
-        else EXPECT_LE(differ, n_out * n / 4) << name(type);  // a measure of the legacy searches' non-nearest levels
+        else EXPECT_LE(differ, n_out * n / 50) << name(type);  // measured 3–13 of 2560 (Q8_0's roundf, f32 vs f16 scales)
         // Act-order changes nothing when no error moves; the default importance is diag(H) / mean(diag(H)).
         GptqOptions ao;
         ao.act_order = true;
