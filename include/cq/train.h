@@ -217,6 +217,8 @@ struct FinetuneReport {
     int64_t steps = 0, tokens = 0, n_windows = 0;
     double seconds = 0, tokens_per_s = 0;
     uint64_t peak_rss_bytes = 0;
+    uint64_t param_state_bytes = 0;   // weights + gradients + optimiser state (f32)
+    uint64_t activation_bytes = 0;    // the trainer's activation buffers at the end
     std::string output;
 };
 

@@ -255,6 +255,9 @@ FinetuneReport finetune(LanguageModel& model, const FinetuneOptions& o,
         r.output = o.output;
     }
     r.peak_rss_bytes = peak_rss_bytes();
+    for (const TrainParam& p : trainer.params()) r.param_state_bytes += static_cast<uint64_t>(p.numel) * 8;  // value + grad
+    for (const auto& st : opt.state()) r.param_state_bytes += st.size() * sizeof(float);
+    r.activation_bytes = trainer.activation_bytes();
     return r;
 }
 

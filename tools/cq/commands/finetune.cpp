@@ -26,7 +26,8 @@ struct Options {
 
 nlohmann::json report_json(const FinetuneReport& r) {
     nlohmann::json j{{"steps", r.steps}, {"tokens", r.tokens}, {"windows", r.n_windows}, {"seconds", r.seconds},
-                     {"tokens_per_s", r.tokens_per_s}, {"peak_rss_bytes", r.peak_rss_bytes}, {"loss_curve", r.loss_curve},
+                     {"tokens_per_s", r.tokens_per_s}, {"peak_rss_bytes", r.peak_rss_bytes},
+                     {"param_state_bytes", r.param_state_bytes}, {"activation_bytes", r.activation_bytes}, {"loss_curve", r.loss_curve},
                      {"step_seconds", r.step_seconds}};
     if (r.has_eval) {
         j["eval"] = {{"loss_before", r.eval_loss_before}, {"loss_after", r.eval_loss_after},
@@ -147,7 +148,7 @@ Runner register_finetune(CLI::App& app) {
             if (o->warmup >= 0) ft.schedule.warmup_steps = o->warmup;
             for (const std::string& spec : o->decay_rules) ft.decay_rules.push_back(parse_weight_decay_rule(spec));
             LoadOptions lo;
-            lo.n_ctx = std::max<int64_t>(ft.ctx, 16);
+            lo.n_ctx = 16;  // training runs whole windows through its own buffers, not the KV cache
             lo.pack_for_kernels = false;
             auto model = LanguageModel::load(o->model, lo);
             // Model::save keeps the file's token (unless tied to the head) and position embeddings, so those are not

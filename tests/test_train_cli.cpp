@@ -1,0 +1,92 @@
+// cq finetune from the command line: the JSON report of a short run (its curve, eval before / after, output), the
+// written GGUF reloading, a classifier run from random init, and bad input as one clear error with a usage exit code.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "cq/llm.h"
+#include "test_support.h"
+
+#ifndef CQ_CLI_PATH
+#error "test_train_cli needs the cq binary (CQ_BUILD_TOOLS=ON)"
+#endif
+
+namespace cq {
+namespace {
+
+struct RunResult {
+    int exit_code = -1;
+    std::string out, err;
+};
+
+RunResult run_cq(const std::string& args, const test::TempDir& dir) {
+    const std::string err_path = dir.file("stderr");
+    const std::string cmd = std::string(CQ_CLI_PATH) + " " + args + " 2>" + err_path;
+    RunResult r;
+    FILE* p = ::popen(cmd.c_str(), "r");
+    char buf[4096];
+    size_t n;
+    while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
+    const int status = ::pclose(p);
+    r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    std::ifstream e(err_path);
+    r.err.assign(std::istreambuf_iterator<char>(e), std::istreambuf_iterator<char>());
+    return r;
+}
+
+TEST(TrainCli, FinetuneLlmWritesAReportAndAModel) {
+    test::TempDir dir;
+    const std::string out = dir.file("tuned.gguf");
+    const RunResult r = run_cq("-t 2 finetune " + test::fixture("models/llama-256d-stories") + " --data " +
+                                   test::fixture("data/stories_calib.txt") + " --eval " + test::fixture("data/tinystories_valid_subset.txt") +
+                                   " --eval-batches 2 --steps 4 --batch 2 --ctx 32 --lr 1e-3 --warmup 1 -o " + out + " --json",
+                               dir);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_TRUE(r.err.empty()) << "progress must stay quiet when stderr is not a terminal: " << r.err;
+    const auto j = nlohmann::json::parse(r.out);
+    EXPECT_EQ(j["steps"], 4);
+    EXPECT_EQ(j["tokens"], 4 * 2 * 32);
+    EXPECT_EQ(j["loss_curve"].size(), 4u);
+    EXPECT_GT(j["eval"]["loss_before"].get<double>(), 0.0);
+    EXPECT_NEAR(j["eval"]["ppl_before"].get<double>(), std::exp(j["eval"]["loss_before"].get<double>()), 1e-9);
+    EXPECT_GT(j["peak_rss_bytes"].get<uint64_t>(), 0u);
+    auto model = LanguageModel::load(out);
+    EXPECT_EQ(model->config().n_layer, 6);
+}
+
+TEST(TrainCli, FinetuneClassifierFromRandomInit) {
+    test::TempDir dir;
+    const RunResult r = run_cq("-t 2 finetune " + test::fixture("models/bert-tiny-sst2") + " --init random --seed 1 --data " +
+                                   test::fixture("data/sst2_dev.tsv") + " --eval " + test::fixture("data/sst2_dev.tsv") +
+                                   " --steps 3 --batch 16 --json",
+                               dir);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    const auto j = nlohmann::json::parse(r.out);
+    EXPECT_EQ(j["loss_curve"].size(), 3u);
+    EXPECT_NEAR(j["loss_curve"][0].get<double>(), std::log(2.0), 0.05) << "a freshly initialised 2-way classifier";
+    EXPECT_NEAR(j["eval"]["accuracy_before"].get<double>(), 0.5, 0.06);
+}
+
+TEST(TrainCli, BadInputIsOneClearError) {
+    test::TempDir dir;
+    const std::string model = test::fixture("models/llama-256d-stories");
+    RunResult r = run_cq("finetune " + model + " --data " + dir.file("missing.txt") + " --steps 1", dir);
+    EXPECT_EQ(r.exit_code, 1);
+    EXPECT_NE(r.err.find("missing.txt"), std::string::npos) << r.err;
+    r = run_cq("finetune " + model + " --data " + test::fixture("data/stories_calib.txt") + " --steps 1 --ctx 100000", dir);
+    EXPECT_EQ(r.exit_code, 2);
+    EXPECT_NE(r.err.find("--ctx 100000"), std::string::npos) << r.err;
+    r = run_cq("finetune " + model + " --data " + test::fixture("data/stories_calib.txt") + " --steps 1 --precision fp16", dir);
+    EXPECT_EQ(r.exit_code, 1);
+    EXPECT_NE(r.err.find("--precision fp16"), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace cq
