@@ -35,3 +35,4 @@
 #include "cq/weighted_quant.h"
 #include "cq/imatrix.h"
 #include "cq/gptq.h"
+#include "cq/prune.h"

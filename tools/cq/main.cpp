@@ -23,7 +23,8 @@ int main(int argc, char** argv) {
                              std::pair{"quantize", &cq::cli::register_quantize},
                              std::pair{"eval", &cq::cli::register_eval}, std::pair{"stats", &cq::cli::register_stats},
                              std::pair{"imatrix", &cq::cli::register_imatrix},
-                             std::pair{"finetune", &cq::cli::register_finetune}}) {
+                             std::pair{"finetune", &cq::cli::register_finetune},
+                             std::pair{"prune", &cq::cli::register_prune}}) {
         cq::cli::Runner run = reg(app);
         commands.emplace_back(app.get_subcommand(name), std::move(run));
     }

@@ -19,5 +19,6 @@ Runner register_eval(CLI::App& app);
 Runner register_stats(CLI::App& app);
 Runner register_imatrix(CLI::App& app);
 Runner register_finetune(CLI::App& app);
+Runner register_prune(CLI::App& app);
 
 }  // namespace cq::cli

@@ -1,0 +1,274 @@
+// The model-level pruning pass (cq/prune.h): every Linear inside the transformer blocks, block by block. Block l runs on
+// the hidden states the already-pruned blocks 0…l−1 produce for each calibration chunk; observers collect its Linears'
+// input statistics (Wanda: Σx² per channel; SparseGPT: the Hessian Σxxᵀ, as GPTQ's pass does), its Linears are pruned,
+// and the block is re-run with its pruned weights to feed the next. Only one block's activations per chunk are held.
+// Magnitude needs no data. The head and the embeddings stay dense, as in the Wanda and SparseGPT papers.
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <map>
+
+#include "core/sha256.h"
+#include "cq/error.h"
+#include "cq/io/gguf_writer.h"
+#include "cq/prune.h"
+#include "eval/text_chunks.h"
+#include "quant/hessian.h"
+
+namespace cq {
+namespace {
+
+std::vector<Linear*> block_linears(LanguageModel& m, int64_t l) {
+    DecoderBlock& b = m.weights().blocks[static_cast<size_t>(l)];
+    if (m.config().family == LlmFamily::llama) return {&b.wq, &b.wk, &b.wv, &b.wo, &b.ffn_gate, &b.ffn_up, &b.ffn_down};
+    return {&b.wqkv, &b.wo, &b.ffn_up, &b.ffn_down};
+}
+
+// Statistics of one block input (attention projections, attention output, MLP input, MLP output): the Linears that
+// read the same input share them.
+struct InputStats {
+    quant::Hessian hessian;       // SparseGPT
+    std::vector<double> sum_sq;   // Wanda: Σ x_j² over the calibration rows
+};
+
+int input_slot(const Linear& l) {
+    switch (l.role) {
+        case LayerRole::attn_q: case LayerRole::attn_k: case LayerRole::attn_v: case LayerRole::attn_qkv: return 0;
+        case LayerRole::attn_out: return 1;
+        case LayerRole::ffn_down: return 3;
+        default: return 2;
+    }
+}
+
+Tensor f32_tensor(const std::vector<float>& v, int64_t rows, int64_t cols) {
+    Tensor t = Tensor::zeros({rows, cols}, DType::F32);
+    std::memcpy(t.mutable_data(), v.data(), v.size() * sizeof(float));
+    return t;
+}
+
+void validate(const PruneOptions& o) {
+    o.target.validate("prune");
+    if (o.method != PruneMethod::magnitude && o.calib.text_path.empty())
+        throw InvalidArgument("[prune] --method " + std::string(prune_method_name(o.method)) + " needs calibration text (--calib TEXT)");
+    if (o.method != PruneMethod::magnitude && o.scope != PruneScope::layer && o.scope != PruneScope::row)
+        throw InvalidArgument("[prune] --scope " + std::string(prune_scope_name(o.scope)) + " applies to --method magnitude only (" +
+                              std::string(prune_method_name(o.method)) + " compares weights within each output row)");
+    if (o.method == PruneMethod::sparsegpt) {
+        if (!(o.sparsegpt.damp >= 0)) throw InvalidArgument("[prune] damp must be ≥ 0");
+        if (o.sparsegpt.block_size <= 0) throw InvalidArgument("[prune] the SparseGPT block size must be positive");
+    }
+}
+
+void check_linears(LanguageModel& m, const PruneOptions& o) {
+    for (int64_t l = 0; l < m.config().n_layer; ++l)
+        for (const Linear* lin : block_linears(m, l)) {
+            if (lin->transposed)
+                throw Unsupported("[prune] '" + lin->name + "' is stored [in, out] (a GPT-2 HF directory): convert it to GGUF first (cq quantize IN F32.gguf --type f32)");
+            if (o.target.is_nm() && lin->n_in() % o.target.m != 0)
+                throw InvalidArgument("[prune] '" + lin->name + "' has rows of " + std::to_string(lin->n_in()) + " weights, not a whole number of " +
+                                      o.target.describe() + " groups");
+        }
+}
+
+PrunedTensor count(const Linear& lin, const std::vector<float>& w) {
+    PrunedTensor t;
+    t.name = lin.name + ".weight";
+    t.n_out = lin.n_out(), t.n_in = lin.n_in();
+    for (float v : w) t.zeros += v == 0.0f;
+    t.sparsity = static_cast<double>(t.zeros) / static_cast<double>(w.size());
+    return t;
+}
+
+std::string by(const PruneOptions& o) { return "prune:" + std::string(prune_method_name(o.method)); }
+
+void prune_magnitude(LanguageModel& m, const PruneOptions& o, PruneReport& r) {
+    std::vector<Linear*> lins;
+    for (int64_t l = 0; l < m.config().n_layer; ++l)
+        for (Linear* lin : block_linears(m, l)) lins.push_back(lin);
+    const auto abs_of = [](std::vector<float> w) {
+        for (float& v : w) v = std::fabs(v);
+        return w;
+    };
+    if (o.scope == PruneScope::global && !o.target.is_nm()) {
+        // One threshold over every pruned Linear: their |w| side by side in one comparison group.
+        std::vector<float> all;
+        for (Linear* lin : lins) {
+            const auto a = abs_of(lin->weight.to_float());
+            all.insert(all.end(), a.begin(), a.end());
+        }
+        const auto mask = prune_mask(all, 1, static_cast<int64_t>(all.size()), o.target, false);
+        all.clear();
+        size_t off = 0;
+        for (Linear* lin : lins) {
+            std::vector<float> w = lin->weight.to_float();
+            for (size_t i = 0; i < w.size(); ++i)
+                if (mask[off + i]) w[i] = 0.0f;
+            off += w.size();
+            r.tensors.push_back(count(*lin, w));
+            m.set_weight(*lin, f32_tensor(w, lin->n_out(), lin->n_in()), by(o));
+        }
+        return;
+    }
+    for (size_t i = 0; i < lins.size(); ++i) {
+        Linear* lin = lins[i];
+        if (o.stage_progress) o.stage_progress("prune: layers", static_cast<int64_t>(i), static_cast<int64_t>(lins.size()));
+        std::vector<float> w = lin->weight.to_float();
+        const auto mask = prune_mask(abs_of(w), lin->n_out(), lin->n_in(), o.target, o.scope == PruneScope::row);
+        for (size_t k = 0; k < w.size(); ++k)
+            if (mask[k]) w[k] = 0.0f;
+        r.tensors.push_back(count(*lin, w));
+        m.set_weight(*lin, f32_tensor(w, lin->n_out(), lin->n_in()), by(o));
+    }
+}
+
+// Runs block l over every chunk's hidden state (advance: in place; else on a copy), with observers filling `stats`.
+void run_block(LanguageModel& m, int64_t l, std::vector<std::vector<float>>& hidden, int64_t T, bool advance, InputStats* stats, bool hessian) {
+    std::vector<ObserverId> ids;
+    if (stats) {
+        bool seen[4] = {false, false, false, false};
+        for (Linear* lin : block_linears(m, l)) {
+            const int s = input_slot(*lin);
+            if (seen[s]) continue;
+            seen[s] = true;
+            InputStats* st = stats + s;
+            ids.push_back(m.observe(*lin, [st, hessian](const LinearEvent& e) {
+                const int64_t n = e.layer.n_in();
+                if (hessian) {
+                    st->hessian.add(e.x, e.rows, n, e.row_mask);
+                    return;
+                }
+                if (st->sum_sq.empty()) st->sum_sq.assign(static_cast<size_t>(n), 0.0);
+                for (int64_t r = 0; r < e.rows; ++r) {
+                    if (e.row_mask && !e.row_mask[r]) continue;
+                    const float* x = e.x + r * n;
+                    for (int64_t j = 0; j < n; ++j) st->sum_sq[static_cast<size_t>(j)] += static_cast<double>(x[j]) * x[j];
+                }
+            }));
+        }
+    }
+    std::vector<float> copy;
+    try {
+        for (auto& h : hidden) {
+            float* x = h.data();
+            if (!advance) copy = h, x = copy.data();
+            m.run_block(l, x, T, 0);
+        }
+    } catch (...) {
+        for (const ObserverId id : ids) m.remove_observer(id);
+        throw;
+    }
+    for (const ObserverId id : ids) m.remove_observer(id);
+}
+
+void prune_calibrated(LanguageModel& m, const PruneOptions& o, PruneReport& r) {
+    const auto chunks = text_chunk_tokens(m, o.calib.text_path, o.calib.n_ctx, o.calib.max_chunks, o.calib.n_ctx, "prune --calib");
+    CalibrationReport c;
+    c.text_path = o.calib.text_path;
+    c.text_sha256 = sha256_file(o.calib.text_path);
+    c.chunks = static_cast<int64_t>(chunks.size());
+    c.n_ctx = o.calib.n_ctx;
+    c.tokens = c.chunks * c.n_ctx;
+    r.calibration = c;
+    const int64_t T = o.calib.n_ctx, D = m.config().n_embd, L = m.config().n_layer;
+    std::vector<std::vector<float>> hidden;
+    for (const auto& chunk : chunks) {
+        hidden.emplace_back(static_cast<size_t>(T * D));
+        m.embed(chunk, 0, hidden.back().data());
+    }
+    const bool sgpt = o.method == PruneMethod::sparsegpt;
+    for (int64_t l = 0; l < L; ++l) {
+        if (o.stage_progress) o.stage_progress("prune: blocks", l, L);
+        InputStats stats[4];
+        run_block(m, l, hidden, T, false, stats, sgpt);
+        for (Linear* lin : block_linears(m, l)) {
+            const InputStats& st = stats[input_slot(*lin)];
+            const std::vector<float> w = lin->weight.to_float();
+            const int64_t n_out = lin->n_out(), n_in = lin->n_in();
+            std::vector<float> out;
+            double rel = -1;
+            if (sgpt) {
+                SparseGptResult res = sparsegpt_prune(w, n_out, n_in, st.hessian.h, o.target, o.sparsegpt);
+                const double dense = quant::output_error(st.hessian, w.data(), n_out) * static_cast<double>(st.hessian.rows);
+                rel = dense > 0 ? res.error / dense : 0.0;
+                out = std::move(res.weights);
+            } else {
+                std::vector<float> norms(static_cast<size_t>(n_in), 0.0f);
+                for (int64_t j = 0; j < n_in && !st.sum_sq.empty(); ++j) norms[static_cast<size_t>(j)] = static_cast<float>(std::sqrt(st.sum_sq[static_cast<size_t>(j)]));
+                const auto mask = prune_mask(wanda_scores(w, n_out, n_in, norms), n_out, n_in, o.target, true);
+                out = w;
+                for (size_t k = 0; k < out.size(); ++k)
+                    if (mask[k]) out[k] = 0.0f;
+            }
+            PrunedTensor t = count(*lin, out);
+            t.rel_error = rel;
+            r.tensors.push_back(t);
+            m.set_weight(*lin, f32_tensor(out, n_out, n_in), by(o));
+        }
+        run_block(m, l, hidden, T, true, nullptr, false);
+    }
+    if (o.stage_progress) o.stage_progress("prune: blocks", L, L);
+}
+
+uint64_t path_bytes(const std::string& path) {
+    namespace fs = std::filesystem;
+    std::error_code ec;
+    if (fs::is_regular_file(path, ec)) return fs::file_size(path, ec);
+    uint64_t n = 0;
+    if (fs::is_directory(path, ec))
+        for (const auto& e : fs::directory_iterator(path, ec))
+            if (e.is_regular_file(ec)) n += e.file_size(ec);
+    return n;
+}
+
+}  // namespace
+
+PruneReport prune_model(LanguageModel& m, const PruneOptions& o) {
+    const auto t0 = std::chrono::steady_clock::now();
+    validate(o);
+    check_linears(m, o);
+    PruneReport r;
+    r.input = m.path();
+    r.method = std::string(prune_method_name(o.method));
+    r.target = o.target.describe();
+    r.scope = o.method == PruneMethod::magnitude && !o.target.is_nm() ? std::string(prune_scope_name(o.scope)) : "row";
+    if (o.method == PruneMethod::magnitude) prune_magnitude(m, o, r);
+    else prune_calibrated(m, o, r);
+    for (const auto& t : r.tensors) r.zeros += t.zeros, r.pruned_params += t.n_out * t.n_in;
+    for (const Linear* l : static_cast<const LanguageModel&>(m).linears()) r.model_params += l->n_out() * l->n_in();
+    r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return r;
+}
+
+PruneReport prune_model_file(const std::string& input, const std::string& output, const PruneOptions& o) {
+    validate(o);  // before anything is loaded or written
+    if (output.empty()) throw InvalidArgument("[prune] no output path (-o OUT.gguf)");
+    std::error_code ec1, ec2;
+    const auto in_path = std::filesystem::weakly_canonical(input, ec1), out_path = std::filesystem::weakly_canonical(output, ec2);
+    if (!ec1 && !ec2 && in_path == out_path)
+        throw InvalidArgument("[prune] the output " + output + " is the input");
+    LoadOptions lo;
+    if (o.method != PruneMethod::magnitude) lo.n_ctx = o.calib.n_ctx, lo.micro_batch = o.calib.n_ctx;
+    lo.pack_for_kernels = false;
+    auto m = LanguageModel::load(input, lo);
+    PruneReport r = prune_model(*m, o);
+    SaveOptions so;
+    so.metadata = [&](gguf::Writer& w) {
+        w.set_string("cq.prune.method", r.method);
+        w.set_string("cq.prune.target", r.target);
+        w.set_string("cq.prune.scope", r.scope);
+        if (r.calibration) {
+            w.set_string("cq.prune.calib.file", r.calibration->text_path);
+            w.set_string("cq.prune.calib.sha256", r.calibration->text_sha256);
+            w.set_u32("cq.prune.calib.chunks", static_cast<uint32_t>(r.calibration->chunks));
+            w.set_u32("cq.prune.calib.ctx", static_cast<uint32_t>(r.calibration->n_ctx));
+        }
+    };
+    m->save(output, so);
+    r.input = input, r.output = output;
+    r.file_bytes_in = path_bytes(input);
+    r.file_bytes_out = path_bytes(output);
+    return r;
+}
+
+}  // namespace cq
