@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <fstream>
 #include <random>
 
@@ -249,6 +250,28 @@ TEST(CalibratedQuantize, TargetSizeIsMetDeterministicAcrossThreadsAndReplaysFrom
     const gguf::File fa = gguf::File::open(dir.file("a.gguf")), fc = gguf::File::open(dir.file("c.gguf"));
     ASSERT_EQ(fa.tensors().size(), fc.tensors().size());
     for (size_t i = 0; i < fa.tensors().size(); ++i) EXPECT_EQ(fa.tensors()[i].dtype, fc.tensors()[i].dtype) << fa.tensors()[i].name;
+}
+
+// GPT-2's HF directory holds Conv1D weights [in, out]; its calibrated quantization equals that of its GGUF form,
+// tensor for tensor (the GGUF converter's layout is the passes' layout).
+TEST(CalibratedQuantize, Gpt2HfDirectoryEqualsItsGgufForm) {
+    test::TempDir dir;
+    std::string log;
+    const std::string hf = test::fixture("models/gpt2-tiny-stories"), f32 = dir.file("f32.gguf");
+    const std::string args = " --type q4_k_m --method awq+gptq --calib " + test::fixture(kCalib) + " --calib-ctx 64 --calib-chunks 8";
+    ASSERT_EQ(run_cli("quantize '" + hf + "' " + f32 + " --type f32", &log), 0) << log;
+    ASSERT_EQ(run_cli("quantize '" + hf + "' " + dir.file("a.gguf") + args, &log), 0) << log;
+    ASSERT_EQ(run_cli("quantize " + f32 + " " + dir.file("b.gguf") + args, &log), 0) << log;
+    const gguf::File a = gguf::File::open(dir.file("a.gguf")), b = gguf::File::open(dir.file("b.gguf"));
+    ASSERT_EQ(a.tensors().size(), b.tensors().size());
+    int changed = 0;
+    for (size_t i = 0; i < a.tensors().size(); ++i) {
+        const Tensor ta = a.tensor(a.tensors()[i]), tb = b.tensor(b.tensors()[i]);
+        ASSERT_EQ(ta.nbytes(), tb.nbytes()) << a.tensors()[i].name;
+        EXPECT_EQ(std::memcmp(ta.data(), tb.data(), ta.nbytes()), 0) << a.tensors()[i].name;
+        changed += a.tensors()[i].name.find("attn_qkv") != std::string::npos;
+    }
+    EXPECT_GT(changed, 0);
 }
 
 TEST(CalibratedQuantize, BadOptionsAreNamed) {

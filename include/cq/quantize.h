@@ -41,8 +41,8 @@ QuantRule parse_tensor_type_rule(const std::string& spec);
 /// How weights are rounded to their types. rtn: each type's own codec (llama-quantize without an imatrix);
 /// imatrix: the importance-weighted searches with Σx² from calibration text (or --imatrix FILE); gptq: GPTQ's
 /// error-compensating column sweep on calibrated Hessians, block by block; awq: activation-aware per-channel scales
-/// folded into the preceding norm / Linear, then the weighted searches; awq_gptq: both; automatic: the
-/// combination with the lowest KL-divergence on held-out calibration chunks.
+/// folded into the preceding norm / Linear, then the weighted searches; awq_gptq: both; automatic: gptq or
+/// awq_gptq, whichever has the lower KL-divergence on held-out calibration chunks.
 enum class QuantMethod { rtn, imatrix, gptq, awq, awq_gptq, automatic };
 std::string_view quant_method_name(QuantMethod m);
 /// The method called `name` ("rtn", "imatrix", "gptq", "awq", "awq+gptq", "auto"); InvalidArgument naming the choices.
@@ -102,6 +102,7 @@ struct QuantizeReport {
     double predicted_kld = -1;  // mixed precision: the plan's predicted mean KLD on calibration text (−1: no plan)
     double calib_kld = -1;      // the written model's mean KLD on held-out calibration chunks (−1: not measured)
     std::map<std::string, double> method_kld;  // automatic: each method tried → its held-out KLD
+    std::vector<std::pair<std::string, double>> stage_seconds;  // calibrated paths: wall time of each stage, in order
     std::vector<TensorPlan> tensors;
     uint64_t file_bytes_in = 0, file_bytes_out = 0;
     uint64_t tensor_bytes_in = 0, tensor_bytes_out = 0;

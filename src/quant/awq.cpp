@@ -12,6 +12,8 @@
 
 namespace cq::quant {
 
+constexpr int64_t kMaxRows = 256;  // rows of each Linear the search quantizes per α
+
 std::vector<float> quantize_dequantize(DType type, const float* w, int64_t n_out, int64_t n_in, const float* importance) {
     const auto& traits = dtype_traits(type);
     if (!traits.to_float) throw InvalidArgument("[awq] cq cannot decode " + std::string(traits.name));
@@ -56,17 +58,20 @@ AwqSearch awq_search(const Hessian& H, const std::vector<AwqLinear>& group, int 
         }
         double err = 0;
         for (const AwqLinear& l : group) {
-            std::vector<float> ws(static_cast<size_t>(l.n_out * n));
-            for (int64_t r = 0; r < l.n_out; ++r)
-                for (int64_t j = 0; j < n; ++j) ws[static_cast<size_t>(r * n + j)] = l.weight[r * n + j] * s[static_cast<size_t>(j)];
-            std::vector<float> q = quantize_dequantize(l.type, ws.data(), l.n_out, n, imp_s.data());
+            // Every stride-th row (at most kMaxRows): the error of a row does not depend on the others, and α is one
+            // number per group, so a sample ranks the grid as the whole matrix does at a fraction of the cost.
+            const int64_t stride = (l.n_out + kMaxRows - 1) / kMaxRows, rows = (l.n_out + stride - 1) / stride;
+            std::vector<float> ws(static_cast<size_t>(rows * n));
+            for (int64_t r = 0; r < rows; ++r)
+                for (int64_t j = 0; j < n; ++j) ws[static_cast<size_t>(r * n + j)] = l.weight[r * stride * n + j] * s[static_cast<size_t>(j)];
+            std::vector<float> q = quantize_dequantize(l.type, ws.data(), rows, n, imp_s.data());
             // E = W − Q(W·S)·S⁻¹
-            for (int64_t r = 0; r < l.n_out; ++r)
+            for (int64_t r = 0; r < rows; ++r)
                 for (int64_t j = 0; j < n; ++j) {
                     const size_t i = static_cast<size_t>(r * n + j);
-                    q[i] = l.weight[i] - q[i] / s[static_cast<size_t>(j)];
+                    q[i] = l.weight[r * stride * n + j] - q[i] / s[static_cast<size_t>(j)];
                 }
-            err += output_error(H, q.data(), l.n_out);
+            err += output_error(H, q.data(), rows) * static_cast<double>(stride);
         }
         if (g == 0) best.error_unscaled = err;
         if (best.error < 0 || err < best.error) {

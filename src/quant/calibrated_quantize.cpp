@@ -45,7 +45,9 @@ struct Calibration {
     CalibrationReport report;
 };
 
-// Chunks of the text; the last ⌈n/8⌉ (1..8) are held out when mixed precision or the automatic choice needs to
+constexpr int64_t kHeldOutTokens = 2048;
+
+// Chunks of the text; the last ⌈n/8⌉ (at most kHeldOutTokens tokens' worth) are held out when mixed precision or the automatic choice needs to
 // measure, the rest feed the statistics.
 Calibration cut_calibration(const LanguageModel& model, const QuantizeOptions& o, bool hold_out) {
     Calibration c;
@@ -55,7 +57,8 @@ Calibration cut_calibration(const LanguageModel& model, const QuantizeOptions& o
     if (hold_out) {
         if (n < 2) throw InvalidArgument("[quantize] --calib " + o.calib.text_path + " gives one chunk of " + std::to_string(o.calib.n_ctx) +
                                          " tokens; measuring needs at least two (a longer text or a smaller --calib-ctx)");
-        held = std::clamp<size_t>((n + 7) / 8, 1, 8);
+        // An eighth of the chunks, at most kHeldOutTokens tokens: every sensitivity probe runs them once.
+        held = std::clamp<size_t>((n + 7) / 8, 1, static_cast<size_t>(std::max<int64_t>(1, kHeldOutTokens / o.calib.n_ctx)));
     }
     c.held_out.assign(std::make_move_iterator(chunks.end() - static_cast<std::ptrdiff_t>(held)), std::make_move_iterator(chunks.end()));
     chunks.resize(n - held);
@@ -85,8 +88,27 @@ void reference_logprobs(LanguageModel& m, Calibration& c) {
     }
 }
 
-// Mean KL(reference ‖ model) per held-out token. Per-position sums are added in position order: the same value for
-// any thread count.
+// Σ over the positions of one chunk of KL(reference ‖ model), from the model's logits [T, V] (made log-probabilities
+// in place). Per-position sums are added in position order: the same value for any thread count.
+double chunk_kld(std::vector<float>& lp, const float* ref, int64_t T, int64_t V) {
+    log_softmax_rows(lp, T, V);
+    std::vector<double> per(static_cast<size_t>(T));
+    ThreadPool::global().parallel_for(T, [&](int64_t t0, int64_t t1) {
+        for (int64_t t = t0; t < t1; ++t) {
+            double s = 0;
+            for (int64_t v = 0; v < V; ++v) {
+                const double r = ref[t * V + v];
+                s += std::exp(r) * (r - static_cast<double>(lp[static_cast<size_t>(t * V + v)]));
+            }
+            per[static_cast<size_t>(t)] = s;
+        }
+    }, 16);
+    double total = 0;
+    for (const double s : per) total += s;
+    return total;
+}
+
+// Mean KL(reference ‖ model) per held-out token.
 double held_out_kld(LanguageModel& m, const Calibration& c) {
     const int64_t V = m.config().n_vocab;
     double total = 0;
@@ -96,20 +118,7 @@ double held_out_kld(LanguageModel& m, const Calibration& c) {
         const int64_t T = static_cast<int64_t>(c.held_out[k].size());
         lp.resize(static_cast<size_t>(T * V));
         m.forward(c.held_out[k], 0, lp, true);
-        log_softmax_rows(lp, T, V);
-        std::vector<double> per(static_cast<size_t>(T));
-        const float* ref = c.ref_logprobs[k].data();
-        ThreadPool::global().parallel_for(T, [&](int64_t t0, int64_t t1) {
-            for (int64_t t = t0; t < t1; ++t) {
-                double s = 0;
-                for (int64_t v = 0; v < V; ++v) {
-                    const double r = ref[t * V + v];
-                    s += std::exp(r) * (r - static_cast<double>(lp[static_cast<size_t>(t * V + v)]));
-                }
-                per[static_cast<size_t>(t)] = s;
-            }
-        }, 16);
-        for (const double s : per) total += s;
+        total += chunk_kld(lp, c.ref_logprobs[k].data(), T, V);
         count += T;
     }
     return count ? total / static_cast<double>(count) : 0.0;
@@ -242,6 +251,23 @@ void run_block(LanguageModel& m, int64_t l, Stream& s, bool advance, BlockStats*
         throw;
     }
     for (const ObserverId id : ids) m.remove_observer(id);
+}
+
+// held_out_kld when only blocks ≥ `first` (and the head) differ from the model whose block-`first` inputs `s` holds:
+// the forward resumes there instead of at the embedding.
+double held_out_kld_from(LanguageModel& m, const Calibration& c, int64_t first, const Stream& s) {
+    const int64_t V = m.config().n_vocab;
+    double total = 0;
+    int64_t count = 0;
+    std::vector<float> x, lp(static_cast<size_t>(s.T * V));
+    for (size_t k = 0; k < s.hidden.size(); ++k) {
+        x = s.hidden[k];
+        for (int64_t l = first; l < m.config().n_layer; ++l) m.run_block(l, x.data(), s.T, 0);
+        m.run_head(x.data(), s.T, lp.data());
+        total += chunk_kld(lp, c.ref_logprobs[k].data(), s.T, V);
+        count += s.T;
+    }
+    return count ? total / static_cast<double>(count) : 0.0;
 }
 
 // The head's input statistics: the final norm's output over every chunk.
@@ -427,7 +453,7 @@ std::string fmt(const char* f, double v) {
 
 // Sensitivity of every tensor the plan decides: per Linear, the output error tr(E H Eᵀ) of each type (f32 model,
 // its own inputs), turned into ΔKLD by one measurement: the held-out KLD with that tensor alone at the probe type
-// (the second smallest). The token embedding has no Hessian: each of its types is measured.
+// (the second smallest). The token embedding has no Hessian: its proxy is the rows' error weighted by token use.
 void measure_sensitivity(LanguageModel& m, Calibration& c, std::vector<Planned>& plan, bool weighted, const StageFn& stage) {
     std::map<const Linear*, Planned*> by_linear;
     for (auto& p : plan)
@@ -455,34 +481,63 @@ void measure_sensitivity(LanguageModel& m, Calibration& c, std::vector<Planned>&
     if (const auto it = by_linear.find(&m.weights().output); it != by_linear.end()) errors(*it->second, head_stats(m, m.weights().output, s));
     s.hidden.clear();
 
+    // Probes block by block: the held-out inputs of block l (f32 model) are kept, so a probe in block l reruns only
+    // blocks l… and the head.
     int64_t done = 0;
     const int64_t total = static_cast<int64_t>(plan.size());
-    for (auto& p : plan) {
+    const auto probe_linear = [&](Planned& p, int64_t first, const Stream& ho) {
         if (stage) stage("sensitivity: held-out KLD", done++, total);
-        if (p.linear) {
-            const size_t probe = std::min<size_t>(1, p.types.size() - 1);
-            const Tensor original = p.linear->weight;
-            const std::vector<float> w = weight_of(*p.linear);
-            // The probe is quantized as the proxies were (the same importance), so its output error is proxy[probe].
-            m.set_weight(*p.linear, encode(p.types[probe], w.data(), p.linear->n_out(), p.linear->n_in(), p.importance, nullptr, {}, p.name), "probe");
-            const double dkld = held_out_kld(m, c);
-            m.set_weight(*p.linear, original, "probe");
-            p.linear->modified_by.clear();
-            const double gain = p.proxy[probe] > 0 ? dkld / p.proxy[probe] : 0.0;
-            for (double e : p.proxy) p.cost.push_back(gain * e);
-            p.measured = "ΔKLD at " + std::string(dtype_name(p.types[probe])) + " " + fmt("%.3g", dkld) + " (measured), others by output error";
-        } else {
-            Tensor& table = m.weights().token_embd;
-            const Tensor original = table;
-            const std::vector<float> w = table.to_float();
-            for (DType t : p.types) {
-                table = encode(t, w.data(), original.dim(0), original.dim(1), {}, nullptr, {}, p.name);
-                p.cost.push_back(held_out_kld(m, c));
-            }
-            table = original;
-            p.measured = "ΔKLD measured at every type";
+        const size_t probe = std::min<size_t>(1, p.types.size() - 1);
+        const Tensor original = p.linear->weight;
+        const std::vector<float> w = weight_of(*p.linear);
+        // The probe is quantized as the proxies were (the same importance), so its output error is proxy[probe].
+        m.set_weight(*p.linear, encode(p.types[probe], w.data(), p.linear->n_out(), p.linear->n_in(), p.importance, nullptr, {}, p.name), "probe");
+        const double dkld = held_out_kld_from(m, c, first, ho);
+        m.set_weight(*p.linear, original, "probe");
+        p.linear->modified_by.clear();
+        const double gain = p.proxy[probe] > 0 ? dkld / p.proxy[probe] : 0.0;
+        for (double e : p.proxy) p.cost.push_back(gain * e);
+        p.measured = "ΔKLD at " + std::string(dtype_name(p.types[probe])) + " " + fmt("%.3g", dkld) + " (measured), others by output error";
+    };
+    for (auto& p : plan) {
+        if (p.linear) continue;
+        // The token embedding's proxy: its rows' squared error weighted by how often calibration text uses each token.
+        if (stage) stage("sensitivity: held-out KLD", done++, total);
+        Tensor& table = m.weights().token_embd;
+        const Tensor original = table;
+        const int64_t V = original.dim(0), D = original.dim(1);
+        std::vector<double> uses(static_cast<size_t>(V), 0.0);
+        for (const auto& chunk : c.stats)
+            for (const int32_t t : chunk) uses[static_cast<size_t>(t)] += 1;
+        const std::vector<float> w = table.to_float();
+        std::vector<Tensor> encoded;
+        for (DType t : p.types) {
+            encoded.push_back(encode(t, w.data(), V, D, {}, nullptr, {}, p.name));
+            std::vector<float> q(w.size());
+            dtype_traits(t).to_float(encoded.back().data(), q.data(), static_cast<int64_t>(w.size()));
+            double e = 0;
+            for (int64_t v = 0; v < V; ++v)
+                for (int64_t d = 0; d < D; ++d) {
+                    const double diff = static_cast<double>(w[static_cast<size_t>(v * D + d)]) - q[static_cast<size_t>(v * D + d)];
+                    e += uses[static_cast<size_t>(v)] * diff * diff;
+                }
+            p.proxy.push_back(e);
         }
+        const size_t probe = std::min<size_t>(1, p.types.size() - 1);
+        table = encoded[probe];
+        const double dkld = held_out_kld(m, c);
+        table = original;
+        const double gain = p.proxy[probe] > 0 ? dkld / p.proxy[probe] : 0.0;
+        for (double e : p.proxy) p.cost.push_back(gain * e);
+        p.measured = "ΔKLD at " + std::string(dtype_name(p.types[probe])) + " " + fmt("%.3g", dkld) + " (measured), others by token-weighted error";
     }
+    Stream ho = embed_all(m, c.held_out);
+    for (int64_t l = 0; l < L; ++l) {
+        for (Linear* lin : block_linears(m, l))
+            if (const auto it = by_linear.find(lin); it != by_linear.end()) probe_linear(*it->second, l, ho);
+        run_block(m, l, ho, true, nullptr);
+    }
+    if (const auto it = by_linear.find(&m.weights().output); it != by_linear.end()) probe_linear(*it->second, L, ho);
     if (stage) stage("sensitivity: held-out KLD", total, total);
 }
 
@@ -602,10 +657,18 @@ std::unique_ptr<LanguageModel> load_for_calibration(const std::string& input, co
     lo.n_ctx = o.calib.n_ctx;
     lo.micro_batch = o.calib.n_ctx;
     auto m = LanguageModel::load(input, lo);
-    for (const Linear* l : m->linears())
-        if (l->transposed)
-            throw Unsupported("[quantize] the calibrated methods need [out, in] weights; '" + l->name +
-                              "' is stored [in, out] (a GPT-2 HF directory): convert it first with cq quantize IN F32.gguf --type f32");
+    // GPT-2's HF Conv1D weights are [in, out]; the passes (and GGUF) want [out, in]: transpose them once, as the
+    // file's own values (not a change: the writer still takes an untouched one from the file).
+    for (Linear* l : m->linears()) {
+        if (!l->transposed) continue;
+        const std::vector<float> w = l->weight.to_float();
+        const int64_t n_in = l->n_in(), n_out = l->n_out();
+        std::vector<float> t(w.size());
+        for (int64_t i = 0; i < n_in; ++i)
+            for (int64_t o = 0; o < n_out; ++o) t[static_cast<size_t>(o * n_in + i)] = w[static_cast<size_t>(i * n_out + o)];
+        m->set_weight(*l, f32_tensor(t, {n_out, n_in}), "transpose");
+        l->modified_by.clear();
+    }
     return m;
 }
 
@@ -614,7 +677,18 @@ std::unique_ptr<LanguageModel> load_for_calibration(const std::string& input, co
 QuantizeReport quantize_calibrated(const std::string& input, const std::string& output, const QuantizeOptions& o, QuantMethod method,
                                    const ProgressFn& progress) {
     const auto t0 = Clock::now();
-    const StageFn& stage = o.stage_progress;
+    // Every stage's wall time goes into the report; the caller's progress sees the stages as they run.
+    std::vector<std::pair<std::string, double>> timings;
+    auto stage_start = Clock::now();
+    const StageFn stage = [&](const std::string& name, int64_t done, int64_t total) {
+        if (timings.empty() || timings.back().first != name) {
+            const auto now = Clock::now();
+            if (!timings.empty()) timings.back().second = std::chrono::duration<double>(now - stage_start).count();
+            timings.emplace_back(name, 0.0);
+            stage_start = now;
+        }
+        if (o.stage_progress) o.stage_progress(name, done, total);
+    };
     const bool mixed = o.target_size > 0 || o.target_bpw > 0 || o.max_kld > 0;
     auto model = load_for_calibration(input, o);
     Calibration c = cut_calibration(*model, o, mixed || method == QuantMethod::automatic);
@@ -662,10 +736,12 @@ QuantizeReport quantize_calibrated(const std::string& input, const std::string& 
         // Each combination from the same f32 weights; the lowest held-out KLD wins.
         std::unique_ptr<LanguageModel> best;
         double best_kld = INFINITY;
-        for (QuantMethod mth : {QuantMethod::imatrix, QuantMethod::gptq, QuantMethod::awq_gptq}) {
-            auto candidate = best || mth != QuantMethod::imatrix ? load_for_calibration(input, o) : std::move(model);
+        // GPTQ's grids are the imatrix-weighted searches, so plain imatrix rounding is not a candidate: it never won.
+        for (QuantMethod mth : {QuantMethod::gptq, QuantMethod::awq_gptq}) {
+            auto candidate = mth == QuantMethod::gptq ? std::move(model) : load_for_calibration(input, o);
             std::vector<std::string> n;
             run(mth, *candidate, &n);
+            stage(std::string(quant_method_name(mth)) + ": held-out KLD", 0, 1);
             const double kld = held_out_kld(*candidate, c);
             report.method_kld[std::string(quant_method_name(mth))] = kld;
             if (kld < best_kld) best_kld = kld, best = std::move(candidate), chosen = std::string(quant_method_name(mth)), notes = std::move(n);
@@ -675,11 +751,19 @@ QuantizeReport quantize_calibrated(const std::string& input, const std::string& 
     } else {
         run(method, *model, &notes);
     }
-    if (!c.held_out.empty()) report.calib_kld = held_out_kld(*model, c);
+    if (!c.held_out.empty() && method != QuantMethod::automatic) {
+        stage("held-out KLD", 0, 1);
+        report.calib_kld = held_out_kld(*model, c);
+    } else if (method == QuantMethod::automatic) {
+        report.calib_kld = report.method_kld.at(chosen.substr(std::string("auto: ").size()));
+    }
 
+    stage("write", 0, 1);
     QuantizedWrite job;
     job.input = input, job.model = model.get(), job.preset = preset, job.rules = rules, job.metadata = metadata;
     QuantizeReport written = write_quantized(job, output, progress);
+    timings.back().second = std::chrono::duration<double>(Clock::now() - stage_start).count();
+    written.stage_seconds = timings;
     written.method = chosen;
     written.calibration = c.report;
     written.warnings = std::move(warnings);

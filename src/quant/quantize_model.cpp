@@ -183,8 +183,10 @@ QuantizeReport quantize_model(const std::string& input, const std::string& outpu
 
 QuantizeReport quantize_model(const LanguageModel& model, const std::string& output, const QuantizeOptions& options,
                               const ProgressFn& progress) {
-    if (resolve_method(options) != QuantMethod::rtn && !(resolve_method(options) == QuantMethod::imatrix && !options.imatrix_file.empty()))
-        throw InvalidArgument("[quantize] a model already in memory is written with rtn or --imatrix FILE; the calibrated methods load it themselves");
+    const QuantMethod method = resolve_method(options);
+    if ((method != QuantMethod::rtn && !(method == QuantMethod::imatrix && !options.imatrix_file.empty())) || wants_mixed_precision(options))
+        throw InvalidArgument("[quantize] a model already in memory is written with rtn or --imatrix FILE; the calibrated methods and "
+                              "mixed precision load the model themselves (quantize_model(path, …))");
     return quantize_from_file(model.path(), &model, output, options, progress);
 }
 

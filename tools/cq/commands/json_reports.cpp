@@ -131,6 +131,11 @@ json quantize_report_to_json(const QuantizeReport& r) {
     if (r.predicted_kld >= 0) j["predicted_kld"] = r.predicted_kld;
     if (r.calib_kld >= 0) j["held_out_calibration_kld"] = r.calib_kld;
     if (!r.method_kld.empty()) j["method_held_out_kld"] = r.method_kld;
+    if (!r.stage_seconds.empty()) {
+        json stages = json::array();
+        for (const auto& [name, sec] : r.stage_seconds) stages.push_back({{"stage", name}, {"seconds", sec}});
+        j["stages"] = stages;
+    }
     return j;
 }
 

@@ -82,8 +82,8 @@ Runner register_quantize(CLI::App& app) {
     cmd->add_option("--method", o->method, "LLMs: how weights are rounded: rtn (each type's codec), imatrix (importance-weighted "
                                            "searches; Σx² from --calib or --imatrix), gptq (error-compensating sweep on Hessians from "
                                            "--calib, block by block), awq (activation-aware scales folded into the norms, then the weighted "
-                                           "searches), awq+gptq, auto (each of imatrix, gptq, awq+gptq; the lowest KL-divergence on held-out "
-                                           "--calib chunks wins) (default: rtn; auto with --calib; imatrix with --imatrix)");
+                                           "searches), awq+gptq, auto (gptq and awq+gptq; the lower KL-divergence on held-out --calib chunks "
+                                           "wins) (default: rtn; auto with --calib; imatrix with --imatrix)");
     cmd->add_option("--calib-ctx", o->quant.calib.n_ctx, "LLMs: tokens per --calib chunk")->default_val(512)->check(CLI::Range(2, 1 << 20));
     cmd->add_option("--calib-chunks", o->quant.calib.max_chunks, "LLMs: at most this many --calib chunks (-1: all)")->default_val(-1);
     cmd->add_option("--target-size", o->quant.target_size, "LLMs: automatic mixed precision: each tensor's type chosen by its "
