@@ -212,7 +212,7 @@ double eval_kld(const std::string& base, const std::string& candidate) {
     return compare_models(base, candidate, text, c).candidate.perplexity.kld->mean;
 }
 
-TEST(CalibratedQuantize, GptqAndAwqBeatPlainRoundingOnEvaluationText) {
+TEST(CalibratedQuantizeEndToEnd, GptqAndAwqBeatPlainRoundingOnEvaluationText) {
     test::TempDir dir;
     std::string log;
     const std::string f32 = dir.file("f32.gguf");
@@ -233,7 +233,7 @@ TEST(CalibratedQuantize, GptqAndAwqBeatPlainRoundingOnEvaluationText) {
     EXPECT_EQ(g.get_int("cq.quantize.calib.chunks").value_or(0), 24);
 }
 
-TEST(CalibratedQuantize, TargetSizeIsMetDeterministicAcrossThreadsAndReplaysFromRules) {
+TEST(CalibratedQuantizeEndToEnd, TargetSizeIsMetDeterministicAcrossThreadsAndReplaysFromRules) {
     test::TempDir dir;
     std::string log;
     const std::string model = test::fixture(kModel);
@@ -254,7 +254,7 @@ TEST(CalibratedQuantize, TargetSizeIsMetDeterministicAcrossThreadsAndReplaysFrom
 
 // GPT-2's HF directory holds Conv1D weights [in, out]; its calibrated quantization equals that of its GGUF form,
 // tensor for tensor (the GGUF converter's layout is the passes' layout).
-TEST(CalibratedQuantize, Gpt2HfDirectoryEqualsItsGgufForm) {
+TEST(CalibratedQuantizeEndToEnd, Gpt2HfDirectoryEqualsItsGgufForm) {
     test::TempDir dir;
     std::string log;
     const std::string hf = test::fixture("models/gpt2-tiny-stories"), f32 = dir.file("f32.gguf");
