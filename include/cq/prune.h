@@ -85,7 +85,7 @@ struct PrunedTensor {
     int64_t n_out = 0, n_in = 0;
     int64_t zeros = 0;         // exact zeros in the written weight (counted after pruning)
     double sparsity = 0;       // zeros / (n_out · n_in)
-    double rel_error = -1;     // SparseGPT: tr(EHEᵀ) / tr(WHWᵀ) on the block's calibration inputs; −1 otherwise
+    double rel_error = -1;     // calibrated methods: tr(EHEᵀ) / tr(WHWᵀ) on the block's calibration inputs (E = W − Ŵ); −1 otherwise
 };
 
 struct PruneReport {

@@ -25,11 +25,11 @@ std::vector<Linear*> block_linears(LanguageModel& m, int64_t l) {
     return {&b.wqkv, &b.wo, &b.ffn_up, &b.ffn_down};
 }
 
-// Statistics of one block input (attention projections, attention output, MLP input, MLP output): the Linears that
-// read the same input share them.
+// Statistics of one block input (attention projections, attention output, MLP input, MLP output), shared by the
+// Linears that read it: the Hessian Σxxᵀ (SparseGPT's; Wanda's ‖X_j‖₂ is √H_jj, and both methods report their output
+// error tr(EHEᵀ) with it).
 struct InputStats {
-    quant::Hessian hessian;       // SparseGPT
-    std::vector<double> sum_sq;   // Wanda: Σ x_j² over the calibration rows
+    quant::Hessian hessian;
 };
 
 int input_slot(const Linear& l) {
@@ -123,7 +123,7 @@ void prune_magnitude(LanguageModel& m, const PruneOptions& o, PruneReport& r) {
 }
 
 // Runs block l over every chunk's hidden state (advance: in place; else on a copy), with observers filling `stats`.
-void run_block(LanguageModel& m, int64_t l, std::vector<std::vector<float>>& hidden, int64_t T, bool advance, InputStats* stats, bool hessian) {
+void run_block(LanguageModel& m, int64_t l, std::vector<std::vector<float>>& hidden, int64_t T, bool advance, InputStats* stats) {
     std::vector<ObserverId> ids;
     if (stats) {
         bool seen[4] = {false, false, false, false};
@@ -132,19 +132,7 @@ void run_block(LanguageModel& m, int64_t l, std::vector<std::vector<float>>& hid
             if (seen[s]) continue;
             seen[s] = true;
             InputStats* st = stats + s;
-            ids.push_back(m.observe(*lin, [st, hessian](const LinearEvent& e) {
-                const int64_t n = e.layer.n_in();
-                if (hessian) {
-                    st->hessian.add(e.x, e.rows, n, e.row_mask);
-                    return;
-                }
-                if (st->sum_sq.empty()) st->sum_sq.assign(static_cast<size_t>(n), 0.0);
-                for (int64_t r = 0; r < e.rows; ++r) {
-                    if (e.row_mask && !e.row_mask[r]) continue;
-                    const float* x = e.x + r * n;
-                    for (int64_t j = 0; j < n; ++j) st->sum_sq[static_cast<size_t>(j)] += static_cast<double>(x[j]) * x[j];
-                }
-            }));
+            ids.push_back(m.observe(*lin, [st](const LinearEvent& e) { st->hessian.add(e.x, e.rows, e.layer.n_in(), e.row_mask); }));
         }
     }
     std::vector<float> copy;
@@ -180,32 +168,36 @@ void prune_calibrated(LanguageModel& m, const PruneOptions& o, PruneReport& r) {
     for (int64_t l = 0; l < L; ++l) {
         if (o.stage_progress) o.stage_progress("prune: blocks", l, L);
         InputStats stats[4];
-        run_block(m, l, hidden, T, false, stats, sgpt);
+        run_block(m, l, hidden, T, false, stats);
         for (Linear* lin : block_linears(m, l)) {
             const InputStats& st = stats[input_slot(*lin)];
             const std::vector<float> w = lin->weight.to_float();
             const int64_t n_out = lin->n_out(), n_in = lin->n_in();
             std::vector<float> out;
-            double rel = -1;
             if (sgpt) {
-                SparseGptResult res = sparsegpt_prune(w, n_out, n_in, st.hessian.h, o.target, o.sparsegpt);
-                const double dense = quant::output_error(st.hessian, w.data(), n_out) * static_cast<double>(st.hessian.rows);
-                rel = dense > 0 ? res.error / dense : 0.0;
-                out = std::move(res.weights);
+                out = std::move(sparsegpt_prune(w, n_out, n_in, st.hessian.h, o.target, o.sparsegpt).weights);
             } else {
                 std::vector<float> norms(static_cast<size_t>(n_in), 0.0f);
-                for (int64_t j = 0; j < n_in && !st.sum_sq.empty(); ++j) norms[static_cast<size_t>(j)] = static_cast<float>(std::sqrt(st.sum_sq[static_cast<size_t>(j)]));
+                for (int64_t j = 0; j < n_in && st.hessian.n == n_in; ++j)
+                    norms[static_cast<size_t>(j)] = static_cast<float>(std::sqrt(st.hessian.h[static_cast<size_t>(j * n_in + j)]));
                 const auto mask = prune_mask(wanda_scores(w, n_out, n_in, norms), n_out, n_in, o.target, true);
                 out = w;
                 for (size_t k = 0; k < out.size(); ++k)
                     if (mask[k]) out[k] = 0.0f;
+            }
+            double rel = -1;
+            if (st.hessian.rows > 0) {
+                std::vector<float> e(w.size());
+                for (size_t k = 0; k < w.size(); ++k) e[k] = w[k] - out[k];
+                const double dense = quant::output_error(st.hessian, w.data(), n_out);
+                rel = dense > 0 ? quant::output_error(st.hessian, e.data(), n_out) / dense : 0.0;
             }
             PrunedTensor t = count(*lin, out);
             t.rel_error = rel;
             r.tensors.push_back(t);
             m.set_weight(*lin, f32_tensor(out, n_out, n_in), by(o));
         }
-        run_block(m, l, hidden, T, true, nullptr, false);
+        run_block(m, l, hidden, T, true, nullptr);
     }
     if (o.stage_progress) o.stage_progress("prune: blocks", L, L);
 }
