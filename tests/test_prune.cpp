@@ -242,7 +242,7 @@ PruneOptions model_options(PruneMethod method, const SparsityTarget& t) {
     o.target = t;
     o.calib.text_path = test::fixture(kCalib);
     o.calib.n_ctx = 128;
-    o.calib.max_chunks = 4;
+    o.calib.max_chunks = 2;
     return o;
 }
 

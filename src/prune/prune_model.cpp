@@ -2,6 +2,7 @@
 // the hidden states the already-pruned blocks 0…l−1 produce for each calibration chunk; observers collect its Linears'
 // input statistics (Wanda: Σx² per channel; SparseGPT: the Hessian Σxxᵀ, as GPTQ's pass does), its Linears are pruned,
 // and the block is re-run with its pruned weights to feed the next. Only one block's activations per chunk are held.
+// The stream, the Hessians and the chunking are quant/block_calibration.h's, shared with the calibrated quantizers.
 // Magnitude needs no data. The head and the embeddings stay dense, as in the Wanda and SparseGPT papers.
 #include <chrono>
 #include <cmath>
@@ -9,43 +10,13 @@
 #include <filesystem>
 #include <map>
 
-#include "core/sha256.h"
 #include "cq/error.h"
 #include "cq/io/gguf_writer.h"
 #include "cq/prune.h"
-#include "eval/text_chunks.h"
-#include "quant/hessian.h"
+#include "quant/block_calibration.h"
 
 namespace cq {
 namespace {
-
-std::vector<Linear*> block_linears(LanguageModel& m, int64_t l) {
-    DecoderBlock& b = m.weights().blocks[static_cast<size_t>(l)];
-    if (m.config().family == LlmFamily::llama) return {&b.wq, &b.wk, &b.wv, &b.wo, &b.ffn_gate, &b.ffn_up, &b.ffn_down};
-    return {&b.wqkv, &b.wo, &b.ffn_up, &b.ffn_down};
-}
-
-// Statistics of one block input (attention projections, attention output, MLP input, MLP output), shared by the
-// Linears that read it: the Hessian Σxxᵀ (SparseGPT's; Wanda's ‖X_j‖₂ is √H_jj, and both methods report their output
-// error tr(EHEᵀ) with it).
-struct InputStats {
-    quant::Hessian hessian;
-};
-
-int input_slot(const Linear& l) {
-    switch (l.role) {
-        case LayerRole::attn_q: case LayerRole::attn_k: case LayerRole::attn_v: case LayerRole::attn_qkv: return 0;
-        case LayerRole::attn_out: return 1;
-        case LayerRole::ffn_down: return 3;
-        default: return 2;
-    }
-}
-
-Tensor f32_tensor(const std::vector<float>& v, int64_t rows, int64_t cols) {
-    Tensor t = Tensor::zeros({rows, cols}, DType::F32);
-    std::memcpy(t.mutable_data(), v.data(), v.size() * sizeof(float));
-    return t;
-}
 
 void validate(const PruneOptions& o) {
     o.target.validate("prune");
@@ -62,7 +33,7 @@ void validate(const PruneOptions& o) {
 
 void check_linears(LanguageModel& m, const PruneOptions& o) {
     for (int64_t l = 0; l < m.config().n_layer; ++l)
-        for (const Linear* lin : block_linears(m, l)) {
+        for (const Linear* lin : quant::block_linears(m, l)) {
             if (lin->transposed)
                 throw Unsupported("[prune] '" + lin->name + "' is stored [in, out] (a GPT-2 HF directory): convert it to GGUF first (cq quantize IN F32.gguf --type f32)");
             if (o.target.is_nm() && lin->n_in() % o.target.m != 0)
@@ -85,7 +56,7 @@ std::string by(const PruneOptions& o) { return "prune:" + std::string(prune_meth
 void prune_magnitude(LanguageModel& m, const PruneOptions& o, PruneReport& r) {
     std::vector<Linear*> lins;
     for (int64_t l = 0; l < m.config().n_layer; ++l)
-        for (Linear* lin : block_linears(m, l)) lins.push_back(lin);
+        for (Linear* lin : quant::block_linears(m, l)) lins.push_back(lin);
     const auto abs_of = [](std::vector<float> w) {
         for (float& v : w) v = std::fabs(v);
         return w;
@@ -106,7 +77,7 @@ void prune_magnitude(LanguageModel& m, const PruneOptions& o, PruneReport& r) {
                 if (mask[off + i]) w[i] = 0.0f;
             off += w.size();
             r.tensors.push_back(count(*lin, w));
-            m.set_weight(*lin, f32_tensor(w, lin->n_out(), lin->n_in()), by(o));
+            m.set_weight(*lin, quant::f32_tensor(w, {lin->n_out(), lin->n_in()}), by(o));
         }
         return;
     }
@@ -118,86 +89,49 @@ void prune_magnitude(LanguageModel& m, const PruneOptions& o, PruneReport& r) {
         for (size_t k = 0; k < w.size(); ++k)
             if (mask[k]) w[k] = 0.0f;
         r.tensors.push_back(count(*lin, w));
-        m.set_weight(*lin, f32_tensor(w, lin->n_out(), lin->n_in()), by(o));
+        m.set_weight(*lin, quant::f32_tensor(w, {lin->n_out(), lin->n_in()}), by(o));
     }
-}
-
-// Runs block l over every chunk's hidden state (advance: in place; else on a copy), with observers filling `stats`.
-void run_block(LanguageModel& m, int64_t l, std::vector<std::vector<float>>& hidden, int64_t T, bool advance, InputStats* stats) {
-    std::vector<ObserverId> ids;
-    if (stats) {
-        bool seen[4] = {false, false, false, false};
-        for (Linear* lin : block_linears(m, l)) {
-            const int s = input_slot(*lin);
-            if (seen[s]) continue;
-            seen[s] = true;
-            InputStats* st = stats + s;
-            ids.push_back(m.observe(*lin, [st](const LinearEvent& e) { st->hessian.add(e.x, e.rows, e.layer.n_in(), e.row_mask); }));
-        }
-    }
-    std::vector<float> copy;
-    try {
-        for (auto& h : hidden) {
-            float* x = h.data();
-            if (!advance) copy = h, x = copy.data();
-            m.run_block(l, x, T, 0);
-        }
-    } catch (...) {
-        for (const ObserverId id : ids) m.remove_observer(id);
-        throw;
-    }
-    for (const ObserverId id : ids) m.remove_observer(id);
 }
 
 void prune_calibrated(LanguageModel& m, const PruneOptions& o, PruneReport& r) {
-    const auto chunks = text_chunk_tokens(m, o.calib.text_path, o.calib.n_ctx, o.calib.max_chunks, o.calib.n_ctx, "prune --calib");
-    CalibrationReport c;
-    c.text_path = o.calib.text_path;
-    c.text_sha256 = sha256_file(o.calib.text_path);
-    c.chunks = static_cast<int64_t>(chunks.size());
-    c.n_ctx = o.calib.n_ctx;
-    c.tokens = c.chunks * c.n_ctx;
-    r.calibration = c;
-    const int64_t T = o.calib.n_ctx, D = m.config().n_embd, L = m.config().n_layer;
-    std::vector<std::vector<float>> hidden;
-    for (const auto& chunk : chunks) {
-        hidden.emplace_back(static_cast<size_t>(T * D));
-        m.embed(chunk, 0, hidden.back().data());
-    }
+    const quant::Calibration c = quant::cut_calibration(m, o.calib, false, "prune");
+    r.calibration = c.report;
+    quant::Stream s = quant::embed_all(m, c.stats);
+    const int64_t L = m.config().n_layer;
     const bool sgpt = o.method == PruneMethod::sparsegpt;
     for (int64_t l = 0; l < L; ++l) {
         if (o.stage_progress) o.stage_progress("prune: blocks", l, L);
-        InputStats stats[4];
-        run_block(m, l, hidden, T, false, stats);
-        for (Linear* lin : block_linears(m, l)) {
-            const InputStats& st = stats[input_slot(*lin)];
+        // The Hessians of the block's four inputs (SparseGPT's; Wanda's ‖X_j‖₂ is √H_jj, and both report tr(EHEᵀ)).
+        quant::BlockStats stats;
+        quant::run_block(m, l, s, false, &stats);
+        for (Linear* lin : quant::block_linears(m, l)) {
+            const quant::Hessian& H = stats.of(*lin);
             const std::vector<float> w = lin->weight.to_float();
             const int64_t n_out = lin->n_out(), n_in = lin->n_in();
             std::vector<float> out;
             if (sgpt) {
-                out = std::move(sparsegpt_prune(w, n_out, n_in, st.hessian.h, o.target, o.sparsegpt).weights);
+                out = std::move(sparsegpt_prune(w, n_out, n_in, H.h, o.target, o.sparsegpt).weights);
             } else {
                 std::vector<float> norms(static_cast<size_t>(n_in), 0.0f);
-                for (int64_t j = 0; j < n_in && st.hessian.n == n_in; ++j)
-                    norms[static_cast<size_t>(j)] = static_cast<float>(std::sqrt(st.hessian.h[static_cast<size_t>(j * n_in + j)]));
+                for (int64_t j = 0; j < n_in && H.n == n_in; ++j) norms[static_cast<size_t>(j)] = static_cast<float>(std::sqrt(H.h[static_cast<size_t>(j * n_in + j)]));
                 const auto mask = prune_mask(wanda_scores(w, n_out, n_in, norms), n_out, n_in, o.target, true);
                 out = w;
                 for (size_t k = 0; k < out.size(); ++k)
                     if (mask[k]) out[k] = 0.0f;
             }
             double rel = -1;
-            if (st.hessian.rows > 0) {
+            if (H.rows > 0) {
                 std::vector<float> e(w.size());
                 for (size_t k = 0; k < w.size(); ++k) e[k] = w[k] - out[k];
-                const double dense = quant::output_error(st.hessian, w.data(), n_out);
-                rel = dense > 0 ? quant::output_error(st.hessian, e.data(), n_out) / dense : 0.0;
+                const double dense = quant::output_error(H, w.data(), n_out);
+                rel = dense > 0 ? quant::output_error(H, e.data(), n_out) / dense : 0.0;
             }
             PrunedTensor t = count(*lin, out);
             t.rel_error = rel;
             r.tensors.push_back(t);
-            m.set_weight(*lin, f32_tensor(out, n_out, n_in), by(o));
+            m.set_weight(*lin, quant::f32_tensor(out, {n_out, n_in}), by(o));
         }
-        run_block(m, l, hidden, T, true, nullptr);
+        quant::run_block(m, l, s, true, nullptr);
     }
     if (o.stage_progress) o.stage_progress("prune: blocks", L, L);
 }
@@ -239,10 +173,7 @@ PruneReport prune_model_file(const std::string& input, const std::string& output
     const auto in_path = std::filesystem::weakly_canonical(input, ec1), out_path = std::filesystem::weakly_canonical(output, ec2);
     if (!ec1 && !ec2 && in_path == out_path)
         throw InvalidArgument("[prune] the output " + output + " is the input");
-    LoadOptions lo;
-    if (o.method != PruneMethod::magnitude) lo.n_ctx = o.calib.n_ctx, lo.micro_batch = o.calib.n_ctx;
-    lo.pack_for_kernels = false;
-    auto m = LanguageModel::load(input, lo);
+    auto m = quant::load_for_calibration(input, o.calib);
     PruneReport r = prune_model(*m, o);
     SaveOptions so;
     so.metadata = [&](gguf::Writer& w) {
