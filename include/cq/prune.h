@@ -74,7 +74,7 @@ struct PruneOptions {
     PruneMethod method = PruneMethod::magnitude;
     SparsityTarget target;
     PruneScope scope = PruneScope::layer;  // magnitude only
-    CalibrationOptions calib;              // wanda / sparsegpt: required
+    CalibrationOptions calib;              // wanda / sparsegpt: required; magnitude: optional, only to report output errors
     SparseGptOptions sparsegpt;
     /// Progress of the stages ("prune: blocks").
     std::function<void(const std::string& stage, int64_t done, int64_t total)> stage_progress;

@@ -111,6 +111,14 @@ void prune_calibrated(LanguageModel& m, const PruneOptions& o, PruneReport& r) {
             std::vector<float> out;
             if (sgpt) {
                 out = std::move(sparsegpt_prune(w, n_out, n_in, H.h, o.target, o.sparsegpt).weights);
+            } else if (o.method == PruneMethod::magnitude) {
+                // Magnitude needs no data; given calibration text it runs here only so its output errors are reported.
+                std::vector<float> a(w.size());
+                for (size_t k = 0; k < w.size(); ++k) a[k] = std::fabs(w[k]);
+                const auto mask = prune_mask(a, n_out, n_in, o.target, o.scope == PruneScope::row);
+                out = w;
+                for (size_t k = 0; k < out.size(); ++k)
+                    if (mask[k]) out[k] = 0.0f;
             } else {
                 std::vector<float> norms(static_cast<size_t>(n_in), 0.0f);
                 for (int64_t j = 0; j < n_in && H.n == n_in; ++j) norms[static_cast<size_t>(j)] = static_cast<float>(std::sqrt(H.h[static_cast<size_t>(j * n_in + j)]));
@@ -158,7 +166,8 @@ PruneReport prune_model(LanguageModel& m, const PruneOptions& o) {
     r.method = std::string(prune_method_name(o.method));
     r.target = o.target.describe();
     r.scope = o.method == PruneMethod::magnitude && !o.target.is_nm() ? std::string(prune_scope_name(o.scope)) : "row";
-    if (o.method == PruneMethod::magnitude) prune_magnitude(m, o, r);
+    // Magnitude with calibration text (and not global) goes through the block pass too, for its output errors.
+    if (o.method == PruneMethod::magnitude && (o.calib.text_path.empty() || o.scope == PruneScope::global)) prune_magnitude(m, o, r);
     else prune_calibrated(m, o, r);
     for (const auto& t : r.tensors) r.zeros += t.zeros, r.pruned_params += t.n_out * t.n_in;
     for (const Linear* l : static_cast<const LanguageModel&>(m).linears()) r.model_params += l->n_out() * l->n_in();

@@ -76,7 +76,7 @@ Runner register_prune(CLI::App& app) {
     cmd->add_option("--sparsity", o->sparsity, "Fraction of each comparison group's weights set to zero, in (0, 1)");
     cmd->add_option("--pattern", o->pattern, "N:M: keep N of every M consecutive weights of a row (2:4, 4:8)");
     cmd->add_option("--scope", o->scope, "magnitude: compare weights within each layer, row, or over all pruned layers (global)")->default_val("layer");
-    cmd->add_option("--calib", o->prune.calib.text_path, "wanda/sparsegpt: calibration text (cut into BOS-first chunks as llama-imatrix does)");
+    cmd->add_option("--calib", o->prune.calib.text_path, "wanda/sparsegpt: calibration text (cut into BOS-first chunks as llama-imatrix does); magnitude: only to report output errors");
     cmd->add_option("--calib-ctx", o->prune.calib.n_ctx, "Tokens per --calib chunk")->default_val(512)->check(CLI::Range(2, 1 << 20));
     cmd->add_option("--calib-chunks", o->prune.calib.max_chunks, "At most this many --calib chunks (-1: all)")->default_val(-1);
     cmd->add_option("--damp", o->prune.sparsegpt.damp, "sparsegpt: damping added to the Hessian's diagonal, a fraction of its mean")->default_val(0.01);
