@@ -32,11 +32,17 @@ void print_report(const PruneReport& r) {
     if (r.calibration)
         std::printf("calibration: %s (sha256 %.16s…), %lld chunks × %lld tokens\n", r.calibration->text_path.c_str(),
                     r.calibration->text_sha256.c_str(), static_cast<long long>(r.calibration->chunks), static_cast<long long>(r.calibration->n_ctx));
-    std::vector<std::vector<std::string>> rows{{"tensor", "shape", "zeros", "sparsity", "rel. output error"}};
+    // The output error tr(EHEᵀ)/tr(WHWᵀ) on the calibration inputs exists only where calibration text was given.
+    const bool errors = !r.tensors.empty() && r.tensors.front().rel_error >= 0;
+    std::vector<std::vector<std::string>> rows{{"tensor", "shape", "zeros", "sparsity"}};
+    if (errors) rows[0].push_back("rel. output error");
     for (const auto& t : r.tensors) {
-        char e[32] = "";
-        if (t.rel_error >= 0) std::snprintf(e, sizeof e, "%.4f", t.rel_error);
-        rows.push_back({t.name, std::to_string(t.n_out) + "×" + std::to_string(t.n_in), group_digits(static_cast<uint64_t>(t.zeros)), pct(t.sparsity), e});
+        rows.push_back({t.name, std::to_string(t.n_out) + "×" + std::to_string(t.n_in), group_digits(static_cast<uint64_t>(t.zeros)), pct(t.sparsity)});
+        if (errors) {
+            char e[32];
+            std::snprintf(e, sizeof e, "%.4f", t.rel_error);
+            rows.back().push_back(e);
+        }
     }
     print_table(rows, {false, true, true, true, true}, 2);
     std::printf("pruned tensors: %s of %s weights zero (%s); all Linears: %s\n", group_digits(static_cast<uint64_t>(r.zeros)).c_str(),
