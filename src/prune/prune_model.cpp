@@ -102,9 +102,18 @@ void prune_calibrated(LanguageModel& m, const PruneOptions& o, PruneReport& r) {
     for (int64_t l = 0; l < L; ++l) {
         if (o.stage_progress) o.stage_progress("prune: blocks", l, L);
         // The Hessians of the block's four inputs (SparseGPT's; Wanda's ‖X_j‖₂ is √H_jj, and both report tr(EHEᵀ)).
+        // Sequential: one group of Linears (those reading one input) at a time, each measured on the inputs the
+        // block's already-pruned groups give it; otherwise every input is measured once on the dense block.
+        const std::vector<Linear*> lins = quant::block_linears(m, l);
         quant::BlockStats stats;
-        quant::run_block(m, l, s, false, &stats);
-        for (Linear* lin : quant::block_linears(m, l)) {
+        quant::BlockStats slots;  // only its addresses: which input a Linear reads
+        for (size_t i = 0; i < lins.size(); ++i) {
+            const bool first_of_group = i == 0 || &slots.of(*lins[i]) != &slots.of(*lins[i - 1]);
+            if (i == 0 || (o.sequential && first_of_group)) {
+                stats = quant::BlockStats{};
+                quant::run_block(m, l, s, false, &stats);
+            }
+            Linear* lin = lins[i];
             const quant::Hessian& H = stats.of(*lin);
             const std::vector<float> w = lin->weight.to_float();
             const int64_t n_out = lin->n_out(), n_in = lin->n_in();

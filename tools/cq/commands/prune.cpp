@@ -87,6 +87,8 @@ Runner register_prune(CLI::App& app) {
     cmd->add_option("--calib-chunks", o->prune.calib.max_chunks, "At most this many --calib chunks (-1: all)")->default_val(-1);
     cmd->add_option("--damp", o->prune.sparsegpt.damp, "sparsegpt: damping added to the Hessian's diagonal, a fraction of its mean")->default_val(0.01);
     cmd->add_option("--block-size", o->prune.sparsegpt.block_size, "sparsegpt: columns per lazy batch and mask block")->default_val(128);
+    cmd->add_flag("--sequential", o->prune.sequential, "wanda/sparsegpt: measure each group of a block's Linears on the outputs of its "
+                                                       "groups already pruned (default: off)");
     cmd->add_option("--eval", o->eval_text, "Also measure, in this run, the output against the input: perplexity, KL-divergence, speed");
     cmd->add_option("-c,--ctx", o->compare.n_ctx, "Perplexity chunk length for --eval")->default_val(512);
     cmd->add_option("--chunks", o->compare.max_chunks, "At most this many chunks for --eval (-1: all)")->default_val(-1);
