@@ -444,6 +444,22 @@ def cmd_speed(args):
                       "median_step_s": sec, "tokens_per_s": args.batch * args.ctx / sec}))
 
 
+def cmd_check_hf(args):
+    """The HF directory cq finetune wrote, loaded in torch: its logits on the tokens cq ran vs cq's own logits
+    (test_train_parity with CQ_TRAIN_HF_DUMP=DIR writes the directory, cq_tokens.bin and cq_logits.bin)."""
+    with open(os.path.join(args.dir, "config.json")) as f:
+        cfg = json.load(f)
+    m = Llama(cfg, load_safetensors(os.path.join(args.dir, "model.safetensors")))
+    tokens = np.fromfile(os.path.join(args.dir, "cq_tokens.bin"), dtype="<i4")
+    cq = np.fromfile(os.path.join(args.dir, "cq_logits.bin"), dtype="<f4").reshape(tokens.size, -1)
+    with torch.no_grad():
+        got = m.logits(torch.tensor(tokens[None, :].astype(np.int64)))[0].numpy()
+    diff = np.abs(got - cq).max()
+    print(f"{tokens.size} positions × {cq.shape[1]} logits: max |torch − cq| {diff:.3e} (max |logit| {np.abs(cq).max():.2f}), "
+          f"same argmax at {(got.argmax(-1) == cq.argmax(-1)).mean() * 100:.1f} % of positions")
+    return 0 if diff < 1e-4 else 1
+
+
 def cmd_check(args):
     """Full norm-wise comparison: ‖g_cq − g_torch‖ / ‖g_torch‖ per tensor, from cq's dump of every gradient."""
     m = load_model()
@@ -490,11 +506,13 @@ def main():
     sp.add_argument("--threads", type=int, default=2)
     sp.add_argument("--batch", type=int, default=8)
     sp.add_argument("--ctx", type=int, default=256)
+    h = sub.add_parser("check-hf")
+    h.add_argument("dir")
     c = sub.add_parser("check")
     c.add_argument("dump")
     a = ap.parse_args()
     torch.manual_seed(0)
-    sys.exit({"grads": cmd_grads, "gpt2-grads": cmd_gpt2_grads, "bert-grads": cmd_bert_grads, "vit-grads": cmd_vit_grads, "twin": cmd_twin, "speed": cmd_speed, "check": cmd_check}[a.cmd](a) or 0)
+    sys.exit({"grads": cmd_grads, "gpt2-grads": cmd_gpt2_grads, "bert-grads": cmd_bert_grads, "vit-grads": cmd_vit_grads, "twin": cmd_twin, "speed": cmd_speed, "check": cmd_check, "check-hf": cmd_check_hf}[a.cmd](a) or 0)
 
 
 if __name__ == "__main__":

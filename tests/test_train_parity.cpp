@@ -209,7 +209,9 @@ TEST(TrainParity, HfDirectoryOutputReloadsAsTheTrainedModel) {
     o.data = test::fixture("data/stories_calib.txt");
     o.steps = 2, o.batch = 2, o.ctx = 32;
     o.schedule.lr = 1e-3f, o.schedule.decay = LrDecay::constant;
-    o.output = dir.file("tuned");
+    // CQ_TRAIN_HF_DUMP=DIR keeps the directory, with the tokens and cq's logits, for scripts/train_reference.py check-hf.
+    const char* keep = std::getenv("CQ_TRAIN_HF_DUMP");
+    o.output = keep ? std::string(keep) : dir.file("tuned");
     finetune(*model, o);
     const TextWindows w = load_text_windows(*model, o.data, 32);
     const Batch b = batch_of(w, 2);
@@ -218,6 +220,11 @@ TEST(TrainParity, HfDirectoryOutputReloadsAsTheTrainedModel) {
     auto reloaded = load_model_at(o.output);
     reloaded->forward(std::span<const int32_t>(b.in.data(), 32), 0, c, true);
     EXPECT_EQ(0, std::memcmp(a.data(), c.data(), a.size() * sizeof(float)));
+    if (keep) {
+        std::ofstream(o.output + "/cq_tokens.bin", std::ios::binary).write(reinterpret_cast<const char*>(b.in.data()), 32 * sizeof(int32_t));
+        std::ofstream(o.output + "/cq_logits.bin", std::ios::binary).write(reinterpret_cast<const char*>(a.data()),
+                                                                            static_cast<std::streamsize>(a.size() * sizeof(float)));
+    }
     auto original = load_model();
     const auto e0 = original->weights().token_embd.to_float(), e1 = reloaded->weights().token_embd.to_float();
     EXPECT_NE(0, std::memcmp(e0.data(), e1.data(), e0.size() * sizeof(float))) << "the embedding was not trained / written";
