@@ -149,6 +149,24 @@ TEST(TrainEncoder, RandomInitFollowsHfAndFinetuneRunsInTheModel) {
     EXPECT_EQ(0, std::memcmp(a.data(), c.data(), sizeof(float) * 4));
 }
 
+// cq finetune's classifier loop on MNIST (ViT): a few small-lr steps from the fixture keep its accuracy, and the
+// trained weights are what the model's own forward then runs (its accuracy is measured through classify_dataset).
+TEST(TrainEncoder, VitFinetuneOnMnistKeepsTheModelAccurate) {
+    auto model = EncoderModel::load(test::fixture("models/vit-tiny-mnist"));
+    ClassifierFinetuneOptions o;
+    o.data = o.eval_data = test::fixture("data/t10k-images-idx3-ubyte.gz");
+    o.data_selection.first = 0, o.data_selection.count = 512;
+    o.eval_selection.first = 8000, o.eval_selection.count = 500;
+    o.steps = 4, o.batch = 64, o.schedule.lr = 1e-4f;
+    const FinetuneReport r = finetune_classifier(*model, o);
+    ASSERT_EQ(r.loss_curve.size(), 4u);
+    EXPECT_GE(r.eval_accuracy_before, 0.97);
+    EXPECT_GE(r.eval_accuracy_after, 0.97);
+    EXPECT_EQ(model->weights().blocks[0].q.modified_by, "finetune");
+    o.data = test::fixture("data/sst2_dev.tsv");
+    EXPECT_THROW(finetune_classifier(*model, o), InvalidArgument);  // texts for an image model
+}
+
 TEST(TrainEncoder, BadLabelsAreClearErrors) {
     const auto ref = expected();
     auto model = load_bert();

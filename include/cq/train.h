@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "cq/classify.h"
 #include "cq/llm.h"
 #include "cq/rules.h"
 
@@ -231,11 +232,12 @@ FinetuneReport finetune(LanguageModel& model, const FinetuneOptions& options,
 
 namespace cq {
 
-/// cq finetune for a BERT text classifier: a GLUE-style TSV, seeded shuffles per epoch, batches padded to their
+/// cq finetune for an encoder classifier: BERT on a GLUE-style TSV (ViT on MNIST / image folders, no dropout), seeded shuffles per epoch, batches padded to their
 /// longest example (≤ max_len tokens), dropout, AdamW with warmup + linear decay, clipping; accuracy on eval_data
 /// (through EncoderModel::classify, the model's own forward) before and after.
 struct ClassifierFinetuneOptions {
-    std::string data, eval_data, output;  // output: an HF directory
+    std::string data, eval_data, output;  // data: a TSV, MNIST idx3 images or an image folder; output: an HF directory
+    DataSelection data_selection, eval_selection;  // sample ranges of each
     int64_t steps = 0;                    // 0: from epochs
     double epochs = 2.0;
     int64_t batch = 64, max_len = 64;

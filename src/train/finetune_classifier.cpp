@@ -1,9 +1,11 @@
-// cq finetune for BERT text classifiers: TSV examples in seeded per-epoch order, padded batches, dropout, AdamW with
-// warmup + decay and clipping; accuracy before and after through the model's own forward (EncoderModel::classify).
+// cq finetune for encoder classifiers (BERT on a TSV, ViT on MNIST / image folders): examples in seeded per-epoch order,
+// padded text batches with dropout, AdamW with warmup + decay and clipping; accuracy before and after through the
+// model's own forward (classify_dataset, as cq eval).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 
+#include "cq/classify.h"
 #include "cq/datasets.h"
 #include "cq/encoder.h"
 #include "cq/error.h"
@@ -27,23 +29,10 @@ TextBatch batch_of(const EncoderModel& model, const data::TextDataset& d, std::s
     return model.tokenize(texts, max_len, pairs);
 }
 
-double accuracy(EncoderModel& model, const data::TextDataset& d, int64_t batch, int64_t max_len) {
-    const int64_t n = static_cast<int64_t>(d.examples.size()), C = model.config().num_labels;
-    std::vector<int64_t> rows;
-    std::vector<int32_t> labels;
-    int64_t right = 0;
-    for (int64_t i0 = 0; i0 < n; i0 += batch) {
-        rows.clear();
-        for (int64_t i = i0; i < std::min(n, i0 + batch); ++i) rows.push_back(i);
-        const TextBatch b = batch_of(model, d, rows, max_len, labels);
-        std::vector<float> logits(static_cast<size_t>(b.batch * C));
-        model.classify(b, logits.data());
-        for (int64_t r = 0; r < b.batch; ++r) {
-            const float* l = logits.data() + r * C;
-            right += std::max_element(l, l + C) - l == labels[static_cast<size_t>(r)];
-        }
-    }
-    return static_cast<double>(right) / static_cast<double>(n);
+double accuracy(EncoderModel& model, const LabelledData& d, int64_t max_len) {
+    ClassifyOptions co;
+    co.batch = 64, co.max_len = max_len;
+    return d.text ? classify_dataset(model, *d.text, co).accuracy : classify_dataset(model, *d.images, co).accuracy;
 }
 
 }  // namespace
@@ -52,10 +41,14 @@ FinetuneReport finetune_classifier(EncoderModel& model, const ClassifierFinetune
                                    const std::function<void(const FinetuneProgress&)>& progress) {
     if (o.batch < 1 || o.max_len < 2) throw InvalidArgument("[finetune] --batch must be ≥ 1 and --max-len ≥ 2");
     if (o.steps < 0 || (o.steps == 0 && !(o.epochs > 0))) throw InvalidArgument("[finetune] give a positive --steps or --epochs");
-    const data::TextDataset train_set = data::load_text_tsv(o.data, model.config().labels);
-    if (train_set.examples.empty()) throw InvalidArgument("[finetune] " + o.data + " holds no examples");
-    std::optional<data::TextDataset> eval_set;
-    if (!o.eval_data.empty()) eval_set = data::load_text_tsv(o.eval_data, model.config().labels);
+    // A TSV, MNIST idx files or an image folder, as cq eval reads them.
+    const LabelledData train_set = load_labelled_data(o.data, model, o.data_selection);
+    if (train_set.count() == 0) throw InvalidArgument("[finetune] " + o.data + " holds no examples");
+    if (model.is_vision() != train_set.images.has_value())
+        throw InvalidArgument("[finetune] " + o.data + " holds " + (train_set.images ? "images" : "texts") + " but " +
+                              model.config().architecture + " classifies " + (model.is_vision() ? "images" : "texts"));
+    std::optional<LabelledData> eval_set;
+    if (!o.eval_data.empty()) eval_set = load_labelled_data(o.eval_data, model, o.eval_selection);
 
     EncoderTrainer trainer(model);
     if (o.random_init) trainer.reinitialize(o.seed);
@@ -63,7 +56,7 @@ FinetuneReport finetune_classifier(EncoderModel& model, const ClassifierFinetune
     apply_weight_decay_rules(params, o.decay_rules);
     Optimizer opt(params, o.optimizer);
 
-    const int64_t n = static_cast<int64_t>(train_set.examples.size());
+    const int64_t n = train_set.count();
     const int64_t per_epoch = (n + o.batch - 1) / o.batch;
     const int64_t total_steps =
         o.steps > 0 ? o.steps : std::max<int64_t>(1, static_cast<int64_t>(std::ceil(o.epochs * static_cast<double>(per_epoch))));
@@ -73,10 +66,11 @@ FinetuneReport finetune_classifier(EncoderModel& model, const ClassifierFinetune
 
     FinetuneReport r;
     r.n_windows = n;
-    if (eval_set) r.has_accuracy = true, r.eval_accuracy_before = accuracy(model, *eval_set, 64, o.max_len);
+    if (eval_set) r.has_accuracy = true, r.eval_accuracy_before = accuracy(model, *eval_set, o.max_len);
 
     std::vector<int64_t> order, rows;
     std::vector<int32_t> labels;
+    std::vector<uint8_t> pixels;
     int64_t order_epoch = -1;
     const int64_t run_steps = o.stop_after > 0 ? std::min(o.stop_after, total_steps) : total_steps;
     const auto t_start = std::chrono::steady_clock::now();
@@ -86,21 +80,37 @@ FinetuneReport finetune_classifier(EncoderModel& model, const ClassifierFinetune
         const int64_t epoch = step / per_epoch, in_epoch = step % per_epoch;
         if (epoch != order_epoch) order = train::epoch_order(n, o.seed, epoch), order_epoch = epoch;
         rows.assign(order.begin() + in_epoch * o.batch, order.begin() + std::min(n, (in_epoch + 1) * o.batch));
-        const TextBatch b = batch_of(model, train_set, rows, o.max_len, labels);
         trainer.zero_grad();
-        const double loss = trainer.forward_backward(b, labels, o.dropout, o.seed * 1000003ull + static_cast<uint64_t>(step));
+        double loss = 0;
+        int64_t tokens = 0;
+        if (train_set.text) {
+            const TextBatch b = batch_of(model, *train_set.text, rows, o.max_len, labels);
+            loss = trainer.forward_backward(b, labels, o.dropout, o.seed * 1000003ull + static_cast<uint64_t>(step));
+            tokens = b.batch * b.seq;
+        } else {  // ViT: no dropout in the backward yet (the fixture's config has none)
+            const data::ImageDataset& im = *train_set.images;
+            const int64_t bytes = im.channels * im.height * im.width;
+            pixels.resize(rows.size() * static_cast<size_t>(bytes));
+            labels.clear();
+            for (size_t i = 0; i < rows.size(); ++i) {
+                std::copy_n(im.pixels.begin() + rows[i] * bytes, bytes, pixels.begin() + static_cast<int64_t>(i) * bytes);
+                labels.push_back(im.labels[static_cast<size_t>(rows[i])]);
+            }
+            loss = trainer.forward_backward_images(pixels.data(), static_cast<int64_t>(rows.size()), labels);
+            tokens = static_cast<int64_t>(rows.size());  // images
+        }
         const double gnorm = clip_grad_norm(params, o.clip);
         const float lr = sched.at(step);
         opt.step(params, lr);
         r.loss_curve.push_back(loss);
         r.step_seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-        r.tokens += b.batch * b.seq;
-        if (progress) progress({step + 1, total_steps, loss, lr, static_cast<double>(b.batch * b.seq) / r.step_seconds.back(), gnorm});
+        r.tokens += tokens;
+        if (progress) progress({step + 1, total_steps, loss, lr, static_cast<double>(tokens) / r.step_seconds.back(), gnorm});
     }
     r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
     r.steps = run_steps;
     r.tokens_per_s = static_cast<double>(r.tokens) / r.seconds;
-    if (eval_set) r.eval_accuracy_after = accuracy(model, *eval_set, 64, o.max_len);
+    if (eval_set) r.eval_accuracy_after = accuracy(model, *eval_set, o.max_len);
     if (!o.output.empty()) {
         save_hf_dir(model, params, o.output);
         r.output = o.output;

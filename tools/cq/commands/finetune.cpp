@@ -19,6 +19,7 @@ struct Options {
     std::string optimizer = "adamw", decay, init = "model";
     std::vector<std::string> decay_rules;
     int64_t warmup = -1, batch = -1, max_len = 64, seed = -1;
+    std::string range, eval_range;
     double epochs = -1;
     float lr = -1, weight_decay = -1, dropout = 0.1f;
     bool json = false;
@@ -39,6 +40,23 @@ nlohmann::json report_json(const FinetuneReport& r) {
     if (r.has_accuracy) j["eval"] = {{"accuracy_before", r.eval_accuracy_before}, {"accuracy_after", r.eval_accuracy_after}};
     if (!r.output.empty()) j["output"] = r.output;
     return j;
+}
+
+// "FIRST:END" → a selection (empty: everything).
+DataSelection parse_range(const std::string& text, const std::string& option) {
+    DataSelection s;
+    if (text.empty()) return s;
+    const auto colon = text.find(':');
+    try {
+        if (colon == std::string::npos) throw std::invalid_argument(text);
+        s.first = std::stoll(text.substr(0, colon));
+        const int64_t end = std::stoll(text.substr(colon + 1));
+        if (s.first < 0 || end <= s.first) throw std::invalid_argument(text);
+        s.count = end - s.first;
+    } catch (const std::exception&) {
+        throw InvalidArgument("[finetune] " + option + " '" + text + "' is not FIRST:END with 0 ≤ FIRST < END");
+    }
+    return s;
 }
 
 void print_text(const FinetuneReport& r) {
@@ -78,6 +96,8 @@ Runner register_finetune(CLI::App& app) {
     cmd->add_option("--ctx", o->ft.ctx, "Tokens per window (LLMs)")->default_val(128)->check(CLI::Range(2, 1 << 20));
     cmd->add_option("--max-len", o->max_len, "Tokens per example, [CLS] and [SEP] included (classifiers)")->default_val(64)
         ->check(CLI::Range(2, 1 << 20));
+    cmd->add_option("--range", o->range, "Classifiers: train on samples FIRST:END of --data (0-based, END exclusive)");
+    cmd->add_option("--eval-range", o->eval_range, "Classifiers: evaluate samples FIRST:END of --eval");
     cmd->add_option("--init", o->init, "model: start from the file's weights; random: re-initialise (classifiers)")->default_val("model")
         ->check(CLI::IsMember({"model", "random"}));
     cmd->add_option("--dropout", o->dropout, "Dropout probability (classifiers)")->default_val(0.1f);
@@ -129,8 +149,11 @@ Runner register_finetune(CLI::App& app) {
             ct.max_len = o->max_len, ct.dropout = o->dropout, ct.random_init = o->init == "random", ct.clip = o->ft.clip;
             ct.schedule.decay = decay_of(LrDecay::linear), ct.schedule.min_lr_ratio = o->ft.schedule.min_lr_ratio;
             ct.optimizer.kind = kind;
+            ct.data_selection = parse_range(o->range, "--range"), ct.eval_selection = parse_range(o->eval_range, "--eval-range");
             for (const std::string& spec : o->decay_rules) ct.decay_rules.push_back(parse_weight_decay_rule(spec));
             if (o->ft.precision != "fp32") throw Unsupported("[finetune] --precision " + o->ft.precision + " is not supported yet (fp32 is)");
+            if (!o->ft.state_path.empty() || !o->ft.resume_from.empty() || o->ft.accumulate != 1)
+                throw Unsupported("[finetune] --save-state, --resume and --accumulate are supported for LLMs only so far");
             if (o->ft.checkpoint != "none") throw Unsupported("[finetune] --checkpoint " + o->ft.checkpoint + " is not supported yet (none is)");
             Progress progress("finetune", !o->json);
             r = finetune_classifier(*model, ct, on_progress(progress));
