@@ -191,7 +191,10 @@ TEST(CliEval, DataThatDoesNotFitTheModelGivesOneClearError) {
         {"quantize '" + vit + "' " + tmp.file("o.gguf") + " --type w8a8-static", "--calib"},          // static without data
         {"quantize '" + vit + "' " + tmp.file("o.gguf") + " --type w8a8-static --calib-method median --calib '" + mnist + "'",
          "minmax, percentile, mse, entropy"},
+        // LLMs: --calib is calibration text (a missing file is named); the W8A8 calibration cache is not theirs.
         {"quantize '" + test::fixture("models/stories260K-gguf/stories260K.gguf") + "' " + tmp.file("o.gguf") + " --type q8_0 --calib x",
+         "'x'"},
+        {"quantize '" + test::fixture("models/stories260K-gguf/stories260K.gguf") + "' " + tmp.file("o.gguf") + " --type q8_0 --calib-cache y",
          "w8a8"},
     };
     for (const auto& c : cases) {
