@@ -5,7 +5,8 @@
 # cq perplexity, to show both tools agree on them.
 # Usage: bench/calibrated_quant_vs_llamacpp.sh [MODEL (HF dir or GGUF)] > table.md
 #   env: CALIB=stories_calib.txt TEXT=tinystories_valid_subset.txt CTX=128 (evaluation) TYPES="q3_k_m q4_k_m q5_k_m"
-#        METHODS="rtn imatrix gptq awq awq+gptq" BIN=llama.cpp bin dir OUT=dir to keep the files in
+#        METHODS="rtn imatrix gptq awq awq+gptq" METHOD_TYPES=$TYPES BIN=llama.cpp bin dir CQ=build/bin/cq
+#        OUT=dir to keep the files in (a rerun into the same OUT skips what is already scored)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PEERS=${CQ_PEERS:-$HOME/.cache/cq-peers}
@@ -21,7 +22,7 @@ METHODS=${METHODS:-"rtn imatrix gptq awq awq+gptq"}
 [ -x build/bin/cq ] || bash scripts/build >&2
 out=${OUT:-$(mktemp -d)}
 mkdir -p "$out"
-CQ=build/bin/cq
+CQ=${CQ:-build/bin/cq}
 llama_ppl() {  # MODEL OUT.txt ARGS… (llama-perplexity sometimes exits 0 without its figures here: retry)
   for _ in 1 2 3 4 5; do
     "$BIN/llama-perplexity" -m "$1" -f "$TEXT" -c "$CTX" -b "$CTX" -t 2 "${@:3}" > "$2" 2>&1 || true
@@ -30,6 +31,7 @@ llama_ppl() {  # MODEL OUT.txt ARGS… (llama-perplexity sometimes exits 0 witho
   echo "llama-perplexity gave no result for $1" >&2; return 1
 }
 score() {  # NAME FILE SECONDS: both scorers, the sizes
+  [ -f "$out/$1.bytes" ] && return 0  # scored in an earlier run into the same OUT
   llama_ppl "$2" "$out/$1.llama.txt" --kl-divergence-base "$out/llama.base" --kl-divergence
   $CQ perplexity "$2" -f "$TEXT" -c "$CTX" --kld-base "$out/cq.base" --json > "$out/$1.cq.json"
   echo "$3" > "$out/$1.seconds"
@@ -38,38 +40,41 @@ score() {  # NAME FILE SECONDS: both scorers, the sizes
 timed() { local t0; t0=$(date +%s.%N); "$@"; echo "$(date +%s.%N) - $t0" | bc; }
 
 [ -f "$out/f32.gguf" ] || $CQ quantize "$MODEL" "$out/f32.gguf" --type f32 > /dev/null
-$CQ perplexity "$out/f32.gguf" -f "$TEXT" -c "$CTX" --save-logits "$out/cq.base" --json > "$out/f32.cq.json"
-llama_ppl "$out/f32.gguf" "$out/f32.llama.txt" --kl-divergence-base "$out/llama.base"
+[ -f "$out/cq.base" ] || $CQ perplexity "$out/f32.gguf" -f "$TEXT" -c "$CTX" --save-logits "$out/cq.base" --json > "$out/f32.cq.json"
+[ -f "$out/llama.base" ] || llama_ppl "$out/f32.gguf" "$out/f32.llama.txt" --kl-divergence-base "$out/llama.base"
 # llama.cpp: its imatrix from the calibration text (its defaults), then each preset without and with it.
 [ -f "$out/llama.imatrix.gguf" ] || "$BIN/llama-imatrix" -m "$out/f32.gguf" -f "$CALIB" -o "$out/llama.imatrix.gguf" -t 2 > "$out/llama-imatrix.log" 2>&1
 for t in $TYPES; do
   T=$(echo "$t" | tr a-z A-Z)
+  [ -f "$out/llama-imatrix-$t.bytes" ] && continue
   s=$(timed "$BIN/llama-quantize" "$out/f32.gguf" "$out/llama-$t.gguf" "$T" 2>&1 | tail -1) ; score "llama-$t" "$out/llama-$t.gguf" "$s"
   s=$(timed "$BIN/llama-quantize" --imatrix "$out/llama.imatrix.gguf" "$out/f32.gguf" "$out/llama-imatrix-$t.gguf" "$T" 2>&1 | tail -1)
   score "llama-imatrix-$t" "$out/llama-imatrix-$t.gguf" "$s"
 done
-for m in $METHODS; do
-  for t in $TYPES; do
-    calib=(); [ "$m" = rtn ] || calib=(--calib "$CALIB")
-    $CQ quantize "$out/f32.gguf" "$out/cq-$m-$t.gguf" --type "$t" --method "$m" "${calib[@]}" --json > "$out/cq-$m-$t.q.json"
-    score "cq-$m-$t" "$out/cq-$m-$t.gguf" "$(python3 -c "import json;print(json.load(open('$out/cq-$m-$t.q.json'))['quantize']['seconds'])")"
-  done
-done
 # The one command: --calib and a budget, nothing else. Budgets: llama.cpp's Q4_K_M (no imatrix) and Q3_K_M-with-imatrix
 # file sizes, and the bits/weight of each preset (cq's RTN files have llama.cpp's bytes, so their report gives them).
 auto() {  # NAME ARGS…
+  [ -f "$out/cq-auto-$1.bytes" ] && return 0
   $CQ quantize "$out/f32.gguf" "$out/cq-auto-$1.gguf" --calib "$CALIB" "${@:2}" --json > "$out/cq-auto-$1.q.json"
   score "cq-auto-$1" "$out/cq-auto-$1.gguf" "$(python3 -c "import json;print(json.load(open('$out/cq-auto-$1.q.json'))['quantize']['seconds'])")"
 }
-for t in q4_k_m q3_k_m; do
-  [ -f "$out/llama-$t.bytes" ] && auto "size-$t" --target-size "$(cat "$out/llama-$t.bytes")"
-  [ -f "$out/llama-imatrix-$t.bytes" ] && auto "size-imatrix-$t" --target-size "$(cat "$out/llama-imatrix-$t.bytes")"
-done
+# The issue's two size bars: llama.cpp's Q4_K_M without imatrix and Q3_K_M with it.
+[ -f "$out/llama-q4_k_m.bytes" ] && auto "size-q4_k_m" --target-size "$(cat "$out/llama-q4_k_m.bytes")"
+[ -f "$out/llama-imatrix-q3_k_m.bytes" ] && auto "size-imatrix-q3_k_m" --target-size "$(cat "$out/llama-imatrix-q3_k_m.bytes")"
 for t in $TYPES; do
+  [ -f "$out/cq-rtn-$t.q.json" ] || $CQ quantize "$out/f32.gguf" "$out/cq-rtn-$t.gguf" --type "$t" --json > "$out/cq-rtn-$t.q.json"
   bpw=$(python3 -c "import json;print(json.load(open('$out/cq-rtn-$t.q.json'))['quantize']['bits_per_weight_out'])" 2>/dev/null || true)
   [ -n "$bpw" ] && auto "bpw-$t" --target-bpw "$bpw"
 done
 
+for m in $METHODS; do
+  for t in ${METHOD_TYPES:-$TYPES}; do
+    calib=(); [ "$m" = rtn ] || calib=(--calib "$CALIB")
+    [ -f "$out/cq-$m-$t.bytes" ] && continue
+    $CQ quantize "$out/f32.gguf" "$out/cq-$m-$t.gguf" --type "$t" --method "$m" "${calib[@]}" --json > "$out/cq-$m-$t.q.json"
+    score "cq-$m-$t" "$out/cq-$m-$t.gguf" "$(python3 -c "import json;print(json.load(open('$out/cq-$m-$t.q.json'))['quantize']['seconds'])")"
+  done
+done
 python3 - "$out" "$TYPES" "$METHODS" <<'PY'
 import json, os, re, sys
 out, types, methods = sys.argv[1], sys.argv[2].split(), sys.argv[3].split()

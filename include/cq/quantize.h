@@ -52,7 +52,7 @@ QuantMethod parse_quant_method(const std::string& name);
 struct CalibrationOptions {
     std::string text_path;    // empty: none (the methods that need it refuse to run)
     int64_t n_ctx = 512;      // tokens per chunk
-    int64_t max_chunks = -1;  // -1: every whole chunk
+    int64_t max_chunks = 128;  // -1: every whole chunk; 128 sequences is GPTQ's and AutoAWQ's usual amount
 };
 
 struct QuantizeOptions {

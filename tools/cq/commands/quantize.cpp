@@ -85,7 +85,8 @@ Runner register_quantize(CLI::App& app) {
                                            "searches), awq+gptq, auto (gptq and awq+gptq; the lower KL-divergence on held-out --calib chunks "
                                            "wins) (default: rtn; auto with --calib; imatrix with --imatrix)");
     cmd->add_option("--calib-ctx", o->quant.calib.n_ctx, "LLMs: tokens per --calib chunk")->default_val(512)->check(CLI::Range(2, 1 << 20));
-    cmd->add_option("--calib-chunks", o->quant.calib.max_chunks, "LLMs: at most this many --calib chunks (-1: all)")->default_val(-1);
+    cmd->add_option("--calib-chunks", o->quant.calib.max_chunks, "LLMs: at most this many --calib chunks, the first ones (-1: all; 128 "
+                                                                 "sequences is GPTQ's and AutoAWQ's usual amount)")->default_val(128);
     cmd->add_option("--target-size", o->quant.target_size, "LLMs: automatic mixed precision: each tensor's type chosen by its "
                                                            "measured sensitivity for the least predicted KL-divergence within this "
                                                            "many output bytes; needs --calib (default: off)");
