@@ -274,6 +274,31 @@ TEST(CalibratedQuantizeEndToEnd, Gpt2HfDirectoryEqualsItsGgufForm) {
     EXPECT_GT(changed, 0);
 }
 
+// The library names an evaluation text that shares lines with the calibration text, and records what calibrated.
+TEST(CalibratedQuantize, WarnsWhenEvaluationTextOverlapsCalibrationAndReportsIt) {
+    test::TempDir dir;
+    const std::string calib = test::fixture(kCalib);
+    std::ifstream in(calib);
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const std::string eval = dir.write("eval.txt", text.substr(text.size() / 2, 4000));
+    QuantizeOptions o;
+    o.type = "q4_0";
+    o.method = QuantMethod::imatrix;
+    o.calib.text_path = calib;
+    o.calib.n_ctx = 64;
+    o.calib.max_chunks = 6;
+    o.eval_text = eval;
+    const QuantizeReport r = quantize_model(test::fixture("models/stories260K-gguf/stories260K.gguf"), dir.file("o.gguf"), o);
+    ASSERT_FALSE(r.warnings.empty());
+    EXPECT_NE(r.warnings[0].find("also occur in the calibration text"), std::string::npos) << r.warnings[0];
+    ASSERT_TRUE(r.calibration.has_value());
+    EXPECT_EQ(r.calibration->chunks, 6);
+    EXPECT_EQ(r.calibration->tokens, 6 * 64);
+    EXPECT_EQ(r.method, "imatrix");
+    o.eval_text = test::fixture(kEval);  // the evaluation text proper shares no line with it
+    EXPECT_TRUE(quantize_model(test::fixture("models/stories260K-gguf/stories260K.gguf"), dir.file("p.gguf"), o).warnings.empty());
+}
+
 TEST(CalibratedQuantize, BadOptionsAreNamed) {
     test::TempDir dir;
     std::string log;
