@@ -295,6 +295,7 @@ TEST(PruneModel, SequentialMeasuresEachGroupOnThePrunedGroupsBeforeIt) {
     nm.n = 2, nm.m = 4;
     auto a = load_model(), b = load_model();
     PruneOptions o = model_options(PruneMethod::sparsegpt, nm);
+    o.sequential = false;
     prune_model(*a, o);
     o.sequential = true;
     prune_model(*b, o);

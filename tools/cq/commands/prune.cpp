@@ -18,7 +18,7 @@ struct Options {
     double sparsity = 0;
     PruneOptions prune;
     CompareOptions compare;
-    bool no_bench = false, json = false;
+    bool no_bench = false, json = false, no_sequential = false;
 };
 
 std::string pct(double v) {
@@ -87,8 +87,9 @@ Runner register_prune(CLI::App& app) {
     cmd->add_option("--calib-chunks", o->prune.calib.max_chunks, "At most this many --calib chunks (-1: all)")->default_val(-1);
     cmd->add_option("--damp", o->prune.sparsegpt.damp, "sparsegpt: damping added to the Hessian's diagonal, a fraction of its mean")->default_val(0.01);
     cmd->add_option("--block-size", o->prune.sparsegpt.block_size, "sparsegpt: columns per lazy batch and mask block")->default_val(128);
-    cmd->add_flag("--sequential", o->prune.sequential, "wanda/sparsegpt: measure each group of a block's Linears on the outputs of its "
-                                                       "groups already pruned (default: off)");
+    cmd->add_flag("--no-sequential", o->no_sequential, "wanda/sparsegpt: measure every Linear of a block on the dense block's inputs, as the "
+                                                       "reference code does, instead of each group on the outputs of the groups already pruned "
+                                                       "(default: off)");
     cmd->add_option("--eval", o->eval_text, "Also measure, in this run, the output against the input: perplexity, KL-divergence, speed");
     cmd->add_option("-c,--ctx", o->compare.n_ctx, "Perplexity chunk length for --eval")->default_val(512);
     cmd->add_option("--chunks", o->compare.max_chunks, "At most this many chunks for --eval (-1: all)")->default_val(-1);
@@ -97,6 +98,7 @@ Runner register_prune(CLI::App& app) {
     return [o]() -> int {
         o->prune.method = parse_prune_method(o->method);
         o->prune.scope = parse_prune_scope(o->scope);
+        o->prune.sequential = !o->no_sequential;
         if (!o->pattern.empty() && o->sparsity != 0) throw InvalidArgument("[prune] give either --sparsity or --pattern, not both");
         if (!o->pattern.empty()) o->prune.target = SparsityTarget::parse_pattern(o->pattern, "prune");
         else if (o->sparsity == 0) throw InvalidArgument("[prune] give --sparsity S (in (0, 1)) or --pattern N:M");
