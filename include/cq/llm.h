@@ -55,6 +55,9 @@ struct LlmWeights {
     std::vector<DecoderBlock> blocks;
     Norm output_norm;
     Linear output;                   // tied models point at token_embd
+    /// Empty while the embedding tables are the file's; a pass that changes them (training) names itself here, and
+    /// Model::save writes them as the model holds them.
+    std::string embeddings_modified_by;
 };
 
 /// Per-sequence attention state: K and V for every layer and position (f32).

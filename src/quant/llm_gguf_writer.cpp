@@ -72,8 +72,9 @@ std::map<std::string, const Linear*> changed_linears(const LanguageModel& model,
     return out;
 }
 
-// The model's changed norms (F32 vectors) by the GGUF names of their weight and bias.
-std::map<std::string, const Tensor*> changed_norms(const LanguageModel& model) {
+// The model's changed vectors, written in f32 by their GGUF names: norms a pass changed (weight, bias), and the
+// biases of changed Linears (training updates them with the weight).
+std::map<std::string, const Tensor*> changed_vectors(const LanguageModel& model, const std::map<std::string, const Linear*>& linears) {
     std::map<std::string, const Tensor*> out;
     const auto add = [&](const Norm& n, const std::string& name) {
         if (n.modified_by.empty()) return;
@@ -86,6 +87,19 @@ std::map<std::string, const Tensor*> changed_norms(const LanguageModel& model) {
         add(w.blocks[l].ffn_norm, "blk." + std::to_string(l) + ".ffn_norm");
     }
     add(w.output_norm, "output_norm");
+    for (const auto& [name, l] : linears)
+        if (l->bias) out[name.substr(0, name.size() - std::string(".weight").size()) + ".bias"] = &*l->bias;
+    return out;
+}
+
+// The embedding tables a pass changed (LlmWeights::embeddings_modified_by), by GGUF name: their values come from the
+// model, their types from the rules like any file tensor.
+std::map<std::string, const Tensor*> changed_tables(const LanguageModel& model) {
+    std::map<std::string, const Tensor*> out;
+    const LlmWeights& w = model.weights();
+    if (w.embeddings_modified_by.empty()) return out;
+    out["token_embd.weight"] = &w.token_embd;
+    if (w.pos_embd) out["position_embd.weight"] = &*w.pos_embd;
     return out;
 }
 
@@ -96,8 +110,8 @@ QuantizeReport write_llm_gguf(const LlmWriteJob& job, const std::string& output)
     const int64_t gqa = in.n_head_kv > 0 ? in.n_head / in.n_head_kv : 1;
     const bool has_output = std::any_of(in.tensors.begin(), in.tensors.end(), [](const auto& t) { return t.name == "output.weight"; });
     std::map<std::string, const Linear*> changed;
-    std::map<std::string, const Tensor*> norms;
-    if (job.model) changed = changed_linears(*job.model, has_output), norms = changed_norms(*job.model);
+    std::map<std::string, const Tensor*> norms, tables;
+    if (job.model) changed = changed_linears(*job.model, has_output), norms = changed_vectors(*job.model, changed), tables = changed_tables(*job.model);
     // HF llama q/k rows are held in rotate_half order (the model runs them so); GGUF wants Meta's order.
     const bool hf_rope_rows = job.model && job.model->config().rope_pairing == RopePairing::half_split && in.arch == "llama";
 
@@ -105,6 +119,7 @@ QuantizeReport write_llm_gguf(const LlmWriteJob& job, const std::string& output)
     r.file_bytes_in = in.file_bytes;
     std::vector<const Linear*> from_model(in.tensors.size(), nullptr);
     std::vector<const Tensor*> norm_from_model(in.tensors.size(), nullptr);
+    std::vector<const Tensor*> table_from_model(in.tensors.size(), nullptr);
     size_t used = 0;
     for (size_t i = 0; i < in.tensors.size(); ++i) {
         const SourceTensor& t = in.tensors[i];
@@ -126,10 +141,18 @@ QuantizeReport write_llm_gguf(const LlmWriteJob& job, const std::string& output)
             if (n->second->numel() != t.numel)
                 throw Unsupported("[save] the changed norm '" + t.name + "' has " + std::to_string(n->second->numel()) + " values, the file's " +
                                   std::to_string(t.numel));
-            p.requested = p.chosen = DType::F32;  // norms are held (and written, as llama.cpp does) in f32
-            p.rule = "model: changed norm";
+            p.requested = p.chosen = DType::F32;  // norms and biases are held (and written, as llama.cpp does) in f32
+            p.rule = "model: changed " + std::string(t.name.size() > 5 && t.name.compare(t.name.size() - 5, 5, ".bias") == 0 ? "bias" : "norm");
             norm_from_model[i] = n->second;
+        } else if (const auto e = tables.find(t.name); e != tables.end() && e->second->shape() != t.shape) {
+            throw Unsupported("[save] the changed embedding '" + t.name + "' is " + e->second->shape_string() + ", the file's is not");
+        } else if (e != tables.end() && !(job.rules && is_quantizable(t.name, t.shape))) {
+            table_from_model[i] = e->second;
+            p.from = p.requested = p.chosen = e->second->dtype();
+            p.bytes_in = e->second->nbytes();
+            p.rule = "model: " + job.model->weights().embeddings_modified_by;
         } else if (job.rules && is_quantizable(t.name, t.shape)) {
+            if (e != tables.end()) table_from_model[i] = e->second, p.from = e->second->dtype(), p.bytes_in = e->second->nbytes();
             // A tied model's token embedding is its output head: "output.weight" rules apply to it.
             const RuleTarget target{t.name, layer_of(t.name), in.n_layer, gqa,
                                     !has_output && t.name == "token_embd.weight" ? "output.weight" : ""};
@@ -189,7 +212,7 @@ QuantizeReport write_llm_gguf(const LlmWriteJob& job, const std::string& output)
             const std::vector<float> v = norm->to_float();
             std::memcpy(buf.data(), v.data(), p.bytes_out);
         } else {
-            const uint8_t* src = in.tensors[i].read(scratch);
+            const uint8_t* src = table_from_model[i] ? static_cast<const uint8_t*>(table_from_model[i]->data()) : in.tensors[i].read(scratch);
             if (p.chosen == p.from) {
                 std::copy_n(src, p.bytes_in, buf.data());
             } else {

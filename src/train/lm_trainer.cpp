@@ -126,6 +126,7 @@ LmTrainer::LmTrainer(LanguageModel& model) : s_(std::make_unique<State>()) {
     };
 
     w.token_embd = owned_f32(w.token_embd, "token_embd");
+    w.embeddings_modified_by = "finetune";
     s.embd = add("token_embd.weight", hf.global("token_embd") + ".weight", data_of(w.token_embd), w.token_embd.shape());
     if (s.gpt2) {
         if (!w.pos_embd) throw Unsupported("[train] the GPT-2 model has no position embedding");
