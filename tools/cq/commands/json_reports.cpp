@@ -1,6 +1,10 @@
 // The `--json` renderings of the library's reports; keys and values as the CLI has always printed them.
 #include "commands/json_reports.h"
 
+#include <iostream>
+
+#include "commands/format.h"
+
 namespace cq::cli {
 
 using nlohmann::json;
@@ -178,6 +182,18 @@ json encoder_bench_to_json(const EncoderBenchResult& r) {
     return {{"batch", r.batch}, {"seq", r.seq}, {"repetitions", r.repetitions}, {"isa", r.isa}, {"ms", r.ms},
             {"median_ms", r.median_ms}, {"min_ms", r.min_ms}, {"max_ms", r.max_ms},
             {"tokens_per_s", r.median_ms > 0 ? static_cast<double>(r.batch * r.seq) / (r.median_ms / 1000.0) : 0.0}};
+}
+
+void same_run_eval(const std::string& input, const std::string& output, const std::string& eval_text, CompareOptions compare,
+                   bool json, nlohmann::json& j) {
+    const std::string text = read_prompt_file(eval_text);
+    Progress ev("eval", !json);
+    const auto c = compare_models(input, output, text, compare, [&](int64_t done, int64_t total, double ppl) {
+        ev.update(done, total, "chunks, PPL " + std::to_string(ppl));
+    });
+    ev.finish();
+    if (json) j["eval"] = comparison_to_json(c);
+    else std::cout << "\n" << comparison_to_markdown(c);
 }
 
 }  // namespace cq::cli

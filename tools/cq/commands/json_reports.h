@@ -18,6 +18,10 @@ nlohmann::json summary_to_json(const ModelSummary& summary, bool with_tensors, b
 nlohmann::json perplexity_to_json(const PerplexityResult& r);
 nlohmann::json bench_to_json(const BenchResult& r);
 nlohmann::json comparison_to_json(const ComparisonReport& r);
+/// The same-run evaluation of a command that wrote `output` from `input` (--eval TEXT): PPL, KLD and speed of both, as
+/// j["eval"] with --json, else a Markdown table on stdout.
+void same_run_eval(const std::string& input, const std::string& output, const std::string& eval_text, CompareOptions compare,
+                   bool json, nlohmann::json& j);
 nlohmann::json quantize_report_to_json(const QuantizeReport& r);
 nlohmann::json encoder_quantize_report_to_json(const EncoderQuantizeReport& r);
 nlohmann::json classification_to_json(const ClassificationResult& r);

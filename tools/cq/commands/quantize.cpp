@@ -144,14 +144,7 @@ Runner register_quantize(CLI::App& app) {
         else print_report(r);
         if (!o->eval_text.empty()) {
             o->compare.bench = !o->no_bench;
-            const std::string text = read_prompt_file(o->eval_text);
-            Progress ev("eval", !o->json);
-            const auto c = compare_models(o->input, o->output, text, o->compare, [&](int64_t done, int64_t total, double ppl) {
-                ev.update(done, total, "chunks, PPL " + std::to_string(ppl));
-            });
-            ev.finish();
-            if (o->json) j["eval"] = comparison_to_json(c);
-            else std::cout << "\n" << comparison_to_markdown(c);
+            same_run_eval(o->input, o->output, o->eval_text, o->compare, o->json, j);
         }
         if (o->json) print_json(j);
         return 0;
