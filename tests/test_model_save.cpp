@@ -249,3 +249,33 @@ TEST(ModelSave, EncoderComparisonInTheLibrary) {
 
 }  // namespace
 }  // namespace cq
+
+namespace cq {
+namespace {
+
+// A pass that changes the embedding table (training) names itself; save writes the table as the model holds it, and
+// the changed values reload; with a quantizing rule the table follows the rule from the model's values.
+TEST(ModelSave, ChangedEmbeddingTableIsWrittenFromTheModel) {
+    test::TempDir dir;
+    auto m = LanguageModel::load(test::fixture("models/stories260K-gguf/stories260K.gguf"));
+    LlmWeights& w = m->weights();
+    std::vector<float> v = w.token_embd.to_float();
+    v[5] = 3.25f;
+    Tensor t = Tensor::zeros(w.token_embd.shape(), DType::F32);
+    std::memcpy(t.mutable_data(), v.data(), v.size() * sizeof(float));
+    w.token_embd = std::move(t);
+    m->save(dir.file("unmarked.gguf"));
+    EXPECT_NE(LanguageModel::load(dir.file("unmarked.gguf"))->weights().token_embd.to_float()[5], 3.25f) << "unmarked: the file's table";
+    w.embeddings_modified_by = "test";
+    m->save(dir.file("marked.gguf"));
+    EXPECT_EQ(LanguageModel::load(dir.file("marked.gguf"))->weights().token_embd.to_float()[5], 3.25f);
+    QuantizeOptions q;
+    q.type = "q8_0";
+    quantize_model(*m, dir.file("q8.gguf"), q);
+    const auto r = LanguageModel::load(dir.file("q8.gguf"));
+    EXPECT_EQ(r->weights().token_embd.dtype(), DType::Q8_0);
+    EXPECT_NEAR(r->weights().token_embd.to_float()[5], 3.25f, 3.25f / 127);
+}
+
+}  // namespace
+}  // namespace cq
