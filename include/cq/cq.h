@@ -36,3 +36,4 @@
 #include "cq/imatrix.h"
 #include "cq/gptq.h"
 #include "cq/prune.h"
+#include "cq/distill.h"

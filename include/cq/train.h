@@ -8,6 +8,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "cq/classify.h"
@@ -27,6 +28,25 @@ struct TrainParam {
     bool decay = true;  // weight decay applies (decided by WeightDecayRule rules)
     bool hf_transposed = false;  // the HF file holds it [in, out] (GPT-2's Conv1D); `value` is [out, in]
     std::vector<int64_t> hf_shape;  // the HF file's shape where it differs with the same bytes (ViT's conv, CLS token)
+};
+
+/// A loss on the logits in place of cross-entropy on the targets (distillation, quantization-aware distillation):
+/// given a batch's logits [N, V] (rows in batch order; a classifier's targets are its labels) it returns the summed
+/// loss and the number of rows counted, and overwrites logits with ∂(summed loss)/∂logits. The trainer scales that
+/// by grad_scale / counted, as it does cross-entropy's.
+using LogitLoss = std::function<std::pair<double, int64_t>(float* logits, const int32_t* targets, int64_t N, int64_t V)>;
+
+/// A transform of Linear inputs inside the training graph (fake quantization of activations for QAT). A Linear is
+/// named by the index of its weight in params(). The Linear sees xq = forward(x); backward turns the gradient with
+/// respect to xq into the gradient with respect to x (in place) and adds to the hook's own parameters' gradients.
+class LinearInputHook {
+public:
+    virtual ~LinearInputHook() = default;
+    virtual bool applies(int weight_param) const = 0;
+    /// x, xq: [N, I]. training: false during evaluation (ranges stay as they are).
+    virtual void forward(int weight_param, const float* x, int64_t N, int64_t I, float* xq, bool training) = 0;
+    /// x: the input forward saw; dxq: [N, I] in, dx out.
+    virtual void backward(int weight_param, const float* x, int64_t N, int64_t I, float* dxq) = 0;
 };
 
 /// Gradients of a decoder LanguageModel (LLaMA family and GPT-2): forward with saved activations, then the backward of
@@ -55,6 +75,8 @@ public:
     void set_checkpointing(bool on);
     /// Bytes held for activations at the largest batch seen so far.
     uint64_t activation_bytes() const;
+    /// Replaces cross-entropy by `loss` in forward_backward and loss (empty: cross-entropy again).
+    void set_logit_loss(LogitLoss loss);
 
 private:
     struct State;
@@ -93,6 +115,10 @@ public:
     std::vector<TrainParam>& params() { return params_; }
     void zero_grad();
     uint64_t activation_bytes() const;
+    /// Replaces cross-entropy on the labels by `loss` (BERT text batches; empty: cross-entropy again).
+    void set_logit_loss(LogitLoss loss);
+    /// Transforms the inputs of the Linears `hook` applies to (BERT text batches; null: none). Not owned.
+    void set_linear_input_hook(LinearInputHook* hook);
 
 private:
     struct State;

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <random>
 #include <string>
+#include <tuple>
 
 #include "cq/encoder.h"
 #include "cq/error.h"
@@ -54,6 +55,10 @@ struct EncoderTrainer::State {
     bool vit = false;
     int patch = -1, patchb = -1, cls_tok = -1, fnorm = -1, fnormb = -1;
     std::vector<float> patches, xn1v, xn2v, x1v, hf, meanf, rstdf;
+    LogitLoss logit_loss;                 // set: replaces cross-entropy on the labels
+    LinearInputHook* input_hook = nullptr;  // set: Linear inputs it applies to are transformed (fake quantization)
+    std::vector<std::vector<float>> xq;   // per weight parameter: the input its Linear saw
+    std::vector<float> dxq;
 };
 
 EncoderTrainer::EncoderTrainer(EncoderModel& model) : s_(std::make_unique<State>()) {
@@ -168,6 +173,12 @@ uint64_t EncoderTrainer::activation_bytes() const {
     return n;
 }
 
+void EncoderTrainer::set_logit_loss(LogitLoss loss) { s_->logit_loss = std::move(loss); }
+void EncoderTrainer::set_linear_input_hook(LinearInputHook* hook) {
+    s_->input_hook = hook;
+    s_->xq.assign(params_.size(), {});
+}
+
 double EncoderTrainer::run(const TextBatch& batch, std::span<const int32_t> labels, float dropout, uint64_t key, bool backward,
                            float grad_scale, float* logits_out) {
     State& s = *s_;
@@ -197,6 +208,27 @@ double EncoderTrainer::run(const TextBatch& batch, std::span<const int32_t> labe
     const bool drop = dropout > 0.0f;
     const auto val = [&](int i) { return P[static_cast<size_t>(i)].value; };
     const auto grad = [&](int i) { return P[static_cast<size_t>(i)].grad; };
+    // A Linear (weight parameter wp, bias bp) whose input may pass through the input hook; the backward reads the
+    // input the Linear saw for dW and turns the gradient into the one of its real input.
+    const auto hooked = [&](int wp) { return s.input_hook && s.input_hook->applies(wp); };
+    const auto lin_fwd = [&](const float* x, int wp, int bp, int64_t n, int64_t I, int64_t O, float* y) {
+        const float* in = x;
+        if (hooked(wp)) {
+            auto& buf = s.xq[static_cast<size_t>(wp)];
+            grow(buf, n * I);
+            s.input_hook->forward(wp, x, n, I, buf.data(), backward);
+            in = buf.data();
+        }
+        train::linear_forward(in, val(wp), val(bp), n, I, O, y);
+    };
+    const auto lin_bwd = [&](const float* dy, const float* x, int wp, int bp, int64_t n, int64_t I, int64_t O, float* dx, bool acc) {
+        if (!hooked(wp)) return train::linear_backward(dy, x, val(wp), n, I, O, dx, acc, grad(wp), grad(bp));
+        grow(s.dxq, n * I);
+        train::linear_backward(dy, s.xq[static_cast<size_t>(wp)].data(), val(wp), n, I, O, s.dxq.data(), false, grad(wp), grad(bp));
+        s.input_hook->backward(wp, x, n, I, s.dxq.data());
+        if (acc) train::add_forward(dx, s.dxq.data(), dx, n * I);
+        else std::copy_n(s.dxq.data(), n * I, dx);
+    };
     const auto mask_for = [&](std::vector<float>& m, int64_t offset, int64_t n, uint64_t site) {
         grow(m, offset + n);
         train::dropout_mask(mix(key, site), dropout, m.data() + offset, n);
@@ -225,18 +257,18 @@ double EncoderTrainer::run(const TextBatch& batch, std::span<const int32_t> labe
         float *y1 = s.y1.data() + l * N * D, *x1 = s.x1.data() + l * N * D, *f = s.f.data() + l * N * F, *gl = s.gl.data() + l * N * F;
         float* y2 = s.y2.data() + l * N * D;
         const uint64_t site = 16 * static_cast<uint64_t>(l + 1);
-        train::linear_forward(xin, val(bp.q), val(bp.bq), N, D, D, q);
-        train::linear_forward(xin, val(bp.k), val(bp.bk), N, D, D, k);
-        train::linear_forward(xin, val(bp.v), val(bp.bv), N, D, D, v);
+        lin_fwd(xin, bp.q, bp.bq, N, D, D, q);
+        lin_fwd(xin, bp.k, bp.bk, N, D, D, k);
+        lin_fwd(xin, bp.v, bp.bv, N, D, D, v);
         const float* pdrop = drop ? mask_for(s.dropp, l * B * H * T * T, B * H * T * T, site + 1) : nullptr;
         train::attention_forward(q, k, v, B, T, H, H, hd, s.p.data() + l * B * H * T * T, att, s.mask.data(), pdrop);
-        train::linear_forward(att, val(bp.o), val(bp.bo), N, D, D, s.a.data());
+        lin_fwd(att, bp.o, bp.bo, N, D, D, s.a.data());
         if (drop) train::mul_forward(s.a.data(), mask_for(s.drop_a, l * N * D, N * D, site + 2), s.a.data(), N * D);
         train::add_forward(xin, s.a.data(), y1, N * D);
         train::layernorm_forward(y1, val(bp.ln1), val(bp.ln1b), N, D, c.norm_eps, x1, s.mean1.data() + l * N, s.rstd1.data() + l * N);
-        train::linear_forward(x1, val(bp.in), val(bp.bin), N, D, F, f);
+        lin_fwd(x1, bp.in, bp.bin, N, D, F, f);
         train::gelu_erf_forward(f, gl, N * F);
-        train::linear_forward(gl, val(bp.out), val(bp.bout), N, F, D, s.a.data());
+        lin_fwd(gl, bp.out, bp.bout, N, F, D, s.a.data());
         if (drop) train::mul_forward(s.a.data(), mask_for(s.drop_o, l * N * D, N * D, site + 3), s.a.data(), N * D);
         train::add_forward(x1, s.a.data(), y2, N * D);
         train::layernorm_forward(y2, val(bp.ln2), val(bp.ln2b), N, D, c.norm_eps, s.x.data() + (l + 1) * N * D, s.mean2.data() + l * N,
@@ -245,22 +277,29 @@ double EncoderTrainer::run(const TextBatch& batch, std::span<const int32_t> labe
     // head: pooled = tanh(dense(h[CLS])) → dropout → classifier
     const float* xl = s.x.data() + L * N * D;
     for (int64_t b = 0; b < B; ++b) std::copy_n(xl + b * T * D, D, s.hcls.data() + b * D);
-    train::linear_forward(s.hcls.data(), val(s.pool), val(s.poolb), B, D, D, s.pooled.data());
+    lin_fwd(s.hcls.data(), s.pool, s.poolb, B, D, D, s.pooled.data());
     train::tanh_forward(s.pooled.data(), s.pooled.data(), B * D);
     if (drop) train::mul_forward(s.pooled.data(), mask_for(s.drop_p, 0, B * D, 2), s.pd.data(), B * D);
     else std::copy_n(s.pooled.data(), B * D, s.pd.data());
-    train::linear_forward(s.pd.data(), val(s.cls), val(s.clsb), B, D, C, s.logits.data());
+    lin_fwd(s.pd.data(), s.cls, s.clsb, B, D, C, s.logits.data());
     if (logits_out) std::copy_n(s.logits.data(), B * C, logits_out);
-    const double total = train::cross_entropy_forward(s.logits.data(), s.labels.data(), B, C, s.logits.data(), s.losses.data());
-    if (!backward) return total / static_cast<double>(B);
+    int64_t counted = B;
+    double total = 0;
+    if (s.logit_loss) std::tie(total, counted) = s.logit_loss(s.logits.data(), s.labels.data(), B, C);  // s.logits ← its gradient
+    else total = train::cross_entropy_forward(s.logits.data(), s.labels.data(), B, C, s.logits.data(), s.losses.data());
+    if (counted <= 0) return 0.0;
+    if (!backward) return total / static_cast<double>(counted);
 
     grow(s.dx, N * D), grow(s.dy, N * D), grow(s.dq, N * D), grow(s.dk, N * D), grow(s.dv, N * D), grow(s.datt, N * D);
     grow(s.dgl, N * F), grow(s.dcls, B * D), grow(s.dpool, B * D), grow(s.dlog, B * C);
-    train::cross_entropy_backward(s.logits.data(), s.labels.data(), B, C, grad_scale / static_cast<float>(B), s.dlog.data());
-    train::linear_backward(s.dlog.data(), s.pd.data(), val(s.cls), B, D, C, s.dpool.data(), false, grad(s.cls), grad(s.clsb));
+    if (s.logit_loss)
+        for (int64_t i = 0; i < B * C; ++i) s.dlog[static_cast<size_t>(i)] = s.logits[static_cast<size_t>(i)] * (grad_scale / static_cast<float>(counted));
+    else
+        train::cross_entropy_backward(s.logits.data(), s.labels.data(), B, C, grad_scale / static_cast<float>(B), s.dlog.data());
+    lin_bwd(s.dlog.data(), s.pd.data(), s.cls, s.clsb, B, D, C, s.dpool.data(), false);
     if (drop) train::mul_forward(s.dpool.data(), s.drop_p.data(), s.dpool.data(), B * D);
     train::tanh_backward(s.dpool.data(), s.pooled.data(), s.dpool.data(), B * D);
-    train::linear_backward(s.dpool.data(), s.hcls.data(), val(s.pool), B, D, D, s.dcls.data(), false, grad(s.pool), grad(s.poolb));
+    lin_bwd(s.dpool.data(), s.hcls.data(), s.pool, s.poolb, B, D, D, s.dcls.data(), false);
     std::fill_n(s.dx.data(), N * D, 0.0f);  // dx: gradient of the current block output
     for (int64_t b = 0; b < B; ++b) std::copy_n(s.dcls.data() + b * D, D, s.dx.data() + b * T * D);
     for (int64_t l = L - 1; l >= 0; --l) {
@@ -275,21 +314,21 @@ double EncoderTrainer::run(const TextBatch& batch, std::span<const int32_t> labe
                                   grad(bp.ln2), grad(bp.ln2b));
         std::copy_n(s.dy.data(), N * D, s.dx.data());  // dx ← dx1 (the residual path)
         if (drop) train::mul_forward(s.dy.data(), s.drop_o.data() + l * N * D, s.dy.data(), N * D);
-        train::linear_backward(s.dy.data(), gl, val(bp.out), N, F, D, s.dgl.data(), false, grad(bp.out), grad(bp.bout));
+        lin_bwd(s.dy.data(), gl, bp.out, bp.bout, N, F, D, s.dgl.data(), false);
         train::gelu_erf_backward(s.dgl.data(), f, s.dgl.data(), N * F);
-        train::linear_backward(s.dgl.data(), x1, val(bp.in), N, D, F, s.dx.data(), true, grad(bp.in), grad(bp.bin));
+        lin_bwd(s.dgl.data(), x1, bp.in, bp.bin, N, D, F, s.dx.data(), true);
         // x1 = LN1(y1), y1 = xin + drop(o(attn(q, k, v)))
         std::fill_n(s.dy.data(), N * D, 0.0f);
         train::layernorm_backward(s.dx.data(), y1, val(bp.ln1), s.mean1.data() + l * N, s.rstd1.data() + l * N, N, D, s.dy.data(),
                                   grad(bp.ln1), grad(bp.ln1b));
         std::copy_n(s.dy.data(), N * D, s.dx.data());  // dx ← dxin (the residual path)
         if (drop) train::mul_forward(s.dy.data(), s.drop_a.data() + l * N * D, s.dy.data(), N * D);
-        train::linear_backward(s.dy.data(), att, val(bp.o), N, D, D, s.datt.data(), false, grad(bp.o), grad(bp.bo));
+        lin_bwd(s.dy.data(), att, bp.o, bp.bo, N, D, D, s.datt.data(), false);
         train::attention_backward(s.datt.data(), q, k, v, s.p.data() + l * B * H * T * T, B, T, H, H, hd, s.dq.data(), s.dk.data(),
                                   s.dv.data(), s.mask.data(), drop ? s.dropp.data() + l * B * H * T * T : nullptr);
-        train::linear_backward(s.dq.data(), xin, val(bp.q), N, D, D, s.dx.data(), true, grad(bp.q), grad(bp.bq));
-        train::linear_backward(s.dk.data(), xin, val(bp.k), N, D, D, s.dx.data(), true, grad(bp.k), grad(bp.bk));
-        train::linear_backward(s.dv.data(), xin, val(bp.v), N, D, D, s.dx.data(), true, grad(bp.v), grad(bp.bv));
+        lin_bwd(s.dq.data(), xin, bp.q, bp.bq, N, D, D, s.dx.data(), true);
+        lin_bwd(s.dk.data(), xin, bp.k, bp.bk, N, D, D, s.dx.data(), true);
+        lin_bwd(s.dv.data(), xin, bp.v, bp.bv, N, D, D, s.dx.data(), true);
     }
     if (drop) train::mul_forward(s.dx.data(), s.drop_e.data(), s.dx.data(), N * D);
     std::fill_n(s.dy.data(), N * D, 0.0f);

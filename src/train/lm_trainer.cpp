@@ -72,6 +72,7 @@ struct LmTrainer::State {
     std::vector<int32_t> ids, tgts;
     int64_t rope_T = -1;
     bool checkpoint = false;  // keep only block inputs; recompute a block's activations in the backward
+    LogitLoss logit_loss;     // set: replaces cross-entropy (s.logits then holds its gradient)
 };
 
 LmTrainer::LmTrainer(LanguageModel& model) : s_(std::make_unique<State>()) {
@@ -173,6 +174,8 @@ LmTrainer::LmTrainer(LanguageModel& model) : s_(std::make_unique<State>()) {
 LmTrainer::~LmTrainer() = default;
 
 void LmTrainer::set_checkpointing(bool on) { s_->checkpoint = on; }
+
+void LmTrainer::set_logit_loss(LogitLoss loss) { s_->logit_loss = std::move(loss); }
 
 void LmTrainer::zero_grad() {
     for (auto& g : s_->grad_storage) std::fill(g.begin(), g.end(), 0.0f);
@@ -314,6 +317,7 @@ std::pair<double, int64_t> LmTrainer::run_forward(std::span<const int32_t> token
     if (s.gpt2) train::layernorm_forward(xlast, val(s.out_norm), val(s.out_norm_b), N, d.D, c.norm_eps, s.xnf.data(), s.meanf.data(), s.rstdf.data());
     else train::rmsnorm_forward(xlast, val(s.out_norm), N, d.D, c.norm_eps, s.xnf.data(), s.rstdf.data());
     train::linear_forward(s.xnf.data(), val(s.out), nullptr, N, d.D, d.V, s.logits.data());
+    if (s.logit_loss) return s.logit_loss(s.logits.data(), s.tgts.data(), N, d.V);
     const double total = train::cross_entropy_forward(s.logits.data(), s.tgts.data(), N, d.V, s.logits.data(), s.losses.data());
     int64_t counted = 0;
     for (int64_t i = 0; i < N; ++i) counted += s.tgts[static_cast<size_t>(i)] >= 0;
@@ -342,7 +346,12 @@ double LmTrainer::forward_backward(std::span<const int32_t> tokens, std::span<co
     const auto grad = [&](int i) -> float* { return i >= 0 ? P[static_cast<size_t>(i)].grad : nullptr; };
 
     // logits ← dlogits; the head; the final norm into the residual stream's gradient.
-    train::cross_entropy_backward(s.logits.data(), s.tgts.data(), N, d.V, grad_scale / static_cast<float>(counted), s.logits.data());
+    if (s.logit_loss) {  // s.logits holds ∂(summed loss)/∂logits
+        const float scale = grad_scale / static_cast<float>(counted);
+        for (int64_t i = 0; i < N * d.V; ++i) s.logits[static_cast<size_t>(i)] *= scale;
+    } else {
+        train::cross_entropy_backward(s.logits.data(), s.tgts.data(), N, d.V, grad_scale / static_cast<float>(counted), s.logits.data());
+    }
     train::linear_backward(s.logits.data(), s.xnf.data(), val(s.out), N, d.D, d.V, s.dxn.data(), false, grad(s.out), nullptr);
     std::fill_n(s.dres.data(), N * d.D, 0.0f);
     const float* xlast = s.res.data() + d.L * N * d.D;
