@@ -20,6 +20,9 @@ struct GptqOptions {
     bool act_order = false;      // sweep columns by decreasing diag(H); every block's grid is then chosen up front ("static groups")
     int64_t block_size = 128;    // columns per lazy batch (rounded up to a whole number of the format's blocks)
     bool compute_rtn_error = true;  // also evaluate plain weighted rounding's error (as costly as the sweep's products)
+    /// When at least 1 % of W is exactly 0 (a pruned weight), those zeros are a mask: each is quantized to an exact 0
+    /// level (grids searched with one, formats with a min included) and its value compensated like any error.
+    bool keep_zeros = true;
 };
 
 struct GptqResult {

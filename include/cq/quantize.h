@@ -70,6 +70,9 @@ struct QuantizeOptions {
     std::string dump_rules_file;  // write the plan's rules to this file
     double gptq_damp = 0.01;      // GPTQ: damping, a fraction of the mean Hessian diagonal
     bool gptq_act_order = false;  // GPTQ: columns in order of decreasing Hessian diagonal
+    // Pruned tensors (at least 1 % exact zeros) keep their zeros: blocks of types with a min are searched with an exact 0
+    // level, IQ4_NL / IQ4_XS become Q4_0, and GPTQ holds masked weights at 0 (docs/pruning.md).
+    bool keep_zeros = true;
     std::string eval_text;        // only to warn when the evaluation text overlaps the calibration text
     // Progress of the calibrated stages ("gptq: blocks", "sensitivity: held-out KLD", ...); the write reports
     // through quantize_model's ProgressFn.

@@ -254,6 +254,7 @@ QuantizeReport quantize_calibrated(const std::string& input, const std::string& 
     stage("write", 0, 1);
     QuantizedWrite job;
     job.input = input, job.model = model.get(), job.preset = preset, job.rules = rules, job.metadata = metadata;
+    job.keep_zeros = o.keep_zeros;
     QuantizeReport written = write_quantized(job, output, progress);
     timings.back().second = std::chrono::duration<double>(Clock::now() - stage_start).count();
     written.stage_seconds = timings;

@@ -19,6 +19,7 @@
 #include "cq/thread_pool.h"
 #include "cq/weighted_quant.h"
 #include "formats/fixed_grid.h"
+#include "quant/zero_preserving.h"
 #include "quant/gptq_internal.h"
 #include "quant/gptq_linalg.h"
 #include "quant/weighted_quant_block.h"
@@ -47,6 +48,7 @@ struct Plan {
     int64_t lazy = 0;       // columns per lazy batch, a whole number of format blocks
     size_t block_bytes = 0, row_bytes = 0;
     bool act_order = false;
+    bool keep_zeros = false;         // W's exact zeros are a pruning mask: they are quantized to exact 0 (masked GPTQ)
     std::vector<int64_t> perm;       // sweep position → column
     std::vector<uint8_t> dead;       // by column: H_jj = 0
     std::vector<double> damp_diff;   // by column: (damped H)_jj − H_jj
@@ -191,12 +193,31 @@ Factor<T> factor_hessian(const Plan& p, const double* H, ThreadPool& pool) {
     return f;
 }
 
+// The level of g that decodes to exactly 0 (the constrained searches guarantee one); -1 (keep the search's level)
+// when the step is 0, where every level has the same value.
+int zero_level(const SubBlockGrid& g) {
+    if (g.step == 0.0f) return -1;
+    for (int L = 0; L < g.n_levels; ++L)
+        if (formats::grid_value(g, L) == 0.0f) return L;
+    return formats::nearest_grid_level(g, 0.0f);
+}
+
 // Chooses the grid of the format block starting at column col0 from its current values xb with the format's
 // search, keeps the search's levels (the levels used where a sub-block's step is 0) and the sub-block grids.
+// With a pruning mask (row_mask, by column; null: none) the block's masked values are taken as 0 and its grid is
+// searched with an exact 0 level (quant/zero_preserving.h).
 void choose_grid(const Plan& p, const float* xb, int64_t col0, float row_sigma2, uint8_t* row_out, uint8_t* row_levels,
-                 SubBlockGrid* row_grids) {
+                 SubBlockGrid* row_grids, const uint8_t* row_mask) {
     uint8_t* block = row_out + static_cast<size_t>(col0 / p.grid_block) * p.block_bytes;
-    quantize_block_weighted(p.type, xb, block, p.importance.data() + col0, row_sigma2);
+    const uint8_t* mask = row_mask ? row_mask + col0 : nullptr;
+    if (mask && std::any_of(mask, mask + p.grid_block, [](uint8_t m) { return m != 0; })) {
+        float xm[256];
+        for (int64_t i = 0; i < p.grid_block; ++i) xm[i] = mask[i] ? 0.0f : xb[i];
+        if (quant::has_zero_preserving_search(p.type)) quant::quantize_block_keep_zeros(p.type, xm, mask, p.importance.data() + col0, block);
+        else quantize_block_weighted(p.type, xm, block, p.importance.data() + col0, row_sigma2);
+    } else {
+        quantize_block_weighted(p.type, xb, block, p.importance.data() + col0, row_sigma2);
+    }
     formats::read_block_levels(p.type, block, row_levels + col0);
     for (int64_t s = 0; s < p.grid_block / p.sub_block; ++s)
         row_grids[col0 / p.sub_block + s] = formats::sub_block_grid(p.type, block, static_cast<int>(s));
@@ -226,8 +247,11 @@ double sweep_rows(const Plan& p, const Factor<T>& f, const float* W, int64_t r0,
     std::vector<uint8_t> levels(static_cast<size_t>(m * n));  // column order
     std::vector<SubBlockGrid> grids(static_cast<size_t>(m * n_sub));
     std::vector<float> sigma2(static_cast<size_t>(m)), row(static_cast<size_t>(n));
+    std::vector<uint8_t> mask(p.keep_zeros ? static_cast<size_t>(m * n) : 0);  // column order: 1 = pruned (W exactly 0)
     for (int64_t r = 0; r < m; ++r) {
         const float* w = W + (r0 + r) * n;
+        if (p.keep_zeros)
+            for (int64_t c = 0; c < n; ++c) mask[static_cast<size_t>(r * n + c)] = w[c] == 0.0f;
         for (int64_t c = 0; c < n; ++c) row[static_cast<size_t>(c)] = p.dead[static_cast<size_t>(c)] ? 0.0f : w[c];
         sigma2[static_cast<size_t>(r)] = row_mean_square(row.data(), n);
         T* wp = Wp.data() + r * n;
@@ -235,7 +259,7 @@ double sweep_rows(const Plan& p, const Factor<T>& f, const float* W, int64_t r0,
         if (p.act_order)  // static groups: every block's grid from the weights before the sweep
             for (int64_t c0 = 0; c0 < n; c0 += p.grid_block)
                 choose_grid(p, row.data() + c0, c0, sigma2[static_cast<size_t>(r)], out + r * p.row_bytes, levels.data() + r * n,
-                            grids.data() + r * n_sub);
+                            grids.data() + r * n_sub, p.keep_zeros ? mask.data() + r * n : nullptr);
     }
 
     std::vector<T> S(static_cast<size_t>(m * p.lazy));
@@ -255,11 +279,13 @@ double sweep_rows(const Plan& p, const Factor<T>& f, const float* W, int64_t r0,
                 const int64_t j = i1 + c, col = p.perm[static_cast<size_t>(j)];
                 if (!p.act_order && col % p.grid_block == 0) {
                     current_block_values(f, n, j, p.grid_block, w + c, s + c, acc, xb);
-                    choose_grid(p, xb, col, sigma2[static_cast<size_t>(r)], out + r * p.row_bytes, row_levels, row_grids);
+                    choose_grid(p, xb, col, sigma2[static_cast<size_t>(r)], out + r * p.row_bytes, row_levels, row_grids,
+                                p.keep_zeros ? mask.data() + r * n : nullptr);
                 }
                 const SubBlockGrid& g = row_grids[col / p.sub_block];
                 const T x = w[c] + s[c] * f.inv_diag[static_cast<size_t>(j)];
-                int level = formats::nearest_grid_level(g, static_cast<float>(x));
+                // A pruned weight goes to the grid's exact 0 and its whole current value is compensated, as SparseGPT does.
+                int level = p.keep_zeros && mask[static_cast<size_t>(r * n + col)] ? zero_level(g) : formats::nearest_grid_level(g, static_cast<float>(x));
                 if (level < 0) level = row_levels[col];
                 else row_levels[col] = static_cast<uint8_t>(level);
                 const float q = formats::grid_value(g, level);
@@ -349,7 +375,8 @@ GptqResult gptq_quantize_probed(DType type, std::span<const float> W, int64_t n_
     validate(type, W, n_out, n_in, H, importance, options);
     (void)kernel_table();  // sets OpenBLAS to one thread per call before the factorization's first call into it
     ThreadPool& tp = pool ? *pool : ThreadPool::global();
-    const Plan plan = make_plan(type, n_in, H, importance, options);
+    Plan plan = make_plan(type, n_in, H, importance, options);
+    plan.keep_zeros = options.keep_zeros && quant::looks_pruned(W.data(), n_out * n_in);
     if (probe.double_sweep) return run<double>(plan, W.data(), n_out, H.data(), options, tp, probe.values);
     return run<float>(plan, W.data(), n_out, H.data(), options, tp, probe.values);
 }

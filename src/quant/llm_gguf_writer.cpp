@@ -18,6 +18,7 @@
 #include "cq/io/gguf_writer.h"
 #include "cq/thread_pool.h"
 #include "cq/weighted_quant.h"
+#include "quant/zero_preserving.h"
 
 namespace cq::quant {
 
@@ -103,6 +104,21 @@ std::map<std::string, const Tensor*> changed_tables(const LanguageModel& model) 
     return out;
 }
 
+// Whether a file tensor (or the model's changed table standing in for it) is pruned: its exact zeros are a mask.
+bool tensor_looks_pruned(const SourceTensor& t, const Tensor* table) {
+    if (table) {
+        const std::vector<float> v = table->to_float();
+        return looks_pruned(v.data(), static_cast<int64_t>(v.size()));
+    }
+    const auto& from = dtype_traits(t.dtype);
+    if (!from.to_float || t.numel <= 0) return false;
+    std::vector<uint8_t> scratch;
+    const uint8_t* src = t.read(scratch);
+    std::vector<float> v(static_cast<size_t>(t.numel));
+    from.to_float(src, v.data(), t.numel);
+    return looks_pruned(v.data(), t.numel);
+}
+
 }  // namespace
 
 QuantizeReport write_llm_gguf(const LlmWriteJob& job, const std::string& output) {
@@ -160,6 +176,11 @@ QuantizeReport write_llm_gguf(const LlmWriteJob& job, const std::string& output)
                 p.requested = (*job.rules)[static_cast<size_t>(k)].type;
                 p.rule = (*job.rules)[static_cast<size_t>(k)].text();
                 auto [chosen, why] = fit_row_type(p.requested, t.shape.back());
+                // A pruned tensor (exact zeros, quant/zero_preserving.h) needs a type whose grids hold an exact 0.
+                if (job.keep_zeros && zero_preserving_type(chosen) != chosen && tensor_looks_pruned(in.tensors[i], table_from_model[i])) {
+                    why = std::string(dtype_name(chosen)) + " has no exact 0 level for the pruned weights";
+                    chosen = zero_preserving_type(chosen);
+                }
                 p.chosen = chosen;
                 p.fallback = why;
                 if (!why.empty()) ++r.fallbacks;
@@ -228,14 +249,26 @@ QuantizeReport write_llm_gguf(const LlmWriteJob& job, const std::string& output)
                 if (!importance.empty() && static_cast<int64_t>(importance.size()) != row)
                     throw InvalidArgument("[quantize] the importance matrix has " + std::to_string(importance.size()) + " values for '" +
                                           p.name + "', whose rows have " + std::to_string(row));
+                // A pruned tensor keeps its zeros: blocks where the type's search lost one are searched again with 0 held.
+                bool pruned = false;
+                if (job.keep_zeros && to.is_quantized) {
+                    int64_t zeros = 0;
+                    std::vector<float> x(static_cast<size_t>(row));
+                    for (int64_t rr = 0; rr < n_rows; ++rr) {
+                        from.to_float(src + rr * in_row, x.data(), row);
+                        zeros += std::count(x.begin(), x.end(), 0.0f);
+                    }
+                    pruned = static_cast<double>(zeros) >= kPrunedZeroFraction * static_cast<double>(p.numel);
+                }
                 pool.parallel_for(n_rows, [&](int64_t r0, int64_t r1) {
                     std::vector<float> x(static_cast<size_t>(row));
                     for (int64_t rr = r0; rr < r1; ++rr) {
                         from.to_float(src + rr * in_row, x.data(), row);
                         require_finite_row(x.data(), row, p.name, rr);
-                        if (weighted) quantize_row_weighted(p.chosen, x.data(), buf.data() + rr * out_row, row,
-                                                            importance.empty() ? nullptr : importance.data());
+                        const float* imp = importance.empty() ? nullptr : importance.data();
+                        if (weighted) quantize_row_weighted(p.chosen, x.data(), buf.data() + rr * out_row, row, imp);
                         else to.from_float(x.data(), buf.data() + rr * out_row, row);
+                        if (pruned) restore_row_zeros(p.chosen, x.data(), buf.data() + rr * out_row, row, imp);
                     }
                 }, 16);
             }

@@ -23,6 +23,8 @@ struct LlmWriteJob {
     // name; empty: none. Types with an importance-weighted search (cq/weighted_quant.h) use it.
     std::function<std::vector<float>(const std::string& name)> importance;
     std::function<void(int64_t done, int64_t total)> progress;
+    // Tensors that look pruned (quant/zero_preserving.h) keep their exact zeros through quantization.
+    bool keep_zeros = true;
     bool dry_run = false;  // plan and size only: file_bytes_out is the size the file would have; nothing is written
 };
 

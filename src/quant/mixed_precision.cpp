@@ -1,6 +1,7 @@
 // Automatic mixed precision (see mixed_precision.h): candidate types per tensor, their measured sensitivity, and
 // the plan under the budget.
 #include "quant/mixed_precision.h"
+#include "quant/zero_preserving.h"
 
 #include <algorithm>
 #include <cmath>
@@ -37,6 +38,10 @@ bool is_quantized_type(DType t) { return t != DType::F32 && t != DType::F16 && t
 Tensor encode(DType type, const float* w, int64_t n_out, int64_t n_in, const std::vector<float>& imp, const Hessian* gptq_H,
               const QuantizeOptions& o, const std::string& name) {
     for (int64_t r = 0; r < n_out; ++r) require_finite_row(w + r * n_in, n_in, name, r);
+    // A pruned weight keeps its exact zeros (quant/zero_preserving.h): a type without a 0 level is replaced, and blocks
+    // whose search lost a zero are searched again with 0 held.
+    const bool pruned = o.keep_zeros && looks_pruned(w, n_out * n_in);
+    if (pruned) type = zero_preserving_type(type);
     Tensor t = Tensor::zeros({n_out, n_in}, type);
     auto* dst = static_cast<uint8_t*>(t.mutable_data());
     if (gptq_H && gptq_H->rows > 0 && gptq_supports(type)) {
@@ -44,17 +49,18 @@ Tensor encode(DType type, const float* w, int64_t n_out, int64_t n_in, const std
         g.damp = o.gptq_damp;
         g.act_order = o.gptq_act_order;
         g.compute_rtn_error = false;
+        g.keep_zeros = o.keep_zeros;
         const GptqResult r = gptq_quantize(type, std::span<const float>(w, static_cast<size_t>(n_out * n_in)), n_out, n_in, gptq_H->h, imp, g);
         std::memcpy(dst, r.blocks.data(), t.nbytes());
         return t;
     }
-    if (has_weighted_quantizer(type)) {
-        quantize_rows_weighted(type, w, dst, n_out, n_in, imp.empty() ? nullptr : imp.data());
-        return t;
-    }
     const auto& traits = dtype_traits(type);
     const uint64_t row_bytes = *dtype_bytes(type, static_cast<uint64_t>(n_in));
-    for (int64_t r = 0; r < n_out; ++r) traits.from_float(w + r * n_in, dst + r * row_bytes, n_in);
+    if (has_weighted_quantizer(type)) quantize_rows_weighted(type, w, dst, n_out, n_in, imp.empty() ? nullptr : imp.data());
+    else
+        for (int64_t r = 0; r < n_out; ++r) traits.from_float(w + r * n_in, dst + r * row_bytes, n_in);
+    if (pruned && traits.is_quantized)
+        for (int64_t r = 0; r < n_out; ++r) restore_row_zeros(type, w + r * n_in, dst + r * row_bytes, n_in, imp.empty() ? nullptr : imp.data());
     return t;
 }
 

@@ -94,6 +94,7 @@ QuantizeReport write_quantized(const QuantizedWrite& job, const std::string& out
     w.rules = &job.rules;
     w.importance = job.importance;
     w.dry_run = job.dry_run;
+    w.keep_zeros = job.keep_zeros;
     w.metadata = [&](gguf::Writer& g) {
         g.set_u32("general.file_type", job.preset->llama_ftype);
         g.set_u32("general.quantization_version", 2);
@@ -154,6 +155,7 @@ QuantizeReport quantize_from_file(const std::string& input, const LanguageModel*
     quant::QuantizedWrite job;
     job.input = input;
     job.model = model;
+    job.keep_zeros = o.keep_zeros;
     job.rules = quant::options_rules(o, &job.preset);
     std::shared_ptr<Imatrix> im;
     if (!o.imatrix_file.empty()) {

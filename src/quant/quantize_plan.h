@@ -30,6 +30,7 @@ struct QuantizedWrite {
     std::vector<QuantRule> rules;
     std::function<std::vector<float>(const std::string&)> importance;  // per tensor; may be empty
     std::function<void(gguf::Writer&)> metadata;                       // after cq.quantize.*
+    bool keep_zeros = true;  // QuantizeOptions::keep_zeros
     bool dry_run = false;
 };
 
