@@ -24,7 +24,8 @@ int main(int argc, char** argv) {
                              std::pair{"eval", &cq::cli::register_eval}, std::pair{"stats", &cq::cli::register_stats},
                              std::pair{"imatrix", &cq::cli::register_imatrix},
                              std::pair{"finetune", &cq::cli::register_finetune},
-                             std::pair{"prune", &cq::cli::register_prune}}) {
+                             std::pair{"prune", &cq::cli::register_prune},
+                             std::pair{"export", &cq::cli::register_export}}) {
         cq::cli::Runner run = reg(app);
         commands.emplace_back(app.get_subcommand(name), std::move(run));
     }

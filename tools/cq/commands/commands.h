@@ -20,5 +20,6 @@ Runner register_stats(CLI::App& app);
 Runner register_imatrix(CLI::App& app);
 Runner register_finetune(CLI::App& app);
 Runner register_prune(CLI::App& app);
+Runner register_export(CLI::App& app);
 
 }  // namespace cq::cli

@@ -1,0 +1,62 @@
+// ONNX export of the models cq runs: the same layers the spine walks (Model::linears()), written as an ONNX
+// graph (opset 17) that ONNX Runtime runs. Decoders get a full-sequence graph and a decode graph with past
+// key/values (ONNX Runtime GenAI / Optimum names); large models put their weights in an external data file.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace cq {
+
+class Model;
+
+/// How Linears are written. fp32: MatMul over float weights (quantized weights dequantized).
+enum class OnnxFormat { fp32 };
+
+/// "fp32" → OnnxFormat; InvalidArgument naming the value and the choices otherwise.
+OnnxFormat onnx_format_from_name(const std::string& name);
+const char* onnx_format_name(OnnxFormat format);
+
+struct OnnxExportOptions {
+    OnnxFormat format = OnnxFormat::fp32;
+    int opset = 17;  // 17 or later
+    /// Weights go to `<file>.data` (ONNX external data) when the initializers' bytes exceed this; protobuf's
+    /// own limit for one message is 2 GiB, so the default keeps every file loadable.
+    uint64_t external_data_threshold = (uint64_t{1} << 31) - (uint64_t{64} << 20);
+    /// Decoders: also write the decode graph (past key/values in, present out) beside the main file.
+    bool with_past = true;
+    /// Called as graphs are built and written (stage name), for progress lines.
+    std::function<void(const std::string& stage)> progress;
+};
+
+/// One file written by export_onnx.
+struct OnnxExportFile {
+    std::string path;           // the .onnx file
+    std::string external_data;  // its external data file, or empty
+    std::string graph;          // "model" (full sequence / classifier) or "decode" (with past key/values)
+    int64_t nodes = 0, initializers = 0;
+    uint64_t weight_bytes = 0;  // bytes of initializer data
+    std::vector<std::string> inputs, outputs;
+};
+
+struct OnnxExportReport {
+    std::string architecture;
+    OnnxFormat format = OnnxFormat::fp32;
+    int opset = 17;
+    std::vector<OnnxExportFile> files;
+};
+
+/// Writes `model` as ONNX to `path` (atomically; the ONNX checker runs on every graph before it is written).
+/// Decoders (LLaMA family, GPT-2): inputs input_ids, attention_mask, position_ids [batch, sequence] int64,
+/// outputs logits [batch, sequence, vocab] and present.N.key / present.N.value [batch, kv_heads, total, head_dim];
+/// the decode graph `<stem>_with_past.onnx` adds past_key_values.N.key / .value inputs. Text encoders: input_ids,
+/// attention_mask (and token_type_ids where the model has token types) → logits [batch, labels]. ViT:
+/// pixel_values [batch, C, H, W] (already normalised) → logits. Unsupported for a layer the format cannot express.
+OnnxExportReport export_onnx(const Model& model, const std::string& path, const OnnxExportOptions& options = {});
+
+/// Where export_onnx writes the decode graph for `path`: "out/m.onnx" → "out/m_with_past.onnx".
+std::string onnx_with_past_path(const std::string& path);
+
+}  // namespace cq

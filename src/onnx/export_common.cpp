@@ -1,0 +1,179 @@
+// The layer-level pieces of cq's ONNX graphs and the file writer (see export_common.h).
+#include "onnx/export_common.h"
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <limits>
+
+
+#include "cq/atomic_file.h"
+#include "cq/error.h"
+#include "cq/w8a8.h"
+#include "onnx/onnx_validate.h"
+
+namespace cq::onnx_export {
+
+std::vector<float> tensor_f32(const Tensor& t) { return t.to_float(); }
+
+std::vector<float> linear_weight_f32(const Linear& layer) {
+    const int64_t n_out = layer.n_out(), n_in = layer.n_in();
+    std::vector<float> w(static_cast<size_t>(n_out * n_in));
+    if (layer.int8) {
+        const Int8Linear& q = *layer.int8;
+        const auto* wq = static_cast<const int8_t*>(q.weight.data());
+        for (int64_t o = 0; o < n_out; ++o)
+            for (int64_t i = 0; i < n_in; ++i)
+                w[static_cast<size_t>(o * n_in + i)] = static_cast<float>(wq[o * n_in + i]) * q.weight_scale[static_cast<size_t>(o)];
+        return w;
+    }
+    std::vector<float> raw = layer.weight.to_float();
+    if (!layer.transposed) return raw;
+    // GPT-2 Conv1D: stored [in, out]
+    for (int64_t i = 0; i < n_in; ++i)
+        for (int64_t o = 0; o < n_out; ++o) w[static_cast<size_t>(o * n_in + i)] = raw[static_cast<size_t>(i * n_out + o)];
+    return w;
+}
+
+namespace {
+std::vector<float> linear_bias_f32(const Linear& layer) {
+    if (layer.int8) return layer.int8->bias;
+    if (layer.bias) return layer.bias->to_float();
+    return {};
+}
+}  // namespace
+
+std::string Emitter::linear(const Linear& layer, const std::string& x) {
+    const int64_t n_out = layer.n_out(), n_in = layer.n_in();
+    const std::vector<float> w = linear_weight_f32(layer);
+    // MatMul's B is [n_in, n_out]: the transpose of the Linear's [n_out, n_in]
+    std::vector<float> wt(w.size());
+    for (int64_t o = 0; o < n_out; ++o)
+        for (int64_t i = 0; i < n_in; ++i) wt[static_cast<size_t>(i * n_out + o)] = w[static_cast<size_t>(o * n_in + i)];
+    const std::string wname = g.f32(layer.name + ".weight", {n_in, n_out}, wt);
+    std::string y = g.op("MatMul", {x, wname});
+    const std::vector<float> b = linear_bias_f32(layer);
+    if (!b.empty()) y = g.op("Add", {y, g.f32(layer.name + ".bias", {n_out}, b)});
+    return y;
+}
+
+std::string Emitter::rms_norm(const std::string& x, const Norm& norm, const std::string& name, float eps) {
+    const std::vector<float> w = tensor_f32(norm.weight);
+    const std::string sq = g.op("Mul", {x, x});
+    const std::string mean = g.op("ReduceMean", {sq}, {attr("axes", std::vector<int64_t>{-1}), attr("keepdims", int64_t{1})});
+    const std::string rms = g.op("Sqrt", {g.op("Add", {mean, g.scalar_f32(eps)})});
+    const std::string inv = g.op("Reciprocal", {rms});
+    return g.op("Mul", {g.op("Mul", {x, inv}), g.f32(name + ".weight", {static_cast<int64_t>(w.size())}, w)});
+}
+
+std::string Emitter::layer_norm(const std::string& x, const Norm& norm, const std::string& name, float eps) {
+    const std::vector<float> w = tensor_f32(norm.weight);
+    const int64_t D = static_cast<int64_t>(w.size());
+    std::vector<std::string> in{x, g.f32(name + ".weight", {D}, w)};
+    if (norm.bias) in.push_back(g.f32(name + ".bias", {D}, norm.bias->to_float()));
+    return g.op("LayerNormalization", in, {attr("axis", int64_t{-1}), attr("epsilon", eps)});
+}
+
+std::string Emitter::gelu_erf(const std::string& x) {
+    // 0.5·x·(1 + erf(x/√2)): opset 17 has no Gelu
+    const std::string e = g.op("Erf", {g.op("Mul", {x, g.scalar_f32(static_cast<float>(M_SQRT1_2))})});
+    return g.op("Mul", {g.op("Mul", {x, g.scalar_f32(0.5f)}), g.op("Add", {e, g.scalar_f32(1.0f)})});
+}
+
+std::string Emitter::gelu_tanh(const std::string& x) {
+    // 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))
+    const std::string x3 = g.op("Mul", {g.op("Mul", {x, x}), x});
+    const std::string inner = g.op("Add", {x, g.op("Mul", {x3, g.scalar_f32(0.044715f)})});
+    const std::string t = g.op("Tanh", {g.op("Mul", {inner, g.scalar_f32(0.7978845608028654f)})});
+    return g.op("Mul", {g.op("Mul", {x, g.scalar_f32(0.5f)}), g.op("Add", {t, g.scalar_f32(1.0f)})});
+}
+
+std::string Emitter::silu(const std::string& x) { return g.op("Mul", {x, g.op("Sigmoid", {x})}); }
+
+std::string Emitter::split_heads(const std::string& x, int64_t heads, int64_t head_dim) {
+    const std::string r = g.op("Reshape", {x, g.const_i64({0, 0, heads, head_dim})});
+    return g.op("Transpose", {r}, {attr("perm", std::vector<int64_t>{0, 2, 1, 3})});
+}
+
+std::string Emitter::merge_heads(const std::string& x, int64_t heads, int64_t head_dim) {
+    const std::string t = g.op("Transpose", {x}, {attr("perm", std::vector<int64_t>{0, 2, 1, 3})});
+    return g.op("Reshape", {t, g.const_i64({0, 0, heads * head_dim})});
+}
+
+std::string Emitter::attention(const std::string& q, const std::string& k, const std::string& v, int64_t head_dim,
+                               const std::string& additive_mask, const std::string& bool_mask) {
+    const std::string kt = g.op("Transpose", {k}, {attr("perm", std::vector<int64_t>{0, 1, 3, 2})});
+    std::string scores = g.op("MatMul", {q, kt});
+    scores = g.op("Mul", {scores, g.scalar_f32(1.0f / std::sqrt(static_cast<float>(head_dim)))});
+    if (!additive_mask.empty()) scores = g.op("Add", {scores, additive_mask});
+    if (!bool_mask.empty()) scores = g.op("Where", {bool_mask, scores, g.scalar_f32(std::numeric_limits<float>::lowest())});
+    const std::string probs = g.op("Softmax", {scores}, {attr("axis", int64_t{-1})});
+    return g.op("MatMul", {probs, v});
+}
+
+onnx_ir::Model new_model(const OnnxExportOptions& options, const std::string& graph_name, const std::string& doc) {
+    if (options.opset < 17) throw InvalidArgument("[onnx] opset " + std::to_string(options.opset) + " is below 17, the oldest cq writes");
+    onnx_ir::Model m;
+    m.ir_version = 8;  // opset 17's IR version (ONNX 1.12)
+    m.producer_name = "cq";
+#ifdef CQ_VERSION
+    m.producer_version = CQ_VERSION;
+#endif
+    m.doc_string = doc;
+    m.opsets.emplace_back("", options.opset);
+    m.graph.name = graph_name;
+    return m;
+}
+
+namespace {
+
+uint64_t initializer_bytes(const onnx_ir::Graph& g) {
+    uint64_t n = 0;
+    for (const auto& t : g.initializers) n += t.raw.size();
+    return n;
+}
+
+// Moves every initializer of ≥ 1 KiB into `data` (64-byte aligned offsets), leaving ONNX external-data references.
+void move_to_external(onnx_ir::Graph& g, const std::string& location, std::string& data) {
+    for (auto& t : g.initializers) {
+        if (t.raw.size() < 1024) continue;
+        while (data.size() % 64) data.push_back('\0');
+        const uint64_t offset = data.size(), length = t.raw.size();
+        data += t.raw;
+        t.raw.clear();
+        t.raw.shrink_to_fit();
+        t.external_data = {{"location", location}, {"offset", std::to_string(offset)}, {"length", std::to_string(length)}};
+    }
+}
+
+}  // namespace
+
+void write_model(onnx_ir::Model& model, const std::string& path, const OnnxExportOptions& options, OnnxExportFile& file) {
+    // A graph cq built that does not hold together is cq's bug: the same checks the importer applies to files.
+    validate_graph(model, path);
+    const onnx_ir::Graph& g = model.graph;
+    file.path = path;
+    file.nodes = static_cast<int64_t>(g.nodes.size());
+    file.initializers = static_cast<int64_t>(g.initializers.size());
+    file.weight_bytes = initializer_bytes(g);
+    for (const auto& i : g.inputs) file.inputs.push_back(i.name);
+    for (const auto& o : g.outputs) file.outputs.push_back(o.name);
+
+    std::string data;
+    if (file.weight_bytes > options.external_data_threshold) {
+        file.external_data = path + ".data";
+        move_to_external(model.graph, std::filesystem::path(file.external_data).filename().string(), data);
+    }
+    std::string bytes, error;
+    if (!onnx_ir::serialize(model, bytes, error)) throw Error("[onnx] could not write '" + path + "': " + error);
+    AtomicFile out(path);
+    out.write(bytes.data(), bytes.size());
+    if (!file.external_data.empty()) {
+        AtomicFile side(file.external_data);
+        side.write(data.data(), data.size());
+        side.commit();
+    }
+    out.commit();
+}
+
+}  // namespace cq::onnx_export

@@ -1,0 +1,63 @@
+// `cq export MODEL OUT.onnx --format fp32`: writes a model cq runs as ONNX that ONNX Runtime runs (decoders: the
+// full-sequence graph and the decode graph with past key/values beside it). The graphs are cq/onnx.h's.
+#include <iostream>
+#include <unistd.h>
+
+#include "commands/commands.h"
+#include "commands/format.h"
+#include "cq/model.h"
+#include "cq/onnx.h"
+
+namespace cq::cli {
+
+namespace {
+struct ExportCliOptions {
+    std::string model, output, format = "fp32";
+    int opset = 17;
+    bool no_past = false, json = false;
+    double external_gib = -1;
+};
+}  // namespace
+
+Runner register_export(CLI::App& app) {
+    auto o = std::make_shared<ExportCliOptions>();
+    CLI::App* cmd = app.add_subcommand("export", "Write a model as ONNX that ONNX Runtime runs (decoders: also a decode graph with "
+                                                 "past key/values, named as ONNX Runtime GenAI / Optimum name them)");
+    cmd->add_option("model", o->model, "A model cq loads: a decoder LLM (.gguf or HF directory), an encoder / ViT classifier")->required();
+    cmd->add_option("output", o->output, "The .onnx file to write (decoders also write <stem>_with_past.onnx beside it)")->required();
+    cmd->add_option("--format", o->format, "fp32: MatMul over float weights (quantized weights dequantized) (default: fp32)");
+    cmd->add_option("--opset", o->opset, "ONNX opset of the default domain, 17 or later (default: 17)");
+    cmd->add_flag("--no-past", o->no_past, "Decoders: write only the full-sequence graph (default: off)");
+    cmd->add_option("--external-data-gib", o->external_gib,
+                    "Put the weights in <file>.data when they exceed this many GiB (default: -1 = just under protobuf's 2 GiB limit)");
+    cmd->add_flag("--json", o->json, "Print a JSON summary instead of text (default: off)");
+    return [o]() -> int {
+        OnnxExportOptions opts;
+        opts.format = onnx_format_from_name(o->format);
+        opts.opset = o->opset;
+        opts.with_past = !o->no_past;
+        if (o->external_gib >= 0) opts.external_data_threshold = static_cast<uint64_t>(o->external_gib * double(uint64_t{1} << 30));
+        auto model = Model::load(o->model);
+        const bool show = !o->json && isatty(STDERR_FILENO);
+        if (show) opts.progress = [](const std::string& stage) { std::cerr << "\rexport: " << stage << "\x1b[K" << std::flush; };
+        const OnnxExportReport r = export_onnx(*model, o->output, opts);
+        if (show) std::cerr << "\r\x1b[K";
+        if (o->json) {
+            nlohmann::json files = nlohmann::json::array();
+            for (const auto& f : r.files)
+                files.push_back({{"path", f.path}, {"external_data", f.external_data}, {"graph", f.graph}, {"nodes", f.nodes},
+                                 {"initializers", f.initializers}, {"weight_bytes", f.weight_bytes}, {"inputs", f.inputs}, {"outputs", f.outputs}});
+            print_json({{"architecture", r.architecture}, {"format", onnx_format_name(r.format)}, {"opset", r.opset}, {"files", files}});
+            return 0;
+        }
+        std::vector<std::vector<std::string>> rows{{"file", "graph", "nodes", "weights", "inputs"}};
+        for (const auto& f : r.files)
+            rows.push_back({f.path + (f.external_data.empty() ? "" : " (+ " + f.external_data + ")"), f.graph, std::to_string(f.nodes),
+                            group_digits(f.weight_bytes) + " B", std::to_string(f.inputs.size())});
+        std::cout << "export: " << r.architecture << " as ONNX (" << onnx_format_name(r.format) << ", opset " << r.opset << ")\n";
+        print_table(rows, {false, false, true, true, true});
+        return 0;
+    };
+}
+
+}  // namespace cq::cli
