@@ -37,3 +37,4 @@
 #include "cq/gptq.h"
 #include "cq/prune.h"
 #include "cq/distill.h"
+#include "cq/qat.h"
