@@ -1,0 +1,218 @@
+// cq export (ONNX): cq's own forward passes against ONNX Runtime's outputs for cq's exports of the four fixture
+// families (tests/expected/onnx/*.fp32.json, written by scripts/onnx_reference with onnxruntime-node). Each file
+// records the CRC-32 of the graphs ORT ran, and the test re-exports and checks it, so the reference belongs to the
+// graphs the exporter writes today. Also: the decode graph's step-by-step logits and greedy tokens, external data,
+// determinism and errors.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <map>
+
+#include <nlohmann/json.hpp>
+
+#include "cq/encoder.h"
+#include "cq/error.h"
+#include "cq/llm.h"
+#include "cq/onnx.h"
+#include "onnx/onnx_ir.h"
+#include "test_support.h"
+
+namespace cq {
+namespace {
+
+using test::fixture;
+using test::TempDir;
+
+nlohmann::json expected(const std::string& name) {
+    std::ifstream in(test::tests_dir() + "/expected/onnx/" + name);
+    if (!in) throw IoError("cannot open expected/onnx/" + name + " (run scripts/onnx_reference)");
+    return nlohmann::json::parse(in);
+}
+
+uint32_t file_crc(const std::string& path) {
+    const auto bytes = test::read_bytes(path);
+    return test::crc32(bytes.data(), bytes.size());
+}
+
+// The export ORT ran is the export cq writes now.
+void expect_same_graph(const nlohmann::json& ref, const std::string& key, const std::string& path) {
+    ASSERT_TRUE(ref.contains(key)) << key;
+    EXPECT_EQ(file_crc(path), ref[key].get<uint32_t>())
+        << path << " differs from the graph ONNX Runtime ran: rerun scripts/onnx_reference if the change is intended";
+}
+
+// logits: [rows, vocab] from cq; ref: {rows, vocab, cols, values} (ORT's logits at the kept columns).
+double max_abs_diff(const std::vector<float>& logits, const nlohmann::json& ref) {
+    const int64_t rows = ref["rows"], vocab = ref["vocab"];
+    const auto cols = ref["cols"].get<std::vector<int64_t>>();
+    const auto values = ref["values"].get<std::vector<double>>();
+    EXPECT_EQ(static_cast<int64_t>(logits.size()), rows * vocab);
+    double worst = 0;
+    for (int64_t r = 0; r < rows; ++r)
+        for (size_t c = 0; c < cols.size(); ++c)
+            worst = std::max(worst, std::fabs(logits[static_cast<size_t>(r * vocab + cols[c])] - values[static_cast<size_t>(r) * cols.size() + c]));
+    return worst;
+}
+
+void check_decoder(const std::string& name) {
+    const nlohmann::json ref = expected(name + ".fp32.json");
+    auto model = LanguageModel::load(fixture("models/" + name));
+    TempDir dir;
+    const std::string path = dir.file(name + ".onnx");
+    const OnnxExportReport report = export_onnx(*model, path);
+    ASSERT_EQ(report.files.size(), 2u);
+    expect_same_graph(ref, "onnx_crc32", path);
+    expect_same_graph(ref, "onnx_with_past_crc32", onnx_with_past_path(path));
+
+    const int64_t V = model->config().n_vocab;
+    const auto ids = ref["input_ids"].get<std::vector<int32_t>>();
+    std::vector<float> logits(ids.size() * static_cast<size_t>(V));
+    model->forward(ids, 0, logits, true);
+    const double full = max_abs_diff(logits, ref["logits"]);
+    EXPECT_LE(full, 1e-4) << name << ": full-sequence logits vs ONNX Runtime";
+
+    // the decode graph: prompt, then one token at a time with the past
+    const int64_t prompt = ref["prompt"];
+    std::vector<float> last(static_cast<size_t>(V)), steps;
+    model->forward(std::span(ids).first(static_cast<size_t>(prompt)), 0, last, false);
+    for (size_t t = static_cast<size_t>(prompt); t < ids.size(); ++t) {
+        model->forward(std::span(ids).subspan(t, 1), static_cast<int64_t>(t), last, false);
+        steps.insert(steps.end(), last.begin(), last.end());
+    }
+    const double step = max_abs_diff(steps, ref["step_logits"]);
+    EXPECT_LE(step, 1e-4) << name << ": decode-graph logits vs ONNX Runtime";
+
+    // greedy: ORT's tokens from the decode graph = cq's argmax loop from the same prompt (and = cq run's, recorded)
+    auto tokens = ref["greedy_prompt"].get<std::vector<int32_t>>();
+    const auto ort_greedy = ref["greedy"].get<std::vector<int32_t>>();
+    std::vector<int32_t> cq_greedy;
+    model->forward(tokens, 0, last, false);
+    for (size_t n = 0; n < ort_greedy.size(); ++n) {
+        const int32_t next = static_cast<int32_t>(std::max_element(last.begin(), last.end()) - last.begin());
+        cq_greedy.push_back(next);
+        model->forward(std::span(&next, 1), static_cast<int64_t>(tokens.size()), last, false);
+        tokens.push_back(next);
+    }
+    EXPECT_EQ(cq_greedy, ort_greedy) << name;
+    const auto run = ref["cq_run_tokens"].get<std::vector<int32_t>>();
+    ASSERT_FALSE(run.empty());
+    EXPECT_TRUE(std::equal(run.begin(), run.end(), ort_greedy.begin())) << name << ": cq run's tokens are a prefix of ORT's greedy tokens";
+    std::printf("[onnx] %s: max |logits − ORT| full %.3g, decode %.3g; %zu greedy tokens equal\n", name.c_str(), full, step, ort_greedy.size());
+}
+
+TEST(OnnxExport, LlamaMatchesOnnxRuntimeEndToEnd) { check_decoder("llama-256d-stories"); }
+TEST(OnnxExport, Gpt2MatchesOnnxRuntimeEndToEnd) { check_decoder("gpt2-tiny-stories"); }
+
+TEST(OnnxExport, BertMatchesOnnxRuntime) {
+    const nlohmann::json ref = expected("bert-tiny-sst2.fp32.json");
+    const char* NAME = "bert-tiny-sst2";
+    auto model = EncoderModel::load(fixture("models/bert-tiny-sst2"));
+    TempDir dir;
+    export_onnx(*model, dir.file("bert.onnx"));
+    expect_same_graph(ref, "onnx_crc32", dir.file("bert.onnx"));
+    TextBatch batch;
+    batch.batch = ref["batch"];
+    batch.seq = ref["seq"];
+    batch.ids = ref["input_ids"].get<std::vector<int32_t>>();
+    batch.mask = ref["attention_mask"].get<std::vector<int32_t>>();
+    batch.type_ids = ref["token_type_ids"].get<std::vector<int32_t>>();
+    const auto want = ref["logits"].get<std::vector<double>>();
+    std::vector<float> logits(want.size());
+    model->classify(batch, logits.data());
+    double worst = 0;
+    for (size_t i = 0; i < want.size(); ++i) worst = std::max(worst, std::fabs(logits[i] - want[i]));
+    EXPECT_LE(worst, 1e-4);
+    std::printf("[onnx] %s: max |logits − ORT| %.3g over %zu logits\n", NAME, worst, want.size());
+}
+
+TEST(OnnxExport, VitMatchesOnnxRuntime) {
+    const nlohmann::json ref = expected("vit-tiny-mnist.fp32.json");
+    const char* NAME = "vit-tiny-mnist";
+    auto model = EncoderModel::load(fixture("models/vit-tiny-mnist"));
+    TempDir dir;
+    export_onnx(*model, dir.file("vit.onnx"));
+    expect_same_graph(ref, "onnx_crc32", dir.file("vit.onnx"));
+    const auto pixels = ref["pixels"].get<std::vector<uint8_t>>();
+    const auto want = ref["logits"].get<std::vector<double>>();
+    std::vector<float> logits(want.size());
+    model->classify_images(pixels.data(), ref["batch"], logits.data());
+    double worst = 0;
+    for (size_t i = 0; i < want.size(); ++i) worst = std::max(worst, std::fabs(logits[i] - want[i]));
+    EXPECT_LE(worst, 1e-4);
+    std::printf("[onnx] %s: max |logits − ORT| %.3g over %zu logits\n", NAME, worst, want.size());
+}
+
+onnx_ir::Model read_model(const std::string& path) {
+    const auto bytes = test::read_bytes(path);
+    onnx_ir::Model m;
+    std::string error;
+    EXPECT_TRUE(onnx_ir::parse(bytes.data(), bytes.size(), m, error)) << error;
+    return m;
+}
+
+TEST(OnnxExport, ExternalDataHoldsTheSameBytes) {
+    auto model = EncoderModel::load(fixture("models/vit-tiny-mnist"));
+    TempDir dir;
+    export_onnx(*model, dir.file("inline.onnx"));
+    OnnxExportOptions options;
+    options.external_data_threshold = 0;
+    const OnnxExportReport r = export_onnx(*model, dir.file("external.onnx"), options);
+    ASSERT_EQ(r.files.size(), 1u);
+    ASSERT_EQ(r.files[0].external_data, dir.file("external.onnx.data"));
+    const onnx_ir::Model inline_model = read_model(dir.file("inline.onnx")), external = read_model(dir.file("external.onnx"));
+    const auto data = test::read_bytes(dir.file("external.onnx.data"));
+    ASSERT_EQ(inline_model.graph.initializers.size(), external.graph.initializers.size());
+    int moved = 0;
+    for (size_t i = 0; i < external.graph.initializers.size(); ++i) {
+        const auto& a = inline_model.graph.initializers[i];
+        const auto& b = external.graph.initializers[i];
+        ASSERT_EQ(a.name, b.name);
+        if (b.external_data.empty()) {
+            EXPECT_LT(a.raw.size(), 1024u) << a.name;
+            EXPECT_EQ(a.raw, b.raw) << a.name;
+            continue;
+        }
+        std::map<std::string, std::string> kv(b.external_data.begin(), b.external_data.end());
+        EXPECT_EQ(kv["location"], "external.onnx.data");
+        const size_t offset = std::stoull(kv["offset"]), length = std::stoull(kv["length"]);
+        EXPECT_EQ(offset % 64, 0u) << a.name;
+        ASSERT_LE(offset + length, data.size()) << a.name;
+        EXPECT_EQ(a.raw, std::string(reinterpret_cast<const char*>(data.data()) + offset, length)) << a.name;
+        ++moved;
+    }
+    EXPECT_GT(moved, 10);
+}
+
+TEST(OnnxExport, SameBytesForAnyThreadCountAndRun) {
+    auto model = EncoderModel::load(fixture("models/bert-tiny-sst2"));
+    TempDir dir;
+    export_onnx(*model, dir.file("a.onnx"));
+    export_onnx(*model, dir.file("b.onnx"));
+    EXPECT_EQ(test::read_bytes(dir.file("a.onnx")), test::read_bytes(dir.file("b.onnx")));
+}
+
+TEST(OnnxExport, ErrorsAreClearAndLeaveNoFile) {
+    auto model = EncoderModel::load(fixture("models/vit-tiny-mnist"));
+    EXPECT_THROW(onnx_format_from_name("int3"), InvalidArgument);
+    OnnxExportOptions old;
+    old.opset = 13;
+    TempDir dir;
+    try {
+        export_onnx(*model, dir.file("old.onnx"), old);
+        FAIL() << "opset 13 accepted";
+    } catch (const InvalidArgument& e) {
+        EXPECT_NE(std::string(e.what()).find("opset 13"), std::string::npos) << e.what();
+    }
+    EXPECT_THROW(export_onnx(*model, dir.file("missing/dir/x.onnx")), IoError);
+    EXPECT_TRUE(std::filesystem::is_empty(dir.path()));
+}
+
+TEST(OnnxExport, WithPathNaming) {
+    EXPECT_EQ(onnx_with_past_path("out/m.onnx"), "out/m_with_past.onnx");
+    EXPECT_EQ(onnx_with_past_path("m"), "m_with_past.onnx");
+}
+
+}  // namespace
+}  // namespace cq
