@@ -17,6 +17,7 @@
 #include "cq/dtype.h"
 #include "cq/rules.h"
 #include "cq/train.h"
+#include "cq/w8a8.h"
 
 namespace cq {
 
@@ -187,5 +188,40 @@ struct QatReport {
 /// ptq: the PTQ model (loaded from the quantized GGUF; trained in place), fp: the full-precision model (teacher).
 QatReport qat_lm(LanguageModel& ptq, LanguageModel* fp, const QatLmOptions& options,
                  const std::function<void(const FinetuneProgress&)>& progress = {});
+
+/// cq qat for BERT classifiers: the W8A8 rules choose the Linears, whose weights train through `weights` (an integer
+/// grid, LSQ or STE) and whose inputs through `activations`; static ranges start from min / max over calib_samples
+/// training examples (the PTQ start). With int8-channel-sym weights and static or dynamic activations the result is
+/// written as cq's W8A8 container holding exactly the trained codes, scales and input ranges.
+struct QatClassifierOptions {
+    std::string data, eval_data, output;
+    DataSelection data_selection, eval_selection;
+    WeightQuantSpec weights;  // default int8 per channel, symmetric (W8A8's grid)
+    ActQuantMode activations = ActQuantMode::static_learned;
+    WeightGrad weight_grad = WeightGrad::lsq;
+    std::vector<W8A8Rule> rules = default_w8a8_rules();
+    int64_t steps = 200, batch = 32, max_len = 64, calib_samples = 256;
+    uint64_t seed = 1;
+    LrSchedule schedule{1e-4f, 0, 1, LrDecay::linear, 0.0f};
+    float warmup_fraction = 0.06f;
+    OptimizerOptions optimizer{OptimizerKind::adamw, 0.9f, 0.999f, 1e-8f, 0.9f, 0.0f};
+    float dropout = 0.1f, ema_momentum = 0.01f;
+    double clip = 1.0;
+    bool teacher = true;
+    DistillLoss loss{1.0f, 0.5f};
+    float temperature = 1.0f;
+};
+struct QatClassifierReport {
+    FinetuneReport train;
+    bool has_eval = false;
+    double accuracy_fp = 0, accuracy_ptq = 0, accuracy_qat = 0;  // the training graph's (fake quantization included)
+    int64_t n_quantized = 0;
+    std::string output;
+};
+/// Whether options describe a grid cq's W8A8 runtime runs (so -o can be written).
+bool qat_exports_w8a8(const QatClassifierOptions& options);
+/// Trains `model` in place; teacher: the float model (used when options.teacher).
+QatClassifierReport qat_classifier(EncoderModel& model, EncoderModel* teacher, const QatClassifierOptions& options,
+                                   const std::function<void(const FinetuneProgress&)>& progress = {});
 
 }  // namespace cq

@@ -25,7 +25,8 @@ int main(int argc, char** argv) {
                              std::pair{"imatrix", &cq::cli::register_imatrix},
                              std::pair{"finetune", &cq::cli::register_finetune},
                              std::pair{"prune", &cq::cli::register_prune},
-                             std::pair{"export", &cq::cli::register_export}}) {
+                             std::pair{"export", &cq::cli::register_export},
+                             std::pair{"qat", &cq::cli::register_qat}, std::pair{"distill", &cq::cli::register_distill}}) {
         cq::cli::Runner run = reg(app);
         commands.emplace_back(app.get_subcommand(name), std::move(run));
     }

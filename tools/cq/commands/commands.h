@@ -21,5 +21,7 @@ Runner register_imatrix(CLI::App& app);
 Runner register_finetune(CLI::App& app);
 Runner register_prune(CLI::App& app);
 Runner register_export(CLI::App& app);
+Runner register_qat(CLI::App& app);
+Runner register_distill(CLI::App& app);
 
 }  // namespace cq::cli
