@@ -16,6 +16,7 @@
 #include "cq/error.h"
 #include "cq/llm.h"
 #include "cq/onnx.h"
+#include "onnx/matmul_nbits.h"
 #include "onnx/onnx_ir.h"
 #include "test_support.h"
 
@@ -212,6 +213,37 @@ TEST(OnnxExport, ErrorsAreClearAndLeaveNoFile) {
 TEST(OnnxExport, WithPathNaming) {
     EXPECT_EQ(onnx_with_past_path("out/m.onnx"), "out/m_with_past.onnx");
     EXPECT_EQ(onnx_with_past_path("m"), "m_with_past.onnx");
+}
+
+}  // namespace
+}  // namespace cq
+
+namespace cq {
+namespace {
+
+// MatMulNBits carries cq's blocks value for value: ONNX Runtime's dequantization ((q − zp)·scale, spec'd in
+// dequantize_nbits) of the packed weights equals cq's own reference codec for each type.
+TEST(OnnxExport, MatMulNBitsCarriesCqsQuantizedValues) {
+    auto model = LanguageModel::load(fixture("models/llama-256d-stories"));
+    for (DType type : {DType::Q4_0, DType::Q4_1, DType::Q4_K, DType::Q8_0}) {
+        Linear& layer = *model->find_linear("blk.1.ffn_down");
+        model->quantize_linear(layer, type);
+        const auto nb = onnx_export::matmul_nbits_weights(layer);
+        ASSERT_TRUE(nb.has_value()) << dtype_name(type);
+        EXPECT_EQ(nb->bits, type == DType::Q8_0 ? 8 : 4);
+        EXPECT_EQ(nb->zero_points.empty(), type == DType::Q4_0 || type == DType::Q8_0) << dtype_name(type);
+        const std::vector<float> want = layer.weight.to_float(), got = onnx_export::dequantize_nbits(*nb);
+        ASSERT_EQ(got.size(), want.size());
+        for (size_t i = 0; i < want.size(); ++i) {
+            // symmetric types are exact; float zero points (−m/d) cost at most a rounding of q·d + m
+            const float tol = nb->zero_points.empty() ? 0.0f : 4e-7f * (std::fabs(want[i]) + std::fabs(nb->scales[i / 32]) * 16);
+            ASSERT_NEAR(got[i], want[i], tol) << dtype_name(type) << " element " << i;
+        }
+    }
+    // a type MatMulNBits cannot carry exactly stays a float MatMul
+    Linear& other = *model->find_linear("blk.1.ffn_up");
+    model->quantize_linear(other, DType::Q5_0);
+    EXPECT_FALSE(onnx_export::matmul_nbits_weights(other).has_value());
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -12,10 +13,12 @@ namespace cq {
 
 class Model;
 
-/// How Linears are written. fp32: MatMul over float weights (quantized weights dequantized).
-enum class OnnxFormat { fp32 };
+/// How Linears are written. fp32: MatMul over float weights (quantized weights dequantized). matmulnbits: ONNX
+/// Runtime's com.microsoft.MatMulNBits carrying cq's own Q4_0 / Q4_1 / Q4_K (4-bit) and Q8_0 (8-bit) blocks of 32,
+/// value for value (float zero points where the type is asymmetric); Linears of other types stay float MatMuls.
+enum class OnnxFormat { fp32, matmulnbits };
 
-/// "fp32" → OnnxFormat; InvalidArgument naming the value and the choices otherwise.
+/// "fp32" / "matmulnbits" → OnnxFormat; InvalidArgument naming the value and the choices otherwise.
 OnnxFormat onnx_format_from_name(const std::string& name);
 const char* onnx_format_name(OnnxFormat format);
 
@@ -25,6 +28,9 @@ struct OnnxExportOptions {
     /// Weights go to `<file>.data` (ONNX external data) when the initializers' bytes exceed this; protobuf's
     /// own limit for one message is 2 GiB, so the default keeps every file loadable.
     uint64_t external_data_threshold = (uint64_t{1} << 31) - (uint64_t{64} << 20);
+    /// matmulnbits: MatMulNBits' accuracy_level (0: float activations; 4: int8 activations in blocks, as cq's and
+    /// llama.cpp's quantized dot products do).
+    int64_t nbits_accuracy_level = 4;
     /// Decoders: also write the decode graph (past key/values in, present out) beside the main file.
     bool with_past = true;
     /// Called as graphs are built and written (stage name), for progress lines.
@@ -39,6 +45,8 @@ struct OnnxExportFile {
     int64_t nodes = 0, initializers = 0;
     uint64_t weight_bytes = 0;  // bytes of initializer data
     std::vector<std::string> inputs, outputs;
+    /// How many Linears each lowering got ("MatMul", "MatMulNBits 4-bit", ...).
+    std::map<std::string, int64_t> linears;
 };
 
 struct OnnxExportReport {

@@ -10,6 +10,7 @@
 #include "cq/atomic_file.h"
 #include "cq/error.h"
 #include "cq/w8a8.h"
+#include "onnx/matmul_nbits.h"
 #include "onnx/onnx_validate.h"
 
 namespace cq::onnx_export {
@@ -45,6 +46,24 @@ std::vector<float> linear_bias_f32(const Linear& layer) {
 
 std::string Emitter::linear(const Linear& layer, const std::string& x) {
     const int64_t n_out = layer.n_out(), n_in = layer.n_in();
+    if (options.format == OnnxFormat::matmulnbits)
+        if (auto nb = matmul_nbits_weights(layer)) {
+            const int64_t kb = nb->k / nb->block_size;
+            std::vector<std::string> in{x,
+                                        g.typed(layer.name + ".weight_q", onnx_ir::kUint8, {nb->n, kb, nb->block_size * nb->bits / 8},
+                                                nb->packed.data(), nb->packed.size()),
+                                        g.f32(layer.name + ".weight_scales", {nb->n * kb}, nb->scales)};
+            if (!nb->zero_points.empty()) in.push_back(g.f32(layer.name + ".weight_zero_points", {nb->n * kb}, nb->zero_points));
+            std::string y = g.op("MatMulNBits", in,
+                                 {attr("K", nb->k), attr("N", nb->n), attr("bits", nb->bits), attr("block_size", nb->block_size),
+                                  attr("accuracy_level", options.nbits_accuracy_level)},
+                                 "com.microsoft");
+            ++lowered["MatMulNBits " + std::to_string(nb->bits) + "-bit" + (nb->zero_points.empty() ? "" : " (zero points)")];
+            const std::vector<float> b = linear_bias_f32(layer);
+            if (!b.empty()) y = g.op("Add", {y, g.f32(layer.name + ".bias", {n_out}, b)});
+            return y;
+        }
+    ++lowered["MatMul"];
     const std::vector<float> w = linear_weight_f32(layer);
     // MatMul's B is [n_in, n_out]: the transpose of the Linear's [n_out, n_in]
     std::vector<float> wt(w.size());
@@ -121,6 +140,7 @@ onnx_ir::Model new_model(const OnnxExportOptions& options, const std::string& gr
 #endif
     m.doc_string = doc;
     m.opsets.emplace_back("", options.opset);
+    if (options.format == OnnxFormat::matmulnbits) m.opsets.emplace_back("com.microsoft", 1);
     m.graph.name = graph_name;
     return m;
 }

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -21,6 +22,7 @@ std::vector<float> tensor_f32(const Tensor& t);
 struct Emitter {
     GraphBuilder& g;
     const OnnxExportOptions& options;
+    std::map<std::string, int64_t> lowered;  // Linears per lowering, for the report
 
     /// x: [..., n_in] → [..., n_out] = x·Wᵀ + b, named after the layer.
     std::string linear(const Linear& layer, const std::string& x);

@@ -188,6 +188,7 @@ void export_decoder(const LanguageModel& model, const std::string& path, const O
         OnnxExportFile file;
         file.graph = with_past ? "decode" : "model";
         if (options.progress) options.progress("writing " + out);
+        file.linears = e.lowered;
         write_model(m, out, options, file);
         report.files.push_back(std::move(file));
     }

@@ -145,6 +145,7 @@ void export_encoder(const EncoderModel& model, const std::string& path, const On
     OnnxExportFile file;
     file.graph = "model";
     if (options.progress) options.progress("writing " + path);
+    file.linears = e.lowered;
     write_model(m, path, options, file);
     report.files.push_back(std::move(file));
 }

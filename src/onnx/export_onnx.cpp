@@ -11,12 +11,14 @@ namespace cq {
 
 OnnxFormat onnx_format_from_name(const std::string& name) {
     if (name == "fp32") return OnnxFormat::fp32;
-    throw InvalidArgument("[onnx] format '" + name + "' is not one of: fp32");
+    if (name == "matmulnbits") return OnnxFormat::matmulnbits;
+    throw InvalidArgument("[onnx] format '" + name + "' is not one of: fp32, matmulnbits");
 }
 
 const char* onnx_format_name(OnnxFormat format) {
     switch (format) {
     case OnnxFormat::fp32: return "fp32";
+    case OnnxFormat::matmulnbits: return "matmulnbits";
     }
     return "?";
 }

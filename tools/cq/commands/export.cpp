@@ -14,9 +14,15 @@ namespace {
 struct ExportCliOptions {
     std::string model, output, format = "fp32";
     int opset = 17;
+    int64_t accuracy_level = 4;
     bool no_past = false, json = false;
     double external_gib = -1;
 };
+std::string lowering(const std::map<std::string, int64_t>& linears) {
+    std::string s;
+    for (const auto& [how, n] : linears) s += (s.empty() ? "" : ", ") + std::to_string(n) + " " + how;
+    return s;
+}
 }  // namespace
 
 Runner register_export(CLI::App& app) {
@@ -25,8 +31,14 @@ Runner register_export(CLI::App& app) {
                                                  "past key/values, named as ONNX Runtime GenAI / Optimum name them)");
     cmd->add_option("model", o->model, "A model cq loads: a decoder LLM (.gguf or HF directory), an encoder / ViT classifier")->required();
     cmd->add_option("output", o->output, "The .onnx file to write (decoders also write <stem>_with_past.onnx beside it)")->required();
-    cmd->add_option("--format", o->format, "fp32: MatMul over float weights (quantized weights dequantized) (default: fp32)");
+    cmd->add_option("--format", o->format, "fp32: MatMul over float weights (quantized weights dequantized); matmulnbits: ONNX Runtime's MatMulNBits "
+                                      "carrying the model's own Q4_0/Q4_1/Q4_K (4-bit) and Q8_0 (8-bit) weights, blocks of 32, other "
+                                      "types as float MatMuls (default: fp32)");
     cmd->add_option("--opset", o->opset, "ONNX opset of the default domain, 17 or later (default: 17)");
+    cmd->add_option("--accuracy-level", o->accuracy_level,
+                    "matmulnbits: MatMulNBits accuracy_level, 0 = float activations, 4 = int8 activations in blocks as cq's "
+                    "quantized dot products (default: 4)")
+        ->check(CLI::IsMember({0, 1, 2, 3, 4}));
     cmd->add_flag("--no-past", o->no_past, "Decoders: write only the full-sequence graph (default: off)");
     cmd->add_option("--external-data-gib", o->external_gib,
                     "Put the weights in <file>.data when they exceed this many GiB (default: -1 = just under protobuf's 2 GiB limit)");
@@ -36,6 +48,7 @@ Runner register_export(CLI::App& app) {
         opts.format = onnx_format_from_name(o->format);
         opts.opset = o->opset;
         opts.with_past = !o->no_past;
+        opts.nbits_accuracy_level = o->accuracy_level;
         if (o->external_gib >= 0) opts.external_data_threshold = static_cast<uint64_t>(o->external_gib * double(uint64_t{1} << 30));
         auto model = Model::load(o->model);
         const bool show = !o->json && isatty(STDERR_FILENO);
@@ -46,16 +59,16 @@ Runner register_export(CLI::App& app) {
             nlohmann::json files = nlohmann::json::array();
             for (const auto& f : r.files)
                 files.push_back({{"path", f.path}, {"external_data", f.external_data}, {"graph", f.graph}, {"nodes", f.nodes},
-                                 {"initializers", f.initializers}, {"weight_bytes", f.weight_bytes}, {"inputs", f.inputs}, {"outputs", f.outputs}});
+                                 {"initializers", f.initializers}, {"weight_bytes", f.weight_bytes}, {"linears", f.linears}, {"inputs", f.inputs}, {"outputs", f.outputs}});
             print_json({{"architecture", r.architecture}, {"format", onnx_format_name(r.format)}, {"opset", r.opset}, {"files", files}});
             return 0;
         }
-        std::vector<std::vector<std::string>> rows{{"file", "graph", "nodes", "weights", "inputs"}};
+        std::vector<std::vector<std::string>> rows{{"file", "graph", "nodes", "weights", "inputs", "linears"}};
         for (const auto& f : r.files)
             rows.push_back({f.path + (f.external_data.empty() ? "" : " (+ " + f.external_data + ")"), f.graph, std::to_string(f.nodes),
-                            group_digits(f.weight_bytes) + " B", std::to_string(f.inputs.size())});
+                            group_digits(f.weight_bytes) + " B", std::to_string(f.inputs.size()), lowering(f.linears)});
         std::cout << "export: " << r.architecture << " as ONNX (" << onnx_format_name(r.format) << ", opset " << r.opset << ")\n";
-        print_table(rows, {false, false, true, true, true});
+        print_table(rows, {false, false, true, true, true, false});
         return 0;
     };
 }
