@@ -12,6 +12,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "cq/encoder.h"
 #include "cq/error.h"
 #include "cq/kernels.h"
 #include "cq/llm.h"
@@ -270,6 +271,55 @@ TEST(QatLm, ExportedGgufDecodesToTheFakeQuantizedValuesEndToEnd) {
     }
     EXPECT_EQ(compared, r.n_quantized);
     EXPECT_GT(changed, 0);  // training moved the quantized values
+}
+
+TEST(QatClassifier, W8A8ExportHoldsTheTrainedGridEndToEnd) {
+    test::TempDir dir;
+    const std::string bert = test::fixture("models/bert-tiny-sst2");
+    auto model = EncoderModel::load(bert);
+    auto teacher = EncoderModel::load(bert);
+    QatClassifierOptions o;
+    o.data = test::fixture("data/sst2_train.tsv");
+    o.data_selection.first = 0, o.data_selection.count = 48;
+    o.eval_data = test::fixture("data/sst2_dev.tsv");
+    o.eval_selection.first = 0, o.eval_selection.count = 64;
+    o.steps = 3, o.batch = 16, o.calib_samples = 32, o.max_len = 32, o.schedule.lr = 1e-3f;
+    o.output = dir.file("qat.gguf");
+    const QatClassifierReport r = qat_classifier(*model, teacher.get(), o);
+    EXPECT_EQ(r.n_quantized, 4 * 6);  // every Linear of the 4 encoder blocks
+    EXPECT_TRUE(r.has_eval);
+    auto out = EncoderModel::load(o.output);
+    const auto trained = model->linears();
+    const auto loaded = out->linears();
+    ASSERT_EQ(trained.size(), loaded.size());
+    int64_t int8_layers = 0;
+    for (size_t i = 0; i < loaded.size(); ++i) {
+        const Linear& a = *trained[i];
+        const Linear& b = *loaded[i];
+        ASSERT_EQ(static_cast<bool>(a.int8), static_cast<bool>(b.int8)) << b.name;
+        if (!b.int8) continue;
+        ++int8_layers;
+        // the file's codes × scales are the fake-quantized weights the model trained and ran with, bit for bit
+        const std::vector<float> w = a.weight.to_float();
+        const auto* codes = static_cast<const int8_t*>(b.int8->weight.data());
+        for (int64_t r = 0; r < b.int8->n_out; ++r)
+            for (int64_t c = 0; c < b.int8->n_in; ++c)
+                ASSERT_EQ(static_cast<float>(codes[r * b.int8->n_in + c]) * b.int8->weight_scale[r], w[r * b.int8->n_in + c]) << b.name;
+        EXPECT_EQ(b.int8->activations, ActivationQuant::static_per_tensor);
+        EXPECT_EQ(b.int8->input.scale, a.int8->input.scale) << b.name;
+        EXPECT_EQ(b.int8->input.zero_point, a.int8->input.zero_point) << b.name;
+    }
+    EXPECT_EQ(int8_layers, 24);
+}
+
+TEST(QatClassifier, RefusesAnExportWithoutARuntimeFormat) {
+    auto model = EncoderModel::load(test::fixture("models/bert-tiny-sst2"));
+    QatClassifierOptions o;
+    o.data = test::fixture("data/sst2_train.tsv");
+    o.weights = parse_weight_quant_spec("int4-g32");
+    o.teacher = false;
+    o.output = "/nonexistent/never-written.gguf";
+    EXPECT_THROW(qat_classifier(*model, nullptr, o), Unsupported);
 }
 
 }  // namespace

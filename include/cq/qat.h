@@ -35,7 +35,7 @@ void fake_quant_backward_ste(const float* dy, const uint8_t* mask, int64_t n, fl
 /// LSQ / LSQ+ (Esser et al. 2020; Bhalgat et al. 2020): dx as the STE; per parameter
 /// dscale += grad_factor·Σ dy·((y − x)/s inside, qmin − z below, qmax − z above) and
 /// dzero_point += grad_factor·Σ dy·(0 inside, −s outside) (dzero_point may be null). grad_factor: LSQ's
-/// 1/√(elements per scale · qmax).
+/// 1/√(elements per scale · qmax). dx may alias dy.
 void fake_quant_backward_lsq(const float* dy, const float* x, int64_t n, int64_t group, const float* scale,
                              const float* zero_point, int32_t qmin, int32_t qmax, float grad_factor, float* dx, float* dscale,
                              float* dzero_point);
@@ -95,7 +95,8 @@ enum class WeightGrad { ste, lsq };
 
 /// Weight fake quantization over a trainer's parameters: each chosen parameter keeps a float master copy; before a
 /// step the model's tensor is set to fake_quant(master) (so the unchanged trainer runs the quantized model), after the
-/// backward the gradient is carried to the master copy (STE, or LSQ which also learns the integer grids' scales).
+/// backward the gradient is carried to the master copy (STE, or LSQ which also learns the integer grids' scales, as
+/// log(scale) for the optimiser: ∂/∂log s = s·∂/∂s).
 /// optimizer_params() lists what an Optimizer updates: masters, learned scales, and every other parameter as it is.
 class WeightFakeQuant {
 public:
@@ -114,6 +115,8 @@ public:
         size_t param;  // index into the trainer's params
         WeightQuantSpec spec;
         std::vector<float> master, scale, zero_point, grad, dscale;
+        // LSQ: the optimiser learns log(scale) (a step of Adam's size is then a relative change; the scale stays > 0)
+        std::vector<float> log_scale, dlog_scale;
         std::vector<uint8_t> mask;
     };
     const std::vector<Quantized>& quantized() const { return q_; }
@@ -149,6 +152,7 @@ private:
         float lo = 0, hi = 0;      // observed range (calibration, EMA)
         float scale = 1, zp = 0;   // learned (LSQ+) or from the range
         float dscale = 0, dzp = 0;
+        float log_scale = 0, dlog_scale = 0;  // learned mode: the optimiser's view of the scale
         bool started = false;
         std::vector<uint8_t> mask;
     };

@@ -19,7 +19,7 @@ bool ActivationFakeQuant::applies(int weight_param) const { return mode_ != ActQ
 
 void ActivationFakeQuant::refresh(Site& s) const {
     const calib::U8Params u = calib::u8_params({s.lo, s.hi}, qmax_);
-    s.scale = u.scale, s.zp = static_cast<float>(u.zero_point);
+    s.scale = u.scale, s.zp = static_cast<float>(u.zero_point), s.log_scale = std::log(u.scale);
 }
 
 void ActivationFakeQuant::forward(int wp, const float* x, int64_t N, int64_t I, float* xq, bool training) {
@@ -43,6 +43,7 @@ void ActivationFakeQuant::forward(int wp, const float* x, int64_t N, int64_t I, 
         s.lo += momentum_ * (blo - s.lo), s.hi += momentum_ * (bhi - s.hi);
         refresh(s);
     }
+    if (mode_ == ActQuantMode::static_learned) s.scale = std::exp(s.log_scale);
     s.mask.resize(static_cast<size_t>(n));
     qat::fake_quant_forward(x, n, n, &s.scale, &s.zp, 0, qmax_, xq, s.mask.data());
 }
@@ -54,7 +55,9 @@ void ActivationFakeQuant::backward(int wp, const float* x, int64_t N, int64_t I,
     if (mode_ == ActQuantMode::static_ema) return qat::fake_quant_backward_ste(dxq, s.mask.data(), n, dxq);
     // LSQ+ for a per-tensor scale and zero point; LSQ's gradient scale with the layer's features as N.
     const float grad_factor = 1.0f / std::sqrt(static_cast<float>(I) * static_cast<float>(qmax_));
-    qat::fake_quant_backward_lsq(dxq, x, n, n, &s.scale, &s.zp, 0, qmax_, grad_factor, dxq, &s.dscale, &s.dzp);
+    float dscale = 0.0f;
+    qat::fake_quant_backward_lsq(dxq, x, n, n, &s.scale, &s.zp, 0, qmax_, grad_factor, dxq, &dscale, &s.dzp);
+    s.dscale += dscale, s.dlog_scale += dscale * s.scale;
 }
 
 std::vector<TrainParam> ActivationFakeQuant::params() {
@@ -63,10 +66,10 @@ std::vector<TrainParam> ActivationFakeQuant::params() {
     for (auto& [wp, s] : sites_) {
         for (int k = 0; k < 2; ++k) {
             TrainParam p;
-            p.name = p.hf_name = "act_quant." + std::to_string(wp) + (k == 0 ? ".scale" : ".zero_point");
+            p.name = p.hf_name = "act_quant." + std::to_string(wp) + (k == 0 ? ".log_scale" : ".zero_point");
             p.shape = {1}, p.numel = 1, p.decay = false;
-            p.value = k == 0 ? &s.scale : &s.zp;
-            p.grad = k == 0 ? &s.dscale : &s.dzp;
+            p.value = k == 0 ? &s.log_scale : &s.zp;
+            p.grad = k == 0 ? &s.dlog_scale : &s.dzp;
             out.push_back(p);
         }
     }
@@ -74,7 +77,7 @@ std::vector<TrainParam> ActivationFakeQuant::params() {
 }
 
 void ActivationFakeQuant::zero_grad() {
-    for (auto& [wp, s] : sites_) s.dscale = 0.0f, s.dzp = 0.0f;
+    for (auto& [wp, s] : sites_) s.dscale = 0.0f, s.dzp = 0.0f, s.dlog_scale = 0.0f;
 }
 
 std::pair<float, int32_t> ActivationFakeQuant::input_params(int wp) const {

@@ -58,15 +58,15 @@ void fake_quant_backward_lsq(const float* dy, const float* x, int64_t n, int64_t
         const int64_t g1 = std::min(n, g0 + group);
         float ds = 0.0f, dz = 0.0f;
         for (int64_t i = g0; i < g1; ++i) {
-            const float q = z + std::nearbyint(x[i] * inv);
+            const float q = z + std::nearbyint(x[i] * inv), g = dy[i];  // dx may alias dy
             if (q < lo || q > hi) {
                 dx[i] = 0.0f;
-                ds += dy[i] * ((q < lo ? lo : hi) - z);
-                dz -= dy[i] * s;
+                ds += g * ((q < lo ? lo : hi) - z);
+                dz -= g * s;
             } else {
-                dx[i] = dy[i];
+                dx[i] = g;
                 const float yq = (q - z) * s;
-                ds += dy[i] * ((yq - x[i]) * inv);
+                ds += g * ((yq - x[i]) * inv);
             }
         }
         dscale[p] += ds * grad_factor;
@@ -84,13 +84,14 @@ void fake_quant_backward_lsq__ref(const float* dy, const float* x, int64_t n, in
         const double s = scale[p];
         const int64_t z = zero_point ? std::clamp<int64_t>(static_cast<int64_t>(std::nearbyint(zero_point[p])), qmin, qmax) : 0;
         const int64_t q = z + static_cast<int64_t>(std::nearbyint(x[i] * (1.0f / scale[p])));
+        const double g = dy[i];  // dx may alias dy
         if (q < qmin || q > qmax) {
             dx[i] = 0.0f;
-            ds[static_cast<size_t>(p)] += static_cast<double>(dy[i]) * static_cast<double>((q < qmin ? qmin : qmax) - z);
-            dz[static_cast<size_t>(p)] -= static_cast<double>(dy[i]) * s;
+            ds[static_cast<size_t>(p)] += g * static_cast<double>((q < qmin ? qmin : qmax) - z);
+            dz[static_cast<size_t>(p)] -= g * s;
         } else {
             dx[i] = dy[i];
-            ds[static_cast<size_t>(p)] += static_cast<double>(dy[i]) * (static_cast<double>(q - z) - x[i] / s);  // round(x/s) − x/s
+            ds[static_cast<size_t>(p)] += g * (static_cast<double>(q - z) - x[i] / s);  // round(x/s) − x/s
         }
     }
     for (int64_t p = 0; p < n_params; ++p) {

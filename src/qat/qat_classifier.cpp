@@ -106,7 +106,8 @@ QatClassifierReport qat_classifier(EncoderModel& model, EncoderModel* teacher, c
         for (int64_t r0 = 0; r0 < samples; r0 += 64) {
             rows.clear();
             for (int64_t i = r0; i < std::min(samples, r0 + 64); ++i) rows.push_back(i);
-            trainer.loss(batch_of(model, *train_set.text, rows, o.max_len, labels), labels);
+            const TextBatch b = batch_of(model, *train_set.text, rows, o.max_len, labels);
+            trainer.loss(b, labels);
         }
         afq.set_calibrating(false);
     }

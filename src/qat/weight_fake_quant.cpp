@@ -81,10 +81,12 @@ WeightFakeQuant::WeightFakeQuant(std::vector<TrainParam>& params,
         m.value = back.master.data(), m.grad = back.grad.data();
         opt_params_.push_back(m);
         if (grad_ == WeightGrad::lsq && spec->kind == WeightQuantSpec::Kind::integer) {
+            back.log_scale.resize(back.scale.size()), back.dlog_scale.assign(back.scale.size(), 0.0f);
+            for (size_t g = 0; g < back.scale.size(); ++g) back.log_scale[g] = std::log(back.scale[g]);
             TrainParam s;
-            s.name = s.hf_name = p.name + ".qat_scale";
+            s.name = s.hf_name = p.name + ".qat_log_scale";
             s.shape = {static_cast<int64_t>(back.scale.size())};
-            s.numel = s.shape[0], s.value = back.scale.data(), s.grad = back.dscale.data(), s.decay = false;
+            s.numel = s.shape[0], s.value = back.log_scale.data(), s.grad = back.dlog_scale.data(), s.decay = false;
             opt_params_.push_back(s);
         }
     }
@@ -102,6 +104,8 @@ void WeightFakeQuant::apply() {
         const int64_t group = group_of(q.spec, p);
         // STE on a round-to-nearest grid: the grid follows the masters; LSQ: the learned scales.
         if (grad_ == WeightGrad::ste) grid_from_range(q.spec, q.master.data(), p.numel, group, q.scale.data(), q.zero_point.data());
+        else
+            for (size_t g = 0; g < q.scale.size(); ++g) q.scale[g] = std::exp(q.log_scale[g]);
         qat::fake_quant_forward(q.master.data(), p.numel, group, q.scale.data(), q.zero_point.data(), q.spec.qmin(), q.spec.qmax(),
                                 p.value, q.mask.data());
     }
@@ -123,6 +127,7 @@ void WeightFakeQuant::backward() {
         const float grad_factor = 1.0f / std::sqrt(static_cast<float>(group) * static_cast<float>(q.spec.qmax()));
         qat::fake_quant_backward_lsq(p.grad, q.master.data(), p.numel, group, q.scale.data(), q.zero_point.data(), q.spec.qmin(),
                                      q.spec.qmax(), grad_factor, q.grad.data(), q.dscale.data(), nullptr);
+        for (size_t g = 0; g < q.scale.size(); ++g) q.dlog_scale[g] = q.dscale[g] * q.scale[g];
     }
 }
 
@@ -130,6 +135,7 @@ void WeightFakeQuant::zero_grad() {
     for (Quantized& q : q_) {
         std::fill(q.grad.begin(), q.grad.end(), 0.0f);
         std::fill(q.dscale.begin(), q.dscale.end(), 0.0f);
+        std::fill(q.dlog_scale.begin(), q.dlog_scale.end(), 0.0f);
     }
 }
 
