@@ -16,9 +16,15 @@ class Model;
 /// How Linears are written. fp32: MatMul over float weights (quantized weights dequantized). matmulnbits: ONNX
 /// Runtime's com.microsoft.MatMulNBits carrying cq's own Q4_0 / Q4_1 / Q4_K (4-bit) and Q8_0 (8-bit) blocks of 32,
 /// value for value (float zero points where the type is asymmetric); Linears of other types stay float MatMuls.
-enum class OnnxFormat { fp32, matmulnbits };
+/// The int8 formats write the W8A8 Linears of a model cq quantized (cq quantize --type w8a8-static|w8a8-dynamic):
+/// dynamic: DynamicQuantizeLinear + MatMulInteger (u8 × s8, per-tensor activations at run time); qdq: static
+/// QuantizeLinear/DequantizeLinear around a Gemm with per-channel symmetric s8 weights, u8 activations with cq's
+/// calibrated scale and zero point, and the bias as INT32 behind a DequantizeLinear (ONNX Runtime's QGemm fusion);
+/// trt-qdq: TensorRT's explicit quantization (symmetric s8 activations and weights, zero points 0, Q/DQ on both
+/// MatMul inputs, per-channel weights). Their float Linears stay float MatMuls.
+enum class OnnxFormat { fp32, matmulnbits, dynamic, qdq, trt_qdq };
 
-/// "fp32" / "matmulnbits" → OnnxFormat; InvalidArgument naming the value and the choices otherwise.
+/// "fp32" / "matmulnbits" / "dynamic" / "qdq" / "trt-qdq" → OnnxFormat; InvalidArgument naming the value and the choices otherwise.
 OnnxFormat onnx_format_from_name(const std::string& name);
 const char* onnx_format_name(OnnxFormat format);
 
@@ -63,6 +69,13 @@ struct OnnxExportReport {
 /// attention_mask (and token_type_ids where the model has token types) → logits [batch, labels]. ViT:
 /// pixel_values [batch, C, H, W] (already normalised) → logits. Unsupported for a layer the format cannot express.
 OnnxExportReport export_onnx(const Model& model, const std::string& path, const OnnxExportOptions& options = {});
+
+/// Checks an ONNX file against TensorRT's rules for explicitly quantized graphs (see docs/onnx.md): every
+/// QuantizeLinear/DequantizeLinear has an int8 zero point of 0 and positive finite scales; a MatMul / Gemm / Conv that
+/// reads one data input through a DequantizeLinear reads both so (one with none runs in float); weights are int8 initializers quantized per tensor or per output
+/// channel; activations per tensor, each DequantizeLinear fed by a QuantizeLinear of the same scale. Returns one line
+/// per violation (naming the node); empty when the graph follows the rules.
+std::vector<std::string> check_tensorrt_qdq(const std::string& path);
 
 /// Where export_onnx writes the decode graph for `path`: "out/m.onnx" → "out/m_with_past.onnx".
 std::string onnx_with_past_path(const std::string& path);

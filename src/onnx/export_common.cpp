@@ -1,6 +1,7 @@
 // The layer-level pieces of cq's ONNX graphs and the file writer (see export_common.h).
 #include "onnx/export_common.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -63,6 +64,8 @@ std::string Emitter::linear(const Linear& layer, const std::string& x) {
             if (!b.empty()) y = g.op("Add", {y, g.f32(layer.name + ".bias", {n_out}, b)});
             return y;
         }
+    if (layer.int8 && (options.format == OnnxFormat::dynamic || options.format == OnnxFormat::qdq || options.format == OnnxFormat::trt_qdq))
+        return int8_linear(layer, x);
     ++lowered["MatMul"];
     const std::vector<float> w = linear_weight_f32(layer);
     // MatMul's B is [n_in, n_out]: the transpose of the Linear's [n_out, n_in]
@@ -74,6 +77,83 @@ std::string Emitter::linear(const Linear& layer, const std::string& x) {
     const std::vector<float> b = linear_bias_f32(layer);
     if (!b.empty()) y = g.op("Add", {y, g.f32(layer.name + ".bias", {n_out}, b)});
     return y;
+}
+
+namespace {
+// q: [n_out, n_in] int8 → [n_in, n_out] (MatMul's B)
+std::vector<int8_t> transpose_s8(const Int8Linear& q) {
+    const auto* w = static_cast<const int8_t*>(q.weight.data());
+    std::vector<int8_t> t(static_cast<size_t>(q.n_out * q.n_in));
+    for (int64_t o = 0; o < q.n_out; ++o)
+        for (int64_t i = 0; i < q.n_in; ++i) t[static_cast<size_t>(i * q.n_out + o)] = w[o * q.n_in + i];
+    return t;
+}
+}  // namespace
+
+std::string Emitter::int8_linear(const Linear& layer, const std::string& x) {
+    const Int8Linear& q = *layer.int8;
+    const int64_t N = q.n_out, K = q.n_in;
+    const std::string ws = g.f32(layer.name + ".weight_scale", {N}, q.weight_scale);
+    if (options.format == OnnxFormat::dynamic) {
+        // ONNX Runtime's own dynamic pattern (fused to DynamicQuantizeMatMul): u8 activations per tensor at run time
+        const auto xq = g.ops("DynamicQuantizeLinear", {x}, 3);
+        const std::vector<int8_t> wt = transpose_s8(q);
+        const std::string w = g.typed(layer.name + ".weight_quantized", onnx_ir::kInt8, {K, N}, wt.data(), wt.size());
+        const std::string acc = g.op("MatMulInteger", {xq[0], w, xq[2]});
+        const std::string scale = g.op("Mul", {xq[1], ws});
+        std::string y = g.op("Mul", {g.op("Cast", {acc}, {attr("to", int64_t{onnx_ir::kFloat})}), scale});
+        if (!q.bias.empty()) y = g.op("Add", {y, g.f32(layer.name + ".bias", {N}, q.bias)});
+        ++lowered["DynamicQuantizeLinear + MatMulInteger"];
+        return y;
+    }
+    if (q.activations != ActivationQuant::static_per_tensor)
+        throw InvalidArgument("[onnx] --format " + std::string(onnx_format_name(options.format)) + ": " + layer.name +
+                              " quantizes its input at run time (W8A8 dynamic); static Q/DQ needs a model quantized with "
+                              "--type w8a8-static --calib DATA");
+    if (options.format == OnnxFormat::trt_qdq) {
+        // symmetric s8: the calibrated u8 range [s·(0 − zp), s·(qmax − zp)] widened to ±amax, zero point 0
+        const float lo = q.input.scale * static_cast<float>(0 - q.input.zero_point);
+        const float hi = q.input.scale * static_cast<float>(q.act_qmax - q.input.zero_point);
+        const float amax = std::max(std::fabs(lo), std::fabs(hi));
+        const float sx = amax > 0 ? amax / 127.0f : 1.0f;
+        const int8_t zero = 0;
+        const std::string s = g.scalar_f32(sx), z = g.typed(layer.name + ".input_zero_point", onnx_ir::kInt8, {}, &zero, 1);
+        const std::string xd = g.op("DequantizeLinear", {g.op("QuantizeLinear", {x, s, z}), s, z});
+        const std::vector<int8_t> wt = transpose_s8(q), wz(static_cast<size_t>(N), 0);
+        const std::string w = g.typed(layer.name + ".weight_quantized", onnx_ir::kInt8, {K, N}, wt.data(), wt.size());
+        const std::string wzp = g.typed(layer.name + ".weight_zero_point", onnx_ir::kInt8, {N}, wz.data(), wz.size());
+        const std::string wd = g.op("DequantizeLinear", {w, ws, wzp}, {attr("axis", int64_t{1})});
+        std::string y = g.op("MatMul", {xd, wd});
+        if (!q.bias.empty()) y = g.op("Add", {y, g.f32(layer.name + ".bias", {N}, q.bias)});
+        ++lowered["Q/DQ MatMul (TensorRT)"];
+        return y;
+    }
+    // qdq: Gemm over [rows, K] so that ONNX Runtime fuses Q/DQ + Gemm + the int32 bias into QGemm
+    const std::string x2 = g.op("Reshape", {x, g.const_i64({-1, K})});
+    const uint8_t zp = static_cast<uint8_t>(q.input.zero_point);
+    const std::string s = g.f32(layer.name + ".input_scale", {}, std::span<const float>(&q.input.scale, 1));
+    const std::string z = g.typed(layer.name + ".input_zero_point", onnx_ir::kUint8, {}, &zp, 1);
+    const std::string xd = g.op("DequantizeLinear", {g.op("QuantizeLinear", {x2, s, z}), s, z});
+    const std::vector<int8_t> wz(static_cast<size_t>(N), 0);
+    const std::string w = g.typed(layer.name + ".weight_quantized", onnx_ir::kInt8, {N, K}, q.weight.data(), static_cast<size_t>(N * K));
+    const std::string wzp = g.typed(layer.name + ".weight_zero_point", onnx_ir::kInt8, {N}, wz.data(), wz.size());
+    std::vector<std::string> gemm_in{xd, g.op("DequantizeLinear", {w, ws, wzp}, {attr("axis", int64_t{0})})};
+    if (!q.bias.empty()) {
+        // bias as int32 in units of input scale × weight scale (ONNX Runtime's QDQ convention)
+        std::vector<int32_t> bq(static_cast<size_t>(N));
+        std::vector<float> bs(static_cast<size_t>(N));
+        for (int64_t n = 0; n < N; ++n) {
+            bs[static_cast<size_t>(n)] = q.input.scale * q.weight_scale[static_cast<size_t>(n)];
+            const double v = std::nearbyint(static_cast<double>(q.bias[static_cast<size_t>(n)]) / bs[static_cast<size_t>(n)]);
+            bq[static_cast<size_t>(n)] = static_cast<int32_t>(std::clamp(v, -2147483647.0, 2147483647.0));
+        }
+        const std::string b = g.typed(layer.name + ".bias_quantized", onnx_ir::kInt32, {N}, bq.data(), bq.size() * 4);
+        gemm_in.push_back(g.op("DequantizeLinear", {b, g.f32(layer.name + ".bias_scale", {N}, bs)}, {attr("axis", int64_t{0})}));
+    }
+    const std::string y2 = g.op("Gemm", gemm_in, {attr("transB", int64_t{1})});
+    const std::string lead = g.op("Shape", {x}, {attr("start", int64_t{0}), attr("end", int64_t{-1})});
+    ++lowered["Q/DQ Gemm (int32 bias)"];
+    return g.op("Reshape", {y2, g.op("Concat", {lead, g.const_i64({N})}, {attr("axis", int64_t{0})})});
 }
 
 std::string Emitter::rms_norm(const std::string& x, const Norm& norm, const std::string& name, float eps) {

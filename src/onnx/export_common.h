@@ -26,6 +26,8 @@ struct Emitter {
 
     /// x: [..., n_in] → [..., n_out] = x·Wᵀ + b, named after the layer.
     std::string linear(const Linear& layer, const std::string& x);
+    /// A W8A8 Linear in the int8 formats (dynamic / qdq / trt-qdq).
+    std::string int8_linear(const Linear& layer, const std::string& x);
     /// y = x / sqrt(mean(x²) + eps) · w over the last axis.
     std::string rms_norm(const std::string& x, const Norm& norm, const std::string& name, float eps);
     /// LayerNormalization over the last axis (bias optional).
