@@ -10,6 +10,7 @@
 #include <string_view>
 #include <vector>
 
+#include "cq/distill.h"
 #include "cq/llm.h"
 #include "cq/quantize.h"
 
@@ -111,5 +112,82 @@ PruneReport prune_model(LanguageModel& model, const PruneOptions& options);
 /// Loads `input` (GGUF or HF directory), prunes it and writes `output` as GGUF atomically (nothing is written when
 /// anything fails), with the method, target and calibration text's hash in the file's metadata.
 PruneReport prune_model_file(const std::string& input, const std::string& output, const PruneOptions& options);
+
+/// Structured pruning (physically smaller models): what goes from every block, the same amount in each.
+struct StructuredTarget {
+    double heads = 0;     // fraction of each block's KV groups removed, each with its query heads (GQA kept intact)
+    double ffn = 0;       // fraction of each block's FFN neurons removed
+    int64_t layers = 0;   // whole blocks removed
+    /// "heads=0.25,ffn=0.25,layers=1" (any subset, any order); InvalidArgument naming `op`, the item and the rule.
+    static StructuredTarget parse(std::string_view text, std::string_view op);
+    std::string describe() const;
+};
+
+struct StructuredOptions {
+    StructuredTarget target;
+    CalibrationOptions calib;  // required: importance comes from the calibration activations
+    /// Kept FFN neurons are rounded to a multiple of this (32: every legacy ggml block fits the ffn_down rows).
+    int64_t ffn_multiple = 32;
+    std::function<void(const std::string& stage, int64_t done, int64_t total)> stage_progress;
+};
+
+/// One block of the input model and what stayed of it.
+struct StructuredBlock {
+    int64_t block = 0;           // index in the input
+    int64_t new_index = -1;      // index in the output (−1: removed)
+    double influence = 0;        // mean 1 − cos(block input, block output) over calibration tokens (depth's score)
+    std::vector<int64_t> kept_groups;   // KV groups kept (increasing)
+    std::vector<double> group_scores;   // every group's importance: Σ over its query heads of ‖W_o[:, head] · o_head‖²
+    int64_t ffn_kept = 0;
+};
+
+struct StructuredReport {
+    std::string input, output, target;
+    int64_t n_head_in = 0, n_head_out = 0, n_head_kv_in = 0, n_head_kv_out = 0;
+    int64_t n_ff_in = 0, n_ff_out = 0, n_layer_in = 0, n_layer_out = 0;
+    int64_t params_in = 0, params_out = 0;  // every tensor's elements
+    uint64_t bytes_in = 0, bytes_out = 0;   // of model.safetensors
+    std::vector<StructuredBlock> blocks;
+    std::optional<CalibrationReport> calibration;
+    double seconds = 0;
+};
+
+/// Recovery after pruning: a short distillation of the pruned student from the unpruned teacher (cq/distill.h).
+struct RecoveryOptions {
+    int64_t steps = 0;        // 0: no recovery
+    DistillOptions distill;   // data: the calibration text when empty; steps / output are set by the caller
+};
+
+struct RecoveryReport {
+    int64_t steps = 0;
+    double seconds = 0;
+    double loss_first = 0, loss_last = 0;  // the distillation loss at the first and last step
+};
+
+/// Distils the student at `student_path` (GGUF or HF directory) from `teacher_path` for options.steps steps on
+/// options.distill.data and writes `output` (.gguf or an HF directory, never either input).
+RecoveryReport recover_by_distillation(const std::string& teacher_path, const std::string& student_path, const std::string& output,
+                                       const RecoveryOptions& options);
+
+/// Structured pruning of an HF LLaMA-family directory (llama / mistral / qwen2 layouts) into a smaller HF directory
+/// `output_dir` (config.json updated, model.safetensors in f32, tokenizer files copied; written atomically file by file).
+/// Importance from calibration activations, block by block on the dense model: a KV group's is the summed squared output
+/// its query heads add to the residual (tr(W_o,h H_hh W_o,hᵀ), H the o_proj input's Hessian); an FFN neuron's is
+/// H_ii·‖W_down[:, i]‖² (H the down_proj input's); a block's is its influence 1 − cos(in, out) (ShortGPT), lowest removed.
+/// InvalidArgument for a bad target, no calibration text, or a model that is not an HF llama-family directory.
+StructuredReport prune_structured(const std::string& input_dir, const std::string& output_dir, const StructuredOptions& options);
+
+struct StructuredFileReport {
+    StructuredReport prune;
+    std::optional<RecoveryReport> recovery;
+    std::string gguf, hf_dir;
+    uint64_t gguf_bytes = 0;
+};
+
+/// prune_structured, then (recovery.steps > 0) distillation from the input, then the result as an f32 GGUF `output_gguf`
+/// converted as convert_hf_to_gguf.py converts an HF directory (llama.cpp loads it). hf_dir: where the HF directory is
+/// kept (empty: a temporary directory beside the GGUF, removed at the end).
+StructuredFileReport prune_structured_file(const std::string& input_dir, const std::string& output_gguf, const std::string& hf_dir,
+                                           const StructuredOptions& options, const RecoveryOptions& recovery = {});
 
 }  // namespace cq

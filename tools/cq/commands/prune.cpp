@@ -14,7 +14,8 @@ namespace cq::cli {
 
 namespace {
 struct Options {
-    std::string input, output, eval_text, method = "magnitude", pattern, scope = "layer";
+    std::string input, output, eval_text, method = "magnitude", pattern, scope = "layer", structured, hf_out;
+    RecoveryOptions recovery;
     double sparsity = 0;
     PruneOptions prune;
     CompareOptions compare;
@@ -53,6 +54,47 @@ void print_report(const PruneReport& r) {
                 group_digits(r.file_bytes_in).c_str(), group_digits(r.file_bytes_out).c_str());
 }
 
+void print_structured(const StructuredFileReport& f) {
+    const StructuredReport& r = f.prune;
+    std::printf("%s → %s (structured %s), %.2f s\n", r.input.c_str(), f.gguf.c_str(), r.target.c_str(), r.seconds);
+    if (r.calibration)
+        std::printf("calibration: %s (sha256 %.16s…), %lld chunks × %lld tokens\n", r.calibration->text_path.c_str(),
+                    r.calibration->text_sha256.c_str(), static_cast<long long>(r.calibration->chunks), static_cast<long long>(r.calibration->n_ctx));
+    std::vector<std::vector<std::string>> rows{{"block", "→", "influence", "KV groups kept", "FFN kept"}};
+    for (const auto& b : r.blocks) {
+        std::string groups;
+        for (int64_t g : b.kept_groups) groups += (groups.empty() ? "" : ",") + std::to_string(g);
+        char infl[32];
+        std::snprintf(infl, sizeof infl, "%.4f", b.influence);
+        rows.push_back({std::to_string(b.block), b.new_index < 0 ? "removed" : std::to_string(b.new_index), infl, groups,
+                        std::to_string(b.ffn_kept) + "/" + std::to_string(r.n_ff_in)});
+    }
+    print_table(rows, {true, true, true, false, true}, 2);
+    std::printf("heads %lld → %lld, KV heads %lld → %lld, FFN %lld → %lld, blocks %lld → %lld; parameters %s → %s (%.1f%%)\n",
+                (long long)r.n_head_in, (long long)r.n_head_out, (long long)r.n_head_kv_in, (long long)r.n_head_kv_out, (long long)r.n_ff_in,
+                (long long)r.n_ff_out, (long long)r.n_layer_in, (long long)r.n_layer_out, group_digits(static_cast<uint64_t>(r.params_in)).c_str(),
+                group_digits(static_cast<uint64_t>(r.params_out)).c_str(), 100.0 * double(r.params_out) / double(r.params_in));
+    if (f.recovery)
+        std::printf("recovery: %lld distillation steps, loss %.4f → %.4f, %.1f s\n", (long long)f.recovery->steps, f.recovery->loss_first,
+                    f.recovery->loss_last, f.recovery->seconds);
+    std::printf("GGUF (f32): %s bytes%s\n", group_digits(f.gguf_bytes).c_str(), f.hf_dir.empty() ? "" : ("; HF directory " + f.hf_dir).c_str());
+}
+
+nlohmann::json structured_to_json(const StructuredFileReport& f) {
+    const StructuredReport& r = f.prune;
+    nlohmann::json j{{"input", r.input}, {"output", f.gguf}, {"hf_dir", f.hf_dir}, {"target", r.target}, {"seconds", r.seconds},
+                     {"n_head", {r.n_head_in, r.n_head_out}}, {"n_head_kv", {r.n_head_kv_in, r.n_head_kv_out}}, {"n_ff", {r.n_ff_in, r.n_ff_out}},
+                     {"n_layer", {r.n_layer_in, r.n_layer_out}}, {"params", {r.params_in, r.params_out}}, {"gguf_bytes", f.gguf_bytes}};
+    nlohmann::json bs = nlohmann::json::array();
+    for (const auto& b : r.blocks)
+        bs.push_back({{"block", b.block}, {"new_index", b.new_index}, {"influence", b.influence}, {"kept_groups", b.kept_groups},
+                      {"group_scores", b.group_scores}, {"ffn_kept", b.ffn_kept}});
+    j["blocks"] = bs;
+    if (r.calibration) j["calibration"] = {{"file", r.calibration->text_path}, {"sha256", r.calibration->text_sha256}, {"chunks", r.calibration->chunks}};
+    if (f.recovery) j["recovery"] = {{"steps", f.recovery->steps}, {"loss_first", f.recovery->loss_first}, {"loss_last", f.recovery->loss_last}, {"seconds", f.recovery->seconds}};
+    return j;
+}
+
 nlohmann::json report_to_json(const PruneReport& r) {
     nlohmann::json j;
     j["input"] = r.input, j["output"] = r.output, j["method"] = r.method, j["target"] = r.target, j["scope"] = r.scope;
@@ -74,7 +116,8 @@ nlohmann::json report_to_json(const PruneReport& r) {
 
 Runner register_prune(CLI::App& app) {
     auto o = std::make_shared<Options>();
-    CLI::App* cmd = app.add_subcommand("prune", "Prune a decoder LLM's block Linears (unstructured or N:M) and write GGUF");
+    CLI::App* cmd = app.add_subcommand("prune", "Prune a decoder LLM's block Linears (unstructured, N:M, or structured: heads, FFN neurons, "
+                                                "blocks) and write GGUF");
     cmd->add_option("input", o->input, "The model: a GGUF file or an HF directory (llama family)")->required();
     cmd->add_option("-o,--output", o->output, "The GGUF file to write (atomically; never the input)")->required();
     cmd->add_option("--method", o->method, "magnitude (|w|), wanda (|w|·‖x‖ per output row), sparsegpt (OBS updates from the Hessian)")
@@ -90,12 +133,50 @@ Runner register_prune(CLI::App& app) {
     cmd->add_flag("--no-sequential", o->no_sequential, "wanda/sparsegpt: measure every Linear of a block on the dense block's inputs, as the "
                                                        "reference code does, instead of each group on the outputs of the groups already pruned "
                                                        "(default: off)");
+    cmd->add_option("--structured", o->structured, "Structured pruning of an HF llama-family directory: heads=F (fraction of KV groups, "
+                                                   "each with its query heads), ffn=F (FFN neurons), layers=N (whole blocks), e.g. "
+                                                   "heads=0.25,ffn=0.25; importance from --calib activations; writes a smaller f32 GGUF "
+                                                   "(default: off)");
+    cmd->add_option("--hf-out", o->hf_out, "--structured: also keep the smaller HF directory here (default: none)");
+    cmd->add_option("--recover", o->recovery.steps, "--structured: distil the pruned model from the input for this many steps on "
+                                                    "--calib text (default: 0, none)")->default_val(0);
+    cmd->add_option("--recover-lr", o->recovery.distill.schedule.lr, "--recover: peak learning rate (cosine decay)")->default_val(1e-3);
+    cmd->add_option("--recover-batch", o->recovery.distill.batch, "--recover: sequences per step")->default_val(8);
+    cmd->add_option("--recover-ctx", o->recovery.distill.ctx, "--recover: tokens per sequence")->default_val(128);
     cmd->add_option("--eval", o->eval_text, "Also measure, in this run, the output against the input: perplexity, KL-divergence, speed");
     cmd->add_option("-c,--ctx", o->compare.n_ctx, "Perplexity chunk length for --eval")->default_val(512);
     cmd->add_option("--chunks", o->compare.max_chunks, "At most this many chunks for --eval (-1: all)")->default_val(-1);
     cmd->add_flag("--no-bench", o->no_bench, "Skip the speed part of --eval (default: off)");
     cmd->add_flag("--json", o->json, "Print JSON instead of tables (default: off)");
     return [o]() -> int {
+        if (!o->structured.empty()) {
+            if (!o->pattern.empty() || o->sparsity != 0) throw InvalidArgument("[prune] --structured does not combine with --sparsity / --pattern");
+            StructuredOptions so;
+            so.target = StructuredTarget::parse(o->structured, "[prune]");
+            so.calib = o->prune.calib;
+            std::unique_ptr<Progress> stage;
+            std::string stage_name;
+            so.stage_progress = [&](const std::string& name, int64_t done, int64_t total) {
+                if (name != stage_name) {
+                    if (stage) stage->finish();
+                    stage = std::make_unique<Progress>(name, !o->json);
+                    stage_name = name;
+                }
+                stage->update(done, total, "blocks");
+            };
+            const StructuredFileReport r = prune_structured_file(o->input, o->output, o->hf_out, so, o->recovery);
+            if (stage) stage->finish(), stage.reset();
+            nlohmann::json j;
+            if (o->json) j["prune"] = structured_to_json(r);
+            else print_structured(r);
+            if (!o->eval_text.empty()) {
+                o->compare.bench = !o->no_bench;
+                same_run_eval(o->input, o->output, o->eval_text, o->compare, o->json, j);
+            }
+            if (o->json) print_json(j);
+            return 0;
+        }
+        if (o->recovery.steps != 0 || !o->hf_out.empty()) throw InvalidArgument("[prune] --recover and --hf-out apply to --structured only");
         o->prune.method = parse_prune_method(o->method);
         o->prune.scope = parse_prune_scope(o->scope);
         o->prune.sequential = !o->no_sequential;

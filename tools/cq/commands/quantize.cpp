@@ -19,6 +19,7 @@ struct Options {
     QuantizeOptions quant;
     CompareOptions compare;
     bool no_bench = false;
+    bool no_keep_zeros = false;
     bool json = false;
     W8A8CliOptions w8a8;
     std::string method;
@@ -110,6 +111,8 @@ Runner register_quantize(CLI::App& app) {
     cmd->add_option("--bench-gen", o->compare.bench_options.n_gen, "Generated tokens for the --eval speed test")->default_val(32);
     cmd->add_option("--bench-reps", o->compare.bench_options.repetitions, "Repetitions of the --eval speed test")->default_val(3);
     cmd->add_flag("--no-bench", o->no_bench, "Skip the speed part of --eval (default: off)");
+    cmd->add_flag("--no-keep-zeros", o->no_keep_zeros, "LLMs: let pruned tensors' exact zeros (tensors at least 1 % zeros) round "
+                                                       "off 0 as the types' own searches do (default: off: they stay exact zeros)");
     cmd->add_flag("--json", o->json, "Print JSON instead of tables (default: off)");
     add_w8a8_options(cmd, o->w8a8);
     return [o]() -> int {
@@ -121,6 +124,7 @@ Runner register_quantize(CLI::App& app) {
         o->quant.calib.text_path = o->w8a8.quant.calib_data;
         if (!o->method.empty()) o->quant.method = parse_quant_method(o->method);
         o->quant.eval_text = o->eval_text;
+        o->quant.keep_zeros = !o->no_keep_zeros;
         std::unique_ptr<Progress> stage;
         std::string stage_name;
         o->quant.stage_progress = [&](const std::string& name, int64_t done, int64_t total) {
