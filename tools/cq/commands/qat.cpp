@@ -22,7 +22,7 @@ namespace cq::cli {
 namespace {
 struct Options {
     std::string model, type, data, output, init = "rtn", teacher = "fp", eval, save_ptq, act, weight_grad = "lsq", range, eval_range;
-    std::vector<std::string> layer_rules;
+    std::vector<std::string> layer_rules, tensor_types;
     int64_t steps = 100, batch = -1, ctx = 128, eval_ctx = 128, eval_chunks = -1, max_len = 64, calib_samples = 256, seed = 1;
     float lr = -1, temperature = 1.0f;
     std::string loss;
@@ -78,6 +78,7 @@ int run_decoder(const Options& o) {
     const std::string ptq_path = o.save_ptq.empty() ? tmp.path : o.save_ptq;
     QuantizeOptions qo;
     qo.type = o.type;
+    qo.tensor_types = o.tensor_types;
     qo.method = parse_quant_method(o.init);
     if (*qo.method != QuantMethod::rtn) qo.calib.text_path = o.data;
     Progress progress("qat", !o.json);
@@ -98,7 +99,8 @@ int run_decoder(const Options& o) {
     // 3. the same-run report
     nlohmann::json j{{"type", o.type}, {"init", o.init}, {"teacher", o.teacher}, {"steps", r.train.steps},
                      {"train_seconds", r.train.seconds}, {"tokens", r.train.tokens}, {"quantized_tensors", r.n_quantized},
-                     {"loss_curve", r.train.loss_curve}, {"output", r.output}, {"ptq_method", ptq_report.method}};
+                     {"loss_curve", r.train.loss_curve}, {"step_seconds", r.train.step_seconds}, {"output", r.output},
+                     {"ptq_method", ptq_report.method}};
     std::vector<std::vector<std::string>> rows{{"model", "file bytes", "PPL", "KLD vs f32", "same top"}};
     if (!o.eval.empty()) {
         TempPath logits("f32.logits");
@@ -112,7 +114,13 @@ int run_decoder(const Options& o) {
             if (!base) p.save_logits.clear(), p.kld_base = logits.path;
             progress.update(0, 1, "evaluating " + label);
             const PerplexityResult pr = evaluate_perplexity(*m, text, p);
-            const uint64_t bytes = std::filesystem::file_size(path);
+            uint64_t bytes = 0;  // a file, or an HF directory's safetensors
+            if (std::filesystem::is_directory(path)) {
+                for (const auto& e : std::filesystem::directory_iterator(path))
+                    if (e.path().extension() == ".safetensors") bytes += e.file_size();
+            } else {
+                bytes = std::filesystem::file_size(path);
+            }
             char ppl[64], kld[64], top[32];
             std::snprintf(ppl, sizeof ppl, "%.4f ± %.4f", pr.ppl, pr.ppl_err);
             std::snprintf(kld, sizeof kld, "%s", pr.kld ? (std::to_string(pr.kld->mean).substr(0, 8) + " ± " + std::to_string(pr.kld->mean_err).substr(0, 8)).c_str() : "-");
@@ -225,12 +233,14 @@ Runner register_qat(CLI::App& app) {
                                        "text of --init imatrix|gptq|awq")->required();
     cmd->add_option("-o,--output", o->output, "LLMs: the GGUF to write (required); classifiers: cq's W8A8 container "
                                               "(int8-channel-sym weights with static or dynamic activations only)");
+    cmd->add_option("--tensor-type", o->tensor_types, "LLMs: PATTERN=TYPE rules after --type's (later rules win), as cq quantize");
     cmd->add_option("--steps", o->steps, "Optimiser steps")->default_val(100)->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
     cmd->add_option("--lr", o->lr, "Peak learning rate, AdamW, cosine (LLMs) / linear (classifiers) decay (default: 1e-4)");
     cmd->add_option("--batch", o->batch, "Windows (LLMs, default 8) or examples (classifiers, default 32) per step")->check(CLI::Range(1, 1 << 16));
     cmd->add_option("--ctx", o->ctx, "Tokens per training window (LLMs)")->default_val(128)->check(CLI::Range(2, 1 << 20));
     cmd->add_option("--init", o->init, "LLMs: the post-training method QAT starts from: rtn, imatrix, gptq, awq, awq+gptq "
-                                       "(calibrated on --data)")->default_val("rtn")->check(CLI::IsMember({"rtn", "imatrix", "gptq", "awq", "awq+gptq"}));
+                                       "(calibrated on --data), or auto (GPTQ or AWQ+GPTQ, whichever has the lower held-out KLD)")->default_val("rtn")
+        ->check(CLI::IsMember({"rtn", "imatrix", "gptq", "awq", "awq+gptq", "auto"}));
     cmd->add_option("--teacher", o->teacher, "fp: KL to the float model's logits (quantization-aware distillation); none: "
                                              "cross-entropy on the data")->default_val("fp")->check(CLI::IsMember({"fp", "none"}));
     cmd->add_option("--loss", o->loss, "With --teacher fp: loss weights kl=W,ce=W (default: LLMs kl=1; classifiers kl=1,ce=0.5)");
