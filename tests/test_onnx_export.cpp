@@ -16,6 +16,8 @@
 #include "cq/error.h"
 #include "cq/llm.h"
 #include "cq/onnx.h"
+#include "cq/quantize.h"
+#include "cq/quantize_encoder.h"
 #include "onnx/matmul_nbits.h"
 #include "onnx/onnx_ir.h"
 #include "test_support.h"
@@ -244,6 +246,159 @@ TEST(OnnxExport, MatMulNBitsCarriesCqsQuantizedValues) {
     Linear& other = *model->find_linear("blk.1.ffn_up");
     model->quantize_linear(other, DType::Q5_0);
     EXPECT_FALSE(onnx_export::matmul_nbits_weights(other).has_value());
+}
+
+}  // namespace
+}  // namespace cq
+
+namespace cq {
+namespace {
+
+// The W8A8 BERT scripts/onnx_reference quantizes: static from 128 samples of sst2_train.tsv (minmax, 8-bit), or dynamic.
+std::string quantize_bert(const TempDir& dir, ActivationQuant mode) {
+    EncoderQuantizeOptions o;
+    o.activations = mode;
+    o.activation_bits = 8;
+    if (mode == ActivationQuant::static_per_tensor) {
+        o.method = calib::Method::minmax;
+        o.calib_data = fixture("data/sst2_train.tsv");
+        o.calib_samples = 128;
+    }
+    const std::string out = dir.file(mode == ActivationQuant::static_per_tensor ? "bert-static.gguf" : "bert-dynamic.gguf");
+    quantize_encoder(fixture("models/bert-tiny-sst2"), out, o);
+    return out;
+}
+
+// cq's run of the quantized model vs ONNX Runtime's run of its export: the same argmax and logits within what the
+// two integer pipelines' float epilogues (and, for dynamic, per-tensor vs cq's per-token activation scales) allow.
+void check_int8_export(const std::string& format, ActivationQuant mode, double tolerance) {
+    const nlohmann::json ref = expected("bert-tiny-sst2." + format + ".json");
+    TempDir dir;
+    auto model = EncoderModel::load(quantize_bert(dir, mode));
+    OnnxExportOptions o;
+    o.format = onnx_format_from_name(format);
+    export_onnx(*model, dir.file("bert.onnx"), o);
+    expect_same_graph(ref, "onnx_crc32", dir.file("bert.onnx"));
+    TextBatch batch;
+    batch.batch = ref["batch"];
+    batch.seq = ref["seq"];
+    batch.ids = ref["input_ids"].get<std::vector<int32_t>>();
+    batch.mask = ref["attention_mask"].get<std::vector<int32_t>>();
+    batch.type_ids = ref["token_type_ids"].get<std::vector<int32_t>>();
+    const auto want = ref["logits"].get<std::vector<double>>();
+    std::vector<float> logits(want.size());
+    model->classify(batch, logits.data());
+    double worst = 0;
+    for (size_t i = 0; i < want.size(); ++i) worst = std::max(worst, std::fabs(logits[i] - want[i]));
+    for (int64_t b = 0; b < batch.batch; ++b)
+        EXPECT_EQ(logits[2 * b] > logits[2 * b + 1], want[2 * b] > want[2 * b + 1]) << format << " sample " << b;
+    EXPECT_LE(worst, tolerance) << format;
+    std::printf("[onnx] bert-tiny-sst2 %s: max |logits − ORT| %.3g\n", format.c_str(), worst);
+}
+
+TEST(OnnxExport, QdqMatchesOnnxRuntime) { check_int8_export("qdq", ActivationQuant::static_per_tensor, 0.02); }
+TEST(OnnxExport, TensorRtQdqRunsInOnnxRuntime) { check_int8_export("trt-qdq", ActivationQuant::static_per_tensor, 0.2); }
+TEST(OnnxExport, DynamicMatchesOnnxRuntime) { check_int8_export("dynamic", ActivationQuant::dynamic_per_token, 0.2); }
+
+TEST(OnnxExport, MatMulNBitsQ4_0MatchesOnnxRuntimeEndToEnd) {
+    const nlohmann::json ref = expected("llama-256d-stories.matmulnbits-q4_0.json");
+    TempDir dir;
+    QuantizeOptions qo;
+    qo.type = "q4_0";
+    quantize_model(fixture("models/llama-256d-stories"), dir.file("q4_0.gguf"), qo);
+    auto model = LanguageModel::load(dir.file("q4_0.gguf"));
+    OnnxExportOptions o;
+    o.format = OnnxFormat::matmulnbits;
+    const auto report = export_onnx(*model, dir.file("q4_0.onnx"), o);
+    EXPECT_EQ(report.files[0].linears.at("MatMulNBits 4-bit"), 42);
+    expect_same_graph(ref, "onnx_crc32", dir.file("q4_0.onnx"));
+    const int64_t V = model->config().n_vocab;
+    const auto ids = ref["input_ids"].get<std::vector<int32_t>>();
+    std::vector<float> logits(ids.size() * static_cast<size_t>(V));
+    model->forward(ids, 0, logits, true);
+    // both quantize activations to int8 in blocks (cq: Q8_0 per 32; ORT: accuracy_level 4), not identically
+    // (cq also quantizes the Q6_K head's input, which stays a float MatMul in ONNX), so the logits differ by up to a
+    // few hundredths of their ~10 range; every position's top token must agree.
+    const double diff = max_abs_diff(logits, ref["logits"]);
+    EXPECT_LE(diff, 0.25);
+    const auto& l = ref["logits"];
+    const auto cols = l["cols"].get<std::vector<int64_t>>();
+    const auto values = l["values"].get<std::vector<double>>();
+    for (size_t r = 0; r < ids.size(); ++r) {
+        const size_t ort_top = static_cast<size_t>(std::max_element(values.begin() + r * cols.size(), values.begin() + (r + 1) * cols.size()) -
+                                                   (values.begin() + r * cols.size()));
+        const auto row = logits.begin() + static_cast<std::ptrdiff_t>(r * static_cast<size_t>(V));
+        EXPECT_EQ(std::max_element(row, row + V) - row, cols[ort_top]) << "position " << r;
+    }
+    // ORT's greedy tokens through the decode graph = cq run's on the same Q4_0 file
+    const auto run = ref["cq_run_tokens"].get<std::vector<int32_t>>(), greedy = ref["greedy"].get<std::vector<int32_t>>();
+    EXPECT_TRUE(std::equal(run.begin(), run.end(), greedy.begin()));
+    std::printf("[onnx] llama-256d-stories q4_0 matmulnbits: max |logits − ORT| %.3g; %zu greedy tokens = cq run's\n", diff, run.size());
+}
+
+// TensorRT's rules: cq's trt-qdq export passes; graphs that break them are rejected, naming the node.
+TEST(OnnxExport, TensorRtCheckerAcceptsExportsAndRejectsWrongGraphs) {
+    TempDir dir;
+    auto model = EncoderModel::load(quantize_bert(dir, ActivationQuant::static_per_tensor));
+    OnnxExportOptions o;
+    o.format = OnnxFormat::trt_qdq;
+    export_onnx(*model, dir.file("trt.onnx"), o);
+    EXPECT_TRUE(check_tensorrt_qdq(dir.file("trt.onnx")).empty());
+
+    // ONNX Runtime's QDQ form (u8 activations with zero points) is not TensorRT's
+    o.format = OnnxFormat::qdq;
+    export_onnx(*model, dir.file("qdq.onnx"), o);
+    const auto qdq = check_tensorrt_qdq(dir.file("qdq.onnx"));
+    ASSERT_FALSE(qdq.empty());
+    EXPECT_NE(qdq.front().find("zero point"), std::string::npos) << qdq.front();
+
+    // deliberately wrong: one activation zero point made 3, one weight DequantizeLinear bypassed
+    onnx_ir::Model m = read_model(dir.file("trt.onnx"));
+    for (auto& t : m.graph.initializers)
+        if (t.name.find(".input_zero_point") != std::string::npos) {
+            t.raw[0] = 3;
+            break;
+        }
+    std::string bypassed;
+    for (auto& n : m.graph.nodes)
+        if (n.op_type == "MatMul" && n.inputs[1].find("DequantizeLinear") != std::string::npos) {
+            std::vector<float> w(static_cast<size_t>(128 * 128), 0.0f);
+            onnx_ir::Tensor& t = m.graph.initializers.emplace_back();
+            t.name = "float_weight";
+            t.dims = {128, 128};
+            t.raw.assign(reinterpret_cast<const char*>(w.data()), w.size() * 4);
+            n.inputs[1] = t.name;
+            bypassed = n.name;
+            break;
+        }
+    ASSERT_FALSE(bypassed.empty());
+    std::string bytes, error;
+    ASSERT_TRUE(onnx_ir::serialize(m, bytes, error)) << error;
+    const std::string bad = dir.write("bad.onnx", bytes);
+    const auto issues = check_tensorrt_qdq(bad);
+    bool zero_point = false, float_input = false;
+    for (const auto& i : issues) {
+        zero_point = zero_point || i.find("non-zero zero point") != std::string::npos;
+        float_input = float_input || (i.find(bypassed) != std::string::npos && i.find("without a DequantizeLinear") != std::string::npos);
+    }
+    EXPECT_TRUE(zero_point && float_input) << issues.size() << " issues, first: " << (issues.empty() ? "" : issues.front());
+}
+
+TEST(OnnxExport, Int8FormatsNeedAW8A8Model) {
+    auto model = EncoderModel::load(fixture("models/bert-tiny-sst2"));
+    TempDir dir;
+    OnnxExportOptions o;
+    o.format = OnnxFormat::qdq;
+    try {
+        export_onnx(*model, dir.file("x.onnx"), o);
+        FAIL() << "a float model exported as qdq";
+    } catch (const InvalidArgument& e) {
+        EXPECT_NE(std::string(e.what()).find("w8a8-static"), std::string::npos) << e.what();
+    }
+    TempDir q;
+    auto dynamic = EncoderModel::load(quantize_bert(q, ActivationQuant::dynamic_per_token));
+    EXPECT_THROW(export_onnx(*dynamic, dir.file("y.onnx"), o), InvalidArgument);  // static Q/DQ from run-time scales
+    EXPECT_TRUE(std::filesystem::is_empty(dir.path()));
 }
 
 }  // namespace
