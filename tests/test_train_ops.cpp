@@ -94,6 +94,57 @@ TEST(TrainOps, LinearFastMatchesReference) {
     }
 }
 
+// Mixed precision: the forward and both backward products under each operand format against the f32 references on
+// operands rounded by the scalar codecs (products of rounded values are exact in f32, so only the f32 sums differ:
+// the same bound as the f32 kernels), on shapes that straddle the 64-row and 64-column tiles. bf16 runs the kernel
+// table's native bf16 GEMMs where this CPU has them; bf16_via_f32 is the path every other CPU takes.
+TEST(TrainOps, LinearLowPrecisionMatchesRoundedReference) {
+    for (MatmulPrecision p : {MatmulPrecision::bf16, MatmulPrecision::bf16_via_f32, MatmulPrecision::fp16_via_f32}) {
+        const ScopedMatmulPrecision scope(p);
+        for (auto [N, I, O] : {std::tuple<int64_t, int64_t, int64_t>{130, 67, 129}, {1, 5, 3}, {64, 64, 64}, {65, 33, 200}, {3, 1, 1}}) {
+            const std::string shape = "precision " + std::to_string(static_cast<int>(p)) + " N=" + std::to_string(N) + " I=" +
+                                      std::to_string(I) + " O=" + std::to_string(O);
+            auto x = randn(N * I, 5), w = randn(O * I, 6), b = randn(O, 7), dy = randn(N * O, 8);
+            std::vector<float> y(N * O), y_ref(N * O), y_f32(N * O);
+            linear_forward(x.data(), w.data(), b.data(), N, I, O, y.data());
+            linear_forward_rounded__ref(p, x.data(), w.data(), b.data(), N, I, O, y_ref.data());
+            expect_close("linear_forward " + shape, y, y_ref, 1e-5 * I * 4);
+            // The rounding is real: the f32 product differs by about the operands' relative precision.
+            linear_forward__ref(x.data(), w.data(), b.data(), N, I, O, y_f32.data());
+            double diff = 0;
+            for (size_t i = 0; i < y.size(); ++i) diff = std::max(diff, std::fabs(double(y[i]) - y_f32[i]));
+            if (I > 4) EXPECT_GT(diff, 1e-5) << shape;
+            for (bool acc : {false, true}) {
+                std::vector<float> dx(N * I, 0.5f), dw(O * I, 0.25f), db(O, 0.125f);
+                auto dx_ref = dx, dw_ref = dw, db_ref = db;
+                linear_backward(dy.data(), x.data(), w.data(), N, I, O, dx.data(), acc, dw.data(), db.data());
+                linear_backward_rounded__ref(p, dy.data(), x.data(), w.data(), N, I, O, dx_ref.data(), acc, dw_ref.data(), db_ref.data());
+                expect_close("linear_backward dx " + shape, dx, dx_ref, 1e-5 * O * 4);
+                expect_close("linear_backward dw " + shape, dw, dw_ref, 1e-5 * N * 4);
+                expect_close("linear_backward db " + shape, db, db_ref, 1e-5 * N * 4);
+            }
+        }
+    }
+    EXPECT_EQ(matmul_precision(), MatmulPrecision::f32);  // the scope ended
+}
+
+// The operand formats' rounding, against closed forms: bf16 keeps 8 significant bits, fp16 11 and overflows at 65520.
+TEST(TrainOps, RoundOperandsClosedForm) {
+    const float in[] = {1.0f + 1.0f / 256, 1.0f + 3.0f / 256, 1.0f + 1.0f / 2048, 65519.0f, 65520.0f, 1e-8f, -3.0f};
+    float bf[7], hf[7];
+    round_operands__ref(MatmulPrecision::bf16, in, bf, 7);
+    round_operands__ref(MatmulPrecision::fp16_via_f32, in, hf, 7);
+    EXPECT_EQ(bf[0], 1.0f);                     // a tie rounds to even
+    EXPECT_EQ(bf[1], 1.0f + 4.0f / 256);        // a tie rounds to even (up)
+    EXPECT_EQ(hf[0], 1.0f + 1.0f / 256);        // exact in fp16
+    EXPECT_EQ(hf[2], 1.0f);                     // a tie rounds to even
+    EXPECT_EQ(hf[3], 65504.0f);                 // the largest fp16
+    EXPECT_TRUE(std::isinf(hf[4]));             // overflow
+    EXPECT_EQ(hf[5], 0.0f);                     // below half the smallest subnormal (2^-24)
+    EXPECT_EQ(bf[6], -3.0f);
+    EXPECT_EQ(hf[6], -3.0f);
+}
+
 TEST(TrainOps, RmsNormBackwardMatchesFiniteDifferences) {
     const int64_t N = 5, D = 11;
     auto x = randn(N * D, 11), w = randn(D, 12), r = randn(N * D, 13);
@@ -225,6 +276,61 @@ TEST(TrainOps, AttentionFastMatchesReference) {
         expect_close("attention_backward dq " + shape, dq, dq_ref, tol);
         expect_close("attention_backward dk " + shape, dk, dk_ref, tol);
         expect_close("attention_backward dv " + shape, dv, dv_ref, tol);
+    }
+}
+
+// ||a − b|| / ||b|| (norm-wise, as the PyTorch parity bars).
+double rel_norm(const std::vector<float>& a, const std::vector<float>& b) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < a.size(); ++i) num += (double(a[i]) - b[i]) * (double(a[i]) - b[i]), den += double(b[i]) * b[i];
+    return std::sqrt(num / std::max(den, 1e-300));
+}
+
+// Attention's six products on low-precision operands: each format within a few units of its rounding (u = 2^-8 bf16,
+// 2^-11 fp16) of the f32 reference, norm-wise, and bf16 on the native kernels within f32 summation order (plus rare
+// one-ulp flips of a rounded operand) of the bf16 emulation on f32 products, causal and masked with dropout.
+TEST(TrainOps, AttentionLowPrecisionMatchesReference) {
+    for (auto [B, T, Hq, Hkv, hd] : {std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t>{2, 67, 6, 3, 9}, {1, 1, 2, 1, 4}, {2, 65, 4, 4, 8}}) {
+        for (bool masked : {false, true}) {
+            const std::string shape = "B=" + std::to_string(B) + " T=" + std::to_string(T) + " Hq=" + std::to_string(Hq) +
+                                      " Hkv=" + std::to_string(Hkv) + " hd=" + std::to_string(hd) + (masked ? " masked" : " causal");
+            auto q = randn(B * T * Hq * hd, 51), k = randn(B * T * Hkv * hd, 52), v = randn(B * T * Hkv * hd, 53);
+            auto dout = randn(q.size(), 54);
+            std::vector<int32_t> mask(static_cast<size_t>(B * T), 1);
+            for (int64_t t = T - T / 4; t < T; ++t) mask[static_cast<size_t>(t)] = 0;  // padding at the end of the first row
+            std::vector<float> drop(static_cast<size_t>(B * Hq * T * T));
+            dropout_mask(7, 0.1f, drop.data(), static_cast<int64_t>(drop.size()));
+            const int32_t* m = masked ? mask.data() : nullptr;
+            const float* dm = masked ? drop.data() : nullptr;
+            std::vector<float> p_ref(B * Hq * T * T), out_ref(q.size()), dq_ref(q.size()), dk_ref(k.size()), dv_ref(v.size());
+            attention_forward__ref(q.data(), k.data(), v.data(), B, T, Hq, Hkv, hd, p_ref.data(), out_ref.data(), m, dm);
+            attention_backward__ref(dout.data(), q.data(), k.data(), v.data(), p_ref.data(), B, T, Hq, Hkv, hd, dq_ref.data(),
+                                    dk_ref.data(), dv_ref.data(), m, dm);
+            struct Result {
+                std::vector<float> out, dq, dk, dv;
+            };
+            const auto run = [&](MatmulPrecision precision) {
+                const ScopedMatmulPrecision scope(precision);
+                Result r{std::vector<float>(q.size()), std::vector<float>(q.size()), std::vector<float>(k.size()), std::vector<float>(v.size())};
+                std::vector<float> p(p_ref.size());
+                attention_forward(q.data(), k.data(), v.data(), B, T, Hq, Hkv, hd, p.data(), r.out.data(), m, dm);
+                attention_backward(dout.data(), q.data(), k.data(), v.data(), p.data(), B, T, Hq, Hkv, hd, r.dq.data(), r.dk.data(),
+                                   r.dv.data(), m, dm);
+                return r;
+            };
+            const Result bf = run(MatmulPrecision::bf16), emu = run(MatmulPrecision::bf16_via_f32), hf = run(MatmulPrecision::fp16_via_f32);
+            for (const auto& [name, r, u] : {std::tuple<const char*, const Result*, double>{"bf16", &bf, std::ldexp(1.0, -8)},
+                                            {"bf16_via_f32", &emu, std::ldexp(1.0, -8)}, {"fp16", &hf, std::ldexp(1.0, -11)}}) {
+                EXPECT_LT(rel_norm(r->out, out_ref), 8 * u) << name << " out " << shape;
+                EXPECT_LT(rel_norm(r->dq, dq_ref), 8 * u) << name << " dq " << shape;
+                EXPECT_LT(rel_norm(r->dk, dk_ref), 8 * u) << name << " dk " << shape;
+                EXPECT_LT(rel_norm(r->dv, dv_ref), 8 * u) << name << " dv " << shape;
+            }
+            EXPECT_LT(rel_norm(bf.out, emu.out), 1e-4) << shape;
+            EXPECT_LT(rel_norm(bf.dq, emu.dq), 1e-4) << shape;
+            EXPECT_LT(rel_norm(bf.dk, emu.dk), 1e-4) << shape;
+            EXPECT_LT(rel_norm(bf.dv, emu.dv), 1e-4) << shape;
+        }
     }
 }
 

@@ -32,6 +32,17 @@ using GemmF32Fn = void (*)(int64_t m, int64_t n, int64_t k, const float* a, int6
 using GemmF32NNFn = void (*)(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
                              int64_t ldb, float* c, int64_t ldc);
 
+// BF16 matrix products with FP32 accumulation (mixed-precision training): a and b hold bf16 bits, c is f32.
+// c: [m, n] = a: [m, k] · bᵀ, b: [n, k]; row strides lda, ldb, ldc (in elements).
+using GemmBF16Fn = void (*)(int64_t m, int64_t n, int64_t k, const uint16_t* a, int64_t lda, const uint16_t* b,
+                            int64_t ldb, float* c, int64_t ldc);
+// c: [m, n] = a: [m, k] · b: [k, n], bf16 in, f32 out; row strides lda, ldb, ldc.
+using GemmBF16NNFn = void (*)(int64_t m, int64_t n, int64_t k, const uint16_t* a, int64_t lda, const uint16_t* b,
+                              int64_t ldb, float* c, int64_t ldc);
+// c: [m, n] = aᵀ · b, a: [k, m], b: [k, n] (a weight gradient dW = dYᵀ·X without transposing dY); row strides lda, ldb, ldc.
+using GemmBF16TNFn = void (*)(int64_t m, int64_t n, int64_t k, const uint16_t* a, int64_t lda, const uint16_t* b,
+                              int64_t ldb, float* c, int64_t ldc);
+
 // y: [n] = w: [n, k] (row stride ldw) · x: [k]. The caller splits rows across threads.
 using GemvF32Fn = void (*)(int64_t n, int64_t k, const float* w, int64_t ldw, const float* x, float* y);
 
@@ -125,6 +136,11 @@ struct KernelTable {
     Kernel<GemmF32Fn> gemm_f32;
     Kernel<GemmF32NNFn> gemm_f32_nn;
     Kernel<GemvF32Fn> gemv_f32;
+    // Filled above the reference only where the CPU multiplies bf16 natively (AVX-512 BF16 vdpbf16ps);
+    // elsewhere training rounds operands to bf16 and runs gemm_f32 / gemm_f32_nn (train_ops.cpp).
+    Kernel<GemmBF16Fn> gemm_bf16;
+    Kernel<GemmBF16NNFn> gemm_bf16_nn;
+    Kernel<GemmBF16TNFn> gemm_bf16_tn;
     // Indexed by ggml type id: the quantized types' descriptors.
     std::array<QuantKernels, kMaxGgmlTypes> quant{};
     const QuantKernels& quant_kernels(DType type) const {

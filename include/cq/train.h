@@ -183,6 +183,33 @@ struct LrSchedule {
 /// every gradient by max_norm / (norm + 1e-6) as torch.nn.utils.clip_grad_norm_ does. Returns the norm before.
 double clip_grad_norm(std::span<TrainParam> params, double max_norm);
 
+/// FP16 training's dynamic loss scaling (torch.cuda.amp.GradScaler's rule): the backward runs on the loss times
+/// scale(), so small gradients survive fp16's range; unscale_and_check divides the gradients by the scale and says
+/// whether every one is finite; update(finite) halves the scale after an overflow (the caller skips that step's
+/// update) and multiplies it by growth_factor after growth_interval finite steps in a row.
+struct LossScalerOptions {
+    float init_scale = 65536.0f;
+    float growth_factor = 2.0f, backoff_factor = 0.5f;
+    int64_t growth_interval = 2000;
+};
+class DynamicLossScaler {
+public:
+    explicit DynamicLossScaler(const LossScalerOptions& options = {});
+    float scale() const { return scale_; }
+    /// Gradients ← gradients / scale(); false if any is inf or NaN (they are left unscaled then).
+    bool unscale_and_check(std::span<TrainParam> params) const;
+    void update(bool finite);
+    int64_t skipped_steps() const { return skipped_; }
+    int64_t finite_in_a_row() const { return good_; }
+    /// Restores a saved state (resume).
+    void restore(float scale, int64_t finite_in_a_row, int64_t skipped);
+
+private:
+    LossScalerOptions o_;
+    float scale_;
+    int64_t good_ = 0, skipped_ = 0;
+};
+
 /// A text file as training windows: the text tokenized whole (the tokenizer's BOS first if it adds one), cut
 /// into consecutive windows of ctx + 1 tokens; a window's first token is BOS where the tokenizer adds one.
 /// Inputs are a window's first ctx tokens, targets its last ctx.
@@ -221,7 +248,11 @@ struct FinetuneOptions {
     double clip = 1.0;       // ≤ 0: no clipping
     int64_t eval_every = 0;  // 0: evaluate before and after only
     int64_t eval_batches = 0;  // 0: the whole eval file
+    // Matmul operand precision (weights, gradients and optimiser state stay f32): fp32; bf16 (BF16 products with f32
+    // accumulation, vdpbf16ps where the CPU has AVX-512 BF16); fp16 (FP16 operands emulated on the f32 products, with
+    // dynamic loss scaling: steps whose gradients overflow are skipped).
     std::string precision = "fp32";
+    LossScalerOptions loss_scaler;  // fp16 only
     std::string checkpoint = "none";
 };
 
@@ -247,6 +278,9 @@ struct FinetuneReport {
     uint64_t param_state_bytes = 0;   // weights + gradients + optimiser state (f32)
     uint64_t activation_bytes = 0;    // the trainer's activation buffers at the end
     std::string output;
+    std::string precision = "fp32";
+    int64_t skipped_steps = 0;  // fp16: steps whose gradients overflowed (no update)
+    double loss_scale = 0;      // fp16: the loss scale at the end
 };
 
 /// Fine-tunes `model` in place on options.data and writes options.output (when set). progress (may be empty)
@@ -276,6 +310,7 @@ struct ClassifierFinetuneOptions {
     std::vector<WeightDecayRule> decay_rules = {parse_weight_decay_rule("*.bias=none"), parse_weight_decay_rule("*LayerNorm*=none")};
     double clip = 1.0;
     int64_t stop_after = 0;  // > 0: run only the first stop_after steps of the schedule
+    std::string precision = "fp32";  // fp32 or bf16 (as FinetuneOptions::precision)
 };
 FinetuneReport finetune_classifier(EncoderModel& model, const ClassifierFinetuneOptions& options,
                                    const std::function<void(const FinetuneProgress&)>& progress = {});

@@ -101,6 +101,9 @@ KernelTable make_kernel_table(IsaLevel level) {
     CQ_SET(dot_u8_s8, dot_u8_s8__ref, IsaLevel::ref);
     CQ_SET(gemm_f32, gemm_f32__ref, IsaLevel::ref);
     CQ_SET(gemm_f32_nn, gemm_f32_nn__ref, IsaLevel::ref);
+    CQ_SET(gemm_bf16, gemm_bf16__ref, IsaLevel::ref);
+    CQ_SET(gemm_bf16_nn, gemm_bf16_nn__ref, IsaLevel::ref);
+    CQ_SET(gemm_bf16_tn, gemm_bf16_tn__ref, IsaLevel::ref);
     CQ_SET(gemv_f32, gemv_f32__ref, IsaLevel::ref);
     describe_quant_types(t);
     std::array<Kernel<QuantizeRowFn>, kMaxGgmlTypes> act{};  // by activation type
@@ -157,6 +160,12 @@ KernelTable make_kernel_table(IsaLevel level) {
     if (reaches(level, IsaLevel::avx512)) {
         CQ_SET(gemm_f32, gemm_f32__dnnl, IsaLevel::avx512);
         CQ_SET(gemm_f32_nn, gemm_f32_nn__dnnl, IsaLevel::avx512);
+        // BF16 products need vdpbf16ps, a feature within the avx512 rungs rather than a rung of its own.
+        if (cpu_features().avx512_bf16) {
+            CQ_SET(gemm_bf16, gemm_bf16__dnnl, IsaLevel::avx512);
+            CQ_SET(gemm_bf16_nn, gemm_bf16_nn__dnnl, IsaLevel::avx512);
+            CQ_SET(gemm_bf16_tn, gemm_bf16_tn__dnnl, IsaLevel::avx512);
+        }
     }
 #endif
     for (QuantKernels& q : t.quant) {
@@ -183,6 +192,9 @@ void visit_slots(F&& f, Tables&... t) {
     f(std::string("gemm_f32"), t.gemm_f32...);
     f(std::string("gemm_f32_nn"), t.gemm_f32_nn...);
     f(std::string("gemv_f32"), t.gemv_f32...);
+    f(std::string("gemm_bf16"), t.gemm_bf16...);
+    f(std::string("gemm_bf16_nn"), t.gemm_bf16_nn...);
+    f(std::string("gemm_bf16_tn"), t.gemm_bf16_tn...);
     f(std::string("quantize_rows_u8_dynamic"), t.quantize_rows_u8_dynamic...);
     f(std::string("quantize_rows_u8_static"), t.quantize_rows_u8_static...);
     f(std::string("gemm_u8s8"), t.gemm_u8s8...);

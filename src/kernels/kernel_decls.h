@@ -40,6 +40,21 @@ void gemm_f32_nn__ref(int64_t m, int64_t n, int64_t k, const float* a, int64_t l
 void gemm_f32_nn__openblas(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
                            int64_t ldb, float* c, int64_t ldc);
 
+// BF16 products with FP32 accumulation (GemmBF16Fn / GemmBF16NNFn); __dnnl: oneDNN's bf16 matmul (brgemm on
+// vdpbf16ps), only called where the CPU has AVX-512 BF16.
+void gemm_bf16__ref(int64_t m, int64_t n, int64_t k, const uint16_t* a, int64_t lda, const uint16_t* b, int64_t ldb,
+                    float* c, int64_t ldc);
+void gemm_bf16_nn__ref(int64_t m, int64_t n, int64_t k, const uint16_t* a, int64_t lda, const uint16_t* b, int64_t ldb,
+                       float* c, int64_t ldc);
+void gemm_bf16_tn__ref(int64_t m, int64_t n, int64_t k, const uint16_t* a, int64_t lda, const uint16_t* b, int64_t ldb,
+                       float* c, int64_t ldc);
+void gemm_bf16_tn__dnnl(int64_t m, int64_t n, int64_t k, const uint16_t* a, int64_t lda, const uint16_t* b,
+                        int64_t ldb, float* c, int64_t ldc);
+void gemm_bf16__dnnl(int64_t m, int64_t n, int64_t k, const uint16_t* a, int64_t lda, const uint16_t* b, int64_t ldb,
+                     float* c, int64_t ldc);
+void gemm_bf16_nn__dnnl(int64_t m, int64_t n, int64_t k, const uint16_t* a, int64_t lda, const uint16_t* b,
+                        int64_t ldb, float* c, int64_t ldc);
+
 void gemv_f32__ref(int64_t n, int64_t k, const float* w, int64_t ldw, const float* x, float* y);
 void gemv_f32__avx2(int64_t n, int64_t k, const float* w, int64_t ldw, const float* x, float* y);
 void gemv_f32__avx512(int64_t n, int64_t k, const float* w, int64_t ldw, const float* x, float* y);

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstring>
 #include <cmath>
+#include <limits>
 #include <numeric>
 #include <optional>
 
@@ -14,6 +15,7 @@
 #include "cq/mapped_file.h"
 #include "cq/train.h"
 #include "train/data_order.h"
+#include "train/train_ops.h"
 
 namespace cq {
 
@@ -81,8 +83,10 @@ struct RunShape {
     uint64_t step, pos, opt_steps, batch, ctx, accumulate, seed, total_steps;
 };
 
+constexpr char kScalerMagic[8] = {'C', 'Q', 'S', 'C', 'A', 'L', 'E', '1'};
+
 void save_state(const std::string& path, const RunShape& rs, std::span<const TrainParam> params, Optimizer& opt,
-                const std::vector<double>& curve) {
+                const std::vector<double>& curve, const DynamicLossScaler* scaler) {
     AtomicFile f(path);
     f.write(kStateMagic, 8);
     f.write(&rs, sizeof rs);
@@ -98,12 +102,17 @@ void save_state(const std::string& path, const RunShape& rs, std::span<const Tra
         f.write(&numel, 8), f.write(st.data(), numel * sizeof(float));
     }
     f.write(&n_curve, 8), f.write(curve.data(), n_curve * sizeof(double));
+    if (scaler) {  // fp16 runs: the loss scaler's state, after the curve (files of other runs end at the curve)
+        const float scale = scaler->scale();
+        const int64_t good = scaler->finite_in_a_row(), skipped = scaler->skipped_steps();
+        f.write(kScalerMagic, 8), f.write(&scale, 4), f.write(&good, 8), f.write(&skipped, 8);
+    }
     f.commit();
 }
 
 // Restores what save_state wrote into params / opt / curve; checks it belongs to this run.
 RunShape load_state(const std::string& path, const RunShape& want, std::span<TrainParam> params, Optimizer& opt,
-                    std::vector<double>& curve) {
+                    std::vector<double>& curve, DynamicLossScaler* scaler) {
     const std::string bytes = read_text_file(path, 1ull << 40);
     size_t at = 0;
     const auto take = [&](void* dst, size_t n, const char* what) {
@@ -152,6 +161,19 @@ RunShape load_state(const std::string& path, const RunShape& want, std::span<Tra
     if (n != rs.step) throw FormatError("cq-train-state", path, at, "a loss curve of the wrong length");
     curve.resize(n);
     take(curve.data(), n * sizeof(double), "the loss curve");
+    if (scaler) {
+        if (at == bytes.size()) throw InvalidArgument("[finetune] " + path + " was written by a run without fp16 loss scaling");
+        char magic2[8];
+        float scale = 0;
+        int64_t good = 0, skipped = 0;
+        take(magic2, 8, "the loss scaler");
+        if (std::memcmp(magic2, kScalerMagic, 8) != 0) throw FormatError("cq-train-state", path, at - 8, "not a loss scaler section");
+        take(&scale, 4, "the loss scaler"), take(&good, 8, "the loss scaler"), take(&skipped, 8, "the loss scaler");
+        scaler->restore(scale, good, skipped);
+    }
+    if (at != bytes.size())
+        throw InvalidArgument("[finetune] " + path + " holds " + std::to_string(bytes.size() - at) + " bytes after the loss curve" +
+                              (scaler ? "" : " (a run with --precision fp16 wrote it)"));
     opt.set_steps(static_cast<int64_t>(rs.opt_steps));
     return rs;
 }
@@ -160,7 +182,8 @@ RunShape load_state(const std::string& path, const RunShape& want, std::span<Tra
 
 FinetuneReport finetune(LanguageModel& model, const FinetuneOptions& o,
                         const std::function<void(const FinetuneProgress&)>& progress) {
-    if (o.precision != "fp32") throw Unsupported("[finetune] --precision " + o.precision + " is not supported yet (fp32 is)");
+    const train::MatmulPrecision precision = train::parse_matmul_precision(o.precision);
+    const bool fp16 = precision == train::MatmulPrecision::fp16_via_f32;
     if (o.checkpoint != "none" && o.checkpoint != "block")
         throw Unsupported("[finetune] --checkpoint " + o.checkpoint + " is not supported yet (none and block are)");
     if (o.batch < 1 || o.accumulate < 1) throw InvalidArgument("[finetune] --batch and --accumulate must be at least 1");
@@ -186,6 +209,8 @@ FinetuneReport finetune(LanguageModel& model, const FinetuneOptions& o,
     }
     apply_weight_decay_rules(params, o.decay_rules);
     Optimizer opt(params, o.optimizer);
+    std::optional<DynamicLossScaler> scaler;
+    if (fp16) scaler.emplace(o.loss_scaler);
 
     const int64_t per_step = o.batch * o.accumulate;
     const int64_t total_steps =
@@ -206,13 +231,13 @@ FinetuneReport finetune(LanguageModel& model, const FinetuneOptions& o,
     const RunShape shape{0, 0, 0, static_cast<uint64_t>(o.batch), static_cast<uint64_t>(o.ctx), static_cast<uint64_t>(o.accumulate),
                          o.seed, static_cast<uint64_t>(total_steps)};
     if (!o.resume_from.empty()) {
-        const RunShape rs = load_state(o.resume_from, shape, params, opt, r.loss_curve);
+        const RunShape rs = load_state(o.resume_from, shape, params, opt, r.loss_curve, scaler ? &*scaler : nullptr);
         first_step = static_cast<int64_t>(rs.step), pos = static_cast<int64_t>(rs.pos);
     }
     const auto write_state = [&](int64_t steps_done) {
         RunShape rs = shape;
         rs.step = static_cast<uint64_t>(steps_done), rs.pos = static_cast<uint64_t>(pos), rs.opt_steps = static_cast<uint64_t>(opt.steps());
-        save_state(o.state_path, rs, params, opt, r.loss_curve);
+        save_state(o.state_path, rs, params, opt, r.loss_curve, scaler ? &*scaler : nullptr);
     };
     const auto t_start = std::chrono::steady_clock::now();
     const int64_t run_steps = o.stop_after > 0 ? std::min(o.stop_after, total_steps) : total_steps;
@@ -226,11 +251,24 @@ FinetuneReport finetune(LanguageModel& model, const FinetuneOptions& o,
                 if (epoch != order_epoch) order = epoch_order(data.n_windows, o.seed, epoch), order_epoch = epoch;
                 data.window(order[static_cast<size_t>(pos % data.n_windows)], in.data() + i * o.ctx, tg.data() + i * o.ctx);
             }
-            loss += trainer.forward_backward(in, tg, o.batch, o.ctx, 1.0f / static_cast<float>(o.accumulate)) / static_cast<double>(o.accumulate);
+            const float loss_scale = scaler ? scaler->scale() : 1.0f;
+            const train::ScopedMatmulPrecision scope(precision);
+            loss += trainer.forward_backward(in, tg, o.batch, o.ctx, loss_scale / static_cast<float>(o.accumulate)) /
+                    static_cast<double>(o.accumulate);
         }
-        const double gnorm = clip_grad_norm(params, o.clip);
         const float lr = sched.at(step);
-        opt.step(params, lr);
+        double gnorm = 0;
+        bool finite = true;
+        if (scaler) {  // an overflowed step leaves the weights and the optimiser as they are
+            finite = scaler->unscale_and_check(params);
+            scaler->update(finite);
+        }
+        if (finite) {
+            gnorm = clip_grad_norm(params, o.clip);
+            opt.step(params, lr);
+        } else {
+            gnorm = std::numeric_limits<double>::infinity();
+        }
         r.loss_curve.push_back(loss);
         r.step_seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
         const double dt = r.step_seconds.back();
@@ -258,6 +296,8 @@ FinetuneReport finetune(LanguageModel& model, const FinetuneOptions& o,
     for (const TrainParam& p : trainer.params()) r.param_state_bytes += static_cast<uint64_t>(p.numel) * 8;  // value + grad
     for (const auto& st : opt.state()) r.param_state_bytes += st.size() * sizeof(float);
     r.activation_bytes = trainer.activation_bytes();
+    r.precision = o.precision;
+    if (scaler) r.skipped_steps = scaler->skipped_steps(), r.loss_scale = scaler->scale();
     return r;
 }
 

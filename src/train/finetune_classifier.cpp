@@ -11,6 +11,7 @@
 #include "cq/error.h"
 #include "cq/train.h"
 #include "train/data_order.h"
+#include "train/train_ops.h"
 
 namespace cq {
 
@@ -73,6 +74,10 @@ FinetuneReport finetune_classifier(EncoderModel& model, const ClassifierFinetune
     std::vector<uint8_t> pixels;
     int64_t order_epoch = -1;
     const int64_t run_steps = o.stop_after > 0 ? std::min(o.stop_after, total_steps) : total_steps;
+    const train::MatmulPrecision precision = train::parse_matmul_precision(o.precision);
+    if (precision == train::MatmulPrecision::fp16_via_f32)
+        throw Unsupported("[finetune] --precision fp16 (with loss scaling) is supported for LLMs only so far; classifiers take fp32 or bf16");
+    r.precision = o.precision;
     const auto t_start = std::chrono::steady_clock::now();
     for (int64_t step = 0; step < run_steps; ++step) {
         const auto t0 = std::chrono::steady_clock::now();
@@ -83,6 +88,7 @@ FinetuneReport finetune_classifier(EncoderModel& model, const ClassifierFinetune
         trainer.zero_grad();
         double loss = 0;
         int64_t tokens = 0;
+        const train::ScopedMatmulPrecision scope(precision);
         if (train_set.text) {
             const TextBatch b = batch_of(model, *train_set.text, rows, o.max_len, labels);
             loss = trainer.forward_backward(b, labels, o.dropout, o.seed * 1000003ull + static_cast<uint64_t>(step));

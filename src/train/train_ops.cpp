@@ -9,9 +9,11 @@
 #include <numbers>
 #include <vector>
 
+#include "cq/error.h"
 #include "cq/kernels.h"
 #include "cq/tensor.h"
 #include "cq/thread_pool.h"
+#include "kernels/kernel_decls.h"
 
 namespace cq::train {
 
@@ -63,9 +65,78 @@ float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
 
 }  // namespace
 
+// ---------------------------------------------------------------- matmul precision
+
+namespace {
+thread_local MatmulPrecision t_matmul_precision = MatmulPrecision::f32;
+
+// f32 → f32 rounded to p's operand format (exact round trips through the kernel table's converters).
+void round_operands(MatmulPrecision p, const float* x, float* y, int64_t n) {
+    const KernelTable& kt = kernel_table();
+    for_tasks((n + kElemTile - 1) / kElemTile, [&](int64_t task) {
+        const int64_t i0 = task * kElemTile, m = std::min(kElemTile, n - i0);
+        uint16_t* h = reinterpret_cast<uint16_t*>(scratch(3).get(static_cast<size_t>((m + 1) / 2)));
+        if (p == MatmulPrecision::fp16_via_f32) {
+            kt.convert_f32_f16.fn(x + i0, h, m);
+            kt.convert_f16_f32.fn(h, y + i0, m);
+        } else {
+            kt.convert_f32_bf16.fn(x + i0, h, m);
+            kt.convert_bf16_f32.fn(h, y + i0, m);
+        }
+    });
+}
+
+// f32 → bf16 bits, in parallel.
+void to_bf16(const float* x, uint16_t* y, int64_t n) {
+    const auto convert = kernel_table().convert_f32_bf16.fn;
+    for_tasks((n + kElemTile - 1) / kElemTile, [&](int64_t task) {
+        const int64_t i0 = task * kElemTile;
+        convert(x + i0, y + i0, std::min(kElemTile, n - i0));
+    });
+}
+
+// What `bf16` means on this kernel table.
+MatmulPrecision resolved(MatmulPrecision p) {
+    if (p == MatmulPrecision::bf16 && kernel_table().gemm_bf16.isa == IsaLevel::ref) return MatmulPrecision::bf16_via_f32;
+    return p;
+}
+
+// Operand copies of the calling thread (grow-only, reused across calls).
+template <typename T>
+T* operand_buffer(int slot, int64_t n) {
+    thread_local std::vector<T> buffers[3];
+    std::vector<T>& b = buffers[slot];
+    if (static_cast<int64_t>(b.size()) < n) b.resize(static_cast<size_t>(n));
+    return b.data();
+}
+
+}  // namespace
+
+MatmulPrecision matmul_precision() { return t_matmul_precision; }
+
+MatmulPrecision parse_matmul_precision(const std::string& name) {
+    if (name == "fp32") return MatmulPrecision::f32;
+    if (name == "bf16") return MatmulPrecision::bf16;
+    if (name == "fp16") return MatmulPrecision::fp16_via_f32;
+    throw InvalidArgument("[train] precision '" + name + "' is not one of fp32, bf16, fp16");
+}
+
+ScopedMatmulPrecision::ScopedMatmulPrecision(MatmulPrecision p) : previous_(t_matmul_precision) { t_matmul_precision = p; }
+ScopedMatmulPrecision::~ScopedMatmulPrecision() { t_matmul_precision = previous_; }
+
+void round_operands__ref(MatmulPrecision p, const float* x, float* y, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) {
+        if (p == MatmulPrecision::f32) y[i] = x[i];
+        else if (p == MatmulPrecision::fp16_via_f32) y[i] = kernels::f16_to_f32_scalar(kernels::f32_to_f16_scalar(x[i]));
+        else y[i] = kernels::bf16_to_f32_scalar(kernels::f32_to_bf16_scalar(x[i]));
+    }
+}
+
 // ---------------------------------------------------------------- Linear
 
-void linear_forward(const float* x, const float* w, const float* b, int64_t N, int64_t I, int64_t O, float* y) {
+namespace {
+
+void linear_forward_f32(const float* x, const float* w, const float* b, int64_t N, int64_t I, int64_t O, float* y) {
     const auto gemm = kernel_table().gemm_f32.fn;
     for_tasks((N + kRowTile - 1) / kRowTile, [&](int64_t task) {
         const int64_t r0 = task * kRowTile, rows = std::min(kRowTile, N - r0);
@@ -76,8 +147,32 @@ void linear_forward(const float* x, const float* w, const float* b, int64_t N, i
     });
 }
 
-void linear_backward(const float* dy, const float* x, const float* w, int64_t N, int64_t I, int64_t O, float* dx,
-                     bool accumulate_dx, float* dw, float* db) {
+// The same tiles on bf16 operands (x, w converted once per call: weights change every step).
+void linear_forward_bf16(const float* x, const float* w, const float* b, int64_t N, int64_t I, int64_t O, float* y) {
+    const auto gemm = kernel_table().gemm_bf16.fn;
+    uint16_t* xb = operand_buffer<uint16_t>(0, N * I);
+    uint16_t* wb = operand_buffer<uint16_t>(1, O * I);
+    to_bf16(x, xb, N * I), to_bf16(w, wb, O * I);
+    for_tasks((N + kRowTile - 1) / kRowTile, [&](int64_t task) {
+        const int64_t r0 = task * kRowTile, rows = std::min(kRowTile, N - r0);
+        gemm(rows, O, I, xb + r0 * I, I, wb, I, y + r0 * O, O);
+        if (b)
+            for (int64_t r = r0; r < r0 + rows; ++r)
+                for (int64_t o = 0; o < O; ++o) y[r * O + o] += b[o];
+    });
+}
+
+// db[o0:o0+oc] += Σ_n dy[n, o]
+void bias_grad(const float* dy, int64_t N, int64_t O, int64_t o0, int64_t oc, float* db) {
+    for (int64_t o = o0; o < o0 + oc; ++o) {
+        double s = 0;
+        for (int64_t n = 0; n < N; ++n) s += dy[n * O + o];
+        db[o] += static_cast<float>(s);
+    }
+}
+
+void linear_backward_f32(const float* dy, const float* x, const float* w, int64_t N, int64_t I, int64_t O, float* dx,
+                         bool accumulate_dx, float* dw, float* db, const float* dy_for_db) {
     const KernelTable& kt = kernel_table();
     const int64_t n_row_tasks = dx ? (N + kRowTile - 1) / kRowTile : 0;
     const int64_t n_col_tasks = (dw || db) ? (O + kColTile - 1) / kColTile : 0;
@@ -104,13 +199,89 @@ void linear_backward(const float* dy, const float* x, const float* w, int64_t N,
             kt.gemm_f32_nn.fn(oc, I, N, dyt, N, x, I, tmp, I);
             for (int64_t i = 0; i < oc * I; ++i) dw[o0 * I + i] += tmp[i];
         }
-        if (db)
-            for (int64_t o = o0; o < o0 + oc; ++o) {
-                double s = 0;
-                for (int64_t n = 0; n < N; ++n) s += dy[n * O + o];
-                db[o] += static_cast<float>(s);
-            }
+        if (db) bias_grad(dy_for_db, N, O, o0, oc, db);
     });
+}
+
+// The same tasks on bf16 operands (dy, x, w converted once per call).
+void linear_backward_bf16(const float* dy, const float* x, const float* w, int64_t N, int64_t I, int64_t O, float* dx,
+                          bool accumulate_dx, float* dw, float* db) {
+    const KernelTable& kt = kernel_table();
+    const int64_t n_row_tasks = dx ? (N + kRowTile - 1) / kRowTile : 0;
+    const int64_t n_col_tasks = (dw || db) ? (O + kColTile - 1) / kColTile : 0;
+    uint16_t* dyb = operand_buffer<uint16_t>(0, N * O);
+    uint16_t* xb = dw ? operand_buffer<uint16_t>(1, N * I) : nullptr;
+    uint16_t* wb = dx ? operand_buffer<uint16_t>(2, O * I) : nullptr;
+    to_bf16(dy, dyb, N * O);
+    if (xb) to_bf16(x, xb, N * I);
+    if (wb) to_bf16(w, wb, O * I);
+    for_tasks(n_row_tasks + n_col_tasks, [&](int64_t task) {
+        if (task < n_row_tasks) {
+            const int64_t r0 = task * kRowTile, rows = std::min(kRowTile, N - r0);
+            if (!accumulate_dx) {
+                kt.gemm_bf16_nn.fn(rows, I, O, dyb + r0 * O, O, wb, I, dx + r0 * I, I);
+            } else {
+                float* tmp = scratch(0).get(static_cast<size_t>(rows * I));
+                kt.gemm_bf16_nn.fn(rows, I, O, dyb + r0 * O, O, wb, I, tmp, I);
+                for (int64_t i = 0; i < rows * I; ++i) dx[r0 * I + i] += tmp[i];
+            }
+            return;
+        }
+        const int64_t o0 = (task - n_row_tasks) * kColTile, oc = std::min(kColTile, O - o0);
+        if (dw) {  // dw[o0:o0+oc] += (dy[:, o0:o0+oc])ᵀ · x, dy read in place
+            float* tmp = scratch(2).get(static_cast<size_t>(oc * I));
+            kt.gemm_bf16_tn.fn(oc, I, N, dyb + o0, O, xb, I, tmp, I);
+            for (int64_t i = 0; i < oc * I; ++i) dw[o0 * I + i] += tmp[i];
+        }
+        if (db) bias_grad(dy, N, O, o0, oc, db);
+    });
+}
+
+}  // namespace
+
+void linear_forward(const float* x, const float* w, const float* b, int64_t N, int64_t I, int64_t O, float* y) {
+    const MatmulPrecision p = resolved(t_matmul_precision);
+    if (p == MatmulPrecision::f32) return linear_forward_f32(x, w, b, N, I, O, y);
+    if (p == MatmulPrecision::bf16) return linear_forward_bf16(x, w, b, N, I, O, y);
+    float* xr = operand_buffer<float>(0, N * I);
+    float* wr = operand_buffer<float>(1, O * I);
+    round_operands(p, x, xr, N * I), round_operands(p, w, wr, O * I);
+    linear_forward_f32(xr, wr, b, N, I, O, y);
+}
+
+void linear_backward(const float* dy, const float* x, const float* w, int64_t N, int64_t I, int64_t O, float* dx,
+                     bool accumulate_dx, float* dw, float* db) {
+    const MatmulPrecision p = resolved(t_matmul_precision);
+    if (p == MatmulPrecision::f32) return linear_backward_f32(dy, x, w, N, I, O, dx, accumulate_dx, dw, db, dy);
+    if (p == MatmulPrecision::bf16) return linear_backward_bf16(dy, x, w, N, I, O, dx, accumulate_dx, dw, db);
+    float* dyr = operand_buffer<float>(0, N * O);
+    float* xr = dw ? operand_buffer<float>(1, N * I) : nullptr;
+    float* wr = dx ? operand_buffer<float>(2, O * I) : nullptr;
+    round_operands(p, dy, dyr, N * O);
+    if (xr) round_operands(p, x, xr, N * I);
+    if (wr) round_operands(p, w, wr, O * I);
+    linear_backward_f32(dyr, xr, wr, N, I, O, dx, accumulate_dx, dw, db, dy);
+}
+
+void linear_forward_rounded__ref(MatmulPrecision p, const float* x, const float* w, const float* b, int64_t N, int64_t I,
+                                 int64_t O, float* y) {
+    std::vector<float> xr(static_cast<size_t>(N * I)), wr(static_cast<size_t>(O * I));
+    round_operands__ref(p, x, xr.data(), N * I), round_operands__ref(p, w, wr.data(), O * I);
+    linear_forward__ref(xr.data(), wr.data(), b, N, I, O, y);
+}
+
+void linear_backward_rounded__ref(MatmulPrecision p, const float* dy, const float* x, const float* w, int64_t N, int64_t I,
+                                  int64_t O, float* dx, bool accumulate_dx, float* dw, float* db) {
+    std::vector<float> dyr(static_cast<size_t>(N * O)), xr(static_cast<size_t>(N * I)), wr(static_cast<size_t>(O * I));
+    round_operands__ref(p, dy, dyr.data(), N * O), round_operands__ref(p, x, xr.data(), N * I);
+    round_operands__ref(p, w, wr.data(), O * I);
+    linear_backward__ref(dyr.data(), xr.data(), wr.data(), N, I, O, dx, accumulate_dx, dw, nullptr);
+    if (db)
+        for (int64_t o = 0; o < O; ++o) {
+            double s = 0;
+            for (int64_t n = 0; n < N; ++n) s += dy[n * O + o];
+            db[o] += static_cast<float>(s);
+        }
 }
 
 void linear_forward__ref(const float* x, const float* w, const float* b, int64_t N, int64_t I, int64_t O, float* y) {
@@ -442,18 +613,76 @@ bool sees(const int32_t* key_mask, int64_t b, int64_t T, int64_t t, int64_t j) {
 }
 }  // namespace
 
+// ---------------------------------------------------------------- low-precision products with an f32 interface
+
+namespace {
+
+enum class Form { nt, nn, tn };  // c = a·bᵀ (b: [n, k]); c = a·b (b: [k, n]); c = aᵀ·b (a: [k, m], b: [k, n])
+
+// rows × cols of src (row stride lds) → dst contiguous, as p's operands: bf16 bits (native) or f32 rounded to p.
+void pack_operand(MatmulPrecision p, const float* src, int64_t rows, int64_t cols, int64_t lds, void* dst) {
+    const KernelTable& kt = kernel_table();
+    if (p == MatmulPrecision::bf16) {
+        uint16_t* d = static_cast<uint16_t*>(dst);
+        for (int64_t r = 0; r < rows; ++r) kt.convert_f32_bf16.fn(src + r * lds, d + r * cols, cols);
+        return;
+    }
+    thread_local std::vector<uint16_t> row;
+    if (static_cast<int64_t>(row.size()) < cols) row.resize(static_cast<size_t>(cols));
+    float* d = static_cast<float*>(dst);
+    for (int64_t r = 0; r < rows; ++r) {
+        if (p == MatmulPrecision::fp16_via_f32) {
+            kt.convert_f32_f16.fn(src + r * lds, row.data(), cols);
+            kt.convert_f16_f32.fn(row.data(), d + r * cols, cols);
+        } else {
+            kt.convert_f32_bf16.fn(src + r * lds, row.data(), cols);
+            kt.convert_bf16_f32.fn(row.data(), d + r * cols, cols);
+        }
+    }
+}
+
+// One product on operands in precision p (resolved, not f32), f32 in and out; single-threaded (inside a task).
+void lowp_gemm(MatmulPrecision p, Form form, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
+               int64_t ldb, float* c, int64_t ldc) {
+    const KernelTable& kt = kernel_table();
+    thread_local std::vector<float> abuf, bbuf, tbuf;  // f32 words (bf16 operands take half of one each)
+    const int64_t a_rows = form == Form::tn ? k : m, a_cols = form == Form::tn ? m : k;
+    const int64_t b_rows = form == Form::nt ? n : k, b_cols = form == Form::nt ? k : n;
+    if (static_cast<int64_t>(abuf.size()) < a_rows * a_cols) abuf.resize(static_cast<size_t>(a_rows * a_cols));
+    if (static_cast<int64_t>(bbuf.size()) < b_rows * b_cols) bbuf.resize(static_cast<size_t>(b_rows * b_cols));
+    pack_operand(p, a, a_rows, a_cols, lda, abuf.data());
+    pack_operand(p, b, b_rows, b_cols, ldb, bbuf.data());
+    if (p == MatmulPrecision::bf16) {
+        const auto* ab = reinterpret_cast<const uint16_t*>(abuf.data());
+        const auto* bb = reinterpret_cast<const uint16_t*>(bbuf.data());
+        if (form == Form::nt) kt.gemm_bf16.fn(m, n, k, ab, a_cols, bb, b_cols, c, ldc);
+        else if (form == Form::nn) kt.gemm_bf16_nn.fn(m, n, k, ab, a_cols, bb, b_cols, c, ldc);
+        else kt.gemm_bf16_tn.fn(m, n, k, ab, a_cols, bb, b_cols, c, ldc);
+        return;
+    }
+    if (form == Form::nt) return kt.gemm_f32.fn(m, n, k, abuf.data(), a_cols, bbuf.data(), b_cols, c, ldc);
+    if (form == Form::nn) return kt.gemm_f32_nn.fn(m, n, k, abuf.data(), a_cols, bbuf.data(), b_cols, c, ldc);
+    if (static_cast<int64_t>(tbuf.size()) < m * k) tbuf.resize(static_cast<size_t>(m * k));
+    transpose(abuf.data(), k, m, m, tbuf.data());
+    kt.gemm_f32_nn.fn(m, n, k, tbuf.data(), k, bbuf.data(), b_cols, c, ldc);
+}
+
+}  // namespace
+
 void attention_forward(const float* q, const float* k, const float* v, int64_t B, int64_t T, int64_t Hq, int64_t Hkv,
                        int64_t hd, float* p, float* out, const int32_t* key_mask, const float* drop) {
     const KernelTable& kt = kernel_table();
     const int64_t qs = Hq * hd, ks = Hkv * hd, group = Hq / Hkv;
     const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+    const MatmulPrecision mp = resolved(t_matmul_precision);  // read here: the tasks run on other threads
     for_tasks(B * Hq, [&](int64_t task) {
         const int64_t b = task / Hq, h = task % Hq, hk = h / group;
         float* P = p + task * T * T;
         const float* qh = q + b * T * qs + h * hd;
         const float* kh = k + b * T * ks + hk * hd;
         const float* vh = v + b * T * ks + hk * hd;
-        kt.gemm_f32.fn(T, T, hd, qh, qs, kh, ks, P, T);  // S: [T, T] = Q_h·K_hᵀ
+        if (mp == MatmulPrecision::f32) kt.gemm_f32.fn(T, T, hd, qh, qs, kh, ks, P, T);  // S: [T, T] = Q_h·K_hᵀ
+        else lowp_gemm(mp, Form::nt, T, T, hd, qh, qs, kh, ks, P, T);
         if (!key_mask) {
             for (int64_t t = 0; t < T; ++t) softmax_row(P + t * T, t + 1, T, scale);
         } else {
@@ -479,7 +708,8 @@ void attention_forward(const float* q, const float* k, const float* v, int64_t B
             for (int64_t i = 0; i < T * T; ++i) pd[i] = P[i] * dm[i];
             Pv = pd;
         }
-        kt.gemm_f32_nn.fn(T, hd, T, Pv, T, vh, ks, out + b * T * qs + h * hd, qs);  // out_h = (P∘drop)·V_h
+        if (mp == MatmulPrecision::f32) kt.gemm_f32_nn.fn(T, hd, T, Pv, T, vh, ks, out + b * T * qs + h * hd, qs);  // out_h = (P∘drop)·V_h
+        else lowp_gemm(mp, Form::nn, T, hd, T, Pv, T, vh, ks, out + b * T * qs + h * hd, qs);
     });
 }
 
@@ -489,6 +719,7 @@ void attention_backward(const float* dout, const float* q, const float* k, const
     const KernelTable& kt = kernel_table();
     const int64_t qs = Hq * hd, ks = Hkv * hd, group = Hq / Hkv;
     const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+    const MatmulPrecision mp = resolved(t_matmul_precision);  // read here: the tasks run on other threads
     // One task per (batch, KV head): the heads sharing it add their dK, dV in head order.
     for_tasks(B * Hkv, [&](int64_t task) {
         const int64_t b = task / Hkv, hk = task % Hkv;
@@ -510,12 +741,22 @@ void attention_backward(const float* dout, const float* q, const float* k, const
                 for (int64_t t = 0; t < T; ++t)
                     for (int64_t d = 0; d < hd; ++d) dst[t * ks + d] = (g == 0 ? 0.0f : dst[t * ks + d]) + tmp[t * hd + d];
             };
-            kt.gemm_f32.fn(T, T, hd, doh, qs, vh, ks, dP, T);  // d(P∘drop) = dO_h·V_hᵀ
-            transpose(P, T, T, T, tr);
-            if (dm)
-                for (int64_t i = 0; i < T; ++i)
-                    for (int64_t j = 0; j < T; ++j) tr[j * T + i] *= dm[i * T + j];
-            kt.gemm_f32_nn.fn(T, hd, T, tr, T, doh, qs, tmp, hd);  // dV_h = (P∘drop)ᵀ·dO_h
+            if (mp != MatmulPrecision::f32) {  // the same products on low-precision operands, Pᵀ and dSᵀ read in place
+                lowp_gemm(mp, Form::nt, T, T, hd, doh, qs, vh, ks, dP, T);
+                const float* Pd = P;
+                if (dm) {
+                    for (int64_t i = 0; i < T * T; ++i) tr[i] = P[i] * dm[i];
+                    Pd = tr;
+                }
+                lowp_gemm(mp, Form::tn, T, hd, T, Pd, T, doh, qs, tmp, hd);
+            } else {
+                kt.gemm_f32.fn(T, T, hd, doh, qs, vh, ks, dP, T);  // d(P∘drop) = dO_h·V_hᵀ
+                transpose(P, T, T, T, tr);
+                if (dm)
+                    for (int64_t i = 0; i < T; ++i)
+                        for (int64_t j = 0; j < T; ++j) tr[j * T + i] *= dm[i * T + j];
+                kt.gemm_f32_nn.fn(T, hd, T, tr, T, doh, qs, tmp, hd);  // dV_h = (P∘drop)ᵀ·dO_h
+            }
             add_into(dvh);
             for (int64_t t = 0; t < T; ++t) {  // dS = P ∘ (dP − Σ_j dP·P)·scale, dP = d(P∘drop)∘drop
                 float* dr = dP + t * T;
@@ -528,9 +769,14 @@ void attention_backward(const float* dout, const float* q, const float* k, const
                 const float m = static_cast<float>(dot);
                 for (int64_t j = 0; j < T; ++j) dr[j] = sees(key_mask, b, T, t, j) ? pr[j] * (dr[j] - m) * scale : 0.0f;
             }
-            kt.gemm_f32_nn.fn(T, hd, T, dP, T, kh, ks, dqh, qs);  // dQ_h = dS·K_h
-            transpose(dP, T, T, T, tr);
-            kt.gemm_f32_nn.fn(T, hd, T, tr, T, qh, qs, tmp, hd);  // dK_h = dSᵀ·Q_h
+            if (mp != MatmulPrecision::f32) {
+                lowp_gemm(mp, Form::nn, T, hd, T, dP, T, kh, ks, dqh, qs);
+                lowp_gemm(mp, Form::tn, T, hd, T, dP, T, qh, qs, tmp, hd);
+            } else {
+                kt.gemm_f32_nn.fn(T, hd, T, dP, T, kh, ks, dqh, qs);  // dQ_h = dS·K_h
+                transpose(dP, T, T, T, tr);
+                kt.gemm_f32_nn.fn(T, hd, T, tr, T, qh, qs, tmp, hd);  // dK_h = dSᵀ·Q_h
+            }
             add_into(dkh);
         }
     });

@@ -5,12 +5,42 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 #include "cq/llm.h"
 
 namespace cq::train {
 
+// ---- matmul precision (mixed-precision training) ----
+// The number format of the matrix products' operands (Linear: x, w and dy; attention: q, k, v, p and their gradients;
+// every product accumulated in f32), set per
+// calling thread for a scope; weights, gradients and optimiser state stay f32 (the master copy) whatever it is.
+//   f32:          as they are.
+//   bf16:         rounded to bf16 (nearest even) and multiplied by the kernel table's gemm_bf16 / gemm_bf16_nn where
+//                 it has a native kernel (AVX-512 BF16), else as bf16_via_f32 (the same numbers, f32 products).
+//   bf16_via_f32: rounded to bf16, held as f32, through gemm_f32 / gemm_f32_nn.
+//   fp16_via_f32: rounded to fp16 (|x| ≥ 65520 → ±inf, tiny values to subnormals / 0), held as f32, through the f32
+//                 GEMMs: FP16 training emulated on CPUs without FP16 arithmetic (needs loss scaling; see
+//                 DynamicLossScaler).
+enum class MatmulPrecision { f32, bf16, bf16_via_f32, fp16_via_f32 };
+MatmulPrecision matmul_precision();
+class ScopedMatmulPrecision {
+public:
+    explicit ScopedMatmulPrecision(MatmulPrecision p);
+    ~ScopedMatmulPrecision();
+    ScopedMatmulPrecision(const ScopedMatmulPrecision&) = delete;
+    ScopedMatmulPrecision& operator=(const ScopedMatmulPrecision&) = delete;
+
+private:
+    MatmulPrecision previous_;
+};
+// "fp32" | "bf16" | "fp16" (cq finetune's --precision) → f32 | bf16 | fp16_via_f32; InvalidArgument otherwise.
+MatmulPrecision parse_matmul_precision(const std::string& name);
+// x: [n] → y: [n] rounded to precision p's operand format and back to f32 (y may alias x); the scalar reference.
+void round_operands__ref(MatmulPrecision p, const float* x, float* y, int64_t n);
+
 // ---- Linear ----
+// Under a matmul precision other than f32 (see above) the three products round their operands first.
 // x: [N, I], w: [O, I], b: [O] or null → y: [N, O] = x·wᵀ + b
 void linear_forward(const float* x, const float* w, const float* b, int64_t N, int64_t I, int64_t O, float* y);
 // dy: [N, O] → dx: [N, I] (overwritten, or added to with accumulate_dx; skipped when null), dw: [O, I] +=,
@@ -20,6 +50,11 @@ void linear_backward(const float* dy, const float* x, const float* w, int64_t N,
 void linear_forward__ref(const float* x, const float* w, const float* b, int64_t N, int64_t I, int64_t O, float* y);
 void linear_backward__ref(const float* dy, const float* x, const float* w, int64_t N, int64_t I, int64_t O, float* dx,
                           bool accumulate_dx, float* dw, float* db);
+// The twins under precision p: the f32 references on operands rounded by round_operands__ref (db from dy unrounded).
+void linear_forward_rounded__ref(MatmulPrecision p, const float* x, const float* w, const float* b, int64_t N, int64_t I,
+                                 int64_t O, float* y);
+void linear_backward_rounded__ref(MatmulPrecision p, const float* dy, const float* x, const float* w, int64_t N, int64_t I,
+                                  int64_t O, float* dx, bool accumulate_dx, float* dw, float* db);
 
 // ---- RMSNorm ----
 // x: [N, D], w: [D] → y: [N, D] = x·rstd·w, rstd: [N] = 1/sqrt(mean(x²) + eps)
@@ -63,6 +98,7 @@ void rope_backward__ref(float* dx, int64_t B, int64_t T, int64_t stride, int64_t
                         int64_t rope_dims, const float* cos_t, const float* sin_t, RopePairing pairing);
 
 // ---- grouped-query attention: causal, or bidirectional over a key mask ----
+// Under a matmul precision other than f32 its six products round their operands first (softmax and its backward stay f32).
 // q: [B·T, Hq·hd], k, v: [B·T, Hkv·hd] → p: [B, Hq, T, T] (softmax(q·kᵀ/√hd) over the keys a query sees, 0 elsewhere),
 // out: [B·T, Hq·hd] = (p ∘ drop)·v. Query head h reads KV head h / (Hq/Hkv). key_mask: [B, T] (1: real token) makes
 // it bidirectional over the real keys (null: causal); drop: [B, Hq, T, T] dropout multipliers on p (null: none).

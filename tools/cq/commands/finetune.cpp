@@ -39,6 +39,8 @@ nlohmann::json report_json(const FinetuneReport& r) {
     }
     if (r.has_accuracy) j["eval"] = {{"accuracy_before", r.eval_accuracy_before}, {"accuracy_after", r.eval_accuracy_after}};
     if (!r.output.empty()) j["output"] = r.output;
+    j["precision"] = r.precision;
+    if (r.precision == "fp16") j["loss_scale"] = {{"final", r.loss_scale}, {"skipped_steps", r.skipped_steps}};
     return j;
 }
 
@@ -72,6 +74,8 @@ void print_text(const FinetuneReport& r) {
         std::printf("eval loss %.4f → %.4f, PPL %.4f → %.4f\n", r.eval_loss_before, r.eval_loss_after, std::exp(r.eval_loss_before),
                     std::exp(r.eval_loss_after));
     }
+    if (r.precision == "fp16")
+        std::printf("fp16 loss scale %g at the end, %lld overflowed steps skipped\n", r.loss_scale, static_cast<long long>(r.skipped_steps));
     if (r.has_accuracy) std::printf("eval accuracy %.2f %% → %.2f %%\n", 100 * r.eval_accuracy_before, 100 * r.eval_accuracy_after);
     if (!r.output.empty()) std::printf("wrote %s\n", r.output.c_str());
 }
@@ -79,7 +83,7 @@ void print_text(const FinetuneReport& r) {
 
 Runner register_finetune(CLI::App& app) {
     auto o = std::make_shared<Options>();
-    CLI::App* cmd = app.add_subcommand("finetune", "Train a model in fp32: decoder LLMs (LLaMA family, GPT-2) on a text file "
+    CLI::App* cmd = app.add_subcommand("finetune", "Train a model (f32 master weights; fp32, bf16 or fp16 matmuls): decoder LLMs (LLaMA family, GPT-2) on a text file "
                                                    "(packed windows of --ctx tokens), BERT classifiers on a TSV");
     cmd->add_option("model", o->model, "A .gguf file or an HF model directory")->required();
     cmd->add_option("--data", o->ft.data, "Training data: a text file (LLMs: tokenized whole, cut into windows of --ctx + 1 "
@@ -110,7 +114,14 @@ Runner register_finetune(CLI::App& app) {
         ->check(CLI::IsMember({"cosine", "linear", "constant"}));
     cmd->add_option("--min-lr-ratio", o->ft.schedule.min_lr_ratio, "Final learning rate as a fraction of --lr")->default_val(0.0f);
     cmd->add_option("--clip", o->ft.clip, "Global gradient-norm clip (0: off)")->default_val(1.0);
-    cmd->add_option("--precision", o->ft.precision, "fp32 (bf16 / fp16: not yet)")->default_val("fp32");
+    cmd->add_option("--precision", o->ft.precision, "Matmul operands: fp32; bf16 (BF16 products, f32 accumulation; AVX-512 BF16 "
+                                                    "where the CPU has it); fp16 (LLMs: FP16 operands emulated, dynamic loss scaling, "
+                                                    "overflowed steps skipped). Weights and optimiser state stay f32")
+        ->default_val("fp32")->check(CLI::IsMember({"fp32", "bf16", "fp16"}));
+    cmd->add_option("--loss-scale", o->ft.loss_scaler.init_scale, "fp16: initial loss scale")->default_val(65536.0f);
+    cmd->add_option("--loss-scale-interval", o->ft.loss_scaler.growth_interval,
+                    "fp16: finite steps in a row before the loss scale doubles (it halves on an overflow)")->default_val(2000)
+        ->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
     cmd->add_option("--checkpoint", o->ft.checkpoint, "Activation checkpointing (LLMs): none, or block (keep each block's input, recompute it in the backward)")->default_val("none");
     cmd->add_option("--seed", o->seed, "Data order (and classifiers' init and dropout): LLMs 0 keeps the file's order (default: LLMs 0, "
                                        "classifiers 1)");
@@ -151,7 +162,7 @@ Runner register_finetune(CLI::App& app) {
             ct.optimizer.kind = kind;
             ct.data_selection = parse_range(o->range, "--range"), ct.eval_selection = parse_range(o->eval_range, "--eval-range");
             for (const std::string& spec : o->decay_rules) ct.decay_rules.push_back(parse_weight_decay_rule(spec));
-            if (o->ft.precision != "fp32") throw Unsupported("[finetune] --precision " + o->ft.precision + " is not supported yet (fp32 is)");
+            ct.precision = o->ft.precision;
             if (!o->ft.state_path.empty() || !o->ft.resume_from.empty() || o->ft.accumulate != 1)
                 throw Unsupported("[finetune] --save-state, --resume and --accumulate are supported for LLMs only so far");
             if (o->ft.checkpoint != "none") throw Unsupported("[finetune] --checkpoint " + o->ft.checkpoint + " is not supported yet (none is)");
