@@ -5,6 +5,8 @@
 //                 from CQ_RUN_JSON's prompt (`cq run --json` output; its tokens are recorded beside ORT's).
 //   KIND text:    a padded batch of two seeded sequences (token types 0/1) → logits.
 //   KIND vision:  two seeded u8 images, normalised as the model's preprocessor_config.json says → logits.
+//   KIND cnn:     an imported ONNX CNN on seeded inputs in [0, 1) (CONFIG_JSON unused: pass -).
+//   KIND mnist:   node scripts/onnx_reference.js mnist MODEL.onnx IMAGES.gz OUT.json LABELS.gz: predictions on MNIST.
 // CONFIG_JSON: the model's config.json (vocab size, image size, ...). Needs NODE_PATH to onnxruntime-node.
 'use strict';
 const fs = require('fs');
@@ -106,13 +108,44 @@ async function vision(path, cfg, pre) {
   return { batch: B, pixels, logits: Array.from(o.logits.data), dims: o.logits.dims };
 }
 
+// An imported CNN: seeded inputs in [0, 1) of the graph input's fixed shape (batch 2 where it is open) → first output.
+async function cnn(path) {
+  const s = await ort.InferenceSession.create(path, opts);
+  const meta = s.inputMetadata.find((m) => m.name === s.inputNames[0]);
+  const dims = meta.shape.map((d) => (typeof d === 'number' && d > 0 ? d : 2));
+  const r = rng(31), n = dims.reduce((a, b) => a * b, 1);
+  const x = Float32Array.from({ length: n }, () => r());
+  const o = await s.run({ [s.inputNames[0]]: new ort.Tensor('float32', x, dims) });
+  const y = o[s.outputNames[0]];
+  return { dims, input: Array.from(x), output: Array.from(y.data), output_dims: y.dims };
+}
+
+// mnist-8 on the MNIST test set (raw 0..255 pixels, as the model zoo's model expects): ORT's predictions.
+async function mnist(path, images, labels) {
+  const zlib = require('zlib');
+  const img = zlib.gunzipSync(fs.readFileSync(images)), lab = zlib.gunzipSync(fs.readFileSync(labels));
+  const count = img.readUInt32BE(4), s = await ort.InferenceSession.create(path, opts);
+  const predictions = [];
+  let correct = 0;
+  for (let i = 0; i < count; ++i) {
+    const x = Float32Array.from(img.subarray(16 + i * 784, 16 + (i + 1) * 784));
+    const o = await s.run({ [s.inputNames[0]]: new ort.Tensor('float32', x, [1, 1, 28, 28]) });
+    const p = argmax(o[s.outputNames[0]].data, 0, 10);
+    predictions.push(p);
+    correct += p === lab[8 + i];
+  }
+  return { samples: count, accuracy: correct / count, predictions };
+}
+
 (async () => {
   const [kind, path, config, outPath, runJson] = process.argv.slice(2);
-  const cfg = JSON.parse(fs.readFileSync(config, 'utf8'));
+  const cfg = kind === 'cnn' || kind === 'mnist' ? {} : JSON.parse(fs.readFileSync(config, 'utf8'));
   let result;
   if (kind === 'decoder') result = await decoder(path, cfg, runJson ? JSON.parse(fs.readFileSync(runJson, 'utf8')) : null);
   else if (kind === 'text') result = await text(path, cfg);
   else if (kind === 'vision') result = await vision(path, cfg, JSON.parse(fs.readFileSync(config.replace(/config\.json$/, 'preprocessor_config.json'), 'utf8')));
+  else if (kind === 'cnn') result = await cnn(path);
+  else if (kind === 'mnist') result = await mnist(path, config, runJson);
   else throw new Error('unknown kind ' + kind);
   result.ort_version = require('onnxruntime-node/package.json').version;
   fs.writeFileSync(outPath, JSON.stringify(result) + '\n');

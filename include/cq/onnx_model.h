@@ -1,0 +1,66 @@
+// ONNX import: an .onnx classifier (a CNN such as mnist-8 or SqueezeNet, FP32 or QDQ) loaded into the model spine.
+// Conv, Gemm and MatMul with constant weights become Linears (a Conv as a Linear over im2col patches), so compression
+// passes see and rewrite them like any other model's; the rest of the graph runs as a small interpreter in the
+// file's node order. Unknown operators are refused at load, naming the node and the op.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "cq/model.h"
+
+namespace cq {
+
+struct OnnxGraphState;
+
+class OnnxModel : public Model {
+public:
+    ~OnnxModel() override;
+    /// Loads an .onnx file (external data beside it). FormatError for a malformed file, Unsupported naming the first
+    /// node whose operator cq cannot run.
+    static std::unique_ptr<OnnxModel> load(const std::string& path);
+
+    ModelKind kind() const override { return ModelKind::vision; }
+    const std::string& architecture() const override { return architecture_; }
+    int64_t n_blocks() const override { return 0; }
+    std::vector<LayerInfo> layers() const override;
+    void save(const std::string& path, const SaveOptions& options = {}) const override;
+
+    /// The graph's one float input: its name and shape with the batch dimension as −1 where the file leaves it open.
+    const std::string& input_name() const;
+    const std::vector<int64_t>& input_shape() const;
+    /// The graph's first output's name.
+    const std::string& output_name() const;
+
+    /// Runs `batch` inputs (each input_shape() without the batch dimension, float, in the file's layout) and returns the
+    /// first output, flattened: [batch, outputs_per_sample]. InvalidArgument when a shape does not fit.
+    std::vector<float> run(const float* input, int64_t batch);
+    /// Elements per sample of the last run()'s output.
+    int64_t outputs_per_sample() const { return outputs_per_sample_; }
+
+    /// The supported operators, for messages and docs.
+    static std::string supported_operators();
+
+private:
+    OnnxModel();
+    void collect_linears(std::vector<Linear*>& out) override;
+    std::string architecture_ = "onnx";
+    std::unique_ptr<OnnxGraphState> state_;
+    int64_t outputs_per_sample_ = 0;
+};
+
+namespace onnx_ops {
+/// Direct 2-D convolution in double, the reference twin of the im2col + GEMM path. x: [N, C, H, W];
+/// w: [M, C/group, kh, kw]; b: [M] or null; pads: top, left, bottom, right. y: [N, M, OH, OW].
+void conv2d_ref(const float* x, int64_t N, int64_t C, int64_t H, int64_t W, const float* w, int64_t M, int64_t kh, int64_t kw,
+                const float* b, int64_t group, const int64_t stride[2], const int64_t pads[4], const int64_t dilation[2], float* y,
+                int64_t OH, int64_t OW);
+/// The same through im2col and the kernel table's f32 GEMM (group 1).
+void conv2d_im2col(const float* x, int64_t N, int64_t C, int64_t H, int64_t W, const float* w, int64_t M, int64_t kh, int64_t kw,
+                   const float* b, const int64_t stride[2], const int64_t pads[4], const int64_t dilation[2], float* y, int64_t OH,
+                   int64_t OW);
+}  // namespace onnx_ops
+
+}  // namespace cq

@@ -1,0 +1,678 @@
+// OnnxModel: an imported ONNX graph run in its node order (see cq/onnx_model.h). At load, nodes whose inputs are all
+// constants are folded (so QDQ weights become float weights), Conv / Gemm / MatMul with constant weights become
+// Linears, and a BatchNormalization right after a Conv is folded into it. At run time the other operators are plain
+// loops over NCHW float tensors.
+#include "cq/onnx_model.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <limits>
+#include <map>
+#include <set>
+
+#include "cq/error.h"
+#include "onnx/conv2d.h"
+#include "onnx/onnx_file.h"
+#include "onnx/onnx_validate.h"
+#include "ops/ops.h"
+
+namespace cq {
+
+namespace {
+
+struct Value {
+    std::vector<int64_t> shape;
+    std::vector<float> f;        // float tensors
+    std::vector<int64_t> i;      // integer tensors (shapes, indices, quantized codes)
+    bool integer = false;
+    int32_t quant_type = 0;      // QuantizeLinear's output type (uint8 / int8) while stored as codes
+    int64_t numel() const {
+        int64_t n = 1;
+        for (int64_t d : shape) n *= d;
+        return n;
+    }
+};
+
+const std::set<std::string> kSupported = {
+    "Conv", "BatchNormalization", "Relu", "LeakyRelu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "MaxPool",
+    "AveragePool", "GlobalAveragePool", "Gemm", "MatMul", "Add", "Sub", "Mul", "Div", "Concat", "Reshape", "Flatten",
+    "Transpose", "Softmax", "Dropout", "Identity", "Constant", "QuantizeLinear", "DequantizeLinear", "Squeeze", "Unsqueeze"};
+
+const onnx_ir::Attribute* find_attr(const onnx_ir::Node& n, const std::string& name) {
+    for (const auto& a : n.attributes)
+        if (a.name == name) return &a;
+    return nullptr;
+}
+int64_t attr_i(const onnx_ir::Node& n, const std::string& name, int64_t dflt) {
+    const auto* a = find_attr(n, name);
+    return a ? a->i : dflt;
+}
+float attr_f(const onnx_ir::Node& n, const std::string& name, float dflt) {
+    const auto* a = find_attr(n, name);
+    return a ? a->f : dflt;
+}
+std::vector<int64_t> attr_ints(const onnx_ir::Node& n, const std::string& name, std::vector<int64_t> dflt) {
+    const auto* a = find_attr(n, name);
+    return a ? a->ints : dflt;
+}
+std::string attr_s(const onnx_ir::Node& n, const std::string& name) {
+    const auto* a = find_attr(n, name);
+    return a ? a->s : "";
+}
+
+Value from_tensor(const onnx_ir::Tensor& t, const std::string& where) {
+    Value v;
+    v.shape = t.dims;
+    const int64_t n = v.numel();
+    const char* p = t.raw.data();
+    auto ints = [&](auto type_tag) {
+        using T = decltype(type_tag);
+        v.integer = true;
+        v.i.resize(static_cast<size_t>(n));
+        for (int64_t k = 0; k < n; ++k) {
+            T x;
+            std::memcpy(&x, p + k * static_cast<int64_t>(sizeof(T)), sizeof(T));
+            v.i[static_cast<size_t>(k)] = static_cast<int64_t>(x);
+        }
+    };
+    switch (t.data_type) {
+    case onnx_ir::kFloat: v.f.resize(static_cast<size_t>(n)); std::memcpy(v.f.data(), p, static_cast<size_t>(n) * 4); break;
+    case onnx_ir::kInt64: ints(int64_t{}); break;
+    case onnx_ir::kInt32: ints(int32_t{}); break;
+    case onnx_ir::kInt8: ints(int8_t{}); v.quant_type = onnx_ir::kInt8; break;
+    case onnx_ir::kUint8: ints(uint8_t{}); v.quant_type = onnx_ir::kUint8; break;
+    default: throw Unsupported("[onnx] " + where + ": tensor '" + t.name + "' has data type " + std::to_string(t.data_type) +
+                               " (cq imports float, int64, int32, int8 and uint8 tensors)");
+    }
+    return v;
+}
+
+std::vector<float> as_float(const Value& v) {
+    if (!v.integer) return v.f;
+    return std::vector<float>(v.i.begin(), v.i.end());
+}
+
+// numpy-style broadcasting of a binary float op
+Value broadcast(const Value& a, const Value& b, const std::function<float(float, float)>& f, const std::string& where) {
+    const size_t r = std::max(a.shape.size(), b.shape.size());
+    std::vector<int64_t> sa(r, 1), sb(r, 1), out(r);
+    std::copy(a.shape.begin(), a.shape.end(), sa.begin() + static_cast<std::ptrdiff_t>(r - a.shape.size()));
+    std::copy(b.shape.begin(), b.shape.end(), sb.begin() + static_cast<std::ptrdiff_t>(r - b.shape.size()));
+    for (size_t d = 0; d < r; ++d) {
+        if (sa[d] != sb[d] && sa[d] != 1 && sb[d] != 1) throw InvalidArgument("[onnx] " + where + ": shapes do not broadcast");
+        out[d] = std::max(sa[d], sb[d]);
+    }
+    std::vector<int64_t> stride_a(r, 0), stride_b(r, 0);
+    for (int64_t d = static_cast<int64_t>(r) - 1, ka = 1, kb = 1; d >= 0; --d) {
+        stride_a[static_cast<size_t>(d)] = sa[static_cast<size_t>(d)] == 1 ? 0 : ka;
+        stride_b[static_cast<size_t>(d)] = sb[static_cast<size_t>(d)] == 1 ? 0 : kb;
+        ka *= sa[static_cast<size_t>(d)];
+        kb *= sb[static_cast<size_t>(d)];
+    }
+    const std::vector<float> fa = as_float(a), fb = as_float(b);
+    Value y;
+    y.shape = out;
+    y.f.resize(static_cast<size_t>(y.numel()));
+    std::vector<int64_t> idx(r, 0);
+    for (size_t k = 0; k < y.f.size(); ++k) {
+        int64_t ia = 0, ib = 0;
+        for (size_t d = 0; d < r; ++d) ia += idx[d] * stride_a[d], ib += idx[d] * stride_b[d];
+        y.f[k] = f(fa[static_cast<size_t>(ia)], fb[static_cast<size_t>(ib)]);
+        for (int64_t d = static_cast<int64_t>(r) - 1; d >= 0; --d) {
+            if (++idx[static_cast<size_t>(d)] < out[static_cast<size_t>(d)]) break;
+            idx[static_cast<size_t>(d)] = 0;
+        }
+    }
+    return y;
+}
+
+int64_t norm_axis(int64_t axis, size_t rank, const std::string& where) {
+    const int64_t r = static_cast<int64_t>(rank);
+    if (axis < -r || axis >= std::max<int64_t>(r, 1)) throw InvalidArgument("[onnx] " + where + ": axis " + std::to_string(axis) + " is out of range");
+    return axis < 0 ? axis + r : axis;
+}
+
+}  // namespace
+
+struct OnnxGraphState {
+    onnx_ir::Model model;
+    std::string path;
+    std::map<std::string, Value> constants;
+    std::vector<std::unique_ptr<Linear>> linears;
+    std::map<size_t, size_t> node_linear;  // node index → its Linear
+    std::set<size_t> skip;                 // folded nodes
+    std::string input_name, output_name;
+    std::vector<int64_t> input_shape;
+    int64_t opset = 0;
+};
+
+OnnxModel::OnnxModel() = default;
+OnnxModel::~OnnxModel() = default;
+
+std::string OnnxModel::supported_operators() {
+    std::string s;
+    for (const auto& op : kSupported) s += (s.empty() ? "" : ", ") + op;
+    return s;
+}
+
+const std::string& OnnxModel::input_name() const { return state_->input_name; }
+const std::vector<int64_t>& OnnxModel::input_shape() const { return state_->input_shape; }
+const std::string& OnnxModel::output_name() const { return state_->output_name; }
+
+void OnnxModel::collect_linears(std::vector<Linear*>& out) {
+    for (auto& l : state_->linears) out.push_back(l.get());
+}
+
+std::vector<LayerInfo> OnnxModel::layers() const {
+    std::vector<LayerInfo> out;
+    for (const auto& l : state_->linears)
+        out.push_back(LayerInfo{l->name, l->source_name, l->role, -1, {l->n_out(), l->n_in()}, l->format(), l->bytes(), true});
+    return out;
+}
+
+void OnnxModel::save(const std::string&, const SaveOptions&) const {
+    throw Unsupported("[onnx] an imported ONNX model cannot be saved as GGUF yet; use cq export to write ONNX");
+}
+
+namespace {
+
+// Runs one node on values; shared by constant folding (load) and run().
+struct Interpreter {
+    OnnxGraphState& st;
+    std::map<std::string, Value>& vals;
+
+    const Value& in(const onnx_ir::Node& n, size_t k) {
+        if (k >= n.inputs.size() || n.inputs[k].empty())
+            throw InvalidArgument("[onnx] node '" + n.name + "' (" + n.op_type + ") lacks input " + std::to_string(k));
+        auto it = vals.find(n.inputs[k]);
+        if (it != vals.end()) return it->second;
+        auto c = st.constants.find(n.inputs[k]);
+        if (c != st.constants.end()) return c->second;
+        throw InvalidArgument("[onnx] node '" + n.name + "' reads '" + n.inputs[k] + "', which has no value");
+    }
+    bool has(const onnx_ir::Node& n, size_t k) const { return k < n.inputs.size() && !n.inputs[k].empty(); }
+
+    void run(size_t index, const onnx_ir::Node& n);
+};
+
+void pool2d(const Value& x, Value& y, const onnx_ir::Node& n, bool is_max, const std::string& where) {
+    if (x.shape.size() != 4) throw Unsupported("[onnx] " + where + ": only 2-D pooling of NCHW tensors");
+    const auto k = attr_ints(n, "kernel_shape", {});
+    if (k.size() != 2) throw InvalidArgument("[onnx] " + where + ": kernel_shape must have 2 values");
+    const auto s = attr_ints(n, "strides", {1, 1});
+    const auto p = attr_ints(n, "pads", {0, 0, 0, 0});
+    const std::string ap = attr_s(n, "auto_pad");
+    if (!ap.empty() && ap != "NOTSET" && ap != "VALID") throw Unsupported("[onnx] " + where + ": auto_pad " + ap);
+    const bool ceil_mode = attr_i(n, "ceil_mode", 0) != 0, count_pad = attr_i(n, "count_include_pad", 0) != 0;
+    const int64_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3];
+    auto out_dim = [&](int64_t in, int64_t kk, int64_t ss, int64_t p0, int64_t p1) {
+        const double v = static_cast<double>(in + p0 + p1 - kk) / static_cast<double>(ss);
+        return static_cast<int64_t>(ceil_mode ? std::ceil(v) : std::floor(v)) + 1;
+    };
+    const int64_t OH = out_dim(H, k[0], s[0], p[0], p[2]), OW = out_dim(W, k[1], s[1], p[1], p[3]);
+    if (OH <= 0 || OW <= 0) throw InvalidArgument("[onnx] " + where + ": the pooling window does not fit the input");
+    y.shape = {N, C, OH, OW};
+    y.f.assign(static_cast<size_t>(N * C * OH * OW), 0.0f);
+    for (int64_t nc = 0; nc < N * C; ++nc)
+        for (int64_t oy = 0; oy < OH; ++oy)
+            for (int64_t ox = 0; ox < OW; ++ox) {
+                float best = -std::numeric_limits<float>::infinity();
+                double sum = 0;
+                int64_t count = 0;
+                for (int64_t ky = 0; ky < k[0]; ++ky)
+                    for (int64_t kx = 0; kx < k[1]; ++kx) {
+                        const int64_t iy = oy * s[0] - p[0] + ky, ix = ox * s[1] - p[1] + kx;
+                        const bool inside = iy >= 0 && iy < H && ix >= 0 && ix < W;
+                        if (!inside) {
+                            if (count_pad && iy < H + p[2] && ix < W + p[3]) ++count;
+                            continue;
+                        }
+                        const float v = x.f[static_cast<size_t>((nc * H + iy) * W + ix)];
+                        best = std::max(best, v);
+                        sum += v;
+                        ++count;
+                    }
+                y.f[static_cast<size_t>((nc * OH + oy) * OW + ox)] = is_max ? best : static_cast<float>(sum / std::max<int64_t>(count, 1));
+            }
+}
+
+void Interpreter::run(size_t index, const onnx_ir::Node& n) {
+    const std::string where = "node " + std::to_string(index) + " '" + n.name + "' (" + n.op_type + ")";
+    const std::string& op = n.op_type;
+    Value y;
+    auto unary = [&](const std::function<float(float)>& f) {
+        const Value& x = in(n, 0);
+        y.shape = x.shape;
+        y.f = as_float(x);
+        for (float& v : y.f) v = f(v);
+    };
+    if (op == "Conv" || op == "Gemm" || op == "MatMul") {
+        const auto li = st.node_linear.find(index);
+        if (li == st.node_linear.end())
+            throw Unsupported("[onnx] " + where + ": only constant weights are supported (the weight input is computed at run time)");
+        const Linear& layer = *st.linears[li->second];
+        const Value& x = in(n, 0);
+        if (op == "Conv") {
+            if (x.shape.size() != 4) throw Unsupported("[onnx] " + where + ": only 2-D convolutions of NCHW tensors");
+            const auto k = attr_ints(n, "kernel_shape", {});
+            const auto s = attr_ints(n, "strides", {1, 1}), d = attr_ints(n, "dilations", {1, 1});
+            auto p = attr_ints(n, "pads", {0, 0, 0, 0});
+            const int64_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3], M = layer.n_out();
+            const int64_t kh = k.size() == 2 ? k[0] : 0, kw = k.size() == 2 ? k[1] : 0;
+            if (C * kh * kw != layer.n_in()) throw InvalidArgument("[onnx] " + where + ": input has " + std::to_string(C) + " channels, the weight expects " + std::to_string(layer.n_in() / std::max<int64_t>(kh * kw, 1)));
+            const std::string ap = attr_s(n, "auto_pad");
+            if (ap == "SAME_UPPER" || ap == "SAME_LOWER") {
+                for (int a = 0; a < 2; ++a) {
+                    const int64_t in_d = a == 0 ? H : W, out_d = (in_d + s[static_cast<size_t>(a)] - 1) / s[static_cast<size_t>(a)];
+                    const int64_t total = std::max<int64_t>(0, (out_d - 1) * s[static_cast<size_t>(a)] + (k[static_cast<size_t>(a)] - 1) * d[static_cast<size_t>(a)] + 1 - in_d);
+                    p[static_cast<size_t>(a)] = ap == "SAME_UPPER" ? total / 2 : total - total / 2;
+                    p[static_cast<size_t>(a + 2)] = total - p[static_cast<size_t>(a)];
+                }
+            }
+            const int64_t OH = (H + p[0] + p[2] - d[0] * (kh - 1) - 1) / s[0] + 1, OW = (W + p[1] + p[3] - d[1] * (kw - 1) - 1) / s[1] + 1;
+            if (OH <= 0 || OW <= 0) throw InvalidArgument("[onnx] " + where + ": the kernel does not fit the input");
+            const int64_t rows = N * OH * OW;
+            std::vector<float> patches(static_cast<size_t>(rows * layer.n_in())), out(static_cast<size_t>(rows * M));
+            const std::vector<float> xf = as_float(x);
+            onnx_ops::im2col(xf.data(), N, C, H, W, kh, kw, s.data(), p.data(), d.data(), OH, OW, patches.data());
+            ops::linear(layer, patches.data(), rows, out.data());
+            y.shape = {N, M, OH, OW};
+            y.f.resize(static_cast<size_t>(rows * M));
+            onnx_ops::nhwc_to_nchw(out.data(), N, OH * OW, M, y.f.data());
+        } else {
+            const int64_t K = layer.n_in();
+            if (x.shape.empty() || x.shape.back() != K)
+                throw InvalidArgument("[onnx] " + where + ": input's last dimension is not " + std::to_string(K));
+            const int64_t rows = x.numel() / K;
+            const std::vector<float> xf = as_float(x);
+            y.shape = x.shape;
+            y.shape.back() = layer.n_out();
+            y.f.resize(static_cast<size_t>(rows * layer.n_out()));
+            ops::linear(layer, xf.data(), rows, y.f.data());
+        }
+    } else if (op == "Add" || op == "Sub" || op == "Mul" || op == "Div") {
+        const char c = op[0];
+        y = broadcast(in(n, 0), in(n, 1), [c](float a, float b) { return c == 'A' ? a + b : c == 'S' ? a - b : c == 'M' ? a * b : a / b; }, where);
+    } else if (op == "Relu") {
+        unary([](float v) { return v > 0.0f ? v : 0.0f; });
+    } else if (op == "LeakyRelu") {
+        const float alpha = attr_f(n, "alpha", 0.01f);
+        unary([alpha](float v) { return v >= 0.0f ? v : alpha * v; });
+    } else if (op == "Sigmoid") {
+        unary([](float v) { return 1.0f / (1.0f + std::exp(-v)); });
+    } else if (op == "Tanh") {
+        unary([](float v) { return std::tanh(v); });
+    } else if (op == "HardSigmoid") {
+        const float a = attr_f(n, "alpha", 0.2f), b = attr_f(n, "beta", 0.5f);
+        unary([a, b](float v) { return std::clamp(a * v + b, 0.0f, 1.0f); });
+    } else if (op == "HardSwish") {
+        unary([](float v) { return v * std::clamp(v / 6.0f + 0.5f, 0.0f, 1.0f); });
+    } else if (op == "Clip") {
+        float lo = -std::numeric_limits<float>::infinity(), hi = std::numeric_limits<float>::infinity();
+        if (st.opset < 11) lo = attr_f(n, "min", lo), hi = attr_f(n, "max", hi);
+        if (has(n, 1)) lo = as_float(in(n, 1)).at(0);
+        if (has(n, 2)) hi = as_float(in(n, 2)).at(0);
+        unary([lo, hi](float v) { return std::min(std::max(v, lo), hi); });
+    } else if (op == "MaxPool" || op == "AveragePool") {
+        if (n.outputs.size() > 1 && !n.outputs[1].empty()) throw Unsupported("[onnx] " + where + ": MaxPool's Indices output");
+        pool2d(in(n, 0), y, n, op == "MaxPool", where);
+    } else if (op == "GlobalAveragePool") {
+        const Value& x = in(n, 0);
+        if (x.shape.size() < 3) throw InvalidArgument("[onnx] " + where + ": input has fewer than 3 dimensions");
+        const int64_t NC = x.shape[0] * x.shape[1], HW = x.numel() / std::max<int64_t>(NC, 1);
+        y.shape = x.shape;
+        for (size_t d = 2; d < y.shape.size(); ++d) y.shape[d] = 1;
+        y.f.resize(static_cast<size_t>(NC));
+        for (int64_t c = 0; c < NC; ++c) {
+            double sum = 0;
+            for (int64_t k = 0; k < HW; ++k) sum += x.f[static_cast<size_t>(c * HW + k)];
+            y.f[static_cast<size_t>(c)] = static_cast<float>(sum / static_cast<double>(HW));
+        }
+    } else if (op == "BatchNormalization") {
+        const Value& x = in(n, 0);
+        const auto sc = as_float(in(n, 1)), bi = as_float(in(n, 2)), mean = as_float(in(n, 3)), var = as_float(in(n, 4));
+        const float eps = attr_f(n, "epsilon", 1e-5f);
+        if (x.shape.size() < 2 || static_cast<int64_t>(sc.size()) != x.shape[1]) throw InvalidArgument("[onnx] " + where + ": channel count mismatch");
+        const int64_t C = x.shape[1], inner = x.numel() / (x.shape[0] * C);
+        y.shape = x.shape;
+        y.f = as_float(x);
+        for (int64_t k = 0; k < x.numel(); ++k) {
+            const size_t c = static_cast<size_t>((k / inner) % C);
+            y.f[static_cast<size_t>(k)] = (y.f[static_cast<size_t>(k)] - mean[c]) / std::sqrt(var[c] + eps) * sc[c] + bi[c];
+        }
+    } else if (op == "Concat") {
+        const Value& first = in(n, 0);
+        const int64_t axis = norm_axis(attr_i(n, "axis", 0), first.shape.size(), where);
+        y.shape = first.shape;
+        y.shape[static_cast<size_t>(axis)] = 0;
+        y.integer = first.integer;
+        std::vector<const Value*> parts;
+        for (size_t k = 0; k < n.inputs.size(); ++k) {
+            const Value& v = in(n, k);
+            if (v.shape.size() != first.shape.size() || v.integer != first.integer) throw InvalidArgument("[onnx] " + where + ": inputs of different rank or type");
+            for (size_t d = 0; d < v.shape.size(); ++d)
+                if (static_cast<int64_t>(d) != axis && v.shape[d] != first.shape[d]) throw InvalidArgument("[onnx] " + where + ": shapes differ off the axis");
+            y.shape[static_cast<size_t>(axis)] += v.shape[static_cast<size_t>(axis)];
+            parts.push_back(&v);
+        }
+        int64_t outer = 1;
+        for (int64_t d = 0; d < axis; ++d) outer *= first.shape[static_cast<size_t>(d)];
+        for (int64_t o = 0; o < outer; ++o)
+            for (const Value* v : parts) {
+                const int64_t chunk = v->numel() / std::max<int64_t>(outer, 1);
+                if (v->integer) y.i.insert(y.i.end(), v->i.begin() + o * chunk, v->i.begin() + (o + 1) * chunk);
+                else y.f.insert(y.f.end(), v->f.begin() + o * chunk, v->f.begin() + (o + 1) * chunk);
+            }
+    } else if (op == "Reshape" || op == "Flatten" || op == "Squeeze" || op == "Unsqueeze" || op == "Dropout" || op == "Identity") {
+        y = in(n, 0);
+        const int64_t total = y.numel();
+        if (op == "Reshape") {
+            const Value& s = in(n, 1);
+            if (!s.integer) throw InvalidArgument("[onnx] " + where + ": shape is not an integer tensor");
+            std::vector<int64_t> shape = s.i;
+            int64_t known = 1, unknown = -1;
+            for (size_t d = 0; d < shape.size(); ++d) {
+                if (shape[d] == 0 && d < y.shape.size()) shape[d] = y.shape[d];
+                if (shape[d] == -1) {
+                    if (unknown >= 0) throw InvalidArgument("[onnx] " + where + ": more than one -1 in the shape");
+                    unknown = static_cast<int64_t>(d);
+                } else if (shape[d] < 0) {
+                    throw InvalidArgument("[onnx] " + where + ": negative dimension in the shape");
+                } else {
+                    known *= shape[d];
+                }
+            }
+            if (unknown >= 0) shape[static_cast<size_t>(unknown)] = known > 0 ? total / known : 0;
+            y.shape = shape;
+        } else if (op == "Flatten") {
+            const int64_t axis = norm_axis(attr_i(n, "axis", 1), y.shape.size() + 1, where);
+            int64_t outer = 1;
+            for (int64_t d = 0; d < axis; ++d) outer *= y.shape[static_cast<size_t>(d)];
+            y.shape = {outer, outer > 0 ? total / outer : 0};
+        } else if (op == "Squeeze" || op == "Unsqueeze") {
+            std::vector<int64_t> axes = attr_ints(n, "axes", {});
+            if (has(n, 1)) axes = in(n, 1).i;
+            if (op == "Squeeze") {
+                std::vector<int64_t> shape;
+                for (size_t d = 0; d < y.shape.size(); ++d) {
+                    const bool listed = axes.empty() ? y.shape[d] == 1
+                                                     : std::any_of(axes.begin(), axes.end(), [&](int64_t a) { return norm_axis(a, y.shape.size(), where) == static_cast<int64_t>(d); });
+                    if (!listed) shape.push_back(y.shape[d]);
+                }
+                y.shape = shape;
+            } else {
+                const size_t rank = y.shape.size() + axes.size();
+                std::vector<int64_t> shape;
+                std::set<int64_t> at;
+                for (int64_t a : axes) at.insert(norm_axis(a, rank, where));
+                for (size_t d = 0, k = 0; d < rank; ++d) shape.push_back(at.count(static_cast<int64_t>(d)) ? 1 : y.shape.at(k++));
+                y.shape = shape;
+            }
+        }
+        if (y.numel() != total) throw InvalidArgument("[onnx] " + where + ": the new shape holds a different number of elements");
+    } else if (op == "Transpose") {
+        const Value& x = in(n, 0);
+        const size_t r = x.shape.size();
+        std::vector<int64_t> perm = attr_ints(n, "perm", {});
+        if (perm.empty())
+            for (size_t d = 0; d < r; ++d) perm.push_back(static_cast<int64_t>(r - 1 - d));
+        if (perm.size() != r) throw InvalidArgument("[onnx] " + where + ": perm has the wrong length");
+        std::vector<int64_t> in_stride(r, 1);
+        for (int64_t d = static_cast<int64_t>(r) - 2; d >= 0; --d) in_stride[static_cast<size_t>(d)] = in_stride[static_cast<size_t>(d + 1)] * x.shape[static_cast<size_t>(d + 1)];
+        y.shape.resize(r);
+        for (size_t d = 0; d < r; ++d) {
+            if (perm[d] < 0 || perm[d] >= static_cast<int64_t>(r)) throw InvalidArgument("[onnx] " + where + ": perm value out of range");
+            y.shape[d] = x.shape[static_cast<size_t>(perm[d])];
+        }
+        const std::vector<float> xf = as_float(x);
+        y.f.resize(xf.size());
+        std::vector<int64_t> idx(r, 0);
+        for (size_t k = 0; k < y.f.size(); ++k) {
+            int64_t src = 0;
+            for (size_t d = 0; d < r; ++d) src += idx[d] * in_stride[static_cast<size_t>(perm[d])];
+            y.f[k] = xf[static_cast<size_t>(src)];
+            for (int64_t d = static_cast<int64_t>(r) - 1; d >= 0; --d) {
+                if (++idx[static_cast<size_t>(d)] < y.shape[static_cast<size_t>(d)]) break;
+                idx[static_cast<size_t>(d)] = 0;
+            }
+        }
+    } else if (op == "Softmax") {
+        const Value& x = in(n, 0);
+        const int64_t axis = norm_axis(attr_i(n, "axis", st.opset < 13 ? 1 : -1), x.shape.size(), where);
+        // opset < 13 softmaxes the flattened [.., axis:] block; 13+ one axis (the same where axis is the last)
+        int64_t inner = 1, len = x.shape[static_cast<size_t>(axis)];
+        for (size_t d = static_cast<size_t>(axis) + 1; d < x.shape.size(); ++d) inner *= x.shape[d];
+        if (st.opset < 13) len *= inner, inner = 1;
+        y.shape = x.shape;
+        y.f = as_float(x);
+        const int64_t outer = x.numel() / std::max<int64_t>(len * inner, 1);
+        for (int64_t o = 0; o < outer; ++o)
+            for (int64_t k = 0; k < inner; ++k) {
+                float* base = y.f.data() + o * len * inner + k;
+                float mx = -std::numeric_limits<float>::infinity();
+                for (int64_t j = 0; j < len; ++j) mx = std::max(mx, base[j * inner]);
+                double sum = 0;
+                for (int64_t j = 0; j < len; ++j) sum += std::exp(static_cast<double>(base[j * inner] - mx));
+                for (int64_t j = 0; j < len; ++j) base[j * inner] = static_cast<float>(std::exp(static_cast<double>(base[j * inner] - mx)) / sum);
+            }
+    } else if (op == "QuantizeLinear" || op == "DequantizeLinear") {
+        const Value& x = in(n, 0);
+        const std::vector<float> scale = as_float(in(n, 1));
+        std::vector<int64_t> zp;
+        int32_t qtype = onnx_ir::kUint8;
+        if (has(n, 2)) {
+            zp = in(n, 2).i;
+            qtype = in(n, 2).quant_type ? in(n, 2).quant_type : onnx_ir::kInt32;
+        }
+        if (op == "DequantizeLinear" && x.quant_type) qtype = x.quant_type;
+        const int64_t axis = scale.size() > 1 ? norm_axis(attr_i(n, "axis", 1), x.shape.size(), where) : 0;
+        int64_t inner = 1;
+        for (size_t d = static_cast<size_t>(axis) + 1; d < x.shape.size() && scale.size() > 1; ++d) inner *= x.shape[d];
+        const int64_t channels = scale.size() > 1 ? x.shape[static_cast<size_t>(axis)] : 1;
+        if (static_cast<int64_t>(scale.size()) != channels || (!zp.empty() && zp.size() != scale.size()))
+            throw InvalidArgument("[onnx] " + where + ": " + std::to_string(scale.size()) + " scales for " + std::to_string(channels) + " channels");
+        y.shape = x.shape;
+        const std::vector<float> xf = as_float(x);
+        const float lo = qtype == onnx_ir::kInt8 ? -128.0f : 0.0f, hi = qtype == onnx_ir::kInt8 ? 127.0f : 255.0f;
+        if (op == "QuantizeLinear") {
+            y.integer = true;
+            y.quant_type = qtype;
+            y.i.resize(xf.size());
+            for (size_t k = 0; k < xf.size(); ++k) {
+                const size_t c = channels > 1 ? static_cast<size_t>((static_cast<int64_t>(k) / inner) % channels) : 0;
+                const float q = std::nearbyint(xf[k] / scale[c]) + static_cast<float>(zp.empty() ? 0 : zp[c]);
+                y.i[k] = static_cast<int64_t>(std::clamp(q, lo, hi));
+            }
+        } else {
+            y.f.resize(xf.size());
+            for (size_t k = 0; k < xf.size(); ++k) {
+                const size_t c = channels > 1 ? static_cast<size_t>((static_cast<int64_t>(k) / inner) % channels) : 0;
+                y.f[k] = (xf[k] - static_cast<float>(zp.empty() ? 0 : zp[c])) * scale[c];
+            }
+        }
+    } else if (op == "Constant") {
+        const auto* a = find_attr(n, "value");
+        if (!a || !a->t) throw Unsupported("[onnx] " + where + ": only Constant nodes with a tensor 'value'");
+        y = from_tensor(*a->t, where);
+    } else {
+        throw Unsupported("[onnx] " + where + ": operator '" + op + "' is not supported (cq imports: " + OnnxModel::supported_operators() + ")");
+    }
+    if (n.outputs.empty()) return;
+    vals[n.outputs[0]] = std::move(y);
+}
+
+}  // namespace
+
+std::unique_ptr<OnnxModel> OnnxModel::load(const std::string& path) {
+    std::unique_ptr<OnnxModel> m(new OnnxModel());
+    m->path_ = path;
+    auto st = std::make_unique<OnnxGraphState>();
+    st->path = path;
+    st->model = onnx_export::read_onnx_file(path);
+    st->opset = onnx_export::default_opset(st->model, path);
+    const onnx_ir::Graph& g = st->model.graph;
+    for (size_t k = 0; k < g.nodes.size(); ++k) {
+        const auto& n = g.nodes[k];
+        if ((!n.domain.empty() && n.domain != "ai.onnx") || !kSupported.count(n.op_type))
+            throw Unsupported("[onnx] " + path + ": node " + std::to_string(k) + " '" + n.name + "' has operator '" +
+                              (n.domain.empty() ? "" : n.domain + ".") + n.op_type + "', which cq does not import (it imports: " +
+                              supported_operators() + ")");
+        if (n.outputs.empty()) throw FormatError("onnx", path, 0, "node " + std::to_string(k) + " '" + n.name + "' has no output");
+    }
+    for (const auto& t : g.initializers) st->constants[t.name] = from_tensor(t, path);
+    for (const auto& v : g.inputs) {
+        if (st->constants.count(v.name)) continue;
+        if (!st->input_name.empty()) throw Unsupported("[onnx] " + path + ": the graph has more than one input ('" + st->input_name + "', '" + v.name + "')");
+        if (v.elem_type != onnx_ir::kFloat) throw Unsupported("[onnx] " + path + ": input '" + v.name + "' is not float");
+        st->input_name = v.name;
+        for (const auto& d : v.shape) {
+            if (d.value == 0 || d.value > (int64_t{1} << 24)) throw FormatError("onnx", path, 0, "input '" + v.name + "' has dimension " + std::to_string(d.value));
+            st->input_shape.push_back(d.value);
+        }
+    }
+    if (st->input_name.empty()) throw Unsupported("[onnx] " + path + ": the graph has no float input");
+    if (g.outputs.empty()) throw FormatError("onnx", path, 0, "the graph has no output");
+    st->output_name = g.outputs[0].name;
+
+    // constant folding: nodes whose inputs are all constants (QDQ weights, shape arithmetic)
+    std::map<std::string, Value> none;
+    for (size_t k = 0; k < g.nodes.size(); ++k) {
+        const auto& n = g.nodes[k];
+        const bool all_const = std::all_of(n.inputs.begin(), n.inputs.end(), [&](const std::string& i) { return i.empty() || st->constants.count(i); });
+        if (!all_const || n.op_type == "Conv" || n.op_type == "Gemm" || n.op_type == "MatMul") continue;
+        std::map<std::string, Value> out;
+        Interpreter{*st, out}.run(k, n);
+        for (auto& [name, v] : out) st->constants[name] = std::move(v);
+        st->skip.insert(k);
+    }
+    // consumers, for BatchNormalization folding
+    std::map<std::string, int> uses;
+    for (const auto& n : g.nodes)
+        for (const auto& i : n.inputs) ++uses[i];
+    for (const auto& o : g.outputs) ++uses[o.name];
+    std::map<std::string, size_t> producer;
+    for (size_t k = 0; k < g.nodes.size(); ++k)
+        for (const auto& o : g.nodes[k].outputs) producer[o] = k;
+
+    // Linears from Conv / Gemm / MatMul with constant weights
+    for (size_t k = 0; k < g.nodes.size(); ++k) {
+        auto& n = st->model.graph.nodes[k];
+        if (n.op_type != "Conv" && n.op_type != "Gemm" && n.op_type != "MatMul") continue;
+        const std::string where = path + ": node " + std::to_string(k) + " '" + n.name + "' (" + n.op_type + ")";
+        if (n.inputs.size() < 2 || !st->constants.count(n.inputs[1])) continue;  // run time weights: refused when run
+        const Value& wv = st->constants.at(n.inputs[1]);
+        std::vector<float> w = as_float(wv), bias;
+        if (n.inputs.size() > 2 && !n.inputs[2].empty()) {
+            if (!st->constants.count(n.inputs[2])) throw Unsupported("[onnx] " + where + ": the bias is computed at run time");
+            bias = as_float(st->constants.at(n.inputs[2]));
+        }
+        int64_t n_out = 0, n_in = 0;
+        std::vector<float> wl;  // [n_out, n_in]
+        if (n.op_type == "Conv") {
+            if (wv.shape.size() != 4) throw Unsupported("[onnx] " + where + ": only 2-D convolutions");
+            if (attr_i(n, "group", 1) != 1) throw Unsupported("[onnx] " + where + ": grouped / depthwise convolution (group " + std::to_string(attr_i(n, "group", 1)) + ")");
+            n_out = wv.shape[0];
+            n_in = wv.shape[1] * wv.shape[2] * wv.shape[3];
+            wl = w;
+        } else {
+            if (wv.shape.size() != 2) throw Unsupported("[onnx] " + where + ": only 2-D weights");
+            const bool trans_b = n.op_type == "Gemm" && attr_i(n, "transB", 0) != 0;
+            if (n.op_type == "Gemm" && attr_i(n, "transA", 0) != 0) throw Unsupported("[onnx] " + where + ": transA");
+            n_in = trans_b ? wv.shape[1] : wv.shape[0];
+            n_out = trans_b ? wv.shape[0] : wv.shape[1];
+            wl.resize(w.size());
+            for (int64_t o = 0; o < n_out; ++o)
+                for (int64_t i = 0; i < n_in; ++i)
+                    wl[static_cast<size_t>(o * n_in + i)] = trans_b ? w[static_cast<size_t>(o * n_in + i)] : w[static_cast<size_t>(i * n_out + o)];
+            if (n.op_type == "Gemm") {
+                const float alpha = attr_f(n, "alpha", 1.0f), beta = attr_f(n, "beta", 1.0f);
+                for (float& v : wl) v *= alpha;
+                for (float& v : bias) v *= beta;
+            }
+        }
+        if (!bias.empty() && static_cast<int64_t>(bias.size()) != n_out) {
+            if (bias.size() == 1) bias.assign(static_cast<size_t>(n_out), bias[0]);
+            else throw Unsupported("[onnx] " + where + ": bias of " + std::to_string(bias.size()) + " values for " + std::to_string(n_out) + " outputs");
+        }
+        // a BatchNormalization that is the conv's only consumer folds into it: w·γ/σ, (b − μ)·γ/σ + β
+        if (n.op_type == "Conv" && uses[n.outputs[0]] == 1) {
+            for (size_t j = k + 1; j < g.nodes.size(); ++j) {
+                const auto& bn = g.nodes[j];
+                if (bn.op_type != "BatchNormalization" || bn.inputs.empty() || bn.inputs[0] != n.outputs[0]) continue;
+                if (bn.inputs.size() < 5 || !std::all_of(bn.inputs.begin() + 1, bn.inputs.begin() + 5, [&](const std::string& i) { return st->constants.count(i) > 0; }))
+                    break;
+                const auto sc = as_float(st->constants.at(bn.inputs[1])), be = as_float(st->constants.at(bn.inputs[2]));
+                const auto mu = as_float(st->constants.at(bn.inputs[3])), var = as_float(st->constants.at(bn.inputs[4]));
+                if (static_cast<int64_t>(sc.size()) != n_out) break;
+                const float eps = attr_f(bn, "epsilon", 1e-5f);
+                if (bias.empty()) bias.assign(static_cast<size_t>(n_out), 0.0f);
+                for (int64_t o = 0; o < n_out; ++o) {
+                    const float f = sc[static_cast<size_t>(o)] / std::sqrt(var[static_cast<size_t>(o)] + eps);
+                    for (int64_t i = 0; i < n_in; ++i) wl[static_cast<size_t>(o * n_in + i)] *= f;
+                    bias[static_cast<size_t>(o)] = (bias[static_cast<size_t>(o)] - mu[static_cast<size_t>(o)]) * f + be[static_cast<size_t>(o)];
+                }
+                n.outputs[0] = bn.outputs[0];
+                st->skip.insert(j);
+                break;
+            }
+        }
+        auto layer = std::make_unique<Linear>();
+        layer->weight = Tensor::zeros({n_out, n_in}, DType::F32);
+        std::memcpy(layer->weight.mutable_data(), wl.data(), wl.size() * 4);
+        if (!bias.empty()) {
+            layer->bias = Tensor::zeros({n_out}, DType::F32);
+            std::memcpy(layer->bias->mutable_data(), bias.data(), bias.size() * 4);
+        }
+        layer->name = n.name.empty() ? n.op_type + "_" + std::to_string(k) : n.name;
+        layer->source_name = n.inputs[1];
+        layer->role = LayerRole::other;
+        st->node_linear[k] = st->linears.size();
+        st->linears.push_back(std::move(layer));
+    }
+    m->state_ = std::move(st);
+    if (m->pack_for_kernels_)
+        for (auto& l : m->state_->linears) ops::pack_for_kernels(*l);
+    return m;
+}
+
+std::vector<float> OnnxModel::run(const float* input, int64_t batch) {
+    OnnxGraphState& st = *state_;
+    if (batch <= 0) throw InvalidArgument("[onnx] batch must be positive");
+    std::map<std::string, Value> vals;
+    Value x;
+    x.shape = st.input_shape;
+    if (x.shape.empty()) throw Unsupported("[onnx] " + st.path + ": the input has no dimensions");
+    if (x.shape[0] > 0 && x.shape[0] != batch && x.shape[0] != 1)
+        throw InvalidArgument("[onnx] " + st.path + ": the model takes batches of " + std::to_string(x.shape[0]));
+    for (size_t d = 1; d < x.shape.size(); ++d)
+        if (x.shape[d] <= 0) throw Unsupported("[onnx] " + st.path + ": input dimension " + std::to_string(d) + " is symbolic");
+    // a fixed batch of 1 runs sample by sample
+    const int64_t step = x.shape[0] == 1 ? 1 : batch;
+    x.shape[0] = step;
+    const int64_t per = x.numel() / step;
+    std::vector<float> out;
+    for (int64_t b0 = 0; b0 < batch; b0 += step) {
+        vals.clear();
+        x.f.assign(input + b0 * per, input + (b0 + step) * per);
+        vals[st.input_name] = x;
+        Interpreter interp{st, vals};
+        const auto& nodes = st.model.graph.nodes;
+        for (size_t k = 0; k < nodes.size(); ++k)
+            if (!st.skip.count(k)) interp.run(k, nodes[k]);
+        auto it = vals.find(st.output_name);
+        const Value* y = it != vals.end() ? &it->second : nullptr;
+        if (!y) {
+            auto c = st.constants.find(st.output_name);
+            if (c == st.constants.end()) throw InvalidArgument("[onnx] " + st.path + ": output '" + st.output_name + "' was not computed");
+            y = &c->second;
+        }
+        const std::vector<float> yf = as_float(*y);
+        out.insert(out.end(), yf.begin(), yf.end());
+    }
+    outputs_per_sample_ = static_cast<int64_t>(out.size()) / batch;
+    return out;
+}
+
+}  // namespace cq

@@ -1,0 +1,225 @@
+// ONNX import (cq/onnx_model.h): mnist-8 and SqueezeNet against ONNX Runtime's outputs (tests/expected/onnx/*.ort.json,
+// scripts/onnx_reference), the im2col Conv against its direct reference twin on awkward shapes, BatchNormalization
+// folding, QDQ weights, and clear errors for unknown operators and hostile files.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <fstream>
+#include <random>
+
+#include <nlohmann/json.hpp>
+
+#include "cq/datasets.h"
+#include "cq/error.h"
+#include "cq/onnx_model.h"
+#include "onnx/graph_builder.h"
+#include "test_support.h"
+
+namespace cq {
+namespace {
+
+using test::fixture;
+using test::TempDir;
+
+nlohmann::json expected(const std::string& name) {
+    std::ifstream in(test::tests_dir() + "/expected/onnx/" + name);
+    if (!in) throw IoError("cannot open expected/onnx/" + name + " (run scripts/onnx_reference)");
+    return nlohmann::json::parse(in);
+}
+
+TEST(OnnxImport, Mnist8MatchesOnnxRuntimeOnTheTestSetEndToEnd) {
+    const nlohmann::json ref = expected("mnist-8.ort.json");
+    auto model = OnnxModel::load(fixture("vision/mnist-8.onnx"));
+    EXPECT_EQ(model->linears().size(), 3u);  // two Convs and the MatMul
+    const auto d = data::load_mnist(fixture("data/t10k-images-idx3-ubyte.gz"), fixture("data/t10k-labels-idx1-ubyte.gz"));
+    std::vector<float> x(d.pixels.begin(), d.pixels.end());  // the model zoo's mnist takes raw 0..255 pixels
+    const std::vector<float> y = model->run(x.data(), d.count());
+    ASSERT_EQ(model->outputs_per_sample(), 10);
+    const auto ort = ref["predictions"].get<std::vector<int32_t>>();
+    ASSERT_EQ(static_cast<int64_t>(ort.size()), d.count());
+    int64_t correct = 0, same = 0;
+    for (int64_t i = 0; i < d.count(); ++i) {
+        const int32_t p = static_cast<int32_t>(std::max_element(y.begin() + i * 10, y.begin() + i * 10 + 10) - (y.begin() + i * 10));
+        correct += p == d.labels[static_cast<size_t>(i)];
+        same += p == ort[static_cast<size_t>(i)];
+    }
+    EXPECT_EQ(same, d.count());
+    EXPECT_EQ(correct, 9891);  // 98.91 %, ORT's
+    std::printf("[onnx] mnist-8 imported: %.2f %% on the MNIST test set, %lld / %lld predictions = ORT's\n", 100.0 * correct / d.count(),
+                static_cast<long long>(same), static_cast<long long>(d.count()));
+}
+
+TEST(OnnxImport, SqueezeNetMatchesOnnxRuntime) {
+    const nlohmann::json ref = expected("squeezenet_cifar10.ort.json");
+    auto model = OnnxModel::load(fixture("vision/squeezenet_cifar10.onnx"));
+    const auto x = ref["input"].get<std::vector<float>>();
+    const auto want = ref["output"].get<std::vector<double>>();
+    const int64_t batch = ref["dims"][0];
+    const std::vector<float> y = model->run(x.data(), batch);
+    ASSERT_EQ(y.size(), want.size());
+    double worst = 0;
+    for (size_t i = 0; i < y.size(); ++i) worst = std::max(worst, std::fabs(y[i] - want[i]));
+    EXPECT_LE(worst, 1e-4);
+    std::printf("[onnx] squeezenet_cifar10 imported: max |output − ORT| %.3g over %zu values\n", worst, y.size());
+}
+
+// The im2col + kernel-table GEMM Conv against the direct double-precision twin: odd sizes, strides, asymmetric
+// pads, dilation. Tolerance: f32 accumulation over K = C·kh·kw products, eps·K·max|x·w|.
+TEST(OnnxImport, Im2colConvMatchesReferenceTwin) {
+    struct Case { int64_t N, C, H, W, M, kh, kw, s0, s1, p[4], d0, d1; };
+    const Case cases[] = {{1, 1, 7, 9, 3, 3, 3, 1, 1, {0, 0, 0, 0}, 1, 1}, {2, 3, 11, 13, 5, 5, 3, 2, 1, {1, 2, 0, 1}, 1, 1},
+                          {1, 17, 8, 8, 33, 1, 1, 1, 1, {0, 0, 0, 0}, 1, 1}, {3, 4, 15, 10, 7, 3, 3, 2, 3, {2, 2, 2, 2}, 2, 1},
+                          {1, 2, 5, 5, 1, 5, 5, 1, 1, {0, 0, 0, 0}, 1, 1}};
+    std::mt19937 rng(5);
+    std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+    for (const Case& c : cases) {
+        const int64_t OH = (c.H + c.p[0] + c.p[2] - c.d0 * (c.kh - 1) - 1) / c.s0 + 1, OW = (c.W + c.p[1] + c.p[3] - c.d1 * (c.kw - 1) - 1) / c.s1 + 1;
+        std::vector<float> x(static_cast<size_t>(c.N * c.C * c.H * c.W)), w(static_cast<size_t>(c.M * c.C * c.kh * c.kw)), b(static_cast<size_t>(c.M));
+        for (auto* v : {&x, &w, &b})
+            for (float& e : *v) e = u(rng);
+        std::vector<float> want(static_cast<size_t>(c.N * c.M * OH * OW)), got(want.size());
+        const int64_t stride[2] = {c.s0, c.s1}, dil[2] = {c.d0, c.d1};
+        onnx_ops::conv2d_ref(x.data(), c.N, c.C, c.H, c.W, w.data(), c.M, c.kh, c.kw, b.data(), 1, stride, c.p, dil, want.data(), OH, OW);
+        onnx_ops::conv2d_im2col(x.data(), c.N, c.C, c.H, c.W, w.data(), c.M, c.kh, c.kw, b.data(), stride, c.p, dil, got.data(), OH, OW);
+        const double tol = 1.2e-7 * static_cast<double>(c.C * c.kh * c.kw + 1) * 4;
+        for (size_t i = 0; i < want.size(); ++i)
+            ASSERT_NEAR(got[i], want[i], tol) << "C=" << c.C << " H=" << c.H << " W=" << c.W << " M=" << c.M << " k=" << c.kh << "x" << c.kw << " index " << i;
+    }
+}
+
+// A small graph written with cq's own builder: input [1, 2, 6, 6] → (DequantizeLinear int8 weight) Conv 3×3 pad 1 →
+// BatchNormalization → Relu → GlobalAveragePool → Flatten → Gemm(transB) → output.
+struct TinyCnn {
+    std::vector<int8_t> wq;
+    std::vector<float> wscale, bn_scale, bn_bias, bn_mean, bn_var, fc, fc_b;
+    std::string op_after_relu = "GlobalAveragePool";
+    std::string write(const TempDir& dir, const std::string& name) {
+        onnx_ir::Model m;
+        m.opsets.emplace_back("", 17);
+        onnx_export::GraphBuilder g(m.graph);
+        using onnx_export::attr;
+        g.input("x", onnx_ir::kFloat, {1, 2, 6, 6});
+        const std::string w = g.typed("wq", onnx_ir::kInt8, {4, 2, 3, 3}, wq.data(), wq.size());
+        const std::string zero = g.typed("wz", onnx_ir::kInt8, {4}, std::vector<int8_t>(4, 0).data(), 4);
+        const std::string wd = g.op("DequantizeLinear", {w, g.f32("ws", {4}, wscale), zero}, {attr("axis", int64_t{0})});
+        std::string y = g.op("Conv", {"x", wd}, {attr("kernel_shape", std::vector<int64_t>{3, 3}), attr("pads", std::vector<int64_t>{1, 1, 1, 1})});
+        y = g.op("BatchNormalization", {y, g.f32("g", {4}, bn_scale), g.f32("b", {4}, bn_bias), g.f32("m", {4}, bn_mean), g.f32("v", {4}, bn_var)});
+        y = g.op(op_after_relu, {g.op("Relu", {y})});
+        y = g.op("Flatten", {y});
+        g.op_to("Gemm", {y, g.f32("fc", {3, 4}, fc), g.f32("fc_b", {3}, fc_b)}, "out", {attr("transB", int64_t{1})});
+        g.output("out", onnx_ir::kFloat, {1, 3});
+        std::string bytes, error;
+        EXPECT_TRUE(onnx_ir::serialize(m, bytes, error)) << error;
+        return dir.write(name, bytes);
+    }
+};
+
+TinyCnn tiny_cnn() {
+    std::mt19937 rng(11);
+    std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+    TinyCnn t;
+    for (int i = 0; i < 72; ++i) t.wq.push_back(static_cast<int8_t>(static_cast<int>(u(rng) * 127)));
+    auto fill = [&](std::vector<float>& v, size_t n, float lo, float hi) {
+        for (size_t i = 0; i < n; ++i) v.push_back(lo + (hi - lo) * (u(rng) + 1) / 2);
+    };
+    fill(t.wscale, 4, 0.01f, 0.02f);
+    fill(t.bn_scale, 4, 0.5f, 1.5f);
+    fill(t.bn_bias, 4, -0.2f, 0.2f);
+    fill(t.bn_mean, 4, -0.1f, 0.1f);
+    fill(t.bn_var, 4, 0.5f, 2.0f);
+    fill(t.fc, 12, -1, 1);
+    fill(t.fc_b, 3, -1, 1);
+    return t;
+}
+
+TEST(OnnxImport, QdqWeightsAndFoldedBatchNormMatchTheFormulas) {
+    TinyCnn t = tiny_cnn();
+    TempDir dir;
+    auto model = OnnxModel::load(t.write(dir, "tiny.onnx"));
+    ASSERT_EQ(model->linears().size(), 2u);  // Conv (with the BatchNormalization folded in) and Gemm
+    std::mt19937 rng(3);
+    std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+    std::vector<float> x(72);
+    for (float& v : x) v = u(rng);
+    const std::vector<float> y = model->run(x.data(), 1);
+    // the same by hand: dequantized weights, the direct conv, BN, ReLU, mean, Gemm
+    std::vector<float> w(72), conv(4 * 36);
+    for (size_t i = 0; i < 72; ++i) w[i] = static_cast<float>(t.wq[i]) * t.wscale[i / 18];
+    const int64_t stride[2] = {1, 1}, pads[4] = {1, 1, 1, 1}, dil[2] = {1, 1};
+    onnx_ops::conv2d_ref(x.data(), 1, 2, 6, 6, w.data(), 4, 3, 3, nullptr, 1, stride, pads, dil, conv.data(), 6, 6);
+    double pooled[4];
+    for (int c = 0; c < 4; ++c) {
+        double s = 0;
+        for (int p = 0; p < 36; ++p) {
+            const double v = (conv[static_cast<size_t>(c * 36 + p)] - t.bn_mean[c]) / std::sqrt(t.bn_var[c] + 1e-5) * t.bn_scale[c] + t.bn_bias[c];
+            s += std::max(v, 0.0);
+        }
+        pooled[c] = s / 36;
+    }
+    ASSERT_EQ(y.size(), 3u);
+    for (int o = 0; o < 3; ++o) {
+        double want = t.fc_b[o];
+        for (int c = 0; c < 4; ++c) want += t.fc[static_cast<size_t>(o * 4 + c)] * pooled[c];
+        EXPECT_NEAR(y[o], want, 1e-5) << "output " << o;
+    }
+}
+
+TEST(OnnxImport, UnknownOperatorNamesTheNode) {
+    TinyCnn t = tiny_cnn();
+    t.op_after_relu = "GlobalLpPool";
+    TempDir dir;
+    try {
+        OnnxModel::load(t.write(dir, "unknown.onnx"));
+        FAIL() << "GlobalLpPool accepted";
+    } catch (const Unsupported& e) {
+        const std::string msg = e.what();
+        EXPECT_NE(msg.find("GlobalLpPool"), std::string::npos) << msg;
+        EXPECT_NE(msg.find("node 4"), std::string::npos) << msg;
+    }
+}
+
+TEST(OnnxImport, HostileFilesGetClearErrors) {
+    TempDir dir;
+    TinyCnn t = tiny_cnn();
+    const auto good = test::read_bytes(t.write(dir, "good.onnx"));
+    const std::string bytes(good.begin(), good.end());
+    // truncated
+    EXPECT_THROW(OnnxModel::load(dir.write("truncated.onnx", bytes.substr(0, bytes.size() / 2))), FormatError);
+    // not protobuf at all
+    EXPECT_THROW(OnnxModel::load(dir.write("text.onnx", "hello, this is not an onnx file\n")), FormatError);
+    // empty
+    EXPECT_THROW(OnnxModel::load(dir.write("empty.onnx", "")), Error);
+    // a cycle: the first node reads the last node's output
+    onnx_ir::Model m;
+    std::string error;
+    ASSERT_TRUE(onnx_ir::parse(bytes.data(), bytes.size(), m, error));
+    onnx_ir::Model cyclic = m;
+    cyclic.graph.nodes.front().inputs[0] = cyclic.graph.nodes.back().outputs[0];
+    std::string out;
+    ASSERT_TRUE(onnx_ir::serialize(cyclic, out, error));
+    try {
+        OnnxModel::load(dir.write("cycle.onnx", out));
+        FAIL() << "cycle accepted";
+    } catch (const FormatError& e) {
+        EXPECT_NE(std::string(e.what()).find("cycle"), std::string::npos) << e.what();
+    }
+    // an initializer whose bytes do not match its huge shape
+    onnx_ir::Model huge = m;
+    huge.graph.initializers.front().dims = {int64_t{1} << 40, int64_t{1} << 30};
+    ASSERT_TRUE(onnx_ir::serialize(huge, out, error));
+    EXPECT_THROW(OnnxModel::load(dir.write("huge.onnx", out)), FormatError);
+    // a weight of the wrong type (string tensors are not numbers)
+    onnx_ir::Model wrong = m;
+    wrong.graph.initializers.front().data_type = onnx_ir::kString;
+    ASSERT_TRUE(onnx_ir::serialize(wrong, out, error));
+    EXPECT_THROW(OnnxModel::load(dir.write("string.onnx", out)), FormatError);
+    // external data pointing outside the folder
+    onnx_ir::Model ext = m;
+    ext.graph.initializers.front().raw.clear();
+    ext.graph.initializers.front().external_data = {{"location", "../../etc/passwd"}};
+    ASSERT_TRUE(onnx_ir::serialize(ext, out, error));
+    EXPECT_THROW(OnnxModel::load(dir.write("ext.onnx", out)), FormatError);
+}
+
+}  // namespace
+}  // namespace cq
