@@ -26,7 +26,8 @@ int main(int argc, char** argv) {
                              std::pair{"finetune", &cq::cli::register_finetune},
                              std::pair{"prune", &cq::cli::register_prune},
                              std::pair{"export", &cq::cli::register_export},
-                             std::pair{"qat", &cq::cli::register_qat}, std::pair{"distill", &cq::cli::register_distill}}) {
+                             std::pair{"qat", &cq::cli::register_qat}, std::pair{"distill", &cq::cli::register_distill},
+                             std::pair{"compress", &cq::cli::register_compress}}) {
         cq::cli::Runner run = reg(app);
         commands.emplace_back(app.get_subcommand(name), std::move(run));
     }

@@ -23,5 +23,6 @@ Runner register_prune(CLI::App& app);
 Runner register_export(CLI::App& app);
 Runner register_qat(CLI::App& app);
 Runner register_distill(CLI::App& app);
+Runner register_compress(CLI::App& app);
 
 }  // namespace cq::cli
