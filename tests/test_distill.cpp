@@ -5,6 +5,9 @@
 
 #include <cmath>
 #include <cstring>
+#include <fstream>
+#include <sys/wait.h>
+#include <algorithm>
 #include <filesystem>
 #include <random>
 
@@ -124,6 +127,49 @@ TEST(DistillLm, StudentEqualToTeacherHasNoKlAndAShallowStudentLearns) {
     EXPECT_LT(r.train.loss_curve.back(), r.train.loss_curve.front());
     EXPECT_LT(r.student_params, r.teacher_params);
 }
+
+#ifdef CQ_CLI_PATH
+// The CLI: bad input is one clear error line and a non-zero exit, nothing written.
+struct CliResult {
+    int exit_code = -1;
+    std::string err;
+};
+CliResult run_cli(const std::string& args, const test::TempDir& dir) {
+    const std::string err_path = dir.file("stderr");
+    const int status = std::system((std::string(CQ_CLI_PATH) + " " + args + " >/dev/null 2>" + err_path).c_str());
+    CliResult r;
+    r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+    std::ifstream e(err_path);
+    r.err.assign(std::istreambuf_iterator<char>(e), std::istreambuf_iterator<char>());
+    return r;
+}
+
+TEST(DistillCli, BadInputIsOneClearError) {
+    test::TempDir dir;
+    const std::string bert = test::fixture("models/bert-tiny-sst2"), data = test::fixture("data/sst2_train.tsv");
+    struct Case {
+        std::string args, says;
+    };
+    const std::vector<Case> cases = {
+        {"distill --teacher " + bert + " --student " + bert + " --student-from-teacher layers=0 --data " + data + " -o " + dir.file("o"),
+         "exactly one of --student"},
+        {"distill --teacher " + bert + " --student-from-teacher layers=0,9 --data " + data + " -o " + dir.file("o"), "layer 9"},
+        {"distill --teacher " + bert + " --student-from-teacher layers=0 --loss mse=1 --data " + data + " -o " + dir.file("o"),
+         "unknown --loss term 'mse'"},
+        {"qat " + bert + " --type int4-q9 --data " + data, "unknown weight quantization 'int4-q9'"},
+        {"qat " + bert + " --type int4-g32 --data " + data + " -o " + dir.file("x.gguf"), "no cq runtime format"},
+        {"qat " + test::fixture("models/stories260K-gguf/stories260K.gguf") + " --type q4_0 --data " + data, "-o OUT.gguf is required"},
+    };
+    for (const Case& c : cases) {
+        const CliResult r = run_cli(c.args, dir);
+        EXPECT_NE(r.exit_code, 0) << c.args;
+        EXPECT_NE(r.err.find(c.says), std::string::npos) << c.args << "\n" << r.err;
+        EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+    }
+    EXPECT_FALSE(std::filesystem::exists(dir.file("o")));
+    EXPECT_FALSE(std::filesystem::exists(dir.file("x.gguf")));
+}
+#endif
 
 }  // namespace
 }  // namespace cq

@@ -84,6 +84,7 @@ Runner register_distill(CLI::App& app) {
     return [o]() -> int {
         if (o->student.empty() == o->from_teacher.empty())
             throw InvalidArgument("[distill] give exactly one of --student and --student-from-teacher");
+        const DistillLoss loss = parse_distill_loss(o->loss);  // before anything is written
         namespace fs = std::filesystem;
         std::string student_path = o->student;
         fs::path tmp_dir;
@@ -101,7 +102,7 @@ Runner register_distill(CLI::App& app) {
             }
         } cleanup{tmp_dir};
         DistillOptions d;
-        d.data = o->data, d.eval_data = o->eval, d.output = o->output, d.loss = parse_distill_loss(o->loss), d.temperature = o->temperature;
+        d.data = o->data, d.eval_data = o->eval, d.output = o->output, d.loss = loss, d.temperature = o->temperature;
         d.steps = o->steps, d.epochs = o->epochs, d.ctx = o->ctx, d.max_len = o->max_len, d.dropout = o->dropout;
         d.seed = static_cast<uint64_t>(o->seed);
         if (o->lr > 0) d.schedule.lr = o->lr;
