@@ -13,6 +13,9 @@
 
 namespace cq {
 
+namespace onnx_ir {
+struct Model;
+}
 struct OnnxGraphState;
 
 class OnnxModel : public Model {
@@ -21,6 +24,8 @@ public:
     /// Loads an .onnx file (external data beside it). FormatError for a malformed file, Unsupported naming the first
     /// node whose operator cq cannot run.
     static std::unique_ptr<OnnxModel> load(const std::string& path);
+    /// The same from bytes in memory (no external data); `name` appears in errors.
+    static std::unique_ptr<OnnxModel> from_bytes(const void* data, size_t size, const std::string& name);
 
     ModelKind kind() const override { return ModelKind::vision; }
     const std::string& architecture() const override { return architecture_; }
@@ -45,6 +50,7 @@ public:
 
 private:
     OnnxModel();
+    static std::unique_ptr<OnnxModel> from_ir(onnx_ir::Model ir, const std::string& path);
     void collect_linears(std::vector<Linear*>& out) override;
     std::string architecture_ = "onnx";
     std::unique_ptr<OnnxGraphState> state_;

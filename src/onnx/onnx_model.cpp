@@ -17,6 +17,7 @@
 #include "onnx/onnx_file.h"
 #include "onnx/onnx_validate.h"
 #include "ops/ops.h"
+#include "cq/tensor.h"
 
 namespace cq {
 
@@ -62,10 +63,22 @@ std::string attr_s(const onnx_ir::Node& n, const std::string& name) {
     return a ? a->s : "";
 }
 
+// Tensors the interpreter makes are bounded, so a hostile shape is an error rather than an allocation failure.
+constexpr int64_t kMaxElements = int64_t{1} << 28;
+void check_elements(int64_t n, const std::string& where) {
+    if (n < 0 || n > kMaxElements)
+        throw InvalidArgument("[onnx] " + where + ": a tensor of " + std::to_string(n) + " elements (more than cq's limit of 2^28, or a negative size)");
+}
+
 Value from_tensor(const onnx_ir::Tensor& t, const std::string& where) {
     Value v;
     v.shape = t.dims;
-    const int64_t n = v.numel();
+    const auto count = checked_numel(t.dims);
+    if (!count) throw FormatError("onnx", where, 0, "tensor '" + t.name + "' has a negative or overflowing shape");
+    const int64_t n = *count, eb = onnx_export::element_bytes(t.data_type);
+    if (eb > 0 && static_cast<uint64_t>(t.raw.size()) != static_cast<uint64_t>(n) * static_cast<uint64_t>(eb))
+        throw FormatError("onnx", where, 0, "tensor '" + t.name + "' holds " + std::to_string(t.raw.size()) + " bytes, its shape needs " +
+                                                std::to_string(n * eb));
     const char* p = t.raw.data();
     auto ints = [&](auto type_tag) {
         using T = decltype(type_tag);
@@ -104,6 +117,9 @@ Value broadcast(const Value& a, const Value& b, const std::function<float(float,
         if (sa[d] != sb[d] && sa[d] != 1 && sb[d] != 1) throw InvalidArgument("[onnx] " + where + ": shapes do not broadcast");
         out[d] = std::max(sa[d], sb[d]);
     }
+    int64_t total = 1;
+    for (int64_t d : out) total *= d;
+    check_elements(total, where);
     std::vector<int64_t> stride_a(r, 0), stride_b(r, 0);
     for (int64_t d = static_cast<int64_t>(r) - 1, ka = 1, kb = 1; d >= 0; --d) {
         stride_a[static_cast<size_t>(d)] = sa[static_cast<size_t>(d)] == 1 ? 0 : ka;
@@ -205,6 +221,8 @@ void pool2d(const Value& x, Value& y, const onnx_ir::Node& n, bool is_max, const
     const auto p = attr_ints(n, "pads", {0, 0, 0, 0});
     const std::string ap = attr_s(n, "auto_pad");
     if (!ap.empty() && ap != "NOTSET" && ap != "VALID") throw Unsupported("[onnx] " + where + ": auto_pad " + ap);
+    if (s.size() != 2 || p.size() != 4 || k[0] < 1 || k[1] < 1 || s[0] < 1 || s[1] < 1 || *std::min_element(p.begin(), p.end()) < 0)
+        throw InvalidArgument("[onnx] " + where + ": kernel, strides and pads must be positive (pads ≥ 0), 2 / 2 / 4 values");
     const bool ceil_mode = attr_i(n, "ceil_mode", 0) != 0, count_pad = attr_i(n, "count_include_pad", 0) != 0;
     const int64_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3];
     auto out_dim = [&](int64_t in, int64_t kk, int64_t ss, int64_t p0, int64_t p1) {
@@ -213,6 +231,7 @@ void pool2d(const Value& x, Value& y, const onnx_ir::Node& n, bool is_max, const
     };
     const int64_t OH = out_dim(H, k[0], s[0], p[0], p[2]), OW = out_dim(W, k[1], s[1], p[1], p[3]);
     if (OH <= 0 || OW <= 0) throw InvalidArgument("[onnx] " + where + ": the pooling window does not fit the input");
+    check_elements(N * C * OH * OW, where);
     y.shape = {N, C, OH, OW};
     y.f.assign(static_cast<size_t>(N * C * OH * OW), 0.0f);
     for (int64_t nc = 0; nc < N * C; ++nc)
@@ -261,6 +280,9 @@ void Interpreter::run(size_t index, const onnx_ir::Node& n) {
             auto p = attr_ints(n, "pads", {0, 0, 0, 0});
             const int64_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3], M = layer.n_out();
             const int64_t kh = k.size() == 2 ? k[0] : 0, kw = k.size() == 2 ? k[1] : 0;
+            if (k.size() != 2 || s.size() != 2 || d.size() != 2 || p.size() != 4 || kh < 1 || kw < 1 || s[0] < 1 || s[1] < 1 || d[0] < 1 ||
+                d[1] < 1 || *std::min_element(p.begin(), p.end()) < 0 || p[0] > (1 << 16) || p[1] > (1 << 16) || p[2] > (1 << 16) || p[3] > (1 << 16))
+                throw InvalidArgument("[onnx] " + where + ": kernel_shape, strides, dilations (2 values ≥ 1) and pads (4 values ≥ 0) are malformed");
             if (C * kh * kw != layer.n_in()) throw InvalidArgument("[onnx] " + where + ": input has " + std::to_string(C) + " channels, the weight expects " + std::to_string(layer.n_in() / std::max<int64_t>(kh * kw, 1)));
             const std::string ap = attr_s(n, "auto_pad");
             if (ap == "SAME_UPPER" || ap == "SAME_LOWER") {
@@ -274,6 +296,8 @@ void Interpreter::run(size_t index, const onnx_ir::Node& n) {
             const int64_t OH = (H + p[0] + p[2] - d[0] * (kh - 1) - 1) / s[0] + 1, OW = (W + p[1] + p[3] - d[1] * (kw - 1) - 1) / s[1] + 1;
             if (OH <= 0 || OW <= 0) throw InvalidArgument("[onnx] " + where + ": the kernel does not fit the input");
             const int64_t rows = N * OH * OW;
+            check_elements(rows * layer.n_in(), where);
+            check_elements(rows * M, where);
             std::vector<float> patches(static_cast<size_t>(rows * layer.n_in())), out(static_cast<size_t>(rows * M));
             const std::vector<float> xf = as_float(x);
             onnx_ops::im2col(xf.data(), N, C, H, W, kh, kw, s.data(), p.data(), d.data(), OH, OW, patches.data());
@@ -385,6 +409,7 @@ void Interpreter::run(size_t index, const onnx_ir::Node& n) {
                 }
             }
             if (unknown >= 0) shape[static_cast<size_t>(unknown)] = known > 0 ? total / known : 0;
+            if (!checked_numel(shape)) throw InvalidArgument("[onnx] " + where + ": the shape overflows");
             y.shape = shape;
         } else if (op == "Flatten") {
             const int64_t axis = norm_axis(attr_i(n, "axis", 1), y.shape.size() + 1, where);
@@ -407,6 +432,7 @@ void Interpreter::run(size_t index, const onnx_ir::Node& n) {
                 std::vector<int64_t> shape;
                 std::set<int64_t> at;
                 for (int64_t a : axes) at.insert(norm_axis(a, rank, where));
+                if (at.size() != axes.size()) throw InvalidArgument("[onnx] " + where + ": repeated axes");
                 for (size_t d = 0, k = 0; d < rank; ++d) shape.push_back(at.count(static_cast<int64_t>(d)) ? 1 : y.shape.at(k++));
                 y.shape = shape;
             }
@@ -419,6 +445,10 @@ void Interpreter::run(size_t index, const onnx_ir::Node& n) {
         if (perm.empty())
             for (size_t d = 0; d < r; ++d) perm.push_back(static_cast<int64_t>(r - 1 - d));
         if (perm.size() != r) throw InvalidArgument("[onnx] " + where + ": perm has the wrong length");
+        std::vector<int64_t> sorted = perm;
+        std::sort(sorted.begin(), sorted.end());
+        for (size_t d = 0; d < r; ++d)
+            if (sorted[d] != static_cast<int64_t>(d)) throw InvalidArgument("[onnx] " + where + ": perm is not a permutation");
         std::vector<int64_t> in_stride(r, 1);
         for (int64_t d = static_cast<int64_t>(r) - 2; d >= 0; --d) in_stride[static_cast<size_t>(d)] = in_stride[static_cast<size_t>(d + 1)] * x.shape[static_cast<size_t>(d + 1)];
         y.shape.resize(r);
@@ -505,12 +535,18 @@ void Interpreter::run(size_t index, const onnx_ir::Node& n) {
 
 }  // namespace
 
-std::unique_ptr<OnnxModel> OnnxModel::load(const std::string& path) {
+std::unique_ptr<OnnxModel> OnnxModel::load(const std::string& path) { return from_ir(onnx_export::read_onnx_file(path), path); }
+
+std::unique_ptr<OnnxModel> OnnxModel::from_bytes(const void* data, size_t size, const std::string& name) {
+    return from_ir(onnx_export::read_onnx_bytes(data, size, name), name);
+}
+
+std::unique_ptr<OnnxModel> OnnxModel::from_ir(onnx_ir::Model ir, const std::string& path) {
     std::unique_ptr<OnnxModel> m(new OnnxModel());
     m->path_ = path;
     auto st = std::make_unique<OnnxGraphState>();
     st->path = path;
-    st->model = onnx_export::read_onnx_file(path);
+    st->model = std::move(ir);
     st->opset = onnx_export::default_opset(st->model, path);
     const onnx_ir::Graph& g = st->model.graph;
     for (size_t k = 0; k < g.nodes.size(); ++k) {
@@ -648,6 +684,10 @@ std::vector<float> OnnxModel::run(const float* input, int64_t batch) {
         throw InvalidArgument("[onnx] " + st.path + ": the model takes batches of " + std::to_string(x.shape[0]));
     for (size_t d = 1; d < x.shape.size(); ++d)
         if (x.shape[d] <= 0) throw Unsupported("[onnx] " + st.path + ": input dimension " + std::to_string(d) + " is symbolic");
+    int64_t per_sample = 1;
+    for (size_t d = 1; d < x.shape.size(); ++d) per_sample *= x.shape[d];
+    check_elements(per_sample, st.path + " input");
+    check_elements(batch * per_sample, st.path + " input");
     // a fixed batch of 1 runs sample by sample
     const int64_t step = x.shape[0] == 1 ? 1 : batch;
     x.shape[0] = step;
