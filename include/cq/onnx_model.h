@@ -57,6 +57,30 @@ private:
     int64_t outputs_per_sample_ = 0;
 };
 
+/// How images become the imported model's float input: value = pixel · scale (per channel: (pixel · scale − mean) / std
+/// when mean / std are given), laid out NCHW or NHWC as the model's input shape says.
+struct OnnxImageOptions {
+    float pixel_scale = 1.0f;  // 1: raw 0..255 values (the ONNX model zoo's MNIST); 1/255: [0, 1]
+    std::vector<float> mean, std;
+    int64_t batch = 32;
+};
+
+/// The image geometry the model's input asks for: {channels, height, width, nhwc}. Unsupported unless the input is a
+/// fixed 4-D image tensor.
+struct OnnxImageInput {
+    int64_t channels = 0, height = 0, width = 0;
+    bool nhwc = false;
+};
+OnnxImageInput onnx_image_input(const OnnxModel& model);
+
+/// Classifies labelled images (MNIST idx or an image folder, cq/classify.h's DataSelection) with an imported model:
+/// accuracy, per-sample predictions and outputs. The result's `logits` are the model's first output (probabilities
+/// where the graph ends in a Softmax).
+struct ClassificationResult;
+struct DataSelection;
+ClassificationResult classify_images_onnx(OnnxModel& model, const std::string& data_path, const DataSelection& selection,
+                                          const OnnxImageOptions& options);
+
 namespace onnx_ops {
 /// Direct 2-D convolution in double, the reference twin of the im2col + GEMM path. x: [N, C, H, W];
 /// w: [M, C/group, kh, kw]; b: [M] or null; pads: top, left, bottom, right. y: [N, M, OH, OW].

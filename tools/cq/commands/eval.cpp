@@ -12,6 +12,7 @@
 #include "cq/classify.h"
 #include "cq/error.h"
 #include "cq/kernels.h"
+#include "cq/onnx_model.h"
 
 namespace cq::cli {
 
@@ -21,6 +22,7 @@ struct Options {
     DataSelection selection;
     ClassifyOptions classify;
     bool json = false;
+    float pixel_scale = 1.0f;
 };
 
 std::string percent(double v) {
@@ -33,7 +35,7 @@ std::string percent(double v) {
 Runner register_eval(CLI::App& app) {
     auto o = std::make_shared<Options>();
     CLI::App* cmd = app.add_subcommand("eval", "Evaluate an encoder classifier (accuracy; agreement with another model)");
-    cmd->add_option("model", o->model, "An HF model directory or a cq W8A8 .gguf")->required();
+    cmd->add_option("model", o->model, "An HF model directory, a cq W8A8 .gguf, or an .onnx image classifier (imported)")->required();
     cmd->add_option("--task", o->task, "What to evaluate (only 'classification' so far)")->default_val("classification");
     cmd->add_option("--data", o->data, "Labelled data: a TSV with a header (text + label columns), MNIST images "
                                        "(*images-idx3*, raw or .gz, labels file alongside) or a folder of PNG/JPEG "
@@ -43,10 +45,23 @@ Runner register_eval(CLI::App& app) {
     cmd->add_option("--compare", o->compare, "A second model evaluated on the same samples: prints agreement and mean KL-divergence (default: none)");
     cmd->add_option("-b,--batch", o->classify.batch, "Samples per forward pass")->default_val(32)->check(CLI::Range(1, 1 << 16));
     cmd->add_option("--max-len", o->classify.max_len, "Text: tokens per sample incl. special tokens")->default_val(128)->check(CLI::Range(3, 1 << 16));
+    cmd->add_option("--pixel-scale", o->pixel_scale, ".onnx models: input = pixel (0..255) × this (default: 1, raw pixels)");
     cmd->add_flag("--json", o->json, "Print JSON instead of a table (default: off)");
     return [o]() -> int {
         if (o->task != "classification") throw InvalidArgument("--task '" + o->task + "' is not supported (supported: classification)");
         std::tie(o->selection.first, o->selection.count) = parse_sample_range(o->range, "--range");
+        if (o->model.size() > 5 && o->model.ends_with(".onnx")) {  // an imported ONNX classifier (cq/onnx_model.h)
+            auto model = OnnxModel::load(o->model);
+            const ClassificationResult r = classify_images_onnx(*model, o->data, o->selection, OnnxImageOptions{o->pixel_scale, {}, {}, o->classify.batch});
+            if (o->json) {
+                print_json({{"model", o->model}, {"data", o->data}, {"result", classification_to_json(r)}});
+                return 0;
+            }
+            std::printf("onnx (imported) on %s (%lld samples)\n  accuracy %s, %lld/%lld correct, %.2f s\n", o->data.c_str(),
+                        static_cast<long long>(r.samples), percent(r.accuracy).c_str(), static_cast<long long>(r.correct),
+                        static_cast<long long>(r.samples), r.seconds);
+            return 0;
+        }
         auto model = EncoderModel::load(o->model);
         const LabelledData data = load_labelled_data(o->data, *model, o->selection);
         const auto run = [&](EncoderModel& m, const std::string& label) {
