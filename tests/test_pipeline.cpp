@@ -83,6 +83,17 @@ TEST(PipelineRecipe, BrokenRecipesNameLineAndKey) {
     EXPECT_EQ(ok.recipe_sha256.size(), 64u);
 }
 
+// ModelQuantizer is thin: the same bytes as quantize_model with the same options (the README's call).
+TEST(ModelQuantizer, SameBytesAsQuantizeModel) {
+    test::TempDir dir;
+    cq::ModelQuantizer({.type = "q4_k_m", .method = "rtn"}).quantize(test::fixture(kModel), dir.file("a.gguf"), {.text_path = ""});
+    QuantizeOptions q;
+    q.type = "q4_k_m";
+    q.method = QuantMethod::rtn;
+    quantize_model(test::fixture(kModel), dir.file("b.gguf"), q);
+    EXPECT_EQ(read(dir.file("a.gguf")), read(dir.file("b.gguf")));
+}
+
 int run_cli(const std::string& args, std::string* out) {
     const std::string cmd = std::string(CQ_CLI_PATH) + " " + args + " 2>&1";
     FILE* p = popen(cmd.c_str(), "r");

@@ -36,5 +36,6 @@
 #include "cq/imatrix.h"
 #include "cq/gptq.h"
 #include "cq/prune.h"
+#include "cq/pipeline.h"
 #include "cq/distill.h"
 #include "cq/qat.h"
