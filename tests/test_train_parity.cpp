@@ -288,6 +288,37 @@ TEST(TrainParity, BlockCheckpointingGivesTheSameGradientsWithLessMemory) {
     }
 }
 
+// every:K recomputes blocks 0, K, 2K, … only: the same gradient bytes as no checkpointing, activation memory between
+// none and block, decreasing as more blocks are recomputed (6 blocks: every:4 → 2 of them, every:2 → 3, block → 6).
+TEST(TrainParity, EveryKCheckpointingGivesTheSameGradientsWithMemoryBetweenEndToEnd) {
+    const auto run = [&](int64_t k, uint64_t& bytes) {
+        auto model = load_model();
+        const TextWindows w = load_text_windows(*model, test::fixture("data/stories_calib.txt"), 48);
+        const Batch b = batch_of(w, 2);
+        LmTrainer trainer(*model);
+        trainer.set_checkpoint_every(k);
+        trainer.forward_backward(b.in, b.tg, 2, 48);
+        bytes = trainer.activation_bytes();
+        std::vector<float> all;
+        for (const TrainParam& p : trainer.params()) all.insert(all.end(), p.grad, p.grad + p.numel);
+        return all;
+    };
+    uint64_t none = 0, every4 = 0, every2 = 0, block = 0, every7 = 0;
+    const auto a = run(0, none), b4 = run(4, every4), b2 = run(2, every2), b1 = run(1, block), b7 = run(7, every7);
+    for (const auto* g : {&b4, &b2, &b1, &b7}) {
+        ASSERT_EQ(a.size(), g->size());
+        EXPECT_EQ(0, std::memcmp(a.data(), g->data(), a.size() * sizeof(float)));
+    }
+    EXPECT_GT(none, every4);
+    EXPECT_GT(every4, every2);
+    EXPECT_GT(every2, block);
+    EXPECT_EQ(every7, none) << "every:7 on 6 blocks recomputes block 0 only, into its own slot";
+    EXPECT_EQ(parse_checkpoint("every:3"), 3);
+    EXPECT_EQ(parse_checkpoint("block"), 1);
+    EXPECT_EQ(parse_checkpoint("none"), 0);
+    for (const char* bad : {"every:0", "every:", "every:-2", "every:x", "sometimes"}) EXPECT_THROW(parse_checkpoint(bad), InvalidArgument) << bad;
+}
+
 TEST(TrainParity, BadBatchesAreClearErrors) {
     auto model = load_model();
     LmTrainer trainer(*model);

@@ -73,6 +73,10 @@ public:
     /// Activation checkpointing per block: keep only each block's input, recompute the block in the backward
     /// (same gradients, bit for bit; ~1 block of activations instead of all). Set before the first batch.
     void set_checkpointing(bool on);
+    /// Checkpoint every k-th block (blocks 0, k, 2k, …; k = 1 is set_checkpointing(true), 0 none): those keep only their
+    /// input and are recomputed in the backward, the others keep their activations, so memory and recompute time
+    /// fall between none and every block. Same gradient bytes for any k. Set before the first batch.
+    void set_checkpoint_every(int64_t k);
     /// Bytes held for activations at the largest batch seen so far.
     uint64_t activation_bytes() const;
     /// Replaces cross-entropy by `loss` in forward_backward and loss (empty: cross-entropy again).
@@ -253,13 +257,16 @@ struct FinetuneOptions {
     // dynamic loss scaling: steps whose gradients overflow are skipped).
     std::string precision = "fp32";
     LossScalerOptions loss_scaler;  // fp16 only
-    std::string checkpoint = "none";
+    std::string checkpoint = "none";  // none, block (every block recomputed) or every:K (blocks 0, K, 2K, …)
 };
 
 struct FinetuneProgress {
     int64_t step, total_steps;
     double loss, lr, tokens_per_s, grad_norm;
 };
+
+/// --checkpoint: "none" → 0, "block" → 1, "every:K" → K (LmTrainer::set_checkpoint_every); InvalidArgument otherwise.
+int64_t parse_checkpoint(const std::string& spec);
 
 /// Peak resident memory of this process so far.
 uint64_t peak_rss_bytes();

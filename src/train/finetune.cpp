@@ -51,6 +51,16 @@ using train::epoch_order;
 
 }  // namespace
 
+int64_t parse_checkpoint(const std::string& spec) {
+    if (spec == "none") return 0;
+    if (spec == "block") return 1;
+    if (spec.rfind("every:", 0) == 0) {
+        const std::string k = spec.substr(6);
+        if (!k.empty() && k.size() <= 6 && k.find_first_not_of("0123456789") == std::string::npos && std::stoll(k) >= 1) return std::stoll(k);
+    }
+    throw InvalidArgument("[finetune] --checkpoint '" + spec + "' is not none, block or every:K (K ≥ 1: checkpoint blocks 0, K, 2K, …)");
+}
+
 uint64_t peak_rss_bytes() {
     rusage u{};
     getrusage(RUSAGE_SELF, &u);
@@ -184,8 +194,7 @@ FinetuneReport finetune(LanguageModel& model, const FinetuneOptions& o,
                         const std::function<void(const FinetuneProgress&)>& progress) {
     const train::MatmulPrecision precision = train::parse_matmul_precision(o.precision);
     const bool fp16 = precision == train::MatmulPrecision::fp16_via_f32;
-    if (o.checkpoint != "none" && o.checkpoint != "block")
-        throw Unsupported("[finetune] --checkpoint " + o.checkpoint + " is not supported yet (none and block are)");
+    const int64_t checkpoint_every = parse_checkpoint(o.checkpoint);
     if (o.batch < 1 || o.accumulate < 1) throw InvalidArgument("[finetune] --batch and --accumulate must be at least 1");
     if (o.steps < 0 || (o.steps == 0 && !(o.epochs > 0)))
         throw InvalidArgument("[finetune] give a positive --steps or --epochs");
@@ -194,7 +203,7 @@ FinetuneReport finetune(LanguageModel& model, const FinetuneOptions& o,
     if (!o.eval_data.empty()) eval = load_text_windows(model, o.eval_data, o.ctx);
 
     LmTrainer trainer(model);
-    trainer.set_checkpointing(o.checkpoint == "block");
+    trainer.set_checkpoint_every(checkpoint_every);
     std::vector<TrainParam> params;  // the trained ones (frozen ones keep their values)
     for (const TrainParam& p : trainer.params()) {
         bool frozen = false;

@@ -71,7 +71,15 @@ struct LmTrainer::State {
     std::vector<float> cos_t, sin_t;
     std::vector<int32_t> ids, tgts;
     int64_t rope_T = -1;
-    bool checkpoint = false;  // keep only block inputs; recompute a block's activations in the backward
+    // Activation checkpointing: k > 0 recomputes blocks 0, k, 2k, … in the backward (they keep only their input and
+    // share activation slot 0); the other blocks keep theirs (slots 1, 2, …). 0: none; 1: every block.
+    int64_t checkpoint_every = 0;
+    bool recomputed(int64_t l) const { return checkpoint_every > 0 && l % checkpoint_every == 0; }
+    int64_t slot_of(int64_t l) const {
+        if (checkpoint_every == 0) return l;
+        return recomputed(l) ? 0 : 1 + l - (l + checkpoint_every - 1) / checkpoint_every;
+    }
+    int64_t n_slots(int64_t L) const { return checkpoint_every == 0 ? L : 1 + L - (L + checkpoint_every - 1) / checkpoint_every; }
     LogitLoss logit_loss;     // set: replaces cross-entropy (s.logits then holds its gradient)
 };
 
@@ -173,7 +181,12 @@ LmTrainer::LmTrainer(LanguageModel& model) : s_(std::make_unique<State>()) {
 
 LmTrainer::~LmTrainer() = default;
 
-void LmTrainer::set_checkpointing(bool on) { s_->checkpoint = on; }
+void LmTrainer::set_checkpointing(bool on) { s_->checkpoint_every = on ? 1 : 0; }
+
+void LmTrainer::set_checkpoint_every(int64_t k) {
+    if (k < 0) throw InvalidArgument("[train] checkpointing every " + std::to_string(k) + " blocks: k must be ≥ 0");
+    s_->checkpoint_every = k;
+}
 
 void LmTrainer::set_logit_loss(LogitLoss loss) { s_->logit_loss = std::move(loss); }
 
@@ -203,8 +216,8 @@ Dims dims_of(const LlmConfig& c, int64_t N) {
 
 }  // namespace
 
-// Block l's forward from res[l] into res[l + 1], its activations in slot sl of the per-block buffers (sl = l, or 0
-// under activation checkpointing, where the backward runs it again just before it needs them).
+// Block l's forward from res[l] into res[l + 1], its activations in slot sl of the per-block buffers (State::slot_of: l,
+// or under activation checkpointing 0 for the blocks the backward runs again just before it needs them).
 void LmTrainer::block_forward(int64_t l, int64_t sl) {
     State& s = *s_;
     auto& P = params_;
@@ -283,7 +296,7 @@ std::pair<double, int64_t> LmTrainer::run_forward(std::span<const int32_t> token
     const Dims d = dims_of(c, B * T);
     const int64_t N = d.N;
     s.B = B, s.T = T;
-    const int64_t S = s.checkpoint ? 1 : d.L;  // slots of per-block activations
+    const int64_t S = s.n_slots(d.L);  // slots of per-block activations
     grow(s.res, (d.L + 1) * N * d.D);
     grow(s.xn1, S * N * d.D), grow(s.xmid, S * N * d.D), grow(s.xn2, S * N * d.D);
     grow(s.rstd1, S * N), grow(s.rstd2, S * N);
@@ -312,7 +325,7 @@ std::pair<double, int64_t> LmTrainer::run_forward(std::span<const int32_t> token
         train::embedding_forward(val(s.pos), s.positions.data(), N, d.D, s.tmp.data());
         train::add_forward(s.res.data(), s.tmp.data(), s.res.data(), N * d.D);
     }
-    for (int64_t l = 0; l < d.L; ++l) block_forward(l, s.checkpoint ? 0 : l);
+    for (int64_t l = 0; l < d.L; ++l) block_forward(l, s.slot_of(l));
     const float* xlast = s.res.data() + d.L * N * d.D;
     if (s.gpt2) train::layernorm_forward(xlast, val(s.out_norm), val(s.out_norm_b), N, d.D, c.norm_eps, s.xnf.data(), s.meanf.data(), s.rstdf.data());
     else train::rmsnorm_forward(xlast, val(s.out_norm), N, d.D, c.norm_eps, s.xnf.data(), s.rstdf.data());
@@ -362,8 +375,9 @@ double LmTrainer::forward_backward(std::span<const int32_t> tokens, std::span<co
         train::rmsnorm_backward(s.dxn.data(), xlast, val(s.out_norm), s.rstdf.data(), N, d.D, s.dres.data(), grad(s.out_norm));
     for (int64_t l = d.L - 1; l >= 0; --l) {
         const auto& bp = s.blocks[static_cast<size_t>(l)];
-        const int64_t sl = s.checkpoint ? 0 : l;
-        if (s.checkpoint && l != d.L - 1) block_forward(l, 0);  // recompute the block's activations from its saved input
+        const int64_t sl = s.slot_of(l);
+        // Recompute a checkpointed block's activations from its saved input (the last one forward ran is still in slot 0).
+        if (s.recomputed(l) && l != (d.L - 1) / s.checkpoint_every * s.checkpoint_every) block_forward(l, 0);
         const float* xin = s.res.data() + l * N * d.D;
         const float* xn1 = s.xn1.data() + sl * N * d.D;
         const float* q = s.q.data() + sl * N * d.qd;

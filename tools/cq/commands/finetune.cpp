@@ -122,7 +122,10 @@ Runner register_finetune(CLI::App& app) {
     cmd->add_option("--loss-scale-interval", o->ft.loss_scaler.growth_interval,
                     "fp16: finite steps in a row before the loss scale doubles (it halves on an overflow)")->default_val(2000)
         ->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
-    cmd->add_option("--checkpoint", o->ft.checkpoint, "Activation checkpointing (LLMs): none, or block (keep each block's input, recompute it in the backward)")->default_val("none");
+    cmd->add_option("--checkpoint", o->ft.checkpoint, "Activation checkpointing (LLMs): none; block (keep each block's input, "
+                                                      "recompute it in the backward); every:K (only blocks 0, K, 2K, … recomputed, "
+                                                      "the others keep their activations: memory and time between none and block)")
+        ->default_val("none");
     cmd->add_option("--seed", o->seed, "Data order (and classifiers' init and dropout): LLMs 0 keeps the file's order (default: LLMs 0, "
                                        "classifiers 1)");
     cmd->add_option("--eval", o->ft.eval_data, "Held-out data: LLMs loss / perplexity, classifiers accuracy, before and after");
