@@ -4,6 +4,7 @@
 // quantizer, the spec parsers, and the export: a trained model's GGUF decodes to the fake-quantized values bit for bit.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <fstream>
@@ -14,6 +15,7 @@
 
 #include "cq/encoder.h"
 #include "cq/error.h"
+#include "cq/train.h"
 #include "cq/kernels.h"
 #include "cq/llm.h"
 #include "cq/qat.h"
@@ -310,6 +312,53 @@ TEST(QatClassifier, W8A8ExportHoldsTheTrainedGridEndToEnd) {
         EXPECT_EQ(b.int8->input.zero_point, a.int8->input.zero_point) << b.name;
     }
     EXPECT_EQ(int8_layers, 24);
+}
+
+// The input hook's plumbing: a hook that doubles a Linear's input (and its gradient) trains exactly like the model
+// whose weight is doubled: same loss, dW(hooked) = 2·dW'(doubled), every other gradient equal.
+struct DoublingHook : LinearInputHook {
+    std::vector<int> chosen;
+    bool applies(int wp) const override { return std::find(chosen.begin(), chosen.end(), wp) != chosen.end(); }
+    void forward(int, const float* x, int64_t N, int64_t I, float* xq, bool) override {
+        for (int64_t i = 0; i < N * I; ++i) xq[i] = 2.0f * x[i];
+    }
+    void backward(int, const float*, int64_t N, int64_t I, float* dxq) override {
+        for (int64_t i = 0; i < N * I; ++i) dxq[i] *= 2.0f;
+    }
+};
+
+TEST(QatClassifier, LinearInputHookIsCarriedThroughTheBackward) {
+    const std::string bert = test::fixture("models/bert-tiny-sst2");
+    auto a = EncoderModel::load(bert), b = EncoderModel::load(bert);
+    EncoderTrainer ta(*a), tb(*b);
+    DoublingHook hook;
+    for (size_t i = 0; i < ta.params().size(); ++i) {
+        const std::string& n = ta.params()[i].name;
+        if (n.find("layer.1.attention.self.key.weight") != std::string::npos || n.find("layer.2.output.dense.weight") != std::string::npos ||
+            n == "classifier.weight")
+            hook.chosen.push_back(static_cast<int>(i));
+    }
+    ASSERT_EQ(hook.chosen.size(), 3u);
+    for (int i : hook.chosen)
+        for (int64_t k = 0; k < tb.params()[i].numel; ++k) tb.params()[i].value[k] *= 2.0f;
+    ta.set_linear_input_hook(&hook);
+    const std::vector<std::string> texts = {"a gorgeous, witty film", "dull and overlong", "not bad at all"};
+    const TextBatch batch = a->tokenize(texts, 16);
+    const std::vector<int32_t> labels = {1, 0, 1};
+    ta.zero_grad(), tb.zero_grad();
+    const double la = ta.forward_backward(batch, labels, 0.1f, 7), lb = tb.forward_backward(batch, labels, 0.1f, 7);
+    EXPECT_NEAR(la, lb, 1e-6 * std::abs(lb));
+    for (size_t i = 0; i < ta.params().size(); ++i) {
+        const TrainParam& pa = ta.params()[i];
+        const TrainParam& pb = tb.params()[i];
+        const float f = hook.applies(static_cast<int>(i)) ? 2.0f : 1.0f;
+        double norm = 0, diff = 0;
+        for (int64_t k = 0; k < pa.numel; ++k) {
+            norm += double(pb.grad[k]) * pb.grad[k];
+            diff += (double(pa.grad[k]) - f * pb.grad[k]) * (double(pa.grad[k]) - f * pb.grad[k]);
+        }
+        EXPECT_LE(std::sqrt(diff), 1e-5 * std::sqrt(norm) + 1e-12) << pa.name;
+    }
 }
 
 TEST(QatClassifier, RefusesAnExportWithoutARuntimeFormat) {
