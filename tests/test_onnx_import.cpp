@@ -9,6 +9,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "cq/calibration.h"
+#include "cq/classify.h"
 #include "cq/datasets.h"
 #include "cq/error.h"
 #include "cq/onnx_model.h"
@@ -219,6 +221,32 @@ TEST(OnnxImport, HostileFilesGetClearErrors) {
     ext.graph.initializers.front().external_data = {{"location", "../../etc/passwd"}};
     ASSERT_TRUE(onnx_ir::serialize(ext, out, error));
     EXPECT_THROW(OnnxModel::load(dir.write("ext.onnx", out)), FormatError);
+}
+
+}  // namespace
+}  // namespace cq
+
+namespace cq {
+namespace {
+
+// Static W8A8 of the imported mnist-8: calibrated on test images [0, 1000) (256 of them), evaluated on [1000, 10000).
+TEST(OnnxImport, Mnist8StaticW8A8KeepsAccuracyEndToEnd) {
+    auto model = OnnxModel::load(fixture("vision/mnist-8.onnx"));
+    const std::string images = fixture("data/t10k-images-idx3-ubyte.gz");
+    DataSelection eval;
+    eval.first = 1000;
+    const OnnxImageOptions raw;  // the model zoo's MNIST takes raw pixels
+    const ClassificationResult fp32 = classify_images_onnx(*model, images, eval, raw);
+    DataSelection calib;
+    calib.count = 1000;
+    EXPECT_EQ(quantize_onnx_w8a8_static(*model, images, calib, raw, 256, static_cast<int32_t>(calib::Method::minmax)), 3);
+    for (const Linear* l : model->linears()) EXPECT_TRUE(l->int8 != nullptr) << l->name;
+    const ClassificationResult int8 = classify_images_onnx(*model, images, eval, raw);
+    const PredictionAgreement a = compare_predictions(fp32, int8);
+    EXPECT_GE(int8.accuracy, 0.988);
+    EXPECT_GE(a.agreement, 0.995);
+    std::printf("[onnx] mnist-8 on test [1000, 10000): fp32 %.2f %%, w8a8 static %.2f %%, agreement %.2f %%\n", 100 * fp32.accuracy,
+                100 * int8.accuracy, 100 * a.agreement);
 }
 
 }  // namespace

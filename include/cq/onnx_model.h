@@ -81,6 +81,13 @@ struct DataSelection;
 ClassificationResult classify_images_onnx(OnnxModel& model, const std::string& data_path, const DataSelection& selection,
                                           const OnnxImageOptions& options);
 
+/// Static W8A8 for an imported model: every Linear (Conv, Gemm, MatMul) gets per-output-channel symmetric int8
+/// weights and a u8 input scale / zero point from the ranges its inputs took on `samples` calibration images
+/// (data_path / selection as classify_images_onnx; calib::Method as cq quantize --type w8a8-static). In memory: the
+/// model then runs through the u8×s8 kernels. Returns the number of Linears quantized.
+int64_t quantize_onnx_w8a8_static(OnnxModel& model, const std::string& data_path, const DataSelection& selection,
+                                  const OnnxImageOptions& image, int64_t samples, int32_t method, double percentile = 99.99);
+
 namespace onnx_ops {
 /// Direct 2-D convolution in double, the reference twin of the im2col + GEMM path. x: [N, C, H, W];
 /// w: [M, C/group, kh, kw]; b: [M] or null; pads: top, left, bottom, right. y: [N, M, OH, OW].

@@ -182,7 +182,7 @@ void export_decoder(const LanguageModel& model, const std::string& path, const O
         onnx_ir::Model m = new_model(options, "cq_" + c.architecture + (with_past ? "_with_past" : ""),
                                        "cq export (" + c.architecture + ", " + onnx_format_name(options.format) + ")");
         GraphBuilder g(m.graph);
-        Emitter e{g, options};
+        Emitter e{g, options, {}};
         DecoderGraph d{e, c, model.weights(), with_past, {}, {}, {}, {}, {}, {}, {}};
         d.build();
         OnnxExportFile file;

@@ -138,7 +138,7 @@ void export_encoder(const EncoderModel& model, const std::string& path, const On
     onnx_ir::Model m = new_model(options, "cq_" + c.architecture,
                                    "cq export (" + c.architecture + ", " + onnx_format_name(options.format) + ")");
     GraphBuilder g(m.graph);
-    Emitter e{g, options};
+    Emitter e{g, options, {}};
     EncoderGraph graph{e, c, model.weights()};
     if (model.is_vision()) graph.vision(*act);
     else graph.text(*act);

@@ -11,6 +11,7 @@
 #include "commands/json_reports.h"
 #include "cq/classify.h"
 #include "cq/error.h"
+#include "cq/calibration.h"
 #include "cq/kernels.h"
 #include "cq/onnx_model.h"
 
@@ -23,6 +24,8 @@ struct Options {
     ClassifyOptions classify;
     bool json = false;
     float pixel_scale = 1.0f;
+    std::string onnx_calib, calib_range, calib_method = "minmax";
+    int64_t calib_samples = 256;
 };
 
 std::string percent(double v) {
@@ -46,20 +49,42 @@ Runner register_eval(CLI::App& app) {
     cmd->add_option("-b,--batch", o->classify.batch, "Samples per forward pass")->default_val(32)->check(CLI::Range(1, 1 << 16));
     cmd->add_option("--max-len", o->classify.max_len, "Text: tokens per sample incl. special tokens")->default_val(128)->check(CLI::Range(3, 1 << 16));
     cmd->add_option("--pixel-scale", o->pixel_scale, ".onnx models: input = pixel (0..255) × this (default: 1, raw pixels)");
+    cmd->add_option("--w8a8-calib", o->onnx_calib, ".onnx models: also quantize to static W8A8 calibrated on these images and "
+                                                   "report FP32 vs INT8 accuracy, agreement and time (default: none)");
+    cmd->add_option("--calib-range", o->calib_range, "--w8a8-calib samples FIRST:END (default: all; keep it apart from --range)");
+    cmd->add_option("--calib-samples", o->calib_samples, "--w8a8-calib: at most this many samples (default: 256)");
+    cmd->add_option("--calib-method", o->calib_method, "--w8a8-calib: minmax, percentile, mse or entropy (default: minmax)");
     cmd->add_flag("--json", o->json, "Print JSON instead of a table (default: off)");
     return [o]() -> int {
         if (o->task != "classification") throw InvalidArgument("--task '" + o->task + "' is not supported (supported: classification)");
         std::tie(o->selection.first, o->selection.count) = parse_sample_range(o->range, "--range");
         if (o->model.size() > 5 && o->model.ends_with(".onnx")) {  // an imported ONNX classifier (cq/onnx_model.h)
             auto model = OnnxModel::load(o->model);
-            const ClassificationResult r = classify_images_onnx(*model, o->data, o->selection, OnnxImageOptions{o->pixel_scale, {}, {}, o->classify.batch});
+            const OnnxImageOptions image{o->pixel_scale, {}, {}, o->classify.batch};
+            const ClassificationResult r = classify_images_onnx(*model, o->data, o->selection, image);
+            std::optional<ClassificationResult> q;
+            std::optional<PredictionAgreement> agree;
+            if (!o->onnx_calib.empty()) {
+                DataSelection cs;
+                std::tie(cs.first, cs.count) = parse_sample_range(o->calib_range, "--calib-range");
+                const auto method = calib::parse_method(o->calib_method);
+                if (!method) throw InvalidArgument("--calib-method '" + o->calib_method + "' is not one of minmax, percentile, mse, entropy");
+                quantize_onnx_w8a8_static(*model, o->onnx_calib, cs, image, o->calib_samples, static_cast<int32_t>(*method));
+                q = classify_images_onnx(*model, o->data, o->selection, image);
+                agree = compare_predictions(r, *q);
+            }
             if (o->json) {
-                print_json({{"model", o->model}, {"data", o->data}, {"result", classification_to_json(r)}});
+                nlohmann::json j{{"model", o->model}, {"data", o->data}, {"result", classification_to_json(r)}};
+                if (q) j["w8a8_static"] = {{"result", classification_to_json(*q)}, {"agreement", agreement_to_json(*agree)}};
+                print_json(j);
                 return 0;
             }
-            std::printf("onnx (imported) on %s (%lld samples)\n  accuracy %s, %lld/%lld correct, %.2f s\n", o->data.c_str(),
+            std::printf("onnx (imported) on %s (%lld samples)\n  fp32: accuracy %s, %lld/%lld correct, %.2f s\n", o->data.c_str(),
                         static_cast<long long>(r.samples), percent(r.accuracy).c_str(), static_cast<long long>(r.correct),
                         static_cast<long long>(r.samples), r.seconds);
+            if (q)
+                std::printf("  w8a8 static: accuracy %s, %lld/%lld correct, %.2f s; agreement with fp32 %s\n", percent(q->accuracy).c_str(),
+                            static_cast<long long>(q->correct), static_cast<long long>(q->samples), q->seconds, percent(agree->agreement).c_str());
             return 0;
         }
         auto model = EncoderModel::load(o->model);
