@@ -230,6 +230,38 @@ TEST(TrainParity, HfDirectoryOutputReloadsAsTheTrainedModel) {
     EXPECT_NE(0, std::memcmp(e0.data(), e1.data(), e0.size() * sizeof(float))) << "the embedding was not trained / written";
 }
 
+// The HF directory a fine-tune writes, loaded in PyTorch (scripts/train_reference.py check-hf rebuilds the model in plain
+// torch from config.json + model.safetensors): its logits equal cq's to 1e-4 on every position. Skipped where Debian's
+// python3 has no torch.
+TEST(TrainParity, HfDirectoryOutputGivesCqLogitsInPyTorchEndToEnd) {
+    if (std::system("/usr/bin/python3 -c 'import torch, numpy' >/dev/null 2>&1") != 0) GTEST_SKIP() << "no python3 torch";
+    test::TempDir dir;
+    auto model = load_model();
+    FinetuneOptions o;
+    o.data = test::fixture("data/stories_calib.txt");
+    o.steps = 1, o.batch = 2, o.ctx = 32, o.seed = 5;
+    o.schedule.lr = 1e-3f;
+    o.output = dir.file("tuned");
+    finetune(*model, o);
+    const TextWindows w = load_text_windows(*model, o.data, 32);
+    const Batch b = batch_of(w, 2);
+    auto reloaded = load_model_at(o.output);
+    std::vector<float> logits(static_cast<size_t>(32 * model->config().n_vocab));
+    reloaded->forward(std::span<const int32_t>(b.in.data(), 32), 0, logits, true);
+    std::ofstream(o.output + "/cq_tokens.bin", std::ios::binary).write(reinterpret_cast<const char*>(b.in.data()), 32 * sizeof(int32_t));
+    std::ofstream(o.output + "/cq_logits.bin", std::ios::binary)
+            .write(reinterpret_cast<const char*>(logits.data()), static_cast<std::streamsize>(logits.size() * sizeof(float)));
+    const std::string cmd = "cd " + test::tests_dir() + "/.. && /usr/bin/python3 scripts/train_reference.py check-hf " + o.output + " 2>&1";
+    FILE* p = popen(cmd.c_str(), "r");
+    ASSERT_NE(p, nullptr);
+    std::string out;
+    char buf[512];
+    while (fgets(buf, sizeof buf, p)) out += buf;
+    const int status = pclose(p);
+    EXPECT_EQ(status, 0) << out;
+    std::printf("%s", out.c_str());
+}
+
 // A run stopped after 3 steps and resumed from its state file ends with the same bytes as one run straight through.
 TEST(TrainParity, ResumedRunEqualsAnUninterruptedOne) {
     test::TempDir dir;
