@@ -1,0 +1,176 @@
+"""cq: compress trained neural networks (quantize, prune, distill) and measure what it cost.
+
+The toolkit's Python surface over cq's C++ core (the extension ``cq._core``). It keeps the seed's names:
+
+    quantizer = cq.ModelQuantizer(cq.QuantizationConfig(quantization_type="int8",
+                                                         calibration_dataset="stories_calib.txt",
+                                                         num_calibration_samples=100))
+    quantized = quantizer.quantize("model_dir_or.gguf")
+    quantizer.get_model_size(quantized)
+
+Every heavy call runs in C++ with the GIL released; errors are the C++ errors' messages as ValueError (bad
+argument), cq.FormatError (a broken file, a ValueError too), NotImplementedError and OSError.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from typing import Any, Callable, Optional, Union
+
+from . import _core
+from ._core import EncoderModel, FormatError, LanguageModel, Model, Tensor
+
+__all__ = [
+    "load", "Model", "LanguageModel", "EncoderModel", "Tensor", "FormatError",
+    "QuantizationConfig", "ModelQuantizer", "evaluate", "benchmark", "compare", "get_model_size", "presets",
+]
+
+ModelLike = Union[str, os.PathLike, Model, Any]
+
+# The seed's quantization_type names for decoder LLMs → cq's presets. "dynamic" is Q8_0: ggml quantizes each
+# activation row to 8 bits on the fly, which is what dynamic quantization means for these kernels.
+_LLM_TYPES = {"int8": "q8_0", "dynamic": "q8_0", "int4": "q4_k_m", "fp16": "f16", "bf16": "bf16", "fp32": "f32"}
+
+
+def load(path: Union[str, os.PathLike]) -> Model:
+    """Loads a model: an HF directory (config.json + safetensors + tokenizer), a GGUF file, or cq's W8A8 container."""
+    return _core.load(os.fspath(path))
+
+
+def presets() -> list:
+    """cq's quantization presets and plain types (q4_k_m, q8_0, q4_0, ...)."""
+    return list(_core.quant_presets())
+
+
+def _path_of(model: ModelLike, what: str) -> str:
+    """A loadable path for `model`: a path as given, a cq model's own file, or a transformers model saved once."""
+    if isinstance(model, (str, os.PathLike)):
+        return os.fspath(model)
+    if isinstance(model, Model):
+        return model.path
+    if hasattr(model, "save_pretrained"):  # a transformers model: its config and state_dict as safetensors
+        out = tempfile.mkdtemp(prefix="cq-hf-")
+        model.save_pretrained(out, safe_serialization=True)
+        return out
+    raise TypeError(f"{what}: expected a path, a cq model or a transformers model, got {type(model).__name__}")
+
+
+@dataclasses.dataclass
+class QuantizationConfig:
+    """What to quantize to and how, with the seed's names.
+
+    quantization_type: the seed's "int8", "int4", "dynamic", "fp16", "bf16", or any cq preset / type
+        ("q4_k_m", "q3_k_s", "iq4_xs", ...; see presets()). Encoder classifiers (BERT family, ViT) take
+        "int8" (W8A8, static when a calibration dataset is given, else dynamic) and "dynamic".
+    calibration_dataset: calibration data: text for LLMs (e.g. stories_calib.txt), labelled data for encoders
+        (a TSV, MNIST idx file or image folder). None: round to nearest (LLMs) / dynamic activations (encoders).
+    num_calibration_samples: chunks of `calibration_ctx` tokens (LLMs) or samples (encoders) used. Default 100.
+    method: LLMs: "rtn", "imatrix", "gptq", "awq", "awq+gptq", "auto"; None: cq's default for the data given.
+    calibration_method: encoders' static ranges: "minmax", "percentile", "mse", "entropy" (None: percentile).
+    target_size / target_bpw: LLMs: automatic mixed precision under a file-size (bytes) or bits-per-weight budget.
+    output_path: where the quantized file goes (None: a new temporary file).
+    """
+    quantization_type: str = "int8"
+    calibration_dataset: Optional[str] = None
+    num_calibration_samples: int = 100
+    method: Optional[str] = None
+    calibration_method: Optional[str] = None
+    calibration_ctx: int = 512
+    target_size: int = 0
+    target_bpw: float = 0.0
+    tensor_types: list = dataclasses.field(default_factory=list)
+    output_path: Optional[str] = None
+
+
+class ModelQuantizer:
+    """Quantizes models by a QuantizationConfig. quantize() returns the quantized model, loaded by cq; its report
+    (sizes, bits per weight, method, calibration, timings) is `last_report`."""
+
+    def __init__(self, config: Optional[QuantizationConfig] = None, progress: Optional[Callable] = None):
+        self.config = config or QuantizationConfig()
+        self.progress = progress  # called as progress(done, total, value) from the C++ side
+        self.last_report: Optional[dict] = None
+
+    def quantize(self, model: ModelLike) -> Model:
+        c = self.config
+        source = _path_of(model, "ModelQuantizer.quantize")
+        output = c.output_path
+        if output is None:
+            output = os.path.join(tempfile.mkdtemp(prefix="cq-quant-"), "model.gguf")
+        if _core.is_encoder_model(source):
+            qtype = c.quantization_type.lower()
+            if qtype in ("int8", "w8a8", "w8a8-static") and c.calibration_dataset:
+                mode = "static"
+            elif qtype in ("int8", "dynamic", "w8a8", "w8a8-dynamic"):
+                mode = "dynamic"
+            else:
+                raise ValueError(f"QuantizationConfig.quantization_type '{c.quantization_type}': encoder classifiers "
+                                 "quantize to 'int8' (W8A8 static with a calibration dataset, else dynamic) or 'dynamic'")
+            self.last_report = _core.quantize_encoder(source, output, mode, c.calibration_dataset or "",
+                                                      c.num_calibration_samples, c.calibration_method or "", 99.99,
+                                                      self.progress)
+        else:
+            qtype = _LLM_TYPES.get(c.quantization_type.lower(), c.quantization_type)
+            self.last_report = _core.quantize_model(source, output, qtype, c.method or "", c.calibration_dataset or "",
+                                                    c.calibration_ctx, c.num_calibration_samples, "", c.target_size,
+                                                    c.target_bpw, list(c.tensor_types), self.progress)
+        return _core.load(output)
+
+    @staticmethod
+    def get_model_size(model: ModelLike) -> int:
+        return get_model_size(model)
+
+
+def get_model_size(model: ModelLike) -> int:
+    """Bytes of the model's weights as it holds them (every layer with weights); for a path, the file's bytes."""
+    if isinstance(model, Model):
+        return sum(layer["bytes"] for layer in model.layers())
+    path = _path_of(model, "get_model_size")
+    if os.path.isdir(path):
+        return sum(os.path.getsize(os.path.join(path, f)) for f in os.listdir(path) if f.endswith(".safetensors"))
+    return os.path.getsize(path)
+
+
+def _as_model(model: ModelLike) -> Model:
+    return model if isinstance(model, Model) else load(_path_of(model, "evaluate"))
+
+
+def evaluate(model: ModelLike, data: str, *, n_ctx: int = 512, max_chunks: int = -1, first: int = 0, count: int = -1,
+             batch: int = 32, max_len: int = 128, progress: Optional[Callable] = None) -> dict:
+    """Quality on `data`: perplexity (llama-perplexity's method, n_ctx tokens per chunk) for language models, whose
+    `data` is a text file; accuracy for classifiers, whose `data` is a labelled file (TSV, MNIST idx, image folder)."""
+    m = _as_model(model)
+    if isinstance(m, LanguageModel):
+        return m.perplexity(_core.read_text(data), n_ctx, max_chunks, "", "", progress)
+    return m.evaluate(data, first, count, batch, max_len, progress)
+
+
+def benchmark(model: ModelLike, *, n_prompt: int = 512, n_gen: int = 128, batch: int = 8, seq: int = 128,
+              repetitions: int = 3) -> dict:
+    """Speed: prompt and generation tokens/s for language models; batch latency (ms) for classifiers."""
+    m = _as_model(model)
+    if isinstance(m, LanguageModel):
+        return m.bench(n_prompt, n_gen, repetitions)
+    return m.bench(batch, seq, repetitions)
+
+
+def compare(a: ModelLike, b: ModelLike, data: str, *, n_ctx: int = 512, max_chunks: int = -1, first: int = 0,
+            count: int = -1, batch: int = 32, max_len: int = 128) -> dict:
+    """The same evaluation of two models in one run, and how far b is from a: for language models both perplexities
+    and the KL-divergence of b's next-token distributions from a's; for classifiers both accuracies and the
+    fraction of samples whose prediction agrees."""
+    ma, mb = _as_model(a), _as_model(b)
+    if isinstance(ma, LanguageModel) != isinstance(mb, LanguageModel):
+        raise ValueError("compare: one model is a language model and the other is not")
+    if isinstance(ma, LanguageModel):
+        text = _core.read_text(data)
+        with tempfile.TemporaryDirectory(prefix="cq-cmp-") as tmp:
+            base = os.path.join(tmp, "base.logits")
+            ra = ma.perplexity(text, n_ctx, max_chunks, base, "", None)
+            rb = mb.perplexity(text, n_ctx, max_chunks, "", base, None)
+        return {"a": ra, "b": rb, "kld": rb.get("kld")}
+    ra = ma.evaluate(data, first, count, batch, max_len, None)
+    rb = mb.evaluate(data, first, count, batch, max_len, None)
+    same = sum(int(x == y) for x, y in zip(ra["predictions"], rb["predictions"]))
+    return {"a": ra, "b": rb, "agreement": same / max(1, len(ra["predictions"]))}

@@ -1,0 +1,167 @@
+"""Tests of the Python package over the C++ core, against values computed apart from cq: the fixtures' PyTorch
+reference outputs (reference.json), the safetensors files read here with numpy, llama-perplexity's method recomputed
+in numpy from the model's logits, and the closed-form error bound of 8-bit block rounding."""
+import json
+import os
+import struct
+import unittest
+
+import numpy as np
+
+import cq
+
+FIXTURES = os.environ.get("CQ_FIXTURES", os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "fixtures"))
+STORIES = os.path.join(FIXTURES, "models", "stories260K-hf")
+BERT = os.path.join(FIXTURES, "models", "bert-tiny-sst2")
+VALID = os.path.join(FIXTURES, "data", "tinystories_valid_subset.txt")
+CALIB = os.path.join(FIXTURES, "data", "stories_calib.txt")
+SST2_TRAIN = os.path.join(FIXTURES, "data", "sst2_train.tsv")
+SST2_DEV = os.path.join(FIXTURES, "data", "sst2_dev.tsv")
+
+
+def open_text(path):
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
+def read_safetensors(path):
+    """name -> float32 array, read with the format's own layout (8-byte header size, JSON header, data)."""
+    with open(path, "rb") as f:
+        blob = f.read()
+    (n,) = struct.unpack("<Q", blob[:8])
+    header = json.loads(blob[8:8 + n])
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__" or info["dtype"] != "F32":
+            continue
+        a, b = info["data_offsets"]
+        out[name] = np.frombuffer(blob[8 + n + a:8 + n + b], dtype=np.float32).reshape(info["shape"])
+    return out
+
+
+class LanguageModelTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.model = cq.load(STORIES)
+
+    def test_logits_equal_pytorch_reference(self):
+        ref = json.loads(open_text(os.path.join(STORIES, "reference.json")))
+        for p in ref["prompts"]:
+            ids = self.model.tokenize(p["prompt"])
+            self.assertEqual(list(ids), p["ids"])
+            logits = np.asarray(self.model.logits(ids))
+            self.assertEqual(logits.shape, (len(ids), 512))
+            np.testing.assert_allclose(logits[-1], np.array(p["last_logits"], dtype=np.float32), atol=1e-4, rtol=0)
+            self.assertEqual(int(np.argmax(logits[-1])), p["argmax"])
+
+    def test_weights_are_read_only_views_with_the_file_values(self):
+        tensors = read_safetensors(os.path.join(STORIES, "model.safetensors"))
+        w = self.model.weight("blk.1.ffn_down")
+        a, b = np.asarray(w), np.asarray(w)
+        self.assertEqual(a.__array_interface__["data"][0], b.__array_interface__["data"][0])  # a view, not a copy
+        self.assertFalse(a.flags.writeable)
+        np.testing.assert_array_equal(a, tensors["model.layers.1.mlp.down_proj.weight"])
+        np.testing.assert_array_equal(np.asarray(w.dequantize()), a)
+        names = [layer["name"] for layer in self.model.layers() if layer["is_linear"]]
+        self.assertEqual(names, self.model.linear_names())
+
+    def test_perplexity_equals_llama_perplexity_method_recomputed_in_numpy(self):
+        n_ctx, chunks = 128, 3
+        text = open_text(VALID)
+        got = cq.evaluate(self.model, VALID, n_ctx=n_ctx, max_chunks=chunks)
+        tokens = list(self.model.tokenize(text))
+        bos = tokens[0]
+        nll, count = 0.0, 0
+        for c in range(chunks):
+            chunk = tokens[c * n_ctx:(c + 1) * n_ctx]
+            chunk[0] = bos
+            logits = np.asarray(self.model.logits(chunk)).astype(np.float64)
+            for j in range(n_ctx // 2, n_ctx - 1):
+                row = logits[j]
+                log_z = row.max() + np.log(np.exp(row - row.max()).sum())
+                nll += log_z - row[chunk[j + 1]]
+                count += 1
+        self.assertEqual(got["n_chunks"], chunks)
+        self.assertAlmostEqual(got["ppl"], float(np.exp(nll / count)), delta=1e-4 * got["ppl"])
+
+    def test_int8_quantizer_rounds_every_linear_within_half_a_step(self):
+        # The GGUF layout of the same weights (llama.cpp permutes the rows of attn_q / attn_k for its RoPE).
+        f32 = cq.ModelQuantizer(cq.QuantizationConfig(quantization_type="fp32")).quantize(STORIES)
+        originals = {n: np.asarray(f32.weight(n)).copy() for n in f32.linear_names()}
+        quantizer = cq.ModelQuantizer(cq.QuantizationConfig(quantization_type="int8"))
+        q = quantizer.quantize(STORIES)
+        self.assertEqual(quantizer.last_report["type"], "q8_0")
+        for name, w in originals.items():
+            t = q.weight(name)
+            v = np.asarray(t.dequantize())
+            if w.shape[1] % 32:  # rows that do not fill Q8_0's 32-value blocks fall back to f16, as in llama.cpp
+                self.assertEqual(t.dtype, "f16", name)
+                np.testing.assert_array_equal(v, w.astype(np.float16).astype(np.float32))
+                continue
+            self.assertEqual(t.dtype, "q8_0", name)
+            blocks = w.reshape(-1, 32)
+            # Q8_0: q = round(w / d) with d = amax / 127, and d is stored as f16, so |w - f16(d)·q| is at most
+            # d / 2 + 127·|d - f16(d)|.
+            step = np.abs(blocks).max(axis=1, keepdims=True) / 127
+            bound = 0.5 * step + 127 * np.abs(step - step.astype(np.float16).astype(np.float32))
+            err = np.abs(v.reshape(-1, 32) - blocks)
+            self.assertTrue(np.all(err <= bound * (1 + 1e-5) + 1e-9), name)
+        self.assertLess(cq.get_model_size(q), 0.35 * cq.get_model_size(self.model))
+        cmp = cq.compare(self.model, q, VALID, n_ctx=128, max_chunks=2)
+        self.assertGreater(cmp["kld"]["mean"], 0.0)
+        self.assertLess(cmp["kld"]["mean"], 0.01)
+
+    def test_progress_reaches_python_from_the_core(self):
+        seen = []
+        cq.evaluate(self.model, VALID, n_ctx=128, max_chunks=2, progress=lambda d, t, v: seen.append((d, t)))
+        self.assertTrue(seen)
+        self.assertEqual(seen[-1][0], seen[-1][1])
+
+    def test_bad_input_raises_with_the_cores_message(self):
+        with self.assertRaisesRegex(OSError, "does-not-exist"):
+            cq.load("/does-not-exist")
+        with self.assertRaisesRegex(ValueError, "no Linear named"):
+            self.model.weight("blk.99.nothing")
+        with self.assertRaises(ValueError):
+            self.model.set_weight("blk.0.attn_q", np.zeros((3, 5), dtype=np.float32))
+        with self.assertRaisesRegex(ValueError, "float32"):
+            self.model.set_weight("blk.0.attn_q", np.zeros((64, 64), dtype=np.float64))
+
+    def test_set_weight_changes_the_forward_pass(self):
+        m = cq.load(STORIES)
+        ids = m.tokenize("Once upon a time")
+        before = np.asarray(m.logits(ids)).copy()
+        w = np.asarray(m.weight("blk.0.ffn_down")).copy()
+        m.set_weight("blk.0.ffn_down", np.zeros_like(w))
+        self.assertTrue(np.all(np.asarray(m.weight("blk.0.ffn_down")) == 0))
+        self.assertGreater(np.abs(np.asarray(m.logits(ids)) - before).max(), 1e-3)
+        m.set_weight("blk.0.ffn_down", w)
+        np.testing.assert_array_equal(np.asarray(m.logits(ids)), before)
+
+
+class EncoderTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.model = cq.load(BERT)
+
+    def test_logits_equal_pytorch_reference(self):
+        ref = json.loads(open_text(os.path.join(BERT, "reference.json")))
+        rows = ref["reference_first8"]
+        logits = np.asarray(self.model.classify_texts([r["sentence"] for r in rows], 64))
+        np.testing.assert_allclose(logits, np.array([r["logits"] for r in rows], dtype=np.float32), atol=1e-4, rtol=0)
+
+    def test_static_int8_keeps_predictions(self):
+        config = cq.QuantizationConfig(quantization_type="int8", calibration_dataset=SST2_TRAIN, num_calibration_samples=64)
+        quantizer = cq.ModelQuantizer(config)
+        q = quantizer.quantize(BERT)
+        self.assertEqual(quantizer.last_report["type"], "w8a8-static")
+        cmp = cq.compare(self.model, q, SST2_DEV, count=200, max_len=64)
+        self.assertGreaterEqual(cmp["agreement"], 0.95)
+        self.assertLess(abs(cmp["a"]["accuracy"] - cmp["b"]["accuracy"]), 0.03)
+        self.assertLess(quantizer.get_model_size(q), 0.5 * quantizer.get_model_size(self.model))
+        with self.assertRaisesRegex(ValueError, "encoder classifiers"):
+            cq.ModelQuantizer(cq.QuantizationConfig(quantization_type="int4")).quantize(BERT)
+
+
+if __name__ == "__main__":
+    unittest.main()
