@@ -167,6 +167,34 @@ TEST(TrainEncoder, VitFinetuneOnMnistKeepsTheModelAccurate) {
     EXPECT_THROW(finetune_classifier(*model, o), InvalidArgument);  // texts for an image model
 }
 
+// A classifier fine-tune (BERT from random init, with dropout) stopped after 3 steps and resumed from its state file
+// ends with the same loss curve and weight bytes as one run straight through; another run's file is refused.
+TEST(TrainEncoder, ClassifierResumedRunEqualsAnUninterruptedOneEndToEnd) {
+    test::TempDir dir;
+    ClassifierFinetuneOptions o;
+    o.data = test::fixture("data/sst2_train.tsv");
+    o.data_selection.first = 0, o.data_selection.count = 96;
+    o.random_init = true, o.seed = 4, o.steps = 6, o.batch = 16, o.max_len = 32;
+    auto straight = load_bert();
+    const FinetuneReport a = finetune_classifier(*straight, o);
+    ClassifierFinetuneOptions o1 = o;
+    o1.stop_after = 3, o1.state_path = dir.file("state.bin");
+    auto first = load_bert();
+    finetune_classifier(*first, o1);
+    ClassifierFinetuneOptions o2 = o;
+    o2.resume_from = o1.state_path;
+    auto second = load_bert();
+    const FinetuneReport b = finetune_classifier(*second, o2);
+    EXPECT_EQ(a.loss_curve, b.loss_curve);
+    ASSERT_EQ(b.loss_curve.size(), 6u);
+    const auto wa = straight->weights().blocks[1].q.weight.to_float(), wb = second->weights().blocks[1].q.weight.to_float();
+    EXPECT_EQ(0, std::memcmp(wa.data(), wb.data(), wa.size() * sizeof(float)));
+    ClassifierFinetuneOptions other = o2;
+    other.batch = 8;
+    auto third = load_bert();
+    EXPECT_THROW(finetune_classifier(*third, other), InvalidArgument);
+}
+
 TEST(TrainEncoder, BadLabelsAreClearErrors) {
     const auto ref = expected();
     auto model = load_bert();

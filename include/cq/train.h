@@ -318,6 +318,9 @@ struct ClassifierFinetuneOptions {
     double clip = 1.0;
     int64_t stop_after = 0;  // > 0: run only the first stop_after steps of the schedule
     std::string precision = "fp32";  // fp32 or bf16 (as FinetuneOptions::precision)
+    // Resumable state, as FinetuneOptions (the data position is the step: each epoch's order comes from the seed).
+    std::string state_path, resume_from;
+    int64_t state_every = 0;
 };
 FinetuneReport finetune_classifier(EncoderModel& model, const ClassifierFinetuneOptions& options,
                                    const std::function<void(const FinetuneProgress&)>& progress = {});

@@ -12,6 +12,7 @@
 #include "cq/train.h"
 #include "train/data_order.h"
 #include "train/train_ops.h"
+#include "train/train_state.h"
 
 namespace cq {
 
@@ -78,8 +79,19 @@ FinetuneReport finetune_classifier(EncoderModel& model, const ClassifierFinetune
     if (precision == train::MatmulPrecision::fp16_via_f32)
         throw Unsupported("[finetune] --precision fp16 (with loss scaling) is supported for LLMs only so far; classifiers take fp32 or bf16");
     r.precision = o.precision;
+    // The state file's run shape: max_len in the ctx field, the data position is step · batch.
+    const train::RunShape shape{0, 0, 0, static_cast<uint64_t>(o.batch), static_cast<uint64_t>(o.max_len), 1, o.seed,
+                                static_cast<uint64_t>(total_steps)};
+    int64_t first_step = 0;
+    if (!o.resume_from.empty()) first_step = static_cast<int64_t>(train::load_state(o.resume_from, shape, params, opt, r.loss_curve, nullptr).step);
+    const auto write_state = [&](int64_t steps_done) {
+        train::RunShape rs = shape;
+        rs.step = static_cast<uint64_t>(steps_done), rs.pos = static_cast<uint64_t>(steps_done * o.batch);
+        rs.opt_steps = static_cast<uint64_t>(opt.steps());
+        train::save_state(o.state_path, rs, params, opt, r.loss_curve, nullptr);
+    };
     const auto t_start = std::chrono::steady_clock::now();
-    for (int64_t step = 0; step < run_steps; ++step) {
+    for (int64_t step = first_step; step < run_steps; ++step) {
         const auto t0 = std::chrono::steady_clock::now();
         // Each epoch is whole batches of its own order; the last one may be short (as a DataLoader without drop_last).
         const int64_t epoch = step / per_epoch, in_epoch = step % per_epoch;
@@ -112,7 +124,9 @@ FinetuneReport finetune_classifier(EncoderModel& model, const ClassifierFinetune
         r.step_seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
         r.tokens += tokens;
         if (progress) progress({step + 1, total_steps, loss, lr, static_cast<double>(tokens) / r.step_seconds.back(), gnorm});
+        if (!o.state_path.empty() && o.state_every > 0 && (step + 1) % o.state_every == 0 && step + 1 < run_steps) write_state(step + 1);
     }
+    if (!o.state_path.empty()) write_state(std::max(run_steps, first_step));
     r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
     r.steps = run_steps;
     r.tokens_per_s = static_cast<double>(r.tokens) / r.seconds;

@@ -132,7 +132,7 @@ Runner register_finetune(CLI::App& app) {
     cmd->add_option("--eval-every", o->ft.eval_every, "Evaluate every N steps (0: before and after only; LLMs)")->default_val(0);
     cmd->add_option("--eval-batches", o->ft.eval_batches, "Evaluate at most N batches of the eval text (0: all; LLMs)")->default_val(0);
     cmd->add_option("--save-state", o->ft.state_path, "Write a resumable state (weights, optimiser state, step, data position) "
-                                                      "here, atomically, at the end and every --save-every steps (LLMs)");
+                                                      "here, atomically, at the end and every --save-every steps");
     cmd->add_option("--save-every", o->ft.state_every, "Steps between --save-state writes (0: at the end only)")->default_val(0);
     cmd->add_option("--resume", o->ft.resume_from, "Continue the run that wrote this --save-state file (same MODEL and options)");
     cmd->add_flag("--json", o->json, "Print a JSON report instead of text (default: off)");
@@ -166,8 +166,8 @@ Runner register_finetune(CLI::App& app) {
             ct.data_selection = parse_range(o->range, "--range"), ct.eval_selection = parse_range(o->eval_range, "--eval-range");
             for (const std::string& spec : o->decay_rules) ct.decay_rules.push_back(parse_weight_decay_rule(spec));
             ct.precision = o->ft.precision;
-            if (!o->ft.state_path.empty() || !o->ft.resume_from.empty() || o->ft.accumulate != 1)
-                throw Unsupported("[finetune] --save-state, --resume and --accumulate are supported for LLMs only so far");
+            ct.state_path = o->ft.state_path, ct.resume_from = o->ft.resume_from, ct.state_every = o->ft.state_every;
+            if (o->ft.accumulate != 1) throw Unsupported("[finetune] --accumulate is supported for LLMs only so far");
             if (o->ft.checkpoint != "none") throw Unsupported("[finetune] --checkpoint " + o->ft.checkpoint + " is not supported yet (none is)");
             Progress progress("finetune", !o->json);
             r = finetune_classifier(*model, ct, on_progress(progress));
