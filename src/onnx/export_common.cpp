@@ -174,9 +174,10 @@ std::string Emitter::layer_norm(const std::string& x, const Norm& norm, const st
 }
 
 std::string Emitter::gelu_erf(const std::string& x) {
-    // 0.5·x·(1 + erf(x/√2)): opset 17 has no Gelu
-    const std::string e = g.op("Erf", {g.op("Mul", {x, g.scalar_f32(static_cast<float>(M_SQRT1_2))})});
-    return g.op("Mul", {g.op("Mul", {x, g.scalar_f32(0.5f)}), g.op("Add", {e, g.scalar_f32(1.0f)})});
+    // 0.5·x·(1 + erf(x/√2)) in the node order PyTorch exports (Div, Erf, Add, Mul, Mul), which ONNX Runtime's GeluFusion
+    // recognises (opset 17 has no Gelu op)
+    const std::string e = g.op("Erf", {g.op("Div", {x, g.scalar_f32(1.4142135381698608f)})});
+    return g.op("Mul", {g.op("Mul", {x, g.op("Add", {e, g.scalar_f32(1.0f)})}), g.scalar_f32(0.5f)});
 }
 
 std::string Emitter::gelu_tanh(const std::string& x) {

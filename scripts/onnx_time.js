@@ -1,0 +1,36 @@
+// Same-run ONNX Runtime latency of several ONNX text classifiers (e.g. cq's dynamic / qdq exports and ORT's own
+// quantizer's output of the same model): batch × seq ids as ../shared/peers/bench_bert_ort.js makes them, CPU EP,
+// optimization "all", 1 warm-up per model, then ROUNDS rounds that each time every model RUNS times (interleaved, so
+// all see the same load). Prints the median ms per model and /proc/loadavg before and after.
+// Usage: NODE_PATH=.../node_modules node scripts/onnx_time.js A.onnx B.onnx ... [--threads 2] [--batch 8] [--seq 128]
+//        [--runs 5] [--rounds 2]
+'use strict';
+const os = require('os');
+const ort = require('onnxruntime-node');
+const argv = process.argv.slice(2), opt = (k, d) => { const i = argv.indexOf(k); return i >= 0 ? argv[i + 1] : d; };
+const files = argv.filter((a, i) => !a.startsWith('--') && !(i > 0 && argv[i - 1].startsWith('--')));
+const THREADS = +opt('--threads', 2), B = +opt('--batch', 8), T = +opt('--seq', 128), RUNS = +opt('--runs', 5), ROUNDS = +opt('--rounds', 2);
+const median = (a) => { const s = [...a].sort((x, y) => x - y); return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2; };
+(async () => {
+  const ids = new BigInt64Array(B * T); let seed = 12345;
+  for (let b = 0; b < B; b++) for (let t = 0; t < T; t++) {
+    seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+    ids[b * T + t] = t === 0 ? 101n : t === T - 1 ? 102n : BigInt(1000 + seed % 29000);
+  }
+  const all = { input_ids: new ort.Tensor('int64', ids, [B, T]), attention_mask: new ort.Tensor('int64', new BigInt64Array(B * T).fill(1n), [B, T]),
+                token_type_ids: new ort.Tensor('int64', new BigInt64Array(B * T), [B, T]) };
+  console.log(`onnxruntime-node ${require('onnxruntime-node/package.json').version}, ${os.cpus()[0].model}; batch ${B} x seq ${T}, ${THREADS} threads; load before ${os.loadavg().map((v) => v.toFixed(2)).join(' ')}`);
+  const sessions = [];
+  for (const f of files) {
+    const s = await ort.InferenceSession.create(f, { intraOpNumThreads: THREADS, interOpNumThreads: 1, executionMode: 'sequential',
+                                                     graphOptimizationLevel: 'all', logSeverityLevel: 3 });
+    const feeds = Object.fromEntries(s.inputNames.map((n) => [n, all[n]]));
+    await s.run(feeds);
+    sessions.push({ f, s, feeds, ts: [] });
+  }
+  for (let r = 0; r < ROUNDS; ++r)
+    for (const x of sessions)
+      for (let k = 0; k < RUNS; ++k) { const t = process.hrtime.bigint(); await x.s.run(x.feeds); x.ts.push(Number(process.hrtime.bigint() - t) / 1e6); }
+  for (const x of sessions) console.log(`${median(x.ts).toFixed(1).padStart(9)} ms  ${x.f}`);
+  console.log(`load after ${os.loadavg().map((v) => v.toFixed(2)).join(' ')}`);
+})().catch((e) => { console.error(e); process.exit(1); });

@@ -1,0 +1,84 @@
+// cq export / cq eval MODEL.onnx through the command line: the JSON report, the files written, one clear error and a
+// non-zero exit for a bad format, an old opset or a float model asked for int8, and no partial output.
+#include <gtest/gtest.h>
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "test_support.h"
+
+#ifndef CQ_CLI_PATH
+#error "test_cli_onnx needs the cq binary (CQ_BUILD_TOOLS=ON)"
+#endif
+
+namespace cq {
+namespace {
+
+struct RunResult {
+    int exit_code = -1;
+    std::string out, err;
+};
+
+RunResult run_cq(const std::string& args, const test::TempDir& dir) {
+    const std::string err_path = dir.file("stderr.txt");
+    const std::string cmd = std::string(CQ_CLI_PATH) + " " + args + " 2>" + err_path;
+    RunResult r;
+    FILE* p = ::popen(cmd.c_str(), "r");
+    char buf[4096];
+    size_t n;
+    while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
+    const int status = ::pclose(p);
+    r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    std::ifstream e(err_path);
+    r.err.assign(std::istreambuf_iterator<char>(e), std::istreambuf_iterator<char>());
+    std::filesystem::remove(err_path);
+    return r;
+}
+
+TEST(CliOnnx, ExportWritesBothDecoderGraphsAndReportsThem) {
+    test::TempDir dir;
+    const RunResult r = run_cq("export '" + test::fixture("models/llama-256d-stories") + "' '" + dir.file("m.onnx") + "' --json", dir);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    const auto j = nlohmann::json::parse(r.out);
+    EXPECT_EQ(j["format"], "fp32");
+    ASSERT_EQ(j["files"].size(), 2u);
+    EXPECT_EQ(j["files"][1]["graph"], "decode");
+    EXPECT_EQ(j["files"][1]["inputs"].size(), 3u + 2u * 6u);  // ids, mask, positions + 6 layers' past K and V
+    EXPECT_TRUE(std::filesystem::exists(dir.file("m.onnx")));
+    EXPECT_TRUE(std::filesystem::exists(dir.file("m_with_past.onnx")));
+}
+
+TEST(CliOnnx, BadRequestsFailClearlyWithoutOutput) {
+    test::TempDir dir;
+    const std::string bert = "'" + test::fixture("models/bert-tiny-sst2") + "'";
+    RunResult r = run_cq("export " + bert + " '" + dir.file("a.onnx") + "' --format int3", dir);
+    EXPECT_NE(r.exit_code, 0);
+    EXPECT_NE(r.err.find("int3"), std::string::npos) << r.err;
+    r = run_cq("export " + bert + " '" + dir.file("b.onnx") + "' --format qdq", dir);
+    EXPECT_NE(r.exit_code, 0);
+    EXPECT_NE(r.err.find("w8a8-static"), std::string::npos) << r.err;
+    r = run_cq("export " + bert + " '" + dir.file("c.onnx") + "' --opset 13", dir);
+    EXPECT_NE(r.exit_code, 0);
+    EXPECT_NE(r.err.find("opset 13"), std::string::npos) << r.err;
+    EXPECT_TRUE(std::filesystem::is_empty(dir.path()));
+}
+
+TEST(CliOnnx, EvalRunsAnImportedModel) {
+    test::TempDir dir;
+    const RunResult r = run_cq("eval '" + test::fixture("vision/mnist-8.onnx") + "' --data '" + test::fixture("data/t10k-images-idx3-ubyte.gz") +
+                                   "' --range 0:500 --json",
+                               dir);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    const auto j = nlohmann::json::parse(r.out);
+    EXPECT_EQ(j["result"]["samples"], 500);
+    EXPECT_GT(j["result"]["accuracy"].get<double>(), 0.97);
+}
+
+}  // namespace
+}  // namespace cq
