@@ -296,9 +296,9 @@ void check_int8_export(const std::string& format, ActivationQuant mode, double t
     std::printf("[onnx] bert-tiny-sst2 %s: max |logits − ORT| %.3g\n", format.c_str(), worst);
 }
 
-TEST(OnnxExport, QdqMatchesOnnxRuntime) { check_int8_export("qdq", ActivationQuant::static_per_tensor, 0.02); }
-TEST(OnnxExport, TensorRtQdqRunsInOnnxRuntime) { check_int8_export("trt-qdq", ActivationQuant::static_per_tensor, 0.2); }
-TEST(OnnxExport, DynamicMatchesOnnxRuntime) { check_int8_export("dynamic", ActivationQuant::dynamic_per_token, 0.2); }
+TEST(OnnxExport, QdqMatchesOnnxRuntimeEndToEnd) { check_int8_export("qdq", ActivationQuant::static_per_tensor, 0.02); }
+TEST(OnnxExport, TensorRtQdqRunsInOnnxRuntimeEndToEnd) { check_int8_export("trt-qdq", ActivationQuant::static_per_tensor, 0.2); }
+TEST(OnnxExport, DynamicMatchesOnnxRuntimeEndToEnd) { check_int8_export("dynamic", ActivationQuant::dynamic_per_token, 0.2); }
 
 TEST(OnnxExport, MatMulNBitsQ4_0MatchesOnnxRuntimeEndToEnd) {
     const nlohmann::json ref = expected("llama-256d-stories.matmulnbits-q4_0.json");
