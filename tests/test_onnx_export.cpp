@@ -18,6 +18,7 @@
 #include "cq/onnx.h"
 #include "cq/quantize.h"
 #include "cq/quantize_encoder.h"
+#include "cq/thread_pool.h"
 #include "onnx/matmul_nbits.h"
 #include "onnx/onnx_ir.h"
 #include "test_support.h"
@@ -189,11 +190,15 @@ TEST(OnnxExport, ExternalDataHoldsTheSameBytes) {
 }
 
 TEST(OnnxExport, SameBytesForAnyThreadCountAndRun) {
-    auto model = EncoderModel::load(fixture("models/bert-tiny-sst2"));
+    auto model = LanguageModel::load(fixture("models/llama-256d-stories"));
     TempDir dir;
+    ThreadPool::set_global_threads(1);
     export_onnx(*model, dir.file("a.onnx"));
+    ThreadPool::set_global_threads(3);
     export_onnx(*model, dir.file("b.onnx"));
+    ThreadPool::set_global_threads(0);
     EXPECT_EQ(test::read_bytes(dir.file("a.onnx")), test::read_bytes(dir.file("b.onnx")));
+    EXPECT_EQ(test::read_bytes(dir.file("a_with_past.onnx")), test::read_bytes(dir.file("b_with_past.onnx")));
 }
 
 TEST(OnnxExport, ErrorsAreClearAndLeaveNoFile) {
