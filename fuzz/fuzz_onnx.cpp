@@ -15,7 +15,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         auto model = cq::OnnxModel::from_bytes(data, size, "fuzz.onnx");
         int64_t n = 1;
         for (int64_t d : model->input_shape()) n = d > 0 ? n * d : -1;
-        if (n > 0 && n <= 4096) {
+        if (!model->input_shape().empty() && n > 0 && n <= 4096) {
             const std::vector<float> x(static_cast<size_t>(n), 0.0f);
             const std::vector<float> y = model->run(x.data(), model->input_shape()[0]);
             if (!y.empty()) cq::fuzz::g_sink = cq::fuzz::g_sink + static_cast<uint8_t>(y.size());

@@ -368,6 +368,7 @@ void Interpreter::run(size_t index, const onnx_ir::Node& n) {
         }
     } else if (op == "Concat") {
         const Value& first = in(n, 0);
+        if (first.shape.empty()) throw InvalidArgument("[onnx] " + where + ": cannot concatenate scalars");
         const int64_t axis = norm_axis(attr_i(n, "axis", 0), first.shape.size(), where);
         y.shape = first.shape;
         y.shape[static_cast<size_t>(axis)] = 0;
