@@ -83,9 +83,12 @@ TEST(TrainCli, BadInputIsOneClearError) {
     r = run_cq("finetune " + model + " --data " + test::fixture("data/stories_calib.txt") + " --steps 1 --ctx 100000", dir);
     EXPECT_EQ(r.exit_code, 2);
     EXPECT_NE(r.err.find("--ctx 100000"), std::string::npos) << r.err;
-    r = run_cq("finetune " + model + " --data " + test::fixture("data/stories_calib.txt") + " --steps 1 --precision fp16", dir);
-    EXPECT_EQ(r.exit_code, 1);
-    EXPECT_NE(r.err.find("--precision fp16"), std::string::npos) << r.err;
+    r = run_cq("finetune " + model + " --data " + test::fixture("data/stories_calib.txt") + " --steps 1 --precision fp8", dir);
+    EXPECT_EQ(r.exit_code, 2);
+    EXPECT_NE(r.err.find("--precision"), std::string::npos) << r.err;
+    r = run_cq("finetune " + model + " --data " + test::fixture("data/stories_calib.txt") + " --steps 1 --checkpoint every:0", dir);
+    EXPECT_EQ(r.exit_code, 2);
+    EXPECT_NE(r.err.find("every:0"), std::string::npos) << r.err;
 }
 
 }  // namespace
