@@ -2,6 +2,7 @@
 // folders of images for image classifiers. Every malformed input is a FormatError naming the file.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <span>
 #include <string>
@@ -9,16 +10,18 @@
 
 namespace cq::data {
 
-/// One labelled text; `text_pair` is empty unless the file has a second sentence column.
+/// One labelled text; `text_pair` is empty unless the file has a second sentence column; `boxes` (layout models such
+/// as LayoutLM) holds one (x0, y0, x1, y1) per whitespace-separated word of `text`, empty unless the file has a box column.
 struct TextExample {
     std::string text, text_pair;
     int32_t label = 0;
+    std::vector<std::array<int32_t, 4>> boxes;
 };
 
 /// The examples of a TSV in file order, and the header names of the columns they came from.
 struct TextDataset {
     std::vector<TextExample> examples;
-    std::string text_column, pair_column, label_column;
+    std::string text_column, pair_column, label_column, bbox_column;
 };
 
 /// Reads a TSV with a header row. Sentence pairs are recognised first (sentence1+sentence2,
@@ -26,7 +29,9 @@ struct TextDataset {
 /// sentence|text|sentence1|question|premise; the label is label|labels|target|gold_label. Labels are
 /// integers, or strings matched against `label_names` (exactly, then ignoring case; the index is the
 /// label). Handles CRLF, a UTF-8 BOM and blank lines; quotes are not special (GLUE TSVs are unquoted).
-/// FormatError (file, line, byte offset) for missing columns, short rows and unknown labels.
+/// An optional column `bbox` (or `boxes`) gives each word of the text a box: "x0,y0,x1,y1 x0,y0,x1,y1 ..." (one per
+/// whitespace-separated word, integers). FormatError (file, line, byte offset) for missing columns, short rows, unknown
+/// labels and boxes that are not one per word.
 TextDataset load_text_tsv(const std::string& path, std::span<const std::string> label_names = {});
 
 /// Images as unsigned bytes, planar: pixels is [count, channels, height, width].

@@ -1,7 +1,9 @@
-// Encoder-only classifiers (BERT, RoBERTa, DistilBERT sequence classification; ViT image classification)
-// built from an HF directory: weights stay memory-mapped, compute is f32, whole padded batches run at once.
+// Encoder-only classifiers (BERT, RoBERTa, DistilBERT, LayoutLM sequence / token classification; ViT and DeiT
+// image classification) built from an HF directory: weights stay memory-mapped, compute is f32, whole padded
+// batches run at once.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -15,7 +17,8 @@
 
 namespace cq {
 
-enum class EncoderFamily { bert, roberta, distilbert, vit };
+/// bert, roberta, distilbert and layoutlm take text (layoutlm also one box per token); vit and deit take images.
+enum class EncoderFamily { bert, roberta, distilbert, vit, deit, layoutlm };
 
 struct EncoderConfig {
     EncoderFamily family = EncoderFamily::bert;
@@ -32,7 +35,11 @@ struct EncoderConfig {
     int64_t num_labels = 0;
     std::vector<std::string> labels;  // id2label in id order
     int32_t pad_token_id = 0;
-    // vit
+    // layoutlm: rows of the x / y / h / w tables (box coordinates lie in [0, max_2d_positions))
+    int64_t max_2d_positions = 0;
+    // a label per token (…ForTokenClassification): logits are [batch, seq, num_labels]
+    bool token_classification = false;
+    // vit, deit
     int64_t image_size = 0, patch_size = 0, num_channels = 0;
     std::vector<float> image_mean, image_std;  // per channel
     float rescale_factor = 1.0f / 255.0f;
@@ -51,21 +58,30 @@ struct EncoderWeights {
     Tensor pos_embd;                  // [max_positions, hidden] (vit: [patches + 1, hidden])
     std::optional<Tensor> type_embd;  // [type_vocab, hidden]
     Norm embd_norm;                   // text families only
+    // layoutlm: 2-D positions of a token's box (x0, y0, x1, y1): x[x0] + y[y0] + x[x1] + y[y1] + h[y1 − y0] + w[x1 − x0]
+    std::optional<Tensor> x_pos_embd, y_pos_embd, h_pos_embd, w_pos_embd;  // [max_2d_positions, hidden]
     // vit
     Linear patch_embd;                 // the patch conv as [hidden, C·p·p] over flattened [C, p, p] patches
     std::optional<Tensor> cls_token;   // [hidden]
+    std::optional<Tensor> dist_token;  // deit: [hidden], the distillation token after CLS
     std::vector<EncoderBlock> blocks;
     std::optional<Norm> final_norm;    // vit
     std::optional<Linear> pooler;          // bert: tanh(dense(h_CLS))
     std::optional<Linear> pre_classifier;  // distilbert (ReLU) / roberta head dense (tanh)
-    Linear classifier;
+    Linear classifier;                     // deit with teacher: cls_classifier
+    std::optional<Linear> dist_classifier;  // deit with teacher: on the distillation token; logits = (cls + dist) / 2
 };
 
 /// Token ids of a batch: [batch, seq] each, right-padded with the pad id, mask 1 for real tokens and 0 for padding.
 struct TextBatch {
     int64_t batch = 0, seq = 0;
     std::vector<int32_t> ids, type_ids, mask;
+    /// layoutlm: [batch, seq, 4] boxes (x0, y0, x1, y1) on the model's 0..max_2d_positions-1 grid; empty = all zero
+    std::vector<int32_t> bbox;
 };
+
+/// One word's box (x0, y0, x1, y1), given for each whitespace-separated word of a text (LayoutLM).
+using WordBox = std::array<int32_t, 4>;
 
 struct EncoderScratch;
 
@@ -81,7 +97,9 @@ public:
     const Tokenizer* tokenizer() const { return tokenizer_.get(); }
     EncoderWeights& weights() { return weights_; }
     const EncoderWeights& weights() const { return weights_; }
-    bool is_vision() const { return config_.family == EncoderFamily::vit; }
+    bool is_vision() const { return config_.family == EncoderFamily::vit || config_.family == EncoderFamily::deit; }
+    /// Whether classify gives one row of logits per token ([batch, seq, num_labels]) rather than per sequence.
+    bool is_token_classifier() const { return config_.token_classification; }
 
     ModelKind kind() const override { return is_vision() ? ModelKind::vision : ModelKind::encoder; }
     const std::string& architecture() const override { return config_.architecture; }
@@ -96,9 +114,15 @@ public:
     /// texts (and optional second segments for pairs) → [CLS] a [SEP] (b [SEP]) ids (RoBERTa: <s> a </s></s> b </s>),
     /// truncating the word pieces (longest segment first) to fit max_len, padded to the longest in the batch.
     TextBatch tokenize(std::span<const std::string> texts, int64_t max_len, std::span<const std::string> pairs = {}) const;
+    /// LayoutLM's form: each text's whitespace-separated words with one box each (boxes[i].size() = words of texts[i]);
+    /// every word piece gets its word's box, [CLS] and padding (0, 0, 0, 0), [SEP] (1000, 1000, 1000, 1000) clamped to
+    /// the grid, as LayoutLM's processors do. Empty `boxes`: all zero.
+    TextBatch tokenize_with_boxes(std::span<const std::string> texts, std::span<const std::vector<WordBox>> boxes, int64_t max_len) const;
     /// logits: [batch, num_labels]; pooled (optional): [batch, hidden], the BERT pooler output, or the CLS hidden
-    /// state where the family has no pooler.
+    /// state where the family has no pooler. InvalidArgument for a token classifier (see classify_tokens).
     void classify(const TextBatch& batch, float* logits, float* pooled = nullptr);
+    /// A token classifier's (…ForTokenClassification) logits: [batch, seq, num_labels], padding rows included.
+    void classify_tokens(const TextBatch& batch, float* logits);
     /// pixels: [batch, C, H, W] u8, normalized inside as (u8·rescale_factor − mean) / std per channel.
     /// logits: [batch, num_labels].
     void classify_images(const uint8_t* pixels, int64_t batch, float* logits);
@@ -108,6 +132,7 @@ private:
     EncoderWeights weights_;
     std::unique_ptr<Tokenizer> tokenizer_;
     std::unique_ptr<EncoderScratch> scratch_;
+    void run_text(const TextBatch& batch, float* logits, float* pooled, bool per_token);
     // Every Linear in forward order: blocks, then pooler / pre_classifier / classifier; ViT's patch embedding first.
     void collect_linears(std::vector<Linear*>& out) override;
     friend class EncoderLoader;

@@ -40,6 +40,46 @@ std::string describe_columns(const std::vector<std::string_view>& header) {
     return out;
 }
 
+// Whitespace-separated words, as EncoderModel::tokenize_with_boxes splits them.
+size_t count_words(std::string_view text) {
+    size_t n = 0;
+    bool in_word = false;
+    for (const char ch : text) {
+        const bool space = ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r' || ch == '\v' || ch == '\f';
+        n += !space && !in_word;
+        in_word = !space;
+    }
+    return n;
+}
+
+// "x0,y0,x1,y1 x0,y0,x1,y1 ..." → boxes; nullopt if any box is not four integers.
+std::optional<std::vector<std::array<int32_t, 4>>> parse_boxes(std::string_view field) {
+    std::vector<std::array<int32_t, 4>> out;
+    size_t i = 0;
+    while (i < field.size()) {
+        if (field[i] == ' ') {
+            ++i;
+            continue;
+        }
+        std::array<int32_t, 4> box{};
+        for (int k = 0; k < 4; ++k) {
+            if (k > 0) {
+                if (i >= field.size() || field[i] != ',') return std::nullopt;
+                ++i;
+            }
+            const size_t start = i;
+            if (i < field.size() && field[i] == '-') ++i;
+            int64_t v = 0;
+            while (i < field.size() && field[i] >= '0' && field[i] <= '9' && v < (int64_t{1} << 31)) v = v * 10 + (field[i++] - '0');
+            if (i == start || (field[start] == '-' && i == start + 1) || v >= (int64_t{1} << 31)) return std::nullopt;
+            box[static_cast<size_t>(k)] = static_cast<int32_t>(field[start] == '-' ? -v : v);
+        }
+        if (i < field.size() && field[i] != ' ') return std::nullopt;
+        out.push_back(box);
+    }
+    return out;
+}
+
 }  // namespace
 
 TextDataset load_text_tsv(const std::string& path, std::span<const std::string> label_names) {
@@ -94,7 +134,10 @@ TextDataset load_text_tsv(const std::string& path, std::span<const std::string> 
     ds.text_column = header[*text_col];
     ds.pair_column = pair_col ? std::string(header[*pair_col]) : std::string();
     ds.label_column = header[*label_col];
-    const size_t needed = std::max({*text_col, *label_col, pair_col.value_or(size_t{0})}) + 1;
+    std::optional<size_t> bbox_col = find_column(header, "bbox");
+    if (!bbox_col) bbox_col = find_column(header, "boxes");
+    if (bbox_col) ds.bbox_column = header[*bbox_col];
+    const size_t needed = std::max({*text_col, *label_col, pair_col.value_or(size_t{0}), bbox_col.value_or(size_t{0})}) + 1;
 
     ds.examples.reserve(lines.size() - 1);
     for (size_t i = 1; i < lines.size(); ++i) {
@@ -118,6 +161,14 @@ TextDataset load_text_tsv(const std::string& path, std::span<const std::string> 
         ex.text = fields[*text_col];
         if (pair_col) ex.text_pair = fields[*pair_col];
         ex.label = *label;
+        if (bbox_col) {
+            const auto boxes = parse_boxes(fields[*bbox_col]);
+            if (!boxes || boxes->size() != count_words(ex.text))
+                throw FormatError("tsv", path, line.offset,
+                                  where + "column '" + ds.bbox_column + "' must hold one box x0,y0,x1,y1 (integers) per word of the text (" +
+                                      std::to_string(count_words(ex.text)) + " words)");
+            ex.boxes = *boxes;
+        }
         ds.examples.push_back(std::move(ex));
     }
     return ds;

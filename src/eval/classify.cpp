@@ -54,6 +54,13 @@ std::vector<double> log_softmax(const float* x, int64_t n) {
 ClassificationResult classify_dataset(EncoderModel& model, const data::TextDataset& data, const ClassifyOptions& options,
                                       const ProgressFn& progress) {
     if (model.is_vision()) throw InvalidArgument("[eval] " + model.config().architecture + " classifies images, but the data is text");
+    if (model.is_token_classifier())
+        throw Unsupported("[eval] " + model.config().architecture + " labels each token; cq eval's datasets label whole texts (token-level "
+                          "datasets are not supported yet)");
+    const bool layout = model.config().family == EncoderFamily::layoutlm;
+    if (!layout && std::any_of(data.examples.begin(), data.examples.end(), [](const auto& e) { return !e.boxes.empty(); }))
+        throw InvalidArgument("[eval] the data has word boxes (column '" + data.bbox_column + "') but " + model.config().architecture +
+                              " takes none");
     if (options.batch < 1) throw InvalidArgument("[eval] batch size must be at least 1");
     const auto start = Clock::now();
     ClassificationResult r;
@@ -63,6 +70,7 @@ ClassificationResult classify_dataset(EncoderModel& model, const data::TextDatas
     check_labels(r.labels, r.num_labels, "text");
     r.logits.resize(static_cast<size_t>(r.samples * r.num_labels));
     std::vector<std::string> texts, pairs;
+    std::vector<std::vector<WordBox>> boxes;
     for (int64_t b0 = 0; b0 < r.samples; b0 += options.batch) {
         const int64_t b1 = std::min(r.samples, b0 + options.batch);
         texts.clear();
@@ -73,7 +81,12 @@ ClassificationResult classify_dataset(EncoderModel& model, const data::TextDatas
             pairs.push_back(data.examples[static_cast<size_t>(i)].text_pair);
             has_pairs = has_pairs || !pairs.back().empty();
         }
-        const TextBatch batch = model.tokenize(texts, options.max_len, has_pairs ? std::span<const std::string>(pairs) : std::span<const std::string>{});
+        if (layout && has_pairs) throw Unsupported("[eval] LayoutLM takes one text per sample, but the data has a second text column");
+        boxes.clear();
+        for (int64_t i = b0; i < b1 && !data.bbox_column.empty(); ++i) boxes.push_back(data.examples[static_cast<size_t>(i)].boxes);
+        const TextBatch batch =
+            layout ? model.tokenize_with_boxes(texts, boxes, std::min<int64_t>(options.max_len, model.config().max_positions))
+                   : model.tokenize(texts, options.max_len, has_pairs ? std::span<const std::string>(pairs) : std::span<const std::string>{});
         model.classify(batch, r.logits.data() + b0 * r.num_labels);
         if (progress) progress(b1, r.samples, 0.0);
     }
@@ -118,7 +131,7 @@ bool is_encoder_model(const std::string& path) {
             const auto it = j.find("model_type");
             if (it == j.end() || !it->is_string()) return false;
             const std::string type = it->get<std::string>();
-            return type == "bert" || type == "roberta" || type == "distilbert" || type == "vit";
+            return type == "bert" || type == "roberta" || type == "distilbert" || type == "vit" || type == "deit" || type == "layoutlm";
         }
         if (!fs::is_regular_file(path, ec)) return false;
         return gguf::File::open(path).get_string("general.architecture") == "cq-encoder";
@@ -141,7 +154,12 @@ LabelledData load_labelled_data(const std::string& path, const EncoderModel& mod
     std::error_code ec;
     const std::string name = fs::path(path).filename().string();
     if (fs::is_directory(path, ec)) {
+#if defined(CQ_MINIMAL)
+        throw Unsupported("[eval] " + path + ": image folders need the full cq build (PNG/JPEG decoding; this is the "
+                          "CQ_MINIMAL runtime)");
+#else
         d.images = data::load_image_folder(path, c.num_channels, c.image_size, c.image_size, c.labels);
+#endif
     } else if (name.find("idx3") != std::string::npos) {
         std::string labels = selection.labels_path;
         if (labels.empty()) {
@@ -152,9 +170,13 @@ LabelledData load_labelled_data(const std::string& path, const EncoderModel& mod
             derived.replace(at, 11, "labels-idx1");
             labels = (fs::path(path).parent_path() / derived).string();
         }
+#if defined(CQ_MINIMAL)
+        throw Unsupported("[eval] " + path + ": MNIST idx files need the full cq build (gzip; this is the CQ_MINIMAL runtime)");
+#else
         LabelledData mnist{std::nullopt, data::load_mnist(path, labels, selection.first, selection.count), path};
         mnist.source += " [" + std::to_string(selection.first) + ", " + std::to_string(selection.first + mnist.images->count()) + ")";
         return mnist;
+#endif
     } else {
         d.text = data::load_text_tsv(path, c.labels);
     }
@@ -225,7 +247,7 @@ EncoderBenchResult bench_encoder(EncoderModel& model, int64_t batch, int64_t seq
     TextBatch text;
     std::vector<uint8_t> pixels;
     if (model.is_vision()) {
-        r.seq = (c.image_size / c.patch_size) * (c.image_size / c.patch_size) + 1;
+        r.seq = c.max_positions;  // patches + CLS (+ DeiT's distillation token)
         pixels.resize(static_cast<size_t>(batch * c.num_channels * c.image_size * c.image_size));
         for (size_t i = 0; i < pixels.size(); ++i) pixels[i] = static_cast<uint8_t>((i * 2654435761u) >> 24);
         run = [&] { model.classify_images(pixels.data(), batch, logits.data()); };
@@ -237,10 +259,13 @@ EncoderBenchResult bench_encoder(EncoderModel& model, int64_t batch, int64_t seq
         text.ids.resize(static_cast<size_t>(batch * seq));
         text.type_ids.assign(text.ids.size(), 0);
         text.mask.assign(text.ids.size(), 1);
-        // Ids from the middle of the vocabulary (real word pieces, no special tokens), fixed pattern.
+        // Ids from the middle of the vocabulary (real word pieces, no special tokens), fixed pattern; a vocabulary too
+        // small to have a middle (tiny test models) is used whole.
+        const int64_t first = c.vocab > 2000 ? 1000 : 0, span = c.vocab > 2000 ? c.vocab - 2000 : c.vocab;
         for (size_t i = 0; i < text.ids.size(); ++i)
-            text.ids[i] = static_cast<int32_t>(1000 + (i * 7919) % static_cast<size_t>(std::max<int64_t>(1, c.vocab - 2000)));
-        run = [&] { model.classify(text, logits.data()); };
+            text.ids[i] = static_cast<int32_t>(first + static_cast<int64_t>((i * 7919) % static_cast<size_t>(span)));
+        if (model.is_token_classifier()) logits.resize(static_cast<size_t>(batch * seq * c.num_labels));
+        run = [&] { model.is_token_classifier() ? model.classify_tokens(text, logits.data()) : model.classify(text, logits.data()); };
     }
     for (int64_t i = 0; i < warmup; ++i) run();
     for (int64_t i = 0; i < repetitions; ++i) {

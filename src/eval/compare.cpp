@@ -118,8 +118,10 @@ EncoderComparisonReport compare_encoders(EncoderModel& base, EncoderModel& candi
     r.candidate = classify_dataset(candidate, samples, options.run, stage("eval quantized"));
     r.agreement = compare_predictions(r.base, r.candidate);
     if (options.bench) {
-        r.base_speed = bench_encoder(base, options.bench_batch, options.bench_seq, options.bench_repetitions, 1, stage("bench original"));
-        r.candidate_speed = bench_encoder(candidate, options.bench_batch, options.bench_seq, options.bench_repetitions, 1, stage("bench quantized"));
+        // A model with fewer learned positions than the default length is timed at its longest sequence.
+        const int64_t seq = std::min(options.bench_seq, base.config().max_positions);
+        r.base_speed = bench_encoder(base, options.bench_batch, seq, options.bench_repetitions, 1, stage("bench original"));
+        r.candidate_speed = bench_encoder(candidate, options.bench_batch, seq, options.bench_repetitions, 1, stage("bench quantized"));
     }
     return r;
 }

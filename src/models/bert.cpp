@@ -1,6 +1,8 @@
-// BERT, RoBERTa and DistilBERT sequence classifiers: word + position (+ token type) embeddings → LayerNorm →
-// post-LN blocks (x = LN(x + attn(x)); x = LN(x + ffn(x))) → a head on the first ([CLS] / <s>) token.
-// Heads: BERT tanh pooler → classifier; RoBERTa dense → tanh → out_proj; DistilBERT pre_classifier → ReLU → classifier.
+// BERT, RoBERTa, DistilBERT and LayoutLM classifiers: word + position (+ token type) embeddings (LayoutLM: + the
+// 2-D embeddings of each token's box) → LayerNorm → post-LN blocks (x = LN(x + attn(x)); x = LN(x + ffn(x))) →
+// a head on the first ([CLS] / <s>) token, or on every token for a token classifier.
+// Heads: BERT / LayoutLM tanh pooler → classifier; RoBERTa dense → tanh → out_proj; DistilBERT pre_classifier → ReLU
+// → classifier; token classification: classifier on each token's final state.
 #include <algorithm>
 #include <string>
 
@@ -50,10 +52,16 @@ void load_bert_family_weights(const EncoderConfig& c, const EncoderWeightSource&
         w.classifier = src.linear("classifier", c.num_labels, D, LayerRole::classifier);
         return;
     }
-    const std::string root = c.family == EncoderFamily::roberta ? "roberta." : "bert.";
+    const std::string root = c.family == EncoderFamily::roberta ? "roberta." : c.family == EncoderFamily::layoutlm ? "layoutlm." : "bert.";
     const std::string e = root + "embeddings.";
     w.word_embd = src.get(e + "word_embeddings.weight", {c.vocab, D});
     w.pos_embd = src.get(e + "position_embeddings.weight", {c.max_positions, D});
+    if (c.family == EncoderFamily::layoutlm) {
+        w.x_pos_embd = src.get(e + "x_position_embeddings.weight", {c.max_2d_positions, D});
+        w.y_pos_embd = src.get(e + "y_position_embeddings.weight", {c.max_2d_positions, D});
+        w.h_pos_embd = src.get(e + "h_position_embeddings.weight", {c.max_2d_positions, D});
+        w.w_pos_embd = src.get(e + "w_position_embeddings.weight", {c.max_2d_positions, D});
+    }
     if (c.type_vocab > 0) w.type_embd = src.get(e + "token_type_embeddings.weight", {c.type_vocab, D});
     w.embd_norm = src.norm(e + "LayerNorm", D);
     w.blocks = src.blocks(root + "encoder.layer.",
@@ -63,8 +71,11 @@ void load_bert_family_weights(const EncoderConfig& c, const EncoderWeightSource&
     if (c.family == EncoderFamily::roberta) {
         w.pre_classifier = src.linear("classifier.dense", D, D, LayerRole::pre_classifier);
         w.classifier = src.linear("classifier.out_proj", c.num_labels, D, LayerRole::classifier);
+    } else if (c.token_classification) {
+        // The pooler (if the file has one) is not on a token classifier's path: not loaded, so passes do not see it.
+        w.classifier = src.linear("classifier", c.num_labels, D, LayerRole::classifier);
     } else {
-        w.pooler = src.linear("bert.pooler.dense", D, D, LayerRole::pooler);
+        w.pooler = src.linear(root + "pooler.dense", D, D, LayerRole::pooler);
         w.classifier = src.linear("classifier", c.num_labels, D, LayerRole::classifier);
     }
 }
@@ -93,6 +104,22 @@ void bert_family_forward(const EncoderPass& p, const TextBatch& batch, float* lo
     position_ids(c, batch, s.positions);
     ops::embedding(w.pos_embd, s.positions, s.tmp.data());
     ops::add(s.x.data(), s.tmp.data(), rows * D);
+    if (w.x_pos_embd) {
+        // LayoutLM: + x[x0] + y[y0] + x[x1] + y[y1] + h[y1 − y0] + w[x1 − x0] (boxes checked by EncoderModel::classify)
+        std::vector<int32_t>& index = s.positions;
+        const auto add_table = [&](const Tensor& table, auto coordinate) {
+            for (int64_t r = 0; r < rows; ++r)
+                index[static_cast<size_t>(r)] = batch.bbox.empty() ? 0 : coordinate(batch.bbox.data() + r * 4);
+            ops::embedding(table, index, s.tmp.data());
+            ops::add(s.x.data(), s.tmp.data(), rows * D);
+        };
+        add_table(*w.x_pos_embd, [](const int32_t* b) { return b[0]; });
+        add_table(*w.y_pos_embd, [](const int32_t* b) { return b[1]; });
+        add_table(*w.x_pos_embd, [](const int32_t* b) { return b[2]; });
+        add_table(*w.y_pos_embd, [](const int32_t* b) { return b[3]; });
+        add_table(*w.h_pos_embd, [](const int32_t* b) { return b[3] - b[1]; });
+        add_table(*w.w_pos_embd, [](const int32_t* b) { return b[2] - b[0]; });
+    }
     ops::layer_norm_rows(s.x.data(), rows, D, w.embd_norm.weight, &*w.embd_norm.bias, c.norm_eps, s.x.data());
 
     const int32_t* mask = batch.mask.data();
@@ -107,6 +134,15 @@ void bert_family_forward(const EncoderPass& p, const TextBatch& batch, float* lo
         p.block_done(static_cast<int64_t>(l), s.x.data(), rows, mask);
     }
 
+    if (c.token_classification) {
+        // x: [B·S, D] → logits: [B·S, num_labels]; pooled: the CLS states
+        p.linear(w.classifier, s.x.data(), rows, logits, mask);
+        if (pooled) {
+            p.gather_cls(B, S);
+            std::copy_n(s.cls.data(), B * D, pooled);
+        }
+        return;
+    }
     // cls: [B, D] → head: [B, D] → logits: [B, num_labels]
     p.gather_cls(B, S);
     if (w.pooler) {

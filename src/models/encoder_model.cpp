@@ -7,6 +7,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <string>
 
 #include "core/json_file.h"
@@ -36,6 +37,10 @@ constexpr Supported kSupported[] = {
     {"roberta", "RobertaForSequenceClassification", EncoderFamily::roberta},
     {"distilbert", "DistilBertForSequenceClassification", EncoderFamily::distilbert},
     {"vit", "ViTForImageClassification", EncoderFamily::vit},
+    {"deit", "DeiTForImageClassificationWithTeacher", EncoderFamily::deit},
+    {"deit", "DeiTForImageClassification", EncoderFamily::deit},
+    {"layoutlm", "LayoutLMForSequenceClassification", EncoderFamily::layoutlm},
+    {"layoutlm", "LayoutLMForTokenClassification", EncoderFamily::layoutlm},
 };
 
 std::string config_architecture(const nlohmann::json& config) {
@@ -118,7 +123,8 @@ void read_config(const hf::ModelDir& d, const std::string& config_path, EncoderC
     c.n_layer = or_default(sizes.layers, c.family == EncoderFamily::distilbert ? 6 : 12);
     c.n_head = or_default(sizes.heads, 12);
     c.n_ff = or_default(sizes.ffn, 3072);
-    if (c.family != EncoderFamily::vit) {
+    const bool vision = c.family == EncoderFamily::vit || c.family == EncoderFamily::deit;
+    if (!vision) {
         c.max_positions = or_default(sizes.positions, 512);
         c.vocab = or_default(sizes.vocab, 30522);
         c.type_vocab = c.family == EncoderFamily::distilbert ? 0 : j.int_or({"type_vocab_size"}, 2);
@@ -139,8 +145,12 @@ void read_config(const hf::ModelDir& d, const std::string& config_path, EncoderC
         throw Unsupported("[encoder] " + config_path + ": activation '" + c.hidden_act +
                           "' is not supported (cq implements gelu, gelu_new, gelu_pytorch_tanh, relu, tanh)");
     read_labels(j, c);
+    c.token_classification = c.architecture.ends_with("ForTokenClassification");
+    if (c.family == EncoderFamily::layoutlm) {
+        c.max_2d_positions = j.size_or({"max_2d_position_embeddings"}, 1024);
+    }
 
-    if (c.family == EncoderFamily::vit) {
+    if (vision) {
         c.image_size = j.int_or({"image_size"}, 224);
         c.patch_size = j.int_or({"patch_size"}, 16);
         c.num_channels = j.int_or({"num_channels"}, 3);
@@ -148,7 +158,7 @@ void read_config(const hf::ModelDir& d, const std::string& config_path, EncoderC
             throw FormatError("json", config_path, 0, "image_size " + std::to_string(c.image_size) + " is not a positive multiple of patch_size " +
                                                           std::to_string(c.patch_size));
         const int64_t side = c.image_size / c.patch_size;
-        c.max_positions = side * side + 1;
+        c.max_positions = side * side + (c.family == EncoderFamily::deit ? 2 : 1);  // + CLS (+ DeiT's distillation token)
         // ViTImageProcessor's defaults where there is no preprocessor_config.json.
         nlohmann::json pre = nlohmann::json::object();
         const std::string pre_path = (fs::path(d.path) / "preprocessor_config.json").string();
@@ -297,7 +307,7 @@ public:
             if (d.weights.find_tensor(name)) return d.weights.tensor(name);
             return std::nullopt;
         });
-        if (c.family == EncoderFamily::vit) {
+        if (m.is_vision()) {
             load_vit_weights(c, src, m.weights_);
         } else {
             load_bert_family_weights(c, src, m.weights_);
@@ -384,7 +394,7 @@ void EncoderLoader::load_container(EncoderModel& m, const std::string& path) {
         if (const auto* t = f.find_tensor(name)) return f.tensor(*t);
         return std::nullopt;
     });
-    if (c.family == EncoderFamily::vit) load_vit_weights(c, src, m.weights_);
+    if (m.is_vision()) load_vit_weights(c, src, m.weights_);
     else {
         load_bert_family_weights(c, src, m.weights_);
         m.tokenizer_ = load_tokenizer(d);
@@ -476,7 +486,7 @@ TextBatch EncoderModel::tokenize(std::span<const std::string> texts, int64_t max
             out.insert(out.end(), b.begin(), b.end());
             out.push_back(sep);
             // BERT marks the second segment with token type 1; RoBERTa and DistilBERT have no token types.
-            type.resize(out.size(), config_.family == EncoderFamily::bert ? 1 : 0);
+            type.resize(out.size(), config_.family == EncoderFamily::bert || config_.family == EncoderFamily::layoutlm ? 1 : 0);
         }
         seq = std::max(seq, static_cast<int64_t>(out.size()));
     }
@@ -496,16 +506,99 @@ TextBatch EncoderModel::tokenize(std::span<const std::string> texts, int64_t max
     return batch;
 }
 
-void EncoderModel::classify(const TextBatch& batch, float* logits, float* pooled) {
+TextBatch EncoderModel::tokenize_with_boxes(std::span<const std::string> texts, std::span<const std::vector<WordBox>> boxes,
+                                            int64_t max_len) const {
+    if (!tokenizer_) throw InvalidArgument("[encoder] " + path_ + ": tokenize needs a text model, this one is " + config_.architecture);
+    if (!boxes.empty() && boxes.size() != texts.size())
+        throw InvalidArgument("[encoder] tokenize_with_boxes got " + std::to_string(texts.size()) + " texts but " + std::to_string(boxes.size()) +
+                              " box lists");
+    if (max_len <= 2 || max_len > config_.max_positions)
+        throw InvalidArgument("[encoder] max_len " + std::to_string(max_len) + " must lie in (2, " + std::to_string(config_.max_positions) +
+                              "] for this model");
+    // LayoutLM's processors: [SEP] gets the page's far corner (1000, …) on the usual 0..1000 grid; clamped to a smaller one.
+    const int32_t far = static_cast<int32_t>(std::min<int64_t>(1000, std::max<int64_t>(config_.max_2d_positions - 1, 0)));
+    const int32_t cls = tokenizer_->bos_id(), sep = tokenizer_->eos_id();
+    std::vector<std::vector<int32_t>> ids(texts.size());
+    std::vector<std::vector<WordBox>> token_boxes(texts.size());
+    int64_t seq = 1;
+    for (size_t i = 0; i < texts.size(); ++i) {
+        // Words split on whitespace, each tokenized alone and its pieces given its box (HF's LayoutLM recipe).
+        std::vector<std::string> words;
+        std::istringstream in(texts[i]);
+        for (std::string word; in >> word;) words.push_back(word);
+        if (!boxes.empty() && boxes[i].size() != words.size())
+            throw InvalidArgument("[encoder] text " + std::to_string(i) + " has " + std::to_string(words.size()) + " words but " +
+                                  std::to_string(boxes[i].size()) + " boxes (one box per whitespace-separated word)");
+        auto& out = ids[i];
+        auto& ob = token_boxes[i];
+        out.push_back(cls);
+        ob.push_back({0, 0, 0, 0});
+        for (size_t w = 0; w < words.size(); ++w) {
+            const WordBox box = boxes.empty() ? WordBox{0, 0, 0, 0} : boxes[i][w];
+            for (const int32_t id : tokenizer_->encode(words[w], false)) {
+                if (static_cast<int64_t>(out.size()) >= max_len - 1) break;  // room for [SEP]
+                out.push_back(id);
+                ob.push_back(box);
+            }
+        }
+        out.push_back(sep);
+        ob.push_back({far, far, far, far});
+        seq = std::max(seq, static_cast<int64_t>(out.size()));
+    }
+    TextBatch batch;
+    batch.batch = static_cast<int64_t>(texts.size());
+    batch.seq = seq;
+    const size_t n = static_cast<size_t>(batch.batch * seq);
+    batch.ids.assign(n, config_.pad_token_id);
+    batch.type_ids.assign(n, 0);
+    batch.mask.assign(n, 0);
+    batch.bbox.assign(n * 4, 0);
+    for (size_t i = 0; i < ids.size(); ++i) {
+        const size_t row = i * static_cast<size_t>(seq);
+        std::copy(ids[i].begin(), ids[i].end(), batch.ids.begin() + static_cast<ptrdiff_t>(row));
+        std::fill_n(batch.mask.begin() + static_cast<ptrdiff_t>(row), ids[i].size(), 1);
+        for (size_t t = 0; t < token_boxes[i].size(); ++t) std::copy_n(token_boxes[i][t].data(), 4, batch.bbox.data() + (row + t) * 4);
+    }
+    return batch;
+}
+
+void EncoderModel::run_text(const TextBatch& batch, float* logits, float* pooled, bool per_token) {
     if (is_vision()) throw InvalidArgument("[encoder] " + path_ + ": classify takes text; use classify_images for " + config_.architecture);
     const size_t n = static_cast<size_t>(batch.batch * batch.seq);
     if (batch.batch <= 0 || batch.seq <= 0 || batch.ids.size() != n || batch.mask.size() != n ||
         (!batch.type_ids.empty() && batch.type_ids.size() != n))
         throw InvalidArgument("[encoder] the text batch's ids/mask/type_ids do not hold batch·seq = " + std::to_string(batch.batch) + "·" +
                               std::to_string(batch.seq) + " entries");
+    if (!batch.bbox.empty()) {
+        if (config_.family != EncoderFamily::layoutlm)
+            throw InvalidArgument("[encoder] " + config_.architecture + " takes no boxes, but the batch has them");
+        if (batch.bbox.size() != n * 4)
+            throw InvalidArgument("[encoder] the batch's bbox holds " + std::to_string(batch.bbox.size()) + " values, not batch·seq·4 = " +
+                                  std::to_string(n * 4));
+        // Every coordinate, and the height and width it implies, index a table of max_2d_positions rows.
+        const int64_t limit = config_.max_2d_positions;
+        for (size_t t = 0; t < n; ++t) {
+            const int32_t* b = batch.bbox.data() + t * 4;
+            const int64_t h = int64_t{b[3]} - b[1], w = int64_t{b[2]} - b[0];
+            const bool ok = std::all_of(b, b + 4, [&](int32_t v) { return v >= 0 && v < limit; }) && h >= 0 && h < limit && w >= 0 && w < limit;
+            if (!ok)
+                throw InvalidArgument("[encoder] box (" + std::to_string(b[0]) + ", " + std::to_string(b[1]) + ", " + std::to_string(b[2]) + ", " +
+                                      std::to_string(b[3]) + ") of sequence " + std::to_string(static_cast<int64_t>(t) / batch.seq) +
+                                      ", token " + std::to_string(static_cast<int64_t>(t) % batch.seq) +
+                                      " is not x0 ≤ x1, y0 ≤ y1 with coordinates in [0, " + std::to_string(limit) + ")");
+        }
+    }
+    if (config_.token_classification && !per_token)
+        throw InvalidArgument("[encoder] " + config_.architecture + " gives logits per token: call classify_tokens");
+    if (per_token && !config_.token_classification)
+        throw InvalidArgument("[encoder] " + config_.architecture + " gives logits per sequence: call classify");
     const EncoderPass pass{config_, weights_, *scratch_, block_observers(), *ops::activation_from_name(config_.hidden_act)};
     bert_family_forward(pass, batch, logits, pooled);
 }
+
+void EncoderModel::classify(const TextBatch& batch, float* logits, float* pooled) { run_text(batch, logits, pooled, false); }
+
+void EncoderModel::classify_tokens(const TextBatch& batch, float* logits) { run_text(batch, logits, nullptr, true); }
 
 void EncoderModel::classify_images(const uint8_t* pixels, int64_t batch, float* logits) {
     if (!is_vision()) throw InvalidArgument("[encoder] " + path_ + ": classify_images needs a vision model, this one is " + config_.architecture);
@@ -531,6 +624,7 @@ void EncoderModel::collect_linears(std::vector<Linear*>& out) {
     if (weights_.pooler) out.push_back(&*weights_.pooler);
     if (weights_.pre_classifier) out.push_back(&*weights_.pre_classifier);
     out.push_back(&weights_.classifier);
+    if (weights_.dist_classifier) out.push_back(&*weights_.dist_classifier);
 }
 
 std::vector<LayerInfo> EncoderModel::layers() const {
@@ -545,10 +639,17 @@ std::vector<LayerInfo> EncoderModel::layers() const {
     if (is_vision()) {
         linear(w.patch_embd);
         tensor("cls_token", LayerRole::other, -1, *w.cls_token);
+        if (w.dist_token) tensor("distillation_token", LayerRole::other, -1, *w.dist_token);
         tensor("position_embeddings", LayerRole::position_embed, -1, w.pos_embd);
     } else {
         tensor("word_embeddings", LayerRole::token_embed, -1, w.word_embd);
         tensor("position_embeddings", LayerRole::position_embed, -1, w.pos_embd);
+        if (w.x_pos_embd) {
+            tensor("x_position_embeddings", LayerRole::position_embed, -1, *w.x_pos_embd);
+            tensor("y_position_embeddings", LayerRole::position_embed, -1, *w.y_pos_embd);
+            tensor("h_position_embeddings", LayerRole::position_embed, -1, *w.h_pos_embd);
+            tensor("w_position_embeddings", LayerRole::position_embed, -1, *w.w_pos_embd);
+        }
         if (w.type_embd) tensor("token_type_embeddings", LayerRole::type_embed, -1, *w.type_embd);
         tensor(w.embd_norm.name, LayerRole::norm, -1, w.embd_norm.weight);
     }
@@ -565,7 +666,8 @@ std::vector<LayerInfo> EncoderModel::layers() const {
         if (!is_vision()) tensor(b.ffn_norm.name, LayerRole::norm, n, b.ffn_norm.weight);
     }
     if (w.final_norm) tensor(w.final_norm->name, LayerRole::norm, -1, w.final_norm->weight);
-    for (const Linear* l : {w.pooler ? &*w.pooler : nullptr, w.pre_classifier ? &*w.pre_classifier : nullptr, &w.classifier})
+    for (const Linear* l : {w.pooler ? &*w.pooler : nullptr, w.pre_classifier ? &*w.pre_classifier : nullptr, &w.classifier,
+                            w.dist_classifier ? &*w.dist_classifier : nullptr})
         if (l) linear(*l);
     return out;
 }

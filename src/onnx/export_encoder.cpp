@@ -134,6 +134,10 @@ void export_encoder(const EncoderModel& model, const std::string& path, const On
     const EncoderConfig& c = model.config();
     const auto act = ops::activation_from_name(c.hidden_act);
     if (!act) throw Unsupported("[onnx] " + c.architecture + ": activation '" + c.hidden_act + "'");
+    // The graphs below are BERT / RoBERTa / DistilBERT's and ViT's: DeiT's distillation token and LayoutLM's box input
+    // have no ONNX form yet, and a graph without them would silently compute something else.
+    if (c.family == EncoderFamily::deit || c.family == EncoderFamily::layoutlm)
+        throw Unsupported("[onnx] " + c.architecture + " has no ONNX export yet (exported: BERT, RoBERTa, DistilBERT, ViT)");
     if (options.progress) options.progress("graph");
     onnx_ir::Model m = new_model(options, "cq_" + c.architecture,
                                    "cq export (" + c.architecture + ", " + onnx_format_name(options.format) + ")");

@@ -1,0 +1,192 @@
+#!/usr/bin/env python3
+# Builds tiny random-initialised HF models of the families cq added for issue 20 (DeiT, LayoutLM, ...) with
+# transformers' own classes and save_pretrained (safetensors), runs transformers on fixed inputs and writes the
+# reference outputs, so tests/test_models_families.cpp checks cq against transformers without PyTorch in CI.
+#
+# Usage (Debian's python3-torch 1.13 + transformers 4.46.3 in a venv with --system-site-packages):
+#     /usr/bin/python3 -m venv --system-site-packages /work/venv-fam && /work/venv-fam/bin/pip install transformers==4.46.3
+#     /work/venv-fam/bin/python scripts/make_family_references.py [--out tests/data/families]
+# Offline (no hub download) and deterministic: fixed seeds; weights are drawn again after HF's init so that the
+# outputs are far from zero (HF's 0.02-std init would make almost any forward pass "agree").
+import argparse
+import json
+import os
+import shutil
+
+import torch
+import transformers
+from transformers import (DeiTConfig, DeiTForImageClassification, DeiTForImageClassificationWithTeacher, LayoutLMConfig,
+                          LayoutLMForSequenceClassification, LayoutLMForTokenClassification, BertTokenizer)
+
+
+def randomize(model, seed, std=0.2):
+    """Every parameter redrawn: matrices N(0, std²), norm weights 1 + N(0, 0.1²), biases and the rest N(0, 0.1²)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            noise = torch.randn(p.shape, generator=g)
+            if "LayerNorm" in name or "layernorm" in name or "layer_norm" in name:
+                p.copy_(1 + 0.1 * noise if name.endswith("weight") else 0.1 * noise)
+            elif p.ndim >= 2:
+                p.copy_(std * noise)
+            else:
+                p.copy_(0.1 * noise)
+    model.eval()
+    return model
+
+
+def write_json(path, obj):
+    with open(path, "w") as f:
+        json.dump(obj, f, indent=1, sort_keys=True)
+        f.write("\n")
+
+
+def fresh_dir(path):
+    shutil.rmtree(path, ignore_errors=True)
+    os.makedirs(path)
+
+
+def rounded(t):
+    return [[round(float(v), 7) for v in row] for row in t.reshape(-1, t.shape[-1]).tolist()] if t.ndim <= 2 else [rounded(x) for x in t]
+
+
+# ---- DeiT ------------------------------------------------------------------------------------------------------
+
+def deit(out, name, cls, seed, mean, std, **cfg):
+    d = os.path.join(out, name)
+    fresh_dir(d)
+    torch.manual_seed(seed)
+    config = DeiTConfig(**cfg)
+    config.id2label = {i: f"class_{i}" for i in range(cfg["num_labels"])}
+    config.label2id = {v: k for k, v in config.id2label.items()}
+    model = randomize(cls(config), seed)
+    model.save_pretrained(d, safe_serialization=True)
+    # cq takes images at the model's size: no resize / crop here, only rescale and normalise.
+    write_json(os.path.join(d, "preprocessor_config.json"), {
+        "image_processor_type": "DeiTImageProcessor", "do_resize": False, "do_center_crop": False, "do_rescale": True,
+        "rescale_factor": 1 / 255, "do_normalize": True, "image_mean": mean, "image_std": std})
+    g = torch.Generator().manual_seed(seed + 1)
+    C, H = cfg["num_channels"], cfg["image_size"]
+    pixels = torch.randint(0, 256, (3, C, H, H), generator=g, dtype=torch.int64)
+    x = (pixels.to(torch.float32) * torch.tensor(1 / 255, dtype=torch.float32) - torch.tensor(mean).view(1, C, 1, 1)) / torch.tensor(std).view(1, C, 1, 1)
+    with torch.no_grad():
+        logits = model(pixel_values=x).logits
+    write_json(os.path.join(d, "reference.json"), {
+        "generator": f"scripts/make_family_references.py (transformers {transformers.__version__}, torch {torch.__version__})",
+        "class": cls.__name__, "pixels_u8": pixels.reshape(3, -1).tolist(), "logits": rounded(logits)})
+
+
+# ---- LayoutLM --------------------------------------------------------------------------------------------------
+
+WORDS = ("invoice total amount due date number customer address paid tax net price item quantity unit order "
+         "ship bill phone email name company street city state zip account bank payment terms").split()
+PIECES = ["##s", "##ed", "##ing", "##er", "##ly", "##x", "##2", "##0", "1", "2", "0", "$", ".", ",", ":", "-"]
+
+
+def layoutlm_vocab(d):
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS + PIECES + [c for c in "abcdefghijklmnopqrstuvwxyz"] + \
+            ["##" + c for c in "abcdefghijklmnopqrstuvwxyz"]
+    vocab = list(dict.fromkeys(vocab))  # each piece once: with a duplicate, ids would not be consecutive
+    with open(os.path.join(d, "vocab.txt"), "w") as f:
+        f.write("\n".join(vocab) + "\n")
+    return len(vocab)
+
+
+# Each sample: words and one box per word (x0, y0, x1, y1) on the model's grid.
+def layoutlm_samples(seed, limit):
+    g = torch.Generator().manual_seed(seed)
+    texts = ["invoice number 1020 date paid", "total amount due: $12.0 net", "customer name company street city zip",
+             "unit price quantity items ordered", "tax"]
+    samples = []
+    for t in texts:
+        boxes = []
+        for _ in t.split():
+            x0, y0 = (int(v) for v in torch.randint(0, limit // 2, (2,), generator=g))
+            w, h = (int(v) for v in torch.randint(0, limit // 2, (2,), generator=g))
+            boxes.append([x0, y0, x0 + w, y0 + h])
+        samples.append((t, boxes))
+    return samples
+
+
+def layoutlm(out, name, cls, seed, max_len, **cfg):
+    d = os.path.join(out, name)
+    fresh_dir(d)
+    cfg["vocab_size"] = layoutlm_vocab(d)
+    tok = BertTokenizer(os.path.join(d, "vocab.txt"), do_lower_case=True)
+    tok.save_pretrained(d)
+    torch.manual_seed(seed)
+    config = LayoutLMConfig(**cfg)
+    config.id2label = {i: f"tag_{i}" for i in range(cfg["num_labels"])}
+    config.label2id = {v: k for k, v in config.id2label.items()}
+    model = randomize(cls(config), seed)
+    model.save_pretrained(d, safe_serialization=True)
+    # Each word's pieces get its box; [CLS] and padding (0, 0, 0, 0), [SEP] the grid's far corner (LayoutLM's
+    # processors use 1000 on their 0..1000 grid; clamped to a smaller one).
+    far = min(1000, cfg["max_2d_position_embeddings"] - 1)
+    samples = layoutlm_samples(seed + 1, cfg["max_2d_position_embeddings"])
+    ids, boxes = [], []
+    for text, word_boxes in samples:
+        seq, bb = [tok.cls_token_id], [[0, 0, 0, 0]]
+        for word, box in zip(text.split(), word_boxes):
+            for piece in tok.convert_tokens_to_ids(tok.tokenize(word)):
+                if len(seq) < max_len - 1:
+                    seq.append(piece)
+                    bb.append(box)
+        seq.append(tok.sep_token_id)
+        bb.append([far] * 4)
+        ids.append(seq)
+        boxes.append(bb)
+    S = max(len(s) for s in ids)
+    mask = [[1] * len(s) + [0] * (S - len(s)) for s in ids]
+    boxes = [b + [[0, 0, 0, 0]] * (S - len(b)) for b in boxes]
+    ids = [s + [tok.pad_token_id] * (S - len(s)) for s in ids]
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor(ids), bbox=torch.tensor(boxes), attention_mask=torch.tensor(mask),
+                       token_type_ids=torch.zeros(len(ids), S, dtype=torch.int64)).logits
+    write_json(os.path.join(d, "reference.json"), {
+        "generator": f"scripts/make_family_references.py (transformers {transformers.__version__}, torch {torch.__version__})",
+        "class": cls.__name__, "max_len": max_len, "texts": [s[0] for s in samples], "word_boxes": [s[1] for s in samples],
+        "input_ids": ids, "attention_mask": mask, "bbox": boxes, "logits": rounded(logits)})
+
+
+def layout_docs(path, n, seed, grid):
+    """A TSV of synthetic 'documents' for cq eval / stats / calibration of the LayoutLM models: text, one box per word
+    (column bbox: x0,y0,x1,y1 ...), a label in 0..2. Random, so only agreement between models means anything."""
+    g = torch.Generator().manual_seed(seed)
+    lines = ["sentence\tbbox\tlabel"]
+    for _ in range(n):
+        words = [WORDS[int(i)] for i in torch.randint(0, len(WORDS), (int(torch.randint(3, 12, (1,), generator=g)),), generator=g)]
+        boxes = []
+        for _ in words:
+            x0, y0, w, h = (int(v) for v in torch.randint(0, grid // 2, (4,), generator=g))
+            boxes.append(f"{x0},{y0},{x0 + w},{y0 + h}")
+        lines.append(" ".join(words) + "\t" + " ".join(boxes) + "\t" + str(int(torch.randint(0, 3, (1,), generator=g))))
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "data", "families"))
+    out = ap.parse_args().out
+    os.makedirs(out, exist_ok=True)
+    imagenet_mean, imagenet_std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+    deit(out, "deit-tiny-random", DeiTForImageClassificationWithTeacher, 20, imagenet_mean, imagenet_std, image_size=32, patch_size=8,
+         num_channels=3, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, num_labels=5)
+    # The second config: other sizes, 4 heads, no q/k/v biases, tanh GELU, another eps; MNIST-shaped (28×28, one
+    # channel, 10 classes, MNIST's normalisation), so cq eval / stats / W8A8 calibration run it on real images.
+    deit(out, "deit-mnist-random-b", DeiTForImageClassificationWithTeacher, 21, [0.1307], [0.3081], image_size=28, patch_size=4,
+         num_channels=1, hidden_size=48, num_hidden_layers=3, num_attention_heads=4, intermediate_size=80, num_labels=10,
+         qkv_bias=False, hidden_act="gelu_new", layer_norm_eps=1e-6)
+    deit(out, "deit-plain-random", DeiTForImageClassification, 22, imagenet_mean, imagenet_std, image_size=16, patch_size=4,
+         num_channels=3, hidden_size=24, num_hidden_layers=1, num_attention_heads=3, intermediate_size=40, num_labels=3)
+    layoutlm(out, "layoutlm-seq-random", LayoutLMForSequenceClassification, 30, 16, hidden_size=32, num_hidden_layers=2,
+             num_attention_heads=2, intermediate_size=64, max_position_embeddings=64, max_2d_position_embeddings=128, num_labels=3)
+    layoutlm(out, "layoutlm-token-random-b", LayoutLMForTokenClassification, 31, 12, hidden_size=24, num_hidden_layers=3,
+             num_attention_heads=3, intermediate_size=56, max_position_embeddings=40, max_2d_position_embeddings=96, num_labels=5,
+             hidden_act="gelu_new", layer_norm_eps=1e-5, type_vocab_size=1)
+    layout_docs(os.path.join(out, "layout_docs.tsv"), 256, 40, 96)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,366 @@
+// The model families of issue 20 against Hugging Face transformers: tiny random-initialised models that
+// scripts/make_family_references.py built with transformers' own classes (save_pretrained, safetensors) and the logits
+// transformers gave on fixed inputs (tests/data/families/*/reference.json), 1e-4 max abs; each family also with a second
+// config (other sizes, heads, layers, activation, eps), the same bytes at 1 and 3 threads, and clear errors.
+// Suites are named families_* so that `ctest -R Families` / `-R families` selects them.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <functional>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "cq/classify.h"
+#include "cq/datasets.h"
+#include "cq/encoder.h"
+#include "cq/error.h"
+#include "cq/quantize_encoder.h"
+#include "cq/thread_pool.h"
+#include "test_support.h"
+
+namespace cq {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string family_dir(const std::string& name) { return test::tests_dir() + "/data/families/" + name; }
+
+nlohmann::json read_json(const std::string& path) {
+    std::ifstream in(path);
+    return nlohmann::json::parse(in);
+}
+
+// Largest |a − b| over a flat result and a nested reference list (any depth), in row-major order.
+double max_abs_diff(const std::vector<float>& got, const nlohmann::json& expected) {
+    std::vector<double> flat;
+    const std::function<void(const nlohmann::json&)> walk = [&](const nlohmann::json& j) {
+        if (j.is_array())
+            for (const auto& x : j) walk(x);
+        else
+            flat.push_back(j.get<double>());
+    };
+    walk(expected);
+    EXPECT_EQ(flat.size(), got.size());
+    double worst = 0;
+    for (size_t i = 0; i < std::min(flat.size(), got.size()); ++i) worst = std::max(worst, std::abs(got[i] - flat[i]));
+    return worst;
+}
+
+// A copy of an HF directory in `dir` with `edit` applied to its config.json.
+std::string copy_with_config(const std::string& src, const test::TempDir& dir, const std::function<void(nlohmann::json&)>& edit) {
+    for (const auto& e : fs::directory_iterator(src)) fs::copy_file(e.path(), fs::path(dir.path()) / e.path().filename());
+    nlohmann::json config = read_json(src + "/config.json");
+    edit(config);
+    std::ofstream(dir.file("config.json")) << config.dump(1);
+    return dir.path();
+}
+
+// ---- DeiT --------------------------------------------------------------------------------------------------------
+
+std::vector<float> deit_logits(EncoderModel& model, const nlohmann::json& ref) {
+    std::vector<uint8_t> pixels;
+    for (const auto& image : ref["pixels_u8"])
+        for (const auto& v : image) pixels.push_back(static_cast<uint8_t>(v.get<int>()));
+    const int64_t batch = static_cast<int64_t>(ref["pixels_u8"].size());
+    std::vector<float> logits(static_cast<size_t>(batch * model.config().num_labels));
+    model.classify_images(pixels.data(), batch, logits.data());
+    return logits;
+}
+
+void expect_deit_matches(const std::string& name, const std::string& architecture, int64_t n_linears) {
+    const auto model = EncoderModel::load(family_dir(name));
+    const nlohmann::json ref = read_json(family_dir(name) + "/reference.json");
+    ASSERT_TRUE(model->is_vision());
+    EXPECT_EQ(model->config().architecture, architecture);
+    EXPECT_EQ(static_cast<int64_t>(model->linears().size()), n_linears) << name;
+    const std::vector<float> logits = deit_logits(*model, ref);
+    const double worst = max_abs_diff(logits, ref["logits"]);
+    EXPECT_LT(worst, 1e-4) << name;
+    std::printf("%s: max |Δlogit| vs transformers %.3g\n", name.c_str(), worst);
+    // The same bytes whatever the thread count.
+    ThreadPool::set_global_threads(1);
+    const std::vector<float> one = deit_logits(*model, ref);
+    ThreadPool::set_global_threads(3);
+    const std::vector<float> three = deit_logits(*model, ref);
+    ThreadPool::set_global_threads(0);
+    EXPECT_EQ(one, three) << name;
+}
+
+TEST(families_deit, WithTeacherMatchesTransformers) {
+    // patch embedding + 2 blocks × 6 + cls and distillation heads
+    expect_deit_matches("deit-tiny-random", "DeiTForImageClassificationWithTeacher", 1 + 2 * 6 + 2);
+}
+
+TEST(families_deit, SecondConfigMatchesTransformers) {
+    // 28×28 one-channel images in 4×4 patches, 48 wide, 4 heads, 3 blocks, no q/k/v biases, tanh GELU, eps 1e-6
+    expect_deit_matches("deit-mnist-random-b", "DeiTForImageClassificationWithTeacher", 1 + 3 * 6 + 2);
+}
+
+TEST(families_deit, PlainClassifierMatchesTransformers) {
+    expect_deit_matches("deit-plain-random", "DeiTForImageClassification", 1 + 1 * 6 + 1);
+}
+
+TEST(families_deit, LayersListTheDistillationTokenAndBothHeads) {
+    const auto model = EncoderModel::load(family_dir("deit-tiny-random"));
+    std::vector<std::string> names;
+    for (const LayerInfo& l : model->layers()) names.push_back(l.name);
+    for (const char* n : {"distillation_token", "cls_classifier", "distillation_classifier", "deit.layernorm",
+                          "deit.encoder.layer.1.attention.attention.query"})
+        EXPECT_NE(std::find(names.begin(), names.end(), n), names.end()) << n;
+}
+
+TEST(families_deit, MissingDistillationTokenIsNamed) {
+    test::TempDir dir("cq_families");
+    // A ViT file called DeiT: the weights lack DeiT's tensors, and the error names the first one looked up.
+    const std::string path = copy_with_config(test::fixture("models/vit-tiny-mnist"), dir, [](nlohmann::json& c) {
+        c["model_type"] = "deit";
+        c["architectures"] = {"DeiTForImageClassificationWithTeacher"};
+    });
+    try {
+        EncoderModel::load(path);
+        FAIL() << "loaded";
+    } catch (const FormatError& e) {
+        EXPECT_NE(std::string(e.what()).find("deit.embeddings.patch_embeddings.projection.weight' is missing"), std::string::npos) << e.what();
+        EXPECT_NE(std::string(e.what()).find("model.safetensors"), std::string::npos) << e.what();
+    }
+}
+
+TEST(families_deit, WrongShapeAndUnknownActivationAreClearErrors) {
+    {
+        test::TempDir dir("cq_families");
+        // 4 more labels than the heads hold: the head's shape is checked, naming the tensor.
+        const std::string path = copy_with_config(family_dir("deit-tiny-random"), dir, [](nlohmann::json& c) {
+            for (int i = 5; i < 9; ++i) c["id2label"][std::to_string(i)] = "extra_" + std::to_string(i);
+        });
+        try {
+            EncoderModel::load(path);
+            FAIL() << "loaded";
+        } catch (const FormatError& e) {
+            EXPECT_NE(std::string(e.what()).find("'cls_classifier.weight' has shape [5, 32], expected [9, 32]"), std::string::npos) << e.what();
+        }
+    }
+    test::TempDir dir("cq_families");
+    const std::string path = copy_with_config(family_dir("deit-tiny-random"), dir, [](nlohmann::json& c) { c["hidden_act"] = "swish_glu"; });
+    try {
+        EncoderModel::load(path);
+        FAIL() << "loaded";
+    } catch (const Unsupported& e) {
+        EXPECT_NE(std::string(e.what()).find("activation 'swish_glu'"), std::string::npos) << e.what();
+    }
+}
+
+// ---- LayoutLM ----------------------------------------------------------------------------------------------------
+
+std::vector<std::vector<WordBox>> word_boxes(const nlohmann::json& ref) {
+    std::vector<std::vector<WordBox>> out;
+    for (const auto& text : ref["word_boxes"]) {
+        out.emplace_back();
+        for (const auto& b : text) out.back().push_back({b[0].get<int32_t>(), b[1].get<int32_t>(), b[2].get<int32_t>(), b[3].get<int32_t>()});
+    }
+    return out;
+}
+
+void expect_layoutlm_matches(const std::string& name, bool token_classifier) {
+    const auto model = EncoderModel::load(family_dir(name));
+    const nlohmann::json ref = read_json(family_dir(name) + "/reference.json");
+    EXPECT_EQ(model->is_token_classifier(), token_classifier);
+    const auto texts = ref["texts"].get<std::vector<std::string>>();
+    const auto boxes = word_boxes(ref);
+    const TextBatch batch = model->tokenize_with_boxes(texts, boxes, ref["max_len"].get<int64_t>());
+    // The ids, mask and boxes transformers' tokenizer and LayoutLM's recipe gave.
+    std::vector<int32_t> ids, mask, bbox;
+    for (const auto& row : ref["input_ids"]) for (const auto& v : row) ids.push_back(v.get<int32_t>());
+    for (const auto& row : ref["attention_mask"]) for (const auto& v : row) mask.push_back(v.get<int32_t>());
+    for (const auto& row : ref["bbox"]) for (const auto& b : row) for (const auto& v : b) bbox.push_back(v.get<int32_t>());
+    EXPECT_EQ(batch.ids, ids) << name;
+    EXPECT_EQ(batch.mask, mask) << name;
+    EXPECT_EQ(batch.bbox, bbox) << name;
+
+    const int64_t L = model->config().num_labels, per_sample = token_classifier ? batch.seq * L : L;
+    std::vector<float> logits(static_cast<size_t>(batch.batch * per_sample));
+    const auto run = [&](const TextBatch& b, float* out) { token_classifier ? model->classify_tokens(b, out) : model->classify(b, out); };
+    run(batch, logits.data());
+    // The other entry point refuses, rather than writing a result of the other shape.
+    EXPECT_THROW(token_classifier ? model->classify(batch, logits.data()) : model->classify_tokens(batch, logits.data()), InvalidArgument);
+    double worst = max_abs_diff(logits, ref["logits"]);
+    // Each sequence alone, unpadded, gives what it gave in the padded batch (its real tokens' rows for a token classifier).
+    for (int64_t i = 0; i < batch.batch; ++i) {
+        TextBatch one;
+        one.batch = 1;
+        one.seq = std::count(batch.mask.begin() + i * batch.seq, batch.mask.begin() + (i + 1) * batch.seq, 1);
+        one.ids.assign(batch.ids.begin() + i * batch.seq, batch.ids.begin() + i * batch.seq + one.seq);
+        one.mask.assign(static_cast<size_t>(one.seq), 1);
+        one.bbox.assign(batch.bbox.begin() + i * batch.seq * 4, batch.bbox.begin() + (i * batch.seq + one.seq) * 4);
+        std::vector<float> l(static_cast<size_t>(token_classifier ? one.seq * L : L));
+        run(one, l.data());
+        for (size_t j = 0; j < l.size(); ++j) worst = std::max(worst, std::abs(double(l[j]) - logits[static_cast<size_t>(i * per_sample) + j]));
+    }
+    EXPECT_LT(worst, 1e-4) << name;
+    std::printf("%s: max |Δlogit| vs transformers %.3g\n", name.c_str(), worst);
+
+    ThreadPool::set_global_threads(1);
+    std::vector<float> one(logits.size()), three(logits.size());
+    run(batch, one.data());
+    ThreadPool::set_global_threads(3);
+    run(batch, three.data());
+    ThreadPool::set_global_threads(0);
+    EXPECT_EQ(one, three) << name;
+}
+
+TEST(families_layoutlm, SequenceClassifierMatchesTransformers) { expect_layoutlm_matches("layoutlm-seq-random", false); }
+
+TEST(families_layoutlm, TokenClassifierSecondConfigMatchesTransformers) {
+    // 24 wide, 3 heads, 3 blocks, 96-cell grid, one token type, tanh GELU, eps 1e-5, a label per token
+    expect_layoutlm_matches("layoutlm-token-random-b", true);
+}
+
+TEST(families_layoutlm, BoxesMoveTheLogitsAndBadBoxesAreRejected) {
+    const auto model = EncoderModel::load(family_dir("layoutlm-seq-random"));
+    const std::vector<std::string> texts = {"invoice total"};
+    const std::vector<std::vector<WordBox>> near = {{WordBox{1, 2, 10, 12}, WordBox{20, 2, 30, 12}}};
+    const std::vector<std::vector<WordBox>> far = {{WordBox{60, 70, 90, 80}, WordBox{20, 2, 30, 12}}};
+    std::vector<float> a(3), b(3), none(3);
+    model->classify(model->tokenize_with_boxes(texts, near, 16), a.data());
+    model->classify(model->tokenize_with_boxes(texts, far, 16), b.data());
+    model->classify(model->tokenize_with_boxes(texts, {}, 16), none.data());
+    EXPECT_NE(a, b);
+    EXPECT_NE(a, none);
+
+    TextBatch bad = model->tokenize_with_boxes(texts, near, 16);
+    bad.bbox[4 + 2] = 0;  // token 1: x1 = 0 < x0 = 1
+    EXPECT_THROW(
+        {
+            try {
+                model->classify(bad, a.data());
+            } catch (const InvalidArgument& e) {
+                EXPECT_NE(std::string(e.what()).find("box (1, 2, 0, 12) of sequence 0, token 1"), std::string::npos) << e.what();
+                throw;
+            }
+        },
+        InvalidArgument);
+    bad.bbox[4 + 2] = 128;  // off the 128-cell grid
+    EXPECT_THROW(model->classify(bad, a.data()), InvalidArgument);
+    // Boxes must come one per word.
+    EXPECT_THROW(model->tokenize_with_boxes(texts, std::vector<std::vector<WordBox>>{{WordBox{0, 0, 1, 1}}}, 16), InvalidArgument);
+    // A model without 2-D positions refuses boxes.
+    const auto bert = EncoderModel::load(test::fixture("models/bert-tiny-sst2"));
+    TextBatch with_boxes = bert->tokenize(texts, 16);
+    with_boxes.bbox.assign(with_boxes.ids.size() * 4, 0);
+    std::vector<float> two(2);
+    EXPECT_THROW(bert->classify(with_boxes, two.data()), InvalidArgument);
+}
+
+TEST(families_layoutlm, EvalPathCarriesTheTsvBoxes) {
+    // cq eval's path: the TSV's bbox column reaches the model; the accuracy equals running the same batches by hand.
+    const auto model = EncoderModel::load(family_dir("layoutlm-seq-random"));
+    const std::string tsv = family_dir("layout_docs.tsv");
+    const LabelledData data = load_labelled_data(tsv, *model, DataSelection{0, 40});
+    ASSERT_TRUE(data.text);
+    ASSERT_EQ(data.text->bbox_column, "bbox");
+    ClassifyOptions o;
+    o.batch = 8;
+    const ClassificationResult r = classify_dataset(*model, data, o);
+    ASSERT_EQ(r.samples, 40);
+    std::vector<float> by_hand(r.logits.size());
+    std::vector<float> without_boxes(r.logits.size());
+    for (int64_t b0 = 0; b0 < 40; b0 += 8) {
+        std::vector<std::string> texts;
+        std::vector<std::vector<WordBox>> boxes;
+        for (int64_t i = b0; i < b0 + 8; ++i) {
+            texts.push_back(data.text->examples[static_cast<size_t>(i)].text);
+            boxes.push_back(data.text->examples[static_cast<size_t>(i)].boxes);
+        }
+        model->classify(model->tokenize_with_boxes(texts, boxes, o.max_len < 64 ? o.max_len : 64), by_hand.data() + b0 * 3);
+        model->classify(model->tokenize_with_boxes(texts, {}, 64), without_boxes.data() + b0 * 3);
+    }
+    EXPECT_EQ(r.logits, by_hand);
+    EXPECT_NE(r.logits, without_boxes);
+    // A token classifier has no dataset form in cq eval yet: a clear refusal.
+    const auto tagger = EncoderModel::load(family_dir("layoutlm-token-random-b"));
+    EXPECT_THROW(classify_dataset(*tagger, data, o), Unsupported);
+}
+
+TEST(families_layoutlm, TsvBoxesMustComeOnePerWord) {
+    test::TempDir dir("cq_families");
+    const auto good = data::load_text_tsv(dir.write("ok.tsv", "text\tbbox\tlabel\ntwo words\t1,2,3,4 5,6,7,8\t1\n"));
+    ASSERT_EQ(good.examples.size(), 1u);
+    EXPECT_EQ(good.examples[0].boxes, (std::vector<std::array<int32_t, 4>>{{1, 2, 3, 4}, {5, 6, 7, 8}}));
+    for (const char* bad : {"two words\t1,2,3,4\t1\n", "two words\t1,2,3 5,6,7,8\t1\n", "two words\t1,2,3,x 5,6,7,8\t1\n"}) {
+        try {
+            data::load_text_tsv(dir.write("bad.tsv", std::string("text\tbbox\tlabel\n") + bad));
+            FAIL() << bad;
+        } catch (const FormatError& e) {
+            EXPECT_NE(std::string(e.what()).find("line 2: column 'bbox' must hold one box x0,y0,x1,y1 (integers) per word of the text (2 words)"),
+                      std::string::npos)
+                << e.what();
+        }
+    }
+}
+
+TEST(families_layoutlm, MissingTwoDimensionalTableIsNamed) {
+    test::TempDir dir("cq_families");
+    // A BERT file called LayoutLM: the error names the first LayoutLM tensor it lacks.
+    const std::string path = copy_with_config(test::fixture("models/bert-tiny-sst2"), dir, [](nlohmann::json& c) {
+        c["model_type"] = "layoutlm";
+        c["architectures"] = {"LayoutLMForSequenceClassification"};
+    });
+    try {
+        EncoderModel::load(path);
+        FAIL() << "loaded";
+    } catch (const FormatError& e) {
+        EXPECT_NE(std::string(e.what()).find("'layoutlm.embeddings.word_embeddings.weight' is missing"), std::string::npos) << e.what();
+    }
+}
+
+// ---- quantized forms on the spine -----------------------------------------------------------------------------------
+
+// Max |Δlogit| of a rewritten model against its float logits on the reference inputs.
+double max_logit_change(const std::vector<float>& a, const std::vector<float>& b) {
+    double worst = 0;
+    for (size_t i = 0; i < a.size(); ++i) worst = std::max(worst, std::abs(double(a[i]) - b[i]));
+    return worst;
+}
+
+TEST(families_quant, W8A8AndFourBitWeightsRunOnDeitAndLayoutLM) {
+    // The existing passes apply unchanged: W8A8 (dynamic) through apply_w8a8, 4-bit weight-only through quantize_linear
+    // on every block Linear. Random models have no margin to keep, so this checks the passes run and stay near float;
+    // docs/model_families.md has the measured agreement on data.
+    for (const char* name : {"deit-tiny-random", "layoutlm-seq-random"}) {
+        for (const bool four_bit : {false, true}) {
+            auto model = EncoderModel::load(family_dir(name));
+            const nlohmann::json ref = read_json(family_dir(name) + "/reference.json");
+            const bool vision = model->is_vision();
+            TextBatch batch;
+            if (!vision) batch = model->tokenize_with_boxes(ref["texts"].get<std::vector<std::string>>(), word_boxes(ref), 16);
+            const auto run = [&] {
+                if (vision) return deit_logits(*model, ref);
+                std::vector<float> out(static_cast<size_t>(batch.batch * model->config().num_labels));
+                model->classify(batch, out.data());
+                return out;
+            };
+            const std::vector<float> base = run();
+            int64_t rewritten = 0;
+            if (four_bit) {
+                for (Linear* l : model->linears())
+                    if (l->block >= 0) model->quantize_linear(*l, DType::Q4_0), ++rewritten;
+            } else {
+                for (const auto& p : apply_w8a8(*model, default_w8a8_rules(), ActivationQuant::dynamic_per_token, nullptr,
+                                                calib::Method::minmax, 100.0, 8))
+                    rewritten += p.int8;
+            }
+            EXPECT_GT(rewritten, 0);
+            const double change = max_logit_change(base, run());
+            std::printf("%s %s: %lld Linears rewritten, max |Δlogit| vs float %.4f\n", name, four_bit ? "Q4_0 weights" : "W8A8 dynamic",
+                        static_cast<long long>(rewritten), change);
+            EXPECT_GT(change, 0.0);
+            EXPECT_LT(change, four_bit ? 0.5 : 0.1) << name;
+        }
+    }
+}
+
+}  // namespace
+}  // namespace cq
