@@ -83,6 +83,14 @@ inline void mask_storeu_epi8(void* p, uint16_t k, simde__m128i x) {
     for (int l = 0; l < 16; ++l)
         if (k >> l & 1) static_cast<uint8_t*>(p)[l] = b[size_t(l)];
 }
+// SIMDe's portable fmadd is a*b+c, which GCC fuses only from -O2 (the sanitizer build is -O1): the hardware
+// instruction rounds once, so the stand-in does too.
+inline simde__m512 fmadd_ps(simde__m512 a, simde__m512 b, simde__m512 c) {
+    const auto x = bits<F16>(a), y = bits<F16>(b), z = bits<F16>(c);
+    F16 f;
+    for (int l = 0; l < 16; ++l) f.v[l] = std::fma(x.v[l], y.v[l], z.v[l]);
+    return bits<simde__m512>(f);
+}
 inline float reduce_min_ps(simde__m512 x) {
     const auto f = bits<F16>(x);
     return *std::min_element(f.v, f.v + 16);
@@ -100,6 +108,7 @@ inline float reduce_max_ps(simde__m512 x) {
 #define _mm512_cvtepi32_epi8 cq_simde::cvtepi32_epi8
 #define _mm_mask_storeu_epi8 cq_simde::mask_storeu_epi8
 #define _mm512_reduce_min_ps cq_simde::reduce_min_ps
+#define _mm512_fmadd_ps cq_simde::fmadd_ps
 #define _mm512_reduce_max_ps cq_simde::reduce_max_ps
 #define gemm_u8s8_f32__avx512vnni gemm_u8s8_f32__simde_avx512vnni
 #define quantize_rows_u8_dynamic__avx512vnni quantize_rows_u8_dynamic__simde_avx512vnni
