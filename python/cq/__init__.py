@@ -23,7 +23,7 @@ from ._core import EncoderModel, FormatError, LanguageModel, Model, Tensor
 
 __all__ = [
     "load", "Model", "LanguageModel", "EncoderModel", "Tensor", "FormatError",
-    "QuantizationConfig", "ModelQuantizer", "evaluate", "benchmark", "compare", "get_model_size", "presets",
+    "QuantizationConfig", "ModelQuantizer", "CompressionConfig", "CompressionPipeline", "evaluate", "benchmark", "compare", "get_model_size", "presets",
 ]
 
 ModelLike = Union[str, os.PathLike, Model, Any]
@@ -174,3 +174,90 @@ def compare(a: ModelLike, b: ModelLike, data: str, *, n_ctx: int = 512, max_chun
     rb = mb.evaluate(data, first, count, batch, max_len, None)
     same = sum(int(x == y) for x, y in zip(ra["predictions"], rb["predictions"]))
     return {"a": ra, "b": rb, "agreement": same / max(1, len(ra["predictions"]))}
+
+
+@dataclasses.dataclass
+class CompressionConfig:
+    """A whole compression recipe with the seed's names: prune -> distill -> quantize, each stage measured against the
+    original in the same run (cq compress's CompressionPipeline; decoder LLMs).
+
+    apply_pruning / pruning_ratio / pruning_method: unstructured pruning to `pruning_ratio` sparsity with "magnitude",
+        "wanda" or "sparsegpt" (default wanda); or `pruning_structured="heads=0.25,ffn=0.25"` to remove KV groups and FFN
+        neurons (the model gets physically smaller).
+    apply_distillation / distillation_steps: recover by distilling from the original model (the teacher is always the
+        model being compressed: `teacher_model` may only name it, and `student_model` is not supported here; use
+        `cq distill` for a separate student).
+    quantization_type / quantization_method: as QuantizationConfig (None: no quantize stage).
+    recipe: a YAML/JSON recipe file instead of all of the above (docs/pipeline.md).
+    """
+    quantization_type: Optional[str] = "int4"
+    quantization_method: Optional[str] = None
+    apply_pruning: bool = False
+    pruning_ratio: float = 0.5
+    pruning_method: str = "wanda"
+    pruning_structured: Optional[str] = None
+    apply_distillation: bool = False
+    distillation_steps: int = 100
+    distillation_lr: float = 3e-4
+    teacher_model: Optional[Any] = None
+    student_model: Optional[Any] = None
+    calibration_ctx: int = 128
+    num_calibration_samples: int = 128
+    eval_ctx: int = 128
+    eval_chunks: int = -1
+    bench: bool = True
+    recipe: Optional[str] = None
+
+    def to_recipe(self, train_dataset: Optional[str], eval_dataset: Optional[str]) -> dict:
+        if self.student_model is not None:
+            raise ValueError("CompressionConfig.student_model: the pipeline distils into the compressed model itself; "
+                             "use `cq distill --teacher T --student S` for a separate student")
+        stages = []
+        if self.apply_pruning:
+            if self.pruning_structured:
+                stages.append({"prune": {"structured": self.pruning_structured}})
+            else:
+                stages.append({"prune": {"method": self.pruning_method, "sparsity": float(self.pruning_ratio)}})
+        if self.apply_distillation:
+            stages.append({"distill": {"steps": int(self.distillation_steps), "lr": float(self.distillation_lr)}})
+        if self.quantization_type:
+            q = {"type": _LLM_TYPES.get(self.quantization_type.lower(), self.quantization_type)}
+            if self.quantization_method:
+                q["method"] = self.quantization_method
+            stages.append({"quantize": q})
+        stages.append({"export": {"format": "gguf"}})
+        recipe = {"stages": stages}
+        if train_dataset:
+            recipe["calibration"] = {"text": os.path.abspath(train_dataset), "ctx": int(self.calibration_ctx),
+                                     "chunks": int(self.num_calibration_samples)}
+        if eval_dataset:
+            recipe["evaluation"] = {"text": os.path.abspath(eval_dataset), "ctx": int(self.eval_ctx),
+                                    "chunks": int(self.eval_chunks), "bench": bool(self.bench)}
+        return recipe
+
+
+class CompressionPipeline:
+    """Runs a CompressionConfig on a model: compress(model, train_dataset, eval_dataset) returns the report (a dict:
+    the original and every stage with bytes, PPL, KLD, same-top and tokens/s beside the original); the final model is
+    `report["final_model"]`, loadable with cq.load. `output_dir` keeps every stage and resumes a killed run."""
+
+    def __init__(self, config: Optional[CompressionConfig] = None, progress: Optional[Callable] = None):
+        self.config = config or CompressionConfig()
+        self.progress = progress  # progress(stage, done, total)
+        self.markdown: Optional[str] = None
+
+    def compress(self, model: ModelLike, train_dataset: Optional[str] = None, eval_dataset: Optional[str] = None,
+                 output_dir: Optional[str] = None, resume: bool = False) -> dict:
+        import json
+        source = _path_of(model, "CompressionPipeline.compress")
+        c = self.config
+        if c.teacher_model is not None and os.path.realpath(_path_of(c.teacher_model, "teacher_model")) != os.path.realpath(source):
+            raise ValueError("CompressionConfig.teacher_model: the pipeline's teacher is the model being compressed")
+        if c.recipe:
+            with open(c.recipe, encoding="utf-8") as f:
+                text, name = f.read(), c.recipe
+        else:
+            text, name = json.dumps(c.to_recipe(train_dataset, eval_dataset), indent=1), "<python CompressionConfig>"
+        out = output_dir or os.path.join(tempfile.mkdtemp(prefix="cq-compress-"), "run")
+        report_json, self.markdown = _core.compress(source, out, text, name, resume, self.progress)
+        return json.loads(report_json)

@@ -443,6 +443,27 @@ PYBIND11_MODULE(_core, m) {
        py::arg("calib_samples") = 256, py::arg("calib_method") = "", py::arg("percentile") = 99.99,
        py::arg("progress") = py::none(), "W8A8 quantization of an encoder classifier (BERT family, ViT) into cq's container.");
 
+    m.def("compress", [](const std::string& model, const std::string& output_dir, const std::string& recipe_text,
+                         const std::string& recipe_name, bool resume, const py::object& progress) {
+        CompressionConfig config = CompressionConfig::parse(recipe_text, recipe_name);
+        std::function<void(const std::string&, int64_t, int64_t)> fn;
+        if (!progress.is_none()) {
+            auto cb = std::make_shared<py::object>(progress);
+            fn = [cb](const std::string& stage, int64_t done, int64_t total) {
+                py::gil_scoped_acquire gil;
+                (*cb)(stage, done, total);
+            };
+        }
+        CompressionReport r;
+        {
+            py::gil_scoped_release release;
+            r = CompressionPipeline(std::move(config)).run(model, output_dir, resume, fn);
+        }
+        return std::make_pair(r.json(), r.markdown());
+    }, py::arg("model"), py::arg("output_dir"), py::arg("recipe_text"), py::arg("recipe_name") = "<python recipe>",
+       py::arg("resume") = false, py::arg("progress") = py::none(),
+       "Runs a CompressionPipeline recipe (YAML or JSON text); returns the report as (JSON, Markdown).");
+
     m.def("quant_presets", [] {
         std::vector<std::string> names;
         for (const QuantPreset& p : quant_presets()) names.push_back(p.name);

@@ -139,6 +139,50 @@ class LanguageModelTest(unittest.TestCase):
         np.testing.assert_array_equal(np.asarray(m.logits(ids)), before)
 
 
+class CompressionPipelineTest(unittest.TestCase):
+    def test_prune_then_quantize_keeps_the_zeros_and_reports_the_artifact(self):
+        import tempfile
+        config = cq.CompressionConfig(quantization_type="int8", apply_pruning=True, pruning_ratio=0.5,
+                                      pruning_method="magnitude", num_calibration_samples=4, calibration_ctx=64,
+                                      eval_ctx=64, eval_chunks=2, bench=False)
+        recipe = config.to_recipe(CALIB, VALID)
+        self.assertEqual([next(iter(s)) for s in recipe["stages"]], ["prune", "quantize", "export"])
+        seen = []
+        with tempfile.TemporaryDirectory() as d:
+            pipeline = cq.CompressionPipeline(config, progress=lambda stage, done, total: seen.append(stage))
+            report = pipeline.compress(STORIES, train_dataset=CALIB, eval_dataset=VALID, output_dir=os.path.join(d, "run"))
+            self.assertIn("| original |", pipeline.markdown)
+            self.assertTrue(seen)
+            final = cq.load(report["final_model"])
+            # Magnitude pruning at 0.5 zeroes the smaller half of each pruned matrix (numpy's own count on the
+            # original weights), and Q8_0 rounds a zero to exactly zero: the final file keeps every pruned zero.
+            original = cq.load(STORIES)
+            pruned_any = False
+            for name in final.linear_names():
+                t = final.weight(name)
+                v = np.asarray(t.dequantize()) if t.dtype != "f32" else np.asarray(t)
+                zeros = float(np.mean(v == 0))
+                w = np.asarray(original.weight(name))
+                if zeros > 0.4:
+                    pruned_any = True
+                    self.assertGreaterEqual(zeros, 0.5 - 1e-3, name)
+                    # the survivors are the larger magnitudes: the smallest kept |w| is at least the median |w|
+                    self.assertGreaterEqual(np.abs(v[v != 0]).min() * 1.01 + 1e-6,
+                                            np.quantile(np.abs(w), 0.5) * 0.98, name)
+            self.assertTrue(pruned_any)
+            # the report's PPL is the final artifact's (recomputed by loading it apart from the pipeline)
+            last = report["stages"][-1]
+            ppl = cq.evaluate(final, VALID, n_ctx=64, max_chunks=2)["ppl"]
+            self.assertAlmostEqual(last["ppl"], ppl, delta=1e-6 * ppl)
+            self.assertLess(last["bytes"], report["original"]["bytes"])
+
+    def test_bad_configs_are_refused_before_anything_runs(self):
+        with self.assertRaisesRegex(ValueError, "student_model"):
+            cq.CompressionPipeline(cq.CompressionConfig(student_model=STORIES)).compress(STORIES, CALIB, VALID)
+        with self.assertRaisesRegex(ValueError, "teacher"):
+            cq.CompressionPipeline(cq.CompressionConfig(teacher_model=BERT)).compress(STORIES, CALIB, VALID)
+
+
 class EncoderTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
