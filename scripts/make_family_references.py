@@ -15,17 +15,23 @@ import shutil
 
 import torch
 import transformers
-from transformers import (DeiTConfig, DeiTForImageClassification, DeiTForImageClassificationWithTeacher, LayoutLMConfig,
+from transformers import (ResNetConfig, ResNetForImageClassification, DeiTConfig, DeiTForImageClassification, DeiTForImageClassificationWithTeacher, LayoutLMConfig,
                           LayoutLMForSequenceClassification, LayoutLMForTokenClassification, BertTokenizer)
 
 
 def randomize(model, seed, std=0.2):
-    """Every parameter redrawn: matrices N(0, std²), norm weights 1 + N(0, 0.1²), biases and the rest N(0, 0.1²)."""
+    """Every parameter redrawn: matrices N(0, std²), norm weights 1 + N(0, 0.1²), biases and the rest N(0, 0.1²);
+    BatchNorm running statistics: means N(0, 0.1²), variances U(0.5, 1.5)."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
+        for name, b in model.named_buffers():
+            if name.endswith("running_mean"):
+                b.copy_(0.1 * torch.randn(b.shape, generator=g))
+            elif name.endswith("running_var"):
+                b.copy_(0.5 + torch.rand(b.shape, generator=g))
         for name, p in model.named_parameters():
             noise = torch.randn(p.shape, generator=g)
-            if "LayerNorm" in name or "layernorm" in name or "layer_norm" in name:
+            if "LayerNorm" in name or "layernorm" in name or "layer_norm" in name or "normalization" in name:
                 p.copy_(1 + 0.1 * noise if name.endswith("weight") else 0.1 * noise)
             elif p.ndim >= 2:
                 p.copy_(std * noise)
@@ -74,6 +80,39 @@ def deit(out, name, cls, seed, mean, std, **cfg):
     write_json(os.path.join(d, "reference.json"), {
         "generator": f"scripts/make_family_references.py (transformers {transformers.__version__}, torch {torch.__version__})",
         "class": cls.__name__, "pixels_u8": pixels.reshape(3, -1).tolist(), "logits": rounded(logits)})
+
+
+# ---- ResNet ------------------------------------------------------------------------------------------------------
+
+def resnet(out, name, seed, image_size, mean, std, **cfg):
+    d = os.path.join(out, name)
+    fresh_dir(d)
+    torch.manual_seed(seed)
+    config = ResNetConfig(**cfg)
+    config.id2label = {i: f"class_{i}" for i in range(cfg["num_labels"])}
+    config.label2id = {v: k for k, v in config.id2label.items()}
+    # Convolutions drawn with std 1/sqrt(fan-in) so activations keep their scale through the blocks.
+    model = ResNetForImageClassification(config)
+    randomize(model, seed)
+    g = torch.Generator().manual_seed(seed + 7)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if p.ndim == 4:
+                p.copy_(torch.randn(p.shape, generator=g) / (p[0].numel() ** 0.5))
+    model.save_pretrained(d, safe_serialization=True)
+    C = cfg["num_channels"]
+    # ResNet's processor resizes and crops; cq takes images at the size named here, so only rescale and normalise.
+    write_json(os.path.join(d, "preprocessor_config.json"), {
+        "image_processor_type": "ConvNextImageProcessor", "do_resize": False, "do_rescale": True, "rescale_factor": 1 / 255,
+        "do_normalize": True, "image_mean": mean, "image_std": std, "size": {"height": image_size, "width": image_size}})
+    g = torch.Generator().manual_seed(seed + 1)
+    pixels = torch.randint(0, 256, (3, C, image_size, image_size), generator=g, dtype=torch.int64)
+    x = (pixels.to(torch.float32) * torch.tensor(1 / 255, dtype=torch.float32) - torch.tensor(mean).view(1, C, 1, 1)) / torch.tensor(std).view(1, C, 1, 1)
+    with torch.no_grad():
+        logits = model(pixel_values=x).logits
+    write_json(os.path.join(d, "reference.json"), {
+        "generator": f"scripts/make_family_references.py (transformers {transformers.__version__}, torch {torch.__version__})",
+        "class": "ResNetForImageClassification", "pixels_u8": pixels.reshape(3, -1).tolist(), "logits": rounded(logits)})
 
 
 # ---- LayoutLM --------------------------------------------------------------------------------------------------
@@ -186,6 +225,16 @@ def main():
              num_attention_heads=3, intermediate_size=56, max_position_embeddings=40, max_2d_position_embeddings=96, num_labels=5,
              hidden_act="gelu_new", layer_norm_eps=1e-5, type_vocab_size=1)
     layout_docs(os.path.join(out, "layout_docs.tsv"), 256, 40, 96)
+    resnet(out, "resnet-bottleneck-random", 50, 32, imagenet_mean, imagenet_std, num_channels=3, embedding_size=8,
+           hidden_sizes=[16, 32], depths=[1, 2], layer_type="bottleneck", hidden_act="relu", num_labels=4)
+    # The second config: basic blocks, three stages, downsampling in the first stage, MNIST-shaped (28×28×1, 10 classes).
+    resnet(out, "resnet-basic-mnist-random-b", 51, 28, [0.1307], [0.3081], num_channels=1, embedding_size=8,
+           hidden_sizes=[8, 16, 24], depths=[2, 1, 1], layer_type="basic", hidden_act="relu", num_labels=10,
+           downsample_in_first_stage=True)
+    # The third: bottlenecks that downsample in their first 1×1 convolution (ResNet v1's placement), GELU.
+    resnet(out, "resnet-v1-gelu-random-c", 52, 24, imagenet_mean, imagenet_std, num_channels=3, embedding_size=16,
+           hidden_sizes=[32, 64], depths=[2, 1], layer_type="bottleneck", hidden_act="gelu", num_labels=3,
+           downsample_in_bottleneck=True)
 
 
 if __name__ == "__main__":

@@ -153,6 +153,89 @@ TEST(families_deit, WrongShapeAndUnknownActivationAreClearErrors) {
     }
 }
 
+// ---- ResNet ------------------------------------------------------------------------------------------------------
+
+// The same u8 images through cq, checked as expect_deit_matches does (the image path is the same entry point).
+void expect_resnet_matches(const std::string& name, int64_t n_linears) {
+    const auto model = EncoderModel::load(family_dir(name));
+    const nlohmann::json ref = read_json(family_dir(name) + "/reference.json");
+    ASSERT_TRUE(model->is_vision());
+    EXPECT_EQ(model->config().architecture, "ResNetForImageClassification");
+    EXPECT_EQ(static_cast<int64_t>(model->linears().size()), n_linears) << name;
+    const std::vector<float> logits = deit_logits(*model, ref);
+    const double worst = max_abs_diff(logits, ref["logits"]);
+    EXPECT_LT(worst, 1e-4) << name;
+    std::printf("%s: max |Δlogit| vs transformers %.3g\n", name.c_str(), worst);
+    ThreadPool::set_global_threads(1);
+    const std::vector<float> one = deit_logits(*model, ref);
+    ThreadPool::set_global_threads(3);
+    const std::vector<float> three = deit_logits(*model, ref);
+    ThreadPool::set_global_threads(0);
+    EXPECT_EQ(one, three) << name;
+}
+
+TEST(families_resnet, BottleneckMatchesTransformers) {
+    // stem + stage 0 (1 block: 3 convs + shortcut) + stage 1 (2 blocks: 3 + shortcut, 3) + classifier
+    expect_resnet_matches("resnet-bottleneck-random", 1 + 4 + 4 + 3 + 1);
+}
+
+TEST(families_resnet, BasicBlocksSecondConfigMatchesTransformers) {
+    // 28×28×1, basic blocks, stages 8/16/24 of depth 2/1/1, the first stage downsampling (so its first block has a
+    // shortcut conv): stem + (2+1, 2) + (2+1) + (2+1) + head
+    expect_resnet_matches("resnet-basic-mnist-random-b", 1 + 5 + 3 + 3 + 1);
+}
+
+TEST(families_resnet, DownsampleInBottleneckAndGeluMatchTransformers) {
+    expect_resnet_matches("resnet-v1-gelu-random-c", 1 + 4 + 3 + 4 + 1);
+}
+
+TEST(families_resnet, ConvolutionsAreListedAndMissingNormsNamed) {
+    const auto model = EncoderModel::load(family_dir("resnet-bottleneck-random"));
+    const auto layers = model->layers();
+    ASSERT_FALSE(layers.empty());
+    EXPECT_EQ(layers.front().name, "resnet.embedder.embedder.convolution");
+    EXPECT_EQ(layers.front().shape, (std::vector<int64_t>{8, 3 * 7 * 7}));
+    EXPECT_EQ(layers.back().name, "classifier.1");
+    // A block's BatchNorm statistics missing from the file: named, with the file.
+    test::TempDir dir("cq_families");
+    const std::string path = copy_with_config(family_dir("resnet-bottleneck-random"), dir, [](nlohmann::json& c) {
+        c["depths"] = {1, 3};  // one block more than the file holds
+    });
+    try {
+        EncoderModel::load(path);
+        FAIL() << "loaded";
+    } catch (const FormatError& e) {
+        EXPECT_NE(std::string(e.what()).find("'resnet.encoder.stages.1.layers.2.layer.0.convolution.weight' is missing"), std::string::npos)
+            << e.what();
+    }
+    test::TempDir dir2("cq_families");
+    const std::string bad_type = copy_with_config(family_dir("resnet-bottleneck-random"), dir2, [](nlohmann::json& c) { c["layer_type"] = "preact"; });
+    EXPECT_THROW(EncoderModel::load(bad_type), Unsupported);
+    test::TempDir dir3("cq_families");
+    const std::string bad_sizes = copy_with_config(family_dir("resnet-bottleneck-random"), dir3, [](nlohmann::json& c) { c["depths"] = {1}; });
+    EXPECT_THROW(EncoderModel::load(bad_sizes), FormatError);
+}
+
+TEST(families_resnet, W8A8ContainerReloadsTheFoldedConvolutions) {
+    // W8A8 quantizes the BatchNorm-folded weights; the container keeps the file's BN tensors, and a reload must fold
+    // only the biases again (not the int8 weights): the reloaded model gives the in-memory model's logits exactly.
+    auto model = EncoderModel::load(family_dir("resnet-bottleneck-random"));
+    const nlohmann::json ref = read_json(family_dir("resnet-bottleneck-random") + "/reference.json");
+    const std::vector<float> base = deit_logits(*model, ref);
+    const auto plan = apply_w8a8(*model, default_w8a8_rules(), ActivationQuant::dynamic_per_token, nullptr, calib::Method::minmax, 100.0, 8);
+    int64_t int8 = 0;
+    for (const auto& p : plan) int8 += p.int8;
+    EXPECT_EQ(int8, 9);  // the blocks' path convolutions; stem, shortcuts and head stay f32 (rules: *.layer.*)
+    const std::vector<float> quantized = deit_logits(*model, ref);
+    test::TempDir dir("cq_families");
+    model->save(dir.file("rn.gguf"));
+    const auto reloaded = EncoderModel::load(dir.file("rn.gguf"));
+    EXPECT_EQ(deit_logits(*reloaded, ref), quantized);
+    const double change = max_abs_diff(quantized, ref["logits"]);
+    std::printf("resnet-bottleneck-random W8A8 dynamic: max |Δlogit| vs transformers FP32 %.4f\n", change);
+    EXPECT_LT(change, 0.05);
+}
+
 // ---- LayoutLM ----------------------------------------------------------------------------------------------------
 
 std::vector<std::vector<WordBox>> word_boxes(const nlohmann::json& ref) {

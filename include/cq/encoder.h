@@ -1,6 +1,6 @@
-// Encoder-only classifiers (BERT, RoBERTa, DistilBERT, LayoutLM sequence / token classification; ViT and DeiT
-// image classification) built from an HF directory: weights stay memory-mapped, compute is f32, whole padded
-// batches run at once.
+// Encoder-only classifiers (BERT, RoBERTa, DistilBERT, LayoutLM sequence / token classification; ViT, DeiT and ResNet
+// image classification) built from an HF directory: weights stay memory-mapped (ResNet's convolutions are owned: their
+// BatchNorms are folded in at load), compute is f32, whole padded batches run at once.
 #pragma once
 
 #include <array>
@@ -17,8 +17,8 @@
 
 namespace cq {
 
-/// bert, roberta, distilbert and layoutlm take text (layoutlm also one box per token); vit and deit take images.
-enum class EncoderFamily { bert, roberta, distilbert, vit, deit, layoutlm };
+/// bert, roberta, distilbert and layoutlm take text (layoutlm also one box per token); vit, deit and resnet take images.
+enum class EncoderFamily { bert, roberta, distilbert, vit, deit, layoutlm, resnet };
 
 struct EncoderConfig {
     EncoderFamily family = EncoderFamily::bert;
@@ -43,6 +43,25 @@ struct EncoderConfig {
     int64_t image_size = 0, patch_size = 0, num_channels = 0;
     std::vector<float> image_mean, image_std;  // per channel
     float rescale_factor = 1.0f / 255.0f;
+    // resnet: stage widths and depths, the stem's width, bottleneck (else basic) blocks, where the stride-2 steps sit
+    std::vector<int64_t> stage_sizes, stage_depths;
+    int64_t embedding_size = 0;
+    bool bottleneck = true, downsample_in_first_stage = false, downsample_in_bottleneck = false;
+};
+
+/// A convolution with its BatchNorm folded in at load (w·γ/σ, (b − μ)·γ/σ + β; σ = √(var + 1e-5)), run as im2col over
+/// [in_channels·k·k] patches and the Linear `conv` ([out, in_channels·k·k]): the ONNX import's path. `activation`:
+/// "" none, else an activation name ("relu", the config's hidden_act).
+struct ConvUnit {
+    Linear conv;
+    int64_t in_channels = 0, kernel = 1, stride = 1;
+    std::string activation;
+};
+
+/// One ResNet block: x → act(path(x) + shortcut(x)), the shortcut the identity when absent.
+struct ResidualUnit {
+    std::vector<ConvUnit> path;  // basic: 3×3, 3×3; bottleneck: 1×1, 3×3, 1×1
+    std::optional<ConvUnit> shortcut;
 };
 
 /// One transformer block. Post-LN families (BERT, RoBERTa, DistilBERT) apply attn_norm / ffn_norm after each
@@ -70,6 +89,9 @@ struct EncoderWeights {
     std::optional<Linear> pre_classifier;  // distilbert (ReLU) / roberta head dense (tanh)
     Linear classifier;                     // deit with teacher: cls_classifier
     std::optional<Linear> dist_classifier;  // deit with teacher: on the distillation token; logits = (cls + dist) / 2
+    // resnet: stem (7×7 stride 2, then a 3×3 stride-2 max pool), the blocks in order, a global average pool, classifier
+    std::optional<ConvUnit> stem;
+    std::vector<ResidualUnit> residual_units;
 };
 
 /// Token ids of a batch: [batch, seq] each, right-padded with the pad id, mask 1 for real tokens and 0 for padding.
@@ -97,7 +119,9 @@ public:
     const Tokenizer* tokenizer() const { return tokenizer_.get(); }
     EncoderWeights& weights() { return weights_; }
     const EncoderWeights& weights() const { return weights_; }
-    bool is_vision() const { return config_.family == EncoderFamily::vit || config_.family == EncoderFamily::deit; }
+    bool is_vision() const {
+        return config_.family == EncoderFamily::vit || config_.family == EncoderFamily::deit || config_.family == EncoderFamily::resnet;
+    }
     /// Whether classify gives one row of logits per token ([batch, seq, num_labels]) rather than per sequence.
     bool is_token_classifier() const { return config_.token_classification; }
 

@@ -67,10 +67,13 @@ struct EncoderPass {
 
 void load_bert_family_weights(const EncoderConfig& c, const EncoderWeightSource& src, EncoderWeights& w);
 void load_vit_weights(const EncoderConfig& c, const EncoderWeightSource& src, EncoderWeights& w);
+void load_resnet_weights(const EncoderConfig& c, const EncoderWeightSource& src, EncoderWeights& w);
 
 /// BERT / RoBERTa / DistilBERT: batch → logits [batch, num_labels], pooled [batch, hidden] (optional).
 void bert_family_forward(const EncoderPass& p, const TextBatch& batch, float* logits, float* pooled);
 /// ViT: normalized pixels [batch, C, H, W] → logits [batch, num_labels].
 void vit_forward(const EncoderPass& p, const float* pixels, int64_t batch, float* logits);
+/// ResNet: normalized pixels [batch, C, H, W] → logits [batch, num_labels].
+void resnet_forward(const EncoderPass& p, const float* pixels, int64_t batch, float* logits);
 
 }  // namespace cq

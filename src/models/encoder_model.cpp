@@ -41,6 +41,7 @@ constexpr Supported kSupported[] = {
     {"deit", "DeiTForImageClassification", EncoderFamily::deit},
     {"layoutlm", "LayoutLMForSequenceClassification", EncoderFamily::layoutlm},
     {"layoutlm", "LayoutLMForTokenClassification", EncoderFamily::layoutlm},
+    {"resnet", "ResNetForImageClassification", EncoderFamily::resnet},
 };
 
 std::string config_architecture(const nlohmann::json& config) {
@@ -114,16 +115,90 @@ void read_labels(const hf::Config& config, EncoderConfig& c) {
     c.num_labels = static_cast<int64_t>(c.labels.size());
 }
 
+// preprocessor_config.json as a JSON object ({} when the directory has none).
+nlohmann::json read_preprocessor(const hf::ModelDir& d, std::string& pre_path) {
+    nlohmann::json pre = nlohmann::json::object();
+    pre_path = (fs::path(d.path) / "preprocessor_config.json").string();
+    std::error_code ec;
+    if (fs::is_regular_file(pre_path, ec)) pre = read_json_file(pre_path, "json");
+    if (!pre.is_object()) throw FormatError("json", pre_path, 0, "preprocessor_config.json is not a JSON object");
+    return pre;
+}
+
+// A list of positive integers under `key` (ResNet's hidden_sizes, depths).
+std::vector<int64_t> positive_list(const hf::Config& j, const char* key) {
+    const nlohmann::json* v = j.find(key);
+    std::vector<int64_t> out;
+    if (!v || !v->is_array() || v->empty()) throw FormatError("json", j.path(), 0, std::string("'") + key + "' must be a non-empty list of positive integers");
+    for (const auto& x : *v) {
+        if (!x.is_number_integer() || x.get<int64_t>() <= 0)
+            throw FormatError("json", j.path(), 0, std::string("'") + key + "' must be a non-empty list of positive integers");
+        out.push_back(x.get<int64_t>());
+    }
+    return out;
+}
+
+// ResNetConfig: stages, block type, stem width; the input size comes from the preprocessor (ResNet takes any size, cq's
+// datasets one): crop_size, else size (height = width, or shortest_edge), else 224.
+void read_resnet_config(const hf::ModelDir& d, const hf::Config& j, EncoderConfig& c) {
+    c.stage_sizes = positive_list(j, "hidden_sizes");
+    c.stage_depths = positive_list(j, "depths");
+    if (c.stage_sizes.size() != c.stage_depths.size())
+        throw FormatError("json", j.path(), 0, "'hidden_sizes' and 'depths' must name the same number of stages (" +
+                                                   std::to_string(c.stage_sizes.size()) + " vs " + std::to_string(c.stage_depths.size()) + ")");
+    c.embedding_size = j.size_or({"embedding_size"}, 64);
+    c.num_channels = j.size_or({"num_channels"}, 3);
+    const std::string type = j.string_or("layer_type", "bottleneck");
+    if (type != "bottleneck" && type != "basic")
+        throw Unsupported("[encoder] " + j.path() + ": ResNet layer_type '" + type + "' is not supported (bottleneck, basic)");
+    c.bottleneck = type == "bottleneck";
+    if (c.bottleneck)
+        for (const int64_t s : c.stage_sizes)
+            if (s % 4 != 0) throw FormatError("json", j.path(), 0, "bottleneck stage width " + std::to_string(s) + " is not a multiple of 4");
+    c.downsample_in_first_stage = j.bool_or("downsample_in_first_stage", false);
+    c.downsample_in_bottleneck = j.bool_or("downsample_in_bottleneck", false);
+    c.hidden_act = j.string_or("hidden_act", "relu");
+    c.hidden = c.stage_sizes.back();
+    c.n_layer = 0;
+    for (const int64_t n : c.stage_depths) c.n_layer += n;
+    c.n_head = 1;
+    c.n_ff = c.hidden;
+    c.max_positions = 1;
+    c.norm_eps = 1e-5f;
+    std::string pre_path;
+    const nlohmann::json pre = read_preprocessor(d, pre_path);
+    const hf::Config preprocessor(pre, pre_path);
+    c.image_size = 224;
+    for (const char* key : {"size", "crop_size"}) {
+        const nlohmann::json* size = preprocessor.find(key);
+        if (!size) continue;
+        if (size->is_number_integer()) c.image_size = size->get<int64_t>();
+        else if (size->is_object() && size->contains("height") && size->contains("width")) {
+            if ((*size)["height"] != (*size)["width"] || !(*size)["height"].is_number_integer())
+                throw Unsupported("[encoder] " + pre_path + ": '" + key + "' must be square (height = width)");
+            c.image_size = (*size)["height"].get<int64_t>();
+        } else if (size->is_object() && size->contains("shortest_edge") && (*size)["shortest_edge"].is_number_integer()) {
+            c.image_size = (*size)["shortest_edge"].get<int64_t>();
+        } else {
+            throw FormatError("json", pre_path, 0, std::string("'") + key + "' is neither a number, {height, width} nor {shortest_edge}");
+        }
+    }
+    if (c.image_size <= 0) throw FormatError("json", pre_path, 0, "the image size must be positive");
+}
+
 void read_config(const hf::ModelDir& d, const std::string& config_path, EncoderConfig& c) {
     const hf::Config j(d.config, config_path);
+    if (c.family == EncoderFamily::resnet) read_resnet_config(d, j, c);
     // HF's defaults (BERT-base's sizes) where a config leaves a size out.
-    const hf::TransformerSizes sizes = j.transformer_sizes();
+    const hf::TransformerSizes sizes = c.family == EncoderFamily::resnet ? hf::TransformerSizes{} : j.transformer_sizes();
     const auto or_default = [](int64_t v, int64_t fallback) { return v > 0 ? v : fallback; };
-    c.hidden = or_default(sizes.hidden, 768);
-    c.n_layer = or_default(sizes.layers, c.family == EncoderFamily::distilbert ? 6 : 12);
-    c.n_head = or_default(sizes.heads, 12);
-    c.n_ff = or_default(sizes.ffn, 3072);
-    const bool vision = c.family == EncoderFamily::vit || c.family == EncoderFamily::deit;
+    if (c.family != EncoderFamily::resnet) {
+        c.hidden = or_default(sizes.hidden, 768);
+        c.n_layer = or_default(sizes.layers, c.family == EncoderFamily::distilbert ? 6 : 12);
+        c.n_head = or_default(sizes.heads, 12);
+        c.n_ff = or_default(sizes.ffn, 3072);
+    }
+    const bool vision = c.family == EncoderFamily::vit || c.family == EncoderFamily::deit || c.family == EncoderFamily::resnet;
     if (!vision) {
         c.max_positions = or_default(sizes.positions, 512);
         c.vocab = or_default(sizes.vocab, 30522);
@@ -133,7 +208,7 @@ void read_config(const hf::ModelDir& d, const std::string& config_path, EncoderC
     if (c.family == EncoderFamily::distilbert) {
         c.hidden_act = j.string_or("activation", "gelu");
         c.norm_eps = 1e-12f;  // DistilBERT's LayerNorms hard-code it
-    } else {
+    } else if (c.family != EncoderFamily::resnet) {
         c.hidden_act = j.string_or("hidden_act", "gelu");
         c.norm_eps = static_cast<float>(j.number_or("layer_norm_eps", 1e-12f));
     }
@@ -151,20 +226,19 @@ void read_config(const hf::ModelDir& d, const std::string& config_path, EncoderC
     }
 
     if (vision) {
-        c.image_size = j.int_or({"image_size"}, 224);
-        c.patch_size = j.int_or({"patch_size"}, 16);
-        c.num_channels = j.int_or({"num_channels"}, 3);
-        if (c.image_size <= 0 || c.patch_size <= 0 || c.num_channels <= 0 || c.image_size % c.patch_size != 0)
-            throw FormatError("json", config_path, 0, "image_size " + std::to_string(c.image_size) + " is not a positive multiple of patch_size " +
-                                                          std::to_string(c.patch_size));
-        const int64_t side = c.image_size / c.patch_size;
-        c.max_positions = side * side + (c.family == EncoderFamily::deit ? 2 : 1);  // + CLS (+ DeiT's distillation token)
+        if (c.family != EncoderFamily::resnet) {
+            c.image_size = j.int_or({"image_size"}, 224);
+            c.patch_size = j.int_or({"patch_size"}, 16);
+            c.num_channels = j.int_or({"num_channels"}, 3);
+            if (c.image_size <= 0 || c.patch_size <= 0 || c.num_channels <= 0 || c.image_size % c.patch_size != 0)
+                throw FormatError("json", config_path, 0, "image_size " + std::to_string(c.image_size) + " is not a positive multiple of patch_size " +
+                                                              std::to_string(c.patch_size));
+            const int64_t side = c.image_size / c.patch_size;
+            c.max_positions = side * side + (c.family == EncoderFamily::deit ? 2 : 1);  // + CLS (+ DeiT's distillation token)
+        }
         // ViTImageProcessor's defaults where there is no preprocessor_config.json.
-        nlohmann::json pre = nlohmann::json::object();
-        const std::string pre_path = (fs::path(d.path) / "preprocessor_config.json").string();
-        std::error_code ec;
-        if (fs::is_regular_file(pre_path, ec)) pre = read_json_file(pre_path, "json");
-        if (!pre.is_object()) throw FormatError("json", pre_path, 0, "preprocessor_config.json is not a JSON object");
+        std::string pre_path;
+        const nlohmann::json pre = read_preprocessor(d, pre_path);
         const hf::Config preprocessor(pre, pre_path);
         const bool rescale = !pre.contains("do_rescale") || pre["do_rescale"] != false;
         const bool normalize = !pre.contains("do_normalize") || pre["do_normalize"] != false;
@@ -307,7 +381,9 @@ public:
             if (d.weights.find_tensor(name)) return d.weights.tensor(name);
             return std::nullopt;
         });
-        if (m.is_vision()) {
+        if (c.family == EncoderFamily::resnet) {
+            load_resnet_weights(c, src, m.weights_);
+        } else if (m.is_vision()) {
             load_vit_weights(c, src, m.weights_);
         } else {
             load_bert_family_weights(c, src, m.weights_);
@@ -394,7 +470,8 @@ void EncoderLoader::load_container(EncoderModel& m, const std::string& path) {
         if (const auto* t = f.find_tensor(name)) return f.tensor(*t);
         return std::nullopt;
     });
-    if (m.is_vision()) load_vit_weights(c, src, m.weights_);
+    if (c.family == EncoderFamily::resnet) load_resnet_weights(c, src, m.weights_);
+    else if (m.is_vision()) load_vit_weights(c, src, m.weights_);
     else {
         load_bert_family_weights(c, src, m.weights_);
         m.tokenizer_ = load_tokenizer(d);
@@ -614,10 +691,21 @@ void EncoderModel::classify_images(const uint8_t* pixels, int64_t batch, float* 
             for (size_t i = off; i < off + static_cast<size_t>(plane); ++i) x[i] = (static_cast<float>(pixels[i]) * c.rescale_factor - mean) / std;
         }
     const EncoderPass pass{config_, weights_, *scratch_, block_observers(), *ops::activation_from_name(config_.hidden_act)};
-    vit_forward(pass, x.data(), batch, logits);
+    if (c.family == EncoderFamily::resnet) resnet_forward(pass, x.data(), batch, logits);
+    else vit_forward(pass, x.data(), batch, logits);
 }
 
 void EncoderModel::collect_linears(std::vector<Linear*>& out) {
+    if (weights_.stem) {
+        // ResNet: the stem, then each block's path and shortcut convolutions, then the classifier
+        out.push_back(&weights_.stem->conv);
+        for (auto& u : weights_.residual_units) {
+            for (auto& conv : u.path) out.push_back(&conv.conv);
+            if (u.shortcut) out.push_back(&u.shortcut->conv);
+        }
+        out.push_back(&weights_.classifier);
+        return;
+    }
     if (is_vision()) out.push_back(&weights_.patch_embd);
     for (auto& b : weights_.blocks)
         for (Linear* l : {&b.q, &b.k, &b.v, &b.attn_out, &b.ffn_in, &b.ffn_out}) out.push_back(l);
@@ -636,6 +724,16 @@ std::vector<LayerInfo> EncoderModel::layers() const {
         out.push_back(LayerInfo{l.name, l.source_name, l.role, l.block, {l.n_out(), l.n_in()}, l.format(), l.bytes(), true});
     };
     const EncoderWeights& w = weights_;
+    if (w.stem) {
+        // ResNet: convolutions as Linears over [C·k·k] patches, their BatchNorms folded in (so not listed apart)
+        linear(w.stem->conv);
+        for (const auto& u : w.residual_units) {
+            for (const auto& conv : u.path) linear(conv.conv);
+            if (u.shortcut) linear(u.shortcut->conv);
+        }
+        linear(w.classifier);
+        return out;
+    }
     if (is_vision()) {
         linear(w.patch_embd);
         tensor("cls_token", LayerRole::other, -1, *w.cls_token);

@@ -74,8 +74,11 @@ void EncoderModel::save(const std::string& path, const SaveOptions& options) con
         };
     };
     for (const auto* t : dir.weights.tensors()) {
-        if (t->dtype != DType::F32 && t->dtype != DType::F16 && t->dtype != DType::BF16)
-            throw Unsupported("[save] tensor '" + t->name + "' is " + t->dtype_name + "; the encoder container holds f32/f16/bf16 tensors only");
+        // BatchNorm's num_batches_tracked is a training counter (a 0-dim I64, which GGUF cannot hold): not needed to run.
+        if (t->name.ends_with(".num_batches_tracked")) continue;
+        const bool integer = t->dtype == DType::I64 || t->dtype == DType::I32;
+        if (t->dtype != DType::F32 && t->dtype != DType::F16 && t->dtype != DType::BF16 && !integer)
+            throw Unsupported("[save] tensor '" + t->name + "' is " + t->dtype_name + "; the encoder container holds f32/f16/bf16/i32/i64 tensors only");
         const bool word_embedding = t->name.ends_with("word_embeddings.weight") && t->shape.size() == 2;
         if (word_embedding && weights_.word_embd.dtype() != t->dtype) {
             w.add_tensor(t->name, t->shape, weights_.word_embd.dtype());

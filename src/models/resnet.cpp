@@ -1,0 +1,174 @@
+// ResNet image classifier (HF ResNetForImageClassification): a 7×7 stride-2 stem conv + BN + act and a 3×3 stride-2
+// max pool, stages of basic (3×3, 3×3) or bottleneck (1×1, 3×3, 1×1; width out/4) blocks x → act(path(x) + shortcut(x)),
+// a global average pool and the classifier. Each conv has its BatchNorm folded in at load and runs as im2col + a
+// Linear through ops::linear (the kernel table's GEMM, the thread pool; the ONNX import's path), so observers, W8A8
+// and weight rewrites see every convolution as a Linear. Activations are NCHW.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <string>
+
+#include "cq/error.h"
+#include "cq/thread_pool.h"
+#include "models/encoder_families.h"
+#include "onnx/conv2d.h"
+#include "ops/ops.h"
+
+namespace cq {
+
+namespace {
+
+// BatchNorm2d's eps: HF's ResNet builds its norms with PyTorch's default.
+constexpr float kBatchNormEps = 1e-5f;
+
+// Loads prefix.convolution.weight [out, in, k, k] and folds prefix.normalization (γ, β, running mean / var) into it.
+// A weight already stored as I8 (cq's W8A8 container) was folded before it was quantized: only the bias is rebuilt.
+ConvUnit conv_bn(const EncoderWeightSource& src, const std::string& prefix, int64_t in, int64_t out, int64_t kernel, int64_t stride,
+                 std::string activation, int64_t block) {
+    ConvUnit u;
+    u.in_channels = in;
+    u.kernel = kernel;
+    u.stride = stride;
+    u.activation = std::move(activation);
+    const int64_t K = in * kernel * kernel;
+    Linear& l = u.conv;
+    l.name = l.source_name = prefix + ".convolution";
+    l.role = LayerRole::other;
+    l.block = block;
+    const Tensor w = src.get(l.name + ".weight", {out, K});
+    const std::string bn = prefix + ".normalization.";
+    const auto gamma = src.get(bn + "weight", {out}).to_float(), beta = src.get(bn + "bias", {out}).to_float();
+    const auto mean = src.get(bn + "running_mean", {out}).to_float(), var = src.get(bn + "running_var", {out}).to_float();
+    std::vector<float> scale(static_cast<size_t>(out));
+    l.bias = Tensor::zeros({out}, DType::F32);
+    float* bias = static_cast<float*>(l.bias->mutable_data());
+    for (int64_t o = 0; o < out; ++o) {
+        const size_t i = static_cast<size_t>(o);
+        if (!(var[i] + kBatchNormEps > 0)) src.fail("tensor '" + bn + "running_var' holds a variance below −eps at channel " + std::to_string(o));
+        scale[i] = gamma[i] / std::sqrt(var[i] + kBatchNormEps);
+        bias[o] = beta[i] - mean[i] * scale[i];
+    }
+    if (w.dtype() == DType::I8) {
+        l.weight = w;
+        return u;
+    }
+    l.weight = Tensor::zeros({out, K}, DType::F32);
+    const std::vector<float> values = w.to_float();
+    float* folded = static_cast<float*>(l.weight.mutable_data());
+    for (int64_t o = 0; o < out; ++o)
+        for (int64_t k = 0; k < K; ++k) folded[o * K + k] = values[static_cast<size_t>(o * K + k)] * scale[static_cast<size_t>(o)];
+    return u;
+}
+
+// x: [N, C, H, W] → y: [N, M, OH, OW] = act(conv(x) + b); OH = (H + 2·(k/2) − k) / stride + 1 (HF pads k/2 each side).
+void run_conv(const EncoderPass& p, const ConvUnit& u, const std::vector<float>& x, int64_t N, int64_t& H, int64_t& W, std::vector<float>& y) {
+    const int64_t k = u.kernel, pad = k / 2, M = u.conv.n_out(), K = u.conv.n_in();
+    const int64_t OH = (H + 2 * pad - k) / u.stride + 1, OW = (W + 2 * pad - k) / u.stride + 1;
+    const int64_t stride[2] = {u.stride, u.stride}, pads[4] = {pad, pad, pad, pad}, dilation[2] = {1, 1};
+    const int64_t rows = N * OH * OW, image_rows = OH * OW;
+    std::vector<float> patches(static_cast<size_t>(rows * K)), out(static_cast<size_t>(rows * M));
+    // One image per task: each writes its own rows of the patch matrix.
+    ThreadPool::global().parallel_for(N, [&](int64_t n0, int64_t n1) {
+        for (int64_t n = n0; n < n1; ++n)
+            onnx_ops::im2col(x.data() + n * u.in_channels * H * W, 1, u.in_channels, H, W, k, k, stride, pads, dilation, OH, OW,
+                             patches.data() + n * image_rows * K);
+    });
+    p.linear(u.conv, patches.data(), rows, out.data());  // [N·OH·OW, M]
+    y.resize(static_cast<size_t>(rows * M));
+    onnx_ops::nhwc_to_nchw(out.data(), N, image_rows, M, y.data());
+    if (!u.activation.empty()) ops::activate(*ops::activation_from_name(u.activation), y.data(), rows * M);
+    H = OH;
+    W = OW;
+}
+
+// x: [N, C, H, W] → [N, C, OH, OW], 3×3 windows, stride 2, padding 1 (padding never wins: it is −∞).
+std::vector<float> max_pool_3x3_s2(const std::vector<float>& x, int64_t N, int64_t C, int64_t& H, int64_t& W) {
+    const int64_t OH = (H + 2 - 3) / 2 + 1, OW = (W + 2 - 3) / 2 + 1;
+    std::vector<float> y(static_cast<size_t>(N * C * OH * OW));
+    for (int64_t plane = 0; plane < N * C; ++plane)
+        for (int64_t oy = 0; oy < OH; ++oy)
+            for (int64_t ox = 0; ox < OW; ++ox) {
+                float m = -std::numeric_limits<float>::infinity();
+                for (int64_t iy = oy * 2 - 1; iy <= oy * 2 + 1; ++iy)
+                    for (int64_t ix = ox * 2 - 1; ix <= ox * 2 + 1; ++ix)
+                        if (iy >= 0 && iy < H && ix >= 0 && ix < W) m = std::max(m, x[static_cast<size_t>((plane * H + iy) * W + ix)]);
+                y[static_cast<size_t>((plane * OH + oy) * OW + ox)] = m;
+            }
+    H = OH;
+    W = OW;
+    return y;
+}
+
+}  // namespace
+
+void load_resnet_weights(const EncoderConfig& c, const EncoderWeightSource& src, EncoderWeights& w) {
+    // The inner convs of HF's blocks use ReLU whatever hidden_act says (ResNetConvLayer's default); the stem and the
+    // activation after each residual add use hidden_act.
+    const std::string& act = c.hidden_act;
+    w.stem = conv_bn(src, "resnet.embedder.embedder", c.num_channels, c.embedding_size, 7, 2, act, -1);
+    int64_t in = c.embedding_size, block = 0;
+    for (size_t s = 0; s < c.stage_sizes.size(); ++s) {
+        const int64_t out = c.stage_sizes[s];
+        for (int64_t d = 0; d < c.stage_depths[s]; ++d, ++block) {
+            const int64_t stride = d > 0 ? 1 : s > 0 || c.downsample_in_first_stage ? 2 : 1;
+            const std::string prefix = "resnet.encoder.stages." + std::to_string(s) + ".layers." + std::to_string(d);
+            ResidualUnit u;
+            if (in != out || stride != 1) u.shortcut = conv_bn(src, prefix + ".shortcut", in, out, 1, stride, "", block);
+            const std::string l = prefix + ".layer.";
+            if (c.bottleneck) {
+                const int64_t r = out / 4;
+                const bool first = c.downsample_in_bottleneck;
+                u.path.push_back(conv_bn(src, l + "0", in, r, 1, first ? stride : 1, "relu", block));
+                u.path.push_back(conv_bn(src, l + "1", r, r, 3, first ? 1 : stride, "relu", block));
+                u.path.push_back(conv_bn(src, l + "2", r, out, 1, 1, "", block));
+            } else {
+                u.path.push_back(conv_bn(src, l + "0", in, out, 3, stride, "relu", block));
+                u.path.push_back(conv_bn(src, l + "1", out, out, 3, 1, "", block));
+            }
+            w.residual_units.push_back(std::move(u));
+            in = out;
+        }
+    }
+    w.classifier = src.linear("classifier.1", c.num_labels, in, LayerRole::classifier);
+}
+
+void resnet_forward(const EncoderPass& p, const float* pixels, int64_t batch, float* logits) {
+    const EncoderConfig& c = p.c;
+    const EncoderWeights& w = p.w;
+    int64_t H = c.image_size, W = c.image_size, C = c.num_channels;
+    std::vector<float> x(pixels, pixels + batch * C * H * W), y, shortcut;
+    run_conv(p, *w.stem, x, batch, H, W, y);
+    C = w.stem->conv.n_out();
+    x = max_pool_3x3_s2(y, batch, C, H, W);
+    const ops::Activation act = p.act;
+    for (const ResidualUnit& u : w.residual_units) {
+        int64_t h = H, wd = W;
+        std::vector<float> cur = x;
+        for (const ConvUnit& conv : u.path) {
+            run_conv(p, conv, cur, batch, h, wd, y);
+            cur.swap(y);
+        }
+        if (u.shortcut) {
+            int64_t sh = H, sw = W;
+            run_conv(p, *u.shortcut, x, batch, sh, sw, shortcut);
+            ops::add(cur.data(), shortcut.data(), static_cast<int64_t>(cur.size()));
+        } else {
+            ops::add(cur.data(), x.data(), static_cast<int64_t>(cur.size()));
+        }
+        ops::activate(act, cur.data(), static_cast<int64_t>(cur.size()));
+        x.swap(cur);
+        H = h;
+        W = wd;
+    }
+    // pooled: [batch, C] = the mean of each channel's plane (in double: planes can be large)
+    C = w.residual_units.empty() ? C : w.residual_units.back().path.back().conv.n_out();
+    std::vector<float> pooled(static_cast<size_t>(batch * C));
+    for (int64_t plane = 0; plane < batch * C; ++plane) {
+        double sum = 0;
+        for (int64_t i = 0; i < H * W; ++i) sum += x[static_cast<size_t>(plane * H * W + i)];
+        pooled[static_cast<size_t>(plane)] = static_cast<float>(sum / static_cast<double>(H * W));
+    }
+    p.linear(w.classifier, pooled.data(), batch, logits);
+}
+
+}  // namespace cq
