@@ -39,6 +39,8 @@ struct EncoderConfig {
     int64_t max_2d_positions = 0;
     // a label per token (…ForTokenClassification): logits are [batch, seq, num_labels]
     bool token_classification = false;
+    // a bare encoder (BertModel, e.g. sentence-transformers' all-MiniLM-L6-v2): no head, only hidden_states()
+    bool feature_extraction = false;
     // vit, deit
     int64_t image_size = 0, patch_size = 0, num_channels = 0;
     std::vector<float> image_mean, image_std;  // per channel
@@ -147,6 +149,9 @@ public:
     void classify(const TextBatch& batch, float* logits, float* pooled = nullptr);
     /// A token classifier's (…ForTokenClassification) logits: [batch, seq, num_labels], padding rows included.
     void classify_tokens(const TextBatch& batch, float* logits);
+    /// The last block's output, hidden: [batch, seq, hidden] (padding rows included), for any text model; the only
+    /// output of a bare encoder (BertModel). Sentence embeddings are its mean over each sequence's real tokens.
+    void hidden_states(const TextBatch& batch, float* hidden);
     /// pixels: [batch, C, H, W] u8, normalized inside as (u8·rescale_factor − mean) / std per channel.
     /// logits: [batch, num_labels].
     void classify_images(const uint8_t* pixels, int64_t batch, float* logits);
@@ -156,7 +161,8 @@ private:
     EncoderWeights weights_;
     std::unique_ptr<Tokenizer> tokenizer_;
     std::unique_ptr<EncoderScratch> scratch_;
-    void run_text(const TextBatch& batch, float* logits, float* pooled, bool per_token);
+    enum class TextOutput { per_sequence, per_token, hidden };
+    void run_text(const TextBatch& batch, float* out, float* pooled, TextOutput mode);
     // Every Linear in forward order: blocks, then pooler / pre_classifier / classifier; ViT's patch embedding first.
     void collect_linears(std::vector<Linear*>& out) override;
     friend class EncoderLoader;

@@ -265,7 +265,12 @@ EncoderBenchResult bench_encoder(EncoderModel& model, int64_t batch, int64_t seq
         for (size_t i = 0; i < text.ids.size(); ++i)
             text.ids[i] = static_cast<int32_t>(first + static_cast<int64_t>((i * 7919) % static_cast<size_t>(span)));
         if (model.is_token_classifier()) logits.resize(static_cast<size_t>(batch * seq * c.num_labels));
-        run = [&] { model.is_token_classifier() ? model.classify_tokens(text, logits.data()) : model.classify(text, logits.data()); };
+        if (c.feature_extraction) logits.resize(static_cast<size_t>(batch * seq * c.hidden));
+        run = [&] {
+            if (c.feature_extraction) model.hidden_states(text, logits.data());
+            else if (model.is_token_classifier()) model.classify_tokens(text, logits.data());
+            else model.classify(text, logits.data());
+        };
     }
     for (int64_t i = 0; i < warmup; ++i) run();
     for (int64_t i = 0; i < repetitions; ++i) {

@@ -52,7 +52,8 @@ void load_bert_family_weights(const EncoderConfig& c, const EncoderWeightSource&
         w.classifier = src.linear("classifier", c.num_labels, D, LayerRole::classifier);
         return;
     }
-    const std::string root = c.family == EncoderFamily::roberta ? "roberta." : c.family == EncoderFamily::layoutlm ? "layoutlm." : "bert.";
+    // A bare BertModel keeps its tensors at the top level ("embeddings.…", "encoder.layer.…").
+    const std::string root = c.feature_extraction ? "" : c.family == EncoderFamily::roberta ? "roberta." : c.family == EncoderFamily::layoutlm ? "layoutlm." : "bert.";
     const std::string e = root + "embeddings.";
     w.word_embd = src.get(e + "word_embeddings.weight", {c.vocab, D});
     w.pos_embd = src.get(e + "position_embeddings.weight", {c.max_positions, D});
@@ -68,6 +69,7 @@ void load_bert_family_weights(const EncoderConfig& c, const EncoderWeightSource&
                           {"attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
                            "attention.output.LayerNorm", "intermediate.dense", "output.dense", "output.LayerNorm"},
                           c.n_layer, D, F);
+    if (c.feature_extraction) return;  // no head (its pooler, if the file has one, is not on the hidden states' path)
     if (c.family == EncoderFamily::roberta) {
         w.pre_classifier = src.linear("classifier.dense", D, D, LayerRole::pre_classifier);
         w.classifier = src.linear("classifier.out_proj", c.num_labels, D, LayerRole::classifier);
@@ -80,7 +82,7 @@ void load_bert_family_weights(const EncoderConfig& c, const EncoderWeightSource&
     }
 }
 
-void bert_family_forward(const EncoderPass& p, const TextBatch& batch, float* logits, float* pooled) {
+void bert_family_forward(const EncoderPass& p, const TextBatch& batch, float* logits, float* pooled, float* hidden) {
     const EncoderConfig& c = p.c;
     const EncoderWeights& w = p.w;
     EncoderScratch& s = p.s;
@@ -134,6 +136,8 @@ void bert_family_forward(const EncoderPass& p, const TextBatch& batch, float* lo
         p.block_done(static_cast<int64_t>(l), s.x.data(), rows, mask);
     }
 
+    if (hidden) std::copy_n(s.x.data(), rows * D, hidden);
+    if (c.feature_extraction) return;
     if (c.token_classification) {
         // x: [B·S, D] → logits: [B·S, num_labels]; pooled: the CLS states
         p.linear(w.classifier, s.x.data(), rows, logits, mask);

@@ -69,8 +69,10 @@ void load_bert_family_weights(const EncoderConfig& c, const EncoderWeightSource&
 void load_vit_weights(const EncoderConfig& c, const EncoderWeightSource& src, EncoderWeights& w);
 void load_resnet_weights(const EncoderConfig& c, const EncoderWeightSource& src, EncoderWeights& w);
 
-/// BERT / RoBERTa / DistilBERT: batch → logits [batch, num_labels], pooled [batch, hidden] (optional).
-void bert_family_forward(const EncoderPass& p, const TextBatch& batch, float* logits, float* pooled);
+/// BERT / RoBERTa / DistilBERT / LayoutLM: batch → logits [batch, num_labels] ([batch·seq, num_labels] for a token
+/// classifier), pooled [batch, hidden] (optional); hidden (optional) gets the last block's output [batch·seq, hidden]
+/// and, for a bare encoder (no head), is the only output.
+void bert_family_forward(const EncoderPass& p, const TextBatch& batch, float* logits, float* pooled, float* hidden = nullptr);
 /// ViT: normalized pixels [batch, C, H, W] → logits [batch, num_labels].
 void vit_forward(const EncoderPass& p, const float* pixels, int64_t batch, float* logits);
 /// ResNet: normalized pixels [batch, C, H, W] → logits [batch, num_labels].

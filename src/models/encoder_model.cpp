@@ -34,6 +34,7 @@ struct Supported {
 };
 constexpr Supported kSupported[] = {
     {"bert", "BertForSequenceClassification", EncoderFamily::bert},
+    {"bert", "BertModel", EncoderFamily::bert},
     {"roberta", "RobertaForSequenceClassification", EncoderFamily::roberta},
     {"distilbert", "DistilBertForSequenceClassification", EncoderFamily::distilbert},
     {"vit", "ViTForImageClassification", EncoderFamily::vit},
@@ -221,6 +222,7 @@ void read_config(const hf::ModelDir& d, const std::string& config_path, EncoderC
                           "' is not supported (cq implements gelu, gelu_new, gelu_pytorch_tanh, relu, tanh)");
     read_labels(j, c);
     c.token_classification = c.architecture.ends_with("ForTokenClassification");
+    c.feature_extraction = c.architecture == "BertModel";
     if (c.family == EncoderFamily::layoutlm) {
         c.max_2d_positions = j.size_or({"max_2d_position_embeddings"}, 1024);
     }
@@ -639,7 +641,7 @@ TextBatch EncoderModel::tokenize_with_boxes(std::span<const std::string> texts, 
     return batch;
 }
 
-void EncoderModel::run_text(const TextBatch& batch, float* logits, float* pooled, bool per_token) {
+void EncoderModel::run_text(const TextBatch& batch, float* out, float* pooled, TextOutput mode) {
     if (is_vision()) throw InvalidArgument("[encoder] " + path_ + ": classify takes text; use classify_images for " + config_.architecture);
     const size_t n = static_cast<size_t>(batch.batch * batch.seq);
     if (batch.batch <= 0 || batch.seq <= 0 || batch.ids.size() != n || batch.mask.size() != n ||
@@ -665,17 +667,22 @@ void EncoderModel::run_text(const TextBatch& batch, float* logits, float* pooled
                                       " is not x0 ≤ x1, y0 ≤ y1 with coordinates in [0, " + std::to_string(limit) + ")");
         }
     }
-    if (config_.token_classification && !per_token)
-        throw InvalidArgument("[encoder] " + config_.architecture + " gives logits per token: call classify_tokens");
-    if (per_token && !config_.token_classification)
-        throw InvalidArgument("[encoder] " + config_.architecture + " gives logits per sequence: call classify");
     const EncoderPass pass{config_, weights_, *scratch_, block_observers(), *ops::activation_from_name(config_.hidden_act)};
-    bert_family_forward(pass, batch, logits, pooled);
+    if (mode == TextOutput::hidden) return bert_family_forward(pass, batch, nullptr, nullptr, out);
+    if (config_.feature_extraction)
+        throw InvalidArgument("[encoder] " + config_.architecture + " has no classification head: call hidden_states");
+    if (config_.token_classification && mode != TextOutput::per_token)
+        throw InvalidArgument("[encoder] " + config_.architecture + " gives logits per token: call classify_tokens");
+    if (mode == TextOutput::per_token && !config_.token_classification)
+        throw InvalidArgument("[encoder] " + config_.architecture + " gives logits per sequence: call classify");
+    bert_family_forward(pass, batch, out, pooled);
 }
 
-void EncoderModel::classify(const TextBatch& batch, float* logits, float* pooled) { run_text(batch, logits, pooled, false); }
+void EncoderModel::classify(const TextBatch& batch, float* logits, float* pooled) { run_text(batch, logits, pooled, TextOutput::per_sequence); }
 
-void EncoderModel::classify_tokens(const TextBatch& batch, float* logits) { run_text(batch, logits, nullptr, true); }
+void EncoderModel::classify_tokens(const TextBatch& batch, float* logits) { run_text(batch, logits, nullptr, TextOutput::per_token); }
+
+void EncoderModel::hidden_states(const TextBatch& batch, float* hidden) { run_text(batch, hidden, nullptr, TextOutput::hidden); }
 
 void EncoderModel::classify_images(const uint8_t* pixels, int64_t batch, float* logits) {
     if (!is_vision()) throw InvalidArgument("[encoder] " + path_ + ": classify_images needs a vision model, this one is " + config_.architecture);
@@ -711,7 +718,7 @@ void EncoderModel::collect_linears(std::vector<Linear*>& out) {
         for (Linear* l : {&b.q, &b.k, &b.v, &b.attn_out, &b.ffn_in, &b.ffn_out}) out.push_back(l);
     if (weights_.pooler) out.push_back(&*weights_.pooler);
     if (weights_.pre_classifier) out.push_back(&*weights_.pre_classifier);
-    out.push_back(&weights_.classifier);
+    if (!config_.feature_extraction) out.push_back(&weights_.classifier);
     if (weights_.dist_classifier) out.push_back(&*weights_.dist_classifier);
 }
 
@@ -764,7 +771,8 @@ std::vector<LayerInfo> EncoderModel::layers() const {
         if (!is_vision()) tensor(b.ffn_norm.name, LayerRole::norm, n, b.ffn_norm.weight);
     }
     if (w.final_norm) tensor(w.final_norm->name, LayerRole::norm, -1, w.final_norm->weight);
-    for (const Linear* l : {w.pooler ? &*w.pooler : nullptr, w.pre_classifier ? &*w.pre_classifier : nullptr, &w.classifier,
+    for (const Linear* l : {w.pooler ? &*w.pooler : nullptr, w.pre_classifier ? &*w.pre_classifier : nullptr,
+                            config_.feature_extraction ? nullptr : &w.classifier,
                             w.dist_classifier ? &*w.dist_classifier : nullptr})
         if (l) linear(*l);
     return out;
