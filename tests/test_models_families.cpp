@@ -490,6 +490,14 @@ TEST(families_minilm, W8A8KeepsSentenceEmbeddingCosineOnSst2Dev) {
     auto fp32 = EncoderModel::load(dir);
     ASSERT_EQ(fp32->config().architecture, "BertModel");
     const auto base = sentence_embeddings(*fp32, texts);
+    // FP32 against transformers' embeddings of the first 32 sentences (scripts/make_family_references.py --minilm).
+    const nlohmann::json ref = read_json(family_dir("minilm_sst2_dev32_reference.json"));
+    ASSERT_EQ(ref["texts"].get<std::vector<std::string>>(), std::vector<std::string>(texts.begin(), texts.begin() + 32));
+    std::vector<float> first32;
+    for (size_t i = 0; i < 32; ++i) first32.insert(first32.end(), base[i].begin(), base[i].end());
+    const double fp32_diff = max_abs_diff(first32, ref["embeddings"]);
+    std::printf("all-MiniLM-L6-v2 FP32: max |Δ| of normalised sentence embeddings vs transformers %.3g\n", fp32_diff);
+    EXPECT_LT(fp32_diff, 1e-4);
     // Static per-tensor activations lose more on this model (one range per tensor over outlier-heavy inputs): reported for
     // min-max and percentile ranges; the ≥ 0.99 bar is checked for dynamic (per-token) activations.
     for (const calib::Method method : {calib::Method::percentile, calib::Method::minmax, calib::Method::mse})
