@@ -64,7 +64,7 @@ std::vector<cq::IsaLevel> levels_of_this_arch() {
 #if defined(__x86_64__)
     return {cq::IsaLevel::ref, cq::IsaLevel::avx2, cq::IsaLevel::avx512, cq::IsaLevel::avx512_vnni};
 #elif defined(__aarch64__)
-    return {cq::IsaLevel::ref, cq::IsaLevel::neon, cq::IsaLevel::neon_dotprod};
+    return {cq::IsaLevel::ref, cq::IsaLevel::neon, cq::IsaLevel::neon_dotprod, cq::IsaLevel::neon_i8mm};
 #else
     return {cq::IsaLevel::ref};
 #endif
@@ -248,12 +248,19 @@ TEST(ConvertReference, F16RoundTripsThroughF32) {
     }
 }
 
-#if defined(__FLT16_MAX__)
-// The compiler's own _Float16 conversion (round to nearest even) as an independent witness.
+#if defined(__aarch64__)
+using CompilerHalf = __fp16;  // GCC 12 has no _Float16 in C++ on AArch64; __fp16 is the same IEEE binary16 (fcvt, RNE)
+#define CQ_HAVE_COMPILER_HALF 1
+#elif defined(__FLT16_MAX__)
+using CompilerHalf = _Float16;
+#define CQ_HAVE_COMPILER_HALF 1
+#endif
+#if defined(CQ_HAVE_COMPILER_HALF)
+// The compiler's own half-precision conversion (round to nearest even) as an independent witness.
 TEST(ConvertReference, F32ToF16MatchesCompilerFloat16) {
     for (float f : f16_rounding_cases(7)) {
         if (std::isnan(f)) continue;
-        const _Float16 c = static_cast<_Float16>(f);
+        const CompilerHalf c = static_cast<CompilerHalf>(f);
         ASSERT_EQ(ck::f32_to_f16_scalar(f), std::bit_cast<uint16_t>(c)) << "f32 " << hex(bits_of(f), 8);
     }
 }

@@ -29,7 +29,7 @@ std::vector<cq::IsaLevel> levels_of_this_arch() {
 #if defined(__x86_64__)
     return {cq::IsaLevel::ref, cq::IsaLevel::avx2, cq::IsaLevel::avx512, cq::IsaLevel::avx512_vnni};
 #elif defined(__aarch64__)
-    return {cq::IsaLevel::ref, cq::IsaLevel::neon, cq::IsaLevel::neon_dotprod};
+    return {cq::IsaLevel::ref, cq::IsaLevel::neon, cq::IsaLevel::neon_dotprod, cq::IsaLevel::neon_i8mm};
 #else
     return {cq::IsaLevel::ref};
 #endif

@@ -17,7 +17,7 @@ struct CpuFeatures {
     bool avx512f = false, avx512bw = false, avx512vl = false, avx512dq = false;
     bool avx512_vnni = false, avx512_bf16 = false, avx_vnni = false;
     bool os_saves_ymm = false, os_saves_zmm = false;  // XGETBV: the OS preserves the wide registers
-    bool neon = false, arm_dotprod = false, arm_fp16 = false, arm_i8mm = false, arm_bf16 = false;
+    bool neon = false, arm_dotprod = false, arm_fp16 = false, arm_i8mm = false, arm_bf16 = false, arm_sve = false;
 
     /// Names of the features present, e.g. {"avx2", "fma", "avx512f", ...}.
     std::vector<std::string> names() const;
@@ -26,8 +26,9 @@ struct CpuFeatures {
 /// The features of this CPU (detected on first call).
 const CpuFeatures& cpu_features();
 
-/// Rungs of the kernel ladder; each includes the ones below it.
-enum class IsaLevel { ref = 0, avx2 = 1, avx512 = 2, avx512_vnni = 3, neon = 10, neon_dotprod = 11 };
+/// Rungs of the kernel ladder; each includes the ones below it. ARM64: neon (Armv8.0 Advanced SIMD),
+/// neon_dotprod (+ SDOT/UDOT, Armv8.2 DotProd), neon_i8mm (+ USDOT/SMMLA, Armv8.6 I8MM).
+enum class IsaLevel { ref = 0, avx2 = 1, avx512 = 2, avx512_vnni = 3, neon = 10, neon_dotprod = 11, neon_i8mm = 12 };
 
 std::string_view isa_level_name(IsaLevel level);
 std::optional<IsaLevel> isa_level_from_name(std::string_view name);

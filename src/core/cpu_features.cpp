@@ -92,13 +92,16 @@ CpuFeatures detect() {
 CpuFeatures detect() {
     CpuFeatures f;
     f.brand = "ARM64";
-    f.neon = true;  // Advanced SIMD is mandatory on AArch64
     // The Linux AArch64 hwcap bits (uapi asm/hwcap.h), spelled out so that older headers still build.
-    constexpr unsigned long kHwcapAsimdHp = 1ul << 10, kHwcapAsimdDp = 1ul << 20;  // AT_HWCAP
+    constexpr unsigned long kHwcapAsimd = 1ul << 1, kHwcapAsimdHp = 1ul << 10;     // AT_HWCAP
+    constexpr unsigned long kHwcapAsimdDp = 1ul << 20, kHwcapSve = 1ul << 22;
     constexpr unsigned long kHwcap2I8mm = 1ul << 13, kHwcap2Bf16 = 1ul << 14;     // AT_HWCAP2
     const unsigned long hw = getauxval(AT_HWCAP);
     const unsigned long hw2 = getauxval(AT_HWCAP2);
+    // The kernel reports asimd on every AArch64 CPU it runs on; a zero AT_HWCAP (no auxv) still means NEON.
+    f.neon = hw == 0 || (hw & kHwcapAsimd);
     f.arm_dotprod = hw & kHwcapAsimdDp;
+    f.arm_sve = hw & kHwcapSve;
     f.arm_fp16 = hw & kHwcapAsimdHp;
     f.arm_i8mm = hw2 & kHwcap2I8mm;
     f.arm_bf16 = hw2 & kHwcap2Bf16;
@@ -111,6 +114,7 @@ CpuFeatures detect() { return {}; }
 constexpr std::pair<IsaLevel, std::string_view> kLevelNames[] = {
     {IsaLevel::ref, "ref"},       {IsaLevel::avx2, "avx2"}, {IsaLevel::avx512, "avx512"},
     {IsaLevel::avx512_vnni, "avx512_vnni"}, {IsaLevel::neon, "neon"}, {IsaLevel::neon_dotprod, "neon_dotprod"},
+    {IsaLevel::neon_i8mm, "neon_i8mm"},
 };
 
 }  // namespace
@@ -122,7 +126,7 @@ std::vector<std::string> CpuFeatures::names() const {
         {f16c, "f16c"},            {avx512f, "avx512f"},   {avx512dq, "avx512dq"},   {avx512bw, "avx512bw"},
         {avx512vl, "avx512vl"},    {avx512_vnni, "avx512_vnni"}, {avx512_bf16, "avx512_bf16"},
         {avx_vnni, "avx_vnni"},    {neon, "neon"},         {arm_dotprod, "dotprod"}, {arm_fp16, "fp16"},
-        {arm_i8mm, "i8mm"},        {arm_bf16, "bf16"},
+        {arm_i8mm, "i8mm"},        {arm_bf16, "bf16"},     {arm_sve, "sve"},
     };
     for (const auto& [present, name] : all)
         if (present) out.emplace_back(name);
@@ -149,6 +153,7 @@ bool cpu_supports(IsaLevel level) {
 #elif CQ_ARM64
         case IsaLevel::neon: return f.neon;
         case IsaLevel::neon_dotprod: return f.neon && f.arm_dotprod;
+        case IsaLevel::neon_i8mm: return cpu_supports(IsaLevel::neon_dotprod) && f.arm_i8mm;
 #endif
         default: return false;
     }

@@ -152,6 +152,19 @@ KernelTable make_kernel_table(IsaLevel level) {
     if (reaches(level, IsaLevel::neon)) {
         CQ_SET_CONVERTS(neon, IsaLevel::neon);
         CQ_SET(dot_u8_s8, dot_u8_s8__neon, IsaLevel::neon);
+        CQ_SET_GEMMS(neon, IsaLevel::neon);
+        CQ_SET_ACTIVATIONS(neon, IsaLevel::neon);
+        CQ_SET(gemm_u8s8, gemm_u8s8_f32__neon, IsaLevel::neon);
+        CQ_SET(gemm_u7s8, gemm_u8s8_f32__neon, IsaLevel::neon);  // exact for any u8, so 7-bit inputs too
+    }
+    if (reaches(level, IsaLevel::neon_dotprod)) {
+        CQ_SET_GEMMS(neon_dotprod, IsaLevel::neon_dotprod);
+        CQ_SET(gemm_u8s8, gemm_u8s8_f32__neon_dotprod, IsaLevel::neon_dotprod);
+        CQ_SET(gemm_u7s8, gemm_u8s8_f32__neon_dotprod, IsaLevel::neon_dotprod);
+    }
+    if (reaches(level, IsaLevel::neon_i8mm)) {
+        CQ_SET(gemm_u8s8, gemm_u8s8_f32__neon_i8mm, IsaLevel::neon_i8mm);
+        CQ_SET(gemm_u7s8, gemm_u8s8_f32__neon_i8mm, IsaLevel::neon_i8mm);
     }
 #endif
 #if defined(CQ_HAVE_DNNL)
@@ -286,7 +299,7 @@ std::string_view dispatch_cpu_class() {
 
 KernelTable make_tuned_kernel_table(IsaLevel level, std::string_view cpu_class) {
     KernelTable t = make_kernel_table(level);
-    std::array<std::optional<KernelTable>, static_cast<size_t>(IsaLevel::neon_dotprod) + 1> rungs;  // built on demand
+    std::array<std::optional<KernelTable>, static_cast<size_t>(IsaLevel::neon_i8mm) + 1> rungs;  // built on demand
     for (const RungPreference& p : kRungPreferences) {
         if (cpu_class != p.cpu_class || !reaches(level, p.rung)) continue;
         auto& from = rungs[static_cast<size_t>(p.rung)];
@@ -315,7 +328,7 @@ KernelTable make_process_table() {
     if (!level) {
         std::string valid;
         for (IsaLevel l : {IsaLevel::ref, IsaLevel::avx2, IsaLevel::avx512, IsaLevel::avx512_vnni, IsaLevel::neon,
-                           IsaLevel::neon_dotprod})
+                           IsaLevel::neon_dotprod, IsaLevel::neon_i8mm})
             valid += (valid.empty() ? "" : ", ") + std::string(isa_level_name(l));
         throw InvalidArgument("[dispatch] CQ_ISA='" + std::string(forced) + "' is not an ISA level; use one of: " + valid);
     }

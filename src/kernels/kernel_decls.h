@@ -83,6 +83,8 @@ void gemv_f32__avx512(int64_t n, int64_t k, const float* w, int64_t ldw, const f
 
 CQ_DECLARE_QUANT_KERNELS(ref)
 CQ_DECLARE_QUANT_KERNELS(avx2)
+CQ_DECLARE_QUANT_KERNELS(neon)          // kernels/arm/quant_gemm_arm.h with smull + sadalp
+CQ_DECLARE_QUANT_KERNELS(neon_dotprod)  // the same with sdot
 CQ_DECLARE_PACKED_KERNELS(ref)
 CQ_DECLARE_PACKED_KERNELS(avx2)
 CQ_DECLARE_PACKED_KERNELS(avx512vnni)
@@ -120,6 +122,11 @@ void quantize_row_q8_K__avx2(const float* x, void* y, int64_t k);
 CQ_DECLARE_INT8_KERNELS(ref)
 CQ_DECLARE_INT8_KERNELS(avx2)
 CQ_DECLARE_INT8_KERNELS(avx512vnni)
+// ARM64 (kernels/arm/gemm_u8s8_arm.h): widening multiplies, sdot on a − 128, usdot; exact for any u8, so
+// the same kernel serves gemm_u7s8. The activation quantizers stay the reference ones on ARM.
+CQ_DECLARE_GEMM_U8(gemm_u8s8, neon)
+CQ_DECLARE_GEMM_U8(gemm_u8s8, neon_dotprod)
+CQ_DECLARE_GEMM_U8(gemm_u8s8, neon_i8mm)
 #undef CQ_DECLARE_INT8_KERNELS
 #undef CQ_DECLARE_GEMM_U8
 
@@ -131,6 +138,9 @@ void softmax_f32__ref(float* x, int64_t n, float scale);
 void silu_mul_f32__ref(float* gate, const float* up, int64_t n);
 void silu_mul_f32__avx2(float* gate, const float* up, int64_t n);
 void softmax_f32__avx2(float* x, int64_t n, float scale);
+void gelu_erf_f32__neon(const float* x, float* y, int64_t n);
+void silu_mul_f32__neon(float* gate, const float* up, int64_t n);
+void softmax_f32__neon(float* x, int64_t n, float scale);
 float erf_rational_scalar(float x);      // |error| ≤ 3.4e-7 against erf; ±1 beyond |x| = 4
 float exp_nonpositive_scalar(float x);  // x ≤ 0; 0 below −87
 

@@ -218,16 +218,6 @@ std::string dir_name(const std::string& dir) {
 
 }  // namespace
 
-// GGUF row h·hd + 2i + j ← HF row h·hd + j·hd/2 + i (reshape(n_head, 2, hd/2, ...).swapaxes(1, 2)).
-void unpermute_head_rows(const uint8_t* x, uint8_t* out, int64_t rows, int64_t n_head, uint64_t row_bytes) {
-    const int64_t hd = rows / n_head, half = hd / 2;
-    for (int64_t h = 0; h < n_head; ++h)
-        for (int64_t i = 0; i < half; ++i)
-            for (int64_t j = 0; j < 2; ++j)
-                std::memcpy(out + static_cast<uint64_t>(h * hd + 2 * i + j) * row_bytes,
-                            x + static_cast<uint64_t>(h * hd + j * half + i) * row_bytes, row_bytes);
-}
-
 ModelSource open_hf_source(const std::string& dir) {
     const std::string config_path = (fs::path(dir) / "config.json").string();
     std::error_code ec;

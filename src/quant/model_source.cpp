@@ -2,10 +2,12 @@
 // the metadata is copied as it is. (The HF side is hf_model_source.cpp.)
 #include "quant/model_source.h"
 
+#include <cstring>
 #include <filesystem>
 #include <memory>
 
 #include "core/sha256.h"
+#include "cq/error.h"
 #include "cq/io/gguf.h"
 
 namespace cq::quant {
@@ -21,9 +23,25 @@ bool is_quantizable(const std::string& name, const std::vector<int64_t>& shape) 
            name != "token_types.weight";
 }
 
+// GGUF row h·hd + 2i + j ← HF row h·hd + j·hd/2 + i (reshape(n_head, 2, hd/2, ...).swapaxes(1, 2)).
+void unpermute_head_rows(const uint8_t* x, uint8_t* out, int64_t rows, int64_t n_head, uint64_t row_bytes) {
+    const int64_t hd = rows / n_head, half = hd / 2;
+    for (int64_t h = 0; h < n_head; ++h)
+        for (int64_t i = 0; i < half; ++i)
+            for (int64_t j = 0; j < 2; ++j)
+                std::memcpy(out + static_cast<uint64_t>(h * hd + 2 * i + j) * row_bytes,
+                            x + static_cast<uint64_t>(h * hd + j * half + i) * row_bytes, row_bytes);
+}
+
 ModelSource open_model_source(const std::string& path) {
     std::error_code ec;
+#if defined(CQ_MINIMAL)
+    if (std::filesystem::is_directory(path, ec))
+        throw Unsupported("[quantize] " + path + ": HF model directories need the full cq build (this is the CQ_MINIMAL runtime)");
+    return open_gguf_source(path);
+#else
     return std::filesystem::is_directory(path, ec) ? open_hf_source(path) : open_gguf_source(path);
+#endif
 }
 
 ModelSource open_gguf_source(const std::string& path) {

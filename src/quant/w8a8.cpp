@@ -41,7 +41,10 @@ void pack_int8_linear(Int8Linear& q) {
 }
 
 int32_t auto_activation_bits() {
-    return kernel_table().gemm_u8s8.isa == IsaLevel::avx512_vnni ? 8 : 7;
+    // 8 bits where the u8s8 kernel is exact and fast: VNNI, and every ARM64 rung (sdot / usdot / widening
+    // multiplies never saturate); 7 where only vpmaddubsw's 7-bit path is both.
+    const IsaLevel isa = kernel_table().gemm_u8s8.isa;
+    return isa == IsaLevel::avx512_vnni || isa == IsaLevel::neon || isa == IsaLevel::neon_dotprod || isa == IsaLevel::neon_i8mm ? 8 : 7;
 }
 
 std::shared_ptr<Int8Linear> quantize_linear_w8a8(const Linear& layer, ActivationQuant activations, calib::U8Params input,

@@ -196,7 +196,14 @@ std::unique_ptr<Tokenizer> load_tokenizer(const hf::ModelDir& dir) {
     cfg.config = dir.config;
     if (has("tokenizer_config.json")) cfg.tokenizer_config = tok::read_json(root / "tokenizer_config.json");
 
+#if defined(CQ_MINIMAL)
+    if (has("tokenizer.model"))
+        throw Unsupported("[tokenizer] " + (root / "tokenizer.model").string() +
+                          ": SentencePiece model files need the full cq build (this is the CQ_MINIMAL runtime; GGUF files "
+                          "carry their tokenizer)");
+#else
     if (has("tokenizer.model")) return tok::make_sentencepiece((root / "tokenizer.model").string(), cfg);
+#endif
     if (has("tokenizer.json"))
         if (auto t = tok::make_from_tokenizer_json((root / "tokenizer.json").string(), cfg)) return t;
     if (has("vocab.json") && has("merges.txt"))

@@ -43,6 +43,10 @@ bool is_punctuation(uint32_t cp);   // \p{P}
 bool is_other(uint32_t cp);         // \p{C}: Cc Cf Cs Co Cn
 bool is_nonspacing_mark(uint32_t cp);  // Mn
 bool is_cjk_ideograph(uint32_t cp);    // the CJK blocks BERT pads with spaces
+/// cps in NFD with the nonspacing marks (Mn) removed (BERT's strip_accents).
+std::vector<uint32_t> strip_accents(const std::vector<uint32_t>& cps);
+/// Appends the full lowercase mapping of cp (İ → i̇), per character like Rust's char::to_lowercase.
+void append_lowercase(uint32_t cp, std::vector<uint32_t>& out);
 
 // ---- string-keyed maps with string_view lookup --------------------------------------------------------
 

@@ -1,7 +1,6 @@
-// UTF-8 decoding/encoding and the Unicode character classes the tokenizers need, answered by ICU
-// (u_charType, u_isUWhiteSpace) so they follow the Unicode version ICU ships.
-#include <unicode/uchar.h>
-
+// UTF-8 decoding/encoding and the SentencePiece helpers the tokenizers share. The Unicode character
+// classes, NFD and lowercase come from ICU (unicode_icu.cpp) or, in the CQ_MINIMAL runtime, from
+// generated tables (unicode_tables.cpp).
 #include "tokenizers/tokenizer_internal.h"
 
 namespace cq::tok {
@@ -78,27 +77,6 @@ std::optional<uint8_t> parse_byte_piece(std::string_view piece) {
     if (hi < 0 || lo < 0) return std::nullopt;
     return static_cast<uint8_t>(hi * 16 + lo);
 }
-
-bool is_letter(uint32_t cp) {
-    if (cp < 0x80) return (cp | 0x20) >= 'a' && (cp | 0x20) <= 'z';
-    return (U_GET_GC_MASK(static_cast<UChar32>(cp)) & U_GC_L_MASK) != 0;
-}
-
-bool is_number(uint32_t cp) {
-    if (cp < 0x80) return cp >= '0' && cp <= '9';
-    return (U_GET_GC_MASK(static_cast<UChar32>(cp)) & U_GC_N_MASK) != 0;
-}
-
-bool is_white_space(uint32_t cp) {
-    if (cp < 0x80) return cp == ' ' || (cp >= 0x09 && cp <= 0x0D);
-    return u_isUWhiteSpace(static_cast<UChar32>(cp)) != 0;
-}
-
-bool is_punctuation(uint32_t cp) { return (U_GET_GC_MASK(static_cast<UChar32>(cp)) & U_GC_P_MASK) != 0; }
-
-bool is_other(uint32_t cp) { return (U_GET_GC_MASK(static_cast<UChar32>(cp)) & U_GC_C_MASK) != 0; }
-
-bool is_nonspacing_mark(uint32_t cp) { return u_charType(static_cast<UChar32>(cp)) == U_NON_SPACING_MARK; }
 
 bool is_cjk_ideograph(uint32_t cp) {
     return (cp >= 0x4E00 && cp <= 0x9FFF) || (cp >= 0x3400 && cp <= 0x4DBF) || (cp >= 0x20000 && cp <= 0x2A6DF) ||

@@ -4,9 +4,6 @@
 // longest-match with "##" continuation pieces ([UNK] for a word > 100 characters or one that cannot be
 // segmented). Loads vocab.txt, an HF tokenizer.json of model type WordPiece, or GGUF "bert" metadata
 // (llama.cpp's renamed pieces: "▁" marks word starts, continuations lose "##").
-#include <unicode/normalizer2.h>
-#include <unicode/unistr.h>
-#include <unicode/ustring.h>
 
 #include "cq/error.h"
 #include "cq/io/gguf.h"
@@ -132,48 +129,11 @@ private:
         return cps;
     }
 
-    static std::vector<uint32_t> strip_accents(const std::vector<uint32_t>& cps) {
-        UErrorCode status = U_ZERO_ERROR;
-        const icu::Normalizer2* nfd = icu::Normalizer2::getNFDInstance(status);
-        if (U_FAILURE(status)) throw Error(std::string("[tokenizer] ICU NFD normalizer unavailable: ") + u_errorName(status));
-        icu::UnicodeString s;
-        for (const uint32_t cp : cps) s.append(static_cast<UChar32>(cp));
-        const icu::UnicodeString d = nfd->normalize(s, status);
-        if (U_FAILURE(status)) throw Error(std::string("[tokenizer] ICU NFD failed: ") + u_errorName(status));
-        std::vector<uint32_t> out;
-        out.reserve(static_cast<size_t>(d.length()));
-        for (int32_t i = 0; i < d.length();) {
-            const UChar32 c = d.char32At(i);
-            i += U16_LENGTH(c);
-            if (!is_nonspacing_mark(static_cast<uint32_t>(c))) out.push_back(static_cast<uint32_t>(c));
-        }
-        return out;
-    }
-
     // Per character, like Rust's char::to_lowercase (no final-sigma context), full mappings (İ → i̇).
     static std::vector<uint32_t> lowercase(const std::vector<uint32_t>& cps) {
         std::vector<uint32_t> out;
         out.reserve(cps.size());
-        for (const uint32_t cp : cps) {
-            if (cp < 0x80) {
-                out.push_back(cp >= 'A' && cp <= 'Z' ? cp + 32 : cp);
-                continue;
-            }
-            UChar src[2], dst[8];
-            int32_t n = 0;
-            U16_APPEND_UNSAFE(src, n, static_cast<UChar32>(cp));
-            UErrorCode status = U_ZERO_ERROR;
-            const int32_t m = u_strToLower(dst, 8, src, n, "", &status);
-            if (U_FAILURE(status) || m > 8) {
-                out.push_back(cp);
-                continue;
-            }
-            for (int32_t i = 0; i < m;) {
-                UChar32 c;
-                U16_NEXT(dst, i, m, c);
-                out.push_back(static_cast<uint32_t>(c));
-            }
-        }
+        for (const uint32_t cp : cps) append_lowercase(cp, out);
         return out;
     }
 
