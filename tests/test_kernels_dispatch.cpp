@@ -86,7 +86,8 @@ TEST(Dispatch, CpuClassFollowsVendorAndFamily) {
     const std::string cls(cq::dispatch_cpu_class());
     if (f.vendor == "AuthenticAMD" && f.family == 25) EXPECT_EQ(cls, f.avx512f ? "amd_zen4" : "amd_zen3");
     if (f.vendor == "AuthenticAMD" && f.family == 26) EXPECT_EQ(cls, "amd_zen5");
-    if (f.vendor == "GenuineIntel") EXPECT_EQ(cls, "intel");
+    if (f.vendor == "GenuineIntel")
+        EXPECT_EQ(cls, f.family == 6 && (f.model == 143 || f.model == 207) && f.avx512f ? "intel_sapphire_rapids" : "intel");
 }
 
 // The ops give each thread a slice of output columns (multiples of 64 when split): every slicing must
