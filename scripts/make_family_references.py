@@ -18,7 +18,7 @@ import shutil
 
 import torch
 import transformers
-from transformers import (ResNetConfig, ResNetForImageClassification, DeiTConfig, DeiTForImageClassification, DeiTForImageClassificationWithTeacher, LayoutLMConfig,
+from transformers import (CLIPConfig, CLIPModel, CLIPTokenizer, ResNetConfig, ResNetForImageClassification, DeiTConfig, DeiTForImageClassification, DeiTForImageClassificationWithTeacher, LayoutLMConfig,
                           LayoutLMForSequenceClassification, LayoutLMForTokenClassification, BertTokenizer)
 
 
@@ -34,7 +34,7 @@ def randomize(model, seed, std=0.2):
                 b.copy_(0.5 + torch.rand(b.shape, generator=g))
         for name, p in model.named_parameters():
             noise = torch.randn(p.shape, generator=g)
-            if "LayerNorm" in name or "layernorm" in name or "layer_norm" in name or "normalization" in name:
+            if "LayerNorm" in name or "layernorm" in name or "layer_norm" in name or "layrnorm" in name or "normalization" in name:
                 p.copy_(1 + 0.1 * noise if name.endswith("weight") else 0.1 * noise)
             elif p.ndim >= 2:
                 p.copy_(std * noise)
@@ -207,6 +207,94 @@ def layout_docs(path, n, seed, grid):
         f.write("\n".join(lines) + "\n")
 
 
+
+# ---- CLIP ------------------------------------------------------------------------------------------------------
+
+CLIP_CORPUS = ("a photo of a cat a photo of a dog a photo of the number zero one two three four five six seven eight nine "
+               "handwritten digit black and white picture of an image photograph blurry small large red green blue").split()
+
+
+def clip_tokenizer(d, n_merges):
+    """CLIP's byte-level BPE layout: the 256 byte characters, the same with '</w>' (end of word), merges learnt on a small
+    corpus (most frequent pair first, ties by the pair itself), then <|startoftext|> and <|endoftext|>."""
+    from collections import Counter
+    from transformers.models.clip.tokenization_clip import bytes_to_unicode
+    chars = list(bytes_to_unicode().values())
+    vocab = chars + [c + "</w>" for c in chars]
+    words = Counter()
+    for w in CLIP_CORPUS:
+        w = "".join(bytes_to_unicode()[b] for b in w.encode("utf-8"))
+        words[tuple(w[:-1]) + (w[-1] + "</w>",)] += 1
+    merges = []
+    for _ in range(n_merges):
+        pairs = Counter()
+        for w, n in words.items():
+            for a, b in zip(w, w[1:]):
+                pairs[(a, b)] += n
+        if not pairs:
+            break
+        best = max(pairs, key=lambda p: (pairs[p], p))
+        merges.append(best)
+        vocab.append(best[0] + best[1])
+        merged = Counter()
+        for w, n in words.items():
+            out, i = [], 0
+            while i < len(w):
+                if i + 1 < len(w) and (w[i], w[i + 1]) == best:
+                    out.append(w[i] + w[i + 1])
+                    i += 2
+                else:
+                    out.append(w[i])
+                    i += 1
+            merged[tuple(out)] += n
+        words = merged
+    vocab += ["<|startoftext|>", "<|endoftext|>"]
+    write_json(os.path.join(d, "vocab.json"), {t: i for i, t in enumerate(vocab)})
+    with open(os.path.join(d, "merges.txt"), "w") as f:
+        f.write("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
+    tok = CLIPTokenizer(os.path.join(d, "vocab.json"), os.path.join(d, "merges.txt"))
+    tok.save_pretrained(d)
+    return tok, len(vocab)
+
+
+CLIP_TOKENIZER_CHECKS = ["A photo of a CAT.", "it's 42 cats, isn't it?!", "  multiple   spaces\tand\nnewlines ", "café naïve",
+                         "x1y2z3 -- <|endoftext|> done", "handwritten digits: 0123456789", "photograph", ""]
+
+
+def clip(out, name, seed, mean, std, n_merges, texts, n_images, labels=None, legacy_eos=False, text=None, vision=None, **cfg):
+    d = os.path.join(out, name)
+    fresh_dir(d)
+    tok, n_vocab = clip_tokenizer(d, n_merges)
+    text = dict(text, vocab_size=n_vocab, bos_token_id=tok.bos_token_id, pad_token_id=tok.pad_token_id,
+                eos_token_id=2 if legacy_eos else tok.eos_token_id)
+    torch.manual_seed(seed)
+    config = CLIPConfig(text_config=text, vision_config=vision, **cfg)
+    if labels:
+        config.id2label = dict(enumerate(labels))
+        config.label2id = {v: k for k, v in config.id2label.items()}
+    model = randomize(CLIPModel(config), seed)
+    with torch.no_grad():
+        model.logit_scale.fill_(2.0)  # exp(2) ≈ 7.4, so the logits spread
+    model.save_pretrained(d, safe_serialization=True)
+    C, H = vision["num_channels"], vision["image_size"]
+    write_json(os.path.join(d, "preprocessor_config.json"), {
+        "image_processor_type": "CLIPImageProcessor", "do_resize": False, "do_center_crop": False, "do_rescale": True,
+        "rescale_factor": 1 / 255, "do_normalize": True, "image_mean": mean, "image_std": std,
+        "crop_size": {"height": H, "width": H}})
+    g = torch.Generator().manual_seed(seed + 1)
+    pixels = torch.randint(0, 256, (n_images, C, H, H), generator=g, dtype=torch.int64)
+    x = (pixels.to(torch.float32) * torch.tensor(1 / 255, dtype=torch.float32) - torch.tensor(mean).view(1, C, 1, 1)) / torch.tensor(std).view(1, C, 1, 1)
+    b = tok(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        o = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], pixel_values=x)
+    write_json(os.path.join(d, "reference.json"), {
+        "generator": f"scripts/make_family_references.py (transformers {transformers.__version__}, torch {torch.__version__})",
+        "class": "CLIPModel", "texts": texts, "input_ids": b["input_ids"].tolist(), "attention_mask": b["attention_mask"].tolist(),
+        "pixels_u8": pixels.reshape(n_images, -1).tolist(), "text_embeds": rounded(o.text_embeds), "image_embeds": rounded(o.image_embeds),
+        "logits_per_image": rounded(o.logits_per_image),
+        "tokenizer_checks": {"texts": CLIP_TOKENIZER_CHECKS, "input_ids": [tok(t)["input_ids"] for t in CLIP_TOKENIZER_CHECKS]}})
+
+
 def minilm(model_dir, out):
     from transformers import AutoModel, AutoTokenizer
     sst2 = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "fixtures", "data", "sst2_dev.tsv")
@@ -227,6 +315,7 @@ def minilm(model_dir, out):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "data", "families"))
+    ap.add_argument("--only", help="comma-separated families to rewrite (deit, layoutlm, resnet, clip); default: all")
     ap.add_argument("--minilm", help="all-MiniLM-L6-v2's directory: write its SST-2 sentence-embedding reference only")
     args = ap.parse_args()
     out = args.out
@@ -234,31 +323,52 @@ def main():
     if args.minilm:
         return minilm(args.minilm, out)
     imagenet_mean, imagenet_std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
-    deit(out, "deit-tiny-random", DeiTForImageClassificationWithTeacher, 20, imagenet_mean, imagenet_std, image_size=32, patch_size=8,
-         num_channels=3, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, num_labels=5)
-    # The second config: other sizes, 4 heads, no q/k/v biases, tanh GELU, another eps; MNIST-shaped (28×28, one
-    # channel, 10 classes, MNIST's normalisation), so cq eval / stats / W8A8 calibration run it on real images.
-    deit(out, "deit-mnist-random-b", DeiTForImageClassificationWithTeacher, 21, [0.1307], [0.3081], image_size=28, patch_size=4,
-         num_channels=1, hidden_size=48, num_hidden_layers=3, num_attention_heads=4, intermediate_size=80, num_labels=10,
-         qkv_bias=False, hidden_act="gelu_new", layer_norm_eps=1e-6)
-    deit(out, "deit-plain-random", DeiTForImageClassification, 22, imagenet_mean, imagenet_std, image_size=16, patch_size=4,
-         num_channels=3, hidden_size=24, num_hidden_layers=1, num_attention_heads=3, intermediate_size=40, num_labels=3)
-    layoutlm(out, "layoutlm-seq-random", LayoutLMForSequenceClassification, 30, 16, hidden_size=32, num_hidden_layers=2,
-             num_attention_heads=2, intermediate_size=64, max_position_embeddings=64, max_2d_position_embeddings=128, num_labels=3)
-    layoutlm(out, "layoutlm-token-random-b", LayoutLMForTokenClassification, 31, 12, hidden_size=24, num_hidden_layers=3,
-             num_attention_heads=3, intermediate_size=56, max_position_embeddings=40, max_2d_position_embeddings=96, num_labels=5,
-             hidden_act="gelu_new", layer_norm_eps=1e-5, type_vocab_size=1)
-    layout_docs(os.path.join(out, "layout_docs.tsv"), 256, 40, 96)
-    resnet(out, "resnet-bottleneck-random", 50, 32, imagenet_mean, imagenet_std, num_channels=3, embedding_size=8,
-           hidden_sizes=[16, 32], depths=[1, 2], layer_type="bottleneck", hidden_act="relu", num_labels=4)
-    # The second config: basic blocks, three stages, downsampling in the first stage, MNIST-shaped (28×28×1, 10 classes).
-    resnet(out, "resnet-basic-mnist-random-b", 51, 28, [0.1307], [0.3081], num_channels=1, embedding_size=8,
-           hidden_sizes=[8, 16, 24], depths=[2, 1, 1], layer_type="basic", hidden_act="relu", num_labels=10,
-           downsample_in_first_stage=True)
-    # The third: bottlenecks that downsample in their first 1×1 convolution (ResNet v1's placement), GELU.
-    resnet(out, "resnet-v1-gelu-random-c", 52, 24, imagenet_mean, imagenet_std, num_channels=3, embedding_size=16,
-           hidden_sizes=[32, 64], depths=[2, 1], layer_type="bottleneck", hidden_act="gelu", num_labels=3,
-           downsample_in_bottleneck=True)
+    only = set(args.only.split(",")) if args.only else {"deit", "layoutlm", "resnet", "clip"}
+    if "clip" in only:
+        clip_mean, clip_std = [0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]
+        clip(out, "clip-tiny-random", 60, clip_mean, clip_std, 160,
+             ["a photo of a cat.", "A photo of the number 7!", "handwritten digit, black and white", "zero"], 3,
+             text=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=16),
+             vision=dict(image_size=32, patch_size=8, num_channels=3, hidden_size=40, num_hidden_layers=2, num_attention_heads=4,
+                         intermediate_size=72), projection_dim=24)
+        # The second config: other sizes and heads, exact GELU in the text tower and tanh GELU in the vision tower, eps 1e-6,
+        # the legacy eos_token_id 2 (pooling at the largest id), MNIST-shaped images (28×28×1) and ten class names, whose
+        # prompts "a photo of a {label}." are the texts: logits_per_image is the zero-shot classifier's output.
+        digits = "zero one two three four five six seven eight nine".split()
+        clip(out, "clip-mnist-random-b", 61, [0.1307], [0.3081], 90, [f"a photo of a {w}." for w in digits], 4, labels=digits,
+             legacy_eos=True,
+             text=dict(hidden_size=24, num_hidden_layers=3, num_attention_heads=3, intermediate_size=48, max_position_embeddings=12,
+                       hidden_act="gelu", layer_norm_eps=1e-6),
+             vision=dict(image_size=28, patch_size=7, num_channels=1, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=56, hidden_act="gelu_new", layer_norm_eps=1e-6), projection_dim=16)
+    if "deit" in only:
+        deit(out, "deit-tiny-random", DeiTForImageClassificationWithTeacher, 20, imagenet_mean, imagenet_std, image_size=32, patch_size=8,
+             num_channels=3, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, num_labels=5)
+        # The second config: other sizes, 4 heads, no q/k/v biases, tanh GELU, another eps; MNIST-shaped (28×28, one
+        # channel, 10 classes, MNIST's normalisation), so cq eval / stats / W8A8 calibration run it on real images.
+        deit(out, "deit-mnist-random-b", DeiTForImageClassificationWithTeacher, 21, [0.1307], [0.3081], image_size=28, patch_size=4,
+             num_channels=1, hidden_size=48, num_hidden_layers=3, num_attention_heads=4, intermediate_size=80, num_labels=10,
+             qkv_bias=False, hidden_act="gelu_new", layer_norm_eps=1e-6)
+        deit(out, "deit-plain-random", DeiTForImageClassification, 22, imagenet_mean, imagenet_std, image_size=16, patch_size=4,
+             num_channels=3, hidden_size=24, num_hidden_layers=1, num_attention_heads=3, intermediate_size=40, num_labels=3)
+    if "layoutlm" in only:
+        layoutlm(out, "layoutlm-seq-random", LayoutLMForSequenceClassification, 30, 16, hidden_size=32, num_hidden_layers=2,
+                 num_attention_heads=2, intermediate_size=64, max_position_embeddings=64, max_2d_position_embeddings=128, num_labels=3)
+        layoutlm(out, "layoutlm-token-random-b", LayoutLMForTokenClassification, 31, 12, hidden_size=24, num_hidden_layers=3,
+                 num_attention_heads=3, intermediate_size=56, max_position_embeddings=40, max_2d_position_embeddings=96, num_labels=5,
+                 hidden_act="gelu_new", layer_norm_eps=1e-5, type_vocab_size=1)
+        layout_docs(os.path.join(out, "layout_docs.tsv"), 256, 40, 96)
+    if "resnet" in only:
+        resnet(out, "resnet-bottleneck-random", 50, 32, imagenet_mean, imagenet_std, num_channels=3, embedding_size=8,
+               hidden_sizes=[16, 32], depths=[1, 2], layer_type="bottleneck", hidden_act="relu", num_labels=4)
+        # The second config: basic blocks, three stages, downsampling in the first stage, MNIST-shaped (28×28×1, 10 classes).
+        resnet(out, "resnet-basic-mnist-random-b", 51, 28, [0.1307], [0.3081], num_channels=1, embedding_size=8,
+               hidden_sizes=[8, 16, 24], depths=[2, 1, 1], layer_type="basic", hidden_act="relu", num_labels=10,
+               downsample_in_first_stage=True)
+        # The third: bottlenecks that downsample in their first 1×1 convolution (ResNet v1's placement), GELU.
+        resnet(out, "resnet-v1-gelu-random-c", 52, 24, imagenet_mean, imagenet_std, num_channels=3, embedding_size=16,
+               hidden_sizes=[32, 64], depths=[2, 1], layer_type="bottleneck", hidden_act="gelu", num_labels=3,
+               downsample_in_bottleneck=True)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 // Encoder-only classifiers (BERT, RoBERTa, DistilBERT, LayoutLM sequence / token classification; ViT, DeiT and ResNet
-// image classification) built from an HF directory: weights stay memory-mapped (ResNet's convolutions are owned: their
+// image classification; CLIP's two towers, zero-shot over class-name prompts) built from an HF directory: weights stay memory-mapped (ResNet's convolutions are owned: their
 // BatchNorms are folded in at load), compute is f32, whole padded batches run at once.
 #pragma once
 
@@ -17,8 +17,22 @@
 
 namespace cq {
 
-/// bert, roberta, distilbert and layoutlm take text (layoutlm also one box per token); vit, deit and resnet take images.
-enum class EncoderFamily { bert, roberta, distilbert, vit, deit, layoutlm, resnet };
+/// bert, roberta, distilbert and layoutlm take text (layoutlm also one box per token); vit, deit and resnet take images;
+/// clip both (its image classifier is zero-shot over class-name prompts).
+enum class EncoderFamily { bert, roberta, distilbert, vit, deit, layoutlm, resnet, clip };
+
+/// CLIP's text tower (config.json's text_config) and what joins the towers.
+struct ClipTextConfig {
+    int64_t hidden = 0, n_layer = 0, n_head = 0, n_ff = 0, max_positions = 0, vocab = 0;
+    float norm_eps = 1e-5f;
+    std::string hidden_act = "quick_gelu";
+    // The pooled token: the first eos_token_id of each sequence, or for the legacy eos_token_id 2 the largest id
+    // (transformers' two branches).
+    int32_t eos_token_id = 49407;
+    int64_t projection_dim = 0;
+    // zero-shot classification: "{}" in the template is replaced by each class name (config.json's id2label)
+    std::string prompt_template = "a photo of a {}.";
+};
 
 struct EncoderConfig {
     EncoderFamily family = EncoderFamily::bert;
@@ -49,6 +63,8 @@ struct EncoderConfig {
     std::vector<int64_t> stage_sizes, stage_depths;
     int64_t embedding_size = 0;
     bool bottleneck = true, downsample_in_first_stage = false, downsample_in_bottleneck = false;
+    // clip: the fields above describe its vision tower (hidden … norm_eps, hidden_act, image_*); these its text tower
+    ClipTextConfig clip_text;
 };
 
 /// A convolution with its BatchNorm folded in at load (w·γ/σ, (b − μ)·γ/σ + β; σ = √(var + 1e-5)), run as im2col over
@@ -94,6 +110,15 @@ struct EncoderWeights {
     // resnet: stem (7×7 stride 2, then a 3×3 stride-2 max pool), the blocks in order, a global average pool, classifier
     std::optional<ConvUnit> stem;
     std::vector<ResidualUnit> residual_units;
+    // clip: pos_embd, patch_embd (no bias), cls_token (class_embedding), blocks and final_norm (post_layernorm) are the
+    // vision tower's, pre_norm its pre_layrnorm; word_embd and the text_* members the text tower's; logits between the
+    // L2-normalised projections scaled by exp(logit_scale)
+    std::optional<Norm> pre_norm;
+    std::optional<Tensor> text_pos_embd;  // [text max_positions, text hidden]
+    std::vector<EncoderBlock> text_blocks;
+    std::optional<Norm> text_final_norm;
+    std::optional<Linear> text_projection, visual_projection;  // [projection_dim, hidden], no bias
+    float logit_scale = 1.0f;                                  // exp of the stored logit_scale
 };
 
 /// Token ids of a batch: [batch, seq] each, right-padded with the pad id, mask 1 for real tokens and 0 for padding.
@@ -121,15 +146,18 @@ public:
     const Tokenizer* tokenizer() const { return tokenizer_.get(); }
     EncoderWeights& weights() { return weights_; }
     const EncoderWeights& weights() const { return weights_; }
+    /// Whether the model's dataset input is images (CLIP: yes, its classifier is zero-shot over images).
     bool is_vision() const {
-        return config_.family == EncoderFamily::vit || config_.family == EncoderFamily::deit || config_.family == EncoderFamily::resnet;
+        return config_.family == EncoderFamily::vit || config_.family == EncoderFamily::deit || config_.family == EncoderFamily::resnet ||
+               config_.family == EncoderFamily::clip;
     }
+    bool is_clip() const { return config_.family == EncoderFamily::clip; }
     /// Whether classify gives one row of logits per token ([batch, seq, num_labels]) rather than per sequence.
     bool is_token_classifier() const { return config_.token_classification; }
 
     ModelKind kind() const override { return is_vision() ? ModelKind::vision : ModelKind::encoder; }
     const std::string& architecture() const override { return config_.architecture; }
-    int64_t n_blocks() const override { return config_.n_layer; }
+    int64_t n_blocks() const override { return config_.n_layer + config_.clip_text.n_layer; }  // CLIP: vision, then text
     std::vector<LayerInfo> layers() const override;
     /// Writes cq's encoder container (GGUF, general.architecture "cq-encoder"): the HF directory's tensors in
     /// its order, W8A8 Linears as I8 + per-channel scales (+ the static input scale and zero point), the
@@ -139,6 +167,7 @@ public:
 
     /// texts (and optional second segments for pairs) → [CLS] a [SEP] (b [SEP]) ids (RoBERTa: <s> a </s></s> b </s>),
     /// truncating the word pieces (longest segment first) to fit max_len, padded to the longest in the batch.
+    /// CLIP: <|startoftext|> a <|endoftext|>, padded with its pad token; no pairs.
     TextBatch tokenize(std::span<const std::string> texts, int64_t max_len, std::span<const std::string> pairs = {}) const;
     /// LayoutLM's form: each text's whitespace-separated words with one box each (boxes[i].size() = words of texts[i]);
     /// every word piece gets its word's box, [CLS] and padding (0, 0, 0, 0), [SEP] (1000, 1000, 1000, 1000) clamped to
@@ -154,8 +183,19 @@ public:
     void hidden_states(const TextBatch& batch, float* hidden);
     /// pixels: [batch, C, H, W] u8, normalized inside as (u8·rescale_factor − mean) / std per channel.
     /// logits: [batch, num_labels].
+    /// CLIP: logits [batch, num_labels] = exp(logit_scale)·cos(image, prompt of each class), the prompts the template
+    /// filled with each class name (config.json's id2label, or set_zero_shot_classes).
     void classify_images(const uint8_t* pixels, int64_t batch, float* logits);
 
+    /// CLIP: the classes classify_images scores and the prompt template ("{}" → the class name).
+    void set_zero_shot_classes(std::vector<std::string> names, std::string prompt_template = "a photo of a {}.");
+    /// CLIP: text embeddings [batch, projection_dim], L2-normalised (transformers' CLIPModel text_embeds); the batch
+    /// from tokenize (<|startoftext|> … <|endoftext|>, padded).
+    void text_embeddings(const TextBatch& batch, float* embeds);
+    /// CLIP: image embeddings [batch, projection_dim], L2-normalised (image_embeds); pixels as for classify_images.
+    void image_embeddings(const uint8_t* pixels, int64_t batch, float* embeds);
+    /// CLIP: logits_per_image [n_images, n_texts] = exp(logit_scale) · image_embeds · text_embedsᵀ.
+    void clip_logits(const uint8_t* pixels, int64_t n_images, const TextBatch& texts, float* logits_per_image);
 private:
     EncoderConfig config_;
     EncoderWeights weights_;
@@ -163,6 +203,9 @@ private:
     std::unique_ptr<EncoderScratch> scratch_;
     enum class TextOutput { per_sequence, per_token, hidden };
     void run_text(const TextBatch& batch, float* out, float* pooled, TextOutput mode);
+    void normalize_pixels(const uint8_t* pixels, int64_t batch);  // → scratch_->pixels
+    void load_clip_tokenizer(const hf::ModelDir& d);
+    TextBatch tokenize_clip(std::span<const std::string> texts, int64_t max_len) const;
     // Every Linear in forward order: blocks, then pooler / pre_classifier / classifier; ViT's patch embedding first.
     void collect_linears(std::vector<Linear*>& out) override;
     friend class EncoderLoader;

@@ -60,7 +60,8 @@ struct EncoderPass {
     // Shows block `index`'s output x: [rows, hidden] to the block observers.
     void block_done(int64_t index, const float* x, int64_t rows, const int32_t* row_mask) const;
     // x: [batch·seq, hidden] → s.attn: [batch·seq, hidden] after the output projection is NOT applied (heads concatenated).
-    void self_attention(const EncoderBlock& b, const float* x, int64_t batch, int64_t seq, const int32_t* key_mask) const;
+    // causal: query t sees keys 0..t only (CLIP's text tower).
+    void self_attention(const EncoderBlock& b, const float* x, int64_t batch, int64_t seq, const int32_t* key_mask, bool causal = false) const;
     // s.x: [batch·seq, hidden] → s.cls: [batch, hidden], the first token of each sequence
     void gather_cls(int64_t batch, int64_t seq) const;
 };
@@ -68,6 +69,9 @@ struct EncoderPass {
 void load_bert_family_weights(const EncoderConfig& c, const EncoderWeightSource& src, EncoderWeights& w);
 void load_vit_weights(const EncoderConfig& c, const EncoderWeightSource& src, EncoderWeights& w);
 void load_resnet_weights(const EncoderConfig& c, const EncoderWeightSource& src, EncoderWeights& w);
+void load_clip_weights(const EncoderConfig& c, const EncoderWeightSource& src, EncoderWeights& w);
+/// CLIP's text tower as an EncoderConfig (its sizes, eps and activation in the fields the shared code reads).
+EncoderConfig clip_text_tower(const EncoderConfig& c);
 
 /// BERT / RoBERTa / DistilBERT / LayoutLM: batch → logits [batch, num_labels] ([batch·seq, num_labels] for a token
 /// classifier), pooled [batch, hidden] (optional); hidden (optional) gets the last block's output [batch·seq, hidden]
@@ -75,6 +79,16 @@ void load_resnet_weights(const EncoderConfig& c, const EncoderWeightSource& src,
 void bert_family_forward(const EncoderPass& p, const TextBatch& batch, float* logits, float* pooled, float* hidden = nullptr);
 /// ViT: normalized pixels [batch, C, H, W] → logits [batch, num_labels].
 void vit_forward(const EncoderPass& p, const float* pixels, int64_t batch, float* logits);
+/// Pre-LN blocks (x += attn(LN(x)); x += ffn(LN(x))) over s.x: [batch·S, hidden]; mask [batch, S] (null: none) marks
+/// padding keys; block observers see index first_index + l.
+void pre_ln_blocks(const EncoderPass& p, const std::vector<EncoderBlock>& blocks, int64_t batch, int64_t S, const int32_t* mask,
+                   bool causal, int64_t first_index);
+/// ViT / DeiT / CLIP vision: pixels → s.x [batch·S, hidden] after the blocks (before the final norm); returns S.
+int64_t vit_encode(const EncoderPass& p, const float* pixels, int64_t batch);
+/// CLIP: text batch → embeds [batch, projection_dim] (L2-normalised); p carries the text tower's config.
+void clip_text_forward(const EncoderPass& p, const TextBatch& batch, float* embeds);
+/// CLIP: normalized pixels → embeds [batch, projection_dim] (L2-normalised); p carries the vision tower's config.
+void clip_vision_forward(const EncoderPass& p, const float* pixels, int64_t batch, float* embeds);
 /// ResNet: normalized pixels [batch, C, H, W] → logits [batch, num_labels].
 void resnet_forward(const EncoderPass& p, const float* pixels, int64_t batch, float* logits);
 

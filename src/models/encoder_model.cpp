@@ -1,4 +1,4 @@
-// EncoderModel: reads config.json (+ preprocessor_config.json for ViT), maps the safetensors weights into
+// EncoderModel: reads config.json (+ preprocessor_config.json for ViT / CLIP), maps the safetensors weights into
 // the family's layout without copying matrices (norms and biases are widened to small f32 vectors), checks
 // every shape, tokenizes padded batches and dispatches to the family's forward pass.
 #include <stdlib.h>
@@ -14,12 +14,14 @@
 #include "cq/encoder.h"
 #include "cq/error.h"
 #include "cq/io/gguf.h"
+#include "cq/kernels.h"
 #include "io/hf/hf_config.h"
 #include "io/hf/hf_model.h"
 #include "cq/w8a8.h"
 #include "models/encoder_families.h"
 #include "models/weight_helpers.h"
 #include "ops/ops.h"
+#include "tokenizers/clip_tokenizer.h"
 
 namespace cq {
 
@@ -43,6 +45,7 @@ constexpr Supported kSupported[] = {
     {"layoutlm", "LayoutLMForSequenceClassification", EncoderFamily::layoutlm},
     {"layoutlm", "LayoutLMForTokenClassification", EncoderFamily::layoutlm},
     {"resnet", "ResNetForImageClassification", EncoderFamily::resnet},
+    {"clip", "CLIPModel", EncoderFamily::clip},
 };
 
 std::string config_architecture(const nlohmann::json& config) {
@@ -187,7 +190,83 @@ void read_resnet_config(const hf::ModelDir& d, const hf::Config& j, EncoderConfi
     if (c.image_size <= 0) throw FormatError("json", pre_path, 0, "the image size must be positive");
 }
 
+// preprocessor_config.json's rescale and normalisation (the processor's defaults where the file has none); resizing and
+// cropping are not done: images come at the model's size.
+void read_image_preprocessor(const hf::ModelDir& d, EncoderConfig& c, float default_mean, float default_std) {
+    std::string pre_path;
+    const nlohmann::json pre = read_preprocessor(d, pre_path);
+    const hf::Config preprocessor(pre, pre_path);
+    const bool rescale = !pre.contains("do_rescale") || pre["do_rescale"] != false;
+    const bool normalize = !pre.contains("do_normalize") || pre["do_normalize"] != false;
+    c.rescale_factor = rescale ? static_cast<float>(preprocessor.number_or("rescale_factor", 1.0 / 255.0)) : 1.0f;
+    c.image_mean = normalize ? channel_values(pre, "image_mean", default_mean, c.num_channels, pre_path) : std::vector<float>(static_cast<size_t>(c.num_channels), 0.0f);
+    c.image_std = normalize ? channel_values(pre, "image_std", default_std, c.num_channels, pre_path) : std::vector<float>(static_cast<size_t>(c.num_channels), 1.0f);
+    for (const float s : c.image_std)
+        if (!(s > 0)) throw FormatError("json", pre_path, 0, "image_std holds a value that is not positive");
+}
+
+// CLIPConfig: text_config and vision_config (each with CLIPTextConfig's / CLIPVisionConfig's defaults for what it leaves
+// out, as save_pretrained writes only the values that differ), projection_dim; the class names for zero-shot
+// classification from id2label where it names real classes (not HF's LABEL_i placeholders).
+void read_clip_config(const hf::ModelDir& d, const std::string& config_path, EncoderConfig& c) {
+    const nlohmann::json empty = nlohmann::json::object();
+    const auto sub = [&](const char* key) -> const nlohmann::json& {
+        const auto it = d.config.find(key);
+        if (it == d.config.end() || it->is_null()) return empty;
+        if (!it->is_object()) throw FormatError("json", config_path, 0, std::string("'") + key + "' is not a JSON object");
+        return *it;
+    };
+    const hf::Config top(d.config, config_path), text(sub("text_config"), config_path + " text_config"),
+        vision(sub("vision_config"), config_path + " vision_config");
+    ClipTextConfig& t = c.clip_text;
+    t.vocab = text.size_or({"vocab_size"}, 49408);
+    t.hidden = text.size_or({"hidden_size"}, 512);
+    t.n_ff = text.size_or({"intermediate_size"}, 2048);
+    t.n_layer = text.size_or({"num_hidden_layers"}, 12);
+    t.n_head = text.size_or({"num_attention_heads"}, 8);
+    t.max_positions = text.size_or({"max_position_embeddings"}, 77);
+    t.hidden_act = text.string_or("hidden_act", "quick_gelu");
+    t.norm_eps = static_cast<float>(text.number_or("layer_norm_eps", 1e-5));
+    t.eos_token_id = static_cast<int32_t>(text.int_or({"eos_token_id"}, 49407));
+    t.projection_dim = top.size_or({"projection_dim"}, 512);
+    c.hidden = vision.size_or({"hidden_size"}, 768);
+    c.n_ff = vision.size_or({"intermediate_size"}, 3072);
+    c.n_layer = vision.size_or({"num_hidden_layers"}, 12);
+    c.n_head = vision.size_or({"num_attention_heads"}, 12);
+    c.num_channels = vision.size_or({"num_channels"}, 3);
+    c.image_size = vision.size_or({"image_size"}, 224);
+    c.patch_size = vision.size_or({"patch_size"}, 32);
+    c.hidden_act = vision.string_or("hidden_act", "quick_gelu");
+    c.norm_eps = static_cast<float>(vision.number_or("layer_norm_eps", 1e-5));
+    if (t.hidden % t.n_head != 0)
+        throw FormatError("json", config_path, 0, "text_config: hidden_size " + std::to_string(t.hidden) + " is not a multiple of num_attention_heads " +
+                                                      std::to_string(t.n_head));
+    if (c.hidden % c.n_head != 0)
+        throw FormatError("json", config_path, 0, "vision_config: hidden_size " + std::to_string(c.hidden) +
+                                                      " is not a multiple of num_attention_heads " + std::to_string(c.n_head));
+    if (c.image_size % c.patch_size != 0)
+        throw FormatError("json", config_path, 0, "vision_config: image_size " + std::to_string(c.image_size) + " is not a multiple of patch_size " +
+                                                      std::to_string(c.patch_size));
+    if (t.eos_token_id != 2 && (t.eos_token_id < 0 || t.eos_token_id >= t.vocab))
+        throw FormatError("json", config_path, 0, "text_config: eos_token_id " + std::to_string(t.eos_token_id) + " is outside the vocabulary");
+    for (const auto& [tower, act] : {std::pair{"text_config", t.hidden_act}, std::pair{"vision_config", c.hidden_act}})
+        if (!ops::activation_from_name(act))
+            throw Unsupported("[encoder] " + config_path + ": " + tower + " activation '" + act +
+                              "' is not supported (cq implements quick_gelu, gelu, gelu_new, gelu_pytorch_tanh, relu, tanh)");
+    const int64_t side = c.image_size / c.patch_size;
+    c.max_positions = side * side + 1;  // + the class embedding
+    c.vocab = t.vocab;
+    read_image_preprocessor(d, c, 0.5f, 0.5f);
+    // Zero-shot classes: id2label's names, unless they are all HF's placeholders LABEL_i.
+    read_labels(top, c);
+    bool placeholders = true;
+    for (size_t i = 0; i < c.labels.size(); ++i) placeholders = placeholders && c.labels[i] == "LABEL_" + std::to_string(i);
+    if (placeholders) c.labels.clear();
+    c.num_labels = static_cast<int64_t>(c.labels.size());
+}
+
 void read_config(const hf::ModelDir& d, const std::string& config_path, EncoderConfig& c) {
+    if (c.family == EncoderFamily::clip) return read_clip_config(d, config_path, c);
     const hf::Config j(d.config, config_path);
     if (c.family == EncoderFamily::resnet) read_resnet_config(d, j, c);
     // HF's defaults (BERT-base's sizes) where a config leaves a size out.
@@ -238,17 +317,7 @@ void read_config(const hf::ModelDir& d, const std::string& config_path, EncoderC
             const int64_t side = c.image_size / c.patch_size;
             c.max_positions = side * side + (c.family == EncoderFamily::deit ? 2 : 1);  // + CLS (+ DeiT's distillation token)
         }
-        // ViTImageProcessor's defaults where there is no preprocessor_config.json.
-        std::string pre_path;
-        const nlohmann::json pre = read_preprocessor(d, pre_path);
-        const hf::Config preprocessor(pre, pre_path);
-        const bool rescale = !pre.contains("do_rescale") || pre["do_rescale"] != false;
-        const bool normalize = !pre.contains("do_normalize") || pre["do_normalize"] != false;
-        c.rescale_factor = rescale ? static_cast<float>(preprocessor.number_or("rescale_factor", 1.0 / 255.0)) : 1.0f;
-        c.image_mean = normalize ? channel_values(pre, "image_mean", 0.5f, c.num_channels, pre_path) : std::vector<float>(static_cast<size_t>(c.num_channels), 0.0f);
-        c.image_std = normalize ? channel_values(pre, "image_std", 0.5f, c.num_channels, pre_path) : std::vector<float>(static_cast<size_t>(c.num_channels), 1.0f);
-        for (const float s : c.image_std)
-            if (!(s > 0)) throw FormatError("json", pre_path, 0, "image_std holds a value that is not positive");
+        read_image_preprocessor(d, c, 0.5f, 0.5f);
     } else if (c.max_positions <= 0 || c.vocab <= 0) {
         throw FormatError("json", config_path, 0, "max_position_embeddings and vocab_size must be positive");
     }
@@ -334,13 +403,16 @@ void EncoderPass::block_done(int64_t index, const float* x, int64_t rows, const 
     if (block_observers) notify_block(block_observers, {index, x, rows, c.hidden, row_mask});
 }
 
-void EncoderPass::self_attention(const EncoderBlock& b, const float* x, int64_t batch, int64_t seq, const int32_t* key_mask) const {
+void EncoderPass::self_attention(const EncoderBlock& b, const float* x, int64_t batch, int64_t seq, const int32_t* key_mask, bool causal) const {
     const int64_t rows = batch * seq;
     const Linear* qkv[] = {&b.q, &b.k, &b.v};
     float* const out[] = {s.q.data(), s.k.data(), s.v.data()};
     ops::linear_shared_input(qkv, x, rows, out, key_mask);
-    ops::attention_bidirectional(s.q.data(), s.k.data(), s.v.data(), c.hidden, batch, seq, c.n_head, c.hidden / c.n_head, key_mask,
-                                 s.attn.data());
+    if (causal)
+        ops::attention_causal(s.q.data(), s.k.data(), s.v.data(), c.hidden, batch, seq, c.n_head, c.hidden / c.n_head, key_mask, s.attn.data());
+    else
+        ops::attention_bidirectional(s.q.data(), s.k.data(), s.v.data(), c.hidden, batch, seq, c.n_head, c.hidden / c.n_head, key_mask,
+                                     s.attn.data());
     linear(b.attn_out, s.attn.data(), rows, s.tmp.data(), key_mask);
 }
 
@@ -385,6 +457,9 @@ public:
         });
         if (c.family == EncoderFamily::resnet) {
             load_resnet_weights(c, src, m.weights_);
+        } else if (c.family == EncoderFamily::clip) {
+            load_clip_weights(c, src, m.weights_);
+            m.load_clip_tokenizer(d);
         } else if (m.is_vision()) {
             load_vit_weights(c, src, m.weights_);
         } else {
@@ -473,7 +548,10 @@ void EncoderLoader::load_container(EncoderModel& m, const std::string& path) {
         return std::nullopt;
     });
     if (c.family == EncoderFamily::resnet) load_resnet_weights(c, src, m.weights_);
-    else if (m.is_vision()) load_vit_weights(c, src, m.weights_);
+    else if (c.family == EncoderFamily::clip) {
+        load_clip_weights(c, src, m.weights_);
+        m.load_clip_tokenizer(d);
+    } else if (m.is_vision()) load_vit_weights(c, src, m.weights_);
     else {
         load_bert_family_weights(c, src, m.weights_);
         m.tokenizer_ = load_tokenizer(d);
@@ -532,8 +610,49 @@ std::unique_ptr<EncoderModel> EncoderModel::load(const std::string& hf_dir) {
     return m;
 }
 
+void EncoderModel::load_clip_tokenizer(const hf::ModelDir& d) {
+    tokenizer_ = tok::make_clip_tokenizer(d.path);
+    if (tokenizer_->vocab_size() > config_.clip_text.vocab)
+        throw FormatError("hf", d.path, 0, "the tokenizer has " + std::to_string(tokenizer_->vocab_size()) +
+                                               " tokens but the text tower's token embedding only " + std::to_string(config_.clip_text.vocab));
+    config_.pad_token_id = tok::clip_pad_id(*tokenizer_);
+}
+
+TextBatch EncoderModel::tokenize_clip(std::span<const std::string> texts, int64_t max_len) const {
+    if (max_len <= 2 || max_len > config_.clip_text.max_positions)
+        throw InvalidArgument("[encoder] max_len " + std::to_string(max_len) + " must lie in (2, " + std::to_string(config_.clip_text.max_positions) +
+                              "] for this model");
+    std::vector<std::vector<int32_t>> ids(texts.size());
+    int64_t seq = 2;
+    for (size_t i = 0; i < texts.size(); ++i) {
+        std::vector<int32_t> a = tokenizer_->encode(texts[i], false);
+        if (static_cast<int64_t>(a.size()) > max_len - 2) a.resize(static_cast<size_t>(max_len - 2));  // truncation keeps the ends' specials
+        ids[i].push_back(tokenizer_->bos_id());
+        ids[i].insert(ids[i].end(), a.begin(), a.end());
+        ids[i].push_back(tokenizer_->eos_id());
+        seq = std::max(seq, static_cast<int64_t>(ids[i].size()));
+    }
+    TextBatch batch;
+    batch.batch = static_cast<int64_t>(texts.size());
+    batch.seq = seq;
+    const size_t n = static_cast<size_t>(batch.batch * seq);
+    batch.ids.assign(n, config_.pad_token_id);
+    batch.type_ids.assign(n, 0);
+    batch.mask.assign(n, 0);
+    for (size_t i = 0; i < ids.size(); ++i) {
+        const size_t row = i * static_cast<size_t>(seq);
+        std::copy(ids[i].begin(), ids[i].end(), batch.ids.begin() + static_cast<ptrdiff_t>(row));
+        std::fill_n(batch.mask.begin() + static_cast<ptrdiff_t>(row), ids[i].size(), 1);
+    }
+    return batch;
+}
+
 TextBatch EncoderModel::tokenize(std::span<const std::string> texts, int64_t max_len, std::span<const std::string> pairs) const {
     if (!tokenizer_) throw InvalidArgument("[encoder] " + path_ + ": tokenize needs a text model, this one is " + config_.architecture);
+    if (is_clip()) {
+        if (!pairs.empty()) throw InvalidArgument("[encoder] CLIP's text tower takes single texts, not pairs");
+        return tokenize_clip(texts, max_len);
+    }
     if (!pairs.empty() && pairs.size() != texts.size())
         throw InvalidArgument("[encoder] tokenize got " + std::to_string(texts.size()) + " texts but " + std::to_string(pairs.size()) +
                               " second segments");
@@ -684,9 +803,9 @@ void EncoderModel::classify_tokens(const TextBatch& batch, float* logits) { run_
 
 void EncoderModel::hidden_states(const TextBatch& batch, float* hidden) { run_text(batch, hidden, nullptr, TextOutput::hidden); }
 
-void EncoderModel::classify_images(const uint8_t* pixels, int64_t batch, float* logits) {
-    if (!is_vision()) throw InvalidArgument("[encoder] " + path_ + ": classify_images needs a vision model, this one is " + config_.architecture);
-    if (batch <= 0) throw InvalidArgument("[encoder] classify_images needs at least one image");
+void EncoderModel::normalize_pixels(const uint8_t* pixels, int64_t batch) {
+    if (batch <= 0) throw InvalidArgument("[encoder] " + config_.architecture + " needs at least one image");
+    if (!pixels) throw InvalidArgument("[encoder] the pixels are null");
     const EncoderConfig& c = config_;
     const int64_t plane = c.image_size * c.image_size;
     std::vector<float>& x = scratch_->pixels;
@@ -697,12 +816,81 @@ void EncoderModel::classify_images(const uint8_t* pixels, int64_t batch, float* 
             const float mean = c.image_mean[static_cast<size_t>(ch)], std = c.image_std[static_cast<size_t>(ch)];
             for (size_t i = off; i < off + static_cast<size_t>(plane); ++i) x[i] = (static_cast<float>(pixels[i]) * c.rescale_factor - mean) / std;
         }
+}
+
+void EncoderModel::set_zero_shot_classes(std::vector<std::string> names, std::string prompt_template) {
+    if (!is_clip()) throw InvalidArgument("[encoder] zero-shot classes need a CLIP model, this one is " + config_.architecture);
+    if (names.empty()) throw InvalidArgument("[encoder] set_zero_shot_classes needs at least one class name");
+    if (prompt_template.find("{}") == std::string::npos)
+        throw InvalidArgument("[encoder] the prompt template '" + prompt_template + "' has no '{}' for the class name");
+    config_.labels = std::move(names);
+    config_.num_labels = static_cast<int64_t>(config_.labels.size());
+    config_.clip_text.prompt_template = std::move(prompt_template);
+}
+
+void EncoderModel::text_embeddings(const TextBatch& batch, float* embeds) {
+    if (!is_clip()) throw InvalidArgument("[encoder] text_embeddings needs a CLIP model, this one is " + config_.architecture);
+    const size_t n = static_cast<size_t>(std::max<int64_t>(batch.batch, 0) * std::max<int64_t>(batch.seq, 0));
+    if (batch.batch <= 0 || batch.seq <= 0 || batch.ids.size() != n || batch.mask.size() != n)
+        throw InvalidArgument("[encoder] the text batch's ids/mask do not hold batch·seq = " + std::to_string(batch.batch) + "·" +
+                              std::to_string(batch.seq) + " entries");
+    if (batch.seq > config_.clip_text.max_positions)
+        throw InvalidArgument("[encoder] the text batch's " + std::to_string(batch.seq) + " tokens exceed CLIP's " +
+                              std::to_string(config_.clip_text.max_positions) + " positions");
+    if (!batch.bbox.empty()) throw InvalidArgument("[encoder] CLIP takes no boxes, but the batch has them");
+    const EncoderConfig text = clip_text_tower(config_);
+    const EncoderPass pass{text, weights_, *scratch_, block_observers(), *ops::activation_from_name(text.hidden_act)};
+    clip_text_forward(pass, batch, embeds);
+}
+
+void EncoderModel::image_embeddings(const uint8_t* pixels, int64_t batch, float* embeds) {
+    if (!is_clip()) throw InvalidArgument("[encoder] image_embeddings needs a CLIP model, this one is " + config_.architecture);
+    normalize_pixels(pixels, batch);
     const EncoderPass pass{config_, weights_, *scratch_, block_observers(), *ops::activation_from_name(config_.hidden_act)};
-    if (c.family == EncoderFamily::resnet) resnet_forward(pass, x.data(), batch, logits);
-    else vit_forward(pass, x.data(), batch, logits);
+    clip_vision_forward(pass, scratch_->pixels.data(), batch, embeds);
+}
+
+void EncoderModel::clip_logits(const uint8_t* pixels, int64_t n_images, const TextBatch& texts, float* logits_per_image) {
+    const int64_t E = config_.clip_text.projection_dim;
+    std::vector<float> image(static_cast<size_t>(std::max<int64_t>(n_images, 0) * E)), text(static_cast<size_t>(std::max<int64_t>(texts.batch, 0) * E));
+    image_embeddings(pixels, n_images, image.data());
+    text_embeddings(texts, text.data());
+    // logits_per_image: [n_images, n_texts] = scale · image · textᵀ (the kernel table's GEMM, B given as rows)
+    kernel_table().gemm_f32.fn(n_images, texts.batch, E, image.data(), E, text.data(), E, logits_per_image, texts.batch);
+    for (int64_t i = 0; i < n_images * texts.batch; ++i) logits_per_image[i] *= weights_.logit_scale;
+}
+
+void EncoderModel::classify_images(const uint8_t* pixels, int64_t batch, float* logits) {
+    if (!is_vision()) throw InvalidArgument("[encoder] " + path_ + ": classify_images needs a vision model, this one is " + config_.architecture);
+    if (batch <= 0) throw InvalidArgument("[encoder] classify_images needs at least one image");
+    const EncoderConfig& c = config_;
+    if (is_clip()) {
+        // Zero-shot: the prompts are embedded on every call, so observers (calibration, stats) see the text tower too.
+        if (c.labels.empty())
+            throw InvalidArgument("[encoder] " + path_ + ": CLIP classifies images zero-shot and needs class names: config.json's id2label "
+                                                         "names none (set_zero_shot_classes)");
+        const std::string& tmpl = c.clip_text.prompt_template;
+        std::vector<std::string> prompts;
+        for (const auto& name : c.labels) prompts.push_back(std::string(tmpl).replace(tmpl.find("{}"), 2, name));
+        return clip_logits(pixels, batch, tokenize_clip(prompts, c.clip_text.max_positions), logits);
+    }
+    normalize_pixels(pixels, batch);
+    const EncoderPass pass{config_, weights_, *scratch_, block_observers(), *ops::activation_from_name(config_.hidden_act)};
+    if (c.family == EncoderFamily::resnet) resnet_forward(pass, scratch_->pixels.data(), batch, logits);
+    else vit_forward(pass, scratch_->pixels.data(), batch, logits);
 }
 
 void EncoderModel::collect_linears(std::vector<Linear*>& out) {
+    if (is_clip()) {
+        // CLIP, as classify_images runs it: the vision tower and its projection, then the text tower and its projection
+        out.push_back(&weights_.patch_embd);
+        for (auto* blocks : {&weights_.blocks, &weights_.text_blocks}) {
+            for (auto& b : *blocks)
+                for (Linear* l : {&b.q, &b.k, &b.v, &b.attn_out, &b.ffn_in, &b.ffn_out}) out.push_back(l);
+            out.push_back(blocks == &weights_.blocks ? &*weights_.visual_projection : &*weights_.text_projection);
+        }
+        return;
+    }
     if (weights_.stem) {
         // ResNet: the stem, then each block's path and shortcut convolutions, then the classifier
         out.push_back(&weights_.stem->conv);
@@ -739,6 +927,31 @@ std::vector<LayerInfo> EncoderModel::layers() const {
             if (u.shortcut) linear(u.shortcut->conv);
         }
         linear(w.classifier);
+        return out;
+    }
+    if (is_clip()) {
+        // CLIP: the vision tower (pre-LN blocks), its projection, the text tower, its projection, the logit scale
+        linear(w.patch_embd);
+        tensor("vision_model.embeddings.class_embedding", LayerRole::other, -1, *w.cls_token);
+        tensor("vision_model.embeddings.position_embedding", LayerRole::position_embed, -1, w.pos_embd);
+        tensor(w.pre_norm->name, LayerRole::norm, -1, w.pre_norm->weight);
+        const auto blocks = [&](const std::vector<EncoderBlock>& bs) {
+            for (const EncoderBlock& b : bs) {
+                tensor(b.attn_norm.name, LayerRole::norm, b.q.block, b.attn_norm.weight);
+                for (const Linear* l : {&b.q, &b.k, &b.v, &b.attn_out}) linear(*l);
+                tensor(b.ffn_norm.name, LayerRole::norm, b.q.block, b.ffn_norm.weight);
+                linear(b.ffn_in);
+                linear(b.ffn_out);
+            }
+        };
+        blocks(w.blocks);
+        tensor(w.final_norm->name, LayerRole::norm, -1, w.final_norm->weight);
+        linear(*w.visual_projection);
+        tensor("text_model.embeddings.token_embedding", LayerRole::token_embed, -1, w.word_embd);
+        tensor("text_model.embeddings.position_embedding", LayerRole::position_embed, -1, *w.text_pos_embd);
+        blocks(w.text_blocks);
+        tensor(w.text_final_norm->name, LayerRole::norm, -1, w.text_final_norm->weight);
+        linear(*w.text_projection);
         return out;
     }
     if (is_vision()) {

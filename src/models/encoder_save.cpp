@@ -24,7 +24,7 @@ namespace {
 
 // The HF files a container carries so that it loads without its directory.
 const char* const kEmbeddedFiles[] = {"config.json",   "preprocessor_config.json", "tokenizer_config.json", "special_tokens_map.json",
-                                      "tokenizer.json", "vocab.txt",                "vocab.json",            "merges.txt"};
+                                      "tokenizer.json", "vocab.txt",                "vocab.json",            "merges.txt"};  // CLIP's tokenizer too
 
 std::string read_text_file(const fs::path& p) {
     std::ifstream in(p, std::ios::binary);
@@ -87,7 +87,8 @@ void EncoderModel::save(const std::string& path, const SaveOptions& options) con
         }
         const auto q = int8.find(t->name);
         if (q == int8.end()) {
-            w.add_tensor(t->name, t->shape, t->dtype);
+            // A 0-dim tensor (CLIP's logit_scale) is stored as [1]: GGUF gives every tensor at least one dimension.
+            w.add_tensor(t->name, t->shape.empty() ? std::vector<int64_t>{1} : t->shape, t->dtype);
             const std::string name = t->name;
             const hf::ModelDir* d = &dir;
             fill.push_back([d, name](std::vector<uint8_t>& buf) {

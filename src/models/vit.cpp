@@ -1,7 +1,8 @@
 // ViT and DeiT image classifiers: non-overlapping p×p patches through the patch conv (as a Linear over flattened
 // [C, p, p] patches), a CLS token in front (DeiT: then its distillation token), learned positions added, pre-LN
 // blocks (x += attn(LN(x)); x += ffn(LN(x))), a final LayerNorm and the classifier on the CLS state (DeiT with
-// teacher: the mean of the CLS head's and the distillation head's logits).
+// teacher: the mean of the CLS head's and the distillation head's logits). vit_encode (everything before the head) and
+// pre_ln_blocks also serve CLIP's towers.
 #include <algorithm>
 #include <string>
 
@@ -39,7 +40,25 @@ void load_vit_weights(const EncoderConfig& c, const EncoderWeightSource& src, En
     }
 }
 
-void vit_forward(const EncoderPass& p, const float* pixels, int64_t batch, float* logits) {
+void pre_ln_blocks(const EncoderPass& p, const std::vector<EncoderBlock>& blocks, int64_t batch, int64_t S, const int32_t* mask,
+                   bool causal, int64_t first_index) {
+    const EncoderConfig& c = p.c;
+    EncoderScratch& s = p.s;
+    const int64_t D = c.hidden, rows = batch * S;
+    for (size_t l = 0; l < blocks.size(); ++l) {
+        const EncoderBlock& b = blocks[l];
+        ops::layer_norm_rows(s.x.data(), rows, D, b.attn_norm.weight, &*b.attn_norm.bias, c.norm_eps, s.xn.data());
+        p.self_attention(b, s.xn.data(), batch, S, mask, causal);  // → s.tmp
+        ops::add_layer_norm_rows(s.x.data(), s.tmp.data(), rows, D, b.ffn_norm.weight, &*b.ffn_norm.bias, c.norm_eps, s.xn.data());
+        p.linear(b.ffn_in, s.xn.data(), rows, s.ffn.data(), mask);
+        ops::activate(p.act, s.ffn.data(), rows * c.n_ff);
+        p.linear(b.ffn_out, s.ffn.data(), rows, s.tmp.data(), mask);
+        ops::add(s.x.data(), s.tmp.data(), rows * D);
+        p.block_done(first_index + static_cast<int64_t>(l), s.x.data(), rows, mask);
+    }
+}
+
+int64_t vit_encode(const EncoderPass& p, const float* pixels, int64_t batch) {
     const EncoderConfig& c = p.c;
     const EncoderWeights& w = p.w;
     EncoderScratch& s = p.s;
@@ -80,18 +99,17 @@ void vit_forward(const EncoderPass& p, const float* pixels, int64_t batch, float
         ops::add(xb, pos.data(), S * D);
     }
 
-    for (size_t l = 0; l < w.blocks.size(); ++l) {
-        const EncoderBlock& b = w.blocks[l];
-        ops::layer_norm_rows(s.x.data(), rows, D, b.attn_norm.weight, &*b.attn_norm.bias, c.norm_eps, s.xn.data());
-        p.self_attention(b, s.xn.data(), batch, S, nullptr);  // → s.tmp
-        ops::add_layer_norm_rows(s.x.data(), s.tmp.data(), rows, D, b.ffn_norm.weight, &*b.ffn_norm.bias, c.norm_eps, s.xn.data());
-        p.linear(b.ffn_in, s.xn.data(), rows, s.ffn.data());
-        ops::activate(p.act, s.ffn.data(), rows * c.n_ff);
-        p.linear(b.ffn_out, s.ffn.data(), rows, s.tmp.data());
-        ops::add(s.x.data(), s.tmp.data(), rows * D);
-        p.block_done(static_cast<int64_t>(l), s.x.data(), rows, nullptr);
-    }
+    // CLIP normalises the embeddings before the blocks (pre_layrnorm)
+    if (w.pre_norm) ops::layer_norm_rows(s.x.data(), rows, D, w.pre_norm->weight, &*w.pre_norm->bias, c.norm_eps, s.x.data());
+    pre_ln_blocks(p, w.blocks, batch, S, nullptr, false, 0);
+    return S;
+}
 
+void vit_forward(const EncoderPass& p, const float* pixels, int64_t batch, float* logits) {
+    const EncoderConfig& c = p.c;
+    const EncoderWeights& w = p.w;
+    EncoderScratch& s = p.s;
+    const int64_t D = c.hidden, S = vit_encode(p, pixels, batch);
     // The final LayerNorm is per row, so only the CLS (and distillation) rows need it.
     p.gather_cls(batch, S);
     ops::layer_norm_rows(s.cls.data(), batch, D, w.final_norm->weight, &*w.final_norm->bias, c.norm_eps, s.cls.data());

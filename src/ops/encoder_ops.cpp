@@ -22,6 +22,7 @@ std::optional<Activation> activation_from_name(const std::string& name) {
     if (name == "gelu_new" || name == "gelu_pytorch_tanh") return Activation::gelu_tanh;
     if (name == "relu") return Activation::relu;
     if (name == "tanh") return Activation::tanh;
+    if (name == "quick_gelu") return Activation::quick_gelu;
     return std::nullopt;
 }
 
@@ -39,6 +40,9 @@ void activate(Activation act, float* x, int64_t n) {
                     break;
                 case Activation::tanh:
                     for (int64_t i = 0; i < m; ++i) p[i] = std::tanh(p[i]);
+                    break;
+                case Activation::quick_gelu:  // x·σ(1.702x), as transformers' QuickGELUActivation
+                    for (int64_t i = 0; i < m; ++i) p[i] = p[i] / (1.0f + std::exp(-1.702f * p[i]));
                     break;
             }
         },
@@ -61,8 +65,9 @@ void add_layer_norm_rows(float* x, const float* r, int64_t T, int64_t D, const T
         std::max<int64_t>(kMinRowsPerThread, kMinElementsPerThread / std::max<int64_t>(D, 1)));
 }
 
-void attention_bidirectional(const float* q, const float* k, const float* v, int64_t stride, int64_t batch, int64_t seq,
-                             int64_t n_head, int64_t head_dim, const int32_t* key_mask, float* out) {
+namespace {
+void attention(const float* q, const float* k, const float* v, int64_t stride, int64_t batch, int64_t seq, int64_t n_head,
+               int64_t head_dim, const int32_t* key_mask, bool causal, float* out) {
     const KernelTable& kt = kernel_table();
     const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
     const int64_t out_stride = n_head * head_dim;
@@ -80,8 +85,12 @@ void attention_bidirectional(const float* q, const float* k, const float* v, int
             kt.gemm_f32.fn(seq, seq, head_dim, q + base, stride, k + base, stride, scores.data(), seq);
             for (int64_t t = 0; t < seq; ++t) {
                 float* row = scores.data() + t * seq;
-                if (mask)
-                    for (int64_t j = 0; j < seq; ++j)
+                // causal: keys after t get zero weight; a query none of whose keys 0..t is valid (left padding)
+                // averages them all rather than giving NaN
+                const int64_t n_keys = causal ? t + 1 : seq;
+                if (causal) std::fill(row + n_keys, row + seq, -INFINITY);
+                if (mask && std::any_of(mask, mask + n_keys, [](int32_t m) { return m != 0; }))
+                    for (int64_t j = 0; j < n_keys; ++j)
                         if (!mask[j]) row[j] = -INFINITY;
                 kt.softmax_f32.fn(row, seq, scale);
             }
@@ -90,6 +99,18 @@ void attention_bidirectional(const float* q, const float* k, const float* v, int
                               out_stride);
         }
     });
+}
+
+}  // namespace
+
+void attention_bidirectional(const float* q, const float* k, const float* v, int64_t stride, int64_t batch, int64_t seq,
+                             int64_t n_head, int64_t head_dim, const int32_t* key_mask, float* out) {
+    attention(q, k, v, stride, batch, seq, n_head, head_dim, key_mask, false, out);
+}
+
+void attention_causal(const float* q, const float* k, const float* v, int64_t stride, int64_t batch, int64_t seq, int64_t n_head,
+                      int64_t head_dim, const int32_t* key_mask, float* out) {
+    attention(q, k, v, stride, batch, seq, n_head, head_dim, key_mask, true, out);
 }
 
 }  // namespace cq::ops

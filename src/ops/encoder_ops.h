@@ -11,9 +11,10 @@
 namespace cq::ops {
 
 /// The `hidden_act` / `activation` values of HF encoder configs that cq implements.
-enum class Activation { gelu_erf, gelu_tanh, relu, tanh };
+enum class Activation { gelu_erf, gelu_tanh, relu, tanh, quick_gelu };
 
-/// "gelu" → gelu_erf, "gelu_new" / "gelu_pytorch_tanh" → gelu_tanh, "relu", "tanh"; nullopt otherwise.
+/// "gelu" → gelu_erf, "gelu_new" / "gelu_pytorch_tanh" → gelu_tanh, "relu", "tanh", "quick_gelu" (CLIP: x·σ(1.702x));
+/// nullopt otherwise.
 std::optional<Activation> activation_from_name(const std::string& name);
 
 // x: [n] ← act(x), split across the thread pool.
@@ -33,5 +34,9 @@ void add_layer_norm_rows(float* x, const float* r, int64_t T, int64_t D, const T
 // Tasks are (sequence, head) pairs spread over the thread pool.
 void attention_bidirectional(const float* q, const float* k, const float* v, int64_t stride, int64_t batch, int64_t seq,
                              int64_t n_head, int64_t head_dim, const int32_t* key_mask, float* out);
+
+// The same with a causal mask as well (CLIP's text tower): query t sees the unmasked keys 0..t of its sequence.
+void attention_causal(const float* q, const float* k, const float* v, int64_t stride, int64_t batch, int64_t seq, int64_t n_head,
+                      int64_t head_dim, const int32_t* key_mask, float* out);
 
 }  // namespace cq::ops

@@ -168,7 +168,8 @@ EncoderQuantizeReport quantize_encoder(const std::string& input, const std::stri
 
     // The word embeddings: only gathered, never multiplied, so they take a compact type (a pass over the model).
     Tensor& words = model->weights().word_embd;
-    if (!model->is_vision()) r.embeddings = std::string(dtype_name(words.dtype())) + " (kept)";
+    // (CLIP's text token embedding stays as the file has it: the container rewrites only *word_embeddings.)
+    if (!model->is_vision() || model->is_clip()) r.embeddings = std::string(dtype_name(words.dtype())) + " (kept)";
     if (!model->is_vision() && o.embedding_type != words.dtype()) {
         const DType to = o.embedding_type;
         const int64_t rows = words.dim(0), cols = words.dim(1);

@@ -25,6 +25,7 @@ struct Options {
     bool json = false;
     float pixel_scale = 1.0f;
     std::string onnx_calib, calib_range, calib_method = "minmax";
+    std::string classes, prompt = "a photo of a {}.";  // CLIP zero-shot
     int64_t calib_samples = 256;
 };
 
@@ -48,6 +49,8 @@ Runner register_eval(CLI::App& app) {
     cmd->add_option("--compare", o->compare, "A second model evaluated on the same samples: prints agreement and mean KL-divergence (default: none)");
     cmd->add_option("-b,--batch", o->classify.batch, "Samples per forward pass")->default_val(32)->check(CLI::Range(1, 1 << 16));
     cmd->add_option("--max-len", o->classify.max_len, "Text: tokens per sample incl. special tokens")->default_val(128)->check(CLI::Range(3, 1 << 16));
+    cmd->add_option("--classes", o->classes, "CLIP: zero-shot class names in label order, comma-separated (default: config.json's id2label)");
+    cmd->add_option("--prompt", o->prompt, "CLIP: the prompt template, {} standing for the class name (default: 'a photo of a {}.')");
     cmd->add_option("--pixel-scale", o->pixel_scale, ".onnx models: input = pixel (0..255) × this (default: 1, raw pixels)");
     cmd->add_option("--w8a8-calib", o->onnx_calib, ".onnx models: also quantize to static W8A8 calibrated on these images and "
                                                    "report FP32 vs INT8 accuracy, agreement and time (default: none)");
@@ -87,7 +90,21 @@ Runner register_eval(CLI::App& app) {
                             static_cast<long long>(q->correct), static_cast<long long>(q->samples), q->seconds, percent(agree->agreement).c_str());
             return 0;
         }
+        // CLIP classifies zero-shot: the class names (and prompt) come from the flags when given.
+        const auto set_classes = [&](EncoderModel& m) {
+            if (o->classes.empty() && o->prompt == "a photo of a {}.") return;
+            if (!m.is_clip()) throw InvalidArgument("--classes / --prompt apply to CLIP models; " + m.config().architecture + " has its own head");
+            std::vector<std::string> names;
+            if (o->classes.empty()) names = m.config().labels;
+            for (size_t b = 0; !o->classes.empty() && b <= o->classes.size();) {
+                const size_t e = std::min(o->classes.find(',', b), o->classes.size());
+                names.push_back(o->classes.substr(b, e - b));
+                b = e + 1;
+            }
+            m.set_zero_shot_classes(std::move(names), o->prompt);
+        };
         auto model = EncoderModel::load(o->model);
+        set_classes(*model);
         const LabelledData data = load_labelled_data(o->data, *model, o->selection);
         const auto run = [&](EncoderModel& m, const std::string& label) {
             Progress progress(label, !o->json);
@@ -100,6 +117,7 @@ Runner register_eval(CLI::App& app) {
         std::optional<PredictionAgreement> agreement;
         if (!o->compare.empty()) {
             auto second = EncoderModel::load(o->compare);
+            set_classes(*second);
             if (second->config().num_labels != model->config().num_labels)
                 throw InvalidArgument("--compare: " + o->compare + " has " + std::to_string(second->config().num_labels) +
                                       " classes, " + o->model + " has " + std::to_string(model->config().num_labels));

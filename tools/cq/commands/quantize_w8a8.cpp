@@ -36,7 +36,7 @@ void add_w8a8_options(CLI::App* cmd, W8A8CliOptions& o) {
     cmd->add_option("--calib-cache", o.quant.calib_cache, "w8a8-static: statistics file, reused when it matches the model and samples, "
                                                           "written otherwise, so a sweep over methods runs the model once (default: none)");
     cmd->add_option("--layer", o.quant.layer_rules, "w8a8: PATTERN=int8|float rule over Linear names, after the default "
-                                                    "('*=float', '*.layer.*=int8': every Linear in the encoder blocks); repeatable, later rules win (default: none)");
+                                                    "('*=float', '*.layer.*=int8', '*.encoder.layers.*=int8': every Linear in the encoder blocks, CLIP's too); repeatable, later rules win (default: none)");
     cmd->add_option("--act-bits", o.act_bits, "w8a8: activation bits: 8; 7 (half the resolution, but the exact fast vpmaddubsw "
                                               "path on CPUs without AVX-512 VNNI); or auto: w8a8-static gets 8, w8a8-dynamic files "
                                               "record 'auto' and each CPU runs 8 with VNNI, 7 without")->default_val("auto")->check(CLI::IsMember({"auto", "7", "8"}));
