@@ -114,14 +114,16 @@ int cmd_run(const Args& a) {
     const std::string model_path = need_model(a, "run");
     if (!a.has("-p") && !a.has("-f")) throw cq::InvalidArgument("run needs -p PROMPT or -f FILE");
     const std::string prompt = a.has("-f") ? read_text(a.str("-f")) : a.str("-p");
+    // every flag is checked before the model is loaded: a usage error is reported as one
     cq::LoadOptions lo;
     lo.n_ctx = a.integer("-c", 0, 0, 1 << 20);
-    auto model = cq::LanguageModel::load(model_path, lo);
     cq::SamplingOptions s;
     s.temperature = float(a.number("--temp", 0.0, 0.0, 100.0));
     s.seed = uint64_t(a.integer("--seed", 0, 0, INT64_MAX));
+    const int64_t n_predict = a.integer("-n", 64, 0, 1 << 20);
+    auto model = cq::LanguageModel::load(model_path, lo);
     std::cout << prompt << std::flush;
-    const auto r = cq::generate(*model, prompt, a.integer("-n", 64, 0, 1 << 20), s,
+    const auto r = cq::generate(*model, prompt, n_predict, s,
                                 [](const std::string& piece) { std::cout << piece << std::flush; });
     std::cout << '\n';
     std::fprintf(stderr, "[run] %zu prompt tokens in %.3f s, %zu generated in %.3f s\n", r.prompt_tokens.size(), r.prompt_seconds,
@@ -148,18 +150,19 @@ int cmd_perplexity(const Args& a) {
 int cmd_bench(const Args& a) {
     const std::string model_path = need_model(a, "bench");
     const int64_t reps = a.integer("-r", 5, 1, 1000);
+    const int64_t batch = a.integer("-b", 8, 1, 4096), seq = a.integer("-s", 128, 2, 1 << 16);
+    cq::BenchOptions o;
+    o.n_prompt = a.integer("-p", 512, 0, 1 << 20);
+    o.n_gen = a.integer("-n", 128, 0, 1 << 20);
+    o.repetitions = reps;
     if (cq::is_encoder_model(model_path)) {
         auto model = cq::EncoderModel::load(model_path);
-        const auto r = cq::bench_encoder(*model, a.integer("-b", 8, 1, 4096), a.integer("-s", 128, 2, 1 << 16), reps, 1);
+        const auto r = cq::bench_encoder(*model, batch, seq, reps, 1);
         std::printf("| model | isa | batch x seq | median ms | min ms | max ms |\n|---|---|---:|---:|---:|---:|\n");
         std::printf("| %s | %s | %lld x %lld | %.2f | %.2f | %.2f |\n", model_path.c_str(), r.isa.c_str(), (long long)r.batch,
                     (long long)r.seq, r.median_ms, r.min_ms, r.max_ms);
         return 0;
     }
-    cq::BenchOptions o;
-    o.n_prompt = a.integer("-p", 512, 0, 1 << 20);
-    o.n_gen = a.integer("-n", 128, 0, 1 << 20);
-    o.repetitions = reps;
     cq::LoadOptions lo;
     lo.n_ctx = o.n_prompt + o.n_gen;
     auto model = cq::LanguageModel::load(model_path, lo);
