@@ -18,7 +18,7 @@ import shutil
 
 import torch
 import transformers
-from transformers import (CLIPConfig, CLIPModel, CLIPTokenizer, ResNetConfig, ResNetForImageClassification, DeiTConfig, DeiTForImageClassification, DeiTForImageClassificationWithTeacher, LayoutLMConfig,
+from transformers import (CLIPConfig, CLIPModel, CLIPTokenizer, DebertaV2Config, DebertaV2ForSequenceClassification, DebertaV2Tokenizer, ResNetConfig, ResNetForImageClassification, DeiTConfig, DeiTForImageClassification, DeiTForImageClassificationWithTeacher, LayoutLMConfig,
                           LayoutLMForSequenceClassification, LayoutLMForTokenClassification, BertTokenizer)
 
 
@@ -295,6 +295,51 @@ def clip(out, name, seed, mean, std, n_merges, texts, n_images, labels=None, leg
         "tokenizer_checks": {"texts": CLIP_TOKENIZER_CHECKS, "input_ids": [tok(t)["input_ids"] for t in CLIP_TOKENIZER_CHECKS]}})
 
 
+# ---- DeBERTa v2 / v3 ------------------------------------------------------------------------------------------
+
+def sst2_sentences(n):
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "fixtures", "data", "sst2_dev.tsv")
+    rows = [line.rstrip("\n").split("\t") for line in open(path)]
+    return [r[rows[0].index("sentence")] for r in rows[1:n + 1]]
+
+
+def deberta_spm(d, vocab_size):
+    """A small SentencePiece unigram model trained on SST-2 dev sentences, with DeBERTa-v3's special pieces:
+    [PAD] 0, [CLS] 1 (bos), [SEP] 2 (eos), [UNK] 3, [MASK] a control symbol."""
+    import sentencepiece as spm
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(sst2_sentences(872)), model_prefix=os.path.join(d, "spm"),
+                                   vocab_size=vocab_size, model_type="unigram", pad_id=0, pad_piece="[PAD]", bos_id=1,
+                                   bos_piece="[CLS]", eos_id=2, eos_piece="[SEP]", unk_id=3, unk_piece="[UNK]",
+                                   control_symbols=["[MASK]"], num_threads=1, minloglevel=2)
+    os.remove(os.path.join(d, "spm.vocab"))
+    tok = DebertaV2Tokenizer(os.path.join(d, "spm.model"))
+    tok.save_pretrained(d)
+    return tok
+
+
+def deberta(out, name, seed, vocab_size, max_len, **cfg):
+    d = os.path.join(out, name)
+    fresh_dir(d)
+    tok = deberta_spm(d, vocab_size)
+    cfg["vocab_size"] = len(tok)
+    torch.manual_seed(seed)
+    config = DebertaV2Config(**cfg)
+    config.id2label = {i: f"label_{i}" for i in range(cfg["num_labels"])}
+    config.label2id = {v: k for k, v in config.id2label.items()}
+    model = randomize(DebertaV2ForSequenceClassification(config), seed)
+    model.save_pretrained(d, safe_serialization=True)
+    texts = ["a gripping , funny film .", "It's not the worst movie of the year, but it's close: slow, long and dull beyond belief!",
+             "unforgettable", "The performances are uniformly excellent and the story never lets go of you until the very end ."]
+    b = tok(texts, padding=True, truncation=True, max_length=max_len, return_tensors="pt")
+    with torch.no_grad():
+        logits = model(**b).logits
+    write_json(os.path.join(d, "reference.json"), {
+        "generator": f"scripts/make_family_references.py (transformers {transformers.__version__}, torch {torch.__version__})",
+        "class": "DebertaV2ForSequenceClassification", "max_len": max_len, "texts": texts,
+        "input_ids": b["input_ids"].tolist(), "attention_mask": b["attention_mask"].tolist(),
+        "token_type_ids": b["token_type_ids"].tolist(), "logits": rounded(logits)})
+
+
 def minilm(model_dir, out):
     from transformers import AutoModel, AutoTokenizer
     sst2 = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "fixtures", "data", "sst2_dev.tsv")
@@ -323,7 +368,22 @@ def main():
     if args.minilm:
         return minilm(args.minilm, out)
     imagenet_mean, imagenet_std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
-    only = set(args.only.split(",")) if args.only else {"deit", "layoutlm", "resnet", "clip"}
+    only = set(args.only.split(",")) if args.only else {"deit", "layoutlm", "resnet", "clip", "deberta"}
+    if "deberta" in only:
+        # DeBERTa-v3's shape: shared attention keys, c2p + p2c, log buckets (8: relative distances beyond ±4 share
+        # buckets), LayerNorm'd relative embeddings, no absolute positions, no token types.
+        deberta(out, "deberta-v3-random", 70, 300, 40, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                intermediate_size=64, max_position_embeddings=64, relative_attention=True, pos_att_type=["p2c", "c2p"],
+                position_buckets=8, max_relative_positions=-1, share_att_key=True, norm_rel_ebd="layer_norm",
+                position_biased_input=False, type_vocab_size=0, layer_norm_eps=1e-7, num_labels=2)
+        # The second: DeBERTa-v2's older shape: separate pos_key_proj / pos_query_proj (share_att_key false), c2p only,
+        # no buckets (6 relative positions each way, clamped), absolute positions and two token types, a 16-wide
+        # embedding projected to 24, 3 heads, 3 layers, tanh GELU, eps 1e-6, a tanh pooler, 3 labels.
+        deberta(out, "deberta-v2-random-b", 71, 240, 32, hidden_size=24, num_hidden_layers=3, num_attention_heads=3,
+                intermediate_size=40, max_position_embeddings=32, relative_attention=True, pos_att_type=["c2p"],
+                position_buckets=-1, max_relative_positions=6, share_att_key=False, norm_rel_ebd="none",
+                position_biased_input=True, type_vocab_size=2, embedding_size=16, hidden_act="gelu_new", layer_norm_eps=1e-6,
+                pooler_hidden_act="tanh", num_labels=3)
     if "clip" in only:
         clip_mean, clip_std = [0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]
         clip(out, "clip-tiny-random", 60, clip_mean, clip_std, 160,

@@ -18,8 +18,23 @@
 namespace cq {
 
 /// bert, roberta, distilbert and layoutlm take text (layoutlm also one box per token); vit, deit and resnet take images;
-/// clip both (its image classifier is zero-shot over class-name prompts).
-enum class EncoderFamily { bert, roberta, distilbert, vit, deit, layoutlm, resnet, clip };
+/// clip both (its image classifier is zero-shot over class-name prompts); deberta_v2 (v2 and v3) takes text.
+enum class EncoderFamily { bert, roberta, distilbert, vit, deit, layoutlm, resnet, clip, deberta_v2 };
+
+/// DeBERTa-v2/v3's disentangled attention and embeddings (DebertaV2Config's fields).
+struct DebertaConfig {
+    bool relative_attention = false;
+    bool c2p = false, p2c = false;     // pos_att_type: content→position, position→content
+    bool share_att_key = false;        // the relative embeddings go through query_proj / key_proj (else pos_*_proj)
+    bool norm_rel_ebd = false;         // norm_rel_ebd "layer_norm": encoder.LayerNorm on the relative embeddings
+    bool position_biased_input = true;  // absolute position embeddings added to the input
+    int64_t position_buckets = -1;     // > 0: log buckets (make_log_bucket_position)
+    int64_t max_relative_positions = 0;  // as used: max_position_embeddings where the config says < 1
+    int64_t att_span = 0;              // relative embeddings rows = 2·att_span
+    int64_t embedding_size = 0;        // ≠ hidden: embed_proj maps it to hidden
+    int64_t pooler_size = 0;
+    std::string pooler_act = "gelu";
+};
 
 /// CLIP's text tower (config.json's text_config) and what joins the towers.
 struct ClipTextConfig {
@@ -65,6 +80,7 @@ struct EncoderConfig {
     bool bottleneck = true, downsample_in_first_stage = false, downsample_in_bottleneck = false;
     // clip: the fields above describe its vision tower (hidden … norm_eps, hidden_act, image_*); these its text tower
     ClipTextConfig clip_text;
+    DebertaConfig deberta;
 };
 
 /// A convolution with its BatchNorm folded in at load (w·γ/σ, (b − μ)·γ/σ + β; σ = √(var + 1e-5)), run as im2col over
@@ -87,6 +103,7 @@ struct ResidualUnit {
 struct EncoderBlock {
     Linear q, k, v, attn_out, ffn_in, ffn_out;  // roles attn_q, attn_k, attn_v, attn_out, ffn_up, ffn_down
     Norm attn_norm, ffn_norm;
+    std::optional<Linear> pos_k, pos_q;  // deberta without share_att_key: pos_key_proj (c2p), pos_query_proj (p2c)
 };
 
 struct EncoderWeights {
@@ -119,6 +136,11 @@ struct EncoderWeights {
     std::optional<Norm> text_final_norm;
     std::optional<Linear> text_projection, visual_projection;  // [projection_dim, hidden], no bias
     float logit_scale = 1.0f;                                  // exp of the stored logit_scale
+    // deberta_v2: embed_proj (embedding_size → hidden, no bias), the relative embeddings [2·att_span, hidden] and their
+    // LayerNorm (norm_rel_ebd); pos_embd is empty without position_biased_input; pooler is ContextPooler's dense
+    std::optional<Linear> embed_proj;
+    std::optional<Tensor> rel_embd;
+    std::optional<Norm> rel_norm;
 };
 
 /// Token ids of a batch: [batch, seq] each, right-padded with the pad id, mask 1 for real tokens and 0 for padding.

@@ -70,6 +70,13 @@ void load_bert_family_weights(const EncoderConfig& c, const EncoderWeightSource&
 void load_vit_weights(const EncoderConfig& c, const EncoderWeightSource& src, EncoderWeights& w);
 void load_resnet_weights(const EncoderConfig& c, const EncoderWeightSource& src, EncoderWeights& w);
 void load_clip_weights(const EncoderConfig& c, const EncoderWeightSource& src, EncoderWeights& w);
+void load_deberta_weights(const EncoderConfig& c, const EncoderWeightSource& src, EncoderWeights& w);
+/// DeBERTa's relative position of query i to key j (rel = i − j), log-bucketed where bucket_size > 0 (transformers'
+/// make_log_bucket_position, in float32 as torch computes it).
+int64_t deberta_relative_position(int64_t rel, int64_t bucket_size, int64_t max_position);
+/// DeBERTa-v2/v3: batch → logits [batch, num_labels] (null: none), pooled [batch, pooler_size] (optional), hidden
+/// [batch·seq, hidden] (optional).
+void deberta_forward(const EncoderPass& p, const TextBatch& batch, float* logits, float* pooled, float* hidden);
 /// CLIP's text tower as an EncoderConfig (its sizes, eps and activation in the fields the shared code reads).
 EncoderConfig clip_text_tower(const EncoderConfig& c);
 

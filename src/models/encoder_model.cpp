@@ -46,6 +46,7 @@ constexpr Supported kSupported[] = {
     {"layoutlm", "LayoutLMForTokenClassification", EncoderFamily::layoutlm},
     {"resnet", "ResNetForImageClassification", EncoderFamily::resnet},
     {"clip", "CLIPModel", EncoderFamily::clip},
+    {"deberta-v2", "DebertaV2ForSequenceClassification", EncoderFamily::deberta_v2},
 };
 
 std::string config_architecture(const nlohmann::json& config) {
@@ -265,6 +266,58 @@ void read_clip_config(const hf::ModelDir& d, const std::string& config_path, Enc
     c.num_labels = static_cast<int64_t>(c.labels.size());
 }
 
+// DebertaV2Config's disentangled-attention fields, with its defaults (relative_attention off, absolute positions on).
+void read_deberta_config(const hf::Config& j, EncoderConfig& c) {
+    DebertaConfig& dc = c.deberta;
+    dc.relative_attention = j.bool_or("relative_attention", false);
+    // pos_att_type: a list, or a string "p2c|c2p" in older configs
+    std::vector<std::string> types;
+    if (const nlohmann::json* t = j.find("pos_att_type")) {
+        if (t->is_string()) {
+            std::string v = t->get<std::string>();
+            for (size_t b = 0; b <= v.size();) {
+                const size_t e = std::min(v.find('|', b), v.size());
+                std::string x = v.substr(b, e - b);
+                x.erase(0, x.find_first_not_of(' '));
+                x.erase(x.find_last_not_of(' ') + 1);
+                std::transform(x.begin(), x.end(), x.begin(), [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
+                if (!x.empty()) types.push_back(x);
+                b = e + 1;
+            }
+        } else if (t->is_array()) {
+            for (const auto& x : *t) {
+                if (!x.is_string()) throw FormatError("json", j.path(), 0, "'pos_att_type' holds a value that is not a string");
+                types.push_back(x.get<std::string>());
+            }
+        } else {
+            throw FormatError("json", j.path(), 0, "'pos_att_type' is neither a list nor a string");
+        }
+    }
+    for (const auto& t : types) {
+        if (t == "c2p") dc.c2p = true;
+        else if (t == "p2c") dc.p2c = true;
+        else throw Unsupported("[encoder] " + j.path() + ": pos_att_type '" + t + "' is not supported (c2p, p2c)");
+    }
+    dc.share_att_key = j.bool_or("share_att_key", false);
+    const std::string norm = j.string_or("norm_rel_ebd", "none");
+    dc.norm_rel_ebd = norm.find("layer_norm") != std::string::npos;
+    dc.position_biased_input = j.bool_or("position_biased_input", true);
+    dc.position_buckets = j.int_or({"position_buckets"}, -1);
+    dc.max_relative_positions = j.int_or({"max_relative_positions"}, -1);
+    if (dc.max_relative_positions < 1) dc.max_relative_positions = c.max_positions;
+    dc.att_span = dc.position_buckets > 0 ? dc.position_buckets : dc.max_relative_positions;
+    dc.embedding_size = j.size_or({"embedding_size"}, c.hidden);
+    dc.pooler_size = j.size_or({"pooler_hidden_size"}, c.hidden);
+    dc.pooler_act = j.string_or("pooler_hidden_act", "gelu");
+    if (j.int_or({"conv_kernel_size"}, 0) > 0)
+        throw Unsupported("[encoder] " + j.path() + ": DeBERTa's convolution layer (conv_kernel_size > 0) is not supported");
+    if (j.opt_int({"attention_head_size"}) && *j.opt_int({"attention_head_size"}) != c.hidden / c.n_head)
+        throw Unsupported("[encoder] " + j.path() + ": attention_head_size other than hidden_size / num_attention_heads is not supported");
+    if (!ops::activation_from_name(dc.pooler_act))
+        throw Unsupported("[encoder] " + j.path() + ": pooler_hidden_act '" + dc.pooler_act +
+                          "' is not supported (cq implements gelu, gelu_new, gelu_pytorch_tanh, relu, tanh, quick_gelu)");
+}
+
 void read_config(const hf::ModelDir& d, const std::string& config_path, EncoderConfig& c) {
     if (c.family == EncoderFamily::clip) return read_clip_config(d, config_path, c);
     const hf::Config j(d.config, config_path);
@@ -282,7 +335,8 @@ void read_config(const hf::ModelDir& d, const std::string& config_path, EncoderC
     if (!vision) {
         c.max_positions = or_default(sizes.positions, 512);
         c.vocab = or_default(sizes.vocab, 30522);
-        c.type_vocab = c.family == EncoderFamily::distilbert ? 0 : j.int_or({"type_vocab_size"}, 2);
+        // DebertaV2Config's default is no token types; BERT's two
+        c.type_vocab = c.family == EncoderFamily::distilbert ? 0 : j.int_or({"type_vocab_size"}, c.family == EncoderFamily::deberta_v2 ? 0 : 2);
         c.pad_token_id = static_cast<int32_t>(j.int_or({"pad_token_id"}, c.family == EncoderFamily::roberta ? 1 : 0));
     }
     if (c.family == EncoderFamily::distilbert) {
@@ -290,7 +344,7 @@ void read_config(const hf::ModelDir& d, const std::string& config_path, EncoderC
         c.norm_eps = 1e-12f;  // DistilBERT's LayerNorms hard-code it
     } else if (c.family != EncoderFamily::resnet) {
         c.hidden_act = j.string_or("hidden_act", "gelu");
-        c.norm_eps = static_cast<float>(j.number_or("layer_norm_eps", 1e-12f));
+        c.norm_eps = static_cast<float>(j.number_or("layer_norm_eps", c.family == EncoderFamily::deberta_v2 ? 1e-7 : 1e-12));
     }
     if (c.hidden <= 0 || c.n_layer <= 0 || c.n_head <= 0 || c.n_ff <= 0 || c.hidden % c.n_head != 0)
         throw FormatError("json", config_path, 0, "the encoder's sizes are missing, not positive or inconsistent (hidden " +
@@ -305,6 +359,7 @@ void read_config(const hf::ModelDir& d, const std::string& config_path, EncoderC
     if (c.family == EncoderFamily::layoutlm) {
         c.max_2d_positions = j.size_or({"max_2d_position_embeddings"}, 1024);
     }
+    if (c.family == EncoderFamily::deberta_v2) read_deberta_config(j, c);
 
     if (vision) {
         if (c.family != EncoderFamily::resnet) {
@@ -463,7 +518,8 @@ public:
         } else if (m.is_vision()) {
             load_vit_weights(c, src, m.weights_);
         } else {
-            load_bert_family_weights(c, src, m.weights_);
+            if (c.family == EncoderFamily::deberta_v2) load_deberta_weights(c, src, m.weights_);
+            else load_bert_family_weights(c, src, m.weights_);
             m.tokenizer_ = load_tokenizer(d);
             if (m.tokenizer_->bos_id() < 0 || m.tokenizer_->eos_id() < 0)
                 throw FormatError("hf", d.path, 0, "the tokenizer names no start/separator tokens ([CLS]/[SEP] or <s>/</s>)");
@@ -553,7 +609,8 @@ void EncoderLoader::load_container(EncoderModel& m, const std::string& path) {
         m.load_clip_tokenizer(d);
     } else if (m.is_vision()) load_vit_weights(c, src, m.weights_);
     else {
-        load_bert_family_weights(c, src, m.weights_);
+        if (c.family == EncoderFamily::deberta_v2) load_deberta_weights(c, src, m.weights_);
+        else load_bert_family_weights(c, src, m.weights_);
         m.tokenizer_ = load_tokenizer(d);
     }
     // Each Linear stored as I8 carries its scales; rebuild the kernels' layout from them.
@@ -660,7 +717,9 @@ TextBatch EncoderModel::tokenize(std::span<const std::string> texts, int64_t max
     const bool with_pairs = !pairs.empty();
     // [CLS] a [SEP] (b [SEP]); RoBERTa: <s> a </s> (</s> b </s>)
     const int64_t n_special = with_pairs ? (roberta ? 4 : 3) : 2;
-    const int64_t position_limit = roberta ? config_.max_positions - config_.pad_token_id - 1 : config_.max_positions;
+    // DeBERTa without absolute positions (v3) has relative ones only, which clamp: any length runs
+    const bool unbounded = config_.family == EncoderFamily::deberta_v2 && !config_.deberta.position_biased_input;
+    const int64_t position_limit = unbounded ? int64_t{1} << 20 : roberta ? config_.max_positions - config_.pad_token_id - 1 : config_.max_positions;
     if (max_len <= n_special || max_len > position_limit)
         throw InvalidArgument("[encoder] max_len " + std::to_string(max_len) + " must lie in (" + std::to_string(n_special) + ", " +
                               std::to_string(position_limit) + "] for this model");
@@ -684,7 +743,8 @@ TextBatch EncoderModel::tokenize(std::span<const std::string> texts, int64_t max
             out.insert(out.end(), b.begin(), b.end());
             out.push_back(sep);
             // BERT marks the second segment with token type 1; RoBERTa and DistilBERT have no token types.
-            type.resize(out.size(), config_.family == EncoderFamily::bert || config_.family == EncoderFamily::layoutlm ? 1 : 0);
+            type.resize(out.size(), config_.family == EncoderFamily::bert || config_.family == EncoderFamily::layoutlm ||
+                                            config_.family == EncoderFamily::deberta_v2 ? 1 : 0);
         }
         seq = std::max(seq, static_cast<int64_t>(out.size()));
     }
@@ -787,6 +847,10 @@ void EncoderModel::run_text(const TextBatch& batch, float* out, float* pooled, T
         }
     }
     const EncoderPass pass{config_, weights_, *scratch_, block_observers(), *ops::activation_from_name(config_.hidden_act)};
+    if (config_.family == EncoderFamily::deberta_v2) {
+        if (mode == TextOutput::per_token) throw InvalidArgument("[encoder] " + config_.architecture + " gives logits per sequence: call classify");
+        return mode == TextOutput::hidden ? deberta_forward(pass, batch, nullptr, nullptr, out) : deberta_forward(pass, batch, out, pooled, nullptr);
+    }
     if (mode == TextOutput::hidden) return bert_family_forward(pass, batch, nullptr, nullptr, out);
     if (config_.feature_extraction)
         throw InvalidArgument("[encoder] " + config_.architecture + " has no classification head: call hidden_states");
@@ -902,8 +966,12 @@ void EncoderModel::collect_linears(std::vector<Linear*>& out) {
         return;
     }
     if (is_vision()) out.push_back(&weights_.patch_embd);
-    for (auto& b : weights_.blocks)
+    if (weights_.embed_proj) out.push_back(&*weights_.embed_proj);
+    for (auto& b : weights_.blocks) {
         for (Linear* l : {&b.q, &b.k, &b.v, &b.attn_out, &b.ffn_in, &b.ffn_out}) out.push_back(l);
+        for (auto* pos : {&b.pos_k, &b.pos_q})
+            if (*pos) out.push_back(&**pos);
+    }
     if (weights_.pooler) out.push_back(&*weights_.pooler);
     if (weights_.pre_classifier) out.push_back(&*weights_.pre_classifier);
     if (!config_.feature_extraction) out.push_back(&weights_.classifier);
@@ -961,7 +1029,7 @@ std::vector<LayerInfo> EncoderModel::layers() const {
         tensor("position_embeddings", LayerRole::position_embed, -1, w.pos_embd);
     } else {
         tensor("word_embeddings", LayerRole::token_embed, -1, w.word_embd);
-        tensor("position_embeddings", LayerRole::position_embed, -1, w.pos_embd);
+        if (!w.pos_embd.shape().empty()) tensor("position_embeddings", LayerRole::position_embed, -1, w.pos_embd);
         if (w.x_pos_embd) {
             tensor("x_position_embeddings", LayerRole::position_embed, -1, *w.x_pos_embd);
             tensor("y_position_embeddings", LayerRole::position_embed, -1, *w.y_pos_embd);
@@ -969,7 +1037,10 @@ std::vector<LayerInfo> EncoderModel::layers() const {
             tensor("w_position_embeddings", LayerRole::position_embed, -1, *w.w_pos_embd);
         }
         if (w.type_embd) tensor("token_type_embeddings", LayerRole::type_embed, -1, *w.type_embd);
+        if (w.embed_proj) linear(*w.embed_proj);
         tensor(w.embd_norm.name, LayerRole::norm, -1, w.embd_norm.weight);
+        if (w.rel_embd) tensor("deberta.encoder.rel_embeddings", LayerRole::position_embed, -1, *w.rel_embd);
+        if (w.rel_norm) tensor(w.rel_norm->name, LayerRole::norm, -1, w.rel_norm->weight);
     }
     for (size_t i = 0; i < w.blocks.size(); ++i) {
         const EncoderBlock& b = w.blocks[i];
@@ -977,6 +1048,8 @@ std::vector<LayerInfo> EncoderModel::layers() const {
         // ViT normalises each sub-layer's input (pre-LN), the BERT family its output (post-LN).
         if (is_vision()) tensor(b.attn_norm.name, LayerRole::norm, n, b.attn_norm.weight);
         for (const Linear* l : {&b.q, &b.k, &b.v, &b.attn_out}) linear(*l);
+        for (const auto* pos : {&b.pos_k, &b.pos_q})
+            if (*pos) linear(**pos);
         const Norm& between = is_vision() ? b.ffn_norm : b.attn_norm;
         tensor(between.name, LayerRole::norm, n, between.weight);
         linear(b.ffn_in);

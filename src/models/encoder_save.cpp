@@ -24,7 +24,8 @@ namespace {
 
 // The HF files a container carries so that it loads without its directory.
 const char* const kEmbeddedFiles[] = {"config.json",   "preprocessor_config.json", "tokenizer_config.json", "special_tokens_map.json",
-                                      "tokenizer.json", "vocab.txt",                "vocab.json",            "merges.txt"};  // CLIP's tokenizer too
+                                      "tokenizer.json", "vocab.txt",                "vocab.json",            "merges.txt",
+                                      "spm.model"};  // CLIP's tokenizer too; DeBERTa's SentencePiece model
 
 std::string read_text_file(const fs::path& p) {
     std::ifstream in(p, std::ios::binary);

@@ -67,12 +67,12 @@ void add_layer_norm_rows(float* x, const float* r, int64_t T, int64_t D, const T
 
 namespace {
 void attention(const float* q, const float* k, const float* v, int64_t stride, int64_t batch, int64_t seq, int64_t n_head,
-               int64_t head_dim, const int32_t* key_mask, bool causal, float* out) {
+               int64_t head_dim, const int32_t* key_mask, bool causal, const RelativeTerms* rel, float* out) {
     const KernelTable& kt = kernel_table();
-    const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+    const float scale = rel ? rel->scale : 1.0f / std::sqrt(static_cast<float>(head_dim));
     const int64_t out_stride = n_head * head_dim;
     ThreadPool::global().parallel_for(batch * n_head, [&](int64_t task0, int64_t task1) {
-        thread_local std::vector<float> scores;
+        thread_local std::vector<float> scores, c2p, p2c;
         scores.resize(static_cast<size_t>(seq * seq));
         for (int64_t task = task0; task < task1; ++task) {
             const int64_t b = task / n_head, h = task % n_head;
@@ -83,6 +83,24 @@ void attention(const float* q, const float* k, const float* v, int64_t stride, i
             if (n_valid == 0 || n_valid == seq) mask = nullptr;
             // scores: [seq, seq] = Q_bh: [seq, head_dim] · K_bhᵀ
             kt.gemm_f32.fn(seq, seq, head_dim, q + base, stride, k + base, stride, scores.data(), seq);
+            if (rel) {
+                // c2p: [seq, n_rel] = Q_bh · pos_K_hᵀ; p2c: [seq, n_rel] = K_bh · pos_Q_hᵀ; each score gathers its entry
+                const int64_t R = rel->n_rel;
+                if (rel->pos_k) {
+                    c2p.resize(static_cast<size_t>(seq * R));
+                    kt.gemm_f32.fn(seq, R, head_dim, q + base, stride, rel->pos_k + h * head_dim, stride, c2p.data(), R);
+                }
+                if (rel->pos_q) {
+                    p2c.resize(static_cast<size_t>(seq * R));
+                    kt.gemm_f32.fn(seq, R, head_dim, k + base, stride, rel->pos_q + h * head_dim, stride, p2c.data(), R);
+                }
+                for (int64_t i = 0; i < seq; ++i)
+                    for (int64_t j = 0; j < seq; ++j) {
+                        float& sc = scores[static_cast<size_t>(i * seq + j)];
+                        if (rel->pos_k) sc += c2p[static_cast<size_t>(i * R + rel->c2p_index[i * seq + j])];
+                        if (rel->pos_q) sc += p2c[static_cast<size_t>(j * R + rel->p2c_index[i * seq + j])];
+                    }
+            }
             for (int64_t t = 0; t < seq; ++t) {
                 float* row = scores.data() + t * seq;
                 // causal: keys after t get zero weight; a query none of whose keys 0..t is valid (left padding)
@@ -105,12 +123,17 @@ void attention(const float* q, const float* k, const float* v, int64_t stride, i
 
 void attention_bidirectional(const float* q, const float* k, const float* v, int64_t stride, int64_t batch, int64_t seq,
                              int64_t n_head, int64_t head_dim, const int32_t* key_mask, float* out) {
-    attention(q, k, v, stride, batch, seq, n_head, head_dim, key_mask, false, out);
+    attention(q, k, v, stride, batch, seq, n_head, head_dim, key_mask, false, nullptr, out);
+}
+
+void attention_disentangled(const float* q, const float* k, const float* v, int64_t stride, int64_t batch, int64_t seq, int64_t n_head,
+                            int64_t head_dim, const int32_t* key_mask, const RelativeTerms& rel, float* out) {
+    attention(q, k, v, stride, batch, seq, n_head, head_dim, key_mask, false, &rel, out);
 }
 
 void attention_causal(const float* q, const float* k, const float* v, int64_t stride, int64_t batch, int64_t seq, int64_t n_head,
                       int64_t head_dim, const int32_t* key_mask, float* out) {
-    attention(q, k, v, stride, batch, seq, n_head, head_dim, key_mask, true, out);
+    attention(q, k, v, stride, batch, seq, n_head, head_dim, key_mask, true, nullptr, out);
 }
 
 }  // namespace cq::ops

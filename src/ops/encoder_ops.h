@@ -35,6 +35,21 @@ void add_layer_norm_rows(float* x, const float* r, int64_t T, int64_t D, const T
 void attention_bidirectional(const float* q, const float* k, const float* v, int64_t stride, int64_t batch, int64_t seq,
                              int64_t n_head, int64_t head_dim, const int32_t* key_mask, float* out);
 
+// DeBERTa's disentangled terms added to q·kᵀ before the softmax. pos_k / pos_q: [n_rel, stride] (the relative
+// embeddings through the key / query projection, head h at column h·head_dim; null: no c2p / p2c term); c2p_index /
+// p2c_index: [seq, seq], for query i and key j the row of pos_k / pos_q: score(i, j) = q_i·k_j + q_i·pos_k[c2p(i,j)] +
+// k_j·pos_q[p2c(i,j)], then × scale (1/√(head_dim·(1 + terms))).
+struct RelativeTerms {
+    const float* pos_k = nullptr;
+    const float* pos_q = nullptr;
+    int64_t n_rel = 0;
+    const int32_t* c2p_index = nullptr;
+    const int32_t* p2c_index = nullptr;
+    float scale = 1.0f;
+};
+void attention_disentangled(const float* q, const float* k, const float* v, int64_t stride, int64_t batch, int64_t seq, int64_t n_head,
+                            int64_t head_dim, const int32_t* key_mask, const RelativeTerms& rel, float* out);
+
 // The same with a causal mask as well (CLIP's text tower): query t sees the unmasked keys 0..t of its sequence.
 void attention_causal(const float* q, const float* k, const float* v, int64_t stride, int64_t batch, int64_t seq, int64_t n_head,
                       int64_t head_dim, const int32_t* key_mask, float* out);

@@ -196,13 +196,15 @@ std::unique_ptr<Tokenizer> load_tokenizer(const hf::ModelDir& dir) {
     cfg.config = dir.config;
     if (has("tokenizer_config.json")) cfg.tokenizer_config = tok::read_json(root / "tokenizer_config.json");
 
+    // DeBERTa-v2/v3 names its SentencePiece model spm.model
+    const char* spm_file = has("tokenizer.model") ? "tokenizer.model" : has("spm.model") ? "spm.model" : nullptr;
 #if defined(CQ_MINIMAL)
-    if (has("tokenizer.model"))
-        throw Unsupported("[tokenizer] " + (root / "tokenizer.model").string() +
+    if (spm_file)
+        throw Unsupported("[tokenizer] " + (root / spm_file).string() +
                           ": SentencePiece model files need the full cq build (this is the CQ_MINIMAL runtime; GGUF files "
                           "carry their tokenizer)");
 #else
-    if (has("tokenizer.model")) return tok::make_sentencepiece((root / "tokenizer.model").string(), cfg);
+    if (spm_file) return tok::make_sentencepiece((root / spm_file).string(), cfg);
 #endif
     if (has("tokenizer.json"))
         if (auto t = tok::make_from_tokenizer_json((root / "tokenizer.json").string(), cfg)) return t;
@@ -210,7 +212,7 @@ std::unique_ptr<Tokenizer> load_tokenizer(const hf::ModelDir& dir) {
         return tok::make_bpe_from_files((root / "vocab.json").string(), (root / "merges.txt").string(), cfg);
     if (has("vocab.txt")) return tok::make_wordpiece_from_vocab_txt((root / "vocab.txt").string(), cfg);
 
-    std::string what = "no tokenizer files (looked for tokenizer.model, tokenizer.json, vocab.json + merges.txt, vocab.txt)";
+    std::string what = "no tokenizer files (looked for tokenizer.model, spm.model, tokenizer.json, vocab.json + merges.txt, vocab.txt)";
     if (has("vocab.json")) what = "vocab.json is present but merges.txt is missing";
     else if (has("merges.txt")) what = "merges.txt is present but vocab.json is missing";
     else if (has("tokenizer.json")) what = "tokenizer.json holds a model type cq does not implement, and there is no "
