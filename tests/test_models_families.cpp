@@ -20,6 +20,7 @@
 #include "cq/datasets.h"
 #include "cq/encoder.h"
 #include "cq/error.h"
+#include "cq/onnx.h"
 #include "cq/quantize_encoder.h"
 #include "cq/thread_pool.h"
 #include "test_support.h"
@@ -216,6 +217,20 @@ TEST(families_resnet, ConvolutionsAreListedAndMissingNormsNamed) {
     test::TempDir dir3("cq_families");
     const std::string bad_sizes = copy_with_config(family_dir("resnet-bottleneck-random"), dir3, [](nlohmann::json& c) { c["depths"] = {1}; });
     EXPECT_THROW(EncoderModel::load(bad_sizes), FormatError);
+}
+
+TEST(families_resnet, OnnxExportIsRefusedClearly) {
+    // ResNet (and a bare BertModel) have no ONNX graph writer yet: a clear Unsupported, not a crash in the ViT graph
+    test::TempDir out("cq_families");
+    for (const char* name : {"resnet-bottleneck-random", "layoutlm-token-random-b"}) {
+        const auto model = EncoderModel::load(family_dir(name));
+        try {
+            export_onnx(*model, out.file("m.onnx"));
+            ADD_FAILURE() << name << ": export did not throw";
+        } catch (const Unsupported& e) {
+            EXPECT_NE(std::string(e.what()).find("has no ONNX export yet"), std::string::npos) << e.what();
+        }
+    }
 }
 
 TEST(families_resnet, W8A8ContainerReloadsTheFoldedConvolutions) {

@@ -134,10 +134,13 @@ void export_encoder(const EncoderModel& model, const std::string& path, const On
     const EncoderConfig& c = model.config();
     const auto act = ops::activation_from_name(c.hidden_act);
     if (!act) throw Unsupported("[onnx] " + c.architecture + ": activation '" + c.hidden_act + "'");
-    // The graphs below are BERT / RoBERTa / DistilBERT's and ViT's: DeiT's distillation token and LayoutLM's box input
-    // have no ONNX form yet, and a graph without them would silently compute something else.
-    if (c.family == EncoderFamily::deit || c.family == EncoderFamily::layoutlm)
-        throw Unsupported("[onnx] " + c.architecture + " has no ONNX export yet (exported: BERT, RoBERTa, DistilBERT, ViT)");
+    // The graphs below are BERT / RoBERTa / DistilBERT's and ViT's; every other family (DeiT's distillation token,
+    // LayoutLM's boxes, ResNet's convolutions, CLIP's towers, DeBERTa's disentangled attention) has no ONNX form yet, and a
+    // BERT or ViT graph of its weights would crash or silently compute something else: an allow-list, not a deny-list.
+    const bool graph_exists = c.family == EncoderFamily::bert || c.family == EncoderFamily::roberta ||
+                              c.family == EncoderFamily::distilbert || c.family == EncoderFamily::vit;
+    if (!graph_exists || c.feature_extraction || c.token_classification)
+        throw Unsupported("[onnx] " + c.architecture + " has no ONNX export yet (exported: BERT, RoBERTa, DistilBERT sequence classifiers, ViT)");
     if (options.progress) options.progress("graph");
     onnx_ir::Model m = new_model(options, "cq_" + c.architecture,
                                    "cq export (" + c.architecture + ", " + onnx_format_name(options.format) + ")");
