@@ -285,7 +285,7 @@ constexpr RungPreference kRungPreferences[] = {
     {"intel_sapphire_rapids", "gemm_u8s8", IsaLevel::avx512_vnni, "vnni 1.8-3.3x avx2 on BERT-base shapes on Emerald Rapids"},
     {"intel_sapphire_rapids", "gemm_u7s8", IsaLevel::avx512_vnni, "vnni (its u8s8 kernel) 1.04-1.94x the avx2 vpmaddubsw kernel on Emerald Rapids"},
     {"intel_sapphire_rapids", "quantize_rows_u8_static", IsaLevel::avx2, "vnni 0.89-1.02x avx2 on Emerald Rapids: keep avx2"},
-    {"intel_sapphire_rapids", "gemm_f32", IsaLevel::avx512, "oneDNN 4.7-5.1x OpenBLAS (Haswell kernels) on BERT-base shapes and attention heads on Emerald Rapids"},
+    {"intel_sapphire_rapids", "gemm_f32", IsaLevel::avx512, "oneDNN 4.7-5.1x OpenBLAS on BERT-base shapes and attention heads on Emerald Rapids (OpenBLAS 0.3.21 does not know the CPU and runs its SSE3 Prescott kernels)"},
     {"intel_sapphire_rapids", "dot_u8_s8", IsaLevel::avx512_vnni, "vnni 2.95-3.07x avx2 on Emerald Rapids"},
 };
 

@@ -81,15 +81,16 @@ void linear(const Linear& layer, const float* x, int64_t T, float* y, const int3
     ThreadPool& pool = ThreadPool::global();
     if (w.dtype() == DType::F32) {
         const float* wp = static_cast<const float*>(w.data());
-        // Output columns are split across the pool; each slice is one single-threaded kernel call.
-        pool.parallel_for(
-            n_out,
-            [&](int64_t c0, int64_t c1) {
-                if (layer.transposed) k.gemm_f32_nn.fn(T, c1 - c0, n_in, x, n_in, wp + c0, n_out, y + c0, n_out);
-                else if (T == 1) k.gemv_f32.fn(c1 - c0, n_in, wp + c0 * n_in, n_in, x, y + c0);
-                else k.gemm_f32.fn(T, c1 - c0, n_in, x, n_in, wp + c0 * n_in, n_in, y + c0, n_out);
-            },
-            kMinColumnsPerThread);
+        // Output columns are split across the pool in whole blocks of kMinColumnsPerThread, so every slice starts at a
+        // multiple of 64 for any thread count; each slice is one single-threaded kernel call. The float GEMMs give
+        // the same bits for any such split (the OpenBLAS wrappers by going through 64-column blocks themselves).
+        const int64_t n_blocks = (n_out + kMinColumnsPerThread - 1) / kMinColumnsPerThread;
+        pool.parallel_for(n_blocks, [&](int64_t b0, int64_t b1) {
+            const int64_t c0 = b0 * kMinColumnsPerThread, c1 = std::min(n_out, b1 * kMinColumnsPerThread);
+            if (layer.transposed) k.gemm_f32_nn.fn(T, c1 - c0, n_in, x, n_in, wp + c0, n_out, y + c0, n_out);
+            else if (T == 1) k.gemv_f32.fn(c1 - c0, n_in, wp + c0 * n_in, n_in, x, y + c0);
+            else k.gemm_f32.fn(T, c1 - c0, n_in, x, n_in, wp + c0 * n_in, n_in, y + c0, n_out);
+        });
     } else if (dtype_traits(w.dtype()).is_quantized && !layer.transposed) {
         linear_quantized(layer, x, T, y);
     } else {

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "kernels/blas/openblas_column_split.h"
 #include "kernels/kernel_decls.h"
 
 namespace cq::kernels {
@@ -21,8 +22,12 @@ void gemm_f32_nn__openblas(int64_t m, int64_t n, int64_t k, const float* a, int6
     lda = std::max(lda, k);
     ldb = std::max(ldb, n);
     ldc = std::max(ldc, n);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, blasint(m), blasint(n), blasint(k), 1.0f, a, blasint(lda), b,
-                blasint(ldb), 0.0f, c, blasint(ldc));
+    const int64_t block = kOpenblasColumnBlock;
+    for (int64_t j0 = 0; j0 < n; j0 += block) {
+        const int64_t nb = std::min(block, n - j0);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, blasint(m), blasint(nb), blasint(k), 1.0f, a, blasint(lda),
+                    b + j0, blasint(ldb), 0.0f, c + j0, blasint(ldc));
+    }
 }
 
 }  // namespace cq::kernels

@@ -1,8 +1,10 @@
 // Float GEMM through OpenBLAS, C = A·Bᵀ (weights stored [out, in]); OpenBLAS accumulates in float.
 #include <cblas.h>
 
+#include <algorithm>
 #include <cstdint>
 
+#include "kernels/blas/openblas_column_split.h"
 #include "kernels/kernel_decls.h"
 
 namespace cq::kernels {
@@ -21,9 +23,13 @@ void gemm_f32__openblas(int64_t m, int64_t n, int64_t k, const float* a, int64_t
         if (lda < k) lda = k;
         if (ldc < n) ldc = n;
     }
-    if (n == 1 && ldb < k) ldb = k;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, blasint(m), blasint(n), blasint(k), 1.0f, a,
-                blasint(lda), b, blasint(ldb), 0.0f, c, blasint(ldc));
+    const int64_t block = kOpenblasColumnBlock;
+    for (int64_t j0 = 0; j0 < n; j0 += block) {
+        const int64_t nb = std::min(block, n - j0);
+        const int64_t ldb_call = nb == 1 ? std::max(ldb, k) : ldb;  // a single row leaves the stride unused
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, blasint(m), blasint(nb), blasint(k), 1.0f, a,
+                    blasint(lda), b + j0 * ldb, blasint(ldb_call), 0.0f, c + j0, blasint(ldc));
+    }
 }
 
 }  // namespace cq::kernels
