@@ -15,7 +15,6 @@ import sys
 import zlib
 
 import numpy as np
-import sentencepiece as spm
 import torch
 import torch.nn.functional as F
 
@@ -334,6 +333,7 @@ def load_model():
 
 def text_tokens():
     """As cq's load_text_windows: one trailing newline dropped, BOS first, the whole text at once."""
+    import sentencepiece as spm  # only here: check-hf needs torch and numpy alone
     sp = spm.SentencePieceProcessor(model_file=os.path.join(MODEL, "tokenizer.model"))
     with open(DATA, encoding="utf-8") as f:
         text = f.read()
