@@ -13,6 +13,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "cq/classify.h"
 #include "cq/encoder.h"
 #include "cq/error.h"
 #include "cq/onnx.h"
@@ -180,6 +181,7 @@ TEST(families_clip, ZeroShotClassifierIsLogitsPerImageOverClassPrompts) {
 }
 
 TEST(families_clip, LayersNameBothTowersAndTheProjections) {
+    EXPECT_TRUE(is_encoder_model(clip_dir("clip-tiny-random")));  // the CLI (cq bench) routes CLIP to the encoder engine
     const auto model = EncoderModel::load(clip_dir("clip-tiny-random"));
     std::vector<std::string> names;
     for (const LayerInfo& l : model->layers()) names.push_back(l.name);

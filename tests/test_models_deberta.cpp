@@ -14,6 +14,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "cq/classify.h"
 #include "cq/encoder.h"
 #include "cq/error.h"
 #include "cq/onnx.h"
@@ -124,6 +125,7 @@ TEST(families_deberta, LogBucketsAreTransformersBuckets) {
 }
 
 TEST(families_deberta, LayersListTheRelativeEmbeddingsAndPositionProjections) {
+    EXPECT_TRUE(is_encoder_model(deberta_dir("deberta-v3-random")));  // the CLI (cq bench) routes DeBERTa to the encoder engine
     const auto model = EncoderModel::load(deberta_dir("deberta-v2-random-b"));
     std::vector<std::string> names;
     for (const LayerInfo& l : model->layers()) names.push_back(l.name);

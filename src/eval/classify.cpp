@@ -131,7 +131,9 @@ bool is_encoder_model(const std::string& path) {
             const auto it = j.find("model_type");
             if (it == j.end() || !it->is_string()) return false;
             const std::string type = it->get<std::string>();
-            return type == "bert" || type == "roberta" || type == "distilbert" || type == "vit" || type == "deit" || type == "layoutlm" || type == "resnet";
+            // EncoderModel's model types (its kSupported table): CLI commands route these to the encoder engine
+            return type == "bert" || type == "roberta" || type == "distilbert" || type == "vit" || type == "deit" || type == "layoutlm" ||
+                   type == "resnet" || type == "clip" || type == "deberta-v2";
         }
         if (!fs::is_regular_file(path, ec)) return false;
         return gguf::File::open(path).get_string("general.architecture") == "cq-encoder";
