@@ -11,6 +11,9 @@
 #include "cq/error.h"
 #include "formats/formats.h"
 #include "kernels/kernel_decls.h"
+#if defined(__aarch64__)
+#include "kernels/arm/packed_arm.h"
+#endif
 
 namespace cq {
 namespace {
@@ -159,6 +162,9 @@ KernelTable make_kernel_table(IsaLevel level) {
     }
     if (reaches(level, IsaLevel::neon_dotprod)) {
         CQ_SET_GEMMS(neon_dotprod, IsaLevel::neon_dotprod);
+        // sdot on the 8-row interleaved layouts (kernels/arm/packed_arm.h); Q4_K stays on its file layout
+        CQ_SET_QUANT(Q4_0, gemm_packed, gemm_q4_0x8_q8_0__neon_dotprod, IsaLevel::neon_dotprod);
+        CQ_SET_QUANT(Q8_0, gemm_packed, gemm_q8_0x8_q8_0__neon_dotprod, IsaLevel::neon_dotprod);
         CQ_SET(gemm_u8s8, gemm_u8s8_f32__neon_dotprod, IsaLevel::neon_dotprod);
         CQ_SET(gemm_u7s8, gemm_u8s8_f32__neon_dotprod, IsaLevel::neon_dotprod);
     }
