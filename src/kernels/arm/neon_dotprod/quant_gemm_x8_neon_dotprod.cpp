@@ -26,26 +26,33 @@ inline int8x16_t quad(const int8_t* p) {
 
 // Rows 0-3 and 4-7 of a block's integer sums against activation block a (Q4_0: 4 pieces of 32 bytes, low nibbles
 // elements 4jj.., high nibbles 16 + 4jj..; Q8_0: 8 pieces, elements 4j..).
+// Two accumulators per half (low / high nibbles, even / odd pieces) so that no sdot waits on the one before.
 inline void block_sums(const BlockQ4_0x8& w, const BlockQ8_0& a, int32x4_t& lo, int32x4_t& hi) {
-    lo = vdupq_n_s32(0), hi = vdupq_n_s32(0);
+    int32x4_t lo0 = vdupq_n_s32(0), lo1 = vdupq_n_s32(0), hi0 = vdupq_n_s32(0), hi1 = vdupq_n_s32(0);
     const uint8x16_t m4 = vdupq_n_u8(0x0F);
     const int8x16_t bias = vdupq_n_s8(8);
+#pragma GCC unroll 4
     for (int jj = 0; jj < 4; ++jj) {
         const uint8x16_t q0 = vld1q_u8(w.qs + 32 * jj), q1 = vld1q_u8(w.qs + 32 * jj + 16);
         const int8x16_t a_lo = quad(a.qs + 4 * jj), a_hi = quad(a.qs + 16 + 4 * jj);
-        lo = vdotq_s32(lo, vsubq_s8(vreinterpretq_s8_u8(vandq_u8(q0, m4)), bias), a_lo);
-        hi = vdotq_s32(hi, vsubq_s8(vreinterpretq_s8_u8(vandq_u8(q1, m4)), bias), a_lo);
-        lo = vdotq_s32(lo, vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(q0, 4)), bias), a_hi);
-        hi = vdotq_s32(hi, vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(q1, 4)), bias), a_hi);
+        lo0 = vdotq_s32(lo0, vsubq_s8(vreinterpretq_s8_u8(vandq_u8(q0, m4)), bias), a_lo);
+        hi0 = vdotq_s32(hi0, vsubq_s8(vreinterpretq_s8_u8(vandq_u8(q1, m4)), bias), a_lo);
+        lo1 = vdotq_s32(lo1, vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(q0, 4)), bias), a_hi);
+        hi1 = vdotq_s32(hi1, vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(q1, 4)), bias), a_hi);
     }
+    lo = vaddq_s32(lo0, lo1), hi = vaddq_s32(hi0, hi1);
 }
 inline void block_sums(const BlockQ8_0x8& w, const BlockQ8_0& a, int32x4_t& lo, int32x4_t& hi) {
-    lo = vdupq_n_s32(0), hi = vdupq_n_s32(0);
-    for (int j = 0; j < 8; ++j) {
-        const int8x16_t aq = quad(a.qs + 4 * j);
-        lo = vdotq_s32(lo, vld1q_s8(w.qs + 32 * j), aq);
-        hi = vdotq_s32(hi, vld1q_s8(w.qs + 32 * j + 16), aq);
+    int32x4_t lo0 = vdupq_n_s32(0), lo1 = vdupq_n_s32(0), hi0 = vdupq_n_s32(0), hi1 = vdupq_n_s32(0);
+#pragma GCC unroll 4
+    for (int j = 0; j < 8; j += 2) {
+        const int8x16_t a0 = quad(a.qs + 4 * j), a1 = quad(a.qs + 4 * j + 4);
+        lo0 = vdotq_s32(lo0, vld1q_s8(w.qs + 32 * j), a0);
+        hi0 = vdotq_s32(hi0, vld1q_s8(w.qs + 32 * j + 16), a0);
+        lo1 = vdotq_s32(lo1, vld1q_s8(w.qs + 32 * j + 32), a1);
+        hi1 = vdotq_s32(hi1, vld1q_s8(w.qs + 32 * j + 48), a1);
     }
+    lo = vaddq_s32(lo0, lo1), hi = vaddq_s32(hi0, hi1);
 }
 
 // act: [m] rows of Q8_0 blocks; w: the 8-row groups of rows [0, n) (group g at nb·g blocks) → c: [m, n]
