@@ -18,7 +18,7 @@ import shutil
 
 import torch
 import transformers
-from transformers import (CLIPConfig, CLIPModel, CLIPTokenizer, DebertaV2Config, DebertaV2ForSequenceClassification, DebertaV2Tokenizer, ResNetConfig, ResNetForImageClassification, DeiTConfig, DeiTForImageClassification, DeiTForImageClassificationWithTeacher, LayoutLMConfig,
+from transformers import (BartConfig, BartForConditionalGeneration, BartTokenizer, CLIPConfig, CLIPModel, CLIPTokenizer, DebertaV2Config, DebertaV2ForSequenceClassification, DebertaV2Tokenizer, ResNetConfig, ResNetForImageClassification, DeiTConfig, DeiTForImageClassification, DeiTForImageClassificationWithTeacher, LayoutLMConfig,
                           LayoutLMForSequenceClassification, LayoutLMForTokenClassification, BertTokenizer)
 
 
@@ -340,6 +340,106 @@ def deberta(out, name, seed, vocab_size, max_len, **cfg):
         "token_type_ids": b["token_type_ids"].tolist(), "logits": rounded(logits)})
 
 
+# ---- BART -----------------------------------------------------------------------------------------------------
+
+def bart_tokenizer(d, n_merges):
+    """GPT-2's byte-level BPE layout as BART uses it: <s> 0, <pad> 1, </s> 2, <unk> 3, the 256 byte characters, merges
+    learnt on the SST-2 dev sentences (words with their leading space as "Ġ"), then <mask>."""
+    from collections import Counter
+    from transformers.models.bart.tokenization_bart import bytes_to_unicode
+    import regex
+    bu = bytes_to_unicode()
+    pat = regex.compile(r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+""")
+    vocab = ["<s>", "<pad>", "</s>", "<unk>"] + list(bu.values())
+    words = Counter()
+    for sent in sst2_sentences(872):
+        for w in pat.findall(sent):
+            words[tuple(bu[b] for b in w.encode("utf-8"))] += 1
+    merges = []
+    for _ in range(n_merges):
+        pairs = Counter()
+        for w, n in words.items():
+            for a, b in zip(w, w[1:]):
+                pairs[(a, b)] += n
+        if not pairs:
+            break
+        best = max(pairs, key=lambda p: (pairs[p], p))
+        merges.append(best)
+        vocab.append(best[0] + best[1])
+        merged = Counter()
+        for w, n in words.items():
+            out, i = [], 0
+            while i < len(w):
+                if i + 1 < len(w) and (w[i], w[i + 1]) == best:
+                    out.append(w[i] + w[i + 1])
+                    i += 2
+                else:
+                    out.append(w[i])
+                    i += 1
+            merged[tuple(out)] += n
+        words = merged
+    vocab.append("<mask>")
+    write_json(os.path.join(d, "vocab.json"), {t: i for i, t in enumerate(vocab)})
+    with open(os.path.join(d, "merges.txt"), "w") as f:
+        f.write("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
+    tok = BartTokenizer(os.path.join(d, "vocab.json"), os.path.join(d, "merges.txt"))
+    tok.save_pretrained(d)
+    return tok
+
+
+def bart_greedy(model, config, input_ids, attention_mask, max_new_tokens):
+    """Greedy decoding with transformers' forward pass, one sequence at a time: decoder_start_token_id first, then the
+    arg-max token until </s> or max_new_tokens; forced_eos_token_id (when the config sets it) forces </s> at the last
+    step, as generate's ForcedEOSTokenLogitsProcessor does. (model.generate itself imports torch.distributed, which
+    Debian's torch 1.13 cannot under Python 3.11.)"""
+    out = []
+    for ids, mask in zip(input_ids, attention_mask):
+        n = int(mask.sum())
+        src = ids[:n].unsqueeze(0)
+        enc = model.get_encoder()(input_ids=src)
+        seq = [config.decoder_start_token_id]
+        for step in range(max_new_tokens):
+            logits = model(encoder_outputs=enc, decoder_input_ids=torch.tensor([seq])).logits[0, -1]
+            if config.forced_eos_token_id is not None and step == max_new_tokens - 1:
+                tok = config.forced_eos_token_id
+            else:
+                tok = int(torch.argmax(logits))
+            seq.append(tok)
+            if tok == config.eos_token_id:
+                break
+        out.append(seq)
+    return out
+
+
+def bart(out, name, seed, n_merges, max_new_tokens, **cfg):
+    d = os.path.join(out, name)
+    fresh_dir(d)
+    tok = bart_tokenizer(d, n_merges)
+    cfg["vocab_size"] = len(tok)
+    torch.manual_seed(seed)
+    config = BartConfig(**cfg)
+    model = randomize(BartForConditionalGeneration(config), seed)
+    with torch.no_grad():
+        model.final_logits_bias.copy_(0.1 * torch.randn(model.final_logits_bias.shape, generator=torch.Generator().manual_seed(seed + 3)))
+    model.save_pretrained(d, safe_serialization=True)
+    sources = ["a gripping , funny film .", "It's not the worst movie of the year, but it's close.", "unforgettable"]
+    targets = ["a funny film", "not the worst movie"]
+    b = tok(sources, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        gen = bart_greedy(model, config, b["input_ids"], b["attention_mask"], max_new_tokens)
+        # teacher-forced logits: decoder inputs = decoder_start + target ids (shifted right), on the first two sources
+        t = tok(targets, padding=True, return_tensors="pt")
+        labels = t["input_ids"]
+        dec = torch.cat([torch.full((labels.shape[0], 1), config.decoder_start_token_id), labels[:, :-1]], dim=1)
+        logits = model(input_ids=b["input_ids"][:2], attention_mask=b["attention_mask"][:2], decoder_input_ids=dec).logits
+    write_json(os.path.join(d, "reference.json"), {
+        "generator": f"scripts/make_family_references.py (transformers {transformers.__version__}, torch {torch.__version__})",
+        "class": "BartForConditionalGeneration", "sources": sources, "input_ids": b["input_ids"].tolist(),
+        "attention_mask": b["attention_mask"].tolist(), "max_new_tokens": max_new_tokens, "generated": gen,
+        "targets": targets, "decoder_input_ids": dec.tolist(),
+        "logits": [[[round(float(v), 6) for v in row] for row in seq] for seq in logits]})
+
+
 def minilm(model_dir, out):
     from transformers import AutoModel, AutoTokenizer
     sst2 = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "fixtures", "data", "sst2_dev.tsv")
@@ -368,7 +468,15 @@ def main():
     if args.minilm:
         return minilm(args.minilm, out)
     imagenet_mean, imagenet_std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
-    only = set(args.only.split(",")) if args.only else {"deit", "layoutlm", "resnet", "clip", "deberta"}
+    only = set(args.only.split(",")) if args.only else {"deit", "layoutlm", "resnet", "clip", "deberta", "bart"}
+    if "bart" in only:
+        bart(out, "bart-tiny-random", 80, 200, 12, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+             decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=64, forced_eos_token_id=None)
+        # The second: other sizes, 3 / 2 heads, 1 encoder and 3 decoder layers, gelu_new, scaled embeddings, and
+        # forced_eos_token_id (the last allowed step is </s>)
+        bart(out, "bart-random-b", 81, 150, 8, d_model=24, encoder_layers=1, decoder_layers=3, encoder_attention_heads=3,
+             decoder_attention_heads=2, encoder_ffn_dim=40, decoder_ffn_dim=56, max_position_embeddings=40,
+             activation_function="gelu_new", scale_embedding=True, forced_eos_token_id=2)
     if "deberta" in only:
         # DeBERTa-v3's shape: shared attention keys, c2p + p2c, log buckets (8: relative distances beyond ±4 share
         # buckets), LayerNorm'd relative embeddings, no absolute positions, no token types.

@@ -7,6 +7,7 @@
 #include "core/json_file.h"
 #include "core/name_table.h"
 #include "cq/encoder.h"
+#include "cq/seq2seq.h"
 #include "cq/error.h"
 #include "cq/io/gguf.h"
 #include "cq/llm.h"
@@ -65,6 +66,7 @@ std::unique_ptr<Model> Model::load(const std::string& path) {
             if (auto it = config.find("model_type"); it != config.end() && it->is_string()) model_type = it->get<std::string>();
         for (const char* decoder : {"llama", "mistral", "qwen2", "gpt2"})
             if (model_type == decoder) return LanguageModel::load(path);
+        if (model_type == "bart") return Seq2SeqModel::load(path);  // encoder–decoder generators
         return EncoderModel::load(path);
     }
     if (!fs::exists(path, ec)) throw IoError("[model] '" + path + "' does not exist");

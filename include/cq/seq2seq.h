@@ -1,0 +1,73 @@
+// Encoder–decoder generators built from an HF directory: BART (BartForConditionalGeneration). Weights stay
+// memory-mapped, compute is f32 through the kernel table, one sequence per call; greedy generation keeps a KV cache
+// (the decoder's self-attention keys / values grow by one row per step, the cross-attention ones are made once).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "cq/model.h"
+#include "cq/tokenizer.h"
+
+namespace cq {
+
+struct Seq2SeqConfig {
+    std::string architecture;  // "BartForConditionalGeneration"
+    int64_t d_model = 0, vocab = 0, max_positions = 0;
+    int64_t encoder_layers = 0, decoder_layers = 0, encoder_heads = 0, decoder_heads = 0, encoder_ffn = 0, decoder_ffn = 0;
+    std::string activation = "gelu";
+    float embed_scale = 1.0f;  // √d_model with scale_embedding
+    float norm_eps = 1e-5f;
+    int32_t pad_token_id = 1, bos_token_id = 0, eos_token_id = 2, decoder_start_token_id = 2;
+    std::optional<int32_t> forced_bos_token_id, forced_eos_token_id;
+};
+
+/// One post-LN layer: x = LN(x + self_attn(x)); (decoder: x = LN(x + cross_attn(x, encoder))); x = LN(x + ffn(x)).
+struct Seq2SeqLayer {
+    Linear q, k, v, attn_out;
+    Norm attn_norm;
+    std::optional<Linear> cross_q, cross_k, cross_v, cross_out;  // decoder only (encoder_attn)
+    std::optional<Norm> cross_norm;
+    Linear ffn_in, ffn_out;
+    Norm ffn_norm;
+};
+
+class Seq2SeqModel : public Model {
+public:
+    Seq2SeqModel();
+    ~Seq2SeqModel() override;
+    /// Loads an HF directory (config.json + safetensors + vocab.json / merges.txt). Unsupported for other models.
+    static std::unique_ptr<Seq2SeqModel> load(const std::string& hf_dir);
+
+    const Seq2SeqConfig& config() const { return config_; }
+    const Tokenizer* tokenizer() const { return tokenizer_.get(); }
+    ModelKind kind() const override { return ModelKind::decoder; }  // it generates tokens
+    const std::string& architecture() const override { return config_.architecture; }
+    int64_t n_blocks() const override { return config_.encoder_layers + config_.decoder_layers; }  // encoder's, then decoder's
+    std::vector<LayerInfo> layers() const override;
+    /// Unsupported: cq has no container for encoder–decoders yet.
+    void save(const std::string& path, const SaveOptions& options = {}) const override;
+
+    /// <s> text </s>, as BartTokenizer gives it.
+    std::vector<int32_t> tokenize(std::string_view text) const;
+    /// Teacher-forced decoder logits [decoder_ids.size(), vocab] for the source ids (no padding) and the decoder input ids.
+    void logits(std::span<const int32_t> source, std::span<const int32_t> decoder_ids, float* out);
+    /// Greedy decoding: decoder_start_token_id, then the arg-max token each step (forced_bos at the first, forced_eos at the
+    /// last when the config sets them) until </s> or max_new_tokens; returns the start token and what was generated.
+    std::vector<int32_t> generate_greedy(std::span<const int32_t> source, int64_t max_new_tokens);
+
+    struct State;  // the weights (src/models/bart.cpp)
+
+private:
+    Seq2SeqConfig config_;
+    std::unique_ptr<Tokenizer> tokenizer_;
+    std::unique_ptr<State> s_;
+    void collect_linears(std::vector<Linear*>& out) override;
+    friend class Seq2SeqLoader;
+};
+
+}  // namespace cq
