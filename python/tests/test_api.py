@@ -12,6 +12,7 @@ import cq
 
 FIXTURES = os.environ.get("CQ_FIXTURES", os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "fixtures"))
 STORIES = os.path.join(FIXTURES, "models", "stories260K-hf")
+LLAMA = os.path.join(FIXTURES, "models", "llama-256d-stories")
 BERT = os.path.join(FIXTURES, "models", "bert-tiny-sst2")
 VALID = os.path.join(FIXTURES, "data", "tinystories_valid_subset.txt")
 CALIB = os.path.join(FIXTURES, "data", "stories_calib.txt")
@@ -137,6 +138,39 @@ class LanguageModelTest(unittest.TestCase):
         self.assertGreater(np.abs(np.asarray(m.logits(ids)) - before).max(), 1e-3)
         m.set_weight("blk.0.ffn_down", w)
         np.testing.assert_array_equal(np.asarray(m.logits(ids)), before)
+
+
+class BindingContractTest(unittest.TestCase):
+    def test_numpy_views_stay_valid_after_the_model_object_is_dropped(self):
+        tensors = read_safetensors(os.path.join(STORIES, "model.safetensors"))
+        w = np.asarray(cq.load(STORIES).weight("blk.1.ffn_down"))  # the Model is unreachable from here on
+        import gc
+        gc.collect()
+        churn = [np.random.default_rng(i).random(4096) for i in range(512)]  # reuse of freed memory would show
+        self.assertEqual(len(churn), 512)
+        np.testing.assert_array_equal(w, tensors["model.layers.1.mlp.down_proj.weight"])
+
+    def test_a_quantize_in_one_thread_does_not_block_another(self):
+        import threading
+        import time
+        stamps, stop = [], threading.Event()
+
+        def tick():
+            while not stop.is_set():
+                stamps.append(time.perf_counter())
+                time.sleep(0.001)
+
+        t = threading.Thread(target=tick)
+        t.start()
+        t0 = time.perf_counter()
+        cq.ModelQuantizer(cq.QuantizationConfig(quantization_type="q4_k_m")).quantize(LLAMA)
+        t1 = time.perf_counter()
+        stop.set()
+        t.join()
+        inside = [s for s in stamps if t0 <= s <= t1]
+        gaps = np.diff([t0] + inside + [t1])
+        # Held GIL: the other thread would stall for the whole C++ call (one gap of about t1 - t0).
+        self.assertLess(float(gaps.max()), 0.5 * (t1 - t0), f"longest stall {gaps.max():.3f} s of {t1 - t0:.3f} s")
 
 
 class CompressionPipelineTest(unittest.TestCase):
