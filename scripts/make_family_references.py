@@ -411,6 +411,14 @@ def bart_greedy(model, config, input_ids, attention_mask, max_new_tokens):
     return out
 
 
+def bart_pairs(path, n):
+    """Text pairs for teacher-forced evaluation (cq eval on a BART): each SST-2 dev sentence and its first four words."""
+    with open(path, "w") as f:
+        f.write("source\ttarget\n")
+        for sent in sst2_sentences(n):
+            f.write(sent + "\t" + " ".join(sent.split()[:4]) + "\n")
+
+
 def bart(out, name, seed, n_merges, max_new_tokens, **cfg):
     d = os.path.join(out, name)
     fresh_dir(d)
@@ -432,8 +440,21 @@ def bart(out, name, seed, n_merges, max_new_tokens, **cfg):
         labels = t["input_ids"]
         dec = torch.cat([torch.full((labels.shape[0], 1), config.decoder_start_token_id), labels[:, :-1]], dim=1)
         logits = model(input_ids=b["input_ids"][:2], attention_mask=b["attention_mask"][:2], decoder_input_ids=dec).logits
+    # teacher-forced loss on the first 16 pairs of bart_pairs.tsv, one pair at a time: the source truncated to the
+    # position table, labels = <s> target </s>, the decoder input those shifted right after decoder_start_token_id;
+    # summed token NLL and the token count
+    rows = [line.rstrip("\n").split("\t") for line in open(os.path.join(out, "bart_pairs.tsv"))][1:17]
+    nll, count = 0.0, 0
+    with torch.no_grad():
+        for src_text, tgt_text in rows:
+            src = tok(src_text, truncation=True, max_length=config.max_position_embeddings, return_tensors="pt")["input_ids"]
+            labels = tok(tgt_text, return_tensors="pt")["input_ids"]
+            loss = model(input_ids=src, labels=labels).loss
+            nll += float(loss) * labels.shape[1]
+            count += labels.shape[1]
     write_json(os.path.join(d, "reference.json"), {
         "generator": f"scripts/make_family_references.py (transformers {transformers.__version__}, torch {torch.__version__})",
+        "pairs_nll_16": nll, "pairs_tokens_16": count,
         "class": "BartForConditionalGeneration", "sources": sources, "input_ids": b["input_ids"].tolist(),
         "attention_mask": b["attention_mask"].tolist(), "max_new_tokens": max_new_tokens, "generated": gen,
         "targets": targets, "decoder_input_ids": dec.tolist(),
@@ -470,6 +491,7 @@ def main():
     imagenet_mean, imagenet_std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
     only = set(args.only.split(",")) if args.only else {"deit", "layoutlm", "resnet", "clip", "deberta", "bart"}
     if "bart" in only:
+        bart_pairs(os.path.join(out, "bart_pairs.tsv"), 64)
         bart(out, "bart-tiny-random", 80, 200, 12, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
              decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=64, forced_eos_token_id=None)
         # The second: other sizes, 3 / 2 heads, 1 encoder and 3 decoder layers, gelu_new, scaled embeddings, and

@@ -114,6 +114,32 @@ TEST(families_bart, SecondConfigMatchesTransformers) {
     expect_bart_matches("bart-random-b", 1, 3);
 }
 
+TEST(families_bart, TeacherForcedLossOnPairsMatchesTransformers) {
+    // the first 16 pairs of bart_pairs.tsv (SST-2 dev sentences → their first four words): the token count and the mean
+    // NLL transformers gave (labels = <s> target </s>, one pair at a time, sources truncated to the position table)
+    for (const char* name : {"bart-tiny-random", "bart-random-b"}) {
+        const auto model = Seq2SeqModel::load(bart_dir(name));
+        const nlohmann::json ref = read_json(bart_dir(name) + "/reference.json");
+        const Seq2SeqEvalResult r = evaluate_pairs(*model, test::tests_dir() + "/data/families/bart_pairs.tsv", 0, 16);
+        EXPECT_EQ(r.pairs, 16);
+        EXPECT_EQ(r.tokens, ref["pairs_tokens_16"].get<int64_t>()) << name;
+        const double want = ref["pairs_nll_16"].get<double>() / ref["pairs_tokens_16"].get<double>();
+        EXPECT_NEAR(r.mean_nll, want, 1e-4) << name;
+        std::printf("%s: teacher-forced mean NLL %.6f (transformers %.6f), perplexity %.3f\n", name, r.mean_nll, want, r.perplexity);
+    }
+    const auto model = Seq2SeqModel::load(bart_dir("bart-tiny-random"));
+    test::TempDir dir("cq_bart");
+    std::ofstream(dir.file("bad.tsv")) << "sentence\tlabel\nhello\t1\n";
+    try {
+        evaluate_pairs(*model, dir.file("bad.tsv"));
+        ADD_FAILURE() << "a TSV without source / target columns did not throw";
+    } catch (const FormatError& e) {
+        EXPECT_NE(std::string(e.what()).find("'source' and 'target'"), std::string::npos) << e.what();
+    }
+    std::ofstream(dir.file("short.tsv")) << "source\ttarget\nonly one column\n";
+    EXPECT_THROW(evaluate_pairs(*model, dir.file("short.tsv")), FormatError);
+}
+
 TEST(families_bart, LayersAndErrors) {
     const auto model = Seq2SeqModel::load(bart_dir("bart-tiny-random"));
     std::vector<std::string> names;

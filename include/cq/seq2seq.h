@@ -52,8 +52,11 @@ public:
     /// Unsupported: cq has no container for encoder–decoders yet.
     void save(const std::string& path, const SaveOptions& options = {}) const override;
 
-    /// <s> text </s>, as BartTokenizer gives it.
-    std::vector<int32_t> tokenize(std::string_view text) const;
+    /// <s> text </s>, as BartTokenizer gives it; max_len > 0 truncates the text's tokens to fit (truncation=True).
+    std::vector<int32_t> tokenize(std::string_view text, int64_t max_len = 0) const;
+    /// Summed negative log-likelihood (nats) of `target` (e.g. <s> … </s>) under teacher forcing: the decoder reads
+    /// decoder_start_token_id + target without its last token, as transformers' shift_tokens_right; log-softmax in double.
+    double target_nll(std::span<const int32_t> source, std::span<const int32_t> target);
     /// Teacher-forced decoder logits [decoder_ids.size(), vocab] for the source ids (no padding) and the decoder input ids.
     void logits(std::span<const int32_t> source, std::span<const int32_t> decoder_ids, float* out);
     /// Greedy decoding: decoder_start_token_id, then the arg-max token each step (forced_bos at the first, forced_eos at the
@@ -69,5 +72,14 @@ private:
     void collect_linears(std::vector<Linear*>& out) override;
     friend class Seq2SeqLoader;
 };
+
+/// Teacher-forced loss of a Seq2SeqModel on text pairs.
+struct Seq2SeqEvalResult {
+    int64_t pairs = 0, tokens = 0;
+    double nll = 0, mean_nll = 0, perplexity = 0, seconds = 0;
+};
+/// A TSV of text pairs (a header naming 'source' and 'target' columns), rows [first, end) (end < 0: all): each source
+/// truncated to the position table, each target <s> … </s>; mean NLL per target token and its exp (perplexity).
+Seq2SeqEvalResult evaluate_pairs(Seq2SeqModel& model, const std::string& tsv_path, int64_t first = 0, int64_t end = -1);
 
 }  // namespace cq

@@ -180,9 +180,11 @@ void Seq2SeqModel::save(const std::string&, const SaveOptions&) const {
     throw Unsupported("[save] " + config_.architecture + ": cq has no file format for encoder–decoder models yet");
 }
 
-std::vector<int32_t> Seq2SeqModel::tokenize(std::string_view text) const {
+std::vector<int32_t> Seq2SeqModel::tokenize(std::string_view text, int64_t max_len) const {
+    if (max_len != 0 && max_len < 3) throw InvalidArgument("[seq2seq] max_len " + std::to_string(max_len) + " leaves no room for <s> … </s>");
     std::vector<int32_t> ids{config_.bos_token_id};
-    const std::vector<int32_t> body = tokenizer_->encode(text, false);
+    std::vector<int32_t> body = tokenizer_->encode(text, false);
+    if (max_len > 0 && static_cast<int64_t>(body.size()) > max_len - 2) body.resize(static_cast<size_t>(max_len - 2));
     ids.insert(ids.end(), body.begin(), body.end());
     ids.push_back(config_.eos_token_id);
     return ids;
@@ -342,6 +344,23 @@ void Seq2SeqModel::logits(std::span<const int32_t> source, std::span<const int32
     if (decoder_ids.empty()) throw InvalidArgument("[seq2seq] the decoder input holds no tokens");
     DecoderCache cache = start_cache(config_, *s_, run_encoder(config_, *s_, source, s_->act));
     run_decoder(config_, *s_, cache, decoder_ids, out);
+}
+
+double Seq2SeqModel::target_nll(std::span<const int32_t> source, std::span<const int32_t> target) {
+    if (target.empty()) throw InvalidArgument("[seq2seq] the target holds no tokens");
+    std::vector<int32_t> dec{config_.decoder_start_token_id};
+    dec.insert(dec.end(), target.begin(), target.end() - 1);
+    const int64_t V = config_.vocab;
+    std::vector<float> out(dec.size() * static_cast<size_t>(V));
+    logits(source, dec, out.data());
+    double nll = 0;
+    for (size_t t = 0; t < target.size(); ++t) {
+        float* row = out.data() + t * static_cast<size_t>(V);
+        if (target[t] < 0 || target[t] >= V) throw InvalidArgument("[seq2seq] target token " + std::to_string(target[t]) + " is outside the vocabulary");
+        ops::log_softmax(row, V);
+        nll -= row[target[t]];
+    }
+    return nll;
 }
 
 std::vector<int32_t> Seq2SeqModel::generate_greedy(std::span<const int32_t> source, int64_t max_new_tokens) {

@@ -1,7 +1,10 @@
 // `cq eval MODEL --task classification --data FILE`: accuracy of an encoder classifier on a labelled
 // TSV, MNIST idx files or an image folder; with --compare OTHER, the agreement and logits KL-divergence
-// of the two models on the same samples, in the same run.
+// of the two models on the same samples, in the same run. An encoder–decoder (BART): teacher-forced loss and perplexity
+// on a TSV of text pairs.
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <optional>
 #include <tuple>
@@ -14,6 +17,7 @@
 #include "cq/calibration.h"
 #include "cq/kernels.h"
 #include "cq/onnx_model.h"
+#include "cq/seq2seq.h"
 
 namespace cq::cli {
 
@@ -59,6 +63,25 @@ Runner register_eval(CLI::App& app) {
     cmd->add_option("--calib-method", o->calib_method, "--w8a8-calib: minmax, percentile, mse or entropy (default: minmax)");
     cmd->add_flag("--json", o->json, "Print JSON instead of a table (default: off)");
     return [o]() -> int {
+        // An encoder–decoder directory (config.json's model_type bart): teacher-forced loss on text pairs.
+        if (std::error_code ec; std::filesystem::is_regular_file(std::filesystem::path(o->model) / "config.json", ec)) {
+            std::ifstream cfg(std::filesystem::path(o->model) / "config.json");
+            const nlohmann::json j = nlohmann::json::parse(cfg, nullptr, false);
+            if (j.is_object() && j.value("model_type", "") == "bart") {
+                auto model = Seq2SeqModel::load(o->model);
+                const auto [first, count] = parse_sample_range(o->range, "--range");
+                const Seq2SeqEvalResult r = evaluate_pairs(*model, o->data, first, count < 0 ? -1 : first + count);
+                if (o->json) {
+                    print_json({{"model", o->model}, {"data", o->data}, {"task", "teacher-forced loss"}, {"pairs", r.pairs}, {"tokens", r.tokens},
+                                {"mean_nll", r.mean_nll}, {"perplexity", r.perplexity}, {"seconds", r.seconds}});
+                } else {
+                    std::printf("%s on %s: teacher-forced loss over %lld pairs (%lld target tokens)\n", model->architecture().c_str(), o->data.c_str(),
+                                static_cast<long long>(r.pairs), static_cast<long long>(r.tokens));
+                    std::printf("  mean NLL %.6f nats/token, perplexity %.4f, %.2f s\n", r.mean_nll, r.perplexity, r.seconds);
+                }
+                return 0;
+            }
+        }
         if (o->task != "classification") throw InvalidArgument("--task '" + o->task + "' is not supported (supported: classification)");
         std::tie(o->selection.first, o->selection.count) = parse_sample_range(o->range, "--range");
         if (o->model.size() > 5 && o->model.ends_with(".onnx")) {  // an imported ONNX classifier (cq/onnx_model.h)
