@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cq/error.h"
+#include "cq/layer_stats.h"
 #include "cq/seq2seq.h"
 #include "cq/thread_pool.h"
 #include "cq/w8a8.h"
@@ -138,6 +139,18 @@ TEST(families_bart, TeacherForcedLossOnPairsMatchesTransformers) {
     }
     std::ofstream(dir.file("short.tsv")) << "source\ttarget\nonly one column\n";
     EXPECT_THROW(evaluate_pairs(*model, dir.file("short.tsv")), FormatError);
+}
+
+TEST(families_bart, StatsSeeEveryLinearOnPairs) {
+    // cq stats' runner for an encoder–decoder: teacher-forced passes over the pairs; every Linear sees rows
+    auto model = Seq2SeqModel::load(bart_dir("bart-random-b"));
+    LayerStatsOptions o;
+    o.selection.first = 0;
+    o.selection.count = 8;
+    const LayerStatsReport r = collect_layer_stats(*model, test::tests_dir() + "/data/families/bart_pairs.tsv", o);
+    EXPECT_EQ(r.units, 8);
+    ASSERT_EQ(r.linears.size(), model->linears().size());
+    for (const auto& l : r.linears) EXPECT_GT(l.rows, 0) << l.name;
 }
 
 TEST(families_bart, LayersAndErrors) {

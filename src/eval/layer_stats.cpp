@@ -7,6 +7,7 @@
 #include <numeric>
 
 #include "cq/encoder.h"
+#include "cq/seq2seq.h"
 #include "cq/error.h"
 #include "cq/layer_stats.h"
 #include "cq/llm.h"
@@ -104,6 +105,10 @@ LayerStatsReport collect_layer_stats(Model& model, const std::string& data_path,
             if (unlabelled.text) for (auto& e : unlabelled.text->examples) e.label = 0;
             if (unlabelled.images) for (auto& l : unlabelled.images->labels) l = 0;
             classify_dataset(*enc, unlabelled, o.run, progress);
+        } else if (auto* s2s = dynamic_cast<Seq2SeqModel*>(&model)) {
+            // an encoder–decoder: teacher-forced passes over text pairs (source / target columns)
+            const int64_t end = o.selection.count < 0 ? -1 : o.selection.first + o.selection.count;
+            r.units = evaluate_pairs(*s2s, data_path, o.selection.first, end).pairs;
         } else {
             throw Unsupported("[stats] this kind of model has no data runner yet");
         }
