@@ -153,6 +153,28 @@ TEST(families_bart, StatsSeeEveryLinearOnPairs) {
     for (const auto& l : r.linears) EXPECT_GT(l.rows, 0) << l.name;
 }
 
+TEST(families_bart, W8A8DynamicAndStaticKeepTheLoss) {
+    // quantize_seq2seq_w8a8: dynamic, and static with ranges from pairs 16..64 (evaluated on 0..16)
+    const std::string pairs = test::tests_dir() + "/data/families/bart_pairs.tsv";
+    for (const bool is_static : {false, true}) {
+        auto model = Seq2SeqModel::load(bart_dir("bart-tiny-random"));
+        const double fp32 = evaluate_pairs(*model, pairs, 0, 16).mean_nll;
+        EXPECT_EQ(quantize_seq2seq_w8a8(*model, is_static ? ActivationQuant::static_per_tensor : ActivationQuant::dynamic_per_token, pairs, 16, 64),
+                  6 * 2 + 10 * 2);
+        for (const Linear* l : model->linears())
+            if (l->block >= 0) {
+                ASSERT_TRUE(l->int8) << l->name;
+                EXPECT_EQ(l->int8->activations, is_static ? ActivationQuant::static_per_tensor : ActivationQuant::dynamic_per_token);
+            }
+        const double q = evaluate_pairs(*model, pairs, 0, 16).mean_nll;
+        std::printf("bart-tiny-random W8A8 %s: mean NLL %.5f vs FP32 %.5f\n", is_static ? "static (minmax)" : "dynamic", q, fp32);
+        EXPECT_NE(q, fp32);
+        EXPECT_LT(std::abs(q - fp32), 0.1);  // nats per token
+    }
+    auto model = Seq2SeqModel::load(bart_dir("bart-tiny-random"));
+    EXPECT_THROW(quantize_seq2seq_w8a8(*model, ActivationQuant::static_per_tensor), InvalidArgument);
+}
+
 TEST(families_bart, LayersAndErrors) {
     const auto model = Seq2SeqModel::load(bart_dir("bart-tiny-random"));
     std::vector<std::string> names;

@@ -10,8 +10,10 @@
 #include <string>
 #include <vector>
 
+#include "cq/calibration.h"
 #include "cq/model.h"
 #include "cq/tokenizer.h"
+#include "cq/w8a8.h"
 
 namespace cq {
 
@@ -81,5 +83,11 @@ struct Seq2SeqEvalResult {
 /// A TSV of text pairs (a header naming 'source' and 'target' columns), rows [first, end) (end < 0: all): each source
 /// truncated to the position table, each target <s> … </s>; mean NLL per target token and its exp (perplexity).
 Seq2SeqEvalResult evaluate_pairs(Seq2SeqModel& model, const std::string& tsv_path, int64_t first = 0, int64_t end = -1);
+
+/// W8A8 in memory on every block Linear (lm_head stays f32), activation bits as auto_activation_bits() says: dynamic
+/// per-token activations, or (static_per_tensor) one input range per Linear chosen by `method` from what it saw over the
+/// text pairs [first, end) of `calib_tsv`. Returns the Linears rewritten. InvalidArgument for static without pairs.
+int64_t quantize_seq2seq_w8a8(Seq2SeqModel& model, ActivationQuant activations, const std::string& calib_tsv = "", int64_t first = 0,
+                              int64_t end = -1, calib::Method method = calib::Method::minmax, double percentile = 99.99);
 
 }  // namespace cq

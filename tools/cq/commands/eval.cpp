@@ -30,6 +30,7 @@ struct Options {
     float pixel_scale = 1.0f;
     std::string onnx_calib, calib_range, calib_method = "minmax";
     std::string classes, prompt = "a photo of a {}.";  // CLIP zero-shot
+    bool w8a8_dynamic = false;                         // BART: also W8A8 with dynamic activations
     int64_t calib_samples = 256;
 };
 
@@ -56,7 +57,8 @@ Runner register_eval(CLI::App& app) {
     cmd->add_option("--classes", o->classes, "CLIP: zero-shot class names in label order, comma-separated (default: config.json's id2label)");
     cmd->add_option("--prompt", o->prompt, "CLIP: the prompt template, {} standing for the class name (default: 'a photo of a {}.')");
     cmd->add_option("--pixel-scale", o->pixel_scale, ".onnx models: input = pixel (0..255) × this (default: 1, raw pixels)");
-    cmd->add_option("--w8a8-calib", o->onnx_calib, ".onnx models: also quantize to static W8A8 calibrated on these images and "
+    cmd->add_flag("--w8a8-dynamic", o->w8a8_dynamic, "BART: also quantize to W8A8 with dynamic activations and report its loss beside FP32's (default: off)");
+    cmd->add_option("--w8a8-calib", o->onnx_calib, ".onnx models and BART (text pairs): also quantize to static W8A8 calibrated on these images and "
                                                    "report FP32 vs INT8 accuracy, agreement and time (default: none)");
     cmd->add_option("--calib-range", o->calib_range, "--w8a8-calib samples FIRST:END (default: all; keep it apart from --range)");
     cmd->add_option("--calib-samples", o->calib_samples, "--w8a8-calib: at most this many samples (default: 256)");
@@ -71,13 +73,30 @@ Runner register_eval(CLI::App& app) {
                 auto model = Seq2SeqModel::load(o->model);
                 const auto [first, count] = parse_sample_range(o->range, "--range");
                 const Seq2SeqEvalResult r = evaluate_pairs(*model, o->data, first, count < 0 ? -1 : first + count);
+                // optionally the same pairs again after W8A8 in memory (dynamic, or static calibrated on --w8a8-calib pairs)
+                std::optional<Seq2SeqEvalResult> q;
+                std::string q_label;
+                if (o->w8a8_dynamic || !o->onnx_calib.empty()) {
+                    const bool is_static = !o->onnx_calib.empty();
+                    const auto [c_first, c_count] = parse_sample_range(o->calib_range, "--calib-range");
+                    const auto method = calib::parse_method(o->calib_method);
+                    if (!method) throw InvalidArgument("--calib-method '" + o->calib_method + "' is not one of minmax, percentile, mse, entropy");
+                    const int64_t n = quantize_seq2seq_w8a8(*model, is_static ? ActivationQuant::static_per_tensor : ActivationQuant::dynamic_per_token,
+                                                            o->onnx_calib, c_first, c_count < 0 ? -1 : c_first + c_count, *method);
+                    q_label = std::string(is_static ? "w8a8 static (" + o->calib_method + ")" : "w8a8 dynamic") + ", " + std::to_string(n) + " Linears";
+                    q = evaluate_pairs(*model, o->data, first, count < 0 ? -1 : first + count);
+                }
                 if (o->json) {
-                    print_json({{"model", o->model}, {"data", o->data}, {"task", "teacher-forced loss"}, {"pairs", r.pairs}, {"tokens", r.tokens},
-                                {"mean_nll", r.mean_nll}, {"perplexity", r.perplexity}, {"seconds", r.seconds}});
+                    nlohmann::json j{{"model", o->model}, {"data", o->data}, {"task", "teacher-forced loss"}, {"pairs", r.pairs}, {"tokens", r.tokens},
+                                     {"mean_nll", r.mean_nll}, {"perplexity", r.perplexity}, {"seconds", r.seconds}};
+                    if (q) j["w8a8"] = {{"form", q_label}, {"mean_nll", q->mean_nll}, {"perplexity", q->perplexity}, {"seconds", q->seconds}};
+                    print_json(j);
                 } else {
                     std::printf("%s on %s: teacher-forced loss over %lld pairs (%lld target tokens)\n", model->architecture().c_str(), o->data.c_str(),
                                 static_cast<long long>(r.pairs), static_cast<long long>(r.tokens));
-                    std::printf("  mean NLL %.6f nats/token, perplexity %.4f, %.2f s\n", r.mean_nll, r.perplexity, r.seconds);
+                    std::printf("  fp32: mean NLL %.6f nats/token, perplexity %.4f, %.3f s\n", r.mean_nll, r.perplexity, r.seconds);
+                    if (q)
+                        std::printf("  %s: mean NLL %.6f nats/token, perplexity %.4f, %.3f s\n", q_label.c_str(), q->mean_nll, q->perplexity, q->seconds);
                 }
                 return 0;
             }
