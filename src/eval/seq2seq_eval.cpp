@@ -1,5 +1,6 @@
-// evaluate_pairs: teacher-forced loss / perplexity of an encoder–decoder (Seq2SeqModel) on a TSV of text pairs
-// ('source' and 'target' columns named in the header), one pair at a time.
+// evaluate_pairs: teacher-forced loss / perplexity of an encoder–decoder (Seq2SeqModel) on a TSV of text pairs ('source'
+// and 'target' columns named in the header), one pair at a time; quantize_seq2seq_w8a8, whose static ranges come from the
+// same passes over calibration pairs.
 #include <chrono>
 #include <cmath>
 #include <fstream>
