@@ -1,6 +1,5 @@
 // evaluate_pairs: teacher-forced loss / perplexity of an encoder–decoder (Seq2SeqModel) on a TSV of text pairs ('source'
-// and 'target' columns named in the header), one pair at a time; quantize_seq2seq_w8a8, whose static ranges come from the
-// same passes over calibration pairs.
+// and 'target' columns named in the header), one pair at a time.
 #include <chrono>
 #include <cmath>
 #include <fstream>
@@ -69,35 +68,3 @@ Seq2SeqEvalResult evaluate_pairs(Seq2SeqModel& model, const std::string& tsv_pat
 
 }  // namespace cq
 
-namespace cq {
-
-int64_t quantize_seq2seq_w8a8(Seq2SeqModel& model, ActivationQuant activations, const std::string& calib_tsv, int64_t first, int64_t end,
-                              calib::Method method, double percentile) {
-    const int32_t qmax = (1 << auto_activation_bits()) - 1;
-    std::vector<Linear*> blocks;
-    for (Linear* l : model.linears())
-        if (l->block >= 0) blocks.push_back(l);
-    std::vector<calib::RangeObserver> ranges(blocks.size());
-    if (activations == ActivationQuant::static_per_tensor) {
-        if (calib_tsv.empty()) throw InvalidArgument("[w8a8] static activation ranges need calibration pairs");
-        // each Linear's inputs over the calibration pairs, then one range per Linear
-        std::vector<ObserverId> ids;
-        for (size_t i = 0; i < blocks.size(); ++i)
-            ids.push_back(model.observe(*blocks[i], [r = &ranges[i]](const LinearEvent& e) { r->observe(e.x, e.rows * e.layer.n_in()); }));
-        try {
-            evaluate_pairs(model, calib_tsv, first, end);
-        } catch (...) {
-            for (const ObserverId id : ids) model.remove_observer(id);
-            throw;
-        }
-        for (const ObserverId id : ids) model.remove_observer(id);
-    }
-    for (size_t i = 0; i < blocks.size(); ++i) {
-        const calib::U8Params p = activations == ActivationQuant::static_per_tensor ? calib::u8_params(ranges[i].range(method, percentile), qmax)
-                                                                                    : calib::U8Params{1.0f, 0};
-        blocks[i]->int8 = quantize_linear_w8a8(*blocks[i], activations, p, qmax);
-    }
-    return static_cast<int64_t>(blocks.size());
-}
-
-}  // namespace cq
