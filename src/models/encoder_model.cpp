@@ -576,6 +576,31 @@ std::vector<float> f32_values(const gguf::File& f, const std::string& name, int6
     return std::vector<float>(p, p + n);
 }
 
+// Right-pads token rows into one batch: ids with the pad id, mask 1 on the real tokens, token types where given
+// (else 0), and where given each token's box (4 ints; padding gets 0s).
+TextBatch padded_batch(const std::vector<std::vector<int32_t>>& ids, int32_t pad_id, const std::vector<std::vector<int32_t>>* types = nullptr,
+                       const std::vector<std::vector<WordBox>>* boxes = nullptr) {
+    int64_t seq = 1;
+    for (const auto& row : ids) seq = std::max(seq, static_cast<int64_t>(row.size()));
+    TextBatch batch;
+    batch.batch = static_cast<int64_t>(ids.size());
+    batch.seq = seq;
+    const size_t n = static_cast<size_t>(batch.batch * seq);
+    batch.ids.assign(n, pad_id);
+    batch.type_ids.assign(n, 0);
+    batch.mask.assign(n, 0);
+    if (boxes) batch.bbox.assign(n * 4, 0);
+    for (size_t i = 0; i < ids.size(); ++i) {
+        const size_t row = i * static_cast<size_t>(seq);
+        std::copy(ids[i].begin(), ids[i].end(), batch.ids.begin() + static_cast<ptrdiff_t>(row));
+        if (types) std::copy((*types)[i].begin(), (*types)[i].end(), batch.type_ids.begin() + static_cast<ptrdiff_t>(row));
+        std::fill_n(batch.mask.begin() + static_cast<ptrdiff_t>(row), ids[i].size(), 1);
+        if (boxes)
+            for (size_t t = 0; t < (*boxes)[i].size(); ++t) std::copy_n((*boxes)[i][t].data(), 4, batch.bbox.data() + (row + t) * 4);
+    }
+    return batch;
+}
+
 }  // namespace
 
 void EncoderLoader::load_container(EncoderModel& m, const std::string& path) {
@@ -680,28 +705,14 @@ TextBatch EncoderModel::tokenize_clip(std::span<const std::string> texts, int64_
         throw InvalidArgument("[encoder] max_len " + std::to_string(max_len) + " must lie in (2, " + std::to_string(config_.clip_text.max_positions) +
                               "] for this model");
     std::vector<std::vector<int32_t>> ids(texts.size());
-    int64_t seq = 2;
     for (size_t i = 0; i < texts.size(); ++i) {
         std::vector<int32_t> a = tokenizer_->encode(texts[i], false);
         if (static_cast<int64_t>(a.size()) > max_len - 2) a.resize(static_cast<size_t>(max_len - 2));  // truncation keeps the ends' specials
         ids[i].push_back(tokenizer_->bos_id());
         ids[i].insert(ids[i].end(), a.begin(), a.end());
         ids[i].push_back(tokenizer_->eos_id());
-        seq = std::max(seq, static_cast<int64_t>(ids[i].size()));
     }
-    TextBatch batch;
-    batch.batch = static_cast<int64_t>(texts.size());
-    batch.seq = seq;
-    const size_t n = static_cast<size_t>(batch.batch * seq);
-    batch.ids.assign(n, config_.pad_token_id);
-    batch.type_ids.assign(n, 0);
-    batch.mask.assign(n, 0);
-    for (size_t i = 0; i < ids.size(); ++i) {
-        const size_t row = i * static_cast<size_t>(seq);
-        std::copy(ids[i].begin(), ids[i].end(), batch.ids.begin() + static_cast<ptrdiff_t>(row));
-        std::fill_n(batch.mask.begin() + static_cast<ptrdiff_t>(row), ids[i].size(), 1);
-    }
-    return batch;
+    return padded_batch(ids, config_.pad_token_id);
 }
 
 TextBatch EncoderModel::tokenize(std::span<const std::string> texts, int64_t max_len, std::span<const std::string> pairs) const {
@@ -726,7 +737,6 @@ TextBatch EncoderModel::tokenize(std::span<const std::string> texts, int64_t max
     const int32_t cls = tokenizer_->bos_id(), sep = tokenizer_->eos_id();
 
     std::vector<std::vector<int32_t>> ids(texts.size()), types(texts.size());
-    int64_t seq = 1;
     for (size_t i = 0; i < texts.size(); ++i) {
         std::vector<int32_t> a = tokenizer_->encode(texts[i], false), b;
         if (with_pairs) b = tokenizer_->encode(pairs[i], false);
@@ -746,22 +756,8 @@ TextBatch EncoderModel::tokenize(std::span<const std::string> texts, int64_t max
             type.resize(out.size(), config_.family == EncoderFamily::bert || config_.family == EncoderFamily::layoutlm ||
                                             config_.family == EncoderFamily::deberta_v2 ? 1 : 0);
         }
-        seq = std::max(seq, static_cast<int64_t>(out.size()));
     }
-    TextBatch batch;
-    batch.batch = static_cast<int64_t>(texts.size());
-    batch.seq = seq;
-    const size_t n = static_cast<size_t>(batch.batch * seq);
-    batch.ids.assign(n, config_.pad_token_id);
-    batch.type_ids.assign(n, 0);
-    batch.mask.assign(n, 0);
-    for (size_t i = 0; i < ids.size(); ++i) {
-        const size_t row = i * static_cast<size_t>(seq);
-        std::copy(ids[i].begin(), ids[i].end(), batch.ids.begin() + static_cast<ptrdiff_t>(row));
-        std::copy(types[i].begin(), types[i].end(), batch.type_ids.begin() + static_cast<ptrdiff_t>(row));
-        std::fill_n(batch.mask.begin() + static_cast<ptrdiff_t>(row), ids[i].size(), 1);
-    }
-    return batch;
+    return padded_batch(ids, config_.pad_token_id, &types);
 }
 
 TextBatch EncoderModel::tokenize_with_boxes(std::span<const std::string> texts, std::span<const std::vector<WordBox>> boxes,
@@ -778,7 +774,6 @@ TextBatch EncoderModel::tokenize_with_boxes(std::span<const std::string> texts, 
     const int32_t cls = tokenizer_->bos_id(), sep = tokenizer_->eos_id();
     std::vector<std::vector<int32_t>> ids(texts.size());
     std::vector<std::vector<WordBox>> token_boxes(texts.size());
-    int64_t seq = 1;
     for (size_t i = 0; i < texts.size(); ++i) {
         // Words split on whitespace, each tokenized alone and its pieces given its box (HF's LayoutLM recipe).
         std::vector<std::string> words;
@@ -801,23 +796,8 @@ TextBatch EncoderModel::tokenize_with_boxes(std::span<const std::string> texts, 
         }
         out.push_back(sep);
         ob.push_back({far, far, far, far});
-        seq = std::max(seq, static_cast<int64_t>(out.size()));
     }
-    TextBatch batch;
-    batch.batch = static_cast<int64_t>(texts.size());
-    batch.seq = seq;
-    const size_t n = static_cast<size_t>(batch.batch * seq);
-    batch.ids.assign(n, config_.pad_token_id);
-    batch.type_ids.assign(n, 0);
-    batch.mask.assign(n, 0);
-    batch.bbox.assign(n * 4, 0);
-    for (size_t i = 0; i < ids.size(); ++i) {
-        const size_t row = i * static_cast<size_t>(seq);
-        std::copy(ids[i].begin(), ids[i].end(), batch.ids.begin() + static_cast<ptrdiff_t>(row));
-        std::fill_n(batch.mask.begin() + static_cast<ptrdiff_t>(row), ids[i].size(), 1);
-        for (size_t t = 0; t < token_boxes[i].size(); ++t) std::copy_n(token_boxes[i][t].data(), 4, batch.bbox.data() + (row + t) * 4);
-    }
-    return batch;
+    return padded_batch(ids, config_.pad_token_id, nullptr, &token_boxes);
 }
 
 void EncoderModel::run_text(const TextBatch& batch, float* out, float* pooled, TextOutput mode) {
