@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-# Builds tiny random-initialised HF models of the families cq added for issue 20 (DeiT, LayoutLM, ResNet, CLIP, DeBERTa)
+# Builds tiny random-initialised HF models of the families cq added for issue 20 (DeiT, LayoutLM, ResNet, CLIP, DeBERTa, BART, T5)
 # with transformers' own classes and save_pretrained (safetensors), runs transformers on fixed inputs and writes the
-# reference outputs, so tests/test_models_{families,clip,deberta}.cpp check cq against transformers without PyTorch in CI.
+# reference outputs, so tests/test_models_{families,clip,deberta,bart,t5}.cpp check cq against transformers without PyTorch in CI.
 #
 # Usage (Debian's python3-torch 1.13 + transformers 4.46.3 in a venv with --system-site-packages):
 #     /usr/bin/python3 -m venv --system-site-packages /work/venv-fam && /work/venv-fam/bin/pip install transformers==4.46.3 sentencepiece
@@ -387,11 +387,11 @@ def bart_tokenizer(d, n_merges):
     return tok
 
 
-def bart_greedy(model, config, input_ids, attention_mask, max_new_tokens):
+def greedy(model, config, input_ids, attention_mask, max_new_tokens):
     """Greedy decoding with transformers' forward pass, one sequence at a time: decoder_start_token_id first, then the
     arg-max token until </s> or max_new_tokens; forced_eos_token_id (when the config sets it) forces </s> at the last
     step, as generate's ForcedEOSTokenLogitsProcessor does. (model.generate itself imports torch.distributed, which
-    Debian's torch 1.13 cannot under Python 3.11.)"""
+    Debian's torch 1.13 cannot under Python 3.11.) BART and T5 alike."""
     out = []
     for ids, mask in zip(input_ids, attention_mask):
         n = int(mask.sum())
@@ -419,6 +419,39 @@ def bart_pairs(path, n):
             f.write(sent + "\t" + " ".join(sent.split()[:4]) + "\n")
 
 
+def seq2seq_reference(out, model, config, tok, cls, max_new_tokens, max_source_len, **extra):
+    """What tests/test_models_{bart,t5}.cpp compare with: greedy generations of three sources, teacher-forced logits on
+    two (decoder inputs = decoder_start + target ids shifted right), and the loss on the first 16 pairs of
+    bart_pairs.tsv, one pair at a time (the source truncated to max_source_len when set, labels = the tokenized target,
+    the decoder input those shifted right after decoder_start_token_id): summed token NLL and the token count."""
+    sources = ["a gripping , funny film .", "It's not the worst movie of the year, but it's close.", "unforgettable"]
+    targets = ["a funny film", "not the worst movie"]
+    b = tok(sources, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        gen = greedy(model, config, b["input_ids"], b["attention_mask"], max_new_tokens)
+        t = tok(targets, padding=True, return_tensors="pt")
+        labels = t["input_ids"]
+        dec = torch.cat([torch.full((labels.shape[0], 1), config.decoder_start_token_id), labels[:, :-1]], dim=1)
+        logits = model(input_ids=b["input_ids"][:2], attention_mask=b["attention_mask"][:2], decoder_input_ids=dec).logits
+    rows = [line.rstrip("\n").split("\t") for line in open(os.path.join(out, "bart_pairs.tsv"))][1:17]
+    nll, count = 0.0, 0
+    with torch.no_grad():
+        for src_text, tgt_text in rows:
+            src = (tok(src_text, truncation=True, max_length=max_source_len, return_tensors="pt") if max_source_len
+                   else tok(src_text, return_tensors="pt"))["input_ids"]
+            labels = tok(tgt_text, return_tensors="pt")["input_ids"]
+            loss = model(input_ids=src, labels=labels).loss
+            nll += float(loss) * labels.shape[1]
+            count += labels.shape[1]
+    return dict({
+        "generator": f"scripts/make_family_references.py (transformers {transformers.__version__}, torch {torch.__version__})",
+        "pairs_nll_16": nll, "pairs_tokens_16": count,
+        "class": cls, "sources": sources, "input_ids": b["input_ids"].tolist(),
+        "attention_mask": b["attention_mask"].tolist(), "max_new_tokens": max_new_tokens, "generated": gen,
+        "targets": targets, "decoder_input_ids": dec.tolist(),
+        "logits": [[[round(float(v), 6) for v in row] for row in seq] for seq in logits]}, **extra)
+
+
 def bart(out, name, seed, n_merges, max_new_tokens, **cfg):
     d = os.path.join(out, name)
     fresh_dir(d)
@@ -430,35 +463,51 @@ def bart(out, name, seed, n_merges, max_new_tokens, **cfg):
     with torch.no_grad():
         model.final_logits_bias.copy_(0.1 * torch.randn(model.final_logits_bias.shape, generator=torch.Generator().manual_seed(seed + 3)))
     model.save_pretrained(d, safe_serialization=True)
-    sources = ["a gripping , funny film .", "It's not the worst movie of the year, but it's close.", "unforgettable"]
-    targets = ["a funny film", "not the worst movie"]
-    b = tok(sources, padding=True, return_tensors="pt")
+    write_json(os.path.join(d, "reference.json"),
+               seq2seq_reference(out, model, config, tok, "BartForConditionalGeneration", max_new_tokens, config.max_position_embeddings))
+
+
+# ---- T5 -------------------------------------------------------------------------------------------------------
+
+def t5_spm(d, vocab_size, extra_ids):
+    """A small SentencePiece unigram model trained on SST-2 dev sentences with T5's special pieces (<pad> 0, </s> 1,
+    <unk> 2, no bos), saved as spiece.model with T5Tokenizer (legacy) and `extra_ids` sentinels. The identity normaliser:
+    nmt_nfkc's character map alone is 240 KB (DeBERTa's fixtures already carry one through the same SentencePiece path)."""
+    import sentencepiece as spm
+    from transformers import T5Tokenizer
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(sst2_sentences(872)), model_prefix=os.path.join(d, "spiece"),
+                                   vocab_size=vocab_size, model_type="unigram", pad_id=0, pad_piece="<pad>", eos_id=1,
+                                   eos_piece="</s>", unk_id=2, unk_piece="<unk>", bos_id=-1, normalization_rule_name="identity",
+                                   num_threads=1, minloglevel=2)
+    os.remove(os.path.join(d, "spiece.vocab"))
+    tok = T5Tokenizer(os.path.join(d, "spiece.model"), extra_ids=extra_ids, legacy=True)
+    tok.save_pretrained(d)
+    return tok
+
+
+def t5(out, name, seed, spm_vocab, extra_ids, extra_rows, max_new_tokens, **cfg):
+    """T5ForConditionalGeneration: v1.0 (relu, tied head) or v1.1 / FLAN (gated-gelu, untied) per cfg. The vocabulary is
+    the tokenizer's plus `extra_rows` unused rows (as t5-small's 32128 > 32100). The shared embeddings are drawn at
+    std 1 (not 0.2): with the tied head's d_model^-0.5 the logits would be small otherwise."""
+    from transformers import T5Config, T5ForConditionalGeneration
+    d = os.path.join(out, name)
+    fresh_dir(d)
+    tok = t5_spm(d, spm_vocab, extra_ids)
+    cfg["vocab_size"] = len(tok) + extra_rows
+    torch.manual_seed(seed)
+    config = T5Config(decoder_start_token_id=0, **cfg)
+    model = randomize(T5ForConditionalGeneration(config), seed)
     with torch.no_grad():
-        gen = bart_greedy(model, config, b["input_ids"], b["attention_mask"], max_new_tokens)
-        # teacher-forced logits: decoder inputs = decoder_start + target ids (shifted right), on the first two sources
-        t = tok(targets, padding=True, return_tensors="pt")
-        labels = t["input_ids"]
-        dec = torch.cat([torch.full((labels.shape[0], 1), config.decoder_start_token_id), labels[:, :-1]], dim=1)
-        logits = model(input_ids=b["input_ids"][:2], attention_mask=b["attention_mask"][:2], decoder_input_ids=dec).logits
-    # teacher-forced loss on the first 16 pairs of bart_pairs.tsv, one pair at a time: the source truncated to the
-    # position table, labels = <s> target </s>, the decoder input those shifted right after decoder_start_token_id;
-    # summed token NLL and the token count
-    rows = [line.rstrip("\n").split("\t") for line in open(os.path.join(out, "bart_pairs.tsv"))][1:17]
-    nll, count = 0.0, 0
-    with torch.no_grad():
-        for src_text, tgt_text in rows:
-            src = tok(src_text, truncation=True, max_length=config.max_position_embeddings, return_tensors="pt")["input_ids"]
-            labels = tok(tgt_text, return_tensors="pt")["input_ids"]
-            loss = model(input_ids=src, labels=labels).loss
-            nll += float(loss) * labels.shape[1]
-            count += labels.shape[1]
-    write_json(os.path.join(d, "reference.json"), {
-        "generator": f"scripts/make_family_references.py (transformers {transformers.__version__}, torch {torch.__version__})",
-        "pairs_nll_16": nll, "pairs_tokens_16": count,
-        "class": "BartForConditionalGeneration", "sources": sources, "input_ids": b["input_ids"].tolist(),
-        "attention_mask": b["attention_mask"].tolist(), "max_new_tokens": max_new_tokens, "generated": gen,
-        "targets": targets, "decoder_input_ids": dec.tolist(),
-        "logits": [[[round(float(v), 6) for v in row] for row in seq] for seq in logits]})
+        model.shared.weight.mul_(5.0)
+    model.save_pretrained(d, safe_serialization=True)
+    # transformers' own bucket function over relative positions -300..300 (key − query), both directions
+    rel = torch.arange(-300, 301)
+    bucket = transformers.models.t5.modeling_t5.T5Attention._relative_position_bucket
+    buckets = {f"buckets_{'bidirectional' if bi else 'causal'}": bucket(rel, bidirectional=bi, num_buckets=config.relative_attention_num_buckets,
+                                                                          max_distance=config.relative_attention_max_distance).tolist()
+               for bi in (True, False)}
+    write_json(os.path.join(d, "reference.json"),
+               seq2seq_reference(out, model, config, tok, "T5ForConditionalGeneration", max_new_tokens, 0, **buckets))
 
 
 def minilm(model_dir, out):
@@ -489,7 +538,7 @@ def main():
     if args.minilm:
         return minilm(args.minilm, out)
     imagenet_mean, imagenet_std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
-    only = set(args.only.split(",")) if args.only else {"deit", "layoutlm", "resnet", "clip", "deberta", "bart"}
+    only = set(args.only.split(",")) if args.only else {"deit", "layoutlm", "resnet", "clip", "deberta", "bart", "t5"}
     if "bart" in only:
         bart_pairs(os.path.join(out, "bart_pairs.tsv"), 64)
         bart(out, "bart-tiny-random", 80, 200, 12, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
@@ -499,6 +548,20 @@ def main():
         bart(out, "bart-random-b", 81, 150, 8, d_model=24, encoder_layers=1, decoder_layers=3, encoder_attention_heads=3,
              decoder_attention_heads=2, encoder_ffn_dim=40, decoder_ffn_dim=56, max_position_embeddings=40,
              activation_function="gelu_new", scale_embedding=True, forced_eos_token_id=2)
+    if "t5" in only:
+        if not os.path.exists(os.path.join(out, "bart_pairs.tsv")):
+            bart_pairs(os.path.join(out, "bart_pairs.tsv"), 64)
+        # T5 v1.0: ReLU FFN, tied head (× d_model^-0.5). The two differ in every size: d_kv × heads = d_model in the first,
+        # 30 ≠ 24 in the second; buckets / max_distance 32 / 128 and 8 / 20 (the log buckets start at 8 and 2 positions).
+        t5(out, "t5-tiny-random", 90, 200, 4, 0, 10, d_model=32, d_kv=8, num_heads=4, d_ff=64, num_layers=2, num_decoder_layers=2,
+           relative_attention_num_buckets=32, relative_attention_max_distance=128, feed_forward_proj="relu")
+        t5(out, "t5-random-b", 91, 150, 3, 5, 8, d_model=24, d_kv=10, num_heads=3, d_ff=40, num_layers=1, num_decoder_layers=3,
+           relative_attention_num_buckets=8, relative_attention_max_distance=20, layer_norm_epsilon=1e-5, feed_forward_proj="relu")
+        # T5 v1.1 / FLAN-T5: gated-gelu (gelu_new(wi_0 x) · wi_1 x), untied lm_head, no output scaling.
+        t5(out, "t5v11-tiny-random", 92, 180, 4, 0, 10, d_model=32, d_kv=16, num_heads=2, d_ff=48, num_layers=2, num_decoder_layers=1,
+           relative_attention_num_buckets=16, relative_attention_max_distance=32, feed_forward_proj="gated-gelu", tie_word_embeddings=False)
+        t5(out, "t5v11-random-b", 93, 160, 2, 6, 8, d_model=20, d_kv=6, num_heads=4, d_ff=36, num_layers=3, num_decoder_layers=2,
+           relative_attention_num_buckets=12, relative_attention_max_distance=24, feed_forward_proj="gated-gelu", tie_word_embeddings=False)
     if "deberta" in only:
         # DeBERTa-v3's shape: shared attention keys, c2p + p2c, log buckets (8: relative distances beyond ±4 share
         # buckets), LayerNorm'd relative embeddings, no absolute positions, no token types.
