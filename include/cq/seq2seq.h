@@ -1,4 +1,5 @@
-// Encoder–decoder generators built from an HF directory: BART (BartForConditionalGeneration). Weights stay
+// Encoder–decoder generators built from an HF directory: BART (BartForConditionalGeneration) and T5
+// (T5ForConditionalGeneration: v1.0, v1.1 / FLAN). Weights stay
 // memory-mapped, compute is f32 through the kernel table, one sequence per call; greedy generation keeps a KV cache
 // (the decoder's self-attention keys / values grow by one row per step, the cross-attention ones are made once).
 #pragma once
@@ -18,23 +19,34 @@
 namespace cq {
 
 struct Seq2SeqConfig {
-    std::string architecture;  // "BartForConditionalGeneration"
-    int64_t d_model = 0, vocab = 0, max_positions = 0;
+    std::string architecture;  // "BartForConditionalGeneration", "T5ForConditionalGeneration"
+    std::string model_type;    // config.json's: "bart", "t5"
+    int64_t d_model = 0, vocab = 0;
+    int64_t max_positions = 0;  // BART's learned position table; 0: no limit (T5's relative positions)
     int64_t encoder_layers = 0, decoder_layers = 0, encoder_heads = 0, decoder_heads = 0, encoder_ffn = 0, decoder_ffn = 0;
+    int64_t d_kv = 0;  // per-head width; heads · d_kv may differ from d_model (T5); BART: d_model / heads
     std::string activation = "gelu";
     float embed_scale = 1.0f;  // √d_model with scale_embedding
     float norm_eps = 1e-5f;
-    int32_t pad_token_id = 1, bos_token_id = 0, eos_token_id = 2, decoder_start_token_id = 2;
+    bool pre_norm = false;         // T5: x + f(RMSNorm(x)) and a final RMSNorm per stack; BART: LayerNorm(x + f(x))
+    bool rms_norm = false;         // T5LayerNorm: x / √(mean(x²) + eps) · w, no mean and no bias
+    bool scale_attention = true;   // scores q·kᵀ / √d_kv (BART); T5 folds the scale into its weights
+    bool gated_ffn = false;        // T5 v1.1 "gated-*": act(wi_0 x) · wi_1 x
+    int64_t relative_buckets = 0, relative_max_distance = 0;  // T5's relative position bias; 0: none (BART)
+    float logits_scale = 1.0f;     // T5 with a tied head: the decoder output × d_model^-0.5 before lm_head
+    int32_t pad_token_id = 1, bos_token_id = 0, eos_token_id = 2, decoder_start_token_id = 2;  // bos -1: none (T5)
     std::optional<int32_t> forced_bos_token_id, forced_eos_token_id;
 };
 
-/// One post-LN layer: x = LN(x + self_attn(x)); (decoder: x = LN(x + cross_attn(x, encoder))); x = LN(x + ffn(x)).
+/// One layer. Post-LN (BART): x = LN(x + self_attn(x)); (decoder: x = LN(x + cross_attn(x, encoder))); x = LN(x + ffn(x)).
+/// Pre-norm (T5): x = x + self_attn(norm(x)), and so on, each sublayer with its own norm.
 struct Seq2SeqLayer {
     Linear q, k, v, attn_out;
     Norm attn_norm;
-    std::optional<Linear> cross_q, cross_k, cross_v, cross_out;  // decoder only (encoder_attn)
+    std::optional<Linear> cross_q, cross_k, cross_v, cross_out;  // decoder only (BART encoder_attn, T5 EncDecAttention)
     std::optional<Norm> cross_norm;
-    Linear ffn_in, ffn_out;
+    std::optional<Linear> ffn_gate;  // gated FFN (T5 v1.1 wi_0): ffn_out(act(ffn_gate x) · ffn_in x)
+    Linear ffn_in, ffn_out;          // ungated: ffn_out(act(ffn_in x))
     Norm ffn_norm;
 };
 
@@ -42,7 +54,8 @@ class Seq2SeqModel : public Model {
 public:
     Seq2SeqModel();
     ~Seq2SeqModel() override;
-    /// Loads an HF directory (config.json + safetensors + vocab.json / merges.txt). Unsupported for other models.
+    /// Loads an HF directory (config.json + safetensors + the tokenizer: BART's vocab.json / merges.txt, T5's spiece.model).
+    /// Unsupported for other models.
     static std::unique_ptr<Seq2SeqModel> load(const std::string& hf_dir);
 
     const Seq2SeqConfig& config() const { return config_; }
@@ -54,9 +67,10 @@ public:
     /// Unsupported: cq has no container for encoder–decoders yet.
     void save(const std::string& path, const SaveOptions& options = {}) const override;
 
-    /// <s> text </s>, as BartTokenizer gives it; max_len > 0 truncates the text's tokens to fit (truncation=True).
+    /// <s> text </s> as BartTokenizer gives it, text </s> as T5Tokenizer; max_len > 0 truncates the text's tokens to fit
+    /// (truncation=True).
     std::vector<int32_t> tokenize(std::string_view text, int64_t max_len = 0) const;
-    /// Summed negative log-likelihood (nats) of `target` (e.g. <s> … </s>) under teacher forcing: the decoder reads
+    /// Summed negative log-likelihood (nats) of `target` (e.g. tokenize(text)) under teacher forcing: the decoder reads
     /// decoder_start_token_id + target without its last token, as transformers' shift_tokens_right; log-softmax in double.
     double target_nll(std::span<const int32_t> source, std::span<const int32_t> target);
     /// Teacher-forced decoder logits [decoder_ids.size(), vocab] for the source ids (no padding) and the decoder input ids.
@@ -65,7 +79,7 @@ public:
     /// last when the config sets them) until </s> or max_new_tokens; returns the start token and what was generated.
     std::vector<int32_t> generate_greedy(std::span<const int32_t> source, int64_t max_new_tokens);
 
-    struct State;  // the weights (src/models/bart.cpp)
+    struct State;  // the weights (src/models/seq2seq_internal.h)
 
 private:
     Seq2SeqConfig config_;
@@ -81,7 +95,7 @@ struct Seq2SeqEvalResult {
     double nll = 0, mean_nll = 0, perplexity = 0, seconds = 0;
 };
 /// A TSV of text pairs (a header naming 'source' and 'target' columns), rows [first, end) (end < 0: all): each source
-/// truncated to the position table, each target <s> … </s>; mean NLL per target token and its exp (perplexity).
+/// truncated to the position table (if any), each target tokenize(text); mean NLL per target token and its exp (perplexity).
 Seq2SeqEvalResult evaluate_pairs(Seq2SeqModel& model, const std::string& tsv_path, int64_t first = 0, int64_t end = -1);
 
 /// W8A8 in memory on every block Linear (lm_head stays f32), activation bits as auto_activation_bits() says: dynamic

@@ -196,8 +196,8 @@ std::unique_ptr<Tokenizer> load_tokenizer(const hf::ModelDir& dir) {
     cfg.config = dir.config;
     if (has("tokenizer_config.json")) cfg.tokenizer_config = tok::read_json(root / "tokenizer_config.json");
 
-    // DeBERTa-v2/v3 names its SentencePiece model spm.model
-    const char* spm_file = has("tokenizer.model") ? "tokenizer.model" : has("spm.model") ? "spm.model" : nullptr;
+    // DeBERTa-v2/v3 names its SentencePiece model spm.model, T5 spiece.model
+    const char* spm_file = has("tokenizer.model") ? "tokenizer.model" : has("spm.model") ? "spm.model" : has("spiece.model") ? "spiece.model" : nullptr;
 #if defined(CQ_MINIMAL)
     if (spm_file)
         throw Unsupported("[tokenizer] " + (root / spm_file).string() +
@@ -212,7 +212,7 @@ std::unique_ptr<Tokenizer> load_tokenizer(const hf::ModelDir& dir) {
         return tok::make_bpe_from_files((root / "vocab.json").string(), (root / "merges.txt").string(), cfg);
     if (has("vocab.txt")) return tok::make_wordpiece_from_vocab_txt((root / "vocab.txt").string(), cfg);
 
-    std::string what = "no tokenizer files (looked for tokenizer.model, spm.model, tokenizer.json, vocab.json + merges.txt, vocab.txt)";
+    std::string what = "no tokenizer files (looked for tokenizer.model, spm.model, spiece.model, tokenizer.json, vocab.json + merges.txt, vocab.txt)";
     if (has("vocab.json")) what = "vocab.json is present but merges.txt is missing";
     else if (has("merges.txt")) what = "merges.txt is present but vocab.json is missing";
     else if (has("tokenizer.json")) what = "tokenizer.json holds a model type cq does not implement, and there is no "

@@ -1,6 +1,6 @@
 // `cq eval MODEL --task classification --data FILE`: accuracy of an encoder classifier on a labelled
 // TSV, MNIST idx files or an image folder; with --compare OTHER, the agreement and logits KL-divergence
-// of the two models on the same samples, in the same run. An encoder–decoder (BART): teacher-forced loss and perplexity
+// of the two models on the same samples, in the same run. An encoder–decoder (BART, T5): teacher-forced loss and perplexity
 // on a TSV of text pairs.
 #include <cstdio>
 #include <filesystem>
@@ -30,7 +30,7 @@ struct Options {
     float pixel_scale = 1.0f;
     std::string onnx_calib, calib_range, calib_method = "minmax";
     std::string classes, prompt = "a photo of a {}.";  // CLIP zero-shot
-    bool w8a8_dynamic = false;                         // BART: also W8A8 with dynamic activations
+    bool w8a8_dynamic = false;                         // BART / T5: also W8A8 with dynamic activations
     int64_t calib_samples = 256;
 };
 
@@ -57,19 +57,19 @@ Runner register_eval(CLI::App& app) {
     cmd->add_option("--classes", o->classes, "CLIP: zero-shot class names in label order, comma-separated (default: config.json's id2label)");
     cmd->add_option("--prompt", o->prompt, "CLIP: the prompt template, {} standing for the class name (default: 'a photo of a {}.')");
     cmd->add_option("--pixel-scale", o->pixel_scale, ".onnx models: input = pixel (0..255) × this (default: 1, raw pixels)");
-    cmd->add_flag("--w8a8-dynamic", o->w8a8_dynamic, "BART: also quantize to W8A8 with dynamic activations and report its loss beside FP32's (default: off)");
-    cmd->add_option("--w8a8-calib", o->onnx_calib, ".onnx models and BART (text pairs): also quantize to static W8A8 calibrated on these images and "
+    cmd->add_flag("--w8a8-dynamic", o->w8a8_dynamic, "BART / T5: also quantize to W8A8 with dynamic activations and report its loss beside FP32's (default: off)");
+    cmd->add_option("--w8a8-calib", o->onnx_calib, ".onnx models and BART / T5 (text pairs): also quantize to static W8A8 calibrated on these images and "
                                                    "report FP32 vs INT8 accuracy, agreement and time (default: none)");
     cmd->add_option("--calib-range", o->calib_range, "--w8a8-calib samples FIRST:END (default: all; keep it apart from --range)");
     cmd->add_option("--calib-samples", o->calib_samples, "--w8a8-calib: at most this many samples (default: 256)");
     cmd->add_option("--calib-method", o->calib_method, "--w8a8-calib: minmax, percentile, mse or entropy (default: minmax)");
     cmd->add_flag("--json", o->json, "Print JSON instead of a table (default: off)");
     return [o]() -> int {
-        // An encoder–decoder directory (config.json's model_type bart): teacher-forced loss on text pairs.
+        // An encoder–decoder directory (config.json's model_type bart or t5): teacher-forced loss on text pairs.
         if (std::error_code ec; std::filesystem::is_regular_file(std::filesystem::path(o->model) / "config.json", ec)) {
             std::ifstream cfg(std::filesystem::path(o->model) / "config.json");
             const nlohmann::json j = nlohmann::json::parse(cfg, nullptr, false);
-            if (j.is_object() && j.value("model_type", "") == "bart") {
+            if (j.is_object() && (j.value("model_type", "") == "bart" || j.value("model_type", "") == "t5")) {
                 auto model = Seq2SeqModel::load(o->model);
                 const auto [first, count] = parse_sample_range(o->range, "--range");
                 const Seq2SeqEvalResult r = evaluate_pairs(*model, o->data, first, count < 0 ? -1 : first + count);
