@@ -49,13 +49,29 @@ public:
     virtual void backward(int weight_param, const float* x, int64_t N, int64_t I, float* dxq) = 0;
 };
 
+/// Low-rank adapters (LoRA, Hu et al. 2021): each targeted Linear computes y = x·Wᵀ + b + (alpha/rank)·(x·Aᵀ)·Bᵀ with
+/// A [rank, in] and B [out, rank] trained and the base W frozen in whatever format the model holds it (Q4_K included:
+/// it is dequantized per use, never kept as f32). A starts as PEFT's kaiming-uniform (U(−1/√in, 1/√in), seeded), B at 0,
+/// so training starts from the base model's outputs.
+struct LoraOptions {
+    int64_t rank = 0;   // 0: no adapters (the whole model trains)
+    float alpha = 0;    // 0: alpha = rank (scale 1)
+    // Globs over the Linears' canonical names ("blk.*.attn_q"); empty: every Linear inside the blocks.
+    std::vector<std::string> targets;
+    uint64_t seed = 1;
+};
+
 /// Gradients of a decoder LanguageModel (LLaMA family and GPT-2): forward with saved activations, then the backward of
 /// every op in reverse. Construction makes each trainable tensor an owned f32 copy inside the model (Linears
-/// through Model::set_weight, marked modified_by "finetune"), so the trained model is the model.
+/// through Model::set_weight, marked modified_by "finetune"), so the trained model is the model. With LoRA the model is
+/// left as it is (every tensor frozen, read in its own format) and params() are the adapters only.
 class LmTrainer {
 public:
     /// Unsupported for families without a backward yet (names the family) or Linears held as W8A8 / [in, out].
     explicit LmTrainer(LanguageModel& model);
+    /// lora.rank > 0: adapters on the targeted Linears, everything else frozen. InvalidArgument when no Linear matches
+    /// the targets or the rank exceeds a target's smaller side.
+    LmTrainer(LanguageModel& model, const LoraOptions& lora);
     ~LmTrainer();
     LmTrainer(const LmTrainer&) = delete;
     LmTrainer& operator=(const LmTrainer&) = delete;
@@ -82,14 +98,41 @@ public:
     /// Replaces cross-entropy by `loss` in forward_backward and loss (empty: cross-entropy again).
     void set_logit_loss(LogitLoss loss);
 
+    /// One trained adapter pair: params()[a] is A [rank, in], params()[b] is B [out, rank].
+    struct LoraLayer {
+        Linear* layer;
+        int a, b;
+        float scale;  // alpha / rank
+    };
+    const std::vector<LoraLayer>& lora_layers() const { return lora_layers_; }
+    float lora_alpha() const { return lora_alpha_; }
+    /// Writes W + scale·B·A into each adapted Linear as f32 (Model::set_weight, modified_by "finetune-lora"); the
+    /// trainer must not run after this.
+    void merge_lora();
+    /// Writes the adapters as a llama.cpp LoRA adapter GGUF (general.type "adapter", adapter.type "lora",
+    /// adapter.lora.alpha; "<weight>.lora_a" [rank, in] and ".lora_b" [out, rank] in f32), atomically.
+    void save_lora_gguf(const std::string& path) const;
+
 private:
     struct State;
+    std::vector<LoraLayer> lora_layers_;
+    float lora_alpha_ = 0;
+    const float* linear_weight(int w, std::vector<float>& scratch) const;
+    void linear_forward(int w, int b, const float* x, int64_t N, int64_t I, int64_t O, float* y);
+    void linear_backward(int w, int b, const float* dy, const float* x, int64_t N, int64_t I, int64_t O, float* dx,
+                         bool accumulate_dx);
     void block_forward(int64_t l, int64_t slot);
     std::pair<double, int64_t> run_forward(std::span<const int32_t> tokens, std::span<const int32_t> targets, int64_t B,
                                            int64_t T);
     std::unique_ptr<State> s_;
     std::vector<TrainParam> params_;
 };
+
+/// Applies a LoRA adapter GGUF (llama.cpp's form, as LmTrainer::save_lora_gguf writes it) to `model`: each adapted
+/// Linear becomes W + scale·(alpha/rank)·B·A in f32 (alpha 0 or absent: scale alone, as llama.cpp does). Returns the
+/// number of Linears changed. InvalidArgument naming the file and tensor for another architecture, a tensor with no
+/// Linear, a lone or misshapen lora_a / lora_b, or a non-finite value; the model is unchanged then.
+int64_t apply_lora_adapter(LanguageModel& model, const std::string& path, float scale = 1.0f);
 
 class EncoderModel;
 struct TextBatch;
@@ -258,6 +301,11 @@ struct FinetuneOptions {
     std::string precision = "fp32";
     LossScalerOptions loss_scaler;  // fp16 only
     std::string checkpoint = "none";  // none, block (every block recomputed) or every:K (blocks 0, K, 2K, …)
+    // LoRA (lora.rank > 0): only the adapters train, the base stays in its own format. lora_output: "merged" writes
+    // the model with W + scale·B·A (f32) in the adapted Linears to `output`; "adapter" writes a llama.cpp LoRA
+    // adapter GGUF to `output` (.gguf only).
+    LoraOptions lora;
+    std::string lora_output = "merged";
 };
 
 struct FinetuneProgress {
@@ -280,6 +328,7 @@ struct FinetuneReport {
     double eval_accuracy_before = 0, eval_accuracy_after = 0;  // classifiers
     bool has_accuracy = false;
     int64_t steps = 0, tokens = 0, n_windows = 0;
+    int64_t trained_parameters = 0;  // elements the optimiser updated (LoRA: the adapters only)
     double seconds = 0, tokens_per_s = 0;
     uint64_t peak_rss_bytes = 0;
     uint64_t param_state_bytes = 0;   // weights + gradients + optimiser state (f32)

@@ -101,11 +101,17 @@ FinetuneReport finetune(LanguageModel& model, const FinetuneOptions& o,
     if (o.batch < 1 || o.accumulate < 1) throw InvalidArgument("[finetune] --batch and --accumulate must be at least 1");
     if (o.steps < 0 || (o.steps == 0 && !(o.epochs > 0)))
         throw InvalidArgument("[finetune] give a positive --steps or --epochs");
+    const bool lora = o.lora.rank > 0;
+    const bool gguf_output = o.output.size() >= 5 && o.output.compare(o.output.size() - 5, 5, ".gguf") == 0;
+    if (lora && o.lora_output != "merged" && o.lora_output != "adapter")
+        throw InvalidArgument("[finetune] --lora-output '" + o.lora_output + "' is not merged or adapter");
+    if (lora && o.lora_output == "adapter" && !o.output.empty() && !gguf_output)
+        throw InvalidArgument("[finetune] --lora-output adapter writes a llama.cpp adapter GGUF: give -o a .gguf path, not " + o.output);
     const TextWindows data = load_text_windows(model, o.data, o.ctx);
     std::optional<TextWindows> eval;
     if (!o.eval_data.empty()) eval = load_text_windows(model, o.eval_data, o.ctx);
 
-    LmTrainer trainer(model);
+    LmTrainer trainer(model, o.lora);
     trainer.set_checkpoint_every(checkpoint_every);
     std::vector<TrainParam> params;  // the trained ones (frozen ones keep their values)
     for (const TrainParam& p : trainer.params()) {
@@ -198,13 +204,24 @@ FinetuneReport finetune(LanguageModel& model, const FinetuneOptions& o,
         r.eval_loss_after = eval_loss(trainer, *eval, o.batch, o.eval_batches);
         r.eval_curve.emplace_back(run_steps, r.eval_loss_after);
     }
+    r.peak_rss_bytes = peak_rss_bytes();  // training's peak (a merged HF output below makes a full f32 copy)
+    for (const TrainParam& p : params) r.trained_parameters += p.numel;
     if (!o.output.empty()) {
-        const bool gguf = o.output.size() >= 5 && o.output.compare(o.output.size() - 5, 5, ".gguf") == 0;
-        if (gguf) model.save(o.output);
-        else save_hf_dir(model, trainer.params(), o.output);
+        if (lora && o.lora_output == "adapter") {
+            trainer.save_lora_gguf(o.output);
+        } else {
+            if (lora) trainer.merge_lora();
+            if (gguf_output) {
+                model.save(o.output);
+            } else if (lora) {
+                LmTrainer whole(model);  // every tensor as an f32 parameter with its HF name, for the writer
+                save_hf_dir(model, whole.params(), o.output);
+            } else {
+                save_hf_dir(model, trainer.params(), o.output);
+            }
+        }
         r.output = o.output;
     }
-    r.peak_rss_bytes = peak_rss_bytes();
     for (const TrainParam& p : trainer.params()) r.param_state_bytes += static_cast<uint64_t>(p.numel) * 8;  // value + grad
     for (const auto& st : opt.state()) r.param_state_bytes += st.size() * sizeof(float);
     r.activation_bytes = trainer.activation_bytes();

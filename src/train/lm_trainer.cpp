@@ -1,12 +1,16 @@
 // LmTrainer: the decoder families' training forward (saving every activation the backward reads) and its
 // backward, op by op in reverse (train_ops.h), over the model's own tensors made owned f32 in place.
 // LLaMA: RMSNorm, q/k/v (+ optional biases), RoPE, GQA attention, SwiGLU. GPT-2: LayerNorm, fused qkv, learned
-// positions, GELU (tanh), biases everywhere, tied head.
+// positions, GELU (tanh), biases everywhere, tied head. LoRA: adapters on frozen Linears of any format.
 #include <algorithm>
+#include <cmath>
 #include <cstring>
+#include <deque>
 #include <string>
 
+#include "cq/atomic_file.h"
 #include "cq/error.h"
+#include "cq/io/gguf_writer.h"
 #include "cq/train.h"
 #include "models/tensor_names.h"
 #include "train/train_ops.h"
@@ -81,13 +85,71 @@ struct LmTrainer::State {
     }
     int64_t n_slots(int64_t L) const { return checkpoint_every == 0 ? L : 1 + L - (L + checkpoint_every - 1) / checkpoint_every; }
     LogitLoss logit_loss;     // set: replaces cross-entropy (s.logits then holds its gradient)
+
+    // LoRA: every tensor is frozen. A frozen tensor's index in the block tables above is −2 − f (f: into `frozen`).
+    struct Frozen {
+        const float* value = nullptr;    // f32 as the kernels read it; null: dequantize `linear` / `table` per use
+        const Linear* linear = nullptr;  // a frozen Linear (its adapters: lora ≥ 0, into lora_layers_)
+        const Tensor* table = nullptr;   // a frozen embedding held in a block format: rows dequantized as looked up
+        int lora = -1;
+    };
+    std::vector<Frozen> frozen;
+    std::deque<std::vector<float>> frozen_copies;  // f32 copies of small frozen tensors held in another type (norms)
+    std::vector<float> sink;  // the gradients frozen norms' backward kernels write and nobody reads
+    std::vector<float> wscratch, lora_t, lora_u, lora_dt, lora_dy;
+    bool merged = false;  // merge_lora ran: the frozen pointers may be stale
+
+    // A tensor's f32 values by index (−1: absent → null; frozen: its f32 form, null where it is dequantized per use).
+    const float* value(const std::vector<TrainParam>& P, int i) const {
+        if (i >= 0) return P[static_cast<size_t>(i)].value;
+        return i == -1 ? nullptr : frozen[static_cast<size_t>(-2 - i)].value;
+    }
+    // Where a tensor's gradient adds up: its own, none (−1), or the sink (frozen: a norm's backward writes it anyway).
+    float* gradient(std::vector<TrainParam>& P, int i) {
+        if (i >= 0) return P[static_cast<size_t>(i)].grad;
+        return i == -1 ? nullptr : sink.data();
+    }
+    const Frozen* frozen_at(int i) const { return i <= -2 ? &frozen[static_cast<size_t>(-2 - i)] : nullptr; }
 };
 
-LmTrainer::LmTrainer(LanguageModel& model) : s_(std::make_unique<State>()) {
+namespace {
+
+// A seeded uniform draw in [-bound, bound) from splitmix64: the same numbers on every platform and standard library.
+float uniform_draw(uint64_t& state, float bound) {
+    uint64_t z = (state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    const double u = static_cast<double>(z >> 11) * 0x1.0p-53;
+    return static_cast<float>((2.0 * u - 1.0) * bound);
+}
+
+bool matches_any(const std::vector<std::string>& globs, const std::string& name) {
+    RuleTarget target;
+    target.name = name;
+    for (const std::string& g : globs) {
+        RuleScope scope;
+        scope.pattern = g;
+        if (scope.matches(target)) return true;
+    }
+    return false;
+}
+
+}  // namespace
+
+LmTrainer::LmTrainer(LanguageModel& model) : LmTrainer(model, LoraOptions{}) {}
+
+LmTrainer::LmTrainer(LanguageModel& model, const LoraOptions& lora) : s_(std::make_unique<State>()) {
     State& s = *s_;
     s.model = &model;
     s.c = model.config();
     const LlmConfig& c = s.c;
+    if (lora.rank < 0) throw InvalidArgument("[train] LoRA rank " + std::to_string(lora.rank) + " must be positive");
+    if (lora.alpha < 0 || !std::isfinite(lora.alpha))
+        throw InvalidArgument("[train] LoRA alpha " + std::to_string(lora.alpha) + " must be a positive number (0: the rank)");
+    const bool frozen_base = lora.rank > 0;
+    lora_alpha_ = lora.alpha > 0 ? lora.alpha : static_cast<float>(lora.rank);
+    uint64_t rng = lora.seed * 0x2545F4914F6CDD1Dull + 0x1234567ull;
     s.gpt2 = c.family == LlmFamily::gpt2;
     if (!s.gpt2 && (c.n_head_kv <= 0 || c.n_head % c.n_head_kv != 0))
         throw Unsupported("[train] " + std::to_string(c.n_head) + " query heads over " + std::to_string(c.n_head_kv) + " KV heads");
@@ -108,8 +170,58 @@ LmTrainer::LmTrainer(LanguageModel& model) : s_(std::make_unique<State>()) {
         params_.push_back(std::move(p));
         return static_cast<int>(params_.size() - 1);
     };
+    // A frozen tensor read as f32: its own bytes where it is f32, else an f32 copy held here (norms, biases: small).
+    const auto freeze_f32 = [&](const Tensor& t, const std::string& what) {
+        State::Frozen f;
+        if (t.dtype() == DType::F32) {
+            f.value = static_cast<const float*>(t.data());
+        } else {
+            const Tensor copy = owned_f32(t, what);
+            s.frozen_copies.emplace_back(static_cast<const float*>(copy.data()), static_cast<const float*>(copy.data()) + copy.numel());
+            f.value = s.frozen_copies.back().data();
+        }
+        s.frozen.push_back(f);
+        return -2 - static_cast<int>(s.frozen.size() - 1);
+    };
+    // A frozen Linear, read as f32 in place or dequantized (and transposed) per use; with adapters when targeted.
+    const auto freeze_linear = [&](Linear& l, const std::string& hf_name, int* bias) {
+        if (l.int8) throw Unsupported("[train] '" + l.name + "' is held as " + l.format() + ", which cq cannot train adapters on");
+        if (!dtype_traits(l.weight.dtype()).to_float)
+            throw Unsupported("[train] '" + l.name + "' is held as " + l.format() + ", which cq cannot read as floats");
+        State::Frozen f;
+        f.linear = &l;
+        if (l.weight.dtype() == DType::F32 && !l.transposed) f.value = static_cast<const float*>(l.weight.data());
+        if (l.bias) {
+            if (!bias) throw Unsupported("[train] '" + l.name + "' has a bias, which this family's backward does not take");
+            *bias = freeze_f32(*l.bias, l.name + ".bias");
+        }
+        const bool targeted = l.block >= 0 && (lora.targets.empty() || matches_any(lora.targets, l.name));
+        if (targeted) {
+            const int64_t r = lora.rank, I = l.n_in(), O = l.n_out();
+            if (r > std::min(I, O))
+                throw InvalidArgument("[train] LoRA rank " + std::to_string(r) + " exceeds '" + l.name + "' (" + std::to_string(O) + " × " +
+                                      std::to_string(I) + ")");
+            auto& a = s.frozen_copies.emplace_back(static_cast<size_t>(r * I));
+            const float bound = 1.0f / std::sqrt(static_cast<float>(I));  // PEFT: kaiming_uniform_(a = √5) = U(±1/√in)
+            for (float& v : a) v = uniform_draw(rng, bound);
+            auto& b = s.frozen_copies.emplace_back(static_cast<size_t>(O * r), 0.0f);
+            const std::string peft = "base_model.model." + hf_name;
+            LoraLayer L{&l, -1, -1, lora_alpha_ / static_cast<float>(r)};
+            L.a = add(l.name + ".weight.lora_a", peft + ".lora_A.weight", a.data(), {r, I});
+            L.b = add(l.name + ".weight.lora_b", peft + ".lora_B.weight", b.data(), {O, r});
+            f.lora = static_cast<int>(lora_layers_.size());
+            lora_layers_.push_back(L);
+        }
+        s.frozen.push_back(f);
+        return -2 - static_cast<int>(s.frozen.size() - 1);
+    };
     // A norm's weight (and LayerNorm bias → *bias).
     const auto add_norm = [&](Norm& n, const std::string& name, const std::string& hf_name, int* bias) {
+        if (frozen_base) {
+            if (n.bias && !bias) throw Unsupported("[train] '" + name + "' has a bias, which an RMSNorm does not take");
+            if (n.bias) *bias = freeze_f32(*n.bias, name + ".bias");
+            return freeze_f32(n.weight, name);
+        }
         n.weight = owned_f32(n.weight, name);
         n.modified_by = "finetune";
         const int i = add(name + ".weight", hf_name + ".weight", data_of(n.weight), n.weight.shape());
@@ -122,6 +234,7 @@ LmTrainer::LmTrainer(LanguageModel& model) : s_(std::make_unique<State>()) {
     };
     // A Linear's weight, as [out, in] (and its bias → *bias; null: the backward takes none here).
     const auto add_linear = [&](Linear& l, const std::string& hf_name, int* bias) {
+        if (frozen_base) return freeze_linear(l, hf_name, bias);
         if (l.int8) throw Unsupported("[train] '" + l.name + "' is held as " + l.format() + ", which cq cannot train");
         const bool was_transposed = l.transposed;
         model.set_weight(l, was_transposed ? owned_f32_transposed(l.weight, l.name) : owned_f32(l.weight, l.name), "finetune");
@@ -134,13 +247,29 @@ LmTrainer::LmTrainer(LanguageModel& model) : s_(std::make_unique<State>()) {
         return i;
     };
 
-    w.token_embd = owned_f32(w.token_embd, "token_embd");
-    w.embeddings_modified_by = "finetune";
-    s.embd = add("token_embd.weight", hf.global("token_embd") + ".weight", data_of(w.token_embd), w.token_embd.shape());
-    if (s.gpt2) {
-        if (!w.pos_embd) throw Unsupported("[train] the GPT-2 model has no position embedding");
-        *w.pos_embd = owned_f32(*w.pos_embd, "position_embd");
-        s.pos = add("position_embd.weight", hf.global("position_embd") + ".weight", data_of(*w.pos_embd), w.pos_embd->shape());
+    if (frozen_base) {
+        const auto& traits = dtype_traits(w.token_embd.dtype());
+        if (!traits.to_float || c.n_embd % static_cast<int64_t>(traits.block_size) != 0)
+            throw Unsupported("[train] the token embedding is held as " + std::string(traits.name) + ", which cq cannot read by rows");
+        State::Frozen f;
+        if (w.token_embd.dtype() == DType::F32) f.value = static_cast<const float*>(w.token_embd.data());
+        else f.table = &w.token_embd;
+        s.frozen.push_back(f);
+        s.embd = -2 - static_cast<int>(s.frozen.size() - 1);
+        if (s.gpt2) {
+            if (!w.pos_embd) throw Unsupported("[train] the GPT-2 model has no position embedding");
+            s.pos = freeze_f32(*w.pos_embd, "position_embd");
+        }
+        s.sink.assign(static_cast<size_t>(c.n_embd), 0.0f);
+    } else {
+        w.token_embd = owned_f32(w.token_embd, "token_embd");
+        w.embeddings_modified_by = "finetune";
+        s.embd = add("token_embd.weight", hf.global("token_embd") + ".weight", data_of(w.token_embd), w.token_embd.shape());
+        if (s.gpt2) {
+            if (!w.pos_embd) throw Unsupported("[train] the GPT-2 model has no position embedding");
+            *w.pos_embd = owned_f32(*w.pos_embd, "position_embd");
+            s.pos = add("position_embd.weight", hf.global("position_embd") + ".weight", data_of(*w.pos_embd), w.pos_embd->shape());
+        }
     }
     for (size_t l = 0; l < w.blocks.size(); ++l) {
         DecoderBlock& b = w.blocks[l];
@@ -168,7 +297,17 @@ LmTrainer::LmTrainer(LanguageModel& model) : s_(std::make_unique<State>()) {
         s.blocks.push_back(bp);
     }
     s.out_norm = add_norm(w.output_norm, "output_norm", hf.global("output_norm"), s.gpt2 ? &s.out_norm_b : nullptr);
-    if (tied) {
+    if (frozen_base) {
+        s.out = freeze_linear(w.output, hf.global("output"), nullptr);  // tied: w.output.weight is the embedding's bytes
+        if (lora_layers_.empty()) {
+            std::string globs;
+            for (const std::string& g : lora.targets) {
+                if (!globs.empty()) globs += ',';
+                globs += g;
+            }
+            throw InvalidArgument("[train] no Linear inside the blocks matches the LoRA targets '" + globs + "'");
+        }
+    } else if (tied) {
         // The head is the embedding: one parameter, both uses add to its gradient.
         w.output.weight = w.token_embd;
         w.output.transposed = false;
@@ -225,7 +364,7 @@ void LmTrainer::block_forward(int64_t l, int64_t sl) {
     const int64_t B = s.B, T = s.T;
     const Dims d = dims_of(c, B * T);
     const int64_t N = d.N;
-    const auto val = [&](int i) -> const float* { return i >= 0 ? P[static_cast<size_t>(i)].value : nullptr; };
+    const auto val = [&](int i) { return s.value(P, i); };
     const auto& bp = s.blocks[static_cast<size_t>(l)];
     const float* xin = s.res.data() + l * N * d.D;
     float* xn1 = s.xn1.data() + sl * N * d.D;
@@ -241,35 +380,35 @@ void LmTrainer::block_forward(int64_t l, int64_t sl) {
         train::layernorm_forward(xin, val(bp.attn_norm), val(bp.attn_norm_b), N, d.D, c.norm_eps, xn1, s.mean1.data() + sl * N,
                                  s.rstd1.data() + sl * N);
         // qkv: [N, 3D] = q | k | v → three contiguous buffers, as the attention kernels take them
-        train::linear_forward(xn1, val(bp.wqkv), val(bp.bqkv), N, d.D, 3 * d.D, s.qkv.data());
+        linear_forward(bp.wqkv, bp.bqkv, xn1, N, d.D, 3 * d.D, s.qkv.data());
         for (int64_t r = 0; r < N; ++r) {
             const float* src = s.qkv.data() + r * 3 * d.D;
             std::copy_n(src, d.D, q + r * d.D), std::copy_n(src + d.D, d.D, k + r * d.D), std::copy_n(src + 2 * d.D, d.D, v + r * d.D);
         }
     } else {
         train::rmsnorm_forward(xin, val(bp.attn_norm), N, d.D, c.norm_eps, xn1, s.rstd1.data() + sl * N);
-        train::linear_forward(xn1, val(bp.wq), val(bp.bq), N, d.D, d.qd, q);
-        train::linear_forward(xn1, val(bp.wk), val(bp.bk), N, d.D, d.kvd, k);
-        train::linear_forward(xn1, val(bp.wv), val(bp.bv), N, d.D, d.kvd, v);
+        linear_forward(bp.wq, bp.bq, xn1, N, d.D, d.qd, q);
+        linear_forward(bp.wk, bp.bk, xn1, N, d.D, d.kvd, k);
+        linear_forward(bp.wv, bp.bv, xn1, N, d.D, d.kvd, v);
         train::rope_forward(q, B, T, d.qd, d.Hq, d.hd, c.rope_dims, s.cos_t.data(), s.sin_t.data(), c.rope_pairing);
         train::rope_forward(k, B, T, d.kvd, d.Hkv, d.hd, c.rope_dims, s.cos_t.data(), s.sin_t.data(), c.rope_pairing);
     }
     train::attention_forward(q, k, v, B, T, d.Hq, d.Hkv, d.hd, s.p.data() + sl * B * d.Hq * T * T, att);
-    train::linear_forward(att, val(bp.wo), val(bp.bo), N, d.qd, d.D, s.tmp.data());
+    linear_forward(bp.wo, bp.bo, att, N, d.qd, d.D, s.tmp.data());
     train::add_forward(xin, s.tmp.data(), xmid, N * d.D);
     if (s.gpt2) {
         train::layernorm_forward(xmid, val(bp.ffn_norm), val(bp.ffn_norm_b), N, d.D, c.norm_eps, xn2, s.mean2.data() + sl * N,
                                  s.rstd2.data() + sl * N);
-        train::linear_forward(xn2, val(bp.up), val(bp.bup), N, d.D, d.F, g);
+        linear_forward(bp.up, bp.bup, xn2, N, d.D, d.F, g);
         train::gelu_tanh_forward(g, h, N * d.F);
     } else {
         float* u = s.u.data() + sl * N * d.F;
         train::rmsnorm_forward(xmid, val(bp.ffn_norm), N, d.D, c.norm_eps, xn2, s.rstd2.data() + sl * N);
-        train::linear_forward(xn2, val(bp.gate), nullptr, N, d.D, d.F, g);
-        train::linear_forward(xn2, val(bp.up), nullptr, N, d.D, d.F, u);
+        linear_forward(bp.gate, -1, xn2, N, d.D, d.F, g);
+        linear_forward(bp.up, -1, xn2, N, d.D, d.F, u);
         train::swiglu_forward(g, u, h, N * d.F);
     }
-    train::linear_forward(h, val(bp.down), val(bp.bdown), N, d.F, d.D, s.tmp.data());
+    linear_forward(bp.down, bp.bdown, h, N, d.F, d.D, s.tmp.data());
     train::add_forward(xmid, s.tmp.data(), s.res.data() + (l + 1) * N * d.D, N * d.D);
 }
 
@@ -318,9 +457,19 @@ std::pair<double, int64_t> LmTrainer::run_forward(std::span<const int32_t> token
     }
     s.ids.assign(tokens.begin(), tokens.end());
     s.tgts.assign(targets.begin(), targets.end());
-    const auto val = [&](int i) -> const float* { return i >= 0 ? P[static_cast<size_t>(i)].value : nullptr; };
+    const auto val = [&](int i) { return s.value(P, i); };
 
-    train::embedding_forward(val(s.embd), s.ids.data(), N, d.D, s.res.data());
+    if (s.merged) throw InvalidArgument("[train] the adapters were merged into the model; this trainer cannot run again");
+    if (const State::Frozen* f = s.frozen_at(s.embd); f && f->table) {
+        // A frozen embedding in a block format: dequantize the looked-up rows only.
+        const auto& traits = dtype_traits(f->table->dtype());
+        const uint64_t row_bytes = *dtype_bytes(f->table->dtype(), static_cast<uint64_t>(d.D));
+        const auto* base = static_cast<const uint8_t*>(f->table->data());
+        for (int64_t i = 0; i < N; ++i)
+            traits.to_float(base + static_cast<uint64_t>(s.ids[static_cast<size_t>(i)]) * row_bytes, s.res.data() + i * d.D, d.D);
+    } else {
+        train::embedding_forward(val(s.embd), s.ids.data(), N, d.D, s.res.data());
+    }
     if (s.gpt2) {
         train::embedding_forward(val(s.pos), s.positions.data(), N, d.D, s.tmp.data());
         train::add_forward(s.res.data(), s.tmp.data(), s.res.data(), N * d.D);
@@ -329,7 +478,7 @@ std::pair<double, int64_t> LmTrainer::run_forward(std::span<const int32_t> token
     const float* xlast = s.res.data() + d.L * N * d.D;
     if (s.gpt2) train::layernorm_forward(xlast, val(s.out_norm), val(s.out_norm_b), N, d.D, c.norm_eps, s.xnf.data(), s.meanf.data(), s.rstdf.data());
     else train::rmsnorm_forward(xlast, val(s.out_norm), N, d.D, c.norm_eps, s.xnf.data(), s.rstdf.data());
-    train::linear_forward(s.xnf.data(), val(s.out), nullptr, N, d.D, d.V, s.logits.data());
+    linear_forward(s.out, -1, s.xnf.data(), N, d.D, d.V, s.logits.data());
     if (s.logit_loss) return s.logit_loss(s.logits.data(), s.tgts.data(), N, d.V);
     const double total = train::cross_entropy_forward(s.logits.data(), s.tgts.data(), N, d.V, s.logits.data(), s.losses.data());
     int64_t counted = 0;
@@ -355,8 +504,8 @@ double LmTrainer::forward_backward(std::span<const int32_t> tokens, std::span<co
     grow(s.dk, N * d.kvd), grow(s.dv, N * d.kvd), grow(s.dh, N * d.F), grow(s.dg, N * d.F);
     if (s.gpt2) grow(s.dqkv, N * 3 * d.D);
     else grow(s.du, N * d.F);
-    const auto val = [&](int i) -> const float* { return i >= 0 ? P[static_cast<size_t>(i)].value : nullptr; };
-    const auto grad = [&](int i) -> float* { return i >= 0 ? P[static_cast<size_t>(i)].grad : nullptr; };
+    const auto val = [&](int i) { return s.value(P, i); };
+    const auto grad = [&](int i) { return s.gradient(P, i); };
 
     // logits ← dlogits; the head; the final norm into the residual stream's gradient.
     if (s.logit_loss) {  // s.logits holds ∂(summed loss)/∂logits
@@ -365,7 +514,7 @@ double LmTrainer::forward_backward(std::span<const int32_t> tokens, std::span<co
     } else {
         train::cross_entropy_backward(s.logits.data(), s.tgts.data(), N, d.V, grad_scale / static_cast<float>(counted), s.logits.data());
     }
-    train::linear_backward(s.logits.data(), s.xnf.data(), val(s.out), N, d.D, d.V, s.dxn.data(), false, grad(s.out), nullptr);
+    linear_backward(s.out, -1, s.logits.data(), s.xnf.data(), N, d.D, d.V, s.dxn.data(), false);
     std::fill_n(s.dres.data(), N * d.D, 0.0f);
     const float* xlast = s.res.data() + d.L * N * d.D;
     if (s.gpt2)
@@ -389,21 +538,21 @@ double LmTrainer::forward_backward(std::span<const int32_t> tokens, std::span<co
         const float* g = s.g.data() + sl * N * d.F;
         const float* h = s.h.data() + sl * N * d.F;
         // MLP: res[l+1] = xmid + down(act(xn2)), xn2 = norm(xmid)
-        train::linear_backward(s.dres.data(), h, val(bp.down), N, d.F, d.D, s.dh.data(), false, grad(bp.down), grad(bp.bdown));
+        linear_backward(bp.down, bp.bdown, s.dres.data(), h, N, d.F, d.D, s.dh.data(), false);
         if (s.gpt2) {
             train::gelu_tanh_backward(s.dh.data(), g, s.dg.data(), N * d.F);
-            train::linear_backward(s.dg.data(), xn2, val(bp.up), N, d.D, d.F, s.dxn.data(), false, grad(bp.up), grad(bp.bup));
+            linear_backward(bp.up, bp.bup, s.dg.data(), xn2, N, d.D, d.F, s.dxn.data(), false);
             train::layernorm_backward(s.dxn.data(), xmid, val(bp.ffn_norm), s.mean2.data() + sl * N, s.rstd2.data() + sl * N, N, d.D,
                                       s.dres.data(), grad(bp.ffn_norm), grad(bp.ffn_norm_b));
         } else {
             const float* u = s.u.data() + sl * N * d.F;
             train::swiglu_backward(s.dh.data(), g, u, s.dg.data(), s.du.data(), N * d.F);
-            train::linear_backward(s.dg.data(), xn2, val(bp.gate), N, d.D, d.F, s.dxn.data(), false, grad(bp.gate), nullptr);
-            train::linear_backward(s.du.data(), xn2, val(bp.up), N, d.D, d.F, s.dxn.data(), true, grad(bp.up), nullptr);
+            linear_backward(bp.gate, -1, s.dg.data(), xn2, N, d.D, d.F, s.dxn.data(), false);
+            linear_backward(bp.up, -1, s.du.data(), xn2, N, d.D, d.F, s.dxn.data(), true);
             train::rmsnorm_backward(s.dxn.data(), xmid, val(bp.ffn_norm), s.rstd2.data() + sl * N, N, d.D, s.dres.data(), grad(bp.ffn_norm));
         }
         // attention: xmid = xin + wo(attn(q, k, v)), q, k, v from xn1 = norm(xin)
-        train::linear_backward(s.dres.data(), att, val(bp.wo), N, d.qd, d.D, s.datt.data(), false, grad(bp.wo), grad(bp.bo));
+        linear_backward(bp.wo, bp.bo, s.dres.data(), att, N, d.qd, d.D, s.datt.data(), false);
         train::attention_backward(s.datt.data(), q, k, v, s.p.data() + sl * B * d.Hq * T * T, B, T, d.Hq, d.Hkv, d.hd,
                                   s.dq.data(), s.dk.data(), s.dv.data());
         if (s.gpt2) {
@@ -412,21 +561,126 @@ double LmTrainer::forward_backward(std::span<const int32_t> tokens, std::span<co
                 std::copy_n(s.dq.data() + r * d.D, d.D, dst), std::copy_n(s.dk.data() + r * d.D, d.D, dst + d.D);
                 std::copy_n(s.dv.data() + r * d.D, d.D, dst + 2 * d.D);
             }
-            train::linear_backward(s.dqkv.data(), xn1, val(bp.wqkv), N, d.D, 3 * d.D, s.dxn.data(), false, grad(bp.wqkv), grad(bp.bqkv));
+            linear_backward(bp.wqkv, bp.bqkv, s.dqkv.data(), xn1, N, d.D, 3 * d.D, s.dxn.data(), false);
             train::layernorm_backward(s.dxn.data(), xin, val(bp.attn_norm), s.mean1.data() + sl * N, s.rstd1.data() + sl * N, N, d.D,
                                       s.dres.data(), grad(bp.attn_norm), grad(bp.attn_norm_b));
         } else {
             train::rope_backward(s.dq.data(), B, T, d.qd, d.Hq, d.hd, c.rope_dims, s.cos_t.data(), s.sin_t.data(), c.rope_pairing);
             train::rope_backward(s.dk.data(), B, T, d.kvd, d.Hkv, d.hd, c.rope_dims, s.cos_t.data(), s.sin_t.data(), c.rope_pairing);
-            train::linear_backward(s.dq.data(), xn1, val(bp.wq), N, d.D, d.qd, s.dxn.data(), false, grad(bp.wq), grad(bp.bq));
-            train::linear_backward(s.dk.data(), xn1, val(bp.wk), N, d.D, d.kvd, s.dxn.data(), true, grad(bp.wk), grad(bp.bk));
-            train::linear_backward(s.dv.data(), xn1, val(bp.wv), N, d.D, d.kvd, s.dxn.data(), true, grad(bp.wv), grad(bp.bv));
+            linear_backward(bp.wq, bp.bq, s.dq.data(), xn1, N, d.D, d.qd, s.dxn.data(), false);
+            linear_backward(bp.wk, bp.bk, s.dk.data(), xn1, N, d.D, d.kvd, s.dxn.data(), true);
+            linear_backward(bp.wv, bp.bv, s.dv.data(), xn1, N, d.D, d.kvd, s.dxn.data(), true);
             train::rmsnorm_backward(s.dxn.data(), xin, val(bp.attn_norm), s.rstd1.data() + sl * N, N, d.D, s.dres.data(), grad(bp.attn_norm));
         }
     }
-    train::embedding_backward(s.dres.data(), s.ids.data(), N, d.D, grad(s.embd));
-    if (s.gpt2) train::embedding_backward(s.dres.data(), s.positions.data(), N, d.D, grad(s.pos));
+    if (s.embd >= 0) train::embedding_backward(s.dres.data(), s.ids.data(), N, d.D, grad(s.embd));
+    if (s.gpt2 && s.pos >= 0) train::embedding_backward(s.dres.data(), s.positions.data(), N, d.D, grad(s.pos));
     return total / static_cast<double>(counted);
+}
+
+// W as the kernels take it, [out, in] f32: a trained parameter's values, a frozen f32 Linear's own bytes, or a frozen
+// Linear in another format (or [in, out]) dequantized into `scratch` (so a Q4_K base is never held as f32 whole).
+const float* LmTrainer::linear_weight(int w, std::vector<float>& scratch) const {
+    if (w >= 0) return params_[static_cast<size_t>(w)].value;
+    const State::Frozen& f = *s_->frozen_at(w);
+    if (f.value) return f.value;
+    const Linear& l = *f.linear;
+    const int64_t O = l.n_out(), I = l.n_in();
+    grow(scratch, O * I);
+    const auto& traits = dtype_traits(l.weight.dtype());
+    if (!l.transposed) {
+        traits.to_float(l.weight.data(), scratch.data(), O * I);
+        return scratch.data();
+    }
+    std::vector<float> held(static_cast<size_t>(O * I));  // [in, out] as the file has it
+    traits.to_float(l.weight.data(), held.data(), O * I);
+    for (int64_t i = 0; i < I; ++i)
+        for (int64_t o = 0; o < O; ++o) scratch[static_cast<size_t>(o * I + i)] = held[static_cast<size_t>(i * O + o)];
+    return scratch.data();
+}
+
+// y = x·Wᵀ + b, plus scale·(x·Aᵀ)·Bᵀ where the Linear carries adapters.
+void LmTrainer::linear_forward(int w, int b, const float* x, int64_t N, int64_t I, int64_t O, float* y) {
+    State& s = *s_;
+    train::linear_forward(x, linear_weight(w, s.wscratch), s.value(params_, b), N, I, O, y);
+    const State::Frozen* f = s.frozen_at(w);
+    if (!f || f->lora < 0) return;
+    const LoraLayer& L = lora_layers_[static_cast<size_t>(f->lora)];
+    const TrainParam& A = params_[static_cast<size_t>(L.a)];
+    const int64_t r = A.shape[0];
+    grow(s.lora_t, N * r), grow(s.lora_u, N * O);
+    train::linear_forward(x, A.value, nullptr, N, I, r, s.lora_t.data());
+    train::linear_forward(s.lora_t.data(), params_[static_cast<size_t>(L.b)].value, nullptr, N, r, O, s.lora_u.data());
+    for (int64_t i = 0; i < N * O; ++i) y[i] += L.scale * s.lora_u[static_cast<size_t>(i)];
+}
+
+// dx (= or +=) dy·W; the parameters' gradients where they train; an adapter pair's: with t = x·Aᵀ (recomputed, it is
+// cheap) and dys = scale·dy: dB += dysᵀ·t, dt = dys·B, dA += dtᵀ·x, dx += dt·A.
+void LmTrainer::linear_backward(int w, int b, const float* dy, const float* x, int64_t N, int64_t I, int64_t O, float* dx,
+                                bool accumulate_dx) {
+    State& s = *s_;
+    train::linear_backward(dy, x, linear_weight(w, s.wscratch), N, I, O, dx, accumulate_dx,
+                           w >= 0 ? params_[static_cast<size_t>(w)].grad : nullptr, b >= 0 ? params_[static_cast<size_t>(b)].grad : nullptr);
+    const State::Frozen* f = s.frozen_at(w);
+    if (!f || f->lora < 0) return;
+    const LoraLayer& L = lora_layers_[static_cast<size_t>(f->lora)];
+    TrainParam& A = params_[static_cast<size_t>(L.a)];
+    TrainParam& B = params_[static_cast<size_t>(L.b)];
+    const int64_t r = A.shape[0];
+    grow(s.lora_t, N * r), grow(s.lora_dt, N * r), grow(s.lora_dy, N * O);
+    train::linear_forward(x, A.value, nullptr, N, I, r, s.lora_t.data());
+    for (int64_t i = 0; i < N * O; ++i) s.lora_dy[static_cast<size_t>(i)] = L.scale * dy[i];
+    train::linear_backward(s.lora_dy.data(), s.lora_t.data(), B.value, N, r, O, s.lora_dt.data(), false, B.grad, nullptr);
+    train::linear_backward(s.lora_dt.data(), x, A.value, N, I, r, dx, true, A.grad, nullptr);
+}
+
+void LmTrainer::merge_lora() {
+    State& s = *s_;
+    if (s.merged) return;
+    for (size_t f = 0; f < s.frozen.size(); ++f) {
+        const State::Frozen& fz = s.frozen[f];
+        if (fz.lora < 0) continue;
+        const LoraLayer& L = lora_layers_[static_cast<size_t>(fz.lora)];
+        const TrainParam& A = params_[static_cast<size_t>(L.a)];
+        const TrainParam& B = params_[static_cast<size_t>(L.b)];
+        const int64_t O = L.layer->n_out(), I = L.layer->n_in(), r = A.shape[0];
+        std::vector<float> scratch;
+        const float* W = linear_weight(-2 - static_cast<int>(f), scratch);
+        const double scale = static_cast<double>(lora_alpha_) / static_cast<double>(r);  // as apply_lora_adapter reads it back
+        Tensor merged = Tensor::zeros({O, I}, DType::F32);
+        float* m = data_of(merged);
+        for (int64_t o = 0; o < O; ++o)
+            for (int64_t i = 0; i < I; ++i) {
+                double delta = 0;
+                for (int64_t k = 0; k < r; ++k) delta += static_cast<double>(B.value[o * r + k]) * A.value[k * I + i];
+                m[o * I + i] = W[o * I + i] + static_cast<float>(scale * delta);
+            }
+        s.model->set_weight(*L.layer, std::move(merged), "finetune-lora");
+    }
+    s.merged = true;
+}
+
+void LmTrainer::save_lora_gguf(const std::string& path) const {
+    if (lora_layers_.empty()) throw InvalidArgument("[train] this run trained no LoRA adapters to write to " + path);
+    gguf::Writer writer;
+    writer.set_string("general.type", "adapter");
+    writer.set_string("general.architecture", s_->c.architecture);
+    writer.set_string("adapter.type", "lora");
+    writer.set("adapter.lora.alpha", gguf::Value{gguf::ValueType::F32, static_cast<double>(lora_alpha_)});
+    std::vector<const TrainParam*> tensors;
+    for (const LoraLayer& L : lora_layers_)
+        for (int i : {L.a, L.b}) {
+            const TrainParam& p = params_[static_cast<size_t>(i)];
+            writer.add_tensor(p.name, p.shape, DType::F32);
+            tensors.push_back(&p);
+        }
+    AtomicFile out(path);
+    writer.write(out, [&](size_t i, std::vector<uint8_t>& buffer) {
+        const TrainParam& p = *tensors[i];
+        buffer.resize(static_cast<size_t>(p.numel) * sizeof(float));
+        std::memcpy(buffer.data(), p.value, buffer.size());
+    });
+    out.commit();
 }
 
 }  // namespace cq

@@ -29,7 +29,7 @@ nlohmann::json report_json(const FinetuneReport& r) {
     nlohmann::json j{{"steps", r.steps}, {"tokens", r.tokens}, {"windows", r.n_windows}, {"seconds", r.seconds},
                      {"tokens_per_s", r.tokens_per_s}, {"peak_rss_bytes", r.peak_rss_bytes},
                      {"param_state_bytes", r.param_state_bytes}, {"activation_bytes", r.activation_bytes}, {"loss_curve", r.loss_curve},
-                     {"step_seconds", r.step_seconds}};
+                     {"step_seconds", r.step_seconds}, {"trained_parameters", r.trained_parameters}};
     if (r.has_eval) {
         j["eval"] = {{"loss_before", r.eval_loss_before}, {"loss_after", r.eval_loss_after},
                      {"ppl_before", std::exp(r.eval_loss_before)}, {"ppl_after", std::exp(r.eval_loss_after)}};
@@ -62,8 +62,9 @@ DataSelection parse_range(const std::string& text, const std::string& option) {
 }
 
 void print_text(const FinetuneReport& r) {
-    std::printf("%lld steps, %s tokens in %.1f s (%.0f tokens/s), peak memory %s\n", static_cast<long long>(r.steps),
-                group_digits(static_cast<uint64_t>(r.tokens)).c_str(), r.seconds, r.tokens_per_s, human_bytes(r.peak_rss_bytes).c_str());
+    std::printf("%lld steps, %s tokens in %.1f s (%.0f tokens/s), peak memory %s, %s parameters trained\n", static_cast<long long>(r.steps),
+                group_digits(static_cast<uint64_t>(r.tokens)).c_str(), r.seconds, r.tokens_per_s, human_bytes(r.peak_rss_bytes).c_str(),
+                group_digits(static_cast<uint64_t>(r.trained_parameters)).c_str());
     // The curve at ~10 evenly spaced steps (the JSON output has every step).
     const size_t n = r.loss_curve.size(), every = std::max<size_t>(1, n / 10);
     std::printf("training loss:");
@@ -135,6 +136,17 @@ Runner register_finetune(CLI::App& app) {
                                                       "here, atomically, at the end and every --save-every steps");
     cmd->add_option("--save-every", o->ft.state_every, "Steps between --save-state writes (0: at the end only)")->default_val(0);
     cmd->add_option("--resume", o->ft.resume_from, "Continue the run that wrote this --save-state file (same MODEL and options)");
+    cmd->add_option("--lora", o->ft.lora.rank, "LLMs: train rank-R LoRA adapters on a frozen base that stays in its own format "
+                                               "(Q4_K included, dequantized per use); 0: train the whole model")
+        ->default_val(0)->check(CLI::Range(int64_t{0}, int64_t{1} << 20));
+    cmd->add_option("--lora-alpha", o->ft.lora.alpha, "LoRA alpha: the adapters' output is scaled by alpha / R (0: alpha = R)")
+        ->default_val(0.0f)->check(CLI::Range(0.0f, 1e6f));
+    cmd->add_option("--lora-target", o->ft.lora.targets, "Globs over Linear names that get adapters, e.g. 'blk.*.attn_q' "
+                                                         "(repeatable; default: every Linear inside the blocks)");
+    cmd->add_option("--lora-output", o->ft.lora_output, "merged: -o gets the model with W + (alpha/R)·B·A in f32 in the adapted "
+                                                        "Linears; adapter: -o (.gguf) gets a llama.cpp LoRA adapter (llama-cli --lora)")
+        ->default_val("merged")->check(CLI::IsMember({"merged", "adapter"}));
+    cmd->add_option("--lora-seed", o->ft.lora.seed, "Seed of the adapters' A initialisation (B starts at 0)")->default_val(1);
     cmd->add_flag("--json", o->json, "Print a JSON report instead of text (default: off)");
     return [o]() -> int {
         const auto on_progress = [](Progress& progress) {
@@ -168,6 +180,7 @@ Runner register_finetune(CLI::App& app) {
             ct.precision = o->ft.precision;
             ct.state_path = o->ft.state_path, ct.resume_from = o->ft.resume_from, ct.state_every = o->ft.state_every;
             if (o->ft.accumulate != 1) throw Unsupported("[finetune] --accumulate is supported for LLMs only so far");
+            if (o->ft.lora.rank > 0) throw Unsupported("[finetune] --lora is supported for decoder LLMs only so far");
             if (o->ft.checkpoint != "none") throw Unsupported("[finetune] --checkpoint " + o->ft.checkpoint + " is not supported yet (none is)");
             Progress progress("finetune", !o->json);
             r = finetune_classifier(*model, ct, on_progress(progress));

@@ -6,12 +6,14 @@
 #include "commands/format.h"
 #include "commands/json_reports.h"
 #include "cq/eval.h"
+#include "cq/train.h"
 
 namespace cq::cli {
 
 namespace {
 struct Options {
-    std::string model, text_file;
+    std::string model, text_file, lora;
+    float lora_scale = 1.0f;
     PerplexityOptions eval;
     bool json = false;
 };
@@ -64,11 +66,15 @@ Runner register_perplexity(CLI::App& app) {
                                                           "later runs against (default: off)");
     cmd->add_option("--kld-base", o->eval.kld_base, "Report KL-divergence, same-top-token and Δp against logits saved with "
                                                     "--save-logits (default: off)");
+    cmd->add_option("--lora", o->lora, "Merge this LoRA adapter GGUF (llama.cpp's form; cq finetune --lora-output adapter) "
+                                       "into the model first (adapted Linears become f32)");
+    cmd->add_option("--lora-scale", o->lora_scale, "Scale of the --lora adapter (as llama.cpp's --lora-scaled)")->default_val(1.0f);
     cmd->add_flag("--json", o->json, "Print JSON instead of text (default: off)");
     return [o]() -> int {
         LoadOptions lo;
         lo.n_ctx = o->eval.n_ctx;
         auto model = LanguageModel::load(o->model, lo);
+        if (!o->lora.empty()) apply_lora_adapter(*model, o->lora, o->lora_scale);
         const std::string text = read_prompt_file(o->text_file);
         Progress progress("perplexity", !o->json);
         const auto r = evaluate_perplexity(*model, text, o->eval, [&](int64_t done, int64_t total, double ppl) {
