@@ -68,6 +68,8 @@ public:
     int64_t n_ctx() const { return n_ctx_; }
     float* k(int64_t layer, int64_t pos) { return k_.data() + (layer * n_ctx_ + pos) * kv_dim_; }
     float* v(int64_t layer, int64_t pos) { return v_.data() + (layer * n_ctx_ + pos) * kv_dim_; }
+    /// Bytes held by K and V together.
+    uint64_t bytes() const { return (k_.size() + v_.size()) * sizeof(float); }
 
 private:
     int64_t n_ctx_ = 0, kv_dim_ = 0;
@@ -122,6 +124,10 @@ public:
 
     /// Bytes of weight data (what one generated token has to read).
     uint64_t weight_bytes() const;
+    /// Bytes the forward pass's scratch buffers hold now (activations / workspace; they grow to the largest batch run).
+    uint64_t workspace_bytes() const;
+    /// Bytes of the KV cache (K and V, f32, every layer and position: allocated whole at load).
+    uint64_t kv_cache_bytes() const;
 
 private:
     LlmConfig config_;

@@ -86,6 +86,11 @@ struct TensorPlan {
     std::string rule;      // the rule that decided, or "kept" for tensors that are never quantized
     std::string fallback;  // why `chosen` differs from `requested` ("" if it does not)
     std::string measured;  // mixed precision: the measurement behind the choice ("ΔKLD q3_K 2.1e-4, q4_K 6.0e-5, …")
+    // Mixed precision, as numbers: the probe type and the held-out ΔKLD measured with this tensor alone at it (−1: not
+    // probed), and the predicted ΔKLD of every candidate type (what the plan chose from).
+    std::string probe_type;
+    double probe_dkld = -1;
+    std::vector<std::pair<std::string, double>> predicted_dkld;
     uint64_t bytes_in = 0, bytes_out = 0;
     int64_t numel = 0;
 };

@@ -372,4 +372,14 @@ uint64_t LanguageModel::weight_bytes() const {
     return total;
 }
 
+uint64_t LanguageModel::workspace_bytes() const {
+    if (!scratch_) return 0;
+    const ForwardScratch& s = *scratch_;
+    uint64_t n = 0;
+    for (const std::vector<float>* v : {&s.x, &s.xn, &s.q, &s.k, &s.v, &s.qkv, &s.attn, &s.gate, &s.up, &s.tmp}) n += v->capacity();
+    return n * sizeof(float);
+}
+
+uint64_t LanguageModel::kv_cache_bytes() const { return cache_.bytes(); }
+
 }  // namespace cq

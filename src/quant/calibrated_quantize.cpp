@@ -267,14 +267,21 @@ QuantizeReport quantize_calibrated(const std::string& input, const std::string& 
     if (mixed) {
         written.predicted_kld = plan.predicted_kld;
         std::map<std::string, std::string> measured;
+        std::map<std::string, const Planned*> planned;
         for (size_t i = 0; i < plan.tensors.size(); ++i) {
+            planned[plan.tensors[i].name] = &plan.tensors[i];
             std::string m = plan.tensors[i].measured + "; predicted ΔKLD";
             for (size_t k = 0; k < plan.tensors[i].types.size(); ++k)
                 m += " " + std::string(dtype_name(plan.tensors[i].types[k])) + " " + fmt("%.2g", plan.tensors[i].cost[k]);
             measured[plan.tensors[i].name] = m;
         }
         for (auto& t : written.tensors)
-            if (const auto it = measured.find(t.name); it != measured.end()) t.measured = it->second;
+            if (const auto it = measured.find(t.name); it != measured.end()) {
+                t.measured = it->second;
+                const Planned& pl = *planned.at(t.name);
+                t.probe_type = std::string(dtype_name(pl.probe_type)), t.probe_dkld = pl.probe_dkld;
+                for (size_t k = 0; k < pl.types.size(); ++k) t.predicted_dkld.emplace_back(std::string(dtype_name(pl.types[k])), pl.cost[k]);
+            }
     }
     written.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
     return written;

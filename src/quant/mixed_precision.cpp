@@ -132,6 +132,7 @@ void measure_sensitivity(LanguageModel& m, Calibration& c, std::vector<Planned>&
         p.linear->modified_by.clear();
         const double gain = p.proxy[probe] > 0 ? dkld / p.proxy[probe] : 0.0;
         for (double e : p.proxy) p.cost.push_back(gain * e);
+        p.probe_type = p.types[probe], p.probe_dkld = dkld;
         p.measured = "ΔKLD at " + std::string(dtype_name(p.types[probe])) + " " + fmt("%.3g", dkld) + " (measured), others by output error";
     };
     for (auto& p : plan) {
@@ -164,6 +165,7 @@ void measure_sensitivity(LanguageModel& m, Calibration& c, std::vector<Planned>&
         table = original;
         const double gain = p.proxy[probe] > 0 ? dkld / p.proxy[probe] : 0.0;
         for (double e : p.proxy) p.cost.push_back(gain * e);
+        p.probe_type = p.types[probe], p.probe_dkld = dkld;
         p.measured = "ΔKLD at " + std::string(dtype_name(p.types[probe])) + " " + fmt("%.3g", dkld) + " (measured), others by token-weighted error";
     }
     Stream ho = embed_all(m, c.held_out);

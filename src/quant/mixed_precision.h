@@ -35,6 +35,8 @@ struct Planned {
     std::vector<double> proxy;  // output error per type (Linears)
     std::vector<double> cost;   // predicted ΔKLD per type
     std::string measured;
+    DType probe_type = DType::F32;
+    double probe_dkld = -1;  // held-out ΔKLD with this tensor alone at probe_type
     std::vector<float> importance;  // mean x² of the Linear's inputs (empty: unweighted)
 };
 

@@ -27,7 +27,8 @@ int main(int argc, char** argv) {
                              std::pair{"prune", &cq::cli::register_prune},
                              std::pair{"export", &cq::cli::register_export},
                              std::pair{"qat", &cq::cli::register_qat}, std::pair{"distill", &cq::cli::register_distill},
-                             std::pair{"compress", &cq::cli::register_compress}}) {
+                             std::pair{"compress", &cq::cli::register_compress},
+                             std::pair{"report", &cq::cli::register_report}}) {
         cq::cli::Runner run = reg(app);
         commands.emplace_back(app.get_subcommand(name), std::move(run));
     }

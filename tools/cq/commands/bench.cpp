@@ -1,5 +1,5 @@
 // `cq bench MODEL`: prompt-processing and generation tokens/s (llama-bench style) for LLMs; batch latency
-// for encoder classifiers (HF directory or W8A8 container). Markdown or JSON.
+// for encoder classifiers (HF directory or W8A8 container); --memory: the memory profile per phase. Markdown or JSON.
 #include <cstdio>
 #include <iostream>
 
@@ -8,6 +8,7 @@
 #include "commands/json_reports.h"
 #include "cq/classify.h"
 #include "cq/eval.h"
+#include "cq/memory_profile.h"
 
 namespace cq::cli {
 
@@ -17,6 +18,8 @@ struct Options {
     BenchOptions bench;
     int64_t batch = 8, seq = 128;
     bool json = false;
+    bool memory = false;
+    int64_t n_ctx = 0;
 };
 }  // namespace
 
@@ -30,8 +33,21 @@ Runner register_bench(CLI::App& app) {
     cmd->add_option("--warmup", o->bench.warmup, "Untimed runs before the timed ones")->default_val(1)->check(CLI::Range(0, 100));
     cmd->add_option("-b,--batch", o->batch, "Encoders: sequences (or images) per forward pass")->default_val(8)->check(CLI::Range(1, 4096));
     cmd->add_option("-s,--seq", o->seq, "Encoders: tokens per sequence (no padding)")->default_val(128)->check(CLI::Range(2, 1 << 16));
+    cmd->add_flag("--memory", o->memory, "LLMs: profile memory instead of timing repetitions: weights by format, KV cache and workspace "
+                                         "(analytic) beside the measured RSS and its peak in each phase (load, one prompt of -p tokens, "
+                                         "-n generated tokens) (default: off)");
+    cmd->add_option("--ctx", o->n_ctx, "LLMs with --memory: the KV cache length (0: -p + -n)")->default_val(0)->check(CLI::Range(0, 1 << 20));
     cmd->add_flag("--json", o->json, "Print JSON instead of a Markdown table (default: off)");
     return [o]() -> int {
+        if (o->memory) {
+            // Measured first, before anything else in this process allocates: the baseline is the bare process.
+            MemoryProfileOptions mo;
+            mo.n_prompt = o->bench.n_prompt, mo.n_gen = o->bench.n_gen, mo.n_ctx = o->n_ctx;
+            const MemoryProfile p = profile_memory(o->model, mo);
+            if (o->json) print_json(memory_profile_to_json(p));
+            else std::cout << memory_profile_to_markdown(p);
+            return 0;
+        }
         if (is_encoder_model(o->model)) {
             auto model = EncoderModel::load(o->model);
             Progress progress("bench", !o->json);

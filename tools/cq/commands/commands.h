@@ -24,5 +24,6 @@ Runner register_export(CLI::App& app);
 Runner register_qat(CLI::App& app);
 Runner register_distill(CLI::App& app);
 Runner register_compress(CLI::App& app);
+Runner register_report(CLI::App& app);
 
 }  // namespace cq::cli

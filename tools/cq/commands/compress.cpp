@@ -7,12 +7,13 @@
 #include "commands/format.h"
 #include "cq/error.h"
 #include "cq/pipeline.h"
+#include "cq/report.h"
 
 namespace cq::cli {
 
 Runner register_compress(CLI::App& app) {
     struct Options {
-        std::string input, recipe, output;
+        std::string input, recipe, output, report;
         bool resume = false, json = false;
     };
     auto o = std::make_shared<Options>();
@@ -23,6 +24,8 @@ Runner register_compress(CLI::App& app) {
     cmd->add_option("-o,--output", o->output, "Output directory: stages/, state.json, provenance.json, report.md/json, model.gguf")->required();
     cmd->add_flag("--resume", o->resume, "Continue the run in OUT after its last finished stage (default: off)");
     cmd->add_flag("--json", o->json, "Print the report as JSON instead of Markdown (default: off)");
+    cmd->add_option("--report", o->report, "Also write the run's HTML report (as cq report makes from OUT/report.json) to this file "
+                                           "(default: none)");
     return [o]() -> int {
         // The whole recipe is checked before anything is written.
         CompressionPipeline pipeline(CompressionConfig::from_file(o->recipe));
@@ -38,6 +41,7 @@ Runner register_compress(CLI::App& app) {
             stage->update(done, total, "stages");
         });
         if (stage) stage->finish(), stage.reset();
+        if (!o->report.empty()) write_html_report(std::vector<ReportInput>{{o->output + "/report.json", r.json()}}, o->report);
         if (o->json) std::cout << r.json() << "\n";
         else std::cout << r.markdown();
         return 0;

@@ -106,10 +106,16 @@ json comparison_to_json(const ComparisonReport& r) {
 
 json quantize_report_to_json(const QuantizeReport& r) {
     json tensors = json::array();
-    for (const auto& p : r.tensors)
+    for (const auto& p : r.tensors) {
         tensors.push_back({{"name", p.name}, {"shape", p.shape}, {"from", dtype_name(p.from)}, {"requested", dtype_name(p.requested)},
                            {"type", dtype_name(p.chosen)}, {"rule", p.rule}, {"fallback", p.fallback}, {"measured", p.measured},
                            {"bytes_in", p.bytes_in}, {"bytes_out", p.bytes_out}});
+        if (p.probe_dkld >= 0) {
+            json predicted = json::object();
+            for (const auto& [type, dkld] : p.predicted_dkld) predicted[type] = dkld;
+            tensors.back()["sensitivity"] = {{"probe_type", p.probe_type}, {"measured_dkld", p.probe_dkld}, {"predicted_dkld", predicted}};
+        }
+    }
     json j{{"input", r.input},
             {"output", r.output},
             {"type", r.type},
@@ -184,6 +190,25 @@ json encoder_bench_to_json(const EncoderBenchResult& r) {
             {"tokens_per_s", r.median_ms > 0 ? static_cast<double>(r.batch * r.seq) / (r.median_ms / 1000.0) : 0.0}};
 }
 
+json memory_profile_to_json(const MemoryProfile& p) {
+    json weights = json::array();
+    for (const auto& f : p.weights) weights.push_back({{"format", f.format}, {"tensors", f.tensors}, {"bytes", f.bytes}});
+    json phases = json::array();
+    for (const auto& ph : p.phases)
+        phases.push_back({{"phase", ph.name}, {"rss_before", ph.rss_before}, {"rss_after", ph.rss_after}, {"peak", ph.peak},
+                          {"analytic", ph.analytic}, {"rss_anon_after", ph.anon_after},
+                          {"rss_file_after", ph.file_after}, {"seconds", ph.seconds}});
+    return {{"model", p.model},
+            {"analytic", {{"weights", weights}, {"weight_bytes", p.weight_bytes}, {"packed_bytes", p.packed_bytes},
+                          {"kv_cache", {{"bytes", p.kv_bytes}, {"n_layer", p.n_layer}, {"n_ctx", p.n_ctx}, {"n_head_kv", p.n_head_kv},
+                                        {"head_dim", p.head_dim}, {"element_bytes", 4}}},
+                          {"workspace_bytes", p.workspace_bytes}, {"total_bytes", p.analytic_total()}}},
+            {"measured", {{"baseline_rss", p.baseline_rss}, {"startup_peak", p.startup_peak}, {"peak_rss", p.peak_rss},
+                          {"final_rss", p.final_rss}, {"final_rss_anon", p.final_rss_anon}, {"final_rss_file", p.final_rss_file},
+                          {"peak_reset_per_phase", p.peak_reset}, {"phases", phases}}},
+            {"bench", bench_to_json(p.bench)}};
+}
+
 void same_run_eval(const std::string& input, const std::string& output, const std::string& eval_text, CompareOptions compare,
                    bool json, nlohmann::json& j) {
     const std::string text = read_prompt_file(eval_text);
@@ -192,8 +217,8 @@ void same_run_eval(const std::string& input, const std::string& output, const st
         ev.update(done, total, "chunks, PPL " + std::to_string(ppl));
     });
     ev.finish();
-    if (json) j["eval"] = comparison_to_json(c);
-    else std::cout << "\n" << comparison_to_markdown(c);
+    j["eval"] = comparison_to_json(c);
+    if (!json) std::cout << "\n" << comparison_to_markdown(c);
 }
 
 }  // namespace cq::cli

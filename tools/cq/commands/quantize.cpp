@@ -10,6 +10,7 @@
 #include "cq/compare.h"
 #include "cq/error.h"
 #include "cq/quantize.h"
+#include "cq/report.h"
 
 namespace cq::cli {
 
@@ -23,6 +24,7 @@ struct Options {
     bool json = false;
     W8A8CliOptions w8a8;
     std::string method;
+    std::string report;
 };
 
 void print_report(const QuantizeReport& r) {
@@ -114,11 +116,13 @@ Runner register_quantize(CLI::App& app) {
     cmd->add_flag("--no-keep-zeros", o->no_keep_zeros, "LLMs: let pruned tensors' exact zeros (tensors at least 1 % zeros) round "
                                                        "off 0 as the types' own searches do (default: off: they stay exact zeros)");
     cmd->add_flag("--json", o->json, "Print JSON instead of tables (default: off)");
+    cmd->add_option("--report", o->report, "Also write this run's HTML report (as cq report makes from the --json output) to this "
+                                           "file (default: none)");
     add_w8a8_options(cmd, o->w8a8);
     return [o]() -> int {
         if (is_w8a8_type(o->quant.type))
             return run_quantize_w8a8(o->w8a8, o->input, o->output, o->quant.type, o->eval_text, !o->no_bench,
-                                     o->compare.bench_options.repetitions, o->json);
+                                     o->compare.bench_options.repetitions, o->json, o->report);
         if (!o->w8a8.quant.calib_cache.empty() || !o->w8a8.quant.layer_rules.empty())
             throw InvalidArgument("--calib-cache and --layer apply to --type w8a8-dynamic / w8a8-static only");
         o->quant.calib.text_path = o->w8a8.quant.calib_data;
@@ -144,12 +148,13 @@ Runner register_quantize(CLI::App& app) {
         for (const auto& w : r.warnings)
             if (!o->json) std::fprintf(stderr, "warning: %s\n", w.c_str());
         nlohmann::json j;
-        if (o->json) j["quantize"] = quantize_report_to_json(r);
-        else print_report(r);
+        j["quantize"] = quantize_report_to_json(r);
+        if (!o->json) print_report(r);
         if (!o->eval_text.empty()) {
             o->compare.bench = !o->no_bench;
             same_run_eval(o->input, o->output, o->eval_text, o->compare, o->json, j);
         }
+        if (!o->report.empty()) write_html_report(std::vector<ReportInput>{{o->output + " (this run)", j.dump()}}, o->report);
         if (o->json) print_json(j);
         return 0;
     };

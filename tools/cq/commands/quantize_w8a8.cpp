@@ -8,6 +8,7 @@
 
 #include "commands/format.h"
 #include "commands/json_reports.h"
+#include "cq/report.h"
 #include "commands/quantize_w8a8.h"
 #include "cq/classify.h"
 #include "cq/compare.h"
@@ -50,7 +51,7 @@ void add_w8a8_options(CLI::App* cmd, W8A8CliOptions& o) {
 }
 
 int run_quantize_w8a8(W8A8CliOptions& o, const std::string& input, const std::string& output, const std::string& type,
-                      const std::string& eval_data, bool bench, int64_t bench_reps, bool json) {
+                      const std::string& eval_data, bool bench, int64_t bench_reps, bool json, const std::string& report_html) {
     o.quant.activations = type == "w8a8-static" ? ActivationQuant::static_per_tensor : ActivationQuant::dynamic_per_token;
     const auto method = calib::parse_method(o.calib_method);
     if (!method) throw InvalidArgument("--calib-method '" + o.calib_method + "' is not one of minmax, percentile, mse, entropy");
@@ -71,8 +72,8 @@ int run_quantize_w8a8(W8A8CliOptions& o, const std::string& input, const std::st
     nlohmann::json j;
     int64_t int8_layers = 0;
     for (const auto& p : r.linears) int8_layers += p.int8;
-    if (json) j["quantize"] = encoder_quantize_report_to_json(r);
-    else {
+    j["quantize"] = encoder_quantize_report_to_json(r);
+    if (!json) {
         std::printf("%s → %s (%s), %.2f s\n", r.input.c_str(), r.output.c_str(), r.type.c_str(), r.seconds);
         std::printf("%lld of %zu Linear layers int8", static_cast<long long>(int8_layers), r.linears.size());
         if (!r.method.empty())
@@ -88,6 +89,7 @@ int run_quantize_w8a8(W8A8CliOptions& o, const std::string& input, const std::st
             rows.push_back({"size", "", "÷" + fixed(static_cast<double>(r.file_bytes_in) / static_cast<double>(std::max<uint64_t>(1, r.file_bytes_out)), 2)});
             print_table(rows, {false, true, true}, 2);
         }
+        if (!report_html.empty()) write_html_report(std::vector<ReportInput>{{output + " (this run)", j.dump()}}, report_html);
         if (json) print_json(j);
         return 0;
     }
@@ -116,11 +118,14 @@ int run_quantize_w8a8(W8A8CliOptions& o, const std::string& input, const std::st
     const std::optional<EncoderBenchResult>& speed_before = cmp.base_speed;
     const std::optional<EncoderBenchResult>& speed_after = cmp.candidate_speed;
     const std::string data_source = cmp.data;
-    if (json) {
+    {
         j["eval"] = {{"data", data_source}, {"before", classification_to_json(before)}, {"after", classification_to_json(after)},
                      {"agreement", agreement_to_json(agree)}};
         if (bench) j["eval"]["speed"] = {{"before", encoder_bench_to_json(*speed_before)}, {"after", encoder_bench_to_json(*speed_after)},
                                          {"speedup", speed_before->median_ms / speed_after->median_ms}};
+    }
+    if (!report_html.empty()) write_html_report(std::vector<ReportInput>{{output + " (this run)", j.dump()}}, report_html);
+    if (json) {
         print_json(j);
         return 0;
     }

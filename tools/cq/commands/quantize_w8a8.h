@@ -18,6 +18,6 @@ struct W8A8CliOptions {
 
 void add_w8a8_options(CLI::App* cmd, W8A8CliOptions& o);
 int run_quantize_w8a8(W8A8CliOptions& o, const std::string& input, const std::string& output, const std::string& type,
-                      const std::string& eval_data, bool bench, int64_t bench_reps, bool json);
+                      const std::string& eval_data, bool bench, int64_t bench_reps, bool json, const std::string& report_html = "");
 
 }  // namespace cq::cli

@@ -1,0 +1,78 @@
+// Memory profile of a decoder LLM (cq bench --memory): analytic sizes — weights by format, the KV cache, the forward
+// pass's workspace — beside the process's resident set measured from /proc/self/status, phase by phase.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "cq/eval.h"
+
+namespace cq {
+
+/// The process's resident set now, from /proc/self/status (bytes; 0 where the kernel does not report a field).
+struct RssSample {
+    uint64_t rss = 0;       // VmRSS
+    uint64_t peak = 0;      // VmHWM: the high-water mark since start or since the last reset_peak_rss()
+    uint64_t rss_anon = 0;  // RssAnon: heap, stacks, copies
+    uint64_t rss_file = 0;  // RssFile: mapped files (the model's weights while they are mapped)
+};
+/// Reads /proc/self/status. IoError where it cannot be read (not Linux).
+RssSample read_rss();
+/// Resets VmHWM to the current RSS (writes "5" to /proc/self/clear_refs); false where the kernel refuses it.
+bool reset_peak_rss();
+
+/// Weight bytes of one storage format as the model holds it.
+struct FormatBytes {
+    std::string format;  // dtype name: "f32", "q4_0", …
+    int64_t tensors = 0;
+    uint64_t bytes = 0;
+};
+
+/// One phase: what it allocated and the highest resident set while it ran.
+struct MemoryPhase {
+    std::string name;  // "load", "prompt", "generation"
+    uint64_t rss_before = 0, rss_after = 0;
+    uint64_t anon_after = 0, file_after = 0;  // RssAnon / RssFile after the phase (weights are mapped: they page in lazily,
+                                              // at first use, so they show as file-backed growth in the first forward pass)
+    uint64_t peak = 0;          // the phase's own peak (reset at its start) or, without resets, the process's so far
+    uint64_t analytic = 0;      // what the analytic model says this phase adds (load: weights + packed + KV; prompt and
+                                // generation: the growth of the workspace and the logits buffer)
+    double seconds = 0;
+};
+
+struct MemoryProfileOptions {
+    int64_t n_prompt = 512;  // tokens of the prompt phase (one batch)
+    int64_t n_gen = 128;     // single-token steps of the generation phase
+    int64_t n_ctx = 0;       // KV cache length (0: n_prompt + n_gen)
+    bool reset_peaks = true; // reset VmHWM at each phase start (where the kernel allows it)
+};
+
+struct MemoryProfile {
+    std::string model;
+    // Analytic figures (bytes).
+    std::vector<FormatBytes> weights;  // by format, as the model holds them (tied tables counted once)
+    uint64_t weight_bytes = 0;         // Σ weights
+    uint64_t packed_bytes = 0;         // load-time repacked copies for the packed GEMMs (ops::pack_for_kernels)
+    int64_t n_layer = 0, n_ctx = 0, n_head_kv = 0, head_dim = 0;
+    uint64_t kv_bytes = 0;             // 2 · n_layer · n_ctx · n_head_kv · head_dim · 4 (f32 K and V)
+    uint64_t workspace_bytes = 0;      // the forward pass's scratch after the largest batch, plus the logits buffer
+    uint64_t analytic_total() const { return weight_bytes + packed_bytes + kv_bytes + workspace_bytes; }
+    // Measured (bytes).
+    uint64_t baseline_rss = 0;         // before the model was loaded (code, libraries, heap of the process)
+    uint64_t startup_peak = 0;         // VmHWM before the first phase (process start-up)
+    std::vector<MemoryPhase> phases;
+    uint64_t peak_rss = 0;             // the process's peak: the highest of startup_peak and every phase's peak
+    uint64_t final_rss = 0, final_rss_anon = 0, final_rss_file = 0;
+    bool peak_reset = false;           // phases' peaks are their own (clear_refs accepted)
+    BenchResult bench;                 // the prompt and generation speeds measured in the phases
+};
+
+/// Loads `model` (GGUF or HF directory), runs one prompt of n_prompt tokens and n_gen generated tokens, and measures
+/// each phase. Call it early in a process that holds no other model: the baseline is whatever the process holds.
+MemoryProfile profile_memory(const std::string& model, const MemoryProfileOptions& options = {});
+
+/// The profile as a Markdown report (analytic vs measured, per phase).
+std::string memory_profile_to_markdown(const MemoryProfile& p);
+
+}  // namespace cq

@@ -1,0 +1,208 @@
+// profile_memory: a decoder LLM's analytic memory (weights by format, KV cache, workspace) reconciled with the
+// process's resident set per phase. Peaks come from VmHWM, reset between phases through /proc/self/clear_refs.
+#include "cq/memory_profile.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include "cq/error.h"
+#include "cq/kernels.h"
+#include "cq/thread_pool.h"
+
+namespace cq {
+
+RssSample read_rss() {
+    std::ifstream in("/proc/self/status");
+    if (!in) throw IoError("[memory] cannot read /proc/self/status (resident-set figures need Linux's procfs)");
+    RssSample s;
+    std::string line;
+    // Lines look like "VmRSS:\t   12345 kB".
+    const auto value = [](const std::string& l) { return static_cast<uint64_t>(std::stoull(l.substr(l.find(':') + 1))) * 1024; };
+    while (std::getline(in, line)) {
+        if (line.rfind("VmRSS:", 0) == 0) s.rss = value(line);
+        else if (line.rfind("VmHWM:", 0) == 0) s.peak = value(line);
+        else if (line.rfind("RssAnon:", 0) == 0) s.rss_anon = value(line);
+        else if (line.rfind("RssFile:", 0) == 0) s.rss_file = value(line);
+    }
+    if (s.rss == 0 || s.peak == 0) throw IoError("[memory] /proc/self/status has no VmRSS / VmHWM lines");
+    return s;
+}
+
+bool reset_peak_rss() {
+    FILE* f = std::fopen("/proc/self/clear_refs", "w");
+    if (!f) return false;
+    const bool ok = std::fputs("5", f) >= 0;
+    return std::fclose(f) == 0 && ok;
+}
+
+namespace {
+
+void add_tensor(std::map<std::string, FormatBytes>& by, std::set<const void*>& seen, const Tensor& t) {
+    if (t.numel() == 0 || !seen.insert(t.data()).second) return;  // tied tables (output = token_embd) count once
+    FormatBytes& f = by[std::string(dtype_name(t.dtype()))];
+    f.format = std::string(dtype_name(t.dtype()));
+    f.tensors += 1;
+    f.bytes += t.nbytes();
+}
+
+}  // namespace
+
+MemoryProfile profile_memory(const std::string& path, const MemoryProfileOptions& o) {
+    if (o.n_prompt < 1 || o.n_gen < 0) throw InvalidArgument("[memory] the prompt needs at least one token and n_gen ≥ 0");
+    MemoryProfile p;
+    p.model = path;
+    const RssSample start = read_rss();
+    p.baseline_rss = start.rss;
+    p.startup_peak = start.peak;
+    using clock = std::chrono::steady_clock;
+    // A phase: reset the peak (if allowed), run, read the peak and the RSS after.
+    const auto phase = [&](const std::string& name, const auto& body) {
+        MemoryPhase ph;
+        ph.name = name;
+        p.peak_reset = o.reset_peaks && reset_peak_rss();
+        ph.rss_before = read_rss().rss;
+        const auto t0 = clock::now();
+        body();
+        ph.seconds = std::chrono::duration<double>(clock::now() - t0).count();
+        const RssSample after = read_rss();
+        ph.rss_after = after.rss;
+        ph.anon_after = after.rss_anon, ph.file_after = after.rss_file;
+        ph.peak = after.peak;
+        p.peak_rss = std::max(p.peak_rss, ph.peak);
+        p.phases.push_back(ph);
+        return &p.phases.back();
+    };
+    p.peak_rss = p.startup_peak;
+
+    LoadOptions lo;
+    lo.n_ctx = o.n_ctx > 0 ? o.n_ctx : o.n_prompt + o.n_gen;
+    if (o.n_prompt + o.n_gen > lo.n_ctx)
+        throw InvalidArgument("[memory] " + std::to_string(o.n_prompt) + " prompt + " + std::to_string(o.n_gen) +
+                              " generated tokens do not fit a context of " + std::to_string(lo.n_ctx));
+    std::unique_ptr<LanguageModel> model;
+    phase("load", [&] { model = LanguageModel::load(path, lo); });
+    const LlmConfig& c = model->config();
+    const LlmWeights& w = model->weights();
+    // Weights by format, from the tensors the model holds.
+    std::map<std::string, FormatBytes> by;
+    std::set<const void*> seen;
+    add_tensor(by, seen, w.token_embd);
+    if (w.pos_embd) add_tensor(by, seen, *w.pos_embd);
+    const auto linear = [&](const Linear& l) {
+        add_tensor(by, seen, l.weight);
+        if (l.bias) add_tensor(by, seen, *l.bias);
+        if (l.x8) p.packed_bytes += l.x8->size();
+    };
+    const auto norm = [&](const Norm& n) {
+        add_tensor(by, seen, n.weight);
+        if (n.bias) add_tensor(by, seen, *n.bias);
+    };
+    for (const DecoderBlock& b : w.blocks) {
+        norm(b.attn_norm), norm(b.ffn_norm);
+        for (const Linear* l : {&b.wq, &b.wk, &b.wv, &b.wo, &b.wqkv, &b.ffn_gate, &b.ffn_up, &b.ffn_down}) linear(*l);
+    }
+    norm(w.output_norm);
+    linear(w.output);
+    for (auto& [name, f] : by) {
+        p.weights.push_back(f);
+        p.weight_bytes += f.bytes;
+    }
+    p.n_layer = c.n_layer, p.n_ctx = model->n_ctx(), p.n_head_kv = c.n_head_kv, p.head_dim = c.head_dim;
+    p.kv_bytes = 2ull * static_cast<uint64_t>(p.n_layer * p.n_ctx * p.n_head_kv * p.head_dim) * sizeof(float);
+    if (p.kv_bytes != model->kv_cache_bytes())
+        throw Error("[memory] the KV cache holds " + std::to_string(model->kv_cache_bytes()) + " bytes, not the " +
+                    std::to_string(p.kv_bytes) + " its shape gives");
+    p.phases.back().analytic = p.weight_bytes + p.packed_bytes + p.kv_bytes + model->workspace_bytes();
+
+    p.bench.model = path;
+    p.bench.isa = std::string(isa_level_name(kernel_table().level));
+    p.bench.blas = kernel_table().gemm_f32.name;
+    p.bench.threads = ThreadPool::global().size();
+    p.bench.weight_bytes = model->weight_bytes();
+    const int64_t n_vocab = c.n_vocab;
+    std::vector<int32_t> prompt(static_cast<size_t>(o.n_prompt));
+    for (size_t i = 0; i < prompt.size(); ++i) prompt[i] = static_cast<int32_t>((i * 2654435761u) % static_cast<uint64_t>(n_vocab));
+    std::vector<float> logits;
+    uint64_t workspace = model->workspace_bytes();
+    const auto grown = [&] {
+        const uint64_t now = model->workspace_bytes() + logits.capacity() * sizeof(float);
+        const uint64_t g = now - std::min(now, workspace);
+        workspace = std::max(workspace, now);
+        return g;
+    };
+    const auto series = [](const std::string& name, double tps) {
+        BenchSeries s;
+        s.test = name, s.tokens_per_second = {tps}, s.median = s.min = s.max = tps;
+        return s;
+    };
+    MemoryPhase* ph = phase("prompt", [&] {
+        logits.assign(static_cast<size_t>(n_vocab), 0.0f);
+        model->forward(prompt, 0, logits, false);
+    });
+    ph->analytic = grown();
+    // One cold run each (first touch of the weights included), not bench's warmed-up median.
+    p.bench.series.push_back(series("pp" + std::to_string(o.n_prompt) + " (one cold run)", static_cast<double>(o.n_prompt) / ph->seconds));
+    if (o.n_gen > 0) {
+        ph = phase("generation", [&] {
+            int32_t token = static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+            for (int64_t i = 0; i < o.n_gen; ++i) {
+                const int32_t one[1] = {token};
+                model->forward(one, o.n_prompt + i, logits, false);
+                token = static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+            }
+        });
+        ph->analytic = grown();
+        p.bench.series.push_back(series("tg" + std::to_string(o.n_gen) + " (one cold run)", static_cast<double>(o.n_gen) / ph->seconds));
+    }
+    p.workspace_bytes = workspace;
+    const RssSample end = read_rss();
+    p.final_rss = end.rss, p.final_rss_anon = end.rss_anon, p.final_rss_file = end.rss_file;
+    return p;
+}
+
+namespace {
+std::string mib(uint64_t b) {
+    char s[32];
+    std::snprintf(s, sizeof s, "%.2f", static_cast<double>(b) / (1024.0 * 1024.0));
+    return s;
+}
+std::string signed_mib(int64_t b) {
+    char s[32];
+    std::snprintf(s, sizeof s, "%+.2f", static_cast<double>(b) / (1024.0 * 1024.0));
+    return s;
+}
+}  // namespace
+
+std::string memory_profile_to_markdown(const MemoryProfile& p) {
+    std::ostringstream out;
+    out << "Memory of " << p.model << " (MiB)\n\n| analytic | MiB |\n|---|---:|\n";
+    for (const auto& f : p.weights) out << "| weights " << f.format << " (" << f.tensors << " tensors) | " << mib(f.bytes) << " |\n";
+    if (p.packed_bytes) out << "| packed copies for the GEMM kernels | " << mib(p.packed_bytes) << " |\n";
+    out << "| KV cache (" << p.n_layer << " layers × " << p.n_ctx << " ctx × " << p.n_head_kv << " kv heads × " << p.head_dim
+        << " × 2 × f32) | " << mib(p.kv_bytes) << " |\n";
+    out << "| activations / workspace | " << mib(p.workspace_bytes) << " |\n";
+    out << "| **total** | **" << mib(p.analytic_total()) << "** |\n\n";
+    out << "| phase | RSS before | RSS after | Δ RSS | analytic Δ | anon after | file after | peak" << (p.peak_reset ? " (own)" : " (so far)")
+        << " | s |\n";
+    out << "|---|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+    for (const auto& ph : p.phases) {
+        char s[32];
+        std::snprintf(s, sizeof s, "%.3f", ph.seconds);
+        out << "| " << ph.name << " | " << mib(ph.rss_before) << " | " << mib(ph.rss_after) << " | "
+            << signed_mib(static_cast<int64_t>(ph.rss_after) - static_cast<int64_t>(ph.rss_before)) << " | " << mib(ph.analytic) << " | "
+            << mib(ph.anon_after) << " | " << mib(ph.file_after) << " | " << mib(ph.peak) << " | " << s << " |\n";
+    }
+    out << "\nbaseline RSS " << mib(p.baseline_rss) << ", peak RSS " << mib(p.peak_rss) << ", final RSS " << mib(p.final_rss)
+        << " (anonymous " << mib(p.final_rss_anon) << ", file-backed " << mib(p.final_rss_file) << "); baseline + analytic "
+        << mib(p.baseline_rss + p.analytic_total()) << ": the rest is library code paged in at first use (BLAS kernels), "
+           "thread stacks and allocator slack\n";
+    return out.str();
+}
+
+}  // namespace cq

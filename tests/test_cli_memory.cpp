@@ -1,0 +1,134 @@
+// cq bench --memory end to end: its weight bytes by format equal the tensor sizes computed here from each tensor's
+// shape and ggml's block sizes, its KV cache equals 2·n_layer·n_ctx·n_kv_head·head_dim·4 from the hyperparameters,
+// and its measured peak RSS is within 5 % of /usr/bin/time -v's maximum resident set size for the same command.
+#include <gtest/gtest.h>
+
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <regex>
+
+#include <nlohmann/json.hpp>
+
+#include "test_support.h"
+
+#ifndef CQ_CLI_PATH
+#error "test_cli_memory needs the cq binary (CQ_BUILD_TOOLS=ON)"
+#endif
+
+namespace cq {
+namespace {
+
+using nlohmann::json;
+
+struct RunResult {
+    int exit_code = -1;
+    std::string out, err;
+};
+
+RunResult sh(const std::string& cmd, const std::string& err_path) {
+    RunResult r;
+    FILE* p = ::popen((cmd + " 2>" + err_path).c_str(), "r");
+    char buf[4096];
+    size_t n;
+    while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
+    const int status = ::pclose(p);
+    r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    std::ifstream e(err_path);
+    r.err.assign(std::istreambuf_iterator<char>(e), std::istreambuf_iterator<char>());
+    return r;
+}
+
+// ggml's storage: (elements per block, bytes per block) — ggml-common.h's block structs.
+const std::map<std::string, std::pair<int64_t, int64_t>> kBlocks = {
+    {"f32", {1, 4}},     {"f16", {1, 2}},      {"bf16", {1, 2}},     {"q8_0", {32, 34}},  {"q4_0", {32, 18}},  {"q4_1", {32, 20}},
+    {"q5_0", {32, 22}},  {"q5_1", {32, 24}},   {"iq4_nl", {32, 18}}, {"q2_k", {256, 84}}, {"q3_k", {256, 110}}, {"q4_k", {256, 144}},
+    {"q5_k", {256, 176}}, {"q6_k", {256, 210}}, {"iq4_xs", {256, 136}}};
+
+std::string lower(std::string s) {
+    for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return s;
+}
+
+class MemoryProfileCli : public ::testing::Test {
+protected:
+    test::TempDir dir{"cq_memory"};
+    json run(const std::string& args) {
+        const RunResult r = sh(std::string(CQ_CLI_PATH) + " " + args, dir.file("err.txt"));
+        EXPECT_EQ(r.exit_code, 0) << args << "\n" << r.err;
+        return r.exit_code == 0 ? json::parse(r.out) : json();
+    }
+    // Analytic figures computed here, from cq info's tensor list (shapes, types) and hyperparameters.
+    void check_analytic(const std::string& model, int64_t n_ctx, const std::string& extra) {
+        const json info = run("info --json --tensors " + model);
+        ASSERT_FALSE(info.is_null());
+        std::map<std::string, uint64_t> expected;
+        for (const auto& t : info["tensors"]) {
+            const std::string type = lower(t["dtype"].get<std::string>());
+            ASSERT_TRUE(kBlocks.count(type)) << "no block size for " << type << " in the test's table";
+            int64_t numel = 1;
+            for (const auto& d : t["shape"]) numel *= d.get<int64_t>();
+            const auto [per_block, block_bytes] = kBlocks.at(type);
+            ASSERT_EQ(numel % per_block, 0) << t["name"];
+            expected[type] += static_cast<uint64_t>(numel / per_block * block_bytes);
+        }
+        const json p = run("bench --memory --json " + model + " " + extra);
+        ASSERT_FALSE(p.is_null());
+        std::map<std::string, uint64_t> got;
+        for (const auto& w : p["analytic"]["weights"]) got[w["format"].get<std::string>()] = w["bytes"].get<uint64_t>();
+        EXPECT_EQ(got, expected) << model;
+        const auto& hp = info["hyperparameters"];
+        const auto num = [&](std::initializer_list<const char*> keys) {
+            for (const char* k : keys)
+                if (hp.contains(k)) return std::stoll(hp[k].get<std::string>());
+            ADD_FAILURE() << "no hyperparameter " << *keys.begin();
+            return 0ll;
+        };
+        const int64_t n_layer = num({"block_count", "num_layers"}), n_head = num({"attention.head_count", "num_attention_heads"});
+        const int64_t n_kv = num({"attention.head_count_kv", "num_key_value_heads"}), n_embd = num({"embedding_length", "hidden_size"});
+        const uint64_t kv = 2ull * static_cast<uint64_t>(n_layer * n_ctx * n_kv * (n_embd / n_head)) * 4;
+        EXPECT_EQ(p["analytic"]["kv_cache"]["bytes"].get<uint64_t>(), kv) << model;
+        EXPECT_EQ(p["analytic"]["kv_cache"]["n_ctx"].get<int64_t>(), n_ctx);
+        // Measured figures hang together: three phases, each peak at least what the phase ended with.
+        const auto& m = p["measured"];
+        ASSERT_EQ(m["phases"].size(), 3u);
+        EXPECT_EQ(m["phases"][0]["phase"], "load");
+        for (const auto& ph : m["phases"]) EXPECT_GE(ph["peak"].get<uint64_t>(), ph["rss_after"].get<uint64_t>()) << ph["phase"];
+        EXPECT_GT(m["peak_rss"].get<uint64_t>(), m["baseline_rss"].get<uint64_t>());
+    }
+};
+
+TEST_F(MemoryProfileCli, WeightsAndKvEqualAnalyticSizes) {
+    const std::string f32 = test::fixture("models/stories260K-gguf/stories260K.gguf");
+    check_analytic(f32, 64 + 16, "-p 64 -n 16");
+    check_analytic(f32, 256, "-p 64 -n 16 --ctx 256");
+    // Quantized: several formats in one file.
+    const std::string q8 = dir.file("q8.gguf"), q4 = dir.file("q4.gguf");
+    ASSERT_EQ(sh(std::string(CQ_CLI_PATH) + " quantize " + f32 + " " + q8 + " -t q8_0 --json > /dev/null", dir.file("err.txt")).exit_code, 0);
+    ASSERT_EQ(sh(std::string(CQ_CLI_PATH) + " quantize " + f32 + " " + q4 + " -t q4_0 --json > /dev/null", dir.file("err.txt")).exit_code, 0);
+    check_analytic(q8, 96, "-p 64 -n 32");
+    check_analytic(q4, 96, "-p 64 -n 32");
+    // An HF directory (safetensors, 20 MB of f32).
+    check_analytic(test::fixture("models/llama-256d-stories"), 320, "-p 256 -n 64");
+}
+
+TEST_F(MemoryProfileCli, PeakMatchesTimeMaximumResidentSetSize) {
+    if (!std::filesystem::exists("/usr/bin/time")) GTEST_SKIP() << "/usr/bin/time is not installed (apt-get install time)";
+    for (const std::string model : {test::fixture("models/llama-256d-stories"), test::fixture("models/stories260K-gguf/stories260K.gguf")}) {
+        const RunResult r = sh("/usr/bin/time -v " + std::string(CQ_CLI_PATH) + " bench --memory --json " + model + " -p 256 -n 64", dir.file("time.txt"));
+        ASSERT_EQ(r.exit_code, 0) << r.err;
+        std::smatch match;
+        ASSERT_TRUE(std::regex_search(r.err, match, std::regex(R"(Maximum resident set size \(kbytes\): (\d+))"))) << r.err;
+        const double time_peak = std::stod(match[1]) * 1024.0;
+        const double peak = json::parse(r.out)["measured"]["peak_rss"].get<double>();
+        EXPECT_NEAR(peak, time_peak, 0.05 * time_peak) << model << ": profile " << peak << " B, /usr/bin/time " << time_peak << " B";
+        std::printf("[ memory   ] %s: peak %.0f KiB, /usr/bin/time %.0f KiB (%+.2f %%)\n", model.c_str(), peak / 1024, time_peak / 1024,
+                    100.0 * (peak - time_peak) / time_peak);
+    }
+}
+
+}  // namespace
+}  // namespace cq
