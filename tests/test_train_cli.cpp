@@ -74,6 +74,43 @@ TEST(TrainCli, FinetuneClassifierFromRandomInit) {
     EXPECT_NEAR(j["eval"]["accuracy_before"].get<double>(), 0.5, 0.06);
 }
 
+// LoRA from the command line on a Q4_K_M GGUF base: the adapter file applied by `cq perplexity --lora` gives the same
+// perplexity as the merged model the same (deterministic) run writes, the base file is left as it was, and only the
+// adapters train (rank·(in + out) per adapted Linear).
+TEST(TrainCli, LoraOnAQuantizedBaseWritesAnAdapterAndAMergedModelThatAgree) {
+    test::TempDir dir;
+    const std::string base = dir.file("base.gguf");
+    ASSERT_EQ(run_cq("quantize " + test::fixture("models/llama-256d-stories") + " " + base + " --type q4_k_m", dir).exit_code, 0);
+    const std::vector<uint8_t> base_bytes = test::read_bytes(base);
+    const std::string train = "-t 2 finetune " + base + " --data " + test::fixture("data/stories_calib.txt") +
+                              " --steps 3 --batch 2 --ctx 32 --lr 2e-3 --lora 4 --lora-alpha 8 --lora-target 'blk.*.attn_*' --json ";
+    const RunResult a = run_cq(train + "--lora-output adapter -o " + dir.file("adapter.gguf"), dir);
+    ASSERT_EQ(a.exit_code, 0) << a.err;
+    const RunResult m = run_cq(train + "-o " + dir.file("merged.gguf"), dir);
+    ASSERT_EQ(m.exit_code, 0) << m.err;
+    const auto ja = nlohmann::json::parse(a.out);
+    // attn_q 256→256, attn_k / attn_v 256→128, attn_output 256→256, in each of 6 blocks
+    EXPECT_EQ(ja["trained_parameters"].get<int64_t>(), 6 * 4 * ((256 + 256) + 2 * (256 + 128) + (256 + 256)));
+    EXPECT_EQ(ja["loss_curve"], nlohmann::json::parse(m.out)["loss_curve"]) << "the same run twice";
+    EXPECT_EQ(test::read_bytes(base), base_bytes);
+
+    const std::string ppl = "perplexity -f " + test::fixture("data/tinystories_valid_subset.txt") + " -c 64 --chunks 6 --json ";
+    const RunResult with_adapter = run_cq(ppl + base + " --lora " + dir.file("adapter.gguf"), dir);
+    const RunResult merged = run_cq(ppl + dir.file("merged.gguf"), dir);
+    const RunResult plain = run_cq(ppl + base, dir);
+    ASSERT_EQ(with_adapter.exit_code, 0) << with_adapter.err;
+    ASSERT_EQ(merged.exit_code, 0) << merged.err;
+    const double p_adapter = nlohmann::json::parse(with_adapter.out)["ppl"], p_merged = nlohmann::json::parse(merged.out)["ppl"];
+    const double p_plain = nlohmann::json::parse(plain.out)["ppl"];
+    EXPECT_EQ(p_adapter, p_merged);
+    EXPECT_NE(p_adapter, p_plain) << "the adapters changed nothing";
+
+    const RunResult bad = run_cq(train + "--lora-output adapter -o " + dir.file("out_dir"), dir);
+    EXPECT_EQ(bad.exit_code, 2);  // an invalid argument: the usage exit code
+    EXPECT_NE(bad.err.find(".gguf"), std::string::npos) << bad.err;
+    EXPECT_FALSE(std::filesystem::exists(dir.file("out_dir")));
+}
+
 TEST(TrainCli, BadInputIsOneClearError) {
     test::TempDir dir;
     const std::string model = test::fixture("models/llama-256d-stories");
