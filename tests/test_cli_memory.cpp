@@ -115,6 +115,29 @@ TEST_F(MemoryProfileCli, WeightsAndKvEqualAnalyticSizes) {
     check_analytic(test::fixture("models/llama-256d-stories"), 320, "-p 256 -n 64");
 }
 
+// The calibration phase's statistics: Σx² (f32) per input channel and one count (i64) for every block Linear — sized
+// here from the file's 2-D blk.* tensors, [n_out, n_in].
+TEST_F(MemoryProfileCli, CalibrationPhaseHoldsOneStatisticPerInputChannel) {
+    const std::string model = test::fixture("models/stories260K-gguf/stories260K.gguf");
+    const json info = run("info --json --tensors " + model);
+    uint64_t expected = 0;
+    for (const auto& t : info["tensors"])
+        if (t["name"].get<std::string>().rfind("blk.", 0) == 0 && t["shape"].size() == 2) expected += t["shape"][1].get<uint64_t>() * 4 + 8;
+    const json p = run("bench --memory --json " + model + " -p 128 -n 16 --calib " + test::fixture("data/stories_calib.txt") +
+                       " --calib-ctx 128 --calib-chunks 2");
+    ASSERT_FALSE(p.is_null());
+    EXPECT_EQ(p["analytic"]["calibration_stats_bytes"].get<uint64_t>(), expected);
+    ASSERT_EQ(p["measured"]["phases"].size(), 4u);
+    EXPECT_EQ(p["measured"]["phases"][3]["phase"], "calibration");
+    EXPECT_GE(p["measured"]["phases"][3]["analytic"].get<uint64_t>(), expected);
+    // A chunk longer than the KV cache is refused with a message naming both.
+    const RunResult r = sh(std::string(CQ_CLI_PATH) + " bench --memory " + model + " -p 16 -n 16 --calib " + test::fixture("data/stories_calib.txt") +
+                               " --calib-ctx 128",
+                           dir.file("err.txt"));
+    EXPECT_NE(r.exit_code, 0);
+    EXPECT_NE(r.err.find("128 tokens do not fit a context of 32"), std::string::npos) << r.err;
+}
+
 TEST_F(MemoryProfileCli, PeakMatchesTimeMaximumResidentSetSize) {
     if (!std::filesystem::exists("/usr/bin/time")) GTEST_SKIP() << "/usr/bin/time is not installed (apt-get install time)";
     for (const std::string model : {test::fixture("models/llama-256d-stories"), test::fixture("models/stories260K-gguf/stories260K.gguf")}) {

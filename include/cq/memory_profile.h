@@ -31,13 +31,14 @@ struct FormatBytes {
 
 /// One phase: what it allocated and the highest resident set while it ran.
 struct MemoryPhase {
-    std::string name;  // "load", "prompt", "generation"
+    std::string name;  // "load", "prompt", "generation", "calibration"
     uint64_t rss_before = 0, rss_after = 0;
     uint64_t anon_after = 0, file_after = 0;  // RssAnon / RssFile after the phase (weights are mapped: they page in lazily,
                                               // at first use, so they show as file-backed growth in the first forward pass)
     uint64_t peak = 0;          // the phase's own peak (reset at its start) or, without resets, the process's so far
     uint64_t analytic = 0;      // what the analytic model says this phase adds (load: weights + packed + KV; prompt and
-                                // generation: the growth of the workspace and the logits buffer)
+                                // generation: the growth of the workspace and the logits buffer; calibration: the
+                                // statistics, Σ over block Linears of n_in · 4 + 8 bytes, and the workspace's growth)
     double seconds = 0;
 };
 
@@ -46,6 +47,10 @@ struct MemoryProfileOptions {
     int64_t n_gen = 128;     // single-token steps of the generation phase
     int64_t n_ctx = 0;       // KV cache length (0: n_prompt + n_gen)
     bool reset_peaks = true; // reset VmHWM at each phase start (where the kernel allows it)
+    // A calibration phase after generation (empty: none): importance statistics (Σx² per input channel of every block
+    // Linear, cq imatrix's pass) over chunks of this text.
+    std::string calib_text;
+    int64_t calib_ctx = 128, calib_chunks = 4;
 };
 
 struct MemoryProfile {
@@ -57,6 +62,7 @@ struct MemoryProfile {
     int64_t n_layer = 0, n_ctx = 0, n_head_kv = 0, head_dim = 0;
     uint64_t kv_bytes = 0;             // 2 · n_layer · n_ctx · n_head_kv · head_dim · 4 (f32 K and V)
     uint64_t workspace_bytes = 0;      // the forward pass's scratch after the largest batch, plus the logits buffer
+    uint64_t calib_stats_bytes = 0;    // the calibration phase's statistics (held during that phase only)
     uint64_t analytic_total() const { return weight_bytes + packed_bytes + kv_bytes + workspace_bytes; }
     // Measured (bytes).
     uint64_t baseline_rss = 0;         // before the model was loaded (code, libraries, heap of the process)
@@ -68,8 +74,8 @@ struct MemoryProfile {
     BenchResult bench;                 // the prompt and generation speeds measured in the phases
 };
 
-/// Loads `model` (GGUF or HF directory), runs one prompt of n_prompt tokens and n_gen generated tokens, and measures
-/// each phase. Call it early in a process that holds no other model: the baseline is whatever the process holds.
+/// Loads `model` (GGUF or HF directory), runs one prompt of n_prompt tokens, n_gen generated tokens and, with
+/// calib_text, a calibration pass, and measures each phase. Call it early in a process that holds no other model: the baseline is whatever the process holds.
 MemoryProfile profile_memory(const std::string& model, const MemoryProfileOptions& options = {});
 
 /// The profile as a Markdown report (analytic vs measured, per phase).

@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "cq/error.h"
+#include "cq/imatrix.h"
 #include "cq/kernels.h"
 #include "cq/thread_pool.h"
 
@@ -159,6 +160,20 @@ MemoryProfile profile_memory(const std::string& path, const MemoryProfileOptions
         });
         ph->analytic = grown();
         p.bench.series.push_back(series("tg" + std::to_string(o.n_gen) + " (one cold run)", static_cast<double>(o.n_gen) / ph->seconds));
+    }
+    if (!o.calib_text.empty()) {
+        if (o.calib_ctx > model->n_ctx())
+            throw InvalidArgument("[memory] calibration chunks of " + std::to_string(o.calib_ctx) + " tokens do not fit a context of " +
+                                  std::to_string(model->n_ctx()));
+        ImatrixOptions io;
+        io.n_ctx = o.calib_ctx, io.max_chunks = o.calib_chunks;
+        uint64_t stats = 0;
+        ph = phase("calibration", [&] {
+            const Imatrix m = compute_imatrix(*model, o.calib_text, io);
+            for (const auto& [name, e] : m.entries) stats += e.sums.size() * sizeof(float) + e.counts.size() * sizeof(int64_t);
+        });
+        ph->analytic = stats + grown();
+        p.calib_stats_bytes = stats;
     }
     p.workspace_bytes = workspace;
     const RssSample end = read_rss();

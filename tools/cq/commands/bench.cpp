@@ -20,6 +20,8 @@ struct Options {
     bool json = false;
     bool memory = false;
     int64_t n_ctx = 0;
+    std::string calib;
+    int64_t calib_ctx = 128, calib_chunks = 4;
 };
 }  // namespace
 
@@ -37,12 +39,17 @@ Runner register_bench(CLI::App& app) {
                                          "(analytic) beside the measured RSS and its peak in each phase (load, one prompt of -p tokens, "
                                          "-n generated tokens) (default: off)");
     cmd->add_option("--ctx", o->n_ctx, "LLMs with --memory: the KV cache length (0: -p + -n)")->default_val(0)->check(CLI::Range(0, 1 << 20));
+    cmd->add_option("--calib", o->calib, "LLMs with --memory: add a calibration phase, importance statistics (as cq imatrix) over "
+                                         "chunks of this text (default: none)");
+    cmd->add_option("--calib-ctx", o->calib_ctx, "Tokens per --calib chunk (at most the KV cache length)")->default_val(128)->check(CLI::Range(2, 1 << 20));
+    cmd->add_option("--calib-chunks", o->calib_chunks, "--calib chunks used (-1: all)")->default_val(4);
     cmd->add_flag("--json", o->json, "Print JSON instead of a Markdown table (default: off)");
     return [o]() -> int {
         if (o->memory) {
             // Measured first, before anything else in this process allocates: the baseline is the bare process.
             MemoryProfileOptions mo;
             mo.n_prompt = o->bench.n_prompt, mo.n_gen = o->bench.n_gen, mo.n_ctx = o->n_ctx;
+            mo.calib_text = o->calib, mo.calib_ctx = o->calib_ctx, mo.calib_chunks = o->calib_chunks;
             const MemoryProfile p = profile_memory(o->model, mo);
             if (o->json) print_json(memory_profile_to_json(p));
             else std::cout << memory_profile_to_markdown(p);
