@@ -26,6 +26,8 @@
 #include "cq/inspect.h"
 #include "cq/eval.h"
 #include "cq/compare.h"
+#include "cq/memory_profile.h"
+#include "cq/report.h"
 #include "cq/classify.h"
 #include "cq/layer_stats.h"
 #include "cq/calibration.h"

@@ -24,6 +24,7 @@ from ._core import EncoderModel, FormatError, LanguageModel, Model, Tensor
 __all__ = [
     "load", "Model", "LanguageModel", "EncoderModel", "Tensor", "FormatError",
     "QuantizationConfig", "ModelQuantizer", "CompressionConfig", "CompressionPipeline", "evaluate", "benchmark", "compare", "get_model_size", "presets",
+    "profile_memory",
 ]
 
 ModelLike = Union[str, os.PathLike, Model, Any]
@@ -153,6 +154,15 @@ def benchmark(model: ModelLike, *, n_prompt: int = 512, n_gen: int = 128, batch:
     if isinstance(m, LanguageModel):
         return m.bench(n_prompt, n_gen, repetitions)
     return m.bench(batch, seq, repetitions)
+
+
+def profile_memory(model: ModelLike, *, n_prompt: int = 128, n_gen: int = 32, n_ctx: int = 0,
+                   calibration_text: Optional[str] = None, calib_ctx: int = 128, calib_chunks: int = 4) -> dict:
+    """Memory of a language model, as `cq bench --memory` measures it: weights by format, KV cache, workspace (and
+    calibration statistics with `calibration_text`) beside this process's RSS and its peak per phase (load, prompt,
+    generation, calibration). The model is loaded afresh from its file, so the baseline is this process before it."""
+    path = _path_of(model, "profile_memory")
+    return _core.profile_memory(path, n_prompt, n_gen, n_ctx, calibration_text or "", calib_ctx, calib_chunks)
 
 
 def compare(a: ModelLike, b: ModelLike, data: str, *, n_ctx: int = 512, max_chunks: int = -1, first: int = 0,

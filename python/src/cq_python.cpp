@@ -357,6 +357,35 @@ PYBIND11_MODULE(_core, m) {
         return std::shared_ptr<Model>(std::move(model));
     }, py::arg("path"), "Loads a model: a GGUF file, an HF directory, or cq's W8A8 container.");
 
+    m.def("profile_memory", [](const std::string& path, int64_t n_prompt, int64_t n_gen, int64_t n_ctx, const std::string& calib_text,
+                               int64_t calib_ctx, int64_t calib_chunks) {
+        MemoryProfileOptions o;
+        o.n_prompt = n_prompt, o.n_gen = n_gen, o.n_ctx = n_ctx;
+        o.calib_text = calib_text, o.calib_ctx = calib_ctx, o.calib_chunks = calib_chunks;
+        MemoryProfile p;
+        {
+            py::gil_scoped_release release;
+            p = profile_memory(path, o);
+        }
+        py::dict weights, speed, d;
+        for (const FormatBytes& f : p.weights) weights[py::str(f.format)] = f.bytes;
+        for (const BenchSeries& s : p.bench.series) speed[py::str(s.test)] = s.median;
+        py::list phases;
+        for (const MemoryPhase& ph : p.phases) {
+            py::dict x;
+            x["phase"] = ph.name, x["rss_before"] = ph.rss_before, x["rss_after"] = ph.rss_after, x["peak"] = ph.peak;
+            x["analytic"] = ph.analytic, x["rss_anon_after"] = ph.anon_after, x["rss_file_after"] = ph.file_after, x["seconds"] = ph.seconds;
+            phases.append(x);
+        }
+        d["model"] = p.model, d["weights"] = weights, d["weight_bytes"] = p.weight_bytes, d["packed_bytes"] = p.packed_bytes;
+        d["kv_cache_bytes"] = p.kv_bytes, d["n_ctx"] = p.n_ctx, d["workspace_bytes"] = p.workspace_bytes;
+        d["calibration_stats_bytes"] = p.calib_stats_bytes, d["analytic_total"] = p.analytic_total();
+        d["baseline_rss"] = p.baseline_rss, d["peak_rss"] = p.peak_rss, d["final_rss"] = p.final_rss;
+        d["peak_reset_per_phase"] = p.peak_reset, d["phases"] = phases, d["tokens_per_second"] = speed;
+        return d;
+    }, py::arg("path"), py::arg("n_prompt") = 128, py::arg("n_gen") = 32, py::arg("n_ctx") = 0, py::arg("calib_text") = "",
+       py::arg("calib_ctx") = 128, py::arg("calib_chunks") = 4,
+       "cq bench --memory: loads the model in this process and measures load, prompt, generation (and calibration).");
     m.def("is_encoder_model", [](const std::string& path) { return is_encoder_model(path); }, py::arg("path"));
     m.def("read_text", [](const std::string& path) { return read_text_file(path); }, py::arg("path"));
 
