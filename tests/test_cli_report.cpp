@@ -259,14 +259,63 @@ TEST_F(ReportRuns, ErrorsNameTheFileAndTheKey) {
     EXPECT_FALSE(fs::exists(out)) << "a failed report must not leave a page behind";
 }
 
+// The other kinds of report: a compress pipeline (each stage a point), and an encoder's W8A8 quantize with cq eval
+// --compare on the same data, where the chart's axis becomes accuracy.
+TEST_F(ReportRuns, CompressW8A8AndEvalRuns) {
+    const std::string cq = CQ_CLI_PATH, err = dir_->file("err.txt");
+    const std::string recipe = dir_->write("r.yaml", "calibration: {text: " + test::fixture("data/stories_calib.txt") + ", ctx: 64, chunks: 4}\n"
+                                                     "evaluation: {text: " + test::fixture("data/tinystories_valid_subset.txt") +
+                                                         ", ctx: 64, chunks: 2, bench: false}\n"
+                                                     "stages:\n  - prune: {method: magnitude, pattern: \"2:4\"}\n  - quantize: {type: q8_0}\n");
+    RunResult r = sh(cq + " compress " + test::fixture("models/stories260K-gguf/stories260K.gguf") + " --recipe " + recipe + " -o " +
+                         dir_->file("pipe") + " --report " + dir_->file("pipe.html") + " > /dev/null",
+                     err);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    const json pipe = load("pipe/report.json");
+    std::vector<std::pair<double, double>> expected{{pipe["original"]["bytes"].get<double>(), pipe["original"]["ppl"].get<double>()}};
+    for (const auto& st : pipe["stages"]) expected.emplace_back(st["bytes"].get<double>(), st["ppl"].get<double>());
+    std::vector<Marker> m = markers(slurp(dir_->file("pipe.html")));
+    ASSERT_EQ(m.size(), expected.size());
+    for (const auto& [size, ppl] : expected)
+        EXPECT_TRUE(std::any_of(m.begin(), m.end(), [&](const Marker& k) { return k.size == size && k.value == ppl; })) << size << " " << ppl;
+
+    const std::string bert = test::fixture("models/bert-tiny-sst2"), dev = test::fixture("data/sst2_dev.tsv");
+    r = sh(cq + " quantize " + bert + " " + dir_->file("bert.cq") + " -t w8a8-dynamic --eval " + dev + " --bench-reps 1 --json > " +
+               dir_->file("w8a8.json"),
+           err);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    r = sh(cq + " eval " + bert + " --data " + dev + " --compare " + dir_->file("bert.cq") + " --json > " + dir_->file("eval.json"), err);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    const std::string page = dir_->file("w8a8.html");
+    r = sh(cq + " report " + dir_->file("w8a8.json") + " " + dir_->file("eval.json") + " -o " + page + " --title 'bert <w8a8>'", err);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    const std::string html = slurp(page);
+    EXPECT_NE(html.find("data-metric=\"accuracy\""), std::string::npos);
+    EXPECT_NE(html.find("<title>bert &lt;w8a8&gt;</title>"), std::string::npos) << "the title is escaped";
+    const json q = load("w8a8.json"), ev = load("eval.json");
+    m = markers(html);
+    ASSERT_EQ(m.size(), 2u);  // cq eval's rows carry no size: tables only
+    std::vector<double> x{q["quantize"]["file_bytes_in"].get<double>(), q["quantize"]["file_bytes_out"].get<double>()};
+    std::vector<double> acc{q["eval"]["before"]["accuracy"].get<double>(), q["eval"]["after"]["accuracy"].get<double>()};
+    const std::vector<bool> front = brute_front(x, {-acc[0], -acc[1]});  // higher accuracy is better
+    for (size_t i = 0; i < 2; ++i) {
+        const auto it = std::find_if(m.begin(), m.end(), [&](const Marker& k) { return k.size == x[i] && k.value == acc[i]; });
+        ASSERT_NE(it, m.end()) << x[i] << " " << acc[i];
+        EXPECT_EQ(it->front, front[i]);
+    }
+    EXPECT_NE(html.find("data-v=\"" + exact(ev["compare"]["agreement"]["mean_kld"].get<double>()) + "\""), std::string::npos);
+    EXPECT_NE(html.find("data-v=\"" + exact(ev["result"]["accuracy"].get<double>()) + "\""), std::string::npos);
+}
+
 TEST_F(ReportRuns, HelpDocumentsEveryOptionWithItsDefault) {
     const RunResult r = sh(std::string(CQ_CLI_PATH) + " report --help", dir_->file("err.txt"));
     EXPECT_EQ(r.exit_code, 0);
     for (const char* s : {"-o,--output", "--title", "--metric", "cq report", "auto"}) EXPECT_NE(r.out.find(s), std::string::npos) << s << "\n" << r.out;
 }
 
-// Loads the page in Debian's headless chromium: no console message at all (errors, warnings, failed fetches), the
+// Loads the page in Debian's headless chromium: no console message at all (script errors, console.* calls), the
 // inline script ran to its end, and the screenshot holds the chart's red front markers and blue dominated ones.
+// (Headless chromium does not log a failed fetch to this log; PageIsSelfContained excludes fetches statically.)
 TEST_F(ReportRuns, ChromiumRendersTheChartWithoutConsoleErrors) {
     if (std::system("command -v chromium > /dev/null 2>&1") != 0) GTEST_SKIP() << "chromium is not installed (apt-get install chromium)";
     const std::string page = "file://" + dir_->file("report.html"), png = dir_->file("shot.png"), log = dir_->file("chromium.log");

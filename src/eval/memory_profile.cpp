@@ -12,7 +12,9 @@
 #include <sstream>
 
 #include "cq/error.h"
+#ifndef CQ_MINIMAL
 #include "cq/imatrix.h"
+#endif
 #include "cq/kernels.h"
 #include "cq/thread_pool.h"
 
@@ -162,6 +164,9 @@ MemoryProfile profile_memory(const std::string& path, const MemoryProfileOptions
         p.bench.series.push_back(series("tg" + std::to_string(o.n_gen) + " (one cold run)", static_cast<double>(o.n_gen) / ph->seconds));
     }
     if (!o.calib_text.empty()) {
+#ifdef CQ_MINIMAL
+        throw Unsupported("[memory] the calibration phase needs the importance statistics, which the minimal runtime leaves out");
+#else
         if (o.calib_ctx > model->n_ctx())
             throw InvalidArgument("[memory] calibration chunks of " + std::to_string(o.calib_ctx) + " tokens do not fit a context of " +
                                   std::to_string(model->n_ctx()));
@@ -174,6 +179,7 @@ MemoryProfile profile_memory(const std::string& path, const MemoryProfileOptions
         });
         ph->analytic = stats + grown();
         p.calib_stats_bytes = stats;
+#endif
     }
     p.workspace_bytes = workspace;
     const RssSample end = read_rss();
