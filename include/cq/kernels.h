@@ -80,6 +80,12 @@ using GeluF32Fn = void (*)(const float* x, float* y, int64_t n);
 using SiluMulF32Fn = void (*)(float* gate, const float* up, int64_t n);
 // x: [n] ← softmax(scale·x) (scale > 0); −inf entries get 0, at least one entry must be finite.
 using SoftmaxF32Fn = void (*)(float* x, int64_t n, float scale);
+// Depthwise 2-D convolution of one NHWC image, output rows [oy0, oy1) of y: [OH, OW, C]. x: [H, W, C]; w: [k·k, C]
+// (tap (ky, kx) at row ky·k + kx); bias: [C] (null: none). y[oy][ox][c] = bias[c] + Σ w[ky·k+kx][c] ·
+// x[oy·stride − pad_top + ky][ox·stride − pad_left + kx][c], taps outside x skipped (zero padding on every side),
+// accumulated from the bias in (ky, kx) order with one fused multiply-add per tap, so every rung gives the same bits.
+using DepthwiseConvF32Fn = void (*)(const float* x, int64_t H, int64_t W, int64_t C, const float* w, int64_t k, int64_t stride,
+                                    int64_t pad_top, int64_t pad_left, const float* bias, float* y, int64_t OW, int64_t oy0, int64_t oy1);
 
 /// Slots per ggml type id in the table's per-type descriptors.
 inline constexpr size_t kMaxGgmlTypes = 40;
@@ -155,6 +161,7 @@ struct KernelTable {
     Kernel<GeluF32Fn> gelu_erf_f32;
     Kernel<SoftmaxF32Fn> softmax_f32;
     Kernel<SiluMulF32Fn> silu_mul_f32;
+    Kernel<DepthwiseConvF32Fn> depthwise_conv_f32;  // EfficientNet's depthwise convolutions (NHWC)
 };
 
 /// The table for this process: the detected level tuned for this CPU class (make_tuned_kernel_table), or

@@ -116,6 +116,7 @@ KernelTable make_kernel_table(IsaLevel level) {
     CQ_SET_QUANT(IQ4_XS, gemm, gemm_iq4_xs_q8_K__ref, IsaLevel::ref);
     CQ_SET_INT8(ref, IsaLevel::ref);
     CQ_SET_ACTIVATIONS(ref, IsaLevel::ref);
+    CQ_SET(depthwise_conv_f32, depthwise_conv_f32__ref, IsaLevel::ref);
 
 #if defined(CQ_HAVE_OPENBLAS)
     // Float GEMM is OpenBLAS's job above the reference level; OpenBLAS dispatches by CPU itself.
@@ -137,6 +138,7 @@ KernelTable make_kernel_table(IsaLevel level) {
         CQ_SET_ACT_QUANTIZERS(kernels, __avx2, avx2);
         CQ_SET_INT8(avx2, IsaLevel::avx2);
         CQ_SET_ACTIVATIONS(avx2, IsaLevel::avx2);
+        CQ_SET(depthwise_conv_f32, depthwise_conv_f32__avx2, IsaLevel::avx2);
     }
     if (reaches(level, IsaLevel::avx512)) {
         CQ_SET_CONVERTS(avx512, IsaLevel::avx512);
@@ -221,6 +223,7 @@ void visit_slots(F&& f, Tables&... t) {
     f(std::string("gelu_erf_f32"), t.gelu_erf_f32...);
     f(std::string("softmax_f32"), t.softmax_f32...);
     f(std::string("silu_mul_f32"), t.silu_mul_f32...);
+    f(std::string("depthwise_conv_f32"), t.depthwise_conv_f32...);
     for (size_t id = 0; id < kMaxGgmlTypes; ++id) {
         const auto type = dtype_from_ggml_id(static_cast<uint32_t>(id));
         if (!type) continue;
@@ -293,6 +296,12 @@ constexpr RungPreference kRungPreferences[] = {
     {"intel_sapphire_rapids", "quantize_rows_u8_static", IsaLevel::avx2, "vnni 0.89-1.02x avx2 on Emerald Rapids: keep avx2"},
     {"intel_sapphire_rapids", "gemm_f32", IsaLevel::avx512, "oneDNN 4.7-5.1x OpenBLAS on BERT-base shapes and attention heads on Emerald Rapids (OpenBLAS 0.3.21 does not know the CPU and runs its SSE3 Prescott kernels)"},
     {"intel_sapphire_rapids", "dot_u8_s8", IsaLevel::avx512_vnni, "vnni 2.95-3.07x avx2 on Emerald Rapids"},
+    // vdpbf16ps zmm peaks at half of FP32 FMA here (bench_peaks: 82 against 165 GFLOP/s on one core; the VM exposes no
+    // AMX), so BF16 training products run as bf16-rounded operands on the f32 GEMMs (train_ops' bf16_via_f32: the
+    // same numbers): oneDNN's native bf16 training ran at 0.57x fp32's tokens/s (bench/train_precision.sh).
+    {"intel_sapphire_rapids", "gemm_bf16", IsaLevel::ref, "vdpbf16ps peaks at 0.5x FP32 FMA on Emerald Rapids without AMX: bf16 training rounds operands onto the f32 GEMMs"},
+    {"intel_sapphire_rapids", "gemm_bf16_nn", IsaLevel::ref, "as gemm_bf16"},
+    {"intel_sapphire_rapids", "gemm_bf16_tn", IsaLevel::ref, "as gemm_bf16"},
 };
 
 // CPUID vendor + family (+ model where one family spans core designs, + AVX-512 within AMD family 25: Zen 3 has

@@ -135,6 +135,14 @@ CQ_DECLARE_GEMM_U8(gemm_u8s8, neon_i8mm)
 void gelu_erf_f32__ref(const float* x, float* y, int64_t n);
 void gelu_erf_f32__avx2(const float* x, float* y, int64_t n);
 void softmax_f32__ref(float* x, int64_t n, float scale);
+// DepthwiseConvF32Fn (cq/kernels.h): one NHWC image, output rows [oy0, oy1).
+#define CQ_DECLARE_DEPTHWISE_CONV(isa)                                                                                        \
+    void depthwise_conv_f32__##isa(const float* x, int64_t H, int64_t W, int64_t C, const float* w, int64_t k, int64_t stride, \
+                                   int64_t pad_top, int64_t pad_left, const float* bias, float* y, int64_t OW, int64_t oy0, int64_t oy1);
+CQ_DECLARE_DEPTHWISE_CONV(ref)
+CQ_DECLARE_DEPTHWISE_CONV(avx2)
+#undef CQ_DECLARE_DEPTHWISE_CONV
+
 void silu_mul_f32__ref(float* gate, const float* up, int64_t n);
 void silu_mul_f32__avx2(float* gate, const float* up, int64_t n);
 void softmax_f32__avx2(float* x, int64_t n, float scale);

@@ -23,6 +23,7 @@ std::optional<Activation> activation_from_name(const std::string& name) {
     if (name == "relu") return Activation::relu;
     if (name == "tanh") return Activation::tanh;
     if (name == "quick_gelu") return Activation::quick_gelu;
+    if (name == "silu" || name == "swish") return Activation::silu;
     return std::nullopt;
 }
 
@@ -44,9 +45,38 @@ void activate(Activation act, float* x, int64_t n) {
                 case Activation::quick_gelu:  // x·σ(1.702x), as transformers' QuickGELUActivation
                     for (int64_t i = 0; i < m; ++i) p[i] = p[i] / (1.0f + std::exp(-1.702f * p[i]));
                     break;
+                case Activation::silu:  // x·σ(x), torch's SiLU (transformers' "swish" / "silu")
+                    for (int64_t i = 0; i < m; ++i) p[i] = p[i] / (1.0f + std::exp(-p[i]));
+                    break;
             }
         },
         kMinElementsPerThread);
+}
+
+void sigmoid(float* x, int64_t n) {
+    ThreadPool::global().parallel_for(
+        n,
+        [&](int64_t i0, int64_t i1) {
+            for (int64_t i = i0; i < i1; ++i) x[i] = 1.0f / (1.0f + std::exp(-x[i]));
+        },
+        kMinElementsPerThread);
+}
+
+void depthwise_conv2d(const float* x, int64_t N, int64_t H, int64_t W, int64_t C, const float* w, int64_t k, int64_t stride,
+                      int64_t pad_top, int64_t pad_left, const float* bias, float* y, int64_t OH, int64_t OW) {
+    const auto kernel = kernel_table().depthwise_conv_f32.fn;
+    // Tasks are output rows r = n·OH + oy; a chunk may span images, each image's part is one kernel call.
+    const int64_t row_work = std::max<int64_t>(1, OW * C * k * k);
+    ThreadPool::global().parallel_for(
+        N * OH,
+        [&](int64_t r0, int64_t r1) {
+            for (int64_t r = r0; r < r1;) {
+                const int64_t n = r / OH, oy0 = r % OH, oy1 = std::min(OH, oy0 + (r1 - r));
+                kernel(x + n * H * W * C, H, W, C, w, k, stride, pad_top, pad_left, bias, y + n * OH * OW * C, OW, oy0, oy1);
+                r += oy1 - oy0;
+            }
+        },
+        std::max<int64_t>(1, kMinElementsPerThread / row_work));
 }
 
 void layer_norm_rows(const float* x, int64_t T, int64_t D, const Tensor& w, const Tensor* b, float eps, float* y) {

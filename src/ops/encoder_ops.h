@@ -11,14 +11,25 @@
 namespace cq::ops {
 
 /// The `hidden_act` / `activation` values of HF encoder configs that cq implements.
-enum class Activation { gelu_erf, gelu_tanh, relu, tanh, quick_gelu };
+enum class Activation { gelu_erf, gelu_tanh, relu, tanh, quick_gelu, silu };
 
-/// "gelu" → gelu_erf, "gelu_new" / "gelu_pytorch_tanh" → gelu_tanh, "relu", "tanh", "quick_gelu" (CLIP: x·σ(1.702x));
-/// nullopt otherwise.
+/// "gelu" → gelu_erf, "gelu_new" / "gelu_pytorch_tanh" → gelu_tanh, "relu", "tanh", "quick_gelu" (CLIP: x·σ(1.702x)),
+/// "silu" / "swish" → silu (x·σ(x), EfficientNet's); nullopt otherwise.
 std::optional<Activation> activation_from_name(const std::string& name);
 
 // x: [n] ← act(x), split across the thread pool.
 void activate(Activation act, float* x, int64_t n);
+
+// x: [n] ← σ(x) = 1 / (1 + e^−x), split across the thread pool (squeeze-and-excitation gates).
+void sigmoid(float* x, int64_t n);
+
+// Depthwise 2-D convolution (groups = channels) over NHWC images through the kernel table's depthwise_conv_f32:
+// x: [N, H, W, C] → y: [N, OH, OW, C]; w: [k·k, C] tap-major; bias: [C] (null: none); zeros pad pad_top / pad_left
+// before the first row / column and as many after the last as OH / OW need (OH = (H + pad_top + pad_bottom − k) /
+// stride + 1). Output rows of all images are split across the thread pool; each output is the same fma sequence
+// whatever the split, so every thread count gives the same bytes.
+void depthwise_conv2d(const float* x, int64_t N, int64_t H, int64_t W, int64_t C, const float* w, int64_t k, int64_t stride,
+                      int64_t pad_top, int64_t pad_left, const float* bias, float* y, int64_t OH, int64_t OW);
 
 // x: [T, D] → y: [T, D], LayerNorm per row (w, b: [D] f32), rows split across the thread pool.
 void layer_norm_rows(const float* x, int64_t T, int64_t D, const Tensor& w, const Tensor* b, float eps, float* y);
