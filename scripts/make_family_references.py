@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-# Builds tiny random-initialised HF models of the families cq added for issue 20 (DeiT, LayoutLM, ResNet, CLIP, DeBERTa, BART, T5)
+# Builds tiny random-initialised HF models of the families cq added for issue 20 (DeiT, LayoutLM, ResNet, EfficientNet, CLIP, DeBERTa,
+# BART, T5)
 # with transformers' own classes and save_pretrained (safetensors), runs transformers on fixed inputs and writes the
 # reference outputs, so tests/test_models_{families,clip,deberta,bart,t5}.cpp check cq against transformers without PyTorch in CI.
 #
@@ -16,9 +17,11 @@ import json
 import os
 import shutil
 
+import numpy
+
 import torch
 import transformers
-from transformers import (BartConfig, BartForConditionalGeneration, BartTokenizer, CLIPConfig, CLIPModel, CLIPTokenizer, DebertaV2Config, DebertaV2ForSequenceClassification, DebertaV2Tokenizer, ResNetConfig, ResNetForImageClassification, DeiTConfig, DeiTForImageClassification, DeiTForImageClassificationWithTeacher, LayoutLMConfig,
+from transformers import (BartConfig, BartForConditionalGeneration, BartTokenizer, CLIPConfig, CLIPModel, CLIPTokenizer, DebertaV2Config, DebertaV2ForSequenceClassification, DebertaV2Tokenizer, EfficientNetConfig, EfficientNetForImageClassification, EfficientNetImageProcessor, ResNetConfig, ResNetForImageClassification, DeiTConfig, DeiTForImageClassification, DeiTForImageClassificationWithTeacher, LayoutLMConfig,
                           LayoutLMForSequenceClassification, LayoutLMForTokenClassification, BertTokenizer)
 
 
@@ -116,6 +119,54 @@ def resnet(out, name, seed, image_size, mean, std, **cfg):
     write_json(os.path.join(d, "reference.json"), {
         "generator": f"scripts/make_family_references.py (transformers {transformers.__version__}, torch {torch.__version__})",
         "class": "ResNetForImageClassification", "pixels_u8": pixels.reshape(3, -1).tolist(), "logits": rounded(logits)})
+
+
+# ---- EfficientNet ------------------------------------------------------------------------------------------------
+
+def round_filters(cfg, channels):
+    # transformers' round_filters (modeling_efficientnet.py): hidden_dim must equal round_filters(1280)
+    divisor = cfg.get("depth_divisor", 8)
+    channels *= cfg.get("width_coefficient", 2.0)
+    new_dim = max(divisor, int(channels + divisor / 2) // divisor * divisor)
+    return int(new_dim + divisor if new_dim < 0.9 * channels else new_dim)
+
+
+def efficientnet(out, name, seed, processor, **cfg):
+    d = os.path.join(out, name)
+    fresh_dir(d)
+    torch.manual_seed(seed)
+    cfg["hidden_dim"] = round_filters(cfg, 1280)
+    config = EfficientNetConfig(**cfg)
+    config.id2label = {i: f"class_{i}" for i in range(cfg["num_labels"])}
+    config.label2id = {v: k for k, v in config.id2label.items()}
+    model = EfficientNetForImageClassification(config)
+    randomize(model, seed)
+    # Convolutions (the depthwise ones too: fan-in k·k) drawn with std 1/sqrt(fan-in), so activations keep their scale;
+    # BatchNorm weights 1 + N(0, 0.1²) (randomize's name test does not know EfficientNet's *_bn / *_norm / batchnorm).
+    g = torch.Generator().manual_seed(seed + 7)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if p.ndim == 4:
+                p.copy_(torch.randn(p.shape, generator=g) / (p[0].numel() ** 0.5))
+            elif n.endswith("weight") and p.ndim == 1:
+                p.copy_(1 + 0.1 * torch.randn(p.shape, generator=g))
+    model.save_pretrained(d, safe_serialization=True)
+    # No resize / crop (cq takes images at the model's size); the rest as the processor says, include_top and
+    # rescale_offset included: the reference pixels come from EfficientNetImageProcessor itself.
+    C, H = cfg["num_channels"], cfg["image_size"]
+    pre = dict(do_resize=False, do_center_crop=False, **processor)
+    EfficientNetImageProcessor(**pre).save_pretrained(d)
+    g = torch.Generator().manual_seed(seed + 1)
+    pixels = torch.randint(0, 256, (3, C, H, H), generator=g, dtype=torch.int64)
+    # (through lists: Debian's torch 1.13 cannot exchange arrays with the venv's NumPy 2)
+    images = [numpy.array(p.tolist(), dtype=numpy.uint8) for p in pixels]
+    x = torch.tensor(numpy.stack(EfficientNetImageProcessor(**pre)(images, input_data_format="channels_first")["pixel_values"]).tolist(),
+                     dtype=torch.float32)
+    with torch.no_grad():
+        logits = model(pixel_values=x).logits
+    write_json(os.path.join(d, "reference.json"), {
+        "generator": f"scripts/make_family_references.py (transformers {transformers.__version__}, torch {torch.__version__})",
+        "class": "EfficientNetForImageClassification", "pixels_u8": pixels.reshape(3, -1).tolist(), "logits": rounded(logits)})
 
 
 # ---- LayoutLM --------------------------------------------------------------------------------------------------
@@ -530,7 +581,7 @@ def minilm(model_dir, out):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "data", "families"))
-    ap.add_argument("--only", help="comma-separated families to rewrite (deit, layoutlm, resnet, clip); default: all")
+    ap.add_argument("--only", help="comma-separated families to rewrite (deit, layoutlm, resnet, efficientnet, clip, …); default: all")
     ap.add_argument("--minilm", help="all-MiniLM-L6-v2's directory: write its SST-2 sentence-embedding reference only")
     args = ap.parse_args()
     out = args.out
@@ -538,7 +589,7 @@ def main():
     if args.minilm:
         return minilm(args.minilm, out)
     imagenet_mean, imagenet_std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
-    only = set(args.only.split(",")) if args.only else {"deit", "layoutlm", "resnet", "clip", "deberta", "bart", "t5"}
+    only = set(args.only.split(",")) if args.only else {"deit", "layoutlm", "resnet", "efficientnet", "clip", "deberta", "bart", "t5"}
     if "bart" in only:
         bart_pairs(os.path.join(out, "bart_pairs.tsv"), 64)
         bart(out, "bart-tiny-random", 80, 200, 12, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
@@ -611,6 +662,24 @@ def main():
                  num_attention_heads=3, intermediate_size=56, max_position_embeddings=40, max_2d_position_embeddings=96, num_labels=5,
                  hidden_act="gelu_new", layer_norm_eps=1e-5, type_vocab_size=1)
         layout_docs(os.path.join(out, "layout_docs.tsv"), 256, 40, 96)
+    if "efficientnet" in only:
+        # MBConv stages with expansion 1 / 6 / 4, depthwise 3 / 5 / 3, strides 1 / 2 / 2 (the stride-2 ones padded
+        # right / bottom: depthwise_padding empty), SiLU (swish), mean pooling, 32×32×3; the processor's include_top off.
+        efficientnet(out, "efficientnet-tiny-random", 60, dict(image_mean=imagenet_mean, image_std=imagenet_std, include_top=False),
+                     num_channels=3, image_size=32, width_coefficient=0.25, depth_coefficient=1.0, depth_divisor=4,
+                     kernel_sizes=[3, 5, 3], in_channels=[32, 16, 24], out_channels=[16, 24, 40], strides=[1, 2, 2],
+                     num_block_repeats=[1, 2, 1], expand_ratios=[1, 6, 4], depthwise_padding=[], hidden_act="swish",
+                     pooling_type="mean", num_labels=5)
+        # The second differs in every field the loader reads: MNIST-shaped 28×28×1, width 0.5 / depth 1.5 (round_repeats
+        # ceil: 2, 2, 3 blocks), divisor 8, kernels 5 / 3 / 5, strides 2 / 1 / 2 with an odd 7×7 input to the last
+        # stride-2 block, symmetric padding (depthwise_padding) on blocks 1 and 4, squeeze ratio 0.5, GELU, BN eps 1e-4,
+        # max pooling; the processor's include_top (std applied twice) and rescale_offset (x/127.5 − 1).
+        efficientnet(out, "efficientnet-mnist-random-b", 61,
+                     dict(image_mean=[0.1307], image_std=[0.3081], include_top=True, rescale_offset=True, rescale_factor=1 / 127.5),
+                     num_channels=1, image_size=28, width_coefficient=0.5, depth_coefficient=1.5, depth_divisor=8,
+                     kernel_sizes=[5, 3, 5], in_channels=[32, 16, 24], out_channels=[16, 24, 32], strides=[2, 1, 2],
+                     num_block_repeats=[1, 1, 2], expand_ratios=[1, 3, 6], depthwise_padding=[1, 4], squeeze_expansion_ratio=0.5,
+                     hidden_act="gelu", batch_norm_eps=1e-4, pooling_type="max", num_labels=10)
     if "resnet" in only:
         resnet(out, "resnet-bottleneck-random", 50, 32, imagenet_mean, imagenet_std, num_channels=3, embedding_size=8,
                hidden_sizes=[16, 32], depths=[1, 2], layer_type="bottleneck", hidden_act="relu", num_labels=4)

@@ -1,6 +1,6 @@
-// Encoder-only classifiers (BERT, RoBERTa, DistilBERT, LayoutLM sequence / token classification; ViT, DeiT and ResNet
-// image classification; CLIP's two towers, zero-shot over class-name prompts) built from an HF directory: weights stay memory-mapped (ResNet's convolutions are owned: their
-// BatchNorms are folded in at load), compute is f32, whole padded batches run at once.
+// Encoder-only classifiers (BERT, RoBERTa, DistilBERT, LayoutLM sequence / token classification; ViT, DeiT, ResNet and
+// EfficientNet image classification; CLIP's two towers, zero-shot over class-name prompts) built from an HF directory: weights stay memory-mapped (ResNet's and EfficientNet's convolutions are
+// owned: their BatchNorms are folded in at load), compute is f32, whole padded batches run at once.
 #pragma once
 
 #include <array>
@@ -17,9 +17,10 @@
 
 namespace cq {
 
-/// bert, roberta, distilbert and layoutlm take text (layoutlm also one box per token); vit, deit and resnet take images;
+/// bert, roberta, distilbert and layoutlm take text (layoutlm also one box per token); vit, deit, resnet and efficientnet
+/// take images;
 /// clip both (its image classifier is zero-shot over class-name prompts); deberta_v2 (v2 and v3) takes text.
-enum class EncoderFamily { bert, roberta, distilbert, vit, deit, layoutlm, resnet, clip, deberta_v2 };
+enum class EncoderFamily { bert, roberta, distilbert, vit, deit, layoutlm, resnet, clip, deberta_v2, efficientnet };
 
 /// DeBERTa-v2/v3's disentangled attention and embeddings (DebertaV2Config's fields).
 struct DebertaConfig {
@@ -47,6 +48,18 @@ struct ClipTextConfig {
     int64_t projection_dim = 0;
     // zero-shot classification: "{}" in the template is replaced by each class name (config.json's id2label)
     std::string prompt_template = "a photo of a {}.";
+};
+
+/// EfficientNetConfig's fields (transformers' defaults: B7's), from which the loader derives every block as
+/// transformers does (round_filters on the widths, ceil(depth_coefficient · repeats) blocks per stage).
+struct EfficientNetConfig {
+    double width_coefficient = 2.0, depth_coefficient = 3.1, squeeze_expansion_ratio = 0.25;
+    int64_t depth_divisor = 8;
+    std::vector<int64_t> kernel_sizes, in_channels, out_channels, strides, num_block_repeats, expand_ratios;
+    std::vector<int64_t> depthwise_padding;  // blocks whose stride-2 depthwise conv pads k/2 on every side (else k/2 − 1 before)
+    int64_t hidden_dim = 2560;               // the top conv's width, round_filters(1280)
+    bool max_pooling = false;                // pooling_type "max" (else "mean")
+    float batch_norm_eps = 1e-3f;
 };
 
 struct EncoderConfig {
@@ -81,6 +94,7 @@ struct EncoderConfig {
     // clip: the fields above describe its vision tower (hidden … norm_eps, hidden_act, image_*); these its text tower
     ClipTextConfig clip_text;
     DebertaConfig deberta;
+    EfficientNetConfig efficientnet;
 };
 
 /// A convolution with its BatchNorm folded in at load (w·γ/σ, (b − μ)·γ/σ + β; σ = √(var + 1e-5)), run as im2col over
@@ -96,6 +110,27 @@ struct ConvUnit {
 struct ResidualUnit {
     std::vector<ConvUnit> path;  // basic: 3×3, 3×3; bottleneck: 1×1, 3×3, 1×1
     std::optional<ConvUnit> shortcut;
+};
+
+/// A depthwise convolution (groups = channels) with its BatchNorm folded in at load, run on NHWC activations by
+/// ops::depthwise_conv2d (the kernel table's depthwise_conv_f32). Not a Linear: it has k·k weights per channel and no
+/// reduction over channels, so W8A8 and the Linear passes leave it f32.
+struct DepthwiseConvUnit {
+    std::string name;  // the HF module, e.g. "efficientnet.encoder.blocks.3.depthwise_conv.depthwise_conv"
+    Tensor weight;     // [k·k, channels] tap-major (the file's [channels, 1, k, k] transposed), BN scale folded in
+    Tensor bias;       // [channels]: the BN shift
+    int64_t channels = 0, kernel = 3, stride = 1, block = -1;
+    int64_t pad_top = 0, pad_left = 0, pad_bottom = 0, pad_right = 0;
+};
+
+/// One EfficientNet MBConv block: x → [expand 1×1 + BN + act] → depthwise k×k + BN + act → squeeze-and-excitation
+/// (channel means → se_reduce + act → se_expand → sigmoid → scale each channel) → project 1×1 + BN (+ x where residual).
+struct MBConvUnit {
+    std::optional<ConvUnit> expand;  // absent where expand_ratio is 1
+    DepthwiseConvUnit depthwise;
+    Linear se_reduce, se_expand;     // 1×1 convs with biases on the pooled [batch, channels]
+    ConvUnit project;
+    bool residual = false;           // stride 1 and not the first block of its stage (transformers' apply_dropout)
 };
 
 /// One transformer block. Post-LN families (BERT, RoBERTa, DistilBERT) apply attn_norm / ffn_norm after each
@@ -127,6 +162,10 @@ struct EncoderWeights {
     // resnet: stem (7×7 stride 2, then a 3×3 stride-2 max pool), the blocks in order, a global average pool, classifier
     std::optional<ConvUnit> stem;
     std::vector<ResidualUnit> residual_units;
+    // efficientnet: stem (3×3 stride 2 after padding right / bottom by one), the MBConv blocks in order, the top 1×1
+    // conv, mean or max pooling, classifier
+    std::vector<MBConvUnit> mbconv_units;
+    std::optional<ConvUnit> top;
     // clip: pos_embd, patch_embd (no bias), cls_token (class_embedding), blocks and final_norm (post_layernorm) are the
     // vision tower's, pre_norm its pre_layrnorm; word_embd and the text_* members the text tower's; logits between the
     // L2-normalised projections scaled by exp(logit_scale)
@@ -171,7 +210,7 @@ public:
     /// Whether the model's dataset input is images (CLIP: yes, its classifier is zero-shot over images).
     bool is_vision() const {
         return config_.family == EncoderFamily::vit || config_.family == EncoderFamily::deit || config_.family == EncoderFamily::resnet ||
-               config_.family == EncoderFamily::clip;
+               config_.family == EncoderFamily::efficientnet || config_.family == EncoderFamily::clip;
     }
     bool is_clip() const { return config_.family == EncoderFamily::clip; }
     /// Whether classify gives one row of logits per token ([batch, seq, num_labels]) rather than per sequence.

@@ -26,6 +26,7 @@ enum class LayerRole : uint8_t {
     token_embed, position_embed, type_embed,      // embeddings
     norm,                                         // RMSNorm / LayerNorm
     other,
+    depthwise_conv,                               // EfficientNet's depthwise convolutions (not Linears: kept f32)
 };
 /// "attn_q", "ffn_down", ...
 std::string_view role_name(LayerRole role);

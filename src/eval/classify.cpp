@@ -133,7 +133,7 @@ bool is_encoder_model(const std::string& path) {
             const std::string type = it->get<std::string>();
             // EncoderModel's model types (its kSupported table): CLI commands route these to the encoder engine
             return type == "bert" || type == "roberta" || type == "distilbert" || type == "vit" || type == "deit" || type == "layoutlm" ||
-                   type == "resnet" || type == "clip" || type == "deberta-v2";
+                   type == "resnet" || type == "clip" || type == "deberta-v2" || type == "efficientnet";
         }
         if (!fs::is_regular_file(path, ec)) return false;
         return gguf::File::open(path).get_string("general.architecture") == "cq-encoder";

@@ -69,6 +69,22 @@ struct EncoderPass {
 void load_bert_family_weights(const EncoderConfig& c, const EncoderWeightSource& src, EncoderWeights& w);
 void load_vit_weights(const EncoderConfig& c, const EncoderWeightSource& src, EncoderWeights& w);
 void load_resnet_weights(const EncoderConfig& c, const EncoderWeightSource& src, EncoderWeights& w);
+void load_efficientnet_weights(const EncoderConfig& c, const EncoderWeightSource& src, EncoderWeights& w);
+/// transformers' round_filters (a width × width_coefficient, rounded to depth_divisor) and round_repeats (⌈depth_coefficient · n⌉).
+int64_t efficientnet_round_filters(const EfficientNetConfig& e, int64_t channels);
+int64_t efficientnet_round_repeats(const EfficientNetConfig& e, int64_t repeats);
+
+// ---- convolutions shared by ResNet and EfficientNet (conv_bn.cpp) ----
+/// BatchNorm2d `bn` (.weight γ, .bias β, .running_mean μ, .running_var: [n]) as scale γ/√(var + eps), shift β − μ·scale.
+void fold_batch_norm(const EncoderWeightSource& src, const std::string& bn, int64_t n, float eps, std::vector<float>& scale,
+                     std::vector<float>& shift);
+/// `conv`.weight [out, in, k, k] with the BatchNorm `bn` folded in: a Linear named `conv` over [in·k·k] patches.
+ConvUnit conv_bn(const EncoderWeightSource& src, const std::string& conv, const std::string& bn, int64_t in, int64_t out, int64_t kernel,
+                 int64_t stride, std::string activation, int64_t block, float eps);
+/// x: [N, C, H, W] → rows: [N·OH·OW, M] (NHWC) = conv(x) + b, im2col over zero padding pads {top, left, bottom, right}
+/// (OH, OW say how much of the bottom / right padding is read) and the Linear; no activation.
+void conv_rows(const EncoderPass& p, const ConvUnit& u, const float* x, int64_t N, int64_t H, int64_t W, const int64_t pads[4], int64_t OH,
+               int64_t OW, std::vector<float>& rows);
 void load_clip_weights(const EncoderConfig& c, const EncoderWeightSource& src, EncoderWeights& w);
 void load_deberta_weights(const EncoderConfig& c, const EncoderWeightSource& src, EncoderWeights& w);
 /// DeBERTa's relative position of query i to key j (rel = i − j), log-bucketed where bucket_size > 0 (transformers'
@@ -98,5 +114,7 @@ void clip_text_forward(const EncoderPass& p, const TextBatch& batch, float* embe
 void clip_vision_forward(const EncoderPass& p, const float* pixels, int64_t batch, float* embeds);
 /// ResNet: normalized pixels [batch, C, H, W] → logits [batch, num_labels].
 void resnet_forward(const EncoderPass& p, const float* pixels, int64_t batch, float* logits);
+/// EfficientNet: normalized pixels [batch, C, H, W] → logits [batch, num_labels]; activations NHWC after the stem.
+void efficientnet_forward(const EncoderPass& p, const float* pixels, int64_t batch, float* logits);
 
 }  // namespace cq

@@ -47,6 +47,7 @@ constexpr Supported kSupported[] = {
     {"resnet", "ResNetForImageClassification", EncoderFamily::resnet},
     {"clip", "CLIPModel", EncoderFamily::clip},
     {"deberta-v2", "DebertaV2ForSequenceClassification", EncoderFamily::deberta_v2},
+    {"efficientnet", "EfficientNetForImageClassification", EncoderFamily::efficientnet},
 };
 
 std::string config_architecture(const nlohmann::json& config) {
@@ -191,6 +192,93 @@ void read_resnet_config(const hf::ModelDir& d, const hf::Config& j, EncoderConfi
     if (c.image_size <= 0) throw FormatError("json", pre_path, 0, "the image size must be positive");
 }
 
+// A list of integers under `key`, each at least `min` (`fallback` where the config leaves it out, as transformers does).
+std::vector<int64_t> int_list_or(const hf::Config& j, const char* key, int64_t min, std::vector<int64_t> fallback) {
+    const nlohmann::json* v = j.find(key);
+    if (!v) return fallback;
+    const std::string what = std::string("'") + key + "' must be a list of integers ≥ " + std::to_string(min);
+    if (!v->is_array()) throw FormatError("json", j.path(), 0, what);
+    std::vector<int64_t> out;
+    for (const auto& x : *v) {
+        if (!x.is_number_integer() || x.get<int64_t>() < min) throw FormatError("json", j.path(), 0, what);
+        out.push_back(x.get<int64_t>());
+    }
+    return out;
+}
+
+void read_image_preprocessor(const hf::ModelDir& d, EncoderConfig& c, float default_mean, float default_std);
+
+// EfficientNetConfig (its defaults, B7's, where a key is left out) and EfficientNetImageProcessor's extra steps:
+// rescale_offset (x·r − 1) folds into the mean, include_top (a second division by the std) into the std.
+void read_efficientnet_config(const hf::ModelDir& d, const hf::Config& j, EncoderConfig& c) {
+    EfficientNetConfig& e = c.efficientnet;
+    const auto number = [&](const char* key, double fallback) {
+        const double v = j.number_or(key, fallback);
+        if (!(v > 0) || !std::isfinite(v)) throw FormatError("json", j.path(), 0, std::string("'") + key + "' must be a positive number");
+        return v;
+    };
+    e.width_coefficient = number("width_coefficient", 2.0);
+    e.depth_coefficient = number("depth_coefficient", 3.1);
+    e.squeeze_expansion_ratio = number("squeeze_expansion_ratio", 0.25);
+    e.batch_norm_eps = static_cast<float>(number("batch_norm_eps", 1e-3));
+    e.depth_divisor = j.size_or({"depth_divisor"}, 8);
+    e.kernel_sizes = int_list_or(j, "kernel_sizes", 1, {3, 3, 5, 3, 5, 5, 3});
+    e.in_channels = int_list_or(j, "in_channels", 1, {32, 16, 24, 40, 80, 112, 192});
+    e.out_channels = int_list_or(j, "out_channels", 1, {16, 24, 40, 80, 112, 192, 320});
+    e.strides = int_list_or(j, "strides", 1, {1, 2, 2, 2, 1, 2, 1});
+    e.num_block_repeats = int_list_or(j, "num_block_repeats", 1, {1, 2, 2, 3, 3, 4, 1});
+    e.expand_ratios = int_list_or(j, "expand_ratios", 1, {1, 6, 6, 6, 6, 6, 6});
+    e.depthwise_padding = int_list_or(j, "depthwise_padding", 0, {});
+    const size_t stages = e.in_channels.size();
+    if (stages == 0) throw FormatError("json", j.path(), 0, "'in_channels' names no stage");
+    for (const auto& [key, list] : {std::pair{"out_channels", &e.out_channels}, std::pair{"kernel_sizes", &e.kernel_sizes},
+                                    std::pair{"strides", &e.strides}, std::pair{"num_block_repeats", &e.num_block_repeats},
+                                    std::pair{"expand_ratios", &e.expand_ratios}})
+        if (list->size() != stages)
+            throw FormatError("json", j.path(), 0, std::string("'") + key + "' names " + std::to_string(list->size()) + " stages, 'in_channels' " +
+                                                       std::to_string(stages));
+    for (size_t i = 0; i < stages; ++i) {
+        if (e.kernel_sizes[i] % 2 == 0)
+            throw Unsupported("[encoder] " + j.path() + ": 'kernel_sizes' holds the even size " + std::to_string(e.kernel_sizes[i]) +
+                              " (cq implements odd depthwise kernels, whose \"same\" padding is symmetric)");
+        if (e.strides[i] > 2)
+            throw Unsupported("[encoder] " + j.path() + ": 'strides' holds " + std::to_string(e.strides[i]) + " (transformers' EfficientNet pads strides 1 and 2)");
+    }
+    const std::string pooling = j.string_or("pooling_type", "mean");
+    if (pooling != "mean" && pooling != "max")
+        throw FormatError("json", j.path(), 0, "'pooling_type' is '" + pooling + "', not mean or max");
+    e.max_pooling = pooling == "max";
+    e.hidden_dim = j.size_or({"hidden_dim"}, 2560);
+    if (e.hidden_dim != efficientnet_round_filters(e, 1280))
+        throw FormatError("json", j.path(), 0, "'hidden_dim' " + std::to_string(e.hidden_dim) + " is not the top conv's width round_filters(1280) = " +
+                                                   std::to_string(efficientnet_round_filters(e, 1280)) + " (transformers' top_bn would not fit)");
+    c.hidden_act = j.string_or("hidden_act", "swish");
+    if (!ops::activation_from_name(c.hidden_act))
+        throw Unsupported("[encoder] " + j.path() + ": 'hidden_act' '" + c.hidden_act +
+                          "' is not supported (cq implements swish / silu, gelu, gelu_new, relu, tanh, quick_gelu)");
+    c.num_channels = j.size_or({"num_channels"}, 3);
+    c.image_size = j.size_or({"image_size"}, 600);
+    c.hidden = c.n_ff = e.hidden_dim;
+    c.n_head = 1;
+    c.n_layer = 0;
+    for (const int64_t n : e.num_block_repeats) c.n_layer += efficientnet_round_repeats(e, n);
+    c.max_positions = 1;
+    c.norm_eps = e.batch_norm_eps;
+    read_labels(j, c);
+    // IMAGENET_STANDARD_MEAN / STD (0.5) are EfficientNetImageProcessor's defaults
+    read_image_preprocessor(d, c, 0.5f, 0.5f);
+    std::string pre_path;
+    const nlohmann::json pre = read_preprocessor(d, pre_path);
+    const hf::Config preprocessor(pre, pre_path);
+    const bool rescale = preprocessor.bool_or("do_rescale", true), normalize = preprocessor.bool_or("do_normalize", true);
+    if (rescale && preprocessor.bool_or("rescale_offset", false))
+        for (float& m : c.image_mean) m += 1.0f;  // (x·r − 1 − mean) / std
+    if (preprocessor.bool_or("include_top", true)) {
+        const std::vector<float> std = channel_values(pre, "image_std", 0.5f, c.num_channels, pre_path);
+        for (size_t i = 0; i < c.image_std.size(); ++i) c.image_std[i] = (normalize ? c.image_std[i] : 1.0f) * std[i];
+    }
+}
+
 // preprocessor_config.json's rescale and normalisation (the processor's defaults where the file has none); resizing and
 // cropping are not done: images come at the model's size.
 void read_image_preprocessor(const hf::ModelDir& d, EncoderConfig& c, float default_mean, float default_std) {
@@ -321,6 +409,7 @@ void read_deberta_config(const hf::Config& j, EncoderConfig& c) {
 void read_config(const hf::ModelDir& d, const std::string& config_path, EncoderConfig& c) {
     if (c.family == EncoderFamily::clip) return read_clip_config(d, config_path, c);
     const hf::Config j(d.config, config_path);
+    if (c.family == EncoderFamily::efficientnet) return read_efficientnet_config(d, j, c);
     if (c.family == EncoderFamily::resnet) read_resnet_config(d, j, c);
     // HF's defaults (BERT-base's sizes) where a config leaves a size out.
     const hf::TransformerSizes sizes = c.family == EncoderFamily::resnet ? hf::TransformerSizes{} : j.transformer_sizes();
@@ -512,6 +601,8 @@ public:
         });
         if (c.family == EncoderFamily::resnet) {
             load_resnet_weights(c, src, m.weights_);
+        } else if (c.family == EncoderFamily::efficientnet) {
+            load_efficientnet_weights(c, src, m.weights_);
         } else if (c.family == EncoderFamily::clip) {
             load_clip_weights(c, src, m.weights_);
             m.load_clip_tokenizer(d);
@@ -629,6 +720,7 @@ void EncoderLoader::load_container(EncoderModel& m, const std::string& path) {
         return std::nullopt;
     });
     if (c.family == EncoderFamily::resnet) load_resnet_weights(c, src, m.weights_);
+    else if (c.family == EncoderFamily::efficientnet) load_efficientnet_weights(c, src, m.weights_);
     else if (c.family == EncoderFamily::clip) {
         load_clip_weights(c, src, m.weights_);
         m.load_clip_tokenizer(d);
@@ -921,6 +1013,7 @@ void EncoderModel::classify_images(const uint8_t* pixels, int64_t batch, float* 
     normalize_pixels(pixels, batch);
     const EncoderPass pass{config_, weights_, *scratch_, block_observers(), *ops::activation_from_name(config_.hidden_act)};
     if (c.family == EncoderFamily::resnet) resnet_forward(pass, scratch_->pixels.data(), batch, logits);
+    else if (c.family == EncoderFamily::efficientnet) efficientnet_forward(pass, scratch_->pixels.data(), batch, logits);
     else vit_forward(pass, scratch_->pixels.data(), batch, logits);
 }
 
@@ -933,6 +1026,17 @@ void EncoderModel::collect_linears(std::vector<Linear*>& out) {
                 for (Linear* l : {&b.q, &b.k, &b.v, &b.attn_out, &b.ffn_in, &b.ffn_out}) out.push_back(l);
             out.push_back(blocks == &weights_.blocks ? &*weights_.visual_projection : &*weights_.text_projection);
         }
+        return;
+    }
+    if (weights_.top) {
+        // EfficientNet, in forward order: the stem, each block's expansion, squeeze-excite and projection, the top conv
+        out.push_back(&weights_.stem->conv);
+        for (auto& u : weights_.mbconv_units) {
+            if (u.expand) out.push_back(&u.expand->conv);
+            for (Linear* l : {&u.se_reduce, &u.se_expand, &u.project.conv}) out.push_back(l);
+        }
+        out.push_back(&weights_.top->conv);
+        out.push_back(&weights_.classifier);
         return;
     }
     if (weights_.stem) {
@@ -969,6 +1073,21 @@ std::vector<LayerInfo> EncoderModel::layers() const {
         out.push_back(LayerInfo{l.name, l.source_name, l.role, l.block, {l.n_out(), l.n_in()}, l.format(), l.bytes(), true});
     };
     const EncoderWeights& w = weights_;
+    if (w.top) {
+        // EfficientNet: 1×1 / stem / top convs and the squeeze-excite convs as Linears (BatchNorms folded in), each
+        // depthwise conv as a layer of its own ([k·k, channels], f32: no pass rewrites it)
+        linear(w.stem->conv);
+        for (const auto& u : w.mbconv_units) {
+            if (u.expand) linear(u.expand->conv);
+            const DepthwiseConvUnit& d = u.depthwise;
+            out.push_back(LayerInfo{d.name, d.name, LayerRole::depthwise_conv, d.block, d.weight.shape(), std::string(dtype_name(d.weight.dtype())),
+                                    d.weight.nbytes() + d.bias.nbytes(), false});
+            for (const Linear* l : {&u.se_reduce, &u.se_expand, &u.project.conv}) linear(*l);
+        }
+        linear(w.top->conv);
+        linear(w.classifier);
+        return out;
+    }
     if (w.stem) {
         // ResNet: convolutions as Linears over [C·k·k] patches, their BatchNorms folded in (so not listed apart)
         linear(w.stem->conv);

@@ -29,6 +29,7 @@ const std::pair<LayerRole, std::string_view> kRoleNames[] = {
     {LayerRole::pooler, "pooler"},         {LayerRole::pre_classifier, "pre_classifier"}, {LayerRole::classifier, "classifier"},
     {LayerRole::patch_embed, "patch_embed"}, {LayerRole::token_embed, "token_embed"}, {LayerRole::position_embed, "position_embed"},
     {LayerRole::type_embed, "type_embed"}, {LayerRole::norm, "norm"},               {LayerRole::other, "other"},
+    {LayerRole::depthwise_conv, "depthwise_conv"},
 };
 }  // namespace
 

@@ -9,7 +9,6 @@
 #include <string>
 
 #include "cq/error.h"
-#include "cq/thread_pool.h"
 #include "models/encoder_families.h"
 #include "onnx/conv2d.h"
 #include "ops/ops.h"
@@ -21,62 +20,22 @@ namespace {
 // BatchNorm2d's eps: HF's ResNet builds its norms with PyTorch's default.
 constexpr float kBatchNormEps = 1e-5f;
 
-// Loads prefix.convolution.weight [out, in, k, k] and folds prefix.normalization (γ, β, running mean / var) into it.
-// A weight already stored as I8 (cq's W8A8 container) was folded before it was quantized: only the bias is rebuilt.
+// prefix.convolution with prefix.normalization folded in.
 ConvUnit conv_bn(const EncoderWeightSource& src, const std::string& prefix, int64_t in, int64_t out, int64_t kernel, int64_t stride,
                  std::string activation, int64_t block) {
-    ConvUnit u;
-    u.in_channels = in;
-    u.kernel = kernel;
-    u.stride = stride;
-    u.activation = std::move(activation);
-    const int64_t K = in * kernel * kernel;
-    Linear& l = u.conv;
-    l.name = l.source_name = prefix + ".convolution";
-    l.role = LayerRole::other;
-    l.block = block;
-    const Tensor w = src.get(l.name + ".weight", {out, K});
-    const std::string bn = prefix + ".normalization.";
-    const auto gamma = src.get(bn + "weight", {out}).to_float(), beta = src.get(bn + "bias", {out}).to_float();
-    const auto mean = src.get(bn + "running_mean", {out}).to_float(), var = src.get(bn + "running_var", {out}).to_float();
-    std::vector<float> scale(static_cast<size_t>(out));
-    l.bias = Tensor::zeros({out}, DType::F32);
-    float* bias = static_cast<float*>(l.bias->mutable_data());
-    for (int64_t o = 0; o < out; ++o) {
-        const size_t i = static_cast<size_t>(o);
-        if (!(var[i] + kBatchNormEps > 0)) src.fail("tensor '" + bn + "running_var' holds a variance below −eps at channel " + std::to_string(o));
-        scale[i] = gamma[i] / std::sqrt(var[i] + kBatchNormEps);
-        bias[o] = beta[i] - mean[i] * scale[i];
-    }
-    if (w.dtype() == DType::I8) {
-        l.weight = w;
-        return u;
-    }
-    l.weight = Tensor::zeros({out, K}, DType::F32);
-    const std::vector<float> values = w.to_float();
-    float* folded = static_cast<float*>(l.weight.mutable_data());
-    for (int64_t o = 0; o < out; ++o)
-        for (int64_t k = 0; k < K; ++k) folded[o * K + k] = values[static_cast<size_t>(o * K + k)] * scale[static_cast<size_t>(o)];
-    return u;
+    return cq::conv_bn(src, prefix + ".convolution", prefix + ".normalization", in, out, kernel, stride, std::move(activation), block, kBatchNormEps);
 }
 
 // x: [N, C, H, W] → y: [N, M, OH, OW] = act(conv(x) + b); OH = (H + 2·(k/2) − k) / stride + 1 (HF pads k/2 each side).
 void run_conv(const EncoderPass& p, const ConvUnit& u, const std::vector<float>& x, int64_t N, int64_t& H, int64_t& W, std::vector<float>& y) {
-    const int64_t k = u.kernel, pad = k / 2, M = u.conv.n_out(), K = u.conv.n_in();
+    const int64_t k = u.kernel, pad = k / 2, M = u.conv.n_out();
     const int64_t OH = (H + 2 * pad - k) / u.stride + 1, OW = (W + 2 * pad - k) / u.stride + 1;
-    const int64_t stride[2] = {u.stride, u.stride}, pads[4] = {pad, pad, pad, pad}, dilation[2] = {1, 1};
-    const int64_t rows = N * OH * OW, image_rows = OH * OW;
-    std::vector<float> patches(static_cast<size_t>(rows * K)), out(static_cast<size_t>(rows * M));
-    // One image per task: each writes its own rows of the patch matrix.
-    ThreadPool::global().parallel_for(N, [&](int64_t n0, int64_t n1) {
-        for (int64_t n = n0; n < n1; ++n)
-            onnx_ops::im2col(x.data() + n * u.in_channels * H * W, 1, u.in_channels, H, W, k, k, stride, pads, dilation, OH, OW,
-                             patches.data() + n * image_rows * K);
-    });
-    p.linear(u.conv, patches.data(), rows, out.data());  // [N·OH·OW, M]
-    y.resize(static_cast<size_t>(rows * M));
-    onnx_ops::nhwc_to_nchw(out.data(), N, image_rows, M, y.data());
-    if (!u.activation.empty()) ops::activate(*ops::activation_from_name(u.activation), y.data(), rows * M);
+    const int64_t pads[4] = {pad, pad, pad, pad};
+    std::vector<float> out;
+    conv_rows(p, u, x.data(), N, H, W, pads, OH, OW, out);
+    y.resize(out.size());
+    onnx_ops::nhwc_to_nchw(out.data(), N, OH * OW, M, y.data());
+    if (!u.activation.empty()) ops::activate(*ops::activation_from_name(u.activation), y.data(), static_cast<int64_t>(y.size()));
     H = OH;
     W = OW;
 }

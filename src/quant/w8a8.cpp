@@ -99,9 +99,11 @@ W8A8Rule parse_w8a8_rule(const std::string& spec) {
 
 std::vector<W8A8Rule> default_w8a8_rules() {
     // "*.layer.N.*" is where every HF encoder (bert/roberta/vit: encoder.layer, distilbert: transformer.layer)
-    // keeps its blocks, "*.encoder.layers.N.*" CLIP's two towers; pooler, classifier heads and CLIP's projections are
-    // few FLOPs and sensitive, so they stay float.
-    return {W8A8Rule{RuleScope{"*"}, false}, W8A8Rule{RuleScope{"*.layer.*"}, true}, W8A8Rule{RuleScope{"*.encoder.layers.*"}, true}};
+    // keeps its blocks, "*.encoder.layers.N.*" CLIP's two towers, "*.encoder.blocks.N.*" EfficientNet's MBConv blocks;
+    // pooler, classifier heads, CLIP's projections and EfficientNet's stem / top convs are few FLOPs and sensitive,
+    // so they stay float.
+    return {W8A8Rule{RuleScope{"*"}, false}, W8A8Rule{RuleScope{"*.layer.*"}, true}, W8A8Rule{RuleScope{"*.encoder.layers.*"}, true},
+            W8A8Rule{RuleScope{"*.encoder.blocks.*"}, true}};
 }
 
 bool w8a8_selects(const std::vector<W8A8Rule>& rules, const std::string& name) {
