@@ -16,6 +16,7 @@ struct CpuFeatures {
     bool sse42 = false, avx = false, avx2 = false, fma = false, f16c = false;
     bool avx512f = false, avx512bw = false, avx512vl = false, avx512dq = false;
     bool avx512_vnni = false, avx512_bf16 = false, avx_vnni = false;
+    bool amx_bf16 = false;  // AMX tiles with BF16 products, enabled by the OS
     bool os_saves_ymm = false, os_saves_zmm = false;  // XGETBV: the OS preserves the wide registers
     bool neon = false, arm_dotprod = false, arm_fp16 = false, arm_i8mm = false, arm_bf16 = false, arm_sve = false;
 

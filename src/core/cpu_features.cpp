@@ -67,6 +67,9 @@ CpuFeatures detect() {
         f.avx512bw = bit(l7.b, 30) && f.avx512f;
         f.avx512vl = bit(l7.b, 31) && f.avx512f;
         f.avx512_vnni = bit(l7.c, 11) && f.avx512f;
+        // AMX tiles with BF16: CPUID 7.0 EDX bits 24 (AMX-TILE) and 22 (AMX-BF16), and XCR0 bits 17-18 (the OS saves
+        // XTILECFG / XTILEDATA; oneDNN asks Linux for the per-process permission itself).
+        f.amx_bf16 = bit(l7.d, 24) && bit(l7.d, 22) && (xcr0 & 0x60000) == 0x60000;
         if (l7.a >= 1) {
             const Regs l71 = cpuid(7, 1);
             f.avx_vnni = bit(l71.a, 4) && f.avx;
@@ -125,7 +128,7 @@ std::vector<std::string> CpuFeatures::names() const {
         {sse42, "sse4.2"},         {avx, "avx"},           {avx2, "avx2"},           {fma, "fma"},
         {f16c, "f16c"},            {avx512f, "avx512f"},   {avx512dq, "avx512dq"},   {avx512bw, "avx512bw"},
         {avx512vl, "avx512vl"},    {avx512_vnni, "avx512_vnni"}, {avx512_bf16, "avx512_bf16"},
-        {avx_vnni, "avx_vnni"},    {neon, "neon"},         {arm_dotprod, "dotprod"}, {arm_fp16, "fp16"},
+        {avx_vnni, "avx_vnni"},    {amx_bf16, "amx_bf16"},  {neon, "neon"},         {arm_dotprod, "dotprod"}, {arm_fp16, "fp16"},
         {arm_i8mm, "i8mm"},        {arm_bf16, "bf16"},     {arm_sve, "sve"},
     };
     for (const auto& [present, name] : all)

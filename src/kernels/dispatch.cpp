@@ -245,6 +245,7 @@ struct RungPreference {
     const char* op;
     IsaLevel rung;
     const char* why;
+    bool unless_amx = false;  // not where the CPU has AMX BF16 tiles (oneDNN's bf16 kernels use them there)
 };
 
 constexpr RungPreference kRungPreferences[] = {
@@ -299,9 +300,9 @@ constexpr RungPreference kRungPreferences[] = {
     // vdpbf16ps zmm peaks at half of FP32 FMA here (bench_peaks: 82 against 165 GFLOP/s on one core; the VM exposes no
     // AMX), so BF16 training products run as bf16-rounded operands on the f32 GEMMs (train_ops' bf16_via_f32: the
     // same numbers): oneDNN's native bf16 training ran at 0.57x fp32's tokens/s (bench/train_precision.sh).
-    {"intel_sapphire_rapids", "gemm_bf16", IsaLevel::ref, "vdpbf16ps peaks at 0.5x FP32 FMA on Emerald Rapids without AMX: bf16 training rounds operands onto the f32 GEMMs"},
-    {"intel_sapphire_rapids", "gemm_bf16_nn", IsaLevel::ref, "as gemm_bf16"},
-    {"intel_sapphire_rapids", "gemm_bf16_tn", IsaLevel::ref, "as gemm_bf16"},
+    {"intel_sapphire_rapids", "gemm_bf16", IsaLevel::ref, "vdpbf16ps peaks at 0.5x FP32 FMA on Emerald Rapids without AMX: bf16 training rounds operands onto the f32 GEMMs", true},
+    {"intel_sapphire_rapids", "gemm_bf16_nn", IsaLevel::ref, "as gemm_bf16", true},
+    {"intel_sapphire_rapids", "gemm_bf16_tn", IsaLevel::ref, "as gemm_bf16", true},
 };
 
 // CPUID vendor + family (+ model where one family spans core designs, + AVX-512 within AMD family 25: Zen 3 has
@@ -337,7 +338,7 @@ KernelTable make_tuned_kernel_table(IsaLevel level, std::string_view cpu_class) 
     KernelTable t = make_kernel_table(level);
     std::array<std::optional<KernelTable>, static_cast<size_t>(IsaLevel::neon_i8mm) + 1> rungs;  // built on demand
     for (const RungPreference& p : kRungPreferences) {
-        if (cpu_class != p.cpu_class || !reaches(level, p.rung)) continue;
+        if (cpu_class != p.cpu_class || !reaches(level, p.rung) || (p.unless_amx && cpu_features().amx_bf16)) continue;
         auto& from = rungs[static_cast<size_t>(p.rung)];
         if (!from) from = make_kernel_table(p.rung);
         visit_slots(
