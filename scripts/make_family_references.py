@@ -90,22 +90,29 @@ def deit(out, name, cls, seed, mean, std, **cfg):
 
 # ---- ResNet ------------------------------------------------------------------------------------------------------
 
-def resnet(out, name, seed, image_size, mean, std, **cfg):
-    d = os.path.join(out, name)
+def conv_classifier(d, seed, cls, config, num_labels, bn_weights=False):
+    """A randomized convolutional classifier saved to d: convolutions drawn with std 1/sqrt(fan-in) (so activations keep
+    their scale through the blocks); with bn_weights, every 1-D weight (the BatchNorms') 1 + N(0, 0.1²) as well."""
     fresh_dir(d)
     torch.manual_seed(seed)
-    config = ResNetConfig(**cfg)
-    config.id2label = {i: f"class_{i}" for i in range(cfg["num_labels"])}
+    config.id2label = {i: f"class_{i}" for i in range(num_labels)}
     config.label2id = {v: k for k, v in config.id2label.items()}
-    # Convolutions drawn with std 1/sqrt(fan-in) so activations keep their scale through the blocks.
-    model = ResNetForImageClassification(config)
+    model = cls(config)
     randomize(model, seed)
     g = torch.Generator().manual_seed(seed + 7)
     with torch.no_grad():
         for n, p in model.named_parameters():
             if p.ndim == 4:
                 p.copy_(torch.randn(p.shape, generator=g) / (p[0].numel() ** 0.5))
+            elif bn_weights and n.endswith("weight") and p.ndim == 1:
+                p.copy_(1 + 0.1 * torch.randn(p.shape, generator=g))
     model.save_pretrained(d, safe_serialization=True)
+    return model
+
+
+def resnet(out, name, seed, image_size, mean, std, **cfg):
+    d = os.path.join(out, name)
+    model = conv_classifier(d, seed, ResNetForImageClassification, ResNetConfig(**cfg), cfg["num_labels"])
     C = cfg["num_channels"]
     # ResNet's processor resizes and crops; cq takes images at the size named here, so only rescale and normalise.
     write_json(os.path.join(d, "preprocessor_config.json"), {
@@ -133,24 +140,10 @@ def round_filters(cfg, channels):
 
 def efficientnet(out, name, seed, processor, **cfg):
     d = os.path.join(out, name)
-    fresh_dir(d)
-    torch.manual_seed(seed)
     cfg["hidden_dim"] = round_filters(cfg, 1280)
-    config = EfficientNetConfig(**cfg)
-    config.id2label = {i: f"class_{i}" for i in range(cfg["num_labels"])}
-    config.label2id = {v: k for k, v in config.id2label.items()}
-    model = EfficientNetForImageClassification(config)
-    randomize(model, seed)
-    # Convolutions (the depthwise ones too: fan-in k·k) drawn with std 1/sqrt(fan-in), so activations keep their scale;
-    # BatchNorm weights 1 + N(0, 0.1²) (randomize's name test does not know EfficientNet's *_bn / *_norm / batchnorm).
-    g = torch.Generator().manual_seed(seed + 7)
-    with torch.no_grad():
-        for n, p in model.named_parameters():
-            if p.ndim == 4:
-                p.copy_(torch.randn(p.shape, generator=g) / (p[0].numel() ** 0.5))
-            elif n.endswith("weight") and p.ndim == 1:
-                p.copy_(1 + 0.1 * torch.randn(p.shape, generator=g))
-    model.save_pretrained(d, safe_serialization=True)
+    # The depthwise convolutions' fan-in is k·k; BatchNorm weights redrawn here because randomize's name test does not
+    # know EfficientNet's *_bn / *_norm / batchnorm.
+    model = conv_classifier(d, seed, EfficientNetForImageClassification, EfficientNetConfig(**cfg), cfg["num_labels"], bn_weights=True)
     # No resize / crop (cq takes images at the model's size); the rest as the processor says, include_top and
     # rescale_offset included: the reference pixels come from EfficientNetImageProcessor itself.
     C, H = cfg["num_channels"], cfg["image_size"]
