@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <filesystem>
 #include <map>
 #include <regex>
 
@@ -98,6 +99,21 @@ protected:
         EXPECT_EQ(m["phases"][0]["phase"], "load");
         for (const auto& ph : m["phases"]) EXPECT_GE(ph["peak"].get<uint64_t>(), ph["rss_after"].get<uint64_t>()) << ph["phase"];
         EXPECT_GT(m["peak_rss"].get<uint64_t>(), m["baseline_rss"].get<uint64_t>());
+        // Reconciled with the measurement: after a prompt has read every weight, the model file's resident pages are the
+        // weights (whole pages, plus the header's) — unless packing handed them back for its own copies.
+        const uint64_t weights = p["analytic"]["weight_bytes"].get<uint64_t>(), resident = m["weights_resident"].get<uint64_t>();
+        uint64_t file_bytes = 0;
+        if (std::filesystem::is_directory(model)) {
+            for (const auto& e : std::filesystem::directory_iterator(model)) file_bytes += e.file_size();
+        } else {
+            file_bytes = std::filesystem::file_size(model);
+        }
+        if (p["analytic"]["packed_bytes"].get<uint64_t>() == 0) {
+            EXPECT_GE(resident + 8192, weights) << model;
+            EXPECT_LE(resident, file_bytes + 4096) << model;
+        } else {
+            EXPECT_LT(resident, weights) << model << ": the packed tensors' mapped pages were not handed back";
+        }
     }
 };
 

@@ -19,6 +19,15 @@ struct RssSample {
 };
 /// Reads /proc/self/status. IoError where it cannot be read (not Linux).
 RssSample read_rss();
+/// The resident set split by what is mapped (from /proc/self/smaps, bytes).
+struct RssByMapping {
+    uint64_t model_file = 0;  // mappings of the model's file(s): the weights as far as they have been read
+    uint64_t other_files = 0; // other file-backed mappings: the executable's and libraries' code and data
+    uint64_t anonymous = 0;   // heap, anonymous mappings, stacks: copies, KV cache, workspace
+};
+/// Reads /proc/self/smaps; `model_path` (a file, or a directory whose files count) picks the model's mappings.
+/// IoError where it cannot be read.
+RssByMapping read_rss_by_mapping(const std::string& model_path);
 /// Resets VmHWM to the current RSS (writes "5" to /proc/self/clear_refs); false where the kernel refuses it.
 bool reset_peak_rss();
 
@@ -35,6 +44,7 @@ struct MemoryPhase {
     uint64_t rss_before = 0, rss_after = 0;
     uint64_t anon_after = 0, file_after = 0;  // RssAnon / RssFile after the phase (weights are mapped: they page in lazily,
                                               // at first use, so they show as file-backed growth in the first forward pass)
+    RssByMapping mapped_after;                // the same split by mapping: the model's file apart from the libraries
     uint64_t peak = 0;          // the phase's own peak (reset at its start) or, without resets, the process's so far
     uint64_t analytic = 0;      // what the analytic model says this phase adds (load: weights + packed + KV; prompt and
                                 // generation: the growth of the workspace and the logits buffer; calibration: the
@@ -66,10 +76,13 @@ struct MemoryProfile {
     uint64_t analytic_total() const { return weight_bytes + packed_bytes + kv_bytes + workspace_bytes; }
     // Measured (bytes).
     uint64_t baseline_rss = 0;         // before the model was loaded (code, libraries, heap of the process)
+    RssByMapping baseline_mapped;      // the same split by mapping
     uint64_t startup_peak = 0;         // VmHWM before the first phase (process start-up)
     std::vector<MemoryPhase> phases;
     uint64_t peak_rss = 0;             // the process's peak: the highest of startup_peak and every phase's peak
     uint64_t final_rss = 0, final_rss_anon = 0, final_rss_file = 0;
+    uint64_t weights_resident = 0;     // the model file's resident pages after the last phase (analytic: weight_bytes
+                                       // plus the file's header, less what packing handed back)
     bool peak_reset = false;           // phases' peaks are their own (clear_refs accepted)
     BenchResult bench;                 // the prompt and generation speeds measured in the phases
 };

@@ -5,7 +5,9 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cctype>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <set>
@@ -37,6 +39,34 @@ RssSample read_rss() {
     return s;
 }
 
+RssByMapping read_rss_by_mapping(const std::string& model_path) {
+    std::ifstream in("/proc/self/smaps");
+    if (!in) throw IoError("[memory] cannot read /proc/self/smaps");
+    std::error_code ec;
+    const std::string model = std::filesystem::weakly_canonical(model_path, ec).string();
+    const bool dir = std::filesystem::is_directory(model, ec);
+    RssByMapping r;
+    enum { none, model_file, other_file, anon } kind = none;
+    std::string line;
+    while (std::getline(in, line)) {
+        // A mapping's header: "start-end perms offset dev inode [pathname]"; then "Key: value kB" lines.
+        const size_t colon = line.find(':'), dash = line.find('-');
+        if (dash != std::string::npos && (colon == std::string::npos || dash < colon) && std::isxdigit(static_cast<unsigned char>(line[0]))) {
+            std::istringstream h(line);
+            std::string range, perms, offset, dev, inode, path;
+            h >> range >> perms >> offset >> dev >> inode;
+            std::getline(h >> std::ws, path);
+            if (!path.empty() && path[0] == '/' && (dir ? path.rfind(model + "/", 0) == 0 : path == model)) kind = model_file;
+            else if (!path.empty() && path[0] == '/') kind = other_file;
+            else kind = anon;
+        } else if (line.rfind("Rss:", 0) == 0) {
+            const uint64_t b = static_cast<uint64_t>(std::stoull(line.substr(4))) * 1024;
+            (kind == model_file ? r.model_file : kind == other_file ? r.other_files : r.anonymous) += b;
+        }
+    }
+    return r;
+}
+
 bool reset_peak_rss() {
     FILE* f = std::fopen("/proc/self/clear_refs", "w");
     if (!f) return false;
@@ -62,6 +92,7 @@ MemoryProfile profile_memory(const std::string& path, const MemoryProfileOptions
     p.model = path;
     const RssSample start = read_rss();
     p.baseline_rss = start.rss;
+    p.baseline_mapped = read_rss_by_mapping(path);
     p.startup_peak = start.peak;
     using clock = std::chrono::steady_clock;
     // A phase: reset the peak (if allowed), run, read the peak and the RSS after.
@@ -76,6 +107,7 @@ MemoryProfile profile_memory(const std::string& path, const MemoryProfileOptions
         const RssSample after = read_rss();
         ph.rss_after = after.rss;
         ph.anon_after = after.rss_anon, ph.file_after = after.rss_file;
+        ph.mapped_after = read_rss_by_mapping(path);
         ph.peak = after.peak;
         p.peak_rss = std::max(p.peak_rss, ph.peak);
         p.phases.push_back(ph);
@@ -184,6 +216,7 @@ MemoryProfile profile_memory(const std::string& path, const MemoryProfileOptions
     p.workspace_bytes = workspace;
     const RssSample end = read_rss();
     p.final_rss = end.rss, p.final_rss_anon = end.rss_anon, p.final_rss_file = end.rss_file;
+    p.weights_resident = p.phases.back().mapped_after.model_file;
     return p;
 }
 
@@ -209,20 +242,31 @@ std::string memory_profile_to_markdown(const MemoryProfile& p) {
         << " × 2 × f32) | " << mib(p.kv_bytes) << " |\n";
     out << "| activations / workspace | " << mib(p.workspace_bytes) << " |\n";
     out << "| **total** | **" << mib(p.analytic_total()) << "** |\n\n";
-    out << "| phase | RSS before | RSS after | Δ RSS | analytic Δ | anon after | file after | peak" << (p.peak_reset ? " (own)" : " (so far)")
-        << " | s |\n";
-    out << "|---|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+    out << "| phase | RSS before | RSS after | Δ RSS | analytic Δ | anon after | model file after | libraries after | peak"
+        << (p.peak_reset ? " (own)" : " (so far)") << " | s |\n";
+    out << "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
     for (const auto& ph : p.phases) {
         char s[32];
         std::snprintf(s, sizeof s, "%.3f", ph.seconds);
         out << "| " << ph.name << " | " << mib(ph.rss_before) << " | " << mib(ph.rss_after) << " | "
             << signed_mib(static_cast<int64_t>(ph.rss_after) - static_cast<int64_t>(ph.rss_before)) << " | " << mib(ph.analytic) << " | "
-            << mib(ph.anon_after) << " | " << mib(ph.file_after) << " | " << mib(ph.peak) << " | " << s << " |\n";
+            << mib(ph.mapped_after.anonymous) << " | " << mib(ph.mapped_after.model_file) << " | " << mib(ph.mapped_after.other_files) << " | "
+            << mib(ph.peak) << " | " << s << " |\n";
     }
+    // Reconciled by what is mapped: the model file against the weights, anonymous memory against what the profile
+    // allocates (KV cache, workspace, packed copies), libraries against nothing (their code pages in at first use).
+    const RssByMapping& a = p.baseline_mapped;
+    const RssByMapping& z = p.phases.back().mapped_after;
+    const auto grew = [](uint64_t to, uint64_t from) { return static_cast<int64_t>(to) - static_cast<int64_t>(from); };
+    out << "\n| since before load | measured | analytic |\n|---|---:|---:|\n";
+    out << "| model file resident | " << signed_mib(grew(z.model_file, a.model_file)) << " | " << mib(p.weight_bytes) << " (weights"
+        << (p.packed_bytes ? ", less the packed tensors' pages handed back" : "") << ") |\n";
+    out << "| anonymous | " << signed_mib(grew(z.anonymous, a.anonymous)) << " | " << mib(p.kv_bytes + p.workspace_bytes + p.packed_bytes)
+        << " (KV cache + workspace" << (p.packed_bytes ? " + packed copies" : "") << "; the rest: BLAS buffers, thread stacks, allocator) |\n";
+    out << "| libraries and executable | " << signed_mib(grew(z.other_files, a.other_files)) << " | — (code paged in at first use) |\n";
     out << "\nbaseline RSS " << mib(p.baseline_rss) << ", peak RSS " << mib(p.peak_rss) << ", final RSS " << mib(p.final_rss)
         << " (anonymous " << mib(p.final_rss_anon) << ", file-backed " << mib(p.final_rss_file) << "); baseline + analytic "
-        << mib(p.baseline_rss + p.analytic_total()) << ": the rest is library code paged in at first use (BLAS kernels), "
-           "thread stacks and allocator slack\n";
+        << mib(p.baseline_rss + p.analytic_total()) << "\n";
     return out.str();
 }
 

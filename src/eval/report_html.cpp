@@ -93,10 +93,12 @@ struct SpeedRow {
 struct MemoryRun {
     std::vector<std::pair<std::string, double>> analytic;  // component → bytes
     double analytic_total = 0, baseline = 0, peak = 0, final_rss = 0, final_anon = 0, final_file = 0;
+    double weight_bytes = 0, weights_resident = -1;  // −1: a report from before the split by mapping
     bool peak_reset = false;
     struct Phase {
         std::string name;
         double before = 0, after = 0, peak = 0, analytic = 0, seconds = 0;
+        double model_file = -1, libraries = -1, anonymous = -1;  // RSS by mapping after the phase (−1: not in the report)
     };
     std::vector<Phase> phases;
 };
@@ -276,9 +278,12 @@ Run read_memory(const Node& doc, const std::string& file) {
     mem.baseline = m["baseline_rss"].num(), mem.peak = m["peak_rss"].num(), mem.final_rss = m["final_rss"].num();
     mem.final_anon = m.num_or("final_rss_anon", 0), mem.final_file = m.num_or("final_rss_file", 0);
     mem.peak_reset = m["peak_reset_per_phase"].boolean();
+    mem.weight_bytes = a["weight_bytes"].num();
+    mem.weights_resident = m.num_or("weights_resident", -1);
     for (const Node& p : m["phases"].items())
         mem.phases.push_back({p["phase"].str(), p["rss_before"].num(), p["rss_after"].num(), p["peak"].num(), p["analytic"].num(),
-                              p["seconds"].num()});
+                              p["seconds"].num(), p.num_or("rss_model_file_after", -1), p.num_or("rss_other_files_after", -1),
+                              p.num_or("rss_anonymous_mappings_after", -1)});
     r.memory = mem;
     r.title = "memory " + base_name(doc["model"].str());
     return r;
@@ -589,14 +594,19 @@ std::string memory_section(const Run& r, size_t index) {
     s << "<tr class=\"total\"><td>total</td><td data-v=\"" << exact(m.analytic_total) << "\">" << mib(m.analytic_total) << "</td></tr>\n";
     s << "<tr><td>measured baseline RSS (before load)</td><td>" << mib(m.baseline) << "</td></tr>\n";
     s << "<tr><td>measured peak RSS</td><td data-v=\"" << exact(m.peak) << "\">" << mib(m.peak) << "</td></tr>\n";
+    if (m.weights_resident >= 0)
+        s << "<tr><td>weights resident (the model file's pages; analytic " << mib(m.weight_bytes) << ")</td><td data-v=\"" << exact(m.weights_resident)
+          << "\">" << mib(m.weights_resident) << "</td></tr>\n";
     s << "<tr><td>final RSS: anonymous / file-backed</td><td>" << mib(m.final_anon) << " / " << mib(m.final_file) << "</td></tr>\n";
     s << "<tr><td>unexplained (peak − baseline − analytic)</td><td>" << fmt("%+.3f", (m.peak - m.baseline - m.analytic_total) / (1024.0 * 1024.0))
       << "</td></tr>\n</tbody></table>\n";
     s << "<table class=\"phases\"><thead><tr><th>phase</th><th>RSS before</th><th>RSS after</th><th>analytic Δ</th><th>peak" << (m.peak_reset ? " (own)" : " (so far)")
-      << "</th><th>seconds</th></tr></thead><tbody>\n";
+      << "</th><th>model file</th><th>libraries</th><th>anonymous</th><th>seconds</th></tr></thead><tbody>\n";
+    const auto maybe = [](double v) { return v < 0 ? std::string("—") : mib(v); };
     for (const auto& p : m.phases)
         s << "<tr><td>" << esc(p.name) << "</td><td>" << mib(p.before) << "</td><td>" << mib(p.after) << "</td><td>" << mib(p.analytic) << "</td><td>"
-          << mib(p.peak) << "</td><td>" << fmt("%.3f", p.seconds) << "</td></tr>\n";
+          << mib(p.peak) << "</td><td>" << maybe(p.model_file) << "</td><td>" << maybe(p.libraries) << "</td><td>" << maybe(p.anonymous) << "</td><td>"
+          << fmt("%.3f", p.seconds) << "</td></tr>\n";
     s << "</tbody></table></div>\n";
     return s.str();
 }

@@ -197,7 +197,9 @@ json memory_profile_to_json(const MemoryProfile& p) {
     for (const auto& ph : p.phases)
         phases.push_back({{"phase", ph.name}, {"rss_before", ph.rss_before}, {"rss_after", ph.rss_after}, {"peak", ph.peak},
                           {"analytic", ph.analytic}, {"rss_anon_after", ph.anon_after},
-                          {"rss_file_after", ph.file_after}, {"seconds", ph.seconds}});
+                          {"rss_file_after", ph.file_after}, {"rss_model_file_after", ph.mapped_after.model_file},
+                          {"rss_other_files_after", ph.mapped_after.other_files}, {"rss_anonymous_mappings_after", ph.mapped_after.anonymous},
+                          {"seconds", ph.seconds}});
     return {{"model", p.model},
             {"analytic", {{"weights", weights}, {"weight_bytes", p.weight_bytes}, {"packed_bytes", p.packed_bytes},
                           {"kv_cache", {{"bytes", p.kv_bytes}, {"n_layer", p.n_layer}, {"n_ctx", p.n_ctx}, {"n_head_kv", p.n_head_kv},
@@ -206,6 +208,9 @@ json memory_profile_to_json(const MemoryProfile& p) {
                           {"total_bytes", p.analytic_total()}}},
             {"measured", {{"baseline_rss", p.baseline_rss}, {"startup_peak", p.startup_peak}, {"peak_rss", p.peak_rss},
                           {"final_rss", p.final_rss}, {"final_rss_anon", p.final_rss_anon}, {"final_rss_file", p.final_rss_file},
+                          {"weights_resident", p.weights_resident},
+                          {"baseline_by_mapping", {{"model_file", p.baseline_mapped.model_file}, {"other_files", p.baseline_mapped.other_files},
+                                                   {"anonymous", p.baseline_mapped.anonymous}}},
                           {"peak_reset_per_phase", p.peak_reset}, {"phases", phases}}},
             {"bench", bench_to_json(p.bench)}};
 }
