@@ -28,6 +28,8 @@ struct RssByMapping {
 /// Reads /proc/self/smaps; `model_path` (a file, or a directory whose files count) picks the model's mappings.
 /// IoError where it cannot be read.
 RssByMapping read_rss_by_mapping(const std::string& model_path);
+/// Bytes freed but kept by the C allocator in its arenas (glibc's mallinfo2().fordblks; 0 elsewhere).
+uint64_t allocator_free_bytes();
 /// Resets VmHWM to the current RSS (writes "5" to /proc/self/clear_refs); false where the kernel refuses it.
 bool reset_peak_rss();
 
@@ -45,10 +47,13 @@ struct MemoryPhase {
     uint64_t anon_after = 0, file_after = 0;  // RssAnon / RssFile after the phase (weights are mapped: they page in lazily,
                                               // at first use, so they show as file-backed growth in the first forward pass)
     RssByMapping mapped_after;                // the same split by mapping: the model's file apart from the libraries
+    uint64_t heap_free_after = 0;             // freed bytes the allocator keeps in its arenas (glibc mallinfo2 fordblks):
+                                              // anonymous RSS that no live object holds (0 where unknown)
     uint64_t peak = 0;          // the phase's own peak (reset at its start) or, without resets, the process's so far
     uint64_t analytic = 0;      // what the analytic model says this phase adds (load: weights + packed + KV; prompt and
                                 // generation: the growth of the workspace and the logits buffer; calibration: the
-                                // statistics, Σ over block Linears of n_in · 4 + 8 bytes, and the workspace's growth)
+                                // statistics, Σ over block Linears of n_in · 4 + 8 bytes, the text, one chunk's logits
+                                // and the workspace's growth)
     double seconds = 0;
 };
 

@@ -99,6 +99,7 @@ struct MemoryRun {
         std::string name;
         double before = 0, after = 0, peak = 0, analytic = 0, seconds = 0;
         double model_file = -1, libraries = -1, anonymous = -1;  // RSS by mapping after the phase (−1: not in the report)
+        double allocator_free = -1;                              // freed bytes the allocator kept
     };
     std::vector<Phase> phases;
 };
@@ -283,7 +284,7 @@ Run read_memory(const Node& doc, const std::string& file) {
     for (const Node& p : m["phases"].items())
         mem.phases.push_back({p["phase"].str(), p["rss_before"].num(), p["rss_after"].num(), p["peak"].num(), p["analytic"].num(),
                               p["seconds"].num(), p.num_or("rss_model_file_after", -1), p.num_or("rss_other_files_after", -1),
-                              p.num_or("rss_anonymous_mappings_after", -1)});
+                              p.num_or("rss_anonymous_mappings_after", -1), p.num_or("allocator_free_after", -1)});
     r.memory = mem;
     r.title = "memory " + base_name(doc["model"].str());
     return r;
@@ -601,12 +602,12 @@ std::string memory_section(const Run& r, size_t index) {
     s << "<tr><td>unexplained (peak − baseline − analytic)</td><td>" << fmt("%+.3f", (m.peak - m.baseline - m.analytic_total) / (1024.0 * 1024.0))
       << "</td></tr>\n</tbody></table>\n";
     s << "<table class=\"phases\"><thead><tr><th>phase</th><th>RSS before</th><th>RSS after</th><th>analytic Δ</th><th>peak" << (m.peak_reset ? " (own)" : " (so far)")
-      << "</th><th>model file</th><th>libraries</th><th>anonymous</th><th>seconds</th></tr></thead><tbody>\n";
+      << "</th><th>model file</th><th>libraries</th><th>anonymous</th><th>of which allocator-free</th><th>seconds</th></tr></thead><tbody>\n";
     const auto maybe = [](double v) { return v < 0 ? std::string("—") : mib(v); };
     for (const auto& p : m.phases)
         s << "<tr><td>" << esc(p.name) << "</td><td>" << mib(p.before) << "</td><td>" << mib(p.after) << "</td><td>" << mib(p.analytic) << "</td><td>"
           << mib(p.peak) << "</td><td>" << maybe(p.model_file) << "</td><td>" << maybe(p.libraries) << "</td><td>" << maybe(p.anonymous) << "</td><td>"
-          << fmt("%.3f", p.seconds) << "</td></tr>\n";
+          << maybe(p.allocator_free) << "</td><td>" << fmt("%.3f", p.seconds) << "</td></tr>\n";
     s << "</tbody></table></div>\n";
     return s.str();
 }

@@ -199,6 +199,7 @@ json memory_profile_to_json(const MemoryProfile& p) {
                           {"analytic", ph.analytic}, {"rss_anon_after", ph.anon_after},
                           {"rss_file_after", ph.file_after}, {"rss_model_file_after", ph.mapped_after.model_file},
                           {"rss_other_files_after", ph.mapped_after.other_files}, {"rss_anonymous_mappings_after", ph.mapped_after.anonymous},
+                          {"allocator_free_after", ph.heap_free_after},
                           {"seconds", ph.seconds}});
     return {{"model", p.model},
             {"analytic", {{"weights", weights}, {"weight_bytes", p.weight_bytes}, {"packed_bytes", p.packed_bytes},
