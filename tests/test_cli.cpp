@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "command_runner.h"
 #include "test_support.h"
 
 #ifndef CQ_CLI_PATH
@@ -19,27 +20,10 @@
 namespace cq {
 namespace {
 
-struct RunResult {
-    int exit_code = -1;
-    std::string out;  // stdout
-    std::string err;  // stderr
-};
+using test::RunResult;
 
 RunResult run_cq(const std::string& args, const std::string& env = "") {
-    const auto dir = std::filesystem::temp_directory_path() / ("cq_cli_test_" + std::to_string(::getpid()));
-    std::filesystem::create_directories(dir);
-    const std::string err_path = (dir / "stderr").string();
-    const std::string cmd = env + " " + CQ_CLI_PATH + " " + args + " 2>" + err_path;
-    RunResult r;
-    FILE* p = ::popen(cmd.c_str(), "r");
-    char buf[4096];
-    size_t n;
-    while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
-    const int status = ::pclose(p);
-    r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    std::ifstream e(err_path);
-    r.err.assign(std::istreambuf_iterator<char>(e), std::istreambuf_iterator<char>());
-    return r;
+    return test::run_command(env + " " + CQ_CLI_PATH + " " + args);
 }
 
 nlohmann::json expected() {

@@ -11,6 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "command_runner.h"
 #include "test_support.h"
 
 #ifndef CQ_CLI_PATH
@@ -20,26 +21,9 @@
 namespace cq {
 namespace {
 
-struct RunResult {
-    int exit_code = -1;
-    std::string out, err;
-};
+using test::RunResult;
 
-RunResult run_cq(const std::string& args, const test::TempDir& dir) {
-    const std::string err_path = dir.file("stderr.txt");
-    const std::string cmd = std::string(CQ_CLI_PATH) + " " + args + " 2>" + err_path;
-    RunResult r;
-    FILE* p = ::popen(cmd.c_str(), "r");
-    char buf[4096];
-    size_t n;
-    while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
-    const int status = ::pclose(p);
-    r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    std::ifstream e(err_path);
-    r.err.assign(std::istreambuf_iterator<char>(e), std::istreambuf_iterator<char>());
-    std::filesystem::remove(err_path);
-    return r;
-}
+RunResult run_cq(const std::string& args, const test::TempDir&) { return test::run_command(std::string(CQ_CLI_PATH) + " " + args); }
 
 TEST(CliOnnx, ExportWritesBothDecoderGraphsAndReportsThem) {
     test::TempDir dir;

@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cq/llm.h"
+#include "command_runner.h"
 #include "test_support.h"
 
 #ifndef CQ_CLI_PATH
@@ -21,25 +22,9 @@
 namespace cq {
 namespace {
 
-struct RunResult {
-    int exit_code = -1;
-    std::string out, err;
-};
+using test::RunResult;
 
-RunResult run_cq(const std::string& args, const test::TempDir& dir) {
-    const std::string err_path = dir.file("stderr");
-    const std::string cmd = std::string(CQ_CLI_PATH) + " " + args + " 2>" + err_path;
-    RunResult r;
-    FILE* p = ::popen(cmd.c_str(), "r");
-    char buf[4096];
-    size_t n;
-    while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
-    const int status = ::pclose(p);
-    r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    std::ifstream e(err_path);
-    r.err.assign(std::istreambuf_iterator<char>(e), std::istreambuf_iterator<char>());
-    return r;
-}
+RunResult run_cq(const std::string& args, const test::TempDir&) { return test::run_command(std::string(CQ_CLI_PATH) + " " + args); }
 
 TEST(TrainCli, FinetuneLlmWritesAReportAndAModel) {
     test::TempDir dir;
