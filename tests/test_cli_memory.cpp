@@ -3,17 +3,14 @@
 // and its measured peak RSS is within 5 % of /usr/bin/time -v's maximum resident set size for the same command.
 #include <gtest/gtest.h>
 
-#include <sys/wait.h>
-
 #include <cstdio>
-#include <filesystem>
-#include <fstream>
 #include <filesystem>
 #include <map>
 #include <regex>
 
 #include <nlohmann/json.hpp>
 
+#include "command_runner.h"
 #include "test_support.h"
 
 #ifndef CQ_CLI_PATH
@@ -23,25 +20,10 @@
 namespace cq {
 namespace {
 
+using test::RunResult;
+using test::run_command;
+
 using nlohmann::json;
-
-struct RunResult {
-    int exit_code = -1;
-    std::string out, err;
-};
-
-RunResult sh(const std::string& cmd, const std::string& err_path) {
-    RunResult r;
-    FILE* p = ::popen((cmd + " 2>" + err_path).c_str(), "r");
-    char buf[4096];
-    size_t n;
-    while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
-    const int status = ::pclose(p);
-    r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    std::ifstream e(err_path);
-    r.err.assign(std::istreambuf_iterator<char>(e), std::istreambuf_iterator<char>());
-    return r;
-}
 
 // ggml's storage: (elements per block, bytes per block) — ggml-common.h's block structs.
 const std::map<std::string, std::pair<int64_t, int64_t>> kBlocks = {
@@ -58,7 +40,7 @@ class MemoryProfileCli : public ::testing::Test {
 protected:
     test::TempDir dir{"cq_memory"};
     json run(const std::string& args) {
-        const RunResult r = sh(std::string(CQ_CLI_PATH) + " " + args, dir.file("err.txt"));
+        const RunResult r = run_command(std::string(CQ_CLI_PATH) + " " + args);
         EXPECT_EQ(r.exit_code, 0) << args << "\n" << r.err;
         return r.exit_code == 0 ? json::parse(r.out) : json();
     }
@@ -123,8 +105,8 @@ TEST_F(MemoryProfileCli, WeightsAndKvEqualAnalyticSizes) {
     check_analytic(f32, 256, "-p 64 -n 16 --ctx 256");
     // Quantized: several formats in one file.
     const std::string q8 = dir.file("q8.gguf"), q4 = dir.file("q4.gguf");
-    ASSERT_EQ(sh(std::string(CQ_CLI_PATH) + " quantize " + f32 + " " + q8 + " -t q8_0 --json > /dev/null", dir.file("err.txt")).exit_code, 0);
-    ASSERT_EQ(sh(std::string(CQ_CLI_PATH) + " quantize " + f32 + " " + q4 + " -t q4_0 --json > /dev/null", dir.file("err.txt")).exit_code, 0);
+    ASSERT_EQ(run_command(std::string(CQ_CLI_PATH) + " quantize " + f32 + " " + q8 + " -t q8_0 --json > /dev/null").exit_code, 0);
+    ASSERT_EQ(run_command(std::string(CQ_CLI_PATH) + " quantize " + f32 + " " + q4 + " -t q4_0 --json > /dev/null").exit_code, 0);
     check_analytic(q8, 96, "-p 64 -n 32");
     check_analytic(q4, 96, "-p 64 -n 32");
     // An HF directory (safetensors, 20 MB of f32).
@@ -147,9 +129,8 @@ TEST_F(MemoryProfileCli, CalibrationPhaseHoldsOneStatisticPerInputChannel) {
     EXPECT_EQ(p["measured"]["phases"][3]["phase"], "calibration");
     EXPECT_GE(p["measured"]["phases"][3]["analytic"].get<uint64_t>(), expected);
     // A chunk longer than the KV cache is refused with a message naming both.
-    const RunResult r = sh(std::string(CQ_CLI_PATH) + " bench --memory " + model + " -p 16 -n 16 --calib " + test::fixture("data/stories_calib.txt") +
-                               " --calib-ctx 128",
-                           dir.file("err.txt"));
+    const RunResult r = run_command(std::string(CQ_CLI_PATH) + " bench --memory " + model + " -p 16 -n 16 --calib " + test::fixture("data/stories_calib.txt") +
+                               " --calib-ctx 128");
     EXPECT_NE(r.exit_code, 0);
     EXPECT_NE(r.err.find("128 tokens do not fit a context of 32"), std::string::npos) << r.err;
 }
@@ -157,7 +138,7 @@ TEST_F(MemoryProfileCli, CalibrationPhaseHoldsOneStatisticPerInputChannel) {
 TEST_F(MemoryProfileCli, PeakMatchesTimeMaximumResidentSetSize) {
     if (!std::filesystem::exists("/usr/bin/time")) GTEST_SKIP() << "/usr/bin/time is not installed (apt-get install time)";
     for (const std::string model : {test::fixture("models/llama-256d-stories"), test::fixture("models/stories260K-gguf/stories260K.gguf")}) {
-        const RunResult r = sh("/usr/bin/time -v " + std::string(CQ_CLI_PATH) + " bench --memory --json " + model + " -p 256 -n 64", dir.file("time.txt"));
+        const RunResult r = run_command("/usr/bin/time -v " + std::string(CQ_CLI_PATH) + " bench --memory --json " + model + " -p 256 -n 64");
         ASSERT_EQ(r.exit_code, 0) << r.err;
         std::smatch match;
         ASSERT_TRUE(std::regex_search(r.err, match, std::regex(R"(Maximum resident set size \(kbytes\): (\d+))"))) << r.err;

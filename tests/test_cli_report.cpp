@@ -4,8 +4,6 @@
 // headless with no console messages and the chart's markers found in a screenshot.
 #include <gtest/gtest.h>
 
-#include <sys/wait.h>
-
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -19,6 +17,7 @@
 #include <stb/stb_image.h>
 
 #include "cq/report.h"
+#include "command_runner.h"
 #include "test_support.h"
 
 #ifndef CQ_CLI_PATH
@@ -28,26 +27,11 @@
 namespace cq {
 namespace {
 
+using test::RunResult;
+using test::run_command;
+
 namespace fs = std::filesystem;
 using nlohmann::json;
-
-struct RunResult {
-    int exit_code = -1;
-    std::string out, err;
-};
-
-RunResult sh(const std::string& cmd, const std::string& err_path) {
-    RunResult r;
-    FILE* p = ::popen((cmd + " 2>" + err_path).c_str(), "r");
-    char buf[4096];
-    size_t n;
-    while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
-    const int status = ::pclose(p);
-    r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    std::ifstream e(err_path);
-    r.err.assign(std::istreambuf_iterator<char>(e), std::istreambuf_iterator<char>());
-    return r;
-}
 
 std::string slurp(const std::string& path) {
     std::ifstream in(path, std::ios::binary);
@@ -76,12 +60,11 @@ protected:
             {"mem.json", "bench --memory --json " + model + " -p 64 -n 16"},
         };
         for (const auto& [file, args] : runs) {
-            const RunResult r = sh(cq + " " + args + " > " + dir_->file(file), dir_->file("err.txt"));
+            const RunResult r = run_command(cq + " " + args + " > " + dir_->file(file));
             ASSERT_EQ(r.exit_code, 0) << args << "\n" << r.err;
         }
-        const RunResult r = sh(cq + " report " + dir_->file("q8.json") + " " + dir_->file("q4.json") + " " + dir_->file("mp.json") + " " +
-                                   dir_->file("mem.json") + " -o " + dir_->file("report.html"),
-                               dir_->file("err.txt"));
+        const RunResult r = run_command(cq + " report " + dir_->file("q8.json") + " " + dir_->file("q4.json") + " " + dir_->file("mp.json") + " " +
+                                   dir_->file("mem.json") + " -o " + dir_->file("report.html"));
         ASSERT_EQ(r.exit_code, 0) << r.err;
         html_ = new std::string(slurp(dir_->file("report.html")));
     }
@@ -219,17 +202,17 @@ TEST_F(ReportRuns, QuantizeReportFlagWritesTheSameChart) {
     const std::string direct = slurp(dir_->file("q4_direct.html"));
     ASSERT_FALSE(direct.empty());
     const std::string via = dir_->file("q4_via.html");
-    ASSERT_EQ(sh(std::string(CQ_CLI_PATH) + " report " + dir_->file("q4.json") + " -o " + via, dir_->file("err.txt")).exit_code, 0);
+    ASSERT_EQ(run_command(std::string(CQ_CLI_PATH) + " report " + dir_->file("q4.json") + " -o " + via).exit_code, 0);
     EXPECT_EQ(pareto_svg(direct), pareto_svg(slurp(via)));
     EXPECT_FALSE(pareto_svg(direct).empty());
 }
 
 TEST_F(ReportRuns, ErrorsNameTheFileAndTheKey) {
-    const std::string cq = CQ_CLI_PATH, out = dir_->file("bad.html"), err = dir_->file("err.txt");
+    const std::string cq = CQ_CLI_PATH, out = dir_->file("bad.html");
     json j = load("q8.json");
     j["quantize"].erase("file_bytes_out");
     const std::string missing = dir_->write("missing_key.json", j.dump());
-    RunResult r = sh(cq + " report " + missing + " -o " + out, err);
+    RunResult r = run_command(cq + " report " + missing + " -o " + out);
     EXPECT_NE(r.exit_code, 0);
     EXPECT_NE(r.err.find("missing_key.json"), std::string::npos) << r.err;
     EXPECT_NE(r.err.find("'quantize.file_bytes_out' is missing"), std::string::npos) << r.err;
@@ -237,23 +220,23 @@ TEST_F(ReportRuns, ErrorsNameTheFileAndTheKey) {
     j = load("q8.json");
     j["eval"]["candidate"]["perplexity"]["ppl"] = "4.4";
     const std::string typed = dir_->write("wrong_type.json", j.dump());
-    r = sh(cq + " report " + typed + " -o " + out, err);
+    r = run_command(cq + " report " + typed + " -o " + out);
     EXPECT_NE(r.exit_code, 0);
     EXPECT_NE(r.err.find("wrong_type.json"), std::string::npos) << r.err;
     EXPECT_NE(r.err.find("'eval.candidate.perplexity.ppl' is string, expected a number"), std::string::npos) << r.err;
 
     const std::string garbage = dir_->write("garbage.json", "{\"quantize\": [1, 2");
-    r = sh(cq + " report " + garbage + " -o " + out, err);
+    r = run_command(cq + " report " + garbage + " -o " + out);
     EXPECT_NE(r.exit_code, 0);
     EXPECT_NE(r.err.find("garbage.json"), std::string::npos) << r.err;
 
     const std::string other = dir_->write("other.json", "{\"hello\": 1}");
-    r = sh(cq + " report " + other + " -o " + out, err);
+    r = run_command(cq + " report " + other + " -o " + out);
     EXPECT_NE(r.exit_code, 0);
     EXPECT_NE(r.err.find("other.json"), std::string::npos) << r.err;
     EXPECT_NE(r.err.find("not a report cq writes"), std::string::npos) << r.err;
 
-    r = sh(cq + " report " + dir_->file("does_not_exist.json") + " -o " + out, err);
+    r = run_command(cq + " report " + dir_->file("does_not_exist.json") + " -o " + out);
     EXPECT_NE(r.exit_code, 0);
     EXPECT_NE(r.err.find("does_not_exist.json"), std::string::npos) << r.err;
     EXPECT_FALSE(fs::exists(out)) << "a failed report must not leave a page behind";
@@ -262,14 +245,13 @@ TEST_F(ReportRuns, ErrorsNameTheFileAndTheKey) {
 // The other kinds of report: a compress pipeline (each stage a point), and an encoder's W8A8 quantize with cq eval
 // --compare on the same data, where the chart's axis becomes accuracy.
 TEST_F(ReportRuns, CompressW8A8AndEvalRuns) {
-    const std::string cq = CQ_CLI_PATH, err = dir_->file("err.txt");
+    const std::string cq = CQ_CLI_PATH;
     const std::string recipe = dir_->write("r.yaml", "calibration: {text: " + test::fixture("data/stories_calib.txt") + ", ctx: 64, chunks: 4}\n"
                                                      "evaluation: {text: " + test::fixture("data/tinystories_valid_subset.txt") +
                                                          ", ctx: 64, chunks: 2, bench: false}\n"
                                                      "stages:\n  - prune: {method: magnitude, pattern: \"2:4\"}\n  - quantize: {type: q8_0}\n");
-    RunResult r = sh(cq + " compress " + test::fixture("models/stories260K-gguf/stories260K.gguf") + " --recipe " + recipe + " -o " +
-                         dir_->file("pipe") + " --report " + dir_->file("pipe.html") + " > /dev/null",
-                     err);
+    RunResult r = run_command(cq + " compress " + test::fixture("models/stories260K-gguf/stories260K.gguf") + " --recipe " + recipe + " -o " +
+                         dir_->file("pipe") + " --report " + dir_->file("pipe.html") + " > /dev/null");
     ASSERT_EQ(r.exit_code, 0) << r.err;
     const json pipe = load("pipe/report.json");
     std::vector<std::pair<double, double>> expected{{pipe["original"]["bytes"].get<double>(), pipe["original"]["ppl"].get<double>()}};
@@ -280,14 +262,13 @@ TEST_F(ReportRuns, CompressW8A8AndEvalRuns) {
         EXPECT_TRUE(std::any_of(m.begin(), m.end(), [&](const Marker& k) { return k.size == size && k.value == ppl; })) << size << " " << ppl;
 
     const std::string bert = test::fixture("models/bert-tiny-sst2"), dev = test::fixture("data/sst2_dev.tsv");
-    r = sh(cq + " quantize " + bert + " " + dir_->file("bert.cq") + " -t w8a8-dynamic --eval " + dev + " --bench-reps 1 --json > " +
-               dir_->file("w8a8.json"),
-           err);
+    r = run_command(cq + " quantize " + bert + " " + dir_->file("bert.cq") + " -t w8a8-dynamic --eval " + dev + " --bench-reps 1 --json > " +
+               dir_->file("w8a8.json"));
     ASSERT_EQ(r.exit_code, 0) << r.err;
-    r = sh(cq + " eval " + bert + " --data " + dev + " --compare " + dir_->file("bert.cq") + " --json > " + dir_->file("eval.json"), err);
+    r = run_command(cq + " eval " + bert + " --data " + dev + " --compare " + dir_->file("bert.cq") + " --json > " + dir_->file("eval.json"));
     ASSERT_EQ(r.exit_code, 0) << r.err;
     const std::string page = dir_->file("w8a8.html");
-    r = sh(cq + " report " + dir_->file("w8a8.json") + " " + dir_->file("eval.json") + " -o " + page + " --title 'bert <w8a8>'", err);
+    r = run_command(cq + " report " + dir_->file("w8a8.json") + " " + dir_->file("eval.json") + " -o " + page + " --title 'bert <w8a8>'");
     ASSERT_EQ(r.exit_code, 0) << r.err;
     const std::string html = slurp(page);
     EXPECT_NE(html.find("data-metric=\"accuracy\""), std::string::npos);
@@ -308,7 +289,7 @@ TEST_F(ReportRuns, CompressW8A8AndEvalRuns) {
 }
 
 TEST_F(ReportRuns, HelpDocumentsEveryOptionWithItsDefault) {
-    const RunResult r = sh(std::string(CQ_CLI_PATH) + " report --help", dir_->file("err.txt"));
+    const RunResult r = run_command(std::string(CQ_CLI_PATH) + " report --help");
     EXPECT_EQ(r.exit_code, 0);
     for (const char* s : {"-o,--output", "--title", "--metric", "cq report", "auto"}) EXPECT_NE(r.out.find(s), std::string::npos) << s << "\n" << r.out;
 }
@@ -318,17 +299,16 @@ TEST_F(ReportRuns, HelpDocumentsEveryOptionWithItsDefault) {
 // (Headless chromium does not log a failed fetch to this log; PageIsSelfContained excludes fetches statically.)
 TEST_F(ReportRuns, ChromiumRendersTheChartWithoutConsoleErrors) {
     if (std::system("command -v chromium > /dev/null 2>&1") != 0) GTEST_SKIP() << "chromium is not installed (apt-get install chromium)";
-    const std::string page = "file://" + dir_->file("report.html"), png = dir_->file("shot.png"), log = dir_->file("chromium.log");
+    const std::string page = "file://" + dir_->file("report.html"), png = dir_->file("shot.png");
     const std::string flags = " --headless --disable-gpu --no-sandbox --hide-scrollbars --user-data-dir=" + dir_->file("profile");
-    RunResult r = sh("timeout 120 chromium" + flags + " --enable-logging=stderr --v=0 --window-size=1200,1000 --screenshot=" + png + " " + page +
-                         " > /dev/null",
-                     log);
+    RunResult r = run_command("timeout 120 chromium" + flags + " --enable-logging=stderr --v=0 --window-size=1200,1000 --screenshot=" + png + " " + page +
+                         " > /dev/null");
     ASSERT_EQ(r.exit_code, 0) << r.err;
     std::string console;
     for (size_t pos = 0; (pos = r.err.find(":CONSOLE", pos)) != std::string::npos; ++pos)
         console += r.err.substr(r.err.rfind('\n', pos) + 1, r.err.find('\n', pos) - r.err.rfind('\n', pos)) + "\n";
     EXPECT_TRUE(console.empty()) << "console messages:\n" << console;
-    r = sh("timeout 120 chromium" + flags + " --dump-dom " + page, log);
+    r = run_command("timeout 120 chromium" + flags + " --dump-dom " + page);
     ASSERT_EQ(r.exit_code, 0) << r.err;
     EXPECT_NE(r.out.find("data-ready=\"1\""), std::string::npos) << "the page's script did not run to its end";
 
