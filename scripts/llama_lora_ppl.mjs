@@ -20,13 +20,16 @@ const context = await model.createContext({contextSize: CTX, batchSize: CTX, thr
 const seq = context.getSequence();
 let text = fs.readFileSync(TEXT, "utf8");
 if (text.endsWith("\n")) text = text.slice(0, -1);  // as llama-perplexity -f and cq perplexity do
-const toks = [model.tokens.bos, ...model.tokenize(text, false)];
+// BOS only where the model adds one (llama-perplexity's add_bos: LLaMA yes, GPT-2 no), and then at every chunk's start.
+const addBos = model.tokens.shouldPrependBosToken;
+const toks = [...(addBos ? [model.tokens.bos] : []), ...model.tokenize(text, false)];
 let nChunks = Math.floor(toks.length / CTX);
 if (MAX_CHUNKS > 0) nChunks = Math.min(nChunks, MAX_CHUNKS);
 const first = CTX / 2, sampler = {temperature: 1, topK: 0, topP: 1, minP: 0};
 let nll = 0, cnt = 0;
 for (let c = 0; c < nChunks; c++) {
-  const chunk = toks.slice(c * CTX, (c + 1) * CTX); chunk[0] = model.tokens.bos;
+  const chunk = toks.slice(c * CTX, (c + 1) * CTX);
+  if (addBos) chunk[0] = model.tokens.bos;
   await seq.clearHistory();
   const input = chunk.map((tk, i) => (i >= first && i < CTX - 1) ? [tk, {generateNext: {probabilities: true, options: sampler}}] : tk);
   const res = await seq.controlledEvaluate(input);
