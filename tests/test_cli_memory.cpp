@@ -137,7 +137,7 @@ TEST_F(MemoryProfileCli, CalibrationPhaseHoldsOneStatisticPerInputChannel) {
 
 TEST_F(MemoryProfileCli, PeakMatchesTimeMaximumResidentSetSize) {
     if (!std::filesystem::exists("/usr/bin/time")) GTEST_SKIP() << "/usr/bin/time is not installed (apt-get install time)";
-    for (const std::string model : {test::fixture("models/llama-256d-stories"), test::fixture("models/stories260K-gguf/stories260K.gguf")}) {
+    for (const std::string& model : {test::fixture("models/llama-256d-stories"), test::fixture("models/stories260K-gguf/stories260K.gguf")}) {
         const RunResult r = run_command("/usr/bin/time -v " + std::string(CQ_CLI_PATH) + " bench --memory --json " + model + " -p 256 -n 64");
         ASSERT_EQ(r.exit_code, 0) << r.err;
         std::smatch match;
