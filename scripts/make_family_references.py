@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 # Builds tiny random-initialised HF models of the families cq added for issue 20 (DeiT, LayoutLM, ResNet, EfficientNet, CLIP, DeBERTa,
-# BART, T5)
+# BART, T5, BLIP)
 # with transformers' own classes and save_pretrained (safetensors), runs transformers on fixed inputs and writes the
-# reference outputs, so tests/test_models_{families,clip,deberta,bart,t5}.cpp check cq against transformers without PyTorch in CI.
+# reference outputs, so tests/test_models_{families,clip,deberta,bart,t5,blip}.cpp check cq against transformers without PyTorch in CI.
 #
 # Usage (Debian's python3-torch 1.13 + transformers 4.46.3 in a venv with --system-site-packages):
 #     /usr/bin/python3 -m venv --system-site-packages /work/venv-fam && /work/venv-fam/bin/pip install transformers==4.46.3 sentencepiece
@@ -571,6 +571,90 @@ def minilm(model_dir, out):
         "texts": texts, "embeddings": [[round(float(v), 7) for v in r] for r in e]})
 
 
+# ---- BLIP captioning ------------------------------------------------------------------------------------------
+
+BLIP_WORDS = "a an the photo picture image of digit number handwritten black and white small large drawn".split() + \
+    "zero one two three four five six seven eight nine".split() + [str(i) for i in range(10)]
+
+
+def blip_tokenizer(d):
+    """A BERT WordPiece vocabulary: [PAD] 0, [UNK], [CLS], [SEP] 3, [MASK], the caption words, letters and their
+    ## pieces, then [DEC] last (BLIP's bos: the decoder's first input)."""
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + BLIP_WORDS + list("abcdefghijklmnopqrstuvwxyz") + \
+        ["##" + c for c in "abcdefghijklmnopqrstuvwxyz"] + [".", ","]
+    vocab = list(dict.fromkeys(vocab)) + ["[DEC]"]
+    with open(os.path.join(d, "vocab.txt"), "w") as f:
+        f.write("\n".join(vocab) + "\n")
+    tok = BertTokenizer(os.path.join(d, "vocab.txt"), do_lower_case=True)
+    tok.save_pretrained(d)
+    return tok, len(vocab)
+
+
+def blip_captions(n):
+    """(digit, caption) pairs: captions as 'a photo of the digit 7', words and numerals mixed, some with a colour."""
+    words = "zero one two three four five six seven eight nine".split()
+    forms = ["a photo of the digit {d}", "a picture of the number {w}", "handwritten digit {d}", "an image of a black and white {w}",
+             "a small drawn {d}"]
+    return [(i % 10, forms[i % len(forms)].format(d=i % 10, w=words[i % 10])) for i in range(n)]
+
+
+def blip(out, name, seed, mean, std, n_images, max_new_tokens, prompt, text=None, vision=None):
+    from transformers import BlipConfig, BlipForConditionalGeneration
+    d = os.path.join(out, name)
+    fresh_dir(d)
+    tok, n_vocab = blip_tokenizer(d)
+    text = dict(text, vocab_size=n_vocab, pad_token_id=0, sep_token_id=tok.sep_token_id, bos_token_id=n_vocab - 1, eos_token_id=2)
+    torch.manual_seed(seed)
+    config = BlipConfig(text_config=text, vision_config=vision)
+    model = randomize(BlipForConditionalGeneration(config), seed)
+    model.save_pretrained(d, safe_serialization=True)
+    C, H = 3, vision["image_size"]  # BlipVisionEmbeddings' patch conv always takes 3 channels
+    write_json(os.path.join(d, "preprocessor_config.json"), {
+        "image_processor_type": "BlipImageProcessor", "do_resize": False, "do_rescale": True, "rescale_factor": 1 / 255,
+        "do_normalize": True, "image_mean": mean, "image_std": std, "size": {"height": H, "width": H}})
+    g = torch.Generator().manual_seed(seed + 1)
+    pixels = torch.randint(0, 256, (n_images, C, H, H), generator=g, dtype=torch.int64)
+    x = (pixels.to(torch.float32) * torch.tensor(1 / 255, dtype=torch.float32) - torch.tensor(mean).view(1, C, 1, 1)) / torch.tensor(std).view(1, C, 1, 1)
+    bos, sep = config.text_config.bos_token_id, config.text_config.sep_token_id
+    captions = [c for _, c in blip_captions(n_images)]
+    with torch.no_grad():
+        image_embeds = model.vision_model(pixel_values=x)[0]
+        # greedy decoding as BlipForConditionalGeneration.generate(num_beams=1, do_sample=False): [DEC] (+ the prompt's
+        # word pieces without [CLS] / [SEP]), the arg-max each step until [SEP] or max_new_tokens (model.generate imports
+        # torch.distributed, which Debian's torch 1.13 cannot under Python 3.11, so the loop is spelt out)
+        prompt_ids = [bos] + tok(prompt)["input_ids"][1:-1]
+        generated, prompted = [], []
+        for i in range(n_images):
+            for start, outs in (([bos], generated), (prompt_ids, prompted)):
+                seq = list(start)
+                for _ in range(max_new_tokens):
+                    logits = model.text_decoder(input_ids=torch.tensor([seq]), encoder_hidden_states=image_embeds[i:i + 1]).logits[0, -1]
+                    t = int(torch.argmax(logits))
+                    seq.append(t)
+                    if t == sep:
+                        break
+                outs.append(seq)
+        # teacher forcing: input_ids = [DEC] caption [SEP] (labels the same: the loss shifts them), one image at a time
+        ids = [[bos] + tok(c)["input_ids"][1:] for c in captions]
+        logits, loss_smoothed, nll, count = [], 0.0, 0.0, 0
+        for i in range(n_images):
+            inp = torch.tensor([ids[i]])
+            o = model(pixel_values=x[i:i + 1], input_ids=inp, labels=inp)
+            logits.append([[round(float(v), 6) for v in row] for row in o.logits[0]])
+            n = inp.shape[1] - 1
+            loss_smoothed += float(o.loss) * n  # transformers' loss: the mean with label_smoothing
+            nll += float(torch.nn.functional.cross_entropy(o.logits[0, :-1].double(), inp[0, 1:], reduction="sum"))
+            count += n
+        image_embeds = [rounded(e) for e in image_embeds]
+    write_json(os.path.join(d, "reference.json"), {
+        "generator": f"scripts/make_family_references.py (transformers {transformers.__version__}, torch {torch.__version__})",
+        "class": "BlipForConditionalGeneration", "pixels_u8": pixels.reshape(n_images, -1).tolist(), "image_embeds_0": image_embeds[0],
+        "max_new_tokens": max_new_tokens, "generated": generated, "prompt": prompt, "prompt_ids": prompt_ids, "generated_with_prompt": prompted,
+        "captions": captions, "input_ids": ids, "logits": logits, "label_smoothing": config.text_config.label_smoothing,
+        "loss_smoothed_sum": loss_smoothed, "nll_sum": nll, "tokens": count,
+        "tokenizer_checks": {"texts": captions, "input_ids": [tok(c)["input_ids"] for c in captions]}})
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "data", "families"))
@@ -582,7 +666,7 @@ def main():
     if args.minilm:
         return minilm(args.minilm, out)
     imagenet_mean, imagenet_std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
-    only = set(args.only.split(",")) if args.only else {"deit", "layoutlm", "resnet", "efficientnet", "clip", "deberta", "bart", "t5"}
+    only = set(args.only.split(",")) if args.only else {"deit", "layoutlm", "resnet", "efficientnet", "clip", "deberta", "bart", "t5", "blip"}
     if "bart" in only:
         bart_pairs(os.path.join(out, "bart_pairs.tsv"), 64)
         bart(out, "bart-tiny-random", 80, 200, 12, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
@@ -606,6 +690,20 @@ def main():
            relative_attention_num_buckets=16, relative_attention_max_distance=32, feed_forward_proj="gated-gelu", tie_word_embeddings=False)
         t5(out, "t5v11-random-b", 93, 160, 2, 6, 8, d_model=20, d_kv=6, num_heads=4, d_ff=36, num_layers=3, num_decoder_layers=2,
            relative_attention_num_buckets=12, relative_attention_max_distance=24, feed_forward_proj="gated-gelu", tie_word_embeddings=False)
+    if "blip" in only:
+        # BLIP captioning: a ViT vision tower and a BERT-style text decoder (causal self-attention, cross-attention to the
+        # image, LM head transform). The two differ in image / patch size, every width, heads, layers,
+        # activations, epsilons and label smoothing; the second is MNIST-shaped.
+        clip_mean, clip_std = [0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]
+        blip(out, "blip-tiny-random", 100, clip_mean, clip_std, 3, 10, "a photo of",
+             text=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48, max_position_embeddings=32,
+                       label_smoothing=0.1),
+             vision=dict(image_size=32, patch_size=8, hidden_size=40, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64))
+        blip(out, "blip-mnist-random-b", 101, [0.1307] * 3, [0.3081] * 3, 4, 8, "handwritten",
+             text=dict(hidden_size=24, num_hidden_layers=3, num_attention_heads=3, intermediate_size=40, max_position_embeddings=24,
+                       hidden_act="gelu_new", layer_norm_eps=1e-6),
+             vision=dict(image_size=28, patch_size=7, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=56,
+                         hidden_act="gelu_new", layer_norm_eps=1e-6))
     if "deberta" in only:
         # DeBERTa-v3's shape: shared attention keys, c2p + p2c, log buckets (8: relative distances beyond ±4 share
         # buckets), LayerNorm'd relative embeddings, no absolute positions, no token types.

@@ -1,5 +1,6 @@
-// Encoder–decoder generators built from an HF directory: BART (BartForConditionalGeneration) and T5
-// (T5ForConditionalGeneration: v1.0, v1.1 / FLAN). Weights stay
+// Encoder–decoder generators built from an HF directory: BART (BartForConditionalGeneration), T5
+// (T5ForConditionalGeneration: v1.0, v1.1 / FLAN) and BLIP captioning (BlipForConditionalGeneration: an image encoder
+// in place of the text one). Weights stay
 // memory-mapped, compute is f32 through the kernel table, one sequence per call; greedy generation keeps a KV cache
 // (the decoder's self-attention keys / values grow by one row per step, the cross-attention ones are made once).
 #pragma once
@@ -19,9 +20,14 @@
 namespace cq {
 
 struct Seq2SeqConfig {
-    std::string architecture;  // "BartForConditionalGeneration", "T5ForConditionalGeneration"
-    std::string model_type;    // config.json's: "bart", "t5"
+    std::string architecture;  // "BartForConditionalGeneration", "T5ForConditionalGeneration", "BlipForConditionalGeneration"
+    std::string model_type;    // config.json's: "bart", "t5", "blip"
     int64_t d_model = 0, vocab = 0;
+    int64_t encoder_width = 0;    // the encoder's output width (BLIP: the vision tower's hidden size); 0: d_model
+    int64_t position_offset = 2;  // learned positions: row first + t + offset (BART's 2; BLIP's 0)
+    // BLIP: the source is an image, u8 [num_channels, image_size, image_size]; 0: the source is token ids
+    int64_t image_size = 0, num_channels = 0;
+    float label_smoothing = 0.0f;  // BLIP's text_config.label_smoothing, which its transformers loss applies
     int64_t max_positions = 0;  // BART's learned position table; 0: no limit (T5's relative positions)
     int64_t encoder_layers = 0, decoder_layers = 0, encoder_heads = 0, decoder_heads = 0, encoder_ffn = 0, decoder_ffn = 0;
     int64_t d_kv = 0;  // per-head width; heads · d_kv may differ from d_model (T5); BART: d_model / heads
@@ -54,7 +60,8 @@ class Seq2SeqModel : public Model {
 public:
     Seq2SeqModel();
     ~Seq2SeqModel() override;
-    /// Loads an HF directory (config.json + safetensors + the tokenizer: BART's vocab.json / merges.txt, T5's spiece.model).
+    /// Loads an HF directory (config.json + safetensors + the tokenizer: BART's vocab.json / merges.txt, T5's spiece.model,
+    /// BLIP's vocab.txt (BERT WordPiece); BLIP also preprocessor_config.json when present).
     /// Unsupported for other models.
     static std::unique_ptr<Seq2SeqModel> load(const std::string& hf_dir);
 
@@ -67,7 +74,7 @@ public:
     /// Unsupported: cq has no container for encoder–decoders yet.
     void save(const std::string& path, const SaveOptions& options = {}) const override;
 
-    /// <s> text </s> as BartTokenizer gives it, text </s> as T5Tokenizer; max_len > 0 truncates the text's tokens to fit
+    /// <s> text </s> as BartTokenizer gives it, text </s> as T5Tokenizer, BLIP's text [SEP] (its labels after [DEC]); max_len > 0 truncates the text's tokens to fit
     /// (truncation=True).
     std::vector<int32_t> tokenize(std::string_view text, int64_t max_len = 0) const;
     /// Summed negative log-likelihood (nats) of `target` (e.g. tokenize(text)) under teacher forcing: the decoder reads
@@ -78,6 +85,23 @@ public:
     /// Greedy decoding: decoder_start_token_id, then the arg-max token each step (forced_bos at the first, forced_eos at the
     /// last when the config sets them) until </s> or max_new_tokens; returns the start token and what was generated.
     std::vector<int32_t> generate_greedy(std::span<const int32_t> source, int64_t max_new_tokens);
+
+    // ---- image sources (BLIP captioning); `pixels` u8 [num_channels, image_size, image_size], normalised inside as
+    // (u8·rescale − mean) / std per channel (preprocessor_config.json's, else BlipImageProcessor's defaults). No resize.
+    bool takes_images() const { return config_.image_size > 0; }
+    /// The decoder's start for a caption: decoder_start_token_id ([DEC]) + the prompt's word pieces ("" none), as
+    /// BlipForConditionalGeneration.generate turns the processor's [CLS] prompt [SEP] into its decoder input.
+    std::vector<int32_t> caption_prompt(std::string_view prompt) const;
+    /// The image encoder's output [S, encoder_width] (BLIP: the vision tower's last_hidden_state after post_layernorm).
+    std::vector<float> encode_image(const uint8_t* pixels);
+    /// Teacher-forced decoder logits [decoder_ids.size(), vocab] for one image.
+    void image_logits(const uint8_t* pixels, std::span<const int32_t> decoder_ids, float* out);
+    /// Greedy captioning: `prefix` (caption_prompt's; empty: decoder_start alone), then the arg-max token each step until
+    /// eos (BLIP: [SEP]) or max_new_tokens; returns the prefix and what was generated (generate(num_beams=1)).
+    std::vector<int32_t> generate_caption(const uint8_t* pixels, std::span<const int32_t> prefix, int64_t max_new_tokens);
+    /// Summed NLL (nats) of `target` (tokenize(caption): pieces + [SEP]) given the image, as target_nll; `smoothed` (if
+    /// not null) gets the sum with config().label_smoothing ε as torch's CrossEntropyLoss: (1 − ε)·nll + ε·mean_j(−log p_j).
+    double image_target_nll(const uint8_t* pixels, std::span<const int32_t> target, double* smoothed = nullptr);
 
     struct State;  // the weights (src/models/seq2seq_internal.h)
 
@@ -98,10 +122,24 @@ struct Seq2SeqEvalResult {
 /// truncated to the position table (if any), each target tokenize(text); mean NLL per target token and its exp (perplexity).
 Seq2SeqEvalResult evaluate_pairs(Seq2SeqModel& model, const std::string& tsv_path, int64_t first = 0, int64_t end = -1);
 
+/// One image and its caption (BLIP): pixels u8 [num_channels, image_size, image_size].
+struct CaptionPair {
+    std::vector<uint8_t> pixels;
+    std::string caption;
+};
+/// Teacher-forced loss of a captioner on (image, caption) pairs: each caption tokenize(text) (pieces + [SEP]) after
+/// [DEC]; mean NLL per caption token and its exp. `smoothed_mean_nll` (if not null) gets the mean with the config's
+/// label smoothing, which is what transformers reports as the loss.
+Seq2SeqEvalResult evaluate_captions(Seq2SeqModel& model, std::span<const CaptionPair> pairs, double* smoothed_mean_nll = nullptr);
+
 /// W8A8 in memory on every block Linear (lm_head stays f32), activation bits as auto_activation_bits() says: dynamic
 /// per-token activations, or (static_per_tensor) one input range per Linear chosen by `method` from what it saw over the
 /// text pairs [first, end) of `calib_tsv`. Returns the Linears rewritten. InvalidArgument for static without pairs.
 int64_t quantize_seq2seq_w8a8(Seq2SeqModel& model, ActivationQuant activations, const std::string& calib_tsv = "", int64_t first = 0,
                               int64_t end = -1, calib::Method method = calib::Method::minmax, double percentile = 99.99);
+/// The same for a captioner (BLIP): static ranges observed over teacher-forced passes on (image, caption) pairs; the
+/// vision tower's block Linears are quantized too (its patch embedding and the LM head stay f32).
+int64_t quantize_captioner_w8a8(Seq2SeqModel& model, ActivationQuant activations, std::span<const CaptionPair> calib = {},
+                                calib::Method method = calib::Method::minmax, double percentile = 99.99);
 
 }  // namespace cq

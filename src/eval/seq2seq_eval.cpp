@@ -1,5 +1,6 @@
 // evaluate_pairs: teacher-forced loss / perplexity of an encoder–decoder (Seq2SeqModel) on a TSV of text pairs ('source'
-// and 'target' columns named in the header), one pair at a time.
+// and 'target' columns named in the header), one pair at a time; evaluate_captions the same for a captioner on
+// (image, caption) pairs.
 #include <chrono>
 #include <cmath>
 #include <fstream>
@@ -66,5 +67,31 @@ Seq2SeqEvalResult evaluate_pairs(Seq2SeqModel& model, const std::string& tsv_pat
     return r;
 }
 
-}  // namespace cq
+Seq2SeqEvalResult evaluate_captions(Seq2SeqModel& model, std::span<const CaptionPair> pairs, double* smoothed_mean_nll) {
+    if (!model.takes_images()) throw InvalidArgument("[eval] " + model.architecture() + " takes text, not (image, caption) pairs");
+    if (pairs.empty()) throw InvalidArgument("[eval] no (image, caption) pairs");
+    const Seq2SeqConfig& g = model.config();
+    const size_t image_bytes = static_cast<size_t>(g.num_channels * g.image_size * g.image_size);
+    Seq2SeqEvalResult r;
+    double smoothed = 0;
+    const auto t0 = std::chrono::steady_clock::now();
+    for (size_t i = 0; i < pairs.size(); ++i) {
+        if (pairs[i].pixels.size() != image_bytes)
+            throw InvalidArgument("[eval] image " + std::to_string(i) + " holds " + std::to_string(pairs[i].pixels.size()) + " bytes, the model takes " +
+                                  std::to_string(g.num_channels) + "×" + std::to_string(g.image_size) + "×" + std::to_string(g.image_size));
+        // [DEC] + caption + [SEP] must fit the position table
+        const std::vector<int32_t> target = model.tokenize(pairs[i].caption, g.max_positions > 0 ? g.max_positions - 1 : 0);
+        double s = 0;
+        r.nll += model.image_target_nll(pairs[i].pixels.data(), target, &s);
+        smoothed += s;
+        r.tokens += static_cast<int64_t>(target.size());
+        ++r.pairs;
+    }
+    r.mean_nll = r.nll / static_cast<double>(r.tokens);
+    r.perplexity = std::exp(r.mean_nll);
+    r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (smoothed_mean_nll) *smoothed_mean_nll = smoothed / static_cast<double>(r.tokens);
+    return r;
+}
 
+}  // namespace cq

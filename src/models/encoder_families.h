@@ -12,6 +12,10 @@
 
 namespace cq {
 
+namespace hf {
+struct ModelDir;
+}
+
 /// Activations reused across calls (grown on demand), one set per model.
 struct EncoderScratch {
     std::vector<float> x, xn, q, k, v, attn, ffn, tmp, cls, head, pixels, patches;
@@ -66,6 +70,9 @@ struct EncoderPass {
     void gather_cls(int64_t batch, int64_t seq) const;
 };
 
+/// preprocessor_config.json's rescale and normalisation into c (the processor's defaults where the file has none; no
+/// resize or crop: images come at the model's size).
+void read_image_preprocessor(const hf::ModelDir& d, EncoderConfig& c, float default_mean, float default_std);
 void load_bert_family_weights(const EncoderConfig& c, const EncoderWeightSource& src, EncoderWeights& w);
 void load_vit_weights(const EncoderConfig& c, const EncoderWeightSource& src, EncoderWeights& w);
 void load_resnet_weights(const EncoderConfig& c, const EncoderWeightSource& src, EncoderWeights& w);

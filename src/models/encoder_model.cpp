@@ -206,8 +206,6 @@ std::vector<int64_t> int_list_or(const hf::Config& j, const char* key, int64_t m
     return out;
 }
 
-void read_image_preprocessor(const hf::ModelDir& d, EncoderConfig& c, float default_mean, float default_std);
-
 // EfficientNetConfig (its defaults, B7's, where a key is left out) and EfficientNetImageProcessor's extra steps:
 // rescale_offset (x·r − 1) folds into the mean, include_top (a second division by the std) into the std.
 void read_efficientnet_config(const hf::ModelDir& d, const hf::Config& j, EncoderConfig& c) {
@@ -279,20 +277,6 @@ void read_efficientnet_config(const hf::ModelDir& d, const hf::Config& j, Encode
     }
 }
 
-// preprocessor_config.json's rescale and normalisation (the processor's defaults where the file has none); resizing and
-// cropping are not done: images come at the model's size.
-void read_image_preprocessor(const hf::ModelDir& d, EncoderConfig& c, float default_mean, float default_std) {
-    std::string pre_path;
-    const nlohmann::json pre = read_preprocessor(d, pre_path);
-    const hf::Config preprocessor(pre, pre_path);
-    const bool rescale = !pre.contains("do_rescale") || pre["do_rescale"] != false;
-    const bool normalize = !pre.contains("do_normalize") || pre["do_normalize"] != false;
-    c.rescale_factor = rescale ? static_cast<float>(preprocessor.number_or("rescale_factor", 1.0 / 255.0)) : 1.0f;
-    c.image_mean = normalize ? channel_values(pre, "image_mean", default_mean, c.num_channels, pre_path) : std::vector<float>(static_cast<size_t>(c.num_channels), 0.0f);
-    c.image_std = normalize ? channel_values(pre, "image_std", default_std, c.num_channels, pre_path) : std::vector<float>(static_cast<size_t>(c.num_channels), 1.0f);
-    for (const float s : c.image_std)
-        if (!(s > 0)) throw FormatError("json", pre_path, 0, "image_std holds a value that is not positive");
-}
 
 // CLIPConfig: text_config and vision_config (each with CLIPTextConfig's / CLIPVisionConfig's defaults for what it leaves
 // out, as save_pretrained writes only the values that differ), projection_dim; the class names for zero-shot
@@ -468,6 +452,21 @@ void read_config(const hf::ModelDir& d, const std::string& config_path, EncoderC
 }
 
 }  // namespace
+
+// preprocessor_config.json's rescale and normalisation (the processor's defaults where the file has none); resizing and
+// cropping are not done: images come at the model's size. Outside the anonymous namespace: BLIP's loader uses it too.
+void read_image_preprocessor(const hf::ModelDir& d, EncoderConfig& c, float default_mean, float default_std) {
+    std::string pre_path;
+    const nlohmann::json pre = read_preprocessor(d, pre_path);
+    const hf::Config preprocessor(pre, pre_path);
+    const bool rescale = !pre.contains("do_rescale") || pre["do_rescale"] != false;
+    const bool normalize = !pre.contains("do_normalize") || pre["do_normalize"] != false;
+    c.rescale_factor = rescale ? static_cast<float>(preprocessor.number_or("rescale_factor", 1.0 / 255.0)) : 1.0f;
+    c.image_mean = normalize ? channel_values(pre, "image_mean", default_mean, c.num_channels, pre_path) : std::vector<float>(static_cast<size_t>(c.num_channels), 0.0f);
+    c.image_std = normalize ? channel_values(pre, "image_std", default_std, c.num_channels, pre_path) : std::vector<float>(static_cast<size_t>(c.num_channels), 1.0f);
+    for (const float s : c.image_std)
+        if (!(s > 0)) throw FormatError("json", pre_path, 0, "image_std holds a value that is not positive");
+}
 
 // ---- EncoderWeightSource ------------------------------------------------------------------------------
 

@@ -1,6 +1,7 @@
-// The encoder–decoder spine every Seq2SeqModel family runs (BART, T5): loading dispatch, the two stacks as residual
+// The encoder–decoder spine every Seq2SeqModel family runs (BART, T5, BLIP): loading dispatch, the two stacks as residual
 // sublayers (post-LN or pre-norm, learned or relative positions, as Seq2SeqConfig says), greedy decoding with a KV cache,
-// teacher-forced logits and NLL, and the Linear / layer listings. Family specifics live in bart.cpp and t5.cpp.
+// teacher-forced logits and NLL, and the Linear / layer listings. Family specifics live in bart.cpp, t5.cpp and blip.cpp
+// (BLIP's image encoder replaces the text encoder; the decoder is this one).
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
@@ -46,9 +47,10 @@ std::unique_ptr<Seq2SeqModel> Seq2SeqModel::load(const std::string& hf_dir) {
     const nlohmann::json j = read_json_file(config_path, "hf");
     const hf::Config c(j, config_path);
     const std::string model_type = c.string_or("model_type", "");
-    if (model_type != "bart" && model_type != "t5")
+    if (model_type != "bart" && model_type != "t5" && model_type != "blip")
         throw Unsupported("[seq2seq] " + config_path + ": model_type '" + model_type +
-                          "' is not supported; supported: BartForConditionalGeneration (bart), T5ForConditionalGeneration (t5)");
+                          "' is not supported; supported: BartForConditionalGeneration (bart), T5ForConditionalGeneration (t5), "
+                          "BlipForConditionalGeneration (blip)");
 
     const hf::ModelDir d = hf::open_model_dir(hf_dir);
     const std::string weights_file = !d.weights.index_path().empty() ? d.weights.index_path()
@@ -60,6 +62,7 @@ std::unique_ptr<Seq2SeqModel> Seq2SeqModel::load(const std::string& hf_dir) {
     });
     m->config_.model_type = model_type;
     if (model_type == "bart") Seq2SeqLoader::load_bart(*m, c, src);
+    else if (model_type == "blip") Seq2SeqLoader::load_blip(*m, c, src, d);
     else Seq2SeqLoader::load_t5(*m, c, src);
 
     m->tokenizer_ = load_tokenizer(d);
@@ -155,19 +158,19 @@ void ffn(const Seq2SeqLayer& l, ops::Activation act, const float* x, int64_t T, 
     ops::linear(l.ffn_out, h.data(), T, y);
 }
 
-// x: [T, d] = embed(ids)·scale (+ learned positions[first + t + 2], BART's offset) (→ LayerNorm, BART)
+// x: [T, d] = embed(ids)·scale (+ learned positions[first + t + offset]: BART's 2, BLIP's 0) (→ LayerNorm: BART, BLIP)
 void embed(const Seq2SeqConfig& g, const Tensor& shared, const Seq2SeqStack& stack, std::span<const int32_t> ids, int64_t first,
            std::vector<float>& x) {
     const int64_t T = static_cast<int64_t>(ids.size()), D = g.d_model;
-    if (g.max_positions > 0 && first + T > g.max_positions)
-        throw InvalidArgument("[seq2seq] " + std::to_string(first + T) + " positions exceed the model's " + std::to_string(g.max_positions));
+    if (stack.positions.ndim() > 0 && first + T > stack.positions.dim(0) - g.position_offset)
+        throw InvalidArgument("[seq2seq] " + std::to_string(first + T) + " positions exceed the model's " + std::to_string(stack.positions.dim(0) - g.position_offset));
     x.resize(static_cast<size_t>(T * D));
     ops::embedding(shared, ids, x.data());
     if (g.embed_scale != 1.0f)
         for (float& v : x) v *= g.embed_scale;
     if (stack.positions.ndim() > 0) {
         std::vector<int32_t> positions(static_cast<size_t>(T));
-        for (int64_t t = 0; t < T; ++t) positions[static_cast<size_t>(t)] = static_cast<int32_t>(first + t + 2);
+        for (int64_t t = 0; t < T; ++t) positions[static_cast<size_t>(t)] = static_cast<int32_t>(first + t + g.position_offset);
         std::vector<float> p(static_cast<size_t>(T * D));
         ops::embedding(stack.positions, positions, p.data());
         ops::add(x.data(), p.data(), T * D);
@@ -191,6 +194,11 @@ struct DecoderCache {
 };
 
 void Seq2SeqModel::collect_linears(std::vector<Linear*>& out) {
+    if (s_->image) {  // BLIP's vision tower first, in forward order
+        out.push_back(&s_->image->w.patch_embd);
+        for (auto& b : s_->image->w.blocks)
+            for (Linear* x : {&b.q, &b.k, &b.v, &b.attn_out, &b.ffn_in, &b.ffn_out}) out.push_back(x);
+    }
     for (auto* stack : {&s_->encoder, &s_->decoder})
         for (auto& l : stack->layers) {
             for (Linear* x : {&l.q, &l.k, &l.v, &l.attn_out}) out.push_back(x);
@@ -200,6 +208,7 @@ void Seq2SeqModel::collect_linears(std::vector<Linear*>& out) {
             out.push_back(&l.ffn_in);
             out.push_back(&l.ffn_out);
         }
+    if (s_->head_dense) out.push_back(&*s_->head_dense);
     out.push_back(&s_->lm_head);
 }
 
@@ -230,9 +239,27 @@ std::vector<LayerInfo> Seq2SeqModel::layers() const {
         if (st.final_norm) tensor(st.final_norm->name, LayerRole::norm, -1, st.final_norm->weight);
     };
     const State& s = *s_;
+    if (s.image) {
+        const EncoderWeights& w = s.image->w;
+        linear(w.patch_embd);
+        tensor("vision_model.embeddings.class_embedding", LayerRole::position_embed, -1, *w.cls_token);
+        tensor("vision_model.embeddings.position_embedding", LayerRole::position_embed, -1, w.pos_embd);
+        for (const auto& b : w.blocks) {
+            tensor(b.attn_norm.name, LayerRole::norm, b.q.block, b.attn_norm.weight);
+            for (const Linear* x : {&b.q, &b.k, &b.v, &b.attn_out}) linear(*x);
+            tensor(b.ffn_norm.name, LayerRole::norm, b.q.block, b.ffn_norm.weight);
+            linear(b.ffn_in);
+            linear(b.ffn_out);
+        }
+        tensor(w.final_norm->name, LayerRole::norm, -1, w.final_norm->weight);
+    }
     tensor(s.shared_name, LayerRole::token_embed, -1, s.shared);
     stack(s.encoder);
     stack(s.decoder);
+    if (s.head_dense) {
+        linear(*s.head_dense);
+        tensor(s.head_norm->name, LayerRole::norm, -1, s.head_norm->weight);
+    }
     linear(s.lm_head);
     return out;
 }
@@ -240,6 +267,7 @@ std::vector<LayerInfo> Seq2SeqModel::layers() const {
 namespace {
 
 std::vector<float> run_encoder(const Seq2SeqConfig& g, const Seq2SeqModel::State& s, std::span<const int32_t> source) {
+    if (s.image) throw InvalidArgument("[seq2seq] " + g.architecture + " encodes images (encode_image / image_logits), not token ids");
     if (source.empty()) throw InvalidArgument("[seq2seq] the source holds no tokens");
     const int64_t T = static_cast<int64_t>(source.size()), H = g.encoder_heads;
     std::vector<float> x;
@@ -300,12 +328,19 @@ void run_decoder(const Seq2SeqConfig& g, const Seq2SeqModel::State& s, DecoderCa
     if (s.decoder.final_norm) norm_rows(g, *s.decoder.final_norm, x.data(), T, x.data());
     if (g.logits_scale != 1.0f)
         for (float& v : x) v *= g.logits_scale;
+    if (s.head_dense) {  // BLIP's prediction-head transform
+        std::vector<float> h(x.size());
+        ops::linear(*s.head_dense, x.data(), T, h.data());
+        ops::activate(s.act, h.data(), static_cast<int64_t>(h.size()));
+        norm_rows(g, *s.head_norm, h.data(), T, h.data());
+        x.swap(h);
+    }
     ops::linear(s.lm_head, x.data(), T, logits);
 }
 
-DecoderCache start_cache(const Seq2SeqModel::State& s, const std::vector<float>& encoded, int64_t d_model) {
+DecoderCache start_cache(const Seq2SeqModel::State& s, const std::vector<float>& encoded, int64_t width) {
     DecoderCache c;
-    const int64_t n = static_cast<int64_t>(encoded.size()) / d_model;
+    const int64_t n = static_cast<int64_t>(encoded.size()) / width;
     c.n_source = n;
     c.k.resize(s.decoder.layers.size());
     c.v.resize(s.decoder.layers.size());
@@ -323,44 +358,106 @@ DecoderCache start_cache(const Seq2SeqModel::State& s, const std::vector<float>&
 
 }  // namespace
 
-void Seq2SeqModel::logits(std::span<const int32_t> source, std::span<const int32_t> decoder_ids, float* out) {
+// ---- everything after the encoder: one path for token and image sources -----------------------------------------
+
+namespace {
+
+int64_t encoder_width(const Seq2SeqConfig& g) { return g.encoder_width > 0 ? g.encoder_width : g.d_model; }
+
+void decoder_logits(const Seq2SeqConfig& g, const Seq2SeqModel::State& s, const std::vector<float>& encoded, std::span<const int32_t> decoder_ids,
+                    float* out) {
     if (decoder_ids.empty()) throw InvalidArgument("[seq2seq] the decoder input holds no tokens");
-    DecoderCache cache = start_cache(*s_, run_encoder(config_, *s_, source), config_.d_model);
-    run_decoder(config_, *s_, cache, decoder_ids, out);
+    DecoderCache cache = start_cache(s, encoded, encoder_width(g));
+    run_decoder(g, s, cache, decoder_ids, out);
 }
 
-double Seq2SeqModel::target_nll(std::span<const int32_t> source, std::span<const int32_t> target) {
+// Summed NLL of target under teacher forcing (decoder_start + target without its last token); smoothed (if not null):
+// the sum of torch's label-smoothed cross-entropy, (1 − ε)·(−log p_y) + ε·mean_j(−log p_j), ε = g.label_smoothing.
+double decoder_nll(const Seq2SeqConfig& g, const Seq2SeqModel::State& s, const std::vector<float>& encoded, std::span<const int32_t> target,
+                   double* smoothed) {
     if (target.empty()) throw InvalidArgument("[seq2seq] the target holds no tokens");
-    std::vector<int32_t> dec{config_.decoder_start_token_id};
+    std::vector<int32_t> dec{g.decoder_start_token_id};
     dec.insert(dec.end(), target.begin(), target.end() - 1);
-    const int64_t V = config_.vocab;
+    const int64_t V = g.vocab;
     std::vector<float> out(dec.size() * static_cast<size_t>(V));
-    logits(source, dec, out.data());
-    double nll = 0;
+    decoder_logits(g, s, encoded, dec, out.data());
+    double nll = 0, smooth = 0;
     for (size_t t = 0; t < target.size(); ++t) {
         float* row = out.data() + t * static_cast<size_t>(V);
         if (target[t] < 0 || target[t] >= V) throw InvalidArgument("[seq2seq] target token " + std::to_string(target[t]) + " is outside the vocabulary");
         ops::log_softmax(row, V);
         nll -= row[target[t]];
+        if (smoothed) {
+            double all = 0;
+            for (int64_t j = 0; j < V; ++j) all -= row[j];
+            smooth += (1.0 - g.label_smoothing) * -double{row[target[t]]} + g.label_smoothing * all / static_cast<double>(V);
+        }
     }
+    if (smoothed) *smoothed = smooth;
     return nll;
 }
 
-std::vector<int32_t> Seq2SeqModel::generate_greedy(std::span<const int32_t> source, int64_t max_new_tokens) {
+// Greedy decoding after `prefix` (every token of it through the decoder at once, then one token a step from the cache).
+std::vector<int32_t> greedy(const Seq2SeqConfig& g, const Seq2SeqModel::State& s, const std::vector<float>& encoded, std::vector<int32_t> seq,
+                            int64_t max_new_tokens) {
     if (max_new_tokens < 1) throw InvalidArgument("[seq2seq] max_new_tokens must be at least 1");
-    const Seq2SeqConfig& g = config_;
-    DecoderCache cache = start_cache(*s_, run_encoder(g, *s_, source), g.d_model);
-    std::vector<int32_t> seq{g.decoder_start_token_id};
-    std::vector<float> logits(static_cast<size_t>(g.vocab));
-    for (int64_t step = 0; step < max_new_tokens; ++step) {
-        run_decoder(g, *s_, cache, std::span(seq).last(1), logits.data());  // one new token: the cache holds the rest
-        int32_t next = static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());  // first max, as torch.argmax
+    DecoderCache cache = start_cache(s, encoded, encoder_width(g));
+    std::vector<float> logits(seq.size() * static_cast<size_t>(g.vocab));
+    run_decoder(g, s, cache, seq, logits.data());
+    for (int64_t step = 0;; ++step) {
+        const auto last = logits.end() - g.vocab;
+        int32_t next = static_cast<int32_t>(std::max_element(last, logits.end()) - last);  // first max, as torch.argmax
         if (step == 0 && g.forced_bos_token_id) next = *g.forced_bos_token_id;
         if (step == max_new_tokens - 1 && g.forced_eos_token_id) next = *g.forced_eos_token_id;
         seq.push_back(next);
-        if (next == g.eos_token_id) break;
+        if (next == g.eos_token_id || step == max_new_tokens - 1) break;
+        logits.resize(static_cast<size_t>(g.vocab));
+        run_decoder(g, s, cache, std::span(seq).last(1), logits.data());  // one new token: the cache holds the rest
     }
     return seq;
+}
+
+}  // namespace
+
+void Seq2SeqModel::logits(std::span<const int32_t> source, std::span<const int32_t> decoder_ids, float* out) {
+    decoder_logits(config_, *s_, run_encoder(config_, *s_, source), decoder_ids, out);
+}
+
+double Seq2SeqModel::target_nll(std::span<const int32_t> source, std::span<const int32_t> target) {
+    return decoder_nll(config_, *s_, run_encoder(config_, *s_, source), target, nullptr);
+}
+
+std::vector<int32_t> Seq2SeqModel::generate_greedy(std::span<const int32_t> source, int64_t max_new_tokens) {
+    return greedy(config_, *s_, run_encoder(config_, *s_, source), {config_.decoder_start_token_id}, max_new_tokens);
+}
+
+std::vector<int32_t> Seq2SeqModel::caption_prompt(std::string_view prompt) const {
+    std::vector<int32_t> ids{config_.decoder_start_token_id};
+    const std::vector<int32_t> body = tokenizer_->encode(prompt, false);
+    ids.insert(ids.end(), body.begin(), body.end());
+    return ids;
+}
+
+std::vector<float> Seq2SeqModel::encode_image(const uint8_t* pixels) {
+    if (!s_->image) throw InvalidArgument("[seq2seq] " + config_.architecture + " takes token ids, not images");
+    if (!pixels) throw InvalidArgument("[seq2seq] the pixels are null");
+    return blip_encode_image(*s_->image, pixels);
+}
+
+void Seq2SeqModel::image_logits(const uint8_t* pixels, std::span<const int32_t> decoder_ids, float* out) {
+    decoder_logits(config_, *s_, encode_image(pixels), decoder_ids, out);
+}
+
+double Seq2SeqModel::image_target_nll(const uint8_t* pixels, std::span<const int32_t> target, double* smoothed) {
+    return decoder_nll(config_, *s_, encode_image(pixels), target, smoothed);
+}
+
+std::vector<int32_t> Seq2SeqModel::generate_caption(const uint8_t* pixels, std::span<const int32_t> prefix, int64_t max_new_tokens) {
+    std::vector<int32_t> seq(prefix.begin(), prefix.end());
+    if (seq.empty()) seq.push_back(config_.decoder_start_token_id);
+    for (const int32_t id : seq)
+        if (id < 0 || id >= config_.vocab) throw InvalidArgument("[seq2seq] prompt token " + std::to_string(id) + " is outside the vocabulary");
+    return greedy(config_, *s_, encode_image(pixels), std::move(seq), max_new_tokens);
 }
 
 }  // namespace cq

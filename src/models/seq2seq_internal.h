@@ -1,4 +1,4 @@
-// Seq2SeqModel's weights and the per-family loaders behind it (bart.cpp, t5.cpp); the forward pass that runs every
+// Seq2SeqModel's weights and the per-family loaders behind it (bart.cpp, t5.cpp, blip.cpp); the forward pass that runs every
 // family's stacks is one (seq2seq.cpp), steered by Seq2SeqConfig's layout flags.
 #pragma once
 
@@ -10,6 +10,7 @@
 
 #include "cq/seq2seq.h"
 #include "io/hf/hf_config.h"
+#include "io/hf/hf_model.h"
 #include "models/encoder_families.h"
 #include "ops/encoder_ops.h"
 
@@ -25,11 +26,23 @@ struct Seq2SeqStack {
     std::vector<Seq2SeqLayer> layers;
 };
 
+/// BLIP's vision tower, run by the ViT code (vit_encode) with its own config, weights and scratch.
+struct ImageEncoder {
+    EncoderConfig c;  // family vit: sizes, eps, hidden_act, image_* and the normalisation
+    EncoderWeights w;  // patch_embd, cls_token, pos_embd, blocks (q / k / v views of the fused qkv), final_norm (post_layernorm)
+    EncoderScratch s;
+    ops::Activation act = ops::Activation::gelu_erf;
+};
+
 struct Seq2SeqModel::State {
     Tensor shared;  // token embeddings [vocab, d], both stacks'
     std::string shared_name;
     Seq2SeqStack encoder, decoder;
-    Linear lm_head;  // the shared embeddings (tied) or the file's lm_head (+ BART's final_logits_bias)
+    std::optional<ImageEncoder> image;  // BLIP: the encoder (the `encoder` stack stays empty)
+    // BLIP's LM head transform before lm_head: LayerNorm(act(head_dense x))
+    std::optional<Linear> head_dense;
+    std::optional<Norm> head_norm;
+    Linear lm_head;  // the shared embeddings (tied) or the file's lm_head (+ BART's final_logits_bias, BLIP's decoder bias)
     ops::Activation act = ops::Activation::gelu_erf;
 };
 
@@ -38,6 +51,8 @@ class Seq2SeqLoader {
 public:
     static void load_bart(Seq2SeqModel& m, const hf::Config& c, const EncoderWeightSource& src);
     static void load_t5(Seq2SeqModel& m, const hf::Config& c, const EncoderWeightSource& src);
+    /// BLIP: also the preprocessor (image normalisation) from the directory d.
+    static void load_blip(Seq2SeqModel& m, const hf::Config& c, const EncoderWeightSource& src, const hf::ModelDir& d);
     static Seq2SeqConfig& config(Seq2SeqModel& m) { return m.config_; }
     static Seq2SeqModel::State& state(Seq2SeqModel& m) { return *m.s_; }
 };
@@ -51,6 +66,9 @@ struct AttentionNames {
 /// prefix + names: q / k / v [inner, d] and out [d, inner] with their roles, of `block`.
 void load_attention(const EncoderWeightSource& src, const std::string& prefix, const AttentionNames& names, int64_t d, int64_t inner, int64_t block,
                     Linear& q, Linear& k, Linear& v, Linear& out);
+
+/// BLIP's vision tower: pixels u8 [C, H, W] → [S, hidden] after post_layernorm (blip.cpp).
+std::vector<float> blip_encode_image(ImageEncoder& e, const uint8_t* pixels);
 
 namespace t5 {
 /// T5's bucket for a key at `relative` = key position − query position, as transformers' _relative_position_bucket
