@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "kernel_levels.h"
 #include "cq/cpu_features.h"
 #include "cq/kernels.h"
 #include "guarded_buffer.h"
@@ -60,15 +61,7 @@ template <typename In, typename Out>
            << hex(bits_of(want[first]), out_w);
 }
 
-std::vector<cq::IsaLevel> levels_of_this_arch() {
-#if defined(__x86_64__)
-    return {cq::IsaLevel::ref, cq::IsaLevel::avx2, cq::IsaLevel::avx512, cq::IsaLevel::avx512_vnni};
-#elif defined(__aarch64__)
-    return {cq::IsaLevel::ref, cq::IsaLevel::neon, cq::IsaLevel::neon_dotprod, cq::IsaLevel::neon_i8mm};
-#else
-    return {cq::IsaLevel::ref};
-#endif
-}
+std::vector<cq::IsaLevel> levels_of_this_arch() { return cq::test::isa_levels_of_this_arch(); }
 
 std::vector<uint16_t> all_u16() {
     std::vector<uint16_t> v(65536);
@@ -135,14 +128,7 @@ std::vector<size_t> tail_lengths() {
     return n;
 }
 
-class ConvertKernels : public ::testing::TestWithParam<cq::IsaLevel> {
-protected:
-    void SetUp() override {
-        if (!cq::cpu_supports(GetParam())) GTEST_SKIP() << "this CPU cannot run " << cq::isa_level_name(GetParam());
-        table_ = cq::make_kernel_table(GetParam());
-    }
-    cq::KernelTable table_;
-};
+class ConvertKernels : public cq::test::KernelTableAtLevel {};
 
 TEST_P(ConvertKernels, TableIsFilled) {
     EXPECT_EQ(table_.level, GetParam());

@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "kernel_levels.h"
 #include "cq/cpu_features.h"
 #include "cq/kernels.h"
 #include "cq/thread_pool.h"
@@ -97,24 +98,9 @@ TEST(DepthwiseReference, MatchesPlainConvolutionInDouble) {
     }
 }
 
-std::vector<cq::IsaLevel> levels() {
-#if defined(__x86_64__)
-    return {cq::IsaLevel::ref, cq::IsaLevel::avx2, cq::IsaLevel::avx512, cq::IsaLevel::avx512_vnni};
-#elif defined(__aarch64__)
-    return {cq::IsaLevel::ref, cq::IsaLevel::neon, cq::IsaLevel::neon_dotprod, cq::IsaLevel::neon_i8mm};
-#else
-    return {cq::IsaLevel::ref};
-#endif
-}
+std::vector<cq::IsaLevel> levels() { return cq::test::isa_levels_of_this_arch(); }
 
-class DepthwiseKernels : public ::testing::TestWithParam<cq::IsaLevel> {
-protected:
-    void SetUp() override {
-        if (!cq::cpu_supports(GetParam())) GTEST_SKIP() << "this CPU cannot run " << cq::isa_level_name(GetParam());
-        table_ = cq::make_kernel_table(GetParam());
-    }
-    cq::KernelTable table_;
-};
+class DepthwiseKernels : public cq::test::KernelTableAtLevel {};
 
 TEST_P(DepthwiseKernels, MatchReferenceBitForBitBehindGuardPages) {
     const auto& kernel = table_.depthwise_conv_f32;

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "kernel_levels.h"
 #include "cq/cpu_features.h"
 #include "cq/kernels.h"
 #include "guarded_buffer.h"
@@ -25,24 +26,9 @@ namespace ck = cq::kernels;
 
 using cq::test::GuardedBuffer;
 
-std::vector<cq::IsaLevel> levels_of_this_arch() {
-#if defined(__x86_64__)
-    return {cq::IsaLevel::ref, cq::IsaLevel::avx2, cq::IsaLevel::avx512, cq::IsaLevel::avx512_vnni};
-#elif defined(__aarch64__)
-    return {cq::IsaLevel::ref, cq::IsaLevel::neon, cq::IsaLevel::neon_dotprod, cq::IsaLevel::neon_i8mm};
-#else
-    return {cq::IsaLevel::ref};
-#endif
-}
+std::vector<cq::IsaLevel> levels_of_this_arch() { return cq::test::isa_levels_of_this_arch(); }
 
-class KernelsAtLevel : public ::testing::TestWithParam<cq::IsaLevel> {
-protected:
-    void SetUp() override {
-        if (!cq::cpu_supports(GetParam())) GTEST_SKIP() << "this CPU cannot run " << cq::isa_level_name(GetParam());
-        table_ = cq::make_kernel_table(GetParam());
-    }
-    cq::KernelTable table_;
-};
+class KernelsAtLevel : public cq::test::KernelTableAtLevel {};
 
 // ---- dot_u8_s8 ----
 

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "kernel_levels.h"
 #include "cq/cpu_features.h"
 #include "cq/kernels.h"
 #include "guarded_buffer.h"
@@ -64,24 +65,9 @@ enum class Layout { nt, nn, tn };  // nt: a [m, k], b [n, k]; nn: a [m, k], b [k
     return ::testing::AssertionSuccess();
 }
 
-std::vector<cq::IsaLevel> levels_of_this_arch() {
-#if defined(__x86_64__)
-    return {cq::IsaLevel::ref, cq::IsaLevel::avx2, cq::IsaLevel::avx512, cq::IsaLevel::avx512_vnni};
-#elif defined(__aarch64__)
-    return {cq::IsaLevel::ref, cq::IsaLevel::neon, cq::IsaLevel::neon_dotprod, cq::IsaLevel::neon_i8mm};
-#else
-    return {cq::IsaLevel::ref};
-#endif
-}
+std::vector<cq::IsaLevel> levels_of_this_arch() { return cq::test::isa_levels_of_this_arch(); }
 
-class GemmBF16AtLevel : public ::testing::TestWithParam<cq::IsaLevel> {
-protected:
-    void SetUp() override {
-        if (!cq::cpu_supports(GetParam())) GTEST_SKIP() << "this CPU cannot run " << cq::isa_level_name(GetParam());
-        table_ = cq::make_kernel_table(GetParam());
-    }
-    cq::KernelTable table_;
-};
+class GemmBF16AtLevel : public cq::test::KernelTableAtLevel {};
 
 TEST_P(GemmBF16AtLevel, AwkwardShapes) {
     ASSERT_NE(table_.gemm_bf16.fn, nullptr);
@@ -143,15 +129,19 @@ TEST(GemmBF16Reference, ClosedForm) {
     EXPECT_EQ(sq, 1.0f + 1.0f / 64 + 1.0f / 16384);
 }
 
-// Where the CPU multiplies bf16 natively, dispatch must not leave the products on the scalar reference.
+// Where the CPU multiplies bf16 natively, the ladder must not leave the products on the scalar reference; the tuned
+// table may (training then rounds operands onto the f32 GEMMs), but only by a measured preference that says why.
 TEST(GemmBF16Dispatch, NativeWhereTheCpuHasAvx512Bf16) {
-    const cq::KernelTable& t = cq::kernel_table();
-    if (!cq::cpu_features().avx512_bf16 || t.level == cq::IsaLevel::ref || !cq::cpu_supports(cq::IsaLevel::avx512))
+    const cq::KernelTable& tuned = cq::kernel_table();
+    if (!cq::cpu_features().avx512_bf16 || tuned.level == cq::IsaLevel::ref || !cq::cpu_supports(cq::IsaLevel::avx512))
         GTEST_SKIP() << "no AVX-512 BF16 here (or CQ_ISA=ref)";
-    if (cq::kernel_table().gemm_f32.isa != cq::IsaLevel::avx512) GTEST_SKIP() << "built without oneDNN";
-    EXPECT_NE(t.gemm_bf16.isa, cq::IsaLevel::ref) << t.gemm_bf16.name;
-    EXPECT_NE(t.gemm_bf16_nn.isa, cq::IsaLevel::ref) << t.gemm_bf16_nn.name;
-    EXPECT_NE(t.gemm_bf16_tn.isa, cq::IsaLevel::ref) << t.gemm_bf16_tn.name;
+    if (tuned.gemm_f32.isa != cq::IsaLevel::avx512) GTEST_SKIP() << "built without oneDNN";
+    const cq::KernelTable ladder = cq::make_kernel_table(tuned.level);
+    EXPECT_NE(ladder.gemm_bf16.isa, cq::IsaLevel::ref) << ladder.gemm_bf16.name;
+    EXPECT_NE(ladder.gemm_bf16_nn.isa, cq::IsaLevel::ref) << ladder.gemm_bf16_nn.name;
+    EXPECT_NE(ladder.gemm_bf16_tn.isa, cq::IsaLevel::ref) << ladder.gemm_bf16_tn.name;
+    for (const auto* k : {&tuned.gemm_bf16, &tuned.gemm_bf16_nn, &tuned.gemm_bf16_tn})
+        if (k->isa == cq::IsaLevel::ref) EXPECT_FALSE(std::string(tuned.tuned_for).empty() || std::string(k->why).empty()) << k->name;
 }
 
 }  // namespace
