@@ -67,7 +67,7 @@ std::unique_ptr<Model> Model::load(const std::string& path) {
             if (auto it = config.find("model_type"); it != config.end() && it->is_string()) model_type = it->get<std::string>();
         for (const char* decoder : {"llama", "mistral", "qwen2", "gpt2"})
             if (model_type == decoder) return LanguageModel::load(path);
-        if (model_type == "bart" || model_type == "t5") return Seq2SeqModel::load(path);  // encoder–decoder generators
+        if (model_type == "bart" || model_type == "t5" || model_type == "blip") return Seq2SeqModel::load(path);  // encoder–decoder generators
         return EncoderModel::load(path);
     }
     if (!fs::exists(path, ec)) throw IoError("[model] '" + path + "' does not exist");
