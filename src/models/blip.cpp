@@ -95,16 +95,9 @@ ops::Activation activation(const std::string& name, const std::string& where) {
 void Seq2SeqLoader::load_blip(Seq2SeqModel& m, const hf::Config& c, const EncoderWeightSource& src, const hf::ModelDir& d) {
     const std::string& config_path = c.path();
     require_architecture(c, "blip", "BlipForConditionalGeneration");
-    const nlohmann::json empty = nlohmann::json::object();
-    const auto sub = [&](const char* key) -> const nlohmann::json& {
-        const nlohmann::json* j = c.find(key);
-        if (!j || j->is_null()) return empty;
-        if (!j->is_object()) throw FormatError("json", config_path, 0, std::string("'") + key + "' is not a JSON object");
-        return *j;
-    };
     // BlipTextConfig's / BlipVisionConfig's defaults where config.json leaves a value out (save_pretrained writes only
     // the values that differ)
-    const hf::Config text(sub("text_config"), config_path + " text_config"), vision(sub("vision_config"), config_path + " vision_config");
+    const hf::Config text = c.section("text_config"), vision = c.section("vision_config");
     Seq2SeqConfig& g = config(m);
     g.architecture = "BlipForConditionalGeneration";
     g.d_model = text.size_or({"hidden_size"}, 768);

@@ -282,15 +282,7 @@ void read_efficientnet_config(const hf::ModelDir& d, const hf::Config& j, Encode
 // out, as save_pretrained writes only the values that differ), projection_dim; the class names for zero-shot
 // classification from id2label where it names real classes (not HF's LABEL_i placeholders).
 void read_clip_config(const hf::ModelDir& d, const std::string& config_path, EncoderConfig& c) {
-    const nlohmann::json empty = nlohmann::json::object();
-    const auto sub = [&](const char* key) -> const nlohmann::json& {
-        const auto it = d.config.find(key);
-        if (it == d.config.end() || it->is_null()) return empty;
-        if (!it->is_object()) throw FormatError("json", config_path, 0, std::string("'") + key + "' is not a JSON object");
-        return *it;
-    };
-    const hf::Config top(d.config, config_path), text(sub("text_config"), config_path + " text_config"),
-        vision(sub("vision_config"), config_path + " vision_config");
+    const hf::Config top(d.config, config_path), text = top.section("text_config"), vision = top.section("vision_config");
     ClipTextConfig& t = c.clip_text;
     t.vocab = text.size_or({"vocab_size"}, 49408);
     t.hidden = text.size_or({"hidden_size"}, 512);

@@ -89,6 +89,14 @@ public:
         s.positions = size_or({"max_position_embeddings", "n_positions", "n_ctx"}, 0);
         return s;
     }
+    /// The object under `key` (CLIP's / BLIP's text_config, vision_config) as a Config named "<path> <key>": empty where
+    /// the key is absent or null (the sub-config's defaults apply), an error where it is not an object.
+    Config section(const char* key) const {
+        static const nlohmann::json empty = nlohmann::json::object();
+        const nlohmann::json* v = find(key);
+        if (v && !v->is_object()) fail(key, "is not a JSON object");
+        return Config(v ? *v : empty, path_ + " " + key);
+    }
     [[noreturn]] void fail(const std::string& key, const std::string& what) const {
         throw FormatError("hf", path_, 0, "'" + key + "' " + what);
     }
