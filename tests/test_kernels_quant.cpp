@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "kernel_levels.h"
 #include "cq/cpu_features.h"
 #include "cq/dtype.h"
 #include "cq/kernels.h"
@@ -392,25 +393,16 @@ template <typename FillW>
     return ::testing::AssertionSuccess();
 }
 
-std::vector<cq::IsaLevel> levels_of_this_arch() {
-#if defined(__x86_64__)
-    return {cq::IsaLevel::ref, cq::IsaLevel::avx2, cq::IsaLevel::avx512, cq::IsaLevel::avx512_vnni};
-#elif defined(__aarch64__)
-    return {cq::IsaLevel::ref, cq::IsaLevel::neon, cq::IsaLevel::neon_dotprod, cq::IsaLevel::neon_i8mm};
-#else
-    return {cq::IsaLevel::ref};
-#endif
-}
+std::vector<cq::IsaLevel> levels_of_this_arch() { return cq::test::isa_levels_of_this_arch(); }
 
-class QuantKernelsAtLevel : public ::testing::TestWithParam<cq::IsaLevel> {
+class QuantKernelsAtLevel : public cq::test::KernelTableAtLevel {
 protected:
     void SetUp() override {
-        if (!cq::cpu_supports(GetParam())) GTEST_SKIP() << "this CPU cannot run " << cq::isa_level_name(GetParam());
-        table_ = cq::make_kernel_table(GetParam());
+        KernelTableAtLevel::SetUp();
         ref_ = cq::make_kernel_table(cq::IsaLevel::ref);
     }
     const cq::Kernel<cq::GemmQuantFn>& gemm(DType t) const { return table_.quant[size_t(t)].gemm; }
-    cq::KernelTable table_, ref_;
+    cq::KernelTable ref_;
 };
 
 auto random_rows(const Format& f) {

@@ -224,8 +224,8 @@ TEST(families_clip, BadConfigsAndInputsAreClearErrors) {
     }
     {
         test::TempDir dir("cq_clip");
-        const std::string p = edited(dir, [](nlohmann::json& c) { c["vision_config"]["hidden_act"] = "swish"; });
-        expect_error([&] { EncoderModel::load(p); }, "vision_config activation 'swish'");
+        const std::string p = edited(dir, [](nlohmann::json& c) { c["vision_config"]["hidden_act"] = "softsign"; });
+        expect_error([&] { EncoderModel::load(p); }, "vision_config activation 'softsign'");
     }
     {
         test::TempDir dir("cq_clip");

@@ -174,7 +174,7 @@ TEST(families_t5, BrokenConfigsFailNamingKeyAndFile) {
     };
     for (const char* key : {"d_model", "d_kv", "num_heads", "num_layers", "d_ff", "vocab_size"})
         load_edited("t5-tiny-random", [key](nlohmann::json& c) { c.erase(key); }, {std::string("'") + key + "' is missing", "config.json"});
-    load_edited("t5-tiny-random", [](nlohmann::json& c) { c["feed_forward_proj"] = "gated-swish"; }, {"feed_forward_proj 'gated-swish'", "config.json"});
+    load_edited("t5-tiny-random", [](nlohmann::json& c) { c["feed_forward_proj"] = "gated-softsign"; }, {"feed_forward_proj 'gated-softsign'", "config.json"});
     load_edited("t5-tiny-random", [](nlohmann::json& c) { c["feed_forward_proj"] = "relu-gated"; }, {"'feed_forward_proj' 'relu-gated'", "config.json"});
     load_edited("t5-tiny-random", [](nlohmann::json& c) { c["d_kv"] = 0; }, {"'d_kv' is not a positive integer"});
     load_edited("t5-tiny-random", [](nlohmann::json& c) { c["relative_attention_max_distance"] = 16; }, {"'relative_attention_max_distance' 16"});
