@@ -7,6 +7,8 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <string>
 
 #include <nlohmann/json.hpp>
 
@@ -210,6 +212,35 @@ TEST(CliQuantizeW8A8, SameRunReportAndTheFileEvaluatesAgain) {
     const RunResult again = run_cq("quantize '" + vit + "' " + tmp.file("again.gguf") + " --type w8a8-dynamic --json");
     ASSERT_EQ(again.exit_code, 0) << again.err;
     EXPECT_EQ(test::read_bytes(out), test::read_bytes(tmp.file("again.gguf")));
+}
+
+// The text report summarises type fallbacks in one line (per requested → chosen type, counts as the JSON report's tensors
+// say); --verbose lists each tensor with its reason.
+TEST(CliQuantize, FallbacksAreOneSummaryLineUnlessVerbose) {
+    test::TempDir dir;
+    const std::string args = "quantize " + test::fixture("models/stories260K-gguf/stories260K.gguf") + " " + dir.file("q.gguf") + " --type q4_k_m";
+    const RunResult json = run_cq(args + " --json");
+    ASSERT_EQ(json.exit_code, 0) << json.err;
+    std::map<std::string, int> moves;
+    int fallbacks = 0;
+    const auto report = nlohmann::json::parse(json.out);
+    for (const auto& t : report["quantize"]["tensors"])
+        if (!t["fallback"].get<std::string>().empty()) ++fallbacks, ++moves[t["requested"].get<std::string>() + "→" + t["type"].get<std::string>()];
+    ASSERT_GT(fallbacks, 0) << "stories260K's 64-wide rows do not fit q4_K's 256-blocks";
+
+    const RunResult text = run_cq(args);
+    ASSERT_EQ(text.exit_code, 0) << text.err;
+    const auto summary = text.out.find("tensors fell back to another type:");
+    ASSERT_NE(summary, std::string::npos) << text.out;
+    const std::string line = text.out.substr(summary, text.out.find('\n', summary) - summary);
+    for (const auto& [move, n] : moves) EXPECT_NE(line.find(move + " ×" + std::to_string(n)), std::string::npos) << move << " in: " << line;
+    EXPECT_EQ(text.out.find("blk.0.attn_q.weight"), std::string::npos) << "per-tensor lines belong to --verbose";
+
+    const RunResult verbose = run_cq(args + " --verbose");
+    ASSERT_EQ(verbose.exit_code, 0) << verbose.err;
+    int listed = 0;
+    for (size_t at = verbose.out.find(".weight: "); at != std::string::npos; at = verbose.out.find(".weight: ", at + 1)) ++listed;
+    EXPECT_EQ(listed, fallbacks);
 }
 
 TEST(CliHelp, EncoderCommandsExplainEveryOptionWithDefault) {

@@ -1,5 +1,6 @@
 // `cq quantize IN OUT --type TYPE`: weight quantization with per-tensor rules, and the same-run report
 // (size, bits per weight, types; with --eval TEXT also PPL, KLD and speed against the original).
+#include <algorithm>
 #include <cstdio>
 #include <iostream>
 
@@ -22,12 +23,13 @@ struct Options {
     bool no_bench = false;
     bool no_keep_zeros = false;
     bool json = false;
+    bool verbose = false;
     W8A8CliOptions w8a8;
     std::string method;
     std::string report;
 };
 
-void print_report(const QuantizeReport& r) {
+void print_report(const QuantizeReport& r, bool verbose) {
     std::printf("%s → %s (%s, method %s), %.2f s\n", r.input.c_str(), r.output.c_str(), r.type.c_str(), r.method.c_str(), r.seconds);
     if (r.calibration)
         std::printf("calibration: %s (sha256 %.16s…), %lld chunks × %lld tokens\n", r.calibration->text_path.c_str(),
@@ -56,12 +58,26 @@ void print_report(const QuantizeReport& r) {
     std::printf("\ntensors by type:");
     for (const auto& [type, n] : r.tensors_by_type) std::printf(" %s %lld", type.c_str(), static_cast<long long>(n));
     std::printf("\n");
-    if (r.fallbacks > 0) {
+    if (r.fallbacks > 0 && verbose) {
         std::printf("%lld of %zu tensors fell back to another type:\n", static_cast<long long>(r.fallbacks), r.tensors.size());
         for (const auto& t : r.tensors)
             if (!t.fallback.empty())
                 std::printf("  %s: %s → %s (%s)\n", t.name.c_str(), std::string(dtype_name(t.requested)).c_str(),
                             std::string(dtype_name(t.chosen)).c_str(), t.fallback.c_str());
+    } else if (r.fallbacks > 0) {
+        // One line: how many went from which type to which, in first-seen order; --verbose has each tensor and why.
+        std::vector<std::pair<std::string, int64_t>> moves;
+        for (const auto& t : r.tensors) {
+            if (t.fallback.empty()) continue;
+            const std::string move = std::string(dtype_name(t.requested)) + "→" + std::string(dtype_name(t.chosen));
+            auto it = std::find_if(moves.begin(), moves.end(), [&](const auto& m) { return m.first == move; });
+            if (it == moves.end()) moves.emplace_back(move, 1);
+            else ++it->second;
+        }
+        std::printf("%lld of %zu tensors fell back to another type:", static_cast<long long>(r.fallbacks), r.tensors.size());
+        for (size_t i = 0; i < moves.size(); ++i)
+            std::printf("%s %s ×%lld", i ? "," : "", moves[i].first.c_str(), static_cast<long long>(moves[i].second));
+        std::printf(" (--verbose lists each and why)\n");
     }
 }
 }  // namespace
@@ -116,6 +132,7 @@ Runner register_quantize(CLI::App& app) {
     cmd->add_flag("--no-keep-zeros", o->no_keep_zeros, "LLMs: let pruned tensors' exact zeros (tensors at least 1 % zeros) round "
                                                        "off 0 as the types' own searches do (default: off: they stay exact zeros)");
     cmd->add_flag("--json", o->json, "Print JSON instead of tables (default: off)");
+    cmd->add_flag("-v,--verbose", o->verbose, "List every tensor that fell back to another type, and why (default: off: one summary line)");
     cmd->add_option("--report", o->report, "Also write this run's HTML report (as cq report makes from the --json output) to this "
                                            "file (default: none)");
     add_w8a8_options(cmd, o->w8a8);
@@ -149,7 +166,7 @@ Runner register_quantize(CLI::App& app) {
             if (!o->json) std::fprintf(stderr, "warning: %s\n", w.c_str());
         nlohmann::json j;
         j["quantize"] = quantize_report_to_json(r);
-        if (!o->json) print_report(r);
+        if (!o->json) print_report(r, o->verbose);
         if (!o->eval_text.empty()) {
             o->compare.bench = !o->no_bench;
             same_run_eval(o->input, o->output, o->eval_text, o->compare, o->json, j);
