@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import tempfile
 from typing import Any, Callable, Optional, Union
 
@@ -44,6 +45,10 @@ def presets() -> list:
     return list(_core.quant_presets())
 
 
+_PROCESSOR_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
+                    "vocab.json", "merges.txt", "spiece.model", "spm.model", "preprocessor_config.json")
+
+
 def _path_of(model: ModelLike, what: str) -> str:
     """A loadable path for `model`: a path as given, a cq model's own file, or a transformers model saved once."""
     if isinstance(model, (str, os.PathLike)):
@@ -53,6 +58,13 @@ def _path_of(model: ModelLike, what: str) -> str:
     if hasattr(model, "save_pretrained"):  # a transformers model: its config and state_dict as safetensors
         out = tempfile.mkdtemp(prefix="cq-hf-")
         model.save_pretrained(out, safe_serialization=True)
+        # The tokenizer / image processor files are not part of the model object: take them from the directory it was
+        # loaded from, where that is a local one (its config's name_or_path).
+        source = getattr(getattr(model, "config", None), "_name_or_path", "") or getattr(model, "name_or_path", "")
+        if source and os.path.isdir(source):
+            for name in _PROCESSOR_FILES:
+                if os.path.isfile(os.path.join(source, name)) and not os.path.exists(os.path.join(out, name)):
+                    shutil.copyfile(os.path.join(source, name), os.path.join(out, name))
         return out
     raise TypeError(f"{what}: expected a path, a cq model or a transformers model, got {type(model).__name__}")
 

@@ -1,9 +1,11 @@
 """Tests of the Python package over the C++ core, against values computed apart from cq: the fixtures' PyTorch
 reference outputs (reference.json), the safetensors files read here with numpy, llama-perplexity's method recomputed
 in numpy from the model's logits, and the closed-form error bound of 8-bit block rounding."""
+import importlib.util
 import json
 import os
 import struct
+import tempfile
 import unittest
 
 import numpy as np
@@ -215,6 +217,70 @@ class CompressionPipelineTest(unittest.TestCase):
             cq.CompressionPipeline(cq.CompressionConfig(student_model=STORIES)).compress(STORIES, CALIB, VALID)
         with self.assertRaisesRegex(ValueError, "teacher"):
             cq.CompressionPipeline(cq.CompressionConfig(teacher_model=BERT)).compress(STORIES, CALIB, VALID)
+
+
+def gguf_tensor_data(path):
+    """The tensor-data section of a GGUF file and its tensor table (name, dims, type, offset), read with the format's own
+    layout, leaving out the metadata (which carries the input's path and hash as provenance)."""
+    with open(path, "rb") as f:
+        blob = f.read()
+    pos = 4 + 4  # magic, version
+    n_tensors, n_kv = struct.unpack_from("<QQ", blob, pos)
+    pos += 16
+
+    def string(p):
+        (n,) = struct.unpack_from("<Q", blob, p)
+        return blob[p + 8:p + 8 + n].decode(), p + 8 + n
+
+    sizes = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+
+    def skip_value(t, p):
+        if t == 8:
+            return string(p)[1]
+        if t == 9:
+            et, n = struct.unpack_from("<IQ", blob, p)
+            p += 12
+            for _ in range(n):
+                p = skip_value(et, p)
+            return p
+        return p + sizes[t]
+
+    alignment = 32
+    for _ in range(n_kv):
+        key, pos = string(pos)
+        (t,) = struct.unpack_from("<I", blob, pos)
+        if key == "general.alignment":
+            (alignment,) = struct.unpack_from("<I", blob, pos + 4)
+        pos = skip_value(t, pos + 4)
+    table = []
+    for _ in range(n_tensors):
+        name, pos = string(pos)
+        (nd,) = struct.unpack_from("<I", blob, pos)
+        dims = struct.unpack_from("<%dQ" % nd, blob, pos + 4)
+        ttype, offset = struct.unpack_from("<IQ", blob, pos + 4 + 8 * nd)
+        pos += 4 + 8 * nd + 12
+        table.append((name, dims, ttype, offset))
+    start = (pos + alignment - 1) // alignment * alignment
+    return table, blob[start:]
+
+
+class TransformersInteropTest(unittest.TestCase):
+    @unittest.skipUnless(importlib.util.find_spec("transformers") and importlib.util.find_spec("torch"),
+                         "needs PyTorch and transformers (e.g. Debian's python3-torch and transformers from PyPI)")
+    def test_a_transformers_model_object_quantizes_to_the_bytes_of_its_directory(self):
+        import transformers
+        model = transformers.AutoModelForCausalLM.from_pretrained(LLAMA)
+        with tempfile.TemporaryDirectory() as out:
+            for qtype in ("q4_k_m", "q8_0"):
+                a = os.path.join(out, f"dir-{qtype}.gguf")
+                b = os.path.join(out, f"object-{qtype}.gguf")
+                cq.ModelQuantizer(cq.QuantizationConfig(qtype, output_path=a)).quantize(LLAMA)
+                cq.ModelQuantizer(cq.QuantizationConfig(qtype, output_path=b)).quantize(model)
+                table_a, data_a = gguf_tensor_data(a)
+                table_b, data_b = gguf_tensor_data(b)
+                self.assertEqual(table_a, table_b, qtype)
+                self.assertEqual(data_a, data_b, f"{qtype}: the tensor bytes differ")
+                self.assertGreater(len(table_a), 50)
 
 
 class EncoderTest(unittest.TestCase):
