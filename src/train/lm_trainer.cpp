@@ -592,8 +592,14 @@ const float* LmTrainer::linear_weight(int w, std::vector<float>& scratch) const 
         traits.to_float(l.weight.data(), scratch.data(), O * I);
         return scratch.data();
     }
-    std::vector<float> held(static_cast<size_t>(O * I));  // [in, out] as the file has it
-    traits.to_float(l.weight.data(), held.data(), O * I);
+    // [in, out] as the file has it (GPT-2's Conv1D): read in place when f32, else dequantized first.
+    std::vector<float> dequantized;
+    const float* held = static_cast<const float*>(l.weight.data());
+    if (l.weight.dtype() != DType::F32) {
+        dequantized.resize(static_cast<size_t>(O * I));
+        traits.to_float(l.weight.data(), dequantized.data(), O * I);
+        held = dequantized.data();
+    }
     for (int64_t i = 0; i < I; ++i)
         for (int64_t o = 0; o < O; ++o) scratch[static_cast<size_t>(o * I + i)] = held[static_cast<size_t>(i * O + o)];
     return scratch.data();
