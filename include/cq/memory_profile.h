@@ -42,7 +42,7 @@ struct FormatBytes {
 
 /// One phase: what it allocated and the highest resident set while it ran.
 struct MemoryPhase {
-    std::string name;  // "load", "prompt", "generation", "calibration"
+    std::string name;  // "load", "prompt", "generation", "calibration", "training step"
     uint64_t rss_before = 0, rss_after = 0;
     uint64_t anon_after = 0, file_after = 0;  // RssAnon / RssFile after the phase (weights are mapped: they page in lazily,
                                               // at first use, so they show as file-backed growth in the first forward pass)
@@ -53,7 +53,7 @@ struct MemoryPhase {
     uint64_t analytic = 0;      // what the analytic model says this phase adds (load: weights + packed + KV; prompt and
                                 // generation: the growth of the workspace and the logits buffer; calibration: the
                                 // statistics, Σ over block Linears of n_in · 4 + 8 bytes, the text, one chunk's logits
-                                // and the workspace's growth)
+                                // and the workspace's growth; training step: TrainingMemory::total)
     double seconds = 0;
 };
 
@@ -66,6 +66,26 @@ struct MemoryProfileOptions {
     // Linear, cq imatrix's pass) over chunks of this text.
     std::string calib_text;
     int64_t calib_ctx = 128, calib_chunks = 4;
+    // A training-step phase last (train_batch 0: none): the model's trainable tensors made f32 (LmTrainer), their
+    // gradients, AdamW's two moments, and one forward + backward + update over train_batch windows of train_ctx tokens.
+    int64_t train_batch = 0, train_ctx = 128;
+    std::string train_checkpoint = "none";  // activation checkpointing, as cq finetune --checkpoint (none, block, every:K)
+};
+
+/// The training step's analytic memory: what LmTrainer and AdamW hold (bytes).
+struct TrainingMemory {
+    int64_t parameters = 0;        // trainable elements
+    uint64_t values_bytes = 0;     // f32 copies of the trainable tensors (replacing the model's own, mapped or packed)
+    uint64_t grad_bytes = 0;       // one f32 gradient per element
+    uint64_t optimizer_bytes = 0;  // AdamW: m and v, f32
+    uint64_t activation_bytes = 0; // the trainer's saved activations and their gradients at this batch (LmTrainer::activation_bytes)
+    uint64_t released_packed_bytes = 0;  // packed copies the model dropped when its Linears became f32
+    uint64_t released_mapped_bytes = 0;  // the model file's resident weight pages, once no tensor reads from the mapping
+                                         // any more (the model unmaps it)
+    int64_t batch = 0, ctx = 0;
+    std::string checkpoint;
+    uint64_t released_bytes() const { return released_packed_bytes + released_mapped_bytes; }
+    uint64_t total() const { return values_bytes + grad_bytes + optimizer_bytes + activation_bytes - released_bytes(); }
 };
 
 struct MemoryProfile {
@@ -78,6 +98,7 @@ struct MemoryProfile {
     uint64_t kv_bytes = 0;             // 2 · n_layer · n_ctx · n_head_kv · head_dim · 4 (f32 K and V)
     uint64_t workspace_bytes = 0;      // the forward pass's scratch after the largest batch, plus the logits buffer
     uint64_t calib_stats_bytes = 0;    // the calibration phase's statistics (held during that phase only)
+    TrainingMemory training;           // the training-step phase (parameters 0: none)
     uint64_t analytic_total() const { return weight_bytes + packed_bytes + kv_bytes + workspace_bytes; }
     // Measured (bytes).
     uint64_t baseline_rss = 0;         // before the model was loaded (code, libraries, heap of the process)
@@ -92,8 +113,8 @@ struct MemoryProfile {
     BenchResult bench;                 // the prompt and generation speeds measured in the phases
 };
 
-/// Loads `model` (GGUF or HF directory), runs one prompt of n_prompt tokens, n_gen generated tokens and, with
-/// calib_text, a calibration pass, and measures each phase. Call it early in a process that holds no other model: the baseline is whatever the process holds.
+/// Loads `model` (GGUF or HF directory), runs one prompt of n_prompt tokens, n_gen generated tokens, with
+/// calib_text a calibration pass and with train_batch one training step, and measures each phase. Call it early in a process that holds no other model: the baseline is whatever the process holds.
 MemoryProfile profile_memory(const std::string& model, const MemoryProfileOptions& options = {});
 
 /// The profile as a Markdown report (analytic vs measured, per phase).

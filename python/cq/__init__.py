@@ -169,12 +169,16 @@ def benchmark(model: ModelLike, *, n_prompt: int = 512, n_gen: int = 128, batch:
 
 
 def profile_memory(model: ModelLike, *, n_prompt: int = 128, n_gen: int = 32, n_ctx: int = 0,
-                   calibration_text: Optional[str] = None, calib_ctx: int = 128, calib_chunks: int = 4) -> dict:
+                   calibration_text: Optional[str] = None, calib_ctx: int = 128, calib_chunks: int = 4,
+                   train_batch: int = 0, train_ctx: int = 128, train_checkpoint: str = "none") -> dict:
     """Memory of a language model, as `cq bench --memory` measures it: weights by format, KV cache, workspace (and
-    calibration statistics with `calibration_text`) beside this process's RSS and its peak per phase (load, prompt,
-    generation, calibration). The model is loaded afresh from its file, so the baseline is this process before it."""
+    calibration statistics with `calibration_text`; with `train_batch` > 0 a training step's f32 weights, gradients,
+    AdamW moments and activations, under `train_checkpoint` none / block / every:K) beside this process's RSS and its
+    peak per phase (load, prompt, generation, calibration, training step). The model is loaded afresh from its file,
+    so the baseline is this process before it."""
     path = _path_of(model, "profile_memory")
-    return _core.profile_memory(path, n_prompt, n_gen, n_ctx, calibration_text or "", calib_ctx, calib_chunks)
+    return _core.profile_memory(path, n_prompt, n_gen, n_ctx, calibration_text or "", calib_ctx, calib_chunks,
+                                train_batch, train_ctx, train_checkpoint)
 
 
 def compare(a: ModelLike, b: ModelLike, data: str, *, n_ctx: int = 512, max_chunks: int = -1, first: int = 0,

@@ -358,10 +358,12 @@ PYBIND11_MODULE(_core, m) {
     }, py::arg("path"), "Loads a model: a GGUF file, an HF directory, or cq's W8A8 container.");
 
     m.def("profile_memory", [](const std::string& path, int64_t n_prompt, int64_t n_gen, int64_t n_ctx, const std::string& calib_text,
-                               int64_t calib_ctx, int64_t calib_chunks) {
+                               int64_t calib_ctx, int64_t calib_chunks, int64_t train_batch, int64_t train_ctx,
+                               const std::string& train_checkpoint) {
         MemoryProfileOptions o;
         o.n_prompt = n_prompt, o.n_gen = n_gen, o.n_ctx = n_ctx;
         o.calib_text = calib_text, o.calib_ctx = calib_ctx, o.calib_chunks = calib_chunks;
+        o.train_batch = train_batch, o.train_ctx = train_ctx, o.train_checkpoint = train_checkpoint;
         MemoryProfile p;
         {
             py::gil_scoped_release release;
@@ -380,12 +382,22 @@ PYBIND11_MODULE(_core, m) {
         d["model"] = p.model, d["weights"] = weights, d["weight_bytes"] = p.weight_bytes, d["packed_bytes"] = p.packed_bytes;
         d["kv_cache_bytes"] = p.kv_bytes, d["n_ctx"] = p.n_ctx, d["workspace_bytes"] = p.workspace_bytes;
         d["calibration_stats_bytes"] = p.calib_stats_bytes, d["analytic_total"] = p.analytic_total();
+        if (p.training.parameters > 0) {
+            py::dict t;
+            t["parameters"] = p.training.parameters, t["values_bytes"] = p.training.values_bytes, t["gradient_bytes"] = p.training.grad_bytes;
+            t["optimizer_bytes"] = p.training.optimizer_bytes, t["activation_bytes"] = p.training.activation_bytes;
+            t["released_packed_bytes"] = p.training.released_packed_bytes, t["released_mapped_bytes"] = p.training.released_mapped_bytes;
+            t["total_bytes"] = p.training.total();
+            t["batch"] = p.training.batch, t["ctx"] = p.training.ctx, t["checkpoint"] = p.training.checkpoint;
+            d["training"] = t;
+        }
         d["baseline_rss"] = p.baseline_rss, d["peak_rss"] = p.peak_rss, d["final_rss"] = p.final_rss;
         d["peak_reset_per_phase"] = p.peak_reset, d["phases"] = phases, d["tokens_per_second"] = speed;
         return d;
     }, py::arg("path"), py::arg("n_prompt") = 128, py::arg("n_gen") = 32, py::arg("n_ctx") = 0, py::arg("calib_text") = "",
-       py::arg("calib_ctx") = 128, py::arg("calib_chunks") = 4,
-       "cq bench --memory: loads the model in this process and measures load, prompt, generation (and calibration).");
+       py::arg("calib_ctx") = 128, py::arg("calib_chunks") = 4, py::arg("train_batch") = 0, py::arg("train_ctx") = 128,
+       py::arg("train_checkpoint") = "none",
+       "cq bench --memory: loads the model in this process and measures load, prompt, generation (calibration, a training step).");
     m.def("is_encoder_model", [](const std::string& path) { return is_encoder_model(path); }, py::arg("path"));
     m.def("read_text", [](const std::string& path) { return read_text_file(path); }, py::arg("path"));
 

@@ -52,10 +52,33 @@ class ProfileMemory(unittest.TestCase):
         self.assertGreater(p["peak_rss"], p["baseline_rss"])
         self.assertIn("pp64 (one cold run)", p["tokens_per_second"])
 
+    def test_training_step_phase(self):
+        # Full fine-tuning: every tensor of the file trains; f32 value + gradient (4 + 4 bytes) and AdamW's m and v (8).
+        with open(os.path.join(LLAMA, "model.safetensors"), "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            header = json.loads(f.read(n))
+        params = 0
+        for name, t in header.items():
+            if name != "__metadata__":
+                count = 1
+                for d in t["shape"]:
+                    count *= d
+                params += count
+        p = cq.profile_memory(LLAMA, n_prompt=32, n_gen=8, train_batch=2, train_ctx=64, train_checkpoint="block")
+        self.assertEqual([ph["phase"] for ph in p["phases"]], ["load", "prompt", "generation", "training step"])
+        t = p["training"]
+        self.assertEqual(t["parameters"], params)
+        self.assertEqual((t["values_bytes"], t["gradient_bytes"], t["optimizer_bytes"]), (4 * params, 4 * params, 8 * params))
+        ph = p["phases"][-1]
+        self.assertAlmostEqual(ph["rss_after"] - ph["rss_before"], ph["analytic"], delta=0.1 * ph["analytic"])
+
     def test_errors_become_exceptions(self):
         with self.assertRaises(Exception) as e:
             cq.profile_memory(LLAMA, n_prompt=64, n_gen=16, n_ctx=32)
         self.assertIn("do not fit a context of 32", str(e.exception))
+        with self.assertRaises(ValueError) as e:
+            cq.profile_memory(LLAMA, n_prompt=8, n_gen=0, train_batch=1, train_checkpoint="sometimes")
+        self.assertIn("sometimes", str(e.exception))
 
 
 if __name__ == "__main__":

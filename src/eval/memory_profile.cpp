@@ -19,6 +19,7 @@
 #include "cq/error.h"
 #ifndef CQ_MINIMAL
 #include "cq/imatrix.h"
+#include "cq/train.h"
 #endif
 #include "cq/kernels.h"
 #include "cq/thread_pool.h"
@@ -229,6 +230,92 @@ MemoryProfile profile_memory(const std::string& path, const MemoryProfileOptions
         p.calib_stats_bytes = stats;
 #endif
     }
+#ifndef CQ_MINIMAL
+    // Held until the profile is taken, so the phase's RSS after includes them (declared after the model: released first).
+    std::unique_ptr<LmTrainer> trainer;
+    std::unique_ptr<Optimizer> optimizer;
+#endif
+    if (o.train_batch > 0) {
+#ifdef CQ_MINIMAL
+        throw Unsupported("[memory] the training-step phase needs the training engine, which the minimal runtime leaves out");
+#else
+        if (o.train_ctx < 2) throw InvalidArgument("[memory] a training window needs at least 2 tokens, not " + std::to_string(o.train_ctx));
+        const int64_t checkpoint_every = parse_checkpoint(o.train_checkpoint);
+        TrainingMemory& t = p.training;
+        t.batch = o.train_batch, t.ctx = o.train_ctx, t.checkpoint = o.train_checkpoint;
+        const auto packed_now = [&] {
+            uint64_t b = 0;
+            for (const DecoderBlock& blk : w.blocks)
+                for (const Linear* l : {&blk.wq, &blk.wk, &blk.wv, &blk.wo, &blk.wqkv, &blk.ffn_gate, &blk.ffn_up, &blk.ffn_down})
+                    if (l->x8) b += l->x8->size();
+            if (w.output.x8) b += w.output.x8->size();
+            return b;
+        };
+        // The model's weights still read from its file's mapping, whose pages are resident (a packed Linear's were handed
+        // back at load). When training has made every tensor an owned copy, the model drops the mapping with them.
+        const auto mapped_now = [&] {
+            uint64_t b = 0;
+            std::set<const void*> counted;
+            const auto tensor = [&](const Tensor& x, bool paged_out) {
+                if (x.numel() > 0 && !x.is_owned() && counted.insert(x.data()).second && !paged_out) b += x.nbytes();
+            };
+            const auto lin = [&](const Linear& l) {
+                tensor(l.weight, l.x8 != nullptr);
+                if (l.bias) tensor(*l.bias, false);
+            };
+            const auto nrm = [&](const Norm& x) {
+                tensor(x.weight, false);
+                if (x.bias) tensor(*x.bias, false);
+            };
+            tensor(w.token_embd, false);
+            if (w.pos_embd) tensor(*w.pos_embd, false);
+            for (const DecoderBlock& blk : w.blocks) {
+                nrm(blk.attn_norm), nrm(blk.ffn_norm);
+                for (const Linear* l : {&blk.wq, &blk.wk, &blk.wv, &blk.wo, &blk.wqkv, &blk.ffn_gate, &blk.ffn_up, &blk.ffn_down}) lin(*l);
+            }
+            nrm(w.output_norm);
+            lin(w.output);
+            return b;
+        };
+        const auto any_mapped = [&] {
+            bool any = false;
+            const auto tensor = [&](const Tensor& x) { any = any || (x.numel() > 0 && !x.is_owned()); };
+            tensor(w.token_embd);
+            if (w.pos_embd) tensor(*w.pos_embd);
+            for (const DecoderBlock& blk : w.blocks) {
+                for (const Norm* x : {&blk.attn_norm, &blk.ffn_norm}) tensor(x->weight);
+                for (const Linear* l : {&blk.wq, &blk.wk, &blk.wv, &blk.wo, &blk.wqkv, &blk.ffn_gate, &blk.ffn_up, &blk.ffn_down}) tensor(l->weight);
+            }
+            tensor(w.output_norm.weight), tensor(w.output.weight);
+            return any;
+        };
+        const uint64_t packed_before = packed_now(), mapped_before = mapped_now();
+        const size_t n = static_cast<size_t>(o.train_batch * o.train_ctx);
+        std::vector<int32_t> tokens(n), targets(n);
+        for (size_t i = 0; i < n; ++i) {
+            tokens[i] = static_cast<int32_t>((i * 2654435761u + 7) % static_cast<uint64_t>(n_vocab));
+            targets[i] = static_cast<int32_t>(((i + 1) * 2654435761u + 7) % static_cast<uint64_t>(n_vocab));
+        }
+        ph = phase("training step", [&] {
+            trainer = std::make_unique<LmTrainer>(*model);
+            trainer->set_checkpoint_every(checkpoint_every);
+            optimizer = std::make_unique<Optimizer>(trainer->params(), OptimizerOptions{});
+            trainer->forward_backward(tokens, targets, o.train_batch, o.train_ctx);
+            optimizer->step(trainer->params(), 1e-4f);
+        });
+        for (const TrainParam& tp : trainer->params()) t.parameters += tp.numel;
+        t.values_bytes = t.grad_bytes = static_cast<uint64_t>(t.parameters) * sizeof(float);
+        for (const auto& st : optimizer->state()) t.optimizer_bytes += st.size() * sizeof(float);
+        t.activation_bytes = trainer->activation_bytes();
+        t.released_packed_bytes = packed_before - std::min(packed_before, packed_now());
+        t.released_mapped_bytes = any_mapped() ? 0 : mapped_before;
+        // Tokens and targets of the batch besides what the trainer holds.
+        ph->analytic = t.total() + 2 * n * sizeof(int32_t);
+        p.bench.series.push_back(series("training step, " + std::to_string(o.train_batch) + " × " + std::to_string(o.train_ctx) +
+                                            " tokens (one cold run)",
+                                        static_cast<double>(n) / ph->seconds));
+#endif
+    }
     p.workspace_bytes = workspace;
     const RssSample end = read_rss();
     p.final_rss = end.rss, p.final_rss_anon = end.rss_anon, p.final_rss_file = end.rss_file;
@@ -258,6 +345,16 @@ std::string memory_profile_to_markdown(const MemoryProfile& p) {
         << " × 2 × f32) | " << mib(p.kv_bytes) << " |\n";
     out << "| activations / workspace | " << mib(p.workspace_bytes) << " |\n";
     out << "| **total** | **" << mib(p.analytic_total()) << "** |\n\n";
+    if (p.training.parameters > 0) {
+        const TrainingMemory& t = p.training;
+        out << "| training step (" << t.batch << " × " << t.ctx << " tokens, checkpoint " << t.checkpoint << ", " << t.parameters
+            << " parameters) | MiB |\n|---|---:|\n";
+        out << "| f32 trainable tensors | " << mib(t.values_bytes) << " |\n| gradients | " << mib(t.grad_bytes) << " |\n";
+        out << "| AdamW moments | " << mib(t.optimizer_bytes) << " |\n| activations saved for the backward | " << mib(t.activation_bytes) << " |\n";
+        if (t.released_packed_bytes) out << "| packed copies released | −" << mib(t.released_packed_bytes) << " |\n";
+        if (t.released_mapped_bytes) out << "| the model file's weight pages, unmapped (every tensor is now a copy) | −" << mib(t.released_mapped_bytes) << " |\n";
+        out << "| **total** | **" << mib(t.total()) << "** |\n\n";
+    }
     out << "| phase | RSS before | RSS after | Δ RSS | analytic Δ | anon after | of which allocator-free | model file after | libraries after | peak"
         << (p.peak_reset ? " (own)" : " (so far)") << " | s |\n";
     out << "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
@@ -275,10 +372,20 @@ std::string memory_profile_to_markdown(const MemoryProfile& p) {
     const RssByMapping& z = p.phases.back().mapped_after;
     const auto grew = [](uint64_t to, uint64_t from) { return static_cast<int64_t>(to) - static_cast<int64_t>(from); };
     out << "\n| since before load | measured | analytic |\n|---|---:|---:|\n";
-    out << "| model file resident | " << signed_mib(grew(z.model_file, a.model_file)) << " | " << mib(p.weight_bytes) << " (weights"
-        << (p.packed_bytes ? ", less the packed tensors' pages handed back" : "") << ") |\n";
-    out << "| anonymous | " << signed_mib(grew(z.anonymous, a.anonymous)) << " | " << mib(p.kv_bytes + p.workspace_bytes + p.packed_bytes)
-        << " (KV cache + workspace" << (p.packed_bytes ? " + packed copies" : "") << "; the rest: BLAS buffers, thread stacks, allocator) |\n";
+    const TrainingMemory& t = p.training;
+    const bool unmapped = t.released_mapped_bytes > 0;
+    if (unmapped) {
+        out << "| model file resident | " << signed_mib(grew(z.model_file, a.model_file)) << " | 0.00 (unmapped: training made every tensor an f32 copy) |\n";
+    } else {
+        out << "| model file resident | " << signed_mib(grew(z.model_file, a.model_file)) << " | " << mib(p.weight_bytes) << " (weights"
+            << (p.packed_bytes ? ", less the packed tensors' pages handed back" : "") << ") |\n";
+    }
+    const uint64_t anon_analytic = p.kv_bytes + p.workspace_bytes + p.packed_bytes +
+                                   (t.parameters > 0 ? t.values_bytes + t.grad_bytes + t.optimizer_bytes + t.activation_bytes : 0);
+    out << "| anonymous | " << signed_mib(grew(z.anonymous, a.anonymous)) << " | " << mib(anon_analytic - t.released_packed_bytes)
+        << " (KV cache + workspace" << (p.packed_bytes ? " + packed copies" : "")
+        << (t.parameters > 0 ? " + the training step's f32 tensors, gradients, AdamW moments and activations" : "")
+        << "; the rest: BLAS buffers, thread stacks, allocator) |\n";
     out << "| libraries and executable | " << signed_mib(grew(z.other_files, a.other_files)) << " | — (code paged in at first use) |\n";
     out << "| freed, kept by the allocator | " << mib(p.phases.back().heap_free_after) << " | — (part of anonymous: no live object holds it) |\n";
     out << "\nbaseline RSS " << mib(p.baseline_rss) << ", peak RSS " << mib(p.peak_rss) << ", final RSS " << mib(p.final_rss)

@@ -22,6 +22,8 @@ struct Options {
     int64_t n_ctx = 0;
     std::string calib;
     int64_t calib_ctx = 128, calib_chunks = 4;
+    int64_t train_batch = 0, train_ctx = 128;
+    std::string train_checkpoint = "none";
 };
 }  // namespace
 
@@ -37,12 +39,18 @@ Runner register_bench(CLI::App& app) {
     cmd->add_option("-s,--seq", o->seq, "Encoders: tokens per sequence (no padding)")->default_val(128)->check(CLI::Range(2, 1 << 16));
     cmd->add_flag("--memory", o->memory, "LLMs: profile memory instead of timing repetitions: weights by format, KV cache and workspace "
                                          "(analytic) beside the measured RSS and its peak in each phase (load, one prompt of -p tokens, "
-                                         "-n generated tokens) (default: off)");
+                                         "-n generated tokens; --calib and --train-batch add phases) (default: off)");
     cmd->add_option("--ctx", o->n_ctx, "LLMs with --memory: the KV cache length (0: -p + -n)")->default_val(0)->check(CLI::Range(0, 1 << 20));
     cmd->add_option("--calib", o->calib, "LLMs with --memory: add a calibration phase, importance statistics (as cq imatrix) over "
                                          "chunks of this text (default: none)");
     cmd->add_option("--calib-ctx", o->calib_ctx, "Tokens per --calib chunk (at most the KV cache length)")->default_val(128)->check(CLI::Range(2, 1 << 20));
     cmd->add_option("--calib-chunks", o->calib_chunks, "--calib chunks used (-1: all)")->default_val(4);
+    cmd->add_option("--train-batch", o->train_batch, "LLMs with --memory: add a training-step phase last: the trainable tensors as f32, "
+                                                     "their gradients, AdamW's moments and one forward + backward + update over this many "
+                                                     "windows (0: none)")->default_val(0)->check(CLI::Range(0, 1 << 16));
+    cmd->add_option("--train-ctx", o->train_ctx, "Tokens per --train-batch window (at most the model's trained context)")->default_val(128)->check(CLI::Range(2, 1 << 20));
+    cmd->add_option("--train-checkpoint", o->train_checkpoint, "Activation checkpointing in the training step, as cq finetune --checkpoint: "
+                                                               "none, block or every:K")->default_val("none");
     cmd->add_flag("--json", o->json, "Print JSON instead of a Markdown table (default: off)");
     return [o]() -> int {
         if (o->memory) {
@@ -50,6 +58,7 @@ Runner register_bench(CLI::App& app) {
             MemoryProfileOptions mo;
             mo.n_prompt = o->bench.n_prompt, mo.n_gen = o->bench.n_gen, mo.n_ctx = o->n_ctx;
             mo.calib_text = o->calib, mo.calib_ctx = o->calib_ctx, mo.calib_chunks = o->calib_chunks;
+            mo.train_batch = o->train_batch, mo.train_ctx = o->train_ctx, mo.train_checkpoint = o->train_checkpoint;
             const MemoryProfile p = profile_memory(o->model, mo);
             if (o->json) print_json(memory_profile_to_json(p));
             else std::cout << memory_profile_to_markdown(p);
