@@ -36,6 +36,17 @@ struct TrainParam {
 /// by grad_scale / counted, as it does cross-entropy's.
 using LogitLoss = std::function<std::pair<double, int64_t>(float* logits, const int32_t* targets, int64_t N, int64_t V)>;
 
+/// Losses on block outputs, added to the batch's loss (hidden-state distillation). Term i reads the output of block
+/// blocks[i] (the residual stream after it; BERT: after its output LayerNorm, HF's hidden_states[blocks[i] + 1]). After
+/// the forward the trainer calls fn(i, h, N, D, dh) with h: [N, D] (rows in batch order); fn returns term i, which adds
+/// to the mean loss as it is, and writes dh = ∂term/∂h: [N, D], which the backward adds (times grad_scale) to that
+/// block output's gradient. dh is null where no gradient is wanted (loss()). Parameters of the hook's own (a
+/// projection) are the hook's to differentiate and update.
+struct HiddenLoss {
+    std::vector<int64_t> blocks;
+    std::function<double(size_t i, const float* h, int64_t N, int64_t D, float* dh)> fn;
+};
+
 /// A transform of Linear inputs inside the training graph (fake quantization of activations for QAT). A Linear is
 /// named by the index of its weight in params(). The Linear sees xq = forward(x); backward turns the gradient with
 /// respect to xq into the gradient with respect to x (in place) and adds to the hook's own parameters' gradients.
@@ -97,6 +108,9 @@ public:
     uint64_t activation_bytes() const;
     /// Replaces cross-entropy by `loss` in forward_backward and loss (empty: cross-entropy again).
     void set_logit_loss(LogitLoss loss);
+    /// Adds hidden-state terms to forward_backward and loss (empty fn: none). InvalidArgument for a block outside
+    /// [0, n_layer).
+    void set_hidden_loss(HiddenLoss loss);
 
     /// One trained adapter pair: params()[a] is A [rank, in], params()[b] is B [out, rank].
     struct LoraLayer {
@@ -122,6 +136,7 @@ private:
     void linear_backward(int w, int b, const float* dy, const float* x, int64_t N, int64_t I, int64_t O, float* dx,
                          bool accumulate_dx);
     void block_forward(int64_t l, int64_t slot);
+    double hidden_terms(bool gradient);
     std::pair<double, int64_t> run_forward(std::span<const int32_t> tokens, std::span<const int32_t> targets, int64_t B,
                                            int64_t T);
     std::unique_ptr<State> s_;
@@ -164,6 +179,8 @@ public:
     uint64_t activation_bytes() const;
     /// Replaces cross-entropy on the labels by `loss` (BERT text batches; empty: cross-entropy again).
     void set_logit_loss(LogitLoss loss);
+    /// Adds hidden-state terms (BERT text batches; empty fn: none). InvalidArgument for a block outside [0, n_layer).
+    void set_hidden_loss(HiddenLoss loss);
     /// Transforms the inputs of the Linears `hook` applies to (BERT text batches; null: none). Not owned.
     void set_linear_input_hook(LinearInputHook* hook);
 

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <optional>
 #include <sstream>
 
 #include "cq/distill.h"
@@ -17,18 +18,20 @@ namespace cq {
 std::string DistillLoss::text() const {
     std::ostringstream o;
     o << "kl=" << kl << ",ce=" << ce;
+    if (hidden > 0.0f) o << ",hidden=" << hidden;
+    if (cos > 0.0f) o << ",cos=" << cos;
     return o.str();
 }
 
 DistillLoss parse_distill_loss(const std::string& spec) {
     DistillLoss l{0.0f, 0.0f};
-    if (spec.empty() || spec.back() == ',') throw InvalidArgument("[distill] --loss '" + spec + "' is not NAME=WEIGHT,… (terms: kl, ce)");
+    if (spec.empty() || spec.back() == ',') throw InvalidArgument("[distill] --loss '" + spec + "' is not NAME=WEIGHT,… (terms: kl, ce, hidden, cos)");
     std::stringstream in(spec);
     std::string term;
     while (std::getline(in, term, ',')) {
         const auto eq = term.find('=');
         if (eq == std::string::npos || eq == 0 || eq + 1 == term.size())
-            throw InvalidArgument("[distill] --loss term '" + term + "' is not NAME=WEIGHT (in '" + spec + "'; terms: kl, ce)");
+            throw InvalidArgument("[distill] --loss term '" + term + "' is not NAME=WEIGHT (in '" + spec + "'; terms: kl, ce, hidden, cos)");
         const std::string name = term.substr(0, eq), value = term.substr(eq + 1);
         float w = 0;
         try {
@@ -41,9 +44,11 @@ DistillLoss parse_distill_loss(const std::string& spec) {
         if (!(w >= 0.0f) || !std::isfinite(w)) throw InvalidArgument("[distill] --loss weight of '" + name + "' must be finite and ≥ 0");
         if (name == "kl") l.kl = w;
         else if (name == "ce") l.ce = w;
-        else throw InvalidArgument("[distill] unknown --loss term '" + name + "' (terms: kl, ce)");
+        else if (name == "hidden") l.hidden = w;
+        else if (name == "cos") l.cos = w;
+        else throw InvalidArgument("[distill] unknown --loss term '" + name + "' (terms: kl, ce, hidden, cos)");
     }
-    if (l.kl == 0.0f && l.ce == 0.0f) throw InvalidArgument("[distill] --loss '" + spec + "' gives every term weight 0");
+    if (l.kl == 0.0f && l.ce == 0.0f && !l.has_hidden()) throw InvalidArgument("[distill] --loss '" + spec + "' gives every term weight 0");
     return l;
 }
 
@@ -121,12 +126,46 @@ LrSchedule schedule_of(const DistillOptions& o, int64_t total_steps) {
     return s;
 }
 
-// Teacher logits [b·ctx, V] of b windows, one sequence at a time through its own forward.
-void teacher_logits(LanguageModel& teacher, const int32_t* inputs, int64_t b, int64_t ctx, std::vector<float>& out) {
-    const int64_t V = teacher.config().n_vocab;
+// The hidden-state terms' map (none without a hidden / cos term).
+std::vector<LayerPair> layer_map_of(const DistillOptions& o, int64_t student_layers, int64_t teacher_layers) {
+    if (!o.loss.has_hidden()) {
+        if (!o.layer_map.empty()) throw InvalidArgument("[distill] --layer-map needs a hidden or cos term in --loss");
+        return {};
+    }
+    return o.layer_map.empty() ? default_layer_map(student_layers, teacher_layers, o.student_copied_from)
+                               : parse_layer_map(o.layer_map, student_layers, teacher_layers);
+}
+
+// The student's parameters and the hidden-state projections: what the optimiser updates and clipping sees.
+std::vector<TrainParam> trained_params(const std::vector<TrainParam>& student, HiddenDistill* hd) {
+    std::vector<TrainParam> all = student;
+    if (hd) all.insert(all.end(), hd->params().begin(), hd->params().end());
+    return all;
+}
+
+// Teacher logits [b·ctx, V] of b windows, one sequence at a time through its own forward; with hidden-state terms
+// (hd) the forward runs a stage at a time (embed → blocks → head, the same computation) and the mapped blocks'
+// outputs go to hd->teacher_hidden(): [b·ctx, D] per pair.
+void teacher_logits(LanguageModel& teacher, const int32_t* inputs, int64_t b, int64_t ctx, std::vector<float>& out, HiddenDistill* hd) {
+    const int64_t V = teacher.config().n_vocab, D = teacher.config().n_embd, L = teacher.config().n_layer;
     out.resize(static_cast<size_t>(b * ctx * V));
-    for (int64_t i = 0; i < b; ++i)
-        teacher.forward({inputs + i * ctx, static_cast<size_t>(ctx)}, 0, {out.data() + i * ctx * V, static_cast<size_t>(ctx * V)}, true);
+    if (!hd) {
+        for (int64_t i = 0; i < b; ++i)
+            teacher.forward({inputs + i * ctx, static_cast<size_t>(ctx)}, 0, {out.data() + i * ctx * V, static_cast<size_t>(ctx * V)}, true);
+        return;
+    }
+    const std::vector<LayerPair>& map = hd->map();
+    for (auto& t : hd->teacher_hidden()) t.resize(static_cast<size_t>(b * ctx * D));
+    std::vector<float> h(static_cast<size_t>(ctx * D));
+    for (int64_t i = 0; i < b; ++i) {
+        teacher.embed({inputs + i * ctx, static_cast<size_t>(ctx)}, 0, h.data());
+        for (int64_t l = 0; l < L; ++l) {
+            teacher.run_block(l, h.data(), ctx, 0);
+            for (size_t j = 0; j < map.size(); ++j)
+                if (map[j].teacher == l) std::copy(h.begin(), h.end(), hd->teacher_hidden()[j].begin() + i * ctx * D);
+        }
+        teacher.run_head(h.data(), ctx, out.data() + i * ctx * V);
+    }
 }
 
 // Mean next-token cross-entropy of the teacher's own forward over the windows (as LmTrainer::loss computes it).
@@ -182,10 +221,14 @@ DistillReport distill_lm(LanguageModel& teacher, LanguageModel& student, const D
     DistillReport r;
     r.teacher_params = weight_count(teacher);
     r.student_params = weight_count(student);
+    std::optional<HiddenDistill> hd;
+    if (const auto map = layer_map_of(o, student.config().n_layer, teacher.config().n_layer); !map.empty())
+        hd.emplace(map, student.config().n_embd, teacher.config().n_embd, o.loss, o.seed);
     LmTrainer trainer(student);
     std::vector<TrainParam>& params = trainer.params();
     apply_weight_decay_rules(params, default_weight_decay_rules());
-    Optimizer opt(params, o.optimizer);
+    std::vector<TrainParam> trained = trained_params(params, hd ? &*hd : nullptr);
+    Optimizer opt(trained, o.optimizer);
     const int64_t total_steps = total_steps_of(o, train_set.n_windows);
     const LrSchedule sched = schedule_of(o, total_steps);
     if (eval_set) {
@@ -195,10 +238,11 @@ DistillReport distill_lm(LanguageModel& teacher, LanguageModel& student, const D
     }
 
     std::vector<float> t_logits;
-    const bool need_teacher = o.loss.kl > 0.0f;
+    const bool need_kl = o.loss.kl > 0.0f, need_teacher = need_kl || hd;
     trainer.set_logit_loss([&](float* logits, const int32_t* targets, int64_t N, int64_t V) {
-        return distill_logit_loss(logits, need_teacher ? t_logits.data() : nullptr, targets, N, V, o.loss, o.temperature);
+        return distill_logit_loss(logits, need_kl ? t_logits.data() : nullptr, targets, N, V, o.loss, o.temperature);
     });
+    if (hd) trainer.set_hidden_loss(hd->hook());
     const int64_t ctx = o.ctx, per_epoch = (train_set.n_windows + o.batch - 1) / o.batch;
     std::vector<int64_t> order;
     int64_t order_epoch = -1;
@@ -213,12 +257,13 @@ DistillReport distill_lm(LanguageModel& teacher, LanguageModel& student, const D
         const int64_t first = in_epoch * o.batch, b = std::min(o.batch, train_set.n_windows - first);
         in.resize(static_cast<size_t>(b * ctx)), tg.resize(in.size());
         for (int64_t i = 0; i < b; ++i) train_set.window(order[static_cast<size_t>(first + i)], in.data() + i * ctx, tg.data() + i * ctx);
-        if (need_teacher) teacher_logits(teacher, in.data(), b, ctx, t_logits);
+        if (need_teacher) teacher_logits(teacher, in.data(), b, ctx, t_logits, hd ? &*hd : nullptr);
         trainer.zero_grad();
+        if (hd) hd->zero_grad();
         const double loss = trainer.forward_backward(in, tg, b, ctx);
-        const double gnorm = clip_grad_norm(params, o.clip);
+        const double gnorm = clip_grad_norm(trained, o.clip);
         const float lr = sched.at(step);
-        opt.step(params, lr);
+        opt.step(trained, lr);
         fr.loss_curve.push_back(loss);
         fr.step_seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
         fr.tokens += b * ctx;
@@ -228,6 +273,7 @@ DistillReport distill_lm(LanguageModel& teacher, LanguageModel& student, const D
     fr.steps = total_steps;
     fr.tokens_per_s = static_cast<double>(fr.tokens) / std::max(fr.seconds, 1e-9);
     trainer.set_logit_loss({});
+    trainer.set_hidden_loss({});
     if (eval_set) r.student_eval_after = student_eval_loss(trainer, *eval_set, o.batch, o.eval_batches);
     if (!o.output.empty()) {
         const bool gguf = o.output.size() >= 5 && o.output.compare(o.output.size() - 5, 5, ".gguf") == 0;
@@ -283,21 +329,40 @@ DistillReport distill_classifier(EncoderModel& teacher, EncoderModel& student, c
         r.teacher_eval = accuracy_of(teacher, *eval_set, o.max_len);
         r.student_eval_before = accuracy_of(student, *eval_set, o.max_len);
     }
+    std::optional<HiddenDistill> hd;
+    if (const auto map = layer_map_of(o, student.config().n_layer, teacher.config().n_layer); !map.empty())
+        hd.emplace(map, student.config().hidden, teacher.config().hidden, o.loss, o.seed);
     EncoderTrainer trainer(student);
     std::vector<TrainParam>& params = trainer.params();
     const std::vector<WeightDecayRule> decay = {parse_weight_decay_rule("*.bias=none"), parse_weight_decay_rule("*LayerNorm*=none")};
     apply_weight_decay_rules(params, decay);
-    Optimizer opt(params, o.optimizer);
+    std::vector<TrainParam> trained = trained_params(params, hd ? &*hd : nullptr);
+    Optimizer opt(trained, o.optimizer);
     const int64_t n = train_set.count();
     const int64_t total_steps = total_steps_of(o, n), per_epoch = (n + o.batch - 1) / o.batch;
     const LrSchedule sched = schedule_of(o, total_steps);
 
     const int64_t C = student.config().num_labels;
     std::vector<float> t_logits;
-    const bool need_teacher = o.loss.kl > 0.0f;
+    const bool need_kl = o.loss.kl > 0.0f, need_teacher = need_kl || hd;
     trainer.set_logit_loss([&](float* logits, const int32_t* labels, int64_t N, int64_t V) {
-        return distill_logit_loss(logits, need_teacher ? t_logits.data() : nullptr, labels, N, V, o.loss, o.temperature);
+        return distill_logit_loss(logits, need_kl ? t_logits.data() : nullptr, labels, N, V, o.loss, o.temperature);
     });
+    // The teacher's mapped block outputs, as its own forward shows them to a block observer.
+    struct Observer {
+        EncoderModel& m;
+        ObserverId id = 0;
+        ~Observer() {
+            if (id) m.remove_observer(id);
+        }
+    } observer{teacher};
+    if (hd) {
+        trainer.set_hidden_loss(hd->hook());
+        observer.id = teacher.observe_blocks([&hd](const BlockEvent& e) {
+            for (size_t j = 0; j < hd->map().size(); ++j)
+                if (hd->map()[j].teacher == e.block) hd->teacher_hidden()[j].assign(e.hidden, e.hidden + e.rows * e.width);
+        });
+    }
     std::vector<int64_t> order, rows;
     std::vector<int32_t> labels;
     int64_t order_epoch = -1;
@@ -313,14 +378,20 @@ DistillReport distill_classifier(EncoderModel& teacher, EncoderModel& student, c
         if (need_teacher) {
             // The teacher tokenizes the same texts itself (its vocabulary may differ in principle; here it is shared).
             const TextBatch tb = batch_of(teacher, *train_set.text, rows, o.max_len, labels);
+            if (hd && (tb.batch != b.batch || tb.seq != b.seq))
+                throw InvalidArgument("[distill] hidden-state terms need the teacher and the student to tokenize alike (a batch of " +
+                                      std::to_string(tb.batch) + " × " + std::to_string(tb.seq) + " tokens against " +
+                                      std::to_string(b.batch) + " × " + std::to_string(b.seq) + ")");
             t_logits.resize(static_cast<size_t>(tb.batch * C));
             teacher.classify(tb, t_logits.data());
+            if (hd) hd->set_row_mask(b.mask);  // padding rows do not count
         }
         trainer.zero_grad();
+        if (hd) hd->zero_grad();
         const double loss = trainer.forward_backward(b, labels, o.dropout, o.seed * 1000003ull + static_cast<uint64_t>(step));
-        const double gnorm = clip_grad_norm(params, o.clip);
+        const double gnorm = clip_grad_norm(trained, o.clip);
         const float lr = sched.at(step);
-        opt.step(params, lr);
+        opt.step(trained, lr);
         fr.loss_curve.push_back(loss);
         fr.step_seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
         fr.tokens += b.batch * b.seq;
@@ -330,6 +401,7 @@ DistillReport distill_classifier(EncoderModel& teacher, EncoderModel& student, c
     fr.steps = total_steps;
     fr.tokens_per_s = static_cast<double>(fr.tokens) / std::max(fr.seconds, 1e-9);
     trainer.set_logit_loss({});
+    trainer.set_hidden_loss({});
     if (eval_set) r.student_eval_after = accuracy_of(student, *eval_set, o.max_len);
     if (!o.output.empty()) {
         save_hf_dir(student, params, o.output);

@@ -56,6 +56,8 @@ struct EncoderTrainer::State {
     int patch = -1, patchb = -1, cls_tok = -1, fnorm = -1, fnormb = -1;
     std::vector<float> patches, xn1v, xn2v, x1v, hf, meanf, rstdf;
     LogitLoss logit_loss;                 // set: replaces cross-entropy on the labels
+    HiddenLoss hidden_loss;               // set: terms on block outputs; dhidden: [terms, N, D], their gradients
+    std::vector<float> dhidden;
     LinearInputHook* input_hook = nullptr;  // set: Linear inputs it applies to are transformed (fake quantization)
     std::vector<std::vector<float>> xq;   // per weight parameter: the input its Linear saw
     std::vector<float> dxq;
@@ -174,6 +176,13 @@ uint64_t EncoderTrainer::activation_bytes() const {
 }
 
 void EncoderTrainer::set_logit_loss(LogitLoss loss) { s_->logit_loss = std::move(loss); }
+void EncoderTrainer::set_hidden_loss(HiddenLoss loss) {
+    for (int64_t b : loss.blocks)
+        if (b < 0 || b >= s_->c.n_layer)
+            throw InvalidArgument("[train] a hidden-state loss reads block " + std::to_string(b) + ", outside [0, " + std::to_string(s_->c.n_layer) + ")");
+    s_->hidden_loss = std::move(loss);
+}
+
 void EncoderTrainer::set_linear_input_hook(LinearInputHook* hook) {
     s_->input_hook = hook;
     s_->xq.assign(params_.size(), {});
@@ -288,7 +297,16 @@ double EncoderTrainer::run(const TextBatch& batch, std::span<const int32_t> labe
     if (s.logit_loss) std::tie(total, counted) = s.logit_loss(s.logits.data(), s.labels.data(), B, C);  // s.logits ← its gradient
     else total = train::cross_entropy_forward(s.logits.data(), s.labels.data(), B, C, s.logits.data(), s.losses.data());
     if (counted <= 0) return 0.0;
-    if (!backward) return total / static_cast<double>(counted);
+    // hidden-state terms on the block outputs x[b + 1]; with the backward, their ∂/∂h in s.dhidden
+    double hidden = 0;
+    const std::vector<int64_t>& hblocks = s.hidden_loss.blocks;
+    if (s.hidden_loss.fn) {
+        if (backward) grow(s.dhidden, static_cast<int64_t>(hblocks.size()) * N * D);
+        for (size_t i = 0; i < hblocks.size(); ++i)
+            hidden += s.hidden_loss.fn(i, s.x.data() + (hblocks[i] + 1) * N * D, N, D,
+                                       backward ? s.dhidden.data() + static_cast<int64_t>(i) * N * D : nullptr);
+    }
+    if (!backward) return total / static_cast<double>(counted) + hidden;
 
     grow(s.dx, N * D), grow(s.dy, N * D), grow(s.dq, N * D), grow(s.dk, N * D), grow(s.dv, N * D), grow(s.datt, N * D);
     grow(s.dgl, N * F), grow(s.dcls, B * D), grow(s.dpool, B * D), grow(s.dlog, B * C);
@@ -308,6 +326,12 @@ double EncoderTrainer::run(const TextBatch& batch, std::span<const int32_t> labe
         const float *q = s.q.data() + l * N * D, *k = s.k.data() + l * N * D, *v = s.v.data() + l * N * D, *att = s.att.data() + l * N * D;
         const float *y1 = s.y1.data() + l * N * D, *x1 = s.x1.data() + l * N * D, *f = s.f.data() + l * N * F, *gl = s.gl.data() + l * N * F;
         const float* y2 = s.y2.data() + l * N * D;
+        // dx is ∂loss/∂x[l+1] here: add the hidden-state terms on block l's output
+        for (size_t i = 0; i < hblocks.size(); ++i)
+            if (s.hidden_loss.fn && hblocks[i] == l) {
+                const float* dh = s.dhidden.data() + static_cast<int64_t>(i) * N * D;
+                for (int64_t j = 0; j < N * D; ++j) s.dx[static_cast<size_t>(j)] += grad_scale * dh[j];
+            }
         // x[l+1] = LN2(y2), y2 = x1 + drop(out(gelu(in(x1))))
         std::fill_n(s.dy.data(), N * D, 0.0f);
         train::layernorm_backward(s.dx.data(), y2, val(bp.ln2), s.mean2.data() + l * N, s.rstd2.data() + l * N, N, D, s.dy.data(),
@@ -337,7 +361,7 @@ double EncoderTrainer::run(const TextBatch& batch, std::span<const int32_t> labe
     train::embedding_backward(s.dy.data(), s.ids.data(), N, D, grad(s.word));
     train::embedding_backward(s.dy.data(), s.positions.data(), N, D, grad(s.pos));
     train::embedding_backward(s.dy.data(), s.types.data(), N, D, grad(s.type));
-    return total / static_cast<double>(B);
+    return total / static_cast<double>(counted) + hidden;
 }
 
 double EncoderTrainer::run_vit(const uint8_t* pixels, int64_t B, std::span<const int32_t> labels, bool backward, float grad_scale,

@@ -85,6 +85,8 @@ struct LmTrainer::State {
     }
     int64_t n_slots(int64_t L) const { return checkpoint_every == 0 ? L : 1 + L - (L + checkpoint_every - 1) / checkpoint_every; }
     LogitLoss logit_loss;     // set: replaces cross-entropy (s.logits then holds its gradient)
+    HiddenLoss hidden_loss;   // set: terms on block outputs; dhidden: [terms, N, D], their gradients
+    std::vector<float> dhidden;
 
     // LoRA: every tensor is frozen. A frozen tensor's index in the block tables above is −2 − f (f: into `frozen`).
     struct Frozen {
@@ -329,6 +331,13 @@ void LmTrainer::set_checkpoint_every(int64_t k) {
 
 void LmTrainer::set_logit_loss(LogitLoss loss) { s_->logit_loss = std::move(loss); }
 
+void LmTrainer::set_hidden_loss(HiddenLoss loss) {
+    for (int64_t b : loss.blocks)
+        if (b < 0 || b >= s_->c.n_layer)
+            throw InvalidArgument("[train] a hidden-state loss reads block " + std::to_string(b) + ", outside [0, " + std::to_string(s_->c.n_layer) + ")");
+    s_->hidden_loss = std::move(loss);
+}
+
 void LmTrainer::zero_grad() {
     for (auto& g : s_->grad_storage) std::fill(g.begin(), g.end(), 0.0f);
 }
@@ -488,7 +497,22 @@ std::pair<double, int64_t> LmTrainer::run_forward(std::span<const int32_t> token
 
 double LmTrainer::loss(std::span<const int32_t> tokens, std::span<const int32_t> targets, int64_t B, int64_t T) {
     const auto [total, counted] = run_forward(tokens, targets, B, T);
-    return counted ? total / static_cast<double>(counted) : 0.0;
+    if (counted == 0) return 0.0;
+    return total / static_cast<double>(counted) + hidden_terms(false);
+}
+
+// The hidden-state terms on the block outputs the forward left in s.res; with gradient: their ∂/∂h in s.dhidden.
+double LmTrainer::hidden_terms(bool gradient) {
+    State& s = *s_;
+    if (!s.hidden_loss.fn) return 0.0;
+    const int64_t N = s.B * s.T, D = s.c.n_embd;
+    const size_t n = s.hidden_loss.blocks.size();
+    if (gradient) grow(s.dhidden, static_cast<int64_t>(n) * N * D);
+    double sum = 0;
+    for (size_t i = 0; i < n; ++i)
+        sum += s.hidden_loss.fn(i, s.res.data() + (s.hidden_loss.blocks[i] + 1) * N * D, N, D,
+                                gradient ? s.dhidden.data() + static_cast<int64_t>(i) * N * D : nullptr);
+    return sum;
 }
 
 double LmTrainer::forward_backward(std::span<const int32_t> tokens, std::span<const int32_t> targets, int64_t B, int64_t T,
@@ -497,6 +521,7 @@ double LmTrainer::forward_backward(std::span<const int32_t> tokens, std::span<co
     auto& P = params_;
     const auto [total, counted] = run_forward(tokens, targets, B, T);
     if (counted == 0) return 0.0;
+    const double hidden = hidden_terms(true);
     const LlmConfig& c = s.c;
     const Dims d = dims_of(c, B * T);
     const int64_t N = d.N;
@@ -525,6 +550,12 @@ double LmTrainer::forward_backward(std::span<const int32_t> tokens, std::span<co
     for (int64_t l = d.L - 1; l >= 0; --l) {
         const auto& bp = s.blocks[static_cast<size_t>(l)];
         const int64_t sl = s.slot_of(l);
+        // dres is ∂loss/∂res[l + 1] here: add the hidden-state terms on block l's output
+        for (size_t i = 0; i < s.hidden_loss.blocks.size(); ++i)
+            if (s.hidden_loss.fn && s.hidden_loss.blocks[i] == l) {
+                const float* dh = s.dhidden.data() + static_cast<int64_t>(i) * N * d.D;
+                for (int64_t j = 0; j < N * d.D; ++j) s.dres[static_cast<size_t>(j)] += grad_scale * dh[j];
+            }
         // Recompute a checkpointed block's activations from its saved input (the last one forward ran is still in slot 0).
         if (s.recomputed(l) && l != (d.L - 1) / s.checkpoint_every * s.checkpoint_every) block_forward(l, 0);
         const float* xin = s.res.data() + l * N * d.D;
@@ -575,7 +606,7 @@ double LmTrainer::forward_backward(std::span<const int32_t> tokens, std::span<co
     }
     if (s.embd >= 0) train::embedding_backward(s.dres.data(), s.ids.data(), N, d.D, grad(s.embd));
     if (s.gpt2 && s.pos >= 0) train::embedding_backward(s.dres.data(), s.positions.data(), N, d.D, grad(s.pos));
-    return total / static_cast<double>(counted);
+    return total / static_cast<double>(counted) + hidden;
 }
 
 // W as the kernels take it, [out, in] f32: a trained parameter's values, a frozen f32 Linear's own bytes, or a frozen

@@ -22,7 +22,7 @@ namespace cq::cli {
 
 namespace {
 struct Options {
-    std::string teacher, student, from_teacher, student_dir, output, data, eval, loss = "kl=1,ce=0.5", range, eval_range;
+    std::string teacher, student, from_teacher, student_dir, output, data, eval, loss = "kl=1,ce=0.5", range, eval_range, layer_map;
     float temperature = 2.0f, lr = -1, dropout = 0.1f;
     int64_t steps = 0, batch = -1, ctx = 128, max_len = 64, seed = 1, eval_ctx = 128, eval_chunks = -1;
     double epochs = 1.0;
@@ -66,7 +66,13 @@ Runner register_distill(CLI::App& app) {
     cmd->add_option("-o,--output", o->output, "The trained student: an HF directory, or for LLMs a .gguf")->required();
     cmd->add_option("--data", o->data, "Training data: a text file (LLMs) or a labelled TSV (classifiers)")->required();
     cmd->add_option("--eval", o->eval, "Held-out data for the report: LLMs perplexity (text), classifiers accuracy (labelled file)");
-    cmd->add_option("--loss", o->loss, "Loss weights: kl (T²·KL of softened logits), ce (labels / next tokens)")->default_val("kl=1,ce=0.5");
+    cmd->add_option("--loss", o->loss, "Loss weights NAME=W,…: kl (T²·KL of softened logits), ce (labels / next tokens), hidden (MSE "
+                                       "of mapped block outputs), cos (1 − cosine of mapped block outputs); hidden / cos are averaged "
+                                       "over the --layer-map pairs, through a learned projection where widths differ")
+        ->default_val("kl=1,ce=0.5");
+    cmd->add_option("--layer-map", o->layer_map, "With hidden / cos: student:teacher block pairs, e.g. 0:1,1:3 (default: each block "
+                                                 "of a --student-from-teacher student → the block it was copied from, else block i → "
+                                                 "round((i+1)·Lt/Ls) − 1)");
     cmd->add_option("--temperature", o->temperature, "Softening temperature T")->default_val(2.0f);
     cmd->add_option("--steps", o->steps, "Optimiser steps (0: from --epochs)")->default_val(0);
     cmd->add_option("--epochs", o->epochs, "Passes over the data when --steps is 0")->default_val(1.0);
@@ -85,11 +91,16 @@ Runner register_distill(CLI::App& app) {
         if (o->student.empty() == o->from_teacher.empty())
             throw InvalidArgument("[distill] give exactly one of --student and --student-from-teacher");
         const DistillLoss loss = parse_distill_loss(o->loss);  // before anything is written
+        if (!o->layer_map.empty() && !loss.has_hidden()) throw InvalidArgument("[distill] --layer-map needs a hidden or cos term in --loss");
         namespace fs = std::filesystem;
         std::string student_path = o->student;
         fs::path tmp_dir;
+        std::vector<int64_t> copied_from;
         if (!o->from_teacher.empty()) {
             const StudentSpec spec = parse_student_spec(o->from_teacher, config_layers(o->teacher));
+            copied_from = spec.layers;
+            if (loss.has_hidden() && !o->layer_map.empty())  // bad maps are errors before anything is written
+                parse_layer_map(o->layer_map, static_cast<int64_t>(spec.layers.size()), config_layers(o->teacher));
             if (o->student_dir.empty()) tmp_dir = fs::temp_directory_path() / ("cq-distill-" + std::to_string(::getpid()));
             student_path = o->student_dir.empty() ? tmp_dir.string() : o->student_dir;
             write_student_from_teacher(o->teacher, spec, student_path);
@@ -105,6 +116,7 @@ Runner register_distill(CLI::App& app) {
         d.data = o->data, d.eval_data = o->eval, d.output = o->output, d.loss = loss, d.temperature = o->temperature;
         d.steps = o->steps, d.epochs = o->epochs, d.ctx = o->ctx, d.max_len = o->max_len, d.dropout = o->dropout;
         d.seed = static_cast<uint64_t>(o->seed);
+        d.layer_map = o->layer_map, d.student_copied_from = copied_from;
         if (o->lr > 0) d.schedule.lr = o->lr;
         d.data_selection = parse_range(o->range, "--range"), d.eval_selection = parse_range(o->eval_range, "--eval-range");
         Progress progress("distill", !o->json);
