@@ -88,6 +88,27 @@ bool reset_peak_rss() {
 
 namespace {
 
+// Calls fn(tensor, linear) for every tensor a decoder holds; `linear` is the Linear whose weight it is (else nullptr).
+template <class Fn>
+void for_each_weight(const LlmWeights& w, Fn&& fn) {
+    const auto norm = [&](const Norm& n) {
+        fn(n.weight, nullptr);
+        if (n.bias) fn(*n.bias, nullptr);
+    };
+    const auto linear = [&](const Linear& l) {
+        fn(l.weight, &l);
+        if (l.bias) fn(*l.bias, nullptr);
+    };
+    fn(w.token_embd, nullptr);
+    if (w.pos_embd) fn(*w.pos_embd, nullptr);
+    for (const DecoderBlock& b : w.blocks) {
+        norm(b.attn_norm), norm(b.ffn_norm);
+        for (const Linear* l : {&b.wq, &b.wk, &b.wv, &b.wo, &b.wqkv, &b.ffn_gate, &b.ffn_up, &b.ffn_down}) linear(*l);
+    }
+    norm(w.output_norm);
+    linear(w.output);
+}
+
 void add_tensor(std::map<std::string, FormatBytes>& by, std::set<const void*>& seen, const Tensor& t) {
     if (t.numel() == 0 || !seen.insert(t.data()).second) return;  // tied tables (output = token_embd) count once
     FormatBytes& f = by[std::string(dtype_name(t.dtype()))];
@@ -140,23 +161,10 @@ MemoryProfile profile_memory(const std::string& path, const MemoryProfileOptions
     // Weights by format, from the tensors the model holds.
     std::map<std::string, FormatBytes> by;
     std::set<const void*> seen;
-    add_tensor(by, seen, w.token_embd);
-    if (w.pos_embd) add_tensor(by, seen, *w.pos_embd);
-    const auto linear = [&](const Linear& l) {
-        add_tensor(by, seen, l.weight);
-        if (l.bias) add_tensor(by, seen, *l.bias);
-        if (l.x8) p.packed_bytes += l.x8->size();
-    };
-    const auto norm = [&](const Norm& n) {
-        add_tensor(by, seen, n.weight);
-        if (n.bias) add_tensor(by, seen, *n.bias);
-    };
-    for (const DecoderBlock& b : w.blocks) {
-        norm(b.attn_norm), norm(b.ffn_norm);
-        for (const Linear* l : {&b.wq, &b.wk, &b.wv, &b.wo, &b.wqkv, &b.ffn_gate, &b.ffn_up, &b.ffn_down}) linear(*l);
-    }
-    norm(w.output_norm);
-    linear(w.output);
+    for_each_weight(w, [&](const Tensor& t, const Linear* l) {
+        add_tensor(by, seen, t);
+        if (l && l->x8) p.packed_bytes += l->x8->size();
+    });
     for (auto& [name, f] : by) {
         p.weights.push_back(f);
         p.weight_bytes += f.bytes;
@@ -245,10 +253,7 @@ MemoryProfile profile_memory(const std::string& path, const MemoryProfileOptions
         t.batch = o.train_batch, t.ctx = o.train_ctx, t.checkpoint = o.train_checkpoint;
         const auto packed_now = [&] {
             uint64_t b = 0;
-            for (const DecoderBlock& blk : w.blocks)
-                for (const Linear* l : {&blk.wq, &blk.wk, &blk.wv, &blk.wo, &blk.wqkv, &blk.ffn_gate, &blk.ffn_up, &blk.ffn_down})
-                    if (l->x8) b += l->x8->size();
-            if (w.output.x8) b += w.output.x8->size();
+            for_each_weight(w, [&](const Tensor&, const Linear* l) { b += l && l->x8 ? l->x8->size() : 0; });
             return b;
         };
         // The model's weights still read from its file's mapping, whose pages are resident (a packed Linear's were handed
@@ -256,37 +261,14 @@ MemoryProfile profile_memory(const std::string& path, const MemoryProfileOptions
         const auto mapped_now = [&] {
             uint64_t b = 0;
             std::set<const void*> counted;
-            const auto tensor = [&](const Tensor& x, bool paged_out) {
-                if (x.numel() > 0 && !x.is_owned() && counted.insert(x.data()).second && !paged_out) b += x.nbytes();
-            };
-            const auto lin = [&](const Linear& l) {
-                tensor(l.weight, l.x8 != nullptr);
-                if (l.bias) tensor(*l.bias, false);
-            };
-            const auto nrm = [&](const Norm& x) {
-                tensor(x.weight, false);
-                if (x.bias) tensor(*x.bias, false);
-            };
-            tensor(w.token_embd, false);
-            if (w.pos_embd) tensor(*w.pos_embd, false);
-            for (const DecoderBlock& blk : w.blocks) {
-                nrm(blk.attn_norm), nrm(blk.ffn_norm);
-                for (const Linear* l : {&blk.wq, &blk.wk, &blk.wv, &blk.wo, &blk.wqkv, &blk.ffn_gate, &blk.ffn_up, &blk.ffn_down}) lin(*l);
-            }
-            nrm(w.output_norm);
-            lin(w.output);
+            for_each_weight(w, [&](const Tensor& x, const Linear* l) {
+                if (x.numel() > 0 && !x.is_owned() && counted.insert(x.data()).second && !(l && l->x8)) b += x.nbytes();
+            });
             return b;
         };
         const auto any_mapped = [&] {
             bool any = false;
-            const auto tensor = [&](const Tensor& x) { any = any || (x.numel() > 0 && !x.is_owned()); };
-            tensor(w.token_embd);
-            if (w.pos_embd) tensor(*w.pos_embd);
-            for (const DecoderBlock& blk : w.blocks) {
-                for (const Norm* x : {&blk.attn_norm, &blk.ffn_norm}) tensor(x->weight);
-                for (const Linear* l : {&blk.wq, &blk.wk, &blk.wv, &blk.wo, &blk.wqkv, &blk.ffn_gate, &blk.ffn_up, &blk.ffn_down}) tensor(l->weight);
-            }
-            tensor(w.output_norm.weight), tensor(w.output.weight);
+            for_each_weight(w, [&](const Tensor& x, const Linear*) { any = any || (x.numel() > 0 && !x.is_owned()); });
             return any;
         };
         const uint64_t packed_before = packed_now(), mapped_before = mapped_now();
