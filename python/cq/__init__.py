@@ -25,7 +25,7 @@ from ._core import EncoderModel, FormatError, LanguageModel, Model, Tensor
 __all__ = [
     "load", "Model", "LanguageModel", "EncoderModel", "Tensor", "FormatError",
     "QuantizationConfig", "ModelQuantizer", "CompressionConfig", "CompressionPipeline", "evaluate", "benchmark", "compare", "get_model_size", "presets",
-    "profile_memory",
+    "profile_memory", "layer_stats", "qat",
 ]
 
 ModelLike = Union[str, os.PathLike, Model, Any]
@@ -200,6 +200,33 @@ def compare(a: ModelLike, b: ModelLike, data: str, *, n_ctx: int = 512, max_chun
     rb = mb.evaluate(data, first, count, batch, max_len, None)
     same = sum(int(x == y) for x, y in zip(ra["predictions"], rb["predictions"]))
     return {"a": ra, "b": rb, "agreement": same / max(1, len(ra["predictions"]))}
+
+
+def layer_stats(model: ModelLike, data: str, *, n_ctx: int = 512, max_chunks: int = -1, first: int = 0, count: int = -1,
+                batch: int = 32, max_len: int = 128, top: int = 8, progress: Optional[Callable] = None) -> dict:
+    """Input-activation statistics of every Linear on real data, as `cq stats` gathers them: per Linear its rows,
+    max |x| and mean x² over all channels, per channel (`channel_absmax`, `channel_mean_square`, lists of n_in) and
+    the `top` outlier channels as (channel, max |x|, mean x²); the output's mean, mean square and max |x|. `data` is
+    text for language models (chunks of n_ctx tokens, BOS first), a labelled file for classifiers (first / count)."""
+    return _core.layer_stats(_as_model(model), os.fspath(data), n_ctx, max_chunks, first, count, batch, max_len, top, progress)
+
+
+def qat(model: ModelLike, data: str, *, quantization_type: str = "q4_0", steps: int = 100, batch: int = 8, ctx: int = 128,
+        lr: float = 1e-4, init: str = "rtn", teacher: bool = True, seed: int = 1, tensor_types: Optional[list] = None,
+        output_path: Optional[str] = None, ptq_output_path: Optional[str] = None, progress: Optional[Callable] = None) -> dict:
+    """Quantization-aware training of a decoder LLM, as `cq qat` runs it: post-training quantization to
+    `quantization_type` by `init` (rtn, imatrix, gptq, awq; the calibrated ones on `data`), then `steps` steps of
+    training through the format's codecs on `data` (KL to the full-precision model when `teacher`). Returns the report:
+    `output` (the QAT GGUF), `ptq_output` (its PTQ start), `loss_curve`, `quantized_tensors`, `seconds`."""
+    source = _path_of(model, "qat")
+    tmp = None
+    if output_path is None or ptq_output_path is None:
+        tmp = tempfile.mkdtemp(prefix="cq-qat-")
+    output = output_path or os.path.join(tmp, "qat.gguf")
+    ptq = ptq_output_path or os.path.join(tmp, "ptq.gguf")
+    qtype = _LLM_TYPES.get(quantization_type.lower(), quantization_type)
+    return _core.qat_lm(source, output, ptq, qtype, os.fspath(data), init, steps, batch, ctx, lr, teacher, seed,
+                        list(tensor_types or []), progress)
 
 
 @dataclasses.dataclass

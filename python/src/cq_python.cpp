@@ -505,6 +505,83 @@ PYBIND11_MODULE(_core, m) {
        py::arg("resume") = false, py::arg("progress") = py::none(),
        "Runs a CompressionPipeline recipe (YAML or JSON text); returns the report as (JSON, Markdown).");
 
+    m.def("layer_stats", [](Model& model, const std::string& data, int64_t n_ctx, int64_t max_chunks, int64_t first,
+                            int64_t count, int64_t batch, int64_t max_len, int64_t top, const py::object& progress) {
+        LayerStatsOptions o;
+        o.n_ctx = n_ctx, o.max_chunks = max_chunks, o.top_channels = top;
+        o.selection.first = first, o.selection.count = count;
+        o.run.batch = batch, o.run.max_len = max_len;
+        const ProgressFn fn = progress_to(progress);
+        LayerStatsReport r;
+        {
+            py::gil_scoped_release release;
+            r = collect_layer_stats(model, data, o, fn);
+        }
+        py::list linears;
+        for (const LinearStats& s : r.linears) {
+            py::list outliers;
+            for (const ChannelOutlier& c : s.outliers) outliers.append(py::make_tuple(c.channel, c.absmax, c.mean_square));
+            py::dict l;
+            l["name"] = s.name, l["source_name"] = s.source_name, l["role"] = std::string(role_name(s.role)), l["block"] = s.block;
+            l["shape"] = std::vector<int64_t>{s.n_out, s.n_in}, l["format"] = s.format, l["rows"] = s.rows;
+            l["input_absmax"] = s.input_absmax_all, l["input_mean_square"] = s.input_mean_square_all;
+            l["channel_absmax"] = s.input_absmax, l["channel_mean_square"] = s.input_mean_square, l["outliers"] = outliers;
+            l["output_mean"] = s.output_mean, l["output_mean_square"] = s.output_mean_square, l["output_absmax"] = s.output_absmax;
+            linears.append(l);
+        }
+        py::dict d;
+        d["model"] = r.model, d["data"] = r.data, d["kind"] = std::string(model_kind_name(r.kind)), d["units"] = r.units;
+        d["rows"] = r.tokens, d["seconds"] = r.seconds, d["linears"] = linears;
+        return d;
+    }, py::arg("model"), py::arg("data"), py::arg("n_ctx") = 512, py::arg("max_chunks") = -1, py::arg("first") = 0,
+       py::arg("count") = -1, py::arg("batch") = 32, py::arg("max_len") = 128, py::arg("top") = 8, py::arg("progress") = py::none(),
+       "cq stats: every Linear's input-activation statistics (per channel mean square and max |x|) on real data.");
+
+    m.def("qat_lm", [](const std::string& input, const std::string& output, const std::string& ptq_output, const std::string& type,
+                       const std::string& data, const std::string& init, int64_t steps, int64_t batch, int64_t ctx, float lr,
+                       bool teacher, uint64_t seed, const std::vector<std::string>& tensor_types, const py::object& progress) {
+        // cq qat's decoder path: post-training quantization (the start), then training through the PTQ file's codecs.
+        QatLmOptions q;
+        q.data = data, q.output = output, q.steps = steps, q.batch = batch, q.ctx = ctx, q.seed = seed, q.teacher = teacher;
+        q.schedule.lr = lr;
+        QuantizeOptions qo;
+        qo.type = type, qo.tensor_types = tensor_types, qo.method = parse_quant_method(init);
+        if (*qo.method != QuantMethod::rtn) qo.calib.text_path = data;
+        std::function<void(const FinetuneProgress&)> fn;
+        if (!progress.is_none()) {
+            auto cb = std::make_shared<py::object>(progress);
+            fn = [cb](const FinetuneProgress& p) {
+                py::gil_scoped_acquire gil;
+                (*cb)(p.step, p.total_steps, p.loss);
+            };
+        }
+        QuantizeReport ptq_report;
+        QatReport r;
+        {
+            py::gil_scoped_release release;
+            ptq_report = quantize_model(input, ptq_output, qo);
+            LoadOptions train_lo;
+            train_lo.pack_for_kernels = false, train_lo.n_ctx = 16;
+            auto ptq = LanguageModel::load(ptq_output, train_lo);
+            std::unique_ptr<LanguageModel> fp;
+            if (teacher) {
+                LoadOptions lo;
+                lo.n_ctx = ctx;
+                fp = LanguageModel::load(input, lo);
+            }
+            r = qat_lm(*ptq, fp.get(), q, fn);
+        }
+        py::dict d;
+        d["output"] = r.output, d["ptq_output"] = ptq_output, d["ptq_method"] = ptq_report.method, d["type"] = type;
+        d["quantized_tensors"] = r.n_quantized, d["steps"] = r.train.steps, d["tokens"] = r.train.tokens;
+        d["loss_curve"] = r.train.loss_curve, d["seconds"] = r.train.seconds;
+        return d;
+    }, py::arg("input"), py::arg("output"), py::arg("ptq_output"), py::arg("type") = "q4_0", py::arg("data") = "",
+       py::arg("init") = "rtn", py::arg("steps") = 100, py::arg("batch") = 8, py::arg("ctx") = 128, py::arg("lr") = 1e-4f,
+       py::arg("teacher") = true, py::arg("seed") = 1, py::arg("tensor_types") = std::vector<std::string>{},
+       py::arg("progress") = py::none(),
+       "cq qat for decoder LLMs: PTQ to `ptq_output` (by `init`), then quantization-aware training into `output` (GGUF).");
+
     m.def("quant_presets", [] {
         std::vector<std::string> names;
         for (const QuantPreset& p : quant_presets()) names.push_back(p.name);

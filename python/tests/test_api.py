@@ -5,6 +5,7 @@ import importlib.util
 import json
 import os
 import struct
+import subprocess
 import tempfile
 import unittest
 
@@ -20,6 +21,7 @@ VALID = os.path.join(FIXTURES, "data", "tinystories_valid_subset.txt")
 CALIB = os.path.join(FIXTURES, "data", "stories_calib.txt")
 SST2_TRAIN = os.path.join(FIXTURES, "data", "sst2_train.tsv")
 SST2_DEV = os.path.join(FIXTURES, "data", "sst2_dev.tsv")
+CQ_CLI = os.environ.get("CQ_CLI")  # the built `cq` tool (ctest passes it), for checks against its output
 
 
 def open_text(path):
@@ -281,6 +283,79 @@ class TransformersInteropTest(unittest.TestCase):
                 self.assertEqual(table_a, table_b, qtype)
                 self.assertEqual(data_a, data_b, f"{qtype}: the tensor bytes differ")
                 self.assertGreater(len(table_a), 50)
+
+
+class LayerStatsTest(unittest.TestCase):
+    """cq.layer_stats against the first Linear's input recomputed in numpy (token embeddings → RMSNorm, from the
+    safetensors file and config.json) and, where the CLI is built, against `cq stats --json --channels`."""
+    N_CTX, CHUNKS = 64, 3
+
+    @classmethod
+    def setUpClass(cls):
+        cls.model = cq.load(STORIES)
+        cls.stats = cq.layer_stats(cls.model, VALID, n_ctx=cls.N_CTX, max_chunks=cls.CHUNKS)
+
+    def test_first_linear_input_equals_rmsnorm_of_embeddings(self):
+        config = json.loads(open_text(os.path.join(STORIES, "config.json")))
+        tensors = read_safetensors(os.path.join(STORIES, "model.safetensors"))
+        tokens = list(self.model.tokenize(open_text(VALID)))
+        rows = []
+        for c in range(self.CHUNKS):
+            chunk = tokens[c * self.N_CTX:(c + 1) * self.N_CTX]
+            chunk[0] = tokens[0]  # BOS first in every chunk
+            rows.extend(chunk)
+        x = tensors["model.embed_tokens.weight"][rows].astype(np.float64)
+        x = x / np.sqrt((x * x).mean(axis=1, keepdims=True) + config["rms_norm_eps"])
+        x = x * tensors["model.layers.0.input_layernorm.weight"]
+        first = self.stats["linears"][0]
+        self.assertEqual(first["name"], "blk.0.attn_q")
+        self.assertEqual(first["rows"], self.N_CTX * self.CHUNKS)
+        self.assertEqual(self.stats["units"], self.CHUNKS)
+        np.testing.assert_allclose(first["channel_absmax"], np.abs(x).max(axis=0), rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(first["channel_mean_square"], (x * x).mean(axis=0), rtol=1e-4)
+        self.assertAlmostEqual(first["input_absmax"], float(np.abs(x).max()), delta=1e-4 * float(np.abs(x).max()))
+        top = [c for c, _, _ in first["outliers"]]
+        self.assertEqual(top, list(np.argsort(-np.abs(x).max(axis=0), kind="stable")[:len(top)]))
+
+    @unittest.skipUnless(CQ_CLI, "CQ_CLI (the built cq tool) is not set")
+    def test_equals_cq_stats(self):
+        out = subprocess.run([CQ_CLI, "stats", STORIES, "--data", VALID, "--ctx", str(self.N_CTX), "--chunks", str(self.CHUNKS),
+                              "--json", "--channels"], check=True, capture_output=True, text=True).stdout
+        cli = json.loads(out)["linears"]
+        self.assertEqual([l["name"] for l in cli], [l["name"] for l in self.stats["linears"]])
+        for a, b in zip(cli, self.stats["linears"]):
+            self.assertEqual(a["rows"], b["rows"], a["name"])
+            np.testing.assert_allclose(b["channel_absmax"], a["input"]["channel_absmax"], rtol=1e-6, err_msg=a["name"])
+            np.testing.assert_allclose(b["channel_mean_square"], a["input"]["channel_mean_square"], rtol=1e-6, err_msg=a["name"])
+            self.assertAlmostEqual(b["output_absmax"], a["output"]["absmax"], delta=1e-6 * a["output"]["absmax"])
+
+
+class QatTest(unittest.TestCase):
+    """cq.qat: the output keeps its PTQ start's formats, the weights moved, the KL-divergence it trains on went down
+    (measured apart from the trainer, by cq.compare), and where the CLI is built its PTQ start is `cq quantize`'s file."""
+
+    def test_qat_lowers_the_kl_divergence_it_trains_on(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            steps = 16
+            r = cq.qat(LLAMA, CALIB, quantization_type="q4_0", steps=steps, batch=4, ctx=64, lr=1e-4,
+                       output_path=os.path.join(tmp, "qat.gguf"), ptq_output_path=os.path.join(tmp, "ptq.gguf"))
+            self.assertEqual(r["steps"], steps)
+            self.assertEqual(len(r["loss_curve"]), steps)
+            ptq, q = cq.load(r["ptq_output"]), cq.load(r["output"])
+            self.assertEqual([(l["name"], l["format"]) for l in ptq.layers()], [(l["name"], l["format"]) for l in q.layers()])
+            n_q4 = sum(1 for l in q.layers() if l["is_linear"] and l["format"] == "q4_0")
+            self.assertGreater(n_q4, 0)
+            self.assertGreaterEqual(r["quantized_tensors"], n_q4)
+            moved = sum(int(not np.array_equal(np.asarray(ptq.weight(n)), np.asarray(q.weight(n)))) for n in q.linear_names())
+            self.assertGreater(moved, 0)
+            kld_ptq = cq.compare(LLAMA, ptq, CALIB, n_ctx=64, max_chunks=8)["kld"]["mean"]
+            kld_qat = cq.compare(LLAMA, q, CALIB, n_ctx=64, max_chunks=8)["kld"]["mean"]
+            self.assertLess(kld_qat, kld_ptq)
+            if CQ_CLI:
+                ref = os.path.join(tmp, "cli.gguf")
+                subprocess.run([CQ_CLI, "quantize", LLAMA, ref, "--type", "q4_0"], check=True, capture_output=True)
+                with open(ref, "rb") as a, open(r["ptq_output"], "rb") as b:
+                    self.assertEqual(a.read(), b.read(), "the PTQ start differs from cq quantize --type q4_0")
 
 
 class EncoderTest(unittest.TestCase):
