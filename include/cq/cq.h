@@ -38,6 +38,7 @@
 #include "cq/imatrix.h"
 #include "cq/gptq.h"
 #include "cq/prune.h"
+#include "cq/prune_encoder.h"
 #include "cq/pipeline.h"
 #include "cq/distill.h"
 #include "cq/qat.h"

@@ -74,6 +74,13 @@ struct EncoderConfig {
     int64_t vocab = 0;
     float norm_eps = 1e-12f;
     std::string hidden_act = "gelu";
+    // HF's pruned_heads (config.json {"layer": [heads]}): per block, the heads removed, in the original numbering;
+    // empty: none. Head size stays hidden / n_head; block l keeps n_head − pruned_heads[l].size() heads.
+    std::vector<std::vector<int64_t>> pruned_heads;
+    /// Heads block l keeps.
+    int64_t heads_in_block(int64_t l) const {
+        return n_head - (static_cast<size_t>(l) < pruned_heads.size() ? static_cast<int64_t>(pruned_heads[static_cast<size_t>(l)].size()) : 0);
+    }
     int64_t num_labels = 0;
     std::vector<std::string> labels;  // id2label in id order
     int32_t pad_token_id = 0;
@@ -138,6 +145,7 @@ struct MBConvUnit {
 struct EncoderBlock {
     Linear q, k, v, attn_out, ffn_in, ffn_out;  // roles attn_q, attn_k, attn_v, attn_out, ffn_up, ffn_down
     Norm attn_norm, ffn_norm;
+    int64_t n_head = 0;  // heads this block keeps (HF pruned_heads: q/k/v are [n_head·head_dim, hidden]); 0: config's n_head
     std::optional<Linear> pos_k, pos_q;  // deberta without share_att_key: pos_key_proj (c2p), pos_query_proj (p2c)
 };
 

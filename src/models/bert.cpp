@@ -47,7 +47,7 @@ void load_bert_family_weights(const EncoderConfig& c, const EncoderWeightSource&
         w.blocks = src.blocks("distilbert.transformer.layer.",
                               {"attention.q_lin", "attention.k_lin", "attention.v_lin", "attention.out_lin", "sa_layer_norm",
                                "ffn.lin1", "ffn.lin2", "output_layer_norm"},
-                              c.n_layer, D, F);
+                              c.n_layer, D, F, &c);
         w.pre_classifier = src.linear("pre_classifier", D, D, LayerRole::pre_classifier);
         w.classifier = src.linear("classifier", c.num_labels, D, LayerRole::classifier);
         return;
@@ -68,7 +68,7 @@ void load_bert_family_weights(const EncoderConfig& c, const EncoderWeightSource&
     w.blocks = src.blocks(root + "encoder.layer.",
                           {"attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
                            "attention.output.LayerNorm", "intermediate.dense", "output.dense", "output.LayerNorm"},
-                          c.n_layer, D, F);
+                          c.n_layer, D, F, &c);
     if (c.feature_extraction) return;  // no head (its pooler, if the file has one, is not on the hidden states' path)
     if (c.family == EncoderFamily::roberta) {
         w.pre_classifier = src.linear("classifier.dense", D, D, LayerRole::pre_classifier);

@@ -42,8 +42,10 @@ public:
     struct BlockNames {
         const char *q, *k, *v, *attn_out, *attn_norm, *ffn_in, *ffn_out, *ffn_norm;
     };
-    /// n_layer blocks named "<layers>N.<name>", hidden size d, feed-forward size f.
-    std::vector<EncoderBlock> blocks(const std::string& layers, const BlockNames& names, int64_t n_layer, int64_t d, int64_t f) const;
+    /// n_layer blocks named "<layers>N.<name>", hidden size d, feed-forward size f. With `pruned` (a config whose
+    /// pruned_heads is set), block l's q/k/v / attn_out are [heads_in_block(l)·head_dim, d] / [d, heads_in_block(l)·head_dim].
+    std::vector<EncoderBlock> blocks(const std::string& layers, const BlockNames& names, int64_t n_layer, int64_t d, int64_t f,
+                                     const EncoderConfig* pruned = nullptr) const;
     [[noreturn]] void fail(const std::string& what) const;
 
 private:

@@ -382,6 +382,42 @@ void read_deberta_config(const hf::Config& j, EncoderConfig& c) {
                           "' is not supported (cq implements gelu, gelu_new, gelu_pytorch_tanh, relu, tanh, quick_gelu)");
 }
 
+// HF's pruned_heads ({"layer": [heads]}, as transformers' prune_heads records it): which heads each block lost. Only
+// the families whose loader slices by it (BERT family, ViT / DeiT); Unsupported elsewhere rather than a wrong model.
+void read_pruned_heads(const hf::Config& j, EncoderConfig& c) {
+    const nlohmann::json* p = j.find("pruned_heads");
+    if (!p || p->is_null() || (p->is_object() && p->empty())) return;
+    const std::string where = "[encoder] " + j.path() + ": pruned_heads";
+    if (c.family == EncoderFamily::clip || c.family == EncoderFamily::deberta_v2 || c.family == EncoderFamily::resnet ||
+        c.family == EncoderFamily::efficientnet)
+        throw Unsupported(where + " (pruned attention heads) is supported for BERT-family and ViT models only");
+    if (!p->is_object()) throw FormatError("json", j.path(), 0, "'pruned_heads' is not an object {\"layer\": [heads]}");
+    c.pruned_heads.assign(static_cast<size_t>(c.n_layer), {});
+    for (const auto& [key, heads] : p->items()) {
+        size_t used = 0;
+        int64_t l = -1;
+        try {
+            l = std::stoll(key, &used);
+        } catch (const std::exception&) {
+            used = 0;
+        }
+        if (used == 0 || used != key.size() || l < 0 || l >= c.n_layer)
+            throw FormatError("json", j.path(), 0, "'pruned_heads' names layer '" + key + "', outside [0, " + std::to_string(c.n_layer) + ")");
+        if (!heads.is_array()) throw FormatError("json", j.path(), 0, "'pruned_heads' layer " + key + " is not a list of heads");
+        auto& out = c.pruned_heads[static_cast<size_t>(l)];
+        for (const auto& h : heads) {
+            if (!h.is_number_integer() || h.get<int64_t>() < 0 || h.get<int64_t>() >= c.n_head)
+                throw FormatError("json", j.path(), 0, "'pruned_heads' layer " + key + " holds " + h.dump() + ", not a head in [0, " +
+                                                           std::to_string(c.n_head) + ")");
+            out.push_back(h.get<int64_t>());
+        }
+        std::sort(out.begin(), out.end());
+        out.erase(std::unique(out.begin(), out.end()), out.end());
+        if (static_cast<int64_t>(out.size()) >= c.n_head)
+            throw FormatError("json", j.path(), 0, "'pruned_heads' removes every head of layer " + key);
+    }
+}
+
 void read_config(const hf::ModelDir& d, const std::string& config_path, EncoderConfig& c) {
     if (c.family == EncoderFamily::clip) return read_clip_config(d, config_path, c);
     const hf::Config j(d.config, config_path);
@@ -419,6 +455,7 @@ void read_config(const hf::ModelDir& d, const std::string& config_path, EncoderC
         throw Unsupported("[encoder] " + config_path + ": activation '" + c.hidden_act +
                           "' is not supported (cq implements gelu, gelu_new, gelu_pytorch_tanh, relu, tanh)");
     read_labels(j, c);
+    read_pruned_heads(j, c);
     c.token_classification = c.architecture.ends_with("ForTokenClassification");
     c.feature_extraction = c.architecture == "BertModel";
     if (c.family == EncoderFamily::layoutlm) {
@@ -510,15 +547,18 @@ Norm EncoderWeightSource::norm(const std::string& name, int64_t n) const {
 }
 
 std::vector<EncoderBlock> EncoderWeightSource::blocks(const std::string& layers, const BlockNames& n, int64_t n_layer, int64_t d,
-                                                     int64_t f) const {
+                                                     int64_t f, const EncoderConfig* pruned) const {
     std::vector<EncoderBlock> out;
     for (int64_t l = 0; l < n_layer; ++l) {
         const std::string p = layers + std::to_string(l) + ".";
         EncoderBlock b;
-        b.q = linear(p + n.q, d, d, LayerRole::attn_q, l);
-        b.k = linear(p + n.k, d, d, LayerRole::attn_k, l);
-        b.v = linear(p + n.v, d, d, LayerRole::attn_v, l);
-        b.attn_out = linear(p + n.attn_out, d, d, LayerRole::attn_out, l);
+        // a = the attention width: all heads, or those this block keeps (HF pruned_heads)
+        const int64_t a = pruned ? pruned->heads_in_block(l) * (pruned->hidden / pruned->n_head) : d;
+        if (pruned) b.n_head = pruned->heads_in_block(l);
+        b.q = linear(p + n.q, a, d, LayerRole::attn_q, l);
+        b.k = linear(p + n.k, a, d, LayerRole::attn_k, l);
+        b.v = linear(p + n.v, a, d, LayerRole::attn_v, l);
+        b.attn_out = linear(p + n.attn_out, d, a, LayerRole::attn_out, l);
         b.attn_norm = norm(p + n.attn_norm, d);
         b.ffn_in = linear(p + n.ffn_in, f, d, LayerRole::ffn_up, l);
         b.ffn_out = linear(p + n.ffn_out, d, f, LayerRole::ffn_down, l);
@@ -543,11 +583,12 @@ void EncoderPass::self_attention(const EncoderBlock& b, const float* x, int64_t 
     const Linear* qkv[] = {&b.q, &b.k, &b.v};
     float* const out[] = {s.q.data(), s.k.data(), s.v.data()};
     ops::linear_shared_input(qkv, x, rows, out, key_mask);
+    // q, k, v: [rows, H·hd] with H the heads this block keeps (fewer than c.n_head after HF prune_heads)
+    const int64_t hd = c.hidden / c.n_head, H = b.n_head > 0 ? b.n_head : c.n_head;
     if (causal)
-        ops::attention_causal(s.q.data(), s.k.data(), s.v.data(), c.hidden, batch, seq, c.n_head, c.hidden / c.n_head, key_mask, s.attn.data());
+        ops::attention_causal(s.q.data(), s.k.data(), s.v.data(), H * hd, batch, seq, H, hd, key_mask, s.attn.data());
     else
-        ops::attention_bidirectional(s.q.data(), s.k.data(), s.v.data(), c.hidden, batch, seq, c.n_head, c.hidden / c.n_head, key_mask,
-                                     s.attn.data());
+        ops::attention_bidirectional(s.q.data(), s.k.data(), s.v.data(), H * hd, batch, seq, H, hd, key_mask, s.attn.data());
     linear(b.attn_out, s.attn.data(), rows, s.tmp.data(), key_mask);
 }
 

@@ -30,7 +30,7 @@ void load_vit_weights(const EncoderConfig& c, const EncoderWeightSource& src, En
     w.blocks = src.blocks(root + "encoder.layer.",
                           {"attention.attention.query", "attention.attention.key", "attention.attention.value",
                            "attention.output.dense", "layernorm_before", "intermediate.dense", "output.dense", "layernorm_after"},
-                          c.n_layer, D, F);
+                          c.n_layer, D, F, &c);
     w.final_norm = src.norm(root + "layernorm", D);
     if (c.architecture == "DeiTForImageClassificationWithTeacher") {
         w.classifier = src.linear("cls_classifier", c.num_labels, D, LayerRole::classifier);

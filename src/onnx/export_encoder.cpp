@@ -32,11 +32,11 @@ struct EncoderGraph {
     }
 
     std::string self_attention(const EncoderBlock& b, const std::string& x, const std::string& mask_add) {
-        const int64_t hd = c.hidden / c.n_head;
-        const std::string q = e.split_heads(e.linear(b.q, x), c.n_head, hd);
-        const std::string k = e.split_heads(e.linear(b.k, x), c.n_head, hd);
-        const std::string v = e.split_heads(e.linear(b.v, x), c.n_head, hd);
-        return e.linear(b.attn_out, e.merge_heads(e.attention(q, k, v, hd, mask_add, ""), c.n_head, hd));
+        const int64_t hd = c.hidden / c.n_head, H = b.n_head > 0 ? b.n_head : c.n_head;  // H: heads the block keeps
+        const std::string q = e.split_heads(e.linear(b.q, x), H, hd);
+        const std::string k = e.split_heads(e.linear(b.k, x), H, hd);
+        const std::string v = e.split_heads(e.linear(b.v, x), H, hd);
+        return e.linear(b.attn_out, e.merge_heads(e.attention(q, k, v, hd, mask_add, ""), H, hd));
     }
 
     std::string head(const std::string& cls) {

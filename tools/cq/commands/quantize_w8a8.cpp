@@ -41,7 +41,8 @@ void add_w8a8_options(CLI::App* cmd, W8A8CliOptions& o) {
     cmd->add_option("--act-bits", o.act_bits, "w8a8: activation bits: 8; 7 (half the resolution, but the exact fast vpmaddubsw "
                                               "path on CPUs without AVX-512 VNNI); or auto: w8a8-static gets 8, w8a8-dynamic files "
                                               "record 'auto' and each CPU runs 8 with VNNI, 7 without")->default_val("auto")->check(CLI::IsMember({"auto", "7", "8"}));
-    cmd->add_option("--embeddings", o.embedding_type, "w8a8: type of the word-embedding table (q8_0, f16, f32 = keep)")->default_val("q8_0");
+    cmd->add_option("--embeddings", o.embedding_type, "w8a8: type of the word-embedding table (q8_0, q5_0, q4_0: rows dequantized as "
+                                                      "tokens are looked up; f16, bf16; f32 = keep)")->default_val("q8_0");
     cmd->add_option("--eval-range", o.eval_range, "w8a8: samples FIRST:END of --eval (default: all)");
     cmd->add_option("--labels", o.eval_selection.labels_path, "w8a8: MNIST labels file for --eval (default: derived from the images file's name)");
     cmd->add_option("--batch", o.quant.run.batch, "w8a8: samples per forward pass in calibration and --eval")->default_val(32)->check(CLI::Range(1, 1 << 16));
@@ -57,8 +58,9 @@ int run_quantize_w8a8(W8A8CliOptions& o, const std::string& input, const std::st
     if (!method) throw InvalidArgument("--calib-method '" + o.calib_method + "' is not one of minmax, percentile, mse, entropy");
     o.quant.method = *method;
     const auto embd = dtype_from_name(o.embedding_type);
-    if (!embd || (*embd != DType::Q8_0 && *embd != DType::F16 && *embd != DType::F32 && *embd != DType::BF16))
-        throw InvalidArgument("--embeddings '" + o.embedding_type + "' is not one of q8_0, f16, bf16, f32");
+    if (!embd || (*embd != DType::Q8_0 && *embd != DType::Q5_0 && *embd != DType::Q4_0 && *embd != DType::F16 && *embd != DType::F32 &&
+                  *embd != DType::BF16))
+        throw InvalidArgument("--embeddings '" + o.embedding_type + "' is not one of q8_0, q5_0, q4_0, f16, bf16, f32");
     o.quant.embedding_type = *embd;
     o.quant.activation_bits = o.act_bits == "auto" ? 0 : std::stoi(o.act_bits);
     std::tie(o.quant.calib_selection.first, o.quant.calib_selection.count) = parse_sample_range(o.calib_range, "--calib-range");
