@@ -9,7 +9,9 @@ environment: PYTHONPATH=<build>/python (the package) and CQ_FIXTURES (the models
 import argparse
 import json
 import os
+import shutil
 import sys
+import tempfile
 import time
 
 MARKER = "CQ_NOTEBOOK_SUMMARY "
@@ -89,6 +91,9 @@ def main():
     for var in ("PYTHONPATH", "CQ_FIXTURES", "CQ_CLI"):
         if os.environ.get(var):
             os.environ[var] = os.pathsep.join(os.path.abspath(p) for p in os.environ[var].split(os.pathsep) if p)
+    # The notebooks write into temporary folders; one TMPDIR for them all, removed afterwards.
+    scratch = tempfile.mkdtemp(prefix="cq-notebooks-")
+    os.environ["TMPDIR"] = scratch
     failed = []
     total = time.monotonic()
     for name, (min_figures, check) in NOTEBOOKS.items():
@@ -105,6 +110,7 @@ def main():
         except Exception as e:  # report every notebook, then fail
             failed.append(name)
             print(f"FAIL  {name}: {type(e).__name__}: {e}", flush=True)
+    shutil.rmtree(scratch, ignore_errors=True)
     print(f"{len(failed)} of the notebooks failed, {time.monotonic() - total:.1f} s in all", flush=True)
     return 1 if failed else 0
 
