@@ -4,6 +4,8 @@ against the RSS this process gives back (read from /proc here) when the profiled
 import json
 import os
 import struct
+import subprocess
+import sys
 import unittest
 
 import cq
@@ -64,7 +66,13 @@ class ProfileMemory(unittest.TestCase):
                 for d in t["shape"]:
                     count *= d
                 params += count
-        p = cq.profile_memory(LLAMA, n_prompt=32, n_gen=8, train_batch=2, train_ctx=64, train_checkpoint="block")
+        # In a fresh interpreter: in this one, memory freed by earlier tests stays resident in the allocator's arenas and
+        # is reused by the trainer, so RSS would not grow by what the phase allocates.
+        code = ("import json, cq; print(json.dumps(cq.profile_memory(%r, n_prompt=32, n_gen=8, train_batch=2, train_ctx=64, "
+                "train_checkpoint='block')))" % LLAMA)
+        run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ))
+        self.assertEqual(run.returncode, 0, run.stderr)
+        p = json.loads(run.stdout)
         self.assertEqual([ph["phase"] for ph in p["phases"]], ["load", "prompt", "generation", "training step"])
         t = p["training"]
         self.assertEqual(t["parameters"], params)
