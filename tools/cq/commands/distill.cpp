@@ -58,14 +58,16 @@ Runner register_distill(CLI::App& app) {
     CLI::App* cmd = app.add_subcommand("distill", "Knowledge distillation: train a student (LLM or BERT classifier) on a teacher's "
                                                   "softened outputs plus the data's labels; teacher and student may differ in shape");
     cmd->add_option("--teacher", o->teacher, "The teacher: an HF directory (or a .gguf for LLMs)")->required();
-    cmd->add_option("--student", o->student, "The student: an HF directory (or a .gguf for LLMs) with the teacher's vocabulary / labels");
+    cmd->add_option("--student", o->student, "The student: an HF directory (or a .gguf for LLMs) with the teacher's vocabulary / labels "
+                                             "(default: none; give this or --student-from-teacher)");
     cmd->add_option("--student-from-teacher", o->from_teacher, "Build the student from the teacher's own blocks (HF teacher): "
-                                                               "layers=I,J,… or depth=F (evenly spaced, the first kept)");
+                                                               "layers=I,J,… or depth=F (evenly spaced, the first kept; default: none)");
     cmd->add_option("--student-dir", o->student_dir, "With --student-from-teacher: write the initial student here (default: a "
                                                      "temporary directory)");
     cmd->add_option("-o,--output", o->output, "The trained student: an HF directory, or for LLMs a .gguf")->required();
     cmd->add_option("--data", o->data, "Training data: a text file (LLMs) or a labelled TSV (classifiers)")->required();
-    cmd->add_option("--eval", o->eval, "Held-out data for the report: LLMs perplexity (text), classifiers accuracy (labelled file)");
+    cmd->add_option("--eval", o->eval, "Held-out data for the report: LLMs perplexity (text), classifiers accuracy (labelled file) "
+                                       "(default: none, no evaluation)");
     cmd->add_option("--loss", o->loss, "Loss weights NAME=W,…: kl (T²·KL of softened logits), ce (labels / next tokens), hidden (MSE "
                                        "of mapped block outputs), cos (1 − cosine of mapped block outputs); hidden / cos are averaged "
                                        "over the --layer-map pairs, through a learned projection where widths differ")
@@ -81,11 +83,11 @@ Runner register_distill(CLI::App& app) {
     cmd->add_option("--ctx", o->ctx, "LLMs: tokens per training window")->default_val(128);
     cmd->add_option("--max-len", o->max_len, "Classifiers: tokens per example")->default_val(64);
     cmd->add_option("--dropout", o->dropout, "Classifiers: the student's dropout")->default_val(0.1f);
-    cmd->add_option("--range", o->range, "Classifiers: train on samples FIRST:END of --data");
-    cmd->add_option("--eval-range", o->eval_range, "Classifiers: evaluate samples FIRST:END of --eval");
+    cmd->add_option("--range", o->range, "Classifiers: train on samples FIRST:END of --data (default: all)");
+    cmd->add_option("--eval-range", o->eval_range, "Classifiers: evaluate samples FIRST:END of --eval (default: all)");
     cmd->add_option("--eval-ctx", o->eval_ctx, "LLMs: context of the perplexity chunks")->default_val(128);
     cmd->add_option("--eval-chunks", o->eval_chunks, "LLMs: at most N perplexity chunks (-1: all)")->default_val(-1);
-    cmd->add_option("--seed", o->seed, "Data order and dropout (0: file order)")->default_val(1);
+    cmd->add_option("--seed", o->seed, "Data order, dropout and the projections' initialisation (0: file order)")->default_val(1);
     cmd->add_flag("--json", o->json, "Print a JSON report instead of text (default: off)");
     return [o]() -> int {
         if (o->student.empty() == o->from_teacher.empty())
