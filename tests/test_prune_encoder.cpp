@@ -1,7 +1,8 @@
 // Structured pruning of encoders (cq/prune_encoder.h) on bert-tiny-sst2: the smaller directory against the dense model
 // with the removed heads' attention-output columns and the removed neurons' FFN-output columns zeroed in memory (an exact
 // identity: those units then add nothing), its config and shapes, transformers' logits on the same directory (skipped
-// without /work/venv-fam's python), the expand / slice round trip used for recovery, bad targets, and determinism.
+// without /work/venv-fam's python), the expand / slice round trip used for recovery, the W8A8 container with Q4_0
+// embeddings (lookup = dequantized table), bad targets, and determinism.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -19,7 +20,9 @@
 #include "cq/error.h"
 #include "cq/io/safetensors.h"
 #include "cq/prune_encoder.h"
+#include "cq/quantize_encoder.h"
 #include "cq/thread_pool.h"
+#include "ops/ops.h"
 #include "test_support.h"
 
 namespace cq {
@@ -209,6 +212,40 @@ TEST(PruneEncoder, ExpandAndSliceRoundTrip) {
     std::filesystem::remove(f);
     std::ofstream(f, std::ios::binary) << bytes;
     EXPECT_THROW(slice_expanded_encoder(expanded, dir.file("bad")), InvalidArgument);
+}
+
+// The pruned directory through static W8A8 with a Q4_0 word-embedding table: the container loads with its pruned heads,
+// and a looked-up row is the dequantized table's row, bit for bit.
+TEST(PruneEncoder, W8A8ContainerWithQ4_0EmbeddingsLoadsThePrunedModel) {
+    test::TempDir dir;
+    const std::string pruned = dir.file("pruned"), out = dir.file("q.gguf");
+    prune_encoder_structured(test::fixture(kModel), pruned, options());
+    EncoderQuantizeOptions q;
+    q.activations = ActivationQuant::static_per_tensor;
+    q.embedding_type = DType::Q4_0;
+    q.calib_data = test::fixture(kTrain);
+    q.calib_samples = 32;
+    q.run.max_len = 64;
+    const EncoderQuantizeReport r = quantize_encoder(pruned, out, q);
+    EXPECT_EQ(r.embeddings, "q4_0");
+    EXPECT_LT(r.file_bytes_out, 19139184 / 5);  // ≤ 0.2× the FP32 model.safetensors
+    auto m = EncoderModel::load(out);
+    for (const EncoderBlock& b : m->weights().blocks) EXPECT_EQ(b.n_head, 3);
+    const Tensor& words = m->weights().word_embd;
+    ASSERT_EQ(words.dtype(), DType::Q4_0);
+    const std::vector<float> table = words.to_float();
+    const std::vector<int32_t> ids = {0, 101, 2023, 30521, 7};
+    std::vector<float> rows(ids.size() * 128);
+    ops::embedding(words, ids, rows.data());
+    for (size_t t = 0; t < ids.size(); ++t)
+        for (int64_t i = 0; i < 128; ++i)
+            ASSERT_EQ(rows[t * 128 + i], table[static_cast<size_t>(ids[t]) * 128 + i]) << "token " << ids[t] << " column " << i;
+    auto f32 = EncoderModel::load(pruned);
+    const std::vector<std::string> texts = dev_texts(16);
+    const std::vector<float> a = logits_of(*f32, texts), b = logits_of(*m, texts);
+    int agree = 0;
+    for (size_t i = 0; i < texts.size(); ++i) agree += (a[2 * i] < a[2 * i + 1]) == (b[2 * i] < b[2 * i + 1]);
+    EXPECT_GE(agree, 15);
 }
 
 TEST(PruneEncoder, BadTargetsNameTheOption) {
