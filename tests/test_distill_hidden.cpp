@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -257,6 +258,7 @@ void expect_gradients_match_differences(std::vector<TrainParam>& params, const s
         gmax = std::max(gmax, std::fabs(it->grad[best]));
     }
     ASSERT_GT(gmax, 1e-4f) << what << ": the checked gradients are all ~0";
+    double worst = 0;
     for (const Probe& pr : probes) {
         float& v = pr.p->value[pr.i];
         const float keep = v, h = 2e-3f * std::max(1.0f, std::fabs(keep));
@@ -269,7 +271,10 @@ void expect_gradients_match_differences(std::vector<TrainParam>& params, const s
         v = keep;
         const double fd = (up - down) / (static_cast<double>(hp) + hm);
         EXPECT_NEAR(pr.g, fd, 0.02 * std::fabs(fd) + 1e-3 * gmax) << what << ": " << pr.p->name << "[" << pr.i << "]";
+        worst = std::max(worst, std::fabs(pr.g - fd) / (std::fabs(fd) + 1e-3 * gmax));
     }
+    std::printf("%s: %zu probes, largest |gradient| %.3g, worst |analytic − difference| / (|difference| + 1e-3·largest) %.2e\n",
+                what.c_str(), probes.size(), gmax, worst);
 }
 
 // The LM student's loss on a fixed batch: teacher logits and mapped hidden states from its stage-by-stage forward.
