@@ -1,7 +1,7 @@
 // Hidden-state distillation: the MSE / cosine terms and their gradients against their definitions (long double) and
 // central differences; the layer map's parser and defaults; the whole student loss (logit terms + hidden terms through
-// the trainers' hooks) against central differences of that loss w.r.t. student weights and projections, for a LLaMA
-// and a BERT student of the teacher's width (built from its blocks) and of a narrower one (random, with projections);
+// the trainers' hooks) against central differences of that loss w.r.t. student weights and projections, for a LLaMA,
+// a GPT-2 and a BERT student of the teacher's width (built from its blocks) and of a narrower one (random, with projections);
 // distill_lm / distill_classifier with a student equal to its teacher give zero hidden terms.
 #include <gtest/gtest.h>
 
@@ -332,6 +332,19 @@ TEST(HiddenDistillGradients, LlamaStudentOfTheTeachersWidthAndANarrowerOne) {
         auto student = LanguageModel::load(write_narrow_llama(dir));
         check_lm(*teacher, *student, {0.0f, 0.0f, 1.0f, 1.0f}, {{0, 1}, {1, 4}}, names, "narrow LLaMA (32 → 64), hidden + cos only");
     }
+}
+
+TEST(HiddenDistillGradients, Gpt2StudentFromTheTeachersBlocks) {
+    const std::string teacher_dir = test::fixture("models/gpt2-tiny-stories");
+    LoadOptions lo;
+    lo.n_ctx = 64;
+    auto teacher = LanguageModel::load(teacher_dir, lo);
+    test::TempDir dir;
+    write_student_from_teacher(teacher_dir, parse_student_spec("layers=0,2", 4), dir.file("s2"));
+    auto student = LanguageModel::load(dir.file("s2"), lo);
+    check_lm(*teacher, *student, {0.0f, 0.0f, 1.0f, 1.0f}, {{0, 1}, {1, 3}},
+             {"blk.0.attn_qkv.weight", "blk.0.ffn_down.weight", "blk.1.attn_output.bias", "blk.0.attn_norm.weight", "position_embd.weight"},
+             "GPT-2, hidden + cos only");
 }
 
 // The BERT student's loss on three sentences (padding included, not counted): teacher logits from classify and its
