@@ -1,6 +1,7 @@
 // Knowledge distillation on cq's training engine: a student (a LanguageModel or an encoder classifier) trained on a
-// teacher's temperature-softened outputs (KL) plus, optionally, the data's own labels (cross-entropy). Teacher and
-// student may differ in shape (layers, heads, widths): only their outputs (the vocabulary / the labels) must agree.
+// teacher's temperature-softened outputs (KL) plus, optionally, the data's own labels (cross-entropy) and the teacher's
+// block outputs (MSE / cosine on mapped blocks, projected where widths differ). Teacher and student may differ in shape
+// (layers, heads, widths): only their outputs (the vocabulary / the labels) must agree.
 // Also the DistilBERT-style student built from a teacher's own layers.
 #pragma once
 

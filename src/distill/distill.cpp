@@ -1,6 +1,7 @@
 // Knowledge distillation: the teacher runs inference (its own forward), the student trains through the training
 // engine with its cross-entropy replaced by the distillation loss (LmTrainer / EncoderTrainer::set_logit_loss), so
-// teacher and student only need the same output space, not the same shape.
+// teacher and student only need the same output space, not the same shape. Hidden-state terms (hidden_distill.cpp)
+// enter through set_hidden_loss; the teacher's block outputs come from its stage-by-stage forward or a block observer.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
