@@ -10,11 +10,11 @@
 
 #include <nlohmann/json.hpp>
 
-#include "cq/atomic_file.h"
 #include "cq/distill.h"
 #include "cq/error.h"
 #include "cq/io/safetensors.h"
 #include "cq/mapped_file.h"
+#include "io/hf/hf_dir_writer.h"
 
 namespace cq {
 
@@ -67,12 +67,7 @@ void write_student_from_teacher(const std::string& teacher_dir, const StudentSpe
     const fs::path src(teacher_dir);
     if (!fs::is_directory(src) || !fs::exists(src / "config.json"))
         throw InvalidArgument("[distill] the teacher '" + teacher_dir + "' is not an HF directory (config.json + model.safetensors)");
-    nlohmann::json config;
-    try {
-        config = nlohmann::json::parse(read_text_file((src / "config.json").string(), 1 << 24));
-    } catch (const nlohmann::json::exception& e) {
-        throw FormatError("json", (src / "config.json").string(), 0, e.what());
-    }
+    nlohmann::json config = hf::read_config(src);
     const char* key = config.contains("num_hidden_layers") ? "num_hidden_layers" : config.contains("n_layer") ? "n_layer" : nullptr;
     if (!key || !config[key].is_number_integer())
         throw FormatError("json", (src / "config.json").string(), 0, "no integer num_hidden_layers / n_layer");
@@ -104,38 +99,18 @@ void write_student_from_teacher(const std::string& teacher_dir, const StudentSpe
     if (ec) throw IoError("[distill] cannot create the directory '" + out_dir + "': " + ec.message());
     if (fs::equivalent(src, out_dir, ec)) throw InvalidArgument("[distill] the student directory is the teacher's own: '" + out_dir + "'");
 
-    nlohmann::json header = nlohmann::json::object();
-    uint64_t offset = 0;
-    for (const Out& o : outs) {
-        header[o.name] = {{"dtype", o.info->dtype_name}, {"shape", o.info->shape}, {"data_offsets", {offset, offset + o.info->nbytes}}};
-        offset += o.info->nbytes;
-    }
-    header["__metadata__"] = {{"format", "pt"}, {"written_by", "cq distill --student-from-teacher"}};
-    std::string text = header.dump();
-    text.resize((text.size() + 7) / 8 * 8, ' ');
-    AtomicFile out((fs::path(out_dir) / "model.safetensors").string());
-    const uint64_t hn = text.size();
-    out.write(&hn, sizeof hn);
-    out.write(text.data(), text.size());
-    for (const Out& o : outs) {
-        const Tensor t = st.tensor(o.info->name);
-        out.write(t.data(), o.info->nbytes);
-    }
-    out.commit();
-
+    std::vector<safetensors::TensorToWrite> entries;
+    for (const Out& o : outs) entries.push_back({o.name, o.info->dtype_name, o.info->shape, o.info->nbytes, nullptr});
+    // The teacher's bytes as they are (any dtype), one tensor at a time.
+    safetensors::write_file((fs::path(out_dir) / "model.safetensors").string(), entries,
+                            {{"format", "pt"}, {"written_by", "cq distill --student-from-teacher"}},
+                            [&](size_t i, const std::function<void(const void*, size_t)>& write) {
+                                const Tensor t = st.tensor(outs[i].info->name);
+                                write(t.data(), outs[i].info->nbytes);
+                            });
     config[key] = static_cast<int64_t>(spec.layers.size());
-    AtomicFile cfg((fs::path(out_dir) / "config.json").string());
-    const std::string ct = config.dump(2) + "\n";
-    cfg.write(ct.data(), ct.size());
-    cfg.commit();
-    for (const char* name : {"generation_config.json", "tokenizer.model", "tokenizer.json", "tokenizer_config.json",
-                             "special_tokens_map.json", "vocab.json", "vocab.txt", "merges.txt", "added_tokens.json",
-                             "preprocessor_config.json"}) {
-        if (!fs::exists(src / name)) continue;
-        fs::copy_file(src / name, fs::path(out_dir) / name, fs::copy_options::overwrite_existing, ec);
-        if (ec) throw IoError("[distill] cannot copy '" + (src / name).string() + "' to '" + out_dir + "': " + ec.message());
-        fs::permissions(fs::path(out_dir) / name, fs::perms::owner_read | fs::perms::owner_write, fs::perm_options::add, ec);
-    }
+    hf::write_config(out_dir, config);
+    hf::copy_side_files(src, out_dir, "[distill]");
 }
 
 }  // namespace cq

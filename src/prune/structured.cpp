@@ -17,11 +17,15 @@
 #include "cq/io/safetensors.h"
 #include "cq/mapped_file.h"
 #include "cq/prune.h"
+#include "io/hf/hf_dir_writer.h"
+#include "prune/pruned_hf_dir.h"
 #include "quant/block_calibration.h"
 
 namespace cq {
 
 namespace fs = std::filesystem;
+using prune_detail::keep_top;
+using prune_detail::take_units;
 
 namespace {
 
@@ -36,44 +40,6 @@ double parse_fraction(const std::string& item, const std::string& value, std::st
     if (used == 0 || used != value.size() || !(f >= 0.0 && f < 1.0))
         throw InvalidArgument(std::string(op) + ": --structured '" + item + "': the fraction must be a number in [0, 1)");
     return f;
-}
-
-// The kept indices: the n_keep highest scores (ties to the lower index), returned in increasing order.
-std::vector<int64_t> keep_top(const std::vector<double>& score, int64_t n_keep) {
-    std::vector<int64_t> idx(score.size());
-    std::iota(idx.begin(), idx.end(), int64_t{0});
-    std::stable_sort(idx.begin(), idx.end(), [&](int64_t a, int64_t b) { return score[static_cast<size_t>(a)] > score[static_cast<size_t>(b)]; });
-    idx.resize(static_cast<size_t>(n_keep));
-    std::sort(idx.begin(), idx.end());
-    return idx;
-}
-
-// Rows (dim 0) or columns (dim 1) of a 1-D / 2-D tensor, in `units` of `unit` consecutive rows / columns.
-std::vector<float> take(const std::vector<float>& v, const std::vector<int64_t>& shape, int dim, const std::vector<int64_t>& units, int64_t unit,
-                        std::vector<int64_t>& out_shape) {
-    const int64_t rows = shape[0], cols = shape.size() > 1 ? shape[1] : 1;
-    std::vector<float> out;
-    out_shape = shape;
-    if (dim == 0) {
-        for (int64_t u : units) out.insert(out.end(), v.begin() + u * unit * cols, v.begin() + (u + 1) * unit * cols);
-        out_shape[0] = static_cast<int64_t>(units.size()) * unit;
-    } else {
-        const int64_t n_cols = static_cast<int64_t>(units.size()) * unit;
-        out.resize(static_cast<size_t>(rows * n_cols));
-        for (int64_t r = 0; r < rows; ++r)
-            for (size_t k = 0; k < units.size(); ++k)
-                std::copy_n(v.begin() + r * cols + units[k] * unit, unit, out.begin() + r * n_cols + static_cast<int64_t>(k) * unit);
-        out_shape[1] = n_cols;
-    }
-    return out;
-}
-
-nlohmann::json read_config(const fs::path& dir) {
-    try {
-        return nlohmann::json::parse(read_text_file((dir / "config.json").string(), 1 << 24));
-    } catch (const nlohmann::json::exception& e) {
-        throw FormatError("json", (dir / "config.json").string(), 0, e.what());
-    }
 }
 
 }  // namespace
@@ -125,7 +91,7 @@ StructuredReport prune_structured(const std::string& input_dir, const std::strin
     std::error_code ec;
     if (fs::exists(output_dir, ec) && fs::equivalent(src, output_dir, ec))
         throw InvalidArgument("[prune] the output directory is the input: '" + output_dir + "'");
-    nlohmann::json config = read_config(src);
+    nlohmann::json config = hf::read_config(src);
     const std::string model_type = config.value("model_type", "");
     if (model_type != "llama" && model_type != "mistral" && model_type != "qwen2")
         throw Unsupported("[prune] --structured supports llama-family HF models (llama, mistral, qwen2); '" + input_dir + "' is '" + model_type + "'");
@@ -215,12 +181,7 @@ StructuredReport prune_structured(const std::string& input_dir, const std::strin
     // columns by neuron; removed blocks dropped and the rest renumbered.
     const safetensors::Model st = safetensors::Model::open(input_dir);
     const std::regex block_re(R"(^(.*?layers\.)(\d+)\.(.*)$)");
-    struct Out {
-        std::string name;
-        std::vector<int64_t> shape;
-        std::vector<float> data;
-    };
-    std::vector<Out> outs;
+    std::vector<prune_detail::PrunedTensor> outs;
     for (const safetensors::TensorInfo* t : st.tensors()) {
         r.params_in += t->numel;
         std::smatch mt;
@@ -239,41 +200,17 @@ StructuredReport prune_structured(const std::string& input_dir, const std::strin
         std::vector<int64_t> q_heads;
         for (int64_t g : b.kept_groups)
             for (int64_t h = g * G; h < (g + 1) * G; ++h) q_heads.push_back(h);
-        std::vector<int64_t> out_shape;
         auto is = [&](const char* p) { return suffix.rfind(p, 0) == 0; };
-        if (is("self_attn.q_proj.")) v = take(v, shape, 0, q_heads, hd, out_shape);
-        else if (is("self_attn.k_proj.") || is("self_attn.v_proj.")) v = take(v, shape, 0, b.kept_groups, hd, out_shape);
-        else if (suffix == "self_attn.o_proj.weight") v = take(v, shape, 1, q_heads, hd, out_shape);
-        else if (is("mlp.gate_proj.") || is("mlp.up_proj.")) v = take(v, shape, 0, ffn_kept[static_cast<size_t>(l)], 1, out_shape);
-        else if (suffix == "mlp.down_proj.weight") v = take(v, shape, 1, ffn_kept[static_cast<size_t>(l)], 1, out_shape);
-        else out_shape = shape;
-        outs.push_back({name, out_shape, std::move(v)});
+        if (is("self_attn.q_proj.")) v = take_units(v, shape, 0, q_heads, hd);
+        else if (is("self_attn.k_proj.") || is("self_attn.v_proj.")) v = take_units(v, shape, 0, b.kept_groups, hd);
+        else if (suffix == "self_attn.o_proj.weight") v = take_units(v, shape, 1, q_heads, hd);
+        else if (is("mlp.gate_proj.") || is("mlp.up_proj.")) v = take_units(v, shape, 0, ffn_kept[static_cast<size_t>(l)], 1);
+        else if (suffix == "mlp.down_proj.weight") v = take_units(v, shape, 1, ffn_kept[static_cast<size_t>(l)], 1);
+        outs.push_back({name, shape, std::move(v)});
     }
     r.n_head_out = kv_keep * G, r.n_head_kv_out = kv_keep, r.n_ff_out = ff_keep, r.n_layer_out = L - o.target.layers;
     for (const auto& t : st.tensors()) r.bytes_in += t->nbytes;
-
-    fs::create_directories(output_dir, ec);
-    if (ec) throw IoError("[prune] cannot create the directory '" + output_dir + "': " + ec.message());
-    nlohmann::json header = nlohmann::json::object();
-    uint64_t offset = 0;
-    for (const Out& t : outs) {
-        const uint64_t bytes = t.data.size() * sizeof(float);
-        header[t.name] = {{"dtype", "F32"}, {"shape", t.shape}, {"data_offsets", {offset, offset + bytes}}};
-        offset += bytes;
-        r.params_out += static_cast<int64_t>(t.data.size());
-    }
-    header["__metadata__"] = {{"format", "pt"}, {"written_by", "cq prune --structured"}};
-    std::string text = header.dump();
-    text.resize((text.size() + 7) / 8 * 8, ' ');
-    {
-        AtomicFile out((fs::path(output_dir) / "model.safetensors").string());
-        const uint64_t hn = text.size();
-        out.write(&hn, sizeof hn);
-        out.write(text.data(), text.size());
-        for (const Out& t : outs) out.write(t.data.data(), t.data.size() * sizeof(float));
-        out.commit();
-    }
-    r.bytes_out = 8 + text.size() + offset;
+    for (const auto& t : outs) r.params_out += static_cast<int64_t>(t.data.size());
     config["num_attention_heads"] = r.n_head_out;
     config["num_key_value_heads"] = r.n_head_kv_out;
     config["intermediate_size"] = r.n_ff_out;
@@ -283,19 +220,7 @@ StructuredReport prune_structured(const std::string& input_dir, const std::strin
     nlohmann::json prov = {{"target", r.target}, {"source", input_dir}};
     if (r.calibration) prov["calib"] = {{"file", r.calibration->text_path}, {"sha256", r.calibration->text_sha256}, {"chunks", r.calibration->chunks}};
     config["cq_structured_prune"] = prov;
-    {
-        AtomicFile cfg((fs::path(output_dir) / "config.json").string());
-        const std::string ct = config.dump(2) + "\n";
-        cfg.write(ct.data(), ct.size());
-        cfg.commit();
-    }
-    for (const char* name : {"generation_config.json", "tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                             "vocab.json", "merges.txt", "added_tokens.json"}) {
-        if (!fs::exists(src / name)) continue;
-        fs::copy_file(src / name, fs::path(output_dir) / name, fs::copy_options::overwrite_existing, ec);
-        if (ec) throw IoError("[prune] cannot copy '" + (src / name).string() + "' to '" + output_dir + "': " + ec.message());
-        fs::permissions(fs::path(output_dir) / name, fs::perms::owner_read | fs::perms::owner_write, fs::perm_options::add, ec);
-    }
+    r.bytes_out = prune_detail::write_pruned_dir(src, output_dir, outs, config, "cq prune --structured");
     r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     return r;
 }

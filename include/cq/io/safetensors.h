@@ -1,11 +1,14 @@
 // safetensors reader (single file and sharded via model.safetensors.index.json): every dtype of the
 // format, zero-copy tensors from a read-only mapping, strict layout checks (offsets inside the file,
-// size = elements × dtype size, no overlaps, no duplicate names).
+// size = elements × dtype size, no overlaps, no duplicate names); and the writer every pass that emits an HF
+// directory uses (pruning, fine-tuning, students).
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -85,5 +88,20 @@ private:
     std::string index_path_;
     std::unordered_map<std::string, std::pair<size_t, size_t>> locations_;  // name → (shard, tensor)
 };
+
+/// One tensor for write_file: name, dtype as the format spells it ("F32", "BF16", …), shape and byte count, and its
+/// bytes — or nullptr where write_file's `fill` writes them.
+struct TensorToWrite {
+    std::string name, dtype;
+    std::vector<int64_t> shape;
+    uint64_t nbytes = 0;
+    const void* bytes = nullptr;
+};
+/// Writes a .safetensors file atomically: the u64 header length, the JSON header (tensors in the given order, data
+/// back to back, "__metadata__" = metadata; padded with spaces to 8 bytes), then the data. A tensor without bytes is
+/// produced by fill(index, write), which must pass exactly its nbytes to write(data, size). Returns the file's size.
+/// InvalidArgument for a duplicate name or a fill that writes another byte count.
+uint64_t write_file(const std::string& path, std::span<const TensorToWrite> tensors, const std::map<std::string, std::string>& metadata,
+                    const std::function<void(size_t index, const std::function<void(const void*, size_t)>& write)>& fill = {});
 
 }  // namespace cq::safetensors
