@@ -1,10 +1,12 @@
 // The CompressionPipeline: a recipe (YAML or JSON) lists stages — prune, distill, quantize, qat, export — run in order
-// on a decoder LLM, each measured against the original (size, perplexity / KL-divergence, speed) and checkpointed so
-// that a killed run resumes after its last finished stage. Thin over the same passes as cq prune / distill / quantize.
+// on a decoder LLM or an encoder classifier (chosen by the model's kind), each measured against the original (size;
+// perplexity / KL-divergence or accuracy / agreement; speed) and checkpointed so that a killed run resumes after its last
+// finished stage. Thin over the same passes as cq prune / distill / quantize / export.
 #pragma once
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -42,8 +44,17 @@ struct PruneStageConfig {
     std::string method = "magnitude";  // unstructured: magnitude | wanda | sparsegpt
     double sparsity = 0;               // unstructured fraction, or
     std::string pattern;               // N:M, or
-    std::string structured;            // "heads=0.25,ffn=0.25[,layers=N]" (HF llama-family input)
+    std::string structured;            // "heads=0.25,ffn=0.25[,layers=N]" (HF llama-family or encoder input)
     std::string scope = "layer";
+};
+
+/// Encoder classifiers' W8A8 quantize stage (type w8a8-static | w8a8-dynamic), as cq quantize --type w8a8-*.
+struct EncoderQuantStageConfig {
+    std::string calib_method = "percentile";  // static: minmax, percentile, mse, entropy
+    double percentile = 99.99;
+    std::string embeddings = "q8_0";          // word-embedding table: q8_0, q5_0, q4_0, f16, bf16, f32
+    int64_t calib_samples = 256;              // static: at most this many calibration.data samples
+    int32_t act_bits = 0;                     // 0 auto, 7, 8
 };
 
 struct DistillStageConfig {
@@ -59,7 +70,9 @@ struct StageConfig {
     PruneStageConfig prune;
     DistillStageConfig distill;
     QuantizationConfig quantize;
-    std::string export_format = "gguf";
+    EncoderQuantStageConfig w8a8;       // quantize type w8a8-static / w8a8-dynamic (encoders)
+    std::string export_format = "gguf";  // gguf; encoders also hf (the HF directory) and onnx
+    std::string onnx_format = "qdq";     // export format onnx: fp32, dynamic, qdq, trt-qdq (cq export --format)
 };
 
 struct CompressionConfig {
@@ -69,7 +82,16 @@ struct CompressionConfig {
     int64_t eval_ctx = 128, eval_chunks = -1;
     bool bench = true;
     BenchOptions bench_options{128, 32, 3, 1};
+    // Encoder classifiers: labelled data (TSV, image folder …) instead of text.
+    std::string calib_data;           // calibration.data: prune importance, distillation, static W8A8 calibration
+    int64_t calib_samples = 512;      // calibration.samples: at most this many (prune importance)
+    int64_t max_len = 128;            // calibration.max_len: tokens per text sample (also evaluation and distillation)
+    std::string eval_data;            // evaluation.data: accuracy and agreement after every stage
+    int64_t eval_samples = -1;        // evaluation.samples: the first N (−1: all)
+    int64_t eval_max_len = 128;       // evaluation.max_len: tokens per text sample
+    int64_t bench_batch = 8, bench_seq = 128;  // evaluation.bench_batch / bench_seq: batch latency (bench_options.repetitions runs)
     std::string recipe_path, recipe_text, recipe_sha256;
+    std::map<std::string, int64_t> key_lines;  // "stages[1].prune.method" / "calibration.text" → its recipe line (given keys only)
 
     /// Parses a recipe (YAML, or JSON — parsed as the YAML it also is). Relative paths are taken from the recipe's
     /// folder. InvalidArgument "recipe FILE:LINE: key 'K': why" for the first problem (unknown stage or key, bad value).
@@ -83,6 +105,11 @@ struct StageResult {
     std::string model;     // the stage's output (file or HF directory)
     uint64_t bytes = 0;    // on disk
     double ppl = 0, ppl_err = 0, kld = -1, same_top = -1;  // ppl 0: not measured
+    // Encoder classifiers: accuracy on the evaluation data (−1: not measured), agreement of the predictions with the
+    // original's and the mean KL-divergence of their softmaxes; batch latency (ms, median) beside the original's.
+    double accuracy = -1, agreement = -1, mean_kld = -1;
+    double latency_ms = 0, base_latency_ms = 0;
+    int64_t eval_samples = 0;
     double prompt_tps = 0, gen_tps = 0;                     // this model, measured beside the original in the same run
     double base_prompt_tps = 0, base_gen_tps = 0;
     double seconds = 0;    // the stage's own work
@@ -92,6 +119,7 @@ struct StageResult {
 
 struct CompressionReport {
     std::string input, output_dir, final_model;
+    bool encoder = false;  // an encoder classifier: accuracy / latency columns instead of PPL / tokens/s
     std::string recipe_sha256, calib_sha256;
     StageResult original;
     std::vector<StageResult> stages;
@@ -101,7 +129,9 @@ struct CompressionReport {
 
 /// Runs a CompressionConfig. Output folder: stages/NN-kind/ (each stage's model), state.json (the finished stages,
 /// rewritten atomically after each), provenance.json (recipe, its sha256, the calibration text's sha256), report.md,
-/// report.json, and the final model (model.gguf, or model/ for an HF directory).
+/// report.json, and the final model (model.gguf, model/ for an HF directory, model.onnx). An encoder classifier (by
+/// is_encoder_model) runs structured prune, distill (from the original), W8A8 quantize and export; every recipe key is
+/// checked against the model's kind before anything is written (InvalidArgument naming the recipe line and the key).
 class CompressionPipeline {
 public:
     explicit CompressionPipeline(CompressionConfig config) : config_(std::move(config)) {}

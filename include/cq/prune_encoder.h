@@ -58,6 +58,13 @@ struct EncoderPruneReport {
 /// or an output that is the input; Unsupported for other models.
 EncoderPruneReport prune_encoder_structured(const std::string& input_dir, const std::string& output_dir, const EncoderPruneOptions& options);
 
+/// Distils the encoder classifier `student_dir` (an HF directory, pruned or not) from `teacher_dir` for options.steps
+/// steps on options.data (distill_classifier, in the expanded form expand_pruned_encoder writes) and writes the result,
+/// pruned as the student was, to `output_dir` (options.output is ignored). InvalidArgument for 0 steps, no data or an
+/// output that is an input.
+RecoveryReport recover_encoder_by_distillation(const std::string& teacher_dir, const std::string& student_dir, const std::string& output_dir,
+                                               const DistillOptions& options);
+
 /// Writes a pruned encoder directory back in the input's full shape: the removed heads' q/k/v rows and attention-output
 /// columns as zeros, pruned_heads moved to cq_structured_prune.pruned_heads (the FFN stays as it is). The same function as
 /// the pruned model (its zero heads add exactly 0), in the layout cq's trainer takes; the zeros get zero gradients, so

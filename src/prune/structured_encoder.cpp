@@ -348,30 +348,47 @@ EncoderPruneReport prune_encoder_structured(const std::string& input_dir, const 
     }
     r.bytes_in = fs::file_size(fs::path(input_dir) / "model.safetensors");
     if (recover) {
-        // The trainer takes full-width attention: train the pruned model in its expanded form (removed heads as exact
-        // zeros, which get zero gradients), then cut the heads out again.
-        const std::string expanded = output_dir + ".expanded.tmp", distilled = output_dir + ".distilled.tmp";
-        expand_pruned_encoder(pruned_dir, expanded);
-        auto teacher = EncoderModel::load(input_dir);
-        auto student = EncoderModel::load(expanded);
         DistillOptions d = o.recover;
         if (d.data.empty()) d.data = o.calib_data;
         d.steps = o.recover_steps;
-        d.output = distilled;
-        const auto tr = std::chrono::steady_clock::now();
-        const DistillReport dr = distill_classifier(*teacher, *student, d);
-        RecoveryReport rr;
-        rr.steps = dr.train.steps;
-        rr.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - tr).count();
-        if (!dr.train.loss_curve.empty()) rr.loss_first = dr.train.loss_curve.front(), rr.loss_last = dr.train.loss_curve.back();
-        r.recovery = rr;
-        student.reset();
-        teacher.reset();
-        slice_expanded_encoder(distilled, output_dir);
+        r.recovery = recover_encoder_by_distillation(input_dir, pruned_dir, output_dir, d);
         r.bytes_out = fs::file_size(fs::path(output_dir) / "model.safetensors");
     }
     r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     return r;
+}
+
+RecoveryReport recover_encoder_by_distillation(const std::string& teacher_dir, const std::string& student_dir, const std::string& output_dir,
+                                               const DistillOptions& options) {
+    if (options.steps <= 0) throw InvalidArgument("[prune] recovery by distillation needs a number of steps > 0");
+    if (options.data.empty()) throw InvalidArgument("[prune] recovery by distillation needs labelled data (labels unused)");
+    check_output_dir(teacher_dir, output_dir);
+    check_output_dir(student_dir, output_dir);
+    // The trainer takes full-width attention: train the pruned model in its expanded form (removed heads as exact
+    // zeros, which get zero gradients), then cut the heads out again.
+    const std::string expanded = output_dir + ".expanded.tmp", distilled = output_dir + ".distilled.tmp";
+    struct Cleanup {
+        std::vector<std::string> dirs;
+        ~Cleanup() {
+            std::error_code e;
+            for (const auto& d : dirs) fs::remove_all(d, e);
+        }
+    } cleanup{{expanded, distilled}};
+    expand_pruned_encoder(student_dir, expanded);
+    auto teacher = EncoderModel::load(teacher_dir);
+    auto student = EncoderModel::load(expanded);
+    DistillOptions d = options;
+    d.output = distilled;
+    const auto t0 = std::chrono::steady_clock::now();
+    const DistillReport dr = distill_classifier(*teacher, *student, d);
+    RecoveryReport rr;
+    rr.steps = dr.train.steps;
+    rr.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (!dr.train.loss_curve.empty()) rr.loss_first = dr.train.loss_curve.front(), rr.loss_last = dr.train.loss_curve.back();
+    student.reset();
+    teacher.reset();
+    slice_expanded_encoder(distilled, output_dir);
+    return rr;
 }
 
 void expand_pruned_encoder(const std::string& pruned_dir, const std::string& output_dir) {

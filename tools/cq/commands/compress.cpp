@@ -17,9 +17,9 @@ Runner register_compress(CLI::App& app) {
         bool resume = false, json = false;
     };
     auto o = std::make_shared<Options>();
-    CLI::App* cmd = app.add_subcommand("compress", "Run a compression recipe (prune, distill, quantize, export stages) on a decoder LLM, "
+    CLI::App* cmd = app.add_subcommand("compress", "Run a compression recipe (prune, distill, quantize, export stages) on a decoder LLM or an encoder classifier, "
                                                    "measuring every stage against the original");
-    cmd->add_option("input", o->input, "The model: a GGUF file or an HF directory")->required();
+    cmd->add_option("input", o->input, "The model: a GGUF file or an HF directory (decoder LLM), or an encoder classifier's HF directory")->required();
     cmd->add_option("--recipe", o->recipe, "The recipe (YAML or JSON; docs/pipeline.md lists its keys)")->required();
     cmd->add_option("-o,--output", o->output, "Output directory: stages/, state.json, provenance.json, report.md/json, model.gguf")->required();
     cmd->add_flag("--resume", o->resume, "Continue the run in OUT after its last finished stage (default: off)");
