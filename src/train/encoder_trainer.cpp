@@ -1,6 +1,8 @@
 // EncoderTrainer: BERT sequence classification's (and ViT image classification's) training forward and backward (post-LN blocks, bidirectional
 // attention over the padding mask, GELU (erf), tanh pooler on [CLS], classifier, softmax cross-entropy), with HF's
 // dropout sites (embeddings, attention probabilities, both sub-layer outputs, pooled output), on the model's tensors.
+// A block may keep fewer heads than the config names (HF pruned_heads): its q/k/v/output Linears and attention are as
+// wide as its own heads, and its attention dropout is the unpruned block's masks of those heads.
 #include <algorithm>
 #include <cstring>
 #include <random>
@@ -41,6 +43,8 @@ struct EncoderTrainer::State {
     std::vector<std::vector<float>> grad_storage;
     struct BlockParams {
         int q, bq, k, bk, v, bv, o, bo, ln1, ln1b, in, bin, out, bout, ln2, ln2b;
+        int64_t n_head;              // heads the block keeps (HF pruned_heads); q/k/v: [n_head·hd, D], o: [D, n_head·hd]
+        std::vector<int64_t> heads;  // their numbers among the config's n_head (dropout masks are drawn per original head)
     };
     int word = -1, pos = -1, type = -1, lne = -1, lneb = -1, pool = -1, poolb = -1, cls = -1, clsb = -1;
     std::vector<BlockParams> blocks;
@@ -50,6 +54,7 @@ struct EncoderTrainer::State {
     std::vector<float> q, k, v, p, dropp, att, a, drop_a, y1, x1, mean1, rstd1, f, gl, drop_o, y2, mean2, rstd2;
     std::vector<float> hcls, pooled, drop_p, pd, logits, losses;
     std::vector<float> dx, dy, dq, dk, dv, datt, dgl, dcls, dpool, dlog, tmp;
+    std::vector<float> drop_all;  // a pruned block's attention dropout drawn for every original head, before its heads are kept
     std::vector<int32_t> ids, types, mask, positions, labels;
     // ViT
     bool vit = false;
@@ -106,6 +111,30 @@ EncoderTrainer::EncoderTrainer(EncoderModel& model) : s_(std::make_unique<State>
         *bias = add(l.name + ".bias", fdata(*l.bias), l.bias->shape(), "zero");
         return i;
     };
+    // A block keeps n_head heads of the config's (HF pruned_heads); its attention runs over n_head·hd columns.
+    const auto add_block = [&](EncoderBlock& b) {
+        const int64_t l = static_cast<int64_t>(s.blocks.size()), D = s.c.hidden, hd = D / s.c.n_head;
+        State::BlockParams bp{};
+        bp.n_head = b.n_head > 0 ? b.n_head : s.c.heads_in_block(l);
+        const int64_t A = bp.n_head * hd;
+        const std::vector<int64_t> none;
+        const std::vector<int64_t>& removed = static_cast<size_t>(l) < s.c.pruned_heads.size() ? s.c.pruned_heads[static_cast<size_t>(l)] : none;
+        for (int64_t h = 0; h < s.c.n_head; ++h)
+            if (std::find(removed.begin(), removed.end(), h) == removed.end()) bp.heads.push_back(h);
+        const auto is = [](const Linear& x, int64_t rows, int64_t cols) { return x.weight.shape() == std::vector<int64_t>{rows, cols}; };
+        if (bp.n_head != s.c.heads_in_block(l) || bp.n_head < 1 || static_cast<int64_t>(bp.heads.size()) != bp.n_head || !is(b.q, A, D) ||
+            !is(b.k, A, D) || !is(b.v, A, D) || !is(b.attn_out, D, A))
+            throw Unsupported("[train] block " + std::to_string(l) + " keeps " + std::to_string(bp.n_head) + " of " + std::to_string(s.c.n_head) +
+                              " heads (config: " + std::to_string(s.c.heads_in_block(l)) + "), but its attention weights are not [" +
+                              std::to_string(A) + ", " + std::to_string(D) + "] (q/k/v) and [" + std::to_string(D) + ", " + std::to_string(A) +
+                              "] (output) with pruned_heads naming " + std::to_string(s.c.n_head - static_cast<int64_t>(bp.heads.size())) +
+                              " distinct heads: cq cannot train it");
+        bp.q = linear(b.q, &bp.bq), bp.k = linear(b.k, &bp.bk), bp.v = linear(b.v, &bp.bv), bp.o = linear(b.attn_out, &bp.bo);
+        bp.ln1 = norm(b.attn_norm, &bp.ln1b);
+        bp.in = linear(b.ffn_in, &bp.bin), bp.out = linear(b.ffn_out, &bp.bout);
+        bp.ln2 = norm(b.ffn_norm, &bp.ln2b);
+        s.blocks.push_back(std::move(bp));
+    };
     if (s.vit) {
         const int64_t D = s.c.hidden, P = s.c.patch_size, C = s.c.num_channels;
         s.patch = linear(w.patch_embd, &s.patchb);
@@ -113,14 +142,7 @@ EncoderTrainer::EncoderTrainer(EncoderModel& model) : s_(std::make_unique<State>
         if (!w.cls_token) throw Unsupported("[train] the ViT model has no CLS token");
         s.cls_tok = tensor(*w.cls_token, "vit.embeddings.cls_token", {1, 1, D});
         s.pos = tensor(w.pos_embd, "vit.embeddings.position_embeddings", {1, s.c.max_positions, D});
-        for (EncoderBlock& b : w.blocks) {
-            State::BlockParams bp{};
-            bp.q = linear(b.q, &bp.bq), bp.k = linear(b.k, &bp.bk), bp.v = linear(b.v, &bp.bv), bp.o = linear(b.attn_out, &bp.bo);
-            bp.ln1 = norm(b.attn_norm, &bp.ln1b);
-            bp.in = linear(b.ffn_in, &bp.bin), bp.out = linear(b.ffn_out, &bp.bout);
-            bp.ln2 = norm(b.ffn_norm, &bp.ln2b);
-            s.blocks.push_back(bp);
-        }
+        for (EncoderBlock& b : w.blocks) add_block(b);
         if (!w.final_norm) throw Unsupported("[train] the ViT model has no final LayerNorm");
         s.fnorm = norm(*w.final_norm, &s.fnormb);
         s.cls = linear(w.classifier, &s.clsb);
@@ -133,14 +155,7 @@ EncoderTrainer::EncoderTrainer(EncoderModel& model) : s_(std::make_unique<State>
     if (!w.type_embd) throw Unsupported("[train] the BERT model has no token-type embeddings");
     s.type = tensor(*w.type_embd, pre + "token_type_embeddings.weight");
     s.lne = norm(w.embd_norm, &s.lneb);
-    for (EncoderBlock& b : w.blocks) {
-        State::BlockParams bp{};
-        bp.q = linear(b.q, &bp.bq), bp.k = linear(b.k, &bp.bk), bp.v = linear(b.v, &bp.bv), bp.o = linear(b.attn_out, &bp.bo);
-        bp.ln1 = norm(b.attn_norm, &bp.ln1b);
-        bp.in = linear(b.ffn_in, &bp.bin), bp.out = linear(b.ffn_out, &bp.bout);
-        bp.ln2 = norm(b.ffn_norm, &bp.ln2b);
-        s.blocks.push_back(bp);
-    }
+    for (EncoderBlock& b : w.blocks) add_block(b);
     s.pool = linear(*w.pooler, &s.poolb);
     s.cls = linear(w.classifier, &s.clsb);
 }
@@ -266,12 +281,22 @@ double EncoderTrainer::run(const TextBatch& batch, std::span<const int32_t> labe
         float *y1 = s.y1.data() + l * N * D, *x1 = s.x1.data() + l * N * D, *f = s.f.data() + l * N * F, *gl = s.gl.data() + l * N * F;
         float* y2 = s.y2.data() + l * N * D;
         const uint64_t site = 16 * static_cast<uint64_t>(l + 1);
-        lin_fwd(xin, bp.q, bp.bq, N, D, D, q);
-        lin_fwd(xin, bp.k, bp.bk, N, D, D, k);
-        lin_fwd(xin, bp.v, bp.bv, N, D, D, v);
-        const float* pdrop = drop ? mask_for(s.dropp, l * B * H * T * T, B * H * T * T, site + 1) : nullptr;
-        train::attention_forward(q, k, v, B, T, H, H, hd, s.p.data() + l * B * H * T * T, att, s.mask.data(), pdrop);
-        lin_fwd(att, bp.o, bp.bo, N, D, D, s.a.data());
+        const int64_t Hl = bp.n_head, A = Hl * hd;  // q, k, v, att: [N, A] at a stride of N·D per block
+        lin_fwd(xin, bp.q, bp.bq, N, D, A, q);
+        lin_fwd(xin, bp.k, bp.bk, N, D, A, k);
+        lin_fwd(xin, bp.v, bp.bv, N, D, A, v);
+        const float* pdrop = nullptr;
+        if (drop && Hl == H) pdrop = mask_for(s.dropp, l * B * H * T * T, B * H * T * T, site + 1);
+        if (drop && Hl < H) {  // the kept heads' masks, as the unpruned block draws them: [B, H, T, T] → [B, Hl, T, T]
+            const float* all = mask_for(s.drop_all, 0, B * H * T * T, site + 1);
+            grow(s.dropp, (l + 1) * B * H * T * T);
+            float* m = s.dropp.data() + l * B * H * T * T;
+            for (int64_t b = 0; b < B; ++b)
+                for (int64_t j = 0; j < Hl; ++j) std::copy_n(all + (b * H + bp.heads[static_cast<size_t>(j)]) * T * T, T * T, m + (b * Hl + j) * T * T);
+            pdrop = m;
+        }
+        train::attention_forward(q, k, v, B, T, Hl, Hl, hd, s.p.data() + l * B * H * T * T, att, s.mask.data(), pdrop);
+        lin_fwd(att, bp.o, bp.bo, N, A, D, s.a.data());
         if (drop) train::mul_forward(s.a.data(), mask_for(s.drop_a, l * N * D, N * D, site + 2), s.a.data(), N * D);
         train::add_forward(xin, s.a.data(), y1, N * D);
         train::layernorm_forward(y1, val(bp.ln1), val(bp.ln1b), N, D, c.norm_eps, x1, s.mean1.data() + l * N, s.rstd1.data() + l * N);
@@ -347,12 +372,13 @@ double EncoderTrainer::run(const TextBatch& batch, std::span<const int32_t> labe
                                   grad(bp.ln1), grad(bp.ln1b));
         std::copy_n(s.dy.data(), N * D, s.dx.data());  // dx ← dxin (the residual path)
         if (drop) train::mul_forward(s.dy.data(), s.drop_a.data() + l * N * D, s.dy.data(), N * D);
-        lin_bwd(s.dy.data(), att, bp.o, bp.bo, N, D, D, s.datt.data(), false);
-        train::attention_backward(s.datt.data(), q, k, v, s.p.data() + l * B * H * T * T, B, T, H, H, hd, s.dq.data(), s.dk.data(),
+        const int64_t Hl = bp.n_head, A = Hl * hd;
+        lin_bwd(s.dy.data(), att, bp.o, bp.bo, N, A, D, s.datt.data(), false);
+        train::attention_backward(s.datt.data(), q, k, v, s.p.data() + l * B * H * T * T, B, T, Hl, Hl, hd, s.dq.data(), s.dk.data(),
                                   s.dv.data(), s.mask.data(), drop ? s.dropp.data() + l * B * H * T * T : nullptr);
-        lin_bwd(s.dq.data(), xin, bp.q, bp.bq, N, D, D, s.dx.data(), true);
-        lin_bwd(s.dk.data(), xin, bp.k, bp.bk, N, D, D, s.dx.data(), true);
-        lin_bwd(s.dv.data(), xin, bp.v, bp.bv, N, D, D, s.dx.data(), true);
+        lin_bwd(s.dq.data(), xin, bp.q, bp.bq, N, D, A, s.dx.data(), true);
+        lin_bwd(s.dk.data(), xin, bp.k, bp.bk, N, D, A, s.dx.data(), true);
+        lin_bwd(s.dv.data(), xin, bp.v, bp.bv, N, D, A, s.dx.data(), true);
     }
     if (drop) train::mul_forward(s.dx.data(), s.drop_e.data(), s.dx.data(), N * D);
     std::fill_n(s.dy.data(), N * D, 0.0f);
@@ -412,12 +438,13 @@ double EncoderTrainer::run_vit(const uint8_t* pixels, int64_t B, std::span<const
         float *att = s.att.data() + l * N * D, *x1 = s.x1v.data() + l * N * D, *xn2 = s.xn2v.data() + l * N * D;
         float *f = s.f.data() + l * N * F, *gl = s.gl.data() + l * N * F;
         train::layernorm_forward(x, val(bp.ln1), val(bp.ln1b), N, D, c.norm_eps, xn1, s.mean1.data() + l * N, s.rstd1.data() + l * N);
-        train::linear_forward(xn1, val(bp.q), val(bp.bq), N, D, D, q);
-        train::linear_forward(xn1, val(bp.k), val(bp.bk), N, D, D, k);
-        train::linear_forward(xn1, val(bp.v), val(bp.bv), N, D, D, v);
+        const int64_t Hl = bp.n_head, A = Hl * hd;  // q, k, v, att: [N, A] at a stride of N·D per block
+        train::linear_forward(xn1, val(bp.q), val(bp.bq), N, D, A, q);
+        train::linear_forward(xn1, val(bp.k), val(bp.bk), N, D, A, k);
+        train::linear_forward(xn1, val(bp.v), val(bp.bv), N, D, A, v);
         s.mask.assign(static_cast<size_t>(N), 1);  // every token is real: bidirectional attention
-        train::attention_forward(q, k, v, B, S, H, H, hd, s.p.data() + l * B * H * S * S, att, s.mask.data());
-        train::linear_forward(att, val(bp.o), val(bp.bo), N, D, D, s.tmp.data());
+        train::attention_forward(q, k, v, B, S, Hl, Hl, hd, s.p.data() + l * B * H * S * S, att, s.mask.data());
+        train::linear_forward(att, val(bp.o), val(bp.bo), N, A, D, s.tmp.data());
         train::add_forward(x, s.tmp.data(), x1, N * D);
         train::layernorm_forward(x1, val(bp.ln2), val(bp.ln2b), N, D, c.norm_eps, xn2, s.mean2.data() + l * N, s.rstd2.data() + l * N);
         train::linear_forward(xn2, val(bp.in), val(bp.bin), N, D, F, f);
@@ -455,12 +482,13 @@ double EncoderTrainer::run_vit(const uint8_t* pixels, int64_t B, std::span<const
         train::layernorm_backward(s.dy.data(), x1, val(bp.ln2), s.mean2.data() + l * N, s.rstd2.data() + l * N, N, D, s.dx.data(),
                                   grad(bp.ln2), grad(bp.ln2b));
         // dx holds d x1 = d x (residual) + the attention branch
-        train::linear_backward(s.dx.data(), att, val(bp.o), N, D, D, s.datt.data(), false, grad(bp.o), grad(bp.bo));
-        train::attention_backward(s.datt.data(), q, k, v, s.p.data() + l * B * H * S * S, B, S, H, H, hd, s.dq.data(), s.dk.data(),
+        const int64_t Hl = bp.n_head, A = Hl * hd;
+        train::linear_backward(s.dx.data(), att, val(bp.o), N, A, D, s.datt.data(), false, grad(bp.o), grad(bp.bo));
+        train::attention_backward(s.datt.data(), q, k, v, s.p.data() + l * B * H * S * S, B, S, Hl, Hl, hd, s.dq.data(), s.dk.data(),
                                   s.dv.data(), s.mask.data());
-        train::linear_backward(s.dq.data(), xn1, val(bp.q), N, D, D, s.dy.data(), false, grad(bp.q), grad(bp.bq));
-        train::linear_backward(s.dk.data(), xn1, val(bp.k), N, D, D, s.dy.data(), true, grad(bp.k), grad(bp.bk));
-        train::linear_backward(s.dv.data(), xn1, val(bp.v), N, D, D, s.dy.data(), true, grad(bp.v), grad(bp.bv));
+        train::linear_backward(s.dq.data(), xn1, val(bp.q), N, D, A, s.dy.data(), false, grad(bp.q), grad(bp.bq));
+        train::linear_backward(s.dk.data(), xn1, val(bp.k), N, D, A, s.dy.data(), true, grad(bp.k), grad(bp.bk));
+        train::linear_backward(s.dv.data(), xn1, val(bp.v), N, D, A, s.dy.data(), true, grad(bp.v), grad(bp.bv));
         train::layernorm_backward(s.dy.data(), x, val(bp.ln1), s.mean1.data() + l * N, s.rstd1.data() + l * N, N, D, s.dx.data(),
                                   grad(bp.ln1), grad(bp.ln1b));
     }
