@@ -80,13 +80,17 @@ void bench_quantize_dynamic(benchmark::State& state, cq::QuantizeRowsU8DynamicFn
 }
 
 
-// BERT-base at 1024 tokens: attention projections, FFN up, FFN down. The scalar reference gets the first only.
+// BERT-base at 1024 tokens: attention projections, FFN up, FFN down; then BERT-tiny's (hidden 128, FFN 512), whose
+// short k makes the per-tile epilogue count. The scalar reference gets the first only.
 void bert_args(benchmark::internal::Benchmark* b, bool reference) {
     b->ArgNames({"m", "n", "k"})->Unit(benchmark::kMillisecond);
     b->Args({1024, 768, 768});
     if (reference) return;
     b->Args({1024, 3072, 768});
     b->Args({1024, 768, 3072});
+    b->Args({1024, 128, 128});
+    b->Args({1024, 512, 128});
+    b->Args({1024, 128, 512});
 }
 
 void register_all() {

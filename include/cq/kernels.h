@@ -80,6 +80,18 @@ using GeluF32Fn = void (*)(const float* x, float* y, int64_t n);
 using SiluMulF32Fn = void (*)(float* gate, const float* up, int64_t n);
 // x: [n] ← softmax(scale·x) (scale > 0); −inf entries get 0, at least one entry must be finite.
 using SoftmaxF32Fn = void (*)(float* x, int64_t n, float scale);
+// One head of one sequence of bidirectional attention, fused: out_i = Σ_j p_ij·v_j with p_i = softmax_j(scale·q_i·k_j)
+// over the keys key_mask marks (≠ 0; null or all 0: every key). q, k, v: [seq, head_dim] (row stride ld); out:
+// [seq, head_dim] (row stride ldo); scratch: attention_f32_scratch_floats(seq, head_dim) floats. Each score is the
+// sequential fma sum over head_dim and each output the sequential fma sum over keys on every rung; only the
+// softmax's normalising sum may be reordered.
+using AttentionF32Fn = void (*)(int64_t seq, int64_t head_dim, const float* q, const float* k, const float* v, int64_t ld,
+                                const int32_t* key_mask, float scale, float* out, int64_t ldo, float* scratch);
+/// Scratch floats an AttentionF32Fn needs: the keys transposed, a key bias row and 8 rows of scores, each row
+/// padded to 16.
+constexpr int64_t attention_f32_scratch_floats(int64_t seq, int64_t head_dim) {
+    return (head_dim + 9) * ((seq + 15) / 16 * 16);
+}
 // Depthwise 2-D convolution of one NHWC image, output rows [oy0, oy1) of y: [OH, OW, C]. x: [H, W, C]; w: [k·k, C]
 // (tap (ky, kx) at row ky·k + kx); bias: [C] (null: none). y[oy][ox][c] = bias[c] + Σ w[ky·k+kx][c] ·
 // x[oy·stride − pad_top + ky][ox·stride − pad_left + kx][c], taps outside x skipped (zero padding on every side),
@@ -160,6 +172,7 @@ struct KernelTable {
     Kernel<GemmU8S8Fn> gemm_u7s8;  // activations ≤ 127 only
     Kernel<GeluF32Fn> gelu_erf_f32;
     Kernel<SoftmaxF32Fn> softmax_f32;
+    Kernel<AttentionF32Fn> attention_f32;  // encoders' bidirectional attention, one (sequence, head) per call
     Kernel<SiluMulF32Fn> silu_mul_f32;
     Kernel<DepthwiseConvF32Fn> depthwise_conv_f32;  // EfficientNet's depthwise convolutions (NHWC)
 };

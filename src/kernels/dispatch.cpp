@@ -116,6 +116,7 @@ KernelTable make_kernel_table(IsaLevel level) {
     CQ_SET_QUANT(IQ4_XS, gemm, gemm_iq4_xs_q8_K__ref, IsaLevel::ref);
     CQ_SET_INT8(ref, IsaLevel::ref);
     CQ_SET_ACTIVATIONS(ref, IsaLevel::ref);
+    CQ_SET(attention_f32, attention_f32__ref, IsaLevel::ref);
     CQ_SET(depthwise_conv_f32, depthwise_conv_f32__ref, IsaLevel::ref);
 
 #if defined(CQ_HAVE_OPENBLAS)
@@ -143,6 +144,7 @@ KernelTable make_kernel_table(IsaLevel level) {
     if (reaches(level, IsaLevel::avx512)) {
         CQ_SET_CONVERTS(avx512, IsaLevel::avx512);
         CQ_SET(gemv_f32, gemv_f32__avx512, IsaLevel::avx512);
+        CQ_SET(attention_f32, attention_f32__avx512, IsaLevel::avx512);
     }
     if (reaches(level, IsaLevel::avx512_vnni)) {
         CQ_SET(dot_u8_s8, dot_u8_s8__avx512vnni, IsaLevel::avx512_vnni);
@@ -222,6 +224,7 @@ void visit_slots(F&& f, Tables&... t) {
     f(std::string("gemm_u7s8"), t.gemm_u7s8...);
     f(std::string("gelu_erf_f32"), t.gelu_erf_f32...);
     f(std::string("softmax_f32"), t.softmax_f32...);
+    f(std::string("attention_f32"), t.attention_f32...);
     f(std::string("silu_mul_f32"), t.silu_mul_f32...);
     f(std::string("depthwise_conv_f32"), t.depthwise_conv_f32...);
     for (size_t id = 0; id < kMaxGgmlTypes; ++id) {

@@ -135,6 +135,11 @@ CQ_DECLARE_GEMM_U8(gemm_u8s8, neon_i8mm)
 void gelu_erf_f32__ref(const float* x, float* y, int64_t n);
 void gelu_erf_f32__avx2(const float* x, float* y, int64_t n);
 void softmax_f32__ref(float* x, int64_t n, float scale);
+// AttentionF32Fn (cq/kernels.h): scores and softmax exps the reference's per-element sequence, keys in 16-lane rows.
+void attention_f32__ref(int64_t seq, int64_t head_dim, const float* q, const float* k, const float* v, int64_t ld,
+                        const int32_t* key_mask, float scale, float* out, int64_t ldo, float* scratch);
+void attention_f32__avx512(int64_t seq, int64_t head_dim, const float* q, const float* k, const float* v, int64_t ld,
+                           const int32_t* key_mask, float scale, float* out, int64_t ldo, float* scratch);
 // DepthwiseConvF32Fn (cq/kernels.h): one NHWC image, output rows [oy0, oy1).
 #define CQ_DECLARE_DEPTHWISE_CONV(isa)                                                                                        \
     void depthwise_conv_f32__##isa(const float* x, int64_t H, int64_t W, int64_t C, const float* w, int64_t k, int64_t stride, \

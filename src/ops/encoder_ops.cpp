@@ -1,5 +1,5 @@
-// Encoder ops: bidirectional masked attention (two GEMMs and the softmax kernel per (sequence, head)), HF
-// activations (exact GELU through the kernel table) and row-parallel (residual +) LayerNorm.
+// Encoder ops: bidirectional masked attention (the fused attention_f32 kernel, or two GEMMs and the softmax kernel,
+// per (sequence, head)), HF activations (exact GELU through the kernel table) and row-parallel (residual +) LayerNorm.
 #include "ops/encoder_ops.h"
 
 #include <algorithm>
@@ -15,6 +15,10 @@ namespace cq::ops {
 namespace {
 constexpr int64_t kMinElementsPerThread = 16384;  // below this, waking threads costs more than the work
 constexpr int64_t kMinRowsPerThread = 16;
+// Bidirectional attention runs the fused kernel (attention_f32) up to this many keys, whose transposed keys and
+// score rows stay in L2; longer sequences (and rungs where it is only the scalar reference) run two GEMMs and
+// the softmax kernel per (sequence, head).
+constexpr int64_t kMaxFusedSeq = 1024;
 }  // namespace
 
 std::optional<Activation> activation_from_name(const std::string& name) {
@@ -101,6 +105,20 @@ void attention(const float* q, const float* k, const float* v, int64_t stride, i
     const KernelTable& kt = kernel_table();
     const float scale = rel ? rel->scale : 1.0f / std::sqrt(static_cast<float>(head_dim));
     const int64_t out_stride = n_head * head_dim;
+    if (!causal && !rel && seq <= kMaxFusedSeq && (kt.attention_f32.isa != IsaLevel::ref || kt.level == IsaLevel::ref)) {
+        // One fused kernel call per (sequence, head): no GEMM call overhead, the scores stay in L1.
+        ThreadPool::global().parallel_for(batch * n_head, [&](int64_t task0, int64_t task1) {
+            thread_local std::vector<float> scratch;
+            scratch.resize(static_cast<size_t>(attention_f32_scratch_floats(seq, head_dim)));
+            for (int64_t task = task0; task < task1; ++task) {
+                const int64_t b = task / n_head, h = task % n_head;
+                const int64_t base = b * seq * stride + h * head_dim;
+                kt.attention_f32.fn(seq, head_dim, q + base, k + base, v + base, stride, key_mask ? key_mask + b * seq : nullptr, scale,
+                                    out + b * seq * out_stride + h * head_dim, out_stride, scratch.data());
+            }
+        });
+        return;
+    }
     ThreadPool::global().parallel_for(batch * n_head, [&](int64_t task0, int64_t task1) {
         thread_local std::vector<float> scores, c2p, p2c;
         scores.resize(static_cast<size_t>(seq * seq));
