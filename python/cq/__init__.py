@@ -232,7 +232,7 @@ def qat(model: ModelLike, data: str, *, quantization_type: str = "q4_0", steps: 
 @dataclasses.dataclass
 class CompressionConfig:
     """A whole compression recipe with the seed's names: prune -> distill -> quantize, each stage measured against the
-    original in the same run (cq compress's CompressionPipeline; decoder LLMs).
+    original in the same run (cq compress's CompressionPipeline; decoder LLMs and encoder classifiers).
 
     apply_pruning / pruning_ratio / pruning_method: unstructured pruning to `pruning_ratio` sparsity with "magnitude",
         "wanda" or "sparsegpt" (default wanda); or `pruning_structured="heads=0.25,ffn=0.25"` to remove KV groups and FFN
@@ -241,6 +241,9 @@ class CompressionConfig:
         model being compressed: `teacher_model` may only name it, and `student_model` is not supported here; use
         `cq distill` for a separate student).
     quantization_type / quantization_method: as QuantizationConfig (None: no quantize stage).
+    Encoder classifiers (BERT family, ViT): pruning_structured="heads=0.3,ffn=0.3" only; the datasets are labelled data
+        (TSV / images); quantization_type "int8" is static W8A8 calibrated on num_calibration_samples of train_dataset,
+        "dynamic" W8A8 with dynamic activations; eval_samples: the first N evaluation samples (-1: all).
     recipe: a YAML/JSON recipe file instead of all of the above (docs/pipeline.md).
     """
     quantization_type: Optional[str] = "int4"
@@ -258,13 +261,16 @@ class CompressionConfig:
     num_calibration_samples: int = 128
     eval_ctx: int = 128
     eval_chunks: int = -1
+    eval_samples: int = -1
     bench: bool = True
     recipe: Optional[str] = None
 
-    def to_recipe(self, train_dataset: Optional[str], eval_dataset: Optional[str]) -> dict:
+    def to_recipe(self, train_dataset: Optional[str], eval_dataset: Optional[str], encoder: bool = False) -> dict:
         if self.student_model is not None:
             raise ValueError("CompressionConfig.student_model: the pipeline distils into the compressed model itself; "
                              "use `cq distill --teacher T --student S` for a separate student")
+        if encoder:
+            return self._encoder_recipe(train_dataset, eval_dataset)
         stages = []
         if self.apply_pruning:
             if self.pruning_structured:
@@ -286,6 +292,30 @@ class CompressionConfig:
         if eval_dataset:
             recipe["evaluation"] = {"text": os.path.abspath(eval_dataset), "ctx": int(self.eval_ctx),
                                     "chunks": int(self.eval_chunks), "bench": bool(self.bench)}
+        return recipe
+
+    def _encoder_recipe(self, train_dataset: Optional[str], eval_dataset: Optional[str]) -> dict:
+        stages = []
+        if self.apply_pruning:  # unstructured pruning is left to the pipeline to refuse, naming the key
+            stages.append({"prune": {"structured": self.pruning_structured} if self.pruning_structured else
+                           {"method": self.pruning_method, "sparsity": float(self.pruning_ratio)}})
+        if self.apply_distillation:
+            stages.append({"distill": {"steps": int(self.distillation_steps), "lr": float(self.distillation_lr)}})
+        if self.quantization_type:
+            w8a8 = {"int8": "w8a8-static", "static": "w8a8-static", "dynamic": "w8a8-dynamic"}.get(
+                self.quantization_type.lower(), self.quantization_type)
+            if w8a8 not in ("w8a8-static", "w8a8-dynamic"):
+                raise ValueError(f"CompressionConfig.quantization_type {self.quantization_type!r}: an encoder classifier is "
+                                 "quantized as 'int8' (static W8A8) or 'dynamic' (W8A8, dynamic activations)")
+            q = {"type": w8a8}
+            if w8a8 == "w8a8-static":
+                q["calib_samples"] = int(self.num_calibration_samples)
+            stages += [{"quantize": q}, {"export": {"format": "gguf"}}]
+        recipe = {"stages": stages}
+        if train_dataset:
+            recipe["calibration"] = {"data": os.path.abspath(train_dataset), "samples": int(self.num_calibration_samples)}
+        if eval_dataset:
+            recipe["evaluation"] = {"data": os.path.abspath(eval_dataset), "samples": int(self.eval_samples), "bench": bool(self.bench)}
         return recipe
 
 
@@ -310,7 +340,8 @@ class CompressionPipeline:
             with open(c.recipe, encoding="utf-8") as f:
                 text, name = f.read(), c.recipe
         else:
-            text, name = json.dumps(c.to_recipe(train_dataset, eval_dataset), indent=1), "<python CompressionConfig>"
+            recipe = c.to_recipe(train_dataset, eval_dataset, encoder=_core.is_encoder_model(source))
+            text, name = json.dumps(recipe, indent=1), "<python CompressionConfig>"
         out = output_dir or os.path.join(tempfile.mkdtemp(prefix="cq-compress-"), "run")
         report_json, self.markdown = _core.compress(source, out, text, name, resume, self.progress)
         return json.loads(report_json)

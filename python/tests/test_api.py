@@ -214,6 +214,32 @@ class CompressionPipelineTest(unittest.TestCase):
             self.assertAlmostEqual(last["ppl"], ppl, delta=1e-6 * ppl)
             self.assertLess(last["bytes"], report["original"]["bytes"])
 
+    def test_encoder_prune_distill_int8_reports_the_artifact(self):
+        import tempfile
+        config = cq.CompressionConfig(quantization_type="int8", apply_pruning=True, pruning_structured="heads=0.3,ffn=0.3",
+                                      apply_distillation=True, distillation_steps=3, distillation_lr=1e-4,
+                                      num_calibration_samples=16, eval_samples=32, bench=False)
+        recipe = config.to_recipe(SST2_TRAIN, SST2_DEV, encoder=True)
+        self.assertEqual([next(iter(s)) for s in recipe["stages"]], ["prune", "distill", "quantize", "export"])
+        self.assertEqual(recipe["stages"][2]["quantize"]["type"], "w8a8-static")
+        with tempfile.TemporaryDirectory() as d:
+            report = cq.CompressionPipeline(config).compress(BERT, train_dataset=SST2_TRAIN, eval_dataset=SST2_DEV,
+                                                             output_dir=os.path.join(d, "run"))
+            self.assertTrue(report["encoder"])
+            last = report["stages"][-1]
+            self.assertEqual(os.path.getsize(report["final_model"]), last["bytes"])
+            self.assertLess(last["bytes"], report["original"]["bytes"] / 3)
+            # the reported accuracy is the written file's (evaluated apart from the pipeline, same 32 samples)
+            if CQ_CLI:
+                out = subprocess.run([CQ_CLI, "eval", report["final_model"], "--data", SST2_DEV, "--range", "0:32", "--json"],
+                                     capture_output=True, text=True, check=True).stdout
+                self.assertEqual(json.loads(out[out.index("{"):])["result"]["accuracy"], last["accuracy"])
+            # unstructured pruning does not apply to an encoder: one error naming the key, before anything is written
+            bad = cq.CompressionConfig(quantization_type="int8", apply_pruning=True, pruning_method="wanda")
+            with self.assertRaisesRegex(Exception, r"stages\[0\]\.prune\.method"):
+                cq.CompressionPipeline(bad).compress(BERT, SST2_TRAIN, SST2_DEV, output_dir=os.path.join(d, "bad"))
+            self.assertFalse(os.path.exists(os.path.join(d, "bad")))
+
     def test_bad_configs_are_refused_before_anything_runs(self):
         with self.assertRaisesRegex(ValueError, "student_model"):
             cq.CompressionPipeline(cq.CompressionConfig(student_model=STORIES)).compress(STORIES, CALIB, VALID)
