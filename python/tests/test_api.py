@@ -240,6 +240,19 @@ class CompressionPipelineTest(unittest.TestCase):
                 cq.CompressionPipeline(bad).compress(BERT, SST2_TRAIN, SST2_DEV, output_dir=os.path.join(d, "bad"))
             self.assertFalse(os.path.exists(os.path.join(d, "bad")))
 
+    def test_onnx_export_stage_says_where_it_works(self):
+        # The extension carries no protobuf (python/src/onnx_ir_unavailable.cpp): an ONNX stage fails with one error
+        # naming the command-line tool, after the stages before it ran.
+        import tempfile
+        recipe = {"stages": [{"quantize": {"type": "w8a8-dynamic"}}, {"export": {"format": "onnx", "onnx_format": "dynamic"}}],
+                  "evaluation": {"data": SST2_DEV, "samples": 8, "bench": False}}
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "r.json")
+            with open(path, "w") as f:
+                json.dump(recipe, f)
+            with self.assertRaisesRegex(Exception, "command-line tool"):
+                cq.CompressionPipeline(cq.CompressionConfig(recipe=path)).compress(BERT, output_dir=os.path.join(d, "run"))
+
     def test_bad_configs_are_refused_before_anything_runs(self):
         with self.assertRaisesRegex(ValueError, "student_model"):
             cq.CompressionPipeline(cq.CompressionConfig(student_model=STORIES)).compress(STORIES, CALIB, VALID)
