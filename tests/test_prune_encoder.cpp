@@ -1,7 +1,7 @@
 // Structured pruning of encoders (cq/prune_encoder.h) on bert-tiny-sst2: the smaller directory against the dense model
 // with the removed heads' attention-output columns and the removed neurons' FFN-output columns zeroed in memory (an exact
 // identity: those units then add nothing), its config and shapes, transformers' logits on the same directory (skipped
-// without /work/venv-fam's python), the expand / slice round trip used for recovery, the W8A8 container with Q4_0
+// without /work/venv-fam's python), the expanded twin (exact zeros), recovery training the pruned model directly, the W8A8 container with Q4_0
 // embeddings (lookup = dequantized table), bad targets, and determinism.
 #include <gtest/gtest.h>
 
@@ -184,9 +184,9 @@ TEST(PruneEncoder, MatchesTransformers) {
     EXPECT_LT(max_abs_diff(got, want, &at), 1e-4) << "logit " << at << ": cq " << got[at] << ", transformers " << want[at];
 }
 
-TEST(PruneEncoder, ExpandAndSliceRoundTrip) {
+TEST(PruneEncoder, ExpandedModelIsTheSameFunction) {
     test::TempDir dir;
-    const std::string pruned = dir.file("pruned"), expanded = dir.file("expanded"), again = dir.file("again");
+    const std::string pruned = dir.file("pruned"), expanded = dir.file("expanded");
     prune_encoder_structured(test::fixture(kModel), pruned, options());
     expand_pruned_encoder(pruned, expanded);
     auto e = EncoderModel::load(expanded);
@@ -195,27 +195,39 @@ TEST(PruneEncoder, ExpandAndSliceRoundTrip) {
     const std::vector<std::string> texts = dev_texts(8);
     size_t at = 0;
     EXPECT_LT(max_abs_diff(logits_of(*e, texts), logits_of(*p, texts), &at), 1e-5);
-    slice_expanded_encoder(expanded, again);
-    EXPECT_EQ(read_bytes(pruned + "/model.safetensors"), read_bytes(again + "/model.safetensors"));
-    std::ifstream a(pruned + "/config.json"), b(again + "/config.json");
-    EXPECT_EQ(nlohmann::json::parse(a)["pruned_heads"], nlohmann::json::parse(b)["pruned_heads"]);
-    // a removed head that training touched is refused
-    const std::string f = expanded + "/model.safetensors";
-    std::string bytes = read_bytes(f);
-    const safetensors::Model st = safetensors::Model::open(expanded);
+    // the removed heads are exact zeros, recorded under cq_structured_prune
     std::ifstream cf(expanded + "/config.json");
-    const int64_t h = nlohmann::json::parse(cf)["cq_structured_prune"]["pruned_heads"]["0"][0];
-    const safetensors::TensorInfo* q = st.find_tensor("bert.encoder.layer.0.attention.self.query.bias");
-    ASSERT_NE(q, nullptr);
-    const float one = 1.0f;
-    std::memcpy(bytes.data() + q->file_offset + h * 32 * sizeof(float), &one, sizeof one);
-    std::filesystem::remove(f);
-    std::ofstream(f, std::ios::binary) << bytes;
-    EXPECT_THROW(slice_expanded_encoder(expanded, dir.file("bad")), InvalidArgument);
+    const nlohmann::json config = nlohmann::json::parse(cf);
+    EXPECT_FALSE(config.contains("pruned_heads"));
+    const int64_t h = config["cq_structured_prune"]["pruned_heads"]["0"][0];
+    const std::vector<float> q = safetensors::Model::open(expanded).tensor("bert.encoder.layer.0.attention.self.query.weight").to_float();
+    for (int64_t i = h * 32 * 128; i < (h + 1) * 32 * 128; ++i) ASSERT_EQ(q[static_cast<size_t>(i)], 0.0f) << i;
 }
 
-// The pruned directory through static W8A8 with a Q4_0 word-embedding table: the container loads with its pruned heads,
-// and a looked-up row is the dequantized table's row, bit for bit.
+// --recover trains the pruned model as it is (per-block head counts): the output keeps pruned_heads and the sliced
+// shapes, its weights moved, and the run is the same bytes twice.
+TEST(PruneEncoder, RecoverTrainsThePrunedModelDirectly) {
+    test::TempDir dir;
+    EncoderPruneOptions o = options();
+    o.recover_steps = 4;
+    o.recover.batch = 8, o.recover.max_len = 32, o.recover.schedule.lr = 1e-4f;
+    const EncoderPruneReport r = prune_encoder_structured(test::fixture(kModel), dir.file("a"), o);
+    prune_encoder_structured(test::fixture(kModel), dir.file("b"), o);
+    prune_encoder_structured(test::fixture(kModel), dir.file("plain"), options());
+    ASSERT_TRUE(r.recovery);
+    EXPECT_EQ(r.recovery->steps, 4);
+    EXPECT_EQ(read_bytes(dir.file("a") + "/model.safetensors"), read_bytes(dir.file("b") + "/model.safetensors"));
+    std::ifstream ca(dir.file("a") + "/config.json"), cp(dir.file("plain") + "/config.json");
+    EXPECT_EQ(nlohmann::json::parse(ca)["pruned_heads"], nlohmann::json::parse(cp)["pruned_heads"]);
+    const safetensors::Model a = safetensors::Model::open(dir.file("a")), plain = safetensors::Model::open(dir.file("plain"));
+    for (const char* name : {"bert.encoder.layer.0.attention.self.query.weight", "bert.encoder.layer.0.attention.output.dense.weight"}) {
+        ASSERT_NE(a.find_tensor(name), nullptr) << name;
+        EXPECT_EQ(a.find_tensor(name)->shape, plain.find_tensor(name)->shape) << name;
+        EXPECT_NE(a.tensor(name).to_float(), plain.tensor(name).to_float()) << name << ": recovery did not train it";
+    }
+    for (const char* tmp : {".pruned.tmp", ".expanded.tmp", ".distilled.tmp"}) EXPECT_FALSE(std::filesystem::exists(dir.file("a") + tmp)) << tmp;
+}
+
 TEST(PruneEncoder, W8A8ContainerWithQ4_0EmbeddingsLoadsThePrunedModel) {
     test::TempDir dir;
     const std::string pruned = dir.file("pruned"), out = dir.file("q.gguf");

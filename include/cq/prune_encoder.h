@@ -59,20 +59,18 @@ struct EncoderPruneReport {
 EncoderPruneReport prune_encoder_structured(const std::string& input_dir, const std::string& output_dir, const EncoderPruneOptions& options);
 
 /// Distils the encoder classifier `student_dir` (an HF directory, pruned or not) from `teacher_dir` for options.steps
-/// steps on options.data (distill_classifier, in the expanded form expand_pruned_encoder writes) and writes the result,
-/// pruned as the student was, to `output_dir` (options.output is ignored). InvalidArgument for 0 steps, no data or an
+/// steps on options.data (distill_classifier on the student as it is: the trainer takes per-block head counts) and writes
+/// the result, pruned as the student was (config.json's pruned_heads, sliced shapes), to `output_dir` (options.output is
+/// ignored). InvalidArgument for 0 steps, no data or an
 /// output that is an input.
 RecoveryReport recover_encoder_by_distillation(const std::string& teacher_dir, const std::string& student_dir, const std::string& output_dir,
                                                const DistillOptions& options);
 
 /// Writes a pruned encoder directory back in the input's full shape: the removed heads' q/k/v rows and attention-output
 /// columns as zeros, pruned_heads moved to cq_structured_prune.pruned_heads (the FFN stays as it is). The same function as
-/// the pruned model (its zero heads add exactly 0), in the layout cq's trainer takes; the zeros get zero gradients, so
-/// training keeps them exactly 0 and slice_expanded_encoder cuts them out again.
+/// the pruned model (its zero heads add exactly 0, and get exactly zero gradients): the reference twin the pruned
+/// trainer's gradients are checked against (tests/test_train_pruned_encoder.cpp).
 void expand_pruned_encoder(const std::string& pruned_dir, const std::string& output_dir);
-/// The inverse of expand_pruned_encoder: removes the heads recorded in cq_structured_prune.pruned_heads. InvalidArgument
-/// if any removed weight is not exactly 0 (training touched it).
-void slice_expanded_encoder(const std::string& expanded_dir, const std::string& output_dir);
 
 /// Whether `dir` is an HF directory of an encoder family prune_encoder_structured takes (by config.json's model_type).
 bool is_prunable_encoder_dir(const std::string& dir);

@@ -331,7 +331,7 @@ EncoderPruneReport prune_encoder_structured(const std::string& input_dir, const 
             for (const auto& d : dirs) fs::remove_all(d, e);
         }
     } cleanup;
-    if (recover) cleanup.dirs = {pruned_dir, output_dir + ".expanded.tmp", output_dir + ".distilled.tmp"};
+    if (recover) cleanup.dirs = {pruned_dir};
     {
         const std::vector<OutTensor> outs = transform_tensors(input_dir, roles, cut, &r.params_in);
         for (const OutTensor& t : outs) r.params_out += static_cast<int64_t>(t.data.size());
@@ -364,30 +364,18 @@ RecoveryReport recover_encoder_by_distillation(const std::string& teacher_dir, c
     if (options.data.empty()) throw InvalidArgument("[prune] recovery by distillation needs labelled data (labels unused)");
     check_output_dir(teacher_dir, output_dir);
     check_output_dir(student_dir, output_dir);
-    // The trainer takes full-width attention: train the pruned model in its expanded form (removed heads as exact
-    // zeros, which get zero gradients), then cut the heads out again.
-    const std::string expanded = output_dir + ".expanded.tmp", distilled = output_dir + ".distilled.tmp";
-    struct Cleanup {
-        std::vector<std::string> dirs;
-        ~Cleanup() {
-            std::error_code e;
-            for (const auto& d : dirs) fs::remove_all(d, e);
-        }
-    } cleanup{{expanded, distilled}};
-    expand_pruned_encoder(student_dir, expanded);
+    // The trainer takes each block's own head count (pruned_heads): the pruned student trains as it is, and
+    // save_hf_dir writes it with its config (pruned_heads) and sliced shapes.
     auto teacher = EncoderModel::load(teacher_dir);
-    auto student = EncoderModel::load(expanded);
+    auto student = EncoderModel::load(student_dir);
     DistillOptions d = options;
-    d.output = distilled;
+    d.output = output_dir;
     const auto t0 = std::chrono::steady_clock::now();
     const DistillReport dr = distill_classifier(*teacher, *student, d);
     RecoveryReport rr;
     rr.steps = dr.train.steps;
     rr.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (!dr.train.loss_curve.empty()) rr.loss_first = dr.train.loss_curve.front(), rr.loss_last = dr.train.loss_curve.back();
-    student.reset();
-    teacher.reset();
-    slice_expanded_encoder(distilled, output_dir);
     return rr;
 }
 
@@ -411,48 +399,6 @@ void expand_pruned_encoder(const std::string& pruned_dir, const std::string& out
     if (!config.contains("cq_structured_prune") || !config["cq_structured_prune"].is_object()) config["cq_structured_prune"] = nlohmann::json::object();
     config["cq_structured_prune"]["pruned_heads"] = heads;
     write_dir(fs::path(pruned_dir), output_dir, outs, config, "cq prune --structured (expanded)");
-}
-
-void slice_expanded_encoder(const std::string& expanded_dir, const std::string& output_dir) {
-    check_output_dir(expanded_dir, output_dir);
-    nlohmann::json config = read_config_json(expanded_dir);
-    const nlohmann::json* prov = config.contains("cq_structured_prune") ? &config["cq_structured_prune"] : nullptr;
-    if (!prov || !prov->contains("pruned_heads"))
-        throw InvalidArgument("[prune] '" + expanded_dir + "' was not written by expand_pruned_encoder (no cq_structured_prune.pruned_heads)");
-    const nlohmann::json heads = (*prov)["pruned_heads"];
-    auto m = EncoderModel::load(expanded_dir);
-    EncoderConfig c = m->config();
-    const int64_t hd = c.hidden / c.n_head;
-    const std::map<std::string, TensorRole> roles = tensor_roles(*m);
-    m.reset();
-    c.pruned_heads.assign(static_cast<size_t>(c.n_layer), {});
-    for (const auto& [key, list] : heads.items()) {
-        const int64_t l = std::stoll(key);
-        if (l < 0 || l >= c.n_layer) throw FormatError("json", expanded_dir + "/config.json", 0, "cq_structured_prune.pruned_heads names layer " + key);
-        for (const auto& h : list) c.pruned_heads[static_cast<size_t>(l)].push_back(h.get<int64_t>());
-        std::sort(c.pruned_heads[static_cast<size_t>(l)].begin(), c.pruned_heads[static_cast<size_t>(l)].end());
-    }
-    const auto cut = [&](const std::string& name, const TensorRole& role, std::vector<int64_t>& shape, std::vector<float> v) {
-        if (role.cut != Cut::head_rows && role.cut != Cut::head_cols) return v;
-        const bool cols = role.cut == Cut::head_cols;
-        const int64_t rows = shape[0], ncols = shape.size() > 1 ? shape[1] : 1;
-        for (int64_t h : c.pruned_heads[static_cast<size_t>(role.block)])
-            for (int64_t r = 0; r < (cols ? rows : hd); ++r)
-                for (int64_t k = 0; k < (cols ? hd : ncols); ++k) {
-                    const float x = cols ? v[static_cast<size_t>(r * ncols + h * hd + k)] : v[static_cast<size_t>((h * hd + r) * ncols + k)];
-                    if (x != 0.0f)
-                        throw InvalidArgument("[prune] '" + name + "' in '" + expanded_dir + "' holds " + std::to_string(x) + " in removed head " +
-                                              std::to_string(h) + ": the removed heads must stay exactly 0");
-                }
-        return take(v, shape, cols, original_heads(c, role.block), hd);
-    };
-    const std::vector<OutTensor> outs = transform_tensors(expanded_dir, roles, cut, nullptr);
-    nlohmann::json restored = nlohmann::json::object();
-    for (const auto& [key, list] : heads.items())
-        if (!list.empty()) restored[key] = list;
-    if (!restored.empty()) config["pruned_heads"] = restored;
-    config["cq_structured_prune"].erase("pruned_heads");
-    write_dir(fs::path(expanded_dir), output_dir, outs, config, "cq prune --structured");
 }
 
 }  // namespace cq
