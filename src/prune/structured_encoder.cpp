@@ -16,30 +16,17 @@
 #include "cq/io/safetensors.h"
 #include "cq/mapped_file.h"
 #include "cq/prune_encoder.h"
+#include "io/hf/hf_dir_writer.h"
+#include "prune/pruned_hf_dir.h"
 
 namespace cq {
 
 namespace fs = std::filesystem;
+using prune_detail::keep_top;
+using prune_detail::place_units;
+using prune_detail::take_units;
 
 namespace {
-
-// The kept indices: the n_keep highest scores (ties to the lower index), in increasing order.
-std::vector<int64_t> keep_top(const std::vector<double>& score, int64_t n_keep) {
-    std::vector<int64_t> idx(score.size());
-    std::iota(idx.begin(), idx.end(), int64_t{0});
-    std::stable_sort(idx.begin(), idx.end(), [&](int64_t a, int64_t b) { return score[static_cast<size_t>(a)] > score[static_cast<size_t>(b)]; });
-    idx.resize(static_cast<size_t>(n_keep));
-    std::sort(idx.begin(), idx.end());
-    return idx;
-}
-
-nlohmann::json read_config_json(const fs::path& dir) {
-    try {
-        return nlohmann::json::parse(read_text_file((dir / "config.json").string(), 1 << 24));
-    } catch (const nlohmann::json::exception& e) {
-        throw FormatError("json", (dir / "config.json").string(), 0, e.what());
-    }
-}
 
 // What a tensor of a block is to the slicing: rows or columns grouped by head, or by FFN neuron.
 enum class Cut { none, head_rows, head_cols, ffn_rows, ffn_cols };
@@ -67,96 +54,11 @@ std::map<std::string, TensorRole> tensor_roles(const EncoderModel& m) {
     return roles;
 }
 
-struct OutTensor {
-    std::string name;
-    std::vector<int64_t> shape;
-    std::vector<float> data;
-};
-
-// v: [rows, cols] (1-D: [rows]) → the `units` (each `unit` consecutive rows / columns) in order.
-std::vector<float> take(const std::vector<float>& v, std::vector<int64_t>& shape, bool cols_dim, const std::vector<int64_t>& units, int64_t unit) {
-    const int64_t rows = shape[0], cols = shape.size() > 1 ? shape[1] : 1;
-    std::vector<float> out;
-    if (!cols_dim) {
-        for (int64_t u : units) out.insert(out.end(), v.begin() + u * unit * cols, v.begin() + (u + 1) * unit * cols);
-        shape[0] = static_cast<int64_t>(units.size()) * unit;
-    } else {
-        const int64_t n = static_cast<int64_t>(units.size()) * unit;
-        out.resize(static_cast<size_t>(rows * n));
-        for (int64_t r = 0; r < rows; ++r)
-            for (size_t k = 0; k < units.size(); ++k)
-                std::copy_n(v.begin() + r * cols + units[k] * unit, unit, out.begin() + r * n + static_cast<int64_t>(k) * unit);
-        shape[1] = n;
-    }
-    return out;
-}
-
-// The inverse of take: unit k of v goes to slot units[k] of `total` units; the other slots are 0.
-std::vector<float> place(const std::vector<float>& v, std::vector<int64_t>& shape, bool cols_dim, const std::vector<int64_t>& units, int64_t unit,
-                         int64_t total) {
-    const int64_t rows = shape[0], cols = shape.size() > 1 ? shape[1] : 1;
-    std::vector<float> out;
-    if (!cols_dim) {
-        out.assign(static_cast<size_t>(total * unit * cols), 0.0f);
-        for (size_t k = 0; k < units.size(); ++k)
-            std::copy_n(v.begin() + static_cast<int64_t>(k) * unit * cols, unit * cols, out.begin() + units[k] * unit * cols);
-        shape[0] = total * unit;
-    } else {
-        const int64_t n = total * unit;
-        out.assign(static_cast<size_t>(rows * n), 0.0f);
-        for (int64_t r = 0; r < rows; ++r)
-            for (size_t k = 0; k < units.size(); ++k)
-                std::copy_n(v.begin() + r * cols + static_cast<int64_t>(k) * unit, unit, out.begin() + r * n + units[k] * unit);
-        shape[1] = n;
-    }
-    return out;
-}
-
-// model.safetensors (f32, atomically), config.json and the tokenizer / preprocessor files of `src`.
-uint64_t write_dir(const fs::path& src, const std::string& output_dir, const std::vector<OutTensor>& outs, const nlohmann::json& config,
-                   const char* written_by) {
-    std::error_code ec;
-    fs::create_directories(output_dir, ec);
-    if (ec) throw IoError("[prune] cannot create the directory '" + output_dir + "': " + ec.message());
-    nlohmann::json header = nlohmann::json::object();
-    uint64_t offset = 0;
-    for (const OutTensor& t : outs) {
-        const uint64_t bytes = t.data.size() * sizeof(float);
-        header[t.name] = {{"dtype", "F32"}, {"shape", t.shape}, {"data_offsets", {offset, offset + bytes}}};
-        offset += bytes;
-    }
-    header["__metadata__"] = {{"format", "pt"}, {"written_by", written_by}};
-    std::string text = header.dump();
-    text.resize((text.size() + 7) / 8 * 8, ' ');
-    {
-        AtomicFile out((fs::path(output_dir) / "model.safetensors").string());
-        const uint64_t hn = text.size();
-        out.write(&hn, sizeof hn);
-        out.write(text.data(), text.size());
-        for (const OutTensor& t : outs) out.write(t.data.data(), t.data.size() * sizeof(float));
-        out.commit();
-    }
-    {
-        AtomicFile cfg((fs::path(output_dir) / "config.json").string());
-        const std::string ct = config.dump(2) + "\n";
-        cfg.write(ct.data(), ct.size());
-        cfg.commit();
-    }
-    for (const char* name : {"vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt",
-                             "added_tokens.json", "preprocessor_config.json"}) {
-        if (!fs::exists(src / name)) continue;
-        fs::copy_file(src / name, fs::path(output_dir) / name, fs::copy_options::overwrite_existing, ec);
-        if (ec) throw IoError("[prune] cannot copy '" + (src / name).string() + "' to '" + output_dir + "': " + ec.message());
-        fs::permissions(fs::path(output_dir) / name, fs::perms::owner_read | fs::perms::owner_write, fs::perm_options::add, ec);
-    }
-    return 8 + text.size() + offset;
-}
-
 // Every tensor of `dir`, passed through fn(name, role, shape&, data) → data.
 template <class Fn>
-std::vector<OutTensor> transform_tensors(const std::string& dir, const std::map<std::string, TensorRole>& roles, Fn fn, int64_t* params_in) {
+std::vector<prune_detail::PrunedTensor> transform_tensors(const std::string& dir, const std::map<std::string, TensorRole>& roles, Fn fn, int64_t* params_in) {
     const safetensors::Model st = safetensors::Model::open(dir);
-    std::vector<OutTensor> outs;
+    std::vector<prune_detail::PrunedTensor> outs;
     for (const safetensors::TensorInfo* t : st.tensors()) {
         if (params_in) *params_in += t->numel;
         std::vector<int64_t> shape(t->shape.begin(), t->shape.end());
@@ -314,10 +216,10 @@ EncoderPruneReport prune_encoder_structured(const std::string& input_dir, const 
     const auto cut = [&](const std::string&, const TensorRole& role, std::vector<int64_t>& shape, std::vector<float> v) {
         const size_t l = static_cast<size_t>(role.block);
         switch (role.cut) {
-        case Cut::head_rows: return take(v, shape, false, heads_kept[l], hd);
-        case Cut::head_cols: return take(v, shape, true, heads_kept[l], hd);
-        case Cut::ffn_rows: return take(v, shape, false, ffn_kept[l], 1);
-        case Cut::ffn_cols: return take(v, shape, true, ffn_kept[l], 1);
+        case Cut::head_rows: return take_units(v, shape, 0, heads_kept[l], hd);
+        case Cut::head_cols: return take_units(v, shape, 1, heads_kept[l], hd);
+        case Cut::ffn_rows: return take_units(v, shape, 0, ffn_kept[l], 1);
+        case Cut::ffn_cols: return take_units(v, shape, 1, ffn_kept[l], 1);
         case Cut::none: break;
         }
         return v;
@@ -333,9 +235,9 @@ EncoderPruneReport prune_encoder_structured(const std::string& input_dir, const 
     } cleanup;
     if (recover) cleanup.dirs = {pruned_dir};
     {
-        const std::vector<OutTensor> outs = transform_tensors(input_dir, roles, cut, &r.params_in);
-        for (const OutTensor& t : outs) r.params_out += static_cast<int64_t>(t.data.size());
-        nlohmann::json config = read_config_json(input_dir);
+        const std::vector<prune_detail::PrunedTensor> outs = transform_tensors(input_dir, roles, cut, &r.params_in);
+        for (const prune_detail::PrunedTensor& t : outs) r.params_out += static_cast<int64_t>(t.data.size());
+        nlohmann::json config = hf::read_config(input_dir);
         if (pruned.empty()) config.erase("pruned_heads");
         else config["pruned_heads"] = pruned;
         config[ffn_key(c)] = ff_keep;
@@ -344,7 +246,7 @@ EncoderPruneReport prune_encoder_structured(const std::string& input_dir, const 
                                {"calib_samples", r.calib_samples}, {"calib_tokens", r.calib_tokens},
                                {"importance", "heads: sum over tokens of |W_o[:,h] ctx_h|^2; ffn: sum a_i^2 * |W_out[:,i]|^2"}};
         config["cq_structured_prune"] = prov;
-        r.bytes_out = write_dir(fs::path(input_dir), pruned_dir, outs, config, "cq prune --structured");
+        r.bytes_out = prune_detail::write_pruned_dir(fs::path(input_dir), pruned_dir, outs, config, "cq prune --structured");
     }
     r.bytes_in = fs::file_size(fs::path(input_dir) / "model.safetensors");
     if (recover) {
@@ -388,17 +290,17 @@ void expand_pruned_encoder(const std::string& pruned_dir, const std::string& out
     m.reset();
     const auto grow = [&](const std::string&, const TensorRole& role, std::vector<int64_t>& shape, std::vector<float> v) {
         const std::vector<int64_t> kept = original_heads(c, role.block);
-        if (role.cut == Cut::head_rows) return place(v, shape, false, kept, hd, c.n_head);
-        if (role.cut == Cut::head_cols) return place(v, shape, true, kept, hd, c.n_head);
+        if (role.cut == Cut::head_rows) return place_units(v, shape, 0, kept, hd, c.n_head);
+        if (role.cut == Cut::head_cols) return place_units(v, shape, 1, kept, hd, c.n_head);
         return v;
     };
-    const std::vector<OutTensor> outs = transform_tensors(pruned_dir, roles, grow, nullptr);
-    nlohmann::json config = read_config_json(pruned_dir);
+    const std::vector<prune_detail::PrunedTensor> outs = transform_tensors(pruned_dir, roles, grow, nullptr);
+    nlohmann::json config = hf::read_config(pruned_dir);
     nlohmann::json heads = config.contains("pruned_heads") ? config["pruned_heads"] : nlohmann::json::object();
     config.erase("pruned_heads");
     if (!config.contains("cq_structured_prune") || !config["cq_structured_prune"].is_object()) config["cq_structured_prune"] = nlohmann::json::object();
     config["cq_structured_prune"]["pruned_heads"] = heads;
-    write_dir(fs::path(pruned_dir), output_dir, outs, config, "cq prune --structured (expanded)");
+    prune_detail::write_pruned_dir(fs::path(pruned_dir), output_dir, outs, config, "cq prune --structured (expanded)");
 }
 
 }  // namespace cq
