@@ -1,7 +1,7 @@
 // EncoderTrainer on encoders with per-block head counts (HF pruned_heads): bert-tiny-sst2 with heads {1}, {0, 2}, none
 // and {3} removed (3, 2, 4, 3 heads) — its loss against the inference model's, its gradients against those of the
 // expanded twin (expand_pruned_encoder: the removed heads as exact zeros, the same function) restricted to the kept
-// heads (an identity up to float rounding, with and without dropout) and against central differences, the guard on a
+// heads (an identity up to float rounding, with and without dropout; ViT too) and against central differences, the guard on a
 // block whose head count disagrees with its weights, and cq distill on a pruned student whose output cq and transformers
 // load with equal logits.
 #include <gtest/gtest.h>
@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include "command_runner.h"
+#include "cq/datasets.h"
 #include "cq/encoder.h"
 #include "cq/error.h"
 #include "cq/io/safetensors.h"
@@ -32,7 +33,7 @@ const char* kModel = "models/bert-tiny-sst2";
 const int64_t kHeadDim = 32;  // hidden 128 / 4 heads
 const std::map<int64_t, std::vector<int64_t>> kRemoved = {{0, {1}}, {1, {0, 2}}, {3, {3}}};
 
-std::vector<int64_t> kept_heads(int64_t l) {
+std::vector<int64_t> kept_of_removed(int64_t l) {
     const auto it = kRemoved.find(l);
     std::vector<int64_t> kept;
     for (int64_t h = 0; h < 4; ++h)
@@ -40,14 +41,73 @@ std::vector<int64_t> kept_heads(int64_t l) {
     return kept;
 }
 
-// Block and role of an HF tensor name: 'r' q/k/v (rows cut per head), 'c' attention output weight (columns), 0 other.
+// The heads block l keeps, in the config's numbering.
+std::vector<int64_t> kept_heads(const EncoderConfig& c, int64_t l) {
+    std::vector<int64_t> kept;
+    const std::vector<int64_t> none;
+    const auto& removed = static_cast<size_t>(l) < c.pruned_heads.size() ? c.pruned_heads[static_cast<size_t>(l)] : none;
+    for (int64_t h = 0; h < c.n_head; ++h)
+        if (std::find(removed.begin(), removed.end(), h) == removed.end()) kept.push_back(h);
+    return kept;
+}
+
+// Block and role of an HF tensor name (BERT, ViT): 'r' q/k/v (rows cut per head), 'c' attention output weight
+// (columns), 0 other.
 std::pair<int64_t, char> role_of(const std::string& name) {
-    const std::string pre = "bert.encoder.layer.";
-    if (name.rfind(pre, 0) != 0) return {-1, 0};
-    const int64_t l = std::stoll(name.substr(pre.size()));
-    if (name.find(".attention.self.") != std::string::npos) return {l, 'r'};
+    const std::string pre = ".encoder.layer.";
+    const size_t at = name.find(pre);
+    if (at == std::string::npos) return {-1, 0};
+    const int64_t l = std::stoll(name.substr(at + pre.size()));
+    if (name.find(".attention.self.") != std::string::npos || name.find(".attention.attention.") != std::string::npos) return {l, 'r'};
     if (name.find(".attention.output.dense.weight") != std::string::npos) return {l, 'c'};
     return {l, 0};
+}
+
+// Every gradient of tp (the pruned model's trainer) against te's (its expanded twin) on the kept heads' rows / columns;
+// te's removed rows / columns must be exactly 0. Returns the worst max |Δgrad| / max |grad| over the tensors.
+double expect_grads_equal_on_kept_heads(const EncoderTrainer& tp, const EncoderTrainer& te, const EncoderConfig& c, const std::string& what) {
+    std::map<std::string, const TrainParam*> by_name;
+    for (const TrainParam& p : const_cast<EncoderTrainer&>(te).params()) by_name[p.hf_name] = &p;
+    const std::vector<TrainParam>& params = const_cast<EncoderTrainer&>(tp).params();
+    EXPECT_EQ(params.size(), by_name.size());
+    const int64_t hd = c.hidden / c.n_head;
+    double worst = 0;
+    for (const TrainParam& p : params) {
+        if (!by_name.count(p.hf_name)) {
+            ADD_FAILURE() << p.hf_name << " is not in the expanded model";
+            continue;
+        }
+        const TrainParam& e = *by_name[p.hf_name];
+        const auto [l, role] = role_of(p.hf_name);
+        // where pruned element i sits in the expanded tensor
+        std::vector<int64_t> at(static_cast<size_t>(p.numel));
+        std::vector<bool> kept(static_cast<size_t>(e.numel), !role);
+        const std::vector<int64_t> heads = role ? kept_heads(c, l) : std::vector<int64_t>{};
+        const int64_t cols = p.shape.size() > 1 ? p.shape[1] : 1, ecols = e.shape.size() > 1 ? e.shape[1] : 1;
+        for (int64_t i = 0; i < p.numel; ++i) {
+            const int64_t r = i / cols, k = i % cols;
+            int64_t j = i;
+            if (role == 'r') j = (heads[static_cast<size_t>(r / hd)] * hd + r % hd) * ecols + k;
+            if (role == 'c') j = r * ecols + heads[static_cast<size_t>(k / hd)] * hd + k % hd;
+            at[static_cast<size_t>(i)] = j, kept[static_cast<size_t>(j)] = true;
+        }
+        double gmax = 0, dmax = 0;
+        for (int64_t j = 0; j < e.numel; ++j) {
+            gmax = std::max(gmax, std::fabs(double(e.grad[j])));
+            if (!kept[static_cast<size_t>(j)] && e.grad[j] != 0.0f) {
+                ADD_FAILURE() << e.hf_name << "[" << j << "]: a removed head's gradient is " << e.grad[j] << " (" << what << ")";
+                break;
+            }
+        }
+        for (int64_t i = 0; i < p.numel; ++i) {
+            EXPECT_EQ(p.value[i], e.value[at[static_cast<size_t>(i)]]) << p.hf_name << "[" << i << "]";
+            dmax = std::max(dmax, std::fabs(double(p.grad[i]) - e.grad[at[static_cast<size_t>(i)]]));
+        }
+        // float rounding only: GEMMs over A = kept·hd rather than n_head·hd inputs (the extra terms are exact zeros)
+        EXPECT_LE(dmax, 1e-4 * gmax + 1e-9) << p.hf_name << " (" << what << "): max |Δgrad| " << dmax << " of max |grad| " << gmax;
+        if (gmax > 0) worst = std::max(worst, dmax / gmax);
+    }
+    return worst;
 }
 
 // bert-tiny-sst2 with kRemoved cut out as transformers' prune_heads leaves it: q/k/v [kept·32, 128] (rows of the kept
@@ -73,7 +133,7 @@ void write_pruned(const std::string& dir) {
         std::vector<float> v = st.tensor(name).to_float();
         const auto [l, role] = role_of(name);
         if (role) {
-            const std::vector<int64_t> kept = kept_heads(l);
+            const std::vector<int64_t> kept = kept_of_removed(l);
             const int64_t rows = shape[0], cols = shape.size() > 1 ? shape[1] : 1, A = static_cast<int64_t>(kept.size()) * kHeadDim;
             std::vector<float> cut;
             if (role == 'r') {
@@ -161,41 +221,36 @@ TEST_F(TrainPrunedEncoder, GradientsEqualTheExpandedModelsOnTheKeptHeads) {
         const double lp = tp.forward_backward(b, kLabels, dropout, 7);
         const double le = te.forward_backward(b, kLabels, dropout, 7);
         EXPECT_NEAR(lp, le, 1e-6 * le) << "dropout " << dropout;
-        std::map<std::string, const TrainParam*> by_name;
-        for (const TrainParam& p : te.params()) by_name[p.hf_name] = &p;
-        ASSERT_EQ(tp.params().size(), te.params().size());
-        double worst = 0;
-        for (const TrainParam& p : tp.params()) {
-            ASSERT_TRUE(by_name.count(p.hf_name)) << p.hf_name;
-            const TrainParam& e = *by_name[p.hf_name];
-            const auto [l, role] = role_of(p.hf_name);
-            // where pruned element i sits in the expanded tensor
-            std::vector<int64_t> at(static_cast<size_t>(p.numel));
-            std::vector<bool> kept(static_cast<size_t>(e.numel), !role);
-            const std::vector<int64_t> heads = role ? kept_heads(l) : std::vector<int64_t>{};
-            const int64_t cols = p.shape.size() > 1 ? p.shape[1] : 1, ecols = e.shape.size() > 1 ? e.shape[1] : 1;
-            for (int64_t i = 0; i < p.numel; ++i) {
-                const int64_t r = i / cols, c = i % cols;
-                int64_t j = i;
-                if (role == 'r') j = (heads[static_cast<size_t>(r / kHeadDim)] * kHeadDim + r % kHeadDim) * ecols + c;
-                if (role == 'c') j = r * ecols + heads[static_cast<size_t>(c / kHeadDim)] * kHeadDim + c % kHeadDim;
-                at[static_cast<size_t>(i)] = j, kept[static_cast<size_t>(j)] = true;
-            }
-            double gmax = 0, dmax = 0;
-            for (int64_t j = 0; j < e.numel; ++j) {
-                gmax = std::max(gmax, std::fabs(double(e.grad[j])));
-                if (!kept[static_cast<size_t>(j)]) ASSERT_EQ(e.grad[j], 0.0f) << e.hf_name << "[" << j << "]: a removed head's gradient";
-            }
-            for (int64_t i = 0; i < p.numel; ++i) {
-                ASSERT_EQ(p.value[i], e.value[at[static_cast<size_t>(i)]]) << p.hf_name << "[" << i << "]";
-                dmax = std::max(dmax, std::fabs(double(p.grad[i]) - e.grad[at[static_cast<size_t>(i)]]));
-            }
-            // float rounding only: GEMMs over A = kept·32 rather than 128 inputs (the extra terms are exact zeros)
-            EXPECT_LE(dmax, 1e-4 * gmax + 1e-9) << p.hf_name << " (dropout " << dropout << "): max |Δgrad| " << dmax << " of max |grad| " << gmax;
-            if (gmax > 0) worst = std::max(worst, dmax / gmax);
-        }
+        const double worst = expect_grads_equal_on_kept_heads(tp, te, mp->config(), "dropout " + std::to_string(dropout));
         std::printf("dropout %.1f: loss %.8f (expanded %.8f); worst max|Δgrad| / max|grad| %.2e\n", dropout, lp, le, worst);
     }
+}
+
+// ViT (pre-LN, no dropout): prune_encoder_structured's vit-tiny-mnist (3 of 4 heads per block) against its expanded
+// twin, and the trainer's logits against the inference model's.
+TEST_F(TrainPrunedEncoder, VitGradientsEqualTheExpandedModelsOnTheKeptHeads) {
+    const std::string images = test::fixture("data/t10k-images-idx3-ubyte.gz");
+    EncoderPruneOptions po;
+    po.target = StructuredTarget::parse("heads=0.3,ffn=0.3", "[prune]");
+    po.calib_data = images;
+    po.calib_samples = 16;
+    prune_encoder_structured(test::fixture("models/vit-tiny-mnist"), dir_->file("vit"), po);
+    expand_pruned_encoder(dir_->file("vit"), dir_->file("vit_expanded"));
+    const data::ImageDataset d = data::load_mnist(images, test::fixture("data/t10k-labels-idx1-ubyte.gz"), 100, 8);
+    auto mp = EncoderModel::load(dir_->file("vit"));
+    auto me = EncoderModel::load(dir_->file("vit_expanded"));
+    for (int64_t l = 0; l < mp->config().n_layer; ++l) ASSERT_EQ(mp->config().heads_in_block(l), 3);
+    std::vector<float> ref(static_cast<size_t>(d.count() * 10)), got(ref.size());
+    mp->classify_images(d.pixels.data(), d.count(), ref.data());
+    EncoderTrainer tp(*mp), te(*me);
+    tp.loss_images(d.pixels.data(), d.count(), d.labels, got.data());
+    for (size_t i = 0; i < got.size(); ++i) EXPECT_NEAR(got[i], ref[i], 1e-4) << "logit " << i;
+    tp.zero_grad(), te.zero_grad();
+    const double lp = tp.forward_backward_images(d.pixels.data(), d.count(), d.labels);
+    const double le = te.forward_backward_images(d.pixels.data(), d.count(), d.labels);
+    EXPECT_NEAR(lp, le, 1e-6 * le);
+    const double worst = expect_grads_equal_on_kept_heads(tp, te, mp->config(), "vit");
+    std::printf("vit: loss %.8f (expanded %.8f); worst max|Δgrad| / max|grad| %.2e\n", lp, le, worst);
 }
 
 // Central differences of the loss (eval mode) on the largest-gradient entries of block 1's (2 heads) query and
