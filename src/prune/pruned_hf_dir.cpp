@@ -73,4 +73,12 @@ uint64_t write_pruned_dir(const fs::path& source_dir, const std::string& output_
     return bytes;
 }
 
+RecoveryReport recovery_report(const DistillReport& distilled, std::chrono::steady_clock::time_point started) {
+    RecoveryReport r;
+    r.steps = distilled.train.steps;
+    r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    if (!distilled.train.loss_curve.empty()) r.loss_first = distilled.train.loss_curve.front(), r.loss_last = distilled.train.loss_curve.back();
+    return r;
+}
+
 }  // namespace cq::prune_detail

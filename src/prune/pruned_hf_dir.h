@@ -1,7 +1,8 @@
 // What structured pruning of decoders and of encoders shares: choosing the kept units by score, cutting (and, for
-// recovery, re-placing) whole units of rows or columns, and writing the smaller HF directory.
+// recovery, re-placing) whole units of rows or columns, writing the smaller HF directory, and the recovery report.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <string>
@@ -9,7 +10,13 @@
 
 #include <nlohmann/json.hpp>
 
+#include "cq/distill.h"
+#include "cq/prune.h"
+
 namespace cq::prune_detail {
+
+/// What recovery by distillation reports: steps, wall time (from `started`) and the first and last loss.
+RecoveryReport recovery_report(const DistillReport& distilled, std::chrono::steady_clock::time_point started);
 
 /// The kept indices: the n_keep highest scores (ties to the lower index), in increasing order.
 std::vector<int64_t> keep_top(const std::vector<double>& score, int64_t n_keep);

@@ -240,11 +240,7 @@ RecoveryReport recover_by_distillation(const std::string& teacher_path, const st
     d.output = output;
     const auto t0 = std::chrono::steady_clock::now();
     const DistillReport dr = distill_lm(*teacher, *student, d);
-    RecoveryReport r;
-    r.steps = dr.train.steps;
-    r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (!dr.train.loss_curve.empty()) r.loss_first = dr.train.loss_curve.front(), r.loss_last = dr.train.loss_curve.back();
-    return r;
+    return prune_detail::recovery_report(dr, t0);
 }
 
 StructuredFileReport prune_structured_file(const std::string& input_dir, const std::string& output_gguf, const std::string& hf_dir,

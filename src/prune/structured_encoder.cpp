@@ -274,11 +274,7 @@ RecoveryReport recover_encoder_by_distillation(const std::string& teacher_dir, c
     d.output = output_dir;
     const auto t0 = std::chrono::steady_clock::now();
     const DistillReport dr = distill_classifier(*teacher, *student, d);
-    RecoveryReport rr;
-    rr.steps = dr.train.steps;
-    rr.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (!dr.train.loss_curve.empty()) rr.loss_first = dr.train.loss_curve.front(), rr.loss_last = dr.train.loss_curve.back();
-    return rr;
+    return prune_detail::recovery_report(dr, t0);
 }
 
 void expand_pruned_encoder(const std::string& pruned_dir, const std::string& output_dir) {
