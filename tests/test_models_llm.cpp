@@ -3,6 +3,7 @@
 // stories260K, batched ≡ incremental decoding, KLD of a run against itself, and clear errors.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -97,11 +98,16 @@ TEST(LlmLogits, MicroBatchedPromptEqualsOneBatch) {
         std::vector<float> whole(ids.size() * static_cast<size_t>(V)), split(whole.size());
         a->forward(ids, 0, whole, true);
         b->forward(ids, 0, split, true);
-        for (size_t i = 0; i < whole.size(); ++i) ASSERT_NEAR(whole[i], split[i], 2e-5) << path << " element " << i;
+        // Pieces of another length take other GEMM blockings, so sums come in another order: equal to 2e-5 relative to
+        // the logit's size (the AVX2 rung's OpenBLAS differs by 1.9e-6 relative at logit 12.7).
+        const auto tol = [](float x) { return 2e-5 * std::max(1.0, std::fabs(static_cast<double>(x))); };
+        for (size_t i = 0; i < whole.size(); ++i) ASSERT_NEAR(whole[i], split[i], tol(whole[i])) << path << " element " << i;
         std::vector<float> last(static_cast<size_t>(V));
         b->forward(ids, 0, last, false);
-        for (int64_t v = 0; v < V; ++v)
-            ASSERT_NEAR(last[static_cast<size_t>(v)], whole[(ids.size() - 1) * static_cast<size_t>(V) + static_cast<size_t>(v)], 2e-5) << path;
+        for (int64_t v = 0; v < V; ++v) {
+            const float w = whole[(ids.size() - 1) * static_cast<size_t>(V) + static_cast<size_t>(v)];
+            ASSERT_NEAR(last[static_cast<size_t>(v)], w, tol(w)) << path;
+        }
     }
     LoadOptions bad;
     bad.micro_batch = 0;
