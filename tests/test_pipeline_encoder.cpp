@@ -15,6 +15,7 @@
 #include "cq/classify.h"
 #include "cq/error.h"
 #include "cq/pipeline.h"
+#include "command_runner.h"
 #include "test_support.h"
 
 namespace cq {
@@ -36,14 +37,11 @@ std::string read(const std::string& path) {
     return s.str();
 }
 
+// `cq ARGS`: its exit code, with stdout and stderr together in *out.
 int run_cli(const std::string& args, std::string* out) {
-    FILE* p = popen((std::string(CQ_CLI_PATH) + " " + args + " 2>&1").c_str(), "r");
-    std::string text;
-    char buf[4096];
-    while (size_t n = fread(buf, 1, sizeof buf, p)) text.append(buf, n);
-    const int status = pclose(p);
-    if (out) *out = text;
-    return WEXITSTATUS(status);
+    const test::RunResult r = test::run_command(std::string(CQ_CLI_PATH) + " " + args);
+    if (out) *out = r.out + r.err;
+    return r.exit_code;
 }
 
 // Bytes on disk of a file, or of every file under a directory (counted here, apart from the pipeline).
