@@ -185,7 +185,12 @@ TEST_F(MemoryProfileCli, TrainingStepHoldsWeightsGradientsMomentsAndActivations)
         EXPECT_EQ(ph["phase"], "training step");
         const double grown = static_cast<double>(ph["rss_after"].get<uint64_t>()) - ph["rss_before"].get<double>();
         const double analytic = ph["analytic"].get<double>();
+#if defined(__SANITIZE_ADDRESS__)
+        // AddressSanitizer's allocator (redzones, quarantine, shadow memory) is not the one the analytic sum describes.
+        std::printf("[ memory   ] built with AddressSanitizer: RSS growth not compared with the analytic sum\n");
+#else
         EXPECT_NEAR(grown, analytic, 0.10 * analytic) << checkpoint << ": RSS grew " << grown << " B, analytic " << analytic << " B";
+#endif
         std::printf("[ memory   ] training step (checkpoint %s): RSS +%.2f MiB, analytic %.2f MiB (%+.1f %%)\n", checkpoint.c_str(),
                     grown / 1048576, analytic / 1048576, 100.0 * (grown - analytic) / analytic);
         if (timed) {

@@ -121,7 +121,7 @@ EncoderPruneReport prune_encoder_structured(const std::string& input_dir, const 
     check_output_dir(input_dir, output_dir);
 
     auto m = EncoderModel::load(input_dir);
-    const EncoderConfig& c = m->config();
+    const EncoderConfig c = m->config();  // a copy: the model is released before the output is written
     const int64_t L = c.n_layer, D = c.hidden, hd = c.hidden / c.n_head, F = c.n_ff;
     EncoderPruneReport r;
     r.input = input_dir, r.output = output_dir, r.target = o.target.describe(), r.calib_data = o.calib_data;
