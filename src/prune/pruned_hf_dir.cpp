@@ -12,6 +12,11 @@ namespace cq::prune_detail {
 
 namespace fs = std::filesystem;
 
+RemoveOnExit::~RemoveOnExit() {
+    std::error_code ec;
+    for (const std::string& d : dirs) fs::remove_all(d, ec);
+}
+
 std::vector<int64_t> keep_top(const std::vector<double>& score, int64_t n_keep) {
     std::vector<int64_t> idx(score.size());
     std::iota(idx.begin(), idx.end(), int64_t{0});

@@ -18,6 +18,15 @@ namespace cq::prune_detail {
 /// What recovery by distillation reports: steps, wall time (from `started`) and the first and last loss.
 RecoveryReport recovery_report(const DistillReport& distilled, std::chrono::steady_clock::time_point started);
 
+/// Directories removed when it goes out of scope: the temporaries of a run that fails or is interrupted half-way.
+struct RemoveOnExit {
+    std::vector<std::string> dirs;
+    RemoveOnExit() = default;
+    RemoveOnExit(const RemoveOnExit&) = delete;
+    RemoveOnExit& operator=(const RemoveOnExit&) = delete;
+    ~RemoveOnExit();
+};
+
 /// The kept indices: the n_keep highest scores (ties to the lower index), in increasing order.
 std::vector<int64_t> keep_top(const std::vector<double>& score, int64_t n_keep);
 

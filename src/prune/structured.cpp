@@ -250,13 +250,7 @@ StructuredFileReport prune_structured_file(const std::string& input_dir, const s
     const std::string final_dir = hf_dir.empty() ? output_gguf + ".hf.tmp" : hf_dir;
     const std::string pruned_dir = recovery.steps > 0 ? output_gguf + ".pruned.tmp" : final_dir;
     std::error_code ec;
-    struct Cleanup {
-        std::vector<std::string> dirs;
-        ~Cleanup() {
-            std::error_code e;
-            for (const auto& d : dirs) fs::remove_all(d, e);
-        }
-    } cleanup;
+    prune_detail::RemoveOnExit cleanup;
     if (recovery.steps > 0) cleanup.dirs.push_back(pruned_dir);
     if (hf_dir.empty()) cleanup.dirs.push_back(final_dir);
     StructuredFileReport r;

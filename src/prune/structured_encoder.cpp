@@ -226,13 +226,7 @@ EncoderPruneReport prune_encoder_structured(const std::string& input_dir, const 
     };
     const bool recover = o.recover_steps > 0;
     const std::string pruned_dir = recover ? output_dir + ".pruned.tmp" : output_dir;
-    struct Cleanup {
-        std::vector<std::string> dirs;
-        ~Cleanup() {
-            std::error_code e;
-            for (const auto& d : dirs) fs::remove_all(d, e);
-        }
-    } cleanup;
+    prune_detail::RemoveOnExit cleanup;
     if (recover) cleanup.dirs = {pruned_dir};
     {
         const std::vector<prune_detail::PrunedTensor> outs = transform_tensors(input_dir, roles, cut, &r.params_in);
