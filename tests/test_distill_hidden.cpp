@@ -277,6 +277,18 @@ void expect_gradients_match_differences(std::vector<TrainParam>& params, const s
                 what.c_str(), probes.size(), gmax, worst);
 }
 
+// The evaluation loss equals the forward_backward's l0, and the student's named parameters and every projection of
+// `hd` have the gradients the central differences of that loss give.
+void expect_whole_loss_gradients(const std::vector<TrainParam>& student, HiddenDistill& hd, const std::vector<std::string>& names,
+                                 const std::function<double()>& eval, double l0, const std::string& what) {
+    EXPECT_NEAR(eval(), l0, 1e-6 * std::fabs(l0)) << what;
+    std::vector<TrainParam> all = student;
+    all.insert(all.end(), hd.params().begin(), hd.params().end());
+    std::vector<std::string> checked = names;
+    for (const TrainParam& p : hd.params()) checked.push_back(p.name);
+    expect_gradients_match_differences(all, checked, eval, what);
+}
+
 // The LM student's loss on a fixed batch: teacher logits and mapped hidden states from its stage-by-stage forward.
 void check_lm(LanguageModel& teacher, LanguageModel& student, const DistillLoss& loss, const std::vector<LayerPair>& map,
               const std::vector<std::string>& names, const std::string& what) {
@@ -303,13 +315,7 @@ void check_lm(LanguageModel& teacher, LanguageModel& student, const DistillLoss&
     trainer.set_hidden_loss(hd.hook());
     trainer.zero_grad(), hd.zero_grad();
     const double l0 = trainer.forward_backward(in, tg, B, T);
-    const auto eval = [&] { return trainer.loss(in, tg, B, T); };
-    EXPECT_NEAR(eval(), l0, 1e-6 * std::fabs(l0)) << what;
-    std::vector<TrainParam> all = trainer.params();
-    all.insert(all.end(), hd.params().begin(), hd.params().end());
-    std::vector<std::string> checked = names;
-    for (const TrainParam& p : hd.params()) checked.push_back(p.name);
-    expect_gradients_match_differences(all, checked, eval, what);
+    expect_whole_loss_gradients(trainer.params(), hd, names, [&] { return trainer.loss(in, tg, B, T); }, l0, what);
 }
 
 TEST(HiddenDistillGradients, LlamaStudentOfTheTeachersWidthAndANarrowerOne) {
@@ -373,13 +379,7 @@ void check_bert(EncoderModel& teacher, EncoderModel& student, const DistillLoss&
     trainer.set_hidden_loss(hd.hook());
     trainer.zero_grad(), hd.zero_grad();
     const double l0 = trainer.forward_backward(b, labels, 0.0f, 0);
-    const auto eval = [&] { return trainer.loss(b, labels); };
-    EXPECT_NEAR(eval(), l0, 1e-6 * std::fabs(l0)) << what;
-    std::vector<TrainParam> all = trainer.params();
-    all.insert(all.end(), hd.params().begin(), hd.params().end());
-    std::vector<std::string> checked = names;
-    for (const TrainParam& p : hd.params()) checked.push_back(p.name);
-    expect_gradients_match_differences(all, checked, eval, what);
+    expect_whole_loss_gradients(trainer.params(), hd, names, [&] { return trainer.loss(b, labels); }, l0, what);
 }
 
 TEST(HiddenDistillGradients, BertStudentOfTheTeachersWidthAndANarrowerOne) {
