@@ -29,6 +29,7 @@
 #include "cq/memory_profile.h"
 #include "cq/report.h"
 #include "cq/classify.h"
+#include "cq/detection.h"
 #include "cq/layer_stats.h"
 #include "cq/calibration.h"
 #include "cq/rules.h"
