@@ -190,6 +190,20 @@ std::string Emitter::gelu_tanh(const std::string& x) {
 
 std::string Emitter::silu(const std::string& x) { return g.op("Mul", {x, g.op("Sigmoid", {x})}); }
 
+std::string Emitter::quick_gelu(const std::string& x) { return g.op("Mul", {x, g.op("Sigmoid", {g.op("Mul", {x, g.scalar_f32(1.702f)})})}); }
+
+std::string Emitter::activation(ops::Activation act, const std::string& x) {
+    switch (act) {
+    case ops::Activation::gelu_erf: return gelu_erf(x);
+    case ops::Activation::gelu_tanh: return gelu_tanh(x);
+    case ops::Activation::relu: return g.op("Relu", {x});
+    case ops::Activation::tanh: return g.op("Tanh", {x});
+    case ops::Activation::quick_gelu: return quick_gelu(x);
+    case ops::Activation::silu: return silu(x);
+    }
+    throw Unsupported("[onnx] an activation cq has no ONNX form for");
+}
+
 std::string Emitter::split_heads(const std::string& x, int64_t heads, int64_t head_dim) {
     const std::string r = g.op("Reshape", {x, g.const_i64({0, 0, heads, head_dim})});
     return g.op("Transpose", {r}, {attr("perm", std::vector<int64_t>{0, 2, 1, 3})});
@@ -202,9 +216,14 @@ std::string Emitter::merge_heads(const std::string& x, int64_t heads, int64_t he
 
 std::string Emitter::attention(const std::string& q, const std::string& k, const std::string& v, int64_t head_dim,
                                const std::string& additive_mask, const std::string& bool_mask) {
+    return attention_scaled(q, k, v, 1.0f / std::sqrt(static_cast<float>(head_dim)), additive_mask, bool_mask);
+}
+
+std::string Emitter::attention_scaled(const std::string& q, const std::string& k, const std::string& v, float scale,
+                                      const std::string& additive_mask, const std::string& bool_mask) {
     const std::string kt = g.op("Transpose", {k}, {attr("perm", std::vector<int64_t>{0, 1, 3, 2})});
     std::string scores = g.op("MatMul", {q, kt});
-    scores = g.op("Mul", {scores, g.scalar_f32(1.0f / std::sqrt(static_cast<float>(head_dim)))});
+    if (scale != 1.0f) scores = g.op("Mul", {scores, g.scalar_f32(scale)});
     if (!additive_mask.empty()) scores = g.op("Add", {scores, additive_mask});
     if (!bool_mask.empty()) scores = g.op("Where", {bool_mask, scores, g.scalar_f32(std::numeric_limits<float>::lowest())});
     const std::string probs = g.op("Softmax", {scores}, {attr("axis", int64_t{-1})});

@@ -11,6 +11,7 @@
 #include "cq/model.h"
 #include "cq/onnx.h"
 #include "onnx/graph_builder.h"
+#include "ops/encoder_ops.h"
 
 namespace cq::onnx_export {
 
@@ -35,6 +36,10 @@ struct Emitter {
     std::string gelu_erf(const std::string& x);
     std::string gelu_tanh(const std::string& x);
     std::string silu(const std::string& x);
+    /// x·σ(1.702x) (transformers' QuickGELUActivation).
+    std::string quick_gelu(const std::string& x);
+    /// The activation cq's forward applies (ops::activate), as ONNX ops.
+    std::string activation(ops::Activation act, const std::string& x);
     /// [B, T, heads·hd] → [B, heads, T, hd]
     std::string split_heads(const std::string& x, int64_t heads, int64_t head_dim);
     /// [B, heads, T, hd] → [B, T, heads·hd]
@@ -43,6 +48,9 @@ struct Emitter {
     /// [B, H, T, L] (empty: none) or `bool_mask` (true = attend; masked scores become the lowest float).
     std::string attention(const std::string& q, const std::string& k, const std::string& v, int64_t head_dim,
                           const std::string& additive_mask, const std::string& bool_mask);
+    /// As attention, the scores scaled by `scale` (no Mul when it is 1: T5 folds the scale into its weights).
+    std::string attention_scaled(const std::string& q, const std::string& k, const std::string& v, float scale,
+                                 const std::string& additive_mask, const std::string& bool_mask);
 };
 
 /// A finished graph: checked with ONNX's checker, then written atomically to `path`, its initializers moved to
