@@ -7,6 +7,8 @@
 //   KIND vision:  two seeded u8 images, normalised as the model's preprocessor_config.json says → logits.
 //   KIND cnn:     an imported ONNX CNN on seeded inputs in [0, 1) (CONFIG_JSON unused: pass -).
 //   KIND mnist:   node scripts/onnx_reference.js mnist MODEL.onnx IMAGES.gz OUT.json LABELS.gz: predictions on MNIST.
+//   KIND seq2seq: node scripts/onnx_reference.js seq2seq EXPORT_DIR MODEL_DIR/config.json OUT.json: an encoder–decoder
+//                 export (see seq2seq below) on the inputs of MODEL_DIR/reference.json (scripts/make_family_references.py).
 // CONFIG_JSON: the model's config.json (vocab size, image size, ...). Needs NODE_PATH to onnxruntime-node.
 'use strict';
 const fs = require('fs');
@@ -137,6 +139,102 @@ async function mnist(path, images, labels) {
   return { samples: count, accuracy: correct / count, predictions };
 }
 
+// An encoder–decoder export (encoder_model / decoder_model / decoder_with_past_model.onnx in dir) on the inputs of the
+// model's transformers reference (ref): teacher-forced logits through encoder + decoder_model; the same decoder inputs
+// again with the first `from` tokens through decoder_model and the rest one at a time through decoder_with_past; and
+// greedy generation (encoder once, decoder_model for the start, then decoder_with_past), one source at a time, with
+// cq's and transformers' stopping rules (eos, forced_bos at the first step, forced_eos at the last). BLIP: images in.
+async function seq2seq(dir, cfg, ref, pre) {
+  const image = cfg.model_type === 'blip', text = image ? cfg.text_config : cfg;
+  const vocab = text.vocab_size ?? (image ? 30524 : cfg.model_type === 'bart' ? 50265 : undefined);
+  const start = image ? (text.bos_token_id ?? 30522) : (cfg.decoder_start_token_id ?? (cfg.model_type === 'bart' ? 2 : cfg.pad_token_id ?? 0));
+  const eos = image ? (text.sep_token_id ?? 102) : (cfg.eos_token_id ?? (cfg.model_type === 'bart' ? 2 : 1));
+  // as cq's loaders (and transformers' configs): BART forces </s> at the last step unless its config says otherwise
+  const forced_eos = image ? null : 'forced_eos_token_id' in cfg ? cfg.forced_eos_token_id : cfg.model_type === 'bart' ? 2 : null;
+  const forced_bos = image ? null : cfg.forced_bos_token_id ?? null;
+  const encoder = await ort.InferenceSession.create(dir + '/encoder_model.onnx', opts);
+  const decoder = await ort.InferenceSession.create(dir + '/decoder_model.onnx', opts);
+  const with_past = await ort.InferenceSession.create(dir + '/decoder_with_past_model.onnx', opts);
+  const round = (a) => Array.from(a, (v) => Math.round(v * 1e6) / 1e6);
+  const f32 = (t, b0, b1) => { const n = t.dims.slice(1).reduce((a, b) => a * b, 1);
+                               return new ort.Tensor('float32', t.data.slice(b0 * n, b1 * n), [b1 - b0, ...t.dims.slice(1)]); };
+  // the encoder's output for a batch of sources (token rows + masks, or u8 images)
+  let n_image = 0;
+  const encode = async (rows, masks) => {
+    if (image) {
+      const C = 3, H = cfg.vision_config.image_size, scale = pre.rescale_factor ?? 1 / 255;
+      const x = new Float32Array(rows.length * C * H * H);
+      rows.forEach((px, b) => px.forEach((p, i) => {
+        const c = Math.floor(i / (H * H));
+        x[b * C * H * H + i] = (Math.fround(p * Math.fround(scale)) - pre.image_mean[c]) / pre.image_std[c];
+      }));
+      n_image = rows.length;
+      return (await encoder.run({ pixel_values: new ort.Tensor('float32', x, [rows.length, C, H, H]) })).last_hidden_state;
+    }
+    const S = rows[0].length;
+    return (await encoder.run({ input_ids: i64(rows.flat(), [rows.length, S]), attention_mask: i64(masks.flat(), [rows.length, S]) })).last_hidden_state;
+  };
+  const mask_of = (masks) => (image ? {} : { encoder_attention_mask: i64(masks.flat(), [masks.length, masks[0].length]) });
+  const pasts = (o, cross) => {
+    const p = {};
+    for (const k of Object.keys(o)) if (k.startsWith('present.')) p[k.replace('present.', 'past_key_values.')] = o[k];
+    for (const k of Object.keys(cross)) if (k.endsWith('.encoder.key') || k.endsWith('.encoder.value')) p[k] = cross[k];
+    return p;
+  };
+  // decoder ids [B, T] (equal lengths): logits [B, T·vocab] from decoder_model, and from decoder_model on the first `from`
+  // then decoder_with_past one token at a time ([B, (T − from)·vocab])
+  const teacher = async (hidden, masks, ids, from) => {
+    const B = ids.length, T = ids[0].length, feeds = { ...mask_of(masks), encoder_hidden_states: hidden };
+    const full = await decoder.run({ input_ids: i64(ids.flat(), [B, T]), ...feeds });
+    const first = await decoder.run({ input_ids: i64(ids.map((r) => r.slice(0, from)).flat(), [B, from]), ...feeds });
+    const cross = pasts(first, {});
+    let state = cross;
+    const steps = ids.map(() => []);
+    for (let t = from; t < T; ++t) {
+      const o = await with_past.run({ input_ids: i64(ids.map((r) => r[t]), [B, 1]), ...mask_of(masks), ...state });
+      for (let b = 0; b < B; ++b) steps[b].push(...o.logits.data.slice(b * vocab, (b + 1) * vocab));
+      state = pasts(o, cross);
+    }
+    return { logits: ids.map((_, b) => round(full.logits.data.slice(b * T * vocab, (b + 1) * T * vocab))), steps: steps.map(round) };
+  };
+  // greedy decoding of one source after `prefix`
+  const greedy = async (hidden, masks, prefix, max_new) => {
+    const seq = [...prefix], feeds = mask_of(masks);
+    let o = await decoder.run({ input_ids: i64(seq, [1, seq.length]), ...feeds, encoder_hidden_states: hidden });
+    const cross = pasts(o, {});
+    for (let step = 0; ; ++step) {
+      let next = argmax(o.logits.data, (o.logits.dims[1] - 1) * vocab, vocab);
+      if (step === 0 && forced_bos !== null) next = forced_bos;
+      if (step === max_new - 1 && forced_eos !== null) next = forced_eos;
+      seq.push(next);
+      if (next === eos || step === max_new - 1) break;
+      o = await with_past.run({ input_ids: i64([next], [1, 1]), ...feeds, ...pasts(o, cross) });
+    }
+    return seq;
+  };
+  const from = 2, max_new = ref.max_new_tokens, out = { from, vocab, start, eos, forced_bos, forced_eos };
+  if (image) {
+    const hidden = await encode(ref.pixels_u8);
+    out.image_embeds_0 = round(f32(hidden, 0, 1).data);
+    out.logits = []; out.step_logits = []; out.greedy = []; out.greedy_with_prompt = [];
+    for (let i = 0; i < n_image; ++i) {
+      const h = f32(hidden, i, i + 1), r = await teacher(h, null, [ref.input_ids[i]], from);
+      out.logits.push(r.logits[0]); out.step_logits.push(r.steps[0]);
+      out.greedy.push(await greedy(h, null, [start], max_new));
+      out.greedy_with_prompt.push(await greedy(h, null, ref.prompt_ids, max_new));
+    }
+  } else {
+    // teacher forcing on the reference's padded batch of the first two sources (as transformers ran it)
+    const masks = ref.attention_mask.slice(0, 2), r = await teacher(await encode(ref.input_ids.slice(0, 2), masks), masks, ref.decoder_input_ids, from);
+    out.logits = r.logits; out.step_logits = r.steps; out.greedy = [];
+    for (let i = 0; i < ref.input_ids.length; ++i) {
+      const n = ref.attention_mask[i].reduce((a, b) => a + b, 0), ids = [ref.input_ids[i].slice(0, n)], m = [Array(n).fill(1)];
+      out.greedy.push(await greedy(await encode(ids, m), m, [start], max_new));
+    }
+  }
+  return out;
+}
+
 (async () => {
   const [kind, path, config, outPath, runJson] = process.argv.slice(2);
   const cfg = kind === 'cnn' || kind === 'mnist' ? {} : JSON.parse(fs.readFileSync(config, 'utf8'));
@@ -146,6 +244,10 @@ async function mnist(path, images, labels) {
   else if (kind === 'vision') result = await vision(path, cfg, JSON.parse(fs.readFileSync(config.replace(/config\.json$/, 'preprocessor_config.json'), 'utf8')));
   else if (kind === 'cnn') result = await cnn(path);
   else if (kind === 'mnist') result = await mnist(path, config, runJson);
+  else if (kind === 'seq2seq') {
+    const dir = require('path').dirname(config), read = (f) => JSON.parse(fs.readFileSync(dir + '/' + f, 'utf8'));
+    result = await seq2seq(path, cfg, read('reference.json'), cfg.model_type === 'blip' ? read('preprocessor_config.json') : null);
+  }
   else throw new Error('unknown kind ' + kind);
   result.ort_version = require('onnxruntime-node/package.json').version;
   fs.writeFileSync(outPath, JSON.stringify(result) + '\n');

@@ -55,6 +55,8 @@ public:
     static void load_blip(Seq2SeqModel& m, const hf::Config& c, const EncoderWeightSource& src, const hf::ModelDir& d);
     static Seq2SeqConfig& config(Seq2SeqModel& m) { return m.config_; }
     static Seq2SeqModel::State& state(Seq2SeqModel& m) { return *m.s_; }
+    /// The weights as they are, for readers (the ONNX export).
+    static const Seq2SeqModel::State& state(const Seq2SeqModel& m) { return *m.s_; }
 };
 
 /// Unsupported (naming config.json) unless config.json's architectures[0], when present, is `architecture`.
