@@ -47,7 +47,8 @@ struct OnnxExportOptions {
 struct OnnxExportFile {
     std::string path;           // the .onnx file
     std::string external_data;  // its external data file, or empty
-    std::string graph;          // "model" (full sequence / classifier) or "decode" (with past key/values)
+    std::string graph;          // "model" (full sequence / classifier) or "decode" (with past key/values); encoder–decoders:
+                                // "encoder", "decoder", "decoder_with_past"
     int64_t nodes = 0, initializers = 0;
     uint64_t weight_bytes = 0;  // bytes of initializer data
     std::vector<std::string> inputs, outputs;
@@ -67,7 +68,12 @@ struct OnnxExportReport {
 /// outputs logits [batch, sequence, vocab] and present.N.key / present.N.value [batch, kv_heads, total, head_dim];
 /// the decode graph `<stem>_with_past.onnx` adds past_key_values.N.key / .value inputs. Text encoders: input_ids,
 /// attention_mask (and token_type_ids where the model has token types) → logits [batch, labels]. ViT:
-/// pixel_values [batch, C, H, W] (already normalised) → logits. Unsupported for a layer the format cannot express.
+/// pixel_values [batch, C, H, W] (already normalised) → logits. Encoder–decoders (T5, BART, BLIP captioning): `path` is a
+/// directory (created if absent) that gets Optimum's encoder_model.onnx (input_ids, attention_mask → last_hidden_state;
+/// BLIP: pixel_values → last_hidden_state), decoder_model.onnx (input_ids, encoder_attention_mask (not BLIP),
+/// encoder_hidden_states → logits, present.N.decoder.* / present.N.encoder.*) and decoder_with_past_model.onnx
+/// (past_key_values.N.decoder.* / .encoder.* in place of encoder_hidden_states); InvalidArgument for a path ending in
+/// .onnx. Unsupported for a layer the format cannot express.
 OnnxExportReport export_onnx(const Model& model, const std::string& path, const OnnxExportOptions& options = {});
 
 /// Checks an ONNX file against TensorRT's rules for explicitly quantized graphs (see docs/onnx.md): every

@@ -29,8 +29,9 @@ Runner register_export(CLI::App& app) {
     auto o = std::make_shared<ExportCliOptions>();
     CLI::App* cmd = app.add_subcommand("export", "Write a model as ONNX that ONNX Runtime runs (decoders: also a decode graph with "
                                                  "past key/values, named as ONNX Runtime GenAI / Optimum name them)");
-    cmd->add_option("model", o->model, "A model cq loads: a decoder LLM (.gguf or HF directory), an encoder / ViT classifier")->required();
-    cmd->add_option("output", o->output, "The .onnx file to write (decoders also write <stem>_with_past.onnx beside it)")->required();
+    cmd->add_option("model", o->model, "A model cq loads: a decoder LLM (.gguf or HF directory), an encoder / ViT classifier, a T5 / BART / BLIP captioning HF directory")->required();
+    cmd->add_option("output", o->output, "The .onnx file to write (decoders also write <stem>_with_past.onnx beside it); T5 / BART / BLIP: "
+                                         "a directory for Optimum's encoder_model.onnx, decoder_model.onnx, decoder_with_past_model.onnx")->required();
     cmd->add_option("--format", o->format, "fp32: MatMul over float weights (quantized weights dequantized); matmulnbits: ONNX Runtime's MatMulNBits "
                                       "carrying the model's own Q4_0/Q4_1/Q4_K (4-bit) and Q8_0 (8-bit) weights, blocks of 32, other "
                                       "types as float MatMuls; for a W8A8 model (cq quantize --type w8a8-static|w8a8-dynamic): dynamic "
@@ -41,7 +42,7 @@ Runner register_export(CLI::App& app) {
                     "matmulnbits: MatMulNBits accuracy_level, 0 = float activations, 4 = int8 activations in blocks as cq's "
                     "quantized dot products (default: 4)")
         ->check(CLI::IsMember({0, 1, 2, 3, 4}));
-    cmd->add_flag("--no-past", o->no_past, "Decoders: write only the full-sequence graph (default: off)");
+    cmd->add_flag("--no-past", o->no_past, "Decoders: write only the full-sequence graph; encoder–decoders: no decoder_with_past_model.onnx (default: off)");
     cmd->add_option("--external-data-gib", o->external_gib,
                     "Put the weights in <file>.data when they exceed this many GiB (default: -1 = just under protobuf's 2 GiB limit)");
     cmd->add_flag("--json", o->json, "Print a JSON summary instead of text (default: off)");
