@@ -1,4 +1,5 @@
-// ONNX import: an .onnx classifier (a CNN such as mnist-8 or SqueezeNet, FP32 or QDQ) loaded into the model spine.
+// ONNX import: an .onnx image model (a classifier such as mnist-8 or SqueezeNet, FP32 or QDQ; a YOLOv8-style detector)
+// loaded into the model spine.
 // Conv, Gemm and MatMul with constant weights become Linears (a Conv as a Linear over im2col patches), so compression
 // passes see and rewrite them like any other model's; the rest of the graph runs as a small interpreter in the
 // file's node order. Unknown operators are refused at load, naming the node and the op.
@@ -33,7 +34,7 @@ public:
     std::vector<LayerInfo> layers() const override;
     void save(const std::string& path, const SaveOptions& options = {}) const override;
 
-    /// The graph's one float input: its name and shape with the batch dimension as −1 where the file leaves it open.
+    /// The graph's one float input: its name and shape, −1 for each dimension the file leaves open (dynamic axes).
     const std::string& input_name() const;
     const std::vector<int64_t>& input_shape() const;
     /// The graph's first output's name.
@@ -42,8 +43,13 @@ public:
     /// Runs `batch` inputs (each input_shape() without the batch dimension, float, in the file's layout) and returns the
     /// first output, flattened: [batch, outputs_per_sample]. InvalidArgument when a shape does not fit.
     std::vector<float> run(const float* input, int64_t batch);
+    /// The same for an input of any shape the graph allows (its symbolic dimensions given: a detector exported with
+    /// dynamic height / width runs at other image sizes). shape[0] is the batch.
+    std::vector<float> run(const float* input, const std::vector<int64_t>& shape);
     /// Elements per sample of the last run()'s output.
     int64_t outputs_per_sample() const { return outputs_per_sample_; }
+    /// The last run()'s output shape, batch first.
+    const std::vector<int64_t>& output_shape() const { return output_shape_; }
 
     /// The supported operators, for messages and docs.
     static std::string supported_operators();
@@ -55,6 +61,7 @@ private:
     std::string architecture_ = "onnx";
     std::unique_ptr<OnnxGraphState> state_;
     int64_t outputs_per_sample_ = 0;
+    std::vector<int64_t> output_shape_;
 };
 
 /// How images become the imported model's float input: value = pixel · scale (per channel: (pixel · scale − mean) / std

@@ -15,6 +15,7 @@
 #include "cq/error.h"
 #include "onnx/conv2d.h"
 #include "onnx/onnx_file.h"
+#include "onnx/onnx_value.h"
 #include "onnx/onnx_validate.h"
 #include "ops/ops.h"
 #include "cq/tensor.h"
@@ -23,23 +24,18 @@ namespace cq {
 
 namespace {
 
-struct Value {
-    std::vector<int64_t> shape;
-    std::vector<float> f;        // float tensors
-    std::vector<int64_t> i;      // integer tensors (shapes, indices, quantized codes)
-    bool integer = false;
-    int32_t quant_type = 0;      // QuantizeLinear's output type (uint8 / int8) while stored as codes
-    int64_t numel() const {
-        int64_t n = 1;
-        for (int64_t d : shape) n *= d;
-        return n;
-    }
-};
+using onnx_interp::as_float;
+using onnx_interp::BinaryOp;
+using onnx_interp::check_elements;
+using onnx_interp::norm_axis;
+using onnx_interp::Value;
 
 const std::set<std::string> kSupported = {
     "Conv", "BatchNormalization", "Relu", "LeakyRelu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "MaxPool",
     "AveragePool", "GlobalAveragePool", "Gemm", "MatMul", "Add", "Sub", "Mul", "Div", "Concat", "Reshape", "Flatten",
-    "Transpose", "Softmax", "Dropout", "Identity", "Constant", "QuantizeLinear", "DequantizeLinear", "Squeeze", "Unsqueeze"};
+    "Transpose", "Softmax", "Dropout", "Identity", "Constant", "QuantizeLinear", "DequantizeLinear", "Squeeze", "Unsqueeze",
+    "Split", "Slice", "Shape", "Gather", "Expand", "Cast", "Range", "ConstantOfShape", "Resize", "Equal", "Less", "Greater", "Where",
+    "Pow"};
 
 const onnx_ir::Attribute* find_attr(const onnx_ir::Node& n, const std::string& name) {
     for (const auto& a : n.attributes)
@@ -61,13 +57,6 @@ std::vector<int64_t> attr_ints(const onnx_ir::Node& n, const std::string& name, 
 std::string attr_s(const onnx_ir::Node& n, const std::string& name) {
     const auto* a = find_attr(n, name);
     return a ? a->s : "";
-}
-
-// Tensors the interpreter makes are bounded, so a hostile shape is an error rather than an allocation failure.
-constexpr int64_t kMaxElements = int64_t{1} << 28;
-void check_elements(int64_t n, const std::string& where) {
-    if (n < 0 || n > kMaxElements)
-        throw InvalidArgument("[onnx] " + where + ": a tensor of " + std::to_string(n) + " elements (more than cq's limit of 2^28, or a negative size)");
 }
 
 Value from_tensor(const onnx_ir::Tensor& t, const std::string& where) {
@@ -96,58 +85,11 @@ Value from_tensor(const onnx_ir::Tensor& t, const std::string& where) {
     case onnx_ir::kInt32: ints(int32_t{}); break;
     case onnx_ir::kInt8: ints(int8_t{}); v.quant_type = onnx_ir::kInt8; break;
     case onnx_ir::kUint8: ints(uint8_t{}); v.quant_type = onnx_ir::kUint8; break;
+    case onnx_ir::kBool: ints(uint8_t{}); for (int64_t& b : v.i) b = b != 0; break;
     default: throw Unsupported("[onnx] " + where + ": tensor '" + t.name + "' has data type " + std::to_string(t.data_type) +
-                               " (cq imports float, int64, int32, int8 and uint8 tensors)");
+                               " (cq imports float, int64, int32, int8, uint8 and bool tensors)");
     }
     return v;
-}
-
-std::vector<float> as_float(const Value& v) {
-    if (!v.integer) return v.f;
-    return std::vector<float>(v.i.begin(), v.i.end());
-}
-
-// numpy-style broadcasting of a binary float op
-Value broadcast(const Value& a, const Value& b, const std::function<float(float, float)>& f, const std::string& where) {
-    const size_t r = std::max(a.shape.size(), b.shape.size());
-    std::vector<int64_t> sa(r, 1), sb(r, 1), out(r);
-    std::copy(a.shape.begin(), a.shape.end(), sa.begin() + static_cast<std::ptrdiff_t>(r - a.shape.size()));
-    std::copy(b.shape.begin(), b.shape.end(), sb.begin() + static_cast<std::ptrdiff_t>(r - b.shape.size()));
-    for (size_t d = 0; d < r; ++d) {
-        if (sa[d] != sb[d] && sa[d] != 1 && sb[d] != 1) throw InvalidArgument("[onnx] " + where + ": shapes do not broadcast");
-        out[d] = std::max(sa[d], sb[d]);
-    }
-    int64_t total = 1;
-    for (int64_t d : out) total *= d;
-    check_elements(total, where);
-    std::vector<int64_t> stride_a(r, 0), stride_b(r, 0);
-    for (int64_t d = static_cast<int64_t>(r) - 1, ka = 1, kb = 1; d >= 0; --d) {
-        stride_a[static_cast<size_t>(d)] = sa[static_cast<size_t>(d)] == 1 ? 0 : ka;
-        stride_b[static_cast<size_t>(d)] = sb[static_cast<size_t>(d)] == 1 ? 0 : kb;
-        ka *= sa[static_cast<size_t>(d)];
-        kb *= sb[static_cast<size_t>(d)];
-    }
-    const std::vector<float> fa = as_float(a), fb = as_float(b);
-    Value y;
-    y.shape = out;
-    y.f.resize(static_cast<size_t>(y.numel()));
-    std::vector<int64_t> idx(r, 0);
-    for (size_t k = 0; k < y.f.size(); ++k) {
-        int64_t ia = 0, ib = 0;
-        for (size_t d = 0; d < r; ++d) ia += idx[d] * stride_a[d], ib += idx[d] * stride_b[d];
-        y.f[k] = f(fa[static_cast<size_t>(ia)], fb[static_cast<size_t>(ib)]);
-        for (int64_t d = static_cast<int64_t>(r) - 1; d >= 0; --d) {
-            if (++idx[static_cast<size_t>(d)] < out[static_cast<size_t>(d)]) break;
-            idx[static_cast<size_t>(d)] = 0;
-        }
-    }
-    return y;
-}
-
-int64_t norm_axis(int64_t axis, size_t rank, const std::string& where) {
-    const int64_t r = static_cast<int64_t>(rank);
-    if (axis < -r || axis >= std::max<int64_t>(r, 1)) throw InvalidArgument("[onnx] " + where + ": axis " + std::to_string(axis) + " is out of range");
-    return axis < 0 ? axis + r : axis;
 }
 
 }  // namespace
@@ -209,6 +151,12 @@ struct Interpreter {
         throw InvalidArgument("[onnx] node '" + n.name + "' reads '" + n.inputs[k] + "', which has no value");
     }
     bool has(const onnx_ir::Node& n, size_t k) const { return k < n.inputs.size() && !n.inputs[k].empty(); }
+    // an input that must hold integers (shapes, axes, starts ...)
+    std::vector<int64_t> integer_input(const onnx_ir::Node& n, size_t k, const std::string& where) {
+        const Value& v = in(n, k);
+        if (!v.integer) throw InvalidArgument("[onnx] " + where + ": input " + std::to_string(k) + " is not an integer tensor");
+        return v.i;
+    }
 
     void run(size_t index, const onnx_ir::Node& n);
 };
@@ -221,6 +169,8 @@ void pool2d(const Value& x, Value& y, const onnx_ir::Node& n, bool is_max, const
     const auto p = attr_ints(n, "pads", {0, 0, 0, 0});
     const std::string ap = attr_s(n, "auto_pad");
     if (!ap.empty() && ap != "NOTSET" && ap != "VALID") throw Unsupported("[onnx] " + where + ": auto_pad " + ap);
+    for (int64_t dil : attr_ints(n, "dilations", {1, 1}))
+        if (dil != 1) throw Unsupported("[onnx] " + where + ": pooling with dilations other than 1");
     if (s.size() != 2 || p.size() != 4 || k[0] < 1 || k[1] < 1 || s[0] < 1 || s[1] < 1 || *std::min_element(p.begin(), p.end()) < 0)
         throw InvalidArgument("[onnx] " + where + ": kernel, strides and pads must be positive (pads ≥ 0), 2 / 2 / 4 values");
     const bool ceil_mode = attr_i(n, "ceil_mode", 0) != 0, count_pad = attr_i(n, "count_include_pad", 0) != 0;
@@ -316,9 +266,10 @@ void Interpreter::run(size_t index, const onnx_ir::Node& n) {
             y.f.resize(static_cast<size_t>(rows * layer.n_out()));
             ops::linear(layer, xf.data(), rows, y.f.data());
         }
-    } else if (op == "Add" || op == "Sub" || op == "Mul" || op == "Div") {
-        const char c = op[0];
-        y = broadcast(in(n, 0), in(n, 1), [c](float a, float b) { return c == 'A' ? a + b : c == 'S' ? a - b : c == 'M' ? a * b : a / b; }, where);
+    } else if (op == "Add" || op == "Sub" || op == "Mul" || op == "Div" || op == "Pow" || op == "Equal" || op == "Less" || op == "Greater") {
+        const BinaryOp b = op == "Add" ? BinaryOp::add : op == "Sub" ? BinaryOp::sub : op == "Mul" ? BinaryOp::mul : op == "Div" ? BinaryOp::div
+                           : op == "Pow" ? BinaryOp::pow : op == "Equal" ? BinaryOp::equal : op == "Less" ? BinaryOp::less : BinaryOp::greater;
+        y = onnx_interp::binary(in(n, 0), in(n, 1), b, where);
     } else if (op == "Relu") {
         unary([](float v) { return v > 0.0f ? v : 0.0f; });
     } else if (op == "LeakyRelu") {
@@ -398,8 +349,9 @@ void Interpreter::run(size_t index, const onnx_ir::Node& n) {
             if (!s.integer) throw InvalidArgument("[onnx] " + where + ": shape is not an integer tensor");
             std::vector<int64_t> shape = s.i;
             int64_t known = 1, unknown = -1;
+            const bool allow_zero = attr_i(n, "allowzero", 0) != 0;  // opset 14: a 0 is a zero-sized dimension, not "copy"
             for (size_t d = 0; d < shape.size(); ++d) {
-                if (shape[d] == 0 && d < y.shape.size()) shape[d] = y.shape[d];
+                if (shape[d] == 0 && !allow_zero && d < y.shape.size()) shape[d] = y.shape[d];
                 if (shape[d] == -1) {
                     if (unknown >= 0) throw InvalidArgument("[onnx] " + where + ": more than one -1 in the shape");
                     unknown = static_cast<int64_t>(d);
@@ -440,35 +392,7 @@ void Interpreter::run(size_t index, const onnx_ir::Node& n) {
         }
         if (y.numel() != total) throw InvalidArgument("[onnx] " + where + ": the new shape holds a different number of elements");
     } else if (op == "Transpose") {
-        const Value& x = in(n, 0);
-        const size_t r = x.shape.size();
-        std::vector<int64_t> perm = attr_ints(n, "perm", {});
-        if (perm.empty())
-            for (size_t d = 0; d < r; ++d) perm.push_back(static_cast<int64_t>(r - 1 - d));
-        if (perm.size() != r) throw InvalidArgument("[onnx] " + where + ": perm has the wrong length");
-        std::vector<int64_t> sorted = perm;
-        std::sort(sorted.begin(), sorted.end());
-        for (size_t d = 0; d < r; ++d)
-            if (sorted[d] != static_cast<int64_t>(d)) throw InvalidArgument("[onnx] " + where + ": perm is not a permutation");
-        std::vector<int64_t> in_stride(r, 1);
-        for (int64_t d = static_cast<int64_t>(r) - 2; d >= 0; --d) in_stride[static_cast<size_t>(d)] = in_stride[static_cast<size_t>(d + 1)] * x.shape[static_cast<size_t>(d + 1)];
-        y.shape.resize(r);
-        for (size_t d = 0; d < r; ++d) {
-            if (perm[d] < 0 || perm[d] >= static_cast<int64_t>(r)) throw InvalidArgument("[onnx] " + where + ": perm value out of range");
-            y.shape[d] = x.shape[static_cast<size_t>(perm[d])];
-        }
-        const std::vector<float> xf = as_float(x);
-        y.f.resize(xf.size());
-        std::vector<int64_t> idx(r, 0);
-        for (size_t k = 0; k < y.f.size(); ++k) {
-            int64_t src = 0;
-            for (size_t d = 0; d < r; ++d) src += idx[d] * in_stride[static_cast<size_t>(perm[d])];
-            y.f[k] = xf[static_cast<size_t>(src)];
-            for (int64_t d = static_cast<int64_t>(r) - 1; d >= 0; --d) {
-                if (++idx[static_cast<size_t>(d)] < y.shape[static_cast<size_t>(d)]) break;
-                idx[static_cast<size_t>(d)] = 0;
-            }
-        }
+        y = onnx_interp::transpose(in(n, 0), attr_ints(n, "perm", {}), where);
     } else if (op == "Softmax") {
         const Value& x = in(n, 0);
         const int64_t axis = norm_axis(attr_i(n, "axis", st.opset < 13 ? 1 : -1), x.shape.size(), where);
@@ -524,9 +448,107 @@ void Interpreter::run(size_t index, const onnx_ir::Node& n) {
             }
         }
     } else if (op == "Constant") {
-        const auto* a = find_attr(n, "value");
-        if (!a || !a->t) throw Unsupported("[onnx] " + where + ": only Constant nodes with a tensor 'value'");
-        y = from_tensor(*a->t, where);
+        if (const auto* a = find_attr(n, "value"); a && a->t) {
+            y = from_tensor(*a->t, where);
+        } else if (const auto* v = find_attr(n, "value_float")) {
+            y.f = {v->f};
+        } else if (const auto* v = find_attr(n, "value_floats")) {
+            y.shape = {static_cast<int64_t>(v->floats.size())};
+            y.f = v->floats;
+        } else if (const auto* v = find_attr(n, "value_int")) {
+            y.integer = true;
+            y.i = {v->i};
+        } else if (const auto* v = find_attr(n, "value_ints")) {
+            y.integer = true;
+            y.shape = {static_cast<int64_t>(v->ints.size())};
+            y.i = v->ints;
+        } else {
+            throw Unsupported("[onnx] " + where + ": a Constant without a tensor, float(s) or int(s) value (sparse and string constants are not imported)");
+        }
+    } else if (op == "Split") {
+        const Value& x = in(n, 0);
+        const int64_t axis = norm_axis(attr_i(n, "axis", 0), x.shape.size(), where);
+        const int64_t len = x.shape[static_cast<size_t>(axis)], parts = static_cast<int64_t>(n.outputs.size());
+        std::vector<int64_t> sizes = st.opset < 13 ? attr_ints(n, "split", {}) : std::vector<int64_t>{};
+        if (has(n, 1)) sizes = integer_input(n, 1, where);
+        if (sizes.empty()) {
+            // equal parts; opset 18's num_outputs lets the last one be smaller (ceil(len / parts) each)
+            const int64_t num = attr_i(n, "num_outputs", parts);
+            if (num != parts) throw InvalidArgument("[onnx] " + where + ": num_outputs " + std::to_string(num) + " but " + std::to_string(parts) + " outputs");
+            const int64_t chunk = st.opset >= 18 ? (len + parts - 1) / parts : len / parts;
+            if (st.opset < 18 && len % parts != 0)
+                throw InvalidArgument("[onnx] " + where + ": an axis of " + std::to_string(len) + " does not split into " + std::to_string(parts) + " equal parts");
+            for (int64_t k = 0, left = len; k < parts; ++k, left -= chunk) sizes.push_back(std::min(chunk, left));
+        }
+        if (static_cast<int64_t>(sizes.size()) != parts)
+            throw InvalidArgument("[onnx] " + where + ": " + std::to_string(sizes.size()) + " split sizes for " + std::to_string(parts) + " outputs");
+        std::vector<Value> out = onnx_interp::split(x, axis, sizes, where);
+        for (size_t k = 0; k < out.size(); ++k)
+            if (!n.outputs[k].empty()) vals[n.outputs[k]] = std::move(out[k]);
+        return;
+    } else if (op == "Slice") {
+        const Value& x = in(n, 0);
+        if (st.opset < 10) {
+            y = onnx_interp::slice(x, attr_ints(n, "starts", {}), attr_ints(n, "ends", {}), attr_ints(n, "axes", {}), {}, where);
+        } else {
+            y = onnx_interp::slice(x, integer_input(n, 1, where), integer_input(n, 2, where), has(n, 3) ? integer_input(n, 3, where) : std::vector<int64_t>{},
+                                   has(n, 4) ? integer_input(n, 4, where) : std::vector<int64_t>{}, where);
+        }
+    } else if (op == "Shape") {
+        const Value& x = in(n, 0);
+        // opset 15's start / end: a slice of the shape, clamped to the rank
+        const int64_t r = static_cast<int64_t>(x.shape.size());
+        int64_t b = attr_i(n, "start", 0), e = attr_i(n, "end", r);
+        if (b < 0) b += r;
+        if (e < 0) e += r;
+        b = std::clamp<int64_t>(b, 0, r);
+        e = std::clamp<int64_t>(e, 0, r);
+        y.integer = true;
+        if (e > b) y.i.assign(x.shape.begin() + b, x.shape.begin() + e);
+        y.shape = {static_cast<int64_t>(y.i.size())};
+    } else if (op == "Gather") {
+        y = onnx_interp::gather(in(n, 0), in(n, 1), attr_i(n, "axis", 0), where);
+    } else if (op == "Expand") {
+        y = onnx_interp::expand(in(n, 0), integer_input(n, 1, where), where);
+    } else if (op == "Cast") {
+        const auto* to = find_attr(n, "to");
+        if (!to) throw InvalidArgument("[onnx] " + where + ": Cast without 'to'");
+        y = onnx_interp::cast(in(n, 0), static_cast<int32_t>(to->i), where);
+    } else if (op == "Range") {
+        y = onnx_interp::range(in(n, 0), in(n, 1), in(n, 2), where);
+    } else if (op == "ConstantOfShape") {
+        const std::vector<int64_t> shape = integer_input(n, 0, where);
+        for (int64_t d : shape)
+            if (d < 0) throw InvalidArgument("[onnx] " + where + ": a negative dimension");
+        const auto count = checked_numel(shape);
+        if (!count) throw InvalidArgument("[onnx] " + where + ": the shape overflows");
+        check_elements(*count, where);
+        Value fill;
+        fill.f = {0.0f};
+        if (const auto* a = find_attr(n, "value"); a && a->t) fill = from_tensor(*a->t, where);
+        if (fill.numel() != 1) throw InvalidArgument("[onnx] " + where + ": ConstantOfShape's value must hold one element");
+        y.shape = shape;
+        y.integer = fill.integer;
+        y.quant_type = fill.quant_type;
+        if (y.integer) y.i.assign(static_cast<size_t>(*count), fill.i[0]);
+        else y.f.assign(static_cast<size_t>(*count), fill.f[0]);
+    } else if (op == "Where") {
+        y = onnx_interp::where(in(n, 0), in(n, 1), in(n, 2), where);
+    } else if (op == "Resize") {
+        if (st.opset < 11) throw Unsupported("[onnx] " + where + ": Resize before opset 11 (cq follows opset 11's inputs X, roi, scales, sizes)");
+        const std::string mode = attr_s(n, "mode").empty() ? "nearest" : attr_s(n, "mode");
+        if (mode != "nearest") throw Unsupported("[onnx] " + where + ": Resize mode '" + mode + "' (cq resizes in nearest mode)");
+        const std::string coord = attr_s(n, "coordinate_transformation_mode").empty() ? "half_pixel" : attr_s(n, "coordinate_transformation_mode");
+        const std::string rounding = attr_s(n, "nearest_mode").empty() ? "round_prefer_floor" : attr_s(n, "nearest_mode");
+        if (attr_i(n, "antialias", 0) != 0) throw Unsupported("[onnx] " + where + ": Resize with antialias");
+        if (find_attr(n, "axes")) throw Unsupported("[onnx] " + where + ": Resize with axes (opset 18)");
+        const std::string policy = attr_s(n, "keep_aspect_ratio_policy");
+        if (!policy.empty() && policy != "stretch") throw Unsupported("[onnx] " + where + ": keep_aspect_ratio_policy '" + policy + "'");
+        std::vector<float> scales;
+        std::vector<int64_t> sizes;
+        if (has(n, 2)) scales = as_float(in(n, 2));  // an empty scales tensor means "use sizes"
+        if (has(n, 3)) sizes = integer_input(n, 3, where);
+        y = onnx_interp::resize_nearest(in(n, 0), scales, sizes, coord, rounding, where);
     } else {
         throw Unsupported("[onnx] " + where + ": operator '" + op + "' is not supported (cq imports: " + OnnxModel::supported_operators() + ")");
     }
@@ -564,7 +586,7 @@ std::unique_ptr<OnnxModel> OnnxModel::from_ir(onnx_ir::Model ir, const std::stri
         if (!st->input_name.empty()) throw Unsupported("[onnx] " + path + ": the graph has more than one input ('" + st->input_name + "', '" + v.name + "')");
         if (v.elem_type != onnx_ir::kFloat) throw Unsupported("[onnx] " + path + ": input '" + v.name + "' is not float");
         st->input_name = v.name;
-        for (const auto& d : v.shape) {
+        for (const auto& d : v.shape) {  // -1: symbolic (a dynamic axis), given by run()'s shape
             if (d.value == 0 || d.value > (int64_t{1} << 24)) throw FormatError("onnx", path, 0, "input '" + v.name + "' has dimension " + std::to_string(d.value));
             st->input_shape.push_back(d.value);
         }
@@ -677,26 +699,43 @@ std::unique_ptr<OnnxModel> OnnxModel::from_ir(onnx_ir::Model ir, const std::stri
 std::vector<float> OnnxModel::run(const float* input, int64_t batch) {
     OnnxGraphState& st = *state_;
     if (batch <= 0) throw InvalidArgument("[onnx] batch must be positive");
-    std::map<std::string, Value> vals;
-    Value x;
-    x.shape = st.input_shape;
-    if (x.shape.empty()) throw Unsupported("[onnx] " + st.path + ": the input has no dimensions");
-    if (x.shape[0] > 0 && x.shape[0] != batch && x.shape[0] != 1)
-        throw InvalidArgument("[onnx] " + st.path + ": the model takes batches of " + std::to_string(x.shape[0]));
-    for (size_t d = 1; d < x.shape.size(); ++d)
-        if (x.shape[d] <= 0) throw Unsupported("[onnx] " + st.path + ": input dimension " + std::to_string(d) + " is symbolic");
+    std::vector<int64_t> shape = st.input_shape;
+    if (shape.empty()) throw Unsupported("[onnx] " + st.path + ": the input has no dimensions");
+    for (size_t d = 1; d < shape.size(); ++d)
+        if (shape[d] <= 0)
+            throw Unsupported("[onnx] " + st.path + ": input dimension " + std::to_string(d) + " is symbolic (pass the whole input shape to run)");
+    if (shape[0] > 0 && shape[0] != batch && shape[0] != 1)
+        throw InvalidArgument("[onnx] " + st.path + ": the model takes batches of " + std::to_string(shape[0]));
+    shape[0] = batch;
+    return run(input, shape);
+}
+
+std::vector<float> OnnxModel::run(const float* input, const std::vector<int64_t>& shape) {
+    OnnxGraphState& st = *state_;
+    if (shape.size() != st.input_shape.size() || shape.empty())
+        throw InvalidArgument("[onnx] " + st.path + ": input '" + st.input_name + "' has rank " + std::to_string(st.input_shape.size()) + ", not " +
+                              std::to_string(shape.size()));
+    for (size_t d = 0; d < shape.size(); ++d) {
+        if (shape[d] <= 0 || shape[d] > (int64_t{1} << 24)) throw InvalidArgument("[onnx] " + st.path + ": input dimension " + std::to_string(d) + " must be positive");
+        // a fixed batch of 1 takes any batch, run sample by sample; other fixed dimensions must match
+        if (st.input_shape[d] > 0 && st.input_shape[d] != shape[d] && !(d == 0 && st.input_shape[d] == 1))
+            throw InvalidArgument("[onnx] " + st.path + ": input dimension " + std::to_string(d) + " is " + std::to_string(st.input_shape[d]) +
+                                  " in the graph, not " + std::to_string(shape[d]));
+    }
+    const int64_t batch = shape[0];
     int64_t per_sample = 1;
-    for (size_t d = 1; d < x.shape.size(); ++d) per_sample *= x.shape[d];
-    check_elements(per_sample, st.path + " input");
-    check_elements(batch * per_sample, st.path + " input");
-    // a fixed batch of 1 runs sample by sample
-    const int64_t step = x.shape[0] == 1 ? 1 : batch;
+    for (size_t d = 1; d < shape.size(); ++d) per_sample *= shape[d];
+    onnx_interp::check_elements(per_sample, st.path + " input");
+    onnx_interp::check_elements(batch * per_sample, st.path + " input");
+    const int64_t step = st.input_shape[0] == 1 ? 1 : batch;
+    Value x;
+    x.shape = shape;
     x.shape[0] = step;
-    const int64_t per = x.numel() / step;
+    std::map<std::string, Value> vals;
     std::vector<float> out;
     for (int64_t b0 = 0; b0 < batch; b0 += step) {
         vals.clear();
-        x.f.assign(input + b0 * per, input + (b0 + step) * per);
+        x.f.assign(input + b0 * per_sample, input + (b0 + step) * per_sample);
         vals[st.input_name] = x;
         Interpreter interp{st, vals};
         const auto& nodes = st.model.graph.nodes;
@@ -711,8 +750,11 @@ std::vector<float> OnnxModel::run(const float* input, int64_t batch) {
         }
         const std::vector<float> yf = as_float(*y);
         out.insert(out.end(), yf.begin(), yf.end());
+        output_shape_ = y->shape;
     }
     outputs_per_sample_ = static_cast<int64_t>(out.size()) / batch;
+    // the output's leading dimension counts the samples when the graph ran them one at a time
+    if (step != batch && !output_shape_.empty() && output_shape_[0] == step) output_shape_[0] = batch;
     return out;
 }
 
