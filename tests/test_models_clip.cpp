@@ -16,7 +16,6 @@
 #include "cq/classify.h"
 #include "cq/encoder.h"
 #include "cq/error.h"
-#include "cq/onnx.h"
 #include "cq/quantize_encoder.h"
 #include "cq/thread_pool.h"
 #include "cq/w8a8.h"
@@ -250,9 +249,6 @@ TEST(families_clip, BadConfigsAndInputsAreClearErrors) {
     expect_error([&] { model->text_embeddings(bad, e.data()); }, "batch·seq");
     std::vector<float> logits(8);
     expect_error([&] { model->classify(model->tokenize(texts, 16), logits.data()); }, "classify_images");
-    // no ONNX graph for CLIP yet: a clear refusal, not a ViT graph of its weights
-    test::TempDir out("cq_clip");
-    expect_error([&] { export_onnx(*model, out.file("clip.onnx")); }, "CLIPModel has no ONNX export yet");
 }
 
 TEST(families_clip, W8A8AndFourBitWeightsAndTheContainer) {

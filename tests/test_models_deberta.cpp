@@ -17,7 +17,6 @@
 #include "cq/classify.h"
 #include "cq/encoder.h"
 #include "cq/error.h"
-#include "cq/onnx.h"
 #include "cq/quantize_encoder.h"
 #include "cq/thread_pool.h"
 #include "cq/w8a8.h"
@@ -181,12 +180,6 @@ TEST(families_deberta, BadConfigsAreClearErrors) {
         test::TempDir dir("cq_deberta");
         const std::string p = edited(dir, "deberta-v3-random", [](nlohmann::json& c) { c["conv_kernel_size"] = 3; });
         expect_error([&] { EncoderModel::load(p); }, "conv_kernel_size");
-    }
-    {
-        // no ONNX graph for DeBERTa yet: a clear refusal, not a BERT graph of its weights (v2-random-b has BERT's tensors)
-        test::TempDir out("cq_deberta");
-        const auto m = EncoderModel::load(deberta_dir("deberta-v2-random-b"));
-        expect_error([&] { export_onnx(*m, out.file("d.onnx")); }, "DebertaV2ForSequenceClassification has no ONNX export yet");
     }
     {
         // the old string form of pos_att_type loads like the list

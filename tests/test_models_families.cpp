@@ -219,20 +219,6 @@ TEST(families_resnet, ConvolutionsAreListedAndMissingNormsNamed) {
     EXPECT_THROW(EncoderModel::load(bad_sizes), FormatError);
 }
 
-TEST(families_resnet, OnnxExportIsRefusedClearly) {
-    // ResNet (and a bare BertModel) have no ONNX graph writer yet: a clear Unsupported, not a crash in the ViT graph
-    test::TempDir out("cq_families");
-    for (const char* name : {"resnet-bottleneck-random", "layoutlm-token-random-b"}) {
-        const auto model = EncoderModel::load(family_dir(name));
-        try {
-            export_onnx(*model, out.file("m.onnx"));
-            ADD_FAILURE() << name << ": export did not throw";
-        } catch (const Unsupported& e) {
-            EXPECT_NE(std::string(e.what()).find("has no ONNX export yet"), std::string::npos) << e.what();
-        }
-    }
-}
-
 TEST(families_resnet, W8A8ContainerReloadsTheFoldedConvolutions) {
     // W8A8 quantizes the BatchNorm-folded weights; the container keeps the file's BN tensors, and a reload must fold
     // only the biases again (not the int8 weights): the reloaded model gives the in-memory model's logits exactly.

@@ -90,6 +90,20 @@ std::vector<int8_t> transpose_s8(const Int8Linear& q) {
 }
 }  // namespace
 
+std::string Emitter::int32_bias(const Linear& layer, const Int8Linear& q) {
+    // bias as int32 in units of input scale × weight scale (ONNX Runtime's QDQ convention)
+    const int64_t N = q.n_out;
+    std::vector<int32_t> bq(static_cast<size_t>(N));
+    std::vector<float> bs(static_cast<size_t>(N));
+    for (int64_t n = 0; n < N; ++n) {
+        bs[static_cast<size_t>(n)] = q.input.scale * q.weight_scale[static_cast<size_t>(n)];
+        const double v = std::nearbyint(static_cast<double>(q.bias[static_cast<size_t>(n)]) / bs[static_cast<size_t>(n)]);
+        bq[static_cast<size_t>(n)] = static_cast<int32_t>(std::clamp(v, -2147483647.0, 2147483647.0));
+    }
+    const std::string b = g.typed(layer.name + ".bias_quantized", onnx_ir::kInt32, {N}, bq.data(), bq.size() * 4);
+    return g.op("DequantizeLinear", {b, g.f32(layer.name + ".bias_scale", {N}, bs)}, {attr("axis", int64_t{0})});
+}
+
 std::string Emitter::int8_linear(const Linear& layer, const std::string& x) {
     const Int8Linear& q = *layer.int8;
     const int64_t N = q.n_out, K = q.n_in;
@@ -138,22 +152,72 @@ std::string Emitter::int8_linear(const Linear& layer, const std::string& x) {
     const std::string w = g.typed(layer.name + ".weight_quantized", onnx_ir::kInt8, {N, K}, q.weight.data(), static_cast<size_t>(N * K));
     const std::string wzp = g.typed(layer.name + ".weight_zero_point", onnx_ir::kInt8, {N}, wz.data(), wz.size());
     std::vector<std::string> gemm_in{xd, g.op("DequantizeLinear", {w, ws, wzp}, {attr("axis", int64_t{0})})};
-    if (!q.bias.empty()) {
-        // bias as int32 in units of input scale × weight scale (ONNX Runtime's QDQ convention)
-        std::vector<int32_t> bq(static_cast<size_t>(N));
-        std::vector<float> bs(static_cast<size_t>(N));
-        for (int64_t n = 0; n < N; ++n) {
-            bs[static_cast<size_t>(n)] = q.input.scale * q.weight_scale[static_cast<size_t>(n)];
-            const double v = std::nearbyint(static_cast<double>(q.bias[static_cast<size_t>(n)]) / bs[static_cast<size_t>(n)]);
-            bq[static_cast<size_t>(n)] = static_cast<int32_t>(std::clamp(v, -2147483647.0, 2147483647.0));
-        }
-        const std::string b = g.typed(layer.name + ".bias_quantized", onnx_ir::kInt32, {N}, bq.data(), bq.size() * 4);
-        gemm_in.push_back(g.op("DequantizeLinear", {b, g.f32(layer.name + ".bias_scale", {N}, bs)}, {attr("axis", int64_t{0})}));
-    }
+    if (!q.bias.empty()) gemm_in.push_back(int32_bias(layer, q));
     const std::string y2 = g.op("Gemm", gemm_in, {attr("transB", int64_t{1})});
     const std::string lead = g.op("Shape", {x}, {attr("start", int64_t{0}), attr("end", int64_t{-1})});
     ++lowered["Q/DQ Gemm (int32 bias)"];
     return g.op("Reshape", {y2, g.op("Concat", {lead, g.const_i64({N})}, {attr("axis", int64_t{0})})});
+}
+
+std::string Emitter::conv(const Linear& layer, const std::string& x, int64_t in_channels, int64_t kernel, int64_t stride,
+                          const std::vector<int64_t>& pads) {
+    const int64_t M = layer.n_out(), K = layer.n_in();
+    if (K != in_channels * kernel * kernel)
+        throw InvalidArgument("[onnx] " + layer.name + ": a " + std::to_string(kernel) + "×" + std::to_string(kernel) + " convolution over " +
+                              std::to_string(in_channels) + " channels needs " + std::to_string(in_channels * kernel * kernel) +
+                              " inputs per output, the layer has " + std::to_string(K));
+    std::vector<onnx_ir::Attribute> attrs{attr("kernel_shape", std::vector<int64_t>{kernel, kernel}), attr("strides", std::vector<int64_t>{stride, stride})};
+    if (std::any_of(pads.begin(), pads.end(), [](int64_t p) { return p != 0; })) attrs.push_back(attr("pads", pads));
+    const std::vector<int64_t> wshape{M, in_channels, kernel, kernel};  // the Linear's [M, C·k·k] rows, (c, ky, kx) order
+    const bool int8 = layer.int8 && (options.format == OnnxFormat::dynamic || options.format == OnnxFormat::qdq || options.format == OnnxFormat::trt_qdq);
+    if (!int8) {
+        std::vector<std::string> in{x, g.f32(layer.name + ".weight", wshape, linear_weight_f32(layer))};
+        const std::vector<float> b = linear_bias_f32(layer);
+        if (!b.empty()) in.push_back(g.f32(layer.name + ".bias", {M}, b));
+        ++lowered["Conv"];
+        return g.op("Conv", in, attrs);
+    }
+    const Int8Linear& q = *layer.int8;
+    const std::string ws = g.f32(layer.name + ".weight_scale", {M}, q.weight_scale);
+    const std::string w = g.typed(layer.name + ".weight_quantized", onnx_ir::kInt8, wshape, q.weight.data(), static_cast<size_t>(M * K));
+    if (options.format == OnnxFormat::dynamic) {
+        // ONNX Runtime's dynamic pattern for Conv: u8 activations per tensor at run time, ConvInteger, then both scales
+        const auto xq = g.ops("DynamicQuantizeLinear", {x}, 3);
+        const std::string acc = g.op("ConvInteger", {xq[0], w, xq[2]}, attrs);
+        const std::string scale = g.op("Reshape", {g.op("Mul", {xq[1], ws}), g.const_i64({M, 1, 1})});
+        std::string y = g.op("Mul", {g.op("Cast", {acc}, {attr("to", int64_t{onnx_ir::kFloat})}), scale});
+        if (!q.bias.empty()) y = g.op("Add", {y, g.f32(layer.name + ".bias", {M, 1, 1}, q.bias)});
+        ++lowered["DynamicQuantizeLinear + ConvInteger"];
+        return y;
+    }
+    if (q.activations != ActivationQuant::static_per_tensor)
+        throw InvalidArgument("[onnx] --format " + std::string(onnx_format_name(options.format)) + ": " + layer.name +
+                              " quantizes its input at run time (W8A8 dynamic); static Q/DQ needs a model quantized with "
+                              "--type w8a8-static --calib DATA");
+    const std::vector<int8_t> wz(static_cast<size_t>(M), 0);
+    const std::string wzp = g.typed(layer.name + ".weight_zero_point", onnx_ir::kInt8, {M}, wz.data(), wz.size());
+    const std::string wd = g.op("DequantizeLinear", {w, ws, wzp}, {attr("axis", int64_t{0})});
+    if (options.format == OnnxFormat::trt_qdq) {
+        // symmetric s8 activations: the calibrated range widened to ±amax, zero point 0 (as int8_linear)
+        const float lo = q.input.scale * static_cast<float>(0 - q.input.zero_point);
+        const float hi = q.input.scale * static_cast<float>(q.act_qmax - q.input.zero_point);
+        const float amax = std::max(std::fabs(lo), std::fabs(hi));
+        const float sx = amax > 0 ? amax / 127.0f : 1.0f;
+        const int8_t zero = 0;
+        const std::string s = g.scalar_f32(sx), z = g.typed(layer.name + ".input_zero_point", onnx_ir::kInt8, {}, &zero, 1);
+        std::vector<std::string> in{g.op("DequantizeLinear", {g.op("QuantizeLinear", {x, s, z}), s, z}), wd};
+        if (!q.bias.empty()) in.push_back(g.f32(layer.name + ".bias", {M}, q.bias));
+        ++lowered["Q/DQ Conv (TensorRT)"];
+        return g.op("Conv", in, attrs);
+    }
+    // qdq: u8 activations with cq's calibrated scale / zero point, the bias as int32 (ONNX Runtime fuses it to QLinearConv)
+    const uint8_t zp = static_cast<uint8_t>(q.input.zero_point);
+    const std::string s = g.f32(layer.name + ".input_scale", {}, std::span<const float>(&q.input.scale, 1));
+    const std::string z = g.typed(layer.name + ".input_zero_point", onnx_ir::kUint8, {}, &zp, 1);
+    std::vector<std::string> in{g.op("DequantizeLinear", {g.op("QuantizeLinear", {x, s, z}), s, z}), wd};
+    if (!q.bias.empty()) in.push_back(int32_bias(layer, q));
+    ++lowered["Q/DQ Conv (int32 bias)"];
+    return g.op("Conv", in, attrs);
 }
 
 std::string Emitter::rms_norm(const std::string& x, const Norm& norm, const std::string& name, float eps) {
@@ -202,6 +266,39 @@ std::string Emitter::activation(ops::Activation act, const std::string& x) {
     case ops::Activation::silu: return silu(x);
     }
     throw Unsupported("[onnx] an activation cq has no ONNX form for");
+}
+
+std::string Emitter::l2_normalize(const std::string& x) {
+    return g.op("Div", {x, g.op("ReduceL2", {x}, {attr("axes", std::vector<int64_t>{-1}), attr("keepdims", int64_t{1})})});
+}
+
+std::string Emitter::positions(const std::string& x, int64_t axis) {
+    const std::string n = g.op("Shape", {x}, {attr("start", axis), attr("end", axis + 1)});
+    return g.op("Range", {g.scalar_i64(0), g.op("Squeeze", {n, g.const_i64({0})}), g.scalar_i64(1)});
+}
+
+std::string Emitter::additive_key_mask(const std::string& attention_mask) {
+    const std::string m = g.op("Cast", {attention_mask}, {attr("to", int64_t{onnx_ir::kFloat})});
+    return g.op("Unsqueeze", {g.op("Mul", {g.op("Sub", {g.scalar_f32(1.0f), m}), g.scalar_f32(std::numeric_limits<float>::lowest())}),
+                              g.const_i64({1, 2})});
+}
+
+std::string Emitter::self_attention(const EncoderBlock& b, int64_t hidden, int64_t n_head, const std::string& x,
+                                    const std::string& additive_mask, const std::string& bool_mask) {
+    const int64_t hd = hidden / n_head, H = b.n_head > 0 ? b.n_head : n_head;  // H: heads the block keeps
+    const std::string q = split_heads(linear(b.q, x), H, hd);
+    const std::string k = split_heads(linear(b.k, x), H, hd);
+    const std::string v = split_heads(linear(b.v, x), H, hd);
+    return linear(b.attn_out, merge_heads(attention(q, k, v, hd, additive_mask, bool_mask), H, hd));
+}
+
+std::string Emitter::pre_ln_block(const EncoderBlock& b, const EncoderConfig& c, ops::Activation act, const std::string& x,
+                                  const std::string& additive_mask, const std::string& bool_mask) {
+    const std::string xn = layer_norm(x, b.attn_norm, b.attn_norm.name, c.norm_eps);
+    const std::string h = g.op("Add", {x, self_attention(b, c.hidden, c.n_head, xn, additive_mask, bool_mask)});
+    const std::string hn = layer_norm(h, b.ffn_norm, b.ffn_norm.name, c.norm_eps);
+    const std::string f = activation(act, linear(b.ffn_in, hn));
+    return g.op("Add", {h, linear(b.ffn_out, f)});
 }
 
 std::string Emitter::split_heads(const std::string& x, int64_t heads, int64_t head_dim) {

@@ -8,8 +8,10 @@
 #include <string>
 #include <vector>
 
+#include "cq/encoder.h"
 #include "cq/model.h"
 #include "cq/onnx.h"
+#include "cq/w8a8.h"
 #include "onnx/graph_builder.h"
 #include "ops/encoder_ops.h"
 
@@ -29,6 +31,8 @@ struct Emitter {
     std::string linear(const Linear& layer, const std::string& x);
     /// A W8A8 Linear in the int8 formats (dynamic / qdq / trt-qdq).
     std::string int8_linear(const Linear& layer, const std::string& x);
+    /// A W8A8 layer's bias as int32 in units of input scale × weight scale behind a DequantizeLinear (the qdq form).
+    std::string int32_bias(const Linear& layer, const Int8Linear& q);
     /// y = x / sqrt(mean(x²) + eps) · w over the last axis.
     std::string rms_norm(const std::string& x, const Norm& norm, const std::string& name, float eps);
     /// LayerNormalization over the last axis (bias optional).
@@ -36,6 +40,26 @@ struct Emitter {
     std::string gelu_erf(const std::string& x);
     std::string gelu_tanh(const std::string& x);
     std::string silu(const std::string& x);
+    /// x / ‖x‖₂ over the last axis, without an epsilon (transformers' CLIP embeddings).
+    std::string l2_normalize(const std::string& x);
+    /// [0, 1, …, n − 1] (int64) with n the size of `x`'s axis `axis` (a dynamic dimension).
+    std::string positions(const std::string& x, int64_t axis);
+    /// int64 attention_mask [B, S] (1 real, 0 padding) → [B, 1, 1, S]: 0 for real keys, the lowest float for padding
+    /// (HF's extended attention mask).
+    std::string additive_key_mask(const std::string& attention_mask);
+    /// A convolution whose weight is the Linear `layer` ([out, (in_channels / group)·k·k] over NCHW patches, BatchNorm
+    /// folded in, as cq's ConvUnit): x [N, in_channels, H, W] → [N, out, OH, OW]; pads {top, left, bottom, right} (no
+    /// attribute when all zero). W8A8 layers lower as int8_linear lowers a MatMul: DynamicQuantizeLinear + ConvInteger
+    /// (dynamic), Q/DQ around the Conv with an int32 bias (qdq) or symmetric s8 (trt-qdq).
+    std::string conv(const Linear& layer, const std::string& x, int64_t in_channels, int64_t kernel, int64_t stride,
+                     const std::vector<int64_t>& pads);
+    /// An encoder block's multi-head self-attention, output projection included: x [B, S, hidden] → [B, S, hidden]
+    /// with the heads the block keeps (HF pruned_heads); masks as attention().
+    std::string self_attention(const EncoderBlock& b, int64_t hidden, int64_t n_head, const std::string& x, const std::string& additive_mask,
+                               const std::string& bool_mask);
+    /// A pre-LN block (ViT, DeiT, CLIP's towers): h = x + attn(LN₁(x)); h + ffn(LN₂(h)).
+    std::string pre_ln_block(const EncoderBlock& b, const EncoderConfig& c, ops::Activation act, const std::string& x,
+                             const std::string& additive_mask, const std::string& bool_mask);
     /// x·σ(1.702x) (transformers' QuickGELUActivation).
     std::string quick_gelu(const std::string& x);
     /// The activation cq's forward applies (ops::activate), as ONNX ops.

@@ -3,6 +3,8 @@
 
 #include <cstring>
 
+#include "cq/error.h"
+
 namespace cq::onnx_export {
 
 onnx_ir::Attribute attr(const std::string& name, int64_t value) {
@@ -68,6 +70,15 @@ void GraphBuilder::op_to(const std::string& op_type, std::vector<std::string> in
 }
 
 std::string GraphBuilder::typed(const std::string& name, int32_t onnx_type, std::vector<int64_t> shape, const void* data, size_t bytes) {
+    // The same tensor asked for again (a Linear a graph applies to two inputs, as DeBERTa's key projection to the tokens
+    // and to the relative embeddings) is stored once; another tensor under a used name is the exporter's bug.
+    if (const auto it = initializer_index_.find(name); it != initializer_index_.end()) {
+        const onnx_ir::Tensor& t = graph_.initializers[it->second];
+        if (t.data_type != onnx_type || t.dims != shape || t.raw.size() != bytes || std::memcmp(t.raw.data(), data, bytes) != 0)
+            throw Error("[onnx] two different initializers named '" + name + "' (cq's bug)");
+        return name;
+    }
+    initializer_index_.emplace(name, graph_.initializers.size());
     onnx_ir::Tensor& t = graph_.initializers.emplace_back();
     t.name = name;
     t.data_type = onnx_type;

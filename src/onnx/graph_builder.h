@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <initializer_list>
+#include <map>
 #include <span>
 #include <string>
 #include <vector>
@@ -47,6 +48,7 @@ public:
     /// Initializers (stored as raw little-endian data); `name` is kept as given. Return the name.
     std::string f32(const std::string& name, std::vector<int64_t> shape, std::span<const float> data);
     std::string i64(const std::string& name, std::vector<int64_t> shape, std::span<const int64_t> data);
+    /// An initializer already made under `name` with the same type, shape and bytes is returned, not stored twice.
     std::string typed(const std::string& name, int32_t onnx_type, std::vector<int64_t> shape, const void* data, size_t bytes);
     /// Unnamed constants (an initializer named under the scope).
     std::string const_i64(std::initializer_list<int64_t> values);
@@ -64,6 +66,7 @@ private:
     onnx_ir::Graph& graph_;
     std::string scope_;
     int64_t counter_ = 0;
+    std::map<std::string, size_t> initializer_index_;  // name → index in graph_.initializers
 };
 
 }  // namespace cq::onnx_export
