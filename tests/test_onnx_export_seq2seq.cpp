@@ -19,22 +19,25 @@ using namespace test::seq2seq;
 
 const char* const kFiles[] = {"encoder_model.onnx", "decoder_model.onnx", "decoder_with_past_model.onnx"};
 
-nlohmann::json ort_reference(const std::string& name) {
-    const std::string path = test::tests_dir() + "/expected/onnx/" + name + ".seq2seq.fp32.json";
+nlohmann::json ort_reference(const std::string& name, const std::string& format = "fp32") {
+    const std::string path = test::tests_dir() + "/expected/onnx/" + name + ".seq2seq." + format + ".json";
     if (!std::filesystem::exists(path)) throw IoError("cannot open " + path + " (run scripts/onnx_reference_seq2seq)");
     return read_json(path);
 }
 
 // Exports `model` into dir and checks that the three graphs are the ones ONNX Runtime ran.
-void export_and_check_graphs(const Model& model, const test::TempDir& dir, const nlohmann::json& ort, const std::string& name) {
-    const OnnxExportReport report = export_onnx(model, dir.file("onnx"));
-    ASSERT_EQ(report.files.size(), 3u) << name;
+OnnxExportReport export_and_check_graphs(const Model& model, const test::TempDir& dir, const nlohmann::json& ort, const std::string& name,
+                                         const OnnxExportOptions& options = {}) {
+    const OnnxExportReport report = export_onnx(model, dir.file("onnx"), options);
+    EXPECT_EQ(report.files.size(), 3u) << name;
+    if (report.files.size() != 3u) return report;
     for (size_t i = 0; i < 3; ++i) {
         EXPECT_EQ(report.files[i].path, dir.file("onnx") + "/" + kFiles[i]);
         const auto bytes = test::read_bytes(report.files[i].path);
         EXPECT_EQ(test::crc32(bytes.data(), bytes.size()), ort["onnx_crc32"][kFiles[i]].get<uint32_t>())
             << name << " " << kFiles[i] << " differs from the graph ONNX Runtime ran: rerun scripts/onnx_reference_seq2seq if the change is intended";
     }
+    return report;
 }
 
 // max |a[i] − b[i]| over a's elements (b a flat JSON array of as many)
@@ -142,6 +145,63 @@ TEST(OnnxExportSeq2Seq, BartMatchesOnnxRuntime) { check_text("bart-tiny-random")
 TEST(OnnxExportSeq2Seq, BartSecondConfigMatchesOnnxRuntime) { check_text("bart-random-b"); }
 TEST(OnnxExportSeq2Seq, BlipMatchesOnnxRuntime) { check_captioner("blip-tiny-random"); }
 TEST(OnnxExportSeq2Seq, BlipSecondConfigMatchesOnnxRuntime) { check_captioner("blip-mnist-random-b"); }
+
+// The quantized forms, through the shared Emitter, of models quantized as `cq quantize` does for encoder–decoders (every
+// block Linear; the head stays f32). scripts/onnx_reference_seq2seq exported them from cq's container; the CRCs show the
+// in-memory quantization here gives the same graphs.
+//
+// Q4_0 as MatMulNBits, exported at accuracy_level 0: ORT multiplies float activations by the dequantized Q4_0 weights,
+// which is exactly cq's float forward over those weights (set as f32), so the bar is FP32's: 1e-4 and equal greedy
+// tokens. (cq's own Q4_0 run quantizes activations to Q8_0 blocks and differs by more: printed.)
+void check_matmulnbits(const std::string& name) {
+    auto model = Seq2SeqModel::load(family_dir(name));
+    for (Linear* l : model->linears())
+        if (l->block >= 0) model->quantize_linear(*l, DType::Q4_0);
+    const nlohmann::json hf = read_json(family_dir(name) + "/reference.json"), ort = ort_reference(name, "matmulnbits-q4_0");
+    test::TempDir dir;
+    OnnxExportOptions o;
+    o.format = OnnxFormat::matmulnbits;
+    o.nbits_accuracy_level = 0;
+    const OnnxExportReport report = export_and_check_graphs(*model, dir, ort, name + " q4_0", o);
+    int64_t encoder_linears = 0;
+    for (const Linear* l : std::as_const(*model).linears()) encoder_linears += l->block >= 0 && l->block < model->config().encoder_layers;
+    EXPECT_EQ(report.files[0].linears.at("MatMulNBits 4-bit"), encoder_linears) << name;
+    const int64_t V = model->config().vocab, from = ort["from"];
+    const auto logits_of = [&](size_t i) {
+        const auto dec = hf["decoder_input_ids"][i].get<std::vector<int32_t>>();
+        std::vector<float> logits(dec.size() * static_cast<size_t>(V));
+        model->logits(source_of(hf, i), dec, logits.data());
+        return logits;
+    };
+    double own = 0;  // cq's Q4_0 × Q8_0 run
+    for (size_t i = 0; i < hf["decoder_input_ids"].size(); ++i) {
+        const std::vector<float> l = logits_of(i);
+        own = std::max(own, max_diff(l.data(), l.size(), ort["logits"][i]));
+    }
+    for (Linear* l : model->linears())
+        if (l->block >= 0) {
+            Tensor w = Tensor::zeros({l->n_out(), l->n_in()}, DType::F32);
+            const std::vector<float> values = l->weight.to_float();
+            std::copy(values.begin(), values.end(), static_cast<float*>(w.mutable_data()));
+            model->set_weight(*l, std::move(w));
+        }
+    double worst = 0, steps = 0;
+    for (size_t i = 0; i < hf["decoder_input_ids"].size(); ++i) {
+        const std::vector<float> l = logits_of(i);
+        worst = std::max(worst, max_diff(l.data(), l.size(), ort["logits"][i]));
+        steps = std::max(steps, max_diff(l.data() + from * V, l.size() - static_cast<size_t>(from * V), ort["step_logits"][i]));
+    }
+    EXPECT_LE(worst, 1e-4) << name << " q4_0: cq's float forward over the Q4_0 weights vs ORT's MatMulNBits";
+    EXPECT_LE(steps, 1e-4) << name << " q4_0, decoder_with_past";
+    for (size_t i = 0; i < hf["sources"].size(); ++i)
+        EXPECT_EQ(model->generate_greedy(source_of(hf, i), hf["max_new_tokens"]), ort["greedy"][i].get<std::vector<int32_t>>()) << name << " q4_0 source " << i;
+    std::printf("[onnx] %s q4_0 matmulnbits (accuracy_level 0): max |logits − ORT| %.3g, with past %.3g (cq's Q4_0 × Q8_0 run: %.3g); "
+                "%zu greedy generations equal\n",
+                name.c_str(), worst, steps, own, hf["sources"].size());
+}
+
+TEST(OnnxExportSeq2Seq, T5Q4_0AsMatMulNBitsMatchesOnnxRuntime) { check_matmulnbits("t5-tiny-random"); }
+TEST(OnnxExportSeq2Seq, BartQ4_0AsMatMulNBitsMatchesOnnxRuntime) { check_matmulnbits("bart-tiny-random"); }
 
 // T5's relative positions are looked up in a table over −max_distance..max_distance, farther ones clipped to its ends: the
 // bucket function must be constant beyond them (t5-random-b's sources, 27 tokens against max_distance 20, cross it).
