@@ -18,6 +18,7 @@
 
 #include "cq/encoder.h"
 #include "cq/error.h"
+#include "cq/io/safetensors.h"
 #include "cq/onnx.h"
 #include "cq/quantize_encoder.h"
 #include "cq/thread_pool.h"
@@ -203,6 +204,47 @@ TEST(OnnxExportFamilies, ResNetBasic) { check_fp32("resnet-basic-mnist-random-b"
 TEST(OnnxExportFamilies, ResNetGelu) { check_fp32("resnet-v1-gelu-random-c"); }
 TEST(OnnxExportFamilies, EfficientNet) { check_fp32("efficientnet-tiny-random"); }
 TEST(OnnxExportFamilies, EfficientNetSecondConfig) { check_fp32("efficientnet-mnist-random-b"); }
+
+// ---- a bare BertModel (feature extraction) -----------------------------------------------------------------------
+
+// The BERT fixture as a bare BertModel, as scripts/onnx_reference_encoders derives it: its tensors without the "bert."
+// prefix (the head's stay, unread), config.json naming BertModel, the tokenizer files copied.
+std::string bare_bert(const TempDir& dir) {
+    const std::string src = test::fixture("models/bert-tiny-sst2");
+    for (const auto& e : std::filesystem::directory_iterator(src)) {
+        const std::string f = e.path().filename().string();
+        if (f != "model.safetensors" && f != "config.json" && f != "reference.json") std::filesystem::copy_file(e.path(), dir.file(f));
+    }
+    nlohmann::json config = read_json(src + "/config.json");
+    config["architectures"] = {"BertModel"};
+    std::ofstream(dir.file("config.json")) << config.dump(1);
+    const auto file = safetensors::File::open(src + "/model.safetensors");
+    std::vector<safetensors::TensorToWrite> tensors;
+    for (const auto& t : file.tensors()) {
+        const std::string name = t.name.starts_with("bert.") ? t.name.substr(5) : t.name;
+        tensors.push_back({name, t.dtype_name, t.shape, t.nbytes, file.tensor(t).data()});
+    }
+    safetensors::write_file(dir.file("model.safetensors"), tensors, file.metadata());
+    return dir.path();
+}
+
+TEST(OnnxExportFamilies, BareBertModelLastHiddenState) {
+    const nlohmann::json ort = read_json(test::tests_dir() + "/expected/onnx/families/bert-tiny-bare.fp32.json");
+    TempDir dir("cq_onnx_families");
+    auto model = EncoderModel::load(bare_bert(dir));
+    ASSERT_TRUE(model->config().feature_extraction);
+    TempDir out("cq_onnx_families");
+    const nlohmann::json& graphs = expect_same_graphs(*model, ort, out, OnnxFormat::fp32);
+    const TextBatch batch = reference_batch(ort["inputs"]);
+    std::vector<float> hidden(static_cast<size_t>(batch.batch * batch.seq * model->config().hidden));
+    model->hidden_states(batch, hidden.data());
+    const nlohmann::json& h = graphs["model.onnx"]["last_hidden_state"];
+    EXPECT_EQ(flatten(h["dims"]), (std::vector<double>{double(batch.batch), double(batch.seq), double(model->config().hidden)}));
+    const double worst = max_abs_diff(hidden, flatten(h["values"]), "last_hidden_state");
+    EXPECT_LE(worst, 1e-4);
+    std::printf("[onnx] bert-tiny-sst2 as BertModel: max |last_hidden_state cq − ORT| %.3g over %zu values (padding rows included)\n", worst,
+                hidden.size());
+}
 
 // ---- W8A8 --------------------------------------------------------------------------------------------------------
 
