@@ -66,9 +66,13 @@ struct OnnxExportReport {
 /// Writes `model` as ONNX to `path` (atomically; the ONNX checker runs on every graph before it is written).
 /// Decoders (LLaMA family, GPT-2): inputs input_ids, attention_mask, position_ids [batch, sequence] int64,
 /// outputs logits [batch, sequence, vocab] and present.N.key / present.N.value [batch, kv_heads, total, head_dim];
-/// the decode graph `<stem>_with_past.onnx` adds past_key_values.N.key / .value inputs. Text encoders: input_ids,
-/// attention_mask (and token_type_ids where the model has token types) → logits [batch, labels]. ViT:
-/// pixel_values [batch, C, H, W] (already normalised) → logits. Encoder–decoders (T5, BART, BLIP captioning): `path` is a
+/// the decode graph `<stem>_with_past.onnx` adds past_key_values.N.key / .value inputs. Text encoders (BERT, RoBERTa,
+/// DistilBERT, DeBERTa v2/v3, LayoutLM): input_ids, bbox [batch, sequence, 4] (LayoutLM), attention_mask (and
+/// token_type_ids where the model has token types) → logits [batch, labels] (LayoutLM token classifiers: [batch,
+/// sequence, labels]; a bare BertModel: last_hidden_state [batch, sequence, hidden]). ViT, DeiT, ResNet, EfficientNet:
+/// pixel_values [batch, C, H, W] (already normalised) → logits. CLIP: Optimum's joint graph (input_ids, pixel_values,
+/// attention_mask → logits_per_image, logits_per_text, text_embeds, image_embeds) at `path`, and each tower alone at
+/// `<stem>_text_model.onnx` / `<stem>_vision_model.onnx`. Encoder–decoders (T5, BART, BLIP captioning): `path` is a
 /// directory (created if absent) that gets Optimum's encoder_model.onnx (input_ids, attention_mask → last_hidden_state;
 /// BLIP: pixel_values → last_hidden_state), decoder_model.onnx (input_ids, encoder_attention_mask (not BLIP),
 /// encoder_hidden_states → logits, present.N.decoder.* / present.N.encoder.*) and decoder_with_past_model.onnx
