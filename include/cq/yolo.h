@@ -66,4 +66,26 @@ int64_t quantize_yolo_onnx_w8a8(OnnxModel& model, ActivationQuant activations, c
 struct Linear;
 bool is_dfl_expectation(const Linear& layer);
 
+/// `cq eval MODEL.onnx --task detect`: an imported detector on MNIST canvases, optionally against its own W8A8 form.
+struct YoloEvalOptions {
+    int64_t first = 0, count = 32;  // canvases [first, first + count)
+    int64_t height = 0, width = 0;  // 0: the model's input size (needed where the graph leaves it open)
+    YoloPostprocess post;
+    std::string quantize;           // "" (FP32 only), "w8a8-dynamic" or "w8a8-static"
+    int64_t calib_first = 1000, calib_count = 64;  // static: calibration canvases, apart from the evaluated ones
+    int32_t calib_method = 0;       // calib::Method
+    double percentile = 99.99;
+    bool keep_dfl_float = true;
+};
+struct YoloEvalReport {
+    DetectionRun fp32;
+    bool quantized = false;
+    DetectionRun w8a8;
+    DetectionScore agreement;              // W8A8's boxes scored with FP32's as the truth
+    double max_abs_diff = 0;               // max |W8A8 − FP32| over the raw outputs
+    int64_t linears = 0, quantized_linears = 0;
+    uint64_t fp32_bytes = 0, w8a8_bytes = 0;  // the Linears' weights (+ biases, scales) in memory
+};
+YoloEvalReport evaluate_yolo_onnx(const std::string& model_path, const std::string& mnist_images, const YoloEvalOptions& options);
+
 }  // namespace cq

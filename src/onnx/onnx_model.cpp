@@ -104,7 +104,28 @@ struct OnnxGraphState {
     std::string input_name, output_name;
     std::vector<int64_t> input_shape;
     int64_t opset = 0;
+    // Shape arithmetic (Shape and the integer nodes fed only by it and constants) depends on the input's shape
+    // alone when no tensor's shape depends on data; it is then folded on the first run for each input shape.
+    std::set<size_t> shape_nodes;          // nodes computing only from shapes and constants
+    bool shape_folding = false;            // every shape-giving input of the graph is a constant or shape arithmetic
+    std::vector<int64_t> folded_for;       // the input shape shape_values were computed for
+    std::map<std::string, Value> shape_values;
 };
+
+namespace {
+
+// The inputs of an operator that decide its output's shape (their values, not their shapes).
+std::vector<size_t> shape_giving_inputs(const std::string& op, int64_t opset) {
+    if (op == "Reshape" || op == "Expand") return {1};
+    if (op == "Slice") return opset >= 10 ? std::vector<size_t>{1, 2, 3, 4} : std::vector<size_t>{};
+    if (op == "Split" || op == "Squeeze" || op == "Unsqueeze") return {1};
+    if (op == "Range") return {0, 1, 2};
+    if (op == "ConstantOfShape") return {0};
+    if (op == "Resize") return {1, 2, 3};
+    return {};
+}
+
+}  // namespace
 
 OnnxModel::OnnxModel() = default;
 OnnxModel::~OnnxModel() = default;
@@ -690,6 +711,29 @@ std::unique_ptr<OnnxModel> OnnxModel::from_ir(onnx_ir::Model ir, const std::stri
         st->node_linear[k] = st->linears.size();
         st->linears.push_back(std::move(layer));
     }
+    // shape arithmetic: which nodes compute from shapes only, and whether any tensor's shape depends on data
+    {
+        std::set<std::string> shape_values;
+        for (size_t k = 0; k < g.nodes.size(); ++k) {
+            const auto& n = g.nodes[k];
+            if (st->skip.count(k) || st->node_linear.count(k)) continue;
+            const bool from_shapes = n.op_type == "Shape" ||
+                                     (!n.inputs.empty() && std::all_of(n.inputs.begin(), n.inputs.end(), [&](const std::string& i) {
+                                          return i.empty() || st->constants.count(i) || shape_values.count(i);
+                                      }));
+            if (!from_shapes) continue;
+            st->shape_nodes.insert(k);
+            for (const auto& o : n.outputs) shape_values.insert(o);
+        }
+        st->shape_folding = !st->shape_nodes.empty();
+        for (size_t k = 0; k < g.nodes.size() && st->shape_folding; ++k) {
+            const auto& n = g.nodes[k];
+            if (st->skip.count(k)) continue;
+            for (size_t i : shape_giving_inputs(n.op_type, st->opset))
+                if (i < n.inputs.size() && !n.inputs[i].empty() && !st->constants.count(n.inputs[i]) && !shape_values.count(n.inputs[i]))
+                    st->shape_folding = false;
+        }
+    }
     m->state_ = std::move(st);
     if (m->pack_for_kernels_)
         for (auto& l : m->state_->linears) ops::pack_for_kernels(*l);
@@ -739,8 +783,17 @@ std::vector<float> OnnxModel::run(const float* input, const std::vector<int64_t>
         vals[st.input_name] = x;
         Interpreter interp{st, vals};
         const auto& nodes = st.model.graph.nodes;
+        const bool folded = st.shape_folding && st.folded_for == x.shape;
+        if (folded) vals.insert(st.shape_values.begin(), st.shape_values.end());
         for (size_t k = 0; k < nodes.size(); ++k)
-            if (!st.skip.count(k)) interp.run(k, nodes[k]);
+            if (!st.skip.count(k) && !(folded && st.shape_nodes.count(k))) interp.run(k, nodes[k]);
+        if (st.shape_folding && !folded) {
+            st.shape_values.clear();
+            for (size_t k : st.shape_nodes)
+                for (const auto& o : nodes[k].outputs)
+                    if (auto it = vals.find(o); it != vals.end()) st.shape_values[o] = it->second;
+            st.folded_for = x.shape;
+        }
         auto it = vals.find(st.output_name);
         const Value* y = it != vals.end() ? &it->second : nullptr;
         if (!y) {

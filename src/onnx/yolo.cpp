@@ -169,4 +169,34 @@ int64_t quantize_yolo_onnx_w8a8(OnnxModel& model, ActivationQuant activations, c
     return static_cast<int64_t>(targets.size());
 }
 
+YoloEvalReport evaluate_yolo_onnx(const std::string& model_path, const std::string& mnist_images, const YoloEvalOptions& o) {
+    auto model = OnnxModel::load(model_path);
+    const auto& s = model->input_shape();
+    const int64_t height = o.height > 0 ? o.height : s.size() == 4 ? s[2] : -1, width = o.width > 0 ? o.width : s.size() == 4 ? s[3] : -1;
+    if (height <= 0 || width <= 0)
+        throw InvalidArgument("[yolo] " + model_path + " leaves the image size open: give one (cq eval --image-size HxW)");
+    const DetectionImages images = mnist_detection_images(mnist_images, o.first, o.count, height, width);
+    YoloEvalReport r;
+    r.fp32 = detect_yolo_onnx(*model, images, o.post);
+    for (const Linear* l : model->linears()) r.fp32_bytes += l->bytes();
+    r.linears = static_cast<int64_t>(model->linears().size());
+    if (o.quantize.empty()) return r;
+    if (o.quantize != "w8a8-dynamic" && o.quantize != "w8a8-static")
+        throw InvalidArgument("[yolo] quantization '" + o.quantize + "' (cq evaluates detectors as w8a8-dynamic or w8a8-static)");
+    const bool is_static = o.quantize == "w8a8-static";
+    if (is_static && o.calib_first < o.first + o.count && o.first < o.calib_first + o.calib_count)
+        throw InvalidArgument("[yolo] the calibration canvases overlap the evaluated ones");
+    DetectionImages calibration;
+    if (is_static) calibration = mnist_detection_images(mnist_images, o.calib_first, o.calib_count, height, width);
+    r.quantized_linears = quantize_yolo_onnx_w8a8(*model, is_static ? ActivationQuant::static_per_tensor : ActivationQuant::dynamic_per_token,
+                                                  is_static ? &calibration : nullptr, o.calib_method, o.percentile, o.keep_dfl_float);
+    r.quantized = true;
+    r.w8a8 = detect_yolo_onnx(*model, images, o.post);
+    for (const Linear* l : model->linears()) r.w8a8_bytes += l->bytes();
+    for (size_t i = 0; i < r.fp32.outputs.size(); ++i)
+        r.max_abs_diff = std::max(r.max_abs_diff, static_cast<double>(std::fabs(r.fp32.outputs[i] - r.w8a8.outputs[i])));
+    r.agreement = detection_agreement(r.fp32.detections, r.w8a8.detections);
+    return r;
+}
+
 }  // namespace cq
