@@ -234,6 +234,35 @@ TEST(OnnxYolo, W8A8AndFourBitWeightsStayCloseToFp32) {
     EXPECT_GE(measure("Q4_0 weight-only").map, 0.3);
 }
 
+// evaluate_yolo_onnx (cq eval --task detect): the report's counts and sizes follow from the model, and calibration
+// canvases that overlap the evaluated ones are refused
+TEST(OnnxYolo, EvaluationReportsSizeAgreementAndRefusesOverlappingCalibration) {
+    YoloEvalOptions o;
+    o.count = 4;
+    o.quantize = "w8a8-static";
+    o.calib_first = 100, o.calib_count = 8;
+    const std::string mnist = fixture("data/t10k-images-idx3-ubyte.gz");
+    const YoloEvalReport r = evaluate_yolo_onnx(data_dir() + "yolov8-tiny-b.onnx", mnist, o);
+    EXPECT_EQ(r.linears, 64);
+    EXPECT_EQ(r.quantized_linears, 63);
+    EXPECT_EQ(r.fp32.images, 4);
+    EXPECT_EQ(r.fp32.anchors, 252);
+    // f32 weights → int8 weights + one f32 scale per output channel (biases stay f32)
+    EXPECT_LT(static_cast<double>(r.w8a8_bytes), 0.4 * static_cast<double>(r.fp32_bytes));
+    EXPECT_GT(r.max_abs_diff, 0.0);
+    EXPECT_GE(r.agreement.map, 0.0);
+    o.calib_first = 2;
+    EXPECT_THROW(evaluate_yolo_onnx(data_dir() + "yolov8-tiny-b.onnx", mnist, o), InvalidArgument);
+    o.quantize = "q3";
+    o.calib_first = 100;
+    EXPECT_THROW(evaluate_yolo_onnx(data_dir() + "yolov8-tiny-b.onnx", mnist, o), InvalidArgument);
+    // a dynamic export needs the image size
+    o.quantize.clear();
+    EXPECT_THROW(evaluate_yolo_onnx(data_dir() + "yolov8-tiny-a-dynamic.onnx", mnist, o), InvalidArgument);
+    o.height = 64, o.width = 96;
+    EXPECT_EQ(evaluate_yolo_onnx(data_dir() + "yolov8-tiny-a-dynamic.onnx", mnist, o).fp32.anchors, 8 * 12 + 4 * 6 + 2 * 3);
+}
+
 // ---- unsupported or hostile graphs: one clear error naming the node ----
 
 std::string one_op_graph(const TempDir& dir, const std::string& file, const std::string& op, std::vector<onnx_ir::Attribute> attrs,
