@@ -205,6 +205,22 @@ TEST(OnnxExportFamilies, ResNetGelu) { check_fp32("resnet-v1-gelu-random-c"); }
 TEST(OnnxExportFamilies, EfficientNet) { check_fp32("efficientnet-tiny-random"); }
 TEST(OnnxExportFamilies, EfficientNetSecondConfig) { check_fp32("efficientnet-mnist-random-b"); }
 
+// DeBERTa's relative positions are computed in the graph from the input's length: the same export on shorter inputs
+// (each sequence's first 17 / 9 tokens) against cq on the same inputs.
+void check_deberta_length(const std::string& name, int64_t length) {
+    const nlohmann::json ort = read_json(test::tests_dir() + "/expected/onnx/families/" + name + ".fp32-len" + std::to_string(length) + ".json");
+    auto model = EncoderModel::load(family_dir(name));
+    TempDir dir("cq_onnx_families");
+    const nlohmann::json& graphs = expect_same_graphs(*model, ort, dir, OnnxFormat::fp32);
+    ASSERT_EQ(static_cast<int64_t>(ort["inputs"]["input_ids"][0].size()), length);
+    const double worst = cq_vs_ort(cq_outputs(*model, ort["inputs"]), graphs, name);
+    EXPECT_LE(worst, 1e-4) << name;
+    std::printf("[onnx] %s at %lld tokens: max |cq − ORT| %.3g\n", name.c_str(), static_cast<long long>(length), worst);
+}
+
+TEST(OnnxExportFamilies, DebertaV3OtherLength) { check_deberta_length("deberta-v3-random", 17); }
+TEST(OnnxExportFamilies, DebertaV2OtherLength) { check_deberta_length("deberta-v2-random-b", 9); }
+
 // ---- a bare BertModel (feature extraction) -----------------------------------------------------------------------
 
 // The BERT fixture as a bare BertModel, as scripts/onnx_reference_encoders derives it: its tensors without the "bert."
