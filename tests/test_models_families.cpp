@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <functional>
 #include <fstream>
@@ -575,6 +576,54 @@ TEST(families_quant, W8A8AndFourBitWeightsRunOnDeitAndLayoutLM) {
             EXPECT_GT(change, 0.0);
             EXPECT_LT(change, four_bit ? 0.5 : 0.1) << name;
         }
+    }
+}
+
+TEST(families_quant, WeightOnlyContainerReloadsExactly) {
+    // Weight-only Q4_0 through apply_weight_only, written to cq's container and loaded back: the file's model is the
+    // in-memory one (same logits, bit for bit), each selected Linear whose rows are whole 32-blocks is Q4_0 in the file
+    // with the bytes the in-memory model holds, and the others stay f32 with the reason. ResNet checks that the folded
+    // convolutions are not folded again at load.
+    for (const char* name : {"deit-tiny-random", "layoutlm-seq-random", "resnet-bottleneck-random"}) {
+        auto model = EncoderModel::load(family_dir(name));
+        const nlohmann::json ref = read_json(family_dir(name) + "/reference.json");
+        const auto run = [&](EncoderModel& m) {
+            if (m.is_vision()) return deit_logits(m, ref);
+            const TextBatch batch = m.tokenize_with_boxes(ref["texts"].get<std::vector<std::string>>(), word_boxes(ref), 16);
+            std::vector<float> out(static_cast<size_t>(batch.batch * m.config().num_labels));
+            m.classify(batch, out.data());
+            return out;
+        };
+        const std::vector<float> base = run(*model);
+        const auto plan = apply_weight_only(*model, default_w8a8_rules(), DType::Q4_0);
+        int64_t q4 = 0, kept = 0;
+        for (const auto& p : plan) {
+            if (p.weight_type == "q4_0") {
+                ++q4;
+                EXPECT_EQ(p.n_in % 32, 0) << p.name;
+            } else if (p.n_in % 32 != 0 && p.rule.find("int8") != std::string::npos) {
+                ++kept;
+                EXPECT_FALSE(p.fallback.empty()) << p.name;
+            }
+        }
+        EXPECT_GT(q4, 0) << name;
+        const std::vector<float> quantized = run(*model);
+        test::TempDir dir("cq_families");
+        model->save(dir.file("q4.gguf"));
+        const auto reloaded = EncoderModel::load(dir.file("q4.gguf"));
+        EXPECT_EQ(run(*reloaded), quantized) << name;
+        for (const Linear* l : reloaded->linears()) {
+            const Linear* mine = model->find_linear(l->name);
+            ASSERT_NE(mine, nullptr) << l->name;
+            ASSERT_EQ(l->weight.dtype(), mine->weight.dtype()) << l->name;
+            if (l->weight.dtype() == DType::Q4_0)
+                EXPECT_EQ(0, std::memcmp(l->weight.data(), mine->weight.data(), l->weight.nbytes())) << l->name;
+        }
+        const double change = max_logit_change(base, quantized);
+        std::printf("%s Q4_0 weight-only container: %lld Linears Q4_0, %lld kept f32 (rows not whole blocks), max |Δlogit| vs f32 %.4f\n",
+                    name, static_cast<long long>(q4), static_cast<long long>(kept), change);
+        EXPECT_GT(change, 0.0);
+        EXPECT_LT(change, 0.5) << name;
     }
 }
 

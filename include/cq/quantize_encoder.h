@@ -1,8 +1,10 @@
-// W8A8 quantization of encoder classifiers (BERT family, ViT): the plan (which Linears, which activation
-// ranges), calibration over labelled samples with a reusable cache, and the GGUF container cq loads back.
+// Quantization of encoder classifiers (BERT family, ViT, the vision and multimodal families): W8A8 (the plan: which
+// Linears, which activation ranges; calibration over labelled samples with a reusable cache) or weight-only ggml block
+// types (Q4_0, Q8_0, K-quants …), and the GGUF container cq loads back.
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -16,6 +18,9 @@ namespace cq {
 
 struct EncoderQuantizeOptions {
     ActivationQuant activations = ActivationQuant::dynamic_per_token;
+    // Set: weight-only quantization instead of W8A8. Each selected Linear's weight becomes this ggml block type (rows
+    // that are not whole blocks take llama.cpp's fallback type, or stay f32 where none fits); activations stay f32.
+    std::optional<DType> weight_type;
     // 8, or 7: half the resolution, but an exact fast path on CPUs without VNNI; 0 = auto: static files
     // get 8, dynamic ones record "auto" and each CPU runs auto_activation_bits() (7 without VNNI)
     int32_t activation_bits = 0;
@@ -37,6 +42,8 @@ struct EncoderLinearPlan {
     std::string name;
     int64_t n_out = 0, n_in = 0;
     bool int8 = false;
+    std::string weight_type;     // weight-only: the type the weight got ("f32" where it stayed), else empty
+    std::string fallback;        // weight-only: why weight_type is not the one asked for ("" if it is)
     std::string rule;            // the rule that decided
     calib::Range range{0, 0};    // static: the calibrated input range
     calib::U8Params input{1, 0};  // static: its scale / zero point
@@ -69,7 +76,14 @@ std::vector<EncoderLinearPlan> apply_w8a8(EncoderModel& model, const std::vector
 EncoderQuantizeReport quantize_encoder(const std::string& input, const std::string& output, const EncoderQuantizeOptions& options,
                                        const ProgressFn& progress = {});
 
+/// Weight-only quantization in memory: each Linear the rules select ("int8" = quantize) gets `type`'s blocks (or
+/// llama.cpp's fallback for its row length; f32 stays where no block type fits). Returns the plan.
+std::vector<EncoderLinearPlan> apply_weight_only(EncoderModel& model, const std::vector<W8A8Rule>& rules, DType type);
+
 /// Whether `type` names a W8A8 mode ("w8a8-dynamic", "w8a8-static").
 bool is_w8a8_type(const std::string& type);
+/// The ggml block type `type` names when it is one an encoder's Linears can be quantized to weight-only ("q4_0",
+/// "q8_0", "q4_k", …; not f32/f16/bf16, which are not quantization, nor the importance-only IQ types).
+std::optional<DType> encoder_weight_only_type(const std::string& type);
 
 }  // namespace cq

@@ -61,8 +61,8 @@ public:
     Seq2SeqModel();
     ~Seq2SeqModel() override;
     /// Loads an HF directory (config.json + safetensors + the tokenizer: BART's vocab.json / merges.txt, T5's spiece.model,
-    /// BLIP's vocab.txt (BERT WordPiece); BLIP also preprocessor_config.json when present).
-    /// Unsupported for other models.
+    /// BLIP's vocab.txt (BERT WordPiece); BLIP also preprocessor_config.json when present), or cq's container of one
+    /// (save()). Unsupported for other models.
     static std::unique_ptr<Seq2SeqModel> load(const std::string& hf_dir);
 
     const Seq2SeqConfig& config() const { return config_; }
@@ -71,7 +71,9 @@ public:
     const std::string& architecture() const override { return config_.architecture; }
     int64_t n_blocks() const override { return config_.encoder_layers + config_.decoder_layers; }  // encoder's, then decoder's
     std::vector<LayerInfo> layers() const override;
-    /// Unsupported: cq has no container for encoder–decoders yet.
+    /// Writes cq's encoder–decoder container ("cq-seq2seq" GGUF; the HF tensors with each quantized Linear as its W8A8
+    /// form or block type, the config and tokenizer files embedded): load() reads it back into this model. Unsupported
+    /// for a model loaded from a container, and for a quantized head tied to the embeddings.
     void save(const std::string& path, const SaveOptions& options = {}) const override;
 
     /// <s> text </s> as BartTokenizer gives it, text </s> as T5Tokenizer, BLIP's text [SEP] (its labels after [DEC]); max_len > 0 truncates the text's tokens to fit
@@ -141,5 +143,31 @@ int64_t quantize_seq2seq_w8a8(Seq2SeqModel& model, ActivationQuant activations, 
 /// vision tower's block Linears are quantized too (its patch embedding and the LM head stay f32).
 int64_t quantize_captioner_w8a8(Seq2SeqModel& model, ActivationQuant activations, std::span<const CaptionPair> calib = {},
                                 calib::Method method = calib::Method::minmax, double percentile = 99.99);
+
+/// Whether `path` is an HF directory of an encoder–decoder cq runs (model_type bart, t5, blip) or cq's container of one.
+bool is_seq2seq_model(const std::string& path);
+
+/// Weight-only block quantization in memory: each block Linear (lm_head stays f32) gets `type`, or llama.cpp's fallback
+/// for its row length (a Linear whose rows fit no block type stays f32). Returns the Linears rewritten; `fallbacks` (if
+/// not null) gets "name: why" for each that did not get `type`.
+int64_t quantize_seq2seq_weights(Seq2SeqModel& model, DType type, std::vector<std::string>* fallbacks = nullptr);
+
+/// `cq quantize` for an encoder–decoder: load the HF directory, quantize (W8A8 dynamic / static from calibration text
+/// pairs, or a block type weight-only), and write cq's container atomically.
+struct Seq2SeqQuantizeOptions {
+    std::string type = "w8a8-dynamic";  // w8a8-dynamic, w8a8-static, or a block type (q4_0, q8_0, q4_K …)
+    std::string calib_tsv;              // w8a8-static: text pairs (source / target columns)
+    int64_t calib_first = 0, calib_end = -1;
+    calib::Method method = calib::Method::minmax;
+    double percentile = 99.99;
+};
+struct Seq2SeqQuantizeReport {
+    std::string input, output, type;
+    int64_t linears = 0, quantized = 0;  // Linears in the model; rewritten
+    std::vector<std::string> fallbacks;  // weight-only: "name: why"
+    uint64_t file_bytes_in = 0, file_bytes_out = 0;
+    double seconds = 0;
+};
+Seq2SeqQuantizeReport quantize_seq2seq(const std::string& input, const std::string& output, const Seq2SeqQuantizeOptions& options);
 
 }  // namespace cq

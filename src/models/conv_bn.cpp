@@ -40,8 +40,9 @@ ConvUnit conv_bn(const EncoderWeightSource& src, const std::string& conv, const 
     fold_batch_norm(src, bn, out, eps, scale, shift);
     l.bias = Tensor::zeros({out}, DType::F32);
     std::copy(shift.begin(), shift.end(), static_cast<float*>(l.bias->mutable_data()));
-    // A weight stored as I8 (cq's W8A8 container) was folded before it was quantized: only the bias is rebuilt.
-    if (w.dtype() == DType::I8) {
+    // A weight stored as I8 (cq's W8A8 container) or in ggml blocks (its weight-only form) was folded before it was
+    // quantized: only the bias is rebuilt.
+    if (w.dtype() == DType::I8 || dtype_traits(w.dtype()).is_quantized) {
         l.weight = w;
         return u;
     }

@@ -17,6 +17,7 @@
 #include "cq/kernels.h"
 #include "io/hf/hf_config.h"
 #include "io/hf/hf_model.h"
+#include "models/model_container.h"
 #include "cq/w8a8.h"
 #include "models/encoder_families.h"
 #include "models/weight_helpers.h"
@@ -659,46 +660,6 @@ public:
 
 namespace {
 
-// The embedded HF files (config, tokenizer, preprocessor) written back to a private folder, so the same
-// readers as for an HF directory parse them; removed when the load is done.
-class EmbeddedFiles {
-public:
-    explicit EmbeddedFiles(const gguf::File& f) {
-        std::string tmpl = (fs::temp_directory_path() / "cq-encoder-XXXXXX").string();
-        if (!mkdtemp(tmpl.data())) throw IoError("[encoder] cannot create a temporary folder for " + f.path() + "'s embedded files");
-        dir_ = tmpl;
-        const std::string prefix = "cq.encoder.file.";
-        for (const auto& kv : f.metadata()) {
-            if (kv.key.rfind(prefix, 0) != 0) continue;
-            const std::string name = kv.key.substr(prefix.size());
-            const std::string* text = kv.value.as_string();
-            if (!text || name.empty() || name.find('/') != std::string::npos || name.find("..") != std::string::npos)
-                throw FormatError("gguf", f.path(), 0, "metadata key '" + kv.key + "' is not an embedded file");
-            std::ofstream out(fs::path(dir_) / name, std::ios::binary);
-            out.write(text->data(), static_cast<std::streamsize>(text->size()));
-            if (!out) throw IoError("[encoder] cannot write " + (fs::path(dir_) / name).string());
-        }
-    }
-    ~EmbeddedFiles() {
-        std::error_code ec;
-        fs::remove_all(dir_, ec);
-    }
-    const std::string& dir() const { return dir_; }
-
-private:
-    std::string dir_;
-};
-
-std::vector<float> f32_values(const gguf::File& f, const std::string& name, int64_t n) {
-    const gguf::TensorInfo* info = f.find_tensor(name);
-    if (!info) throw FormatError("gguf", f.path(), 0, "tensor '" + name + "' is missing");
-    const Tensor t = f.tensor(*info);
-    if (t.dtype() != DType::F32 || t.numel() != n)
-        throw FormatError("gguf", f.path(), info->file_offset, "tensor '" + name + "' must be f32 with " + std::to_string(n) + " values");
-    const auto* p = static_cast<const float*>(t.data());
-    return std::vector<float>(p, p + n);
-}
-
 // Right-pads token rows into one batch: ids with the pad id, mask 1 on the real tokens, token types where given
 // (else 0), and where given each token's box (4 ints; padding gets 0s).
 TextBatch padded_batch(const std::vector<std::vector<int32_t>>& ids, int32_t pad_id, const std::vector<std::vector<int32_t>>* types = nullptr,
@@ -727,17 +688,10 @@ TextBatch padded_batch(const std::vector<std::vector<int32_t>>& ids, int32_t pad
 }  // namespace
 
 void EncoderLoader::load_container(EncoderModel& m, const std::string& path) {
-    const gguf::File f = gguf::File::open(path);
-    const auto arch = f.get_string("general.architecture");
-    if (arch != "cq-encoder")
-        throw Unsupported("[encoder] " + path + " is a GGUF of architecture '" + arch.value_or("(none)") +
-                          "', not a cq encoder container (decoder LLMs run with cq perplexity / run / bench)");
-    const EmbeddedFiles files(f);
-    const std::string config_path = (fs::path(files.dir()) / "config.json").string();
-    std::error_code ec;
-    if (!fs::is_regular_file(config_path, ec)) throw FormatError("gguf", path, 0, "the container holds no config.json");
+    const container::Reader f(path, "cq-encoder", "cq encoder container (decoder LLMs run with cq perplexity / run / bench)");
+    const std::string config_path = (fs::path(f.dir()) / "config.json").string();
     hf::ModelDir d;
-    d.path = files.dir();
+    d.path = f.dir();
     d.config = read_json_file(config_path, "hf");
     if (!d.config.is_object()) throw FormatError("gguf", path, 0, "the embedded config.json is not a JSON object");
     d.model_type = json_string(d.config, "model_type", "");
@@ -747,10 +701,7 @@ void EncoderLoader::load_container(EncoderModel& m, const std::string& path) {
     c.family = match->family;
     c.architecture = match->architecture;
     read_config(d, path, c);
-    const EncoderWeightSource src(path, [&f](const std::string& name) -> std::optional<Tensor> {
-        if (const auto* t = f.find_tensor(name)) return f.tensor(*t);
-        return std::nullopt;
-    });
+    const EncoderWeightSource src(path, [&f](const std::string& name) { return f.tensor(name); });
     if (c.family == EncoderFamily::resnet) load_resnet_weights(c, src, m.weights_);
     else if (c.family == EncoderFamily::efficientnet) load_efficientnet_weights(c, src, m.weights_);
     else if (c.family == EncoderFamily::clip) {
@@ -763,41 +714,7 @@ void EncoderLoader::load_container(EncoderModel& m, const std::string& path) {
         m.tokenizer_ = load_tokenizer(d);
     }
     // Each Linear stored as I8 carries its scales; rebuild the kernels' layout from them.
-    int32_t act_qmax = 255;
-    bool auto_bits = false;
-    if (const gguf::Value* bits = f.find("cq.w8a8.activation_bits")) {
-        const auto b = bits->as_int();
-        if (!b || (*b != 8 && *b != 7 && *b != 0)) throw FormatError("gguf", path, 0, "cq.w8a8.activation_bits must be 8, 7 or 0 (auto)");
-        auto_bits = *b == 0;
-        act_qmax = (1 << (auto_bits ? auto_activation_bits() : int32_t(*b))) - 1;
-    }
-    for (Linear* l : m.linears()) {
-        if (l->weight.dtype() != DType::I8) continue;
-        auto q = std::make_shared<Int8Linear>();
-        q->n_out = l->weight.dim(0);
-        q->n_in = l->weight.dim(1);
-        q->weight = l->weight;
-        q->act_qmax = act_qmax;
-        q->weight_scale = f32_values(f, l->name + ".weight_scale", q->n_out);
-        for (const float s : q->weight_scale)
-            if (!(s > 0) || !std::isfinite(s)) throw FormatError("gguf", path, 0, "tensor '" + l->name + ".weight_scale' holds a scale that is not positive and finite");
-        if (l->bias) q->bias = l->bias->to_float();
-        if (f.find_tensor(l->name + ".input_scale")) {
-            if (auto_bits)  // a calibrated zero point is a code of one fixed range
-                throw FormatError("gguf", path, 0, "'" + l->name + "' has static input quantization, which needs cq.w8a8.activation_bits 8 or 7, not 0 (auto)");
-            q->activations = ActivationQuant::static_per_tensor;
-            q->input.scale = f32_values(f, l->name + ".input_scale", 1)[0];
-            const gguf::TensorInfo* zi = f.find_tensor(l->name + ".input_zero_point");
-            if (!zi) throw FormatError("gguf", path, 0, "tensor '" + l->name + ".input_zero_point' is missing");
-            const Tensor z = f.tensor(*zi);
-            if (z.dtype() != DType::I32 || z.numel() != 1) throw FormatError("gguf", path, zi->file_offset, "tensor '" + l->name + ".input_zero_point' must be one i32");
-            q->input.zero_point = *static_cast<const int32_t*>(z.data());
-            if (!(q->input.scale > 0) || !std::isfinite(q->input.scale) || q->input.zero_point < 0 || q->input.zero_point > act_qmax)
-                throw FormatError("gguf", path, zi->file_offset, "the input quantization of '" + l->name + "' is out of range");
-        }
-        pack_int8_linear(*q);
-        l->int8 = std::move(q);
-    }
+    f.restore_linears(m.linears());
 }
 
 std::string supported_encoder_architectures() {

@@ -73,6 +73,7 @@ std::unique_ptr<Model> Model::load(const std::string& path) {
     if (!fs::exists(path, ec)) throw IoError("[model] '" + path + "' does not exist");
     const auto arch = gguf::File::open(path).get_string("general.architecture");
     if (arch == "cq-encoder") return EncoderModel::load(path);
+    if (arch == "cq-seq2seq") return Seq2SeqModel::load(path);
     return LanguageModel::load(path);
 }
 

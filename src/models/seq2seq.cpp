@@ -5,12 +5,15 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <optional>
 
 #include "core/json_file.h"
 #include "cq/error.h"
+#include "cq/io/gguf.h"
 #include "cq/kernels.h"
 #include "cq/thread_pool.h"
 #include "io/hf/hf_model.h"
+#include "models/model_container.h"
 #include "models/seq2seq_internal.h"
 #include "ops/ops.h"
 
@@ -41,22 +44,35 @@ std::unique_ptr<Seq2SeqModel> Seq2SeqModel::load(const std::string& hf_dir) {
     auto m = std::make_unique<Seq2SeqModel>();
     m->path_ = hf_dir;
     std::error_code ec;
-    const std::string config_path = (fs::path(hf_dir) / "config.json").string();
-    if (!fs::is_directory(hf_dir, ec)) throw IoError("[seq2seq] '" + hf_dir + "' is not an HF model directory");
+    // cq's container (Seq2SeqModel::save): the same loaders read its tensors, and its embedded files stand for the directory's.
+    std::optional<container::Reader> packed;
+    if (fs::is_regular_file(hf_dir, ec)) packed.emplace(hf_dir, "cq-seq2seq", "cq encoder–decoder container");
+    const std::string dir_path = packed ? packed->dir() : hf_dir;
+    const std::string config_path = (fs::path(dir_path) / "config.json").string();
+    if (!fs::is_directory(dir_path, ec)) throw IoError("[seq2seq] '" + hf_dir + "' is not an HF model directory");
     if (!fs::is_regular_file(config_path, ec)) throw IoError("[seq2seq] " + config_path + " does not exist");
     const nlohmann::json j = read_json_file(config_path, "hf");
-    const hf::Config c(j, config_path);
+    const hf::Config c(j, packed ? hf_dir + " (config.json)" : config_path);
     const std::string model_type = c.string_or("model_type", "");
     if (model_type != "bart" && model_type != "t5" && model_type != "blip")
         throw Unsupported("[seq2seq] " + config_path + ": model_type '" + model_type +
                           "' is not supported; supported: BartForConditionalGeneration (bart), T5ForConditionalGeneration (t5), "
                           "BlipForConditionalGeneration (blip)");
 
-    const hf::ModelDir d = hf::open_model_dir(hf_dir);
-    const std::string weights_file = !d.weights.index_path().empty() ? d.weights.index_path()
-                                     : d.weights.shards().empty()   ? hf_dir
-                                                                    : d.weights.shards().front().path();
-    const EncoderWeightSource src(weights_file, [&d](const std::string& name) -> std::optional<Tensor> {
+    hf::ModelDir d;
+    if (packed) {
+        d.path = dir_path;
+        d.config = j;
+        d.model_type = model_type;
+    } else {
+        d = hf::open_model_dir(hf_dir);
+    }
+    const std::string weights_file = packed                             ? hf_dir
+                                     : !d.weights.index_path().empty() ? d.weights.index_path()
+                                     : d.weights.shards().empty()      ? hf_dir
+                                                                       : d.weights.shards().front().path();
+    const EncoderWeightSource src(weights_file, [&d, &packed](const std::string& name) -> std::optional<Tensor> {
+        if (packed) return packed->tensor(name);
         if (d.weights.find_tensor(name)) return d.weights.tensor(name);
         return std::nullopt;
     });
@@ -64,6 +80,7 @@ std::unique_ptr<Seq2SeqModel> Seq2SeqModel::load(const std::string& hf_dir) {
     if (model_type == "bart") Seq2SeqLoader::load_bart(*m, c, src);
     else if (model_type == "blip") Seq2SeqLoader::load_blip(*m, c, src, d);
     else Seq2SeqLoader::load_t5(*m, c, src);
+    if (packed) packed->restore_linears(m->linears());
 
     m->tokenizer_ = load_tokenizer(d);
     if (m->tokenizer_->vocab_size() > m->config_.vocab)
@@ -72,8 +89,35 @@ std::unique_ptr<Seq2SeqModel> Seq2SeqModel::load(const std::string& hf_dir) {
     return m;
 }
 
-void Seq2SeqModel::save(const std::string&, const SaveOptions&) const {
-    throw Unsupported("[save] " + config_.architecture + ": cq has no file format for encoder–decoder models yet");
+bool is_seq2seq_model(const std::string& path) {
+    std::error_code ec;
+    try {
+        if (fs::is_directory(path, ec)) {
+            const fs::path config = fs::path(path) / "config.json";
+            if (!fs::is_regular_file(config, ec)) return false;
+            const nlohmann::json j = read_json_file(config.string(), "hf");
+            const auto it = j.find("model_type");
+            if (it == j.end() || !it->is_string()) return false;
+            const std::string type = it->get<std::string>();
+            return type == "bart" || type == "t5" || type == "blip";
+        }
+        if (!fs::is_regular_file(path, ec)) return false;
+        return gguf::File::open(path).get_string("general.architecture") == "cq-seq2seq";
+    } catch (const Error&) {
+        return false;  // not readable as either: the caller's own loader reports why
+    }
+}
+
+void Seq2SeqModel::save(const std::string& path, const SaveOptions& options) const {
+    std::error_code ec;
+    if (!fs::is_directory(path_, ec))
+        throw Unsupported("[save] " + path_ + " is already cq's encoder–decoder container; save a model loaded from its HF directory");
+    // A head tied to the embeddings shares their tensor: quantizing it would change the table the tokens are looked up in.
+    const Linear& head = s_->lm_head;
+    if ((head.int8 || dtype_traits(head.weight.dtype()).is_quantized) && head.source_name != "lm_head")
+        throw Unsupported("[save] the lm_head of " + path_ + " is tied to '" + head.source_name + "', which the container keeps as one tensor; "
+                          "leave the head in float to save");
+    container::write(path_, path, "cq-seq2seq", linears(), {}, options);
 }
 
 std::vector<int32_t> Seq2SeqModel::tokenize(std::string_view text, int64_t max_len) const {

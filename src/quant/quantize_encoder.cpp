@@ -1,6 +1,7 @@
-// W8A8 for encoder classifiers: calibration (streamed histograms, cached), the per-Linear plan, and the
-// GGUF container: the HF tensors with each quantized Linear's weight as I8 plus its scales, and the
-// model's config / tokenizer / preprocessor files embedded so the file alone can be loaded again.
+// Quantization of encoder classifiers: W8A8 (calibration by streamed histograms, cached; the per-Linear plan) or
+// weight-only ggml blocks, and the GGUF container: the HF tensors with each quantized Linear's weight as I8 plus its
+// scales (W8A8) or in its block type (weight-only), and the model's config / tokenizer / preprocessor files embedded
+// so the file alone can be loaded again.
 
 #include <chrono>
 #include <cmath>
@@ -19,6 +20,7 @@
 #include "cq/io/gguf_writer.h"
 #include "io/hf/hf_model.h"
 #include "cq/quantize_encoder.h"
+#include "quant/llm_gguf_writer.h"
 
 namespace cq {
 
@@ -43,6 +45,43 @@ std::string calibration_fingerprint(const std::string& weights_sha, const Encode
 }  // namespace
 
 bool is_w8a8_type(const std::string& type) { return type == "w8a8-dynamic" || type == "w8a8-static"; }
+
+std::optional<DType> encoder_weight_only_type(const std::string& type) {
+    const auto t = dtype_from_name(type);
+    if (!t) return std::nullopt;
+    const DTypeTraits& traits = dtype_traits(*t);
+    if (!traits.is_quantized || !traits.from_float || !traits.to_float) return std::nullopt;
+    return t;
+}
+
+std::vector<EncoderLinearPlan> apply_weight_only(EncoderModel& model, const std::vector<W8A8Rule>& rules, DType type) {
+    if (!encoder_weight_only_type(std::string(dtype_name(type))))
+        throw InvalidArgument("[quantize] " + std::string(dtype_name(type)) + " is not a block type cq can quantize weights to");
+    std::vector<EncoderLinearPlan> plan;
+    for (Linear* l : model.linears()) {
+        if (l->role == LayerRole::patch_embed) continue;  // a convolution over pixels: kept f32, as for W8A8
+        EncoderLinearPlan p;
+        p.name = l->name;
+        p.n_out = l->n_out();
+        p.n_in = l->n_in();
+        p.rule = w8a8_deciding_rule(rules, RuleTarget{l->name});
+        p.weight_type = "f32";
+        if (w8a8_selects(rules, l->name)) {
+            if (l->int8) throw InvalidArgument("[quantize] " + l->name + " is already W8A8; weight-only quantization starts from float weights");
+            const auto [fit, why] = quant::fit_row_type(type, p.n_in);
+            p.fallback = why;
+            // A fallback to a float type is no quantization: the weight stays as the model holds it.
+            if (dtype_traits(fit).is_quantized && dtype_traits(fit).from_float) {
+                model.quantize_linear(*l, fit, "quantize");
+                p.weight_type = std::string(dtype_name(fit));
+            } else if (p.fallback.empty()) {
+                p.fallback = "rows of " + std::to_string(p.n_in) + " fit no block type";
+            }
+        }
+        plan.push_back(std::move(p));
+    }
+    return plan;
+}
 
 calib::CalibrationStats collect_calibration(EncoderModel& model, const LabelledData& data, int64_t samples,
                                             const ClassifyOptions& run, const std::vector<W8A8Rule>& rules,
@@ -119,17 +158,22 @@ EncoderQuantizeReport quantize_encoder(const std::string& input, const std::stri
                                        const ProgressFn& progress) {
     const auto start = std::chrono::steady_clock::now();
     std::error_code ec;
-    if (!fs::is_directory(input, ec)) throw InvalidArgument("[quantize] W8A8 needs an HF model directory as input; " + input + " is not one");
+    if (!fs::is_directory(input, ec)) throw InvalidArgument("[quantize] an encoder's quantization needs its HF model directory as input; " + input + " is not one");
     if (fs::exists(output, ec) && fs::equivalent(input, output, ec)) throw InvalidArgument("[quantize] the output would overwrite the input");
     EncoderQuantizeReport r;
     r.input = input;
     r.output = output;
     const bool is_static = o.activations == ActivationQuant::static_per_tensor;
-    r.type = is_static ? "w8a8-static" : "w8a8-dynamic";
+    const bool weight_only = o.weight_type.has_value();
+    r.type = weight_only ? std::string(dtype_name(*o.weight_type)) : is_static ? "w8a8-static" : "w8a8-dynamic";
+    if (weight_only && is_static) throw InvalidArgument("[quantize] weight-only " + r.type + " has no static activation ranges");
+    if (weight_only && (!o.calib_data.empty() || !o.calib_cache.empty()))
+        throw InvalidArgument("[quantize] " + r.type + " for an encoder is weight-only: calibration data applies to w8a8-static only");
     if (o.activation_bits != 0 && o.activation_bits != 8 && o.activation_bits != 7)
         throw InvalidArgument("[w8a8] activations must be 8 or 7 bits (or 0: auto), not " + std::to_string(o.activation_bits));
     r.activation_bits_auto = o.activation_bits == 0 && !is_static;
     r.activation_bits = o.activation_bits != 0 ? o.activation_bits : is_static ? 8 : auto_activation_bits();
+    if (weight_only) r.activation_bits = 32, r.activation_bits_auto = false;  // activations stay f32
     const std::vector<W8A8Rule> rules = plan_rules(o.layer_rules);
 
     const hf::ModelDir dir = hf::open_model_dir(input);
@@ -164,7 +208,8 @@ EncoderQuantizeReport quantize_encoder(const std::string& input, const std::stri
         }
         r.calib_samples = stats.samples;
     }
-    r.linears = apply_w8a8(*model, rules, o.activations, is_static ? &stats : nullptr, o.method, o.percentile, r.activation_bits);
+    if (weight_only) r.linears = apply_weight_only(*model, rules, *o.weight_type);
+    else r.linears = apply_w8a8(*model, rules, o.activations, is_static ? &stats : nullptr, o.method, o.percentile, r.activation_bits);
 
     // The word embeddings: only gathered, never multiplied, so they take a compact type (a pass over the model).
     Tensor& words = model->weights().word_embd;
@@ -196,7 +241,7 @@ EncoderQuantizeReport quantize_encoder(const std::string& input, const std::stri
         for (const auto& rule : rules) rule_texts.push_back(rule.text());
         w.set_string_array("cq.quantize.rules", rule_texts);
         // 0: "auto", resolved by each CPU that loads the file, so the bytes do not depend on this one
-        w.set_u32("cq.w8a8.activation_bits", static_cast<uint32_t>(r.activation_bits_auto ? 0 : r.activation_bits));
+        if (!weight_only) w.set_u32("cq.w8a8.activation_bits", static_cast<uint32_t>(r.activation_bits_auto ? 0 : r.activation_bits));
         if (is_static) w.set_string("cq.quantize.calibration", r.method + ", " + std::to_string(r.calib_samples) + " samples");
         w.set_string("cq.quantize.source_file", fs::path(input).filename().string());
         w.set_string("cq.quantize.source_sha256", r.input_sha256);

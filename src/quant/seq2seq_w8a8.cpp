@@ -1,10 +1,16 @@
-// quantize_seq2seq_w8a8: W8A8 on an encoder–decoder's block Linears, static ranges observed over teacher-forced passes on
-// calibration pairs (evaluate_pairs; a captioner's on (image, caption) pairs, evaluate_captions). Apart from
-// seq2seq_eval.cpp so that the evaluation needs no calibration code.
+// Quantization of encoder–decoders: W8A8 on the block Linears, static ranges observed over teacher-forced passes on
+// calibration pairs (evaluate_pairs; a captioner's on (image, caption) pairs, evaluate_captions), or weight-only block
+// types; and quantize_seq2seq, which writes the result as cq's container. Apart from seq2seq_eval.cpp so that the
+// evaluation needs no calibration code.
+#include <chrono>
+#include <filesystem>
 #include <functional>
+#include <optional>
 
 #include "cq/error.h"
 #include "cq/seq2seq.h"
+#include "cq/io/gguf_writer.h"
+#include "quant/llm_gguf_writer.h"
 
 namespace cq {
 
@@ -53,6 +59,69 @@ int64_t quantize_captioner_w8a8(Seq2SeqModel& model, ActivationQuant activations
     if (activations == ActivationQuant::static_per_tensor && calib.empty())
         throw InvalidArgument("[w8a8] static activation ranges need calibration (image, caption) pairs");
     return quantize_blocks(model, activations, [&] { evaluate_captions(model, calib); }, method, percentile);
+}
+
+int64_t quantize_seq2seq_weights(Seq2SeqModel& model, DType type, std::vector<std::string>* fallbacks) {
+    const DTypeTraits& traits = dtype_traits(type);
+    if (!traits.is_quantized || !traits.from_float) throw InvalidArgument("[quantize] " + std::string(traits.name) + " is not a block type cq can quantize weights to");
+    int64_t n = 0;
+    for (Linear* l : model.linears()) {
+        if (l->block < 0) continue;
+        if (l->int8) throw InvalidArgument("[quantize] " + l->name + " is already W8A8; weight-only quantization starts from float weights");
+        const auto [fit, why] = quant::fit_row_type(type, l->n_in());
+        if (!dtype_traits(fit).is_quantized || !dtype_traits(fit).from_float) {
+            if (fallbacks) fallbacks->push_back(l->name + ": rows of " + std::to_string(l->n_in()) + " fit no block type (kept f32)");
+            continue;
+        }
+        if (fallbacks && !why.empty()) fallbacks->push_back(l->name + ": " + why);
+        model.quantize_linear(*l, fit, "quantize");
+        ++n;
+    }
+    return n;
+}
+
+Seq2SeqQuantizeReport quantize_seq2seq(const std::string& input, const std::string& output, const Seq2SeqQuantizeOptions& o) {
+    namespace fs = std::filesystem;
+    const auto start = std::chrono::steady_clock::now();
+    std::error_code ec;
+    if (!fs::is_directory(input, ec)) throw InvalidArgument("[quantize] an encoder–decoder's quantization needs its HF directory as input; " + input + " is not one");
+    Seq2SeqQuantizeReport r;
+    r.input = input;
+    r.output = output;
+    r.type = o.type;
+    const bool w8a8 = o.type == "w8a8-dynamic" || o.type == "w8a8-static";
+    const std::optional<DType> block = w8a8 ? std::nullopt : dtype_from_name(o.type);
+    if (!w8a8 && (!block || !dtype_traits(*block).is_quantized || !dtype_traits(*block).from_float))
+        throw InvalidArgument("[quantize] type '" + o.type + "' is not w8a8-dynamic, w8a8-static or a block type (q4_0, q8_0, q4_K …)");
+    if (o.type != "w8a8-static" && !o.calib_tsv.empty())
+        throw InvalidArgument("[quantize] calibration pairs apply to w8a8-static only, not " + o.type);
+    auto model = Seq2SeqModel::load(input);
+    r.linears = static_cast<int64_t>(model->linears().size());
+    if (w8a8) {
+        const ActivationQuant act = o.type == "w8a8-static" ? ActivationQuant::static_per_tensor : ActivationQuant::dynamic_per_token;
+        if (act == ActivationQuant::static_per_tensor && model->takes_images())
+            throw Unsupported("[quantize] w8a8-static for a captioner calibrates on (image, caption) pairs, which cq quantize cannot read yet; "
+                              "use w8a8-dynamic or a block type");
+        if (act == ActivationQuant::static_per_tensor && o.calib_tsv.empty())
+            throw InvalidArgument("[quantize] w8a8-static needs calibration text pairs (--calib PAIRS.tsv)");
+        r.quantized = model->takes_images() ? quantize_captioner_w8a8(*model, act)
+                                            : quantize_seq2seq_w8a8(*model, act, o.calib_tsv, o.calib_first, o.calib_end, o.method, o.percentile);
+    } else {
+        r.quantized = quantize_seq2seq_weights(*model, *block, &r.fallbacks);
+    }
+    SaveOptions save;
+    save.metadata = [&](gguf::Writer& w) {
+        w.set_string("cq.quantize.type", r.type);
+        if (o.type == "w8a8-static")
+            w.set_string("cq.quantize.calibration", std::string(calib::method_name(o.method)) + ", pairs of " + fs::path(o.calib_tsv).filename().string());
+        w.set_string("cq.quantize.source_file", fs::path(input).filename().string());
+    };
+    model->save(output, save);
+    for (const auto& e : fs::directory_iterator(input, ec))
+        if (e.path().extension() == ".safetensors") r.file_bytes_in += fs::file_size(e.path(), ec);
+    r.file_bytes_out = fs::file_size(output, ec);
+    r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    return r;
 }
 
 }  // namespace cq

@@ -153,6 +153,8 @@ json encoder_quantize_report_to_json(const EncoderQuantizeReport& r) {
     json linears = json::array();
     for (const auto& p : r.linears) {
         json j{{"name", p.name}, {"shape", {p.n_out, p.n_in}}, {"int8", p.int8}, {"rule", p.rule}};
+        if (!p.weight_type.empty()) j["weight_type"] = p.weight_type;
+        if (!p.fallback.empty()) j["fallback"] = p.fallback;
         if (p.int8 && r.type == "w8a8-static")
             j["input"] = {{"lo", p.range.lo}, {"hi", p.range.hi}, {"scale", p.input.scale}, {"zero_point", p.input.zero_point}};
         linears.push_back(std::move(j));

@@ -8,10 +8,12 @@
 #include "commands/format.h"
 #include "commands/json_reports.h"
 #include "commands/quantize_w8a8.h"
+#include "cq/classify.h"
 #include "cq/compare.h"
 #include "cq/error.h"
 #include "cq/quantize.h"
 #include "cq/report.h"
+#include "cq/seq2seq.h"
 
 namespace cq::cli {
 
@@ -86,7 +88,8 @@ Runner register_quantize(CLI::App& app) {
     auto o = std::make_shared<Options>();
     CLI::App* cmd = app.add_subcommand("quantize", "Quantize a model's weights to GGUF, with per-tensor rules and a same-run report");
     cmd->add_option("input", o->input, "The model to quantize: a GGUF file or an HF directory (LLMs: llama, mistral, gpt2, converted as "
-                                        "llama.cpp's convert_hf_to_gguf.py would; for w8a8-*, an HF encoder classifier directory)")->required();
+                                        "llama.cpp's convert_hf_to_gguf.py would; for w8a8-*, an HF encoder classifier directory; an encoder's directory "
+                                        "with a block type (q4_0, q8_0, q4_K …) quantizes its block Linears weight-only into cq's container)")->required();
     cmd->add_option("output", o->output, "The GGUF file to write (atomically; never the input)")->required();
     std::string presets;
     for (const auto& p : quant_presets()) presets += "\n  " + p.name + ": " + p.description;
@@ -137,7 +140,10 @@ Runner register_quantize(CLI::App& app) {
                                            "file (default: none)");
     add_w8a8_options(cmd, o->w8a8);
     return [o]() -> int {
-        if (is_w8a8_type(o->quant.type))
+        // Encoder–decoders (BART, T5, BLIP) and encoders (classifiers, vision and multimodal families) take W8A8 or
+        // weight-only block types into cq's containers.
+        if (is_seq2seq_model(o->input)) return run_quantize_seq2seq(o->w8a8, o->input, o->output, o->quant.type, o->eval_text, o->json, o->report);
+        if (is_w8a8_type(o->quant.type) || (encoder_weight_only_type(o->quant.type) && is_encoder_model(o->input)))
             return run_quantize_w8a8(o->w8a8, o->input, o->output, o->quant.type, o->eval_text, !o->no_bench,
                                      o->compare.bench_options.repetitions, o->json, o->report);
         if (!o->w8a8.quant.calib_cache.empty() || !o->w8a8.quant.layer_rules.empty())

@@ -1,8 +1,9 @@
-// The W8A8 branch of `cq quantize` (encoder classifiers): quantize, write the GGUF container, then, with
-// --eval DATA, load the written file back and report accuracy, agreement, KL-divergence and speed against
-// the original in the same run.
+// The encoder branch of `cq quantize` (W8A8 or weight-only block types): quantize, write the GGUF container, then,
+// with --eval DATA, load the written file back and report accuracy, agreement, KL-divergence and speed against the
+// original in the same run.
 #include <cstdio>
 #include <iostream>
+#include <map>
 #include <optional>
 #include <tuple>
 
@@ -54,6 +55,7 @@ void add_w8a8_options(CLI::App* cmd, W8A8CliOptions& o) {
 int run_quantize_w8a8(W8A8CliOptions& o, const std::string& input, const std::string& output, const std::string& type,
                       const std::string& eval_data, bool bench, int64_t bench_reps, bool json, const std::string& report_html) {
     o.quant.activations = type == "w8a8-static" ? ActivationQuant::static_per_tensor : ActivationQuant::dynamic_per_token;
+    if (!is_w8a8_type(type)) o.quant.weight_type = encoder_weight_only_type(type);
     const auto method = calib::parse_method(o.calib_method);
     if (!method) throw InvalidArgument("--calib-method '" + o.calib_method + "' is not one of minmax, percentile, mse, entropy");
     o.quant.method = *method;
@@ -75,7 +77,15 @@ int run_quantize_w8a8(W8A8CliOptions& o, const std::string& input, const std::st
     int64_t int8_layers = 0;
     for (const auto& p : r.linears) int8_layers += p.int8;
     j["quantize"] = encoder_quantize_report_to_json(r);
-    if (!json) {
+    if (!json && o.quant.weight_type) {
+        // Weight-only: how many Linears took which type (a fallback counts under the type it got).
+        std::map<std::string, int64_t> by_type;
+        int64_t fallbacks = 0;
+        for (const auto& p : r.linears) ++by_type[p.weight_type], fallbacks += !p.fallback.empty();
+        std::printf("%s → %s (%s weight-only, f32 activations), %.2f s\nLinear layers:", r.input.c_str(), r.output.c_str(), r.type.c_str(), r.seconds);
+        for (const auto& [t, n] : by_type) std::printf(" %s %lld", t.c_str(), static_cast<long long>(n));
+        std::printf("; %lld fell back (rows not whole blocks); word embeddings %s\n", static_cast<long long>(fallbacks), r.embeddings.c_str());
+    } else if (!json) {
         std::printf("%s → %s (%s), %.2f s\n", r.input.c_str(), r.output.c_str(), r.type.c_str(), r.seconds);
         std::printf("%lld of %zu Linear layers int8", static_cast<long long>(int8_layers), r.linears.size());
         if (!r.method.empty())

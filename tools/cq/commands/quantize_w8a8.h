@@ -1,4 +1,4 @@
-// The W8A8 (encoder) options and runner of `cq quantize`.
+// The encoder (W8A8 / weight-only) and encoder–decoder options and runners of `cq quantize`.
 #pragma once
 
 #include <string>
@@ -19,5 +19,9 @@ struct W8A8CliOptions {
 void add_w8a8_options(CLI::App* cmd, W8A8CliOptions& o);
 int run_quantize_w8a8(W8A8CliOptions& o, const std::string& input, const std::string& output, const std::string& type,
                       const std::string& eval_data, bool bench, int64_t bench_reps, bool json, const std::string& report_html = "");
+
+/// BART / T5 / BLIP directories: W8A8 or a block type into cq's encoder–decoder container; --eval takes text pairs.
+int run_quantize_seq2seq(W8A8CliOptions& o, const std::string& input, const std::string& output, const std::string& type,
+                         const std::string& eval_data, bool json, const std::string& report_html = "");
 
 }  // namespace cq::cli
