@@ -234,33 +234,39 @@ TEST(OnnxYolo, W8A8AndFourBitWeightsStayCloseToFp32) {
     EXPECT_GE(measure("Q4_0 weight-only").map, 0.3);
 }
 
-// evaluate_yolo_onnx (cq eval --task detect): the report's counts and sizes follow from the model, and calibration
-// canvases that overlap the evaluated ones are refused
-TEST(OnnxYolo, EvaluationReportsSizeAgreementAndRefusesOverlappingCalibration) {
+// evaluate_yolo_onnx (cq eval --task detect): the report's forms, counts and sizes follow from the model, and
+// calibration canvases that overlap the evaluated ones are refused
+TEST(OnnxYolo, EvaluationReportsFormsSizesAndAgreement) {
+    const std::string mnist = fixture("data/t10k-images-idx3-ubyte.gz");
     YoloEvalOptions o;
     o.count = 4;
-    o.quantize = "w8a8-static";
+    o.w8a8_dynamic = true;
+    o.calib_images = mnist;
     o.calib_first = 100, o.calib_count = 8;
-    const std::string mnist = fixture("data/t10k-images-idx3-ubyte.gz");
+    o.q4_weights = true;
     const YoloEvalReport r = evaluate_yolo_onnx(data_dir() + "yolov8-tiny-b.onnx", mnist, o);
     EXPECT_EQ(r.linears, 64);
-    EXPECT_EQ(r.quantized_linears, 63);
     EXPECT_EQ(r.fp32.images, 4);
-    EXPECT_EQ(r.fp32.anchors, 252);
+    EXPECT_EQ(r.anchors, 12 * 16 + 6 * 8 + 3 * 4);
+    ASSERT_EQ(r.forms.size(), 4u);
+    EXPECT_EQ(r.forms[0].form, "fp32");
+    EXPECT_DOUBLE_EQ(r.forms[0].agreement.map, r.forms[0].detections ? 1.0 : 0.0);
+    EXPECT_EQ(r.forms[1].linears_changed, 63);  // all but the DFL conv
+    EXPECT_EQ(r.forms[2].form, "w8a8-static (minmax)");
+    EXPECT_EQ(r.forms[2].linears_changed, 63);
     // f32 weights → int8 weights + one f32 scale per output channel (biases stay f32)
-    EXPECT_LT(static_cast<double>(r.w8a8_bytes), 0.4 * static_cast<double>(r.fp32_bytes));
-    EXPECT_GT(r.max_abs_diff, 0.0);
-    EXPECT_GE(r.agreement.map, 0.0);
+    EXPECT_LT(static_cast<double>(r.forms[1].weight_bytes), 0.4 * static_cast<double>(r.forms[0].weight_bytes));
+    EXPECT_GT(r.forms[1].max_abs_diff, 0.0);
+    EXPECT_EQ(r.forms[3].linears_changed, 0);  // no row of this config is whole 32-blocks (C·k·k: 27, 36, 72, 108, …)
+    EXPECT_EQ(r.forms[3].weight_bytes, r.forms[0].weight_bytes);
     o.calib_first = 2;
     EXPECT_THROW(evaluate_yolo_onnx(data_dir() + "yolov8-tiny-b.onnx", mnist, o), InvalidArgument);
-    o.quantize = "q3";
-    o.calib_first = 100;
-    EXPECT_THROW(evaluate_yolo_onnx(data_dir() + "yolov8-tiny-b.onnx", mnist, o), InvalidArgument);
     // a dynamic export needs the image size
-    o.quantize.clear();
-    EXPECT_THROW(evaluate_yolo_onnx(data_dir() + "yolov8-tiny-a-dynamic.onnx", mnist, o), InvalidArgument);
-    o.height = 64, o.width = 96;
-    EXPECT_EQ(evaluate_yolo_onnx(data_dir() + "yolov8-tiny-a-dynamic.onnx", mnist, o).fp32.anchors, 8 * 12 + 4 * 6 + 2 * 3);
+    YoloEvalOptions d;
+    d.count = 2;
+    EXPECT_THROW(evaluate_yolo_onnx(data_dir() + "yolov8-tiny-a-dynamic.onnx", mnist, d), InvalidArgument);
+    d.height = 64, d.width = 96;
+    EXPECT_EQ(evaluate_yolo_onnx(data_dir() + "yolov8-tiny-a-dynamic.onnx", mnist, d).anchors, 8 * 12 + 4 * 6 + 2 * 3);
 }
 
 // ---- unsupported or hostile graphs: one clear error naming the node ----

@@ -66,25 +66,33 @@ int64_t quantize_yolo_onnx_w8a8(OnnxModel& model, ActivationQuant activations, c
 struct Linear;
 bool is_dfl_expectation(const Linear& layer);
 
-/// `cq eval MODEL.onnx --task detect`: an imported detector on MNIST canvases, optionally against its own W8A8 form.
+/// `cq eval MODEL.onnx --task detect`: an imported detector on MNIST canvases, FP32 and the requested compressed
+/// forms side by side (each from a fresh load of the file), every form's boxes scored against FP32's.
 struct YoloEvalOptions {
     int64_t first = 0, count = 32;  // canvases [first, first + count)
     int64_t height = 0, width = 0;  // 0: the model's input size (needed where the graph leaves it open)
     YoloPostprocess post;
-    std::string quantize;           // "" (FP32 only), "w8a8-dynamic" or "w8a8-static"
-    int64_t calib_first = 1000, calib_count = 64;  // static: calibration canvases, apart from the evaluated ones
+    bool w8a8_dynamic = false;
+    std::string calib_images;       // non-empty: also W8A8 static, calibrated on canvases of this MNIST file
+    int64_t calib_first = 1000, calib_count = 64;  // apart from the evaluated canvases when the file is the same
     int32_t calib_method = 0;       // calib::Method
     double percentile = 99.99;
+    bool q4_weights = false;        // also Q4_0 weight-only on the Linears whose rows are whole 32-blocks
     bool keep_dfl_float = true;
 };
+struct YoloFormReport {
+    std::string form;                  // "fp32", "w8a8-dynamic", "w8a8-static (minmax)", "q4_0 weights"
+    int64_t linears_changed = 0;
+    uint64_t weight_bytes = 0;         // the Linears' weights, biases and scales in memory
+    double ms_per_image = 0;           // forward passes only
+    int64_t detections = 0;
+    DetectionScore agreement;          // this form's boxes scored with FP32's as the truth
+    double max_abs_diff = 0;           // max |this form − FP32| over the raw outputs
+};
 struct YoloEvalReport {
+    int64_t height = 0, width = 0, linears = 0, channels = 0, anchors = 0;
     DetectionRun fp32;
-    bool quantized = false;
-    DetectionRun w8a8;
-    DetectionScore agreement;              // W8A8's boxes scored with FP32's as the truth
-    double max_abs_diff = 0;               // max |W8A8 − FP32| over the raw outputs
-    int64_t linears = 0, quantized_linears = 0;
-    uint64_t fp32_bytes = 0, w8a8_bytes = 0;  // the Linears' weights (+ biases, scales) in memory
+    std::vector<YoloFormReport> forms;  // fp32 first
 };
 YoloEvalReport evaluate_yolo_onnx(const std::string& model_path, const std::string& mnist_images, const YoloEvalOptions& options);
 

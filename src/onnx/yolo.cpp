@@ -172,36 +172,60 @@ int64_t quantize_yolo_onnx_w8a8(OnnxModel& model, ActivationQuant activations, c
 YoloEvalReport evaluate_yolo_onnx(const std::string& model_path, const std::string& mnist_images, const YoloEvalOptions& o) {
     auto model = OnnxModel::load(model_path);
     const auto& s = model->input_shape();
-    const int64_t height = o.height > 0 ? o.height : s.size() == 4 ? s[2] : -1, width = o.width > 0 ? o.width : s.size() == 4 ? s[3] : -1;
-    if (height <= 0 || width <= 0)
-        throw InvalidArgument("[yolo] " + model_path + " leaves the image size open: give one (cq eval --image-size HxW)");
-    const DetectionImages images = mnist_detection_images(mnist_images, o.first, o.count, height, width);
-    // one image first, untimed, so neither form's time includes first-touch costs (thread pool start, page faults)
+    YoloEvalReport r;
+    r.height = o.height > 0 ? o.height : s.size() == 4 ? s[2] : -1;
+    r.width = o.width > 0 ? o.width : s.size() == 4 ? s[3] : -1;
+    if (r.height <= 0 || r.width <= 0)
+        throw InvalidArgument("[yolo] " + model_path + " leaves the image size open: give one (cq eval --canvas HxW)");
+    const bool same_file = o.calib_images == mnist_images;
+    if (!o.calib_images.empty() && same_file && o.calib_first < o.first + o.count && o.first < o.calib_first + o.calib_count)
+        throw InvalidArgument("[yolo] the calibration canvases [" + std::to_string(o.calib_first) + ", " + std::to_string(o.calib_first + o.calib_count) +
+                              ") overlap the evaluated ones [" + std::to_string(o.first) + ", " + std::to_string(o.first + o.count) + ")");
+    const DetectionImages images = mnist_detection_images(mnist_images, o.first, o.count, r.height, r.width);
+    // one image first, untimed, so no form's time includes first-touch costs (thread pool start, page faults)
     DetectionImages warm_up = images;
     warm_up.count = std::min<int64_t>(1, images.count);
-    warm_up.pixels.resize(static_cast<size_t>(warm_up.count * 3 * height * width));
-    YoloEvalReport r;
-    detect_yolo_onnx(*model, warm_up, o.post);
-    r.fp32 = detect_yolo_onnx(*model, images, o.post);
-    for (const Linear* l : model->linears()) r.fp32_bytes += l->bytes();
+    warm_up.pixels.resize(static_cast<size_t>(warm_up.count * 3 * r.height * r.width));
+    auto measure = [&](OnnxModel& m, const std::string& form, int64_t changed) {
+        detect_yolo_onnx(m, warm_up, o.post);
+        DetectionRun run = detect_yolo_onnx(m, images, o.post);
+        YoloFormReport f;
+        f.form = form;
+        f.linears_changed = changed;
+        for (const Linear* l : m.linears()) f.weight_bytes += l->bytes();
+        f.ms_per_image = images.count > 0 ? 1e3 * run.seconds / static_cast<double>(images.count) : 0.0;
+        f.detections = static_cast<int64_t>(run.detections.size());
+        if (r.forms.empty()) {
+            r.fp32 = std::move(run);
+            r.channels = r.fp32.channels, r.anchors = r.fp32.anchors;
+            f.agreement = detection_agreement(r.fp32.detections, r.fp32.detections);
+        } else {
+            for (size_t i = 0; i < r.fp32.outputs.size(); ++i)
+                f.max_abs_diff = std::max(f.max_abs_diff, static_cast<double>(std::fabs(r.fp32.outputs[i] - run.outputs[i])));
+            f.agreement = detection_agreement(r.fp32.detections, run.detections);
+        }
+        r.forms.push_back(std::move(f));
+    };
     r.linears = static_cast<int64_t>(model->linears().size());
-    if (o.quantize.empty()) return r;
-    if (o.quantize != "w8a8-dynamic" && o.quantize != "w8a8-static")
-        throw InvalidArgument("[yolo] quantization '" + o.quantize + "' (cq evaluates detectors as w8a8-dynamic or w8a8-static)");
-    const bool is_static = o.quantize == "w8a8-static";
-    if (is_static && o.calib_first < o.first + o.count && o.first < o.calib_first + o.calib_count)
-        throw InvalidArgument("[yolo] the calibration canvases overlap the evaluated ones");
-    DetectionImages calibration;
-    if (is_static) calibration = mnist_detection_images(mnist_images, o.calib_first, o.calib_count, height, width);
-    r.quantized_linears = quantize_yolo_onnx_w8a8(*model, is_static ? ActivationQuant::static_per_tensor : ActivationQuant::dynamic_per_token,
-                                                  is_static ? &calibration : nullptr, o.calib_method, o.percentile, o.keep_dfl_float);
-    r.quantized = true;
-    detect_yolo_onnx(*model, warm_up, o.post);
-    r.w8a8 = detect_yolo_onnx(*model, images, o.post);
-    for (const Linear* l : model->linears()) r.w8a8_bytes += l->bytes();
-    for (size_t i = 0; i < r.fp32.outputs.size(); ++i)
-        r.max_abs_diff = std::max(r.max_abs_diff, static_cast<double>(std::fabs(r.fp32.outputs[i] - r.w8a8.outputs[i])));
-    r.agreement = detection_agreement(r.fp32.detections, r.w8a8.detections);
+    measure(*model, "fp32", 0);
+    if (o.w8a8_dynamic) {
+        model = OnnxModel::load(model_path);
+        const int64_t n = quantize_yolo_onnx_w8a8(*model, ActivationQuant::dynamic_per_token, nullptr, 0, o.percentile, o.keep_dfl_float);
+        measure(*model, "w8a8-dynamic", n);
+    }
+    if (!o.calib_images.empty()) {
+        const DetectionImages calibration = mnist_detection_images(o.calib_images, o.calib_first, o.calib_count, r.height, r.width);
+        model = OnnxModel::load(model_path);
+        const int64_t n = quantize_yolo_onnx_w8a8(*model, ActivationQuant::static_per_tensor, &calibration, o.calib_method, o.percentile, o.keep_dfl_float);
+        measure(*model, "w8a8-static (" + std::string(calib::method_name(static_cast<calib::Method>(o.calib_method))) + ")", n);
+    }
+    if (o.q4_weights) {
+        model = OnnxModel::load(model_path);
+        int64_t n = 0;
+        for (Linear* l : model->linears())
+            if (l->n_in() % 32 == 0 && !(o.keep_dfl_float && is_dfl_expectation(*l))) model->quantize_linear(*l, DType::Q4_0, "q4_0"), ++n;
+        measure(*model, "q4_0 weights", n);
+    }
     return r;
 }
 
