@@ -111,12 +111,12 @@ void deberta_graph(Emitter& e, const EncoderConfig& c, const EncoderWeights& w, 
             if (dc.c2p) {
                 // content → position: q_i · pos_k[c2p(i, j)]
                 const std::string all = g.op("MatMul", {q, heads_of_rel(dc.share_att_key ? b.k : *b.pos_k)});  // [B, H, S, n_rel]
-                scores = g.op("Add", {scores, g.op("GatherElements", {all, g.op("Expand", {c2p_index, shape})}, {attr("axis", int64_t{-1})})});
+                scores = g.op("Add", {scores, g.op("GatherElements", {all, g.op("Expand", {c2p_index, shape})}, {attr("axis", int64_t{3})})});
             }
             if (dc.p2c) {
                 // position → content: k_j · pos_q[p2c(i, j)], gathered at [j, i] and transposed
                 const std::string all = g.op("MatMul", {k, heads_of_rel(dc.share_att_key ? b.q : *b.pos_q)});  // [B, H, S, n_rel]
-                const std::string at = g.op("GatherElements", {all, g.op("Expand", {p2c_index, shape})}, {attr("axis", int64_t{-1})});
+                const std::string at = g.op("GatherElements", {all, g.op("Expand", {p2c_index, shape})}, {attr("axis", int64_t{3})});
                 scores = g.op("Add", {scores, g.op("Transpose", {at}, {attr("perm", std::vector<int64_t>{0, 1, 3, 2})})});
             }
         }
