@@ -6,6 +6,7 @@
 #include <cmath>
 #include <numeric>
 
+#include "cq/detr.h"
 #include "cq/encoder.h"
 #include "cq/seq2seq.h"
 #include "cq/error.h"
@@ -105,6 +106,13 @@ LayerStatsReport collect_layer_stats(Model& model, const std::string& data_path,
             if (unlabelled.text) for (auto& e : unlabelled.text->examples) e.label = 0;
             if (unlabelled.images) for (auto& l : unlabelled.images->labels) l = 0;
             classify_dataset(*enc, unlabelled, o.run, progress);
+        } else if (auto* detr = dynamic_cast<DetrModel*>(&model)) {
+            // a detector: MNIST digits tiled onto canvases (the selection counts canvases), forward passes in batches
+            const int64_t count = o.selection.count < 0 ? 64 : o.selection.count;
+            const DetectionSet set = mnist_detection_set(data_path, o.selection.labels_path, o.selection.first, count, detr->config().backbone.num_channels,
+                                                         kDetrMnistCanvasHeight, kDetrMnistCanvasWidth);
+            run_detr(*detr, set, 1.0f, o.run.batch);
+            r.units = set.count;
         } else if (auto* s2s = dynamic_cast<Seq2SeqModel*>(&model)) {
             // an encoder–decoder: teacher-forced passes over text pairs (source / target columns)
             const int64_t end = o.selection.count < 0 ? -1 : o.selection.first + o.selection.count;

@@ -78,6 +78,10 @@ void read_image_preprocessor(const hf::ModelDir& d, EncoderConfig& c, float defa
 void load_bert_family_weights(const EncoderConfig& c, const EncoderWeightSource& src, EncoderWeights& w);
 void load_vit_weights(const EncoderConfig& c, const EncoderWeightSource& src, EncoderWeights& w);
 void load_resnet_weights(const EncoderConfig& c, const EncoderWeightSource& src, EncoderWeights& w);
+/// HF ResNet's embedder (stem) and the blocks of its first n_stages stages, named "<prefix>embedder.embedder",
+/// "<prefix>encoder.stages.S.layers.D…" (prefix "resnet." in ResNetForImageClassification; DETR's backbone has its own),
+/// into w.stem and w.residual_units (blocks numbered from 0).
+void load_resnet_backbone(const EncoderConfig& c, const EncoderWeightSource& src, const std::string& prefix, int64_t n_stages, EncoderWeights& w);
 void load_efficientnet_weights(const EncoderConfig& c, const EncoderWeightSource& src, EncoderWeights& w);
 /// transformers' round_filters (a width × width_coefficient, rounded to depth_divisor) and round_repeats (⌈depth_coefficient · n⌉).
 int64_t efficientnet_round_filters(const EfficientNetConfig& e, int64_t channels);
@@ -122,6 +126,9 @@ void clip_text_forward(const EncoderPass& p, const TextBatch& batch, float* embe
 /// CLIP: normalized pixels → embeds [batch, projection_dim] (L2-normalised); p carries the vision tower's config.
 void clip_vision_forward(const EncoderPass& p, const float* pixels, int64_t batch, float* embeds);
 /// ResNet: normalized pixels [batch, C, H, W] → logits [batch, num_labels].
+/// The stem, max pool and every block of p.w.residual_units: pixels [batch, num_channels, H, W] → x [batch, C, H', W']
+/// (NCHW); H, W become H', W' and the result is C.
+int64_t resnet_features(const EncoderPass& p, const float* pixels, int64_t batch, int64_t& H, int64_t& W, std::vector<float>& x);
 void resnet_forward(const EncoderPass& p, const float* pixels, int64_t batch, float* logits);
 /// EfficientNet: normalized pixels [batch, C, H, W] → logits [batch, num_labels]; activations NHWC after the stem.
 void efficientnet_forward(const EncoderPass& p, const float* pixels, int64_t batch, float* logits);

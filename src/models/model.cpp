@@ -6,6 +6,7 @@
 
 #include "core/json_file.h"
 #include "core/name_table.h"
+#include "cq/detr.h"
 #include "cq/encoder.h"
 #include "cq/seq2seq.h"
 #include "cq/error.h"
@@ -68,6 +69,7 @@ std::unique_ptr<Model> Model::load(const std::string& path) {
         for (const char* decoder : {"llama", "mistral", "qwen2", "gpt2"})
             if (model_type == decoder) return LanguageModel::load(path);
         if (model_type == "bart" || model_type == "t5" || model_type == "blip") return Seq2SeqModel::load(path);  // encoder–decoder generators
+        if (model_type == "detr") return DetrModel::load(path);  // object detection
         return EncoderModel::load(path);
     }
     if (!fs::exists(path, ec)) throw IoError("[model] '" + path + "' does not exist");

@@ -60,20 +60,20 @@ std::vector<float> max_pool_3x3_s2(const std::vector<float>& x, int64_t N, int64
 
 }  // namespace
 
-void load_resnet_weights(const EncoderConfig& c, const EncoderWeightSource& src, EncoderWeights& w) {
+void load_resnet_backbone(const EncoderConfig& c, const EncoderWeightSource& src, const std::string& prefix, int64_t n_stages, EncoderWeights& w) {
     // The inner convs of HF's blocks use ReLU whatever hidden_act says (ResNetConvLayer's default); the stem and the
     // activation after each residual add use hidden_act.
     const std::string& act = c.hidden_act;
-    w.stem = conv_bn(src, "resnet.embedder.embedder", c.num_channels, c.embedding_size, 7, 2, act, -1);
+    w.stem = conv_bn(src, prefix + "embedder.embedder", c.num_channels, c.embedding_size, 7, 2, act, -1);
     int64_t in = c.embedding_size, block = 0;
-    for (size_t s = 0; s < c.stage_sizes.size(); ++s) {
+    for (size_t s = 0; s < static_cast<size_t>(n_stages); ++s) {
         const int64_t out = c.stage_sizes[s];
         for (int64_t d = 0; d < c.stage_depths[s]; ++d, ++block) {
             const int64_t stride = d > 0 ? 1 : s > 0 || c.downsample_in_first_stage ? 2 : 1;
-            const std::string prefix = "resnet.encoder.stages." + std::to_string(s) + ".layers." + std::to_string(d);
+            const std::string name = prefix + "encoder.stages." + std::to_string(s) + ".layers." + std::to_string(d);
             ResidualUnit u;
-            if (in != out || stride != 1) u.shortcut = conv_bn(src, prefix + ".shortcut", in, out, 1, stride, "", block);
-            const std::string l = prefix + ".layer.";
+            if (in != out || stride != 1) u.shortcut = conv_bn(src, name + ".shortcut", in, out, 1, stride, "", block);
+            const std::string l = name + ".layer.";
             if (c.bottleneck) {
                 const int64_t r = out / 4;
                 const bool first = c.downsample_in_bottleneck;
@@ -88,15 +88,18 @@ void load_resnet_weights(const EncoderConfig& c, const EncoderWeightSource& src,
             in = out;
         }
     }
-    w.classifier = src.linear("classifier.1", c.num_labels, in, LayerRole::classifier);
 }
 
-void resnet_forward(const EncoderPass& p, const float* pixels, int64_t batch, float* logits) {
-    const EncoderConfig& c = p.c;
+void load_resnet_weights(const EncoderConfig& c, const EncoderWeightSource& src, EncoderWeights& w) {
+    load_resnet_backbone(c, src, "resnet.", static_cast<int64_t>(c.stage_sizes.size()), w);
+    w.classifier = src.linear("classifier.1", c.num_labels, c.stage_sizes.back(), LayerRole::classifier);
+}
+
+int64_t resnet_features(const EncoderPass& p, const float* pixels, int64_t batch, int64_t& H, int64_t& W, std::vector<float>& x) {
     const EncoderWeights& w = p.w;
-    int64_t H = c.image_size, W = c.image_size, C = c.num_channels;
-    std::vector<float> x(pixels, pixels + batch * C * H * W), y, shortcut;
-    run_conv(p, *w.stem, x, batch, H, W, y);
+    int64_t C = p.c.num_channels;
+    std::vector<float> in(pixels, pixels + batch * C * H * W), y, shortcut;
+    run_conv(p, *w.stem, in, batch, H, W, y);
     C = w.stem->conv.n_out();
     x = max_pool_3x3_s2(y, batch, C, H, W);
     const ops::Activation act = p.act;
@@ -118,9 +121,17 @@ void resnet_forward(const EncoderPass& p, const float* pixels, int64_t batch, fl
         x.swap(cur);
         H = h;
         W = wd;
+        C = u.path.back().conv.n_out();
     }
+    return C;
+}
+
+void resnet_forward(const EncoderPass& p, const float* pixels, int64_t batch, float* logits) {
+    const EncoderWeights& w = p.w;
+    int64_t H = p.c.image_size, W = p.c.image_size;
+    std::vector<float> x;
+    const int64_t C = resnet_features(p, pixels, batch, H, W, x);
     // pooled: [batch, C] = the mean of each channel's plane (in double: planes can be large)
-    C = w.residual_units.empty() ? C : w.residual_units.back().path.back().conv.n_out();
     std::vector<float> pooled(static_cast<size_t>(batch * C));
     for (int64_t plane = 0; plane < batch * C; ++plane) {
         double sum = 0;

@@ -15,6 +15,7 @@
 #include "cq/classify.h"
 #include "cq/error.h"
 #include "cq/calibration.h"
+#include "cq/detr.h"
 #include "cq/kernels.h"
 #include "cq/onnx_model.h"
 #include "cq/seq2seq.h"
@@ -32,12 +33,69 @@ struct Options {
     std::string classes, prompt = "a photo of a {}.";  // CLIP zero-shot
     bool w8a8_dynamic = false;                         // BART / T5: also W8A8 with dynamic activations
     int64_t calib_samples = 256;
+    float threshold = 0.5f;                            // DETR: post-processing score threshold
+    std::string canvas;                                // DETR: MNIST canvas HxW
+    bool q4_weights = false;                           // DETR: also Q4_0 weight-only
 };
 
 std::string percent(double v) {
     char b[32];
     std::snprintf(b, sizeof b, "%.2f %%", 100.0 * v);
     return b;
+}
+
+// A DETR directory: detections on MNIST digits tiled onto canvases, FP32 and the requested quantized forms side by side.
+int eval_detr(const Options& o) {
+    auto model = DetrModel::load(o.model);
+    int64_t height = kDetrMnistCanvasHeight, width = kDetrMnistCanvasWidth;
+    if (!o.canvas.empty() && std::sscanf(o.canvas.c_str(), "%ldx%ld", &height, &width) != 2)
+        throw InvalidArgument("--canvas '" + o.canvas + "' is not HEIGHTxWIDTH");
+    const auto [first, count] = parse_sample_range(o.range, "--range");
+    const int64_t channels = model->config().backbone.num_channels;
+    const DetectionSet set = mnist_detection_set(o.data, o.selection.labels_path, first, count < 0 ? 64 : count, channels, height, width);
+    DetrEvalOptions e;
+    e.threshold = o.threshold;
+    e.batch = o.classify.batch;
+    e.w8a8_dynamic = o.w8a8_dynamic;
+    e.q4_weights = o.q4_weights;
+    std::optional<DetectionSet> calib;
+    if (!o.onnx_calib.empty()) {
+        const auto [c_first, c_count] = parse_sample_range(o.calib_range, "--calib-range");
+        calib = mnist_detection_set(o.onnx_calib, "", c_first, c_count < 0 ? 32 : c_count, channels, height, width);
+        e.calib = &*calib;
+        const auto method = calib::parse_method(o.calib_method);
+        if (!method) throw InvalidArgument("--calib-method '" + o.calib_method + "' is not one of minmax, percentile, mse, entropy");
+        e.calib_method = *method;
+    }
+    const std::vector<DetrFormReport> forms = evaluate_detr(*model, set, e);
+    if (o.json) {
+        nlohmann::json j{{"model", o.model}, {"data", set.source}, {"task", "detection"}, {"threshold", o.threshold}, {"truth_boxes", set.truth.size()}};
+        for (const DetrFormReport& f : forms)
+            j["forms"].push_back({{"form", f.form}, {"linears_changed", f.linears_changed}, {"fallbacks", f.fallbacks}, {"weight_bytes", f.weight_bytes},
+                                  {"seconds_per_batch", f.seconds_per_batch}, {"detections", f.detections}, {"map", f.truth.map},
+                                  {"map50", f.truth.map50}, {"agreement_map", f.agreement.map}, {"agreement_map50", f.agreement.map50},
+                                  {"max_abs_logit_diff", f.max_abs_logit_diff}, {"max_abs_box_diff", f.max_abs_box_diff}});
+        print_json(j);
+        return 0;
+    }
+    std::printf("%s on %s: %lld truth boxes, threshold %.3g, %s kernels\n", model->architecture().c_str(), set.source.c_str(),
+                static_cast<long long>(set.truth.size()), o.threshold, std::string(isa_level_name(kernel_table().level)).c_str());
+    std::vector<std::vector<std::string>> rows{
+        {"form", "weight bytes", "ms / " + std::to_string(e.latency_batch) + " images", "detections", "mAP", "mAP50", "agreement mAP", "max |Δlogit|", "max |Δbox|"}};
+    char b[7][32];
+    for (const DetrFormReport& f : forms) {
+        std::snprintf(b[0], 32, "%.2f", 1e3 * f.seconds_per_batch);
+        std::snprintf(b[1], 32, "%.4f", f.truth.map);
+        std::snprintf(b[2], 32, "%.4f", f.truth.map50);
+        std::snprintf(b[3], 32, "%.4f", f.agreement.map);
+        std::snprintf(b[4], 32, "%.3g", f.max_abs_logit_diff);
+        std::snprintf(b[5], 32, "%.3g", f.max_abs_box_diff);
+        rows.push_back({f.form, group_digits(f.weight_bytes), b[0], std::to_string(f.detections), b[1], b[2], b[3], b[4], b[5]});
+    }
+    print_table(rows, {false, true, true, true, true, true, true, true, true}, 2);
+    for (const DetrFormReport& f : forms)
+        for (const std::string& why : f.fallbacks) std::printf("  %s: kept f32: %s\n", f.form.c_str(), why.c_str());
+    return 0;
 }
 }  // namespace
 
@@ -63,12 +121,16 @@ Runner register_eval(CLI::App& app) {
     cmd->add_option("--calib-range", o->calib_range, "--w8a8-calib samples FIRST:END (default: all; keep it apart from --range)");
     cmd->add_option("--calib-samples", o->calib_samples, "--w8a8-calib: at most this many samples (default: 256)");
     cmd->add_option("--calib-method", o->calib_method, "--w8a8-calib: minmax, percentile, mse or entropy (default: minmax)");
+    cmd->add_option("--threshold", o->threshold, "DETR: post-processing score threshold (default: 0.5)");
+    cmd->add_option("--canvas", o->canvas, "DETR: the MNIST canvas HEIGHTxWIDTH digits are tiled onto (default: 56x84); --range counts canvases");
+    cmd->add_flag("--q4-weights", o->q4_weights, "DETR: also Q4_0 weight-only on the Linears whose rows allow it (default: off)");
     cmd->add_flag("--json", o->json, "Print JSON instead of a table (default: off)");
     return [o]() -> int {
         // An encoder–decoder directory (config.json's model_type bart or t5): teacher-forced loss on text pairs.
         if (std::error_code ec; std::filesystem::is_regular_file(std::filesystem::path(o->model) / "config.json", ec)) {
             std::ifstream cfg(std::filesystem::path(o->model) / "config.json");
             const nlohmann::json j = nlohmann::json::parse(cfg, nullptr, false);
+            if (j.is_object() && j.value("model_type", "") == "detr") return eval_detr(*o);
             if (j.is_object() && (j.value("model_type", "") == "bart" || j.value("model_type", "") == "t5")) {
                 auto model = Seq2SeqModel::load(o->model);
                 const auto [first, count] = parse_sample_range(o->range, "--range");
