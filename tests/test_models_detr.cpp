@@ -330,6 +330,43 @@ TEST(families_detr, W8A8DynamicAndStaticAndQ4WeightsAgreeWithFp32OnMnistCanvases
     }
 }
 
+// These random models are sensitive (sharp attention), so W8A8's distance from FP32 is judged against what the same
+// model does when only its weights move by at most half an int8 step (max|row| / 254, f32 arithmetic throughout): a
+// broken int8 path would land far outside that.
+TEST(families_detr, W8A8MovesTheOutputsNoMoreThanHalfStepWeightNoiseDoes) {
+    for (const char* name : {"detr-tiny-random", "detr-mnist-random-b"}) {
+        auto model = DetrModel::load(family_dir(name));
+        const DetectionSet set = mnist_set(0, 16, model->config().backbone.num_channels, 56, 84);
+        const DetrRun base = run_detr(*model, set, 0.5f);
+        quantize_detr_w8a8(*model, ActivationQuant::dynamic_per_token);
+        const Agreement w8a8 = against(base, run_detr(*model, set, 0.5f));
+        for (Linear* l : model->linears()) l->int8.reset();
+        uint64_t state = 12345;  // a fixed LCG: the same noise on every platform
+        const auto uniform = [&state] {
+            state = state * 6364136223846793005ULL + 1442695040888963407ULL;
+            return static_cast<float>(state >> 40) / static_cast<float>(1 << 24) - 0.5f;  // [-0.5, 0.5)
+        };
+        for (Linear* l : model->linears()) {
+            if (!w8a8_selects(detr_default_w8a8_rules(), l->name)) continue;
+            std::vector<float> w = l->weight.to_float();
+            const int64_t n_in = l->n_in();
+            for (int64_t r = 0; r < l->n_out(); ++r) {
+                float m = 0;
+                for (int64_t c = 0; c < n_in; ++c) m = std::max(m, std::abs(w[static_cast<size_t>(r * n_in + c)]));
+                for (int64_t c = 0; c < n_in; ++c) w[static_cast<size_t>(r * n_in + c)] += uniform() * m / 127.0f;
+            }
+            Tensor t = Tensor::zeros({l->n_out(), n_in}, DType::F32);
+            std::copy(w.begin(), w.end(), static_cast<float*>(t.mutable_data()));
+            model->set_weight(*l, t, "half-step noise");
+        }
+        const Agreement noise = against(base, run_detr(*model, set, 0.5f));
+        print(name, "W8A8 dynamic", w8a8, base.detections.size());
+        print(name, "f32 weights + half an int8 step of noise", noise, base.detections.size());
+        EXPECT_LE(w8a8.max_logit, 3.0 * noise.max_logit) << name;
+        EXPECT_LE(w8a8.max_box, 3.0 * noise.max_box) << name;
+    }
+}
+
 TEST(families_detr, Q4WeightsWhereRowsAreWholeBlocksAndTheRestNamed) {
     auto model = DetrModel::load(family_dir("detr-tiny-random"));
     const DetectionSet set = mnist_set(0, 16, 3, 56, 84);
