@@ -19,6 +19,7 @@
 #include "cq/kernels.h"
 #include "cq/onnx_model.h"
 #include "cq/seq2seq.h"
+#include "cq/yolo.h"
 
 namespace cq::cli {
 
@@ -36,6 +37,9 @@ struct Options {
     float threshold = 0.5f;                            // DETR: post-processing score threshold
     std::string canvas;                                // DETR: MNIST canvas HxW
     bool q4_weights = false;                           // DETR: also Q4_0 weight-only
+    double iou = 0.7;                                  // YOLO (.onnx): NMS IoU threshold
+    bool agnostic = false;                             // YOLO: NMS across classes
+    int64_t show = 3;                                  // YOLO: images whose boxes are printed
 };
 
 std::string percent(double v) {
@@ -81,7 +85,7 @@ int eval_detr(const Options& o) {
     std::printf("%s on %s: %lld truth boxes, threshold %.3g, %s kernels\n", model->architecture().c_str(), set.source.c_str(),
                 static_cast<long long>(set.truth.size()), o.threshold, std::string(isa_level_name(kernel_table().level)).c_str());
     std::vector<std::vector<std::string>> rows{
-        {"form", "weight bytes", "ms / " + std::to_string(e.latency_batch) + " images", "detections", "mAP", "mAP50", "agreement mAP", "agreement mAP50", "max |Δlogit|", "max |Δbox|"}};
+        {"form", "weight bytes", "ms / " + std::to_string(e.latency_batch) + " images", "detections", "mAP", "mAP50", "agreement mAP", "max |Δlogit|", "max |Δbox|"}};
     char b[7][32];
     for (const DetrFormReport& f : forms) {
         std::snprintf(b[0], 32, "%.2f", 1e3 * f.seconds_per_batch);
@@ -90,13 +94,75 @@ int eval_detr(const Options& o) {
         std::snprintf(b[3], 32, "%.4f", f.agreement.map);
         std::snprintf(b[4], 32, "%.3g", f.max_abs_logit_diff);
         std::snprintf(b[5], 32, "%.3g", f.max_abs_box_diff);
-        std::snprintf(b[6], 32, "%.4f", f.agreement.map50);
-        rows.push_back({f.form, group_digits(f.weight_bytes), b[0], std::to_string(f.detections), b[1], b[2], b[3], b[6], b[4], b[5]});
+        rows.push_back({f.form, group_digits(f.weight_bytes), b[0], std::to_string(f.detections), b[1], b[2], b[3], b[4], b[5]});
     }
-    print_table(rows, {false, true, true, true, true, true, true, true, true, true}, 2);
+    print_table(rows, {false, true, true, true, true, true, true, true, true}, 2);
     for (const DetrFormReport& f : forms)
         if (!f.fallbacks.empty())  // --json lists each
             std::printf("  %s: %zu selected Linears kept f32, e.g. %s\n", f.form.c_str(), f.fallbacks.size(), f.fallbacks.front().c_str());
+    return 0;
+}
+
+// An imported YOLOv8-style detector (.onnx): MNIST canvases, FP32 and the requested compressed forms side by side.
+int eval_yolo(const Options& o, bool threshold_given) {
+    YoloEvalOptions e;
+    const auto [first, count] = parse_sample_range(o.range, "--range");
+    e.first = first, e.count = count < 0 ? 32 : count;
+    if (!o.canvas.empty() && std::sscanf(o.canvas.c_str(), "%ldx%ld", &e.height, &e.width) != 2)
+        throw InvalidArgument("--canvas '" + o.canvas + "' is not HEIGHTxWIDTH");
+    if (threshold_given) e.post.conf_threshold = o.threshold;  // else ultralytics predict's 0.25
+    e.post.iou_threshold = o.iou;
+    e.post.class_agnostic = o.agnostic;
+    e.w8a8_dynamic = o.w8a8_dynamic;
+    e.q4_weights = o.q4_weights;
+    if (!o.onnx_calib.empty()) {
+        e.calib_images = o.onnx_calib;
+        const auto [c_first, c_count] = parse_sample_range(o.calib_range, "--calib-range");
+        e.calib_first = o.calib_range.empty() ? std::max<int64_t>(1000, e.first + e.count) : c_first;
+        e.calib_count = c_count < 0 ? 64 : c_count;
+        const auto method = calib::parse_method(o.calib_method);
+        if (!method) throw InvalidArgument("--calib-method '" + o.calib_method + "' is not one of minmax, percentile, mse, entropy");
+        e.calib_method = static_cast<int32_t>(*method);
+    }
+    const YoloEvalReport r = evaluate_yolo_onnx(o.model, o.data, e);
+    if (o.json) {
+        nlohmann::json j{{"model", o.model}, {"data", o.data}, {"task", "detection"}, {"canvases", {e.first, e.first + e.count}},
+                         {"height", r.height}, {"width", r.width}, {"conf_threshold", e.post.conf_threshold}, {"iou_threshold", e.post.iou_threshold},
+                         {"output", {r.channels, r.anchors}}, {"linears", r.linears}};
+        for (const YoloFormReport& f : r.forms)
+            j["forms"].push_back({{"form", f.form}, {"linears_changed", f.linears_changed}, {"weight_bytes", f.weight_bytes}, {"ms_per_image", f.ms_per_image},
+                                  {"detections", f.detections}, {"agreement_map", f.agreement.map}, {"agreement_map50", f.agreement.map50},
+                                  {"max_abs_output_diff", f.max_abs_diff}});
+        for (const Detection& d : r.fp32.detections)
+            j["fp32_detections"].push_back({{"image", e.first + d.image}, {"label", d.label}, {"score", d.score}, {"box", {d.box.x0, d.box.y0, d.box.x1, d.box.y1}}});
+        print_json(j);
+        return 0;
+    }
+    std::printf("%s: YOLO detector on %lld MNIST canvases [%lld, %lld) of %s, %lldx%lld; output [%lld, %lld]; conf > %.3g, NMS IoU %.3g%s; %s kernels\n",
+                o.model.c_str(), static_cast<long long>(e.count), static_cast<long long>(e.first), static_cast<long long>(e.first + e.count), o.data.c_str(),
+                static_cast<long long>(r.height), static_cast<long long>(r.width), static_cast<long long>(r.channels), static_cast<long long>(r.anchors),
+                e.post.conf_threshold, e.post.iou_threshold, e.post.class_agnostic ? " (class-agnostic)" : "", std::string(isa_level_name(kernel_table().level)).c_str());
+    std::vector<std::vector<std::string>> rows{{"form", "Linears changed", "weight bytes", "ms / image", "detections", "agreement mAP", "mAP50", "max |Δoutput|"}};
+    char b[4][32];
+    for (const YoloFormReport& f : r.forms) {
+        std::snprintf(b[0], 32, "%.3f", f.ms_per_image);
+        std::snprintf(b[1], 32, "%.4f", f.agreement.map);
+        std::snprintf(b[2], 32, "%.4f", f.agreement.map50);
+        std::snprintf(b[3], 32, "%.3g", f.max_abs_diff);
+        rows.push_back({f.form, std::to_string(f.linears_changed) + " / " + std::to_string(r.linears), group_digits(f.weight_bytes), b[0],
+                        std::to_string(f.detections), b[1], b[2], b[3]});
+    }
+    print_table(rows, {false, true, true, true, true, true, true, true}, 2);
+    for (int64_t image = 0, k = 0; image < std::min<int64_t>(o.show, e.count); ++image) {
+        std::printf("  fp32 boxes of canvas %lld:", static_cast<long long>(e.first + image));
+        int64_t n = 0;
+        for (; k < static_cast<int64_t>(r.fp32.detections.size()) && r.fp32.detections[static_cast<size_t>(k)].image == image; ++k, ++n)
+            if (n < 5) {
+                const Detection& d = r.fp32.detections[static_cast<size_t>(k)];
+                std::printf(" [class %d %.3f: %.1f %.1f %.1f %.1f]", d.label, d.score, d.box.x0, d.box.y0, d.box.x1, d.box.y1);
+            }
+        std::printf("%s (%lld)\n", n > 5 ? " ..." : "", static_cast<long long>(n));
+    }
     return 0;
 }
 }  // namespace
@@ -105,7 +171,8 @@ Runner register_eval(CLI::App& app) {
     auto o = std::make_shared<Options>();
     CLI::App* cmd = app.add_subcommand("eval", "Evaluate an encoder classifier (accuracy; agreement with another model)");
     cmd->add_option("model", o->model, "An HF model directory, a cq W8A8 .gguf, or an .onnx image classifier (imported)")->required();
-    cmd->add_option("--task", o->task, "What to evaluate (only 'classification' so far)")->default_val("classification");
+    cmd->add_option("--task", o->task, "What to evaluate: classification, or detect (a YOLO .onnx on MNIST canvases; DETR directories detect by themselves)")
+        ->default_val("classification");
     cmd->add_option("--data", o->data, "Labelled data: a TSV with a header (text + label columns), MNIST images "
                                        "(*images-idx3*, raw or .gz, labels file alongside) or a folder of PNG/JPEG "
                                        "files in one subfolder per class")->required();
@@ -126,8 +193,12 @@ Runner register_eval(CLI::App& app) {
     cmd->add_option("--threshold", o->threshold, "DETR: post-processing score threshold (default: 0.5)");
     cmd->add_option("--canvas", o->canvas, "DETR: the MNIST canvas HEIGHTxWIDTH digits are tiled onto (default: 56x84); --range counts canvases");
     cmd->add_flag("--q4-weights", o->q4_weights, "DETR: also Q4_0 weight-only on the Linears whose rows allow it (default: off)");
+    cmd->add_option("--iou", o->iou, "YOLO: NMS IoU threshold (default: 0.7, ultralytics'; 0.45 the older value)");
+    cmd->add_flag("--agnostic", o->agnostic, "YOLO: NMS across classes (default: per class)");
+    cmd->add_option("--show", o->show, "YOLO: canvases whose FP32 boxes are printed (default: 3)");
     cmd->add_flag("--json", o->json, "Print JSON instead of a table (default: off)");
-    return [o]() -> int {
+    return [o, cmd]() -> int {
+        if (o->task == "detect" && o->model.ends_with(".onnx")) return eval_yolo(*o, cmd->count("--threshold") > 0);
         // An encoder–decoder directory (config.json's model_type bart or t5): teacher-forced loss on text pairs.
         if (std::error_code ec; std::filesystem::is_regular_file(std::filesystem::path(o->model) / "config.json", ec)) {
             std::ifstream cfg(std::filesystem::path(o->model) / "config.json");
@@ -165,7 +236,8 @@ Runner register_eval(CLI::App& app) {
                 return 0;
             }
         }
-        if (o->task != "classification") throw InvalidArgument("--task '" + o->task + "' is not supported (supported: classification)");
+        if (o->task != "classification")
+            throw InvalidArgument("--task '" + o->task + "' is not supported here (classification; detect takes a YOLO .onnx or a DETR directory)");
         std::tie(o->selection.first, o->selection.count) = parse_sample_range(o->range, "--range");
         if (o->model.size() > 5 && o->model.ends_with(".onnx")) {  // an imported ONNX classifier (cq/onnx_model.h)
             auto model = OnnxModel::load(o->model);
