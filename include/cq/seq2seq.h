@@ -129,6 +129,16 @@ struct CaptionPair {
     std::vector<uint8_t> pixels;
     std::string caption;
 };
+/// (image, caption) pairs from a TSV with a header naming 'image' and 'caption' columns (others ignored), data rows
+/// [first, end) (end < 0: all; blank lines are not rows). `image` is a PNG / JPEG / BMP path relative to the TSV's folder
+/// (or absolute), decoded by stb_image to `channels` (grey replicated to RGB, alpha dropped) and stored planar; it must
+/// already be height×width: nothing is resized, and a wrong size is a FormatError naming the image, the row and both sizes,
+/// found from the file's header before decoding. FormatError / IoError naming the file and row for a missing column, a
+/// short row, an empty caption or image path, a missing or undecodable image; InvalidArgument when the range holds no row.
+std::vector<CaptionPair> load_caption_pairs(const std::string& tsv_path, int64_t channels, int64_t height, int64_t width, int64_t first = 0,
+                                            int64_t end = -1);
+/// The same at a captioner's input size (config().num_channels, image_size); InvalidArgument for a text model.
+std::vector<CaptionPair> load_caption_pairs(const Seq2SeqModel& model, const std::string& tsv_path, int64_t first = 0, int64_t end = -1);
 /// Teacher-forced loss of a captioner on (image, caption) pairs: each caption tokenize(text) (pieces + [SEP]) after
 /// [DEC]; mean NLL per caption token and its exp. `smoothed_mean_nll` (if not null) gets the mean with the config's
 /// label smoothing, which is what transformers reports as the loss.
@@ -153,10 +163,11 @@ bool is_seq2seq_model(const std::string& path);
 int64_t quantize_seq2seq_weights(Seq2SeqModel& model, DType type, std::vector<std::string>* fallbacks = nullptr);
 
 /// `cq quantize` for an encoder–decoder: load the HF directory, quantize (W8A8 dynamic / static from calibration text
-/// pairs, or a block type weight-only), and write cq's container atomically.
+/// pairs, a captioner's from (image, caption) pairs (load_caption_pairs), or a block type weight-only), and write cq's
+/// container atomically.
 struct Seq2SeqQuantizeOptions {
     std::string type = "w8a8-dynamic";  // w8a8-dynamic, w8a8-static, or a block type (q4_0, q8_0, q4_K …)
-    std::string calib_tsv;              // w8a8-static: text pairs (source / target columns)
+    std::string calib_tsv;              // w8a8-static: text pairs (source / target columns), or a captioner's image / caption TSV
     int64_t calib_first = 0, calib_end = -1;
     calib::Method method = calib::Method::minmax;
     double percentile = 99.99;

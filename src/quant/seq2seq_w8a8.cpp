@@ -99,13 +99,16 @@ Seq2SeqQuantizeReport quantize_seq2seq(const std::string& input, const std::stri
     r.linears = static_cast<int64_t>(model->linears().size());
     if (w8a8) {
         const ActivationQuant act = o.type == "w8a8-static" ? ActivationQuant::static_per_tensor : ActivationQuant::dynamic_per_token;
-        if (act == ActivationQuant::static_per_tensor && model->takes_images())
-            throw Unsupported("[quantize] w8a8-static for a captioner calibrates on (image, caption) pairs, which cq quantize cannot read yet; "
-                              "use w8a8-dynamic or a block type");
         if (act == ActivationQuant::static_per_tensor && o.calib_tsv.empty())
-            throw InvalidArgument("[quantize] w8a8-static needs calibration text pairs (--calib PAIRS.tsv)");
-        r.quantized = model->takes_images() ? quantize_captioner_w8a8(*model, act)
-                                            : quantize_seq2seq_w8a8(*model, act, o.calib_tsv, o.calib_first, o.calib_end, o.method, o.percentile);
+            throw InvalidArgument(model->takes_images() ? "[quantize] w8a8-static needs calibration (image, caption) pairs (--calib CAPTIONS.tsv)"
+                                                        : "[quantize] w8a8-static needs calibration text pairs (--calib PAIRS.tsv)");
+        if (model->takes_images()) {
+            const std::vector<CaptionPair> calib =
+                o.calib_tsv.empty() ? std::vector<CaptionPair>{} : load_caption_pairs(*model, o.calib_tsv, o.calib_first, o.calib_end);
+            r.quantized = quantize_captioner_w8a8(*model, act, calib, o.method, o.percentile);
+        } else {
+            r.quantized = quantize_seq2seq_w8a8(*model, act, o.calib_tsv, o.calib_first, o.calib_end, o.method, o.percentile);
+        }
     } else {
         r.quantized = quantize_seq2seq_weights(*model, *block, &r.fallbacks);
     }

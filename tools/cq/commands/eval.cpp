@@ -1,7 +1,7 @@
 // `cq eval MODEL --task classification --data FILE`: accuracy of an encoder classifier on a labelled
 // TSV, MNIST idx files or an image folder; with --compare OTHER, the agreement and logits KL-divergence
-// of the two models on the same samples, in the same run. An encoder–decoder (BART, T5): teacher-forced loss and perplexity
-// on a TSV of text pairs.
+// of the two models on the same samples, in the same run. An encoder–decoder (BART, T5, BLIP; its directory or cq's
+// container): teacher-forced loss and perplexity on text pairs or (image, caption) pairs (commands/eval_seq2seq.cpp).
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -10,6 +10,7 @@
 #include <tuple>
 
 #include "commands/commands.h"
+#include "commands/eval_seq2seq.h"
 #include "commands/format.h"
 #include "commands/json_reports.h"
 #include "cq/classify.h"
@@ -32,7 +33,8 @@ struct Options {
     float pixel_scale = 1.0f;
     std::string onnx_calib, calib_range, calib_method = "minmax";
     std::string classes, prompt = "a photo of a {}.";  // CLIP zero-shot
-    bool w8a8_dynamic = false;                         // BART / T5: also W8A8 with dynamic activations
+    bool w8a8_dynamic = false;                         // BART / T5 / BLIP: also W8A8 with dynamic activations
+    int64_t generate = 0;                              // BLIP: greedy captions of at most this many new tokens
     int64_t calib_samples = 256;
     float threshold = 0.5f;                            // DETR: post-processing score threshold
     std::string canvas;                                // DETR: MNIST canvas HxW
@@ -175,7 +177,8 @@ Runner register_eval(CLI::App& app) {
         ->default_val("classification");
     cmd->add_option("--data", o->data, "Labelled data: a TSV with a header (text + label columns), MNIST images "
                                        "(*images-idx3*, raw or .gz, labels file alongside) or a folder of PNG/JPEG "
-                                       "files in one subfolder per class")->required();
+                                       "files in one subfolder per class; BART / T5: a TSV of source / target text pairs; "
+                                       "BLIP: a TSV of image / caption pairs (docs/model_families.md)")->required();
     cmd->add_option("--labels", o->selection.labels_path, "MNIST labels file (default: derived from the images file's name)");
     cmd->add_option("--range", o->range, "Samples FIRST:END of the data, 0-based, END exclusive (default: all)");
     cmd->add_option("--compare", o->compare, "A second model evaluated on the same samples: prints agreement and mean KL-divergence (default: none)");
@@ -184,8 +187,9 @@ Runner register_eval(CLI::App& app) {
     cmd->add_option("--classes", o->classes, "CLIP: zero-shot class names in label order, comma-separated (default: config.json's id2label)");
     cmd->add_option("--prompt", o->prompt, "CLIP: the prompt template, {} standing for the class name (default: 'a photo of a {}.')");
     cmd->add_option("--pixel-scale", o->pixel_scale, ".onnx models: input = pixel (0..255) × this (default: 1, raw pixels)");
-    cmd->add_flag("--w8a8-dynamic", o->w8a8_dynamic, "BART / T5: also quantize to W8A8 with dynamic activations and report its loss beside FP32's (default: off)");
-    cmd->add_option("--w8a8-calib", o->onnx_calib, ".onnx models and BART / T5 (text pairs): also quantize to static W8A8 calibrated on these images and "
+    cmd->add_flag("--w8a8-dynamic", o->w8a8_dynamic, "BART / T5 / BLIP: also quantize to W8A8 with dynamic activations and report its loss beside FP32's (default: off)");
+    cmd->add_option("--generate", o->generate, "BLIP: also greedy captions of at most N new tokens per image, FP32's and W8A8's (default: 0, none)");
+    cmd->add_option("--w8a8-calib", o->onnx_calib, ".onnx models, BART / T5 (text pairs) and BLIP (image / caption pairs): also quantize to static W8A8 calibrated on these and "
                                                    "report FP32 vs INT8 accuracy, agreement and time (default: none)");
     cmd->add_option("--calib-range", o->calib_range, "--w8a8-calib samples FIRST:END (default: all; keep it apart from --range)");
     cmd->add_option("--calib-samples", o->calib_samples, "--w8a8-calib: at most this many samples (default: 256)");
@@ -199,42 +203,15 @@ Runner register_eval(CLI::App& app) {
     cmd->add_flag("--json", o->json, "Print JSON instead of a table (default: off)");
     return [o, cmd]() -> int {
         if (o->task == "detect" && o->model.ends_with(".onnx")) return eval_yolo(*o, cmd->count("--threshold") > 0);
-        // An encoder–decoder directory (config.json's model_type bart or t5): teacher-forced loss on text pairs.
+        // An encoder–decoder (BART, T5, BLIP: its HF directory or cq's container): teacher-forced loss on text or caption pairs.
+        if (is_seq2seq_model(o->model))
+            return run_eval_seq2seq({.model = o->model, .data = o->data, .range = o->range, .w8a8_dynamic = o->w8a8_dynamic, .calib = o->onnx_calib,
+                                     .calib_range = o->calib_range, .calib_method = o->calib_method, .generate = o->generate, .json = o->json});
+        // A DETR directory: detections on MNIST canvases.
         if (std::error_code ec; std::filesystem::is_regular_file(std::filesystem::path(o->model) / "config.json", ec)) {
             std::ifstream cfg(std::filesystem::path(o->model) / "config.json");
             const nlohmann::json j = nlohmann::json::parse(cfg, nullptr, false);
             if (j.is_object() && j.value("model_type", "") == "detr") return eval_detr(*o);
-            if (j.is_object() && (j.value("model_type", "") == "bart" || j.value("model_type", "") == "t5")) {
-                auto model = Seq2SeqModel::load(o->model);
-                const auto [first, count] = parse_sample_range(o->range, "--range");
-                const Seq2SeqEvalResult r = evaluate_pairs(*model, o->data, first, count < 0 ? -1 : first + count);
-                // optionally the same pairs again after W8A8 in memory (dynamic, or static calibrated on --w8a8-calib pairs)
-                std::optional<Seq2SeqEvalResult> q;
-                std::string q_label;
-                if (o->w8a8_dynamic || !o->onnx_calib.empty()) {
-                    const bool is_static = !o->onnx_calib.empty();
-                    const auto [c_first, c_count] = parse_sample_range(o->calib_range, "--calib-range");
-                    const auto method = calib::parse_method(o->calib_method);
-                    if (!method) throw InvalidArgument("--calib-method '" + o->calib_method + "' is not one of minmax, percentile, mse, entropy");
-                    const int64_t n = quantize_seq2seq_w8a8(*model, is_static ? ActivationQuant::static_per_tensor : ActivationQuant::dynamic_per_token,
-                                                            o->onnx_calib, c_first, c_count < 0 ? -1 : c_first + c_count, *method);
-                    q_label = std::string(is_static ? "w8a8 static (" + o->calib_method + ")" : "w8a8 dynamic") + ", " + std::to_string(n) + " Linears";
-                    q = evaluate_pairs(*model, o->data, first, count < 0 ? -1 : first + count);
-                }
-                if (o->json) {
-                    nlohmann::json j{{"model", o->model}, {"data", o->data}, {"task", "teacher-forced loss"}, {"pairs", r.pairs}, {"tokens", r.tokens},
-                                     {"mean_nll", r.mean_nll}, {"perplexity", r.perplexity}, {"seconds", r.seconds}};
-                    if (q) j["w8a8"] = {{"form", q_label}, {"mean_nll", q->mean_nll}, {"perplexity", q->perplexity}, {"seconds", q->seconds}};
-                    print_json(j);
-                } else {
-                    std::printf("%s on %s: teacher-forced loss over %lld pairs (%lld target tokens)\n", model->architecture().c_str(), o->data.c_str(),
-                                static_cast<long long>(r.pairs), static_cast<long long>(r.tokens));
-                    std::printf("  fp32: mean NLL %.6f nats/token, perplexity %.4f, %.3f s\n", r.mean_nll, r.perplexity, r.seconds);
-                    if (q)
-                        std::printf("  %s: mean NLL %.6f nats/token, perplexity %.4f, %.3f s\n", q_label.c_str(), q->mean_nll, q->perplexity, q->seconds);
-                }
-                return 0;
-            }
         }
         if (o->task != "classification")
             throw InvalidArgument("--task '" + o->task + "' is not supported here (classification; detect takes a YOLO .onnx or a DETR directory)");

@@ -125,7 +125,8 @@ Runner register_quantize(CLI::App& app) {
     cmd->add_flag("--gptq-act-order", o->quant.gptq_act_order, "GPTQ: sweep columns by decreasing Hessian diagonal (default: off)");
     cmd->add_option("--eval", o->eval_text, "Also measure, in this run, the output against the input: LLMs: perplexity, "
                                             "KL-divergence and speed on this text; w8a8: accuracy, agreement, KL-divergence and "
-                                            "speed on this labelled data (TSV, MNIST idx, image folder) (default: off)");
+                                            "speed on this labelled data (TSV, MNIST idx, image folder); BART / T5 / BLIP: the "
+                                            "teacher-forced loss on text pairs or image / caption pairs (default: off)");
     cmd->add_option("-c,--ctx", o->compare.n_ctx, "Perplexity chunk length for --eval")->default_val(512);
     cmd->add_option("--chunks", o->compare.max_chunks, "At most this many chunks for --eval (-1: all)")->default_val(-1);
     cmd->add_option("--bench-prompt", o->compare.bench_options.n_prompt, "Prompt tokens for the --eval speed test")->default_val(128);

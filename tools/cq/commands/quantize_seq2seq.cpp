@@ -1,5 +1,6 @@
-// The encoder–decoder branch of `cq quantize` (BART, T5, BLIP): quantize into cq's container, then, with --eval PAIRS,
-// load the written file back and report the teacher-forced loss and its time against the original in the same run.
+// The encoder–decoder branch of `cq quantize` (BART, T5, BLIP): quantize into cq's container, then, with --eval PAIRS
+// (text pairs, or a captioner's (image, caption) pairs), load the written file back and report the teacher-forced loss and
+// its time against the original in the same run.
 #include <cstdio>
 
 #include "commands/format.h"
@@ -21,6 +22,20 @@ std::string fixed(double v, int digits) {
 
 nlohmann::json eval_json(const Seq2SeqEvalResult& e) {
     return {{"pairs", e.pairs}, {"tokens", e.tokens}, {"mean_nll", e.mean_nll}, {"perplexity", e.perplexity}, {"seconds", e.seconds}};
+}
+
+// The loss on the --eval pairs: text pairs, or (image, caption) pairs for a captioner (whose JSON adds the loss with the
+// config's label smoothing, which transformers reports).
+nlohmann::json evaluate(Seq2SeqModel& model, const std::string& data, int64_t first, int64_t end, Seq2SeqEvalResult& r) {
+    if (!model.takes_images()) {
+        r = evaluate_pairs(model, data, first, end);
+        return eval_json(r);
+    }
+    double smoothed = 0;
+    r = evaluate_captions(model, load_caption_pairs(model, data, first, end), &smoothed);
+    nlohmann::json j = eval_json(r);
+    j["loss"] = smoothed;
+    return j;
 }
 
 }  // namespace
@@ -59,18 +74,21 @@ int run_quantize_seq2seq(W8A8CliOptions& o, const std::string& input, const std:
         // Same run: the original and the file just written, on the same pairs.
         auto original = Seq2SeqModel::load(input);
         auto quantized = Seq2SeqModel::load(output);
-        if (original->takes_images())
-            throw Unsupported("--eval for a captioner needs (image, caption) pairs, which cq quantize cannot read yet (" + input + ")");
         const int64_t end = eval_count < 0 ? -1 : eval_first + eval_count;
-        const Seq2SeqEvalResult before = evaluate_pairs(*original, eval_data, eval_first, end);
-        const Seq2SeqEvalResult after = evaluate_pairs(*quantized, eval_data, eval_first, end);
-        j["eval"] = {{"data", eval_data}, {"before", eval_json(before)}, {"after", eval_json(after)}};
+        Seq2SeqEvalResult before, after;
+        j["eval"] = {{"data", eval_data}};
+        j["eval"]["before"] = evaluate(*original, eval_data, eval_first, end, before);
+        j["eval"]["after"] = evaluate(*quantized, eval_data, eval_first, end, after);
         rows.push_back({"mean NLL (nats/token)", fixed(before.mean_nll, 5), fixed(after.mean_nll, 5), fixed(after.mean_nll - before.mean_nll, 5)});
         rows.push_back({"perplexity", fixed(before.perplexity, 3), fixed(after.perplexity, 3), ""});
+        if (const float eps = original->config().label_smoothing; original->takes_images() && eps > 0) {
+            const double lb = j["eval"]["before"]["loss"].get<double>(), la = j["eval"]["after"]["loss"].get<double>();
+            rows.push_back({"loss, label smoothing " + fixed(eps, 2), fixed(lb, 5), fixed(la, 5), fixed(la - lb, 5)});
+        }
         rows.push_back({"eval time (s)", fixed(before.seconds, 3), fixed(after.seconds, 3),
                         "×" + fixed(before.seconds / std::max(after.seconds, 1e-9), 2) + " faster"});
-        if (!json) std::printf("\nSame-run comparison on %s (%lld pairs, %lld target tokens, teacher-forced):\n\n", eval_data.c_str(),
-                               static_cast<long long>(before.pairs), static_cast<long long>(before.tokens));
+        if (!json) std::printf("\nSame-run comparison on %s (%lld %spairs, %lld target tokens, teacher-forced):\n\n", eval_data.c_str(),
+                               static_cast<long long>(before.pairs), original->takes_images() ? "(image, caption) " : "", static_cast<long long>(before.tokens));
     }
     if (!report_html.empty()) write_html_report(std::vector<ReportInput>{{output + " (this run)", j.dump()}}, report_html);
     if (json) print_json(j);
