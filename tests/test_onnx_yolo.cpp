@@ -18,6 +18,7 @@
 #include "cq/onnx_model.h"
 #include "cq/thread_pool.h"
 #include "cq/yolo.h"
+#include "command_runner.h"
 #include "onnx/graph_builder.h"
 #include "test_support.h"
 
@@ -268,6 +269,37 @@ TEST(OnnxYolo, EvaluationReportsFormsSizesAndAgreement) {
     d.height = 64, d.width = 96;
     EXPECT_EQ(evaluate_yolo_onnx(data_dir() + "yolov8-tiny-a-dynamic.onnx", mnist, d).anchors, 8 * 12 + 4 * 6 + 2 * 3);
 }
+
+#ifdef CQ_CLI_PATH
+// The CLI: cq info --layers lists the Convs as Linears, cq stats sees their inputs on canvases, cq eval --task detect
+// reports the forms (its FP32 boxes those of the library's run).
+TEST(OnnxYolo, CliInfoStatsAndEvalOnTheDetector) {
+    const std::string cq = CQ_CLI_PATH, model = data_dir() + "yolov8-tiny-b.onnx", mnist = fixture("data/t10k-images-idx3-ubyte.gz");
+    auto json_of = [&](const std::string& args) {
+        const auto r = test::run_command(cq + " " + args + " --json");
+        EXPECT_EQ(r.exit_code, 0) << args << "\n" << r.err;
+        return r.exit_code == 0 ? nlohmann::json::parse(r.out) : nlohmann::json::object();
+    };
+    const nlohmann::json info = json_of("info " + model + " --layers");
+    EXPECT_EQ(info.value("format", ""), "onnx");
+    EXPECT_EQ(info["layers"].value("linears", 0), 64);
+    const nlohmann::json stats = json_of("stats " + model + " --data " + mnist + " --range 0:2");
+    ASSERT_EQ(stats["linears"].size(), 64u);
+    EXPECT_EQ(stats["linears"][0]["rows"], 2 * 48 * 64);  // the first conv's output pixels (stride 2) of two canvases
+    const nlohmann::json eval = json_of("eval " + model + " --task detect --data " + mnist + " --range 3:6 --w8a8-dynamic");
+    ASSERT_EQ(eval["forms"].size(), 2u);
+    EXPECT_EQ(eval["forms"][1]["form"], "w8a8-dynamic");
+    EXPECT_EQ(eval["forms"][1]["linears_changed"], 63);
+    // canvases 3, 4, 5 are the reference's: the same boxes
+    const nlohmann::json ref = read_json(data_dir() + "yolov8-tiny-b.reference.json");
+    size_t want = 0;
+    for (const auto& c : ref["cases"]) want += c["boxes"].size();
+    EXPECT_EQ(eval["fp32_detections"].size(), want);
+    const auto bad = test::run_command(cq + " eval " + data_dir() + "yolov8-tiny-a-dynamic.onnx --task detect --data " + mnist);
+    EXPECT_NE(bad.exit_code, 0);
+    EXPECT_NE(bad.err.find("--canvas"), std::string::npos) << bad.err;
+}
+#endif
 
 // ---- unsupported or hostile graphs: one clear error naming the node ----
 

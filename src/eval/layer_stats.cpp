@@ -12,6 +12,10 @@
 #include "cq/error.h"
 #include "cq/layer_stats.h"
 #include "cq/llm.h"
+#if !defined(CQ_MINIMAL)
+#include "cq/onnx_model.h"
+#include "cq/yolo.h"
+#endif
 #include "cq/mapped_file.h"
 #include "eval/text_chunks.h"
 
@@ -52,6 +56,28 @@ struct Accumulator {
         }
     }
 };
+
+#if !defined(CQ_MINIMAL)
+// An imported ONNX model: an RGB input [N, 3, H, W] (a detector such as YOLO) runs on MNIST canvases (cq/yolo.h; the
+// selection counts canvases, 32 by default; open sizes 64×64), any other image input on the images as cq eval does.
+int64_t run_onnx_for_stats(OnnxModel& model, const std::string& data_path, const LayerStatsOptions& o) {
+    const auto& s = model.input_shape();
+    if (s.size() == 4 && (s[1] == 3 || s[1] < 0)) {
+        const int64_t h = s[2] > 0 ? s[2] : 64, w = s[3] > 0 ? s[3] : 64;
+        const DetectionImages images = mnist_detection_images(data_path, o.selection.first, o.selection.count < 0 ? 32 : o.selection.count, h, w,
+                                                              o.selection.labels_path);
+        std::vector<float> x(static_cast<size_t>(3 * h * w));
+        for (int64_t n = 0; n < images.count; ++n) {
+            for (size_t k = 0; k < x.size(); ++k) x[k] = static_cast<float>(images.pixels[static_cast<size_t>(n) * x.size() + k]) / 255.0f;
+            model.run(x.data(), {1, 3, h, w});
+        }
+        return images.count;
+    }
+    OnnxImageOptions image;
+    image.batch = o.run.batch;
+    return classify_images_onnx(model, data_path, o.selection, image).samples;
+}
+#endif
 
 LinearStats finish(const Linear& l, const Accumulator& a, int64_t top) {
     LinearStats s;
@@ -113,6 +139,10 @@ LayerStatsReport collect_layer_stats(Model& model, const std::string& data_path,
                                                          kDetrMnistCanvasHeight, kDetrMnistCanvasWidth);
             run_detr(*detr, set, 1.0f, o.run.batch);
             r.units = set.count;
+#if !defined(CQ_MINIMAL)
+        } else if (auto* onnx = dynamic_cast<OnnxModel*>(&model)) {
+            r.units = run_onnx_for_stats(*onnx, data_path, o);
+#endif
         } else if (auto* s2s = dynamic_cast<Seq2SeqModel*>(&model)) {
             // an encoder–decoder: teacher-forced passes over text pairs (source / target columns)
             const int64_t end = o.selection.count < 0 ? -1 : o.selection.first + o.selection.count;

@@ -163,6 +163,10 @@ ModelSummary summarize_safetensors(const std::string& path) {
 
 }  // namespace
 
+#if !defined(CQ_MINIMAL)
+ModelSummary summarize_onnx(const std::string& path);
+#endif
+
 ModelSummary summarize_model(const std::string& path) {
     std::error_code ec;
     if (fs::is_directory(path, ec)) {
@@ -173,12 +177,19 @@ ModelSummary summarize_model(const std::string& path) {
     const std::string ext = fs::path(path).extension().string();
     if (ext == ".safetensors" || ext == ".json") return summarize_safetensors(path);
     if (ext == ".gguf") return summarize_gguf(path);
+    if (ext == ".onnx") {
+#if defined(CQ_MINIMAL)
+        throw Unsupported("[info] " + path + ": ONNX files need the full cq build (this is the CQ_MINIMAL runtime)");
+#else
+        return summarize_onnx(path);  // src/onnx/onnx_summary.cpp
+#endif
+    }
     // Unknown extension: trust the magic bytes.
     const auto src = map_file(path);
     if (src->size() >= 4 && std::string(reinterpret_cast<const char*>(src->data()), 4) == "GGUF") return summarize_gguf(path);
     if (src->size() >= 9 && src->data()[8] == '{') return summarize_safetensors(path);
     throw Unsupported("[info] " + path + ": not a format cq reads (expected a .gguf file, a .safetensors file, "
-                      "a model.safetensors.index.json or an HF model directory)");
+                      "a model.safetensors.index.json, an .onnx file or an HF model directory)");
 }
 
 }  // namespace cq

@@ -12,6 +12,9 @@
 #include "cq/error.h"
 #include "cq/io/gguf.h"
 #include "cq/llm.h"
+#if !defined(CQ_MINIMAL)
+#include "cq/onnx_model.h"
+#endif
 #include "cq/model.h"
 #include "cq/thread_pool.h"
 #include "cq/w8a8.h"
@@ -71,6 +74,13 @@ std::unique_ptr<Model> Model::load(const std::string& path) {
         if (model_type == "bart" || model_type == "t5" || model_type == "blip") return Seq2SeqModel::load(path);  // encoder–decoder generators
         if (model_type == "detr") return DetrModel::load(path);  // object detection
         return EncoderModel::load(path);
+    }
+    if (fs::path(path).extension() == ".onnx") {  // an imported ONNX graph (cq/onnx_model.h)
+#if defined(CQ_MINIMAL)
+        throw Unsupported("[model] " + path + ": ONNX import needs the full cq build (this is the CQ_MINIMAL runtime)");
+#else
+        return OnnxModel::load(path);
+#endif
     }
     if (!fs::exists(path, ec)) throw IoError("[model] '" + path + "' does not exist");
     const auto arch = gguf::File::open(path).get_string("general.architecture");

@@ -11,6 +11,7 @@
 #include <limits>
 #include <map>
 #include <set>
+#include <unordered_map>
 
 #include "cq/error.h"
 #include "onnx/conv2d.h"
@@ -29,6 +30,7 @@ using onnx_interp::BinaryOp;
 using onnx_interp::check_elements;
 using onnx_interp::norm_axis;
 using onnx_interp::Value;
+using ValueMap = std::unordered_map<std::string, Value>;
 
 const std::set<std::string> kSupported = {
     "Conv", "BatchNormalization", "Relu", "LeakyRelu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "MaxPool",
@@ -97,7 +99,7 @@ Value from_tensor(const onnx_ir::Tensor& t, const std::string& where) {
 struct OnnxGraphState {
     onnx_ir::Model model;
     std::string path;
-    std::map<std::string, Value> constants;
+    ValueMap constants;
     std::vector<std::unique_ptr<Linear>> linears;
     std::map<size_t, size_t> node_linear;  // node index → its Linear
     std::set<size_t> skip;                 // folded nodes
@@ -109,7 +111,7 @@ struct OnnxGraphState {
     std::set<size_t> shape_nodes;          // nodes computing only from shapes and constants
     bool shape_folding = false;            // every shape-giving input of the graph is a constant or shape arithmetic
     std::vector<int64_t> folded_for;       // the input shape shape_values were computed for
-    std::map<std::string, Value> shape_values;
+    ValueMap shape_values;
 };
 
 namespace {
@@ -160,7 +162,7 @@ namespace {
 // Runs one node on values; shared by constant folding (load) and run().
 struct Interpreter {
     OnnxGraphState& st;
-    std::map<std::string, Value>& vals;
+    ValueMap& vals;
 
     const Value& in(const onnx_ir::Node& n, size_t k) {
         if (k >= n.inputs.size() || n.inputs[k].empty())
@@ -232,7 +234,7 @@ void Interpreter::run(size_t index, const onnx_ir::Node& n) {
     const std::string where = "node " + std::to_string(index) + " '" + n.name + "' (" + n.op_type + ")";
     const std::string& op = n.op_type;
     Value y;
-    auto unary = [&](const std::function<float(float)>& f) {
+    auto unary = [&](auto f) {  // a template, not std::function: it runs once per element
         const Value& x = in(n, 0);
         y.shape = x.shape;
         y.f = as_float(x);
@@ -617,12 +619,12 @@ std::unique_ptr<OnnxModel> OnnxModel::from_ir(onnx_ir::Model ir, const std::stri
     st->output_name = g.outputs[0].name;
 
     // constant folding: nodes whose inputs are all constants (QDQ weights, shape arithmetic)
-    std::map<std::string, Value> none;
+    ValueMap none;
     for (size_t k = 0; k < g.nodes.size(); ++k) {
         const auto& n = g.nodes[k];
         const bool all_const = std::all_of(n.inputs.begin(), n.inputs.end(), [&](const std::string& i) { return i.empty() || st->constants.count(i); });
         if (!all_const || n.op_type == "Conv" || n.op_type == "Gemm" || n.op_type == "MatMul") continue;
-        std::map<std::string, Value> out;
+        ValueMap out;
         Interpreter{*st, out}.run(k, n);
         for (auto& [name, v] : out) st->constants[name] = std::move(v);
         st->skip.insert(k);
@@ -775,7 +777,7 @@ std::vector<float> OnnxModel::run(const float* input, const std::vector<int64_t>
     Value x;
     x.shape = shape;
     x.shape[0] = step;
-    std::map<std::string, Value> vals;
+    ValueMap vals;
     std::vector<float> out;
     for (int64_t b0 = 0; b0 < batch; b0 += step) {
         vals.clear();
