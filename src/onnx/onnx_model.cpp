@@ -112,6 +112,8 @@ struct OnnxGraphState {
     bool shape_folding = false;            // every shape-giving input of the graph is a constant or shape arithmetic
     std::vector<int64_t> folded_for;       // the input shape shape_values were computed for
     ValueMap shape_values;
+    // values dropped after node k ran (their last reader), so a run holds only the live tensors
+    std::vector<std::vector<std::string>> release_after;
 };
 
 namespace {
@@ -736,6 +738,22 @@ std::unique_ptr<OnnxModel> OnnxModel::from_ir(onnx_ir::Model ir, const std::stri
                     st->shape_folding = false;
         }
     }
+    // the last reader of each computed value (graph outputs and shape arithmetic are kept)
+    {
+        std::unordered_map<std::string, size_t> last_reader;
+        for (size_t k = 0; k < g.nodes.size(); ++k)
+            if (!st->skip.count(k))
+                for (const auto& i : g.nodes[k].inputs)
+                    if (!i.empty() && !st->constants.count(i)) last_reader[i] = k;
+        std::set<std::string> keep;
+        for (const auto& o : g.outputs) keep.insert(o.name);
+        for (size_t k : st->shape_nodes)
+            for (const auto& o : g.nodes[k].outputs) keep.insert(o);
+        st->release_after.resize(g.nodes.size());
+        for (const auto& [name, k] : last_reader)
+            if (!keep.count(name)) st->release_after[k].push_back(name);
+        for (auto& names : st->release_after) std::sort(names.begin(), names.end());
+    }
     m->state_ = std::move(st);
     if (m->pack_for_kernels_)
         for (auto& l : m->state_->linears) ops::pack_for_kernels(*l);
@@ -787,8 +805,10 @@ std::vector<float> OnnxModel::run(const float* input, const std::vector<int64_t>
         const auto& nodes = st.model.graph.nodes;
         const bool folded = st.shape_folding && st.folded_for == x.shape;
         if (folded) vals.insert(st.shape_values.begin(), st.shape_values.end());
-        for (size_t k = 0; k < nodes.size(); ++k)
+        for (size_t k = 0; k < nodes.size(); ++k) {
             if (!st.skip.count(k) && !(folded && st.shape_nodes.count(k))) interp.run(k, nodes[k]);
+            for (const auto& name : st.release_after[k]) vals.erase(name);
+        }
         if (st.shape_folding && !folded) {
             st.shape_values.clear();
             for (size_t k : st.shape_nodes)
