@@ -103,8 +103,10 @@ double expect_grads_equal_on_kept_heads(const EncoderTrainer& tp, const EncoderT
             EXPECT_EQ(p.value[i], e.value[at[static_cast<size_t>(i)]]) << p.hf_name << "[" << i << "]";
             dmax = std::max(dmax, std::fabs(double(p.grad[i]) - e.grad[at[static_cast<size_t>(i)]]));
         }
-        // float rounding only: GEMMs over A = kept·hd rather than n_head·hd inputs (the extra terms are exact zeros)
-        EXPECT_LE(dmax, 1e-4 * gmax + 1e-9) << p.hf_name << " (" << what << "): max |Δgrad| " << dmax << " of max |grad| " << gmax;
+        // float rounding only: GEMMs over A = kept·hd rather than n_head·hd inputs (the extra terms are exact zeros). The
+        // floor is for tensors whose exact gradient is 0 (the key bias: softmax ignores a constant per query), where both
+        // sides hold rounding noise (measured up to 2.8e-9 on an AVX2 Zen CPU)
+        EXPECT_LE(dmax, 1e-4 * gmax + 1e-8) << p.hf_name << " (" << what << "): max |Δgrad| " << dmax << " of max |grad| " << gmax;
         if (gmax > 0) worst = std::max(worst, dmax / gmax);
     }
     return worst;
