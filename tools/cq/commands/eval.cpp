@@ -87,7 +87,7 @@ int eval_detr(const Options& o) {
     std::printf("%s on %s: %lld truth boxes, threshold %.3g, %s kernels\n", model->architecture().c_str(), set.source.c_str(),
                 static_cast<long long>(set.truth.size()), o.threshold, std::string(isa_level_name(kernel_table().level)).c_str());
     std::vector<std::vector<std::string>> rows{
-        {"form", "weight bytes", "ms / " + std::to_string(e.latency_batch) + " images", "detections", "mAP", "mAP50", "agreement mAP", "max |Δlogit|", "max |Δbox|"}};
+        {"form", "weight bytes", "ms / " + std::to_string(e.latency_batch) + " images", "detections", "mAP", "mAP50", "agreement mAP", "agreement mAP50", "max |Δlogit|", "max |Δbox|"}};
     char b[7][32];
     for (const DetrFormReport& f : forms) {
         std::snprintf(b[0], 32, "%.2f", 1e3 * f.seconds_per_batch);
@@ -96,9 +96,10 @@ int eval_detr(const Options& o) {
         std::snprintf(b[3], 32, "%.4f", f.agreement.map);
         std::snprintf(b[4], 32, "%.3g", f.max_abs_logit_diff);
         std::snprintf(b[5], 32, "%.3g", f.max_abs_box_diff);
-        rows.push_back({f.form, group_digits(f.weight_bytes), b[0], std::to_string(f.detections), b[1], b[2], b[3], b[4], b[5]});
+        std::snprintf(b[6], 32, "%.4f", f.agreement.map50);
+        rows.push_back({f.form, group_digits(f.weight_bytes), b[0], std::to_string(f.detections), b[1], b[2], b[3], b[6], b[4], b[5]});
     }
-    print_table(rows, {false, true, true, true, true, true, true, true, true}, 2);
+    print_table(rows, {false, true, true, true, true, true, true, true, true, true}, 2);
     for (const DetrFormReport& f : forms)
         if (!f.fallbacks.empty())  // --json lists each
             std::printf("  %s: %zu selected Linears kept f32, e.g. %s\n", f.form.c_str(), f.fallbacks.size(), f.fallbacks.front().c_str());
