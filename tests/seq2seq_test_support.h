@@ -1,4 +1,4 @@
-// What the encoder–decoder tests (test_models_bart.cpp, test_models_t5.cpp) share: the reference.json that
+// What the encoder–decoder tests (test_models_bart/t5/blip.cpp, test_seq2seq_container.cpp, test_blip_captions_cli.cpp) share: the reference.json that
 // scripts/make_family_references.py writes (seq2seq_reference), running a Seq2SeqModel on it, and editing a copy of a
 // fixture directory to check load errors.
 #pragma once
@@ -29,6 +29,18 @@ inline std::string pairs_tsv() { return tests_dir() + "/data/families/bart_pairs
 inline nlohmann::json read_json(const std::string& path) {
     std::ifstream in(path);
     return nlohmann::json::parse(in);
+}
+
+// A captioner reference's image i (BLIP: pixels_u8, planar [C, H, W]) and its (image, caption) pairs.
+inline std::vector<uint8_t> image_of(const nlohmann::json& ref, size_t i) {
+    std::vector<uint8_t> px;
+    for (const auto& v : ref["pixels_u8"][i]) px.push_back(static_cast<uint8_t>(v.get<int>()));
+    return px;
+}
+inline std::vector<CaptionPair> pairs_of(const nlohmann::json& ref) {
+    std::vector<CaptionPair> out;
+    for (size_t i = 0; i < ref["captions"].size(); ++i) out.push_back({image_of(ref, i), ref["captions"][i].get<std::string>()});
+    return out;
 }
 
 // The source's real tokens (its attention-mask ones).

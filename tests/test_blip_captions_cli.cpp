@@ -15,18 +15,6 @@ namespace {
 
 using namespace test::seq2seq;
 
-std::vector<uint8_t> image_of(const nlohmann::json& ref, size_t i) {
-    std::vector<uint8_t> px;
-    for (const auto& v : ref["pixels_u8"][i]) px.push_back(static_cast<uint8_t>(v.get<int>()));
-    return px;
-}
-
-std::vector<CaptionPair> pairs_of(const nlohmann::json& ref) {
-    std::vector<CaptionPair> out;
-    for (size_t i = 0; i < ref["captions"].size(); ++i) out.push_back({image_of(ref, i), ref["captions"][i].get<std::string>()});
-    return out;
-}
-
 // Planar [C, H, W] bytes as a PNG (stb writes interleaved rows).
 void write_png(const std::string& path, const std::vector<uint8_t>& planar, int channels, int height, int width) {
     const size_t plane = static_cast<size_t>(height) * static_cast<size_t>(width);

@@ -15,12 +15,6 @@ namespace {
 
 using namespace test::seq2seq;
 
-std::vector<uint8_t> image_of(const nlohmann::json& ref, size_t i) {
-    std::vector<uint8_t> px;
-    for (const auto& v : ref["pixels_u8"][i]) px.push_back(static_cast<uint8_t>(v.get<int>()));
-    return px;
-}
-
 // Teacher-forced logits and greedy outputs on the reference inputs: text pairs, or (BLIP) images and captions.
 Outputs outputs(Seq2SeqModel& m, const nlohmann::json& ref) {
     if (!m.takes_images()) return run(m, ref);

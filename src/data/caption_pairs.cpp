@@ -10,6 +10,7 @@
 #include <memory>
 
 #include "cq/error.h"
+#include "data/tsv_fields.h"
 #include "cq/mapped_file.h"
 #include "cq/seq2seq.h"
 
@@ -17,16 +18,8 @@ namespace cq {
 
 namespace {
 
-std::vector<std::string> split_tabs(const std::string& line) {
-    std::vector<std::string> out;
-    size_t b = 0;
-    for (;;) {
-        const size_t e = line.find('\t', b);
-        out.push_back(line.substr(b, e == std::string::npos ? std::string::npos : e - b));
-        if (e == std::string::npos) return out;
-        b = e + 1;
-    }
-}
+std::vector<std::string> to_strings(const std::vector<std::string_view>& v) { return {v.begin(), v.end()}; }
+
 
 bool is_blank(const std::string& s) { return s.find_first_not_of(" \t\r\n") == std::string::npos; }
 
@@ -48,7 +41,7 @@ std::vector<CaptionPair> load_caption_pairs(const std::string& tsv_path, int64_t
     uint64_t offset = line.size() + 1;
     if (line.starts_with("\xEF\xBB\xBF")) line.erase(0, 3);  // a UTF-8 byte-order mark
     if (!line.empty() && line.back() == '\r') line.pop_back();
-    const std::vector<std::string> header = split_tabs(line);
+    const std::vector<std::string> header = to_strings(data::split_tabs(line));
     int64_t image_col = -1, caption_col = -1;
     for (size_t i = 0; i < header.size(); ++i) {
         if (header[i] == "image") image_col = static_cast<int64_t>(i);
@@ -71,7 +64,7 @@ std::vector<CaptionPair> load_caption_pairs(const std::string& tsv_path, int64_t
         if (end >= 0 && this_row >= end) break;
         if (this_row < first) continue;
         const std::string where = "row " + std::to_string(this_row) + " (line " + std::to_string(line_no) + ")";
-        const std::vector<std::string> cols = split_tabs(line);
+        const std::vector<std::string> cols = to_strings(data::split_tabs(line));
         if (static_cast<int64_t>(cols.size()) <= std::max(image_col, caption_col))
             throw FormatError("captions", tsv_path, at,
                               where + " has " + std::to_string(cols.size()) + " columns, the header " + std::to_string(header.size()));

@@ -7,6 +7,7 @@
 
 #include "cq/datasets.h"
 #include "cq/error.h"
+#include "data/tsv_fields.h"
 #include "cq/mapped_file.h"
 #include "data/label_lookup.h"
 
@@ -17,16 +18,6 @@ namespace {
 // Evaluation TSVs are a few MB; the limit only stops a wrong path (a model file) from being slurped.
 constexpr uint64_t kMaxTsvBytes = 1ull << 30;
 
-std::vector<std::string_view> split_tabs(std::string_view line) {
-    std::vector<std::string_view> fields;
-    size_t start = 0;
-    for (;;) {
-        const size_t tab = line.find('\t', start);
-        fields.push_back(line.substr(start, tab == std::string_view::npos ? std::string_view::npos : tab - start));
-        if (tab == std::string_view::npos) return fields;
-        start = tab + 1;
-    }
-}
 
 std::optional<size_t> find_column(const std::vector<std::string_view>& header, std::string_view name) {
     for (size_t i = 0; i < header.size(); ++i)

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "cq/classify.h"
+#include "io/hf/hf_model.h"
 #include "core/json_file.h"
 #include "cq/error.h"
 #include "cq/io/gguf.h"
@@ -125,12 +126,7 @@ bool is_encoder_model(const std::string& path) {
     std::error_code ec;
     try {
         if (fs::is_directory(path, ec)) {
-            const fs::path config = fs::path(path) / "config.json";
-            if (!fs::is_regular_file(config, ec)) return false;
-            const nlohmann::json j = read_json_file(config.string(), "hf");
-            const auto it = j.find("model_type");
-            if (it == j.end() || !it->is_string()) return false;
-            const std::string type = it->get<std::string>();
+            const std::string type = hf::model_type_of_dir(path);
             // EncoderModel's model types (its kSupported table): CLI commands route these to the encoder engine
             return type == "bert" || type == "roberta" || type == "distilbert" || type == "vit" || type == "deit" || type == "layoutlm" ||
                    type == "resnet" || type == "clip" || type == "deberta-v2" || type == "efficientnet";

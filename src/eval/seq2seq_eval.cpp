@@ -7,22 +7,15 @@
 #include <sstream>
 
 #include "cq/error.h"
+#include "data/tsv_fields.h"
 #include "cq/seq2seq.h"
 
 namespace cq {
 
 namespace {
 
-std::vector<std::string> split_tabs(const std::string& line) {
-    std::vector<std::string> out;
-    size_t b = 0;
-    for (;;) {
-        const size_t e = line.find('\t', b);
-        out.push_back(line.substr(b, e == std::string::npos ? std::string::npos : e - b));
-        if (e == std::string::npos) return out;
-        b = e + 1;
-    }
-}
+std::vector<std::string> to_strings(const std::vector<std::string_view>& v) { return {v.begin(), v.end()}; }
+
 
 }  // namespace
 
@@ -32,7 +25,7 @@ Seq2SeqEvalResult evaluate_pairs(Seq2SeqModel& model, const std::string& tsv_pat
     std::string line;
     if (!std::getline(in, line)) throw FormatError("tsv", tsv_path, 0, "the file is empty (a header naming 'source' and 'target' comes first)");
     if (!line.empty() && line.back() == '\r') line.pop_back();
-    const std::vector<std::string> header = split_tabs(line);
+    const std::vector<std::string> header = to_strings(data::split_tabs(line));
     int64_t src_col = -1, tgt_col = -1;
     for (size_t i = 0; i < header.size(); ++i) {
         if (header[i] == "source") src_col = static_cast<int64_t>(i);
@@ -50,7 +43,7 @@ Seq2SeqEvalResult evaluate_pairs(Seq2SeqModel& model, const std::string& tsv_pat
         if (!line.empty() && line.back() == '\r') line.pop_back();
         if (end >= 0 && row >= end) break;
         if (row < first || line.empty()) continue;
-        const std::vector<std::string> cols = split_tabs(line);
+        const std::vector<std::string> cols = to_strings(data::split_tabs(line));
         if (static_cast<int64_t>(cols.size()) <= std::max(src_col, tgt_col))
             throw FormatError("tsv", tsv_path, at, "row " + std::to_string(row) + " has " + std::to_string(cols.size()) + " columns, the header " +
                                                        std::to_string(header.size()));

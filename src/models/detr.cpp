@@ -156,23 +156,7 @@ DetrConfig read_config(const hf::Config& j, const hf::ModelDir& d) {
         if (c.d_model % heads != 0) j.fail(key, std::to_string(heads) + " does not divide d_model " + std::to_string(c.d_model));
 
     // id2label (num_labels = its size, as PretrainedConfig sets it), else num_labels
-    if (const nlohmann::json* ids = j.find("id2label"); ids && ids->is_object() && !ids->empty()) {
-        c.labels.assign(ids->size(), "");
-        for (const auto& [key, value] : ids->items()) {
-            size_t used = 0;
-            int64_t id = -1;
-            try {
-                id = std::stoll(key, &used);
-            } catch (const std::exception&) {
-            }
-            if (used != key.size() || id < 0 || id >= static_cast<int64_t>(c.labels.size()) || !value.is_string())
-                j.fail("id2label", "entry '" + key + "' is not an id in [0, " + std::to_string(c.labels.size()) + ") with a string label");
-            c.labels[static_cast<size_t>(id)] = value.get<std::string>();
-        }
-    } else {
-        const int64_t n = j.size_or({"num_labels"}, 2);
-        for (int64_t i = 0; i < n; ++i) c.labels.push_back("LABEL_" + std::to_string(i));
-    }
+    c.labels = j.labels();
     c.num_labels = static_cast<int64_t>(c.labels.size());
 
     // the image processor's rescale and normalisation (no resize: images come at their size)

@@ -97,28 +97,7 @@ std::vector<float> channel_values(const nlohmann::json& j, const char* key, floa
 }
 
 void read_labels(const hf::Config& config, EncoderConfig& c) {
-    const nlohmann::json& j = config.json();
-    const std::string& file = config.path();
-    const auto it = j.find("id2label");
-    if (it != j.end() && it->is_object() && !it->empty()) {
-        c.labels.assign(it->size(), "");
-        for (const auto& [key, value] : it->items()) {
-            size_t used = 0;
-            int64_t id = -1;
-            try {
-                id = std::stoll(key, &used);
-            } catch (const std::exception&) {
-            }
-            if (used != key.size() || id < 0 || id >= static_cast<int64_t>(c.labels.size()) || !value.is_string())
-                throw FormatError("json", file, 0, "id2label entry '" + key + "' is not an id in [0, " + std::to_string(c.labels.size()) +
-                                                       ") with a string label");
-            c.labels[static_cast<size_t>(id)] = value.get<std::string>();
-        }
-    } else {
-        // HF's default when a config names no labels: num_labels (2) called LABEL_i.
-        const int64_t n = config.size_or({"num_labels"}, 2);
-        for (int64_t i = 0; i < n; ++i) c.labels.push_back("LABEL_" + std::to_string(i));
-    }
+    c.labels = config.labels();
     c.num_labels = static_cast<int64_t>(c.labels.size());
 }
 

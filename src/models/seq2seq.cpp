@@ -93,12 +93,7 @@ bool is_seq2seq_model(const std::string& path) {
     std::error_code ec;
     try {
         if (fs::is_directory(path, ec)) {
-            const fs::path config = fs::path(path) / "config.json";
-            if (!fs::is_regular_file(config, ec)) return false;
-            const nlohmann::json j = read_json_file(config.string(), "hf");
-            const auto it = j.find("model_type");
-            if (it == j.end() || !it->is_string()) return false;
-            const std::string type = it->get<std::string>();
+            const std::string type = hf::model_type_of_dir(path);
             return type == "bart" || type == "t5" || type == "blip";
         }
         if (!fs::is_regular_file(path, ec)) return false;

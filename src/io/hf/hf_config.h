@@ -8,6 +8,7 @@
 #include <initializer_list>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -96,6 +97,29 @@ public:
         const nlohmann::json* v = find(key);
         if (v && !v->is_object()) fail(key, "is not a JSON object");
         return Config(v ? *v : empty, path_ + " " + key);
+    }
+    /// The class names: id2label's (ids 0..n−1, each once, as PretrainedConfig requires), else num_labels (default 2)
+    /// named LABEL_i, as transformers names them when a config has none.
+    std::vector<std::string> labels() const {
+        std::vector<std::string> out;
+        if (const nlohmann::json* ids = find("id2label"); ids && ids->is_object() && !ids->empty()) {
+            out.assign(ids->size(), "");
+            for (const auto& [key, value] : ids->items()) {
+                size_t used = 0;
+                int64_t id = -1;
+                try {
+                    id = std::stoll(key, &used);
+                } catch (const std::exception&) {
+                }
+                if (used != key.size() || id < 0 || id >= static_cast<int64_t>(out.size()) || !value.is_string())
+                    fail("id2label", "entry '" + key + "' is not an id in [0, " + std::to_string(out.size()) + ") with a string label");
+                out[static_cast<size_t>(id)] = value.get<std::string>();
+            }
+            return out;
+        }
+        const int64_t n = size_or({"num_labels"}, 2);
+        for (int64_t i = 0; i < n; ++i) out.push_back("LABEL_" + std::to_string(i));
+        return out;
     }
     [[noreturn]] void fail(const std::string& key, const std::string& what) const {
         throw FormatError("hf", path_, 0, "'" + key + "' " + what);

@@ -25,6 +25,9 @@ struct ModelDir {
 
 /// True if `path` is a directory with a config.json.
 bool is_model_dir(const std::string& path);
+/// config.json's model_type of the HF directory `path`; "" when `path` is no such directory or names none.
+/// FormatError for a config.json that is not JSON.
+std::string model_type_of_dir(const std::string& path);
 /// Reads the directory. FormatError for malformed JSON; Unsupported for weights only in a format cq
 /// cannot read (pytorch_model.bin); IoError if config.json or the weights are missing.
 ModelDir open_model_dir(const std::string& path);

@@ -22,6 +22,13 @@ bool is_model_dir(const std::string& path) {
     return fs::is_directory(path, ec) && fs::is_regular_file(fs::path(path) / "config.json", ec);
 }
 
+std::string model_type_of_dir(const std::string& path) {
+    if (!is_model_dir(path)) return "";
+    const nlohmann::json j = read_json_file(fs::path(path) / "config.json");
+    const auto it = j.is_object() ? j.find("model_type") : j.end();
+    return it != j.end() && it->is_string() ? it->get<std::string>() : "";
+}
+
 ModelDir open_model_dir(const std::string& path) {
     const fs::path dir(path);
     std::error_code ec;
