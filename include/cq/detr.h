@@ -42,7 +42,8 @@ class DetrModel : public Model {
 public:
     DetrModel();
     ~DetrModel() override;
-    /// Loads an HF directory (config.json, model.safetensors, preprocessor_config.json if present). Unsupported, naming the
+    /// Loads an HF directory (config.json, model.safetensors, preprocessor_config.json if present), or cq's DETR container
+    /// (save: a GGUF of architecture "cq-detr" with those files embedded and the Linears as saved). Unsupported, naming the
     /// key, for what cq does not run: a timm backbone (use_timm_backbone), a backbone other than ResNet, dilation,
     /// DetrForSegmentation (masks), backbone_kwargs; FormatError for sizes that do not fit (odd d_model, heads that do not
     /// divide it, out_features naming no stage).
@@ -54,7 +55,9 @@ public:
     /// The backbone's residual blocks, then the encoder's layers, then the decoder's.
     int64_t n_blocks() const override;
     std::vector<LayerInfo> layers() const override;
-    /// Unsupported: cq has no file format for DETR yet (its quantized forms live in memory).
+    /// cq's DETR container (model_container.h): the directory's tensors with each Linear as it is now (W8A8: I8 weights
+    /// and scales; weight-only: its block type), config / preprocessor embedded. Unsupported for a model loaded from a
+    /// container (save from the directory).
     void save(const std::string& path, const SaveOptions& options = {}) const override;
 
     /// pixels: u8 [batch, num_channels, height, width], normalised inside as (u8·rescale − mean) / std per channel (no
@@ -75,6 +78,9 @@ private:
     std::unique_ptr<State> s_;
     void collect_linears(std::vector<Linear*>& out) override;
 };
+
+/// True for a DETR HF directory (model_type "detr") or cq's DETR container; false for anything else or unreadable.
+bool is_detr_model(const std::string& path);
 
 /// DetrImageProcessor.post_process_object_detection: per query, softmax over the classes, the most likely real class
 /// (the last, "no object", left out) and its probability as the score; queries whose score exceeds `threshold` become
@@ -128,6 +134,29 @@ struct DetrWeightQuantResult {
     std::vector<std::string> fallbacks;  // "name: rows of 24 are not a multiple of q4_0's block of 32"
 };
 DetrWeightQuantResult quantize_detr_weights(DetrModel& model, DType type, const std::vector<W8A8Rule>& rules = detr_default_w8a8_rules());
+
+/// `cq quantize` for DETR: load `input` (an HF directory), quantize as `type` says — "w8a8-dynamic", "w8a8-static"
+/// (ranges by `method` from MNIST canvases: mnist_detection_set(calib_images, "", calib_first, calib_count, the model's
+/// channels, canvas_height, canvas_width)), or a ggml block type ("q8_0", "q4_0": weight-only, rows not whole blocks stay f32 and
+/// are listed) — on the Linears `rules` select, and save cq's DETR container to `output`.
+struct DetrQuantizeOptions {
+    std::string type;
+    std::string calib_images;  // w8a8-static: an MNIST idx images file
+    int64_t calib_first = 0, calib_count = 32;
+    int64_t canvas_height = kDetrMnistCanvasHeight, canvas_width = kDetrMnistCanvasWidth;
+    calib::Method method = calib::Method::minmax;
+    double percentile = 99.99;
+    std::vector<W8A8Rule> rules = detr_default_w8a8_rules();
+};
+struct DetrQuantizeReport {
+    std::string input, output, type;
+    int64_t linears = 0, quantized = 0;   // Linears in the model; rewritten
+    std::vector<std::string> fallbacks;   // weight-only: "name: why"
+    uint64_t file_bytes_in = 0, file_bytes_out = 0;  // the directory's weights file(s); the container written
+    double seconds = 0;
+};
+/// InvalidArgument for an unknown type or w8a8-static without calibration images.
+DetrQuantizeReport quantize_detr(const std::string& input, const std::string& output, const DetrQuantizeOptions& options);
 
 /// One form of the model on a detection set, beside the FP32 run on the same images.
 struct DetrFormReport {

@@ -11,13 +11,16 @@
 #include <cmath>
 #include <filesystem>
 #include <numbers>
+#include <optional>
 
 #include "core/json_file.h"
 #include "cq/error.h"
+#include "cq/io/gguf.h"
 #include "cq/kernels.h"
 #include "cq/thread_pool.h"
 #include "io/hf/hf_config.h"
 #include "io/hf/hf_model.h"
+#include "models/model_container.h"
 #include "models/seq2seq_internal.h"
 #include "models/weight_helpers.h"
 #include "ops/encoder_ops.h"
@@ -299,24 +302,37 @@ std::unique_ptr<DetrModel> DetrModel::load(const std::string& hf_dir) {
     auto m = std::make_unique<DetrModel>();
     m->path_ = hf_dir;
     std::error_code ec;
-    const std::string config_path = (fs::path(hf_dir) / "config.json").string();
-    if (!fs::is_directory(hf_dir, ec)) throw IoError("[detr] '" + hf_dir + "' is not an HF model directory");
+    // cq's container (DetrModel::save): the same loader reads its tensors, its embedded files stand for the directory's.
+    std::optional<container::Reader> packed;
+    if (fs::is_regular_file(hf_dir, ec)) packed.emplace(hf_dir, "cq-detr", "cq DETR container");
+    const std::string dir_path = packed ? packed->dir() : hf_dir;
+    const std::string config_path = (fs::path(dir_path) / "config.json").string();
+    if (!fs::is_directory(dir_path, ec)) throw IoError("[detr] '" + hf_dir + "' is not an HF model directory");
     if (!fs::is_regular_file(config_path, ec)) throw IoError("[detr] " + config_path + " does not exist");
     const nlohmann::json j = read_json_file(config_path, "hf");
-    const hf::Config c(j, config_path);
+    const hf::Config c(j, packed ? hf_dir + " (config.json)" : config_path);
     if (const std::string type = c.string_or("model_type", ""); type != "detr")
         throw Unsupported("[detr] " + config_path + ": model_type '" + type + "' is not supported; supported: DetrForObjectDetection (detr)");
-    const hf::ModelDir d = hf::open_model_dir(hf_dir);
+    hf::ModelDir d;
+    if (packed) {
+        d.path = dir_path;
+        d.config = j;
+        d.model_type = "detr";
+    } else {
+        d = hf::open_model_dir(hf_dir);
+    }
     DetrConfig& g = m->config_;
     g = read_config(c, d);
     State& s = *m->s_;
     s.backbone_act = activation(g.backbone.hidden_act, "backbone_config.hidden_act");
     s.act = activation(g.activation, "activation_function");
 
-    const std::string weights_file = !d.weights.index_path().empty() ? d.weights.index_path()
-                                     : d.weights.shards().empty()   ? hf_dir
-                                                                    : d.weights.shards().front().path();
-    const EncoderWeightSource src(weights_file, [&d](const std::string& name) -> std::optional<Tensor> {
+    const std::string weights_file = packed                             ? hf_dir
+                                     : !d.weights.index_path().empty() ? d.weights.index_path()
+                                     : d.weights.shards().empty()      ? hf_dir
+                                                                       : d.weights.shards().front().path();
+    const EncoderWeightSource src(weights_file, [&d, &packed](const std::string& name) -> std::optional<Tensor> {
+        if (packed) return packed->tensor(name);
         if (d.weights.find_tensor(name)) return d.weights.tensor(name);
         return std::nullopt;
     });
@@ -357,6 +373,8 @@ std::unique_ptr<DetrModel> DetrModel::load(const std::string& hf_dir) {
     s.decoder_norm = src.norm("model.decoder.layernorm", D);
     s.class_head = src.linear("class_labels_classifier", g.num_labels + 1, D, LayerRole::classifier);
     for (int i = 0; i < 3; ++i) s.bbox[i] = src.linear("bbox_predictor.layers." + std::to_string(i), i == 2 ? 4 : D, D);
+    // Linears stored as I8 get their W8A8 form back from the scales beside them; block-typed ones the kernels' layout.
+    if (packed) packed->restore_linears(m->linears());
     return m;
 }
 
@@ -364,8 +382,24 @@ int64_t DetrModel::n_blocks() const {
     return static_cast<int64_t>(s_->backbone.residual_units.size()) + config_.encoder_layers + config_.decoder_layers;
 }
 
-void DetrModel::save(const std::string&, const SaveOptions&) const {
-    throw Unsupported("[save] DetrForObjectDetection: cq has no file format for DETR yet (its quantized forms live in memory)");
+void DetrModel::save(const std::string& path, const SaveOptions& options) const {
+    std::error_code ec;
+    if (!fs::is_directory(path_, ec))
+        throw Unsupported("[save] " + path_ + " is already cq's DETR container; save a model loaded from its HF directory");
+    // The backbone's convs are held BatchNorm-folded; a quantized one is written folded (the loader does not fold an I8 or
+    // block-typed weight again), an f32 one as the directory has it (folded again at load).
+    container::write(path_, path, "cq-detr", linears(), {}, options);
+}
+
+bool is_detr_model(const std::string& path) {
+    std::error_code ec;
+    try {
+        if (fs::is_directory(path, ec)) return hf::model_type_of_dir(path) == "detr";
+        if (!fs::is_regular_file(path, ec) || fs::path(path).extension() == ".onnx") return false;
+        return gguf::File::open(path).get_string("general.architecture") == "cq-detr";
+    } catch (const Error&) {
+        return false;  // not readable as either: the caller's own loader reports why
+    }
 }
 
 void DetrModel::collect_linears(std::vector<Linear*>& out) {

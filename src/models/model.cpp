@@ -86,6 +86,7 @@ std::unique_ptr<Model> Model::load(const std::string& path) {
     const auto arch = gguf::File::open(path).get_string("general.architecture");
     if (arch == "cq-encoder") return EncoderModel::load(path);
     if (arch == "cq-seq2seq") return Seq2SeqModel::load(path);
+    if (arch == "cq-detr") return DetrModel::load(path);
     return LanguageModel::load(path);
 }
 

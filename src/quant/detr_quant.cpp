@@ -1,10 +1,14 @@
 // DETR's quantized forms, in memory: W8A8 (dynamic per-token activations, or static per-tensor ranges observed over
 // calibration images) and weight-only blocks (Q4_0 …) on the Linears a rule list selects; rows that are not whole blocks
-// of the weight type stay as they are and are reported.
+// of the weight type stay as they are and are reported; quantize_detr writes either into cq's DETR container.
 #include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <optional>
 
 #include "cq/detr.h"
 #include "cq/error.h"
+#include "cq/io/gguf_writer.h"
 
 namespace cq {
 
@@ -64,6 +68,52 @@ DetrWeightQuantResult quantize_detr_weights(DetrModel& model, DType type, const 
         model.quantize_linear(*l, type, "quantize_detr_weights");
         ++r.quantized;
     }
+    return r;
+}
+
+DetrQuantizeReport quantize_detr(const std::string& input, const std::string& output, const DetrQuantizeOptions& o) {
+    namespace fs = std::filesystem;
+    const auto start = std::chrono::steady_clock::now();
+    std::error_code ec;
+    if (!fs::is_directory(input, ec)) throw InvalidArgument("[quantize] DETR's quantization needs its HF directory as input; " + input + " is not one");
+    DetrQuantizeReport r;
+    r.input = input;
+    r.output = output;
+    r.type = o.type;
+    const bool w8a8 = o.type == "w8a8-dynamic" || o.type == "w8a8-static";
+    const std::optional<DType> block = w8a8 ? std::nullopt : dtype_from_name(o.type);
+    if (!w8a8 && (!block || !dtype_traits(*block).is_quantized || !dtype_traits(*block).from_float))
+        throw InvalidArgument("[quantize] type '" + o.type + "' is not w8a8-dynamic, w8a8-static or a block type (q4_0, q8_0 …)");
+    if (o.type == "w8a8-static" && (o.calib_images.empty() || o.calib_count < 1))
+        throw InvalidArgument("[quantize] DETR's w8a8-static needs calibration images (--calib MNIST_IMAGES --calib-range A:B)");
+    if (o.type != "w8a8-static" && !o.calib_images.empty()) throw InvalidArgument("[quantize] calibration images apply to w8a8-static only, not " + o.type);
+    auto model = DetrModel::load(input);
+    r.linears = static_cast<int64_t>(model->linears().size());
+    if (w8a8) {
+        const ActivationQuant act = o.type == "w8a8-static" ? ActivationQuant::static_per_tensor : ActivationQuant::dynamic_per_token;
+        std::optional<DetectionSet> calib;
+        if (act == ActivationQuant::static_per_tensor)
+            calib = mnist_detection_set(o.calib_images, "", o.calib_first, o.calib_count, model->config().backbone.num_channels, o.canvas_height,
+                                        o.canvas_width);
+        r.quantized = quantize_detr_w8a8(*model, act, calib ? &*calib : nullptr, o.method, o.percentile, o.rules);
+    } else {
+        DetrWeightQuantResult q = quantize_detr_weights(*model, *block, o.rules);
+        r.quantized = q.quantized;
+        r.fallbacks = std::move(q.fallbacks);
+    }
+    SaveOptions save;
+    save.metadata = [&](gguf::Writer& w) {
+        w.set_string("cq.quantize.type", r.type);
+        if (o.type == "w8a8-static")
+            w.set_string("cq.quantize.calibration", std::string(calib::method_name(o.method)) + ", " + std::to_string(o.calib_count) + " canvases from " +
+                                                        fs::path(o.calib_images).filename().string());
+        w.set_string("cq.quantize.source_file", fs::path(input).filename().string());
+    };
+    model->save(output, save);
+    for (const auto& e : fs::directory_iterator(input, ec))
+        if (e.path().extension() == ".safetensors") r.file_bytes_in += fs::file_size(e.path(), ec);
+    r.file_bytes_out = fs::file_size(output, ec);
+    r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     return r;
 }
 

@@ -208,12 +208,8 @@ Runner register_eval(CLI::App& app) {
         if (is_seq2seq_model(o->model))
             return run_eval_seq2seq({.model = o->model, .data = o->data, .range = o->range, .w8a8_dynamic = o->w8a8_dynamic, .calib = o->onnx_calib,
                                      .calib_range = o->calib_range, .calib_method = o->calib_method, .generate = o->generate, .json = o->json});
-        // A DETR directory: detections on MNIST canvases.
-        if (std::error_code ec; std::filesystem::is_regular_file(std::filesystem::path(o->model) / "config.json", ec)) {
-            std::ifstream cfg(std::filesystem::path(o->model) / "config.json");
-            const nlohmann::json j = nlohmann::json::parse(cfg, nullptr, false);
-            if (j.is_object() && j.value("model_type", "") == "detr") return eval_detr(*o);
-        }
+        // A DETR (its directory or cq's container): detections on MNIST canvases.
+        if (is_detr_model(o->model)) return eval_detr(*o);
         if (o->task != "classification")
             throw InvalidArgument("--task '" + o->task + "' is not supported here (classification; detect takes a YOLO .onnx or a DETR directory)");
         std::tie(o->selection.first, o->selection.count) = parse_sample_range(o->range, "--range");

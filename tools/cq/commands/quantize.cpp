@@ -10,6 +10,7 @@
 #include "commands/quantize_w8a8.h"
 #include "cq/classify.h"
 #include "cq/compare.h"
+#include "cq/detr.h"
 #include "cq/error.h"
 #include "cq/quantize.h"
 #include "cq/report.h"
@@ -144,6 +145,7 @@ Runner register_quantize(CLI::App& app) {
         // Encoder–decoders (BART, T5, BLIP) and encoders (classifiers, vision and multimodal families) take W8A8 or
         // weight-only block types into cq's containers.
         if (is_seq2seq_model(o->input)) return run_quantize_seq2seq(o->w8a8, o->input, o->output, o->quant.type, o->eval_text, o->json, o->report);
+        if (is_detr_model(o->input)) return run_quantize_detr(o->w8a8, o->input, o->output, o->quant.type, o->json);
         if (is_w8a8_type(o->quant.type) || (encoder_weight_only_type(o->quant.type) && is_encoder_model(o->input)))
             return run_quantize_w8a8(o->w8a8, o->input, o->output, o->quant.type, o->eval_text, !o->no_bench,
                                      o->compare.bench_options.repetitions, o->json, o->report);

@@ -24,4 +24,7 @@ int run_quantize_w8a8(W8A8CliOptions& o, const std::string& input, const std::st
 int run_quantize_seq2seq(W8A8CliOptions& o, const std::string& input, const std::string& output, const std::string& type,
                          const std::string& eval_data, bool json, const std::string& report_html = "");
 
+/// A DETR directory: W8A8 (static: --calib MNIST images tiled into canvases) or a block type into cq's DETR container.
+int run_quantize_detr(W8A8CliOptions& o, const std::string& input, const std::string& output, const std::string& type, bool json);
+
 }  // namespace cq::cli
