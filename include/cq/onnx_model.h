@@ -19,6 +19,17 @@ struct Model;
 }
 struct OnnxGraphState;
 
+/// What OnnxModel::write_qdq wrote.
+struct OnnxQdqReport {
+    std::string path;
+    int64_t opset = 0;
+    int64_t quantized = 0;         // Conv / Gemm / MatMul nodes written with Q/DQ inputs
+    int64_t float_linears = 0;     // Linears left in float
+    int64_t bias_adds_folded = 0;  // per-channel Adds after a quantized Conv / Gemm written as its int32 bias
+    int64_t nodes = 0, initializers = 0;
+    uint64_t weight_bytes = 0, file_bytes = 0;
+};
+
 class OnnxModel : public Model {
 public:
     ~OnnxModel() override;
@@ -33,6 +44,13 @@ public:
     int64_t n_blocks() const override { return 0; }
     std::vector<LayerInfo> layers() const override;
     void save(const std::string& path, const SaveOptions& options = {}) const override;
+
+    /// Writes the model after static W8A8 (quantize_onnx_w8a8_static) as an ONNX QDQ graph at opset ≥ 13, atomically: the
+    /// file's nodes with each quantized Conv / Gemm / MatMul fed by QuantizeLinear → DequantizeLinear (cq's u8 scale / zero
+    /// point), its int8 weights (per output channel, zero point 0) and int32 bias (input scale × weight scale) behind
+    /// DequantizeLinear; BatchNorms folded as cq runs them. InvalidArgument when no Linear is static W8A8 or `path` is
+    /// the input file.
+    OnnxQdqReport write_qdq(const std::string& path) const;
 
     /// The graph's one float input: its name and shape, −1 for each dimension the file leaves open (dynamic axes).
     const std::string& input_name() const;

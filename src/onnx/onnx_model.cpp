@@ -16,6 +16,7 @@
 #include "cq/error.h"
 #include "onnx/conv2d.h"
 #include "onnx/onnx_file.h"
+#include "onnx/onnx_graph_state.h"
 #include "onnx/onnx_value.h"
 #include "onnx/onnx_validate.h"
 #include "ops/ops.h"
@@ -96,25 +97,6 @@ Value from_tensor(const onnx_ir::Tensor& t, const std::string& where) {
 
 }  // namespace
 
-struct OnnxGraphState {
-    onnx_ir::Model model;
-    std::string path;
-    ValueMap constants;
-    std::vector<std::unique_ptr<Linear>> linears;
-    std::map<size_t, size_t> node_linear;  // node index → its Linear
-    std::set<size_t> skip;                 // folded nodes
-    std::string input_name, output_name;
-    std::vector<int64_t> input_shape;
-    int64_t opset = 0;
-    // Shape arithmetic (Shape and the integer nodes fed only by it and constants) depends on the input's shape
-    // alone when no tensor's shape depends on data; it is then folded on the first run for each input shape.
-    std::set<size_t> shape_nodes;          // nodes computing only from shapes and constants
-    bool shape_folding = false;            // every shape-giving input of the graph is a constant or shape arithmetic
-    std::vector<int64_t> folded_for;       // the input shape shape_values were computed for
-    ValueMap shape_values;
-    // values dropped after node k ran (their last reader), so a run holds only the live tensors
-    std::vector<std::vector<std::string>> release_after;
-};
 
 namespace {
 

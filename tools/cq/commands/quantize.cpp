@@ -144,6 +144,7 @@ Runner register_quantize(CLI::App& app) {
     return [o]() -> int {
         // Encoder–decoders (BART, T5, BLIP) and encoders (classifiers, vision and multimodal families) take W8A8 or
         // weight-only block types into cq's containers.
+        if (o->input.ends_with(".onnx")) return run_quantize_onnx(o->w8a8, o->input, o->output, o->quant.type, o->eval_text, o->json);
         if (is_seq2seq_model(o->input)) return run_quantize_seq2seq(o->w8a8, o->input, o->output, o->quant.type, o->eval_text, o->json, o->report);
         if (is_detr_model(o->input)) return run_quantize_detr(o->w8a8, o->input, o->output, o->quant.type, o->json);
         if (is_w8a8_type(o->quant.type) || (encoder_weight_only_type(o->quant.type) && is_encoder_model(o->input)))

@@ -27,4 +27,8 @@ int run_quantize_seq2seq(W8A8CliOptions& o, const std::string& input, const std:
 /// A DETR directory: W8A8 (static: --calib MNIST images tiled into canvases) or a block type into cq's DETR container.
 int run_quantize_detr(W8A8CliOptions& o, const std::string& input, const std::string& output, const std::string& type, bool json);
 
+/// An imported .onnx model: static W8A8 (--calib images) written back as an ONNX QDQ graph (OnnxModel::write_qdq).
+int run_quantize_onnx(W8A8CliOptions& o, const std::string& input, const std::string& output, const std::string& type,
+                      const std::string& eval_data, bool json);
+
 }  // namespace cq::cli

@@ -1,0 +1,69 @@
+// ONNX Runtime's half of tests/test_onnx_qdq_import.cpp: runs the QDQ graph cq writes for an imported MNIST classifier
+// (cq quantize mnist-8.onnx OUT.onnx --type w8a8-static ...) and records the graph's CRC-32, its outputs on the first
+// test images, the kernels ORT's profile shows, and ORT's accuracy over the whole test set (QDQ and the FP32 original).
+// Usage: NODE_PATH=~/.cache/cq-peers/ort/node_modules node scripts/onnx_qdq_reference.js QDQ.onnx FP32.onnx IMAGES.gz LABELS.gz N OUT.json
+//   (tests/data/onnx_qdq/make_reference.sh runs it as the test data was made). Prints median ms / image of both graphs
+//   (1 thread) for same-run speed ratios; timings are not written to OUT.json.
+'use strict';
+const fs = require('fs');
+const os = require('os');
+const path = require('path');
+const zlib = require('zlib');
+const ort = require('onnxruntime-node');
+
+const argmax = (a, o, n) => { let b = 0; for (let i = 1; i < n; ++i) if (a[o + i] > a[o + b]) b = i; return b; };
+
+async function main() {
+  const [qdq, fp32, images, labels, nStr, out] = process.argv.slice(2);
+  const n = Number(nStr);
+  const img = zlib.gunzipSync(fs.readFileSync(images)), lab = zlib.gunzipSync(fs.readFileSync(labels));
+  const count = img.readUInt32BE(4);
+  const image = (i) => new ort.Tensor('float32', Float32Array.from(img.subarray(16 + i * 784, 16 + (i + 1) * 784)), [1, 1, 28, 28]);
+  const opts = { intraOpNumThreads: 1, graphOptimizationLevel: 'all' };
+
+  // the kernels ORT chose: node op names in one profiled run
+  const profDir = fs.mkdtempSync(path.join(os.tmpdir(), 'cq-qdq-prof-'));
+  const prof = await ort.InferenceSession.create(qdq, { ...opts, enableProfiling: true, profileFilePrefix: path.join(profDir, 'p') });
+  await prof.run({ [prof.inputNames[0]]: image(0) });
+  await prof.endProfiling();  // onnxruntime-node returns no name: the one file under the prefix
+  const profileFile = path.join(profDir, fs.readdirSync(profDir).find((f) => f.startsWith('p')));
+  const events = JSON.parse(fs.readFileSync(profileFile, 'utf8'));
+  const kernels = {};
+  for (const e of events)
+    if (e.cat === 'Node' && e.name.endsWith('_kernel_time')) kernels[e.args.op_name] = (kernels[e.args.op_name] || 0) + 1;
+  fs.rmSync(profDir, { recursive: true, force: true });
+
+  const sessions = { qdq: await ort.InferenceSession.create(qdq, opts), fp32: await ort.InferenceSession.create(fp32, opts) };
+  const outputs = [];
+  const stats = {};
+  const ms = {};
+  const pred = {};
+  for (const [form, s] of Object.entries(sessions)) {
+    let correct = 0;
+    const times = [];
+    pred[form] = [];
+    for (let i = 0; i < count; ++i) {
+      const t0 = process.hrtime.bigint();
+      const y = (await s.run({ [s.inputNames[0]]: image(i) }))[s.outputNames[0]].data;
+      times.push(Number(process.hrtime.bigint() - t0) / 1e6);
+      if (form === 'qdq' && i < n) outputs.push(Array.from(y));
+      const p = argmax(y, 0, 10);
+      pred[form].push(p);
+      correct += p === lab[8 + i];
+    }
+    times.sort((a, b) => a - b);
+    ms[form] = times[times.length >> 1];
+    stats[form] = { samples: count, correct, accuracy: correct / count };
+  }
+  const agree = pred.qdq.filter((p, i) => p === pred.fp32[i]).length;
+  const ref = {
+    ort_version: require('onnxruntime-node/package.json').version,
+    model: path.basename(qdq), onnx_crc32: zlib.crc32(fs.readFileSync(qdq)), images: [0, n], outputs, kernels,
+    test_set: { qdq: stats.qdq, fp32: stats.fp32, agreement: agree / count },
+  };
+  fs.writeFileSync(out, JSON.stringify(ref) + '\n');
+  console.log(`ORT ${ref.ort_version}, 1 thread: kernels ${JSON.stringify(kernels)}`);
+  console.log(`accuracy qdq ${(100 * stats.qdq.accuracy).toFixed(2)} %, fp32 ${(100 * stats.fp32.accuracy).toFixed(2)} %, agreement ${(100 * agree / count).toFixed(2)} %`);
+  console.log(`median ms / image: qdq ${ms.qdq.toFixed(4)}, fp32 ${ms.fp32.toFixed(4)}`);
+}
+main().catch((e) => { console.error(e); process.exit(1); });

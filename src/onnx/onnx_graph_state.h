@@ -1,0 +1,38 @@
+// The imported graph's state shared by OnnxModel's translation units (the interpreter in onnx_model.cpp, the QDQ writer
+// in onnx_qdq_import_writer.cpp): the file's IR as loaded (BatchNorms folded into their Conv), constants, Linears.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "cq/model.h"
+#include "onnx/onnx_ir.h"
+#include "onnx/onnx_value.h"
+
+namespace cq {
+
+struct OnnxGraphState {
+    onnx_ir::Model model;
+    std::string path;
+    std::unordered_map<std::string, onnx_interp::Value> constants;
+    std::vector<std::unique_ptr<Linear>> linears;
+    std::map<size_t, size_t> node_linear;  // node index → its Linear
+    std::set<size_t> skip;                 // folded nodes
+    std::string input_name, output_name;
+    std::vector<int64_t> input_shape;
+    int64_t opset = 0;
+    // Shape arithmetic (Shape and the integer nodes fed only by it and constants) depends on the input's shape
+    // alone when no tensor's shape depends on data; it is then folded on the first run for each input shape.
+    std::set<size_t> shape_nodes;          // nodes computing only from shapes and constants
+    bool shape_folding = false;            // every shape-giving input of the graph is a constant or shape arithmetic
+    std::vector<int64_t> folded_for;       // the input shape shape_values were computed for
+    std::unordered_map<std::string, onnx_interp::Value> shape_values;
+    // values dropped after node k ran (their last reader), so a run holds only the live tensors
+    std::vector<std::vector<std::string>> release_after;
+};
+
+}  // namespace cq
