@@ -71,7 +71,8 @@ public:
     /// forward, then detr_post_process at the image's own size; images numbered from first_image.
     std::vector<Detection> detect(const uint8_t* pixels, int64_t batch, int64_t height, int64_t width, float threshold, int64_t first_image = 0);
 
-    struct State;  // the weights (src/models/detr.cpp)
+    struct State;  // the weights (src/models/detr_internal.h)
+    const State& state() const { return *s_; }  // for the ONNX graph writer (src/onnx/export_detr.cpp)
 
 private:
     DetrConfig config_;

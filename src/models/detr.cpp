@@ -20,6 +20,7 @@
 #include "cq/thread_pool.h"
 #include "io/hf/hf_config.h"
 #include "io/hf/hf_model.h"
+#include "models/detr_internal.h"
 #include "models/model_container.h"
 #include "models/seq2seq_internal.h"
 #include "models/weight_helpers.h"
@@ -30,18 +31,6 @@ namespace cq {
 
 namespace fs = std::filesystem;
 
-struct DetrModel::State {
-    EncoderWeights backbone;  // stem + residual_units of the stages that run
-    EncoderScratch scratch;
-    ops::Activation backbone_act = ops::Activation::relu, act = ops::Activation::relu;
-    Linear input_projection;  // [d_model, feature channels]
-    Tensor query_pos;         // [num_queries, d_model]
-    Tensor row_embd, col_embd;  // learned positions: [50, d_model / 2] each (empty for sine)
-    std::vector<Seq2SeqLayer> encoder, decoder;  // encoder layers have no cross_* members
-    Norm decoder_norm;
-    Linear class_head;
-    Linear bbox[3];
-};
 
 namespace {
 

@@ -53,6 +53,7 @@ OnnxExportReport export_onnx(const Model& model, const std::string& path, const 
     if (const auto* lm = dynamic_cast<const LanguageModel*>(&model)) onnx_export::export_decoder(*lm, path, options, report);
     else if (const auto* enc = dynamic_cast<const EncoderModel*>(&model)) onnx_export::export_encoder(*enc, path, options, report);
     else if (const auto* s2s = dynamic_cast<const Seq2SeqModel*>(&model)) onnx_export::export_seq2seq(*s2s, path, options, report);
+    else if (const auto* detr = dynamic_cast<const DetrModel*>(&model)) onnx_export::export_detr(*detr, path, options, report);
     else throw Unsupported("[onnx] cannot export a model of architecture '" + model.architecture() + "'");
     if (options.format == OnnxFormat::trt_qdq)
         for (const auto& f : report.files)

@@ -29,7 +29,7 @@ Runner register_export(CLI::App& app) {
     auto o = std::make_shared<ExportCliOptions>();
     CLI::App* cmd = app.add_subcommand("export", "Write a model as ONNX that ONNX Runtime runs (decoders: also a decode graph with "
                                                  "past key/values, named as ONNX Runtime GenAI / Optimum name them)");
-    cmd->add_option("model", o->model, "A model cq loads: a decoder LLM (.gguf or HF directory), an encoder classifier (BERT family, LayoutLM, DeBERTa, CLIP, ViT / DeiT, ResNet, EfficientNet), a T5 / BART / BLIP captioning HF directory")->required();
+    cmd->add_option("model", o->model, "A model cq loads: a decoder LLM (.gguf or HF directory), an encoder classifier (BERT family, LayoutLM, DeBERTa, CLIP, ViT / DeiT, ResNet, EfficientNet), a T5 / BART / BLIP captioning HF directory, a DETR object detector")->required();
     cmd->add_option("output", o->output, "The .onnx file to write (decoders also write <stem>_with_past.onnx beside it); T5 / BART / BLIP: "
                                          "a directory for Optimum's encoder_model.onnx, decoder_model.onnx, decoder_with_past_model.onnx")->required();
     cmd->add_option("--format", o->format, "fp32: MatMul over float weights (quantized weights dequantized); matmulnbits: ONNX Runtime's MatMulNBits "
