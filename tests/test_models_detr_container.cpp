@@ -155,6 +155,11 @@ TEST(families_detr_container, CliQuantizeWritesTheContainerAndEvalRunsIt) {
     const nlohmann::json ej = nlohmann::json::parse(e.out);
     EXPECT_EQ(ej["task"], "detection");
     EXPECT_NEAR(ej["forms"][0]["agreement_map"].get<double>(), 1.0, 1e-12);
+    EXPECT_EQ(ej["forms"][0]["form"], "as loaded (quantized)");
+    // its float weights are gone: quantizing it again in memory is refused, naming where to start from
+    const test::RunResult again = test::run_command(std::string(CQ_CLI_PATH) + " eval " + out + " --data " + M + " --range 0:8 --w8a8-dynamic");
+    EXPECT_NE(again.exit_code, 0);
+    EXPECT_NE(again.err.find("already holds quantized Linears"), std::string::npos) << again.err;
 
     // static without images: one clear error
     const test::RunResult bad = test::run_command(std::string(CQ_CLI_PATH) + " quantize " + model + " " + dir.file("x.gguf") + " --type w8a8-static");

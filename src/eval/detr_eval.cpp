@@ -132,6 +132,13 @@ DetrRun run_detr(DetrModel& model, const DetectionSet& set, float threshold, int
 
 std::vector<DetrFormReport> evaluate_detr(DetrModel& model, const DetectionSet& set, const DetrEvalOptions& o) {
     std::vector<DetrFormReport> out;
+    // A container that holds quantized Linears (cq quantize's output) is measured as it is: its float weights are gone,
+    // so there is no FP32 to compare with or to quantize again from.
+    bool loaded_quantized = false;
+    for (const Linear* l : model.linears()) loaded_quantized = loaded_quantized || l->int8 || dtype_traits(l->weight.dtype()).is_quantized;
+    if (loaded_quantized && (o.w8a8_dynamic || o.calib || o.q4_weights))
+        throw InvalidArgument("[detr] " + model.path() + " already holds quantized Linears; other forms are quantized from its HF directory "
+                              "(evaluate that with --w8a8-dynamic / --w8a8-calib / --q4-weights)");
     const DetrRun base = run_detr(model, set, o.threshold, o.batch);
     const auto report = [&](const std::string& form, const DetrRun& r) {
         DetrFormReport f;
@@ -145,7 +152,7 @@ std::vector<DetrFormReport> evaluate_detr(DetrModel& model, const DetectionSet& 
         f.max_abs_box_diff = max_abs_diff(base.boxes, r.boxes);
         return f;
     };
-    out.push_back(report("fp32", base));
+    out.push_back(report(loaded_quantized ? "as loaded (quantized)" : "fp32", base));
     std::vector<Linear*> linears = model.linears();
     const auto drop_int8 = [&] {
         for (Linear* l : linears) l->int8.reset();
