@@ -1,6 +1,6 @@
 // ONNX Runtime's half of tests/test_onnx_qdq_import.cpp: runs the QDQ graph cq writes for an imported MNIST classifier
 // (cq quantize mnist-8.onnx OUT.onnx --type w8a8-static ...) and records the graph's CRC-32, its outputs on the first
-// test images, the kernels ORT's profile shows, and ORT's accuracy over the whole test set (QDQ and the FP32 original).
+// test images (fused kernels, and the graph run unoptimized as the spec defines it), the kernels ORT's profile shows, and ORT's accuracy over the whole test set (QDQ and the FP32 original).
 // Usage: NODE_PATH=~/.cache/cq-peers/ort/node_modules node scripts/onnx_qdq_reference.js QDQ.onnx FP32.onnx IMAGES.gz LABELS.gz N OUT.json
 //   (tests/data/onnx_qdq/make_reference.sh runs it as the test data was made). Prints median ms / image of both graphs
 //   (1 thread) for same-run speed ratios; timings are not written to OUT.json.
@@ -55,10 +55,15 @@ async function main() {
     ms[form] = times[times.length >> 1];
     stats[form] = { samples: count, correct, accuracy: correct / count };
   }
+  // the same graph with ORT's optimizations off: QuantizeLinear / DequantizeLinear and float Conv / Gemm as the ONNX
+  // spec defines them, no fused integer kernels (whose u8 × s8 pairs saturate at int16 on AVX2 CPUs without VNNI)
+  const plain = await ort.InferenceSession.create(qdq, { intraOpNumThreads: 1, graphOptimizationLevel: 'disabled' });
+  const unfused = [];
+  for (let i = 0; i < n; ++i) unfused.push(Array.from((await plain.run({ [plain.inputNames[0]]: image(i) }))[plain.outputNames[0]].data));
   const agree = pred.qdq.filter((p, i) => p === pred.fp32[i]).length;
   const ref = {
     ort_version: require('onnxruntime-node/package.json').version,
-    model: path.basename(qdq), onnx_crc32: zlib.crc32(fs.readFileSync(qdq)), images: [0, n], outputs, kernels,
+    model: path.basename(qdq), onnx_crc32: zlib.crc32(fs.readFileSync(qdq)), images: [0, n], outputs, outputs_unfused: unfused, kernels,
     test_set: { qdq: stats.qdq, fp32: stats.fp32, agreement: agree / count },
   };
   fs.writeFileSync(out, JSON.stringify(ref) + '\n');
