@@ -1,9 +1,11 @@
 // ONNX Runtime's half of tests/test_onnx_qdq_import.cpp: runs the QDQ graph cq writes for an imported MNIST classifier
 // (cq quantize mnist-8.onnx OUT.onnx --type w8a8-static ...) and records the graph's CRC-32, its outputs on the first
-// test images (fused kernels, and the graph run unoptimized as the spec defines it), the kernels ORT's profile shows, and ORT's accuracy over the whole test set (QDQ and the FP32 original).
+// test images (fused kernels, and the graph run unoptimized as the spec defines it), the kernels ORT's profile shows,
+// and ORT's accuracy over the whole test set (QDQ and the FP32 original).
 // Usage: NODE_PATH=~/.cache/cq-peers/ort/node_modules node scripts/onnx_qdq_reference.js QDQ.onnx FP32.onnx IMAGES.gz LABELS.gz N OUT.json
-//   (tests/data/onnx_qdq/make_reference.sh runs it as the test data was made). Prints median ms / image of both graphs
-//   (1 thread) for same-run speed ratios; timings are not written to OUT.json.
+//   Prints median ms / image of both graphs (1 thread) for same-run speed ratios; timings are not written to OUT.json.
+// Or:    node scripts/onnx_qdq_reference.js --jobs QDQ.onnx JOBS.json OUT.json (the YOLO detector; see jobs() below).
+// scripts/onnx_qdq_reference runs both as the committed references were made.
 'use strict';
 const fs = require('fs');
 const os = require('os');
@@ -13,7 +15,40 @@ const ort = require('onnxruntime-node');
 
 const argmax = (a, o, n) => { let b = 0; for (let i = 1; i < n; ++i) if (a[o + i] > a[o + b]) b = i; return b; };
 
+// the kernels ORT chose: node op names in one profiled run
+async function kernelsOf(model, x) {
+  const profDir = fs.mkdtempSync(path.join(os.tmpdir(), 'cq-qdq-prof-'));
+  const opts = { intraOpNumThreads: 1, graphOptimizationLevel: 'all', enableProfiling: true, profileFilePrefix: path.join(profDir, 'p') };
+  const prof = await ort.InferenceSession.create(model, opts);
+  await prof.run({ [prof.inputNames[0]]: x });
+  await prof.endProfiling();  // onnxruntime-node returns no name: the one file under the prefix
+  const events = JSON.parse(fs.readFileSync(path.join(profDir, fs.readdirSync(profDir).find((f) => f.startsWith('p'))), 'utf8'));
+  const kernels = {};
+  for (const e of events)
+    if (e.cat === 'Node' && e.name.endsWith('_kernel_time')) kernels[e.args.op_name] = (kernels[e.args.op_name] || 0) + 1;
+  fs.rmSync(profDir, { recursive: true, force: true });
+  return kernels;
+}
+
+// --jobs QDQ.onnx JOBS.json OUT.json: the graph's CRC-32, its kernels and its first output on each job's input (as
+// scripts/onnx_run.js takes them), rounded to 1e-5 — the YOLO detector's reference.
+async function jobs(qdq, jobsPath, out) {
+  const list = JSON.parse(fs.readFileSync(jobsPath, 'utf8'));
+  const s = await ort.InferenceSession.create(qdq, { intraOpNumThreads: 1, graphOptimizationLevel: 'all' });
+  const feed = (j) => new ort.Tensor('float32', Float32Array.from(j.input), j.dims);
+  const results = [];
+  for (const j of list) {
+    const y = (await s.run({ [s.inputNames[0]]: feed(j) }))[s.outputNames[0]];
+    results.push({ dims: y.dims, output: Array.from(y.data, (v) => Math.round(v * 1e5) / 1e5) });
+  }
+  const kernels = await kernelsOf(qdq, feed(list[0]));
+  fs.writeFileSync(out, JSON.stringify({ ort_version: require('onnxruntime-node/package.json').version, model: path.basename(qdq),
+                                         onnx_crc32: zlib.crc32(fs.readFileSync(qdq)), kernels, results }) + '\n');
+  console.log(`${path.basename(qdq)}: ORT kernels ${JSON.stringify(kernels)}`);
+}
+
 async function main() {
+  if (process.argv[2] === '--jobs') return jobs(...process.argv.slice(3));
   const [qdq, fp32, images, labels, nStr, out] = process.argv.slice(2);
   const n = Number(nStr);
   const img = zlib.gunzipSync(fs.readFileSync(images)), lab = zlib.gunzipSync(fs.readFileSync(labels));
@@ -21,17 +56,7 @@ async function main() {
   const image = (i) => new ort.Tensor('float32', Float32Array.from(img.subarray(16 + i * 784, 16 + (i + 1) * 784)), [1, 1, 28, 28]);
   const opts = { intraOpNumThreads: 1, graphOptimizationLevel: 'all' };
 
-  // the kernels ORT chose: node op names in one profiled run
-  const profDir = fs.mkdtempSync(path.join(os.tmpdir(), 'cq-qdq-prof-'));
-  const prof = await ort.InferenceSession.create(qdq, { ...opts, enableProfiling: true, profileFilePrefix: path.join(profDir, 'p') });
-  await prof.run({ [prof.inputNames[0]]: image(0) });
-  await prof.endProfiling();  // onnxruntime-node returns no name: the one file under the prefix
-  const profileFile = path.join(profDir, fs.readdirSync(profDir).find((f) => f.startsWith('p')));
-  const events = JSON.parse(fs.readFileSync(profileFile, 'utf8'));
-  const kernels = {};
-  for (const e of events)
-    if (e.cat === 'Node' && e.name.endsWith('_kernel_time')) kernels[e.args.op_name] = (kernels[e.args.op_name] || 0) + 1;
-  fs.rmSync(profDir, { recursive: true, force: true });
+  const kernels = await kernelsOf(qdq, image(0));
 
   const sessions = { qdq: await ort.InferenceSession.create(qdq, opts), fp32: await ort.InferenceSession.create(fp32, opts) };
   const outputs = [];

@@ -1,11 +1,12 @@
 // An imported ONNX model written back as a QDQ graph after static W8A8 (OnnxModel::write_qdq, cq quantize MODEL.onnx
 // OUT.onnx): ONNX Runtime's outputs on the same file (tests/expected/onnx/mnist-8.qdq.ort.json, scripts/onnx_qdq_reference)
 // against cq's W8A8 run, the kernels ORT fused, cq reading its own output, the graph's structure, the same bytes at 1
-// and 3 threads, and the errors.
+// and 3 threads, and the errors; a YOLOv8-style detector's boxes through the same writer in cq and in ORT.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -17,10 +18,14 @@
 #include "cq/calibration.h"
 #include "cq/classify.h"
 #include "cq/datasets.h"
+#include "cq/detection.h"
+#include "cq/detection.h"
 #include "cq/error.h"
 #include "cq/onnx_model.h"
 #include "cq/thread_pool.h"
 #include "cq/w8a8.h"
+#include "cq/yolo.h"
+#include "cq/yolo.h"
 #include "onnx/onnx_file.h"
 #include "test_support.h"
 
@@ -237,6 +242,80 @@ TEST(OnnxQdqImport, ErrorsAreClearAndLeaveNoFile) {
     const auto bytes = test::read_bytes(out);
     EXPECT_EQ(test::crc32(bytes.data(), bytes.size()), reference()["onnx_crc32"].get<uint32_t>()) << "the CLI writes what the library writes";
 #endif
+}
+
+// A YOLOv8-style detector (tests/data/yolo) through the same writer: static W8A8 calibrated on MNIST canvases, written as
+// QDQ; cq reads it back and ONNX Runtime runs it (tests/expected/onnx/yolov8-tiny-a.qdq.ort.json): both give the in-memory
+// W8A8's boxes. With CQ_QDQ_REFERENCE_DIR set the test also leaves the graph and its inputs there, for
+// scripts/onnx_qdq_reference to make that reference.
+TEST(OnnxQdqImport, YoloDetectorThroughQdqAgreesInCqAndOnnxRuntime) {
+    const std::string mnist = fixture("data/t10k-images-idx3-ubyte.gz"), fp32_path = test::tests_dir() + "/data/yolo/yolov8-tiny-a.onnx";
+    const DetectionImages eval = mnist_detection_images(mnist, 0, 4, 64, 64);
+    const DetectionImages calib = mnist_detection_images(mnist, 1000, 16, 64, 64);
+    auto model = OnnxModel::load(fp32_path);
+    ASSERT_EQ(quantize_yolo_onnx_w8a8(*model, ActivationQuant::static_per_tensor, &calib, static_cast<int32_t>(calib::Method::minmax)), 59);
+    TempDir dir;
+    const OnnxQdqReport r = model->write_qdq(dir.file("yolov8-tiny-a.qdq.onnx"));
+    EXPECT_EQ(r.quantized, 59);
+    EXPECT_EQ(r.float_linears, 1);  // the DFL expectation conv
+    const DetectionRun q = detect_yolo_onnx(*model, eval, {});
+    ASSERT_GT(q.detections.size(), 10u);
+    const int64_t per = static_cast<int64_t>(q.outputs.size()) / eval.count;
+    auto max_diff = [&](const std::vector<float>& other, int64_t image) {
+        double d = 0;
+        for (int64_t k = 0; k < per; ++k) d = std::max(d, static_cast<double>(std::fabs(other[static_cast<size_t>(k)] - q.outputs[static_cast<size_t>(image * per + k)])));
+        return d;
+    };
+    // cq's float run of its own file
+    auto back = OnnxModel::load(r.path);
+    const DetectionRun f = detect_yolo_onnx(*back, eval, {});
+    ASSERT_EQ(q.outputs.size(), f.outputs.size());
+    double diff = 0;
+    for (int64_t i = 0; i < eval.count; ++i)
+        diff = std::max(diff, max_diff(std::vector<float>(f.outputs.begin() + i * per, f.outputs.begin() + (i + 1) * per), i));
+    const DetectionScore a = detection_agreement(q.detections, f.detections);
+    std::printf("[onnx-qdq] yolov8-tiny-a: %llu → %llu bytes; cq's float run of its QDQ vs its W8A8 on 4 canvases: max |Δoutput| %.3g, "
+                "agreement mAP %.3f, %zu boxes (W8A8 %zu)\n",
+                static_cast<unsigned long long>(std::filesystem::file_size(fp32_path)), static_cast<unsigned long long>(r.file_bytes), diff, a.map,
+                f.detections.size(), q.detections.size());
+    EXPECT_GE(a.map, 0.9);
+    EXPECT_LT(diff, 1.0);  // box coordinates in pixels of a 64 × 64 canvas; measured 0.31
+
+    if (const char* out = std::getenv("CQ_QDQ_REFERENCE_DIR")) {
+        std::filesystem::copy_file(r.path, std::string(out) + "/yolov8-tiny-a.qdq.onnx", std::filesystem::copy_options::overwrite_existing);
+        nlohmann::json jobs = nlohmann::json::array();
+        const size_t n = 3 * 64 * 64;
+        for (int64_t i = 0; i < eval.count; ++i) {
+            std::vector<float> x(n);
+            for (size_t k = 0; k < n; ++k) x[k] = static_cast<float>(eval.pixels[static_cast<size_t>(i) * n + k]) / 255.0f;
+            jobs.push_back({{"dims", {1, 3, 64, 64}}, {"input", x}});
+        }
+        std::ofstream(std::string(out) + "/yolov8-tiny-a.jobs.json") << jobs.dump();
+    }
+    const nlohmann::json ref = [] {
+        std::ifstream in(test::tests_dir() + "/expected/onnx/yolov8-tiny-a.qdq.ort.json");
+        if (!in) throw IoError("cannot open tests/expected/onnx/yolov8-tiny-a.qdq.ort.json (run scripts/onnx_qdq_reference)");
+        return nlohmann::json::parse(in);
+    }();
+    const auto bytes = test::read_bytes(r.path);
+    ASSERT_EQ(test::crc32(bytes.data(), bytes.size()), ref["onnx_crc32"].get<uint32_t>()) << "not the graph ORT ran (scripts/onnx_qdq_reference)";
+    ASSERT_EQ(ref["results"].size(), static_cast<size_t>(eval.count));
+    std::vector<Detection> ort;
+    double ort_diff = 0;
+    for (int64_t i = 0; i < eval.count; ++i) {
+        const auto& res = ref["results"][static_cast<size_t>(i)];
+        const auto y = res["output"].get<std::vector<float>>();
+        const auto dims = res["dims"].get<std::vector<int64_t>>();
+        ASSERT_EQ(static_cast<int64_t>(y.size()), per);
+        ort_diff = std::max(ort_diff, max_diff(y, i));
+        const auto d = yolo_postprocess(y.data(), dims[1], dims[2], i, {});
+        ort.insert(ort.end(), d.begin(), d.end());
+    }
+    const DetectionScore b = detection_agreement(q.detections, ort);
+    std::printf("[onnx-qdq] yolov8-tiny-a: ORT %s on cq's QDQ vs cq's W8A8: max |Δoutput| %.3g, agreement mAP %.3f (mAP50 %.3f), %zu boxes\n",
+                ref["ort_version"].get<std::string>().c_str(), ort_diff, b.map, b.map50, ort.size());
+    EXPECT_GE(b.map, 0.9);
+    EXPECT_LT(ort_diff, 1.0);
 }
 
 }  // namespace
