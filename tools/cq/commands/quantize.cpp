@@ -90,8 +90,9 @@ Runner register_quantize(CLI::App& app) {
     CLI::App* cmd = app.add_subcommand("quantize", "Quantize a model's weights to GGUF, with per-tensor rules and a same-run report");
     cmd->add_option("input", o->input, "The model to quantize: a GGUF file or an HF directory (LLMs: llama, mistral, gpt2, converted as "
                                         "llama.cpp's convert_hf_to_gguf.py would; for w8a8-*, an HF encoder classifier directory; an encoder's directory "
-                                        "with a block type (q4_0, q8_0, q4_K …) quantizes its block Linears weight-only into cq's container)")->required();
-    cmd->add_option("output", o->output, "The GGUF file to write (atomically; never the input)")->required();
+                                        "with a block type (q4_0, q8_0, q4_K …) quantizes its block Linears weight-only into cq's container; an .onnx image model "
+                                        "with --type w8a8-static --calib IMAGES is written back as an ONNX QDQ graph)")->required();
+    cmd->add_option("output", o->output, "The GGUF file to write (atomically; never the input; an .onnx file for an .onnx input)")->required();
     std::string presets;
     for (const auto& p : quant_presets()) presets += "\n  " + p.name + ": " + p.description;
     presets += "\n  w8a8-dynamic: encoders: int8 weights per channel, int8 activations per token at run time"
