@@ -207,7 +207,8 @@ TEST(OnnxExportSeq2Seq, BartQ4_0AsMatMulNBitsMatchesOnnxRuntime) { check_matmuln
 // bucket function must be constant beyond them (t5-random-b's sources, 27 tokens against max_distance 20, cross it).
 TEST(OnnxExportSeq2Seq, RelativeBucketsSaturateAtMaxDistance) {
     for (const char* name : {"t5-tiny-random", "t5-random-b", "t5v11-tiny-random", "t5v11-random-b"}) {
-        const Seq2SeqConfig& c = Seq2SeqModel::load(family_dir(name))->config();
+        const auto model = Seq2SeqModel::load(family_dir(name));
+        const Seq2SeqConfig& c = model->config();
         const int64_t md = c.relative_max_distance;
         for (const bool bidirectional : {true, false})
             for (int64_t r = md; r <= 20 * md; ++r) {

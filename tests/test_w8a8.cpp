@@ -205,7 +205,8 @@ TEST(W8A8Container, BertDynamicRoundTripIsBitExactAndAccuracyHolds) {
     EXPECT_TRUE(r.activation_bits_auto);
     EXPECT_EQ(r.activation_bits, cq::kernel_table().gemm_u8s8.isa == cq::IsaLevel::avx512_vnni ? 8 : 7);
     EXPECT_EQ(gguf::File::open(tmp.file("bert.gguf")).get_int("cq.w8a8.activation_bits"), 0);
-    for (const Linear* l : EncoderModel::load(tmp.file("bert.gguf"))->linears())
+    const auto auto_bits_model = EncoderModel::load(tmp.file("bert.gguf"));  // the model must outlive the loop over its Linears
+    for (const Linear* l : auto_bits_model->linears())
         if (l->int8) ASSERT_EQ(l->int8->act_qmax, (1 << r.activation_bits) - 1) << l->name;
     // an explicit width is recorded as such
     EncoderQuantizeOptions eight = o;
@@ -214,7 +215,8 @@ TEST(W8A8Container, BertDynamicRoundTripIsBitExactAndAccuracyHolds) {
     const EncoderQuantizeReport r8 = quantize_encoder(dir, tmp.file("bert8.gguf"), eight);
     EXPECT_FALSE(r8.activation_bits_auto);
     EXPECT_EQ(gguf::File::open(tmp.file("bert8.gguf")).get_int("cq.w8a8.activation_bits"), 8);
-    for (const Linear* l : EncoderModel::load(tmp.file("bert8.gguf"))->linears())
+    const auto loaded8 = EncoderModel::load(tmp.file("bert8.gguf"));  // the model must outlive the loop over its Linears
+    for (const Linear* l : loaded8->linears())
         if (l->int8) ASSERT_EQ(l->int8->act_qmax, 255) << l->name;
 
     // With float embeddings kept, the file loads back into exactly the model quantized in memory.

@@ -83,7 +83,10 @@ Value from_tensor(const onnx_ir::Tensor& t, const std::string& where) {
         }
     };
     switch (t.data_type) {
-    case onnx_ir::kFloat: v.f.resize(static_cast<size_t>(n)); std::memcpy(v.f.data(), p, static_cast<size_t>(n) * 4); break;
+    case onnx_ir::kFloat:  // an empty tensor has no bytes to copy (and memcpy must not see its null pointer)
+        v.f.resize(static_cast<size_t>(n));
+        if (n > 0) std::memcpy(v.f.data(), p, static_cast<size_t>(n) * 4);
+        break;
     case onnx_ir::kInt64: ints(int64_t{}); break;
     case onnx_ir::kInt32: ints(int32_t{}); break;
     case onnx_ir::kInt8: ints(int8_t{}); v.quant_type = onnx_ir::kInt8; break;
