@@ -8,6 +8,7 @@
 
 #include "cq/detr.h"
 #include "cq/error.h"
+#include "quant/container_quant_type.h"
 #include "cq/io/gguf_writer.h"
 
 namespace cq {
@@ -80,10 +81,9 @@ DetrQuantizeReport quantize_detr(const std::string& input, const std::string& ou
     r.input = input;
     r.output = output;
     r.type = o.type;
-    const bool w8a8 = o.type == "w8a8-dynamic" || o.type == "w8a8-static";
-    const std::optional<DType> block = w8a8 ? std::nullopt : dtype_from_name(o.type);
-    if (!w8a8 && (!block || !dtype_traits(*block).is_quantized || !dtype_traits(*block).from_float))
-        throw InvalidArgument("[quantize] type '" + o.type + "' is not w8a8-dynamic, w8a8-static or a block type (q4_0, q8_0 …)");
+    const quant::ContainerQuantType kind = quant::parse_container_quant_type(o.type);
+    const bool w8a8 = kind.w8a8;
+    const std::optional<DType> block = kind.block;
     if (o.type == "w8a8-static" && (o.calib_images.empty() || o.calib_count < 1))
         throw InvalidArgument("[quantize] DETR's w8a8-static needs calibration images (--calib MNIST_IMAGES --calib-range A:B)");
     if (o.type != "w8a8-static" && !o.calib_images.empty()) throw InvalidArgument("[quantize] calibration images apply to w8a8-static only, not " + o.type);

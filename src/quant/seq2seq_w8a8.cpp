@@ -8,6 +8,7 @@
 #include <optional>
 
 #include "cq/error.h"
+#include "quant/container_quant_type.h"
 #include "cq/seq2seq.h"
 #include "cq/io/gguf_writer.h"
 #include "quant/llm_gguf_writer.h"
@@ -89,10 +90,9 @@ Seq2SeqQuantizeReport quantize_seq2seq(const std::string& input, const std::stri
     r.input = input;
     r.output = output;
     r.type = o.type;
-    const bool w8a8 = o.type == "w8a8-dynamic" || o.type == "w8a8-static";
-    const std::optional<DType> block = w8a8 ? std::nullopt : dtype_from_name(o.type);
-    if (!w8a8 && (!block || !dtype_traits(*block).is_quantized || !dtype_traits(*block).from_float))
-        throw InvalidArgument("[quantize] type '" + o.type + "' is not w8a8-dynamic, w8a8-static or a block type (q4_0, q8_0, q4_K …)");
+    const quant::ContainerQuantType kind = quant::parse_container_quant_type(o.type);
+    const bool w8a8 = kind.w8a8;
+    const std::optional<DType> block = kind.block;
     if (o.type != "w8a8-static" && !o.calib_tsv.empty())
         throw InvalidArgument("[quantize] calibration pairs apply to w8a8-static only, not " + o.type);
     auto model = Seq2SeqModel::load(input);
