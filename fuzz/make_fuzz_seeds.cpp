@@ -172,8 +172,9 @@ void write(const fs::path& path, const Bytes& b) {
 }
 Bytes text(const std::string& s) { return Bytes(s.begin(), s.end()); }
 Bytes with_mode(uint8_t mode, const Bytes& b) {
-    Bytes out{mode};
-    out.insert(out.end(), b.begin(), b.end());
+    Bytes out(b.size() + 1);  // sized once: GCC 12's -Warray-bounds misreads insert() after a one-byte start
+    out[0] = mode;
+    std::copy(b.begin(), b.end(), out.begin() + 1);
     return out;
 }
 std::string read_text(const fs::path& p) { return cq::read_text_file(p.string(), 1 << 20); }
