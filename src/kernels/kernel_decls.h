@@ -122,8 +122,8 @@ void quantize_row_q8_K__avx2(const float* x, void* y, int64_t k);
 CQ_DECLARE_INT8_KERNELS(ref)
 CQ_DECLARE_INT8_KERNELS(avx2)
 CQ_DECLARE_INT8_KERNELS(avx512vnni)
-// ARM64 (kernels/arm/gemm_u8s8_arm.h): widening multiplies, sdot on a − 128, usdot; exact for any u8, so
-// the same kernel serves gemm_u7s8. The activation quantizers stay the reference ones on ARM.
+// ARM64 (kernels/arm/): widening multiplies, sdot on a − 128, usmmla (+ usdot for an odd token); exact for any u8,
+// so the same kernel serves gemm_u7s8. The activation quantizers stay the reference ones on ARM.
 CQ_DECLARE_GEMM_U8(gemm_u8s8, neon)
 CQ_DECLARE_GEMM_U8(gemm_u8s8, neon_dotprod)
 CQ_DECLARE_GEMM_U8(gemm_u8s8, neon_i8mm)

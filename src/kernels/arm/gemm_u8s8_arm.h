@@ -1,10 +1,10 @@
 // The ARM64 u8·s8 INT8 GEMM (GemmU8S8Fn) on cq's packed panels (cq/int8_gemm.h: 16 channels × quads of 4
 // inputs, one 64-byte vector per quad), written once over a Step policy that adds the four u8·s8 products of
-// each channel's quad into its int32 lane: sdot on activations shifted to s8 (DotProd), usdot (I8MM), or
-// widening multiplies (plain NEON, which keeps pair sums and folds them at the end). Two tokens share each weight
-// load; accumulators stay in registers (named, not an array GCC would keep on the stack). Integer sums are exact,
-// the epilogue is the reference's scalar one: every variant equals gemm_u8s8_f32__ref bit for bit. Included
-// by one file per rung (own -march); internal linkage so the rungs' copies never merge.
+// each channel's quad into its int32 lane: sdot on activations shifted to s8 (DotProd) or widening multiplies
+// (plain NEON, which keeps pair sums and folds them at the end); I8MM tiles with usmmla instead (neon_i8mm/). Two
+// tokens share each weight load; accumulators stay in registers (named, not an array GCC would keep on the stack).
+// Integer sums are exact, the epilogue is the reference's scalar one: every variant equals gemm_u8s8_f32__ref bit
+// for bit. Included by one file per rung (own -march); internal linkage so the rungs' copies never merge.
 #pragma once
 
 #if !defined(__aarch64__)
