@@ -1,10 +1,13 @@
 // gemv_f32 and gemm_f32_nn: every variant this CPU runs against the double-accumulating reference
-// on awkward shapes, with padded strides; tolerance eps·K·max|w|·max|x|.
+// on awkward shapes, with padded strides; tolerance eps·K·max|w|·max|x|. On ARM also the NEON kernels' split invariance.
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <random>
+#include <tuple>
+#include <vector>
 
 #include "cq/kernels.h"
 #include "kernels/kernel_decls.h"
@@ -66,6 +69,42 @@ TEST(KernelsGemmNN, EveryLevelMatchesReference) {
         }
     }
 }
+
+#if defined(__aarch64__)
+// The NEON float kernels fix each output's summation order by k alone (kernels/arm/kernel_decls_arm.h): any split of
+// rows or columns (the ops cut columns at multiples of 64, training cuts rows anywhere) gives the same bits, and
+// gemv_f32 equals gemm_f32 at m = 1. (test_kernels_dispatch checks the column splits on larger shapes at every
+// level, the reference's included, which takes minutes under emulation.)
+TEST(KernelsFloatNeon, SplitsAndGemvGiveTheSameBits) {
+    if (!cpu_supports(IsaLevel::neon)) GTEST_SKIP() << "no NEON";
+    const KernelTable t = make_kernel_table(IsaLevel::neon);
+    std::mt19937 rng(3);
+    for (const auto& [m, n, k] : {std::tuple<int64_t, int64_t, int64_t>{13, 203, 67}, {9, 130, 64}, {1, 77, 33}}) {
+        const auto a = random_vector(size_t(m * k), rng), bt = random_vector(size_t(n * k), rng), bn = random_vector(size_t(k * n), rng);
+        for (const bool nn : {false, true}) {
+            const auto run = [&](int64_t r0, int64_t r1, int64_t c0, int64_t c1, float* c) {
+                if (nn) t.gemm_f32_nn.fn(r1 - r0, c1 - c0, k, a.data() + r0 * k, k, bn.data() + c0, n, c + r0 * n + c0, n);
+                else t.gemm_f32.fn(r1 - r0, c1 - c0, k, a.data() + r0 * k, k, bt.data() + c0 * k, k, c + r0 * n + c0, n);
+            };
+            std::vector<float> whole(size_t(m * n)), split(size_t(m * n));
+            run(0, m, 0, n, whole.data());
+            for (const int64_t cut : {int64_t(1), int64_t(5), int64_t(64), n - 3}) {
+                const int64_t rcut = m > 1 ? m / 2 + 1 : 1;
+                run(0, rcut, 0, cut, split.data()), run(0, rcut, cut, n, split.data());
+                run(rcut, m, 0, n - cut, split.data()), run(rcut, m, n - cut, n, split.data());
+                ASSERT_EQ(std::memcmp(whole.data(), split.data(), whole.size() * sizeof(float)), 0)
+                        << (nn ? t.gemm_f32_nn.name : t.gemm_f32.name) << " m=" << m << " n=" << n << " k=" << k << " cut " << cut;
+            }
+            if (!nn)
+                for (int64_t r = 0; r < m; ++r) {
+                    std::vector<float> y(static_cast<size_t>(n));
+                    t.gemv_f32.fn(n, k, bt.data(), k, a.data() + r * k, y.data());
+                    ASSERT_EQ(std::memcmp(y.data(), whole.data() + r * n, y.size() * sizeof(float)), 0) << t.gemv_f32.name << " row " << r;
+                }
+        }
+    }
+}
+#endif
 
 TEST(KernelsGemv, ReferenceClosedForm) {
     // w = [[1,2,3],[4,5,6]], x = [1,0,-1] → y = [-2, -2]

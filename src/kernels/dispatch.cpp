@@ -12,6 +12,7 @@
 #include "formats/formats.h"
 #include "kernels/kernel_decls.h"
 #if defined(__aarch64__)
+#include "kernels/arm/kernel_decls_arm.h"
 #include "kernels/arm/packed_arm.h"
 #endif
 
@@ -159,6 +160,13 @@ KernelTable make_kernel_table(IsaLevel level) {
     if (reaches(level, IsaLevel::neon)) {
         CQ_SET_CONVERTS(neon, IsaLevel::neon);
         CQ_SET(dot_u8_s8, dot_u8_s8__neon, IsaLevel::neon);
+        // cq's own float products (kernels/arm/kernel_decls_arm.h: their summation order); where OpenBLAS is linked
+        // (a full native build) its tuned GEMMs stay: the NEON ones are unmeasured on hardware
+#if !defined(CQ_HAVE_OPENBLAS)
+        CQ_SET(gemm_f32, gemm_f32__neon, IsaLevel::neon);
+        CQ_SET(gemm_f32_nn, gemm_f32_nn__neon, IsaLevel::neon);
+#endif
+        CQ_SET(gemv_f32, gemv_f32__neon, IsaLevel::neon);
         CQ_SET_GEMMS(neon, IsaLevel::neon);
         CQ_SET_ACTIVATIONS(neon, IsaLevel::neon);
         CQ_SET(gemm_u8s8, gemm_u8s8_f32__neon, IsaLevel::neon);
