@@ -1,5 +1,5 @@
 // AVX-512 VNNI INT8 W8A8 kernels: vpdpbusd straight on the packed panels (one zmm of 16 int32 sums per
-// panel and row; tiles of up to 12 rows × 2 panels = 24 accumulators), and the u8 activation quantizers.
+// panel and row; tiles of up to 6 rows × 4 panels = 24 accumulators), and the u8 activation quantizers.
 #include "kernels/x86/avx512_prelude.h"
 
 #include <array>
@@ -92,16 +92,22 @@ void tile(const GemmArgs& g, const int8_t* w, int64_t t0, int64_t p0) {
     }
 }
 
-constexpr int kTileRows = 12;
+// 6 rows × 4 panels: 24 accumulators, 4 weight vectors and one broadcast in 29 of the 32 registers, 10 loads per
+// 24 vpdpbusd. Measured on Zen 4 (CPU time, BERT-base products): 5-9 % faster than 12 × 2 (14 loads per 24), and
+// 8 × 3 and 4 × 4 in between.
+constexpr int kTileRows = 6;
+constexpr int kTilePanels = 4;
 using TileFn = void (*)(const GemmArgs&, const int8_t*, int64_t, int64_t);
 template <int NP, int... R>
 constexpr std::array<TileFn, sizeof...(R)> tiles_by_rows(std::integer_sequence<int, R...>) {
     return {&tile<R + 1, NP>...};
 }
+template <int... P>
+constexpr std::array<std::array<TileFn, kTileRows>, sizeof...(P)> tiles_by_panels(std::integer_sequence<int, P...>) {
+    return {tiles_by_rows<P + 1>(std::make_integer_sequence<int, kTileRows>())...};
+}
 // [panels − 1][rows − 1]
-constexpr std::array<std::array<TileFn, kTileRows>, 2> kTiles = {
-    tiles_by_rows<1>(std::make_integer_sequence<int, kTileRows>()),
-    tiles_by_rows<2>(std::make_integer_sequence<int, kTileRows>())};
+constexpr auto kTiles = tiles_by_panels(std::make_integer_sequence<int, kTilePanels>());
 
 }  // namespace
 
@@ -130,16 +136,16 @@ void quantize_rows_u8_static__avx512vnni(const float* x, int64_t m, int64_t k, i
     for (int64_t t = 0; t < m; ++t) quantize_row_u8(x + t * ldx, k, inv_scale, zero_point, qmax, q + t * ldq);
 }
 
-// a: [m, k] u8 · packed w: [n, k] s8 → c: [m, n] f32; two panels at a time (32·k bytes of weights, held
-// in L2) against every row, 12 rows per tile.
+// a: [m, k] u8 · packed w: [n, k] s8 → c: [m, n] f32; four panels at a time (64·k bytes of weights, held
+// in L2) against every row, 6 rows per tile.
 void gemm_u8s8_f32__avx512vnni(int64_t m, int64_t n, int64_t k, const uint8_t* a, int64_t lda, const float* a_scale,
                                const int32_t* a_zero_point, int64_t a_param_stride, const int8_t* packed_w,
                                const int32_t* w_sums, const float* w_scale, const float* bias, float* c, int64_t ldc) {
     const GemmArgs g{s8_quads(k), lda, packed_s8_panel_bytes(k), a, a_scale, a_zero_point, a_param_stride,
                      w_sums, w_scale, bias, c, ldc, n};
     const int64_t n_panels = (n + kS8PanelChannels - 1) / kS8PanelChannels;
-    for (int64_t p = 0; p < n_panels; p += 2) {
-        const int64_t np = n_panels - p < 2 ? n_panels - p : 2;
+    for (int64_t p = 0; p < n_panels; p += kTilePanels) {
+        const int64_t np = n_panels - p < kTilePanels ? n_panels - p : kTilePanels;
         const int8_t* w = packed_w + p * g.panel_bytes;
         const auto& tiles = kTiles[size_t(np - 1)];
         int64_t t = 0;
