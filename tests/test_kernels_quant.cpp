@@ -16,6 +16,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "kernel_levels.h"
@@ -537,6 +538,35 @@ TEST_P(QuantKernelsAtLevel, EmptyKGivesZeros) {
                 ASSERT_EQ(c[size_t(t * ldc + i)], i < n ? 0.0f : 7.0f) << kernel.name << " k=0 at " << t << "," << i;
     }
 }
+
+#if defined(__aarch64__)
+// The ARM kernels keep the reference's bits (exact integer sums, its float steps in its order; docs/edge.md): every
+// format, IQ4 included, equal bit for bit on awkward shapes with padded strides, not just within the bound above.
+TEST_P(QuantKernelsAtLevel, ArmGemmsEqualTheReferenceBitForBit) {
+    if (GetParam() == cq::IsaLevel::ref) GTEST_SKIP() << "the reference itself";
+    std::mt19937 rng(4321);
+    for (const Format& f : kFormats) {
+        const auto& kernel = gemm(f.type);
+        const auto ref = ref_.quant[size_t(f.type)].gemm.fn;
+        const auto qa = ref_.quant[size_t(f.act)].quantize_act.fn;
+        ASSERT_NE(kernel.fn, nullptr) << name(f.type);
+        EXPECT_STRNE(kernel.name, ref_.quant[size_t(f.type)].gemm.name) << name(f.type) << ": no ARM kernel at this rung";
+        const size_t wb = block_bytes(f.type), ab = block_bytes(f.act);
+        for (const auto& [m, n, blocks] : {std::tuple<int64_t, int64_t, int64_t>{1, 1, 1}, {3, 7, 2}, {5, 17, 3}, {2, 9, 9}}) {
+            const int64_t k = blocks * f.block, ldc = n + 2;
+            const size_t arb = size_t(blocks) * ab + ab, wrb = size_t(blocks) * wb + wb;
+            GuardedBytes w(size_t(n - 1) * wrb + size_t(blocks) * wb), a(size_t(m - 1) * arb + size_t(blocks) * ab);
+            for (int64_t i = 0; i < n; ++i) random_rows(f)(w.data() + size_t(i) * wrb, blocks, rng);
+            for (int64_t t = 0; t < m; ++t) qa(random_activations(size_t(k), rng).data(), a.data() + size_t(t) * arb, k);
+            std::vector<float> want(size_t(m * ldc), 7.0f), got(want);
+            ref(m, n, k, a.data(), arb, w.data(), wrb, want.data(), ldc);
+            kernel.fn(m, n, k, a.data(), arb, w.data(), wrb, got.data(), ldc);
+            ASSERT_EQ(std::memcmp(got.data(), want.data(), got.size() * sizeof(float)), 0)
+                    << kernel.name << " m=" << m << " n=" << n << " k=" << k;
+        }
+    }
+}
+#endif
 
 // Weights quantized from floats by the format's reference codec, where one is registered.
 TEST_P(QuantKernelsAtLevel, GemmMatchesReferenceOnCodecWeights) {

@@ -168,12 +168,16 @@ KernelTable make_kernel_table(IsaLevel level) {
 #endif
         CQ_SET(gemv_f32, gemv_f32__neon, IsaLevel::neon);
         CQ_SET_GEMMS(neon, IsaLevel::neon);
+        CQ_SET_QUANT(IQ4_NL, gemm, gemm_iq4_nl_q8_0__neon, IsaLevel::neon);
+        CQ_SET_QUANT(IQ4_XS, gemm, gemm_iq4_xs_q8_K__neon, IsaLevel::neon);
         CQ_SET_ACTIVATIONS(neon, IsaLevel::neon);
         CQ_SET(gemm_u8s8, gemm_u8s8_f32__neon, IsaLevel::neon);
         CQ_SET(gemm_u7s8, gemm_u8s8_f32__neon, IsaLevel::neon);  // exact for any u8, so 7-bit inputs too
     }
     if (reaches(level, IsaLevel::neon_dotprod)) {
         CQ_SET_GEMMS(neon_dotprod, IsaLevel::neon_dotprod);
+        CQ_SET_QUANT(IQ4_NL, gemm, gemm_iq4_nl_q8_0__neon_dotprod, IsaLevel::neon_dotprod);
+        CQ_SET_QUANT(IQ4_XS, gemm, gemm_iq4_xs_q8_K__neon_dotprod, IsaLevel::neon_dotprod);
         // sdot on the 8-row interleaved layouts (kernels/arm/packed_arm.h); Q4_K stays on its file layout
         CQ_SET_QUANT(Q4_0, gemm_packed, gemm_q4_0x8_q8_0__neon_dotprod, IsaLevel::neon_dotprod);
         CQ_SET_QUANT(Q8_0, gemm_packed, gemm_q8_0x8_q8_0__neon_dotprod, IsaLevel::neon_dotprod);

@@ -1,4 +1,4 @@
-// The ARM64 quantized matrix products of every ggml format, written once over a 16-byte int8 dot step
+// The ARM64 quantized matrix products of every ggml format (IQ4_NL / IQ4_XS: levels by tbl), written once over a 16-byte int8 dot step
 // (Dot::step: Σ of 4 adjacent s8·s8 products into each int32 lane): plain NEON widens with smull + sadalp,
 // the DotProd rung uses sdot. Weights are unpacked to s8 per block with NEON, the integer sums of a block
 // (or sub-block) are exact, and the float steps across blocks are the reference's own, in its order — so
@@ -17,6 +17,7 @@
 #include <cstring>
 
 #include "formats/blocks.h"
+#include "kernels/arm/kernel_decls_arm.h"
 
 namespace cq::kernels {
 namespace {
@@ -197,6 +198,42 @@ float dot_q6_K(int64_t nb, const BlockQ6_K* w, const BlockQ8_K* a) {
     return s;
 }
 
+// ---- non-linear 4-bit: each nibble indexes kIQ4NLValues (one tbl per 16 nibbles), levels |l| ≤ 127 ----
+
+inline int8x16_t iq4_levels(int8x16_t table, uint8x16_t idx) { return vqtbl1q_s8(table, idx); }
+
+// IQ4_NL × Q8_0: 32-element blocks in Q4_0's nibble order.
+template <class Dot>
+float dot_iq4_nl(int64_t nb, const BlockIQ4_NL* w, const BlockQ8_0* a) {
+    const int8x16_t table = vld1q_s8(kIQ4NLValues);
+    float s = 0.0f;
+    for (int64_t b = 0; b < nb; ++b) {
+        const uint8x16_t q = vld1q_u8(w[b].qs);
+        const int32_t sumi =
+                dot32<Dot>(iq4_levels(table, vandq_u8(q, vdupq_n_u8(0x0F))), iq4_levels(table, vshrq_n_u8(q, 4)), a[b].qs);
+        s += float(sumi) * (h2f(w[b].d) * h2f(a[b].d));
+    }
+    return s;
+}
+
+// IQ4_XS × Q8_K: 8 sub-blocks of 32 per super-block, each its sum times its 6-bit scale − 32.
+template <class Dot>
+float dot_iq4_xs(int64_t nb, const BlockIQ4_XS* w, const BlockQ8_K* a) {
+    const int8x16_t table = vld1q_s8(kIQ4NLValues);
+    float s = 0.0f;
+    for (int64_t b = 0; b < nb; ++b) {
+        int32_t isum = 0;
+        for (int ib = 0; ib < kQK_K / 32; ++ib) {
+            const uint8x16_t q = vld1q_u8(w[b].qs + 16 * ib);
+            const int32_t sub = dot32<Dot>(iq4_levels(table, vandq_u8(q, vdupq_n_u8(0x0F))), iq4_levels(table, vshrq_n_u8(q, 4)),
+                                           a[b].qs + 32 * ib);
+            isum += (iq4_xs_scale(w[b], ib) - 32) * sub;
+        }
+        s += (h2f(w[b].d) * a[b].d) * float(isum);
+    }
+    return s;
+}
+
 // act: [m] rows of Act blocks, w: [n] rows of W blocks → c: [m, n] (row stride ldc); one dot per (t, i).
 template <class W, class Act, int kBlock, float (*Dot)(int64_t, const W*, const Act*)>
 void gemm_rows(int64_t m, int64_t n, int64_t k, const void* act, size_t act_row_bytes, const void* w, size_t w_row_bytes,
@@ -213,7 +250,7 @@ void gemm_rows(int64_t m, int64_t n, int64_t k, const void* act, size_t act_row_
 }  // namespace
 }  // namespace cq::kernels
 
-// The ten GemmQuantFn entry points of one rung (ISA: the name suffix), over its Dot step.
+// The twelve GemmQuantFn entry points of one rung (ten in kernel_decls.h, the IQ4 two in arm/kernel_decls_arm.h) (ISA: the name suffix), over its Dot step.
 #define CQ_DEFINE_ARM_QUANT_GEMMS(ISA, Dot)                                                                               \
     namespace cq::kernels {                                                                                               \
     void gemm_q8_0_q8_0__##ISA(int64_t m, int64_t n, int64_t k, const void* a, size_t arb, const void* w, size_t wrb,      \
@@ -255,5 +292,13 @@ void gemm_rows(int64_t m, int64_t n, int64_t k, const void* act, size_t act_row_
     void gemm_q6_K_q8_K__##ISA(int64_t m, int64_t n, int64_t k, const void* a, size_t arb, const void* w, size_t wrb,      \
                                float* c, int64_t ldc) {                                                                   \
         gemm_rows<BlockQ6_K, BlockQ8_K, kQK_K, dot_q6_K<Dot>>(m, n, k, a, arb, w, wrb, c, ldc);                           \
+    }                                                                                                                     \
+    void gemm_iq4_nl_q8_0__##ISA(int64_t m, int64_t n, int64_t k, const void* a, size_t arb, const void* w, size_t wrb,    \
+                                 float* c, int64_t ldc) {                                                                 \
+        gemm_rows<BlockIQ4_NL, BlockQ8_0, kQK, dot_iq4_nl<Dot>>(m, n, k, a, arb, w, wrb, c, ldc);                         \
+    }                                                                                                                     \
+    void gemm_iq4_xs_q8_K__##ISA(int64_t m, int64_t n, int64_t k, const void* a, size_t arb, const void* w, size_t wrb,    \
+                                 float* c, int64_t ldc) {                                                                 \
+        gemm_rows<BlockIQ4_XS, BlockQ8_K, kQK_K, dot_iq4_xs<Dot>>(m, n, k, a, arb, w, wrb, c, ldc);                       \
     }                                                                                                                     \
     }
