@@ -71,28 +71,38 @@ void legacy_tile(int64_t ns, const BlockQ8_0* const* at, const ActSeg<L, T>& seg
                  float* c, int64_t ldc, bool accumulate) {
     using W = typename L::W;
     const W* wr[R];
+#pragma GCC unroll 8
     for (int r = 0; r < R; ++r) wr[r] = reinterpret_cast<const W*>(w + size_t(r) * wrb);
+    // Every loop over r and t is unrolled whole: GCC 12 otherwise keeps acc[][] in memory for the epilogue's
+    // loop and stores all R·T accumulators on every block (the u8s8 GEMM's tile had the same problem).
     __m256 acc[R][T];
+#pragma GCC unroll 8
     for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
         for (int t = 0; t < T; ++t) acc[r][t] = _mm256_setzero_ps();
     for (int64_t b = 0; b < ns; ++b) {
         __m256i u[R];
         __m256 dw[R];
+#pragma GCC unroll 8
         for (int r = 0; r < R; ++r) {
             _mm_prefetch(reinterpret_cast<const char*>(wr[r] + b) + R * wrb, _MM_HINT_T0);  // next row tile
             u[r] = L::u(wr[r][b]);
             dw[r] = _mm256_cvtph_ps(_mm_set1_epi16(int16_t(wr[r][b].d)));
         }
+#pragma GCC unroll 8
         for (int t = 0; t < T; ++t) {
             const __m256i a = load32(at[t][b].qs);
             const __m256 da = _mm256_broadcast_ss(&seg.d[t][b]);
+#pragma GCC unroll 8
             for (int r = 0; r < R; ++r) {
                 const __m256i p = _mm256_dpbusd_epi32(seg.start[t][b], u[r], a);
                 acc[r][t] = _mm256_fmadd_ps(_mm256_mul_ps(dw[r], da), _mm256_cvtepi32_ps(p), acc[r][t]);
             }
         }
     }
+#pragma GCC unroll 8
     for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
         for (int t = 0; t < T; ++t) {
             const float v = hsum(acc[r][t]);
             c[t * ldc + r] = accumulate ? c[t * ldc + r] + v : v;
