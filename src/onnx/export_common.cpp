@@ -142,21 +142,32 @@ std::string Emitter::int8_linear(const Linear& layer, const std::string& x) {
         ++lowered["Q/DQ MatMul (TensorRT)"];
         return y;
     }
-    // qdq: Gemm over [rows, K] so that ONNX Runtime fuses Q/DQ + Gemm + the int32 bias into QGemm
-    const std::string x2 = g.op("Reshape", {x, g.const_i64({-1, K})});
+    // qdq: DequantizeLinear(QuantizeLinear(x)) and the per-channel weight's DequantizeLinear into a MatMul, then the float
+    // bias: ONNX Runtime fuses the three into MatMulIntegerToFloat (bias included), which is 5 % faster on the BERT-base
+    // twin than the QGemm a 2-D Gemm with an int32 bias becomes (its [rows, K] reshapes cost nothing; the kernel does),
+    // and the float bias is the one cq adds. Layers reading the same value with the same scale (q, k, v) share one
+    // QuantizeLinear: ORT gives each MatMul its own copy of the DequantizeLinear, but quantizes the input once.
+    const std::string xd = quantized_input(layer, q, x);
+    const std::vector<int8_t> wt = transpose_s8(q), wz(static_cast<size_t>(N), 0);
+    const std::string w = g.typed(layer.name + ".weight_quantized", onnx_ir::kInt8, {K, N}, wt.data(), wt.size());
+    const std::string wzp = g.typed(layer.name + ".weight_zero_point", onnx_ir::kInt8, {N}, wz.data(), wz.size());
+    std::string y = g.op("MatMul", {xd, g.op("DequantizeLinear", {w, ws, wzp}, {attr("axis", int64_t{1})})});
+    if (!q.bias.empty()) y = g.op("Add", {y, g.f32(layer.name + ".bias", {N}, q.bias)});
+    ++lowered["Q/DQ MatMul"];
+    return y;
+}
+
+std::string Emitter::quantized_input(const Linear& layer, const Int8Linear& q, const std::string& x) {
     const uint8_t zp = static_cast<uint8_t>(q.input.zero_point);
+    uint32_t scale_bits;
+    std::memcpy(&scale_bits, &q.input.scale, sizeof(scale_bits));
+    const std::string key = x + "|" + std::to_string(scale_bits) + "|" + std::to_string(zp);
+    if (const auto it = quantized_inputs.find(key); it != quantized_inputs.end()) return it->second;
     const std::string s = g.f32(layer.name + ".input_scale", {}, std::span<const float>(&q.input.scale, 1));
     const std::string z = g.typed(layer.name + ".input_zero_point", onnx_ir::kUint8, {}, &zp, 1);
-    const std::string xd = g.op("DequantizeLinear", {g.op("QuantizeLinear", {x2, s, z}), s, z});
-    const std::vector<int8_t> wz(static_cast<size_t>(N), 0);
-    const std::string w = g.typed(layer.name + ".weight_quantized", onnx_ir::kInt8, {N, K}, q.weight.data(), static_cast<size_t>(N * K));
-    const std::string wzp = g.typed(layer.name + ".weight_zero_point", onnx_ir::kInt8, {N}, wz.data(), wz.size());
-    std::vector<std::string> gemm_in{xd, g.op("DequantizeLinear", {w, ws, wzp}, {attr("axis", int64_t{0})})};
-    if (!q.bias.empty()) gemm_in.push_back(int32_bias(layer, q));
-    const std::string y2 = g.op("Gemm", gemm_in, {attr("transB", int64_t{1})});
-    const std::string lead = g.op("Shape", {x}, {attr("start", int64_t{0}), attr("end", int64_t{-1})});
-    ++lowered["Q/DQ Gemm (int32 bias)"];
-    return g.op("Reshape", {y2, g.op("Concat", {lead, g.const_i64({N})}, {attr("axis", int64_t{0})})});
+    const std::string xd = g.op("DequantizeLinear", {g.op("QuantizeLinear", {x, s, z}), s, z});
+    quantized_inputs.emplace(key, xd);
+    return xd;
 }
 
 std::string Emitter::conv(const Linear& layer, const std::string& x, int64_t in_channels, int64_t kernel, int64_t stride,

@@ -31,8 +31,12 @@ struct Emitter {
     std::string linear(const Linear& layer, const std::string& x);
     /// A W8A8 Linear in the int8 formats (dynamic / qdq / trt-qdq).
     std::string int8_linear(const Linear& layer, const std::string& x);
-    /// A W8A8 layer's bias as int32 in units of input scale × weight scale behind a DequantizeLinear (the qdq form).
+    /// A W8A8 layer's bias as int32 in units of input scale × weight scale behind a DequantizeLinear (the qdq Conv).
     std::string int32_bias(const Linear& layer, const Int8Linear& q);
+    /// DequantizeLinear(QuantizeLinear(x)) with the layer's static u8 scale and zero point, made once per (x, scale, zero
+    /// point) and shared by the layers that read x so (an attention block's q, k, v).
+    std::string quantized_input(const Linear& layer, const Int8Linear& q, const std::string& x);
+    std::map<std::string, std::string> quantized_inputs;  // (x, scale bits, zero point) → the DequantizeLinear's output
     /// y = x / sqrt(mean(x²) + eps) · w over the last axis.
     std::string rms_norm(const std::string& x, const Norm& norm, const std::string& name, float eps);
     /// LayerNormalization over the last axis (bias optional).
