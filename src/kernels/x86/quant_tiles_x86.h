@@ -9,6 +9,7 @@
 //   Dot::kOffsetQ8                           Q8_0 weights as w + 128 against a 128·Σa correction (VNNI),
 //                                            else the vpsignb trick (AVX2);
 //   Dot::kKRows                              weight rows per k-quant prompt tile (the register file).
+//   Dot::kKDecodeRows                        weight rows per k-quant decode tile (1 token).
 // Everything here has internal linkage: each ISA's copy stays in its own object, never merged across flags.
 // Integer sums are exact, so every rung gives the same integers; float steps follow the reference twins.
 #pragma once
@@ -331,14 +332,14 @@ void k_tile(int64_t nb, const uint8_t* act, size_t arb, const uint8_t* w, size_t
         for (int t = 0; t < T; ++t) c[t * ldc + r] = hsum(acc[r][t]);
 }
 
-// K-quants per (row, token): 2 rows × 1 token for decode, Dot::kKRows rows × T tokens for prompts.
+// K-quants per (row, token): Dot::kKDecodeRows rows × 1 token for decode, Dot::kKRows rows × T tokens for prompts.
 template <class Dot, class K>
 struct KQuant {
     static constexpr int R = Dot::kKRows;
     static constexpr size_t kChunkBytes = Dot::kKChunkBytes;
     static constexpr RowsFn rows[5] = {
         nullptr,
-        &tile_rows<&k_tile<Dot, K, 2, 1>, 2, &k_tile<Dot, K, 1, 1>>,
+        &tile_rows<&k_tile<Dot, K, Dot::kKDecodeRows, 1>, Dot::kKDecodeRows, &k_tile<Dot, K, 1, 1>>,
         &tile_rows<&k_tile<Dot, K, R, 2>, R, &k_tile<Dot, K, 1, 2>>,
         &tile_rows<&k_tile<Dot, K, R, 3>, R, &k_tile<Dot, K, 1, 3>>,
         &tile_rows<&k_tile<Dot, K, R, 4>, R, &k_tile<Dot, K, 1, 4>>,

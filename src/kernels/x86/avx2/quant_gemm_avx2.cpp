@@ -35,6 +35,7 @@ struct DotAvx2 {
     static constexpr size_t kKChunkBytes = size_t{1} << 20;  // row chunks of the file-layout k-quant tiles
     static constexpr bool kOffsetQ8 = false;
     static constexpr int kKRows = 1;  // Q6_K and friends: the integer accumulators of 1 row × 4 tokens fill the registers
+    static constexpr int kKDecodeRows = 2;  // two rows per decode tile: the AVX2-only CPUs this rung was tuned on
 };
 
 // Byte j = 0x10 where bit j of the little-endian u32 at p is set, else 0.

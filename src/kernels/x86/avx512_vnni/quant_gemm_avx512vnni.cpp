@@ -31,6 +31,7 @@ struct DotVnni {
     static constexpr size_t kKChunkBytes = size_t{64} << 10;  // row chunks of the file-layout k-quant tiles
     static constexpr bool kOffsetQ8 = true;
     static constexpr int kKRows = 2;
+    static constexpr int kKDecodeRows = 1;  // one row per decode tile: on Zen 4 two interleaved rows ran Q6_K decode at 0.6x one row (bench_dispatch gemv_q6_K, 29 vs 48 GOP/s)
 };
 
 // ---- legacy formats ----
