@@ -5,6 +5,7 @@
 // determinism and errors.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -307,6 +308,41 @@ void check_int8_export(const std::string& format, ActivationQuant mode, double t
 }
 
 TEST(OnnxExport, QdqMatchesOnnxRuntimeEndToEnd) { check_int8_export("qdq", ActivationQuant::static_per_tensor, 0.02); }
+
+// The qdq lowering ONNX Runtime fuses to MatMulIntegerToFloat: every quantized Linear a MatMul over two
+// DequantizeLinears (activation u8, weight s8 per output channel on axis 1) with a float bias Add after it, no Gemm and
+// no int32 bias; the q, k and v projections of a block read one QuantizeLinear (bert-tiny: 4 blocks × 4 inputs).
+TEST(OnnxExport, QdqLinearsAreDequantizedMatMulsSharingTheirInputQuantizer) {
+    TempDir dir;
+    auto model = EncoderModel::load(quantize_bert(dir, ActivationQuant::static_per_tensor));
+    OnnxExportOptions o;
+    o.format = OnnxFormat::qdq;
+    export_onnx(*model, dir.file("qdq.onnx"), o);
+    const onnx_ir::Model m = read_model(dir.file("qdq.onnx"));
+    std::map<std::string, const onnx_ir::Node*> producer;
+    std::map<std::string, int> count;
+    for (const auto& n : m.graph.nodes) {
+        ++count[n.op_type];
+        for (const auto& out : n.outputs) producer[out] = &n;
+    }
+    EXPECT_EQ(count["Gemm"], 0);
+    EXPECT_EQ(count["QuantizeLinear"], 16);
+    int quantized_matmuls = 0;
+    for (const auto& n : m.graph.nodes) {
+        if (n.op_type != "MatMul") continue;
+        const auto a = producer.find(n.inputs[0]), b = producer.find(n.inputs[1]);
+        if (b == producer.end() || b->second->op_type != "DequantizeLinear") continue;
+        ++quantized_matmuls;
+        ASSERT_NE(a, producer.end());
+        EXPECT_EQ(a->second->op_type, "DequantizeLinear") << n.name;
+        const auto axis = std::find_if(b->second->attributes.begin(), b->second->attributes.end(),
+                                       [](const onnx_ir::Attribute& x) { return x.name == "axis"; });
+        ASSERT_NE(axis, b->second->attributes.end()) << n.name;
+        EXPECT_EQ(axis->i, 1) << n.name;
+    }
+    EXPECT_EQ(quantized_matmuls, 24);
+    for (const auto& t : m.graph.initializers) EXPECT_EQ(t.name.find("bias_quantized"), std::string::npos) << t.name;
+}
 TEST(OnnxExport, TensorRtQdqRunsInOnnxRuntimeEndToEnd) { check_int8_export("trt-qdq", ActivationQuant::static_per_tensor, 0.2); }
 TEST(OnnxExport, DynamicMatchesOnnxRuntimeEndToEnd) { check_int8_export("dynamic", ActivationQuant::dynamic_per_token, 0.2); }
 
