@@ -143,9 +143,9 @@ std::string Emitter::int8_linear(const Linear& layer, const std::string& x) {
         return y;
     }
     // qdq: DequantizeLinear(QuantizeLinear(x)) and the per-channel weight's DequantizeLinear into a MatMul, then the float
-    // bias: ONNX Runtime fuses the three into MatMulIntegerToFloat (bias included), which is 5 % faster on the BERT-base
-    // twin than the QGemm a 2-D Gemm with an int32 bias becomes (its [rows, K] reshapes cost nothing; the kernel does),
-    // and the float bias is the one cq adds. Layers reading the same value with the same scale (q, k, v) share one
+    // bias: ONNX Runtime fuses the three into MatMulIntegerToFloat (bias included), with the float bias cq adds rather
+    // than one rounded to int32 (the 2-D Gemm form, which ORT runs as QGemm; on the BERT-base twin the two forms were
+    // within run-to-run noise of each other). Layers reading the same value with the same scale (q, k, v) share one
     // QuantizeLinear: ORT gives each MatMul its own copy of the DequantizeLinear, but quantizes the input once.
     const std::string xd = quantized_input(layer, q, x);
     const std::vector<int8_t> wt = transpose_s8(q), wz(static_cast<size_t>(N), 0);
