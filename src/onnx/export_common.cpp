@@ -133,14 +133,8 @@ std::string Emitter::int8_linear(const Linear& layer, const std::string& x) {
         const int8_t zero = 0;
         const std::string s = g.scalar_f32(sx), z = g.typed(layer.name + ".input_zero_point", onnx_ir::kInt8, {}, &zero, 1);
         const std::string xd = g.op("DequantizeLinear", {g.op("QuantizeLinear", {x, s, z}), s, z});
-        const std::vector<int8_t> wt = transpose_s8(q), wz(static_cast<size_t>(N), 0);
-        const std::string w = g.typed(layer.name + ".weight_quantized", onnx_ir::kInt8, {K, N}, wt.data(), wt.size());
-        const std::string wzp = g.typed(layer.name + ".weight_zero_point", onnx_ir::kInt8, {N}, wz.data(), wz.size());
-        const std::string wd = g.op("DequantizeLinear", {w, ws, wzp}, {attr("axis", int64_t{1})});
-        std::string y = g.op("MatMul", {xd, wd});
-        if (!q.bias.empty()) y = g.op("Add", {y, g.f32(layer.name + ".bias", {N}, q.bias)});
         ++lowered["Q/DQ MatMul (TensorRT)"];
-        return y;
+        return dequantized_matmul(layer, q, ws, xd);
     }
     // qdq: DequantizeLinear(QuantizeLinear(x)) and the per-channel weight's DequantizeLinear into a MatMul, then the float
     // bias: ONNX Runtime fuses the three into MatMulIntegerToFloat (bias included), with the float bias cq adds rather
@@ -148,12 +142,18 @@ std::string Emitter::int8_linear(const Linear& layer, const std::string& x) {
     // within run-to-run noise of each other). Layers reading the same value with the same scale (q, k, v) share one
     // QuantizeLinear: ORT gives each MatMul its own copy of the DequantizeLinear, but quantizes the input once.
     const std::string xd = quantized_input(layer, q, x);
+    ++lowered["Q/DQ MatMul"];
+    return dequantized_matmul(layer, q, ws, xd);
+}
+
+std::string Emitter::dequantized_matmul(const Linear& layer, const Int8Linear& q, const std::string& weight_scale,
+                                        const std::string& xd) {
+    const int64_t N = q.n_out, K = q.n_in;
     const std::vector<int8_t> wt = transpose_s8(q), wz(static_cast<size_t>(N), 0);
     const std::string w = g.typed(layer.name + ".weight_quantized", onnx_ir::kInt8, {K, N}, wt.data(), wt.size());
     const std::string wzp = g.typed(layer.name + ".weight_zero_point", onnx_ir::kInt8, {N}, wz.data(), wz.size());
-    std::string y = g.op("MatMul", {xd, g.op("DequantizeLinear", {w, ws, wzp}, {attr("axis", int64_t{1})})});
+    std::string y = g.op("MatMul", {xd, g.op("DequantizeLinear", {w, weight_scale, wzp}, {attr("axis", int64_t{1})})});
     if (!q.bias.empty()) y = g.op("Add", {y, g.f32(layer.name + ".bias", {N}, q.bias)});
-    ++lowered["Q/DQ MatMul"];
     return y;
 }
 

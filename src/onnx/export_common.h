@@ -36,7 +36,10 @@ struct Emitter {
     /// DequantizeLinear(QuantizeLinear(x)) with the layer's static u8 scale and zero point, made once per (x, scale, zero
     /// point) and shared by the layers that read x so (an attention block's q, k, v).
     std::string quantized_input(const Linear& layer, const Int8Linear& q, const std::string& x);
-    std::map<std::string, std::string> quantized_inputs;  // (x, scale bits, zero point) → the DequantizeLinear's output
+    std::map<std::string, std::string> quantized_inputs{};  // (x, scale bits, zero point) → the DequantizeLinear's output
+    /// xd (a DequantizeLinear's output) times the layer's s8 weights behind a per-channel DequantizeLinear (axis 1, zero
+    /// points 0), then the float bias: the qdq and trt-qdq forms of a quantized Linear.
+    std::string dequantized_matmul(const Linear& layer, const Int8Linear& q, const std::string& weight_scale, const std::string& xd);
     /// y = x / sqrt(mean(x²) + eps) · w over the last axis.
     std::string rms_norm(const std::string& x, const Norm& norm, const std::string& name, float eps);
     /// LayerNormalization over the last axis (bias optional).
