@@ -1,10 +1,12 @@
 // ONNX import (cq/onnx_model.h): mnist-8 and SqueezeNet against ONNX Runtime's outputs (tests/expected/onnx/*.ort.json,
-// scripts/onnx_reference), the im2col Conv against its direct reference twin on awkward shapes, BatchNormalization
+// scripts/onnx_reference), the im2col Conv against its direct reference twin on awkward shapes, the static-W8A8 conv
+// against the W8A8 Linear over float patches, BatchNormalization
 // folding, QDQ weights, and clear errors for unknown operators and hostile files.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <fstream>
+#include <limits>
 #include <random>
 
 #include <nlohmann/json.hpp>
@@ -14,7 +16,11 @@
 #include "cq/datasets.h"
 #include "cq/error.h"
 #include "cq/onnx_model.h"
+#include "cq/thread_pool.h"
+#include "cq/w8a8.h"
+#include "onnx/conv2d.h"
 #include "onnx/graph_builder.h"
+#include "ops/ops.h"
 #include "test_support.h"
 
 namespace cq {
@@ -87,6 +93,105 @@ TEST(OnnxImport, Im2colConvMatchesReferenceTwin) {
         for (size_t i = 0; i < want.size(); ++i)
             ASSERT_NEAR(got[i], want[i], tol) << "C=" << c.C << " H=" << c.H << " W=" << c.W << " M=" << c.M << " k=" << c.kh << "x" << c.kw << " index " << i;
     }
+}
+
+// The static-W8A8 conv gathers its patches from pixel-major codes with a re-ordered weight; its twin is the plain W8A8
+// Linear of the original weight over the float im2col patches (quantized row by row by the kernel table). Integer sums
+// are exact, so the two must agree bit for bit: strides, pads, dilations, channel counts off a multiple of 4 (padded
+// patch rows), pointwise convs that skip the gather (C = 16) or not (C = 17, stride 2), 7-bit activations, and a
+// range whose zero point is mid-scale (the padding value), at one and at three threads.
+TEST(OnnxImport, W8A8ConvFromPixelMajorCodesEqualsW8A8LinearOverFloatPatches) {
+    struct Case { int64_t N, C, H, W, M, kh, kw, s0, s1, p[4], d0, d1; int32_t qmax; };
+    const Case cases[] = {{1, 1, 7, 9, 3, 3, 3, 1, 1, {0, 0, 0, 0}, 1, 1, 255},   {2, 3, 11, 13, 5, 5, 3, 2, 1, {1, 2, 0, 1}, 1, 1, 255},
+                          {1, 17, 8, 8, 33, 1, 1, 1, 1, {0, 0, 0, 0}, 1, 1, 255}, {3, 4, 15, 10, 7, 3, 3, 2, 3, {2, 2, 2, 2}, 2, 1, 127},
+                          {2, 16, 6, 5, 20, 1, 1, 1, 1, {0, 0, 0, 0}, 1, 1, 255}, {2, 17, 9, 9, 16, 1, 1, 2, 2, {0, 0, 0, 0}, 1, 1, 255},
+                          {1, 2, 5, 5, 1, 5, 5, 1, 1, {0, 0, 0, 0}, 1, 1, 127},   {4, 6, 7, 7, 18, 3, 3, 1, 1, {1, 1, 1, 1}, 1, 1, 255}};
+    std::mt19937 rng(9);
+    std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+    for (const Case& c : cases) {
+        const int64_t OH = (c.H + c.p[0] + c.p[2] - c.d0 * (c.kh - 1) - 1) / c.s0 + 1, OW = (c.W + c.p[1] + c.p[3] - c.d1 * (c.kw - 1) - 1) / c.s1 + 1;
+        const int64_t K = c.C * c.kh * c.kw, rows = c.N * OH * OW;
+        std::vector<float> x(static_cast<size_t>(c.N * c.C * c.H * c.W));
+        for (float& e : x) e = 1.5f * u(rng) + 0.3f;  // a range off centre: the zero point is neither 0 nor mid-scale
+        Linear l;
+        l.name = "conv";
+        l.weight = Tensor::zeros({c.M, K}, DType::F32);
+        l.bias = Tensor::zeros({c.M}, DType::F32);
+        for (int64_t i = 0; i < c.M * K; ++i) static_cast<float*>(l.weight.mutable_data())[i] = u(rng);
+        for (int64_t i = 0; i < c.M; ++i) static_cast<float*>(l.bias->mutable_data())[i] = u(rng);
+        l.int8 = quantize_linear_w8a8(l, ActivationQuant::static_per_tensor, calib::u8_params({-1.2f, 1.8f}, c.qmax), c.qmax);
+        const int64_t stride[2] = {c.s0, c.s1}, dil[2] = {c.d0, c.d1};
+        std::vector<float> patches(static_cast<size_t>(rows * K)), want(static_cast<size_t>(rows * c.M));
+        onnx_ops::im2col(x.data(), c.N, c.C, c.H, c.W, c.kh, c.kw, stride, c.p, dil, OH, OW, patches.data());
+        ops::linear(l, patches.data(), rows, want.data());
+        const auto pixel_major = onnx_ops::pixel_major_weight(*l.int8, c.C, c.kh, c.kw);
+        for (int threads : {1, 3}) {
+            ThreadPool::set_global_threads(threads);
+            std::vector<float> got(want.size(), -1.0f);
+            onnx_ops::conv2d_w8a8_static(x.data(), c.N, c.C, c.H, c.W, *pixel_major, c.kh, c.kw, stride, c.p, dil, OH, OW, got.data());
+            for (size_t i = 0; i < want.size(); ++i)
+                ASSERT_EQ(got[i], want[i]) << "C=" << c.C << " M=" << c.M << " k=" << c.kh << "x" << c.kw << " qmax " << c.qmax << " threads "
+                                           << threads << " index " << i;
+        }
+        ThreadPool::set_global_threads(0);
+    }
+}
+
+// MaxPool / AveragePool (planes in parallel, windows clipped to the image) against the ONNX definition written out
+// cell by cell: uneven pads, strides, ceil_mode windows that run past the padding, count_include_pad both ways.
+TEST(OnnxImport, PoolingMatchesTheDefinitionCellByCell) {
+    const int64_t N = 2, C = 3, H = 7, W = 8, k[2] = {3, 2}, st[2] = {2, 3}, p[4] = {1, 0, 2, 1};
+    std::mt19937 rng(13);
+    std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+    std::vector<float> x(static_cast<size_t>(N * C * H * W));
+    for (float& e : x) e = u(rng);
+    TempDir dir;
+    for (const std::string op : {"MaxPool", "AveragePool"})
+        for (int64_t ceil_mode : {0, 1})
+            for (int64_t count_pad : {0, 1}) {
+                if (op == "MaxPool" && count_pad) continue;
+                onnx_ir::Model m;
+                m.opsets.emplace_back("", 17);
+                onnx_export::GraphBuilder g(m.graph);
+                using onnx_export::attr;
+                g.input("x", onnx_ir::kFloat, {N, C, H, W});
+                std::vector<onnx_ir::Attribute> attrs = {attr("kernel_shape", std::vector<int64_t>{k[0], k[1]}), attr("strides", std::vector<int64_t>{st[0], st[1]}),
+                                                         attr("pads", std::vector<int64_t>{p[0], p[1], p[2], p[3]}), attr("ceil_mode", ceil_mode)};
+                if (op == "AveragePool") attrs.push_back(attr("count_include_pad", count_pad));
+                g.op_to(op, {"x"}, "y", attrs);
+                g.output("y", onnx_ir::kFloat, {});
+                std::string bytes, error;
+                ASSERT_TRUE(onnx_ir::serialize(m, bytes, error)) << error;
+                auto model = OnnxModel::from_bytes(bytes.data(), bytes.size(), "pool");
+                const std::vector<float> y = model->run(x.data(), std::vector<int64_t>{N, C, H, W});
+                auto out_dim = [&](int64_t in, int64_t kk, int64_t ss, int64_t a, int64_t b) {
+                    return (ceil_mode ? (in + a + b - kk + ss - 1) / ss : (in + a + b - kk) / ss) + 1;
+                };
+                const int64_t OH = out_dim(H, k[0], st[0], p[0], p[2]), OW = out_dim(W, k[1], st[1], p[1], p[3]);
+                ASSERT_EQ(model->output_shape(), (std::vector<int64_t>{N, C, OH, OW})) << op << " ceil " << ceil_mode;
+                for (int64_t nc = 0; nc < N * C; ++nc)
+                    for (int64_t oy = 0; oy < OH; ++oy)
+                        for (int64_t ox = 0; ox < OW; ++ox) {
+                            float best = -std::numeric_limits<float>::infinity();
+                            double sum = 0;
+                            int64_t count = 0;
+                            for (int64_t ky = 0; ky < k[0]; ++ky)
+                                for (int64_t kx = 0; kx < k[1]; ++kx) {
+                                    const int64_t iy = oy * st[0] - p[0] + ky, ix = ox * st[1] - p[1] + kx;
+                                    if (iy >= 0 && iy < H && ix >= 0 && ix < W) {
+                                        const float v = x[static_cast<size_t>((nc * H + iy) * W + ix)];
+                                        best = std::max(best, v), sum += v, ++count;
+                                    } else if (count_pad && iy < H + p[2] && ix < W + p[3]) {
+                                        ++count;  // a padding cell, not the part of a ceil_mode window beyond the padding
+                                    }
+                                }
+                            const double want = op == "MaxPool" ? best : sum / static_cast<double>(std::max<int64_t>(count, 1));
+                            const float got = y[static_cast<size_t>((nc * OH + oy) * OW + ox)];
+                            if (std::isinf(want)) ASSERT_EQ(got, want) << op << " at " << nc << "," << oy << "," << ox;  // a window of no cell
+                            else ASSERT_NEAR(got, want, 1e-6)
+                                << op << " ceil " << ceil_mode << " count_include_pad " << count_pad << " at " << nc << "," << oy << "," << ox;
+                        }
+            }
 }
 
 // A small graph written with cq's own builder: input [1, 2, 6, 6] → (DequantizeLinear int8 weight) Conv 3×3 pad 1 →

@@ -112,6 +112,10 @@ ClassificationResult classify_images_onnx(OnnxModel& model, const std::string& d
 /// model then runs through the u8×s8 kernels. Returns the number of Linears quantized.
 int64_t quantize_onnx_w8a8_static(OnnxModel& model, const std::string& data_path, const DataSelection& selection,
                                   const OnnxImageOptions& image, int64_t samples, int32_t method, double percentile = 99.99);
+/// The same calibrated on `samples` float inputs already in the model's layout (input_shape() without its batch
+/// dimension each), run `batch` at a time: for models whose data is not an image folder or MNIST.
+int64_t quantize_onnx_w8a8_static(OnnxModel& model, const float* inputs, int64_t samples, int64_t batch, int32_t method,
+                                  double percentile = 99.99);
 
 namespace onnx_ops {
 /// Direct 2-D convolution in double, the reference twin of the im2col + GEMM path. x: [N, C, H, W];

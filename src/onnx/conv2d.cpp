@@ -2,25 +2,33 @@
 #include "onnx/conv2d.h"
 
 #include <algorithm>
+#include <cstring>
 #include <vector>
 
+#include "cq/error.h"
 #include "cq/kernels.h"
 #include "cq/onnx_model.h"
 #include "cq/thread_pool.h"
+#include "cq/w8a8.h"
+#include "ops/ops.h"
 
 namespace cq::onnx_ops {
 
-void im2col(const float* x, int64_t N, int64_t C, int64_t H, int64_t W, int64_t kh, int64_t kw, const int64_t stride[2],
-            const int64_t pads[4], const int64_t dilation[2], int64_t OH, int64_t OW, float* patches) {
+namespace {
+// Patch rows of ld elements (≥ C·kh·kw; the tail is filled with `pad`), `pad` also where the window leaves the image.
+template <class T>
+void im2col_rows(const T* x, int64_t N, int64_t C, int64_t H, int64_t W, int64_t kh, int64_t kw, const int64_t stride[2],
+                 const int64_t pads[4], const int64_t dilation[2], int64_t OH, int64_t OW, T pad, T* patches, int64_t ld) {
     const int64_t K = C * kh * kw, s0 = stride[0], s1 = stride[1], p0 = pads[0], p1 = pads[1], d0 = dilation[0], d1 = dilation[1];
     if (kh == 1 && kw == 1 && s0 == 1 && s1 == 1 && p0 == 0 && p1 == 0 && OH == H && OW == W) {
         // a pointwise conv: the patches are the NCHW planes transposed to [N·H·W, C]
         const int64_t HW = H * W;
         ThreadPool::global().parallel_for(N * HW, [=](int64_t begin, int64_t end) {
             for (int64_t r = begin; r < end; ++r) {
-                const float* in = x + (r / HW) * C * HW + r % HW;
-                float* out = patches + r * C;
+                const T* in = x + (r / HW) * C * HW + r % HW;
+                T* out = patches + r * ld;
                 for (int64_t c = 0; c < C; ++c) out[c] = in[c * HW];
+                for (int64_t c = C; c < ld; ++c) out[c] = pad;
             }
         }, std::max<int64_t>(1, 16384 / std::max<int64_t>(C, 1)));
         return;
@@ -30,37 +38,133 @@ void im2col(const float* x, int64_t N, int64_t C, int64_t H, int64_t W, int64_t 
         for (int64_t r = begin; r < end; ++r) {
             const int64_t n = r / OH, oy = r % OH;
             for (int64_t ox = 0; ox < OW; ++ox) {
-                float* row = patches + (r * OW + ox) * K;
+                T* row = patches + (r * OW + ox) * ld;
                 const int64_t ix0 = ox * s1 - p1;
                 const bool inside_x = ix0 >= 0 && ix0 + (kw - 1) * d1 < W;  // no column of the window is padding
                 for (int64_t c = 0; c < C; ++c) {
-                    const float* plane = x + (n * C + c) * H * W;
+                    const T* plane = x + (n * C + c) * H * W;
                     for (int64_t ky = 0; ky < kh; ++ky) {
                         const int64_t iy = oy * s0 - p0 + ky * d0;
-                        float* out = row + (c * kh + ky) * kw;
+                        T* out = row + (c * kh + ky) * kw;
                         if (iy < 0 || iy >= H) {
-                            for (int64_t kx = 0; kx < kw; ++kx) out[kx] = 0.0f;
+                            for (int64_t kx = 0; kx < kw; ++kx) out[kx] = pad;
                         } else if (inside_x) {
-                            const float* in = plane + iy * W + ix0;
+                            const T* in = plane + iy * W + ix0;
                             for (int64_t kx = 0; kx < kw; ++kx) out[kx] = in[kx * d1];
                         } else {
-                            const float* line = plane + iy * W;
+                            const T* line = plane + iy * W;
                             for (int64_t kx = 0; kx < kw; ++kx) {
                                 const int64_t ix = ix0 + kx * d1;
-                                out[kx] = ix >= 0 && ix < W ? line[ix] : 0.0f;
+                                out[kx] = ix >= 0 && ix < W ? line[ix] : pad;
                             }
                         }
                     }
                 }
+                for (int64_t k = K; k < ld; ++k) row[k] = pad;
             }
         }
     }, std::max<int64_t>(1, 16384 / std::max<int64_t>(OW * K, 1)));
 }
+}  // namespace
 
-void nhwc_to_nchw(const float* y_nhwc, int64_t N, int64_t HW, int64_t M, float* y) {
-    for (int64_t n = 0; n < N; ++n)
-        for (int64_t p = 0; p < HW; ++p)
-            for (int64_t m = 0; m < M; ++m) y[(n * M + m) * HW + p] = y_nhwc[(n * HW + p) * M + m];
+void im2col(const float* x, int64_t N, int64_t C, int64_t H, int64_t W, int64_t kh, int64_t kw, const int64_t stride[2],
+            const int64_t pads[4], const int64_t dilation[2], int64_t OH, int64_t OW, float* patches) {
+    im2col_rows<float>(x, N, C, H, W, kh, kw, stride, pads, dilation, OH, OW, 0.0f, patches, C * kh * kw);
+}
+
+void im2col_nhwc_u8(const uint8_t* x, int64_t N, int64_t C, int64_t H, int64_t W, int64_t kh, int64_t kw, const int64_t stride[2],
+                    const int64_t pads[4], const int64_t dilation[2], int64_t OH, int64_t OW, uint8_t pad, uint8_t* patches, int64_t ld) {
+    const int64_t K = C * kh * kw;
+    ThreadPool::global().parallel_for(N * OH, [=](int64_t begin, int64_t end) {
+        for (int64_t r = begin; r < end; ++r) {
+            const int64_t n = r / OH, oy = r % OH;
+            for (int64_t ox = 0; ox < OW; ++ox) {
+                uint8_t* row = patches + (r * OW + ox) * ld;
+                for (int64_t ky = 0; ky < kh; ++ky) {
+                    const int64_t iy = oy * stride[0] - pads[0] + ky * dilation[0];
+                    for (int64_t kx = 0; kx < kw; ++kx) {
+                        const int64_t ix = ox * stride[1] - pads[1] + kx * dilation[1];
+                        uint8_t* out = row + (ky * kw + kx) * C;
+                        if (iy < 0 || iy >= H || ix < 0 || ix >= W) std::memset(out, pad, static_cast<size_t>(C));
+                        else std::memcpy(out, x + ((n * H + iy) * W + ix) * C, static_cast<size_t>(C));
+                    }
+                }
+                if (ld > K) std::memset(row + K, pad, static_cast<size_t>(ld - K));
+            }
+        }
+    }, std::max<int64_t>(1, 65536 / std::max<int64_t>(OW * ld, 1)));
+}
+
+void planes_to_pixels_u8(const uint8_t* x, int64_t N, int64_t C, int64_t HW, uint8_t* y) {
+    constexpr int64_t kB = 32;  // 32 × 32 byte blocks: whole cache lines read and written
+    ThreadPool::global().parallel_for(N * ((HW + kB - 1) / kB), [=](int64_t begin, int64_t end) {
+        const int64_t pblocks = (HW + kB - 1) / kB;
+        for (int64_t t = begin; t < end; ++t) {
+            const int64_t n = t / pblocks, p0 = t % pblocks * kB, p1 = std::min(HW, p0 + kB);
+            for (int64_t c0 = 0; c0 < C; c0 += kB) {
+                const int64_t c1 = std::min(C, c0 + kB);
+                for (int64_t p = p0; p < p1; ++p)
+                    for (int64_t c = c0; c < c1; ++c) y[(n * HW + p) * C + c] = x[(n * C + c) * HW + p];
+            }
+        }
+    }, std::max<int64_t>(1, 16384 / std::max<int64_t>(C * kB, 1)));
+}
+
+void nhwc_to_nchw(const float* y_nhwc, int64_t N, int64_t HW, int64_t M, float* y, bool relu) {
+    // blocks of 16 channels × 16 pixels, so both sides are read and written in whole cache lines; images in parallel
+    constexpr int64_t kB = 16;
+    ThreadPool::global().parallel_for(N * ((M + kB - 1) / kB), [=](int64_t begin, int64_t end) {
+        const int64_t mblocks = (M + kB - 1) / kB;
+        for (int64_t t = begin; t < end; ++t) {
+            const int64_t n = t / mblocks, m0 = t % mblocks * kB, m1 = std::min(M, m0 + kB);
+            const float* src = y_nhwc + n * HW * M;
+            float* dst = y + n * M * HW;
+            for (int64_t p0 = 0; p0 < HW; p0 += kB) {
+                const int64_t p1 = std::min(HW, p0 + kB);
+                for (int64_t m = m0; m < m1; ++m)
+                    for (int64_t p = p0; p < p1; ++p) {
+                        const float v = src[p * M + m];
+                        dst[m * HW + p] = relu && !(v > 0.0f) ? 0.0f : v;
+                    }
+            }
+        }
+    }, std::max<int64_t>(1, 65536 / std::max<int64_t>(HW * kB, 1)));
+}
+
+std::shared_ptr<Int8Linear> pixel_major_weight(const Int8Linear& q, int64_t C, int64_t kh, int64_t kw) {
+    if (q.n_in != C * kh * kw) throw InvalidArgument("[onnx] pixel_major_weight: the weight has " + std::to_string(q.n_in) + " inputs, not C·kh·kw");
+    auto w = std::make_shared<Int8Linear>(q);
+    w->weight = Tensor::zeros({q.n_out, q.n_in}, DType::I8);
+    const auto* src = static_cast<const int8_t*>(q.weight.data());
+    auto* dst = static_cast<int8_t*>(w->weight.mutable_data());
+    for (int64_t m = 0; m < q.n_out; ++m)
+        for (int64_t c = 0; c < C; ++c)
+            for (int64_t t = 0; t < kh * kw; ++t) dst[(m * kh * kw + t) * C + c] = src[(m * C + c) * kh * kw + t];
+    pack_int8_linear(*w);
+    return w;
+}
+
+void conv2d_w8a8_static(const float* x, int64_t N, int64_t C, int64_t H, int64_t W, const Int8Linear& q, int64_t kh, int64_t kw,
+                        const int64_t stride[2], const int64_t pads[4], const int64_t dilation[2], int64_t OH, int64_t OW, float* y_nhwc) {
+    const int64_t HW = H * W, rows = N * OH * OW, ld = (q.n_in + 3) / 4 * 4;
+    // scratch reused across calls: fresh multi-megabyte buffers per conv cost more in page faults than the GEMM
+    thread_local std::vector<uint8_t> planes, pixels, patches;
+    planes.resize(static_cast<size_t>(N * C * HW));
+    pixels.resize(static_cast<size_t>(N * C * HW));
+    uint8_t* pl = planes.data();
+    const auto quantize = kernel_table().quantize_rows_u8_static.fn;
+    ThreadPool::global().parallel_for(N * C, [&](int64_t r0, int64_t r1) {
+        quantize(x + r0 * HW, r1 - r0, HW, HW, q.input.scale, q.input.zero_point, q.act_qmax, pl + r0 * HW, HW);
+    }, std::max<int64_t>(1, 4096 / std::max<int64_t>(HW, 1)));
+    planes_to_pixels_u8(pl, N, C, HW, pixels.data());
+    const uint8_t* codes = pixels.data();
+    const bool pointwise = kh == 1 && kw == 1 && stride[0] == 1 && stride[1] == 1 && pads[0] == 0 && pads[1] == 0 && OH == H && OW == W;
+    if (!(pointwise && ld == C)) {  // a pointwise conv over a multiple of 4 channels: the pixel-major codes are the patches
+        patches.resize(static_cast<size_t>(rows * ld));
+        im2col_nhwc_u8(codes, N, C, H, W, kh, kw, stride, pads, dilation, OH, OW, static_cast<uint8_t>(q.input.zero_point), patches.data(), ld);
+        codes = patches.data();
+    }
+    ops::linear_int8_static_codes(q, codes, rows, ld, y_nhwc);
 }
 
 void conv2d_ref(const float* x, int64_t N, int64_t C, int64_t H, int64_t W, const float* w, int64_t M, int64_t kh, int64_t kw,

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "cq/model.h"
+#include "cq/w8a8.h"
 #include "onnx/onnx_ir.h"
 #include "onnx/onnx_value.h"
 
@@ -31,6 +32,17 @@ struct OnnxGraphState {
     bool shape_folding = false;            // every shape-giving input of the graph is a constant or shape arithmetic
     std::vector<int64_t> folded_for;       // the input shape shape_values were computed for
     std::unordered_map<std::string, onnx_interp::Value> shape_values;
+    // Conv node → the Relu that is its output's only reader: the Conv applies it while writing its output under the
+    // Relu's output name, and the run skips the Relu (the graph itself, and what write_qdq writes, keep both nodes)
+    std::map<size_t, size_t> conv_relu;
+    std::set<size_t> relu_in_conv;
+    // Static-W8A8 Conv node → its int8 weight re-ordered (ky, kx, c) for patches gathered from pixel-major codes, made on
+    // the first run after quantization; `from` is the Linear's int8 it was made from (a re-quantized layer remakes it).
+    struct PixelMajorWeight {
+        std::shared_ptr<const Int8Linear> from;
+        std::shared_ptr<const Int8Linear> weight;
+    };
+    std::map<size_t, PixelMajorWeight> pixel_major;
     // values dropped after node k ran (their last reader), so a run holds only the live tensors
     std::vector<std::vector<std::string>> release_after;
 };

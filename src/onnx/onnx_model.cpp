@@ -14,6 +14,9 @@
 #include <unordered_map>
 
 #include "cq/error.h"
+#include "cq/kernels.h"
+#include "cq/thread_pool.h"
+#include "cq/w8a8.h"
 #include "onnx/conv2d.h"
 #include "onnx/onnx_file.h"
 #include "onnx/onnx_graph_state.h"
@@ -160,6 +163,16 @@ struct Interpreter {
         if (c != st.constants.end()) return c->second;
         throw InvalidArgument("[onnx] node '" + n.name + "' reads '" + n.inputs[k] + "', which has no value");
     }
+    // Input k by value: moved out of the run's values when node `index` is its last reader and reads it once (an
+    // elementwise op or a reshape then reuses the buffer instead of copying it), copied otherwise.
+    Value take(const onnx_ir::Node& n, size_t k, size_t index) {
+        if (k < n.inputs.size() && std::count(n.inputs.begin(), n.inputs.end(), n.inputs[k]) == 1) {
+            const auto& released = st.release_after[index];
+            auto it = vals.find(n.inputs[k]);
+            if (it != vals.end() && std::binary_search(released.begin(), released.end(), n.inputs[k])) return std::move(it->second);
+        }
+        return in(n, k);
+    }
     bool has(const onnx_ir::Node& n, size_t k) const { return k < n.inputs.size() && !n.inputs[k].empty(); }
     // an input that must hold integers (shapes, axes, starts ...)
     std::vector<int64_t> integer_input(const onnx_ir::Node& n, size_t k, const std::string& where) {
@@ -194,27 +207,35 @@ void pool2d(const Value& x, Value& y, const onnx_ir::Node& n, bool is_max, const
     check_elements(N * C * OH * OW, where);
     y.shape = {N, C, OH, OW};
     y.f.assign(static_cast<size_t>(N * C * OH * OW), 0.0f);
-    for (int64_t nc = 0; nc < N * C; ++nc)
-        for (int64_t oy = 0; oy < OH; ++oy)
-            for (int64_t ox = 0; ox < OW; ++ox) {
-                float best = -std::numeric_limits<float>::infinity();
-                double sum = 0;
-                int64_t count = 0;
-                for (int64_t ky = 0; ky < k[0]; ++ky)
-                    for (int64_t kx = 0; kx < k[1]; ++kx) {
-                        const int64_t iy = oy * s[0] - p[0] + ky, ix = ox * s[1] - p[1] + kx;
-                        const bool inside = iy >= 0 && iy < H && ix >= 0 && ix < W;
-                        if (!inside) {
-                            if (count_pad && iy < H + p[2] && ix < W + p[3]) ++count;
-                            continue;
+    const float* xf = x.f.data();
+    float* yf = y.f.data();
+    const int64_t k0 = k[0], k1 = k[1], s0 = s[0], s1 = s[1], p0 = p[0], p1 = p[1], p2 = p[2], p3 = p[3];
+    // planes in parallel (each output written by one thread: the same bytes at any thread count)
+    ThreadPool::global().parallel_for(N * C, [=](int64_t nc0, int64_t nc1) {
+        for (int64_t nc = nc0; nc < nc1; ++nc)
+            for (int64_t oy = 0; oy < OH; ++oy)
+                for (int64_t ox = 0; ox < OW; ++ox) {
+                    // the window clipped to the image; the padding cells only count for count_include_pad averages
+                    const int64_t y0 = oy * s0 - p0, x0 = ox * s1 - p1;
+                    const int64_t ky0 = std::max<int64_t>(0, -y0), ky1 = std::min(k0, H - y0), kx0 = std::max<int64_t>(0, -x0), kx1 = std::min(k1, W - x0);
+                    float best = -std::numeric_limits<float>::infinity();
+                    double sum = 0;
+                    int64_t count = 0;
+                    for (int64_t ky = ky0; ky < ky1; ++ky) {
+                        const float* line = xf + (nc * H + y0 + ky) * W + x0;
+                        for (int64_t kx = kx0; kx < kx1; ++kx) {
+                            if (is_max) best = std::max(best, line[kx]);
+                            else sum += line[kx];
                         }
-                        const float v = x.f[static_cast<size_t>((nc * H + iy) * W + ix)];
-                        best = std::max(best, v);
-                        sum += v;
-                        ++count;
                     }
-                y.f[static_cast<size_t>((nc * OH + oy) * OW + ox)] = is_max ? best : static_cast<float>(sum / std::max<int64_t>(count, 1));
-            }
+                    if (!is_max) {
+                        count = std::max<int64_t>(0, ky1 - ky0) * std::max<int64_t>(0, kx1 - kx0);
+                        if (count_pad)
+                            count = std::max<int64_t>(0, std::min(k0, H + p2 - y0)) * std::max<int64_t>(0, std::min(k1, W + p3 - x0));
+                    }
+                    yf[(nc * OH + oy) * OW + ox] = is_max ? best : static_cast<float>(sum / static_cast<double>(std::max<int64_t>(count, 1)));
+                }
+    }, std::max<int64_t>(1, 4096 / std::max<int64_t>(OH * OW * k0 * k1, 1)));
 }
 
 void Interpreter::run(size_t index, const onnx_ir::Node& n) {
@@ -222,9 +243,9 @@ void Interpreter::run(size_t index, const onnx_ir::Node& n) {
     const std::string& op = n.op_type;
     Value y;
     auto unary = [&](auto f) {  // a template, not std::function: it runs once per element
-        const Value& x = in(n, 0);
-        y.shape = x.shape;
-        y.f = as_float(x);
+        y = take(n, 0, index);
+        if (y.integer) y.f = as_float(y), y.i.clear(), y.integer = false;
+        y.quant_type = 0;
         for (float& v : y.f) v = f(v);
     };
     if (op == "Conv" || op == "Gemm" || op == "MatMul") {
@@ -258,13 +279,30 @@ void Interpreter::run(size_t index, const onnx_ir::Node& n) {
             const int64_t rows = N * OH * OW;
             check_elements(rows * layer.n_in(), where);
             check_elements(rows * M, where);
-            std::vector<float> patches(static_cast<size_t>(rows * layer.n_in())), out(static_cast<size_t>(rows * M));
-            const std::vector<float> xf = as_float(x);
-            onnx_ops::im2col(xf.data(), N, C, H, W, kh, kw, s.data(), p.data(), d.data(), OH, OW, patches.data());
-            ops::linear(layer, patches.data(), rows, out.data());
+            // scratch reused across nodes and runs: fresh multi-megabyte vectors per Conv cost more in page faults than the GEMM
+            thread_local std::vector<float> patches, out;
+            out.resize(static_cast<size_t>(rows * M));
+            std::vector<float> converted;
+            const float* xf = x.f.data();
+            if (x.integer) converted = as_float(x), xf = converted.data();
+            if (layer.int8 && layer.int8->activations == ActivationQuant::static_per_tensor && !layer.observers) {
+                // static W8A8 from codes gathered pixel-major (onnx/conv2d.h), with the weight re-ordered to match once
+                auto& pm = st.pixel_major[index];
+                if (pm.from != layer.int8) pm = {layer.int8, onnx_ops::pixel_major_weight(*layer.int8, C, kh, kw)};
+                onnx_ops::conv2d_w8a8_static(xf, N, C, H, W, *pm.weight, kh, kw, s.data(), p.data(), d.data(), OH, OW, out.data());
+            } else {
+                patches.resize(static_cast<size_t>(rows * layer.n_in()));
+                onnx_ops::im2col(xf, N, C, H, W, kh, kw, s.data(), p.data(), d.data(), OH, OW, patches.data());
+                ops::linear(layer, patches.data(), rows, out.data());
+            }
             y.shape = {N, M, OH, OW};
             y.f.resize(static_cast<size_t>(rows * M));
-            onnx_ops::nhwc_to_nchw(out.data(), N, OH * OW, M, y.f.data());
+            const auto relu = st.conv_relu.find(index);
+            onnx_ops::nhwc_to_nchw(out.data(), N, OH * OW, M, y.f.data(), relu != st.conv_relu.end());
+            if (relu != st.conv_relu.end()) {
+                vals[st.model.graph.nodes[relu->second].outputs[0]] = std::move(y);
+                return;
+            }
         } else {
             const int64_t K = layer.n_in();
             if (x.shape.empty() || x.shape.back() != K)
@@ -345,6 +383,10 @@ void Interpreter::run(size_t index, const onnx_ir::Node& n) {
         }
         int64_t outer = 1;
         for (int64_t d = 0; d < axis; ++d) outer *= first.shape[static_cast<size_t>(d)];
+        size_t total = 0;
+        for (const Value* v : parts) total += v->integer ? v->i.size() : v->f.size();
+        if (first.integer) y.i.reserve(total);
+        else y.f.reserve(total);
         for (int64_t o = 0; o < outer; ++o)
             for (const Value* v : parts) {
                 const int64_t chunk = v->numel() / std::max<int64_t>(outer, 1);
@@ -352,7 +394,7 @@ void Interpreter::run(size_t index, const onnx_ir::Node& n) {
                 else y.f.insert(y.f.end(), v->f.begin() + o * chunk, v->f.begin() + (o + 1) * chunk);
             }
     } else if (op == "Reshape" || op == "Flatten" || op == "Squeeze" || op == "Unsqueeze" || op == "Dropout" || op == "Identity") {
-        y = in(n, 0);
+        y = take(n, 0, index);
         const int64_t total = y.numel();
         if (op == "Reshape") {
             const Value& s = in(n, 1);
@@ -723,6 +765,16 @@ std::unique_ptr<OnnxModel> OnnxModel::from_ir(onnx_ir::Model ir, const std::stri
                     st->shape_folding = false;
         }
     }
+    for (const auto& [k, li] : st->node_linear) {
+        const auto& n = g.nodes[k];
+        if (n.op_type != "Conv" || st->skip.count(k) || n.outputs.empty() || uses[n.outputs[0]] != 1) continue;
+        for (size_t j = k + 1; j < g.nodes.size(); ++j) {
+            const auto& r = g.nodes[j];
+            if (std::find(r.inputs.begin(), r.inputs.end(), n.outputs[0]) == r.inputs.end()) continue;
+            if (r.op_type == "Relu" && !st->skip.count(j) && !r.outputs.empty()) st->conv_relu[k] = j, st->relu_in_conv.insert(j);
+            break;
+        }
+    }
     // the last reader of each computed value (graph outputs and shape arithmetic are kept)
     {
         std::unordered_map<std::string, size_t> last_reader;
@@ -791,7 +843,7 @@ std::vector<float> OnnxModel::run(const float* input, const std::vector<int64_t>
         const bool folded = st.shape_folding && st.folded_for == x.shape;
         if (folded) vals.insert(st.shape_values.begin(), st.shape_values.end());
         for (size_t k = 0; k < nodes.size(); ++k) {
-            if (!st.skip.count(k) && !(folded && st.shape_nodes.count(k))) interp.run(k, nodes[k]);
+            if (!st.skip.count(k) && !st.relu_in_conv.count(k) && !(folded && st.shape_nodes.count(k))) interp.run(k, nodes[k]);
             for (const auto& name : st.release_after[k]) vals.erase(name);
         }
         if (st.shape_folding && !folded) {

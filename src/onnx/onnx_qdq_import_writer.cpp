@@ -47,6 +47,9 @@ void upgrade_node(onnx_ir::Node& n, int64_t from_opset, onnx_export::GraphBuilde
         n.inputs.resize(1);
         n.outputs.resize(1);
         n.attributes.clear();
+    } else if (n.op_type == "Softmax" && find(n, "axis") && find(n, "axis")->i == -1) {
+        // before opset 13 Softmax flattens to [prod(dims before axis), prod(dims from axis)]; over the last axis that is
+        // the same function as opset 13's: kept as it is
     } else if (n.op_type == "Softmax" || n.op_type == "Split" || (n.op_type == "Clip" && from_opset < 11) ||
                (n.op_type == "Slice" && from_opset < 10) || (n.op_type == "Resize" && from_opset < 11) ||
                ((n.op_type == "Add" || n.op_type == "Sub" || n.op_type == "Mul" || n.op_type == "Div" || n.op_type == "Gemm") && find(n, "broadcast"))) {

@@ -1,5 +1,7 @@
 // Static W8A8 of an imported ONNX model: calibration through the spine's Linear observers (the im2col patches of a
 // Conv are its Linear's input), then the same per-channel int8 weights and u8 activations as encoder W8A8.
+#include <algorithm>
+
 #include "cq/calibration.h"
 #include "cq/classify.h"
 #include "cq/error.h"
@@ -8,10 +10,10 @@
 
 namespace cq {
 
-int64_t quantize_onnx_w8a8_static(OnnxModel& model, const std::string& data_path, const DataSelection& selection,
-                                  const OnnxImageOptions& image, int64_t samples, int32_t method, double percentile) {
-    DataSelection calib = selection;
-    if (calib.count < 0 || calib.count > samples) calib.count = samples;
+namespace {
+// Observes every Linear's input while `feed` runs the model, then quantizes each Linear with the range its inputs took.
+template <class Feed>
+int64_t calibrate_and_quantize(OnnxModel& model, Feed feed, int32_t method, double percentile) {
     calib::CalibrationStats stats;
     std::vector<ObserverId> ids;
     for (Linear* l : model.linears()) {
@@ -20,7 +22,7 @@ int64_t quantize_onnx_w8a8_static(OnnxModel& model, const std::string& data_path
         ids.push_back(model.observe(*l, [&stats, name, n_in](const LinearEvent& e) { stats.observe(name, e.x, e.rows * n_in); }));
     }
     try {
-        classify_images_onnx(model, data_path, calib, image);
+        feed();
     } catch (...) {
         for (ObserverId id : ids) model.remove_observer(id);
         throw;
@@ -36,6 +38,24 @@ int64_t quantize_onnx_w8a8_static(OnnxModel& model, const std::string& data_path
         ++quantized;
     }
     return quantized;
+}
+}  // namespace
+
+int64_t quantize_onnx_w8a8_static(OnnxModel& model, const std::string& data_path, const DataSelection& selection,
+                                  const OnnxImageOptions& image, int64_t samples, int32_t method, double percentile) {
+    DataSelection calib = selection;
+    if (calib.count < 0 || calib.count > samples) calib.count = samples;
+    return calibrate_and_quantize(model, [&] { classify_images_onnx(model, data_path, calib, image); }, method, percentile);
+}
+
+int64_t quantize_onnx_w8a8_static(OnnxModel& model, const float* inputs, int64_t samples, int64_t batch, int32_t method,
+                                  double percentile) {
+    if (samples <= 0 || batch <= 0) throw InvalidArgument("[onnx] calibration needs at least one sample and a positive batch");
+    int64_t per_sample = 1;
+    for (size_t d = 1; d < model.input_shape().size(); ++d) per_sample *= model.input_shape()[d];
+    return calibrate_and_quantize(model, [&] {
+        for (int64_t b0 = 0; b0 < samples; b0 += batch) model.run(inputs + b0 * per_sample, std::min(batch, samples - b0));
+    }, method, percentile);
 }
 
 }  // namespace cq
