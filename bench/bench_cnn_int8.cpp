@@ -5,7 +5,7 @@
 // model's input layout (any model; SqueezeNet-CIFAR-10 ships without images). The first --calib samples calibrate,
 // the next --eval samples are timed and compared; the two never overlap.
 // Usage: bench_cnn_int8 MODEL.onnx [--mnist IMAGES] [--calib 256] [--eval 512] [--batch 32] [--rounds 5]
-//        [--method minmax|percentile|mse|entropy] [--qdq OUT.onnx] [--seed 1]
+//        [--method minmax|percentile|mse|entropy] [--qdq OUT.onnx] [--seed 1] [--threads N (default: all cores)]
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -34,7 +34,7 @@ double median(std::vector<double> v) {
 int main(int argc, char** argv) try {
     if (argc < 2) {
         std::cerr << "usage: bench_cnn_int8 MODEL.onnx [--mnist IMAGES] [--calib 256] [--eval 512] [--batch 32] [--rounds 5] "
-                     "[--method minmax] [--qdq OUT.onnx] [--seed 1]\n";
+                     "[--method minmax] [--qdq OUT.onnx] [--seed 1] [--threads N]\n";
         return 2;
     }
     const std::string path = argv[1];
@@ -52,6 +52,7 @@ int main(int argc, char** argv) try {
         else if (a == "--rounds") rounds = std::stoll(v);
         else if (a == "--method") method_name = v;
         else if (a == "--qdq") qdq = v;
+        else if (a == "--threads") cq::ThreadPool::set_global_threads(std::stoi(v));
         else if (a == "--seed") seed = static_cast<uint32_t>(std::stoul(v));
         else throw cq::InvalidArgument("unknown option " + a);
     }

@@ -80,13 +80,29 @@ void im2col_nhwc_u8(const uint8_t* x, int64_t N, int64_t C, int64_t H, int64_t W
             const int64_t n = r / OH, oy = r % OH;
             for (int64_t ox = 0; ox < OW; ++ox) {
                 uint8_t* row = patches + (r * OW + ox) * ld;
+                const int64_t ix0 = ox * stride[1] - pads[1];
+                // with dilation 1 a window row that stays inside the image is one run of kw·C bytes
+                const bool row_inside = dilation[1] == 1 && ix0 >= 0 && ix0 + kw <= W;
+                auto copy = [pad](uint8_t* out, const uint8_t* in, int64_t count) {  // in == nullptr: padding
+                    if (count >= 32) {  // a library call pays off only on longer runs
+                        if (in) std::memcpy(out, in, static_cast<size_t>(count));
+                        else std::memset(out, pad, static_cast<size_t>(count));
+                    } else {
+                        for (int64_t c = 0; c < count; ++c) out[c] = in ? in[c] : pad;
+                    }
+                };
                 for (int64_t ky = 0; ky < kh; ++ky) {
                     const int64_t iy = oy * stride[0] - pads[0] + ky * dilation[0];
-                    for (int64_t kx = 0; kx < kw; ++kx) {
-                        const int64_t ix = ox * stride[1] - pads[1] + kx * dilation[1];
-                        uint8_t* out = row + (ky * kw + kx) * C;
-                        if (iy < 0 || iy >= H || ix < 0 || ix >= W) std::memset(out, pad, static_cast<size_t>(C));
-                        else std::memcpy(out, x + ((n * H + iy) * W + ix) * C, static_cast<size_t>(C));
+                    uint8_t* out = row + ky * kw * C;
+                    if (iy < 0 || iy >= H) {
+                        copy(out, nullptr, kw * C);
+                    } else if (row_inside) {
+                        copy(out, x + ((n * H + iy) * W + ix0) * C, kw * C);
+                    } else {
+                        for (int64_t kx = 0; kx < kw; ++kx) {
+                            const int64_t ix = ix0 + kx * dilation[1];
+                            copy(out + kx * C, ix >= 0 && ix < W ? x + ((n * H + iy) * W + ix) * C : nullptr, C);
+                        }
                     }
                 }
                 if (ld > K) std::memset(row + K, pad, static_cast<size_t>(ld - K));

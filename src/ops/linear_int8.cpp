@@ -93,7 +93,9 @@ void linear_int8_static_codes(const Int8Linear& q, const uint8_t* xq, int64_t T,
     const int64_t panels = (q.n_out + kPanel - 1) / kPanel;
     // Rows are split as well as panels: a CNN's narrow layers have one or two panels but thousands of rows (pixels).
     // Blocks of rows × panels, row-major, so one thread's consecutive tasks reuse the same activation rows.
-    const int64_t row_block = std::max<int64_t>(kMinRowsPerThread, (T + 4 * pool.size() - 1) / (4 * pool.size()));
+    // A task is at least ~256 K multiply-adds (one panel): below that, handing it to another thread costs more than it saves.
+    const int64_t min_rows = std::max<int64_t>(kMinRowsPerThread, (int64_t{1} << 18) / (kPanel * std::max<int64_t>(q.n_in, 1)));
+    const int64_t row_block = std::max<int64_t>(min_rows, (T + 4 * pool.size() - 1) / (4 * pool.size()));
     const int64_t row_blocks = (T + row_block - 1) / row_block;
     const float* scale = &q.input.scale;
     const int32_t* zero = &q.input.zero_point;
