@@ -99,7 +99,7 @@ TEST(OnnxImport, Im2colConvMatchesReferenceTwin) {
 // Linear of the original weight over the float im2col patches (quantized row by row by the kernel table). Integer sums
 // are exact, so the two must agree bit for bit: strides, pads, dilations, channel counts off a multiple of 4 (padded
 // patch rows), pointwise convs that skip the gather (C = 16) or not (C = 17, stride 2), 7-bit activations, and a
-// range whose zero point is mid-scale (the padding value), at one and at three threads.
+// range whose zero point is mid-scale (the padding value), with and without the fused Relu, at one and three threads.
 TEST(OnnxImport, W8A8ConvFromPixelMajorCodesEqualsW8A8LinearOverFloatPatches) {
     struct Case { int64_t N, C, H, W, M, kh, kw, s0, s1, p[4], d0, d1; int32_t qmax; };
     const Case cases[] = {{1, 1, 7, 9, 3, 3, 3, 1, 1, {0, 0, 0, 0}, 1, 1, 255},   {2, 3, 11, 13, 5, 5, 3, 2, 1, {1, 2, 0, 1}, 1, 1, 255},
@@ -125,14 +125,18 @@ TEST(OnnxImport, W8A8ConvFromPixelMajorCodesEqualsW8A8LinearOverFloatPatches) {
         onnx_ops::im2col(x.data(), c.N, c.C, c.H, c.W, c.kh, c.kw, stride, c.p, dil, OH, OW, patches.data());
         ops::linear(l, patches.data(), rows, want.data());
         const auto pixel_major = onnx_ops::pixel_major_weight(*l.int8, c.C, c.kh, c.kw);
-        for (int threads : {1, 3}) {
-            ThreadPool::set_global_threads(threads);
-            std::vector<float> got(want.size(), -1.0f);
-            onnx_ops::conv2d_w8a8_static(x.data(), c.N, c.C, c.H, c.W, *pixel_major, c.kh, c.kw, stride, c.p, dil, OH, OW, got.data());
-            for (size_t i = 0; i < want.size(); ++i)
-                ASSERT_EQ(got[i], want[i]) << "C=" << c.C << " M=" << c.M << " k=" << c.kh << "x" << c.kw << " qmax " << c.qmax << " threads "
-                                           << threads << " index " << i;
-        }
+        std::vector<float> want_nchw(want.size());
+        onnx_ops::nhwc_to_nchw(want.data(), c.N, OH * OW, c.M, want_nchw.data());
+        for (int threads : {1, 3})
+            for (bool relu : {false, true}) {
+                ThreadPool::set_global_threads(threads);
+                std::vector<float> got(want.size(), -1.0f);
+                onnx_ops::conv2d_w8a8_static(x.data(), c.N, c.C, c.H, c.W, *pixel_major, c.kh, c.kw, stride, c.p, dil, OH, OW, got.data(), relu);
+                for (size_t i = 0; i < want.size(); ++i)
+                    ASSERT_EQ(got[i], relu ? std::max(want_nchw[i], 0.0f) : want_nchw[i])
+                        << "C=" << c.C << " M=" << c.M << " k=" << c.kh << "x" << c.kw << " qmax " << c.qmax << " threads " << threads << " relu "
+                        << relu << " index " << i;
+            }
         ThreadPool::set_global_threads(0);
     }
 }

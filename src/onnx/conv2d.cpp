@@ -6,11 +6,11 @@
 #include <vector>
 
 #include "cq/error.h"
+#include "cq/int8_gemm.h"
 #include "cq/kernels.h"
 #include "cq/onnx_model.h"
 #include "cq/thread_pool.h"
 #include "cq/w8a8.h"
-#include "ops/ops.h"
 
 namespace cq::onnx_ops {
 
@@ -112,18 +112,16 @@ void im2col_nhwc_u8(const uint8_t* x, int64_t N, int64_t C, int64_t H, int64_t W
 }
 
 void planes_to_pixels_u8(const uint8_t* x, int64_t N, int64_t C, int64_t HW, uint8_t* y) {
-    constexpr int64_t kB = 32;  // 32 × 32 byte blocks: whole cache lines read and written
-    ThreadPool::global().parallel_for(N * ((HW + kB - 1) / kB), [=](int64_t begin, int64_t end) {
-        const int64_t pblocks = (HW + kB - 1) / kB;
-        for (int64_t t = begin; t < end; ++t) {
-            const int64_t n = t / pblocks, p0 = t % pblocks * kB, p1 = std::min(HW, p0 + kB);
-            for (int64_t c0 = 0; c0 < C; c0 += kB) {
-                const int64_t c1 = std::min(C, c0 + kB);
-                for (int64_t p = p0; p < p1; ++p)
-                    for (int64_t c = c0; c < c1; ++c) y[(n * HW + p) * C + c] = x[(n * C + c) * HW + p];
-            }
+    // image by image, writing each pixel's C bytes in order; an image's planes are read C streams at a time, which the
+    // caches and prefetchers serve for a CNN's feature maps
+    ThreadPool::global().parallel_for(N, [=](int64_t n0, int64_t n1) {
+        for (int64_t n = n0; n < n1; ++n) {
+            const uint8_t* in = x + n * C * HW;
+            uint8_t* out = y + n * HW * C;
+            for (int64_t p = 0; p < HW; ++p)
+                for (int64_t c = 0; c < C; ++c) out[p * C + c] = in[c * HW + p];
         }
-    }, std::max<int64_t>(1, 16384 / std::max<int64_t>(C * kB, 1)));
+    }, std::max<int64_t>(1, 65536 / std::max<int64_t>(C * HW, 1)));
 }
 
 void nhwc_to_nchw(const float* y_nhwc, int64_t N, int64_t HW, int64_t M, float* y, bool relu) {
@@ -161,7 +159,8 @@ std::shared_ptr<Int8Linear> pixel_major_weight(const Int8Linear& q, int64_t C, i
 }
 
 void conv2d_w8a8_static(const float* x, int64_t N, int64_t C, int64_t H, int64_t W, const Int8Linear& q, int64_t kh, int64_t kw,
-                        const int64_t stride[2], const int64_t pads[4], const int64_t dilation[2], int64_t OH, int64_t OW, float* y_nhwc) {
+                        const int64_t stride[2], const int64_t pads[4], const int64_t dilation[2], int64_t OH, int64_t OW, float* y,
+                        bool relu) {
     const int64_t HW = H * W, rows = N * OH * OW, ld = (q.n_in + 3) / 4 * 4;
     // scratch reused across calls: fresh multi-megabyte buffers per conv cost more in page faults than the GEMM
     thread_local std::vector<uint8_t> planes, pixels, patches;
@@ -169,9 +168,10 @@ void conv2d_w8a8_static(const float* x, int64_t N, int64_t C, int64_t H, int64_t
     pixels.resize(static_cast<size_t>(N * C * HW));
     uint8_t* pl = planes.data();
     const auto quantize = kernel_table().quantize_rows_u8_static.fn;
-    ThreadPool::global().parallel_for(N * C, [&](int64_t r0, int64_t r1) {
-        quantize(x + r0 * HW, r1 - r0, HW, HW, q.input.scale, q.input.zero_point, q.act_qmax, pl + r0 * HW, HW);
-    }, std::max<int64_t>(1, 4096 / std::max<int64_t>(HW, 1)));
+    // one scale for the whole tensor: quantized as one long row, in large pieces
+    ThreadPool::global().parallel_for(N * C * HW, [&](int64_t e0, int64_t e1) {
+        quantize(x + e0, 1, e1 - e0, e1 - e0, q.input.scale, q.input.zero_point, q.act_qmax, pl + e0, e1 - e0);
+    }, 65536);
     planes_to_pixels_u8(pl, N, C, HW, pixels.data());
     const uint8_t* codes = pixels.data();
     const bool pointwise = kh == 1 && kw == 1 && stride[0] == 1 && stride[1] == 1 && pads[0] == 0 && pads[1] == 0 && OH == H && OW == W;
@@ -180,7 +180,31 @@ void conv2d_w8a8_static(const float* x, int64_t N, int64_t C, int64_t H, int64_t
         im2col_nhwc_u8(codes, N, C, H, W, kh, kw, stride, pads, dilation, OH, OW, static_cast<uint8_t>(q.input.zero_point), patches.data(), ld);
         codes = patches.data();
     }
-    ops::linear_int8_static_codes(q, codes, rows, ld, y_nhwc);
+    // The GEMM by blocks of one image's pixels, each block's [pixels, M] result transposed into the NCHW output (and
+    // through the fused Relu) while it is still in cache, instead of a whole NHWC result written and read back.
+    const int64_t M = q.n_out, OHW = OH * OW;
+    const int64_t block = std::clamp<int64_t>(8192 / std::max<int64_t>(M, 1) / 16 * 16, 16, 512);
+    const int64_t blocks_per_image = (OHW + block - 1) / block;
+    const KernelTable& k = kernel_table();
+    const GemmU8S8Fn gemm = q.act_qmax <= kU7QMax ? k.gemm_u7s8.fn : k.gemm_u8s8.fn;
+    const float* bias = q.bias.empty() ? nullptr : q.bias.data();
+    // a task of fewer than ~256 K multiply-adds costs more to hand to another thread than it saves
+    const int64_t min_tasks = std::max<int64_t>(1, (int64_t{1} << 18) / std::max<int64_t>(block * M * q.n_in, 1));
+    ThreadPool::global().parallel_for(N * blocks_per_image, [&](int64_t t0, int64_t t1) {
+        thread_local std::vector<float> tile;
+        tile.resize(static_cast<size_t>(block * M));
+        for (int64_t t = t0; t < t1; ++t) {
+            const int64_t n = t / blocks_per_image, p0 = t % blocks_per_image * block, p1 = std::min(OHW, p0 + block);
+            gemm(p1 - p0, M, q.n_in, codes + (n * OHW + p0) * ld, ld, &q.input.scale, &q.input.zero_point, 0, q.packed.get(),
+                 q.weight_sums.data(), q.weight_scale.data(), bias, tile.data(), M);
+            float* out = y + n * M * OHW;
+            for (int64_t m = 0; m < M; ++m)
+                for (int64_t p = p0; p < p1; ++p) {
+                    const float v = tile[static_cast<size_t>((p - p0) * M + m)];
+                    out[m * OHW + p] = relu && !(v > 0.0f) ? 0.0f : v;
+                }
+        }
+    }, min_tasks);
 }
 
 void conv2d_ref(const float* x, int64_t N, int64_t C, int64_t H, int64_t W, const float* w, int64_t M, int64_t kh, int64_t kw,

@@ -279,27 +279,28 @@ void Interpreter::run(size_t index, const onnx_ir::Node& n) {
             const int64_t rows = N * OH * OW;
             check_elements(rows * layer.n_in(), where);
             check_elements(rows * M, where);
-            // scratch reused across nodes and runs: fresh multi-megabyte vectors per Conv cost more in page faults than the GEMM
-            thread_local std::vector<float> patches, out;
-            out.resize(static_cast<size_t>(rows * M));
             std::vector<float> converted;
             const float* xf = x.f.data();
             if (x.integer) converted = as_float(x), xf = converted.data();
+            y.shape = {N, M, OH, OW};
+            y.f.resize(static_cast<size_t>(rows * M));
+            const auto relu = st.conv_relu.find(index);
+            const bool fused_relu = relu != st.conv_relu.end();
             if (layer.int8 && layer.int8->activations == ActivationQuant::static_per_tensor && !layer.observers) {
                 // static W8A8 from codes gathered pixel-major (onnx/conv2d.h), with the weight re-ordered to match once
                 auto& pm = st.pixel_major[index];
                 if (pm.from != layer.int8) pm = {layer.int8, onnx_ops::pixel_major_weight(*layer.int8, C, kh, kw)};
-                onnx_ops::conv2d_w8a8_static(xf, N, C, H, W, *pm.weight, kh, kw, s.data(), p.data(), d.data(), OH, OW, out.data());
+                onnx_ops::conv2d_w8a8_static(xf, N, C, H, W, *pm.weight, kh, kw, s.data(), p.data(), d.data(), OH, OW, y.f.data(), fused_relu);
             } else {
+                // scratch reused across nodes and runs: fresh multi-megabyte vectors per Conv cost more in page faults than the GEMM
+                thread_local std::vector<float> patches, out;
                 patches.resize(static_cast<size_t>(rows * layer.n_in()));
+                out.resize(static_cast<size_t>(rows * M));
                 onnx_ops::im2col(xf, N, C, H, W, kh, kw, s.data(), p.data(), d.data(), OH, OW, patches.data());
                 ops::linear(layer, patches.data(), rows, out.data());
+                onnx_ops::nhwc_to_nchw(out.data(), N, OH * OW, M, y.f.data(), fused_relu);
             }
-            y.shape = {N, M, OH, OW};
-            y.f.resize(static_cast<size_t>(rows * M));
-            const auto relu = st.conv_relu.find(index);
-            onnx_ops::nhwc_to_nchw(out.data(), N, OH * OW, M, y.f.data(), relu != st.conv_relu.end());
-            if (relu != st.conv_relu.end()) {
+            if (fused_relu) {  // the Relu's output, which the run then skips
                 vals[st.model.graph.nodes[relu->second].outputs[0]] = std::move(y);
                 return;
             }

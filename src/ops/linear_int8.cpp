@@ -86,30 +86,6 @@ void linear_shared_input(std::span<const Linear* const> layers, const float* x, 
     for (size_t i = 0; i < layers.size(); ++i) notify_observers(*layers[i], x, ys[i], T, row_mask);
 }
 
-void linear_int8_static_codes(const Int8Linear& q, const uint8_t* xq, int64_t T, int64_t ldx, float* y) {
-    const KernelTable& k = kernel_table();
-    const GemmU8S8Fn gemm = q.act_qmax <= kU7QMax ? k.gemm_u7s8.fn : k.gemm_u8s8.fn;
-    ThreadPool& pool = ThreadPool::global();
-    const int64_t panels = (q.n_out + kPanel - 1) / kPanel;
-    // Rows are split as well as panels: a CNN's narrow layers have one or two panels but thousands of rows (pixels).
-    // Blocks of rows × panels, row-major, so one thread's consecutive tasks reuse the same activation rows.
-    // A task is at least ~256 K multiply-adds (one panel): below that, handing it to another thread costs more than it saves.
-    const int64_t min_rows = std::max<int64_t>(kMinRowsPerThread, (int64_t{1} << 18) / (kPanel * std::max<int64_t>(q.n_in, 1)));
-    const int64_t row_block = std::max<int64_t>(min_rows, (T + 4 * pool.size() - 1) / (4 * pool.size()));
-    const int64_t row_blocks = (T + row_block - 1) / row_block;
-    const float* scale = &q.input.scale;
-    const int32_t* zero = &q.input.zero_point;
-    const float* bias = q.bias.empty() ? nullptr : q.bias.data();
-    pool.parallel_for(row_blocks * panels, [&](int64_t b, int64_t e) {
-        for (int64_t task = b; task < e; ++task) {
-            const int64_t r0 = task / panels * row_block, r1 = std::min(T, r0 + row_block);
-            const int64_t c0 = task % panels * kPanel, c1 = std::min(q.n_out, c0 + kPanel);
-            gemm(r1 - r0, c1 - c0, q.n_in, xq + r0 * ldx, ldx, scale, zero, 0, q.packed.get() + c0 / kPanel * packed_s8_panel_bytes(q.n_in), q.weight_sums.data() + c0,
-                 q.weight_scale.data() + c0, bias ? bias + c0 : nullptr, y + r0 * q.n_out + c0, q.n_out);
-        }
-    });
-}
-
 void linear_int8(const Linear& layer, const float* x, int64_t T, float* y, const int32_t* row_mask) {
     const Linear* layers[] = {&layer};
     float* const ys[] = {y};

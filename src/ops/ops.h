@@ -24,10 +24,6 @@ inline void notify_observers(const Linear& layer, const float* x, const float* y
 void pack_for_kernels(Linear& layer);
 // The W8A8 path of `linear` (layer.int8 set): u8 activations × s8 weights, f32 out (linear_int8.cpp).
 void linear_int8(const Linear& layer, const float* x, int64_t T, float* y, const int32_t* row_mask = nullptr);
-// A static-W8A8 Linear's int8 form over inputs already quantized with its input scale / zero point: xq [T, ldx] u8,
-// ldx ≥ n_in rounded up to 4 (the padding's value is multiplied by zero weights). y: [T, n_out]. Split over rows and
-// panels. No observer is notified (there is no float input to show): callers take this path only for Linears without.
-void linear_int8_static_codes(const Int8Linear& q, const uint8_t* xq, int64_t T, int64_t ldx, float* y);
 // Several Linears of the same input x: y_i = linear(layers[i], x). W8A8 layers that quantize their input
 // alike share one quantized copy and one parallel pass; any other mix runs layer by layer.
 void linear_shared_input(std::span<const Linear* const> layers, const float* x, int64_t T, std::span<float* const> ys,
