@@ -121,6 +121,15 @@ int main(int argc, char** argv) try {
     out["method"] = method_name;
     out["linears_quantized"] = quantized;
     out["top1_agreement"] = static_cast<double>(agree) / static_cast<double>(eval);
+    auto fnv1a = [](const std::vector<float>& v) {  // of the outputs' bytes: to compare runs, thread counts and builds
+        uint64_t hash = 1469598103934665603ull;
+        for (const unsigned char b : std::string(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(float))) hash = (hash ^ b) * 1099511628211ull;
+        char hex[17];
+        std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(hash));
+        return std::string(hex);
+    };
+    out["fp32_outputs_fnv1a"] = fnv1a(y32);
+    out["int8_outputs_fnv1a"] = fnv1a(y8);
     out["batch"] = batch;
     out["threads"] = cq::ThreadPool::global().size();
     out["isa"] = std::string(cq::isa_level_name(cq::kernel_table().level));

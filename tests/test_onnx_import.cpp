@@ -99,13 +99,16 @@ TEST(OnnxImport, Im2colConvMatchesReferenceTwin) {
 // Linear of the original weight over the float im2col patches (quantized row by row by the kernel table). Integer sums
 // are exact, so the two must agree bit for bit: strides, pads, dilations, channel counts off a multiple of 4 (padded
 // patch rows), pointwise convs that skip the gather (C = 16) or not (C = 17, stride 2), 7-bit activations, and a
-// range whose zero point is mid-scale (the padding value), with and without the fused Relu, at one and three threads.
+// range whose zero point is mid-scale (the padding value), with and without the fused Relu, from and to either layout
+// (NCHW, channels-last), at one and three threads.
 TEST(OnnxImport, W8A8ConvFromPixelMajorCodesEqualsW8A8LinearOverFloatPatches) {
     struct Case { int64_t N, C, H, W, M, kh, kw, s0, s1, p[4], d0, d1; int32_t qmax; };
     const Case cases[] = {{1, 1, 7, 9, 3, 3, 3, 1, 1, {0, 0, 0, 0}, 1, 1, 255},   {2, 3, 11, 13, 5, 5, 3, 2, 1, {1, 2, 0, 1}, 1, 1, 255},
                           {1, 17, 8, 8, 33, 1, 1, 1, 1, {0, 0, 0, 0}, 1, 1, 255}, {3, 4, 15, 10, 7, 3, 3, 2, 3, {2, 2, 2, 2}, 2, 1, 127},
                           {2, 16, 6, 5, 20, 1, 1, 1, 1, {0, 0, 0, 0}, 1, 1, 255}, {2, 17, 9, 9, 16, 1, 1, 2, 2, {0, 0, 0, 0}, 1, 1, 255},
-                          {1, 2, 5, 5, 1, 5, 5, 1, 1, {0, 0, 0, 0}, 1, 1, 127},   {4, 6, 7, 7, 18, 3, 3, 1, 1, {1, 1, 1, 1}, 1, 1, 255}};
+                          {1, 2, 5, 5, 1, 5, 5, 1, 1, {0, 0, 0, 0}, 1, 1, 127},   {4, 6, 7, 7, 18, 3, 3, 1, 1, {1, 1, 1, 1}, 1, 1, 255},
+                          // an odd element count large enough that the image is quantized by several threads
+                          {3, 7, 81, 81, 9, 3, 3, 2, 2, {1, 1, 1, 1}, 1, 1, 255}};
     std::mt19937 rng(9);
     std::uniform_real_distribution<float> u(-1.0f, 1.0f);
     for (const Case& c : cases) {
@@ -127,16 +130,24 @@ TEST(OnnxImport, W8A8ConvFromPixelMajorCodesEqualsW8A8LinearOverFloatPatches) {
         const auto pixel_major = onnx_ops::pixel_major_weight(*l.int8, c.C, c.kh, c.kw);
         std::vector<float> want_nchw(want.size());
         onnx_ops::nhwc_to_nchw(want.data(), c.N, OH * OW, c.M, want_nchw.data());
+        std::vector<float> x_nhwc(x.size());  // the same image channels-last
+        for (int64_t n = 0; n < c.N; ++n)
+            for (int64_t ch = 0; ch < c.C; ++ch)
+                for (int64_t px = 0; px < c.H * c.W; ++px) x_nhwc[static_cast<size_t>((n * c.H * c.W + px) * c.C + ch)] = x[static_cast<size_t>((n * c.C + ch) * c.H * c.W + px)];
         for (int threads : {1, 3})
-            for (bool relu : {false, true}) {
-                ThreadPool::set_global_threads(threads);
-                std::vector<float> got(want.size(), -1.0f);
-                onnx_ops::conv2d_w8a8_static(x.data(), c.N, c.C, c.H, c.W, *pixel_major, c.kh, c.kw, stride, c.p, dil, OH, OW, got.data(), relu);
-                for (size_t i = 0; i < want.size(); ++i)
-                    ASSERT_EQ(got[i], relu ? std::max(want_nchw[i], 0.0f) : want_nchw[i])
-                        << "C=" << c.C << " M=" << c.M << " k=" << c.kh << "x" << c.kw << " qmax " << c.qmax << " threads " << threads << " relu "
-                        << relu << " index " << i;
-            }
+            for (bool relu : {false, true})
+                for (bool x_last : {false, true})
+                    for (bool y_last : {false, true}) {
+                        ThreadPool::set_global_threads(threads);
+                        std::vector<float> got(want.size(), -1.0f);
+                        onnx_ops::conv2d_w8a8_static(x_last ? x_nhwc.data() : x.data(), x_last, c.N, c.C, c.H, c.W, *pixel_major, c.kh, c.kw, stride, c.p,
+                                                     dil, OH, OW, got.data(), y_last, relu);
+                        const std::vector<float>& ref = y_last ? want : want_nchw;
+                        for (size_t i = 0; i < want.size(); ++i)
+                            ASSERT_EQ(got[i], relu ? std::max(ref[i], 0.0f) : ref[i])
+                                << "C=" << c.C << " M=" << c.M << " k=" << c.kh << "x" << c.kw << " qmax " << c.qmax << " threads " << threads
+                                << " relu " << relu << " channels-last in / out " << x_last << " / " << y_last << " index " << i;
+                    }
         ThreadPool::set_global_threads(0);
     }
 }

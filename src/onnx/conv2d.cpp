@@ -158,22 +158,28 @@ std::shared_ptr<Int8Linear> pixel_major_weight(const Int8Linear& q, int64_t C, i
     return w;
 }
 
-void conv2d_w8a8_static(const float* x, int64_t N, int64_t C, int64_t H, int64_t W, const Int8Linear& q, int64_t kh, int64_t kw,
-                        const int64_t stride[2], const int64_t pads[4], const int64_t dilation[2], int64_t OH, int64_t OW, float* y,
-                        bool relu) {
+void conv2d_w8a8_static(const float* x, bool x_channels_last, int64_t N, int64_t C, int64_t H, int64_t W, const Int8Linear& q, int64_t kh,
+                        int64_t kw, const int64_t stride[2], const int64_t pads[4], const int64_t dilation[2], int64_t OH, int64_t OW, float* y,
+                        bool y_channels_last, bool relu) {
     const int64_t HW = H * W, rows = N * OH * OW, ld = (q.n_in + 3) / 4 * 4;
     // scratch reused across calls: fresh multi-megabyte buffers per conv cost more in page faults than the GEMM
     thread_local std::vector<uint8_t> planes, pixels, patches;
-    planes.resize(static_cast<size_t>(N * C * HW));
-    pixels.resize(static_cast<size_t>(N * C * HW));
+    planes.resize(static_cast<size_t>((N * C * HW + 3) / 4 * 4));
+    if (!x_channels_last) pixels.resize(static_cast<size_t>(N * C * HW));
     uint8_t* pl = planes.data();
     const auto quantize = kernel_table().quantize_rows_u8_static.fn;
-    // one scale for the whole tensor: quantized as one long row, in large pieces
-    ThreadPool::global().parallel_for(N * C * HW, [&](int64_t e0, int64_t e1) {
+    // One scale for the whole tensor: quantized as one long row, in pieces of whole quads, because the kernel pads each
+    // row it writes with zero points up to a multiple of 4 bytes (hence also the buffer's padding).
+    const int64_t total = N * C * HW;
+    ThreadPool::global().parallel_for((total + 3) / 4, [&](int64_t q0, int64_t q1) {
+        const int64_t e0 = 4 * q0, e1 = std::min(total, 4 * q1);
         quantize(x + e0, 1, e1 - e0, e1 - e0, q.input.scale, q.input.zero_point, q.act_qmax, pl + e0, e1 - e0);
-    }, 65536);
-    planes_to_pixels_u8(pl, N, C, HW, pixels.data());
-    const uint8_t* codes = pixels.data();
+    }, 16384);
+    const uint8_t* codes = pl;  // channels-last input: already pixel-major
+    if (!x_channels_last) {
+        planes_to_pixels_u8(pl, N, C, HW, pixels.data());
+        codes = pixels.data();
+    }
     const bool pointwise = kh == 1 && kw == 1 && stride[0] == 1 && stride[1] == 1 && pads[0] == 0 && pads[1] == 0 && OH == H && OW == W;
     if (!(pointwise && ld == C)) {  // a pointwise conv over a multiple of 4 channels: the pixel-major codes are the patches
         patches.resize(static_cast<size_t>(rows * ld));
@@ -195,6 +201,14 @@ void conv2d_w8a8_static(const float* x, int64_t N, int64_t C, int64_t H, int64_t
         tile.resize(static_cast<size_t>(block * M));
         for (int64_t t = t0; t < t1; ++t) {
             const int64_t n = t / blocks_per_image, p0 = t % blocks_per_image * block, p1 = std::min(OHW, p0 + block);
+            if (y_channels_last) {  // straight into the output's rows, then the Relu over them
+                float* out = y + (n * OHW + p0) * M;
+                gemm(p1 - p0, M, q.n_in, codes + (n * OHW + p0) * ld, ld, &q.input.scale, &q.input.zero_point, 0, q.packed.get(),
+                     q.weight_sums.data(), q.weight_scale.data(), bias, out, M);
+                if (relu)
+                    for (int64_t i = 0; i < (p1 - p0) * M; ++i) out[i] = out[i] > 0.0f ? out[i] : 0.0f;
+                continue;
+            }
             gemm(p1 - p0, M, q.n_in, codes + (n * OHW + p0) * ld, ld, &q.input.scale, &q.input.zero_point, 0, q.packed.get(),
                  q.weight_sums.data(), q.weight_scale.data(), bias, tile.data(), M);
             float* out = y + n * M * OHW;

@@ -43,6 +43,8 @@ struct OnnxGraphState {
         std::shared_ptr<const Int8Linear> weight;
     };
     std::map<size_t, PixelMajorWeight> pixel_major;
+    // the nodes reading each computed value, for choosing the layout a W8A8 conv writes
+    std::unordered_map<std::string, std::vector<size_t>> readers;
     // values dropped after node k ran (their last reader), so a run holds only the live tensors
     std::vector<std::vector<std::string>> release_after;
 };

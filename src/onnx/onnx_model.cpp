@@ -149,6 +149,16 @@ void OnnxModel::save(const std::string&, const SaveOptions&) const {
 
 namespace {
 
+// A channels-last value ([N, C, H, W] laid out [N, H, W, C]) in the graph's own layout.
+Value channels_first(const Value& x) {
+    if (!x.channels_last) return x;
+    Value y;
+    y.shape = x.shape;
+    y.f.resize(x.f.size());
+    onnx_ops::nhwc_to_nchw(x.f.data(), x.shape[0], x.shape[2] * x.shape[3], x.shape[1], y.f.data());
+    return y;
+}
+
 // Runs one node on values; shared by constant folding (load) and run().
 struct Interpreter {
     OnnxGraphState& st;
@@ -166,12 +176,40 @@ struct Interpreter {
     // Input k by value: moved out of the run's values when node `index` is its last reader and reads it once (an
     // elementwise op or a reshape then reuses the buffer instead of copying it), copied otherwise.
     Value take(const onnx_ir::Node& n, size_t k, size_t index) {
-        if (k < n.inputs.size() && std::count(n.inputs.begin(), n.inputs.end(), n.inputs[k]) == 1) {
+        // (while constants are folded at load there is no release list yet, and nothing to take)
+        if (k < n.inputs.size() && index < st.release_after.size() && std::count(n.inputs.begin(), n.inputs.end(), n.inputs[k]) == 1) {
             const auto& released = st.release_after[index];
             auto it = vals.find(n.inputs[k]);
             if (it != vals.end() && std::binary_search(released.begin(), released.end(), n.inputs[k])) return std::move(it->second);
         }
         return in(n, k);
+    }
+    // Whether a W8A8 Linear runs its static path (onnx_ops::conv2d_w8a8_static for a Conv): observers need float inputs.
+    static bool static_w8a8(const Linear& l) { return l.int8 && l.int8->activations == ActivationQuant::static_per_tensor && !l.observers; }
+    // Whether node `index` reads channels-last inputs (Value::channels_last) as they are; others get them converted.
+    bool reads_channels_last(size_t index) const {
+        const auto& n = st.model.graph.nodes[index];
+        const std::string& op = n.op_type;
+        if (op == "Relu" || op == "LeakyRelu" || op == "Sigmoid" || op == "Tanh" || op == "HardSigmoid" || op == "HardSwish" || op == "Clip" ||
+            op == "MaxPool" || op == "AveragePool" || op == "GlobalAveragePool" || op == "Shape")
+            return true;
+        if (op == "Concat") return attr_i(n, "axis", 0) == 1 || attr_i(n, "axis", 0) == -3;  // the channels of a 4-D tensor
+        if (op == "Conv") {
+            const auto li = st.node_linear.find(index);
+            return li != st.node_linear.end() && static_w8a8(*st.linears[li->second]);
+        }
+        return false;
+    }
+    // Whether a value is best written channels-last: every node reading it reads that layout (graph outputs have none).
+    bool write_channels_last(const std::string& name) const {
+        const auto it = st.readers.find(name);
+        return it != st.readers.end() && !it->second.empty() &&
+               std::all_of(it->second.begin(), it->second.end(), [&](size_t r) { return reads_channels_last(r); });
+    }
+    // Converts the run's value `name` to the graph's own layout in place (no-op unless it is channels-last).
+    void to_channels_first(const std::string& name) {
+        auto it = vals.find(name);
+        if (it != vals.end() && it->second.channels_last) it->second = channels_first(it->second);
     }
     bool has(const onnx_ir::Node& n, size_t k) const { return k < n.inputs.size() && !n.inputs[k].empty(); }
     // an input that must hold integers (shapes, axes, starts ...)
@@ -210,6 +248,38 @@ void pool2d(const Value& x, Value& y, const onnx_ir::Node& n, bool is_max, const
     const float* xf = x.f.data();
     float* yf = y.f.data();
     const int64_t k0 = k[0], k1 = k[1], s0 = s[0], s1 = s[1], p0 = p[0], p1 = p[1], p2 = p[2], p3 = p[3];
+    if (x.channels_last) {
+        // channels-last in and out: each window cell is a run of C values, reduced channel by channel in the same cell
+        // order as below (so the same results)
+        y.channels_last = true;
+        ThreadPool::global().parallel_for(N * OH, [=](int64_t r0, int64_t r1) {
+            std::vector<double> sum(is_max ? 0 : static_cast<size_t>(C));
+            for (int64_t r = r0; r < r1; ++r) {
+                const int64_t nn = r / OH, oy = r % OH;
+                for (int64_t ox = 0; ox < OW; ++ox) {
+                    const int64_t y0 = oy * s0 - p0, x0 = ox * s1 - p1;
+                    const int64_t ky0 = std::max<int64_t>(0, -y0), ky1 = std::min(k0, H - y0), kx0 = std::max<int64_t>(0, -x0), kx1 = std::min(k1, W - x0);
+                    float* out = yf + ((nn * OH + oy) * OW + ox) * C;
+                    if (is_max) std::fill(out, out + C, -std::numeric_limits<float>::infinity());
+                    else std::fill(sum.begin(), sum.end(), 0.0);
+                    for (int64_t ky = ky0; ky < ky1; ++ky)
+                        for (int64_t kx = kx0; kx < kx1; ++kx) {
+                            const float* cell = xf + ((nn * H + y0 + ky) * W + x0 + kx) * C;
+                            if (is_max)
+                                for (int64_t c = 0; c < C; ++c) out[c] = std::max(out[c], cell[c]);
+                            else
+                                for (int64_t c = 0; c < C; ++c) sum[static_cast<size_t>(c)] += cell[c];
+                        }
+                    if (!is_max) {
+                        int64_t count = std::max<int64_t>(0, ky1 - ky0) * std::max<int64_t>(0, kx1 - kx0);
+                        if (count_pad) count = std::max<int64_t>(0, std::min(k0, H + p2 - y0)) * std::max<int64_t>(0, std::min(k1, W + p3 - x0));
+                        for (int64_t c = 0; c < C; ++c) out[c] = static_cast<float>(sum[static_cast<size_t>(c)] / static_cast<double>(std::max<int64_t>(count, 1)));
+                    }
+                }
+            }
+        }, std::max<int64_t>(1, 4096 / std::max<int64_t>(OW * C * k0 * k1, 1)));
+        return;
+    }
     // planes in parallel (each output written by one thread: the same bytes at any thread count)
     ThreadPool::global().parallel_for(N * C, [=](int64_t nc0, int64_t nc1) {
         for (int64_t nc = nc0; nc < nc1; ++nc)
@@ -241,6 +311,8 @@ void pool2d(const Value& x, Value& y, const onnx_ir::Node& n, bool is_max, const
 void Interpreter::run(size_t index, const onnx_ir::Node& n) {
     const std::string where = "node " + std::to_string(index) + " '" + n.name + "' (" + n.op_type + ")";
     const std::string& op = n.op_type;
+    if (!reads_channels_last(index))
+        for (const auto& name : n.inputs) to_channels_first(name);
     Value y;
     auto unary = [&](auto f) {  // a template, not std::function: it runs once per element
         y = take(n, 0, index);
@@ -286,11 +358,14 @@ void Interpreter::run(size_t index, const onnx_ir::Node& n) {
             y.f.resize(static_cast<size_t>(rows * M));
             const auto relu = st.conv_relu.find(index);
             const bool fused_relu = relu != st.conv_relu.end();
-            if (layer.int8 && layer.int8->activations == ActivationQuant::static_per_tensor && !layer.observers) {
-                // static W8A8 from codes gathered pixel-major (onnx/conv2d.h), with the weight re-ordered to match once
+            if (static_w8a8(layer)) {
+                // static W8A8 from codes gathered pixel-major (onnx/conv2d.h), with the weight re-ordered to match once; the
+                // output stays channels-last when every reader takes that layout (the next W8A8 conv, a pool, a Relu ...)
                 auto& pm = st.pixel_major[index];
                 if (pm.from != layer.int8) pm = {layer.int8, onnx_ops::pixel_major_weight(*layer.int8, C, kh, kw)};
-                onnx_ops::conv2d_w8a8_static(xf, N, C, H, W, *pm.weight, kh, kw, s.data(), p.data(), d.data(), OH, OW, y.f.data(), fused_relu);
+                y.channels_last = write_channels_last(fused_relu ? st.model.graph.nodes[relu->second].outputs[0] : n.outputs[0]);
+                onnx_ops::conv2d_w8a8_static(xf, x.channels_last, N, C, H, W, *pm.weight, kh, kw, s.data(), p.data(), d.data(), OH, OW,
+                                             y.f.data(), y.channels_last, fused_relu);
             } else {
                 // scratch reused across nodes and runs: fresh multi-megabyte vectors per Conv cost more in page faults than the GEMM
                 thread_local std::vector<float> patches, out;
@@ -349,10 +424,21 @@ void Interpreter::run(size_t index, const onnx_ir::Node& n) {
         y.shape = x.shape;
         for (size_t d = 2; d < y.shape.size(); ++d) y.shape[d] = 1;
         y.f.resize(static_cast<size_t>(NC));
-        for (int64_t c = 0; c < NC; ++c) {
-            double sum = 0;
-            for (int64_t k = 0; k < HW; ++k) sum += x.f[static_cast<size_t>(c * HW + k)];
-            y.f[static_cast<size_t>(c)] = static_cast<float>(sum / static_cast<double>(HW));
+        if (x.channels_last) {  // [N, HW, C]: the same per-channel sums in the same pixel order; [N, C, 1, 1] is either layout
+            const int64_t C = x.shape[1];
+            std::vector<double> sum(static_cast<size_t>(C));
+            for (int64_t b = 0; b < x.shape[0]; ++b) {
+                std::fill(sum.begin(), sum.end(), 0.0);
+                for (int64_t k = 0; k < HW; ++k)
+                    for (int64_t c = 0; c < C; ++c) sum[static_cast<size_t>(c)] += x.f[static_cast<size_t>((b * HW + k) * C + c)];
+                for (int64_t c = 0; c < C; ++c) y.f[static_cast<size_t>(b * C + c)] = static_cast<float>(sum[static_cast<size_t>(c)] / static_cast<double>(HW));
+            }
+        } else {
+            for (int64_t c = 0; c < NC; ++c) {
+                double sum = 0;
+                for (int64_t k = 0; k < HW; ++k) sum += x.f[static_cast<size_t>(c * HW + k)];
+                y.f[static_cast<size_t>(c)] = static_cast<float>(sum / static_cast<double>(HW));
+            }
         }
     } else if (op == "BatchNormalization") {
         const Value& x = in(n, 0);
@@ -367,6 +453,11 @@ void Interpreter::run(size_t index, const onnx_ir::Node& n) {
             y.f[static_cast<size_t>(k)] = (y.f[static_cast<size_t>(k)] - mean[c]) / std::sqrt(var[c] + eps) * sc[c] + bi[c];
         }
     } else if (op == "Concat") {
+        // channels-last inputs stay so when all of them are (the channel axis of 4-D tensors, checked below)
+        bool channels_last = true;
+        for (size_t k = 0; k < n.inputs.size(); ++k) channels_last = channels_last && in(n, k).channels_last;
+        if (!channels_last)
+            for (const auto& name : n.inputs) to_channels_first(name);
         const Value& first = in(n, 0);
         if (first.shape.empty()) throw InvalidArgument("[onnx] " + where + ": cannot concatenate scalars");
         const int64_t axis = norm_axis(attr_i(n, "axis", 0), first.shape.size(), where);
@@ -386,14 +477,28 @@ void Interpreter::run(size_t index, const onnx_ir::Node& n) {
         for (int64_t d = 0; d < axis; ++d) outer *= first.shape[static_cast<size_t>(d)];
         size_t total = 0;
         for (const Value* v : parts) total += v->integer ? v->i.size() : v->f.size();
-        if (first.integer) y.i.reserve(total);
-        else y.f.reserve(total);
-        for (int64_t o = 0; o < outer; ++o)
+        if (channels_last) {  // [N, HW, C_i] parts: each pixel's channels, part after part
+            if (axis != 1) throw InvalidArgument("[onnx] " + where + ": channels-last inputs concatenated off the channel axis");
+            y.channels_last = true;
+            y.f.resize(total);
+            const int64_t HW = first.shape[2] * first.shape[3], Ct = y.shape[1];
+            int64_t c0 = 0;
             for (const Value* v : parts) {
-                const int64_t chunk = v->numel() / std::max<int64_t>(outer, 1);
-                if (v->integer) y.i.insert(y.i.end(), v->i.begin() + o * chunk, v->i.begin() + (o + 1) * chunk);
-                else y.f.insert(y.f.end(), v->f.begin() + o * chunk, v->f.begin() + (o + 1) * chunk);
+                const int64_t Ci = v->shape[1];
+                for (int64_t px = 0; px < first.shape[0] * HW; ++px)
+                    std::copy_n(v->f.data() + px * Ci, Ci, y.f.data() + px * Ct + c0);
+                c0 += Ci;
             }
+        } else {
+            if (first.integer) y.i.reserve(total);
+            else y.f.reserve(total);
+            for (int64_t o = 0; o < outer; ++o)
+                for (const Value* v : parts) {
+                    const int64_t chunk = v->numel() / std::max<int64_t>(outer, 1);
+                    if (v->integer) y.i.insert(y.i.end(), v->i.begin() + o * chunk, v->i.begin() + (o + 1) * chunk);
+                    else y.f.insert(y.f.end(), v->f.begin() + o * chunk, v->f.begin() + (o + 1) * chunk);
+                }
+        }
     } else if (op == "Reshape" || op == "Flatten" || op == "Squeeze" || op == "Unsqueeze" || op == "Dropout" || op == "Identity") {
         y = take(n, 0, index);
         const int64_t total = y.numel();
@@ -445,7 +550,18 @@ void Interpreter::run(size_t index, const onnx_ir::Node& n) {
         }
         if (y.numel() != total) throw InvalidArgument("[onnx] " + where + ": the new shape holds a different number of elements");
     } else if (op == "Transpose") {
-        y = onnx_interp::transpose(in(n, 0), attr_ints(n, "perm", {}), where);
+        const auto perm = attr_ints(n, "perm", {});
+        const Value& x = in(n, 0);
+        if (perm == std::vector<int64_t>{0, 3, 1, 2} && x.shape.size() == 4 && !x.integer && !x.channels_last && !n.outputs.empty() &&
+            write_channels_last(n.outputs[0])) {
+            // NHWC data read as NCHW by channels-last readers: the same bytes, relabelled
+            const std::vector<int64_t> shape = {x.shape[0], x.shape[3], x.shape[1], x.shape[2]};
+            y = take(n, 0, index);  // may move x's buffer out
+            y.shape = shape;
+            y.channels_last = true;
+        } else {
+            y = onnx_interp::transpose(x, perm, where);
+        }
     } else if (op == "Softmax") {
         const Value& x = in(n, 0);
         const int64_t axis = norm_axis(attr_i(n, "axis", st.opset < 13 ? 1 : -1), x.shape.size(), where);
@@ -782,7 +898,11 @@ std::unique_ptr<OnnxModel> OnnxModel::from_ir(onnx_ir::Model ir, const std::stri
         for (size_t k = 0; k < g.nodes.size(); ++k)
             if (!st->skip.count(k))
                 for (const auto& i : g.nodes[k].inputs)
-                    if (!i.empty() && !st->constants.count(i)) last_reader[i] = k;
+                    if (!i.empty() && !st->constants.count(i)) {
+                        last_reader[i] = k;
+                        auto& r = st->readers[i];
+                        if (r.empty() || r.back() != k) r.push_back(k);
+                    }
         std::set<std::string> keep;
         for (const auto& o : g.outputs) keep.insert(o.name);
         for (size_t k : st->shape_nodes)
@@ -861,7 +981,7 @@ std::vector<float> OnnxModel::run(const float* input, const std::vector<int64_t>
             if (c == st.constants.end()) throw InvalidArgument("[onnx] " + st.path + ": output '" + st.output_name + "' was not computed");
             y = &c->second;
         }
-        const std::vector<float> yf = as_float(*y);
+        const std::vector<float> yf = as_float(y->channels_last ? channels_first(*y) : *y);
         out.insert(out.end(), yf.begin(), yf.end());
         output_shape_ = y->shape;
     }

@@ -15,6 +15,9 @@ struct Value {
     std::vector<int64_t> i;      // integer and bool tensors
     bool integer = false;
     int32_t quant_type = 0;      // QuantizeLinear's output type (uint8 / int8) while stored as codes
+    // A 4-D float tensor whose shape is [N, C, H, W] as the graph sees it but whose data is laid out [N, H, W, C]: what
+    // the W8A8 convs read and write. Only operators that read this layout see it; the interpreter converts it for others.
+    bool channels_last = false;
     int64_t numel() const {
         int64_t n = 1;
         for (int64_t d : shape) n *= d;
