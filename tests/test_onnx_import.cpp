@@ -152,6 +152,58 @@ TEST(OnnxImport, W8A8ConvFromPixelMajorCodesEqualsW8A8LinearOverFloatPatches) {
     }
 }
 
+// A W8A8 CNN whose activations stay channels-last between the operators that read that layout: an NHWC input through
+// Transpose, W8A8 convs with fused Relu, MaxPool, a per-channel Add, a channel Concat, AveragePool with padding,
+// GlobalAveragePool, then Flatten and Gemm in the graph's layout. Its twin is the same quantized model with an observer
+// on every Linear, which runs the plain path (float patches, NCHW everywhere); the outputs must be the same bits, at one
+// and at three threads.
+TEST(OnnxImport, ChannelsLastW8A8RunEqualsThePlainW8A8Run) {
+    std::mt19937 rng(17);
+    std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+    auto random = [&](size_t n, float scale) {
+        std::vector<float> v(n);
+        for (float& e : v) e = scale * u(rng);
+        return v;
+    };
+    onnx_ir::Model m;
+    m.opsets.emplace_back("", 17);
+    onnx_export::GraphBuilder g(m.graph);
+    using onnx_export::attr;
+    using ints = std::vector<int64_t>;
+    g.input("x", onnx_ir::kFloat, {2, 9, 10, 3});
+    std::string t = g.op("Transpose", {"x"}, {attr("perm", ints{0, 3, 1, 2})});
+    std::string a = g.op("Conv", {t, g.f32("wa", {6, 3, 3, 3}, random(162, 0.5f)), g.f32("ba", {6}, random(6, 0.2f))},
+                         {attr("kernel_shape", ints{3, 3}), attr("pads", ints{1, 1, 1, 1})});
+    a = g.op("MaxPool", {g.op("Relu", {a})}, {attr("kernel_shape", ints{2, 2}), attr("strides", ints{2, 2})});
+    std::string b = g.op("Conv", {a, g.f32("wb", {5, 6, 1, 1}, random(30, 0.5f))}, {attr("kernel_shape", ints{1, 1})});
+    b = g.op("Add", {b, g.f32("cb", {5, 1, 1}, random(5, 0.3f))});
+    std::string c = g.op("Conv", {a, g.f32("wc", {4, 6, 3, 3}, random(216, 0.3f)), g.f32("bc", {4}, random(4, 0.2f))},
+                         {attr("kernel_shape", ints{3, 3}), attr("pads", ints{1, 1, 1, 1})});
+    c = g.op("Relu", {c});
+    std::string y = g.op("Concat", {b, c}, {attr("axis", int64_t{1})});
+    y = g.op("AveragePool", {y}, {attr("kernel_shape", ints{3, 3}), attr("pads", ints{1, 1, 1, 1})});
+    y = g.op("Flatten", {g.op("GlobalAveragePool", {y})});
+    g.op_to("Gemm", {y, g.f32("fc", {3, 9}, random(27, 1.0f)), g.f32("fcb", {3}, random(3, 0.1f))}, "out", {attr("transB", int64_t{1})});
+    g.output("out", onnx_ir::kFloat, {2, 3});
+    std::string bytes, error;
+    ASSERT_TRUE(onnx_ir::serialize(m, bytes, error)) << error;
+    auto model = OnnxModel::from_bytes(bytes.data(), bytes.size(), "channels-last");
+    const std::vector<float> calib = random(static_cast<size_t>(8 * 9 * 10 * 3), 1.0f), x = random(static_cast<size_t>(2 * 9 * 10 * 3), 1.0f);
+    ASSERT_EQ(quantize_onnx_w8a8_static(*model, calib.data(), 8, 2, 0), 4);
+    std::vector<std::vector<float>> runs;
+    for (int threads : {1, 3}) {
+        ThreadPool::set_global_threads(threads);
+        runs.push_back(model->run(x.data(), 2));
+    }
+    std::vector<ObserverId> ids;
+    for (Linear* l : model->linears()) ids.push_back(model->observe(*l, [](const LinearEvent&) {}));
+    const std::vector<float> plain = model->run(x.data(), 2);
+    for (ObserverId id : ids) model->remove_observer(id);
+    ThreadPool::set_global_threads(0);
+    ASSERT_EQ(plain.size(), 6u);
+    for (const auto& r : runs) ASSERT_EQ(r, plain);
+}
+
 // MaxPool / AveragePool (planes in parallel, windows clipped to the image) against the ONNX definition written out
 // cell by cell: uneven pads, strides, ceil_mode windows that run past the padding, count_include_pad both ways.
 TEST(OnnxImport, PoolingMatchesTheDefinitionCellByCell) {

@@ -194,11 +194,25 @@ struct Interpreter {
             op == "MaxPool" || op == "AveragePool" || op == "GlobalAveragePool" || op == "Shape")
             return true;
         if (op == "Concat") return attr_i(n, "axis", 0) == 1 || attr_i(n, "axis", 0) == -3;  // the channels of a 4-D tensor
+        if (op == "Add" || op == "Sub" || op == "Mul" || op == "Div") return per_channel_operand(n) >= 0;
         if (op == "Conv") {
             const auto li = st.node_linear.find(index);
             return li != st.node_linear.end() && static_w8a8(*st.linears[li->second]);
         }
         return false;
+    }
+    // For a binary node of a computed tensor and a constant that is one value per channel ([C, 1, 1] or [1, C, 1, 1]) or a
+    // single value: the constant's input index; −1 otherwise.
+    int per_channel_operand(const onnx_ir::Node& n) const {
+        if (n.inputs.size() != 2) return -1;
+        for (int k = 0; k < 2; ++k) {
+            const auto c = st.constants.find(n.inputs[static_cast<size_t>(k)]);
+            if (c == st.constants.end() || st.constants.count(n.inputs[static_cast<size_t>(1 - k)]) || c->second.integer) continue;
+            const auto& sh = c->second.shape;
+            const bool per_channel = (sh.size() == 3 && sh[1] == 1 && sh[2] == 1) || (sh.size() == 4 && sh[0] == 1 && sh[2] == 1 && sh[3] == 1);
+            if (per_channel || (c->second.numel() == 1 && sh.size() <= 4)) return k;
+        }
+        return -1;
     }
     // Whether a value is best written channels-last: every node reading it reads that layout (graph outputs have none).
     bool write_channels_last(const std::string& name) const {
@@ -393,7 +407,27 @@ void Interpreter::run(size_t index, const onnx_ir::Node& n) {
     } else if (op == "Add" || op == "Sub" || op == "Mul" || op == "Div" || op == "Pow" || op == "Equal" || op == "Less" || op == "Greater") {
         const BinaryOp b = op == "Add" ? BinaryOp::add : op == "Sub" ? BinaryOp::sub : op == "Mul" ? BinaryOp::mul : op == "Div" ? BinaryOp::div
                            : op == "Pow" ? BinaryOp::pow : op == "Equal" ? BinaryOp::equal : op == "Less" ? BinaryOp::less : BinaryOp::greater;
-        y = onnx_interp::binary(in(n, 0), in(n, 1), b, where);
+        const int ck = op == "Add" || op == "Sub" || op == "Mul" || op == "Div" ? per_channel_operand(n) : -1;
+        const Value* xt = ck >= 0 ? &in(n, static_cast<size_t>(1 - ck)) : nullptr;
+        if (xt && xt->channels_last && (in(n, static_cast<size_t>(ck)).numel() == 1 || in(n, static_cast<size_t>(ck)).numel() == xt->shape[1])) {
+            // a channels-last tensor and one value per channel (or one value): the same float operations, pixel by pixel
+            const std::vector<float> c = as_float(in(n, static_cast<size_t>(ck)));
+            const int64_t C = xt->shape[1], step = c.size() == 1 ? 0 : 1;
+            y = take(n, static_cast<size_t>(1 - ck), index);
+            auto per_pixel = [&](auto f) {  // a template: the operation is inlined into the loop
+                for (size_t px = 0; px < y.f.size(); px += static_cast<size_t>(C))
+                    for (int64_t ch = 0; ch < C; ++ch) y.f[px + static_cast<size_t>(ch)] = f(y.f[px + static_cast<size_t>(ch)], c[static_cast<size_t>(ch * step)]);
+            };
+            if (b == BinaryOp::add) per_pixel([](float v, float k) { return v + k; });
+            else if (b == BinaryOp::mul) per_pixel([](float v, float k) { return v * k; });
+            else if (b == BinaryOp::sub && ck == 1) per_pixel([](float v, float k) { return v - k; });
+            else if (b == BinaryOp::sub) per_pixel([](float v, float k) { return k - v; });
+            else if (ck == 1) per_pixel([](float v, float k) { return v / k; });
+            else per_pixel([](float v, float k) { return k / v; });
+        } else {
+            if (xt) to_channels_first(n.inputs[static_cast<size_t>(1 - ck)]);  // a constant that is not per channel after all
+            y = onnx_interp::binary(in(n, 0), in(n, 1), b, where);
+        }
     } else if (op == "Relu") {
         unary([](float v) { return v > 0.0f ? v : 0.0f; });
     } else if (op == "LeakyRelu") {
