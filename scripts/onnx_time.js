@@ -47,6 +47,6 @@ const median = (a) => { const s = [...a].sort((x, y) => x - y); return s.length 
   for (let r = 0; r < ROUNDS; ++r)
     for (const x of sessions)
       for (let k = 0; k < RUNS; ++k) { const t = process.hrtime.bigint(); for (const feed of x.feeds) await x.s.run(feed); x.ts.push(Number(process.hrtime.bigint() - t) / 1e6); }
-  for (const x of sessions) console.log(`${median(x.ts).toFixed(1).padStart(9)} ms  ${x.f}`);
+  for (const x of sessions) console.log(`${median(x.ts).toFixed(3).padStart(9)} ms  ${x.f}`);
   console.log(`load after ${os.loadavg().map((v) => v.toFixed(2)).join(' ')}`);
 })().catch((e) => { console.error(e); process.exit(1); });

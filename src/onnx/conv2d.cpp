@@ -194,8 +194,9 @@ void conv2d_w8a8_static(const float* x, bool x_channels_last, int64_t N, int64_t
     const KernelTable& k = kernel_table();
     const GemmU8S8Fn gemm = q.act_qmax <= kU7QMax ? k.gemm_u7s8.fn : k.gemm_u8s8.fn;
     const float* bias = q.bias.empty() ? nullptr : q.bias.data();
-    // a task of fewer than ~256 K multiply-adds costs more to hand to another thread than it saves
-    const int64_t min_tasks = std::max<int64_t>(1, (int64_t{1} << 18) / std::max<int64_t>(block * M * q.n_in, 1));
+    // a thread's share is at least ~2 M multiply-adds (a few microseconds of VNNI work): waking another thread costs
+    // tens of microseconds on a busy or virtual machine, so a batch-1 layer of a small CNN runs on one
+    const int64_t min_tasks = std::max<int64_t>(1, (int64_t{1} << 21) / std::max<int64_t>(block * M * q.n_in, 1));
     ThreadPool::global().parallel_for(N * blocks_per_image, [&](int64_t t0, int64_t t1) {
         thread_local std::vector<float> tile;
         tile.resize(static_cast<size_t>(block * M));

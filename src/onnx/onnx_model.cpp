@@ -236,6 +236,10 @@ struct Interpreter {
     void run(size_t index, const onnx_ir::Node& n);
 };
 
+// Waking another thread costs tens of microseconds on a busy or virtual machine: pooling splits only past this many
+// window reads per thread.
+constexpr int64_t kMinParallelWork = int64_t{1} << 16;
+
 void pool2d(const Value& x, Value& y, const onnx_ir::Node& n, bool is_max, const std::string& where) {
     if (x.shape.size() != 4) throw Unsupported("[onnx] " + where + ": only 2-D pooling of NCHW tensors");
     const auto k = attr_ints(n, "kernel_shape", {});
@@ -291,7 +295,7 @@ void pool2d(const Value& x, Value& y, const onnx_ir::Node& n, bool is_max, const
                     }
                 }
             }
-        }, std::max<int64_t>(1, 4096 / std::max<int64_t>(OW * C * k0 * k1, 1)));
+        }, std::max<int64_t>(1, kMinParallelWork / std::max<int64_t>(OW * C * k0 * k1, 1)));
         return;
     }
     // planes in parallel (each output written by one thread: the same bytes at any thread count)
@@ -319,7 +323,7 @@ void pool2d(const Value& x, Value& y, const onnx_ir::Node& n, bool is_max, const
                     }
                     yf[(nc * OH + oy) * OW + ox] = is_max ? best : static_cast<float>(sum / static_cast<double>(std::max<int64_t>(count, 1)));
                 }
-    }, std::max<int64_t>(1, 4096 / std::max<int64_t>(OH * OW * k0 * k1, 1)));
+    }, std::max<int64_t>(1, kMinParallelWork / std::max<int64_t>(OH * OW * k0 * k1, 1)));
 }
 
 void Interpreter::run(size_t index, const onnx_ir::Node& n) {
