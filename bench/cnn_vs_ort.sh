@@ -43,6 +43,7 @@ own = any(len(re.findall(r"^\s*[\d.]+ ms\s", open(f"{out}/ort-{n}.1.txt").read()
 print("| model (batch, inputs) | cq FP32 ms | cq INT8 ms | ORT FP32 ms | ORT on cq's QDQ ms |" + (" ORT on its own quantizer's QDQ ms |" if own else "") +
       " cq INT8 / cq FP32 | cq INT8 / ORT on cq's QDQ |" + (" cq INT8 / ORT's own QDQ |" if own else "") + " cq INT8 / ORT FP32 | top-1 INT8 = FP32 |")
 print("|---|---:|---:|---:|---:|" + ("---:|" if own else "") + "---:|---:|" + ("---:|" if own else "") + "---:|---:|")
+spread = []
 for name in ("squeezenet", "mnist"):
     cq32, cq8, ort, agree = [], [], [[], [], []], None
     for r in range(1, rounds + 1):
@@ -54,4 +55,7 @@ for name in ("squeezenet", "mnist"):
     o = [statistics.median(v) for v in ort if v]
     cells = [f"{a:.2f}", f"{b:.2f}"] + [f"{v:.2f}" for v in o] + [f"{a / b:.2f}×"] + [f"{v / b:.2f}×" for v in o[1:]] + [f"{o[0] / b:.2f}×", f"{agree:.4f}"]
     print(f"| {name} ({j['batch']}, {j['inputs']}) | " + " | ".join(cells) + " |")
+    spread.append(f"{name}: cq INT8 {min(cq8):.2f}-{max(cq8):.2f} ms, cq FP32 {min(cq32):.2f}-{max(cq32):.2f}, " +
+                  ", ".join(f"ORT {label} {min(v):.2f}-{max(v):.2f}" for label, v in zip(("FP32", "on cq's QDQ", "own QDQ"), ort) if v))
+print("\nper-round medians, lowest-highest: " + "; ".join(spread))
 PY
