@@ -26,6 +26,7 @@ struct OnnxQdqReport {
     int64_t quantized = 0;         // Conv / Gemm / MatMul nodes written with Q/DQ inputs
     int64_t float_linears = 0;     // Linears left in float
     int64_t bias_adds_folded = 0;  // per-channel Adds after a quantized Conv / Gemm written as its int32 bias
+    int64_t concat_inputs_quantized = 0;  // Concat inputs given the Q/DQ of the quantized Linears the Concat feeds
     int64_t nodes = 0, initializers = 0;
     uint64_t weight_bytes = 0, file_bytes = 0;
 };

@@ -1,12 +1,13 @@
 // Writes an imported ONNX model back to ONNX after static W8A8 (OnnxModel::write_qdq): the file's own nodes, with each
 // quantized Conv / Gemm / MatMul fed by QuantizeLinear → DequantizeLinear (cq's calibrated u8 scale / zero point), int8
 // weights and an int32 bias behind DequantizeLinear — the values cq computes with, so ONNX Runtime fuses QLinearConv /
-// QGemm / MatMulIntegerToFloat and runs what cq ran.
+// QGemm / MatMulIntegerToFloat and runs what cq ran; a Concat between quantized convs gets Q/DQ on its inputs too.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <set>
 
 #include "cq/error.h"
@@ -58,6 +59,87 @@ void upgrade_node(onnx_ir::Node& n, int64_t from_opset, onnx_export::GraphBuilde
     } else if (n.op_type == "BatchNormalization") {
         std::erase_if(n.attributes, [](const onnx_ir::Attribute& a) { return a.name == "spatial" || a.name == "is_test" || a.name == "consumed_inputs"; });
     }
+}
+
+struct InputQuantizer {
+    float scale;
+    int32_t zero_point;
+    std::string scale_name, zero_point_name;
+    std::string input, dequantized;  // the float value it quantizes, and its DequantizeLinear's output
+};
+
+// The quantization every path from `v` ends in, through Relu / MaxPool / Concat / Identity: the input QuantizeLinear of
+// quantized Linears, all with one scale and zero point. None when a path ends anywhere else (a float operator, a graph
+// output) or the quantizers differ.
+std::optional<InputQuantizer> downstream_quantizer(const std::string& v, const std::map<std::string, std::vector<const onnx_ir::Node*>>& readers,
+                                                   const std::set<std::string>& graph_outputs,
+                                                   const std::map<std::string, InputQuantizer>& input_quantizers, int depth = 0) {
+    const auto it = readers.find(v);
+    if (graph_outputs.count(v) || it == readers.end() || it->second.empty() || depth > 64) return std::nullopt;
+    std::optional<InputQuantizer> found;
+    for (const onnx_ir::Node* r : it->second) {
+        std::optional<InputQuantizer> here;
+        if (r->op_type == "QuantizeLinear" && !r->outputs.empty() && input_quantizers.count(r->outputs[0]) && r->inputs[0] == v) {
+            here = input_quantizers.at(r->outputs[0]);
+        } else if ((r->op_type == "Relu" || r->op_type == "MaxPool" || r->op_type == "Concat" || r->op_type == "Identity") && r->outputs.size() == 1) {
+            here = downstream_quantizer(r->outputs[0], readers, graph_outputs, input_quantizers, depth + 1);
+        }
+        if (!here || (found && (found->scale != here->scale || found->zero_point != here->zero_point))) return std::nullopt;
+        found = here;
+    }
+    return found;
+}
+
+// A Concat whose output reaches only quantized Linears with one input quantization gets that QuantizeLinear →
+// DequantizeLinear on each computed input, as ONNX Runtime's own quantizer writes it: ORT then fuses the convs before it
+// with u8 outputs and concatenates codes (QLinearConcat). It does not change what the graph computes: Relu, MaxPool and
+// Concat commute with the monotone quantization, and quantizing values already on the grid again gives them back, so
+// the Linears' inputs are the codes cq's W8A8 run computes. (Relu / MaxPool chains need nothing: ORT moves a
+// QuantizeLinear up through them itself.) Returns how many inputs got one.
+int64_t quantize_concat_inputs(onnx_ir::Graph& graph, const std::map<std::string, InputQuantizer>& input_quantizers) {
+    std::map<std::string, std::vector<const onnx_ir::Node*>> readers;
+    for (const auto& n : graph.nodes)
+        for (const auto& i : n.inputs) readers[i].push_back(&n);
+    std::set<std::string> graph_outputs, constants;
+    for (const auto& o : graph.outputs) graph_outputs.insert(o.name);
+    for (const auto& t : graph.initializers) constants.insert(t.name);
+    for (const auto& n : graph.nodes)  // constant-folded chains keep their nodes; a Constant's output is constant too
+        if (n.op_type == "Constant") constants.insert(n.outputs.begin(), n.outputs.end());
+    std::vector<std::pair<size_t, InputQuantizer>> sites;
+    for (size_t k = 0; k < graph.nodes.size(); ++k) {
+        const auto& n = graph.nodes[k];
+        if (n.op_type != "Concat" || n.outputs.size() != 1) continue;
+        if (const auto q = downstream_quantizer(n.outputs[0], readers, graph_outputs, input_quantizers)) sites.emplace_back(k, *q);
+    }
+    int64_t inserted = 0;
+    std::vector<onnx_ir::Node> nodes;
+    size_t site = 0;
+    for (size_t k = 0; k < graph.nodes.size(); ++k) {
+        onnx_ir::Node n = std::move(graph.nodes[k]);
+        if (site < sites.size() && sites[site].first == k) {
+            const InputQuantizer& q = sites[site++].second;
+            for (size_t i = 0; i < n.inputs.size(); ++i) {
+                if (n.inputs[i].empty() || constants.count(n.inputs[i])) continue;
+                const std::string base = n.name + "/input_" + std::to_string(i);
+                onnx_ir::Node quantize, dequantize;
+                quantize.name = base + "/QuantizeLinear";
+                quantize.op_type = "QuantizeLinear";
+                quantize.inputs = {n.inputs[i], q.scale_name, q.zero_point_name};
+                quantize.outputs = {base + "/quantized"};
+                dequantize.name = base + "/DequantizeLinear";
+                dequantize.op_type = "DequantizeLinear";
+                dequantize.inputs = {quantize.outputs[0], q.scale_name, q.zero_point_name};
+                dequantize.outputs = {base + "/dequantized"};
+                n.inputs[i] = dequantize.outputs[0];
+                nodes.push_back(std::move(quantize));
+                nodes.push_back(std::move(dequantize));
+                ++inserted;
+            }
+        }
+        nodes.push_back(std::move(n));
+    }
+    graph.nodes = std::move(nodes);
+    return inserted;
 }
 
 }  // namespace
@@ -113,6 +195,7 @@ OnnxQdqReport OnnxModel::write_qdq(const std::string& path) const {
 
     OnnxQdqReport report;
     report.opset = opset;
+    std::map<std::string, InputQuantizer> input_quantizers;  // a quantized Linear's input QuantizeLinear, by its output
     std::set<size_t> dropped;  // bias Adds folded into the quantized Conv before them
     for (size_t k = 0; k < src.nodes.size(); ++k) {
         if (dropped.count(k)) continue;
@@ -203,11 +286,22 @@ OnnxQdqReport OnnxModel::write_qdq(const std::string& path) const {
             continue;
         }
         // input: cq's calibrated u8 scale / zero point
-        const uint8_t zp = static_cast<uint8_t>(q->input.zero_point);
-        const std::string s = g.f32(lname + ".input_scale", {}, std::span<const float>(&q->input.scale, 1));
-        const std::string z = g.typed(lname + ".input_zero_point", onnx_ir::kUint8, {}, &zp, 1);
-        const std::string xq = g.op("QuantizeLinear", {x, s, z});
-        const std::string xd = g.op("DequantizeLinear", {xq, s, z});
+        // (Linears reading the same value with the same quantization — a fire module's two expand convs — share one
+        // QuantizeLinear, as ORT's quantizer writes it: a value read by two QuantizeLinears keeps its producer in float.)
+        std::string xd;
+        const auto shared = std::find_if(input_quantizers.begin(), input_quantizers.end(), [&](const auto& e) {
+            return e.second.input == x && e.second.scale == q->input.scale && e.second.zero_point == q->input.zero_point;
+        });
+        if (shared != input_quantizers.end()) {
+            xd = shared->second.dequantized;
+        } else {
+            const uint8_t zp = static_cast<uint8_t>(q->input.zero_point);
+            const std::string s = g.f32(lname + ".input_scale", {}, std::span<const float>(&q->input.scale, 1));
+            const std::string z = g.typed(lname + ".input_zero_point", onnx_ir::kUint8, {}, &zp, 1);
+            const std::string xq = g.op("QuantizeLinear", {x, s, z});
+            xd = g.op("DequantizeLinear", {xq, s, z});
+            input_quantizers[xq] = {q->input.scale, q->input.zero_point, s, z, x, xd};
+        }
         // weight: cq's int8 codes and per-output-channel scales (axis 0; MatMul's B is [K, N], its channels axis 1)
         const std::vector<int8_t> wz(static_cast<size_t>(N), 0);
         std::vector<int8_t> codes(static_cast<const int8_t*>(q->weight.data()), static_cast<const int8_t*>(q->weight.data()) + N * K);
@@ -238,6 +332,9 @@ OnnxQdqReport OnnxModel::write_qdq(const std::string& path) const {
         out.graph.nodes.push_back(std::move(node));
         ++report.quantized;
     }
+
+    out.graph.outputs = src.outputs;  // (a Concat that is a graph output keeps its float inputs)
+    report.concat_inputs_quantized = quantize_concat_inputs(out.graph, input_quantizers);
 
     // drop what nothing reads any more (the float weights' Reshape / DequantizeLinear chains, their initializers)
     std::set<std::string> live;
