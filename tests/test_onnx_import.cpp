@@ -147,14 +147,26 @@ TEST(OnnxImport, W8A8ConvFromPixelMajorCodesEqualsW8A8LinearOverFloatPatches) {
                             ASSERT_EQ(got[i], relu ? std::max(ref[i], 0.0f) : ref[i])
                                 << "C=" << c.C << " M=" << c.M << " k=" << c.kh << "x" << c.kw << " qmax " << c.qmax << " threads " << threads
                                 << " relu " << relu << " channels-last in / out " << x_last << " / " << y_last << " index " << i;
+                        if (!y_last) continue;
+                        // channels-last rows 7 floats wider, from channel 3 (a Concat's slice): the rest untouched
+                        const int64_t ldy = c.M + 7;
+                        std::vector<float> wide(static_cast<size_t>(rows * ldy), -2.0f);
+                        onnx_ops::conv2d_w8a8_static(x_last ? x_nhwc.data() : x.data(), x_last, c.N, c.C, c.H, c.W, *pixel_major, c.kh, c.kw, stride, c.p,
+                                                     dil, OH, OW, wide.data() + 3, true, relu, ldy);
+                        for (int64_t r = 0; r < rows; ++r)
+                            for (int64_t j = 0; j < ldy; ++j) {
+                                const float v = wide[static_cast<size_t>(r * ldy + j)];
+                                if (j < 3 || j >= 3 + c.M) ASSERT_EQ(v, -2.0f);
+                                else ASSERT_EQ(v, relu ? std::max(want[static_cast<size_t>(r * c.M + j - 3)], 0.0f) : want[static_cast<size_t>(r * c.M + j - 3)]);
+                            }
                     }
         ThreadPool::set_global_threads(0);
     }
 }
 
 // A W8A8 CNN whose activations stay channels-last between the operators that read that layout: an NHWC input through
-// Transpose, W8A8 convs with fused Relu, MaxPool, a per-channel Add, a channel Concat, AveragePool with padding,
-// GlobalAveragePool, then Flatten and Gemm in the graph's layout. Its twin is the same quantized model with an observer
+// Transpose, W8A8 convs with fused Relu, MaxPool, a per-channel Add, channel Concats (one filled in place by its two
+// convs), AveragePool with padding, GlobalAveragePool, then Flatten and Gemm in the graph's layout. Its twin is the same quantized model with an observer
 // on every Linear, which runs the plain path (float patches, NCHW everywhere); the outputs must be the same bits, at one
 // and at three threads.
 TEST(OnnxImport, ChannelsLastW8A8RunEqualsThePlainW8A8Run) {
@@ -181,15 +193,20 @@ TEST(OnnxImport, ChannelsLastW8A8RunEqualsThePlainW8A8Run) {
                          {attr("kernel_shape", ints{3, 3}), attr("pads", ints{1, 1, 1, 1})});
     c = g.op("Relu", {c});
     std::string y = g.op("Concat", {b, c}, {attr("axis", int64_t{1})});
+    // a Concat of two convs' outputs only (one through its fused Relu): the convs write it in place
+    std::string d = g.op("Relu", {g.op("Conv", {a, g.f32("wd", {3, 6, 1, 1}, random(18, 0.5f)), g.f32("bd", {3}, random(3, 0.2f))}, {attr("kernel_shape", ints{1, 1})})});
+    std::string e = g.op("Conv", {a, g.f32("we", {2, 6, 3, 3}, random(108, 0.3f))}, {attr("kernel_shape", ints{3, 3}), attr("pads", ints{1, 1, 1, 1})});
+    std::string de = g.op("MaxPool", {g.op("Concat", {d, e}, {attr("axis", int64_t{1})})}, {attr("kernel_shape", ints{3, 3}), attr("pads", ints{1, 1, 1, 1})});
+    y = g.op("Concat", {y, de}, {attr("axis", int64_t{1})});
     y = g.op("AveragePool", {y}, {attr("kernel_shape", ints{3, 3}), attr("pads", ints{1, 1, 1, 1})});
     y = g.op("Flatten", {g.op("GlobalAveragePool", {y})});
-    g.op_to("Gemm", {y, g.f32("fc", {3, 9}, random(27, 1.0f)), g.f32("fcb", {3}, random(3, 0.1f))}, "out", {attr("transB", int64_t{1})});
+    g.op_to("Gemm", {y, g.f32("fc", {3, 14}, random(42, 1.0f)), g.f32("fcb", {3}, random(3, 0.1f))}, "out", {attr("transB", int64_t{1})});
     g.output("out", onnx_ir::kFloat, {2, 3});
     std::string bytes, error;
     ASSERT_TRUE(onnx_ir::serialize(m, bytes, error)) << error;
     auto model = OnnxModel::from_bytes(bytes.data(), bytes.size(), "channels-last");
     const std::vector<float> calib = random(static_cast<size_t>(8 * 9 * 10 * 3), 1.0f), x = random(static_cast<size_t>(2 * 9 * 10 * 3), 1.0f);
-    ASSERT_EQ(quantize_onnx_w8a8_static(*model, calib.data(), 8, 2, 0), 4);
+    ASSERT_EQ(quantize_onnx_w8a8_static(*model, calib.data(), 8, 2, 0), 6);
     std::vector<std::vector<float>> runs;
     for (int threads : {1, 3}) {
         ThreadPool::set_global_threads(threads);

@@ -160,7 +160,8 @@ std::shared_ptr<Int8Linear> pixel_major_weight(const Int8Linear& q, int64_t C, i
 
 void conv2d_w8a8_static(const float* x, bool x_channels_last, int64_t N, int64_t C, int64_t H, int64_t W, const Int8Linear& q, int64_t kh,
                         int64_t kw, const int64_t stride[2], const int64_t pads[4], const int64_t dilation[2], int64_t OH, int64_t OW, float* y,
-                        bool y_channels_last, bool relu) {
+                        bool y_channels_last, bool relu, int64_t ldy) {
+    if (ldy <= 0) ldy = q.n_out;
     const int64_t HW = H * W, rows = N * OH * OW, ld = (q.n_in + 3) / 4 * 4;
     // scratch reused across calls: fresh multi-megabyte buffers per conv cost more in page faults than the GEMM
     thread_local std::vector<uint8_t> planes, pixels, patches;
@@ -203,11 +204,12 @@ void conv2d_w8a8_static(const float* x, bool x_channels_last, int64_t N, int64_t
         for (int64_t t = t0; t < t1; ++t) {
             const int64_t n = t / blocks_per_image, p0 = t % blocks_per_image * block, p1 = std::min(OHW, p0 + block);
             if (y_channels_last) {  // straight into the output's rows, then the Relu over them
-                float* out = y + (n * OHW + p0) * M;
+                float* out = y + (n * OHW + p0) * ldy;
                 gemm(p1 - p0, M, q.n_in, codes + (n * OHW + p0) * ld, ld, &q.input.scale, &q.input.zero_point, 0, q.packed.get(),
-                     q.weight_sums.data(), q.weight_scale.data(), bias, out, M);
+                     q.weight_sums.data(), q.weight_scale.data(), bias, out, ldy);
                 if (relu)
-                    for (int64_t i = 0; i < (p1 - p0) * M; ++i) out[i] = out[i] > 0.0f ? out[i] : 0.0f;
+                    for (int64_t r = 0; r < p1 - p0; ++r)
+                        for (int64_t m = 0; m < M; ++m) out[r * ldy + m] = out[r * ldy + m] > 0.0f ? out[r * ldy + m] : 0.0f;
                 continue;
             }
             gemm(p1 - p0, M, q.n_in, codes + (n * OHW + p0) * ld, ld, &q.input.scale, &q.input.zero_point, 0, q.packed.get(),

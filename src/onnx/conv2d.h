@@ -26,11 +26,12 @@ void nhwc_to_nchw(const float* y_nhwc, int64_t N, int64_t HW, int64_t M, float* 
 // that each kernel tap is one run of C bytes, gathered into patch rows ordered (ky, kx, c) — none for a pointwise conv
 // over a multiple of 4 channels — and multiplied by q, a weight in that same order (pixel_major_weight), block by block
 // of one image's pixels. y is [N, M, OH, OW], or its channels-last layout [N, OH, OW, M] when `y_channels_last`; with
-// `relu`, max(0, ·). The integer sums are exact, so y equals the W8A8 Linear of the original weight over the float
-// im2col patches, bit for bit.
+// `relu`, max(0, ·); channels-last rows are `ldy` floats apart (0: M), so that a conv can write its channels of a
+// channel Concat's output in place. The integer sums are exact, so y equals the W8A8 Linear of the original weight over
+// the float im2col patches, bit for bit.
 void conv2d_w8a8_static(const float* x, bool x_channels_last, int64_t N, int64_t C, int64_t H, int64_t W, const Int8Linear& q, int64_t kh,
                         int64_t kw, const int64_t stride[2], const int64_t pads[4], const int64_t dilation[2], int64_t OH, int64_t OW, float* y,
-                        bool y_channels_last, bool relu);
+                        bool y_channels_last, bool relu, int64_t ldy = 0);
 // The static-W8A8 weight of a conv ([M, C·kh·kw] in (c, ky, kx) order) re-ordered (ky, kx, c) and packed for the kernels.
 std::shared_ptr<Int8Linear> pixel_major_weight(const Int8Linear& q, int64_t C, int64_t kh, int64_t kw);
 

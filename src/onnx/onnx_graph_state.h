@@ -43,6 +43,15 @@ struct OnnxGraphState {
         std::shared_ptr<const Int8Linear> weight;
     };
     std::map<size_t, PixelMajorWeight> pixel_major;
+    // A channel Concat whose every input is a Conv's output (or its fused Relu's) read by nothing else: when all those
+    // convs run W8A8 channels-last, each writes its channels of the Concat's output in place and the Concat copies
+    // nothing. Conv node → (its Concat, its first channel); Concat node → its convs.
+    struct ConcatSlice {
+        size_t concat;
+        int64_t channel;
+    };
+    std::map<size_t, ConcatSlice> conv_into_concat;
+    std::map<size_t, std::vector<size_t>> concat_convs;
     // the nodes reading each computed value, for choosing the layout a W8A8 conv writes
     std::unordered_map<std::string, std::vector<size_t>> readers;
     // values dropped after node k ran (their last reader), so a run holds only the live tensors

@@ -220,6 +220,12 @@ struct Interpreter {
         return it != st.readers.end() && !it->second.empty() &&
                std::all_of(it->second.begin(), it->second.end(), [&](size_t r) { return reads_channels_last(r); });
     }
+    // Whether Concat node `c`'s convs write its output in place in this run (OnnxGraphState::conv_into_concat).
+    bool concat_in_place(size_t c) const {
+        const auto it = st.concat_convs.find(c);
+        if (it == st.concat_convs.end() || !reads_channels_last(c) || !write_channels_last(st.model.graph.nodes[c].outputs[0])) return false;
+        return std::all_of(it->second.begin(), it->second.end(), [&](size_t k) { return static_w8a8(*st.linears[st.node_linear.at(k)]); });
+    }
     // Converts the run's value `name` to the graph's own layout in place (no-op unless it is channels-last).
     void to_channels_first(const std::string& name) {
         auto it = vals.find(name);
@@ -372,8 +378,6 @@ void Interpreter::run(size_t index, const onnx_ir::Node& n) {
             std::vector<float> converted;
             const float* xf = x.f.data();
             if (x.integer) converted = as_float(x), xf = converted.data();
-            y.shape = {N, M, OH, OW};
-            y.f.resize(static_cast<size_t>(rows * M));
             const auto relu = st.conv_relu.find(index);
             const bool fused_relu = relu != st.conv_relu.end();
             if (static_w8a8(layer)) {
@@ -381,10 +385,33 @@ void Interpreter::run(size_t index, const onnx_ir::Node& n) {
                 // output stays channels-last when every reader takes that layout (the next W8A8 conv, a pool, a Relu ...)
                 auto& pm = st.pixel_major[index];
                 if (pm.from != layer.int8) pm = {layer.int8, onnx_ops::pixel_major_weight(*layer.int8, C, kh, kw)};
+                const auto slice = st.conv_into_concat.find(index);
+                if (slice != st.conv_into_concat.end() && concat_in_place(slice->second.concat)) {
+                    // this conv's channels of the Concat's channels-last output, written where they belong
+                    const auto& concat = st.model.graph.nodes[slice->second.concat];
+                    int64_t total = 0;
+                    for (size_t k : st.concat_convs.at(slice->second.concat)) total += st.linears[st.node_linear.at(k)]->n_out();
+                    Value& target = vals[concat.outputs[0]];
+                    if (target.shape.empty()) {
+                        check_elements(rows * total, where);
+                        target.shape = {N, total, OH, OW};
+                        target.channels_last = true;
+                        target.f.resize(static_cast<size_t>(rows * total));
+                    } else if (target.shape != std::vector<int64_t>{N, total, OH, OW}) {
+                        throw InvalidArgument("[onnx] node '" + concat.name + "' (Concat): shapes differ off the axis");
+                    }
+                    onnx_ops::conv2d_w8a8_static(xf, x.channels_last, N, C, H, W, *pm.weight, kh, kw, s.data(), p.data(), d.data(), OH, OW,
+                                                 target.f.data() + slice->second.channel, true, fused_relu, total);
+                    return;
+                }
+                y.shape = {N, M, OH, OW};
+                y.f.resize(static_cast<size_t>(rows * M));
                 y.channels_last = write_channels_last(fused_relu ? st.model.graph.nodes[relu->second].outputs[0] : n.outputs[0]);
                 onnx_ops::conv2d_w8a8_static(xf, x.channels_last, N, C, H, W, *pm.weight, kh, kw, s.data(), p.data(), d.data(), OH, OW,
                                              y.f.data(), y.channels_last, fused_relu);
             } else {
+                y.shape = {N, M, OH, OW};
+                y.f.resize(static_cast<size_t>(rows * M));
                 // scratch reused across nodes and runs: fresh multi-megabyte vectors per Conv cost more in page faults than the GEMM
                 thread_local std::vector<float> patches, out;
                 patches.resize(static_cast<size_t>(rows * layer.n_in()));
@@ -491,6 +518,10 @@ void Interpreter::run(size_t index, const onnx_ir::Node& n) {
             y.f[static_cast<size_t>(k)] = (y.f[static_cast<size_t>(k)] - mean[c]) / std::sqrt(var[c] + eps) * sc[c] + bi[c];
         }
     } else if (op == "Concat") {
+        if (concat_in_place(index)) {  // its convs wrote the output already
+            if (!vals.count(n.outputs[0])) throw InvalidArgument("[onnx] " + where + ": its inputs were not computed");
+            return;
+        }
         // channels-last inputs stay so when all of them are (the channel axis of 4-D tensors, checked below)
         bool channels_last = true;
         for (size_t k = 0; k < n.inputs.size(); ++k) channels_last = channels_last && in(n, k).channels_last;
@@ -949,6 +980,35 @@ std::unique_ptr<OnnxModel> OnnxModel::from_ir(onnx_ir::Model ir, const std::stri
         for (const auto& [name, k] : last_reader)
             if (!keep.count(name)) st->release_after[k].push_back(name);
         for (auto& names : st->release_after) std::sort(names.begin(), names.end());
+        // Concats that their convs can fill in place (OnnxGraphState::conv_into_concat)
+        std::map<std::string, size_t> conv_of;  // a Conv's output value, or its fused Relu's → the Conv
+        for (const auto& [k, li] : st->node_linear)
+            if (g.nodes[k].op_type == "Conv" && !g.nodes[k].outputs.empty()) {
+                const auto relu = st->conv_relu.find(k);
+                conv_of[relu != st->conv_relu.end() ? g.nodes[relu->second].outputs[0] : g.nodes[k].outputs[0]] = k;
+            }
+        for (size_t c = 0; c < g.nodes.size(); ++c) {
+            const auto& n = g.nodes[c];
+            if (n.op_type != "Concat" || st->skip.count(c) || n.inputs.size() < 2 || n.outputs.size() != 1 || keep.count(n.outputs[0])) continue;
+            const int64_t axis = attr_i(n, "axis", 0);
+            if (axis != 1 && axis != -3) continue;
+            std::vector<size_t> convs;
+            int64_t channel = 0;
+            std::vector<int64_t> firsts;
+            for (const auto& i : n.inputs) {
+                const auto it = conv_of.find(i);
+                const auto r = st->readers.find(i);
+                if (it == conv_of.end() || keep.count(i) || r == st->readers.end() || r->second.size() != 1 ||
+                    std::count(n.inputs.begin(), n.inputs.end(), i) != 1)
+                    break;
+                convs.push_back(it->second);
+                firsts.push_back(channel);
+                channel += st->linears[st->node_linear.at(it->second)]->n_out();
+            }
+            if (convs.size() != n.inputs.size()) continue;
+            st->concat_convs[c] = convs;
+            for (size_t i = 0; i < convs.size(); ++i) st->conv_into_concat[convs[i]] = {c, firsts[i]};
+        }
     }
     m->state_ = std::move(st);
     if (m->pack_for_kernels_)
