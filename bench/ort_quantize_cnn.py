@@ -12,18 +12,11 @@ import os
 import numpy as np
 import onnx
 from onnx import version_converter
-from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 import onnxruntime as ort
 
-
-class Images(CalibrationDataReader):
-    def __init__(self, name, samples, batch):
-        self.feeds = [{name: samples[i:i + batch]} for i in range(0, len(samples), batch)]
-        self.it = iter(self.feeds)
-
-    def get_next(self):
-        return next(self.it, None)
+from ort_quantize_twin import Feeds  # this folder
 
 
 def main():
@@ -53,14 +46,15 @@ def main():
     session = ort.InferenceSession(pre, providers=["CPUExecutionProvider"])
     inp = session.get_inputs()[0]
     batch = 1 if isinstance(inp.shape[0], int) and inp.shape[0] == 1 else 32
+    batches = [{inp.name: samples[i:i + batch]} for i in range(0, len(samples), batch)]
     per_channel = True
     try:
-        quantize_static(pre, a.out, Images(inp.name, samples, batch), quant_format=QuantFormat.QDQ, per_channel=True,
+        quantize_static(pre, a.out, Feeds(batches), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
     except ValueError as e:  # ORT 1.30's per-channel bias-scale adjustment fails on some graphs (mnist-8): per tensor then
         print(f"per-channel quantization failed in ORT ({e}); weights per tensor")
         per_channel = False
-        quantize_static(pre, a.out, Images(inp.name, samples, batch), quant_format=QuantFormat.QDQ, per_channel=False,
+        quantize_static(pre, a.out, Feeds(batches), quant_format=QuantFormat.QDQ, per_channel=False,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
     os.remove(pre)
     print(f"wrote {a.out} ({os.path.getsize(a.out):,} bytes, weights {'per channel' if per_channel else 'per tensor'})")

@@ -12,21 +12,26 @@ from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, 
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 
-class SyntheticIds(CalibrationDataReader):
-    """Token ids as bench_bert_ort.js draws them ([CLS] … [SEP], ids in [1000, 29000)), but from another seed: the twin
-    has random weights, so only the activations' spread matters for the ranges, not what the ids mean."""
+class Feeds(CalibrationDataReader):
+    """ORT's calibration reader over a list of ready input dicts (also bench/ort_quantize_cnn.py's)."""
 
-    def __init__(self, batches, seq, seed=777):
-        rng = np.random.default_rng(seed)
-        self.feeds = []
-        for _ in range(batches):
-            ids = rng.integers(1000, 29000, size=(1, seq), dtype=np.int64)
-            ids[0, 0], ids[0, -1] = 101, 102
-            self.feeds.append({"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)})
-        self.it = iter(self.feeds)
+    def __init__(self, feeds):
+        self.it = iter(feeds)
 
     def get_next(self):
         return next(self.it, None)
+
+
+def synthetic_ids(batches, seq, seed=777):
+    """Token ids as bench_bert_ort.js draws them ([CLS] … [SEP], ids in [1000, 29000)), but from another seed: the twin
+    has random weights, so only the activations' spread matters for the ranges, not what the ids mean."""
+    rng = np.random.default_rng(seed)
+    feeds = []
+    for _ in range(batches):
+        ids = rng.integers(1000, 29000, size=(1, seq), dtype=np.int64)
+        ids[0, 0], ids[0, -1] = 101, 102
+        feeds.append({"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)})
+    return feeds
 
 
 def main():
@@ -42,7 +47,7 @@ def main():
     # ORT's documented first step: symbolic shape inference and graph optimisation before quantizing
     pre = os.path.join(a.out_dir, "fp32-preprocessed.onnx")
     quant_pre_process(a.fp32, pre)
-    quantize_static(pre, static_path, SyntheticIds(a.calib_batches, a.seq), quant_format=QuantFormat.QDQ,
+    quantize_static(pre, static_path, Feeds(synthetic_ids(a.calib_batches, a.seq)), quant_format=QuantFormat.QDQ,
                     op_types_to_quantize=["MatMul", "Gemm"], per_channel=True, activation_type=QuantType.QUInt8,
                     weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
     quantize_dynamic(pre, dynamic_path, op_types_to_quantize=["MatMul", "Gemm"], per_channel=True, weight_type=QuantType.QInt8)
