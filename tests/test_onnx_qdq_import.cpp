@@ -267,6 +267,35 @@ TEST(OnnxQdqImport, ConcatsBetweenQuantizedConvsGetTheirQuantizationAndSharedInp
     EXPECT_EQ(same, 8);
 }
 
+#ifdef CQ_CLI_PATH
+// `cq bench MODEL.onnx --w8a8-calib IMAGES`: FP32 and the static W8A8 copy timed in one run, as JSON (two runs, the
+// requested batch and repetitions, 3 Linears quantized, the speed ratio the medians give); bad options are one clear
+// error with exit code 2 and no table. (Speeds are measured by bench/cnn_vs_ort.sh, not asserted here.)
+TEST(OnnxQdqImport, CliBenchTimesFp32AndW8A8InOneRun) {
+    const std::string cq = CQ_CLI_PATH, model = fixture("vision/mnist-8.onnx"), images = fixture("data/t10k-images-idx3-ubyte.gz");
+    const auto r = test::run_command(cq + " bench " + model + " -b 3 -r 2 --warmup 0 --w8a8-calib " + images + " --calib-range 0:16 --json");
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    const nlohmann::json j = nlohmann::json::parse(r.out);
+    ASSERT_EQ(j["runs"].size(), 2u);
+    EXPECT_EQ(j["runs"][0]["form"], "fp32");
+    EXPECT_EQ(j["runs"][1]["form"], "w8a8-static");
+    EXPECT_EQ(j["runs"][1]["linears_quantized"], 3);
+    for (const auto& run : j["runs"]) {
+        EXPECT_EQ(run["batch"], 3);
+        EXPECT_EQ(run["ms"].size(), 2u);
+        EXPECT_GT(run["median_ms"].get<double>(), 0.0);
+    }
+    EXPECT_NEAR(j["runs"][1]["speed_vs_fp32"].get<double>(), j["runs"][0]["median_ms"].get<double>() / j["runs"][1]["median_ms"].get<double>(), 1e-9);
+    EXPECT_TRUE(r.err.empty()) << "quiet when piped: " << r.err;
+    for (const std::string& bad : std::vector<std::string>{" --w8a8-calib " + images + " --calib-method median", " --w8a8-calib /nonexistent/images", " --memory"}) {
+        const auto e = test::run_command(cq + " bench " + model + bad);
+        EXPECT_NE(e.exit_code, 0) << bad;
+        EXPECT_TRUE(e.out.empty()) << bad << ": " << e.out;
+        EXPECT_NE(e.err.find("error"), std::string::npos) << bad << ": " << e.err;
+    }
+}
+#endif
+
 TEST(OnnxQdqImport, SameBytesAtOneAndThreeThreads) {
     TempDir dir;
     ThreadPool::set_global_threads(1);

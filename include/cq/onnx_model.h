@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -106,6 +107,13 @@ struct ClassificationResult;
 struct DataSelection;
 ClassificationResult classify_images_onnx(OnnxModel& model, const std::string& data_path, const DataSelection& selection,
                                           const OnnxImageOptions& options);
+
+/// Latency of imported models on the same `batch` fixed pseudo-random images (pixels 0..255 through `image`'s scale and
+/// normalisation, in the model's layout): `warmup` untimed runs each, then `repetitions` rounds that time every model
+/// once in turn, so that all see the same load (e.g. a model and its W8A8 copy). One result per model; `seq` is 0.
+struct EncoderBenchResult;
+std::vector<EncoderBenchResult> bench_onnx(std::span<OnnxModel* const> models, int64_t batch, int64_t repetitions, int64_t warmup,
+                                           const OnnxImageOptions& image);
 
 /// Static W8A8 for an imported model: every Linear (Conv, Gemm, MatMul) gets per-output-channel symmetric int8
 /// weights and a u8 input scale / zero point from the ranges its inputs took on `samples` calibration images

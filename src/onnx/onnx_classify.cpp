@@ -6,6 +6,8 @@
 #include "cq/classify.h"
 #include "cq/datasets.h"
 #include "cq/error.h"
+#include "cq/cpu_features.h"
+#include "cq/kernels.h"
 #include "cq/onnx_model.h"
 
 namespace cq {
@@ -70,6 +72,46 @@ ClassificationResult classify_images_onnx(OnnxModel& model, const std::string& d
     r.accuracy = n > 0 ? static_cast<double>(r.correct) / static_cast<double>(n) : 0.0;
     r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     return r;
+}
+
+std::vector<EncoderBenchResult> bench_onnx(std::span<OnnxModel* const> models, int64_t batch, int64_t repetitions, int64_t warmup,
+                                           const OnnxImageOptions& image) {
+    if (models.empty() || batch < 1 || repetitions < 1 || warmup < 0) throw InvalidArgument("[bench] batch and repetitions must be at least 1");
+    const OnnxImageInput in = onnx_image_input(*models[0]);
+    const int64_t per = in.channels * in.height * in.width;
+    std::vector<float> x(static_cast<size_t>(batch * per));
+    for (size_t i = 0; i < x.size(); ++i) {  // a fixed pixel pattern (as bench_encoder's), scaled and normalised as eval does
+        float v = static_cast<float>(static_cast<uint8_t>((i * 2654435761u) >> 24)) * image.pixel_scale;
+        if (!image.mean.empty()) {
+            const size_t c = in.nhwc ? i % static_cast<size_t>(in.channels) : (i / static_cast<size_t>(in.height * in.width)) % static_cast<size_t>(in.channels);
+            v = (v - image.mean[c % image.mean.size()]) / image.std[c % image.std.size()];
+        }
+        x[i] = v;
+    }
+    std::vector<EncoderBenchResult> results(models.size());
+    for (size_t m = 0; m < models.size(); ++m) {
+        if (onnx_image_input(*models[m]).channels * onnx_image_input(*models[m]).height * onnx_image_input(*models[m]).width != per)
+            throw InvalidArgument("[bench] the models take images of different sizes");
+        results[m].batch = batch;
+        results[m].repetitions = repetitions;
+        results[m].isa = std::string(isa_level_name(kernel_table().level));
+        for (int64_t i = 0; i < warmup; ++i) models[m]->run(x.data(), batch);
+    }
+    for (int64_t r = 0; r < repetitions; ++r)
+        for (size_t m = 0; m < models.size(); ++m) {
+            const auto t0 = std::chrono::steady_clock::now();
+            models[m]->run(x.data(), batch);
+            results[m].ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+        }
+    for (auto& res : results) {
+        std::vector<double> sorted = res.ms;
+        std::sort(sorted.begin(), sorted.end());
+        const size_t n = sorted.size();
+        res.median_ms = n % 2 ? sorted[n / 2] : 0.5 * (sorted[n / 2 - 1] + sorted[n / 2]);
+        res.min_ms = sorted.front();
+        res.max_ms = sorted.back();
+    }
+    return results;
 }
 
 }  // namespace cq
