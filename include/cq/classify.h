@@ -79,5 +79,7 @@ struct EncoderBenchResult {
 /// vision: `batch` fixed images, seq ignored).
 EncoderBenchResult bench_encoder(EncoderModel& model, int64_t batch, int64_t seq, int64_t repetitions, int64_t warmup,
                                  const ProgressFn& progress = {});
+/// Fills median / min / max from r.ms (no-op when empty).
+void summarize_timings(EncoderBenchResult& r);
 
 }  // namespace cq

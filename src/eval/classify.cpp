@@ -277,13 +277,18 @@ EncoderBenchResult bench_encoder(EncoderModel& model, int64_t batch, int64_t seq
         r.ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
         if (progress) progress(i + 1, repetitions, r.ms.back());
     }
+    summarize_timings(r);
+    return r;
+}
+
+void summarize_timings(EncoderBenchResult& r) {
+    if (r.ms.empty()) return;
     std::vector<double> sorted = r.ms;
     std::sort(sorted.begin(), sorted.end());
     const size_t n = sorted.size();
     r.median_ms = n % 2 ? sorted[n / 2] : 0.5 * (sorted[n / 2 - 1] + sorted[n / 2]);
     r.min_ms = sorted.front();
     r.max_ms = sorted.back();
-    return r;
 }
 
 }  // namespace cq

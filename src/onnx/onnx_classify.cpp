@@ -103,14 +103,7 @@ std::vector<EncoderBenchResult> bench_onnx(std::span<OnnxModel* const> models, i
             models[m]->run(x.data(), batch);
             results[m].ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
         }
-    for (auto& res : results) {
-        std::vector<double> sorted = res.ms;
-        std::sort(sorted.begin(), sorted.end());
-        const size_t n = sorted.size();
-        res.median_ms = n % 2 ? sorted[n / 2] : 0.5 * (sorted[n / 2 - 1] + sorted[n / 2]);
-        res.min_ms = sorted.front();
-        res.max_ms = sorted.back();
-    }
+    for (auto& res : results) summarize_timings(res);
     return results;
 }
 
