@@ -34,6 +34,9 @@ struct U8Params {
 /// (hi == lo, or a scale below FLT_MIN) gives scale 1, zero point 0: every input was 0, and 0 stays 0.
 /// InvalidArgument unless lo ≤ 0 ≤ hi and both are finite, and qmax is in [1, 255].
 U8Params u8_params(Range r, int32_t qmax = 255);
+/// Symmetric activations in u8 form: zero point (qmax + 1) / 2 (128; 64 for 7 bits) and scale max(−lo, hi) / (zero point − 1),
+/// so code c stands for the signed code c − 128 of TensorRT's symmetric int8 (amax / 127, zero point 0) exactly. qmax 255 or 127.
+U8Params u8_params_symmetric(Range r, int32_t qmax = 255);
 
 /// Streams values into a histogram of a fixed number of bins over [−R, R]. R is always the smallest
 /// power of two above max|x| (0 before any non-zero value), so it doubles as larger values arrive and

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -64,5 +65,30 @@ std::vector<W8A8Rule> default_w8a8_rules();
 bool w8a8_selects(const std::vector<W8A8Rule>& rules, const std::string& name);
 /// The text of the rule that decides `target` ("(none)" when none does), for reports.
 std::string w8a8_deciding_rule(const std::vector<W8A8Rule>& rules, const RuleTarget& target);
+
+class LanguageModel;
+
+/// The decoder LLMs' default: every Linear of the blocks ("blk.N.*"); the output head stays float (one layer, and the
+/// logits are what every metric reads).
+std::vector<W8A8Rule> llm_default_w8a8_rules();
+
+/// W8A8 of a decoder LLM (LLaMA family, GPT-2).
+struct LlmW8A8Options {
+    ActivationQuant activations = ActivationQuant::static_per_tensor;
+    std::string calib_text;      // static: the text whose chunks calibrate (llama-imatrix's chunking, cq/eval.h)
+    int64_t calib_ctx = 512;     // tokens per calibration chunk
+    int64_t calib_chunks = 128;  // at most this many chunks, the first ones (-1: all)
+    calib::Method method = calib::Method::percentile;
+    double percentile = 99.99;
+    bool symmetric = false;       // static: calib::u8_params_symmetric (TensorRT's symmetric int8, which trt-qdq exports exactly)
+    int32_t activation_bits = 0;  // 8 or 7; 0: 8 for static, this CPU's choice (auto_activation_bits) for dynamic
+    std::vector<W8A8Rule> rules = llm_default_w8a8_rules();
+};
+
+/// Quantizes the Linears `options.rules` select: per-channel int8 weights (f32/f16/bf16 or any block type, dequantized
+/// first), and for static activations one u8 scale / zero point per Linear input from what it saw while the model ran
+/// the calibration chunks. Returns how many Linears were quantized. InvalidArgument for static without text, bad bits,
+/// or rules that select nothing.
+int64_t quantize_llm_w8a8(LanguageModel& model, const LlmW8A8Options& options, const std::function<void(int64_t, int64_t, double)>& progress = {});
 
 }  // namespace cq

@@ -41,6 +41,18 @@ U8Params u8_params(Range r, int32_t qmax) {
     return {scale, static_cast<int32_t>(std::clamp(zp, 0.0, static_cast<double>(qmax)))};
 }
 
+U8Params u8_params_symmetric(Range r, int32_t qmax) {
+    if (!(std::isfinite(r.lo) && std::isfinite(r.hi) && r.lo <= 0.0f && r.hi >= 0.0f))
+        throw InvalidArgument("[calib] u8 range must be finite with lo <= 0 <= hi, got [" + std::to_string(r.lo) + ", " +
+                              std::to_string(r.hi) + "]");
+    if (qmax != 255 && qmax != 127) throw InvalidArgument("[calib] symmetric u8 activations need qmax 255 or 127, got " + std::to_string(qmax));
+    const int32_t mid = (qmax + 1) / 2;  // the zero point: codes mid − k ↔ −k steps, as a signed code k would be
+    const float amax = std::max(-r.lo, r.hi);
+    const float scale = amax / static_cast<float>(mid - 1);
+    if (!(scale >= std::numeric_limits<float>::min())) return {1.0f, mid};
+    return {scale, mid};
+}
+
 void CalibrationStats::observe(const std::string& tensor, const float* x, int64_t n, int64_t bins) {
     auto it = observers.try_emplace(tensor, bins).first;
     try {

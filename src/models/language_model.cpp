@@ -13,6 +13,7 @@
 #include "io/hf/hf_model.h"
 #include "cq/llm.h"
 #include "models/families.h"
+#include "models/model_container.h"
 #include "models/tensor_names.h"
 #include "models/weight_helpers.h"
 #include "ops/ops.h"
@@ -201,6 +202,11 @@ public:
             return std::nullopt;
         });
         load_decoder_weights(c, src, models::DecoderNames(c.family, false), false, m.weights_);
+        // W8A8 Linears (cq quantize --type w8a8-*): I8 weights with their scales beside them, as cq's containers hold them
+        std::vector<Linear*> int8;
+        for (Linear* l : m.linears())
+            if (l->weight.dtype() == DType::I8) int8.push_back(l);
+        if (!int8.empty()) container::restore_linears(f, int8);
         m.tokenizer_ = load_tokenizer(f);
     }
 

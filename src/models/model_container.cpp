@@ -208,11 +208,13 @@ std::optional<Tensor> Reader::tensor(const std::string& name) const {
     return std::nullopt;
 }
 
-void Reader::restore_linears(const std::vector<Linear*>& linears) const {
-    const std::string& path = file_.path();
+void Reader::restore_linears(const std::vector<Linear*>& linears) const { container::restore_linears(file_, linears); }
+
+void restore_linears(const gguf::File& file, const std::vector<Linear*>& linears) {
+    const std::string& path = file.path();
     int32_t act_qmax = 255;
     bool auto_bits = false;
-    if (const gguf::Value* bits = file_.find("cq.w8a8.activation_bits")) {
+    if (const gguf::Value* bits = file.find("cq.w8a8.activation_bits")) {
         const auto b = bits->as_int();
         if (!b || (*b != 8 && *b != 7 && *b != 0)) throw FormatError("gguf", path, 0, "cq.w8a8.activation_bits must be 8, 7 or 0 (auto)");
         auto_bits = *b == 0;
@@ -226,19 +228,19 @@ void Reader::restore_linears(const std::vector<Linear*>& linears) const {
         q->n_in = l->weight.dim(1);
         q->weight = l->weight;
         q->act_qmax = act_qmax;
-        q->weight_scale = f32_values(file_, l->name + ".weight_scale", q->n_out);
+        q->weight_scale = f32_values(file, l->name + ".weight_scale", q->n_out);
         for (const float s : q->weight_scale)
             if (!(s > 0) || !std::isfinite(s))
                 throw FormatError("gguf", path, 0, "tensor '" + l->name + ".weight_scale' holds a scale that is not positive and finite");
         if (l->bias) q->bias = l->bias->to_float();
-        if (file_.find_tensor(l->name + ".input_scale")) {
+        if (file.find_tensor(l->name + ".input_scale")) {
             if (auto_bits)  // a calibrated zero point is a code of one fixed range
                 throw FormatError("gguf", path, 0, "'" + l->name + "' has static input quantization, which needs cq.w8a8.activation_bits 8 or 7, not 0 (auto)");
             q->activations = ActivationQuant::static_per_tensor;
-            q->input.scale = f32_values(file_, l->name + ".input_scale", 1)[0];
-            const gguf::TensorInfo* zi = file_.find_tensor(l->name + ".input_zero_point");
+            q->input.scale = f32_values(file, l->name + ".input_scale", 1)[0];
+            const gguf::TensorInfo* zi = file.find_tensor(l->name + ".input_zero_point");
             if (!zi) throw FormatError("gguf", path, 0, "tensor '" + l->name + ".input_zero_point' is missing");
-            const Tensor z = file_.tensor(*zi);
+            const Tensor z = file.tensor(*zi);
             if (z.dtype() != DType::I32 || z.numel() != 1)
                 throw FormatError("gguf", path, zi->file_offset, "tensor '" + l->name + ".input_zero_point' must be one i32");
             q->input.zero_point = *static_cast<const int32_t*>(z.data());

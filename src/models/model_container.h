@@ -52,4 +52,7 @@ private:
     std::string dir_;
 };
 
+/// Reader::restore_linears over any GGUF file whose tensors hold Linears by their names (the LLM files' W8A8 Linears too).
+void restore_linears(const gguf::File& file, const std::vector<Linear*>& linears);
+
 }  // namespace cq::container

@@ -80,6 +80,17 @@ std::string Emitter::linear(const Linear& layer, const std::string& x) {
 }
 
 namespace {
+// TensorRT's symmetric s8 input scale for a static W8A8 input: the calibrated u8 range [s·(0 − zp), s·(qmax − zp)] widened
+// to ±amax (amax / 127), or, for 8-bit codes already symmetric (zero point 128, calib::u8_params_symmetric), s itself, so
+// that the s8 code is the u8 code − 128 and the graph computes exactly what cq runs.
+float trt_input_scale(const Int8Linear& q) {
+    if (q.act_qmax == 255 && q.input.zero_point == 128) return q.input.scale;
+    const float lo = q.input.scale * static_cast<float>(0 - q.input.zero_point);
+    const float hi = q.input.scale * static_cast<float>(q.act_qmax - q.input.zero_point);
+    const float amax = std::max(std::fabs(lo), std::fabs(hi));
+    return amax > 0 ? amax / 127.0f : 1.0f;
+}
+
 // q: [n_out, n_in] int8 → [n_in, n_out] (MatMul's B)
 std::vector<int8_t> transpose_s8(const Int8Linear& q) {
     const auto* w = static_cast<const int8_t*>(q.weight.data());
@@ -126,10 +137,7 @@ std::string Emitter::int8_linear(const Linear& layer, const std::string& x) {
                               "--type w8a8-static --calib DATA");
     if (options.format == OnnxFormat::trt_qdq) {
         // symmetric s8: the calibrated u8 range [s·(0 − zp), s·(qmax − zp)] widened to ±amax, zero point 0
-        const float lo = q.input.scale * static_cast<float>(0 - q.input.zero_point);
-        const float hi = q.input.scale * static_cast<float>(q.act_qmax - q.input.zero_point);
-        const float amax = std::max(std::fabs(lo), std::fabs(hi));
-        const float sx = amax > 0 ? amax / 127.0f : 1.0f;
+        const float sx = trt_input_scale(q);
         const int8_t zero = 0;
         const std::string s = g.scalar_f32(sx), z = g.typed(layer.name + ".input_zero_point", onnx_ir::kInt8, {}, &zero, 1);
         const std::string xd = g.op("DequantizeLinear", {g.op("QuantizeLinear", {x, s, z}), s, z});
@@ -210,10 +218,7 @@ std::string Emitter::conv(const Linear& layer, const std::string& x, int64_t in_
     const std::string wd = g.op("DequantizeLinear", {w, ws, wzp}, {attr("axis", int64_t{0})});
     if (options.format == OnnxFormat::trt_qdq) {
         // symmetric s8 activations: the calibrated range widened to ±amax, zero point 0 (as int8_linear)
-        const float lo = q.input.scale * static_cast<float>(0 - q.input.zero_point);
-        const float hi = q.input.scale * static_cast<float>(q.act_qmax - q.input.zero_point);
-        const float amax = std::max(std::fabs(lo), std::fabs(hi));
-        const float sx = amax > 0 ? amax / 127.0f : 1.0f;
+        const float sx = trt_input_scale(q);
         const int8_t zero = 0;
         const std::string s = g.scalar_f32(sx), z = g.typed(layer.name + ".input_zero_point", onnx_ir::kInt8, {}, &zero, 1);
         std::vector<std::string> in{g.op("DequantizeLinear", {g.op("QuantizeLinear", {x, s, z}), s, z}), wd};

@@ -54,6 +54,7 @@ void linear_quantized(const Linear& layer, const float* x, int64_t T, float* y) 
 }
 
 void pack_for_kernels(Linear& layer) {
+    if (layer.int8) return;  // runs its own packed int8 form
     const Tensor& w = layer.weight;
     const QuantKernels& q = kernel_table().quant_kernels(w.dtype());
     if (!q.runs_packed() || layer.transposed || layer.x8) return;

@@ -17,6 +17,7 @@
 #include "cq/error.h"
 #include "cq/io/gguf_writer.h"
 #include "cq/thread_pool.h"
+#include "cq/w8a8.h"
 #include "cq/weighted_quant.h"
 #include "quant/zero_preserving.h"
 
@@ -65,8 +66,10 @@ std::map<std::string, const Linear*> changed_linears(const LanguageModel& model,
     std::map<std::string, const Linear*> out;
     for (const Linear* l : model.linears()) {
         if (l->modified_by.empty()) continue;
-        if (l->int8 || l->transposed)
-            throw Unsupported("[save] '" + l->name + "' holds a layout GGUF has no type for (" + l->format() + (l->transposed ? ", [in, out]" : "") + ")");
+        // A W8A8 Linear's int8 form is [out, in] whatever the file's layout; a changed float or block weight stored
+        // [in, out] (GPT-2's Conv1D) has no GGUF type.
+        if (l->transposed && !l->int8)
+            throw Unsupported("[save] '" + l->name + "' holds a layout GGUF has no type for (" + l->format() + ", [in, out])");
         const bool tied_head = l->role == LayerRole::lm_head && !file_has_output;
         out[(tied_head ? std::string("token_embd") : l->name) + ".weight"] = l;
     }
@@ -149,7 +152,7 @@ QuantizeReport write_llm_gguf(const LlmWriteJob& job, const std::string& output)
                 throw Unsupported("[save] '" + l.name + "' is now [" + std::to_string(l.n_out()) + ", " + std::to_string(l.n_in()) +
                                   "] but the file's '" + t.name + "' is [" + std::to_string(t.shape.front()) + ", " + std::to_string(t.shape.back()) +
                                   "]; a reshaped layer cannot be written over the file's tensor");
-            p.requested = p.chosen = l.weight.dtype();
+            p.requested = p.chosen = l.int8 ? DType::I8 : l.weight.dtype();
             p.rule = "model: " + l.modified_by;
             from_model[i] = &l;
             ++used;
@@ -203,9 +206,50 @@ QuantizeReport write_llm_gguf(const LlmWriteJob& job, const std::string& output)
                 throw Unsupported("[save] '" + entry.second->name + "' was changed in memory but the file has no tensor '" + entry.first +
                                   "' to hold it");
 
+    // A W8A8 Linear's scales beside its I8 weight, under the names cq's model container gives them
+    // (models/model_container.h), in the file's q/k row order as the weight.
+    std::vector<std::vector<uint8_t>> extra;  // the bytes of r.tensors[in.tensors.size() + j]
+    int32_t act_qmax = 0;
+    for (size_t i = 0; i < in.tensors.size(); ++i) {
+        const Linear* l = from_model[i];
+        if (!l || !l->int8) continue;
+        const Int8Linear& q = *l->int8;
+        act_qmax = std::max(act_qmax, q.act_qmax);
+        const std::string base = in.tensors[i].name.substr(0, in.tensors[i].name.size() - std::string(".weight").size());
+        const auto add = [&](const std::string& name, DType type, std::vector<uint8_t> bytes) {
+            TensorPlan p;
+            p.name = name, p.numel = static_cast<int64_t>(bytes.size() / 4), p.shape = {p.numel};
+            p.from = p.requested = p.chosen = type;
+            p.rule = "model: " + l->modified_by;
+            p.bytes_in = p.bytes_out = bytes.size();
+            r.tensor_bytes_out += p.bytes_out;
+            r.tensors_by_type[std::string(dtype_name(type))] += 1;
+            r.tensors.push_back(std::move(p));
+            extra.push_back(std::move(bytes));
+        };
+        std::vector<uint8_t> scales(q.weight_scale.size() * 4);
+        std::memcpy(scales.data(), q.weight_scale.data(), scales.size());
+        const bool qk = l->role == LayerRole::attn_q || l->role == LayerRole::attn_k;
+        if (hf_rope_rows && qk) {
+            std::vector<uint8_t> rows(scales.size());
+            unpermute_head_rows(scales.data(), rows.data(), q.n_out, l->role == LayerRole::attn_q ? in.n_head : in.n_head_kv, 4);
+            scales = std::move(rows);
+        }
+        add(base + ".weight_scale", DType::F32, std::move(scales));
+        if (q.activations == ActivationQuant::static_per_tensor) {
+            std::vector<uint8_t> s(4), z(4);
+            std::memcpy(s.data(), &q.input.scale, 4);
+            std::memcpy(z.data(), &q.input.zero_point, 4);
+            add(base + ".input_scale", DType::F32, std::move(s));
+            add(base + ".input_zero_point", DType::I32, std::move(z));
+        }
+    }
+
     gguf::Writer w(in.alignment);
     in.write_metadata(w);
     if (job.metadata) job.metadata(w);
+    // the activation bits the int8 Linears were built for, which the loader needs for their zero points
+    if (act_qmax > 0 && !w.has("cq.w8a8.activation_bits")) w.set_u32("cq.w8a8.activation_bits", act_qmax == 127 ? 7u : 8u);
     for (const auto& p : r.tensors) w.add_tensor(p.name, p.shape, p.chosen);
     r.bpw_in = r.parameters ? 8.0 * static_cast<double>(r.tensor_bytes_in) / static_cast<double>(r.parameters) : 0;
     r.bpw_out = r.parameters ? 8.0 * static_cast<double>(r.tensor_bytes_out) / static_cast<double>(r.parameters) : 0;
@@ -219,9 +263,14 @@ QuantizeReport write_llm_gguf(const LlmWriteJob& job, const std::string& output)
     std::vector<uint8_t> scratch;
     w.write(out, [&](size_t i, std::vector<uint8_t>& buf) {
         const TensorPlan& p = r.tensors[i];
+        if (i >= in.tensors.size()) {
+            buf = extra[i - in.tensors.size()];
+            if (job.progress) job.progress(static_cast<int64_t>(i + 1), static_cast<int64_t>(r.tensors.size()));
+            return;
+        }
         buf.resize(p.bytes_out);
         if (const Linear* l = from_model[i]) {
-            const auto* src = static_cast<const uint8_t*>(l->weight.data());
+            const auto* src = static_cast<const uint8_t*>(l->int8 ? l->int8->weight.data() : l->weight.data());
             const bool q = l->role == LayerRole::attn_q, k = l->role == LayerRole::attn_k;
             if (hf_rope_rows && (q || k)) {
                 const int64_t heads = q ? in.n_head : in.n_head_kv;

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <optional>
 
 #include "cq/error.h"
 #include "cq/int8_gemm.h"
@@ -23,9 +24,33 @@ void load_row_f32(const Tensor& w, int64_t row, int64_t n, float* out) {
     case DType::F32: std::memcpy(out, base + row * n * 4, static_cast<size_t>(n) * 4); return;
     case DType::F16: kernel_table().convert_f16_f32.fn(reinterpret_cast<const uint16_t*>(base + row * n * 2), out, n); return;
     case DType::BF16: kernel_table().convert_bf16_f32.fn(reinterpret_cast<const uint16_t*>(base + row * n * 2), out, n); return;
-    default:
-        throw Unsupported("[w8a8] weights of type " + std::string(dtype_name(w.dtype())) + " cannot be quantized to int8 (f32/f16/bf16 only)");
+    default: {
+        // a block type (a quantized GGUF's weight): its rows dequantized exactly, then requantized per channel
+        const DTypeTraits& t = dtype_traits(w.dtype());
+        if (!t.is_quantized || !t.to_float)
+            throw Unsupported("[w8a8] weights of type " + std::string(dtype_name(w.dtype())) + " cannot be quantized to int8");
+        const uint64_t row_bytes = *dtype_bytes(w.dtype(), static_cast<uint64_t>(n));
+        t.to_float(base + row * static_cast<int64_t>(row_bytes), out, n);
+        return;
     }
+    }
+}
+
+// [in, out] (f32/f16/bf16) → its transpose [out, in] in f32.
+Tensor transpose_to_f32(const Tensor& w, const std::string& name) {
+    const int64_t n_in = w.dim(0), n_out = w.dim(1);
+    Tensor t = Tensor::zeros({n_out, n_in}, DType::F32);
+    auto* dst = static_cast<float*>(t.mutable_data());
+    std::vector<float> row(static_cast<size_t>(n_out));
+    for (int64_t i = 0; i < n_in; ++i) {
+        try {
+            load_row_f32(w, i, n_out, row.data());
+        } catch (const Unsupported& e) {
+            throw Unsupported(std::string(e.what()) + " (" + name + ")");
+        }
+        for (int64_t o = 0; o < n_out; ++o) dst[o * n_in + i] = row[static_cast<size_t>(o)];
+    }
+    return t;
 }
 
 }  // namespace
@@ -55,11 +80,13 @@ std::shared_ptr<Int8Linear> quantize_linear_w8a8(const Linear& layer, Activation
     if (activations == ActivationQuant::static_per_tensor && (input.zero_point < 0 || input.zero_point > act_qmax))
         throw InvalidArgument("[w8a8] " + layer.name + ": static input zero point " + std::to_string(input.zero_point) +
                               " is outside [0, " + std::to_string(act_qmax) + "]");
-    if (layer.transposed) throw Unsupported("[w8a8] " + layer.name + ": transposed (Conv1D) weights are not supported yet");
     if (layer.weight.ndim() != 2) throw InvalidArgument("[w8a8] " + layer.name + ": weight is not 2-D");
+    // A weight stored [in, out] (GPT-2's Conv1D) is read as its transpose: the int8 form is [out, in] whatever the file's layout.
+    const std::optional<Tensor> rows_first = layer.transposed ? std::optional<Tensor>(transpose_to_f32(layer.weight, layer.name)) : std::nullopt;
+    const Tensor& weight = rows_first ? *rows_first : layer.weight;
     auto q = std::make_shared<Int8Linear>();
-    q->n_out = layer.weight.dim(0);
-    q->n_in = layer.weight.dim(1);
+    q->n_out = weight.dim(0);
+    q->n_in = weight.dim(1);
     q->activations = activations;
     q->input = input;
     q->act_qmax = act_qmax;
@@ -68,7 +95,7 @@ std::shared_ptr<Int8Linear> quantize_linear_w8a8(const Linear& layer, Activation
     auto* wq = static_cast<int8_t*>(q->weight.mutable_data());
     std::vector<float> row(static_cast<size_t>(q->n_in));
     for (int64_t i = 0; i < q->n_out; ++i) {
-        load_row_f32(layer.weight, i, q->n_in, row.data());
+        load_row_f32(weight, i, q->n_in, row.data());
         float amax = 0.0f;
         for (float v : row) {
             if (!std::isfinite(v)) throw InvalidArgument("[w8a8] " + layer.name + ": weight row " + std::to_string(i) + " holds NaN or Inf");

@@ -1,6 +1,7 @@
 // `cq quantize IN OUT --type TYPE`: weight quantization with per-tensor rules, and the same-run report
 // (size, bits per weight, types; with --eval TEXT also PPL, KLD and speed against the original).
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <iostream>
 
@@ -12,6 +13,8 @@
 #include "cq/compare.h"
 #include "cq/detr.h"
 #include "cq/error.h"
+#include "cq/llm.h"
+#include "cq/w8a8.h"
 #include "cq/quantize.h"
 #include "cq/report.h"
 #include "cq/seq2seq.h"
@@ -83,6 +86,47 @@ void print_report(const QuantizeReport& r, bool verbose) {
         std::printf(" (--verbose lists each and why)\n");
     }
 }
+// A decoder LLM's --type w8a8-static | w8a8-dynamic: calibrate (static) and quantize the block Linears in memory, then
+// write the GGUF with the int8 Linears and every other tensor kept in float (--tensor-type rules still apply to them).
+QuantizeReport quantize_llm_w8a8_file(const Options& o, const ProgressFn& tensors) {
+    const auto start = std::chrono::steady_clock::now();
+    LlmW8A8Options q;
+    q.activations = o.quant.type == "w8a8-static" ? ActivationQuant::static_per_tensor : ActivationQuant::dynamic_per_token;
+    q.calib_text = o.w8a8.quant.calib_data;
+    if (q.activations == ActivationQuant::dynamic_per_token && !q.calib_text.empty())
+        throw InvalidArgument("--calib: w8a8-dynamic quantizes activations at run time and needs no calibration text");
+    q.calib_ctx = o.quant.calib.n_ctx;
+    q.calib_chunks = o.quant.calib.max_chunks;
+    const auto method = calib::parse_method(o.w8a8.calib_method);
+    if (!method) throw InvalidArgument("--calib-method '" + o.w8a8.calib_method + "' is not one of minmax, percentile, mse, entropy");
+    q.method = *method;
+    q.percentile = o.w8a8.quant.percentile;
+    q.symmetric = o.w8a8.act_symmetric;
+    q.activation_bits = o.w8a8.act_bits == "auto" ? 0 : std::stoi(o.w8a8.act_bits);
+    for (const auto& spec : o.w8a8.quant.layer_rules) q.rules.push_back(parse_w8a8_rule(spec));
+    LoadOptions load;
+    if (q.activations == ActivationQuant::static_per_tensor) load.n_ctx = q.calib_ctx;
+    auto model = LanguageModel::load(o.input, load);
+    Progress calibration("calibrate", !o.json);
+    const int64_t n = quantize_llm_w8a8(*model, q, [&](int64_t done, int64_t total, double) { calibration.update(done, total, "chunks"); });
+    calibration.finish();
+    QuantizeOptions keep;  // every tensor the W8A8 pass did not change stays float
+    keep.type = "f32";
+    keep.tensor_types = o.quant.tensor_types;
+    keep.keep_zeros = !o.no_keep_zeros;
+    QuantizeReport r = quantize_model(*model, o.output, keep, tensors);
+    r.type = o.quant.type;
+    r.method = q.activations == ActivationQuant::static_per_tensor ? "w8a8 static, " + std::string(calib::method_name(q.method)) + " ranges"
+                                                                   : "w8a8 dynamic";
+    r.notes.push_back(std::to_string(n) + " Linears int8 (rules: " + [&] {
+        std::string t;
+        for (const auto& rule : q.rules) t += (t.empty() ? "" : ", ") + rule.text();
+        return t;
+    }() + ")");
+    r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    return r;
+}
+
 }  // namespace
 
 Runner register_quantize(CLI::App& app) {
@@ -95,8 +139,9 @@ Runner register_quantize(CLI::App& app) {
     cmd->add_option("output", o->output, "The GGUF file to write (atomically; never the input; an .onnx file for an .onnx input)")->required();
     std::string presets;
     for (const auto& p : quant_presets()) presets += "\n  " + p.name + ": " + p.description;
-    presets += "\n  w8a8-dynamic: encoders: int8 weights per channel, int8 activations per token at run time"
-               "\n  w8a8-static: encoders: int8 weights per channel, int8 activations per tensor from calibration (--calib)";
+    presets += "\n  w8a8-dynamic: encoders and decoder LLMs: int8 weights per channel, int8 activations per token at run time"
+               "\n  w8a8-static: encoders and decoder LLMs: int8 weights per channel, int8 activations per tensor from calibration "
+               "(--calib; LLMs: text in --calib-ctx chunks, the blocks' Linears int8, the head float)";
     cmd->add_option("-t,--type", o->quant.type, "A preset or type:" + presets)->default_val("q8_0");
     cmd->add_option("--tensor-type", o->quant.tensor_types,
                     "PATTERN=TYPE rule applied after the preset (repeatable, later rules win; glob over tensor names), "
@@ -145,14 +190,18 @@ Runner register_quantize(CLI::App& app) {
     return [o]() -> int {
         // Encoder–decoders (BART, T5, BLIP) and encoders (classifiers, vision and multimodal families) take W8A8 or
         // weight-only block types into cq's containers.
+        if (o->w8a8.act_symmetric && (o->quant.type != "w8a8-static" || o->input.ends_with(".onnx") || is_seq2seq_model(o->input) ||
+                                      is_detr_model(o->input) || is_encoder_model(o->input)))
+            throw InvalidArgument("--act-symmetric applies to decoder LLMs' --type w8a8-static only");
         if (o->input.ends_with(".onnx")) return run_quantize_onnx(o->w8a8, o->input, o->output, o->quant.type, o->eval_text, o->json);
         if (is_seq2seq_model(o->input)) return run_quantize_seq2seq(o->w8a8, o->input, o->output, o->quant.type, o->eval_text, o->json, o->report);
         if (is_detr_model(o->input)) return run_quantize_detr(o->w8a8, o->input, o->output, o->quant.type, o->json);
-        if (is_w8a8_type(o->quant.type) || (encoder_weight_only_type(o->quant.type) && is_encoder_model(o->input)))
+        const bool llm_w8a8 = is_w8a8_type(o->quant.type) && !is_encoder_model(o->input);
+        if (!llm_w8a8 && (is_w8a8_type(o->quant.type) || (encoder_weight_only_type(o->quant.type) && is_encoder_model(o->input))))
             return run_quantize_w8a8(o->w8a8, o->input, o->output, o->quant.type, o->eval_text, !o->no_bench,
                                      o->compare.bench_options.repetitions, o->json, o->report);
-        if (!o->w8a8.quant.calib_cache.empty() || !o->w8a8.quant.layer_rules.empty())
-            throw InvalidArgument("--calib-cache and --layer apply to --type w8a8-dynamic / w8a8-static only");
+        if (!o->w8a8.quant.calib_cache.empty()) throw InvalidArgument("--calib-cache applies to encoders' --type w8a8-static only");
+        if (!llm_w8a8 && !o->w8a8.quant.layer_rules.empty()) throw InvalidArgument("--layer applies to --type w8a8-dynamic / w8a8-static only");
         o->quant.calib.text_path = o->w8a8.quant.calib_data;
         if (!o->method.empty()) o->quant.method = parse_quant_method(o->method);
         o->quant.eval_text = o->eval_text;
@@ -168,10 +217,11 @@ Runner register_quantize(CLI::App& app) {
             stage->update(done, total, "steps");
         };
         Progress progress("quantize", !o->json);
-        const QuantizeReport r = quantize_model(o->input, o->output, o->quant, [&](int64_t done, int64_t total, double) {
+        const ProgressFn tensors = [&](int64_t done, int64_t total, double) {
             if (stage) stage->finish(), stage.reset();
             progress.update(done, total, "tensors");
-        });
+        };
+        const QuantizeReport r = llm_w8a8 ? quantize_llm_w8a8_file(*o, tensors) : quantize_model(o->input, o->output, o->quant, tensors);
         progress.finish();
         for (const auto& w : r.warnings)
             if (!o->json) std::fprintf(stderr, "warning: %s\n", w.c_str());

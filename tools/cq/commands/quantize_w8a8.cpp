@@ -39,10 +39,13 @@ void add_w8a8_options(CLI::App* cmd, W8A8CliOptions& o) {
     cmd->add_option("--calib-cache", o.quant.calib_cache, "w8a8-static: statistics file, reused when it matches the model and samples, "
                                                           "written otherwise, so a sweep over methods runs the model once (default: none)");
     cmd->add_option("--layer", o.quant.layer_rules, "w8a8: PATTERN=int8|float rule over Linear names, after the default "
-                                                    "('*=float', '*.layer.*=int8', '*.encoder.layers.*=int8': every Linear in the encoder blocks, CLIP's too); repeatable, later rules win (default: none)");
+                                                    "('*=float', '*.layer.*=int8', '*.encoder.layers.*=int8': every Linear in the encoder blocks, CLIP's too; decoder LLMs: '*=float', "
+                                                    "'blk.*=int8'); repeatable, later rules win (default: none)");
     cmd->add_option("--act-bits", o.act_bits, "w8a8: activation bits: 8; 7 (half the resolution, but the exact fast vpmaddubsw "
                                               "path on CPUs without AVX-512 VNNI); or auto: w8a8-static gets 8, w8a8-dynamic files "
                                               "record 'auto' and each CPU runs 8 with VNNI, 7 without")->default_val("auto")->check(CLI::IsMember({"auto", "7", "8"}));
+    cmd->add_flag("--act-symmetric", o.act_symmetric, "w8a8-static, decoder LLMs: symmetric activation ranges (±amax, zero point at "
+                                                       "mid-code): TensorRT's symmetric int8, which --format trt-qdq then exports code for code (default: off)");
     cmd->add_option("--embeddings", o.embedding_type, "w8a8: type of the word-embedding table (q8_0, q5_0, q4_0: rows dequantized as "
                                                       "tokens are looked up; f16, bf16; f32 = keep)")->default_val("q8_0");
     cmd->add_option("--eval-range", o.eval_range, "w8a8: samples FIRST:END of --eval (default: all)");
@@ -55,6 +58,7 @@ void add_w8a8_options(CLI::App* cmd, W8A8CliOptions& o) {
 
 int run_quantize_w8a8(W8A8CliOptions& o, const std::string& input, const std::string& output, const std::string& type,
                       const std::string& eval_data, bool bench, int64_t bench_reps, bool json, const std::string& report_html) {
+    if (o.act_symmetric) throw InvalidArgument("--act-symmetric applies to decoder LLMs' --type w8a8-static only");
     o.quant.activations = type == "w8a8-static" ? ActivationQuant::static_per_tensor : ActivationQuant::dynamic_per_token;
     if (!is_w8a8_type(type)) o.quant.weight_type = encoder_weight_only_type(type);
     const auto method = calib::parse_method(o.calib_method);

@@ -14,6 +14,7 @@ struct W8A8CliOptions {
     std::string calib_method = "percentile", calib_range, eval_range, embedding_type = "q8_0", act_bits = "auto";
     DataSelection eval_selection;
     int64_t bench_batch = 8, bench_seq = 128;
+    bool act_symmetric = false;  // decoder LLMs' w8a8-static only (LlmW8A8Options::symmetric)
 };
 
 void add_w8a8_options(CLI::App* cmd, W8A8CliOptions& o);

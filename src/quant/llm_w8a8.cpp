@@ -1,0 +1,55 @@
+// W8A8 for decoder LLMs: the rule-selected block Linears get per-channel int8 weights and u8 activations, static
+// ranges observed while the model runs calibration text (llama-imatrix's chunking) or per token at run time.
+// LanguageModel::save writes the result as GGUF with the int8 Linears as cq's containers hold them.
+#include <algorithm>
+
+#include "cq/error.h"
+#include "cq/llm.h"
+#include "cq/w8a8.h"
+#include "eval/text_chunks.h"
+
+namespace cq {
+
+std::vector<W8A8Rule> llm_default_w8a8_rules() { return {W8A8Rule{RuleScope{"*"}, false}, W8A8Rule{RuleScope{"blk.*"}, true}}; }
+
+int64_t quantize_llm_w8a8(LanguageModel& model, const LlmW8A8Options& o, const std::function<void(int64_t, int64_t, double)>& progress) {
+    const bool is_static = o.activations == ActivationQuant::static_per_tensor;
+    if (o.activation_bits != 0 && o.activation_bits != 8 && o.activation_bits != 7)
+        throw InvalidArgument("[w8a8] activations must be 8 or 7 bits (or 0: auto), not " + std::to_string(o.activation_bits));
+    if (o.symmetric && !is_static) throw InvalidArgument("[w8a8] symmetric activations are a static mode (w8a8-static)");
+    if (is_static && o.calib_text.empty()) throw InvalidArgument("[w8a8] static activation ranges need calibration text (--calib TEXT)");
+    const int32_t bits = o.activation_bits != 0 ? o.activation_bits : is_static ? 8 : auto_activation_bits();
+    const int32_t qmax = (1 << bits) - 1;
+    std::vector<Linear*> chosen;
+    for (Linear* l : model.linears()) {
+        if (!w8a8_selects(o.rules, l->name)) continue;
+        if (l->int8) throw InvalidArgument("[w8a8] " + l->name + " is already W8A8; quantize the float model");
+        chosen.push_back(l);
+    }
+    if (chosen.empty()) throw InvalidArgument("[w8a8] the rules select none of the model's Linears");
+    std::vector<calib::RangeObserver> ranges(chosen.size());
+    if (is_static) {
+        std::vector<ObserverId> ids;
+        for (size_t i = 0; i < chosen.size(); ++i)
+            ids.push_back(model.observe(*chosen[i], [r = &ranges[i]](const LinearEvent& e) { r->observe(e.x, e.rows * e.layer.n_in()); }));
+        try {
+            run_text_chunks(model, o.calib_text, o.calib_ctx, o.calib_chunks, o.calib_ctx, "w8a8 calibration", progress);
+        } catch (...) {
+            for (const ObserverId id : ids) model.remove_observer(id);
+            throw;
+        }
+        for (const ObserverId id : ids) model.remove_observer(id);
+    }
+    for (size_t i = 0; i < chosen.size(); ++i) {
+        calib::U8Params p{1.0f, 0};
+        if (is_static) {
+            const calib::Range r = ranges[i].range(o.method, o.percentile);
+            p = o.symmetric ? calib::u8_params_symmetric(r, qmax) : calib::u8_params(r, qmax);
+        }
+        chosen[i]->int8 = quantize_linear_w8a8(*chosen[i], o.activations, p, qmax);
+        chosen[i]->modified_by = is_static ? "w8a8-static" : "w8a8-dynamic";
+    }
+    return static_cast<int64_t>(chosen.size());
+}
+
+}  // namespace cq
