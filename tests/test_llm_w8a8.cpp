@@ -13,7 +13,9 @@
 #include "cq/error.h"
 #include "cq/llm.h"
 #include "cq/onnx.h"
+#include "cq/quantize.h"
 #include "cq/w8a8.h"
+#include "ops/ops.h"
 #include "test_support.h"
 
 namespace cq {
@@ -81,6 +83,54 @@ TEST(LlmW8A8, SymmetricRangesAreTensorRtCodes) {
     EXPECT_THROW(calib::u8_params_symmetric({-1.0f, 1.0f}, 200), InvalidArgument);
 }
 
+TEST(LlmW8A8, DynamicQuantizeLinearParamsAreOnnxs) {
+    // the example of ONNX's DynamicQuantizeLinear operator documentation
+    const std::vector<float> x{0.0f, 2.0f, -3.0f, -2.5f, 1.34f, 0.5f};
+    const calib::U8Params p = dynamic_quantize_linear_params(-3.0f, 2.0f);
+    EXPECT_FLOAT_EQ(p.scale, 0.019607844f);
+    EXPECT_EQ(p.zero_point, 153);
+    const std::vector<int> expected{153, 255, 0, 26, 221, 179};
+    for (size_t i = 0; i < x.size(); ++i)
+        EXPECT_EQ(static_cast<int>(std::clamp(std::nearbyint(x[i] / p.scale) + 153.0f, 0.0f, 255.0f)), expected[i]) << i;
+    // the range always holds 0; an all-zero input gets scale 1
+    EXPECT_EQ(dynamic_quantize_linear_params(0.5f, 2.0f).zero_point, 0);
+    EXPECT_EQ(dynamic_quantize_linear_params(-4.0f, -1.0f).zero_point, 255);
+    EXPECT_FLOAT_EQ(dynamic_quantize_linear_params(0.0f, 0.0f).scale, 1.0f);
+}
+
+TEST(LlmW8A8, PerTensorDynamicLinearMatchesItsDefinition) {
+    const int64_t T = 5, K = 37, N = 19;  // awkward: K not a multiple of 4, N not of the 16-channel panel
+    Linear l;
+    l.name = "awkward";
+    l.weight = Tensor::zeros({N, K}, DType::F32);
+    auto* w = static_cast<float*>(l.weight.mutable_data());
+    for (int64_t i = 0; i < N * K; ++i) w[i] = std::cos(0.37f * static_cast<float>(i)) * (i % 7 == 0 ? 2.0f : 0.3f);
+    Tensor bias = Tensor::zeros({N}, DType::F32);
+    for (int64_t n = 0; n < N; ++n) static_cast<float*>(bias.mutable_data())[n] = 0.01f * static_cast<float>(n);
+    l.bias = bias;
+    l.int8 = quantize_linear_w8a8(l, ActivationQuant::dynamic_per_tensor, {1.0f, 0}, 255);
+    std::vector<float> x(static_cast<size_t>(T * K)), y(static_cast<size_t>(T * N));
+    for (size_t i = 0; i < x.size(); ++i) x[i] = std::sin(0.91f * static_cast<float>(i)) * (i == 17 ? 9.0f : 1.5f) + 0.4f;
+    ops::linear(l, x.data(), T, y.data());
+    // the definition: one (scale, zero point) from the whole input, u8 codes, integer products, both scales, the bias
+    const auto [lo, hi] = std::minmax_element(x.begin(), x.end());
+    const calib::U8Params p = dynamic_quantize_linear_params(*lo, *hi);
+    const Int8Linear& q = *l.int8;
+    const auto* wq = static_cast<const int8_t*>(q.weight.data());
+    for (int64_t t = 0; t < T; ++t)
+        for (int64_t n = 0; n < N; ++n) {
+            int64_t acc = 0;
+            for (int64_t k = 0; k < K; ++k) {
+                const int64_t code = static_cast<int64_t>(std::clamp(std::nearbyint(x[static_cast<size_t>(t * K + k)] / p.scale) + float(p.zero_point), 0.0f, 255.0f));
+                acc += (code - p.zero_point) * wq[n * K + k];
+            }
+            const double ref = static_cast<double>(acc) * p.scale * q.weight_scale[static_cast<size_t>(n)] + 0.01 * static_cast<double>(n);
+            EXPECT_NEAR(y[static_cast<size_t>(t * N + n)], ref, 1e-4 * (1.0 + std::fabs(ref))) << t << "," << n;
+        }
+    // and the per-tensor mode is 8-bit only
+    EXPECT_THROW(quantize_linear_w8a8(l, ActivationQuant::dynamic_per_tensor, {1.0f, 0}, 127), InvalidArgument);
+}
+
 TEST(LlmW8A8, SavedLlamaReloadsToTheSameLogits) {
     TempDir dir;
     LoadOptions load;
@@ -106,7 +156,18 @@ TEST(LlmW8A8, SavedLlamaReloadsToTheSameLogits) {
     EXPECT_EQ(int8, n);
     for (const Linear* l : back->linears())
         if (l->int8) EXPECT_EQ(l->int8->activations, ActivationQuant::static_per_tensor) << l->name;
-    EXPECT_EQ(logits_of(*back, kTokens), quantized);
+    // The file holds q / k rows in GGUF's order (HF's rotate-half rows unpermuted, their scales with them), and the
+    // reloaded model rotates adjacent pairs: the same numbers summed in another order, so an activation code on a rounding
+    // edge may flip. A wrong row or scale order would move every logit by O(1).
+    const std::vector<float> reloaded = logits_of(*back, kTokens);
+    double sum = 0;
+    int kept = 0;
+    for (size_t i = 0; i < reloaded.size(); ++i) sum += std::fabs(reloaded[i] - quantized[i]);
+    for (size_t t = 0; t < kTokens.size(); ++t)
+        kept += std::max_element(reloaded.begin() + t * V, reloaded.begin() + (t + 1) * V) - (reloaded.begin() + t * V) ==
+                std::max_element(quantized.begin() + t * V, quantized.begin() + (t + 1) * V) - (quantized.begin() + t * V);
+    EXPECT_LT(sum / static_cast<double>(reloaded.size()), 1e-2);
+    EXPECT_GE(kept, 15);
 }
 
 TEST(LlmW8A8, SavedGpt2ReloadsToTheSameLogits) {
@@ -121,6 +182,28 @@ TEST(LlmW8A8, SavedGpt2ReloadsToTheSameLogits) {
     const std::vector<float> quantized = logits_of(*m, kTokens);
     m->save(dir.file("w8a8.gguf"));
     auto back = LanguageModel::load(dir.file("w8a8.gguf"), load);
+    EXPECT_EQ(logits_of(*back, kTokens), quantized);
+}
+
+TEST(LlmW8A8, PerTensorDynamicFileReloadsAsPerTensor) {
+    TempDir dir;
+    LoadOptions load;
+    load.n_ctx = 64;
+    // from a GGUF copy, whose q / k rows are already in the order the saved file holds: the reloaded model then sums
+    // exactly as the quantized one did (per-tensor scales move with any rounding of the input's extremes)
+    QuantizeOptions f32;
+    f32.type = "f32";
+    quantize_model(fixture("models/llama-256d-stories"), dir.file("f32.gguf"), f32);
+    auto m = LanguageModel::load(dir.file("f32.gguf"), load);
+    LlmW8A8Options o;
+    o.activations = ActivationQuant::dynamic_per_tensor;
+    quantize_llm_w8a8(*m, o);
+    const std::vector<float> quantized = logits_of(*m, kTokens);
+    EXPECT_EQ(logits_of(*m, kTokens), quantized);
+    m->save(dir.file("w8a8.gguf"));
+    auto back = LanguageModel::load(dir.file("w8a8.gguf"), load);
+    for (const Linear* l : back->linears())
+        if (l->int8) EXPECT_EQ(l->int8->activations, ActivationQuant::dynamic_per_tensor) << l->name;
     EXPECT_EQ(logits_of(*back, kTokens), quantized);
 }
 

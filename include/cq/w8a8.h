@@ -17,7 +17,15 @@ namespace cq {
 
 struct Linear;
 
-enum class ActivationQuant { dynamic_per_token, static_per_tensor };
+/// How a W8A8 Linear quantizes its input: per token at run time (each row its own scale / zero point: cq's default for
+/// dynamic), one calibrated scale / zero point (static), or one scale / zero point per call from the whole input's
+/// min / max at run time, as ONNX's DynamicQuantizeLinear defines it (8-bit only: what ONNX Runtime's dynamic graphs run).
+enum class ActivationQuant { dynamic_per_token, static_per_tensor, dynamic_per_tensor };
+
+/// DynamicQuantizeLinear's u8 parameters for an input whose smallest / largest values are lo / hi, computed in float as
+/// ONNX Runtime computes them: the range widened to hold 0, scale (hi − lo) / 255 (1 when hi == lo), zero point
+/// 0 − lo / scale clamped to [0, 255] and rounded half to even.
+calib::U8Params dynamic_quantize_linear_params(float lo, float hi);
 
 /// The W8A8 form of one Linear, ready for the u8×s8 kernels. `weight` is what a file stores
 /// ([n_out, n_in] row-major int8); `packed` is the kernels' panel layout built from it at load.
@@ -81,7 +89,7 @@ struct LlmW8A8Options {
     calib::Method method = calib::Method::percentile;
     double percentile = 99.99;
     bool symmetric = false;       // static: calib::u8_params_symmetric (TensorRT's symmetric int8, which trt-qdq exports exactly)
-    int32_t activation_bits = 0;  // 8 or 7; 0: 8 for static, this CPU's choice (auto_activation_bits) for dynamic
+    int32_t activation_bits = 0;  // 8 or 7; 0: this CPU's choice (auto_activation_bits) for dynamic per token, else 8
     std::vector<W8A8Rule> rules = llm_default_w8a8_rules();
 };
 

@@ -92,6 +92,10 @@ void write(const std::string& hf_dir, const std::string& path, const std::string
     if (options.metadata) options.metadata(w);
     if (act_qmax > 0 && !w.has("cq.w8a8.activation_bits"))  // the bits the Linears were built for (a caller may say 0: auto)
         w.set_u32("cq.w8a8.activation_bits", act_qmax == 127 ? 7u : 8u);
+    std::vector<const Int8Linear*> int8;
+    for (const Linear* l : linears)
+        if (l->int8) int8.push_back(l->int8.get());
+    set_dynamic_granularity(w, int8);
     for (const char* name : kEmbeddedFiles)
         if (fs::is_regular_file(fs::path(hf_dir) / name, ec)) w.set_string(kFilePrefix + name, read_text_file(fs::path(hf_dir) / name));
 
@@ -208,6 +212,17 @@ std::optional<Tensor> Reader::tensor(const std::string& name) const {
     return std::nullopt;
 }
 
+void set_dynamic_granularity(gguf::Writer& w, const std::vector<const Int8Linear*>& linears) {
+    bool per_tensor = false, per_token = false;
+    for (const Int8Linear* q : linears) {
+        per_tensor = per_tensor || q->activations == ActivationQuant::dynamic_per_tensor;
+        per_token = per_token || q->activations == ActivationQuant::dynamic_per_token;
+    }
+    if (per_tensor && per_token)
+        throw Unsupported("[save] some dynamic W8A8 Linears quantize their inputs per tensor, others per token; a file holds one granularity");
+    if (per_tensor) w.set_string(kDynamicGranularityKey, "per_tensor");
+}
+
 void Reader::restore_linears(const std::vector<Linear*>& linears) const { container::restore_linears(file_, linears); }
 
 void restore_linears(const gguf::File& file, const std::vector<Linear*>& linears) {
@@ -220,6 +235,11 @@ void restore_linears(const gguf::File& file, const std::vector<Linear*>& linears
         auto_bits = *b == 0;
         act_qmax = (1 << (auto_bits ? auto_activation_bits() : int32_t(*b))) - 1;
     }
+    const std::optional<std::string> granularity = file.get_string(kDynamicGranularityKey);
+    if (granularity && *granularity != "per_tensor")
+        throw FormatError("gguf", path, 0, std::string(kDynamicGranularityKey) + " must be \"per_tensor\" (or absent: per token), not \"" + *granularity + "\"");
+    if (granularity && act_qmax != 255)
+        throw FormatError("gguf", path, 0, "per-tensor dynamic activations are 8-bit; cq.w8a8.activation_bits must be 8");
     for (Linear* l : linears) {
         if (dtype_traits(l->weight.dtype()).is_quantized) ops::pack_for_kernels(*l);
         if (l->weight.dtype() != DType::I8) continue;
@@ -233,6 +253,7 @@ void restore_linears(const gguf::File& file, const std::vector<Linear*>& linears
             if (!(s > 0) || !std::isfinite(s))
                 throw FormatError("gguf", path, 0, "tensor '" + l->name + ".weight_scale' holds a scale that is not positive and finite");
         if (l->bias) q->bias = l->bias->to_float();
+        if (granularity) q->activations = ActivationQuant::dynamic_per_tensor;
         if (file.find_tensor(l->name + ".input_scale")) {
             if (auto_bits)  // a calibrated zero point is a code of one fixed range
                 throw FormatError("gguf", path, 0, "'" + l->name + "' has static input quantization, which needs cq.w8a8.activation_bits 8 or 7, not 0 (auto)");

@@ -11,6 +11,8 @@
 #include <vector>
 
 #include "cq/io/gguf.h"
+#include "cq/io/gguf_writer.h"
+#include "cq/w8a8.h"
 #include "cq/model.h"
 
 namespace cq::container {
@@ -51,6 +53,13 @@ private:
     gguf::File file_;
     std::string dir_;
 };
+
+/// The metadata key that says how the file's dynamic W8A8 Linears quantize their inputs: "per_tensor"
+/// (ActivationQuant::dynamic_per_tensor); absent: per token.
+inline constexpr const char* kDynamicGranularityKey = "cq.w8a8.dynamic_activations";
+/// Sets kDynamicGranularityKey when `linears` quantize per tensor at run time; Unsupported when some do and other dynamic
+/// ones quantize per token (one key holds one granularity).
+void set_dynamic_granularity(gguf::Writer& w, const std::vector<const Int8Linear*>& linears);
 
 /// Reader::restore_linears over any GGUF file whose tensors hold Linears by their names (the LLM files' W8A8 Linears too).
 void restore_linears(const gguf::File& file, const std::vector<Linear*>& linears);

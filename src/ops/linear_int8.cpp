@@ -1,5 +1,5 @@
-// W8A8 Linear layers: activations are quantized to u8 in [0, act_qmax] once per call (per token, or with
-// the layer's calibrated scale), then each thread runs the u8×s8 GEMM (gemm_u7s8 for 7-bit activations)
+// W8A8 Linear layers: activations are quantized to u8 in [0, act_qmax] once per call (per token, with the layer's
+// calibrated scale, or with one scale from the whole input's range), then each thread runs the u8×s8 GEMM (gemm_u7s8 for 7-bit activations)
 // over whole 16-channel panels of outputs. Layers that read the same input with the same activation
 // quantization (an attention block's q, k, v) share the quantized input and one parallel pass.
 #include <algorithm>
@@ -19,7 +19,7 @@ constexpr int64_t kMinRowsPerThread = 8;  // quantizing fewer rows per thread co
 
 bool same_input_quantization(const Int8Linear& a, const Int8Linear& b) {
     return a.n_in == b.n_in && a.act_qmax == b.act_qmax && a.activations == b.activations &&
-           (a.activations == ActivationQuant::dynamic_per_token ||
+           (a.activations != ActivationQuant::static_per_tensor ||
             (a.input.scale == b.input.scale && a.input.zero_point == b.input.zero_point));
 }
 }  // namespace
@@ -55,13 +55,19 @@ void linear_shared_input(std::span<const Linear* const> layers, const float* x, 
             },
             kMinRowsPerThread);
     } else {
-        x_scale.assign(1, q.input.scale);
-        x_zero.assign(1, q.input.zero_point);
+        calib::U8Params p = q.input;
+        if (q.activations == ActivationQuant::dynamic_per_tensor) {
+            // the whole input's range, then one scale / zero point as DynamicQuantizeLinear computes them
+            const auto [lo, hi] = std::minmax_element(x, x + T * n_in);
+            p = dynamic_quantize_linear_params(*lo, *hi);
+        }
+        x_scale.assign(1, p.scale);
+        x_zero.assign(1, p.zero_point);
         param_stride = 0;
         pool.parallel_for(
             T, [&](int64_t t0, int64_t t1) {
-                k.quantize_rows_u8_static.fn(x + t0 * n_in, t1 - t0, n_in, n_in, q.input.scale, q.input.zero_point, q.act_qmax,
-                                             xq_data + t0 * k_padded, k_padded);
+                k.quantize_rows_u8_static.fn(x + t0 * n_in, t1 - t0, n_in, n_in, p.scale, p.zero_point, q.act_qmax, xq_data + t0 * k_padded,
+                                             k_padded);
             },
             kMinRowsPerThread);
     }

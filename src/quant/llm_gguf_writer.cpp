@@ -20,6 +20,7 @@
 #include "cq/w8a8.h"
 #include "cq/weighted_quant.h"
 #include "quant/zero_preserving.h"
+#include "models/model_container.h"
 
 namespace cq::quant {
 
@@ -210,11 +211,13 @@ QuantizeReport write_llm_gguf(const LlmWriteJob& job, const std::string& output)
     // (models/model_container.h), in the file's q/k row order as the weight.
     std::vector<std::vector<uint8_t>> extra;  // the bytes of r.tensors[in.tensors.size() + j]
     int32_t act_qmax = 0;
+    std::vector<const Int8Linear*> int8;
     for (size_t i = 0; i < in.tensors.size(); ++i) {
         const Linear* l = from_model[i];
         if (!l || !l->int8) continue;
         const Int8Linear& q = *l->int8;
         act_qmax = std::max(act_qmax, q.act_qmax);
+        int8.push_back(&q);
         const std::string base = in.tensors[i].name.substr(0, in.tensors[i].name.size() - std::string(".weight").size());
         const auto add = [&](const std::string& name, DType type, std::vector<uint8_t> bytes) {
             TensorPlan p;
@@ -250,6 +253,7 @@ QuantizeReport write_llm_gguf(const LlmWriteJob& job, const std::string& output)
     if (job.metadata) job.metadata(w);
     // the activation bits the int8 Linears were built for, which the loader needs for their zero points
     if (act_qmax > 0 && !w.has("cq.w8a8.activation_bits")) w.set_u32("cq.w8a8.activation_bits", act_qmax == 127 ? 7u : 8u);
+    container::set_dynamic_granularity(w, int8);
     for (const auto& p : r.tensors) w.add_tensor(p.name, p.shape, p.chosen);
     r.bpw_in = r.parameters ? 8.0 * static_cast<double>(r.tensor_bytes_in) / static_cast<double>(r.parameters) : 0;
     r.bpw_out = r.parameters ? 8.0 * static_cast<double>(r.tensor_bytes_out) / static_cast<double>(r.parameters) : 0;

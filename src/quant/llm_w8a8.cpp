@@ -18,7 +18,7 @@ int64_t quantize_llm_w8a8(LanguageModel& model, const LlmW8A8Options& o, const s
         throw InvalidArgument("[w8a8] activations must be 8 or 7 bits (or 0: auto), not " + std::to_string(o.activation_bits));
     if (o.symmetric && !is_static) throw InvalidArgument("[w8a8] symmetric activations are a static mode (w8a8-static)");
     if (is_static && o.calib_text.empty()) throw InvalidArgument("[w8a8] static activation ranges need calibration text (--calib TEXT)");
-    const int32_t bits = o.activation_bits != 0 ? o.activation_bits : is_static ? 8 : auto_activation_bits();
+    const int32_t bits = o.activation_bits != 0 ? o.activation_bits : o.activations == ActivationQuant::dynamic_per_token ? auto_activation_bits() : 8;
     const int32_t qmax = (1 << bits) - 1;
     std::vector<Linear*> chosen;
     for (Linear* l : model.linears()) {

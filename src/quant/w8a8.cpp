@@ -77,6 +77,9 @@ std::shared_ptr<Int8Linear> quantize_linear_w8a8(const Linear& layer, Activation
     if (act_qmax != kU8QMax && act_qmax != kU7QMax)
         throw InvalidArgument("[w8a8] " + layer.name + ": activation qmax " + std::to_string(act_qmax) +
                               " is not 255 (8-bit) or 127 (7-bit)");
+    if (activations == ActivationQuant::dynamic_per_tensor && act_qmax != kU8QMax)
+        throw InvalidArgument("[w8a8] " + layer.name + ": per-tensor dynamic activations (DynamicQuantizeLinear) are 8-bit, not " +
+                              std::to_string(act_qmax == kU7QMax ? 7 : 0) + "-bit");
     if (activations == ActivationQuant::static_per_tensor && (input.zero_point < 0 || input.zero_point > act_qmax))
         throw InvalidArgument("[w8a8] " + layer.name + ": static input zero point " + std::to_string(input.zero_point) +
                               " is outside [0, " + std::to_string(act_qmax) + "]");
@@ -113,6 +116,14 @@ std::shared_ptr<Int8Linear> quantize_linear_w8a8(const Linear& layer, Activation
     }
     pack_int8_linear(*q);
     return q;
+}
+
+calib::U8Params dynamic_quantize_linear_params(float lo, float hi) {
+    lo = std::min(lo, 0.0f);
+    hi = std::max(hi, 0.0f);
+    const float scale = hi == lo ? 1.0f : (hi - lo) / 255.0f;
+    const float zero = std::clamp(0.0f - lo / scale, 0.0f, 255.0f);
+    return {scale, static_cast<int32_t>(std::nearbyint(zero))};  // the default rounding mode: half to even
 }
 
 std::string W8A8Rule::text() const { return scope.text() + (int8 ? "=int8" : "=float"); }

@@ -91,9 +91,13 @@ void print_report(const QuantizeReport& r, bool verbose) {
 QuantizeReport quantize_llm_w8a8_file(const Options& o, const ProgressFn& tensors) {
     const auto start = std::chrono::steady_clock::now();
     LlmW8A8Options q;
-    q.activations = o.quant.type == "w8a8-static" ? ActivationQuant::static_per_tensor : ActivationQuant::dynamic_per_token;
+    q.activations = o.quant.type == "w8a8-static"           ? ActivationQuant::static_per_tensor
+                    : o.w8a8.act_granularity == "tensor" ? ActivationQuant::dynamic_per_tensor
+                                                          : ActivationQuant::dynamic_per_token;
+    if (o.w8a8.act_granularity != "token" && q.activations == ActivationQuant::static_per_tensor)
+        throw InvalidArgument("--act-granularity applies to --type w8a8-dynamic (static activations have one calibrated scale per tensor)");
     q.calib_text = o.w8a8.quant.calib_data;
-    if (q.activations == ActivationQuant::dynamic_per_token && !q.calib_text.empty())
+    if (q.activations != ActivationQuant::static_per_tensor && !q.calib_text.empty())
         throw InvalidArgument("--calib: w8a8-dynamic quantizes activations at run time and needs no calibration text");
     q.calib_ctx = o.quant.calib.n_ctx;
     q.calib_chunks = o.quant.calib.max_chunks;
@@ -117,7 +121,8 @@ QuantizeReport quantize_llm_w8a8_file(const Options& o, const ProgressFn& tensor
     QuantizeReport r = quantize_model(*model, o.output, keep, tensors);
     r.type = o.quant.type;
     r.method = q.activations == ActivationQuant::static_per_tensor ? "w8a8 static, " + std::string(calib::method_name(q.method)) + " ranges"
-                                                                   : "w8a8 dynamic";
+                 : q.activations == ActivationQuant::dynamic_per_tensor ? "w8a8 dynamic, per tensor"
+                                                                        : "w8a8 dynamic, per token";
     r.notes.push_back(std::to_string(n) + " Linears int8 (rules: " + [&] {
         std::string t;
         for (const auto& rule : q.rules) t += (t.empty() ? "" : ", ") + rule.text();
@@ -190,6 +195,9 @@ Runner register_quantize(CLI::App& app) {
     return [o]() -> int {
         // Encoder–decoders (BART, T5, BLIP) and encoders (classifiers, vision and multimodal families) take W8A8 or
         // weight-only block types into cq's containers.
+        if (o->w8a8.act_granularity != "token" && (o->quant.type != "w8a8-dynamic" || o->input.ends_with(".onnx") || is_seq2seq_model(o->input) ||
+                                                   is_detr_model(o->input) || is_encoder_model(o->input)))
+            throw InvalidArgument("--act-granularity tensor applies to decoder LLMs' --type w8a8-dynamic only");
         if (o->w8a8.act_symmetric && (o->quant.type != "w8a8-static" || o->input.ends_with(".onnx") || is_seq2seq_model(o->input) ||
                                       is_detr_model(o->input) || is_encoder_model(o->input)))
             throw InvalidArgument("--act-symmetric applies to decoder LLMs' --type w8a8-static only");

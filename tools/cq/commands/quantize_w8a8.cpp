@@ -46,6 +46,10 @@ void add_w8a8_options(CLI::App* cmd, W8A8CliOptions& o) {
                                               "record 'auto' and each CPU runs 8 with VNNI, 7 without")->default_val("auto")->check(CLI::IsMember({"auto", "7", "8"}));
     cmd->add_flag("--act-symmetric", o.act_symmetric, "w8a8-static, decoder LLMs: symmetric activation ranges (±amax, zero point at "
                                                        "mid-code): TensorRT's symmetric int8, which --format trt-qdq then exports code for code (default: off)");
+    cmd->add_option("--act-granularity", o.act_granularity, "w8a8-dynamic, decoder LLMs: token (each token's own scale) or tensor (one "
+                                                             "scale per call from the whole input's range, 8-bit: ONNX DynamicQuantizeLinear's "
+                                                             "numbers, which --format dynamic then exports exactly)")
+        ->default_val("token")->check(CLI::IsMember({"token", "tensor"}));
     cmd->add_option("--embeddings", o.embedding_type, "w8a8: type of the word-embedding table (q8_0, q5_0, q4_0: rows dequantized as "
                                                       "tokens are looked up; f16, bf16; f32 = keep)")->default_val("q8_0");
     cmd->add_option("--eval-range", o.eval_range, "w8a8: samples FIRST:END of --eval (default: all)");
@@ -59,6 +63,7 @@ void add_w8a8_options(CLI::App* cmd, W8A8CliOptions& o) {
 int run_quantize_w8a8(W8A8CliOptions& o, const std::string& input, const std::string& output, const std::string& type,
                       const std::string& eval_data, bool bench, int64_t bench_reps, bool json, const std::string& report_html) {
     if (o.act_symmetric) throw InvalidArgument("--act-symmetric applies to decoder LLMs' --type w8a8-static only");
+    if (o.act_granularity != "token") throw InvalidArgument("--act-granularity tensor applies to decoder LLMs' --type w8a8-dynamic only");
     o.quant.activations = type == "w8a8-static" ? ActivationQuant::static_per_tensor : ActivationQuant::dynamic_per_token;
     if (!is_w8a8_type(type)) o.quant.weight_type = encoder_weight_only_type(type);
     const auto method = calib::parse_method(o.calib_method);
