@@ -128,7 +128,10 @@ std::string Emitter::int8_linear(const Linear& layer, const std::string& x) {
         const std::string scale = g.op("Mul", {xq[1], ws});
         std::string y = g.op("Mul", {g.op("Cast", {acc}, {attr("to", int64_t{onnx_ir::kFloat})}), scale});
         if (!q.bias.empty()) y = g.op("Add", {y, g.f32(layer.name + ".bias", {N}, q.bias)});
-        ++lowered["DynamicQuantizeLinear + MatMulInteger"];
+        // exact for a model that quantizes per tensor (--act-granularity tensor); a per-token model's activations get ORT's
+        // per-tensor scale here, which the report says
+        ++lowered[q.activations == ActivationQuant::dynamic_per_token ? "DynamicQuantizeLinear + MatMulInteger (per tensor; the model: per token)"
+                                                                       : "DynamicQuantizeLinear + MatMulInteger"];
         return y;
     }
     if (q.activations != ActivationQuant::static_per_tensor)

@@ -25,11 +25,14 @@ void u8_quant_params_from_range(float lo, float hi, int32_t qmax, float* scale, 
 namespace kernels {
 namespace {
 
-// x: [k] → q: [round_up(k, 4)] in [0, qmax]; the comparisons are written as maxps / minps compute them.
-void quantize_row_u8(const float* x, int64_t k, float inv_scale, int32_t zero_point, int32_t qmax, uint8_t* q) {
+// x: [k] → q: [round_up(k, 4)] in [0, qmax]; the comparisons are written as maxps / minps compute them. `factor` multiplies
+// (per-token dynamic: 1 / scale), or with Divide divides (static: ONNX QuantizeLinear's x / scale, so that a calibrated
+// tensor gets the codes ONNX Runtime's QuantizeLinear gives it; x · (1 / scale) can round the other way at a tie).
+template <bool Divide>
+void quantize_row_u8(const float* x, int64_t k, float factor, int32_t zero_point, int32_t qmax, uint8_t* q) {
     const float zp = float(zero_point), top = float(qmax);
     for (int64_t i = 0; i < k; ++i) {
-        float v = std::nearbyint(x[i] * inv_scale) + zp;
+        float v = std::nearbyint(Divide ? x[i] / factor : x[i] * factor) + zp;
         v = v > 0.0f ? v : 0.0f;
         v = v < top ? v : top;
         q[i] = uint8_t(v);
@@ -50,15 +53,14 @@ void quantize_rows_u8_dynamic__ref(const float* x, int64_t m, int64_t k, int64_t
             hi = row[i] > hi ? row[i] : hi;
         }
         u8_quant_params_from_range(lo, hi, qmax, &scale[t], &zero_point[t]);
-        quantize_row_u8(row, k, 1.0f / scale[t], zero_point[t], qmax, q + t * ldq);
+        quantize_row_u8<false>(row, k, 1.0f / scale[t], zero_point[t], qmax, q + t * ldq);
     }
 }
 
 // x: [m, k] → q: [m, round_up(k, 4)]
 void quantize_rows_u8_static__ref(const float* x, int64_t m, int64_t k, int64_t ldx, float scale, int32_t zero_point,
                                   int32_t qmax, uint8_t* q, int64_t ldq) {
-    const float inv_scale = 1.0f / scale;
-    for (int64_t t = 0; t < m; ++t) quantize_row_u8(x + t * ldx, k, inv_scale, zero_point, qmax, q + t * ldq);
+    for (int64_t t = 0; t < m; ++t) quantize_row_u8<true>(x + t * ldx, k, scale, zero_point, qmax, q + t * ldq);
 }
 
 // a: [m, k] u8 · packed w: [n, k] s8 → c: [m, n] f32

@@ -34,9 +34,10 @@ Runner register_export(CLI::App& app) {
                                          "a directory for Optimum's encoder_model.onnx, decoder_model.onnx, decoder_with_past_model.onnx")->required();
     cmd->add_option("--format", o->format, "fp32: MatMul over float weights (quantized weights dequantized); matmulnbits: ONNX Runtime's MatMulNBits "
                                       "carrying the model's own Q4_0/Q4_1/Q4_K (4-bit) and Q8_0 (8-bit) weights, blocks of 32, other "
-                                      "types as float MatMuls; for a W8A8 model (cq quantize --type w8a8-static|w8a8-dynamic): dynamic "
-                                      "(DynamicQuantizeLinear + MatMulInteger), qdq (static Q/DQ Gemm, int32 bias: ORT's QGemm), trt-qdq "
-                                      "(TensorRT's explicit quantization, checked against its rules) (default: fp32)");
+                                      "types as float MatMuls; for a W8A8 model (cq quantize --type w8a8-static|w8a8-dynamic, encoders and decoder LLMs): "
+                                      "dynamic (DynamicQuantizeLinear + MatMulInteger: per-tensor activations, exact for --act-granularity "
+                                      "tensor models), qdq (static Q/DQ MatMul with the float bias: ORT's MatMulIntegerToFloat), trt-qdq "
+                                      "(TensorRT's explicit quantization, checked against its rules; exact for --act-symmetric models) (default: fp32)");
     cmd->add_option("--opset", o->opset, "ONNX opset of the default domain, 17 or later (default: 17)");
     cmd->add_option("--accuracy-level", o->accuracy_level,
                     "matmulnbits: MatMulNBits accuracy_level, 0 = float activations, 4 = int8 activations in blocks as cq's "

@@ -19,11 +19,14 @@ namespace {
 // ---- activation quantizers: the reference's float sequence, 32 values at a time ----
 
 // x: [k] → q: [round_up(k, 4)] in [0, qmax], zero_point in the padding.
-void quantize_row_u8(const float* x, int64_t k, float inv_scale, int32_t zero_point, int32_t qmax, uint8_t* q) {
-    const __m256 inv = _mm256_set1_ps(inv_scale), zp = _mm256_set1_ps(float(zero_point));
+// Divide: x / factor (static, ONNX QuantizeLinear's arithmetic), else x · factor (per-token dynamic), as the reference.
+template <bool Divide>
+void quantize_row_u8(const float* x, int64_t k, float factor, int32_t zero_point, int32_t qmax, uint8_t* q) {
+    const __m256 f = _mm256_set1_ps(factor), zp = _mm256_set1_ps(float(zero_point));
     const __m256 zero = _mm256_setzero_ps(), top = _mm256_set1_ps(float(qmax));
     auto quantize8 = [&](const float* p) {
-        __m256 v = _mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(p), inv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        const __m256 x8 = _mm256_loadu_ps(p);
+        __m256 v = _mm256_round_ps(Divide ? _mm256_div_ps(x8, f) : _mm256_mul_ps(x8, f), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
         v = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(v, zp), zero), top);
         return _mm256_cvttps_epi32(v);
     };
@@ -37,7 +40,7 @@ void quantize_row_u8(const float* x, int64_t k, float inv_scale, int32_t zero_po
     }
     const float zpf = float(zero_point), topf = float(qmax);
     for (; i < k; ++i) {
-        float v = std::nearbyint(x[i] * inv_scale) + zpf;
+        float v = std::nearbyint(Divide ? x[i] / factor : x[i] * factor) + zpf;
         v = v > 0.0f ? v : 0.0f;
         v = v < topf ? v : topf;
         q[i] = uint8_t(v);
@@ -156,15 +159,14 @@ void quantize_rows_u8_dynamic__avx2(const float* x, int64_t m, int64_t k, int64_
             hi = row[i] > hi ? row[i] : hi;
         }
         u8_quant_params_from_range(lo, hi, qmax, &scale[t], &zero_point[t]);
-        quantize_row_u8(row, k, 1.0f / scale[t], zero_point[t], qmax, q + t * ldq);
+        quantize_row_u8<false>(row, k, 1.0f / scale[t], zero_point[t], qmax, q + t * ldq);
     }
 }
 
 // x: [m, k] → q: [m, round_up(k, 4)]
 void quantize_rows_u8_static__avx2(const float* x, int64_t m, int64_t k, int64_t ldx, float scale, int32_t zero_point,
                                    int32_t qmax, uint8_t* q, int64_t ldq) {
-    const float inv_scale = 1.0f / scale;
-    for (int64_t t = 0; t < m; ++t) quantize_row_u8(x + t * ldx, k, inv_scale, zero_point, qmax, q + t * ldq);
+    for (int64_t t = 0; t < m; ++t) quantize_row_u8<true>(x + t * ldx, k, scale, zero_point, qmax, q + t * ldq);
 }
 
 // a: [m, k] u8 · packed w: [n, k] s8 → c: [m, n] f32; one panel at a time, all rows through it (the

@@ -18,12 +18,15 @@ namespace {
 // ---- activation quantizers: the reference's float sequence, 16 values at a time ----
 
 // x: [k] → q: [round_up(k, 4)] in [0, qmax], zero_point in the padding.
-void quantize_row_u8(const float* x, int64_t k, float inv_scale, int32_t zero_point, int32_t qmax, uint8_t* q) {
-    const __m512 inv = _mm512_set1_ps(inv_scale), zp = _mm512_set1_ps(float(zero_point));
+// Divide: x / factor (static, ONNX QuantizeLinear's arithmetic), else x · factor (per-token dynamic), as the reference.
+template <bool Divide>
+void quantize_row_u8(const float* x, int64_t k, float factor, int32_t zero_point, int32_t qmax, uint8_t* q) {
+    const __m512 f = _mm512_set1_ps(factor), zp = _mm512_set1_ps(float(zero_point));
     const __m512 zero = _mm512_setzero_ps(), top = _mm512_set1_ps(float(qmax));
     for (int64_t i = 0; i < k; i += 16) {
         const __mmask16 live = k - i >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (k - i)) - 1);
-        __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(live, x + i), inv);
+        const __m512 x16 = _mm512_maskz_loadu_ps(live, x + i);
+        __m512 v = Divide ? _mm512_div_ps(x16, f) : _mm512_mul_ps(x16, f);
         v = _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
         v = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(v, zp), zero), top);
         _mm_mask_storeu_epi8(q + i, live, _mm512_cvtepi32_epi8(_mm512_cvttps_epi32(v)));
@@ -125,15 +128,14 @@ void quantize_rows_u8_dynamic__avx512vnni(const float* x, int64_t m, int64_t k, 
             vhi = _mm512_max_ps(vhi, v);
         }
         u8_quant_params_from_range(_mm512_reduce_min_ps(vlo), _mm512_reduce_max_ps(vhi), qmax, &scale[t], &zero_point[t]);
-        quantize_row_u8(row, k, 1.0f / scale[t], zero_point[t], qmax, q + t * ldq);
+        quantize_row_u8<false>(row, k, 1.0f / scale[t], zero_point[t], qmax, q + t * ldq);
     }
 }
 
 // x: [m, k] → q: [m, round_up(k, 4)]
 void quantize_rows_u8_static__avx512vnni(const float* x, int64_t m, int64_t k, int64_t ldx, float scale,
                                          int32_t zero_point, int32_t qmax, uint8_t* q, int64_t ldq) {
-    const float inv_scale = 1.0f / scale;
-    for (int64_t t = 0; t < m; ++t) quantize_row_u8(x + t * ldx, k, inv_scale, zero_point, qmax, q + t * ldq);
+    for (int64_t t = 0; t < m; ++t) quantize_row_u8<true>(x + t * ldx, k, scale, zero_point, qmax, q + t * ldq);
 }
 
 // a: [m, k] u8 · packed w: [n, k] s8 → c: [m, n] f32; four panels at a time (64·k bytes of weights, held
