@@ -53,6 +53,37 @@ TEST(CliOnnx, BadRequestsFailClearlyWithoutOutput) {
     EXPECT_TRUE(std::filesystem::is_empty(dir.path()));
 }
 
+TEST(CliOnnx, DecoderW8A8QuantizesRunsAndExports) {
+    test::TempDir dir;
+    const std::string llama = "'" + test::fixture("models/llama-256d-stories") + "'";
+    const std::string text = "'" + test::fixture("data/stories_calib.txt") + "'";
+    RunResult r = run_cq("quantize " + llama + " '" + dir.file("s.gguf") + "' --type w8a8-static --act-symmetric --calib " + text +
+                             " --calib-ctx 64 --calib-chunks 4 --json",
+                         dir);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    const auto q = nlohmann::json::parse(r.out);
+    EXPECT_EQ(q["quantize"]["type"], "w8a8-static");
+    EXPECT_EQ(q["quantize"]["tensors_by_type"]["i8"], 42);  // 6 blocks × q k v o gate up down
+    // the file runs in cq and exports as TensorRT's explicit quantization, its rules checked
+    r = run_cq("perplexity '" + dir.file("s.gguf") + "' -f " + text + " -c 64 --chunks 2 --json", dir);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_GT(nlohmann::json::parse(r.out)["ppl"].get<double>(), 1.0);
+    r = run_cq("export '" + dir.file("s.gguf") + "' '" + dir.file("t.onnx") + "' --format trt-qdq --no-past --json", dir);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(nlohmann::json::parse(r.out)["files"][0]["linears"]["Q/DQ MatMul (TensorRT)"], 42);
+    // options that do not fit the type or the model are one clear error, and write nothing
+    r = run_cq("quantize " + llama + " '" + dir.file("x.gguf") + "' --type w8a8-dynamic --act-symmetric", dir);
+    EXPECT_NE(r.exit_code, 0);
+    EXPECT_NE(r.err.find("--act-symmetric"), std::string::npos) << r.err;
+    r = run_cq("quantize " + llama + " '" + dir.file("x.gguf") + "' --type w8a8-static", dir);
+    EXPECT_NE(r.exit_code, 0);
+    EXPECT_NE(r.err.find("calibration text"), std::string::npos) << r.err;
+    r = run_cq("quantize '" + test::fixture("models/bert-tiny-sst2") + "' '" + dir.file("x.gguf") + "' --type w8a8-dynamic --act-granularity tensor", dir);
+    EXPECT_NE(r.exit_code, 0);
+    EXPECT_NE(r.err.find("--act-granularity"), std::string::npos) << r.err;
+    EXPECT_FALSE(std::filesystem::exists(dir.file("x.gguf")));
+}
+
 TEST(CliOnnx, EvalRunsAnImportedModel) {
     test::TempDir dir;
     const RunResult r = run_cq("eval '" + test::fixture("vision/mnist-8.onnx") + "' --data '" + test::fixture("data/t10k-images-idx3-ubyte.gz") +

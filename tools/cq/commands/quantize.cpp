@@ -97,6 +97,8 @@ QuantizeReport quantize_llm_w8a8_file(const Options& o, const ProgressFn& tensor
     if (o.w8a8.act_granularity != "token" && q.activations == ActivationQuant::static_per_tensor)
         throw InvalidArgument("--act-granularity applies to --type w8a8-dynamic (static activations have one calibrated scale per tensor)");
     q.calib_text = o.w8a8.quant.calib_data;
+    if (!o.w8a8.calib_range.empty())
+        throw InvalidArgument("--calib-range picks samples of encoder data; a decoder LLM's calibration text is cut by --calib-ctx / --calib-chunks");
     if (q.activations != ActivationQuant::static_per_tensor && !q.calib_text.empty())
         throw InvalidArgument("--calib: w8a8-dynamic quantizes activations at run time and needs no calibration text");
     q.calib_ctx = o.quant.calib.n_ctx;
@@ -138,7 +140,7 @@ Runner register_quantize(CLI::App& app) {
     auto o = std::make_shared<Options>();
     CLI::App* cmd = app.add_subcommand("quantize", "Quantize a model's weights to GGUF, with per-tensor rules and a same-run report");
     cmd->add_option("input", o->input, "The model to quantize: a GGUF file or an HF directory (LLMs: llama, mistral, gpt2, converted as "
-                                        "llama.cpp's convert_hf_to_gguf.py would; for w8a8-*, an HF encoder classifier directory; an encoder's directory "
+                                        "llama.cpp's convert_hf_to_gguf.py would; for w8a8-*, an HF encoder classifier directory or a decoder LLM; an encoder's directory "
                                         "with a block type (q4_0, q8_0, q4_K …) quantizes its block Linears weight-only into cq's container; an .onnx image model "
                                         "with --type w8a8-static --calib IMAGES is written back as an ONNX QDQ graph)")->required();
     cmd->add_option("output", o->output, "The GGUF file to write (atomically; never the input; an .onnx file for an .onnx input)")->required();

@@ -30,7 +30,8 @@ std::string fixed(double v, int digits) {
 void add_w8a8_options(CLI::App* cmd, W8A8CliOptions& o) {
     cmd->add_option("--calib", o.quant.calib_data, "Calibration data. LLMs: text (cut into --calib-ctx chunks as llama-imatrix does) for --method imatrix/gptq/awq/"
                     "awq+gptq/auto and --target-size/--target-bpw/--max-kld; w8a8-static: samples (same kinds of file as --eval: TSV, "
-                    "MNIST idx, image folder; BART / T5: source / target text pairs; BLIP: image / caption pairs). No default: cq never downloads "
+                    "MNIST idx, image folder; BART / T5: source / target text pairs; BLIP: image / caption pairs; decoder LLMs: text, in --calib-ctx "
+                    "chunks, at most --calib-chunks). No default: cq never downloads "
                     "calibration data (default: none)");
     cmd->add_option("--calib-range", o.calib_range, "w8a8-static: samples FIRST:END of --calib to draw from (default: all)");
     cmd->add_option("--calib-samples", o.quant.calib_samples, "w8a8-static: how many samples calibrate")->default_val(256)->check(CLI::Range(1, 1 << 24));
