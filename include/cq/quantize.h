@@ -133,4 +133,12 @@ class LanguageModel;
 QuantizeReport quantize_model(const LanguageModel& model, const std::string& output, const QuantizeOptions& options,
                               const ProgressFn& progress = {});
 
+struct LlmW8A8Options;
+/// `cq quantize LLM OUT.gguf --type w8a8-*`: loads `input` (GGUF or HF directory), quantize_llm_w8a8 (cq/w8a8.h;
+/// `calibration` reports its chunks), then writes OUT with the int8 Linears (I8 weights and their scales) and every other
+/// tensor in f32, or as `tensor_types` rules say. report.type is "w8a8-static" / "w8a8-dynamic", report.method says how.
+QuantizeReport quantize_llm_w8a8_file(const std::string& input, const std::string& output, const LlmW8A8Options& options,
+                                      const std::vector<std::string>& tensor_types = {}, bool keep_zeros = true,
+                                      const ProgressFn& progress = {}, const ProgressFn& calibration = {});
+
 }  // namespace cq

@@ -75,12 +75,13 @@ class QuantizationConfig:
 
     quantization_type: the seed's "int8", "int4", "dynamic", "fp16", "bf16", or any cq preset / type
         ("q4_k_m", "q3_k_s", "iq4_xs", ...; see presets()). Encoder classifiers (BERT family, ViT) take
-        "int8" (W8A8, static when a calibration dataset is given, else dynamic) and "dynamic".
+        "int8" (W8A8, static when a calibration dataset is given, else dynamic) and "dynamic". Decoder LLMs take
+        "w8a8-static" (ranges from the calibration text) and "w8a8-dynamic" too: int8 block Linears, u8 activations.
     calibration_dataset: calibration data: text for LLMs (e.g. stories_calib.txt), labelled data for encoders
         (a TSV, MNIST idx file or image folder). None: round to nearest (LLMs) / dynamic activations (encoders).
     num_calibration_samples: chunks of `calibration_ctx` tokens (LLMs) or samples (encoders) used. Default 100.
     method: LLMs: "rtn", "imatrix", "gptq", "awq", "awq+gptq", "auto"; None: cq's default for the data given.
-    calibration_method: encoders' static ranges: "minmax", "percentile", "mse", "entropy" (None: percentile).
+    calibration_method: static W8A8 ranges: "minmax", "percentile", "mse", "entropy" (None: percentile).
     target_size / target_bpw: LLMs: automatic mixed precision under a file-size (bytes) or bits-per-weight budget.
     output_path: where the quantized file goes (None: a new temporary file).
     """
@@ -123,6 +124,15 @@ class ModelQuantizer:
             self.last_report = _core.quantize_encoder(source, output, mode, c.calibration_dataset or "",
                                                       c.num_calibration_samples, c.calibration_method or "", 99.99,
                                                       self.progress)
+        elif c.quantization_type.lower() in ("w8a8-static", "w8a8-dynamic"):
+            # decoder LLMs' W8A8 (int8 block Linears, u8 activations), as cq quantize --type w8a8-* writes it
+            static = c.quantization_type.lower() == "w8a8-static"
+            if static and not c.calibration_dataset:
+                raise ValueError("QuantizationConfig: w8a8-static needs a calibration_dataset (text)")
+            self.last_report = _core.quantize_llm_w8a8(source, output, "static" if static else "dynamic",
+                                                       c.calibration_dataset or "", c.calibration_ctx,
+                                                       c.num_calibration_samples, c.calibration_method or "",
+                                                       list(c.tensor_types), self.progress)
         else:
             qtype = _LLM_TYPES.get(c.quantization_type.lower(), c.quantization_type)
             self.last_report = _core.quantize_model(source, output, qtype, c.method or "", c.calibration_dataset or "",

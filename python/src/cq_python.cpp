@@ -442,6 +442,46 @@ PYBIND11_MODULE(_core, m) {
        py::arg("target_bpw") = 0.0, py::arg("tensor_types") = std::vector<std::string>{}, py::arg("progress") = py::none(),
        "cq quantize for decoder LLMs: a GGUF file or HF directory in, a GGUF file out.");
 
+    m.def("quantize_llm_w8a8", [](const std::string& input, const std::string& output, const std::string& mode,
+                                  const std::string& calib_text, int64_t calib_ctx, int64_t calib_chunks,
+                                  const std::string& calib_method, const std::vector<std::string>& tensor_types,
+                                  const py::object& progress) {
+        LlmW8A8Options o;
+        if (mode == "static") o.activations = ActivationQuant::static_per_tensor;
+        else if (mode == "dynamic") o.activations = ActivationQuant::dynamic_per_token;
+        else if (mode == "dynamic-tensor") o.activations = ActivationQuant::dynamic_per_tensor;
+        else if (mode == "static-symmetric") o.activations = ActivationQuant::static_per_tensor, o.symmetric = true;
+        else throw InvalidArgument("[python] quantize_llm_w8a8: mode '" + mode + "' is not static, static-symmetric, dynamic or dynamic-tensor");
+        o.calib_text = calib_text;
+        o.calib_ctx = calib_ctx;
+        o.calib_chunks = calib_chunks;
+        if (!calib_method.empty()) {
+            const std::optional<calib::Method> method = calib::parse_method(calib_method);
+            if (!method)
+                throw InvalidArgument("[python] quantize_llm_w8a8: calib_method '" + calib_method + "' is not minmax, percentile, mse or entropy");
+            o.method = *method;
+        }
+        const ProgressFn fn = progress_to(progress);
+        QuantizeReport r;
+        {
+            py::gil_scoped_release release;
+            r = quantize_llm_w8a8_file(input, output, o, tensor_types, true, fn);
+        }
+        py::dict d;
+        d["input"] = r.input;
+        d["output"] = r.output;
+        d["type"] = r.type;
+        d["method"] = r.method;
+        d["file_bytes_in"] = r.file_bytes_in;
+        d["file_bytes_out"] = r.file_bytes_out;
+        d["tensors_by_type"] = r.tensors_by_type;
+        d["notes"] = r.notes;
+        d["seconds"] = r.seconds;
+        return d;
+    }, py::arg("input"), py::arg("output"), py::arg("mode") = "dynamic", py::arg("calib_text") = "", py::arg("calib_ctx") = 512,
+       py::arg("calib_chunks") = 128, py::arg("calib_method") = "", py::arg("tensor_types") = std::vector<std::string>{},
+       py::arg("progress") = py::none(), "W8A8 of a decoder LLM (cq quantize --type w8a8-*): a GGUF with int8 block Linears.");
+
     m.def("quantize_encoder", [](const std::string& input, const std::string& output, const std::string& mode,
                                  const std::string& calib_data, int64_t calib_samples, const std::string& calib_method,
                                  double percentile, const py::object& progress) {

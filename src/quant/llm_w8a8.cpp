@@ -2,9 +2,11 @@
 // ranges observed while the model runs calibration text (llama-imatrix's chunking) or per token at run time.
 // LanguageModel::save writes the result as GGUF with the int8 Linears as cq's containers hold them.
 #include <algorithm>
+#include <chrono>
 
 #include "cq/error.h"
 #include "cq/llm.h"
+#include "cq/quantize.h"
 #include "cq/w8a8.h"
 #include "eval/text_chunks.h"
 
@@ -50,6 +52,31 @@ int64_t quantize_llm_w8a8(LanguageModel& model, const LlmW8A8Options& o, const s
         chosen[i]->modified_by = is_static ? "w8a8-static" : "w8a8-dynamic";
     }
     return static_cast<int64_t>(chosen.size());
+}
+
+QuantizeReport quantize_llm_w8a8_file(const std::string& input, const std::string& output, const LlmW8A8Options& q,
+                                      const std::vector<std::string>& tensor_types, bool keep_zeros, const ProgressFn& progress,
+                                      const ProgressFn& calibration) {
+    const auto start = std::chrono::steady_clock::now();
+    LoadOptions load;
+    if (q.activations == ActivationQuant::static_per_tensor) load.n_ctx = q.calib_ctx;  // calibration chunks fill the cache
+    auto model = LanguageModel::load(input, load);
+    const int64_t n = quantize_llm_w8a8(*model, q, calibration);
+    QuantizeOptions keep;  // every tensor the W8A8 pass did not change stays float
+    keep.type = "f32";
+    keep.tensor_types = tensor_types;
+    keep.keep_zeros = keep_zeros;
+    QuantizeReport r = quantize_model(*model, output, keep, progress);
+    const bool is_static = q.activations == ActivationQuant::static_per_tensor;
+    r.type = is_static ? "w8a8-static" : "w8a8-dynamic";
+    r.method = is_static ? "w8a8 static, " + std::string(calib::method_name(q.method)) + " ranges" + (q.symmetric ? ", symmetric" : "")
+               : q.activations == ActivationQuant::dynamic_per_tensor ? "w8a8 dynamic, per tensor"
+                                                                      : "w8a8 dynamic, per token";
+    std::string rules;
+    for (const auto& rule : q.rules) rules += (rules.empty() ? "" : ", ") + rule.text();
+    r.notes.push_back(std::to_string(n) + " Linears int8 (rules: " + rules + ")");
+    r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    return r;
 }
 
 }  // namespace cq

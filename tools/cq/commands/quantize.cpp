@@ -1,7 +1,6 @@
 // `cq quantize IN OUT --type TYPE`: weight quantization with per-tensor rules, and the same-run report
 // (size, bits per weight, types; with --eval TEXT also PPL, KLD and speed against the original).
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <iostream>
 
@@ -86,10 +85,9 @@ void print_report(const QuantizeReport& r, bool verbose) {
         std::printf(" (--verbose lists each and why)\n");
     }
 }
-// A decoder LLM's --type w8a8-static | w8a8-dynamic: calibrate (static) and quantize the block Linears in memory, then
-// write the GGUF with the int8 Linears and every other tensor kept in float (--tensor-type rules still apply to them).
-QuantizeReport quantize_llm_w8a8_file(const Options& o, const ProgressFn& tensors) {
-    const auto start = std::chrono::steady_clock::now();
+
+// A decoder LLM's --type w8a8-static | w8a8-dynamic: the options, then quantize_llm_w8a8_file.
+QuantizeReport run_llm_w8a8(const Options& o, const ProgressFn& tensors) {
     LlmW8A8Options q;
     q.activations = o.quant.type == "w8a8-static"           ? ActivationQuant::static_per_tensor
                     : o.w8a8.act_granularity == "tensor" ? ActivationQuant::dynamic_per_tensor
@@ -110,28 +108,14 @@ QuantizeReport quantize_llm_w8a8_file(const Options& o, const ProgressFn& tensor
     q.symmetric = o.w8a8.act_symmetric;
     q.activation_bits = o.w8a8.act_bits == "auto" ? 0 : std::stoi(o.w8a8.act_bits);
     for (const auto& spec : o.w8a8.quant.layer_rules) q.rules.push_back(parse_w8a8_rule(spec));
-    LoadOptions load;
-    if (q.activations == ActivationQuant::static_per_tensor) load.n_ctx = q.calib_ctx;
-    auto model = LanguageModel::load(o.input, load);
     Progress calibration("calibrate", !o.json);
-    const int64_t n = quantize_llm_w8a8(*model, q, [&](int64_t done, int64_t total, double) { calibration.update(done, total, "chunks"); });
-    calibration.finish();
-    QuantizeOptions keep;  // every tensor the W8A8 pass did not change stays float
-    keep.type = "f32";
-    keep.tensor_types = o.quant.tensor_types;
-    keep.keep_zeros = !o.no_keep_zeros;
-    QuantizeReport r = quantize_model(*model, o.output, keep, tensors);
-    r.type = o.quant.type;
-    r.method = q.activations == ActivationQuant::static_per_tensor ? "w8a8 static, " + std::string(calib::method_name(q.method)) + " ranges"
-                 : q.activations == ActivationQuant::dynamic_per_tensor ? "w8a8 dynamic, per tensor"
-                                                                        : "w8a8 dynamic, per token";
-    r.notes.push_back(std::to_string(n) + " Linears int8 (rules: " + [&] {
-        std::string t;
-        for (const auto& rule : q.rules) t += (t.empty() ? "" : ", ") + rule.text();
-        return t;
-    }() + ")");
-    r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    return r;
+    bool calibrating = true;
+    const ProgressFn writing = [&](int64_t done, int64_t total, double value) {
+        if (calibrating) calibration.finish(), calibrating = false;
+        tensors(done, total, value);
+    };
+    return quantize_llm_w8a8_file(o.input, o.output, q, o.quant.tensor_types, !o.no_keep_zeros, writing,
+                                  [&](int64_t done, int64_t total, double) { calibration.update(done, total, "chunks"); });
 }
 
 }  // namespace
@@ -231,7 +215,7 @@ Runner register_quantize(CLI::App& app) {
             if (stage) stage->finish(), stage.reset();
             progress.update(done, total, "tensors");
         };
-        const QuantizeReport r = llm_w8a8 ? quantize_llm_w8a8_file(*o, tensors) : quantize_model(o->input, o->output, o->quant, tensors);
+        const QuantizeReport r = llm_w8a8 ? run_llm_w8a8(*o, tensors) : quantize_model(o->input, o->output, o->quant, tensors);
         progress.finish();
         for (const auto& w : r.warnings)
             if (!o->json) std::fprintf(stderr, "warning: %s\n", w.c_str());
