@@ -144,6 +144,27 @@ std::optional<QuantMethod> method_from(const std::string& name) {
     return parse_quant_method(name);
 }
 
+// A QuantizeReport as the dict quantize_model / quantize_llm_w8a8 return (ModelQuantizer.last_report).
+py::dict quantize_report_dict(const QuantizeReport& r) {
+    py::dict d;
+    d["input"] = r.input;
+    d["output"] = r.output;
+    d["type"] = r.type;
+    d["method"] = r.method;
+    d["file_bytes_in"] = r.file_bytes_in;
+    d["file_bytes_out"] = r.file_bytes_out;
+    d["bpw_in"] = r.bpw_in;
+    d["bpw_out"] = r.bpw_out;
+    d["parameters"] = r.parameters;
+    d["tensors_by_type"] = r.tensors_by_type;
+    d["warnings"] = r.warnings;
+    d["notes"] = r.notes;
+    d["calib_kld"] = r.calib_kld;
+    d["predicted_kld"] = r.predicted_kld;
+    d["seconds"] = r.seconds;
+    return d;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -421,22 +442,7 @@ PYBIND11_MODULE(_core, m) {
             py::gil_scoped_release release;
             r = quantize_model(input, output, o, fn);
         }
-        py::dict d;
-        d["input"] = r.input;
-        d["output"] = r.output;
-        d["type"] = r.type;
-        d["method"] = r.method;
-        d["file_bytes_in"] = r.file_bytes_in;
-        d["file_bytes_out"] = r.file_bytes_out;
-        d["bpw_in"] = r.bpw_in;
-        d["bpw_out"] = r.bpw_out;
-        d["parameters"] = r.parameters;
-        d["tensors_by_type"] = r.tensors_by_type;
-        d["warnings"] = r.warnings;
-        d["calib_kld"] = r.calib_kld;
-        d["predicted_kld"] = r.predicted_kld;
-        d["seconds"] = r.seconds;
-        return d;
+        return quantize_report_dict(r);
     }, py::arg("input"), py::arg("output"), py::arg("type") = "q8_0", py::arg("method") = "", py::arg("calib_text") = "",
        py::arg("calib_ctx") = 512, py::arg("calib_chunks") = 128, py::arg("imatrix") = "", py::arg("target_size") = 0,
        py::arg("target_bpw") = 0.0, py::arg("tensor_types") = std::vector<std::string>{}, py::arg("progress") = py::none(),
@@ -467,17 +473,7 @@ PYBIND11_MODULE(_core, m) {
             py::gil_scoped_release release;
             r = quantize_llm_w8a8_file(input, output, o, tensor_types, true, fn);
         }
-        py::dict d;
-        d["input"] = r.input;
-        d["output"] = r.output;
-        d["type"] = r.type;
-        d["method"] = r.method;
-        d["file_bytes_in"] = r.file_bytes_in;
-        d["file_bytes_out"] = r.file_bytes_out;
-        d["tensors_by_type"] = r.tensors_by_type;
-        d["notes"] = r.notes;
-        d["seconds"] = r.seconds;
-        return d;
+        return quantize_report_dict(r);
     }, py::arg("input"), py::arg("output"), py::arg("mode") = "dynamic", py::arg("calib_text") = "", py::arg("calib_ctx") = 512,
        py::arg("calib_chunks") = 128, py::arg("calib_method") = "", py::arg("tensor_types") = std::vector<std::string>{},
        py::arg("progress") = py::none(), "W8A8 of a decoder LLM (cq quantize --type w8a8-*): a GGUF with int8 block Linears.");
