@@ -157,6 +157,32 @@ onnx_ir::Model read_model(const std::string& path) {
     return m;
 }
 
+// Opset 18 moved the Reduce ops' axes from an attribute to an input (ONNX's changelog); an attribute there is an invalid
+// model that ONNX Runtime refuses to load. LLaMA's RMSNorm and EfficientNet's pools are Reduce ops.
+TEST(OnnxExport, ReduceAxesFollowTheOpset) {
+    TempDir dir;
+    auto llama = LanguageModel::load(fixture("models/llama-256d-stories"));
+    auto efficientnet = EncoderModel::load(test::tests_dir() + "/data/families/efficientnet-tiny-random");
+    for (const int opset : {17, 18}) {
+        OnnxExportOptions o;
+        o.opset = opset;
+        o.with_past = false;
+        export_onnx(*llama, dir.file("llama.onnx"), o);
+        export_onnx(*efficientnet, dir.file("efficientnet.onnx"), o);
+        for (const char* file : {"llama.onnx", "efficientnet.onnx"}) {
+            int reduces = 0;
+            for (const auto& n : read_model(dir.file(file)).graph.nodes) {
+                if (n.op_type.rfind("Reduce", 0) != 0) continue;
+                ++reduces;
+                const bool axes_attribute = std::any_of(n.attributes.begin(), n.attributes.end(), [](const auto& a) { return a.name == "axes"; });
+                EXPECT_EQ(axes_attribute, opset < 18) << file << " " << n.name;
+                EXPECT_EQ(n.inputs.size(), opset < 18 ? 1u : 2u) << file << " " << n.name;
+            }
+            EXPECT_GT(reduces, 0) << file;
+        }
+    }
+}
+
 TEST(OnnxExport, ExternalDataHoldsTheSameBytes) {
     auto model = EncoderModel::load(fixture("models/vit-tiny-mnist"));
     TempDir dir;

@@ -85,7 +85,7 @@ void efficientnet_graph(Emitter& e, const EncoderConfig& c, const EncoderWeights
         ++e.lowered["Conv (depthwise)"];
         h = g.op("Transpose", {e.activation(act, conv)}, {attr("perm", kToNhwc)});
         // squeeze-and-excitation: gate [B, C] = σ(expand(act(reduce(channel means)))), each channel scaled by its gate
-        const std::string means = g.op("ReduceMean", {h}, {attr("axes", spatial), attr("keepdims", int64_t{0})});
+        const std::string means = e.reduce("ReduceMean", h, spatial, false);
         const std::string gate = g.op("Sigmoid", {e.linear(u.se_expand, e.activation(act, e.linear(u.se_reduce, means)))});
         h = g.op("Mul", {h, g.op("Unsqueeze", {gate, g.const_i64({1, 2})})});
         h = e.linear(u.project.conv, h);
@@ -93,8 +93,7 @@ void efficientnet_graph(Emitter& e, const EncoderConfig& c, const EncoderWeights
     }
     g.set_scope("/head");
     const std::string top = e.activation(act, e.linear(w.top->conv, x));
-    const std::string pooled = g.op(c.efficientnet.max_pooling ? "ReduceMax" : "ReduceMean", {top},
-                                    {attr("axes", spatial), attr("keepdims", int64_t{0})});  // [B, hidden_dim]
+    const std::string pooled = e.reduce(c.efficientnet.max_pooling ? "ReduceMax" : "ReduceMean", top, spatial, false);  // [B, hidden_dim]
     g.op_to("Identity", {e.linear(w.classifier, pooled)}, "logits");
 }
 

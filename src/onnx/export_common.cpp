@@ -239,10 +239,16 @@ std::string Emitter::conv(const Linear& layer, const std::string& x, int64_t in_
     return g.op("Conv", in, attrs);
 }
 
+std::string Emitter::reduce(const std::string& op, const std::string& x, const std::vector<int64_t>& axes, bool keepdims) {
+    // opset 18 moved the Reduce ops' axes from an attribute to an input
+    if (options.opset >= 18) return g.op(op, {x, g.const_i64(axes)}, {attr("keepdims", int64_t{keepdims})});
+    return g.op(op, {x}, {attr("axes", axes), attr("keepdims", int64_t{keepdims})});
+}
+
 std::string Emitter::rms_norm(const std::string& x, const Norm& norm, const std::string& name, float eps) {
     const std::vector<float> w = tensor_f32(norm.weight);
     const std::string sq = g.op("Mul", {x, x});
-    const std::string mean = g.op("ReduceMean", {sq}, {attr("axes", std::vector<int64_t>{-1}), attr("keepdims", int64_t{1})});
+    const std::string mean = reduce("ReduceMean", sq, {-1}, true);
     const std::string rms = g.op("Sqrt", {g.op("Add", {mean, g.scalar_f32(eps)})});
     const std::string inv = g.op("Reciprocal", {rms});
     return g.op("Mul", {g.op("Mul", {x, inv}), g.f32(name + ".weight", {static_cast<int64_t>(w.size())}, w)});

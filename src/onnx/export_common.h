@@ -40,6 +40,8 @@ struct Emitter {
     /// xd (a DequantizeLinear's output) times the layer's s8 weights behind a per-channel DequantizeLinear (axis 1, zero
     /// points 0), then the float bias: the qdq and trt-qdq forms of a quantized Linear.
     std::string dequantized_matmul(const Linear& layer, const Int8Linear& q, const std::string& weight_scale, const std::string& xd);
+    /// `op` (ReduceMean, ReduceMax) over `axes`: the axes an attribute before opset 18, an input from it.
+    std::string reduce(const std::string& op, const std::string& x, const std::vector<int64_t>& axes, bool keepdims);
     /// y = x / sqrt(mean(x²) + eps) · w over the last axis.
     std::string rms_norm(const std::string& x, const Norm& norm, const std::string& name, float eps);
     /// LayerNormalization over the last axis (bias optional).
