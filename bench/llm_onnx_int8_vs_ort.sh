@@ -29,15 +29,22 @@ declare -A make=(
   [q4_0]="--type q4_0"
 )
 declare -A format=([w8a8-static]=qdq [w8a8-static-symmetric]=trt-qdq [w8a8-dynamic-tensor]=dynamic [w8a8-dynamic-token]=dynamic [q4_0]=matmulnbits)
+# matmulnbits three ways: int8 activation blocks in ORT (level 4, the default), float activations (level 0), and cq's own
+# activation blocks computed in the graph (--cq-activations)
+declare -A nbits=([q4_0]="--accuracy-level 4" [q4_0-level0]="--accuracy-level 0" [q4_0-cq-activations]="--cq-activations")
 echo "| model | format | cq PPL | ORT PPL | cq KLD | ORT KLD | ORT top-1 = cq's |"
 echo "|---|---|---:|---:|---:|---:|---:|"
-for q in w8a8-static w8a8-static-symmetric w8a8-dynamic-tensor w8a8-dynamic-token q4_0; do
+for v in w8a8-static w8a8-static-symmetric w8a8-dynamic-tensor w8a8-dynamic-token q4_0 q4_0-level0 q4_0-cq-activations; do
+  q=${v%%-level0} q=${q%%-cq-activations}  # the quantized file the variant exports
+  if [ ! -f "$tmp/$q.gguf" ]; then
+    # shellcheck disable=SC2086
+    "$CQ" quantize "$F/models/$M" "$tmp/$q.gguf" ${make[$q]} --json > /dev/null
+    ppl "$tmp/$q.gguf" "$tmp/$q.bin" "$tmp/base.bin" > "$tmp/$q.json"
+  fi
   # shellcheck disable=SC2086
-  "$CQ" quantize "$F/models/$M" "$tmp/$q.gguf" ${make[$q]} --json > /dev/null
-  ppl "$tmp/$q.gguf" "$tmp/$q.bin" "$tmp/base.bin" > "$tmp/$q.json"
-  "$CQ" export "$tmp/$q.gguf" "$tmp/$q.onnx" --format "${format[$q]}" --no-past --json > /dev/null
-  node scripts/onnx_kld.js "$tmp/$q.onnx" "$tmp/base.bin" --compare "$tmp/$q.bin" --bos "$bos" --threads "$THREADS" > "$tmp/$q.ort.json"
-  python3 - "$M" "$q" "${format[$q]}" "$tmp/$q.json" "$tmp/$q.ort.json" <<'PY'
+  "$CQ" export "$tmp/$q.gguf" "$tmp/$v.onnx" --format "${format[$q]}" ${nbits[$v]:-} --no-past --json > /dev/null
+  node scripts/onnx_kld.js "$tmp/$v.onnx" "$tmp/base.bin" --compare "$tmp/$q.bin" --bos "$bos" --threads "$THREADS" > "$tmp/$v.ort.json"
+  python3 - "$M" "$v" "${format[$q]} ${nbits[$v]:-}" "$tmp/$q.json" "$tmp/$v.ort.json" <<'PY'
 import json, sys
 m, q, f, cq, ort = sys.argv[1], sys.argv[2], sys.argv[3], json.load(open(sys.argv[4])), json.load(open(sys.argv[5]))
 kld = cq.get("kld", {}).get("mean", float("nan"))

@@ -157,6 +157,37 @@ onnx_ir::Model read_model(const std::string& path) {
     return m;
 }
 
+// --cq-activations: every block-typed Linear reads its input quantized as cq's kernels quantize it (Q8_0 blocks for Q4_0,
+// Q8_K for the Q6_K head) and MatMulNBits runs at accuracy level 0 on those values; ORT's agreement with cq is measured in
+// docs/onnx.md (bench/llm_onnx_int8_vs_ort.sh).
+TEST(OnnxExport, CqActivationsQuantizeEveryBlockTypedInput) {
+    TempDir dir;
+    QuantizeOptions qo;
+    qo.type = "q4_0";
+    quantize_model(fixture("models/llama-256d-stories"), dir.file("q4_0.gguf"), qo);
+    auto model = LanguageModel::load(dir.file("q4_0.gguf"));
+    OnnxExportOptions o;
+    o.format = OnnxFormat::matmulnbits;
+    o.with_past = false;
+    o.nbits_cq_activations = true;
+    const auto report = export_onnx(*model, dir.file("cq.onnx"), o);
+    EXPECT_EQ(report.files[0].linears.at("MatMulNBits 4-bit on cq's activation blocks"), 42);
+    EXPECT_EQ(report.files[0].linears.at("MatMul on cq's activation blocks"), 1);  // the Q6_K head, on Q8_K blocks
+    int fp16_casts = 0, argmax = 0, nbits = 0;
+    for (const auto& n : read_model(dir.file("cq.onnx")).graph.nodes) {
+        for (const auto& a : n.attributes) {
+            if (n.op_type == "Cast" && a.name == "to" && a.i == onnx_ir::kFloat16) ++fp16_casts;
+            if (n.op_type == "MatMulNBits" && a.name == "accuracy_level") EXPECT_EQ(a.i, 0) << n.name;
+        }
+        argmax += n.op_type == "ArgMax";
+        nbits += n.op_type == "MatMulNBits";
+    }
+    // one Q8_0 quantizer per distinct input (q / k / v and gate / up share theirs): 4 per block; one Q8_K for the head
+    EXPECT_EQ(fp16_casts, 4 * model->config().n_layer);
+    EXPECT_EQ(argmax, 1);
+    EXPECT_EQ(nbits, 42);
+}
+
 // Opset 18 moved the Reduce ops' axes from an attribute to an input (ONNX's changelog); an attribute there is an invalid
 // model that ONNX Runtime refuses to load. LLaMA's RMSNorm and EfficientNet's pools are Reduce ops.
 TEST(OnnxExport, ReduceAxesFollowTheOpset) {

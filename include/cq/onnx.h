@@ -37,6 +37,10 @@ struct OnnxExportOptions {
     /// matmulnbits: MatMulNBits' accuracy_level (0: float activations; 4: int8 activations in blocks, as cq's and
     /// llama.cpp's quantized dot products do).
     int64_t nbits_accuracy_level = 4;
+    /// matmulnbits: quantize each block-typed layer's input in the graph as cq's kernels do (Q8_0 blocks of 32 with fp16
+    /// scales for the legacy types, Q8_K blocks of 256 for the k-quants) and run MatMulNBits at accuracy level 0 on those
+    /// values, so ONNX Runtime computes cq's numbers, at float-activation speed.
+    bool nbits_cq_activations = false;
     /// Decoders: also write the decode graph (past key/values in, present out) beside the main file.
     bool with_past = true;
     /// Called as graphs are built and written (stage name), for progress lines.

@@ -10,6 +10,7 @@
 
 #include "cq/atomic_file.h"
 #include "cq/error.h"
+#include "cq/kernels.h"
 #include "cq/w8a8.h"
 #include "onnx/matmul_nbits.h"
 #include "onnx/onnx_validate.h"
@@ -45,8 +46,12 @@ std::vector<float> linear_bias_f32(const Linear& layer) {
 }
 }  // namespace
 
-std::string Emitter::linear(const Linear& layer, const std::string& x) {
+std::string Emitter::linear(const Linear& layer, const std::string& x_in) {
     const int64_t n_out = layer.n_out(), n_in = layer.n_in();
+    // the input as cq's kernels see it: quantized to the weight type's activation blocks (nbits_cq_activations)
+    const bool emulate = options.format == OnnxFormat::matmulnbits && options.nbits_cq_activations && !layer.int8 &&
+                         dtype_traits(layer.weight.dtype()).is_quantized;
+    const std::string x = emulate ? cq_activations(x_in, n_in, layer.weight.dtype()) : x_in;
     if (options.format == OnnxFormat::matmulnbits)
         if (auto nb = matmul_nbits_weights(layer)) {
             const int64_t kb = nb->k / nb->block_size;
@@ -57,16 +62,17 @@ std::string Emitter::linear(const Linear& layer, const std::string& x) {
             if (!nb->zero_points.empty()) in.push_back(g.f32(layer.name + ".weight_zero_points", {nb->n * kb}, nb->zero_points));
             std::string y = g.op("MatMulNBits", in,
                                  {attr("K", nb->k), attr("N", nb->n), attr("bits", nb->bits), attr("block_size", nb->block_size),
-                                  attr("accuracy_level", options.nbits_accuracy_level)},
+                                  attr("accuracy_level", options.nbits_cq_activations ? int64_t{0} : options.nbits_accuracy_level)},
                                  "com.microsoft");
-            ++lowered["MatMulNBits " + std::to_string(nb->bits) + "-bit" + (nb->zero_points.empty() ? "" : " (zero points)")];
+            ++lowered["MatMulNBits " + std::to_string(nb->bits) + "-bit" + (nb->zero_points.empty() ? "" : " (zero points)") +
+                      (x != x_in ? " on cq's activation blocks" : "")];
             const std::vector<float> b = linear_bias_f32(layer);
             if (!b.empty()) y = g.op("Add", {y, g.f32(layer.name + ".bias", {n_out}, b)});
             return y;
         }
     if (layer.int8 && (options.format == OnnxFormat::dynamic || options.format == OnnxFormat::qdq || options.format == OnnxFormat::trt_qdq))
         return int8_linear(layer, x);
-    ++lowered["MatMul"];
+    ++lowered[x != x_in ? "MatMul on cq's activation blocks" : "MatMul"];
     const std::vector<float> w = linear_weight_f32(layer);
     // MatMul's B is [n_in, n_out]: the transpose of the Linear's [n_out, n_in]
     std::vector<float> wt(w.size());
@@ -243,6 +249,45 @@ std::string Emitter::reduce(const std::string& op, const std::string& x, const s
     // opset 18 moved the Reduce ops' axes from an attribute to an input
     if (options.opset >= 18) return g.op(op, {x, g.const_i64(axes)}, {attr("keepdims", int64_t{keepdims})});
     return g.op(op, {x}, {attr("axes", axes), attr("keepdims", int64_t{keepdims})});
+}
+
+std::string Emitter::cq_activations(const std::string& x, int64_t n_in, DType type) {
+    const DType act = kernel_table().quant_kernels(type).act_type;
+    const bool q8_0 = act == DType::Q8_0 || act == DType::Q8_1, q8_k = act == DType::Q8_K;
+    const int64_t block = q8_k ? 256 : 32;
+    if (!(q8_0 || q8_k) || n_in % block != 0) return x;
+    const std::string key = x + "|" + std::string(dtype_name(act));
+    if (const auto it = cq_activation_inputs.find(key); it != cq_activation_inputs.end()) return it->second;
+    // [..., n_in] → [..., n_in / block, block], the blocks cq quantizes
+    const std::string prefix = g.op("Shape", {x}, {attr("end", int64_t{-1})});
+    const std::string xb = g.op("Reshape", {x, g.op("Concat", {prefix, g.const_i64({n_in / block, block})}, {attr("axis", int64_t{0})})});
+    const std::string zero = g.scalar_f32(0.0f);
+    std::string xq;
+    if (q8_0) {
+        // formats/codecs_legacy.cpp quantize_q8: d = max|x| / 127, q = roundf(x · (1 / d)) (halves away from zero: the
+        // whole part, one step out where the fraction is ≥ ½), times d as the block stores it (fp16)
+        const std::string d = g.op("Div", {reduce("ReduceMax", g.op("Abs", {xb}), {-1}, true), g.scalar_f32(127.0f)});
+        const std::string id = g.op("Where", {g.op("Equal", {d, zero}), zero, g.op("Div", {g.scalar_f32(1.0f), d})});
+        const std::string v = g.op("Mul", {xb, id});
+        const std::string a = g.op("Abs", {v}), whole = g.op("Floor", {a});
+        const std::string up = g.op("Cast", {g.op("GreaterOrEqual", {g.op("Sub", {a, whole}), g.scalar_f32(0.5f)})},
+                                    {attr("to", int64_t{onnx_ir::kFloat})});
+        const std::string q = g.op("Mul", {g.op("Sign", {v}), g.op("Add", {whole, up})});
+        const std::string d16 = g.op("Cast", {g.op("Cast", {d}, {attr("to", int64_t{onnx_ir::kFloat16})})}, {attr("to", int64_t{onnx_ir::kFloat})});
+        xq = g.op("Mul", {q, d16});
+    } else {
+        // codecs_kquants.cpp quantize_row_q8_K: max = the block's first value of largest |x|, iscale = −127 / max,
+        // q = min(127, nearest_int(iscale · x)) (halves to even), d = 1 / iscale in f32; a block of zeros stays zero
+        const std::string at = g.op("ArgMax", {g.op("Abs", {xb})}, {attr("axis", int64_t{-1}), attr("keepdims", int64_t{1})});
+        const std::string max = g.op("GatherElements", {xb, at}, {attr("axis", int64_t{-1})});
+        const std::string is_zero = g.op("Equal", {max, zero});
+        const std::string iscale = g.op("Div", {g.scalar_f32(-127.0f), g.op("Where", {is_zero, g.scalar_f32(1.0f), max})});
+        const std::string q = g.op("Min", {g.op("Round", {g.op("Mul", {iscale, xb})}), g.scalar_f32(127.0f)});
+        xq = g.op("Where", {is_zero, zero, g.op("Mul", {q, g.op("Div", {g.scalar_f32(1.0f), iscale})})});
+    }
+    const std::string out = g.op("Reshape", {xq, g.op("Concat", {prefix, g.const_i64({n_in})}, {attr("axis", int64_t{0})})});
+    cq_activation_inputs.emplace(key, out);
+    return out;
 }
 
 std::string Emitter::rms_norm(const std::string& x, const Norm& norm, const std::string& name, float eps) {

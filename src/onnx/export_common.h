@@ -40,6 +40,10 @@ struct Emitter {
     /// xd (a DequantizeLinear's output) times the layer's s8 weights behind a per-channel DequantizeLinear (axis 1, zero
     /// points 0), then the float bias: the qdq and trt-qdq forms of a quantized Linear.
     std::string dequantized_matmul(const Linear& layer, const Int8Linear& q, const std::string& weight_scale, const std::string& xd);
+    /// x as cq's kernels quantize a `type` layer's input (its activation type Q8_0 / Q8_1 / Q8_K, dequantized again), made
+    /// once per (x, activation type); x itself for types whose input stays float (OnnxExportOptions::nbits_cq_activations).
+    std::string cq_activations(const std::string& x, int64_t n_in, DType type);
+    std::map<std::string, std::string> cq_activation_inputs{};
     /// `op` (ReduceMean, ReduceMax) over `axes`: the axes an attribute before opset 18, an input from it.
     std::string reduce(const std::string& op, const std::string& x, const std::vector<int64_t>& axes, bool keepdims);
     /// y = x / sqrt(mean(x²) + eps) · w over the last axis.

@@ -5,6 +5,7 @@
 
 #include "commands/commands.h"
 #include "commands/format.h"
+#include "cq/error.h"
 #include "cq/model.h"
 #include "cq/onnx.h"
 
@@ -15,7 +16,7 @@ struct ExportCliOptions {
     std::string model, output, format = "fp32";
     int opset = 17;
     int64_t accuracy_level = 4;
-    bool no_past = false, json = false;
+    bool no_past = false, json = false, cq_activations = false;
     double external_gib = -1;
 };
 std::string lowering(const std::map<std::string, int64_t>& linears) {
@@ -43,6 +44,10 @@ Runner register_export(CLI::App& app) {
                     "matmulnbits: MatMulNBits accuracy_level, 0 = float activations, 4 = int8 activations in blocks as cq's "
                     "quantized dot products (default: 4)")
         ->check(CLI::IsMember({0, 1, 2, 3, 4}));
+    cmd->add_flag("--cq-activations", o->cq_activations,
+                  "matmulnbits: quantize each block-typed layer's input in the graph exactly as cq's kernels do (Q8_0 blocks with "
+                  "fp16 scales, Q8_K for k-quants) and run MatMulNBits at accuracy level 0 on those values, so ONNX Runtime "
+                  "computes cq's numbers (slower than --accuracy-level 4) (default: off)");
     cmd->add_flag("--no-past", o->no_past, "Decoders: write only the full-sequence graph; encoder–decoders: no decoder_with_past_model.onnx (default: off)");
     cmd->add_option("--external-data-gib", o->external_gib,
                     "Put the weights in <file>.data when they exceed this many GiB (default: -1 = just under protobuf's 2 GiB limit)");
@@ -53,6 +58,9 @@ Runner register_export(CLI::App& app) {
         opts.opset = o->opset;
         opts.with_past = !o->no_past;
         opts.nbits_accuracy_level = o->accuracy_level;
+        opts.nbits_cq_activations = o->cq_activations;
+        if (o->cq_activations && opts.format != OnnxFormat::matmulnbits)
+            throw InvalidArgument("--cq-activations applies to --format matmulnbits");
         if (o->external_gib >= 0) opts.external_data_threshold = static_cast<uint64_t>(o->external_gib * double(uint64_t{1} << 30));
         auto model = Model::load(o->model);
         const bool show = !o->json && isatty(STDERR_FILENO);
