@@ -246,6 +246,12 @@ TEST(LlmW8A8, BadOptionsAreClearErrors) {
     o.activations = ActivationQuant::dynamic_per_token;
     o.symmetric = true;
     EXPECT_THROW(quantize_llm_w8a8(*m, o), InvalidArgument);
+    // GPT-2's head is its token embedding: W8A8 would change the embedding lookup's bytes too
+    auto gpt2 = LanguageModel::load(fixture("models/gpt2-tiny-stories"), load);
+    o = LlmW8A8Options{};
+    o.activations = ActivationQuant::dynamic_per_token;
+    o.rules.push_back(W8A8Rule{RuleScope{"output"}, true});
+    EXPECT_THROW(quantize_llm_w8a8(*gpt2, o), InvalidArgument);
     for (const Linear* l : m->linears()) EXPECT_FALSE(l->int8) << l->name;  // nothing changed by the refused calls
 }
 

@@ -26,6 +26,10 @@ int64_t quantize_llm_w8a8(LanguageModel& model, const LlmW8A8Options& o, const s
     for (Linear* l : model.linears()) {
         if (!w8a8_selects(o.rules, l->name)) continue;
         if (l->int8) throw InvalidArgument("[w8a8] " + l->name + " is already W8A8; quantize the float model");
+        // a tied head is the token embedding's bytes, which the embedding lookup reads as floats
+        if (l->role == LayerRole::lm_head && l->weight.data() == model.weights().token_embd.data())
+            throw InvalidArgument("[w8a8] the rules select '" + l->name + "', which shares the token embedding's weights (a tied head); "
+                                  "it stays float");
         chosen.push_back(l);
     }
     if (chosen.empty()) throw InvalidArgument("[w8a8] the rules select none of the model's Linears");
