@@ -46,13 +46,18 @@ int64_t quantize_llm_w8a8(LanguageModel& model, const LlmW8A8Options& o, const s
         }
         for (const ObserverId id : ids) model.remove_observer(id);
     }
+    // every layer's int8 form first, then all of them at once: a layer that cannot be quantized leaves the model as it was
+    std::vector<std::shared_ptr<Int8Linear>> forms;
     for (size_t i = 0; i < chosen.size(); ++i) {
         calib::U8Params p{1.0f, 0};
         if (is_static) {
             const calib::Range r = ranges[i].range(o.method, o.percentile);
             p = o.symmetric ? calib::u8_params_symmetric(r, qmax) : calib::u8_params(r, qmax);
         }
-        chosen[i]->int8 = quantize_linear_w8a8(*chosen[i], o.activations, p, qmax);
+        forms.push_back(quantize_linear_w8a8(*chosen[i], o.activations, p, qmax));
+    }
+    for (size_t i = 0; i < chosen.size(); ++i) {
+        chosen[i]->int8 = std::move(forms[i]);
         chosen[i]->modified_by = is_static ? "w8a8-static" : "w8a8-dynamic";
     }
     return static_cast<int64_t>(chosen.size());
