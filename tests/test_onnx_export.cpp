@@ -149,6 +149,14 @@ TEST(OnnxExport, VitMatchesOnnxRuntime) {
     std::printf("[onnx] %s: max |logits − ORT| %.3g over %zu logits\n", NAME, worst, want.size());
 }
 
+// llama-256d-stories quantized to Q4_0 as cq quantize --type q4_0 writes it (the head Q6_K), loaded from dir/q4_0.gguf.
+std::unique_ptr<LanguageModel> llama_q4_0(const TempDir& dir) {
+    QuantizeOptions qo;
+    qo.type = "q4_0";
+    quantize_model(fixture("models/llama-256d-stories"), dir.file("q4_0.gguf"), qo);
+    return LanguageModel::load(dir.file("q4_0.gguf"));
+}
+
 onnx_ir::Model read_model(const std::string& path) {
     const auto bytes = test::read_bytes(path);
     onnx_ir::Model m;
@@ -162,10 +170,7 @@ onnx_ir::Model read_model(const std::string& path) {
 // docs/onnx.md (bench/llm_onnx_int8_vs_ort.sh).
 TEST(OnnxExport, CqActivationsQuantizeEveryBlockTypedInput) {
     TempDir dir;
-    QuantizeOptions qo;
-    qo.type = "q4_0";
-    quantize_model(fixture("models/llama-256d-stories"), dir.file("q4_0.gguf"), qo);
-    auto model = LanguageModel::load(dir.file("q4_0.gguf"));
+    auto model = llama_q4_0(dir);
     OnnxExportOptions o;
     o.format = OnnxFormat::matmulnbits;
     o.with_past = false;
@@ -406,10 +411,7 @@ TEST(OnnxExport, DynamicMatchesOnnxRuntimeEndToEnd) { check_int8_export("dynamic
 TEST(OnnxExport, MatMulNBitsQ4_0MatchesOnnxRuntimeEndToEnd) {
     const nlohmann::json ref = expected("llama-256d-stories.matmulnbits-q4_0.json");
     TempDir dir;
-    QuantizeOptions qo;
-    qo.type = "q4_0";
-    quantize_model(fixture("models/llama-256d-stories"), dir.file("q4_0.gguf"), qo);
-    auto model = LanguageModel::load(dir.file("q4_0.gguf"));
+    auto model = llama_q4_0(dir);
     OnnxExportOptions o;
     o.format = OnnxFormat::matmulnbits;
     const auto report = export_onnx(*model, dir.file("q4_0.onnx"), o);
