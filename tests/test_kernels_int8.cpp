@@ -426,6 +426,23 @@ TEST(QuantizeRowsU8, ReferenceFollowsTheRule) {
     }
 }
 
+// Static quantization is ONNX QuantizeLinear's round(x / scale) (what ONNX Runtime computes for a QDQ graph), not
+// round(x · (1 / scale)): the inputs below are the ones where the two products round to different integers.
+TEST(QuantizeRowsU8, StaticDividesByTheScaleAsOnnxQuantizeLinear) {
+    const float scale = 0.0137f, inv = 1.0f / scale;
+    std::vector<float> x;
+    for (int32_t i = -200000; i <= 200000 && x.size() < 64; ++i) {
+        const float v = (static_cast<float>(i) + 0.5f) * scale;  // near the half steps, where the two can part
+        if (std::nearbyint(v / scale) != std::nearbyint(v * inv) && std::fabs(v / scale) < 120.0f) x.push_back(v);
+    }
+    ASSERT_FALSE(x.empty());
+    const int64_t k = static_cast<int64_t>(x.size());
+    std::vector<uint8_t> q(static_cast<size_t>(round_up(k, 4)));
+    ck::quantize_rows_u8_static__ref(x.data(), 1, k, k, scale, 128, cq::kU8QMax, q.data(), round_up(k, 4));
+    for (int64_t i = 0; i < k; ++i)
+        EXPECT_EQ(int(q[size_t(i)]), int(std::nearbyint(x[size_t(i)] / scale)) + 128) << "x=" << x[size_t(i)];
+}
+
 TEST(QuantizeRowsU8, EveryVariantMatchesReferenceByteForByte) {
     for (const Variant& v : variants())
         for (const int32_t qmax : {cq::kU8QMax, cq::kU7QMax})
