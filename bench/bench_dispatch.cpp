@@ -313,6 +313,38 @@ void add_streaming_cases(std::vector<Case>& cases) {
                                           8.0 * double(rows * len) / 1e9};
                          };
                      }});
+    // BERT-base attention at 128 tokens: 12 heads of one sequence (q | k | v interleaved in rows, as the encoders
+    // lay them out), f32 and INT8; work 4·seq²·head_dim per head (the two products).
+    const int64_t seq = 128, hd = 64, heads = 12, ld = 3 * heads * hd;
+    const auto attention_case = [&](const char* op, bool int8) {
+        cases.push_back({op, "seq=128 head_dim=64 heads=12", "GOP/s",
+                         [int8](const KernelTable& t) { return int8 ? slot_of(t.attention_u8s8) : slot_of(t.attention_f32); },
+                         [=]() -> Binder {
+                             auto qkv = std::make_shared<std::vector<float>>(gaussian(size_t(seq * ld), 9));
+                             auto out = std::make_shared<std::vector<float>>(size_t(seq * heads * hd));
+                             auto scratch = std::make_shared<std::vector<float>>(
+                                 size_t(std::max(cq::attention_f32_scratch_floats(seq, hd), cq::attention_u8s8_scratch_bytes(seq, hd) / 4 + 16)));
+                             return [=](const KernelTable& t, bool) {
+                                 const auto f32 = t.attention_f32.fn;
+                                 const auto u8 = t.attention_u8s8.fn;
+                                 return Bound{[=] {
+                                                  const float* x = qkv->data();
+                                                  auto* bytes = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(scratch->data()) + 63) / 64 * 64);
+                                                  for (int64_t h = 0; h < heads; ++h) {
+                                                      const float* q = x + h * hd;
+                                                      if (int8)
+                                                          u8(seq, hd, q, q + heads * hd, q + 2 * heads * hd, ld, nullptr, 0.125f, out->data() + h * hd, heads * hd, bytes);
+                                                      else
+                                                          f32(seq, hd, q, q + heads * hd, q + 2 * heads * hd, ld, nullptr, 0.125f, out->data() + h * hd, heads * hd,
+                                                              scratch->data());
+                                                  }
+                                              },
+                                              4.0 * double(heads * seq * seq * hd) / 1e9};
+                             };
+                         }});
+    };
+    attention_case("attention_f32", false);
+    attention_case("attention_u8s8", true);
     // silu_mul overwrites its gate: each call starts from a fresh copy (the same memcpy on every rung).
     const int64_t g = 512 * 2048;
     cases.push_back({"silu_mul_f32", "n=" + std::to_string(g), "GB/s", [](const KernelTable& t) { return slot_of(t.silu_mul_f32); },

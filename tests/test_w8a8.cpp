@@ -248,6 +248,40 @@ TEST(W8A8Container, BertDynamicRoundTripIsBitExactAndAccuracyHolds) {
     EXPECT_LT(agree.mean_kld, 1e-3);
 }
 
+TEST(W8A8Container, Int8AttentionIsRecordedAndKeepsAccuracy) {
+    const std::string dir = test::fixture("models/bert-tiny-sst2");
+    test::TempDir tmp;
+    EncoderQuantizeOptions o;
+    o.activation_bits = 8;
+    o.embedding_type = DType::F32;
+    quantize_encoder(dir, tmp.file("f32-attention.gguf"), o);
+    o.attention = AttentionPrecision::int8;
+    const EncoderQuantizeReport r = quantize_encoder(dir, tmp.file("int8-attention.gguf"), o);
+    EXPECT_EQ(r.attention, "int8");
+    EXPECT_EQ(gguf::File::open(tmp.file("int8-attention.gguf")).get_string("cq.w8a8.attention"), "int8");
+    EXPECT_FALSE(gguf::File::open(tmp.file("f32-attention.gguf")).get_string("cq.w8a8.attention").has_value());
+    auto f32_attention = EncoderModel::load(tmp.file("f32-attention.gguf"));
+    auto int8_attention = EncoderModel::load(tmp.file("int8-attention.gguf"));
+    EXPECT_EQ(f32_attention->weights().attention, AttentionPrecision::f32);
+    ASSERT_EQ(int8_attention->weights().attention, AttentionPrecision::int8);
+    ClassifyOptions run;
+    run.max_len = 64;
+    const auto a = classify_dataset(*f32_attention, sst2_dev(*f32_attention, -1), run);
+    const auto b = classify_dataset(*int8_attention, sst2_dev(*int8_attention, -1), run);
+    EXPECT_NE(a.logits, b.logits);  // the INT8 kernel ran
+    // reference.json's FP32 count, within 0.5 pt (4 samples), and near-total agreement with f32 attention
+    EXPECT_GE(b.correct, reference("bert-tiny-sst2")["eval"]["fp32_correct"].get<int64_t>() - 4) << "accuracy " << b.accuracy;
+    const PredictionAgreement agree = compare_predictions(a, b);
+    EXPECT_GE(agree.agreement, 0.99);
+    EXPECT_LT(agree.mean_kld, 1e-3);
+    // The precision is a W8A8 choice: refused for weight-only types, before anything is written.
+    EncoderQuantizeOptions weight_only;
+    weight_only.weight_type = DType::Q8_0;
+    weight_only.attention = AttentionPrecision::int8;
+    EXPECT_THROW(quantize_encoder(dir, tmp.file("wo.gguf"), weight_only), InvalidArgument);
+    EXPECT_FALSE(std::ifstream(tmp.file("wo.gguf")).good());
+}
+
 TEST(W8A8Container, StaticCalibrationIsCachedAndReusedAndAccuracyHolds) {
     const std::string dir = test::fixture("models/vit-tiny-mnist");
     test::TempDir tmp;

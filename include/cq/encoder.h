@@ -8,6 +8,7 @@
 #include <memory>
 #include <optional>
 #include <span>
+#include <string_view>
 #include <string>
 #include <vector>
 
@@ -149,6 +150,14 @@ struct EncoderBlock {
     std::optional<Linear> pos_k, pos_q;  // deberta without share_att_key: pos_key_proj (c2p), pos_query_proj (p2c)
 };
 
+/// How the transformer encoders' bidirectional self-attention multiplies: in f32, or in INT8 (the attention_u8s8 kernel:
+/// u8 queries and probabilities, s8 keys and values, about twice as fast on VNNI CPUs; a W8A8 choice, kept in the
+/// container as cq.w8a8.attention). DeBERTa's disentangled attention and causal text towers stay f32.
+enum class AttentionPrecision { f32, int8 };
+std::string_view attention_precision_name(AttentionPrecision a);
+/// "f32" / "int8" → the precision; nullopt for anything else.
+std::optional<AttentionPrecision> attention_precision_from_name(std::string_view name);
+
 struct EncoderWeights {
     // text embeddings
     Tensor word_embd;                 // [vocab, hidden]
@@ -188,6 +197,7 @@ struct EncoderWeights {
     std::optional<Linear> embed_proj;
     std::optional<Tensor> rel_embd;
     std::optional<Norm> rel_norm;
+    AttentionPrecision attention = AttentionPrecision::f32;  // self-attention's products (see AttentionPrecision)
 };
 
 /// Token ids of a batch: [batch, seq] each, right-padded with the pad id, mask 1 for real tokens and 0 for padding.

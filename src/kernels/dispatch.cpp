@@ -118,6 +118,7 @@ KernelTable make_kernel_table(IsaLevel level) {
     CQ_SET_INT8(ref, IsaLevel::ref);
     CQ_SET_ACTIVATIONS(ref, IsaLevel::ref);
     CQ_SET(attention_f32, attention_f32__ref, IsaLevel::ref);
+    CQ_SET(attention_u8s8, attention_u8s8__ref, IsaLevel::ref);
     CQ_SET(depthwise_conv_f32, depthwise_conv_f32__ref, IsaLevel::ref);
 
 #if defined(CQ_HAVE_OPENBLAS)
@@ -139,6 +140,7 @@ KernelTable make_kernel_table(IsaLevel level) {
         CQ_SET_PACKED(avx2, IsaLevel::avx2);
         CQ_SET_ACT_QUANTIZERS(kernels, __avx2, avx2);
         CQ_SET_INT8(avx2, IsaLevel::avx2);
+        CQ_SET(attention_u8s8, attention_u8s8__avx2, IsaLevel::avx2);
         CQ_SET_ACTIVATIONS(avx2, IsaLevel::avx2);
         CQ_SET(depthwise_conv_f32, depthwise_conv_f32__avx2, IsaLevel::avx2);
     }
@@ -155,6 +157,7 @@ KernelTable make_kernel_table(IsaLevel level) {
         CQ_SET_QUANT(Q6_K, gemm, gemm_q6_K_q8_K__avx512vnni, IsaLevel::avx512_vnni);
         CQ_SET_PACKED(avx512vnni, IsaLevel::avx512_vnni);
         CQ_SET_INT8(avx512vnni, IsaLevel::avx512_vnni);
+        CQ_SET(attention_u8s8, attention_u8s8__avx512vnni, IsaLevel::avx512_vnni);
     }
 #elif defined(__aarch64__)
     if (reaches(level, IsaLevel::neon)) {
@@ -237,6 +240,7 @@ void visit_slots(F&& f, Tables&... t) {
     f(std::string("gelu_erf_f32"), t.gelu_erf_f32...);
     f(std::string("softmax_f32"), t.softmax_f32...);
     f(std::string("attention_f32"), t.attention_f32...);
+    f(std::string("attention_u8s8"), t.attention_u8s8...);
     f(std::string("silu_mul_f32"), t.silu_mul_f32...);
     f(std::string("depthwise_conv_f32"), t.depthwise_conv_f32...);
     for (size_t id = 0; id < kMaxGgmlTypes; ++id) {

@@ -138,6 +138,15 @@ void softmax_f32__ref(float* x, int64_t n, float scale);
 // AttentionF32Fn (cq/kernels.h): scores and softmax exps the reference's per-element sequence, keys in 16-lane rows.
 void attention_f32__ref(int64_t seq, int64_t head_dim, const float* q, const float* k, const float* v, int64_t ld,
                         const int32_t* key_mask, float scale, float* out, int64_t ldo, float* scratch);
+// AttentionU8S8Fn (cq/kernels.h): the reference's helpers with each rung's u8·s8 GEMM (the AVX2 one on the
+// reference's quantizers and packing), the VNNI one vectorized throughout.
+#define CQ_DECLARE_ATTENTION_U8S8(isa)                                                                                          \
+    void attention_u8s8__##isa(int64_t seq, int64_t head_dim, const float* q, const float* k, const float* v, int64_t ld, \
+                               const int32_t* key_mask, float scale, float* out, int64_t ldo, uint8_t* scratch);
+CQ_DECLARE_ATTENTION_U8S8(ref)
+CQ_DECLARE_ATTENTION_U8S8(avx2)
+CQ_DECLARE_ATTENTION_U8S8(avx512vnni)
+#undef CQ_DECLARE_ATTENTION_U8S8
 void attention_f32__avx512(int64_t seq, int64_t head_dim, const float* q, const float* k, const float* v, int64_t ld,
                            const int32_t* key_mask, float scale, float* out, int64_t ldo, float* scratch);
 // DepthwiseConvF32Fn (cq/kernels.h): one NHWC image, output rows [oy0, oy1).

@@ -567,6 +567,8 @@ void EncoderPass::self_attention(const EncoderBlock& b, const float* x, int64_t 
     const int64_t hd = c.hidden / c.n_head, H = b.n_head > 0 ? b.n_head : c.n_head;
     if (causal)
         ops::attention_causal(s.q.data(), s.k.data(), s.v.data(), H * hd, batch, seq, H, hd, key_mask, s.attn.data());
+    else if (w.attention == AttentionPrecision::int8)
+        ops::attention_bidirectional_int8(s.q.data(), s.k.data(), s.v.data(), H * hd, batch, seq, H, hd, key_mask, s.attn.data());
     else
         ops::attention_bidirectional(s.q.data(), s.k.data(), s.v.data(), H * hd, batch, seq, H, hd, key_mask, s.attn.data());
     linear(b.attn_out, s.attn.data(), rows, s.tmp.data(), key_mask);
@@ -694,6 +696,19 @@ void EncoderLoader::load_container(EncoderModel& m, const std::string& path) {
     }
     // Each Linear stored as I8 carries its scales; rebuild the kernels' layout from them.
     f.restore_linears(m.linears());
+    if (const std::optional<std::string> attention = f.file().get_string(container::kAttentionPrecisionKey)) {
+        const auto precision = attention_precision_from_name(*attention);
+        if (!precision) throw FormatError("gguf", path, 0, std::string(container::kAttentionPrecisionKey) + " must be \"f32\" or \"int8\", not \"" + *attention + "\"");
+        m.weights_.attention = *precision;
+    }
+}
+
+std::string_view attention_precision_name(AttentionPrecision a) { return a == AttentionPrecision::int8 ? "int8" : "f32"; }
+
+std::optional<AttentionPrecision> attention_precision_from_name(std::string_view name) {
+    if (name == "f32") return AttentionPrecision::f32;
+    if (name == "int8") return AttentionPrecision::int8;
+    return std::nullopt;
 }
 
 std::string supported_encoder_architectures() {

@@ -16,12 +16,18 @@ void EncoderModel::save(const std::string& path, const SaveOptions& options) con
     if (!fs::is_directory(path_, ec))
         throw Unsupported("[save] " + path_ + " is already cq's encoder container; save a model loaded from its HF directory");
     const Tensor& words = weights_.word_embd;
+    SaveOptions with_attention = options;
+    if (weights_.attention != AttentionPrecision::f32)
+        with_attention.metadata = [&options, this](gguf::Writer& w) {
+            if (options.metadata) options.metadata(w);
+            w.set_string(container::kAttentionPrecisionKey, std::string(attention_precision_name(weights_.attention)));
+        };
     container::write(path_, path, "cq-encoder", linears(),
                      [&words](const std::string& name, DType file_type) -> const Tensor* {
                          // the word embeddings in the type a pass gave them (only gathered, never multiplied)
                          return name.ends_with("word_embeddings.weight") && words.ndim() == 2 && words.dtype() != file_type ? &words : nullptr;
                      },
-                     options);
+                     with_attention);
 }
 
 }  // namespace cq

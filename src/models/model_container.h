@@ -57,6 +57,8 @@ private:
 /// The metadata key that says how the file's dynamic W8A8 Linears quantize their inputs: "per_tensor"
 /// (ActivationQuant::dynamic_per_tensor); absent: per token.
 inline constexpr const char* kDynamicGranularityKey = "cq.w8a8.dynamic_activations";
+/// The metadata key of an encoder's self-attention precision (AttentionPrecision): "int8"; absent: f32.
+inline constexpr const char* kAttentionPrecisionKey = "cq.w8a8.attention";
 /// Sets kDynamicGranularityKey when `linears` quantize per tensor at run time; Unsupported when some do and other dynamic
 /// ones quantize per token (one key holds one granularity).
 void set_dynamic_granularity(gguf::Writer& w, const std::vector<const Int8Linear*>& linears);

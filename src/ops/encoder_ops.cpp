@@ -174,6 +174,24 @@ void attention_bidirectional(const float* q, const float* k, const float* v, int
     attention(q, k, v, stride, batch, seq, n_head, head_dim, key_mask, false, nullptr, out);
 }
 
+void attention_bidirectional_int8(const float* q, const float* k, const float* v, int64_t stride, int64_t batch, int64_t seq,
+                                  int64_t n_head, int64_t head_dim, const int32_t* key_mask, float* out) {
+    const KernelTable& kt = kernel_table();
+    const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+    const int64_t out_stride = n_head * head_dim;
+    ThreadPool::global().parallel_for(batch * n_head, [&](int64_t task0, int64_t task1) {
+        thread_local std::vector<uint64_t> scratch;  // 8-byte units, 64-byte aligned below
+        scratch.resize(static_cast<size_t>(attention_u8s8_scratch_bytes(seq, head_dim) + 64) / 8 + 1);
+        auto* base = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(scratch.data()) + 63) / 64 * 64);
+        for (int64_t task = task0; task < task1; ++task) {
+            const int64_t b = task / n_head, h = task % n_head;
+            const int64_t in_base = b * seq * stride + h * head_dim;
+            kt.attention_u8s8.fn(seq, head_dim, q + in_base, k + in_base, v + in_base, stride, key_mask ? key_mask + b * seq : nullptr, scale,
+                                 out + b * seq * out_stride + h * head_dim, out_stride, base);
+        }
+    });
+}
+
 void attention_disentangled(const float* q, const float* k, const float* v, int64_t stride, int64_t batch, int64_t seq, int64_t n_head,
                             int64_t head_dim, const int32_t* key_mask, const RelativeTerms& rel, float* out) {
     attention(q, k, v, stride, batch, seq, n_head, head_dim, key_mask, false, &rel, out);

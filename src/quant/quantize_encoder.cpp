@@ -174,6 +174,8 @@ EncoderQuantizeReport quantize_encoder(const std::string& input, const std::stri
     r.activation_bits_auto = o.activation_bits == 0 && !is_static;
     r.activation_bits = o.activation_bits != 0 ? o.activation_bits : is_static ? 8 : auto_activation_bits();
     if (weight_only) r.activation_bits = 32, r.activation_bits_auto = false;  // activations stay f32
+    if (weight_only && o.attention != AttentionPrecision::f32)
+        throw InvalidArgument("[quantize] INT8 attention is a W8A8 choice; weight-only " + r.type + " keeps f32 activations and attention");
     const std::vector<W8A8Rule> rules = plan_rules(o.layer_rules);
 
     const hf::ModelDir dir = hf::open_model_dir(input);
@@ -210,6 +212,15 @@ EncoderQuantizeReport quantize_encoder(const std::string& input, const std::stri
     }
     if (weight_only) r.linears = apply_weight_only(*model, rules, *o.weight_type);
     else r.linears = apply_w8a8(*model, rules, o.activations, is_static ? &stats : nullptr, o.method, o.percentile, r.activation_bits);
+    if (o.attention == AttentionPrecision::int8) {
+        // Only the families whose self-attention runs EncoderPass::self_attention (bidirectional, no relative terms).
+        const EncoderFamily f = model->config().family;
+        if (f == EncoderFamily::deberta_v2 || f == EncoderFamily::resnet || f == EncoderFamily::efficientnet)
+            throw InvalidArgument("[quantize] INT8 attention covers BERT-style and ViT-style self-attention; " + model->config().architecture +
+                                  " has " + (f == EncoderFamily::deberta_v2 ? "DeBERTa's disentangled attention" : "no attention"));
+        model->weights().attention = AttentionPrecision::int8;
+    }
+    r.attention = std::string(attention_precision_name(model->weights().attention));
 
     // The word embeddings: only gathered, never multiplied, so they take a compact type (a pass over the model).
     Tensor& words = model->weights().word_embd;

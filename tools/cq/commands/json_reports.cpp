@@ -172,6 +172,7 @@ json encoder_quantize_report_to_json(const EncoderQuantizeReport& r) {
     j["word_embeddings"] = r.embeddings;
     j["activation_bits"] = r.activation_bits;
     j["activation_bits_auto"] = r.activation_bits_auto;
+    j["attention"] = r.attention;
     if (r.type == "w8a8-static")
         j["calibration"] = {{"method", r.method}, {"samples", r.calib_samples}, {"from_cache", r.calib_from_cache}};
     return j;

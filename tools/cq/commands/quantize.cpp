@@ -187,6 +187,9 @@ Runner register_quantize(CLI::App& app) {
         if (o->w8a8.act_symmetric && (o->quant.type != "w8a8-static" || o->input.ends_with(".onnx") || is_seq2seq_model(o->input) ||
                                       is_detr_model(o->input) || is_encoder_model(o->input)))
             throw InvalidArgument("--act-symmetric applies to decoder LLMs' --type w8a8-static only");
+        if (o->w8a8.attention != "f32" && (!is_w8a8_type(o->quant.type) || !is_encoder_model(o->input) || o->input.ends_with(".onnx") ||
+                                           is_seq2seq_model(o->input) || is_detr_model(o->input)))
+            throw InvalidArgument("--attention int8 applies to encoders' --type w8a8-dynamic / w8a8-static only");
         if (o->input.ends_with(".onnx")) return run_quantize_onnx(o->w8a8, o->input, o->output, o->quant.type, o->eval_text, o->json);
         if (is_seq2seq_model(o->input)) return run_quantize_seq2seq(o->w8a8, o->input, o->output, o->quant.type, o->eval_text, o->json, o->report);
         if (is_detr_model(o->input)) return run_quantize_detr(o->w8a8, o->input, o->output, o->quant.type, o->json);

@@ -16,6 +16,7 @@ struct W8A8CliOptions {
     int64_t bench_batch = 8, bench_seq = 128;
     bool act_symmetric = false;  // decoder LLMs' w8a8-static only (LlmW8A8Options::symmetric)
     std::string act_granularity = "token";  // decoder LLMs' w8a8-dynamic: token | tensor
+    std::string attention = "f32";          // encoders' W8A8: f32 | int8 (AttentionPrecision)
 };
 
 void add_w8a8_options(CLI::App* cmd, W8A8CliOptions& o);

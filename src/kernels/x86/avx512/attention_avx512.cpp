@@ -17,23 +17,6 @@ constexpr int kRows = 8;  // queries per block
 
 inline __mmask16 lanes(int64_t left) { return left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1u); }
 
-// exp of x ≤ 0 (0 below −87, for −inf and NaN): exp_nonpositive_scalar's operation sequence in 16 lanes.
-inline __m512 exp16(__m512 x) {
-    const __mmask16 keep = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.0f), _CMP_GE_OQ);
-    x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
-    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fmadd_ps(n, _mm512_set1_ps(-0.693359375f), x);
-    r = _mm512_fmadd_ps(n, _mm512_set1_ps(2.12194440e-4f), r);
-    __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(1.9875691500e-4f), r, _mm512_set1_ps(1.3981999507e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-    p = _mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), _mm512_set1_ps(1.0f));
-    const __m512i bits = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
-    return _mm512_maskz_mul_ps(keep, p, _mm512_castsi512_ps(bits));
-}
-
 // s: [R, sp] raw scores of queries q[0..R) against keys [0, sp) (kT: [head_dim, sp]) plus kbias (0 or −inf).
 template <int R>
 void scores(int64_t head_dim, int64_t sp, const float* q, int64_t ld, const float* kT, const float* kbias, float* s) {
@@ -64,7 +47,7 @@ void softmax_row(float* s, int64_t sp, float scale) {
     const __m512 shift = _mm512_set1_ps(-scale * _mm512_reduce_max_ps(mx)), vs = _mm512_set1_ps(scale);
     __m512 sum = _mm512_setzero_ps();
     for (int64_t j = 0; j < sp; j += 16) {
-        const __m512 e = exp16(_mm512_fmadd_ps(_mm512_loadu_ps(s + j), vs, shift));
+        const __m512 e = exp_nonpositive16(_mm512_fmadd_ps(_mm512_loadu_ps(s + j), vs, shift));
         _mm512_storeu_ps(s + j, e);
         sum = _mm512_add_ps(sum, e);
     }
