@@ -84,6 +84,28 @@ TEST(CliOnnx, DecoderW8A8QuantizesRunsAndExports) {
     EXPECT_FALSE(std::filesystem::exists(dir.file("x.gguf")));
 }
 
+TEST(CliOnnx, EncoderInt8AttentionIsRecordedAndTheExportSaysSo) {
+    test::TempDir dir;
+    const std::string bert = "'" + test::fixture("models/bert-tiny-sst2") + "'";
+    RunResult r = run_cq("quantize " + bert + " '" + dir.file("a.gguf") + "' --type w8a8-dynamic --attention int8 --json", dir);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(nlohmann::json::parse(r.out)["quantize"]["attention"], "int8");
+    r = run_cq("export '" + dir.file("a.gguf") + "' '" + dir.file("a.onnx") + "' --format dynamic --json", dir);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    const auto notes = nlohmann::json::parse(r.out)["notes"];
+    ASSERT_EQ(notes.size(), 1u);
+    EXPECT_NE(notes[0].get<std::string>().find("INT8"), std::string::npos) << notes[0];
+    // one clear error, nothing written: a weight-only type, a decoder LLM, an unknown precision
+    for (const std::string& bad : {bert + " '" + dir.file("x.gguf") + "' --type q8_0 --attention int8",
+                                   "'" + test::fixture("models/llama-256d-stories") + "' '" + dir.file("x.gguf") + "' --type w8a8-dynamic --attention int8",
+                                   bert + " '" + dir.file("x.gguf") + "' --type w8a8-dynamic --attention bf16"}) {
+        r = run_cq("quantize " + bad, dir);
+        EXPECT_NE(r.exit_code, 0) << bad;
+        EXPECT_NE(r.err.find("--attention"), std::string::npos) << r.err;
+        EXPECT_FALSE(std::filesystem::exists(dir.file("x.gguf"))) << bad;
+    }
+}
+
 TEST(CliOnnx, EvalRunsAnImportedModel) {
     test::TempDir dir;
     const RunResult r = run_cq("eval '" + test::fixture("vision/mnist-8.onnx") + "' --data '" + test::fixture("data/t10k-images-idx3-ubyte.gz") +

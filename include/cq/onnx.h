@@ -65,6 +65,8 @@ struct OnnxExportReport {
     OnnxFormat format = OnnxFormat::fp32;
     int opset = 17;
     std::vector<OnnxExportFile> files;
+    /// Where the graph computes something other than what cq runs for this model (each a sentence).
+    std::vector<std::string> notes;
 };
 
 /// Writes `model` as ONNX to `path` (atomically; the ONNX checker runs on every graph before it is written).

@@ -126,6 +126,9 @@ void export_encoder(const EncoderModel& model, const std::string& path, const On
     const auto act = ops::activation_from_name(c.hidden_act);
     if (!act) throw Unsupported("[onnx] " + c.architecture + ": activation '" + c.hidden_act + "'");
     const EncoderWeights& w = model.weights();
+    if (w.attention == AttentionPrecision::int8)
+        report.notes.push_back("self-attention is f32 in the graph; cq runs this model's in INT8 (cq.w8a8.attention = int8), so outputs "
+                               "differ by that rounding as well");
 
     // One graph per file: CLIP writes Optimum's joint graph and each tower alone (see export_clip.cpp); the others one.
     struct Part {

@@ -72,7 +72,7 @@ Runner register_export(CLI::App& app) {
             for (const auto& f : r.files)
                 files.push_back({{"path", f.path}, {"external_data", f.external_data}, {"graph", f.graph}, {"nodes", f.nodes},
                                  {"initializers", f.initializers}, {"weight_bytes", f.weight_bytes}, {"linears", f.linears}, {"inputs", f.inputs}, {"outputs", f.outputs}});
-            print_json({{"architecture", r.architecture}, {"format", onnx_format_name(r.format)}, {"opset", r.opset}, {"files", files}});
+            print_json({{"architecture", r.architecture}, {"format", onnx_format_name(r.format)}, {"opset", r.opset}, {"files", files}, {"notes", r.notes}});
             return 0;
         }
         std::vector<std::vector<std::string>> rows{{"file", "graph", "nodes", "weights", "inputs", "linears"}};
@@ -81,6 +81,7 @@ Runner register_export(CLI::App& app) {
                             group_digits(f.weight_bytes) + " B", std::to_string(f.inputs.size()), lowering(f.linears)});
         std::cout << "export: " << r.architecture << " as ONNX (" << onnx_format_name(r.format) << ", opset " << r.opset << ")\n";
         print_table(rows, {false, false, true, true, true, false});
+        for (const std::string& note : r.notes) std::cout << "note: " << note << "\n";
         return 0;
     };
 }

@@ -84,12 +84,18 @@ struct VnniHelpers {
 
     static void softmax_rows_u8(const float* s, int64_t rows, int64_t seq, float scale, uint8_t* p, int64_t ldp, float* p_scale) {
         const __m512 vs = _mm512_set1_ps(scale), ninf = _mm512_set1_ps(-INFINITY);
+        // Each row's max first (for all rows, so their reductions overlap), then each row's exps, codes and sum.
+        float shifts[kAttentionU8RowBlock];
+        for (int64_t i = 0; i < rows; ++i) {
+            const float* row = s + i * seq;
+            __m512 mx = ninf;
+            for (int64_t j = 0; j < seq; j += 16) mx = _mm512_max_ps(mx, _mm512_mask_loadu_ps(ninf, lanes(seq - j), row + j));
+            shifts[i] = -scale * _mm512_reduce_max_ps(mx);
+        }
         for (int64_t i = 0; i < rows; ++i) {
             const float* row = s + i * seq;
             uint8_t* out = p + i * ldp;
-            __m512 mx = ninf;
-            for (int64_t j = 0; j < seq; j += 16) mx = _mm512_max_ps(mx, _mm512_mask_loadu_ps(ninf, lanes(seq - j), row + j));
-            const __m512 shift = _mm512_set1_ps(-scale * _mm512_reduce_max_ps(mx));
+            const __m512 shift = _mm512_set1_ps(shifts[i]);
             __m512i sum = _mm512_setzero_si512();
             for (int64_t j = 0; j < seq; j += 16) {
                 const __mmask16 live = lanes(seq - j);
@@ -98,7 +104,10 @@ struct VnniHelpers {
                 c = _mm512_min_ps(c, _mm512_set1_ps(255.0f));
                 const __m512i codes = _mm512_maskz_cvttps_epi32(live, c);
                 sum = _mm512_add_epi32(sum, codes);
-                _mm_mask_storeu_epi8(out + j, live, _mm512_cvtepi32_epi8(codes));
+                const __m128i bytes = _mm512_cvtepi32_epi8(codes);
+                // whole vectors: a plain store (a masked one becomes vpmovdb's memory form, several times slower on Zen 4)
+                if (live == 0xFFFF) _mm_storeu_si128(reinterpret_cast<__m128i*>(out + j), bytes);
+                else _mm_mask_storeu_epi8(out + j, live, bytes);
             }
             for (int64_t j = seq; j < ldp; ++j) out[j] = 0;
             const int32_t total = _mm512_reduce_add_epi32(sum);
