@@ -7,6 +7,7 @@
 #include <string>
 
 #include "cq/error.h"
+#include "cq/thread_pool.h"
 #include "models/encoder_families.h"
 #include "ops/ops.h"
 
@@ -33,6 +34,19 @@ void position_ids(const EncoderConfig& c, const TextBatch& batch, std::vector<in
                                       ", past the model's " + std::to_string(c.max_positions) + " learned positions");
         }
     }
+}
+
+// One post-LN block over x: [batch·seq, hidden] in place (the pass's scratch for everything else).
+void run_block(const EncoderPass& p, const EncoderBlock& b, float* x, int64_t batch, int64_t seq, const int32_t* mask) {
+    const EncoderConfig& c = p.c;
+    EncoderScratch& s = p.s;
+    const int64_t rows = batch * seq, D = c.hidden;
+    p.self_attention(b, x, batch, seq, mask);  // → s.tmp
+    ops::add_layer_norm_rows(x, s.tmp.data(), rows, D, b.attn_norm.weight, &*b.attn_norm.bias, c.norm_eps, x);
+    p.linear(b.ffn_in, x, rows, s.ffn.data(), mask);
+    ops::activate(p.act, s.ffn.data(), rows * c.n_ff);
+    p.linear(b.ffn_out, s.ffn.data(), rows, s.tmp.data(), mask);
+    ops::add_layer_norm_rows(x, s.tmp.data(), rows, D, b.ffn_norm.weight, &*b.ffn_norm.bias, c.norm_eps, x);
 }
 
 }  // namespace
@@ -125,15 +139,17 @@ void bert_family_forward(const EncoderPass& p, const TextBatch& batch, float* lo
     ops::layer_norm_rows(s.x.data(), rows, D, w.embd_norm.weight, &*w.embd_norm.bias, c.norm_eps, s.x.data());
 
     const int32_t* mask = batch.mask.data();
-    for (size_t l = 0; l < w.blocks.size(); ++l) {
-        const EncoderBlock& b = w.blocks[l];
-        p.self_attention(b, s.x.data(), B, S, mask);  // → s.tmp
-        ops::add_layer_norm_rows(s.x.data(), s.tmp.data(), rows, D, b.attn_norm.weight, &*b.attn_norm.bias, c.norm_eps, s.x.data());
-        p.linear(b.ffn_in, s.x.data(), rows, s.ffn.data(), mask);
-        ops::activate(p.act, s.ffn.data(), rows * c.n_ff);
-        p.linear(b.ffn_out, s.ffn.data(), rows, s.tmp.data(), mask);
-        ops::add_layer_norm_rows(s.x.data(), s.tmp.data(), rows, D, b.ffn_norm.weight, &*b.ffn_norm.bias, c.norm_eps, s.x.data());
-        p.block_done(static_cast<int64_t>(l), s.x.data(), rows, mask);
+    if (p.splits_by_sequence(w.blocks, B, S)) {
+        ThreadPool::global().parallel_for(B, [&](int64_t b0, int64_t b1) {
+            EncoderScratch& local = EncoderPass::thread_scratch(c, w.blocks, (b1 - b0) * S);
+            const EncoderPass sub{c, w, local, nullptr, p.act};
+            for (size_t l = 0; l < w.blocks.size(); ++l) run_block(sub, w.blocks[l], s.x.data() + b0 * S * D, b1 - b0, S, mask ? mask + b0 * S : nullptr);
+        });
+    } else {
+        for (size_t l = 0; l < w.blocks.size(); ++l) {
+            run_block(p, w.blocks[l], s.x.data(), B, S, mask);
+            p.block_done(static_cast<int64_t>(l), s.x.data(), rows, mask);
+        }
     }
 
     if (hidden) std::copy_n(s.x.data(), rows * D, hidden);

@@ -70,6 +70,13 @@ struct EncoderPass {
     void self_attention(const EncoderBlock& b, const float* x, int64_t batch, int64_t seq, const int32_t* key_mask, bool causal = false) const;
     // s.x: [batch·seq, hidden] → s.cls: [batch, hidden], the first token of each sequence
     void gather_cls(int64_t batch, int64_t seq) const;
+    // Whether `blocks` run sequence-parallel: whole sequences per thread through every block (no barrier between a
+    // block's ops, each thread's rows its own; every op is row-wise or per sequence, so the bits are the batch-wide
+    // pass's). Taken when every thread gets a sequence of at least 32 tokens and nothing observes the pass (block
+    // observers, or observers on the blocks' Linears, must see whole-batch events in order).
+    bool splits_by_sequence(const std::vector<EncoderBlock>& blocks, int64_t batch, int64_t seq) const;
+    // This thread's scratch for a sequence-parallel slice of `rows` tokens through `blocks` (q, k, v, attn, tmp, xn, ffn).
+    static EncoderScratch& thread_scratch(const EncoderConfig& c, const std::vector<EncoderBlock>& blocks, int64_t rows);
 };
 
 /// preprocessor_config.json's rescale and normalisation into c (the processor's defaults where the file has none; no

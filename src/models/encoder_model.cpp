@@ -17,6 +17,7 @@
 #include "cq/kernels.h"
 #include "io/hf/hf_config.h"
 #include "io/hf/hf_model.h"
+#include "cq/thread_pool.h"
 #include "models/model_container.h"
 #include "cq/w8a8.h"
 #include "models/encoder_families.h"
@@ -572,6 +573,29 @@ void EncoderPass::self_attention(const EncoderBlock& b, const float* x, int64_t 
     else
         ops::attention_bidirectional(s.q.data(), s.k.data(), s.v.data(), H * hd, batch, seq, H, hd, key_mask, s.attn.data());
     linear(b.attn_out, s.attn.data(), rows, s.tmp.data(), key_mask);
+}
+
+bool EncoderPass::splits_by_sequence(const std::vector<EncoderBlock>& blocks, int64_t batch, int64_t seq) const {
+    constexpr int64_t kMinSequenceTokens = 32;  // fewer rows per GEMM call starve its tiles: split output channels instead
+    const int threads = ThreadPool::global().size();
+    if (threads < 2 || batch < threads || seq < kMinSequenceTokens || block_observers) return false;
+    for (const EncoderBlock& b : blocks)
+        for (const Linear* l : {&b.q, &b.k, &b.v, &b.attn_out, &b.ffn_in, &b.ffn_out})
+            if (l->observers) return false;
+    return true;
+}
+
+EncoderScratch& EncoderPass::thread_scratch(const EncoderConfig& c, const std::vector<EncoderBlock>& blocks, int64_t rows) {
+    thread_local EncoderScratch local;
+    int64_t width = c.hidden, ffn = 0;
+    for (const EncoderBlock& b : blocks) {
+        width = std::max({width, b.q.n_out(), b.k.n_out(), b.v.n_out(), b.attn_out.n_out()});
+        ffn = std::max(ffn, b.ffn_in.n_out());
+    }
+    for (auto* v : {&local.q, &local.k, &local.v, &local.attn, &local.tmp, &local.xn})
+        if (static_cast<int64_t>(v->size()) < rows * width) v->resize(static_cast<size_t>(rows * width));
+    if (static_cast<int64_t>(local.ffn.size()) < rows * ffn) local.ffn.resize(static_cast<size_t>(rows * ffn));
+    return local;
 }
 
 void EncoderPass::gather_cls(int64_t batch, int64_t seq) const {

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "cq/error.h"
+#include "cq/thread_pool.h"
 #include "models/encoder_families.h"
 #include "ops/ops.h"
 
@@ -40,21 +41,37 @@ void load_vit_weights(const EncoderConfig& c, const EncoderWeightSource& src, En
     }
 }
 
-void pre_ln_blocks(const EncoderPass& p, const std::vector<EncoderBlock>& blocks, int64_t batch, int64_t S, const int32_t* mask,
-                   bool causal, int64_t first_index) {
+namespace {
+// One pre-LN block over x: [batch·S, hidden] in place (the pass's scratch for everything else).
+void pre_ln_block(const EncoderPass& p, const EncoderBlock& b, float* x, int64_t batch, int64_t S, const int32_t* mask, bool causal) {
     const EncoderConfig& c = p.c;
     EncoderScratch& s = p.s;
     const int64_t D = c.hidden, rows = batch * S;
+    ops::layer_norm_rows(x, rows, D, b.attn_norm.weight, &*b.attn_norm.bias, c.norm_eps, s.xn.data());
+    p.self_attention(b, s.xn.data(), batch, S, mask, causal);  // → s.tmp
+    ops::add_layer_norm_rows(x, s.tmp.data(), rows, D, b.ffn_norm.weight, &*b.ffn_norm.bias, c.norm_eps, s.xn.data());
+    p.linear(b.ffn_in, s.xn.data(), rows, s.ffn.data(), mask);
+    ops::activate(p.act, s.ffn.data(), rows * c.n_ff);
+    p.linear(b.ffn_out, s.ffn.data(), rows, s.tmp.data(), mask);
+    ops::add(x, s.tmp.data(), rows * D);
+}
+}  // namespace
+
+void pre_ln_blocks(const EncoderPass& p, const std::vector<EncoderBlock>& blocks, int64_t batch, int64_t S, const int32_t* mask,
+                   bool causal, int64_t first_index) {
+    EncoderScratch& s = p.s;
+    const int64_t D = p.c.hidden;
+    if (p.splits_by_sequence(blocks, batch, S)) {
+        ThreadPool::global().parallel_for(batch, [&](int64_t b0, int64_t b1) {
+            EncoderScratch& local = EncoderPass::thread_scratch(p.c, blocks, (b1 - b0) * S);
+            const EncoderPass sub{p.c, p.w, local, nullptr, p.act};
+            for (const EncoderBlock& b : blocks) pre_ln_block(sub, b, s.x.data() + b0 * S * D, b1 - b0, S, mask ? mask + b0 * S : nullptr, causal);
+        });
+        return;
+    }
     for (size_t l = 0; l < blocks.size(); ++l) {
-        const EncoderBlock& b = blocks[l];
-        ops::layer_norm_rows(s.x.data(), rows, D, b.attn_norm.weight, &*b.attn_norm.bias, c.norm_eps, s.xn.data());
-        p.self_attention(b, s.xn.data(), batch, S, mask, causal);  // → s.tmp
-        ops::add_layer_norm_rows(s.x.data(), s.tmp.data(), rows, D, b.ffn_norm.weight, &*b.ffn_norm.bias, c.norm_eps, s.xn.data());
-        p.linear(b.ffn_in, s.xn.data(), rows, s.ffn.data(), mask);
-        ops::activate(p.act, s.ffn.data(), rows * c.n_ff);
-        p.linear(b.ffn_out, s.ffn.data(), rows, s.tmp.data(), mask);
-        ops::add(s.x.data(), s.tmp.data(), rows * D);
-        p.block_done(first_index + static_cast<int64_t>(l), s.x.data(), rows, mask);
+        pre_ln_block(p, blocks[l], s.x.data(), batch, S, mask, causal);
+        p.block_done(first_index + static_cast<int64_t>(l), s.x.data(), batch * S, mask);
     }
 }
 
