@@ -84,6 +84,8 @@ class QuantizationConfig:
     calibration_method: static W8A8 ranges: "minmax", "percentile", "mse", "entropy" (None: percentile).
     target_size / target_bpw: LLMs: automatic mixed precision under a file-size (bytes) or bits-per-weight budget.
     output_path: where the quantized file goes (None: a new temporary file).
+    attention: encoders' W8A8: "f32", or "int8" to run the self-attention's QKᵀ and PV as u8·s8 products too (about
+        2× faster attention on AVX-512 VNNI, within 2–3 % of f32 per head; compare the accuracy before shipping).
     """
     quantization_type: str = "int8"
     calibration_dataset: Optional[str] = None
@@ -95,6 +97,7 @@ class QuantizationConfig:
     target_bpw: float = 0.0
     tensor_types: list = dataclasses.field(default_factory=list)
     output_path: Optional[str] = None
+    attention: str = "f32"
 
 
 class ModelQuantizer:
@@ -123,7 +126,9 @@ class ModelQuantizer:
                                  "quantize to 'int8' (W8A8 static with a calibration dataset, else dynamic) or 'dynamic'")
             self.last_report = _core.quantize_encoder(source, output, mode, c.calibration_dataset or "",
                                                       c.num_calibration_samples, c.calibration_method or "", 99.99,
-                                                      self.progress)
+                                                      self.progress, c.attention)
+        elif c.attention != "f32":
+            raise ValueError(f"QuantizationConfig.attention '{c.attention}': INT8 attention applies to encoder classifiers' W8A8")
         elif c.quantization_type.lower() in ("w8a8-static", "w8a8-dynamic"):
             # decoder LLMs' W8A8 (int8 block Linears, u8 activations), as cq quantize --type w8a8-* writes it
             static = c.quantization_type.lower() == "w8a8-static"

@@ -480,8 +480,11 @@ PYBIND11_MODULE(_core, m) {
 
     m.def("quantize_encoder", [](const std::string& input, const std::string& output, const std::string& mode,
                                  const std::string& calib_data, int64_t calib_samples, const std::string& calib_method,
-                                 double percentile, const py::object& progress) {
+                                 double percentile, const py::object& progress, const std::string& attention) {
         EncoderQuantizeOptions o;
+        const std::optional<AttentionPrecision> precision = attention_precision_from_name(attention);
+        if (!precision) throw InvalidArgument("[python] quantize_encoder: attention '" + attention + "' is not 'f32' or 'int8'");
+        o.attention = *precision;
         if (mode == "static") {
             o.activations = ActivationQuant::static_per_tensor;
         } else if (mode != "dynamic") {
@@ -514,11 +517,14 @@ PYBIND11_MODULE(_core, m) {
         d["tensor_bytes_out"] = r.tensor_bytes_out;
         d["calib_samples"] = r.calib_samples;
         d["activation_bits"] = r.activation_bits;
+        d["attention"] = r.attention;
         d["seconds"] = r.seconds;
         return d;
     }, py::arg("input"), py::arg("output"), py::arg("mode") = "dynamic", py::arg("calib_data") = "",
        py::arg("calib_samples") = 256, py::arg("calib_method") = "", py::arg("percentile") = 99.99,
-       py::arg("progress") = py::none(), "W8A8 quantization of an encoder classifier (BERT family, ViT) into cq's container.");
+       py::arg("progress") = py::none(), py::arg("attention") = "f32",
+       "W8A8 quantization of an encoder classifier (BERT family, ViT) into cq's container; attention 'int8' runs the "
+       "self-attention's products as u8·s8 too.");
 
     m.def("compress", [](const std::string& model, const std::string& output_dir, const std::string& recipe_text,
                          const std::string& recipe_name, bool resume, const py::object& progress) {

@@ -435,6 +435,18 @@ class EncoderTest(unittest.TestCase):
         with self.assertRaisesRegex(ValueError, "encoder classifiers"):
             cq.ModelQuantizer(cq.QuantizationConfig(quantization_type="int4")).quantize(BERT)
 
+    def test_int8_attention_is_reported_and_keeps_predictions(self):
+        quantizer = cq.ModelQuantizer(cq.QuantizationConfig(quantization_type="dynamic", attention="int8"))
+        q = quantizer.quantize(BERT)
+        self.assertEqual(quantizer.last_report["attention"], "int8")
+        cmp = cq.compare(self.model, q, SST2_DEV, count=200, max_len=64)
+        self.assertGreaterEqual(cmp["agreement"], 0.98)
+        self.assertLess(abs(cmp["a"]["accuracy"] - cmp["b"]["accuracy"]), 0.02)
+        with self.assertRaisesRegex(ValueError, "'bf16'"):
+            cq.ModelQuantizer(cq.QuantizationConfig(quantization_type="dynamic", attention="bf16")).quantize(BERT)
+        with self.assertRaisesRegex(ValueError, "INT8 attention applies"):
+            cq.ModelQuantizer(cq.QuantizationConfig(quantization_type="q8_0", attention="int8")).quantize(STORIES)
+
 
 if __name__ == "__main__":
     unittest.main()
