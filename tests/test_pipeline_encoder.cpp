@@ -60,7 +60,7 @@ std::string short_recipe(const std::string& dir) {
                                   "stages:\n"
                                   "  - prune: {structured: \"heads=0.3,ffn=0.3\"}\n"
                                   "  - distill: {steps: 4, lr: 1.0e-4, batch: 8}\n"
-                                  "  - quantize: {type: w8a8-static, calib_samples: 16, embeddings: q4_0}\n");
+                                  "  - quantize: {type: w8a8-static, calib_samples: 16, embeddings: q4_0, attention: int8}\n");
 }
 
 TEST(PipelineEncoder, PruneDistillQuantizeMatchesRecomputationAndResumes) {
@@ -90,6 +90,7 @@ TEST(PipelineEncoder, PruneDistillQuantizeMatchesRecomputationAndResumes) {
         EXPECT_GT(s.base_latency_ms, 0) << s.name;
     }
     EXPECT_LT(r.stages[2].bytes, r.stages[1].bytes / 3) << "W8A8 with a Q4_0 embedding table";
+    EXPECT_EQ(EncoderModel::load(r.stages[2].model)->weights().attention, AttentionPrecision::int8) << "the recipe's attention: int8";
     // The final file is the last stage's, and `cq eval` of it gives the reported accuracy.
     EXPECT_EQ(r.final_model, out + "/model.gguf");
     EXPECT_EQ(read(r.final_model), read(r.stages[2].model));
@@ -141,6 +142,7 @@ TEST(PipelineEncoder, KeysThatDoNotApplyFailWithLineAndKeyAndWriteNothing) {
         {cal + "stages:\n  - quantize: {type: w8a8-dynamic}\n  - prune: {structured: \"heads=0.3\"}\n", ":4:", "stages[1].prune"},
         {cal + "stages:\n  - quantize: {type: w8a8-static, calib_method: median}\n", ":3:", "stages[0].quantize.calib_method"},
         {cal + "stages:\n  - prune: {structured: \"heads=0.3,ffn=0.3\"}\n  - export: {format: gguf}\n", ":4:", "stages[1].export.format"},
+        {cal + "stages:\n  - quantize: {type: w8a8-dynamic, attention: bf16}\n", ":3:", "stages[0].quantize.attention"},
     };
     int i = 0;
     for (const auto& c : cases) {

@@ -55,6 +55,7 @@ struct EncoderQuantStageConfig {
     std::string embeddings = "q8_0";          // word-embedding table: q8_0, q5_0, q4_0, f16, bf16, f32
     int64_t calib_samples = 256;              // static: at most this many calibration.data samples
     int32_t act_bits = 0;                     // 0 auto, 7, 8
+    std::string attention = "f32";            // self-attention's products: f32 or int8 (AttentionPrecision)
 };
 
 struct DistillStageConfig {

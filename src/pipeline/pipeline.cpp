@@ -172,7 +172,7 @@ void check_recipe_for(const CompressionConfig& c, const std::string& model, bool
                 case StageKind::quantize:
                     if (!is_w8a8_type(s.quantize.type))
                         recipe_fail(c, w + ".type", s.line, "'" + s.quantize.type + "' is a decoder type; an encoder classifier is quantized as w8a8-static or w8a8-dynamic");
-                    refuse({"method", "tensor_types", "keep_zeros"}, "applies to decoder LLMs; W8A8 takes calib_method, percentile, embeddings, calib_samples, act_bits");
+                    refuse({"method", "tensor_types", "keep_zeros"}, "applies to decoder LLMs; W8A8 takes calib_method, percentile, embeddings, calib_samples, act_bits, attention");
                     if (quantized) recipe_fail(c, w, s.line, "the model is already W8A8");
                     if (s.quantize.type == "w8a8-static") needs_data("calibrates activation ranges");
                     quantized = true;
@@ -189,7 +189,7 @@ void check_recipe_for(const CompressionConfig& c, const std::string& model, bool
             if (s.kind == StageKind::quantize) {
                 if (is_w8a8_type(s.quantize.type))
                     recipe_fail(c, w + ".type", s.line, s.quantize.type + " is for encoder classifiers; '" + model + "' is a decoder LLM");
-                refuse({"calib_method", "percentile", "embeddings", "calib_samples", "act_bits"}, "applies to W8A8 of encoder classifiers; '" + model + "' is a decoder LLM");
+                refuse({"calib_method", "percentile", "embeddings", "calib_samples", "act_bits", "attention"}, "applies to W8A8 of encoder classifiers; '" + model + "' is a decoder LLM");
             }
             if (s.kind == StageKind::export_model) {
                 if (s.export_format != "gguf") recipe_fail(c, w + ".format", s.line, "a decoder LLM is exported as gguf by the pipeline (cq export writes ONNX)");
@@ -256,6 +256,7 @@ void run_encoder_stage(const CompressionConfig& c, const StageConfig& s, const s
             q.percentile = s.w8a8.percentile;
             q.embedding_type = *dtype_from_name(s.w8a8.embeddings);
             q.activation_bits = s.w8a8.act_bits;
+            q.attention = *attention_precision_from_name(s.w8a8.attention);
             if (stat) q.calib_data = c.calib_data;
             q.calib_samples = s.w8a8.calib_samples;
             q.run.max_len = c.max_len;
@@ -265,7 +266,7 @@ void run_encoder_stage(const CompressionConfig& c, const StageConfig& s, const s
             for (const auto& p : qr.linears) int8 += p.int8;
             r.notes.push_back(qr.type + ": " + std::to_string(int8) + " of " + std::to_string(qr.linears.size()) + " Linears int8" +
                               (stat ? ", activations by " + qr.method + " on " + std::to_string(qr.calib_samples) + " samples" : "") + ", " +
-                              std::to_string(qr.activation_bits) + "-bit activations, word embeddings " + qr.embeddings);
+                              std::to_string(qr.activation_bits) + "-bit activations, " + qr.attention + " attention, word embeddings " + qr.embeddings);
             break;
         }
         case StageKind::export_model: {

@@ -111,7 +111,7 @@ StageConfig parse_stage(const Ctx& c, const YAML::Node& item, size_t index) {
         if (!(s.distill.temperature > 0)) c.fail(opts["temperature"], w + ".temperature", "must be > 0");
     } else if (kind == "quantize") {
         s.kind = StageKind::quantize;
-        check_keys(c, opts, w, {"type", "method", "tensor_types", "keep_zeros", "calib_method", "percentile", "embeddings", "calib_samples", "act_bits"});
+        check_keys(c, opts, w, {"type", "method", "tensor_types", "keep_zeros", "calib_method", "percentile", "embeddings", "calib_samples", "act_bits", "attention"});
         if (opts["type"]) s.quantize.type = scalar<std::string>(c, opts["type"], w + ".type", "a type or preset");
         if (opts["method"]) s.quantize.method = scalar<std::string>(c, opts["method"], w + ".method", "a method name");
         if (opts["keep_zeros"]) s.quantize.keep_zeros = scalar<bool>(c, opts["keep_zeros"], w + ".keep_zeros", "true or false");
@@ -144,6 +144,10 @@ StageConfig parse_stage(const Ctx& c, const YAML::Node& item, size_t index) {
             const std::string b = scalar<std::string>(c, opts["act_bits"], w + ".act_bits", "auto, 7 or 8");
             if (b != "auto" && b != "7" && b != "8") c.fail(opts["act_bits"], w + ".act_bits", "must be auto, 7 or 8");
             s.w8a8.act_bits = b == "auto" ? 0 : std::stoi(b);
+        }
+        if (opts["attention"]) {
+            s.w8a8.attention = scalar<std::string>(c, opts["attention"], w + ".attention", "f32 or int8");
+            if (s.w8a8.attention != "f32" && s.w8a8.attention != "int8") c.fail(opts["attention"], w + ".attention", "must be f32 or int8");
         }
         if (!find_preset(s.quantize.type) && !is_w8a8_type(s.quantize.type)) c.fail(opts["type"] ? opts["type"] : opts, w + ".type", "unknown type or preset '" + s.quantize.type + "'");
         if (!s.quantize.method.empty()) try {
