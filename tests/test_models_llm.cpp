@@ -75,10 +75,11 @@ TEST(LlmLogits, IncrementalDecodingEqualsOneBatch) {
         for (size_t t = 0; t < ids.size(); ++t) {
             model->forward(std::span(ids).subspan(t, 1), static_cast<int64_t>(t), one, false);
             // The batch runs other GEMM shapes (and so other summation orders) than one token at a time: float rounding,
-            // relative to the logit's size (measured 2.0e-5 at |logit| 5.9 on an AVX2 Zen CPU).
+            // relative to the logit's size (measured 2.0e-5 at |logit| 5.9 on an AVX2 Zen CPU; 2.04e-5 at |logit| 0.002 on
+            // Zen 4 once decoding's scores became a 16-lane GEMV, so the absolute part is 3e-5).
             for (int64_t v = 0; v < V; ++v) {
                 const float want = batch[t * static_cast<size_t>(V) + static_cast<size_t>(v)];
-                ASSERT_NEAR(one[static_cast<size_t>(v)], want, 2e-5 + 4e-6 * std::fabs(want)) << path << " position " << t << " token " << v;
+                ASSERT_NEAR(one[static_cast<size_t>(v)], want, 3e-5 + 4e-6 * std::fabs(want)) << path << " position " << t << " token " << v;
             }
         }
     }
