@@ -1,5 +1,5 @@
 // Small 256-bit helpers shared by the x86 kernels of every rung (AVX2 and up): horizontal reductions,
-// |x|, exp of x ≤ 0 (exp_nonpositive_scalar's sequence in 8 lanes). Internal linkage, so each ISA's object library keeps its own copy, compiled with its own flags.
+// |x|, exp of x ≤ 0 (exp_nonpositive_scalar's sequence in 8 lanes), the s8 panels' quad interleave. Internal linkage, so each ISA's object library keeps its own copy, compiled with its own flags.
 #pragma once
 
 #include <immintrin.h>
@@ -49,5 +49,16 @@ inline __m256 exp8(__m256 x) {
     return _mm256_and_ps(_mm256_mul_ps(p, _mm256_castsi256_ps(bits)), keep);
 }
 
+
+// Four rows' bytes of 16 channels (rows[j]: channel i at byte i) → 64 bytes, for each channel its 4 rows' bytes in a row
+// (one quad of cq/int8_gemm.h's panel layout), written to quad[0..3].
+inline void interleave_quad(const __m128i rows[4], __m128i* quad) {
+    const __m128i a = _mm_unpacklo_epi8(rows[0], rows[1]), b = _mm_unpackhi_epi8(rows[0], rows[1]);
+    const __m128i c = _mm_unpacklo_epi8(rows[2], rows[3]), d = _mm_unpackhi_epi8(rows[2], rows[3]);
+    _mm_storeu_si128(quad + 0, _mm_unpacklo_epi16(a, c));
+    _mm_storeu_si128(quad + 1, _mm_unpackhi_epi16(a, c));
+    _mm_storeu_si128(quad + 2, _mm_unpacklo_epi16(b, d));
+    _mm_storeu_si128(quad + 3, _mm_unpackhi_epi16(b, d));
+}
 }  // namespace
 }  // namespace cq::kernels

@@ -102,19 +102,13 @@ struct Avx2Helpers {
             const __m256 inv0 = _mm256_load_ps(inv), inv1 = _mm256_load_ps(inv + 8);
             __m128i* panel = reinterpret_cast<__m128i*>(packed + c0 / kS8PanelChannels * nq * kS8PanelChannels * kS8QuadInputs);
             for (int64_t r0 = 0; r0 < n; r0 += 4) {
-                // four keys' codes of 16 channels → for each channel its 4 keys' bytes in a row (one 64-byte quad)
+                // four keys' codes of 16 channels, interleaved into one 64-byte quad
                 __m128i rows[4];
                 for (int64_t j = 0; j < 4; ++j) {
                     const float* xr = x + (r0 + j) * ldx + c0;
                     rows[j] = r0 + j < n ? bytes_of(s8_codes(_mm256_loadu_ps(xr), inv0), s8_codes(_mm256_loadu_ps(xr + 8), inv1)) : _mm_setzero_si128();
                 }
-                const __m128i a = _mm_unpacklo_epi8(rows[0], rows[1]), b = _mm_unpackhi_epi8(rows[0], rows[1]);
-                const __m128i c = _mm_unpacklo_epi8(rows[2], rows[3]), d = _mm_unpackhi_epi8(rows[2], rows[3]);
-                __m128i* quad = panel + r0 / 4 * 4;
-                _mm_storeu_si128(quad + 0, _mm_unpacklo_epi16(a, c));
-                _mm_storeu_si128(quad + 1, _mm_unpackhi_epi16(a, c));
-                _mm_storeu_si128(quad + 2, _mm_unpacklo_epi16(b, d));
-                _mm_storeu_si128(quad + 3, _mm_unpackhi_epi16(b, d));
+                interleave_quad(rows, panel + r0 / 4 * 4);
             }
         }
     }
